@@ -1,0 +1,132 @@
+# MiniChat build, stack and tests.  `make run` and `make test` are the two
+# commands of the README; both begin with scripts/setup.sh (idempotent).
+
+SHELL      := /bin/bash
+TOP        := $(CURDIR)
+B          := $(TOP)/build
+GEN        := $(B)/gen
+CC         ?= cc
+OPT        ?= -O2 -g
+WARN       := -Wall -Wextra -Werror
+PKGS       := libprotobuf-c openssl jansson
+CFLAGS_ALL  = $(OPT) $(WARN) -std=gnu11 -fPIC -D_GNU_SOURCE -I$(TOP)/lib/include -I$(GEN) \
+              $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(shell pkg-config --cflags libmariadb 2>/dev/null) $(EXTRA_CFLAGS)
+LIBDEPS     = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lmariadb -lpthread
+
+LIB_SRC    := $(wildcard lib/src/*.c)
+LIB_OBJ    := $(patsubst lib/src/%.c,$(B)/lib/%.o,$(LIB_SRC)) $(B)/lib/minichat.pb-c.o
+LIB        := $(B)/libminichat.a
+
+RELAY_SRC  := $(wildcard relay-worker/*.c)
+RELAY_OBJ  := $(patsubst relay-worker/%.c,$(B)/relay-worker/%.o,$(RELAY_SRC))
+CONS_SRC   := $(wildcard roomlist-consumer/*.c)
+CONS_OBJ   := $(patsubst roomlist-consumer/%.c,$(B)/roomlist-consumer/%.o,$(CONS_SRC))
+
+MODULE     := $(B)/nginx/ngx_http_minichat_module.so
+NGX_SRC    := /usr/share/nginx/src
+MOD_SRC    := $(wildcard ngx_minichat_module/*.c ngx_minichat_module/*.h) ngx_minichat_module/config
+
+UNIT_TESTS := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
+
+.PHONY: all setup module run stop status test test-unit test-unit-asan test-integration token clean bench
+
+all: $(LIB) $(B)/bin/relay-worker $(B)/bin/roomlist-consumer $(B)/bin/minichat-token $(MODULE)
+
+setup:
+	@bash scripts/setup.sh
+
+# --- generated protobuf code ------------------------------------------------
+$(GEN)/minichat.pb-c.c $(GEN)/minichat.pb-c.h: proto/minichat.proto
+	@mkdir -p $(GEN)
+	protoc-c --c_out=$(GEN) -Iproto proto/minichat.proto
+
+$(GEN)/lua_scripts.h: $(wildcard lua/*.lua) scripts/lua2c.sh
+	@mkdir -p $(GEN)
+	bash scripts/lua2c.sh lua $@
+
+# --- shared library ---------------------------------------------------------
+$(B)/lib/%.o: lib/src/%.c $(wildcard lib/include/minichat/*.h) $(GEN)/minichat.pb-c.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(B)/lib/minichat.pb-c.o: $(GEN)/minichat.pb-c.c
+	@mkdir -p $(@D)
+	$(CC) $(filter-out -Werror,$(CFLAGS_ALL)) -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	rm -f $@ && ar rcs $@ $^
+
+# --- services ---------------------------------------------------------------
+$(B)/relay-worker/%.o: relay-worker/%.c $(wildcard relay-worker/*.h) $(wildcard lib/include/minichat/*.h) $(GEN)/minichat.pb-c.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) $(shell pkg-config --cflags grpc rdkafka) -c $< -o $@
+
+$(B)/bin/relay-worker: $(RELAY_OBJ) $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(OPT) $(EXTRA_LDFLAGS) -o $@ $(RELAY_OBJ) $(LIB) $(shell pkg-config --libs grpc rdkafka) $(LIBDEPS)
+
+$(B)/roomlist-consumer/%.o: roomlist-consumer/%.c $(wildcard roomlist-consumer/*.h) $(wildcard lib/include/minichat/*.h) $(GEN)/minichat.pb-c.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) $(shell pkg-config --cflags rdkafka) -c $< -o $@
+
+$(B)/bin/roomlist-consumer: $(CONS_OBJ) $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(OPT) $(EXTRA_LDFLAGS) -o $@ $(CONS_OBJ) $(LIB) $(shell pkg-config --libs rdkafka) $(LIBDEPS)
+
+$(B)/bin/minichat-token: lib/tools/minichat-token.c $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(LIBDEPS)
+
+# --- nginx module (out of tree, with Debian's configure flags) ---------------
+$(B)/nginx/Makefile: ngx_minichat_module/config
+	@mkdir -p $(B)/nginx
+	cd $(NGX_SRC) && source ./conf_flags && \
+	  MINICHAT_TOP=$(TOP) ./configure "$${NGX_CONF_FLAGS[@]}" \
+	    --add-dynamic-module=$(TOP)/ngx_minichat_module --builddir=$(B)/nginx > $(B)/nginx/configure.log 2>&1 \
+	  || { tail -30 $(B)/nginx/configure.log; exit 1; }
+
+$(MODULE): $(B)/nginx/Makefile $(MOD_SRC) $(LIB) $(GEN)/lua_scripts.h
+	$(MAKE) -s -f $(B)/nginx/Makefile -C $(NGX_SRC) modules > $(B)/nginx/build.log 2>&1 \
+	  || { cat $(B)/nginx/build.log | grep -v '^make' | tail -40; exit 1; }
+
+module: $(MODULE)
+
+# --- unit tests (check), plain and under ASan/UBSan --------------------------
+$(B)/tests/%: tests/unit/%.c $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(shell pkg-config --libs check) $(LIBDEPS)
+
+test-unit: $(addprefix $(B)/tests/,$(UNIT_TESTS))
+	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; CK_FORK=yes $(B)/tests/$$t; done
+
+test-unit-asan:
+	$(MAKE) B=$(B)/asan OPT="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
+	  EXTRA_LDFLAGS="-fsanitize=address,undefined" test-unit
+
+# --- local stack ------------------------------------------------------------
+run: setup all
+	@bash scripts/stack.sh start
+	@bash scripts/stack.sh banner
+
+stop:
+	@bash scripts/stack.sh stop
+
+status:
+	@bash scripts/stack.sh status
+
+token: $(B)/bin/minichat-token
+	@$(B)/bin/minichat-token --secret-file $(TOP)/conf/dev-jwt-secret $(USER)
+
+test-integration: all
+	@bash scripts/stack.sh start
+	cd tests/integration && python3 -m pytest -q -p no:cacheprovider . ; rc=$$?; \
+	  bash $(TOP)/scripts/stack.sh stop; bash $(TOP)/scripts/check-logs.sh || rc=1; exit $$rc
+
+test: setup
+	$(MAKE) all
+	$(MAKE) test-unit
+	$(MAKE) test-unit-asan
+	$(MAKE) test-integration
+
+clean:
+	rm -rf $(B)

@@ -1,0 +1,187 @@
+/*
+ * RFC 6455 frame codec for the server side.
+ *
+ * The parser only looks at the header; the caller keeps the bytes and unmasks
+ * the payload in place once it has all of it (or piece by piece: unmasking
+ * takes the offset inside the payload).  Every protocol violation maps to a
+ * distinct error so the connection can be closed with the right code.
+ */
+#include <string.h>
+
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+
+#include "minichat/ws.h"
+
+#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+int mc_ws_parse_header(const uint8_t *p, size_t n, uint64_t max_payload, mc_ws_frame_t *f)
+{
+    uint64_t len;
+    size_t need = 2;
+    int i;
+
+    if (n < 2) {
+        return MC_WS_AGAIN;
+    }
+
+    f->fin = p[0] >> 7;
+    f->opcode = p[0] & 0x0f;
+    f->masked = p[1] >> 7;
+    len = p[1] & 0x7f;
+
+    if (p[0] & 0x70) {
+        return MC_WS_ERR_RSV;
+    }
+    switch (f->opcode) {
+    case MC_WS_OP_CONT:
+    case MC_WS_OP_TEXT:
+    case MC_WS_OP_BINARY:
+        break;
+    case MC_WS_OP_CLOSE:
+    case MC_WS_OP_PING:
+    case MC_WS_OP_PONG:
+        if (!f->fin || len > 125) {
+            return MC_WS_ERR_CONTROL;
+        }
+        break;
+    default:
+        return MC_WS_ERR_OPCODE;
+    }
+    if (!f->masked) {
+        return MC_WS_ERR_UNMASKED;
+    }
+
+    if (len == 126) {
+        need += 2;
+    } else if (len == 127) {
+        need += 8;
+    }
+    need += 4;
+    if (n < need) {
+        return MC_WS_AGAIN;
+    }
+
+    if (len == 126) {
+        len = ((uint64_t)p[2] << 8) | p[3];
+        if (len < 126) {
+            return MC_WS_ERR_LENGTH;
+        }
+    } else if (len == 127) {
+        len = 0;
+        for (i = 0; i < 8; i++) {
+            len = (len << 8) | p[2 + i];
+        }
+        if (len >> 63 || len <= 0xffff) {
+            return MC_WS_ERR_LENGTH;
+        }
+    }
+    if (len > max_payload) {
+        return MC_WS_ERR_TOO_BIG;
+    }
+
+    memcpy(f->mask, p + need - 4, 4);
+    f->header_len = need;
+    f->payload_len = len;
+    return MC_WS_OK;
+}
+
+int mc_ws_error_close_code(int err)
+{
+    switch (err) {
+    case MC_WS_ERR_TOO_BIG:
+        return MC_WS_CLOSE_TOO_BIG;
+    default:
+        return MC_WS_CLOSE_PROTOCOL;
+    }
+}
+
+void mc_ws_unmask(uint8_t *data, size_t n, const uint8_t mask[4], uint64_t offset)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        data[i] ^= mask[(offset + i) & 3];
+    }
+}
+
+size_t mc_ws_header(uint8_t *out, unsigned opcode, unsigned fin, uint64_t payload_len)
+{
+    int i;
+
+    out[0] = (uint8_t)((fin ? 0x80 : 0) | (opcode & 0x0f));
+    if (payload_len < 126) {
+        out[1] = (uint8_t)payload_len;
+        return 2;
+    }
+    if (payload_len <= 0xffff) {
+        out[1] = 126;
+        out[2] = (uint8_t)(payload_len >> 8);
+        out[3] = (uint8_t)payload_len;
+        return 4;
+    }
+    out[1] = 127;
+    for (i = 0; i < 8; i++) {
+        out[2 + i] = (uint8_t)(payload_len >> (56 - 8 * i));
+    }
+    return 10;
+}
+
+int mc_utf8_valid(const uint8_t *s, size_t n)
+{
+    size_t i = 0;
+    uint32_t cp;
+    int k, j;
+
+    while (i < n) {
+        uint8_t c = s[i];
+
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xc2 && c <= 0xdf) {
+            k = 1;
+            cp = c & 0x1f;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            k = 2;
+            cp = c & 0x0f;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            k = 3;
+            cp = c & 0x07;
+        } else {
+            return 0;
+        }
+        if (n - i <= (size_t)k) {
+            return 0;
+        }
+        for (j = 1; j <= k; j++) {
+            if ((s[i + j] & 0xc0) != 0x80) {
+                return 0;
+            }
+            cp = (cp << 6) | (s[i + j] & 0x3f);
+        }
+        if ((k == 2 && cp < 0x800) || (k == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
+            (cp >= 0xd800 && cp <= 0xdfff)) {
+            return 0;
+        }
+        i += k + 1;
+    }
+    return 1;
+}
+
+void mc_ws_accept(const char *key, size_t key_len, char out[29])
+{
+    unsigned char digest[SHA_DIGEST_LENGTH], buf[128 + sizeof(WS_GUID)];
+    unsigned int dlen = 0;
+
+    /* RFC 6455 keys are 24 characters; anything longer is cut, never overrun */
+    if (key_len > 128) {
+        key_len = 128;
+    }
+    memcpy(buf, key, key_len);
+    memcpy(buf + key_len, WS_GUID, sizeof(WS_GUID) - 1);
+    EVP_Digest(buf, key_len + sizeof(WS_GUID) - 1, digest, &dlen, EVP_sha1(), NULL);
+    EVP_EncodeBlock((unsigned char *)out, digest, SHA_DIGEST_LENGTH);
+    out[28] = '\0';
+}

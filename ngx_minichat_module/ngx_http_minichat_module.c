@@ -1,0 +1,468 @@
+/*
+ * MiniChat nginx module: configuration and the worker's life cycle.
+ *
+ * Directives live at the http level (one chat service per nginx); locations
+ * opt in with `minichat_ws` (the WebSocket endpoint) and `minichat_api` (the
+ * REST endpoints).  Each worker opens its Redis and relay connections in
+ * init_process and closes them in exit_process, so a graceful quit leaves no
+ * socket behind.
+ */
+#include "ngx_http_minichat_module.h"
+
+
+static void *ngx_http_minichat_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_minichat_init_main_conf(ngx_conf_t *cf, void *conf);
+static char *ngx_http_minichat_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_http_minichat_relay(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_http_minichat_secret_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_http_minichat_ws(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_http_minichat_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static ngx_int_t ngx_http_minichat_init_process(ngx_cycle_t *cycle);
+static void ngx_http_minichat_exit_process(ngx_cycle_t *cycle);
+
+
+static ngx_conf_num_bounds_t ngx_http_minichat_log_max_bounds = {
+    ngx_conf_check_num_bounds, 1, 1000000
+};
+
+
+static ngx_command_t ngx_http_minichat_commands[] = {
+
+    { ngx_string("minichat_node"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_minichat_main_conf_t, node),
+      NULL },
+
+    { ngx_string("minichat_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_minichat_redis,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("minichat_relay"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_minichat_relay,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("minichat_jwt_secret"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_minichat_main_conf_t, jwt_secret),
+      NULL },
+
+    { ngx_string("minichat_jwt_secret_file"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_minichat_secret_file,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("minichat_max_message_size"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_minichat_main_conf_t, max_message_size),
+      NULL },
+
+    { ngx_string("minichat_send_queue_size"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_minichat_main_conf_t, send_queue_size),
+      NULL },
+
+    { ngx_string("minichat_recent_log_size"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_minichat_main_conf_t, log_max),
+      &ngx_http_minichat_log_max_bounds },
+
+    { ngx_string("minichat_dedup_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_minichat_main_conf_t, idem_ttl),
+      NULL },
+
+    { ngx_string("minichat_reconnect_interval"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_minichat_main_conf_t, reconnect),
+      NULL },
+
+    { ngx_string("minichat_relay_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_minichat_main_conf_t, relay_timeout),
+      NULL },
+
+    { ngx_string("minichat_ws"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_minichat_ws,
+      0,
+      0,
+      NULL },
+
+    { ngx_string("minichat_api"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_minichat_api,
+      0,
+      0,
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t ngx_http_minichat_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    NULL,                                  /* postconfiguration */
+
+    ngx_http_minichat_create_main_conf,    /* create main configuration */
+    ngx_http_minichat_init_main_conf,      /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    NULL,                                  /* create location configuration */
+    NULL                                   /* merge location configuration */
+};
+
+
+ngx_module_t ngx_http_minichat_module = {
+    NGX_MODULE_V1,
+    &ngx_http_minichat_module_ctx,         /* module context */
+    ngx_http_minichat_commands,            /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_minichat_init_process,        /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_minichat_exit_process,        /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_http_minichat_main_conf_t  *ngx_http_minichat_mcf;
+
+
+static void *
+ngx_http_minichat_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_minichat_main_conf_t  *mcf;
+
+    mcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_minichat_main_conf_t));
+    if (mcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     mcf->node = { 0, NULL };
+     *     mcf->redis_host = { 0, NULL };
+     *     mcf->relay_path = { 0, NULL };
+     *     mcf->jwt_secret = { 0, NULL };
+     *     mcf->enabled = 0;
+     */
+
+    mcf->redis_port = NGX_CONF_UNSET;
+    mcf->max_message_size = NGX_CONF_UNSET_SIZE;
+    mcf->send_queue_size = NGX_CONF_UNSET_SIZE;
+    mcf->log_max = NGX_CONF_UNSET_UINT;
+    mcf->idem_ttl = NGX_CONF_UNSET_UINT;
+    mcf->reconnect = NGX_CONF_UNSET_MSEC;
+    mcf->relay_timeout = NGX_CONF_UNSET_MSEC;
+
+    return mcf;
+}
+
+
+static char *
+ngx_http_minichat_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_minichat_main_conf_t *mcf = conf;
+
+    ngx_conf_init_size_value(mcf->max_message_size, 64 * 1024);
+    ngx_conf_init_size_value(mcf->send_queue_size, 1024 * 1024);
+    ngx_conf_init_uint_value(mcf->log_max, 1000);
+    ngx_conf_init_uint_value(mcf->idem_ttl, 86400);
+    ngx_conf_init_msec_value(mcf->reconnect, 500);
+    ngx_conf_init_msec_value(mcf->relay_timeout, 5000);
+
+    if (mcf->node.len == 0) {
+        ngx_str_set(&mcf->node, "local");
+    }
+
+    if (mcf->enabled && mcf->jwt_secret.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"minichat_jwt_secret\" or \"minichat_jwt_secret_file\" "
+                           "is required with \"minichat_redis\"");
+        return NGX_CONF_ERROR;
+    }
+
+    if (mcf->enabled && mcf->jwt_secret.len < 16) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "the JWT secret must be at least 16 bytes long");
+        return NGX_CONF_ERROR;
+    }
+
+    if (mcf->max_message_size < 128 || mcf->max_message_size > 16 * 1024 * 1024) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"minichat_max_message_size\" must be between 128 and 16m");
+        return NGX_CONF_ERROR;
+    }
+
+    if (mcf->send_queue_size < 2 * mcf->max_message_size) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"minichat_send_queue_size\" must be at least twice "
+                           "\"minichat_max_message_size\"");
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_http_minichat_mcf = mcf;
+
+    return NGX_CONF_OK;
+}
+
+
+/* minichat_redis host:port */
+static char *
+ngx_http_minichat_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_minichat_main_conf_t *mcf = conf;
+
+    ngx_str_t  *value;
+    ngx_url_t   u;
+
+    if (mcf->enabled) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+    u.url = value[1];
+    u.no_resolve = 1;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.no_port || u.family == AF_UNIX) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid redis address \"%V\", expected host:port",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    mcf->redis_host.len = u.host.len;
+    mcf->redis_host.data = ngx_pnalloc(cf->pool, u.host.len + 1);
+    if (mcf->redis_host.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+    ngx_memcpy(mcf->redis_host.data, u.host.data, u.host.len);
+    mcf->redis_host.data[u.host.len] = '\0';
+    mcf->redis_port = u.port;
+    mcf->enabled = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+/* minichat_relay unix:/path/to/relay.sock */
+static char *
+ngx_http_minichat_relay(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_minichat_main_conf_t *mcf = conf;
+
+    ngx_str_t  *value, path;
+
+    if (mcf->relay_path.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len <= 5 || ngx_strncmp(value[1].data, "unix:", 5) != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid relay address \"%V\", expected unix:/path",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    path.len = value[1].len - 5;
+    if (path.len >= sizeof(((struct sockaddr_un *) 0)->sun_path)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "relay socket path \"%V\" is too long", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    path.data = ngx_pnalloc(cf->pool, path.len + 1);
+    if (path.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+    ngx_memcpy(path.data, value[1].data + 5, path.len);
+    path.data[path.len] = '\0';
+
+    mcf->relay_path = path;
+
+    return NGX_CONF_OK;
+}
+
+
+/* minichat_jwt_secret_file path: the secret is the file's content, with
+ * trailing whitespace removed, so a key written by `echo` works */
+static char *
+ngx_http_minichat_secret_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_minichat_main_conf_t *mcf = conf;
+
+    ngx_str_t  *value, name;
+    ngx_file_t  file;
+    ssize_t     n;
+    u_char     *buf;
+
+    if (mcf->jwt_secret.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    name = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &name, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&file, sizeof(ngx_file_t));
+    file.name = name;
+    file.log = cf->log;
+
+    file.fd = ngx_open_file(name.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (file.fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_open_file_n " \"%V\" failed", &name);
+        return NGX_CONF_ERROR;
+    }
+
+    buf = ngx_pnalloc(cf->pool, 1024);
+    if (buf == NULL) {
+        ngx_close_file(file.fd);
+        return NGX_CONF_ERROR;
+    }
+
+    n = ngx_read_file(&file, buf, 1024, 0);
+    ngx_close_file(file.fd);
+
+    if (n == NGX_ERROR) {
+        return NGX_CONF_ERROR;
+    }
+
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'
+                     || buf[n - 1] == ' ' || buf[n - 1] == '\t'))
+    {
+        n--;
+    }
+
+    if (n == 0 || n == 1024) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "JWT secret file \"%V\" must hold 1..1023 bytes", &name);
+        return NGX_CONF_ERROR;
+    }
+
+    mcf->jwt_secret.data = buf;
+    mcf->jwt_secret.len = n;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_minichat_ws(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_minichat_ws_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_minichat_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_minichat_api_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+ngx_http_minichat_main_conf_t *
+ngx_http_minichat_conf(void)
+{
+    return ngx_http_minichat_mcf;
+}
+
+
+uint64_t
+ngx_http_minichat_now_ms(void)
+{
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
+
+    return (uint64_t) tp->sec * 1000 + tp->msec;
+}
+
+
+static ngx_int_t
+ngx_http_minichat_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_minichat_main_conf_t  *mcf;
+
+    if (ngx_process != NGX_PROCESS_WORKER && ngx_process != NGX_PROCESS_SINGLE) {
+        return NGX_OK;
+    }
+
+    mcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_minichat_module);
+    if (mcf == NULL || !mcf->enabled) {
+        return NGX_OK;
+    }
+
+    ngx_http_minichat_mcf = mcf;
+
+    ngx_http_minichat_ws_init_registry();
+
+    if (ngx_http_minichat_redis_init(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (mcf->relay_path.len && ngx_http_minichat_relay_init(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_minichat_exit_process(ngx_cycle_t *cycle)
+{
+    if (ngx_http_minichat_mcf == NULL || !ngx_http_minichat_mcf->enabled) {
+        return;
+    }
+
+    ngx_http_minichat_relay_exit();
+    ngx_http_minichat_redis_exit();
+}

@@ -1,0 +1,522 @@
+/*
+ * The worker's link to its node's relay-worker: a unix stream socket carrying
+ * length-prefixed protobuf frames (minichat.LocalFrame, see proto/).
+ *
+ * Outgoing frames go into one buffer written as far as the socket takes; the
+ * buffer is bounded (a relay-worker that stops reading makes publishes fail
+ * loudly rather than grow the worker).  Incoming frames are either messages
+ * to deliver to this worker's connections or results of requests such as
+ * room creation, matched by req_id; each request has a timer.  A lost link
+ * fails its pending requests and reconnects after minichat_reconnect_interval.
+ */
+#include <sys/un.h>
+
+#include "ngx_http_minichat_module.h"
+#include "minichat/frame.h"
+
+
+#define NGX_HTTP_MINICHAT_RELAY_OUT_MAX  (64 * 1024 * 1024)
+
+
+typedef struct {
+    ngx_queue_t                  queue;
+    uint64_t                     req_id;
+    ngx_http_minichat_relay_pt   handler;
+    void                        *data;
+    ngx_event_t                  timer;
+} ngx_http_minichat_relay_req_t;
+
+
+typedef struct {
+    ngx_peer_connection_t        peer;
+    struct sockaddr_un           sun;
+    ngx_str_t                    name;
+    ngx_connection_t            *conn;
+    ngx_event_t                  reconnect;
+    ngx_log_t                   *log;
+
+    u_char                      *in;
+    size_t                       in_len, in_cap;
+    u_char                      *out;
+    size_t                       out_pos, out_len, out_cap;
+
+    ngx_queue_t                  pending;
+    uint64_t                     next_req_id;
+    unsigned                     connected:1;
+} ngx_http_minichat_relay_t;
+
+
+static void ngx_http_minichat_relay_connect(void);
+static void ngx_http_minichat_relay_close(const char *why);
+static void ngx_http_minichat_relay_reconnect_handler(ngx_event_t *ev);
+static void ngx_http_minichat_relay_read_handler(ngx_event_t *ev);
+static void ngx_http_minichat_relay_write_handler(ngx_event_t *ev);
+static ngx_int_t ngx_http_minichat_relay_flush(void);
+static void ngx_http_minichat_relay_dispatch(Minichat__LocalFrame *f);
+static void ngx_http_minichat_relay_timeout(ngx_event_t *ev);
+static void ngx_http_minichat_relay_finish(ngx_http_minichat_relay_req_t *req, Minichat__LocalFrame *f);
+
+
+static ngx_http_minichat_relay_t  ngx_http_minichat_relay;
+
+
+ngx_int_t
+ngx_http_minichat_relay_init(ngx_cycle_t *cycle)
+{
+    ngx_http_minichat_relay_t      *rl = &ngx_http_minichat_relay;
+    ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
+
+    ngx_memzero(rl, sizeof(ngx_http_minichat_relay_t));
+
+    rl->log = cycle->log;
+    ngx_queue_init(&rl->pending);
+    rl->next_req_id = 1;
+
+    rl->sun.sun_family = AF_UNIX;
+    ngx_memcpy(rl->sun.sun_path, mcf->relay_path.data, mcf->relay_path.len);
+    rl->name = mcf->relay_path;
+
+    rl->reconnect.handler = ngx_http_minichat_relay_reconnect_handler;
+    rl->reconnect.log = cycle->log;
+    rl->reconnect.data = rl;
+    rl->reconnect.cancelable = 1;
+
+    ngx_http_minichat_relay_connect();
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_minichat_relay_exit(void)
+{
+    ngx_http_minichat_relay_t  *rl = &ngx_http_minichat_relay;
+
+    if (rl->reconnect.timer_set) {
+        ngx_del_timer(&rl->reconnect);
+    }
+
+    if (rl->conn) {
+        ngx_http_minichat_relay_close(NULL);
+    }
+
+    if (rl->reconnect.timer_set) {
+        ngx_del_timer(&rl->reconnect);
+    }
+
+    if (rl->in) {
+        ngx_free(rl->in);
+        rl->in = NULL;
+    }
+    if (rl->out) {
+        ngx_free(rl->out);
+        rl->out = NULL;
+    }
+}
+
+
+ngx_int_t
+ngx_http_minichat_relay_ready(void)
+{
+    return ngx_http_minichat_relay.connected;
+}
+
+
+static void
+ngx_http_minichat_relay_connect(void)
+{
+    ngx_http_minichat_relay_t  *rl = &ngx_http_minichat_relay;
+    Minichat__LocalFrame        f = MINICHAT__LOCAL_FRAME__INIT;
+    Minichat__Hello             hello = MINICHAT__HELLO__INIT;
+    ngx_connection_t           *c;
+    ngx_int_t                   rc;
+
+    ngx_memzero(&rl->peer, sizeof(ngx_peer_connection_t));
+    rl->peer.sockaddr = (struct sockaddr *) &rl->sun;
+    rl->peer.socklen = sizeof(struct sockaddr_un);
+    rl->peer.name = &rl->name;
+    rl->peer.get = ngx_event_get_peer;
+    rl->peer.log = rl->log;
+    rl->peer.log_error = NGX_ERROR_ERR;
+
+    rc = ngx_event_connect_peer(&rl->peer);
+
+    if (rc == NGX_ERROR || rc == NGX_DECLINED || rc == NGX_BUSY || rl->peer.connection == NULL) {
+        if (rl->peer.connection) {
+            ngx_close_connection(rl->peer.connection);
+        }
+        ngx_log_error(NGX_LOG_ERR, rl->log, 0, "minichat: cannot connect to relay-worker at \"%V\"",
+                      &rl->name);
+        if (!ngx_exiting && !rl->reconnect.timer_set) {
+            ngx_add_timer(&rl->reconnect, ngx_http_minichat_conf()->reconnect);
+        }
+        return;
+    }
+
+    c = rl->peer.connection;
+    c->data = rl;
+    c->read->handler = ngx_http_minichat_relay_read_handler;
+    c->write->handler = ngx_http_minichat_relay_write_handler;
+
+    rl->conn = c;
+    rl->in_len = 0;
+    rl->out_pos = 0;
+    rl->out_len = 0;
+    rl->connected = 1;
+
+    /* the hello is queued first; it leaves as soon as the connect completes */
+    hello.node = (char *) ngx_http_minichat_conf()->node.data;
+    hello.pid = (uint32_t) ngx_pid;
+    f.body_case = MINICHAT__LOCAL_FRAME__BODY_HELLO;
+    f.hello = &hello;
+
+    if (ngx_http_minichat_relay_send(&f) != NGX_OK) {
+        ngx_http_minichat_relay_close("cannot send hello");
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, rl->log, 0, "minichat: connected to relay-worker at \"%V\"", &rl->name);
+}
+
+
+static void
+ngx_http_minichat_relay_close(const char *why)
+{
+    ngx_http_minichat_relay_t      *rl = &ngx_http_minichat_relay;
+    ngx_http_minichat_relay_req_t  *req;
+    ngx_queue_t                    *q;
+
+    if (why) {
+        ngx_log_error(NGX_LOG_ERR, rl->log, 0, "minichat: relay-worker link \"%V\" closed: %s",
+                      &rl->name, why);
+    }
+
+    if (rl->conn) {
+        ngx_close_connection(rl->conn);
+        rl->conn = NULL;
+    }
+
+    rl->connected = 0;
+    rl->in_len = 0;
+    rl->out_pos = 0;
+    rl->out_len = 0;
+
+    while (!ngx_queue_empty(&rl->pending)) {
+        q = ngx_queue_head(&rl->pending);
+        req = ngx_queue_data(q, ngx_http_minichat_relay_req_t, queue);
+        ngx_http_minichat_relay_finish(req, NULL);
+    }
+
+    if (!ngx_exiting && why && !rl->reconnect.timer_set) {
+        ngx_add_timer(&rl->reconnect, ngx_http_minichat_conf()->reconnect);
+    }
+}
+
+
+static void
+ngx_http_minichat_relay_reconnect_handler(ngx_event_t *ev)
+{
+    if (ngx_http_minichat_relay.conn == NULL && !ngx_exiting) {
+        ngx_http_minichat_relay_connect();
+    }
+}
+
+
+ngx_int_t
+ngx_http_minichat_relay_send(Minichat__LocalFrame *frame)
+{
+    ngx_http_minichat_relay_t  *rl = &ngx_http_minichat_relay;
+    size_t                      len, need, cap;
+    u_char                     *p;
+
+    if (!rl->connected) {
+        return NGX_ERROR;
+    }
+
+    len = minichat__local_frame__get_packed_size(frame);
+    if (len > MC_FRAME_MAX) {
+        ngx_log_error(NGX_LOG_ERR, rl->log, 0, "minichat: relay frame of %uz bytes is too large", len);
+        return NGX_ERROR;
+    }
+
+    if (rl->out_pos == rl->out_len) {
+        rl->out_pos = 0;
+        rl->out_len = 0;
+    }
+
+    need = rl->out_len + MC_FRAME_HDR + len;
+
+    if (need - rl->out_pos > NGX_HTTP_MINICHAT_RELAY_OUT_MAX) {
+        ngx_log_error(NGX_LOG_ERR, rl->log, 0,
+                      "minichat: relay-worker is not reading, %uz bytes queued; frame refused",
+                      rl->out_len - rl->out_pos);
+        return NGX_ERROR;
+    }
+
+    if (need > rl->out_cap) {
+        if (rl->out_pos) {
+            ngx_memmove(rl->out, rl->out + rl->out_pos, rl->out_len - rl->out_pos);
+            rl->out_len -= rl->out_pos;
+            rl->out_pos = 0;
+            need = rl->out_len + MC_FRAME_HDR + len;
+        }
+
+        if (need > rl->out_cap) {
+            cap = ngx_max(rl->out_cap * 2, ngx_max(need, 16384));
+            p = ngx_alloc(cap, rl->log);
+            if (p == NULL) {
+                return NGX_ERROR;
+            }
+            if (rl->out) {
+                ngx_memcpy(p, rl->out, rl->out_len);
+                ngx_free(rl->out);
+            }
+            rl->out = p;
+            rl->out_cap = cap;
+        }
+    }
+
+    mc_frame_put_header(rl->out + rl->out_len, (uint32_t) len);
+    minichat__local_frame__pack(frame, rl->out + rl->out_len + MC_FRAME_HDR);
+    rl->out_len += MC_FRAME_HDR + len;
+
+    if (rl->conn->write->ready) {
+        if (ngx_http_minichat_relay_flush() == NGX_ERROR) {
+            ngx_http_minichat_relay_close("write failed");
+            /* the frame was queued; the caller's connection is gone now */
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_minichat_relay_request(Minichat__LocalFrame *frame, ngx_http_minichat_relay_pt handler, void *data)
+{
+    ngx_http_minichat_relay_t      *rl = &ngx_http_minichat_relay;
+    ngx_http_minichat_relay_req_t  *req;
+
+    if (!rl->connected) {
+        return NGX_ERROR;
+    }
+
+    req = ngx_calloc(sizeof(ngx_http_minichat_relay_req_t), rl->log);
+    if (req == NULL) {
+        return NGX_ERROR;
+    }
+
+    req->req_id = rl->next_req_id++;
+    req->handler = handler;
+    req->data = data;
+    req->timer.handler = ngx_http_minichat_relay_timeout;
+    req->timer.data = req;
+    req->timer.log = rl->log;
+
+    frame->req_id = req->req_id;
+
+    if (ngx_http_minichat_relay_send(frame) != NGX_OK) {
+        ngx_free(req);
+        return NGX_ERROR;
+    }
+
+    ngx_queue_insert_tail(&rl->pending, &req->queue);
+    ngx_add_timer(&req->timer, ngx_http_minichat_conf()->relay_timeout);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_minichat_relay_timeout(ngx_event_t *ev)
+{
+    ngx_http_minichat_relay_req_t  *req = ev->data;
+
+    ngx_log_error(NGX_LOG_ERR, ngx_http_minichat_relay.log, 0,
+                  "minichat: relay-worker request %uL timed out", req->req_id);
+
+    ngx_http_minichat_relay_finish(req, NULL);
+}
+
+
+static void
+ngx_http_minichat_relay_finish(ngx_http_minichat_relay_req_t *req, Minichat__LocalFrame *f)
+{
+    ngx_queue_remove(&req->queue);
+
+    if (req->timer.timer_set) {
+        ngx_del_timer(&req->timer);
+    }
+
+    req->handler(f, req->data);
+    ngx_free(req);
+}
+
+
+/* Writes queued bytes; returns NGX_OK, NGX_AGAIN or NGX_ERROR. */
+static ngx_int_t
+ngx_http_minichat_relay_flush(void)
+{
+    ngx_http_minichat_relay_t  *rl = &ngx_http_minichat_relay;
+    ngx_connection_t           *c = rl->conn;
+    ssize_t                     n;
+
+    while (rl->out_pos < rl->out_len) {
+        n = c->send(c, rl->out + rl->out_pos, rl->out_len - rl->out_pos);
+
+        if (n == NGX_AGAIN) {
+            if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
+                return NGX_ERROR;
+            }
+            return NGX_AGAIN;
+        }
+
+        if (n == NGX_ERROR || n == 0) {
+            return NGX_ERROR;
+        }
+
+        rl->out_pos += n;
+    }
+
+    rl->out_pos = 0;
+    rl->out_len = 0;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_minichat_relay_write_handler(ngx_event_t *ev)
+{
+    if (ngx_http_minichat_relay.conn == NULL) {
+        return;
+    }
+
+    if (ngx_http_minichat_relay_flush() == NGX_ERROR) {
+        ngx_http_minichat_relay_close("write failed");
+    }
+}
+
+
+static void
+ngx_http_minichat_relay_read_handler(ngx_event_t *ev)
+{
+    ngx_http_minichat_relay_t  *rl = &ngx_http_minichat_relay;
+    Minichat__LocalFrame       *f;
+    ngx_connection_t           *c;
+    size_t                      len, off, cap;
+    ssize_t                     n;
+    u_char                     *p;
+    int                         rc;
+
+    c = rl->conn;
+    if (c == NULL) {
+        return;
+    }
+
+    for ( ;; ) {
+        if (rl->in_cap - rl->in_len < 4096) {
+            cap = ngx_max(rl->in_cap * 2, 65536);
+            if (cap > MC_FRAME_MAX + MC_FRAME_HDR + 65536) {
+                cap = MC_FRAME_MAX + MC_FRAME_HDR + 65536;
+            }
+            if (cap <= rl->in_cap) {
+                ngx_http_minichat_relay_close("input buffer full");
+                return;
+            }
+            p = ngx_alloc(cap, rl->log);
+            if (p == NULL) {
+                ngx_http_minichat_relay_close("out of memory");
+                return;
+            }
+            if (rl->in) {
+                ngx_memcpy(p, rl->in, rl->in_len);
+                ngx_free(rl->in);
+            }
+            rl->in = p;
+            rl->in_cap = cap;
+        }
+
+        n = c->recv(c, rl->in + rl->in_len, rl->in_cap - rl->in_len);
+
+        if (n == NGX_AGAIN) {
+            break;
+        }
+
+        if (n == NGX_ERROR || n == 0) {
+            ngx_http_minichat_relay_close(n == 0 ? "relay-worker closed the connection" : "read failed");
+            return;
+        }
+
+        rl->in_len += n;
+
+        off = 0;
+        for ( ;; ) {
+            rc = mc_frame_parse(rl->in + off, rl->in_len - off, MC_FRAME_MAX, &len);
+            if (rc == MC_FRAME_AGAIN) {
+                break;
+            }
+            if (rc == MC_FRAME_TOO_LARGE) {
+                ngx_http_minichat_relay_close("frame too large");
+                return;
+            }
+
+            f = minichat__local_frame__unpack(NULL, len, rl->in + off + MC_FRAME_HDR);
+            off += MC_FRAME_HDR + len;
+
+            if (f == NULL) {
+                ngx_log_error(NGX_LOG_ERR, rl->log, 0, "minichat: malformed frame from relay-worker, skipped");
+                continue;
+            }
+
+            ngx_http_minichat_relay_dispatch(f);
+            minichat__local_frame__free_unpacked(f, NULL);
+
+            if (rl->conn == NULL) {
+                return;
+            }
+        }
+
+        if (off) {
+            ngx_memmove(rl->in, rl->in + off, rl->in_len - off);
+            rl->in_len -= off;
+        }
+    }
+
+    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+        ngx_http_minichat_relay_close("cannot arm read event");
+    }
+}
+
+
+static void
+ngx_http_minichat_relay_dispatch(Minichat__LocalFrame *f)
+{
+    ngx_http_minichat_relay_t      *rl = &ngx_http_minichat_relay;
+    ngx_http_minichat_relay_req_t  *req;
+    ngx_queue_t                    *q;
+
+    switch (f->body_case) {
+
+    case MINICHAT__LOCAL_FRAME__BODY_DELIVER:
+        ngx_http_minichat_deliver(f->deliver, NULL);
+        return;
+
+    case MINICHAT__LOCAL_FRAME__BODY_CREATE_ROOM_RESULT:
+        for (q = ngx_queue_head(&rl->pending); q != ngx_queue_sentinel(&rl->pending); q = ngx_queue_next(q)) {
+            req = ngx_queue_data(q, ngx_http_minichat_relay_req_t, queue);
+            if (req->req_id == f->req_id) {
+                ngx_http_minichat_relay_finish(req, f);
+                return;
+            }
+        }
+        ngx_log_error(NGX_LOG_INFO, rl->log, 0, "minichat: late relay result for request %uL", f->req_id);
+        return;
+
+    default:
+        ngx_log_error(NGX_LOG_ERR, rl->log, 0, "minichat: unexpected frame %d from relay-worker",
+                      (int) f->body_case);
+        return;
+    }
+}
