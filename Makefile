@@ -119,7 +119,7 @@ token: $(B)/bin/minichat-token
 
 test-integration: all
 	@bash scripts/stack.sh start
-	cd tests/integration && python3 -m pytest -q -p no:cacheprovider . ; rc=$$?; \
+	cd tests/integration && /usr/bin/python3 -m pytest -q -p no:cacheprovider . ; rc=$$?; \
 	  bash $(TOP)/scripts/stack.sh stop; bash $(TOP)/scripts/check-logs.sh || rc=1; exit $$rc
 
 test: setup

@@ -181,7 +181,7 @@ ngx_http_minichat_create_main_conf(ngx_conf_t *cf)
     mcf->max_message_size = NGX_CONF_UNSET_SIZE;
     mcf->send_queue_size = NGX_CONF_UNSET_SIZE;
     mcf->log_max = NGX_CONF_UNSET_UINT;
-    mcf->idem_ttl = NGX_CONF_UNSET_UINT;
+    mcf->idem_ttl = NGX_CONF_UNSET;
     mcf->reconnect = NGX_CONF_UNSET_MSEC;
     mcf->relay_timeout = NGX_CONF_UNSET_MSEC;
 
@@ -197,7 +197,7 @@ ngx_http_minichat_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_size_value(mcf->max_message_size, 64 * 1024);
     ngx_conf_init_size_value(mcf->send_queue_size, 1024 * 1024);
     ngx_conf_init_uint_value(mcf->log_max, 1000);
-    ngx_conf_init_uint_value(mcf->idem_ttl, 86400);
+    ngx_conf_init_value(mcf->idem_ttl, 86400);
     ngx_conf_init_msec_value(mcf->reconnect, 500);
     ngx_conf_init_msec_value(mcf->relay_timeout, 5000);
 

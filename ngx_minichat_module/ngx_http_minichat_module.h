@@ -30,7 +30,7 @@ typedef struct {
     size_t max_message_size;
     size_t send_queue_size;
     ngx_uint_t log_max;
-    ngx_uint_t idem_ttl;
+    time_t idem_ttl;
     ngx_msec_t reconnect;
     ngx_msec_t relay_timeout;
     ngx_flag_t enabled; /* set by ngx_pcalloc(); 1 once minichat_redis is given */

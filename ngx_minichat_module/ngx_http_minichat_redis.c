@@ -468,7 +468,13 @@ ngx_http_minichat_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
         }
     }
 
-    cmd->handler(reply, cmd->data);
+    if (cmd->handler) {
+        cmd->handler(reply, cmd->data);
+
+    } else if (reply && reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, ngx_http_minichat_redis.log, 0, "minichat: redis error: %s", reply->str);
+    }
+
     ngx_http_minichat_redis_free_cmd(cmd);
 }
 

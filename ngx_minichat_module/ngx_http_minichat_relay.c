@@ -28,7 +28,6 @@ typedef struct {
 
 
 typedef struct {
-    ngx_peer_connection_t        peer;
     struct sockaddr_un           sun;
     ngx_str_t                    name;
     ngx_connection_t            *conn;
@@ -43,6 +42,7 @@ typedef struct {
     ngx_queue_t                  pending;
     uint64_t                     next_req_id;
     unsigned                     connected:1;
+    unsigned                     down_logged:1;
 } ngx_http_minichat_relay_t;
 
 
@@ -122,6 +122,9 @@ ngx_http_minichat_relay_ready(void)
 }
 
 
+/* Opens a non-blocking unix socket connection (not ngx_event_connect_peer:
+ * it logs a missing socket file at "crit", and a relay-worker that is not
+ * up yet is an ordinary condition logged once per outage). */
 static void
 ngx_http_minichat_relay_connect(void)
 {
@@ -129,40 +132,67 @@ ngx_http_minichat_relay_connect(void)
     Minichat__LocalFrame        f = MINICHAT__LOCAL_FRAME__INIT;
     Minichat__Hello             hello = MINICHAT__HELLO__INIT;
     ngx_connection_t           *c;
-    ngx_int_t                   rc;
+    ngx_socket_t                s;
+    ngx_err_t                   err;
+    int                         rc;
 
-    ngx_memzero(&rl->peer, sizeof(ngx_peer_connection_t));
-    rl->peer.sockaddr = (struct sockaddr *) &rl->sun;
-    rl->peer.socklen = sizeof(struct sockaddr_un);
-    rl->peer.name = &rl->name;
-    rl->peer.get = ngx_event_get_peer;
-    rl->peer.log = rl->log;
-    rl->peer.log_error = NGX_ERROR_ERR;
-
-    rc = ngx_event_connect_peer(&rl->peer);
-
-    if (rc == NGX_ERROR || rc == NGX_DECLINED || rc == NGX_BUSY || rl->peer.connection == NULL) {
-        if (rl->peer.connection) {
-            ngx_close_connection(rl->peer.connection);
-        }
-        ngx_log_error(NGX_LOG_ERR, rl->log, 0, "minichat: cannot connect to relay-worker at \"%V\"",
-                      &rl->name);
-        if (!ngx_exiting && !rl->reconnect.timer_set) {
-            ngx_add_timer(&rl->reconnect, ngx_http_minichat_conf()->reconnect);
-        }
-        return;
+    s = ngx_socket(AF_UNIX, SOCK_STREAM, 0);
+    if (s == (ngx_socket_t) -1) {
+        ngx_log_error(NGX_LOG_ERR, rl->log, ngx_socket_errno, "minichat: relay socket() failed");
+        goto retry;
     }
 
-    c = rl->peer.connection;
+    if (ngx_nonblocking(s) == -1) {
+        ngx_log_error(NGX_LOG_ERR, rl->log, ngx_socket_errno, "minichat: relay nonblocking failed");
+        ngx_close_socket(s);
+        goto retry;
+    }
+
+    rc = connect(s, (struct sockaddr *) &rl->sun, sizeof(struct sockaddr_un));
+    err = (rc == -1) ? ngx_socket_errno : 0;
+
+    if (rc == -1 && err != NGX_EINPROGRESS) {
+        if (!rl->down_logged) {
+            ngx_log_error(NGX_LOG_ERR, rl->log, err,
+                          "minichat: cannot connect to relay-worker at \"%V\"; retrying", &rl->name);
+            rl->down_logged = 1;
+        }
+        ngx_close_socket(s);
+        goto retry;
+    }
+
+    c = ngx_get_connection(s, rl->log);
+    if (c == NULL) {
+        ngx_close_socket(s);
+        goto retry;
+    }
+
     c->data = rl;
+    c->recv = ngx_recv;
+    c->send = ngx_send;
+    c->recv_chain = ngx_recv_chain;
+    c->send_chain = ngx_send_chain;
     c->read->handler = ngx_http_minichat_relay_read_handler;
     c->write->handler = ngx_http_minichat_relay_write_handler;
+    c->read->log = rl->log;
+    c->write->log = rl->log;
+    c->number = ngx_atomic_fetch_add(ngx_connection_counter, 1);
+
+    if (ngx_add_conn(c) == NGX_ERROR) {
+        ngx_close_connection(c);
+        goto retry;
+    }
+
+    if (rc == 0) {
+        c->write->ready = 1;
+    }
 
     rl->conn = c;
     rl->in_len = 0;
     rl->out_pos = 0;
     rl->out_len = 0;
     rl->connected = 1;
+    rl->down_logged = 0;
 
     /* the hello is queued first; it leaves as soon as the connect completes */
     hello.node = (char *) ngx_http_minichat_conf()->node.data;
@@ -176,6 +206,13 @@ ngx_http_minichat_relay_connect(void)
     }
 
     ngx_log_error(NGX_LOG_INFO, rl->log, 0, "minichat: connected to relay-worker at \"%V\"", &rl->name);
+    return;
+
+retry:
+
+    if (!ngx_exiting && !rl->reconnect.timer_set) {
+        ngx_add_timer(&rl->reconnect, ngx_http_minichat_conf()->reconnect);
+    }
 }
 
 

@@ -91,7 +91,7 @@ ngx_http_minichat_ws_handler(ngx_http_request_t *r)
 {
     ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
     ngx_http_minichat_ws_t         *ws;
-    ngx_table_elt_t                *key, *version, *proto;
+    ngx_table_elt_t                *key, *version, *proto, *upgrade, *connection;
     ngx_pool_cleanup_t             *cln;
     ngx_connection_t               *c;
     ngx_str_t                       token, sid;
@@ -133,10 +133,11 @@ ngx_http_minichat_ws_handler(ngx_http_request_t *r)
     version = ngx_http_minichat_header(r, "Sec-WebSocket-Version", sizeof("Sec-WebSocket-Version") - 1);
     proto = ngx_http_minichat_header(r, "Sec-WebSocket-Protocol", sizeof("Sec-WebSocket-Protocol") - 1);
 
-    if (r->headers_in.upgrade == NULL
-        || !ngx_http_minichat_has_token(&r->headers_in.upgrade->value, "websocket", 9)
-        || r->headers_in.connection == NULL
-        || !ngx_http_minichat_has_token(&r->headers_in.connection->value, "upgrade", 7))
+    upgrade = ngx_http_minichat_header(r, "Upgrade", sizeof("Upgrade") - 1);
+    connection = ngx_http_minichat_header(r, "Connection", sizeof("Connection") - 1);
+
+    if (upgrade == NULL || !ngx_http_minichat_has_token(&upgrade->value, "websocket", 9)
+        || connection == NULL || !ngx_http_minichat_has_token(&connection->value, "upgrade", 7))
     {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0, "minichat: not a websocket upgrade request");
         return NGX_HTTP_BAD_REQUEST;
@@ -683,7 +684,7 @@ ngx_http_minichat_ws_send(ngx_http_minichat_ws_t *ws, json_t *req, int64_t id, n
         av[8] = (const char *) args[2];
         al[8] = ngx_sprintf(args[2], "%ui", mcf->log_max) - args[2];
         av[9] = (const char *) args[3];
-        al[9] = ngx_sprintf(args[3], "%ui", mcf->idem_ttl) - args[3];
+        al[9] = ngx_sprintf(args[3], "%T", mcf->idem_ttl) - args[3];
 
         if (ngx_http_minichat_redis_script(MINICHAT_LUA_SEND_SHA1, MINICHAT_LUA_SEND_SRC, 4, 10, av, al,
                                            ngx_http_minichat_ws_send_reply, s)
