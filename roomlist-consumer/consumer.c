@@ -1,0 +1,507 @@
+/*
+ * The roomlist-consumer's Kafka loop.
+ *
+ * A high-level consumer in group `minichat-roomlist` with auto-commit off
+ * reads topic `minichat.messages`, whose records are keyed by room and hold one
+ * packed ChatMessage each.  Records are unpacked into an mc_msgbatch_t until
+ * the batch holds batch_size records or batch_ms have passed since its first
+ * record; then the store writes the batch in one transaction on the primary,
+ * and only after COMMIT are the batch's offsets committed to Kafka,
+ * synchronously and for the partitions we still own.  That order gives
+ * at-least-once delivery into MySQL, and the store's INSERT IGNORE on
+ * (room_id, seq) with forward-only updates turns it into exactly-once rows.
+ *
+ * A record that does not unpack is logged with its partition and offset and
+ * skipped: its offset is committed with the batch, so it is not read again.
+ *
+ * When the store fails, the batch is kept and retried with a backoff from
+ * 100 ms to 5 s.  Meanwhile the assignment is paused and the consumer keeps
+ * polling, so it stays in the group (max.poll.interval.ms) and serves
+ * rebalances; records that were already fetched join the batch.
+ *
+ * Rebalances use our own callback: before partitions are revoked the batch is
+ * flushed once, so the next owner starts where we stopped.  If that flush
+ * fails the batch is kept and written later; the next owner re-reads those
+ * records from the last committed offsets, which is harmless.  Offsets are
+ * only ever committed for rows already in MySQL, so no interleaving of owners
+ * can lose a record.  Both the eager and the cooperative protocols are served.
+ *
+ * On SIGTERM/SIGINT the loop ends, the batch is flushed (a few attempts only,
+ * so a dead database cannot block shutdown; what is left is re-read at the
+ * next start), and the consumer leaves the group and is destroyed.
+ */
+#include <inttypes.h>
+#include <string.h>
+#include <syslog.h>
+#include <time.h>
+
+#include "consumer.h"
+#include "minichat/log.h"
+
+#define RC_POLL_MS 100
+#define RC_BACKOFF_MIN_MS 100
+#define RC_BACKOFF_MAX_MS 5000
+#define RC_SHUTDOWN_ATTEMPTS 3
+
+static int64_t now_ms(void);
+static void consumer_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf);
+static void consumer_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts,
+                                  void *opaque);
+static int consumer_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value);
+static int consumer_handle(rc_consumer_t *c, rd_kafka_message_t *rkm);
+static int consumer_track(rc_consumer_t *c, const char *topic, int32_t partition, int64_t offset);
+static int consumer_flush(rc_consumer_t *c, int max_attempts);
+static void consumer_commit(rc_consumer_t *c);
+static void consumer_reset_batch(rc_consumer_t *c);
+static void consumer_pause(rc_consumer_t *c, int pause);
+static int64_t consumer_lag(rc_consumer_t *c);
+static void consumer_stats(rc_consumer_t *c);
+
+/* Returns a monotonic time in milliseconds. */
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Routes librdkafka's own log lines (syslog levels) through mc_log. */
+static void consumer_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    int l = level <= LOG_ERR ? MC_LOG_ERROR : level == LOG_WARNING ? MC_LOG_WARN : level <= LOG_INFO ? MC_LOG_INFO
+                                                                                                       : MC_LOG_DEBUG;
+
+    mc_log(l, "kafka: %s: %s: %s", rd_kafka_name(rk), fac, buf);
+}
+
+/* Sets one librdkafka property.  Returns 0, or -1 after logging why. */
+static int consumer_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value)
+{
+    char errstr[512];
+
+    if (rd_kafka_conf_set(conf, name, value, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK) {
+        mc_error("kafka: cannot set %s=\"%s\": %s", name, value, errstr);
+        return -1;
+    }
+    return 0;
+}
+
+int rc_consumer_init(rc_consumer_t *c, const rc_consumer_config_t *cfg, rc_store_t *store,
+                     volatile sig_atomic_t *run)
+{
+    rd_kafka_conf_t *conf;
+    rd_kafka_topic_partition_list_t *topics;
+    rd_kafka_resp_err_t err;
+    char errstr[512];
+
+    memset(c, 0, sizeof(*c));
+    c->cfg = *cfg;
+    c->store = store;
+    c->run = run;
+    mc_msgbatch_init(&c->batch);
+    c->offsets = rd_kafka_topic_partition_list_new(16);
+    if (c->offsets == NULL) {
+        return -1;
+    }
+
+    conf = rd_kafka_conf_new();
+    if (conf == NULL) {
+        goto err;
+    }
+    if (consumer_conf_set(conf, "bootstrap.servers", cfg->brokers) != 0
+        || consumer_conf_set(conf, "group.id", cfg->group) != 0
+        || consumer_conf_set(conf, "client.id", "roomlist-consumer") != 0
+        || consumer_conf_set(conf, "enable.auto.commit", "false") != 0
+        || consumer_conf_set(conf, "enable.auto.offset.store", "false") != 0
+        || consumer_conf_set(conf, "auto.offset.reset", "earliest") != 0)
+    {
+        rd_kafka_conf_destroy(conf);
+        goto err;
+    }
+    rd_kafka_conf_set_log_cb(conf, consumer_log_cb);
+    rd_kafka_conf_set_rebalance_cb(conf, consumer_rebalance_cb);
+    rd_kafka_conf_set_opaque(conf, c);
+
+    c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    if (c->rk == NULL) {
+        mc_error("kafka: cannot create consumer: %s", errstr);
+        rd_kafka_conf_destroy(conf);
+        goto err;
+    }
+    /* conf is owned by rk from here on */
+
+    rd_kafka_poll_set_consumer(c->rk);
+
+    topics = rd_kafka_topic_partition_list_new(1);
+    if (topics == NULL) {
+        goto err;
+    }
+    rd_kafka_topic_partition_list_add(topics, cfg->topic, RD_KAFKA_PARTITION_UA);
+    err = rd_kafka_subscribe(c->rk, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        mc_error("kafka: cannot subscribe to \"%s\": %s", cfg->topic, rd_kafka_err2str(err));
+        goto err;
+    }
+
+    mc_info("ready: consuming \"%s\" from %s as group \"%s\" (batch %zu records / %d ms)", cfg->topic, cfg->brokers,
+            cfg->group, cfg->batch_size, cfg->batch_ms);
+    return 0;
+
+err:
+    if (c->rk != NULL) {
+        rd_kafka_destroy(c->rk);
+        c->rk = NULL;
+    }
+    rd_kafka_topic_partition_list_destroy(c->offsets);
+    c->offsets = NULL;
+    return -1;
+}
+
+/* Serves an assignment change: flushes before giving partitions up. */
+static void consumer_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts,
+                                  void *opaque)
+{
+    rc_consumer_t *c = opaque;
+    rd_kafka_error_t *error = NULL;
+    rd_kafka_resp_err_t ret = RD_KAFKA_RESP_ERR_NO_ERROR;
+    int coop = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    int i;
+
+    for (i = 0; i < parts->cnt; i++) {
+        mc_info("kafka: %s %s [%" PRId32 "]", err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS ? "assigned" : "revoked",
+                parts->elems[i].topic, parts->elems[i].partition);
+    }
+
+    switch (err) {
+    case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
+        if (coop) {
+            error = rd_kafka_incremental_assign(rk, parts);
+        } else {
+            ret = rd_kafka_assign(rk, parts);
+        }
+        break;
+
+    case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
+        if (!c->flushing && c->records > 0) {
+            if (rd_kafka_assignment_lost(rk)) {
+                mc_warn("kafka: assignment lost; the batch is written but its offsets may not commit");
+            }
+            if (consumer_flush(c, 1) != 0) {
+                mc_warn("kafka: could not flush %zu records before revocation; keeping them", c->records);
+            }
+        }
+        if (!c->flushing) {
+            rc_store_flush_members(c->store, 1);
+        }
+        if (coop) {
+            error = rd_kafka_incremental_unassign(rk, parts);
+        } else {
+            ret = rd_kafka_assign(rk, NULL);
+        }
+        break;
+
+    default:
+        mc_error("kafka: rebalance failed: %s", rd_kafka_err2str(err));
+        ret = rd_kafka_assign(rk, NULL);
+        break;
+    }
+
+    if (error != NULL) {
+        mc_error("kafka: incremental (un)assign failed: %s", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    } else if (ret != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        mc_error("kafka: assign failed: %s", rd_kafka_err2str(ret));
+    }
+}
+
+/* Remembers that the batch covers the partition up to offset.  Returns 0 or -1 when out of memory. */
+static int consumer_track(rc_consumer_t *c, const char *topic, int32_t partition, int64_t offset)
+{
+    rd_kafka_topic_partition_t *p;
+
+    p = rd_kafka_topic_partition_list_find(c->offsets, topic, partition);
+    if (p == NULL) {
+        p = rd_kafka_topic_partition_list_add(c->offsets, topic, partition);
+        if (p == NULL) {
+            return -1;
+        }
+        p->offset = offset + 1;
+    } else if (offset + 1 > p->offset) {
+        p->offset = offset + 1;
+    }
+    return 0;
+}
+
+/* Adds one consumed record (or logs a consume error).  Returns 0, or -1 on a
+ * fatal error (the record is then not part of the batch). */
+static int consumer_handle(rc_consumer_t *c, rd_kafka_message_t *rkm)
+{
+    const char *topic;
+    char errstr[512];
+    int rc;
+
+    if (rkm->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            return 0;
+        }
+        if (rkm->err == RD_KAFKA_RESP_ERR__FATAL) {
+            rd_kafka_fatal_error(c->rk, errstr, sizeof(errstr));
+            mc_error("kafka: fatal error: %s", errstr);
+            return -1;
+        }
+        mc_warn("kafka: consume error: %s", rd_kafka_message_errstr(rkm));
+        return 0;
+    }
+
+    topic = rd_kafka_topic_name(rkm->rkt);
+    rc = mc_msgbatch_add_packed(&c->batch, rkm->payload != NULL ? rkm->payload : "", rkm->len);
+    if (rc == MC_MSGBATCH_NOMEM) {
+        mc_error("kafka: out of memory adding a record");
+        return -1;
+    }
+    if (rc == MC_MSGBATCH_MALFORMED) {
+        c->malformed++;
+        mc_warn("kafka: skipping malformed record at %s [%" PRId32 "] offset %" PRId64 " (%zu bytes)", topic,
+                rkm->partition, rkm->offset, rkm->len);
+    }
+    if (consumer_track(c, topic, rkm->partition, rkm->offset) != 0) {
+        mc_error("kafka: out of memory tracking offsets");
+        return -1;
+    }
+    if (c->records == 0) {
+        c->first_ms = now_ms();
+    }
+    c->records++;
+    c->consumed++;
+    return 0;
+}
+
+/* Empties the batch and its offsets after they were written and committed. */
+static void consumer_reset_batch(rc_consumer_t *c)
+{
+    mc_msgbatch_clear(&c->batch);
+    c->records = 0;
+    /* the list keeps its topic strings; emptying it in place is cheaper than a new one */
+    while (c->offsets->cnt > 0) {
+        rd_kafka_topic_partition_list_del_by_idx(c->offsets, c->offsets->cnt - 1);
+    }
+}
+
+/* Commits the batch's offsets, synchronously, for the partitions we still own. */
+static void consumer_commit(rc_consumer_t *c)
+{
+    rd_kafka_topic_partition_list_t *owned = NULL, *commit = NULL;
+    rd_kafka_topic_partition_t *p, *q;
+    rd_kafka_resp_err_t err;
+    int i;
+
+    if (c->offsets->cnt == 0) {
+        return;
+    }
+    err = rd_kafka_assignment(c->rk, &owned);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        mc_warn("kafka: cannot read the assignment: %s", rd_kafka_err2str(err));
+        goto done;
+    }
+    commit = rd_kafka_topic_partition_list_new(c->offsets->cnt);
+    if (commit == NULL) {
+        goto done;
+    }
+    for (i = 0; i < c->offsets->cnt; i++) {
+        p = &c->offsets->elems[i];
+        if (rd_kafka_topic_partition_list_find(owned, p->topic, p->partition) != NULL) {
+            q = rd_kafka_topic_partition_list_add(commit, p->topic, p->partition);
+            q->offset = p->offset;
+        }
+    }
+    if (commit->cnt == 0) {
+        mc_info("kafka: batch partitions no longer assigned; offsets left to the new owner");
+        goto done;
+    }
+    err = rd_kafka_commit(c->rk, commit, 0);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        c->commits_failed++;
+        mc_warn("kafka: offset commit failed: %s (the rows are written; records will be re-read)",
+                rd_kafka_err2str(err));
+    }
+
+done:
+    if (owned != NULL) {
+        rd_kafka_topic_partition_list_destroy(owned);
+    }
+    if (commit != NULL) {
+        rd_kafka_topic_partition_list_destroy(commit);
+    }
+}
+
+/* Pauses or resumes the whole current assignment. */
+static void consumer_pause(rc_consumer_t *c, int pause)
+{
+    rd_kafka_topic_partition_list_t *owned = NULL;
+
+    if (rd_kafka_assignment(c->rk, &owned) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        return;
+    }
+    if (owned->cnt > 0) {
+        if (pause) {
+            rd_kafka_pause_partitions(c->rk, owned);
+        } else {
+            rd_kafka_resume_partitions(c->rk, owned);
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(owned);
+    c->paused = pause;
+}
+
+/* Writes the batch and commits its offsets, retrying a failing store with
+ * backoff at most max_attempts times (0: until *run is cleared).  Returns 0
+ * when the batch is done (it is then empty), -1 when it is kept. */
+static int consumer_flush(rc_consumer_t *c, int max_attempts)
+{
+    rd_kafka_message_t *rkm;
+    int attempts = 0, backoff = RC_BACKOFF_MIN_MS, rc = -1;
+    int64_t until;
+
+    if (c->records == 0) {
+        return 0;
+    }
+    c->flushing = 1;
+
+    for (;;) {
+        if (rc_store_write(c->store, &c->batch) == 0) {
+            consumer_commit(c);
+            consumer_reset_batch(c);
+            rc = 0;
+            break;
+        }
+        attempts++;
+        if ((max_attempts > 0 && attempts >= max_attempts) || (max_attempts == 0 && !*c->run)) {
+            break;
+        }
+        mc_warn("store: batch of %zu rows failed (attempt %d); retrying in %d ms", c->batch.n, attempts, backoff);
+
+        /* keep serving the group while we wait; paused partitions deliver only what was already fetched */
+        consumer_pause(c, 1);
+        until = now_ms() + backoff;
+        while (now_ms() < until && (max_attempts > 0 || *c->run)) {
+            rkm = rd_kafka_consumer_poll(c->rk, RC_POLL_MS);
+            if (rkm != NULL) {
+                if (consumer_handle(c, rkm) != 0) {
+                    *c->run = 0;
+                }
+                rd_kafka_message_destroy(rkm);
+            }
+        }
+        backoff = backoff * 2 > RC_BACKOFF_MAX_MS ? RC_BACKOFF_MAX_MS : backoff * 2;
+    }
+
+    if (c->paused) {
+        consumer_pause(c, 0);
+    }
+    c->flushing = 0;
+    return rc;
+}
+
+/* Returns the records behind the high watermarks of our partitions, or -1 when unknown. */
+static int64_t consumer_lag(rc_consumer_t *c)
+{
+    rd_kafka_topic_partition_list_t *owned = NULL;
+    rd_kafka_topic_partition_t *p;
+    int64_t lag = 0, lo, hi;
+    int i;
+
+    if (rd_kafka_assignment(c->rk, &owned) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        return -1;
+    }
+    rd_kafka_position(c->rk, owned);
+    for (i = 0; i < owned->cnt; i++) {
+        p = &owned->elems[i];
+        if (rd_kafka_get_watermark_offsets(c->rk, p->topic, p->partition, &lo, &hi) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            continue;
+        }
+        if (p->offset >= 0 && hi > p->offset) {
+            lag += hi - p->offset; /* an unknown position (not fetched yet) counts as none */
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(owned);
+    return lag;
+}
+
+/* Logs the counters. */
+static void consumer_stats(rc_consumer_t *c)
+{
+    rc_store_t *st = c->store;
+
+    mc_info("stats: consumed %" PRIu64 ", rows new %" PRIu64 " dup %" PRIu64 ", batches %" PRIu64
+            ", rooms moved %" PRIu64 ", members set %" PRIu64 " (%zu rooms pending), store failures %" PRIu64
+            ", malformed %" PRIu64 ", commit failures %" PRIu64 ", lag %" PRId64,
+            c->consumed, st->rows_new, st->rows_dup, st->batches, st->rooms_moved, st->members_set,
+            rc_store_pending(st), st->failures, c->malformed, c->commits_failed, consumer_lag(c));
+}
+
+int rc_consumer_run(rc_consumer_t *c)
+{
+    rd_kafka_message_t *rkm;
+    rd_kafka_resp_err_t err;
+    int64_t now, next_stats, next_members, timeout;
+    int rc = 0;
+
+    next_stats = now_ms() + (int64_t)c->cfg.stats_s * 1000;
+    next_members = now_ms();
+
+    while (*c->run) {
+        timeout = RC_POLL_MS;
+        if (c->records > 0) {
+            timeout = c->first_ms + c->cfg.batch_ms - now_ms();
+            timeout = timeout < 0 ? 0 : timeout > RC_POLL_MS ? RC_POLL_MS : timeout;
+        }
+
+        rkm = rd_kafka_consumer_poll(c->rk, (int)timeout);
+        if (rkm != NULL) {
+            if (consumer_handle(c, rkm) != 0) {
+                rc = -1;
+                *c->run = 0;
+            }
+            rd_kafka_message_destroy(rkm);
+        }
+
+        now = now_ms();
+        if (c->records > 0 && (c->records >= c->cfg.batch_size || now - c->first_ms >= c->cfg.batch_ms)) {
+            consumer_flush(c, 0);
+        }
+        if (c->records == 0 && now >= next_members) {
+            /* deferred room_members updates while the topic is quiet */
+            rc_store_flush_members(c->store, 0);
+            next_members = now + RC_POLL_MS;
+        }
+        if (c->cfg.stats_s > 0 && now >= next_stats) {
+            consumer_stats(c);
+            next_stats = now + (int64_t)c->cfg.stats_s * 1000;
+        }
+    }
+
+    mc_info("shutting down");
+    if (consumer_flush(c, RC_SHUTDOWN_ATTEMPTS) != 0) {
+        mc_warn("%zu records not written; they will be read again at the next start", c->records);
+    }
+    if (rc_store_flush_members(c->store, 1) != 0) {
+        mc_warn("the members of %zu rooms keep an older last_message_at until their next message",
+                rc_store_pending(c->store));
+    }
+    if (c->cfg.stats_s > 0) {
+        consumer_stats(c);
+    }
+
+    err = rd_kafka_consumer_close(c->rk);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        mc_warn("kafka: consumer close: %s", rd_kafka_err2str(err));
+    }
+    rd_kafka_destroy(c->rk);
+    c->rk = NULL;
+    mc_msgbatch_free(&c->batch);
+    rd_kafka_topic_partition_list_destroy(c->offsets);
+    c->offsets = NULL;
+    return rc;
+}

@@ -1,0 +1,51 @@
+/*
+ * The Kafka side of the roomlist-consumer: a consumer group member that
+ * collects records into batches and hands them to the store.
+ */
+#ifndef RC_CONSUMER_H
+#define RC_CONSUMER_H
+
+#include <signal.h>
+#include <stdint.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "minichat/msgbatch.h"
+#include "store.h"
+
+typedef struct {
+    const char *brokers;
+    const char *topic;
+    const char *group;
+    size_t batch_size;   /* flush after this many records ... */
+    int batch_ms;        /* ... or this long after the batch's first record */
+    int stats_s;         /* seconds between stats lines, 0 for none */
+} rc_consumer_config_t;
+
+typedef struct {
+    rd_kafka_t *rk;
+    rc_store_t *store;
+    rc_consumer_config_t cfg;
+    volatile sig_atomic_t *run;
+
+    mc_msgbatch_t batch;
+    rd_kafka_topic_partition_list_t *offsets;  /* per partition: next offset after the batch */
+    size_t records;                            /* records in the batch, malformed ones included */
+    int64_t first_ms;                          /* when the batch's first record arrived */
+    int flushing;                              /* inside rc_consumer_flush() */
+    int paused;                                /* the assignment is paused while the store fails */
+
+    uint64_t malformed;
+    uint64_t consumed;
+    uint64_t commits_failed;
+} rc_consumer_t;
+
+/* Creates the Kafka consumer and subscribes.  Returns 0, or -1 after logging why. */
+int rc_consumer_init(rc_consumer_t *c, const rc_consumer_config_t *cfg, rc_store_t *store,
+                     volatile sig_atomic_t *run);
+
+/* Consumes and persists until *run becomes 0, then flushes what is left,
+ * leaves the group and destroys the consumer.  Returns 0, or -1 after a fatal error. */
+int rc_consumer_run(rc_consumer_t *c);
+
+#endif

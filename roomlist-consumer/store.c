@@ -1,0 +1,253 @@
+/*
+ * The roomlist-consumer's database side: one transaction per batch on the
+ * primary, built from the statements of msgbatch.c:
+ *
+ *   START TRANSACTION
+ *   INSERT IGNORE INTO messages ...     (one or more, split at max_stmt_bytes)
+ *   UPDATE rooms ... forward-only
+ *   UPDATE room_members ... forward-only, for the rooms that are due
+ *   COMMIT
+ *
+ * Any failure rolls the transaction back and returns -1, leaving the batch to
+ * the caller, who retries it later and does not commit its Kafka offsets in
+ * the meantime.  A client-side error (lost connection, timeout: codes 2000 and
+ * up) also resets the primary connection so that the retry reconnects; a
+ * server-side error (deadlock, lock wait timeout) keeps it.  Because rows are
+ * keyed by (room_id, seq) and inserted with IGNORE, and both updates only move
+ * forward, writing a batch twice has the same effect as writing it once.
+ *
+ * room_members.last_message_at is the expensive part: one row, and one entry
+ * of the (user_id, left_at, last_message_at, room_id) index, per member of
+ * every room the batch touches, where the messages themselves cost one row
+ * each.  Measured on the 2-core box, updating it in every batch halved the
+ * throughput.  So a room's members are updated at most once per
+ * members_interval_ms: the first batch that touches a room updates them at
+ * once, later batches within the interval only mark the room dirty, and a
+ * dirty room is updated with whatever batch comes after its interval (or by
+ * rc_store_flush_members() when the topic is idle, and on shutdown and
+ * revocation).  The update copies rooms.last_message_at, so a deferred update
+ * writes the latest value, never a stale one.  The cost: a member's room list
+ * may order a busy room up to one interval late, and a crash (SIGKILL) within
+ * an interval of a room's last message leaves that room's members behind
+ * until its next message.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "minichat/log.h"
+#include "store.h"
+
+static int64_t store_now_ms(void);
+static int store_query(MYSQL *m, const char *what, const char *sql, size_t len);
+static int store_due_reserve(rc_store_t *st, size_t n);
+static void store_fail(rc_store_t *st, MYSQL *m);
+
+/* Returns a monotonic time in milliseconds. */
+static int64_t store_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void rc_store_init(rc_store_t *st, mc_db_t *db, size_t max_stmt_bytes, int64_t members_interval_ms)
+{
+    memset(st, 0, sizeof(*st));
+    st->db = db;
+    st->max_stmt_bytes = max_stmt_bytes;
+    mc_debounce_init(&st->debounce, members_interval_ms);
+}
+
+void rc_store_free(rc_store_t *st)
+{
+    mc_sqlbuf_free(&st->sql);
+    mc_sqlbuf_free(&st->members);
+    mc_sqlbuf_free(&st->rooms);
+    mc_debounce_free(&st->debounce);
+    free(st->due);
+    st->due = NULL;
+}
+
+size_t rc_store_pending(const rc_store_t *st)
+{
+    return mc_debounce_dirty(&st->debounce);
+}
+
+/* Runs one statement.  Returns 0, or -1 after logging the error. */
+static int store_query(MYSQL *m, const char *what, const char *sql, size_t len)
+{
+    if (mysql_real_query(m, sql, len) != 0) {
+        mc_error("store: %s failed: %s (%u)", what, mysql_error(m), mysql_errno(m));
+        return -1;
+    }
+    return 0;
+}
+
+/* Makes room for n more due rooms.  Returns 0 or -1 when out of memory. */
+static int store_due_reserve(rc_store_t *st, size_t n)
+{
+    uint64_t *p;
+    size_t cap;
+
+    if (st->ndue + n <= st->due_cap) {
+        return 0;
+    }
+    cap = st->due_cap != 0 ? st->due_cap : 1024;
+    while (cap < st->ndue + n) {
+        cap *= 2;
+    }
+    p = realloc(st->due, cap * sizeof(*p));
+    if (p == NULL) {
+        return -1;
+    }
+    st->due = p;
+    st->due_cap = cap;
+    return 0;
+}
+
+/* Rolls back after a failed statement, resetting a broken connection, and
+ * puts the due rooms back into the debouncer. */
+static void store_fail(rc_store_t *st, MYSQL *m)
+{
+    st->failures++;
+    if (mysql_errno(m) >= 2000 || mysql_query(m, "ROLLBACK") != 0) {
+        /* the connection is gone or unusable: the server rolls back on its own */
+        mc_db_reset(st->db, MC_DB_PRIMARY);
+    }
+    if (mc_debounce_restore(&st->debounce, st->due, st->ndue) != 0) {
+        mc_error("store: out of memory; %zu rooms' members may stay behind until their next message", st->ndue);
+    }
+    st->ndue = 0;
+}
+
+int rc_store_write(rc_store_t *st, mc_msgbatch_t *b)
+{
+    MYSQL *m;
+    size_t i, next = 0;
+    uint64_t inserted = 0, moved, members;
+    int64_t now;
+
+    if (b->n == 0) {
+        return 0;
+    }
+
+    m = mc_db_conn(st->db, MC_DB_PRIMARY);
+    if (m == NULL) {
+        st->failures++;
+        return -1;
+    }
+
+    mc_msgbatch_sort(b);
+    st->ndue = 0;
+
+    if (store_query(m, "start transaction", "START TRANSACTION", 17) != 0) {
+        goto err;
+    }
+
+    while (next < b->n) {
+        if (mc_msgbatch_insert_sql(b, &next, st->max_stmt_bytes, &st->sql) != 0) {
+            mc_error("store: out of memory building insert");
+            goto err;
+        }
+        if (store_query(m, "insert", st->sql.data, st->sql.len) != 0) {
+            goto err;
+        }
+        inserted += mysql_affected_rows(m);
+    }
+
+    if (mc_msgbatch_rooms_sql(b, &st->rooms) != 0) {
+        mc_error("store: out of memory building the rooms update");
+        goto err;
+    }
+    if (store_query(m, "rooms update", st->rooms.data, st->rooms.len) != 0) {
+        goto err;
+    }
+    moved = mysql_affected_rows(m);
+
+    /* the batch's rooms that are due, then older dirty rooms whose time has come */
+    now = store_now_ms();
+    if (store_due_reserve(st, mc_msgbatch_rooms(b) + mc_debounce_dirty(&st->debounce)) != 0) {
+        mc_error("store: out of memory listing rooms");
+        goto err;
+    }
+    for (i = 0; i < b->n; i++) {
+        if ((i + 1 == b->n || b->rows[i + 1].room != b->rows[i].room)
+            && mc_debounce_touch(&st->debounce, b->rows[i].room, now) != 0)
+        {
+            st->due[st->ndue++] = b->rows[i].room;
+        }
+    }
+    st->ndue += mc_debounce_take(&st->debounce, now, 0, st->due + st->ndue, st->due_cap - st->ndue);
+
+    members = 0;
+    if (st->ndue > 0) {
+        if (mc_members_sql(st->due, st->ndue, &st->members) != 0) {
+            mc_error("store: out of memory building the room_members update");
+            goto err;
+        }
+        if (store_query(m, "room_members update", st->members.data, st->members.len) != 0) {
+            goto err;
+        }
+        members = mysql_affected_rows(m);
+    }
+
+    if (store_query(m, "commit", "COMMIT", 6) != 0) {
+        goto err;
+    }
+
+    st->rows_new += inserted;
+    st->rows_dup += b->n - inserted;
+    st->rooms_moved += moved;
+    st->members_set += members;
+    st->batches++;
+    mc_debug("store: batch of %zu rows committed (%llu new, %llu rooms moved, %zu rooms' members updated)", b->n,
+             (unsigned long long)inserted, (unsigned long long)moved, st->ndue);
+    st->ndue = 0;
+    return 0;
+
+err:
+    store_fail(st, m);
+    return -1;
+}
+
+int rc_store_flush_members(rc_store_t *st, int force)
+{
+    MYSQL *m;
+
+    if (mc_debounce_dirty(&st->debounce) == 0) {
+        return 0;
+    }
+    m = mc_db_conn(st->db, MC_DB_PRIMARY);
+    if (m == NULL) {
+        return -1;
+    }
+
+    st->ndue = 0;
+    if (store_due_reserve(st, mc_debounce_dirty(&st->debounce)) != 0) {
+        mc_error("store: out of memory listing rooms");
+        return -1;
+    }
+    st->ndue = mc_debounce_take(&st->debounce, store_now_ms(), force, st->due, st->due_cap);
+    if (st->ndue == 0) {
+        return 0;
+    }
+
+    if (mc_members_sql(st->due, st->ndue, &st->members) != 0) {
+        mc_error("store: out of memory building the room_members update");
+        goto err;
+    }
+    /* autocommit: one statement is its own transaction */
+    if (store_query(m, "room_members update", st->members.data, st->members.len) != 0) {
+        goto err;
+    }
+    st->members_set += mysql_affected_rows(m);
+    mc_debug("store: deferred room_members update for %zu rooms", st->ndue);
+    st->ndue = 0;
+    return 0;
+
+err:
+    store_fail(st, m);
+    return -1;
+}

@@ -1,0 +1,294 @@
+/*
+ * Unit tests for lib/src/msgbatch.c: the row mapping from packed ChatMessages
+ * and the SQL the roomlist-consumer sends for a batch.  The statements are
+ * checked as text here; scripts and integration tests run them against MariaDB.
+ */
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "minichat.pb-c.h"
+#include "minichat/msgbatch.h"
+#include "minichat/ws.h"
+
+#define utf8_valid(s, n) mc_utf8_valid((const uint8_t *)(s), (n))
+
+/* Returns the number of non-overlapping occurrences of needle in hay. */
+static int count(const char *hay, const char *needle)
+{
+    int n = 0;
+
+    while ((hay = strstr(hay, needle)) != NULL) {
+        n++;
+        hay += strlen(needle);
+    }
+    return n;
+}
+
+START_TEST(test_utf8_valid)
+{
+    ck_assert_int_eq(utf8_valid("", 0), 1);
+    ck_assert_int_eq(utf8_valid("abc", 3), 1);
+    ck_assert_int_eq(utf8_valid("\xe4\xb8\xad\xf0\x9f\x98\x80\xc3\xa9", 9), 1);
+    ck_assert_int_eq(utf8_valid("a\0b", 3), 1);
+    ck_assert_int_eq(utf8_valid("\xff", 1), 0);
+    ck_assert_int_eq(utf8_valid("\xc0\xaf", 2), 0);             /* overlong '/' */
+    ck_assert_int_eq(utf8_valid("\xe0\x80\xaf", 3), 0);         /* overlong */
+    ck_assert_int_eq(utf8_valid("\xed\xa0\x80", 3), 0);         /* surrogate */
+    ck_assert_int_eq(utf8_valid("\xf4\x90\x80\x80", 4), 0);     /* above U+10FFFF */
+    ck_assert_int_eq(utf8_valid("\xe4\xb8", 2), 0);             /* truncated */
+    ck_assert_int_eq(utf8_valid("\x80", 1), 0);                 /* lone continuation */
+}
+END_TEST
+
+START_TEST(test_utf8_sanitize)
+{
+    size_t len;
+    char *s;
+
+    s = mc_utf8_sanitize("ok\xff!\xe4\xb8", 6, &len);
+    ck_assert_ptr_nonnull(s);
+    ck_assert_uint_eq(len, 2 + 3 + 1 + 6);
+    ck_assert_mem_eq(s, "ok\xef\xbf\xbd!\xef\xbf\xbd\xef\xbf\xbd", len);
+    ck_assert_int_eq(utf8_valid(s, len), 1);
+    free(s);
+
+    s = mc_utf8_sanitize("\xe4\xb8\xad", 3, &len);
+    ck_assert_uint_eq(len, 3);
+    ck_assert_str_eq(s, "\xe4\xb8\xad");
+    free(s);
+}
+END_TEST
+
+START_TEST(test_add_rejects_missing_keys)
+{
+    mc_msgbatch_t b;
+
+    mc_msgbatch_init(&b);
+    ck_assert_int_eq(mc_msgbatch_add(&b, 0, 1, 1, 1, "c", 1, "x", 1), MC_MSGBATCH_MALFORMED);
+    ck_assert_int_eq(mc_msgbatch_add(&b, 1, 0, 1, 1, "c", 1, "x", 1), MC_MSGBATCH_MALFORMED);
+    ck_assert_int_eq(mc_msgbatch_add(&b, 1, 1, 1, 1, NULL, 0, NULL, 0), MC_MSGBATCH_OK);
+    ck_assert_uint_eq(b.n, 1);
+    ck_assert_uint_eq(b.rows[0].cid_len, 0);
+    ck_assert_str_eq(b.rows[0].body, "");
+    mc_msgbatch_free(&b);
+}
+END_TEST
+
+START_TEST(test_add_packed)
+{
+    Minichat__ChatMessage m = MINICHAT__CHAT_MESSAGE__INIT;
+    uint8_t buf[256];
+    size_t len;
+    mc_msgbatch_t b;
+
+    m.room = 12;
+    m.seq = 101;
+    m.sender = 42;
+    m.cid = "client-unique";
+    m.body = "hi";
+    m.ts = 1732500000123ULL;
+    len = minichat__chat_message__pack(&m, buf);
+
+    mc_msgbatch_init(&b);
+    ck_assert_int_eq(mc_msgbatch_add_packed(&b, buf, len), MC_MSGBATCH_OK);
+    ck_assert_uint_eq(b.n, 1);
+    ck_assert_uint_eq(b.rows[0].room, 12);
+    ck_assert_uint_eq(b.rows[0].seq, 101);
+    ck_assert_uint_eq(b.rows[0].sender, 42);
+    ck_assert_uint_eq(b.rows[0].ts, 1732500000123ULL);
+    ck_assert_str_eq(b.rows[0].cid, "client-unique");
+    ck_assert_str_eq(b.rows[0].body, "hi");
+
+    /* truncated, garbage, empty (no room), and a record without a seq */
+    ck_assert_int_eq(mc_msgbatch_add_packed(&b, buf, len - 1), MC_MSGBATCH_MALFORMED);
+    ck_assert_int_eq(mc_msgbatch_add_packed(&b, "\xff\xff\xff\xff\xff\xff", 6), MC_MSGBATCH_MALFORMED);
+    ck_assert_int_eq(mc_msgbatch_add_packed(&b, "", 0), MC_MSGBATCH_MALFORMED);
+    m.seq = 0;
+    len = minichat__chat_message__pack(&m, buf);
+    ck_assert_int_eq(mc_msgbatch_add_packed(&b, buf, len), MC_MSGBATCH_MALFORMED);
+    ck_assert_uint_eq(b.n, 1);
+    mc_msgbatch_free(&b);
+}
+END_TEST
+
+START_TEST(test_insert_sql)
+{
+    mc_msgbatch_t b;
+    mc_sqlbuf_t s = {0};
+    size_t next = 0;
+
+    mc_msgbatch_init(&b);
+    ck_assert_int_eq(mc_msgbatch_add(&b, 7, 2, 42, 1732500000007ULL, "c'2", 3, "it's", 4), 0);
+    ck_assert_int_eq(mc_msgbatch_add(&b, 7, 1, 42, 0, "c1", 2, "\\", 1), 0);
+    mc_msgbatch_sort(&b);
+    ck_assert_uint_eq(b.rows[0].seq, 1);
+
+    ck_assert_int_eq(mc_msgbatch_insert_sql(&b, &next, 1 << 20, &s), 0);
+    ck_assert_uint_eq(next, 2);
+    ck_assert_uint_eq(s.len, strlen(s.data));
+    ck_assert_str_eq(s.data, "INSERT IGNORE INTO messages (room_id, seq, sender_id, kind, body, client_msg_id, "
+                             "created_at) VALUES (7,1,42,'text',_utf8mb4 X'5C',_utf8mb4 X'6331',NOW(3)),"
+                             "(7,2,42,'text',_utf8mb4 X'69742773',_utf8mb4 X'632732',"
+                             "FROM_UNIXTIME(1732500000.007))");
+    mc_sqlbuf_free(&s);
+    mc_msgbatch_free(&b);
+}
+END_TEST
+
+START_TEST(test_insert_sql_split)
+{
+    mc_msgbatch_t b;
+    mc_sqlbuf_t s = {0};
+    size_t next = 0, rows = 0, stmts = 0, before;
+    char body[100];
+    uint64_t i;
+
+    memset(body, 'x', sizeof(body));
+    mc_msgbatch_init(&b);
+    for (i = 1; i <= 1000; i++) {
+        ck_assert_int_eq(mc_msgbatch_add(&b, 1 + i % 7, i, 1, 1732500000000ULL + i, "c", 1, body, sizeof(body)), 0);
+    }
+    mc_msgbatch_sort(&b);
+
+    while (next < b.n) {
+        before = next;
+        ck_assert_int_eq(mc_msgbatch_insert_sql(&b, &next, 16 * 1024, &s), 0);
+        ck_assert_uint_gt(next, before);
+        ck_assert_uint_le(s.len, 16 * 1024);
+        ck_assert_int_eq(count(s.data, "INSERT IGNORE"), 1);
+        rows += (size_t)count(s.data, "'text'");
+        stmts++;
+    }
+    ck_assert_uint_eq(rows, 1000);
+    ck_assert_uint_gt(stmts, 5);
+
+    /* a row larger than the limit still goes, alone */
+    next = 0;
+    ck_assert_int_eq(mc_msgbatch_insert_sql(&b, &next, 10, &s), 0);
+    ck_assert_uint_eq(next, 1);
+    mc_sqlbuf_free(&s);
+    mc_msgbatch_free(&b);
+}
+END_TEST
+
+START_TEST(test_rooms_sql)
+{
+    mc_msgbatch_t b;
+    mc_sqlbuf_t r = {0};
+
+    mc_msgbatch_init(&b);
+    ck_assert_int_eq(mc_msgbatch_rooms_sql(&b, &r), 0);
+    ck_assert_uint_eq(r.len, 0);
+
+    ck_assert_int_eq(mc_msgbatch_add(&b, 5, 10, 1, 1000, "a", 1, "ten", 3), 0);
+    ck_assert_int_eq(mc_msgbatch_add(&b, 3, 4, 1, 2000, "b", 1, "four", 4), 0);
+    ck_assert_int_eq(mc_msgbatch_add(&b, 5, 12, 1, 3000, "c", 1, "twelve", 6), 0);
+    ck_assert_int_eq(mc_msgbatch_add(&b, 5, 11, 1, 4000, "d", 1, "eleven", 6), 0);
+    mc_msgbatch_sort(&b);
+    ck_assert_uint_eq(mc_msgbatch_rooms(&b), 2);
+
+    /* one row per room: its highest seq, with that message's time and preview */
+    ck_assert_int_eq(mc_msgbatch_rooms_sql(&b, &r), 0);
+    ck_assert_str_eq(r.data, "UPDATE rooms r JOIN (SELECT 3 AS id, 4 AS seq, FROM_UNIXTIME(2.000) AS at, "
+                             "_utf8mb4 X'666F7572' AS preview UNION ALL SELECT 5, 12, FROM_UNIXTIME(3.000), "
+                             "_utf8mb4 X'7477656C7665') v ON r.id = v.id SET r.last_seq = v.seq, "
+                             "r.last_message_at = v.at, r.last_preview = LEFT(v.preview, 191) "
+                             "WHERE r.last_seq < v.seq");
+    mc_sqlbuf_free(&r);
+    mc_msgbatch_free(&b);
+}
+END_TEST
+
+START_TEST(test_members_sql)
+{
+    uint64_t rooms[] = {3, 18446744073709551615ULL};
+    mc_sqlbuf_t m = {0};
+
+    ck_assert_int_eq(mc_members_sql(rooms, 0, &m), 0);
+    ck_assert_uint_eq(m.len, 0);
+    ck_assert_int_eq(mc_members_sql(rooms, 2, &m), 0);
+    ck_assert_str_eq(m.data, "UPDATE room_members m JOIN rooms r ON r.id = m.room_id "
+                             "SET m.last_message_at = r.last_message_at "
+                             "WHERE m.room_id IN (3,18446744073709551615) AND m.left_at IS NULL "
+                             "AND r.last_message_at IS NOT NULL "
+                             "AND (m.last_message_at IS NULL OR m.last_message_at < r.last_message_at)");
+    mc_sqlbuf_free(&m);
+}
+END_TEST
+
+START_TEST(test_preview_truncated_by_characters)
+{
+    mc_msgbatch_t b;
+    mc_sqlbuf_t r = {0};
+    char body[600];
+    const char *x, *end;
+    int i;
+
+    for (i = 0; i < 300; i++) {
+        memcpy(body + 2 * i, "\xc3\xa9", 2); /* U+00E9, two bytes */
+    }
+    mc_msgbatch_init(&b);
+    ck_assert_int_eq(mc_msgbatch_add(&b, 1, 1, 1, 1, "c", 1, body, sizeof(body)), 0);
+    ck_assert_int_eq(mc_msgbatch_rooms_sql(&b, &r), 0);
+
+    x = strstr(r.data, "X'");
+    ck_assert_ptr_nonnull(x);
+    x += 2;
+    end = strchr(x, '\'');
+    ck_assert_ptr_nonnull(end);
+    ck_assert_int_eq(end - x, 191 * 2 * 2);
+    mc_sqlbuf_free(&r);
+    mc_msgbatch_free(&b);
+}
+END_TEST
+
+START_TEST(test_clear_and_reuse)
+{
+    mc_msgbatch_t b;
+    int round;
+    uint64_t i;
+
+    mc_msgbatch_init(&b);
+    for (round = 0; round < 3; round++) {
+        for (i = 1; i <= 600; i++) {
+            ck_assert_int_eq(mc_msgbatch_add(&b, 1, i, 1, 1, "c", 1, "body", 4), 0);
+        }
+        ck_assert_uint_eq(b.n, 600);
+        mc_msgbatch_clear(&b);
+        ck_assert_uint_eq(b.n, 0);
+    }
+    mc_msgbatch_free(&b);
+    ck_assert_ptr_null(b.rows);
+}
+END_TEST
+
+static Suite *msgbatch_suite(void)
+{
+    Suite *s = suite_create("msgbatch");
+    TCase *tc = tcase_create("core");
+
+    tcase_add_test(tc, test_utf8_valid);
+    tcase_add_test(tc, test_utf8_sanitize);
+    tcase_add_test(tc, test_add_rejects_missing_keys);
+    tcase_add_test(tc, test_add_packed);
+    tcase_add_test(tc, test_insert_sql);
+    tcase_add_test(tc, test_insert_sql_split);
+    tcase_add_test(tc, test_rooms_sql);
+    tcase_add_test(tc, test_members_sql);
+    tcase_add_test(tc, test_preview_truncated_by_characters);
+    tcase_add_test(tc, test_clear_and_reuse);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(msgbatch_suite());
+    int failed;
+
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
