@@ -261,6 +261,11 @@ ngx_http_minichat_ws_handler(ngx_http_request_t *r)
     /* let a graceful shutdown close it like an idle keepalive connection */
     c->idle = 1;
 
+    /* small frames must not wait for the peer's delayed ACK (Nagle) */
+    if (ngx_tcp_nodelay(c) != NGX_OK) {
+        ngx_log_error(NGX_LOG_INFO, c->log, 0, "minichat: TCP_NODELAY failed");
+    }
+
     ngx_log_error(NGX_LOG_INFO, c->log, 0, "minichat: user %uL connected, session %V", user, &ws->sid);
 
     /* the session: which node holds it, for presence and routing later */
