@@ -20,8 +20,12 @@
 #define NGX_HTTP_MINICHAT_TITLE_MAX      191
 
 
+/* Heap-allocated: a relay timer or a Redis reply may outlive the request
+ * (a worker_shutdown_timeout closes it), so the pool cleanup only detaches
+ * it and the last pending callback frees it. */
 typedef struct {
-    ngx_http_request_t  *request;
+    ngx_http_request_t  *request;   /* NULL once the request is gone */
+    ngx_uint_t           pending;
     uint64_t             user;
     uint64_t             room;
     size_t               n_members;
@@ -30,6 +34,9 @@ typedef struct {
 
 
 static void ngx_http_minichat_api_create_room(ngx_http_request_t *r);
+static void ngx_http_minichat_api_cleanup(void *data);
+static ngx_int_t ngx_http_minichat_api_detached(ngx_http_minichat_create_t *ctx);
+static void ngx_http_minichat_api_finalize(ngx_http_request_t *r, ngx_int_t rc);
 static void ngx_http_minichat_api_room_created(Minichat__LocalFrame *result, void *data);
 static void ngx_http_minichat_api_members_added(redisReply *reply, void *data);
 static ngx_int_t ngx_http_minichat_api_json(ngx_http_request_t *r, ngx_uint_t status, u_char *body, size_t len);
@@ -78,6 +85,7 @@ ngx_http_minichat_api_handler(ngx_http_request_t *r)
 {
     ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
     ngx_http_minichat_create_t     *ctx;
+    ngx_pool_cleanup_t             *cln;
     ngx_str_t                       token;
     const char                     *err;
     uint64_t                        user;
@@ -110,10 +118,18 @@ ngx_http_minichat_api_handler(ngx_http_request_t *r)
                                            "request body over 64 KiB");
     }
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_minichat_create_t));
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx = ngx_calloc(sizeof(ngx_http_minichat_create_t), r->connection->log);
     if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    cln->handler = ngx_http_minichat_api_cleanup;
+    cln->data = ctx;
 
     ctx->request = r;
     ctx->user = user;
@@ -253,7 +269,10 @@ ngx_http_minichat_api_create_room(ngx_http_request_t *r)
     f.body_case = MINICHAT__LOCAL_FRAME__BODY_CREATE_ROOM;
     f.create_room = &cr;
 
+    ctx->pending++;
+
     if (ngx_http_minichat_relay_request(&f, ngx_http_minichat_api_room_created, ctx) != NGX_OK) {
+        ctx->pending--;
         rc = ngx_http_minichat_api_error(r, NGX_HTTP_SERVICE_UNAVAILABLE, "unavailable",
                                          "relay-worker not connected; retry");
         goto finalize;
@@ -273,16 +292,22 @@ static void
 ngx_http_minichat_api_room_created(Minichat__LocalFrame *result, void *data)
 {
     ngx_http_minichat_create_t  *ctx = data;
-    ngx_http_request_t          *r = ctx->request;
+    ngx_http_request_t          *r;
     const char                 **argv;
     size_t                      *argvlen, i;
     u_char                      *p, key[48];
     ngx_int_t                    rc;
 
+    if (ngx_http_minichat_api_detached(ctx)) {
+        return;
+    }
+
+    r = ctx->request;
+
     if (result == NULL || result->create_room_result == NULL) {
         rc = ngx_http_minichat_api_error(r, NGX_HTTP_SERVICE_UNAVAILABLE, "unavailable",
                                          "room store did not answer; retry");
-        ngx_http_finalize_request(r, rc);
+        ngx_http_minichat_api_finalize(r, rc);
         return;
     }
 
@@ -291,7 +316,7 @@ ngx_http_minichat_api_room_created(Minichat__LocalFrame *result, void *data)
                       result->create_room_result->error);
         rc = ngx_http_minichat_api_error(r, NGX_HTTP_SERVICE_UNAVAILABLE, "unavailable",
                                          "room store failed; retry");
-        ngx_http_finalize_request(r, rc);
+        ngx_http_minichat_api_finalize(r, rc);
         return;
     }
 
@@ -301,7 +326,7 @@ ngx_http_minichat_api_room_created(Minichat__LocalFrame *result, void *data)
     argvlen = ngx_palloc(r->pool, (ctx->n_members + 2) * sizeof(size_t));
     p = ngx_pnalloc(r->pool, ctx->n_members * (NGX_INT64_LEN + 1));
     if (argv == NULL || argvlen == NULL || p == NULL) {
-        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        ngx_http_minichat_api_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
     }
 
@@ -316,13 +341,16 @@ ngx_http_minichat_api_room_created(Minichat__LocalFrame *result, void *data)
         p += argvlen[2 + i];
     }
 
+    ctx->pending++;
+
     if (ngx_http_minichat_redis_argv((int) ctx->n_members + 2, argv, argvlen,
                                      ngx_http_minichat_api_members_added, ctx)
         != NGX_OK)
     {
+        ctx->pending--;
         rc = ngx_http_minichat_api_error(r, NGX_HTTP_SERVICE_UNAVAILABLE, "unavailable",
                                          "redis not connected; retry");
-        ngx_http_finalize_request(r, rc);
+        ngx_http_minichat_api_finalize(r, rc);
     }
 }
 
@@ -331,16 +359,22 @@ static void
 ngx_http_minichat_api_members_added(redisReply *reply, void *data)
 {
     ngx_http_minichat_create_t  *ctx = data;
-    ngx_http_request_t          *r = ctx->request;
+    ngx_http_request_t          *r;
     u_char                       body[64], *p;
     ngx_int_t                    rc;
+
+    if (ngx_http_minichat_api_detached(ctx)) {
+        return;
+    }
+
+    r = ctx->request;
 
     if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "minichat: room %uL created but its members could not be stored in redis", ctx->room);
         rc = ngx_http_minichat_api_error(r, NGX_HTTP_SERVICE_UNAVAILABLE, "unavailable",
                                          "redis failed; retry");
-        ngx_http_finalize_request(r, rc);
+        ngx_http_minichat_api_finalize(r, rc);
         return;
     }
 
@@ -350,7 +384,52 @@ ngx_http_minichat_api_members_added(redisReply *reply, void *data)
                   ctx->user, ctx->room, ctx->n_members);
 
     rc = ngx_http_minichat_api_json(r, NGX_HTTP_CREATED, body, p - body);
+    ngx_http_minichat_api_finalize(r, rc);
+}
+
+
+/* Called first by every callback: counts the reply in, and returns 1 when
+ * the request is gone (the context is then freed once nothing is pending). */
+static ngx_int_t
+ngx_http_minichat_api_detached(ngx_http_minichat_create_t *ctx)
+{
+    ctx->pending--;
+
+    if (ctx->request) {
+        return 0;
+    }
+
+    if (ctx->pending == 0) {
+        ngx_free(ctx);
+    }
+
+    return 1;
+}
+
+
+static void
+ngx_http_minichat_api_cleanup(void *data)
+{
+    ngx_http_minichat_create_t  *ctx = data;
+
+    ctx->request = NULL;
+
+    if (ctx->pending == 0) {
+        ngx_free(ctx);
+    }
+}
+
+
+/* Finalizes from outside the connection's own event handler: posted
+ * requests (such as a termination after a write error) must run now, as
+ * no further event may come for this connection. */
+static void
+ngx_http_minichat_api_finalize(ngx_http_request_t *r, ngx_int_t rc)
+{
+    ngx_connection_t  *c = r->connection;
+
     ngx_http_finalize_request(r, rc);
+    ngx_http_run_posted_requests(c);
 }
 
 
@@ -390,7 +469,7 @@ ngx_http_minichat_api_json(ngx_http_request_t *r, ngx_uint_t status, u_char *bod
 static ngx_int_t
 ngx_http_minichat_api_error(ngx_http_request_t *r, ngx_uint_t status, const char *code, const char *message)
 {
-    u_char  buf[512], *p;
+    u_char  buf[sizeof("{\"code\":\"\",\"message\":\"\"}") + 32 + 6 * 200], *p;
 
     p = ngx_sprintf(buf, "{\"code\":\"%s\",\"message\":\"", code);
     p = ngx_http_minichat_json_escape(p, (const u_char *) message, ngx_min(ngx_strlen(message), 200));

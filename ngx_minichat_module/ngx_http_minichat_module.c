@@ -105,6 +105,13 @@ static ngx_command_t ngx_http_minichat_commands[] = {
       offsetof(ngx_http_minichat_main_conf_t, relay_timeout),
       NULL },
 
+    { ngx_string("minichat_ping_interval"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_minichat_main_conf_t, ping_interval),
+      NULL },
+
     { ngx_string("minichat_ws"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_minichat_ws,
@@ -184,6 +191,7 @@ ngx_http_minichat_create_main_conf(ngx_conf_t *cf)
     mcf->idem_ttl = NGX_CONF_UNSET;
     mcf->reconnect = NGX_CONF_UNSET_MSEC;
     mcf->relay_timeout = NGX_CONF_UNSET_MSEC;
+    mcf->ping_interval = NGX_CONF_UNSET_MSEC;
 
     return mcf;
 }
@@ -194,15 +202,36 @@ ngx_http_minichat_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_http_minichat_main_conf_t *mcf = conf;
 
+    ngx_uint_t  i;
+    u_char      ch;
+
     ngx_conf_init_size_value(mcf->max_message_size, 64 * 1024);
     ngx_conf_init_size_value(mcf->send_queue_size, 1024 * 1024);
     ngx_conf_init_uint_value(mcf->log_max, 1000);
     ngx_conf_init_value(mcf->idem_ttl, 86400);
     ngx_conf_init_msec_value(mcf->reconnect, 500);
     ngx_conf_init_msec_value(mcf->relay_timeout, 5000);
+    ngx_conf_init_msec_value(mcf->ping_interval, 30000);
 
     if (mcf->node.len == 0) {
         ngx_str_set(&mcf->node, "local");
+    }
+
+    if (mcf->node.len > 64) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"minichat_node\" is longer than 64 characters");
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 0; i < mcf->node.len; i++) {
+        ch = mcf->node.data[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9')
+              || ch == '.' || ch == '_' || ch == '-'))
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid \"minichat_node\" \"%V\": use letters, digits, \".\", \"_\", \"-\"",
+                               &mcf->node);
+            return NGX_CONF_ERROR;
+        }
     }
 
     if (mcf->enabled && mcf->jwt_secret.len == 0) {
@@ -218,9 +247,11 @@ ngx_http_minichat_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (mcf->max_message_size < 128 || mcf->max_message_size > 16 * 1024 * 1024) {
+    /* a message must fit a relay frame (4 MiB) with room to spare, or it
+     * would be given a seq that can never be persisted */
+    if (mcf->max_message_size < 128 || mcf->max_message_size > 1024 * 1024) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"minichat_max_message_size\" must be between 128 and 16m");
+                           "\"minichat_max_message_size\" must be between 128 and 1m");
         return NGX_CONF_ERROR;
     }
 
@@ -230,8 +261,6 @@ ngx_http_minichat_init_main_conf(ngx_conf_t *cf, void *conf)
                            "\"minichat_max_message_size\"");
         return NGX_CONF_ERROR;
     }
-
-    ngx_http_minichat_mcf = mcf;
 
     return NGX_CONF_OK;
 }
@@ -254,22 +283,23 @@ ngx_http_minichat_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     ngx_memzero(&u, sizeof(ngx_url_t));
     u.url = value[1];
-    u.no_resolve = 1;
 
-    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.no_port || u.family == AF_UNIX) {
+    /* resolved here, once: hiredis would call getaddrinfo(), blocking the
+     * worker, on every reconnect */
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.no_port || u.family == AF_UNIX || u.naddrs == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid redis address \"%V\", expected host:port",
-                           &value[1]);
+                           "invalid redis address \"%V\", expected host:port%s%s",
+                           &value[1], u.err ? ": " : "", u.err ? u.err : "");
         return NGX_CONF_ERROR;
     }
 
-    mcf->redis_host.len = u.host.len;
-    mcf->redis_host.data = ngx_pnalloc(cf->pool, u.host.len + 1);
+    mcf->redis_host.data = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
     if (mcf->redis_host.data == NULL) {
         return NGX_CONF_ERROR;
     }
-    ngx_memcpy(mcf->redis_host.data, u.host.data, u.host.len);
-    mcf->redis_host.data[u.host.len] = '\0';
+    mcf->redis_host.len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen,
+                                        mcf->redis_host.data, NGX_SOCKADDR_STRLEN, 0);
+    mcf->redis_host.data[mcf->redis_host.len] = '\0';
     mcf->redis_port = u.port;
     mcf->enabled = 1;
 
@@ -352,16 +382,22 @@ ngx_http_minichat_secret_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    buf = ngx_pnalloc(cf->pool, 1024);
+    buf = ngx_pnalloc(cf->pool, 1025);
     if (buf == NULL) {
         ngx_close_file(file.fd);
         return NGX_CONF_ERROR;
     }
 
-    n = ngx_read_file(&file, buf, 1024, 0);
+    n = ngx_read_file(&file, buf, 1025, 0);
     ngx_close_file(file.fd);
 
     if (n == NGX_ERROR) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (n > 1023) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "JWT secret file \"%V\" must hold 1..1023 bytes", &name);
         return NGX_CONF_ERROR;
     }
 
@@ -371,7 +407,7 @@ ngx_http_minichat_secret_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         n--;
     }
 
-    if (n == 0 || n == 1024) {
+    if (n == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "JWT secret file \"%V\" must hold 1..1023 bytes", &name);
         return NGX_CONF_ERROR;
@@ -436,11 +472,13 @@ ngx_http_minichat_init_process(ngx_cycle_t *cycle)
     }
 
     mcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_minichat_module);
+
+    /* taken from this cycle only: a failed reload leaves no stale pointer */
+    ngx_http_minichat_mcf = mcf;
+
     if (mcf == NULL || !mcf->enabled) {
         return NGX_OK;
     }
-
-    ngx_http_minichat_mcf = mcf;
 
     ngx_http_minichat_ws_init_registry();
 

@@ -20,6 +20,7 @@
 
 #define NGX_HTTP_MINICHAT_CID_MAX 64
 #define NGX_HTTP_MINICHAT_USER_BUCKETS 4096
+#define NGX_HTTP_MINICHAT_MAX_INFLIGHT 64   /* sends awaiting Redis per connection */
 
 typedef struct {
     ngx_str_t node;
@@ -33,6 +34,7 @@ typedef struct {
     time_t idem_ttl;
     ngx_msec_t reconnect;
     ngx_msec_t relay_timeout;
+    ngx_msec_t ping_interval;
     ngx_flag_t enabled; /* set by ngx_pcalloc(); 1 once minichat_redis is given */
 } ngx_http_minichat_main_conf_t;
 
@@ -51,13 +53,15 @@ struct ngx_http_minichat_ws_s {
     u_char *in;          /* bytes read, not yet consumed; lazily allocated */
     size_t in_len, in_cap;
     u_char *msg;         /* fragmented message being assembled */
-    size_t msg_len;
+    size_t msg_len, msg_cap;
     unsigned msg_opcode;
 
     u_char *out;         /* bytes queued for the client */
     size_t out_pos, out_len, out_cap;
 
     ngx_uint_t pending;  /* Redis replies still expected */
+    unsigned got_data:1; /* bytes arrived since the last ping tick */
+    unsigned ping_sent:1;
     unsigned deferred:1; /* queue without writing (inside the handler) */
     unsigned closing:1;  /* close frame queued; close once out drains */
     unsigned closed:1;

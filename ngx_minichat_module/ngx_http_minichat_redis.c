@@ -26,6 +26,7 @@ typedef struct {
     ngx_log_t           *log;
     unsigned             connected:1;
     unsigned             exiting:1;
+    unsigned             writing:1;
 } ngx_http_minichat_redis_t;
 
 
@@ -171,8 +172,8 @@ ngx_http_minichat_redis_connect(void)
     redisAsyncSetConnectCallback(ac, ngx_http_minichat_redis_on_connect);
     redisAsyncSetDisconnectCallback(ac, ngx_http_minichat_redis_on_disconnect);
 
-    /* the connect completes on the first write event */
-    ngx_post_event(c->write, &ngx_posted_events);
+    /* ngx_add_conn registered EPOLLOUT edge-triggered: the completed
+     * connect arrives as a write event, which hiredis takes as "connected" */
 }
 
 
@@ -198,7 +199,9 @@ ngx_http_minichat_redis_read_handler(ngx_event_t *ev)
             break;
         }
 
-        if (ioctl(rd->ac->c.fd, FIONREAD, &n) == -1 || n <= 0) {
+        /* hiredis reads 16 KB a call; an EOF behind the data must be read
+         * too or the edge is lost */
+        if (ioctl(rd->ac->c.fd, FIONREAD, &n) == -1 || (n <= 0 && !ev->pending_eof)) {
             break;
         }
     }
@@ -211,7 +214,9 @@ ngx_http_minichat_redis_write_handler(ngx_event_t *ev)
     ngx_http_minichat_redis_t  *rd = &ngx_http_minichat_redis;
 
     if (rd->ac) {
+        rd->writing = 1;
         redisAsyncHandleWrite(rd->ac);
+        rd->writing = 0;
     }
 }
 
@@ -234,7 +239,14 @@ ngx_http_minichat_redis_add_write(void *privdata)
 {
     ngx_http_minichat_redis_t  *rd = privdata;
 
-    if (rd->conn && !rd->conn->write->posted) {
+    /* called from inside redisAsyncHandleWrite when the socket took only
+     * part of the buffer: wait for the next EPOLLOUT edge instead of
+     * posting the event again, which would spin the worker */
+    if (rd->writing || rd->conn == NULL) {
+        return;
+    }
+
+    if (!rd->conn->write->posted) {
         ngx_post_event(rd->conn->write, &ngx_posted_events);
     }
 }

@@ -98,7 +98,9 @@ ngx_http_minichat_ws_handler(ngx_http_request_t *r)
     const char                     *err;
     uint64_t                        user;
     char                            accept[29];
-    u_char                          resp[256], hello[256], *p;
+    u_char                          resp[256], *p;
+    u_char                          hello[sizeof("{\"op\":\"hello\",\"sid\":\"\",\"user\":,\"node\":\"\"}")
+                                          + 16 + NGX_INT64_LEN + 64];
     size_t                          n;
     ngx_uint_t                      i, valid_sid;
 
@@ -108,6 +110,12 @@ ngx_http_minichat_ws_handler(ngx_http_request_t *r)
 
     if (r->method != NGX_HTTP_GET) {
         return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    if (ngx_exiting) {
+        /* idle connections were closed when the shutdown began; a new one
+         * would keep this worker alive */
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
     }
 
     if (r != r->main || r->http_version != NGX_HTTP_VERSION_11
@@ -163,6 +171,14 @@ ngx_http_minichat_ws_handler(ngx_http_request_t *r)
     }
 
     c = r->connection;
+
+#if (NGX_SSL)
+    if (c->ssl) {
+        /* `out` moves when it grows or compacts; OpenSSL must accept a
+         * retried write from the new address */
+        SSL_set_mode(c->ssl->connection, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    }
+#endif
 
     ws = ngx_calloc(sizeof(ngx_http_minichat_ws_t), c->log);
     if (ws == NULL) {
@@ -226,7 +242,7 @@ ngx_http_minichat_ws_handler(ngx_http_request_t *r)
     r->lingering_close = 0;
 
     if (ngx_http_minichat_ws_queue(ws, resp, p - resp) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_HTTP_CLOSE;
     }
 
     p = ngx_sprintf(hello, "{\"op\":\"hello\",\"sid\":\"%V\",\"user\":%uL,\"node\":\"", &ws->sid, user);
@@ -235,7 +251,7 @@ ngx_http_minichat_ws_handler(ngx_http_request_t *r)
     p = ngx_cpymem(p, "\"}", 2);
 
     if (ngx_http_minichat_ws_text(ws, hello, p - hello) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_HTTP_CLOSE;
     }
 
     /* frames pipelined behind the upgrade request are already read */
@@ -243,7 +259,7 @@ ngx_http_minichat_ws_handler(ngx_http_request_t *r)
     if (n) {
         ws->in = ngx_alloc(ngx_max(n, 4096), c->log);
         if (ws->in == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            return NGX_HTTP_CLOSE;
         }
         ws->in_cap = ngx_max(n, 4096);
         ngx_memcpy(ws->in, r->header_in->pos, n);
@@ -292,6 +308,9 @@ ngx_http_minichat_ws_handler(ngx_http_request_t *r)
      * event loop, once this handler has returned */
     ws->deferred = 0;
     ngx_post_event(c->write, &ngx_posted_events);
+    if (mcf->ping_interval) {
+        ngx_add_timer(c->read, mcf->ping_interval);
+    }
     if (ws->in_len || c->read->ready) {
         ngx_post_event(c->read, &ngx_posted_events);
     }
@@ -355,6 +374,29 @@ ngx_http_minichat_ws_read(ngx_http_request_t *r)
     ws = ngx_http_get_module_ctx(r, ngx_http_minichat_module);
     c = r->connection;
 
+    if (c->read->timedout) {
+        /* the ping tick: a client silent for a whole interval is pinged,
+         * and one still silent an interval later is gone */
+        c->read->timedout = 0;
+
+        if (ws->ping_sent) {
+            ngx_log_error(NGX_LOG_INFO, c->log, 0, "minichat: user %uL did not answer a ping; closing", ws->user);
+            ngx_http_minichat_ws_abort(ws);
+            return;
+        }
+
+        if (!ws->got_data) {
+            u_char  ping[2] = { 0x80 | MC_WS_OP_PING, 0 };
+
+            if (ngx_http_minichat_ws_queue(ws, ping, 2) != NGX_OK) {
+                return;
+            }
+            ws->ping_sent = 1;
+        }
+
+        ws->got_data = 0;
+    }
+
     for ( ;; ) {
         if (ws->closing) {
             /* after our close frame, input is read and dropped */
@@ -400,6 +442,8 @@ ngx_http_minichat_ws_read(ngx_http_request_t *r)
         }
 
         ws->in_len += n;
+        ws->got_data = 1;
+        ws->ping_sent = 0;
     }
 
     if (ws->in_len == 0 && ws->in) {
@@ -411,6 +455,11 @@ ngx_http_minichat_ws_read(ngx_http_request_t *r)
 
     if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
         ngx_http_minichat_ws_abort(ws);
+        return;
+    }
+
+    if (mcf->ping_interval && !c->read->timer_set) {
+        ngx_add_timer(c->read, mcf->ping_interval);
     }
 }
 
@@ -518,13 +567,15 @@ ngx_http_minichat_ws_frame(ngx_http_minichat_ws_t *ws, mc_ws_frame_t *f, u_char 
         if (f->fin) {
             return ngx_http_minichat_ws_message(ws, payload, len);
         }
-        ws->msg = ngx_alloc(mcf->max_message_size, ws->connection->log);
+        /* the buffer grows with the fragments, never ahead of them */
+        ws->msg = ngx_alloc(ngx_max(len, 1024), ws->connection->log);
         if (ws->msg == NULL) {
             ngx_http_minichat_ws_abort(ws);
             return NGX_ERROR;
         }
         ngx_memcpy(ws->msg, payload, len);
         ws->msg_len = len;
+        ws->msg_cap = ngx_max(len, 1024);
         ws->msg_opcode = MC_WS_OP_TEXT;
         return NGX_OK;
 
@@ -537,6 +588,18 @@ ngx_http_minichat_ws_frame(ngx_http_minichat_ws_t *ws, mc_ws_frame_t *f, u_char 
             ngx_http_minichat_ws_close(ws, MC_WS_CLOSE_TOO_BIG, "message too big");
             return NGX_ERROR;
         }
+        if (ws->msg_len + len > ws->msg_cap) {
+            n = ngx_min(ngx_max(ws->msg_cap * 2, ws->msg_len + len), mcf->max_message_size);
+            p = ngx_alloc(n, ws->connection->log);
+            if (p == NULL) {
+                ngx_http_minichat_ws_abort(ws);
+                return NGX_ERROR;
+            }
+            ngx_memcpy(p, ws->msg, ws->msg_len);
+            ngx_free(ws->msg);
+            ws->msg = p;
+            ws->msg_cap = n;
+        }
         ngx_memcpy(ws->msg + ws->msg_len, payload, len);
         ws->msg_len += len;
         if (!f->fin) {
@@ -546,6 +609,7 @@ ngx_http_minichat_ws_frame(ngx_http_minichat_ws_t *ws, mc_ws_frame_t *f, u_char 
         len = ws->msg_len;
         ws->msg = NULL;
         ws->msg_len = 0;
+        ws->msg_cap = 0;
         ws->msg_opcode = 0;
         if (ngx_http_minichat_ws_message(ws, p, len) != NGX_OK) {
             ngx_free(p);
@@ -634,6 +698,11 @@ ngx_http_minichat_ws_send(ngx_http_minichat_ws_t *ws, json_t *req, int64_t id, n
     }
     if (memchr(json_string_value(jcid), '\0', json_string_length(jcid))) {
         return ngx_http_minichat_ws_error(ws, id, has_id, "bad_request", "\"cid\" must not contain NUL");
+    }
+
+    if (ws->pending >= NGX_HTTP_MINICHAT_MAX_INFLIGHT) {
+        return ngx_http_minichat_ws_error(ws, id, has_id, "rate_limited",
+                                          "too many sends awaiting their ack; wait for acks");
     }
 
     if (!ngx_http_minichat_relay_ready()) {
@@ -796,7 +865,9 @@ ngx_http_minichat_ws_send_reply(redisReply *reply, void *data)
     Minichat__LocalFrame            f = MINICHAT__LOCAL_FRAME__INIT;
     Minichat__ChatMessage           m = MINICHAT__CHAT_MESSAGE__INIT;
     uint64_t                       *recipients = NULL;
-    u_char                          ack[256], *p, *cid, *body;
+    u_char                          ack[sizeof("{\"op\":\"ack\",\"id\":,\"room\":,\"cid\":\"\",\"seq\":,\"ts\":}")
+                                        + 4 * NGX_INT64_LEN + 6 * NGX_HTTP_MINICHAT_CID_MAX];
+    u_char                         *p, *cid, *body;
     long long                       status, seq, ts;
     size_t                          i, n;
 
@@ -922,7 +993,8 @@ static ngx_int_t
 ngx_http_minichat_ws_error(ngx_http_minichat_ws_t *ws, int64_t id, ngx_uint_t has_id, const char *code,
     const char *message)
 {
-    u_char  buf[512], *p;
+    u_char  buf[sizeof("{\"op\":\"error\",\"id\":,\"code\":\"\",\"message\":\"\"}") + NGX_INT64_LEN + 32
+                + 6 * 200], *p;
 
     if (ws->closed) {
         return NGX_ERROR;
