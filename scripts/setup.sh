@@ -52,7 +52,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Kafka: the broker and its runtime dependencies from Maven Central.
-kdir=$top/.cache/kafka-$KAFKA_VERSION
+# the cache directory names its contents: bump the suffix when the list changes
+kdir=$top/.cache/kafka-$KAFKA_VERSION-2
 if [ ! -f "$kdir/.complete" ]; then
     echo "setup: fetching Apache Kafka $KAFKA_VERSION from Maven Central"
     mkdir -p "$kdir/libs"
@@ -80,7 +81,7 @@ if [ ! -f "$kdir/.complete" ]; then
     </dependency>
     <dependency>
       <groupId>org.apache.logging.log4j</groupId>
-      <artifactId>log4j-slf4j2-impl</artifactId>
+      <artifactId>log4j-slf4j-impl</artifactId>
       <version>2.24.3</version>
     </dependency>
   </dependencies>
@@ -90,5 +91,5 @@ POM
         dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$kdir/libs")
     touch "$kdir/.complete"
 fi
-ln -sfn "kafka-$KAFKA_VERSION" "$top/.cache/kafka"
+ln -sfn "$(basename "$kdir")" "$top/.cache/kafka"
 echo "setup: ok"

@@ -1,0 +1,763 @@
+#!/usr/bin/env bash
+# MiniChat local stack: every server MiniChat needs, on 127.0.0.1 only, each
+# with its own directory under .run/ (git-ignored) in the repository.
+#
+#   stack.sh start    start what is not running yet (idempotent; a fresh
+#                     clone initialises its data directories on first start)
+#   stack.sh stop     stop what the stack started, newest first, by pid file
+#   stack.sh status   one line per server
+#   stack.sh banner   how to connect
+#   stack.sh reset    stop, then delete .run/ (all data)
+#
+# Servers, in start order:
+#   redis          127.0.0.1:16379
+#   mysql-primary  127.0.0.1:13306  (MariaDB, binlog, GTID)
+#   mysql-replica  127.0.0.1:13307  (read-only replica of the primary)
+#   kafka          127.0.0.1:19092  (KRaft broker+controller, controller 19093)
+#   relay-a/b      gRPC 127.0.0.1:50051/50052, unix socket .run/relay-X/relay.sock
+#   consumer       roomlist-consumer
+#   nginx-a/b      http://127.0.0.1:8080 / :8081
+#
+# Every start waits for a readiness check (a ping, a query, an open port, a
+# log line) with a timeout; on failure it prints the tail of that server's
+# log and exits non-zero.  Nothing is ever stopped by process name: only the
+# pids recorded in .run/*/ pid files, after checking that the pid still runs
+# the program the stack started there.
+#
+# Redis, MariaDB and Kafka are launched first and checked afterwards, so their
+# start-up times overlap (Kafka's JVM dominates a cold start).
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+RUN=${MINICHAT_RUN:-$top/.run}
+CONF=$top/conf
+BIN=$top/build/bin
+KAFKA_LIBS=$top/.cache/kafka/libs
+
+# MINICHAT_RUN and MINICHAT_PORT_OFFSET run a second, independent stack
+# (e.g. MINICHAT_RUN=/tmp/mc2 MINICHAT_PORT_OFFSET=1000 for CI jobs side by
+# side); tests/integration reads the same two variables.
+OFF=${MINICHAT_PORT_OFFSET:-0}
+REDIS_PORT=$((16379 + OFF))
+MYSQL_PRIMARY_PORT=$((13306 + OFF))
+MYSQL_REPLICA_PORT=$((13307 + OFF))
+KAFKA_PORT=$((19092 + OFF))
+KAFKA_CONTROLLER_PORT=$((19093 + OFF))
+KAFKA_TOPIC=minichat.messages
+KAFKA_PARTITIONS=4
+RELAY_A_PORT=$((50051 + OFF))
+RELAY_B_PORT=$((50052 + OFF))
+NGINX_A_PORT=$((8080 + OFF))
+NGINX_B_PORT=$((8081 + OFF))
+MODULE=$top/build/nginx/ngx_http_minichat_module.so
+SECRET_FILE=$CONF/dev-jwt-secret
+
+# Timeouts (seconds) for readiness checks.
+T_REDIS=${T_REDIS:-15}
+T_MYSQL=${T_MYSQL:-60}
+T_KAFKA=${T_KAFKA:-90}
+T_SERVICE=${T_SERVICE:-20}
+T_STOP=${T_STOP:-15}
+
+KAFKA_JAVA_OPTS=${KAFKA_JAVA_OPTS:--Xmx512m -Xms256m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true}
+TOOL_JAVA_OPTS="-Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xshare:auto"
+
+say()  { printf 'stack: %s\n' "$*"; }
+warn() { printf 'stack: WARNING: %s\n' "$*" >&2; }
+die()  { printf 'stack: ERROR: %s\n' "$*" >&2; exit 1; }
+
+now_ms() { date +%s%3N; }
+
+# fail NAME LOGFILE MESSAGE: print the message and the tail of a log, exit 1.
+fail() {
+    local name=$1 logf=$2 msg=$3
+    printf 'stack: ERROR: %s: %s\n' "$name" "$msg" >&2
+    if [ -n "$logf" ] && [ -f "$logf" ]; then
+        printf 'stack: ---- last lines of %s ----\n' "$logf" >&2
+        tail -n 30 "$logf" >&2
+        printf 'stack: ----\n' >&2
+    fi
+    exit 1
+}
+
+# port_open PORT: 0 when something accepts TCP connections on 127.0.0.1:PORT.
+port_open() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# read_pid PIDFILE: the pid in the file, or nothing.
+read_pid() {
+    [ -s "$1" ] || return 0
+    local p
+    p=$(tr -dc '0-9' < "$1")
+    [ -n "$p" ] && echo "$p"
+    return 0
+}
+
+# pid_runs PID PATTERN: 0 when PID is alive and its command line contains
+# PATTERN (guards against a stale pid file naming a recycled pid).
+pid_runs() {
+    local pid=$1 pat=$2
+    [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
+    tr '\0' ' ' < "/proc/$pid/cmdline" | grep -qF -- "$pat"
+}
+
+# live_pid PIDFILE PATTERN: prints the pid when it runs our program.
+live_pid() {
+    local pid
+    pid=$(read_pid "$1")
+    if [ -n "$pid" ] && pid_runs "$pid" "$2"; then
+        echo "$pid"
+    fi
+    return 0
+}
+
+# wait_until TIMEOUT CMD...: run CMD every 0.1 s until it succeeds; 1 on timeout.
+wait_until() {
+    local deadline=$(( $(now_ms) + $1 * 1000 ))
+    shift
+    while :; do
+        "$@" && return 0
+        [ "$(now_ms)" -ge "$deadline" ] && return 1
+        sleep 0.1
+    done
+}
+
+# wait_pid_exit PID TIMEOUT: 0 when the pid is gone within TIMEOUT seconds.
+wait_pid_exit() {
+    local pid=$1
+    wait_until "$2" pid_gone "$pid"
+}
+# A zombie counts as gone: our servers are reparented to pid 1, which may
+# reap them only seconds later.
+pid_gone() {
+    local st
+    kill -0 "$1" 2>/dev/null || return 0
+    st=$(cut -d')' -f2 "/proc/$1/stat" 2>/dev/null | cut -d' ' -f2) || return 0
+    [ -z "$st" ] || [ "$st" = Z ]
+}
+
+# stop_pid NAME PIDFILE PATTERN [SIGNAL]: signal our process, wait, SIGKILL
+# after T_STOP seconds with a warning.
+stop_pid() {
+    local name=$1 pidf=$2 pat=$3 sig=${4:-TERM} pid
+    pid=$(live_pid "$pidf" "$pat")
+    if [ -z "$pid" ]; then
+        rm -f "$pidf"
+        return 0
+    fi
+    kill "-$sig" "$pid" 2>/dev/null || true
+    if ! wait_pid_exit "$pid" "$T_STOP"; then
+        warn "$name (pid $pid) still running ${T_STOP}s after SIG$sig; sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+        wait_pid_exit "$pid" 5 || warn "$name (pid $pid) survived SIGKILL"
+    fi
+    rm -f "$pidf"
+    say "stopped $name"
+}
+
+# render TEMPLATE OUT [EXTRA SED ARGS...]: substitute the @VARS@ we know.
+render() {
+    local in=$1 out=$2
+    shift 2
+    sed -e "s|@TOP@|$top|g" -e "s|@RUN@|$RUN|g" -e "s|@CONF@|$CONF|g" \
+        -e "s|@REDIS_PORT@|$REDIS_PORT|g" \
+        -e "s|@MYSQL_PRIMARY_PORT@|$MYSQL_PRIMARY_PORT|g" \
+        -e "s|@MYSQL_REPLICA_PORT@|$MYSQL_REPLICA_PORT|g" \
+        -e "s|@KAFKA_PORT@|$KAFKA_PORT|g" \
+        -e "s|@KAFKA_CONTROLLER_PORT@|$KAFKA_CONTROLLER_PORT|g" \
+        -e "s|@KAFKA_BROKERS@|127.0.0.1:$KAFKA_PORT|g" \
+        -e "s|@KAFKA_TOPIC@|$KAFKA_TOPIC|g" \
+        -e "s|@MODULE@|$MODULE|g" -e "s|@SECRET_FILE@|$SECRET_FILE|g" \
+        "$@" "$in" > "$out.tmp"
+    mv "$out.tmp" "$out"
+}
+
+# ---------------------------------------------------------------------------
+# Redis
+
+REDIS_DIR=$RUN/redis
+redis_pid() { live_pid "$REDIS_DIR/redis.pid" "redis-server 127.0.0.1:$REDIS_PORT"; }
+redis_ping() { [ "$(redis-cli -h 127.0.0.1 -p $REDIS_PORT ping 2>/dev/null)" = PONG ]; }
+
+redis_launch() {
+    if [ -n "$(redis_pid)" ]; then
+        if redis_ping; then say "redis already running"; else REDIS_LAUNCHED=1; fi
+        return 0
+    fi
+    port_open $REDIS_PORT && die "redis: port $REDIS_PORT is taken by a process the stack did not start"
+    mkdir -p "$REDIS_DIR/data"
+    render "$CONF/redis.conf.in" "$REDIS_DIR/redis.conf"
+    redis-server "$REDIS_DIR/redis.conf" > "$REDIS_DIR/launch.log" 2>&1 9>&- \
+        || fail redis "$REDIS_DIR/redis.log" "redis-server did not start ($(cat "$REDIS_DIR/launch.log"))"
+    REDIS_LAUNCHED=1
+}
+
+redis_ready() {
+    [ "${REDIS_LAUNCHED:-0}" = 1 ] || return 0
+    wait_until "$T_REDIS" redis_ping \
+        || fail redis "$REDIS_DIR/redis.log" "no PONG on 127.0.0.1:$REDIS_PORT within ${T_REDIS}s"
+    say "redis ready on 127.0.0.1:$REDIS_PORT"
+}
+
+redis_stop() {
+    local pid
+    pid=$(redis_pid)
+    if [ -z "$pid" ]; then rm -f "$REDIS_DIR/redis.pid"; return 0; fi
+    # SHUTDOWN flushes the append-only file; no RDB snapshot is configured.
+    redis-cli -h 127.0.0.1 -p $REDIS_PORT shutdown > /dev/null 2>&1 || true
+    wait_pid_exit "$pid" "$T_STOP" || {
+        warn "redis (pid $pid) ignored SHUTDOWN; sending SIGTERM"
+        stop_pid redis "$REDIS_DIR/redis.pid" "redis-server 127.0.0.1:$REDIS_PORT"
+    }
+    rm -f "$REDIS_DIR/redis.pid"
+    say "stopped redis"
+}
+
+# ---------------------------------------------------------------------------
+# MariaDB primary and replica
+
+mysql_dir() { echo "$RUN/mysql-$1"; }
+mysql_port() { if [ "$1" = primary ]; then echo $MYSQL_PRIMARY_PORT; else echo $MYSQL_REPLICA_PORT; fi; }
+mysql_pid() { live_pid "$(mysql_dir "$1")/mysqld.pid" "--datadir=$(mysql_dir "$1")/data "; }
+
+# sql ROLE ARGS...: the mariadb client as root over TCP (no password).
+sql() {
+    local role=$1
+    shift
+    mariadb --no-defaults --protocol=TCP -h127.0.0.1 -P"$(mysql_port "$role")" -uroot \
+        --connect-timeout=2 "$@"
+}
+# sql_sock ROLE ARGS...: the same over the server's unix socket (root@localhost).
+sql_sock() {
+    local role=$1
+    shift
+    mariadb --no-defaults -S "$(mysql_dir "$role")/mysqld.sock" -uroot --connect-timeout=2 "$@"
+}
+mysql_ping() { sql "$1" -N -e 'select 1' > /dev/null 2>&1; }
+mysql_sock_ping() { sql_sock "$1" -N -e 'select 1' > /dev/null 2>&1; }
+
+mysql_launch() {
+    local role=$1 d port sid extra
+    d=$(mysql_dir "$role")
+    port=$(mysql_port "$role")
+    local running
+    running=$(mysql_pid "$role")
+    if [ -n "$running" ]; then
+        if mysql_ping "$role"; then
+            say "mysql-$role already running"
+        else
+            # Still starting (or a root@127.0.0.1 grant missing): wait for it.
+            eval "MYSQL_LAUNCHED_$role=$running"
+        fi
+        return 0
+    fi
+    port_open "$port" && die "mysql-$role: port $port is taken by a process the stack did not start"
+    mkdir -p "$d"
+    if [ ! -f "$d/data/.minichat-initialised" ]; then
+        rm -rf "$d/data"
+        mariadb-install-db --no-defaults --datadir="$d/data" --user=root \
+            --auth-root-authentication-method=normal --skip-test-db \
+            > "$d/install.log" 2>&1 || fail "mysql-$role" "$d/install.log" "mariadb-install-db failed"
+        touch "$d/data/.minichat-initialised"
+    fi
+    if [ "$role" = primary ]; then
+        sid=1
+        extra=(--log-bin="$d/data/binlog" --binlog-format=ROW)
+    else
+        sid=2
+        extra=(--log-bin="$d/data/binlog" --binlog-format=ROW --read-only=1
+               --relay-log="$d/data/relay" --log-slave-updates=1)
+    fi
+    : > "$d/launch.log"
+    setsid mariadbd --no-defaults --datadir="$d/data" --socket="$d/mysqld.sock" --port="$port" \
+        --bind-address=127.0.0.1 --server-id=$sid --pid-file="$d/mysqld.pid" --user=root \
+        --log-error="$d/error.log" --gtid-strict-mode=1 --skip-name-resolve \
+        --max-connections=1000 --innodb-buffer-pool-size=256M "${extra[@]}" \
+        < /dev/null >> "$d/launch.log" 2>&1 9>&- &
+    # mariadbd writes the same pid there once it is up; write it now so that a
+    # failed start can still be stopped.
+    echo $! > "$d/mysqld.pid"
+    eval "MYSQL_LAUNCHED_$role=$!"
+}
+
+# mysql_wait_up ROLE: wait for the server to answer over its socket.
+mysql_wait_up() {
+    local role=$1 d
+    d=$(mysql_dir "$role")
+    local launched
+    eval "launched=\${MYSQL_LAUNCHED_$role:-}"
+    [ -n "$launched" ] || return 0
+    wait_until "$T_MYSQL" mysql_up_or_dead "$role" "$launched" \
+        || fail "mysql-$role" "$d/error.log" "no answer on $d/mysqld.sock within ${T_MYSQL}s"
+    ! pid_gone "$launched" || fail "mysql-$role" "$d/error.log" "mariadbd exited during start-up"
+}
+mysql_up_or_dead() { mysql_sock_ping "$1" || pid_gone "$2"; }
+
+# Root over TCP from 127.0.0.1 without a password (dev stack only).  Not
+# written to the binlog: each server gets it locally.
+ROOT_TCP_SQL="SET sql_log_bin=0;
+CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY '';
+GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;
+SET sql_log_bin=1;"
+
+# mysql_migrate: create the database and apply migrations/NNN_*.sql once each
+# (recorded in schema_migrations), on the primary; they replicate.
+mysql_migrate() {
+    sql primary -e 'CREATE DATABASE IF NOT EXISTS minichat CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci' \
+        || fail mysql-primary "$(mysql_dir primary)/error.log" "cannot create database minichat"
+    local f base ver done_
+    for f in "$top"/migrations/*.sql; do
+        [ -e "$f" ] || continue
+        base=$(basename "$f")
+        ver=$((10#${base%%_*}))
+        done_=$(sql primary -N minichat -e "SELECT COUNT(*) FROM schema_migrations WHERE version=$ver" 2>/dev/null || echo 0)
+        if [ "$done_" = 1 ]; then
+            continue
+        fi
+        sql primary minichat < "$f" 2> "$RUN/mysql-primary/migrate.err" \
+            || fail mysql-primary "$RUN/mysql-primary/migrate.err" "migration $base failed"
+        sql primary minichat -e "INSERT IGNORE INTO schema_migrations (version) VALUES ($ver)"
+        say "applied migration $base"
+    done
+}
+
+replica_field() {
+    sql replica -e 'SHOW SLAVE STATUS\G' 2>/dev/null | sed -n "s/^ *$1: //p"
+}
+
+mysql_setup() {
+    local d
+    d=$(mysql_dir primary)
+    if [ -n "${MYSQL_LAUNCHED_primary:-}" ]; then
+        sql_sock primary -e "$ROOT_TCP_SQL" || fail mysql-primary "$d/error.log" "cannot create root@127.0.0.1"
+        wait_until 5 mysql_ping primary || fail mysql-primary "$d/error.log" "root@127.0.0.1 cannot log in over TCP"
+        say "mysql-primary ready on 127.0.0.1:$MYSQL_PRIMARY_PORT"
+    fi
+    d=$(mysql_dir replica)
+    if [ -n "${MYSQL_LAUNCHED_replica:-}" ]; then
+        sql_sock replica -e "$ROOT_TCP_SQL" || fail mysql-replica "$d/error.log" "cannot create root@127.0.0.1"
+        wait_until 5 mysql_ping replica || fail mysql-replica "$d/error.log" "root@127.0.0.1 cannot log in over TCP"
+    fi
+    # Replication: configure once; afterwards the replica resumes by itself.
+    if [ -z "$(replica_field Master_Host)" ]; then
+        sql replica -e "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=$MYSQL_PRIMARY_PORT,
+            MASTER_USER='root', MASTER_PASSWORD='', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1;
+            START SLAVE;" || fail mysql-replica "$d/error.log" "CHANGE MASTER failed"
+    elif [ "$(replica_field Slave_SQL_Running)" != Yes ] || [ "$(replica_field Slave_IO_Running)" != Yes ]; then
+        sql replica -e 'START SLAVE' > /dev/null 2>&1 || true
+    fi
+    mysql_migrate
+    # The replica is ready when both threads run and it has applied
+    # everything the primary has written so far (the migrations included).
+    local pos
+    pos=$(sql primary -N -e 'SELECT @@gtid_binlog_pos')
+    if ! wait_until "$T_MYSQL" replica_running; then
+        fail mysql-replica "$d/error.log" "replication not running: IO=$(replica_field Slave_IO_Running) \
+SQL=$(replica_field Slave_SQL_Running) $(replica_field Last_IO_Error) $(replica_field Last_SQL_Error)"
+    fi
+    if [ -n "$pos" ]; then
+        local r
+        r=$(sql replica -N -e "SELECT MASTER_GTID_WAIT('$pos', $T_MYSQL)")
+        [ "$r" = 0 ] || fail mysql-replica "$d/error.log" "replica did not reach GTID $pos within ${T_MYSQL}s \
+($(replica_field Last_SQL_Error))"
+    fi
+    sql replica -N minichat -e 'SELECT COUNT(*) FROM schema_migrations' > /dev/null 2>&1 \
+        || fail mysql-replica "$d/error.log" "migrations not visible on the replica"
+    [ -n "${MYSQL_LAUNCHED_replica:-}" ] && say "mysql-replica ready on 127.0.0.1:$MYSQL_REPLICA_PORT (replicating)"
+    return 0
+}
+replica_running() {
+    local st
+    st=$(sql replica -e 'SHOW SLAVE STATUS\G' 2>/dev/null) || return 1
+    grep -q '^ *Slave_IO_Running: Yes' <<< "$st" && grep -q '^ *Slave_SQL_Running: Yes' <<< "$st"
+}
+
+mysql_stop() {
+    local role=$1 d pid
+    d=$(mysql_dir "$role")
+    pid=$(mysql_pid "$role")
+    if [ -z "$pid" ]; then rm -f "$d/mysqld.pid"; return 0; fi
+    if [ "$role" = replica ]; then
+        sql_sock replica -e 'STOP SLAVE' > /dev/null 2>&1 || true
+    fi
+    # SIGTERM is mariadbd's clean shutdown (the same as mariadb-admin shutdown).
+    stop_pid "mysql-$role" "$d/mysqld.pid" "--datadir=$d/data " TERM
+}
+
+# ---------------------------------------------------------------------------
+# Kafka
+
+KAFKA_DIR=$RUN/kafka
+kafka_pid() { live_pid "$KAFKA_DIR/kafka.pid" "kafka.Kafka $KAFKA_DIR/server.properties"; }
+# Kafka 4.1 logs through SLF4J 1.7, which needs log4j-slf4j-impl (the 1.x
+# binding); log4j-slf4j2-impl alone leaves the broker silent (NOP logger).
+# Until setup.sh fetches that binding, use it from the Maven cache when it is
+# there (in place of the 2.x binding, which defines the same classes).
+kafka_cp() {
+    local j extra=
+    if ! compgen -G "$KAFKA_LIBS/log4j-slf4j-impl-*.jar" > /dev/null; then
+        for j in "$top"/.cache/m2/org/apache/logging/log4j/log4j-slf4j-impl/*/log4j-slf4j-impl-*.jar; do
+            [ -f "$j" ] && extra=$j
+        done
+    fi
+    if [ -z "$extra" ]; then
+        echo "$KAFKA_LIBS/*"
+        return
+    fi
+    local cp=$extra
+    for j in "$KAFKA_LIBS"/*.jar; do
+        case ${j##*/} in log4j-slf4j2-impl-*) continue ;; esac
+        cp="$cp:$j"
+    done
+    echo "$cp"
+}
+kafka_java() { timeout 120 java $TOOL_JAVA_OPTS -Dlog4j2.configurationFile="$KAFKA_DIR/tools-log4j2.properties" -cp "$(kafka_cp)" "$@"; }
+
+kafka_launch() {
+    local running
+    running=$(kafka_pid)
+    if [ -n "$running" ]; then
+        if port_open $KAFKA_PORT; then say "kafka already running"; else KAFKA_LAUNCHED=$running; fi
+        return 0
+    fi
+    [ -d "$KAFKA_LIBS" ] || die "kafka: $KAFKA_LIBS missing; run scripts/setup.sh (make setup)"
+    port_open $KAFKA_PORT && die "kafka: port $KAFKA_PORT is taken by a process the stack did not start"
+    port_open $KAFKA_CONTROLLER_PORT && die "kafka: port $KAFKA_CONTROLLER_PORT is taken by a process the stack did not start"
+    mkdir -p "$KAFKA_DIR/data"
+    render "$CONF/kafka.properties.in" "$KAFKA_DIR/server.properties"
+    render "$CONF/kafka-log4j2.properties.in" "$KAFKA_DIR/log4j2.properties"
+    sed -e 's|^appender.file.fileName = .*|appender.file.fileName = '"$KAFKA_DIR"'/tools.log|' \
+        "$KAFKA_DIR/log4j2.properties" > "$KAFKA_DIR/tools-log4j2.properties"
+    if [ ! -f "$KAFKA_DIR/data/meta.properties" ]; then
+        local id
+        # A random base64url cluster id of 16 bytes (what `random-uuid` prints).
+        id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+        kafka_java kafka.tools.StorageTool format --standalone -t "$id" \
+            -c "$KAFKA_DIR/server.properties" > "$KAFKA_DIR/format.log" 2>&1 \
+            || fail kafka "$KAFKA_DIR/format.log" "storage format failed"
+        rm -f "$KAFKA_DIR/topics.ok"
+    fi
+    : > "$KAFKA_DIR/stdout.log"
+    [ -s "$KAFKA_DIR/server.log" ] && mv -f "$KAFKA_DIR/server.log" "$KAFKA_DIR/server.log.prev"
+    setsid java $KAFKA_JAVA_OPTS -Dlog4j2.configurationFile="$KAFKA_DIR/log4j2.properties" \
+        -Dkafka.logs.dir="$KAFKA_DIR" -cp "$(kafka_cp)" kafka.Kafka "$KAFKA_DIR/server.properties" \
+        < /dev/null >> "$KAFKA_DIR/stdout.log" 2>&1 9>&- &
+    echo $! > "$KAFKA_DIR/kafka.pid"
+    KAFKA_LAUNCHED=$!
+}
+
+kafka_started() {
+    ! pid_gone "$KAFKA_LAUNCHED" || return 0   # dead: stop waiting
+    port_open $KAFKA_PORT
+}
+
+kafka_ready() {
+    if [ -n "${KAFKA_LAUNCHED:-}" ]; then
+        wait_until "$T_KAFKA" kafka_started \
+            || { tail -n 5 "$KAFKA_DIR/stdout.log" >&2;
+                 fail kafka "$KAFKA_DIR/server.log" "broker not listening on 127.0.0.1:$KAFKA_PORT within ${T_KAFKA}s"; }
+        ! pid_gone "$KAFKA_LAUNCHED" || {
+            tail -n 20 "$KAFKA_DIR/stdout.log" >&2
+            fail kafka "$KAFKA_DIR/server.log" "broker exited during start-up"
+        }
+    fi
+    if [ ! -f "$KAFKA_DIR/topics.ok" ]; then
+        # One JVM: creating the topic also proves that the admin API works.
+        kafka_java org.apache.kafka.tools.TopicCommand \
+            --bootstrap-server 127.0.0.1:$KAFKA_PORT --create --if-not-exists --topic $KAFKA_TOPIC \
+            --partitions $KAFKA_PARTITIONS --replication-factor 1 > "$KAFKA_DIR/topic.log" 2>&1 \
+            || fail kafka "$KAFKA_DIR/topic.log" "cannot create topic $KAFKA_TOPIC"
+        touch "$KAFKA_DIR/topics.ok"
+    fi
+    [ -n "${KAFKA_LAUNCHED:-}" ] && say "kafka ready on 127.0.0.1:$KAFKA_PORT (topic $KAFKA_TOPIC)"
+    return 0
+}
+
+kafka_stop() {
+    stop_pid kafka "$KAFKA_DIR/kafka.pid" "kafka.Kafka $KAFKA_DIR/server.properties" TERM
+}
+
+# ---------------------------------------------------------------------------
+# relay-workers and the roomlist-consumer
+
+relay_port() { if [ "$1" = a ]; then echo $RELAY_A_PORT; else echo $RELAY_B_PORT; fi; }
+peer_of() { if [ "$1" = a ]; then echo b; else echo a; fi; }
+
+svc_ok() { [ -f "$CONF/$1.conf.in" ] || { warn "conf/$1.conf.in missing; not starting $1"; return 1; }
+           [ -x "$BIN/$1" ] || { warn "build/bin/$1 missing (run make); not starting $1"; return 1; }; }
+
+relay_ready_check() {
+    local node=$1 pid=$2
+    ! pid_gone "$pid" || return 0
+    [ -S "$RUN/relay-$node/relay.sock" ] && port_open "$(relay_port "$node")"
+}
+
+relay_start() {
+    local node=$1 d port peer pid
+    d=$RUN/relay-$node
+    port=$(relay_port "$node")
+    peer=$(peer_of "$node")
+    pid=$(live_pid "$d/relay.pid" "$d/relay-worker.conf")
+    if [ -n "$pid" ] && [ -S "$d/relay.sock" ] && port_open "$port"; then
+        say "relay-$node already running"
+        return 0
+    fi
+    [ -n "$pid" ] && die "relay-$node: pid $pid runs but is not healthy; run stack.sh stop first"
+    port_open "$port" && die "relay-$node: port $port is taken by a process the stack did not start"
+    mkdir -p "$d"
+    rm -f "$d/relay.sock"
+    [ -s "$d/relay.log" ] && mv -f "$d/relay.log" "$d/relay.log.prev"
+    render "$CONF/relay-worker.conf.in" "$d/relay-worker.conf" \
+        -e "s|@NODE@|$node|g" -e "s|@GRPC_PORT@|$port|g" -e "s|@PEER_NODE@|$peer|g" \
+        -e "s|@PEER_PORT@|$(relay_port "$peer")|g" -e "s|@RELAY_SOCK@|$d/relay.sock|g" \
+        -e "s|@PREFIX@|$d|g"
+    setsid "$BIN/relay-worker" -c "$d/relay-worker.conf" < /dev/null >> "$d/relay.log" 2>&1 9>&- &
+    pid=$!
+    echo "$pid" > "$d/relay.pid"
+    wait_until "$T_SERVICE" relay_ready_check "$node" "$pid" \
+        || fail "relay-$node" "$d/relay.log" "no socket $d/relay.sock or port $port within ${T_SERVICE}s"
+    ! pid_gone "$pid" || fail "relay-$node" "$d/relay.log" "relay-worker exited during start-up"
+    say "relay-$node ready on 127.0.0.1:$port and $d/relay.sock"
+}
+
+consumer_ready_check() {
+    ! pid_gone "$2" || return 0
+    tail -c +"$1" "$RUN/consumer/consumer.log" 2>/dev/null | grep -q ready
+}
+
+consumer_start() {
+    local d=$RUN/consumer pid off
+    pid=$(live_pid "$d/consumer.pid" "$d/roomlist-consumer.conf")
+    if [ -n "$pid" ]; then
+        say "consumer already running"
+        return 0
+    fi
+    mkdir -p "$d"
+    render "$CONF/roomlist-consumer.conf.in" "$d/roomlist-consumer.conf" \
+        -e "s|@NODE@|c1|g" -e "s|@PREFIX@|$d|g"
+    [ -s "$d/consumer.log" ] && mv -f "$d/consumer.log" "$d/consumer.log.prev"
+    touch "$d/consumer.log"
+    off=$(( $(stat -c %s "$d/consumer.log") + 1 ))
+    setsid "$BIN/roomlist-consumer" -c "$d/roomlist-consumer.conf" < /dev/null >> "$d/consumer.log" 2>&1 9>&- &
+    pid=$!
+    echo "$pid" > "$d/consumer.pid"
+    wait_until "$T_SERVICE" consumer_ready_check "$off" "$pid" \
+        || fail consumer "$d/consumer.log" "no \"ready\" line within ${T_SERVICE}s"
+    ! pid_gone "$pid" || fail consumer "$d/consumer.log" "roomlist-consumer exited during start-up"
+    say "consumer ready"
+}
+
+# ---------------------------------------------------------------------------
+# nginx
+
+nginx_port() { if [ "$1" = a ]; then echo $NGINX_A_PORT; else echo $NGINX_B_PORT; fi; }
+nginx_pid() { live_pid "$RUN/nginx-$1/nginx.pid" "-c $RUN/nginx-$1/nginx.conf "; }
+nginx_health() { curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$1/healthz" 2>/dev/null; }
+nginx_ready_check() {
+    [ -n "$(nginx_pid "$1")" ] || return 0
+    nginx_health "$(nginx_port "$1")"
+}
+
+nginx_start() {
+    local node=$1 d port pid
+    d=$RUN/nginx-$node
+    port=$(nginx_port "$node")
+    pid=$(nginx_pid "$node")
+    if [ -n "$pid" ] && nginx_health "$port"; then
+        say "nginx-$node already running"
+        return 0
+    fi
+    [ -n "$pid" ] && die "nginx-$node: pid $pid runs but /healthz fails; run stack.sh stop first"
+    port_open "$port" && die "nginx-$node: port $port is taken by a process the stack did not start"
+    [ -f "$MODULE" ] || { warn "$MODULE missing (run make module); not starting nginx-$node"; return 0; }
+    mkdir -p "$d/logs" "$d/tmp"
+    # A fresh error log per start, so that check-logs.sh judges this run only.
+    [ -s "$d/error.log" ] && mv -f "$d/error.log" "$d/error.log.prev"
+    render "$CONF/nginx.conf.in" "$d/nginx.conf" \
+        -e "s|@NODE@|$node|g" -e "s|@PORT@|$port|g" -e "s|@RELAY_SOCK@|$RUN/relay-$node/relay.sock|g" \
+        -e "s|@PREFIX@|$d|g"
+    /usr/sbin/nginx -p "$d" -c "$d/nginx.conf" -e "$d/error.log" -t > "$d/configtest.log" 2>&1 \
+        || fail "nginx-$node" "$d/configtest.log" "nginx -t rejects $d/nginx.conf"
+    /usr/sbin/nginx -p "$d" -c "$d/nginx.conf" -e "$d/error.log" > "$d/launch.log" 2>&1 9>&- \
+        || fail "nginx-$node" "$d/error.log" "nginx did not start ($(cat "$d/launch.log"))"
+    wait_until "$T_SERVICE" nginx_ready_check "$node" \
+        || fail "nginx-$node" "$d/error.log" "GET http://127.0.0.1:$port/healthz not 200 within ${T_SERVICE}s"
+    [ -n "$(nginx_pid "$node")" ] || fail "nginx-$node" "$d/error.log" "nginx exited during start-up"
+    say "nginx-$node ready on http://127.0.0.1:$port"
+}
+
+nginx_stop() {
+    local node=$1 d pid
+    d=$RUN/nginx-$node
+    pid=$(nginx_pid "$node")
+    if [ -z "$pid" ]; then rm -f "$d/nginx.pid"; return 0; fi
+    # Graceful quit: workers finish and close their sockets (an "open socket
+    # left" [alert] in error.log afterwards is a bug check-logs.sh reports).
+    local workers w
+    workers=$(pgrep -P "$pid" 2>/dev/null || true)
+    kill -QUIT "$pid" 2>/dev/null || true
+    if ! wait_pid_exit "$pid" "$T_STOP"; then
+        warn "nginx-$node (pid $pid) still running ${T_STOP}s after QUIT; sending SIGTERM"
+        stop_pid "nginx-$node" "$d/nginx.pid" "-c $d/nginx.conf " TERM
+    fi
+    # The master waits for its workers, but make sure no worker outlives it.
+    for w in $workers; do
+        if ! wait_pid_exit "$w" 5 && pid_runs "$w" nginx; then
+            warn "nginx-$node worker $w outlived its master; sending SIGKILL"
+            kill -KILL "$w" 2>/dev/null || true
+        fi
+    done
+    rm -f "$d/nginx.pid"
+    say "stopped nginx-$node"
+}
+
+# ---------------------------------------------------------------------------
+
+# preflight: refuse to start when a port we need is held by a process the
+# stack did not start (before launching anything).
+preflight() {
+    local bad=0 n
+    check_port() {  # NAME PORT OURPID
+        if [ -z "$3" ] && port_open "$2"; then
+            printf 'stack: ERROR: %s: port 127.0.0.1:%s is taken by a process the stack did not start\n' "$1" "$2" >&2
+            bad=1
+        fi
+    }
+    check_port redis $REDIS_PORT "$(redis_pid)"
+    check_port mysql-primary $MYSQL_PRIMARY_PORT "$(mysql_pid primary)"
+    check_port mysql-replica $MYSQL_REPLICA_PORT "$(mysql_pid replica)"
+    check_port kafka $KAFKA_PORT "$(kafka_pid)"
+    check_port kafka-controller $KAFKA_CONTROLLER_PORT "$(kafka_pid)"
+    for n in a b; do
+        check_port "relay-$n" "$(relay_port $n)" "$(live_pid "$RUN/relay-$n/relay.pid" "$RUN/relay-$n/relay-worker.conf")"
+        check_port "nginx-$n" "$(nginx_port $n)" "$(nginx_pid $n)"
+    done
+    [ $bad = 0 ] || die "free those ports (ss -ltnp) or pick others with MINICHAT_PORT_OFFSET"
+}
+
+cmd_start() {
+    local t0
+    t0=$(now_ms)
+    command -v redis-server > /dev/null || die "redis-server not installed; run scripts/setup.sh"
+    command -v mariadbd > /dev/null || die "mariadbd not installed; run scripts/setup.sh"
+    command -v java > /dev/null || die "java not installed; run scripts/setup.sh"
+    mkdir -p "$RUN"
+    exec 9> "$RUN/.stack.lock"
+    flock -w 60 9 || die "another stack.sh holds $RUN/.stack.lock"
+
+    preflight
+    redis_launch
+    mysql_launch primary
+    mysql_launch replica
+    kafka_launch
+    redis_ready
+    mysql_wait_up primary
+    mysql_wait_up replica
+    mysql_setup
+    kafka_ready
+    local n
+    for n in a b; do
+        if svc_ok relay-worker; then relay_start "$n"; fi
+    done
+    if svc_ok roomlist-consumer; then consumer_start; fi
+    if [ -f "$CONF/nginx.conf.in" ]; then
+        for n in a b; do nginx_start "$n"; done
+    else
+        warn "conf/nginx.conf.in missing; not starting nginx"
+    fi
+    say "started in $(( ($(now_ms) - t0) ))ms"
+}
+
+cmd_stop() {
+    mkdir -p "$RUN"
+    exec 9> "$RUN/.stack.lock"
+    flock -w 60 9 || die "another stack.sh holds $RUN/.stack.lock"
+    local t0 n
+    t0=$(now_ms)
+    for n in b a; do nginx_stop "$n"; done
+    stop_pid consumer "$RUN/consumer/consumer.pid" "$RUN/consumer/roomlist-consumer.conf" TERM
+    for n in b a; do stop_pid "relay-$n" "$RUN/relay-$n/relay.pid" "$RUN/relay-$n/relay-worker.conf" TERM; done
+    kafka_stop
+    mysql_stop replica
+    mysql_stop primary
+    redis_stop
+    say "stopped in $(( ($(now_ms) - t0) ))ms"
+}
+
+status_line() {
+    local name=$1 addr=$2 pid=$3 state
+    if [ -n "$pid" ]; then state=running; else state=stopped; pid=-; fi
+    printf '%-14s %-44s %-8s %s\n' "$name" "$addr" "$pid" "$state"
+}
+
+cmd_status() {
+    local n
+    status_line redis "127.0.0.1:$REDIS_PORT" "$(redis_pid)"
+    status_line mysql-primary "127.0.0.1:$MYSQL_PRIMARY_PORT" "$(mysql_pid primary)"
+    status_line mysql-replica "127.0.0.1:$MYSQL_REPLICA_PORT" "$(mysql_pid replica)"
+    status_line kafka "127.0.0.1:$KAFKA_PORT" "$(kafka_pid)"
+    for n in a b; do
+        status_line "relay-$n" "127.0.0.1:$(relay_port $n) ${RUN#$top/}/relay-$n/relay.sock" \
+            "$(live_pid "$RUN/relay-$n/relay.pid" "$RUN/relay-$n/relay-worker.conf")"
+    done
+    status_line consumer "-" "$(live_pid "$RUN/consumer/consumer.pid" "$RUN/consumer/roomlist-consumer.conf")"
+    for n in a b; do
+        status_line "nginx-$n" "http://127.0.0.1:$(nginx_port $n)" "$(nginx_pid $n)"
+    done
+}
+
+cmd_banner() {
+    cat <<EOF
+
+MiniChat dev stack (127.0.0.1 only; data in ${RUN#$top/}/, kept across restarts)
+
+  WebSocket   ws://127.0.0.1:$NGINX_A_PORT/ws   (node a)
+              ws://127.0.0.1:$NGINX_B_PORT/ws   (node b)
+              subprotocol minichat.v1, JWT in ?token= or "Authorization: Bearer"
+  Token       make token USER=42
+
+  Python client (python3-websockets; room 1 must exist and have user 42 as a member):
+    /usr/bin/python3 - <<'PY'
+import asyncio, json, subprocess, websockets
+async def main():
+    tok = subprocess.check_output(["$BIN/minichat-token", "--secret-file", "$SECRET_FILE", "42"],
+                                  text=True).strip()
+    async with websockets.connect("ws://127.0.0.1:$NGINX_A_PORT/ws?token=" + tok,
+                                  subprotocols=["minichat.v1"]) as ws:
+        print(await ws.recv())      # {"op":"hello",...}
+        await ws.send(json.dumps({"op": "send", "id": 1, "room": 1, "cid": "c1", "body": "hi"}))
+        print(await ws.recv())      # {"op":"ack",...} or {"op":"error",...}
+asyncio.run(main())
+PY
+
+  REST:
+    curl -sS -X POST http://127.0.0.1:$NGINX_A_PORT/api/rooms \\
+         -H "Authorization: Bearer \$(make -s -C $top token USER=42)" -H 'Content-Type: application/json' \\
+         -d '{"kind":"group","title":"t","members":[42,43]}'      # -> 201 {"id":N}
+
+  MySQL       mariadb -h127.0.0.1 -P$MYSQL_PRIMARY_PORT -uroot minichat   (primary; root has no password)
+              mariadb -h127.0.0.1 -P$MYSQL_REPLICA_PORT -uroot minichat   (replica, read-only)
+  Redis       redis-cli -p $REDIS_PORT
+  Kafka       127.0.0.1:$KAFKA_PORT, topic $KAFKA_TOPIC
+  Logs        ${RUN#$top/}/*/ (nginx-a/error.log, relay-a/relay.log, kafka/server.log, ...)
+
+  make status | make stop          (bash scripts/stack.sh reset wipes all data)
+EOF
+}
+
+cmd_reset() {
+    cmd_stop
+    rm -rf "$RUN"
+    say "removed $RUN"
+}
+
+case "${1:-}" in
+    start)  cmd_start ;;
+    stop)   cmd_stop ;;
+    status) cmd_status ;;
+    banner) cmd_banner ;;
+    reset)  cmd_reset ;;
+    restart) cmd_stop; cmd_start ;;
+    *) echo "usage: $0 start|stop|status|banner|reset|restart" >&2; exit 2 ;;
+esac; exit $?

@@ -1,0 +1,308 @@
+"""Helpers for MiniChat's integration tests.
+
+The tests run against the local stack that `make test-integration` starts
+(scripts/stack.sh): nginx nodes a and b, relay-workers, the roomlist-consumer,
+Redis, MariaDB primary + replica and Kafka, all on 127.0.0.1.  The stack keeps
+its data across runs, so every test makes up fresh random user ids.
+
+MINICHAT_PORT_OFFSET (and MINICHAT_RUN) select a second stack, as in
+scripts/stack.sh.  Everything waits by polling with a deadline, never by
+sleeping a fixed time.
+"""
+
+import asyncio
+import functools
+import json
+import os
+import random
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pymysql
+import pytest
+import websockets
+
+TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+OFF = int(os.environ.get("MINICHAT_PORT_OFFSET", "0"))
+NGINX_PORTS = {"a": 8080 + OFF, "b": 8081 + OFF}
+MYSQL_PORTS = {"primary": 13306 + OFF, "replica": 13307 + OFF}
+REDIS_PORT = 16379 + OFF
+TOKEN_BIN = os.path.join(TOP, "build", "bin", "minichat-token")
+SECRET_FILE = os.path.join(TOP, "conf", "dev-jwt-secret")
+SUBPROTOCOL = "minichat.v1"
+
+WAIT_TIMEOUT = 20.0      # seconds for anything eventually consistent
+FRAME_TIMEOUT = 5.0      # seconds for one expected frame
+
+
+# --- ids, tokens, polling ----------------------------------------------------
+
+def uid():
+    """A fresh user id; the stack's data outlives test runs."""
+    return random.randint(10**6, 10**9)
+
+
+def cid():
+    """A fresh client message id."""
+    return "t-%016x" % random.getrandbits(64)
+
+
+def token(user):
+    """A valid JWT for `user`, minted by build/bin/minichat-token."""
+    out = subprocess.run([TOKEN_BIN, "--secret-file", SECRET_FILE, str(user)],
+                         check=True, capture_output=True, text=True, timeout=10)
+    return out.stdout.strip()
+
+
+def wait_until(fn, timeout=WAIT_TIMEOUT, interval=0.05, what=None):
+    """Call fn() until it returns something truthy; return that value.
+
+    Fails the test with `what` (or fn's name) and the last value or exception
+    when `timeout` seconds pass first."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        try:
+            last = fn()
+            if last:
+                return last
+        except Exception as e:  # noqa: BLE001 - keep polling, report the last one
+            last = e
+        if time.monotonic() >= deadline:
+            pytest.fail("timed out after %.0fs waiting for %s (last: %r)"
+                        % (timeout, what or getattr(fn, "__name__", "condition"), last))
+        time.sleep(interval)
+
+
+def run_async(fn):
+    """Run an `async def test_...` with asyncio.run (no pytest-asyncio here)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return asyncio.run(asyncio.wait_for(fn(*args, **kwargs), 120))
+    return wrapper
+
+
+# --- WebSocket client --------------------------------------------------------
+
+def ws_url(node="a", tok=None, extra=""):
+    url = "ws://127.0.0.1:%d/ws" % NGINX_PORTS[node]
+    if tok is not None:
+        url += "?token=" + tok
+        if extra:
+            url += "&" + extra
+    elif extra:
+        url += "?" + extra
+    return url
+
+
+class Client:
+    """One WebSocket connection speaking minichat.v1.
+
+    Every received frame is kept in `frames`; `expect` hands out frames that
+    no earlier `expect` returned, so frames of other kinds (presence, typing,
+    ...) that arrive in between do not disturb a test."""
+
+    def __init__(self, ws, user, node):
+        self.ws = ws
+        self.user = user
+        self.node = node
+        self.frames = []       # everything received, in order
+        self.pending = []      # received and not yet returned by expect()
+        self.hello = None
+        self._next_id = 1
+
+    def next_id(self):
+        self._next_id += 1
+        return self._next_id
+
+    async def send(self, obj):
+        await self.ws.send(obj if isinstance(obj, (str, bytes)) else json.dumps(obj))
+
+    async def recv(self, timeout=FRAME_TIMEOUT):
+        """Read one frame (a JSON text frame) and record it."""
+        raw = await asyncio.wait_for(self.ws.recv(), timeout)
+        assert isinstance(raw, str), "expected a text frame, got %r" % (raw[:100],)
+        frame = json.loads(raw)
+        assert isinstance(frame, dict) and "op" in frame, frame
+        self.frames.append(frame)
+        self.pending.append(frame)
+        return frame
+
+    @staticmethod
+    def _match(frame, op, fields):
+        return frame.get("op") == op and all(frame.get(k) == v for k, v in fields.items())
+
+    async def expect(self, op, timeout=FRAME_TIMEOUT, **fields):
+        """The next not-yet-taken frame with this op and these field values."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            for i, f in enumerate(self.pending):
+                if self._match(f, op, fields):
+                    del self.pending[i]
+                    return f
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise AssertionError("user %d on node %s: no %s frame matching %r within %.1fs; got %s"
+                                     % (self.user, self.node, op, fields, timeout, self.frames[-10:]))
+            try:
+                await self.recv(timeout=left)
+            except asyncio.TimeoutError:
+                pass
+
+    async def request(self, obj, timeout=FRAME_TIMEOUT):
+        """Send a request with a fresh id; return the reply (ack or error) carrying it."""
+        obj = dict(obj)
+        obj.setdefault("id", self.next_id())
+        await self.send(obj)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            for i, f in enumerate(self.pending):
+                if f.get("id") == obj["id"] and f.get("op") in ("ack", "error", obj.get("op")):
+                    del self.pending[i]
+                    return f
+                if f.get("op") == "error" and f.get("id") is None:
+                    del self.pending[i]
+                    return f
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise AssertionError("user %d: no reply to %r within %.1fs; got %s"
+                                     % (self.user, obj, timeout, self.frames[-10:]))
+            try:
+                await self.recv(timeout=left)
+            except asyncio.TimeoutError:
+                pass
+
+    async def send_msg(self, room, body, msg_cid=None, **extra):
+        """Send a chat message; return the reply (an ack or an error)."""
+        req = {"op": "send", "room": room, "cid": msg_cid or cid(), "body": body}
+        req.update(extra)
+        return await self.request(req)
+
+    async def collect(self, op, until, timeout=WAIT_TIMEOUT, **fields):
+        """Frames with this op (and fields), in arrival order, until until(frames) holds."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        got = []
+        while True:
+            keep = []
+            for f in self.pending:
+                (got if self._match(f, op, fields) else keep).append(f)
+            self.pending = keep
+            if until(got):
+                return got
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise AssertionError("user %d: condition not met within %.1fs; %s frames so far: %s"
+                                     % (self.user, timeout, op, got[-20:]))
+            try:
+                await self.recv(timeout=left)
+            except asyncio.TimeoutError:
+                pass
+
+    async def close(self):
+        await self.ws.close()
+
+
+async def connect(user, node="a", tok=None, check_hello=True):
+    """Connect `user` to node a or b; wait for and check the hello frame."""
+    ws = await websockets.connect(ws_url(node, tok if tok is not None else token(user)),
+                                  subprotocols=[SUBPROTOCOL], open_timeout=FRAME_TIMEOUT,
+                                  close_timeout=2, max_size=2**22)
+    c = Client(ws, user, node)
+    if check_hello:
+        assert ws.subprotocol == SUBPROTOCOL, ws.subprotocol
+        c.hello = await c.expect("hello")
+        assert c.hello["user"] == user, c.hello
+        assert c.hello["node"] == node, c.hello
+        assert isinstance(c.hello["sid"], str) and c.hello["sid"], c.hello
+    return c
+
+
+async def ws_status(node="a", tok=None, extra="", headers=None):
+    """The HTTP status of a /ws upgrade that is expected to be refused (101 if accepted)."""
+    try:
+        ws = await websockets.connect(ws_url(node, tok, extra), subprotocols=[SUBPROTOCOL],
+                                      open_timeout=FRAME_TIMEOUT, extra_headers=headers or {})
+    except websockets.exceptions.InvalidStatusCode as e:
+        return e.status_code
+    await ws.close()
+    return 101
+
+
+# --- REST --------------------------------------------------------------------
+
+def rest(method, path, node="a", tok=None, body=None, raw=None, headers=None):
+    """(status, parsed JSON body or text) of a REST call to node a or b."""
+    url = "http://127.0.0.1:%d%s" % (NGINX_PORTS[node], path)
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    if tok is not None:
+        req.add_header("Authorization", "Bearer " + tok)
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            status, text = resp.status, resp.read().decode()
+    except urllib.error.HTTPError as e:
+        status, text = e.code, e.read().decode(errors="replace")
+    try:
+        return status, json.loads(text) if text else None
+    except ValueError:
+        return status, text
+
+
+def create_room(creator, members, node="a", kind="group", title="t"):
+    """Create a room through REST as `creator`; return its id."""
+    status, body = rest("POST", "/api/rooms", node, token(creator),
+                        {"kind": kind, "title": title, "members": members})
+    assert status == 201, (status, body)
+    assert isinstance(body, dict) and isinstance(body.get("id"), int) and body["id"] > 0, body
+    return body["id"]
+
+
+# --- MySQL and Redis ---------------------------------------------------------
+
+def db(role="primary"):
+    """A connection to the primary or the replica (root, no password, db minichat)."""
+    return pymysql.connect(host="127.0.0.1", port=MYSQL_PORTS[role], user="root", password="",
+                           database="minichat", autocommit=True, connect_timeout=5,
+                           cursorclass=pymysql.cursors.DictCursor, charset="utf8mb4")
+
+
+def query(sql, args=None, role="primary"):
+    """All rows of one query, as dicts (a fresh connection: no stale snapshot)."""
+    conn = db(role)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, args)
+            return list(cur.fetchall())
+    finally:
+        conn.close()
+
+
+def redis(*args):
+    """One redis-cli command against the stack's Redis; its output lines."""
+    out = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(REDIS_PORT), "--raw"]
+                         + [str(a) for a in args],
+                         check=True, capture_output=True, text=True, timeout=10)
+    return [line for line in out.stdout.splitlines() if line != ""]
+
+
+# --- session check -----------------------------------------------------------
+
+@pytest.fixture(scope="session", autouse=True)
+def stack_is_up():
+    """Fail fast, with a hint, when the stack is not running."""
+    for node, port in NGINX_PORTS.items():
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d/healthz" % port, timeout=3) as r:
+                assert r.status == 200
+        except Exception as e:  # noqa: BLE001
+            pytest.exit("nginx node %s on 127.0.0.1:%d is not up (%s); run `bash scripts/stack.sh start`"
+                        % (node, port, e), returncode=3)
+    if not os.access(TOKEN_BIN, os.X_OK):
+        pytest.exit("%s missing; run `make`" % TOKEN_BIN, returncode=3)
+    yield
