@@ -1,0 +1,363 @@
+/*
+ * The gRPC server of the relay-worker and the completion-queue thread.
+ *
+ * One completion queue serves the server and every peer channel.  Its thread
+ * loops on grpc_completion_queue_next() and calls the tag's callback; tags
+ * are relay_tag_t, so this file does not need to know what the client side
+ * does.
+ *
+ * The server has one registered method, /minichat.Relay/Deliver (unary,
+ * RelayBatch -> RelayAck), and keeps exactly one request outstanding: when a
+ * call arrives, the next request is posted first, then the batch is written
+ * to every local nginx worker as `deliver` frames (one buffer, one write per
+ * worker, in the batch's order), then the ack is sent.  Senders keep one call
+ * in flight per peer, so a peer's batches arrive in order.
+ *
+ * Shutdown: grpc_server_shutdown_and_notify() + cancel_all_calls(), wait for
+ * the notification, destroy the server; later rpc_stop() shuts the queue
+ * down and joins the thread once the peers have finished their calls.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/log.h>
+#include <grpc/support/time.h>
+
+#include "minichat/frame.h"
+#include "minichat/log.h"
+#include "minichat/relay_queue.h"
+#include "relay.h"
+
+/* One incoming call, from request to reply. */
+typedef struct {
+    relay_tag_t tag;
+    int replying;
+    grpc_call *call;
+    gpr_timespec deadline;
+    grpc_metadata_array md;
+    grpc_byte_buffer *payload;
+    grpc_byte_buffer *reply;
+    int cancelled;
+} rpc_call_t;
+
+static grpc_completion_queue *rpc_cq_;
+static grpc_server *rpc_server;
+static void *rpc_method;
+static pthread_t rpc_thread;
+static int rpc_thread_running;
+static int rpc_shutting_down; /* cq thread only, after the shutdown tag is posted */
+
+static pthread_mutex_t rpc_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t rpc_cond = PTHREAD_COND_INITIALIZER;
+static int rpc_server_done;
+static relay_tag_t rpc_shutdown_tag;
+
+static uint64_t rpc_batches, rpc_messages;
+
+static void rpc_call_done(relay_tag_t *tag, int ok);
+
+void *rpc_cq(void)
+{
+    return rpc_cq_;
+}
+
+/* Posts the next request for a Deliver call.  Returns 0 or -1. */
+static int rpc_request(void)
+{
+    rpc_call_t *rc = calloc(1, sizeof(*rc));
+    grpc_call_error e;
+
+    if (rc == NULL) {
+        mc_error("grpc: out of memory, not accepting calls");
+        return -1;
+    }
+    rc->tag.done = rpc_call_done;
+    grpc_metadata_array_init(&rc->md);
+    e = grpc_server_request_registered_call(rpc_server, rpc_method, &rc->call, &rc->deadline, &rc->md, &rc->payload,
+                                            rpc_cq_, rpc_cq_, &rc->tag);
+    if (e != GRPC_CALL_OK) {
+        mc_error("grpc: request_registered_call: error %d", (int)e);
+        grpc_metadata_array_destroy(&rc->md);
+        free(rc);
+        return -1;
+    }
+    return 0;
+}
+
+static void rpc_call_free(rpc_call_t *rc)
+{
+    if (rc->payload) {
+        grpc_byte_buffer_destroy(rc->payload);
+    }
+    if (rc->reply) {
+        grpc_byte_buffer_destroy(rc->reply);
+    }
+    if (rc->call) {
+        grpc_call_unref(rc->call);
+    }
+    grpc_metadata_array_destroy(&rc->md);
+    free(rc);
+}
+
+/* Turns a RelayBatch into deliver frames for the local workers.
+ * Returns the number of messages accepted, or -1 when the batch is malformed. */
+static long rpc_deliver(const uint8_t *p, size_t n)
+{
+    Minichat__RelayBatch *b = minichat__relay_batch__unpack(NULL, n, p);
+    uint8_t *frames, hdr[MC_PB_LD_HDR_MAX];
+    size_t i, cap = 0, len = 0, m, h;
+
+    if (b == NULL) {
+        return -1;
+    }
+    for (i = 0; i < b->n_messages; i++) {
+        cap += MC_FRAME_HDR + MC_PB_LD_HDR_MAX + minichat__chat_message__get_packed_size(b->messages[i]);
+    }
+    frames = malloc(cap ? cap : 1);
+    if (frames == NULL) {
+        mc_error("grpc: out of memory, %zu messages from \"%s\" lost", b->n_messages, b->from_node);
+        minichat__relay_batch__free_unpacked(b, NULL);
+        return 0;
+    }
+    for (i = 0; i < b->n_messages; i++) {
+        /* LocalFrame{deliver = message}: field 4, length-delimited */
+        m = minichat__chat_message__get_packed_size(b->messages[i]);
+        h = mc_pb_ld_header(hdr, 4, m);
+        mc_frame_put_header(frames + len, (uint32_t)(h + m));
+        memcpy(frames + len + MC_FRAME_HDR, hdr, h);
+        minichat__chat_message__pack(b->messages[i], frames + len + MC_FRAME_HDR + h);
+        len += MC_FRAME_HDR + h + m;
+    }
+    local_broadcast(0, frames, len);
+    free(frames);
+    m = b->n_messages;
+    mc_debug("grpc: %zu messages from \"%s\"", m, b->from_node);
+    minichat__relay_batch__free_unpacked(b, NULL);
+    rpc_batches++;
+    rpc_messages += m;
+    return (long)m;
+}
+
+/* Sends the ack (or an error status) for an incoming call. */
+static void rpc_reply(rpc_call_t *rc, long accepted)
+{
+    Minichat__RelayAck ack = MINICHAT__RELAY_ACK__INIT;
+    uint8_t buf[16];
+    grpc_slice s;
+    grpc_op ops[4], *op = ops;
+    grpc_call_error e;
+
+    memset(ops, 0, sizeof(ops));
+    op->op = GRPC_OP_SEND_INITIAL_METADATA;
+    op++;
+    op->op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    op->data.recv_close_on_server.cancelled = &rc->cancelled;
+    op++;
+    if (accepted >= 0) {
+        ack.accepted = (uint32_t)accepted;
+        s = grpc_slice_from_copied_buffer((const char *)buf, minichat__relay_ack__pack(&ack, buf));
+        rc->reply = grpc_raw_byte_buffer_create(&s, 1);
+        grpc_slice_unref(s);
+        op->op = GRPC_OP_SEND_MESSAGE;
+        op->data.send_message.send_message = rc->reply;
+        op++;
+    }
+    op->op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    op->data.send_status_from_server.status = accepted >= 0 ? GRPC_STATUS_OK : GRPC_STATUS_INVALID_ARGUMENT;
+    op->data.send_status_from_server.trailing_metadata_count = 0;
+    op++;
+    rc->replying = 1;
+    e = grpc_call_start_batch(rc->call, ops, (size_t)(op - ops), &rc->tag, NULL);
+    if (e != GRPC_CALL_OK) {
+        mc_error("grpc: reply: error %d", (int)e);
+        rpc_call_free(rc);
+    }
+}
+
+/* A requested call arrived (replying == 0) or its reply finished (1). */
+static void rpc_call_done(relay_tag_t *tag, int ok)
+{
+    rpc_call_t *rc = (rpc_call_t *)tag;
+    grpc_byte_buffer_reader r;
+    grpc_slice s;
+    long accepted = -1;
+
+    if (rc->replying) {
+        rpc_call_free(rc);
+        return;
+    }
+    if (!ok) {
+        /* the server is shutting down */
+        rpc_call_free(rc);
+        return;
+    }
+    if (!rpc_shutting_down) {
+        rpc_request();
+    }
+    if (rc->payload == NULL) {
+        mc_warn("grpc: Deliver call without a payload");
+    } else if (grpc_byte_buffer_reader_init(&r, rc->payload)) {
+        s = grpc_byte_buffer_reader_readall(&r);
+        grpc_byte_buffer_reader_destroy(&r);
+        accepted = rpc_deliver(GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s));
+        grpc_slice_unref(s);
+        if (accepted < 0) {
+            mc_error("grpc: malformed RelayBatch (%zu bytes), rejected", (size_t)grpc_byte_buffer_length(rc->payload));
+        }
+    }
+    rpc_reply(rc, accepted);
+}
+
+static void rpc_shutdown_done(relay_tag_t *tag, int ok)
+{
+    (void)tag;
+    (void)ok;
+    pthread_mutex_lock(&rpc_lock);
+    rpc_server_done = 1;
+    pthread_cond_broadcast(&rpc_cond);
+    pthread_mutex_unlock(&rpc_lock);
+}
+
+/* The completion-queue thread. */
+static void *rpc_loop(void *arg)
+{
+    grpc_event ev;
+    relay_tag_t *tag;
+
+    (void)arg;
+    for (;;) {
+        ev = grpc_completion_queue_next(rpc_cq_, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN) {
+            break;
+        }
+        if (ev.type != GRPC_OP_COMPLETE) {
+            continue;
+        }
+        tag = ev.tag;
+        if (tag == &rpc_shutdown_tag) {
+            rpc_shutting_down = 1;
+        }
+        tag->done(tag, ev.success);
+    }
+    return NULL;
+}
+
+/* Routes grpc's own log lines through mc_log, tagged with their source. */
+static void rpc_log(gpr_log_func_args *a)
+{
+    const char *f = strrchr(a->file, '/');
+
+    mc_log(a->severity == GPR_LOG_SEVERITY_ERROR ? MC_LOG_ERROR
+           : a->severity == GPR_LOG_SEVERITY_INFO ? MC_LOG_INFO : MC_LOG_DEBUG,
+           "grpc: %s (%s:%d)", a->message, f ? f + 1 : a->file, a->line);
+}
+
+int rpc_start(const char *listen_addr)
+{
+    grpc_server_credentials *creds;
+    grpc_arg arg[2];
+    grpc_channel_args args;
+    int port;
+
+    gpr_set_log_function(rpc_log);
+    grpc_init();
+    rpc_cq_ = grpc_completion_queue_create_for_next(NULL);
+    if (rpc_cq_ == NULL) {
+        mc_error("grpc: cannot create a completion queue");
+        return -1;
+    }
+    /* no SO_REUSEPORT: a second relay on the same port must fail, not share it */
+    arg[0].type = GRPC_ARG_INTEGER;
+    arg[0].key = GRPC_ARG_ALLOW_REUSEPORT;
+    arg[0].value.integer = 0;
+    arg[1].type = GRPC_ARG_INTEGER;
+    arg[1].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+    arg[1].value.integer = 64 * 1024 * 1024;
+    args.num_args = 2;
+    args.args = arg;
+    rpc_server = grpc_server_create(&args, NULL);
+    if (rpc_server == NULL) {
+        mc_error("grpc: cannot create the server");
+        return -1;
+    }
+    grpc_server_register_completion_queue(rpc_server, rpc_cq_, NULL);
+    rpc_method = grpc_server_register_method(rpc_server, RELAY_METHOD, NULL, GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,
+                                             0);
+    if (rpc_method == NULL) {
+        mc_error("grpc: cannot register %s", RELAY_METHOD);
+        return -1;
+    }
+    creds = grpc_insecure_server_credentials_create();
+    port = grpc_server_add_http2_port(rpc_server, listen_addr, creds);
+    grpc_server_credentials_release(creds);
+    if (port == 0) {
+        mc_error("grpc: cannot listen on \"%s\"", listen_addr);
+        return -1;
+    }
+    grpc_server_start(rpc_server);
+    if (rpc_request() != 0) {
+        return -1;
+    }
+    errno = pthread_create(&rpc_thread, NULL, rpc_loop, NULL);
+    if (errno != 0) {
+        mc_error("grpc: pthread_create: %s", strerror(errno));
+        return -1;
+    }
+    rpc_thread_running = 1;
+    mc_info("grpc: listening on %s", listen_addr);
+    return 0;
+}
+
+void rpc_server_shutdown(void)
+{
+    gpr_timespec until;
+
+    if (rpc_server == NULL) {
+        return;
+    }
+    if (rpc_thread_running) {
+        rpc_shutdown_tag.done = rpc_shutdown_done;
+        grpc_server_shutdown_and_notify(rpc_server, rpc_cq_, &rpc_shutdown_tag);
+        grpc_server_cancel_all_calls(rpc_server);
+        until = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME), gpr_time_from_seconds(5, GPR_TIMESPAN));
+        pthread_mutex_lock(&rpc_lock);
+        while (!rpc_server_done) {
+            struct timespec ts = {until.tv_sec, until.tv_nsec};
+
+            if (pthread_cond_timedwait(&rpc_cond, &rpc_lock, &ts) == ETIMEDOUT) {
+                mc_error("grpc: server shutdown timed out");
+                break;
+            }
+        }
+        pthread_mutex_unlock(&rpc_lock);
+    }
+    grpc_server_destroy(rpc_server);
+    rpc_server = NULL;
+    mc_info("grpc: received %llu batches, %llu messages", (unsigned long long)rpc_batches,
+            (unsigned long long)rpc_messages);
+}
+
+void rpc_stop(void)
+{
+    if (rpc_cq_ == NULL) {
+        return;
+    }
+    grpc_completion_queue_shutdown(rpc_cq_);
+    if (rpc_thread_running) {
+        pthread_join(rpc_thread, NULL);
+        rpc_thread_running = 0;
+    } else {
+        while (grpc_completion_queue_next(rpc_cq_, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type
+               != GRPC_QUEUE_SHUTDOWN) {
+        }
+    }
+    grpc_completion_queue_destroy(rpc_cq_);
+    rpc_cq_ = NULL;
+    grpc_shutdown();
+}

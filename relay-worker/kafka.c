@@ -1,0 +1,202 @@
+/*
+ * The Kafka producer: every published message goes to the messages topic,
+ * key = room id in decimal (so a room's messages share a partition and keep
+ * their order), value = the packed ChatMessage with `recipients` cleared.
+ *
+ * The producer is idempotent with acks=all: librdkafka retries on its own
+ * without duplicating or reordering within a partition.  Everything runs on
+ * the main thread: produce() from the publish path, poll() once per epoll
+ * round (delivery reports and logs come back there), flush() on shutdown.
+ * Delivery failures are counted and logged at error level, at most once a
+ * second, with the running count.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "minichat/log.h"
+#include "relay.h"
+
+static rd_kafka_t *kafka_rk;
+static rd_kafka_topic_t *kafka_rkt;
+static uint64_t kafka_produced, kafka_delivered, kafka_failed;
+static uint64_t kafka_last_fail_log;
+
+/* Logs a failure, at most once a second (main thread). */
+static void kafka_fail(const char *what, const char *reason)
+{
+    uint64_t now = relay_now_ms();
+
+    kafka_failed++;
+    if (now - kafka_last_fail_log >= 1000) {
+        kafka_last_fail_log = now;
+        mc_error("kafka: %s: %s (%" PRIu64 " failed so far)", what, reason, kafka_failed);
+    }
+}
+
+/* Delivery report: one per produced message, from rd_kafka_poll(). */
+static void kafka_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk;
+    (void)opaque;
+    if (m->err) {
+        kafka_fail("delivery failed", rd_kafka_err2str(m->err));
+        return;
+    }
+    kafka_delivered++;
+}
+
+/* Routes librdkafka's own log lines through mc_log. */
+static void kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    (void)rk;
+    mc_log(level <= LOG_ERR ? MC_LOG_ERROR : level == LOG_WARNING ? MC_LOG_WARN
+           : level <= LOG_INFO ? MC_LOG_INFO : MC_LOG_DEBUG, "kafka: %s: %s", fac, buf);
+}
+
+static void kafka_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    (void)opaque;
+    if (err == RD_KAFKA_RESP_ERR__FATAL) {
+        char fatal[512];
+
+        rd_kafka_fatal_error(rk, fatal, sizeof(fatal));
+        mc_error("kafka: fatal error: %s", fatal);
+        return;
+    }
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
+        mc_warn("kafka: %s", reason);
+        return;
+    }
+    mc_debug("kafka: %s", reason); /* the log callback has reported it already */
+}
+
+/* Sets one property.  Returns 0, or -1 with a log line. */
+static int kafka_set(rd_kafka_conf_t *conf, const char *key, const char *value)
+{
+    char errstr[512];
+
+    if (rd_kafka_conf_set(conf, key, value, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK) {
+        mc_error("kafka: %s=%s: %s", key, value, errstr);
+        return -1;
+    }
+    return 0;
+}
+
+int kafka_init(const relay_conf_t *rc)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char errstr[512], linger[32], timeout[32], client_id[128];
+
+    if (conf == NULL) {
+        return -1;
+    }
+    snprintf(linger, sizeof(linger), "%lld", rc->kafka_linger_ms);
+    snprintf(timeout, sizeof(timeout), "%lld", rc->kafka_timeout_ms);
+    snprintf(client_id, sizeof(client_id), "minichat-relay-%s", rc->node);
+    if (kafka_set(conf, "bootstrap.servers", rc->kafka_brokers) != 0 || kafka_set(conf, "client.id", client_id) != 0
+        || kafka_set(conf, "enable.idempotence", "true") != 0 || kafka_set(conf, "acks", "all") != 0
+        || kafka_set(conf, "linger.ms", linger) != 0 || kafka_set(conf, "message.timeout.ms", timeout) != 0 || kafka_set(conf, "compression.type", "lz4") != 0
+        || kafka_set(conf, "queue.buffering.max.messages", "1000000") != 0
+        || kafka_set(conf, "queue.buffering.max.kbytes", "262144") != 0) {
+        rd_kafka_conf_destroy(conf);
+        return -1;
+    }
+    rd_kafka_conf_set_dr_msg_cb(conf, kafka_dr_cb);
+    rd_kafka_conf_set_log_cb(conf, kafka_log_cb);
+    rd_kafka_conf_set_error_cb(conf, kafka_error_cb);
+
+    kafka_rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    if (kafka_rk == NULL) {
+        mc_error("kafka: %s", errstr); /* conf is freed by rd_kafka_new() only on success */
+        rd_kafka_conf_destroy(conf);
+        return -1;
+    }
+    kafka_rkt = rd_kafka_topic_new(kafka_rk, rc->kafka_topic, NULL);
+    if (kafka_rkt == NULL) {
+        mc_error("kafka: topic \"%s\": %s", rc->kafka_topic, rd_kafka_err2str(rd_kafka_last_error()));
+        rd_kafka_destroy(kafka_rk);
+        kafka_rk = NULL;
+        return -1;
+    }
+    mc_info("kafka: producing to \"%s\" on %s (linger.ms=%lld, message.timeout.ms=%lld)", rc->kafka_topic,
+            rc->kafka_brokers, rc->kafka_linger_ms, rc->kafka_timeout_ms);
+    return 0;
+}
+
+void kafka_produce(Minichat__ChatMessage *m)
+{
+    size_t n_rcpt = m->n_recipients, n;
+    uint64_t *rcpt = m->recipients;
+    char key[24];
+    uint8_t *buf;
+    int klen, tries;
+
+    m->n_recipients = 0;
+    m->recipients = NULL;
+    n = minichat__chat_message__get_packed_size(m);
+    buf = malloc(n ? n : 1);
+    if (buf != NULL) {
+        minichat__chat_message__pack(m, buf);
+    }
+    m->n_recipients = n_rcpt;
+    m->recipients = rcpt;
+    if (buf == NULL) {
+        kafka_fail("produce", "out of memory");
+        return;
+    }
+    klen = snprintf(key, sizeof(key), "%" PRIu64, m->room);
+
+    for (tries = 0; tries < 2; tries++) {
+        if (rd_kafka_produce(kafka_rkt, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_FREE, buf, n, key, (size_t)klen, NULL)
+            == 0) {
+            kafka_produced++;
+            return;
+        }
+        if (rd_kafka_last_error() != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+            break;
+        }
+        rd_kafka_poll(kafka_rk, 0); /* serve delivery reports; never wait: local delivery must not stall */
+    }
+    kafka_fail("produce", rd_kafka_err2str(rd_kafka_last_error()));
+    free(buf);
+}
+
+void kafka_poll(void)
+{
+    if (kafka_rk != NULL) {
+        rd_kafka_poll(kafka_rk, 0);
+    }
+}
+
+void kafka_close(void)
+{
+    rd_kafka_resp_err_t err;
+    int left;
+
+    if (kafka_rk == NULL) {
+        return;
+    }
+    err = rd_kafka_flush(kafka_rk, 5000);
+    left = rd_kafka_outq_len(kafka_rk);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR || left > 0) {
+        mc_error("kafka: flush: %s, %d messages not delivered", rd_kafka_err2str(err), left);
+    }
+    mc_info("kafka: produced %" PRIu64 ", delivered %" PRIu64 ", failed %" PRIu64, kafka_produced, kafka_delivered,
+            kafka_failed);
+    rd_kafka_topic_destroy(kafka_rkt);
+    rd_kafka_destroy(kafka_rk);
+    kafka_rkt = NULL;
+    kafka_rk = NULL;
+}
+
+void kafka_stats(uint64_t *produced, uint64_t *delivered, uint64_t *failed)
+{
+    *produced = kafka_produced;
+    *delivered = kafka_delivered;
+    *failed = kafka_failed;
+}

@@ -1,0 +1,321 @@
+/*
+ * relay-worker: start-up, the main loop and shutdown (see relay.h for the
+ * threads and what each file does).
+ *
+ * Start-up reads the config, blocks SIGTERM/SIGINT in every thread (the
+ * threads that grpc, librdkafka and we create inherit the mask) and takes
+ * them through a signalfd in the epoll loop, so that stopping is just another
+ * event.  The loop waits at most 100 ms, so that Kafka's delivery reports
+ * are polled and due peer retries start on time; it logs a stats line every
+ * minute when something moved.
+ *
+ * Shutdown, in order: stop accepting local connections; give queued peer
+ * batches up to a second to leave; flush Kafka (5 s); shut the grpc server
+ * down and cancel its calls; cancel peer calls and close the channels; shut
+ * the completion queue down and join its thread; stop the DB thread; close
+ * the local connections.  Exit 0.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "minichat/conf.h"
+#include "minichat/log.h"
+#include "relay.h"
+
+#define MAIN_EVENTS 64
+#define MAIN_TICK_MS 100
+#define MAIN_STATS_MS 60000
+
+relay_conf_t relay_conf;
+volatile sig_atomic_t relay_stop;
+
+static int main_epfd = -1;
+static int main_sigfd = -1;
+static int main_sig_ev; /* its address marks the signalfd in epoll */
+
+static const char *const main_keys[] = {
+    "node", "unix_socket", "grpc_listen", "peers", "kafka_brokers", "kafka_topic", "kafka_linger_ms", "kafka_message_timeout_ms",
+    "mysql_primary", "mysql_replica", "mysql_user", "mysql_password", "mysql_database", "log_level",
+    "local_outbuf_max_mb", "peer_queue_max", "peer_queue_max_mb", "peer_batch_kb", "peer_timeout_ms", NULL};
+
+uint64_t relay_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+int relay_epoll_fd(void)
+{
+    return main_epfd;
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: relay-worker -c FILE\n"
+            "\n"
+            "Relays MiniChat messages between this node's nginx workers (unix socket),\n"
+            "the other nodes (gRPC) and Kafka, and creates rooms in MySQL.\n"
+            "\n"
+            "  -c, --config FILE   config file (key = value), see conf/relay-worker.conf.in\n"
+            "  -h, --help          this text\n"
+            "\n"
+            "keys: node, unix_socket, grpc_listen, peers (node@host:port,...), kafka_brokers,\n"
+            "      kafka_topic, kafka_linger_ms (1), kafka_message_timeout_ms (30000),\n"
+            "      mysql_primary, mysql_replica, mysql_user, mysql_password, mysql_database,\n"
+            "      log_level (debug|info|warn|error),\n"
+            "      local_outbuf_max_mb (64), peer_queue_max (100000), peer_queue_max_mb (256),\n"
+            "      peer_batch_kb (1024), peer_timeout_ms (5000)\n");
+}
+
+/* Reads an integer key within [min, max].  Returns 0 or -1 with a log line. */
+static int conf_int(const mc_conf_t *c, const char *key, long long def, long long min, long long max,
+                    long long *out)
+{
+    int ok = 1;
+
+    *out = mc_conf_get_int(c, key, def, &ok);
+    if (!ok || *out < min || *out > max) {
+        mc_error("config: %s must be a number in [%lld, %lld]", key, min, max);
+        return -1;
+    }
+    return 0;
+}
+
+/* Fills relay_conf from the file.  Returns 0 or -1 with a log line. */
+static int conf_read(const mc_conf_t *c)
+{
+    static const char *const levels[] = {"debug", "info", "warn", "error"};
+    const char *lvl = mc_conf_get(c, "log_level", "info");
+    long long outbuf, qmax, qmb, batch_kb;
+    int i;
+
+    for (i = 0; i < 4 && strcmp(lvl, levels[i]) != 0; i++) {
+    }
+    if (i == 4) {
+        mc_error("config: log_level \"%s\" is not debug, info, warn or error", lvl);
+        return -1;
+    }
+    mc_log_init("relay-worker", i);
+
+    relay_conf.node = mc_conf_get(c, "node", NULL);
+    relay_conf.unix_socket = mc_conf_get(c, "unix_socket", NULL);
+    relay_conf.grpc_listen = mc_conf_get(c, "grpc_listen", NULL);
+    relay_conf.peers = mc_conf_get(c, "peers", "");
+    relay_conf.kafka_brokers = mc_conf_get(c, "kafka_brokers", NULL);
+    relay_conf.kafka_topic = mc_conf_get(c, "kafka_topic", "minichat.messages");
+    relay_conf.db.primary = mc_conf_get(c, "mysql_primary", NULL);
+    relay_conf.db.replica = mc_conf_get(c, "mysql_replica", NULL);
+    relay_conf.db.user = mc_conf_get(c, "mysql_user", "root");
+    relay_conf.db.password = mc_conf_get(c, "mysql_password", "");
+    relay_conf.db.database = mc_conf_get(c, "mysql_database", "minichat");
+    if (relay_conf.node == NULL || relay_conf.node[0] == '\0' || strlen(relay_conf.node) > 63) {
+        mc_error("config: node is required (at most 63 characters)");
+        return -1;
+    }
+    if (relay_conf.unix_socket == NULL || relay_conf.grpc_listen == NULL || relay_conf.kafka_brokers == NULL) {
+        mc_error("config: unix_socket, grpc_listen and kafka_brokers are required");
+        return -1;
+    }
+    if (conf_int(c, "kafka_linger_ms", 1, 0, 10000, &relay_conf.kafka_linger_ms) != 0
+        || conf_int(c, "kafka_message_timeout_ms", 30000, 1000, 900000, &relay_conf.kafka_timeout_ms) != 0
+        || conf_int(c, "local_outbuf_max_mb", 64, 1, 4096, &outbuf) != 0
+        || conf_int(c, "peer_queue_max", 100000, 1, 100000000, &qmax) != 0
+        || conf_int(c, "peer_queue_max_mb", 256, 8, 65536, &qmb) != 0
+        || conf_int(c, "peer_batch_kb", 1024, 1, 32768, &batch_kb) != 0
+        || conf_int(c, "peer_timeout_ms", 5000, 10, 600000, &relay_conf.peer_timeout_ms) != 0) {
+        return -1;
+    }
+    relay_conf.local_outbuf_max = (size_t)outbuf << 20;
+    relay_conf.peer_queue_max = (size_t)qmax;
+    relay_conf.peer_queue_bytes = (size_t)qmb << 20;
+    relay_conf.peer_batch_bytes = (size_t)batch_kb << 10;
+    return 0;
+}
+
+/* Blocks the stop signals in this and future threads and opens a signalfd
+ * for them in epoll.  Returns 0 or -1. */
+static int signals_init(void)
+{
+    struct epoll_event ev;
+    sigset_t set;
+
+    signal(SIGPIPE, SIG_IGN);
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0) {
+        return -1;
+    }
+    main_sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (main_sigfd < 0) {
+        mc_error("signalfd: %s", strerror(errno));
+        return -1;
+    }
+    ev.events = EPOLLIN;
+    ev.data.ptr = &main_sig_ev;
+    if (epoll_ctl(main_epfd, EPOLL_CTL_ADD, main_sigfd, &ev) != 0) {
+        mc_error("epoll_ctl: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static void on_signal(void)
+{
+    struct signalfd_siginfo si;
+
+    while (read(main_sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        mc_info("got signal %u, stopping", si.ssi_signo);
+        relay_stop = 1;
+    }
+}
+
+/* Logs the counters when any moved since the last call. */
+static void log_stats(void)
+{
+    static uint64_t last[8];
+    uint64_t v[8];
+
+    local_stats(&v[0], &v[1]);
+    kafka_stats(&v[2], &v[3], &v[4]);
+    peers_stats(&v[5], &v[6], &v[7]);
+    if (memcmp(v, last, sizeof(v)) == 0) {
+        return;
+    }
+    memcpy(last, v, sizeof(v));
+    mc_info("stats: workers %llu (dropped %llu); kafka produced %llu, delivered %llu, failed %llu; "
+            "peers sent %llu, dropped %llu, failed calls %llu",
+            (unsigned long long)v[0], (unsigned long long)v[1], (unsigned long long)v[2], (unsigned long long)v[3],
+            (unsigned long long)v[4], (unsigned long long)v[5], (unsigned long long)v[6], (unsigned long long)v[7]);
+}
+
+/* The epoll loop: runs until a stop signal. */
+static void main_loop(void)
+{
+    struct epoll_event evs[MAIN_EVENTS];
+    uint64_t now, next_stats = relay_now_ms() + MAIN_STATS_MS;
+    long wait;
+    int i, n;
+
+    while (!relay_stop) {
+        wait = peers_tick(relay_now_ms());
+        if (wait < 0 || wait > MAIN_TICK_MS) {
+            wait = MAIN_TICK_MS;
+        }
+        n = epoll_wait(main_epfd, evs, MAIN_EVENTS, (int)wait);
+        if (n < 0 && errno != EINTR) {
+            mc_error("epoll_wait: %s", strerror(errno));
+            break;
+        }
+        for (i = 0; i < n; i++) {
+            if (evs[i].data.ptr == &main_sig_ev) {
+                on_signal();
+            } else {
+                local_on_event(evs[i].data.ptr, evs[i].events);
+            }
+        }
+        kafka_poll();
+        now = relay_now_ms();
+        if (now >= next_stats) {
+            next_stats = now + MAIN_STATS_MS;
+            log_stats();
+        }
+    }
+}
+
+/* Gives the peers up to ms milliseconds to send what is queued. */
+static void drain_peers(int ms)
+{
+    uint64_t until = relay_now_ms() + (uint64_t)ms;
+
+    while (!peers_idle() && relay_now_ms() < until) {
+        peers_tick(relay_now_ms());
+        kafka_poll();
+        usleep(5000);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    const char *path = NULL;
+    mc_conf_t *conf;
+    char err[512];
+    int opt, rc = 1;
+
+    mc_log_init("relay-worker", MC_LOG_INFO);
+    while ((opt = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'c':
+            path = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (path == NULL || optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    conf = mc_conf_load(path, main_keys, err, sizeof(err));
+    if (conf == NULL) {
+        mc_error("config: %s", err);
+        return 1;
+    }
+    if (conf_read(conf) != 0) {
+        mc_conf_free(conf);
+        return 1;
+    }
+
+    main_epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (main_epfd < 0) {
+        mc_error("epoll_create1: %s", strerror(errno));
+        goto out;
+    }
+    if (signals_init() != 0 || kafka_init(&relay_conf) != 0
+        || rpc_start(relay_conf.grpc_listen) != 0 || peers_init(relay_conf.peers, relay_conf.node) != 0
+        || rooms_start(&relay_conf.db) != 0 || local_listen(relay_conf.unix_socket) != 0) {
+        goto stop;
+    }
+    mc_info("ready: node \"%s\", unix socket %s, grpc %s, peers \"%s\"", relay_conf.node, relay_conf.unix_socket,
+            relay_conf.grpc_listen, relay_conf.peers);
+
+    main_loop();
+    rc = relay_stop ? 0 : 1;
+    local_stop_accepting();
+    drain_peers(1000);
+    log_stats();
+stop:
+    kafka_close();
+    rpc_server_shutdown();
+    peers_shutdown();
+    rpc_stop();
+    rooms_stop();
+    local_close_all();
+    mc_info("stopped");
+out:
+    if (main_sigfd >= 0) {
+        close(main_sigfd);
+    }
+    if (main_epfd >= 0) {
+        close(main_epfd);
+    }
+    mc_conf_free(conf);
+    return rc;
+}

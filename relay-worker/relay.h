@@ -1,0 +1,101 @@
+/*
+ * relay-worker: one per node.  It sits between the node's nginx workers (a
+ * unix socket, length-prefixed LocalFrames), the other nodes' relay-workers
+ * (gRPC, /minichat.Relay/Deliver), Kafka (every published message) and MySQL
+ * (room creation).
+ *
+ * Threads:
+ *  - main: the epoll loop (unix socket, signals, peer retry timers) and the
+ *    Kafka producer's poll;
+ *  - cq: grpc_completion_queue_next() on the one completion queue shared by
+ *    the server and every peer channel; each tag is a relay_tag_t whose
+ *    callback runs on this thread;
+ *  - db: the blocking MySQL work (rooms.c).
+ * Shared state is small and each piece has one lock: the local connections
+ * and their output buffers (local.c), each peer's queue and call (grpc_peer.c),
+ * the DB job queue (rooms.c).  Only the main thread frees a local connection;
+ * other threads refer to it by its 64-bit id.
+ */
+#ifndef RELAY_H
+#define RELAY_H
+
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "minichat.pb-c.h"
+#include "minichat/db.h"
+
+#define RELAY_METHOD "/minichat.Relay/Deliver"
+
+/* A completion-queue tag: the callback runs on the cq thread. */
+typedef struct relay_tag_s relay_tag_t;
+struct relay_tag_s {
+    void (*done)(relay_tag_t *tag, int ok);
+};
+
+typedef struct {
+    const char *node;
+    const char *unix_socket;
+    const char *grpc_listen;
+    const char *peers;
+    const char *kafka_brokers;
+    const char *kafka_topic;
+    long long kafka_linger_ms;
+    long long kafka_timeout_ms;  /* message.timeout.ms: a message not acked by then fails */
+    mc_db_config_t db;
+    size_t local_outbuf_max;   /* bytes queued for one nginx worker before it is dropped */
+    size_t peer_queue_max;     /* messages queued for one peer before the oldest are dropped */
+    size_t peer_queue_bytes;   /* bytes likewise */
+    size_t peer_batch_bytes;   /* target size of one RelayBatch */
+    long long peer_timeout_ms; /* deadline of one Deliver call */
+} relay_conf_t;
+
+extern relay_conf_t relay_conf;
+extern volatile sig_atomic_t relay_stop;
+
+/* main.c */
+uint64_t relay_now_ms(void);
+int relay_epoll_fd(void);
+
+/* local.c: the unix socket side */
+int local_listen(const char *path);
+void local_stop_accepting(void);
+void local_on_event(void *ptr, uint32_t events);
+int local_send(uint64_t conn_id, const uint8_t *frame, size_t len);
+void local_broadcast(uint64_t except_id, const uint8_t *frames, size_t len);
+void local_close_all(void);
+void local_stats(uint64_t *conns, uint64_t *dropped);
+
+/* kafka.c */
+int kafka_init(const relay_conf_t *conf);
+void kafka_produce(Minichat__ChatMessage *m);
+void kafka_poll(void);
+void kafka_close(void);
+void kafka_stats(uint64_t *produced, uint64_t *delivered, uint64_t *failed);
+
+/* grpc_server.c: the server and the completion-queue thread */
+int rpc_start(const char *listen_addr);
+void rpc_server_shutdown(void);
+void rpc_stop(void);
+void *rpc_cq(void);
+
+/* grpc_peer.c: the client side, one queue and one call in flight per peer */
+int peers_init(const char *spec, const char *self);
+void peers_push(const uint8_t *msg, size_t len);
+void peers_kick(void);
+long peers_tick(uint64_t now);
+int peers_idle(void);
+void peers_shutdown(void);
+void peers_stats(uint64_t *sent, uint64_t *dropped, uint64_t *failed_calls);
+
+/* rooms.c: the DB thread */
+int rooms_start(const mc_db_config_t *cfg);
+void rooms_submit(uint64_t conn_id, uint64_t req_id, const Minichat__CreateRoomRequest *req);
+void rooms_stop(void);
+
+/* Packs a LocalFrame with its length header into a malloc'ed buffer; returns
+ * NULL when out of memory. */
+uint8_t *relay_pack_frame(const Minichat__LocalFrame *f, size_t *len);
+
+#endif
