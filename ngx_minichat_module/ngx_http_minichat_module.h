@@ -46,6 +46,7 @@ struct ngx_http_minichat_ws_s {
     ngx_http_request_t *request; /* NULL once the connection closed */
     ngx_connection_t *connection;
     uint64_t user;
+    uint64_t id;         /* pid << 32 | counter: names the sender in relayed messages */
     ngx_str_t sid;
     u_char sid_data[24];
     ngx_queue_t by_user; /* registry bucket link */
@@ -102,8 +103,8 @@ ngx_int_t ngx_http_minichat_relay_request(Minichat__LocalFrame *frame, ngx_http_
 ngx_int_t ngx_http_minichat_ws_handler(ngx_http_request_t *r);
 void ngx_http_minichat_ws_init_registry(void);
 /* Delivers a message to this worker's connections of its recipients, except
- * `skip` (the sender's own connection). */
-void ngx_http_minichat_deliver(Minichat__ChatMessage *m, ngx_http_minichat_ws_t *skip);
+ * the connection that sent it. */
+void ngx_http_minichat_deliver(Minichat__ChatMessage *m);
 
 /* ngx_http_minichat_api.c */
 ngx_int_t ngx_http_minichat_api_handler(ngx_http_request_t *r);

@@ -537,7 +537,7 @@ ngx_http_minichat_relay_dispatch(Minichat__LocalFrame *f)
     switch (f->body_case) {
 
     case MINICHAT__LOCAL_FRAME__BODY_DELIVER:
-        ngx_http_minichat_deliver(f->deliver, NULL);
+        ngx_http_minichat_deliver(f->deliver);
         return;
 
     case MINICHAT__LOCAL_FRAME__BODY_CREATE_ROOM_RESULT:

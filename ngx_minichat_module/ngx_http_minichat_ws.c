@@ -72,6 +72,8 @@ static ngx_int_t ngx_http_minichat_has_token(ngx_str_t *value, const char *token
 
 static ngx_queue_t  ngx_http_minichat_users[NGX_HTTP_MINICHAT_USER_BUCKETS];
 
+static uint64_t     ngx_http_minichat_ws_counter;
+
 static const char  *ngx_http_minichat_room_keys[4] = { "members", "seq", "idem", "log" };
 
 
@@ -197,6 +199,7 @@ ngx_http_minichat_ws_handler(ngx_http_request_t *r)
     ws->request = r;
     ws->connection = c;
     ws->user = user;
+    ws->id = ((uint64_t) ngx_pid << 32) | (++ngx_http_minichat_ws_counter & 0xffffffff);
     ws->deferred = 1;   /* nothing may close the request inside its handler */
     ngx_http_set_ctx(r, ws, ngx_http_minichat_module);
 
@@ -818,13 +821,19 @@ ngx_http_minichat_msg_frame(Minichat__ChatMessage *m, u_char **buf, u_char **fra
 
 
 void
-ngx_http_minichat_deliver(Minichat__ChatMessage *m, ngx_http_minichat_ws_t *skip)
+ngx_http_minichat_deliver(Minichat__ChatMessage *m)
 {
+    ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
     ngx_http_minichat_ws_t  *ws;
+    ngx_uint_t               ours;
     ngx_queue_t             *bucket, *q, *next;
     u_char                  *buf = NULL, *frame = NULL;
     size_t                   len = 0, i;
     uint64_t                 user;
+
+    /* the sending connection got an ack; it is skipped when it lives here */
+    ours = m->origin_conn && m->origin_node && ngx_strlen(m->origin_node) == mcf->node.len
+           && ngx_strncmp(m->origin_node, mcf->node.data, mcf->node.len) == 0;
 
     for (i = 0; i < m->n_recipients; i++) {
         user = m->recipients[i];
@@ -834,7 +843,7 @@ ngx_http_minichat_deliver(Minichat__ChatMessage *m, ngx_http_minichat_ws_t *skip
             next = ngx_queue_next(q);
             ws = ngx_queue_data(q, ngx_http_minichat_ws_t, by_user);
 
-            if (ws->user != user || ws == skip || ws->closing || ws->closed) {
+            if (ws->user != user || ws->closing || ws->closed || (ours && ws->id == m->origin_conn)) {
                 continue;
             }
 
@@ -870,6 +879,7 @@ ngx_http_minichat_ws_send_reply(redisReply *reply, void *data)
     u_char                         *p, *cid, *body;
     long long                       status, seq, ts;
     size_t                          i, n;
+    ngx_uint_t                      published;
 
     /* ws->pending still counts this reply, so ws stays valid even when an
      * error or the ack below closes the connection */
@@ -910,7 +920,9 @@ ngx_http_minichat_ws_send_reply(redisReply *reply, void *data)
         goto done;
     }
 
-    if ((status != 1 && status != 2) || reply->elements < 3) {
+    if ((status != 1 && status != 2) || reply->elements < 3
+        || reply->element[1]->type != REDIS_REPLY_INTEGER || reply->element[2]->type != REDIS_REPLY_INTEGER)
+    {
         ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0, "minichat: unexpected status %L from send script", status);
         (void) ngx_http_minichat_ws_error(ws, s->id, s->has_id, "unavailable", "storage error; retry");
         goto done;
@@ -919,52 +931,60 @@ ngx_http_minichat_ws_send_reply(redisReply *reply, void *data)
     seq = reply->element[1]->integer;
     ts = reply->element[2]->integer;
 
-    if (status == 1) {
-        /* a new message: to the relay (other workers, nodes, Kafka) first */
-        n = reply->elements - 3;
-        if (n) {
-            recipients = ngx_alloc(n * sizeof(uint64_t), ngx_cycle->log);
-            if (recipients == NULL) {
-                n = 0;
-            }
-        }
-        for (i = 0; i < n; i++) {
-            recipients[i] = (uint64_t) reply->element[3 + i]->integer;
-        }
-
-        cid = ngx_alloc(s->cid_len + 1 + s->body_len + 1, ngx_cycle->log);
-        if (cid == NULL) {
+    /*
+     * A new message goes to the relay-worker: other workers and nodes (in
+     * room order, the sender's own worker included), and Kafka.  A repeated
+     * cid goes again for persistence only: its first hand-off may be what
+     * failed, and the consumer's INSERT IGNORE absorbs a repeat.  Only once
+     * the relay link took the frame is the send acked.
+     */
+    n = status == 1 ? reply->elements - 3 : 0;
+    if (n) {
+        recipients = ngx_alloc(n * sizeof(uint64_t), ngx_cycle->log);
+        if (recipients == NULL) {
+            (void) ngx_http_minichat_ws_error(ws, s->id, s->has_id, "unavailable", "out of memory; retry");
             goto done;
         }
-        body = cid + s->cid_len + 1;
-        *ngx_cpymem(cid, s->cid, s->cid_len) = '\0';
-        *ngx_cpymem(body, s->body, s->body_len) = '\0';
+    }
+    for (i = 0; i < n; i++) {
+        recipients[i] = (uint64_t) reply->element[3 + i]->integer;
+    }
 
-        m.room = s->room;
-        m.seq = (uint64_t) seq;
-        m.sender = ws->user;
-        m.cid = (char *) cid;
-        m.body = (char *) body;
-        m.ts = (uint64_t) ts;
-        m.recipients = recipients;
-        m.n_recipients = n;
-        m.origin_node = (char *) mcf->node.data;
+    cid = ngx_alloc(s->cid_len + 1 + s->body_len + 1, ngx_cycle->log);
+    if (cid == NULL) {
+        (void) ngx_http_minichat_ws_error(ws, s->id, s->has_id, "unavailable", "out of memory; retry");
+        goto done;
+    }
+    body = cid + s->cid_len + 1;
+    *ngx_cpymem(cid, s->cid, s->cid_len) = '\0';
+    *ngx_cpymem(body, s->body, s->body_len) = '\0';
 
-        f.body_case = MINICHAT__LOCAL_FRAME__BODY_PUBLISH;
-        f.publish = &m;
+    m.room = s->room;
+    m.seq = (uint64_t) seq;
+    m.sender = ws->user;
+    m.cid = (char *) cid;
+    m.body = (char *) body;
+    m.ts = (uint64_t) ts;
+    m.recipients = recipients;
+    m.n_recipients = n;
+    m.origin_node = (char *) mcf->node.data;
+    m.origin_conn = ws->id;
+    m.persist_only = (status == 2);
 
-        if (ngx_http_minichat_relay_send(&f) != NGX_OK) {
-            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                          "minichat: room %uL seq %L admitted but not handed to the relay-worker",
-                          s->room, seq);
-        }
+    f.body_case = MINICHAT__LOCAL_FRAME__BODY_PUBLISH;
+    f.publish = &m;
 
-        ngx_http_minichat_deliver(&m, ws->closed ? NULL : ws);
+    published = (ngx_http_minichat_relay_send(&f) == NGX_OK);
 
-        ngx_free(cid);
-        if (recipients) {
-            ngx_free(recipients);
-        }
+    ngx_free(cid);
+
+    if (!published) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "minichat: room %uL seq %L admitted but not handed to the relay-worker; "
+                      "a retry with the same cid repairs it", s->room, seq);
+        (void) ngx_http_minichat_ws_error(ws, s->id, s->has_id, "unavailable",
+                                          "relay-worker unavailable; retry with the same cid");
+        goto done;
     }
 
     if (ws->closed) {
@@ -983,6 +1003,9 @@ ngx_http_minichat_ws_send_reply(redisReply *reply, void *data)
 
 done:
 
+    if (recipients) {
+        ngx_free(recipients);
+    }
     ngx_free(s);
     ws->pending--;
     ngx_http_minichat_ws_release(ws);

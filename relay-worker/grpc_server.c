@@ -132,9 +132,9 @@ static long rpc_deliver(const uint8_t *p, size_t n)
         mc_frame_put_header(frames + len, (uint32_t)(h + m));
         memcpy(frames + len + MC_FRAME_HDR, hdr, h);
         minichat__chat_message__pack(b->messages[i], frames + len + MC_FRAME_HDR + h);
+        order_push(b->messages[i]->room, b->messages[i]->seq, frames + len, MC_FRAME_HDR + h + m);
         len += MC_FRAME_HDR + h + m;
     }
-    local_broadcast(0, frames, len);
     free(frames);
     m = b->n_messages;
     mc_debug("grpc: %zu messages from \"%s\"", m, b->from_node);

@@ -256,11 +256,24 @@ void local_stats(uint64_t *conns, uint64_t *dropped)
     pthread_mutex_unlock(&local_lock);
 }
 
-/* Handles a publish: Kafka, peers, and a deliver frame for the other local workers. */
+/* Handles a publish: Kafka, then (unless it only repeats a message for
+ * persistence) the peers and this node's workers in room order. */
 static int on_publish(local_conn_t *c, Minichat__ChatMessage *m)
 {
     uint8_t hdr[MC_FRAME_HDR + MC_PB_LD_HDR_MAX], *packed;
     size_t n, h;
+
+    if (m->persist_only) {
+        /* a retried send: its first publish may never have arrived, so
+         * it goes to Kafka again (the consumer's INSERT IGNORE absorbs a
+         * repeat); clients saw it live or will recover it */
+        if (m->room == 0 || m->seq == 0) {
+            mc_warn("local: worker %s/%u published a message without room or seq, ignored", c->node, c->pid);
+            return 0;
+        }
+        kafka_produce(m);
+        return 0;
+    }
 
     if (m->room == 0 || m->seq == 0) {
         mc_warn("local: worker %s/%u published a message without room or seq, ignored", c->node, c->pid);
@@ -286,6 +299,8 @@ static int on_publish(local_conn_t *c, Minichat__ChatMessage *m)
         free(packed);
         return -1;
     }
+    order_push(m->room, m->seq, bcast, bcast_len);
+    bcast_len = 0;
     peers_push(packed, n);
     free(packed);
     kafka_produce(m);
@@ -394,7 +409,6 @@ static int conn_read(local_conn_t *c)
         off += MC_FRAME_HDR + plen;
     }
     /* what was accepted before an error still goes out */
-    local_broadcast(c->id, bcast, bcast_len);
     peers_kick();
     if (rc != 0) {
         return -1;

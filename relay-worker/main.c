@@ -44,7 +44,8 @@ static int main_sig_ev; /* its address marks the signalfd in epoll */
 static const char *const main_keys[] = {
     "node", "unix_socket", "grpc_listen", "peers", "kafka_brokers", "kafka_topic", "kafka_linger_ms", "kafka_message_timeout_ms",
     "mysql_primary", "mysql_replica", "mysql_user", "mysql_password", "mysql_database", "log_level",
-    "local_outbuf_max_mb", "peer_queue_max", "peer_queue_max_mb", "peer_batch_kb", "peer_timeout_ms", NULL};
+    "local_outbuf_max_mb", "peer_queue_max", "peer_queue_max_mb", "peer_batch_kb", "peer_timeout_ms",
+    "order_first_hold_ms", "order_gap_ms", "order_idle_ms", "order_max_held", "order_max_rooms", NULL};
 
 uint64_t relay_now_ms(void)
 {
@@ -97,7 +98,7 @@ static int conf_read(const mc_conf_t *c)
 {
     static const char *const levels[] = {"debug", "info", "warn", "error"};
     const char *lvl = mc_conf_get(c, "log_level", "info");
-    long long outbuf, qmax, qmb, batch_kb;
+    long long outbuf, qmax, qmb, batch_kb, first_hold, gap, idle, held, rooms;
     int i;
 
     for (i = 0; i < 4 && strcmp(lvl, levels[i]) != 0; i++) {
@@ -133,9 +134,19 @@ static int conf_read(const mc_conf_t *c)
         || conf_int(c, "peer_queue_max", 100000, 1, 100000000, &qmax) != 0
         || conf_int(c, "peer_queue_max_mb", 256, 8, 65536, &qmb) != 0
         || conf_int(c, "peer_batch_kb", 1024, 1, 32768, &batch_kb) != 0
-        || conf_int(c, "peer_timeout_ms", 5000, 10, 600000, &relay_conf.peer_timeout_ms) != 0) {
+        || conf_int(c, "peer_timeout_ms", 5000, 10, 600000, &relay_conf.peer_timeout_ms) != 0
+        || conf_int(c, "order_first_hold_ms", 20, 0, 10000, &first_hold) != 0
+        || conf_int(c, "order_gap_ms", 500, 1, 60000, &gap) != 0
+        || conf_int(c, "order_idle_ms", 600000, 1000, 86400000, &idle) != 0
+        || conf_int(c, "order_max_held", 10000, 1, 10000000, &held) != 0
+        || conf_int(c, "order_max_rooms", 1000000, 1000, 100000000, &rooms) != 0) {
         return -1;
     }
+    relay_conf.order.first_hold_ms = (uint64_t)first_hold;
+    relay_conf.order.gap_ms = (uint64_t)gap;
+    relay_conf.order.idle_ms = (uint64_t)idle;
+    relay_conf.order.max_held = (size_t)held;
+    relay_conf.order.max_rooms = (size_t)rooms;
     relay_conf.local_outbuf_max = (size_t)outbuf << 20;
     relay_conf.peer_queue_max = (size_t)qmax;
     relay_conf.peer_queue_bytes = (size_t)qmb << 20;
@@ -205,13 +216,17 @@ static void main_loop(void)
 {
     struct epoll_event evs[MAIN_EVENTS];
     uint64_t now, next_stats = relay_now_ms() + MAIN_STATS_MS;
-    long wait;
+    long wait, order_wait;
     int i, n;
 
     while (!relay_stop) {
         wait = peers_tick(relay_now_ms());
         if (wait < 0 || wait > MAIN_TICK_MS) {
             wait = MAIN_TICK_MS;
+        }
+        order_wait = order_tick(relay_now_ms());
+        if (order_wait >= 0 && order_wait < wait) {
+            wait = order_wait;
         }
         n = epoll_wait(main_epfd, evs, MAIN_EVENTS, (int)wait);
         if (n < 0 && errno != EINTR) {
@@ -288,7 +303,7 @@ int main(int argc, char **argv)
         mc_error("epoll_create1: %s", strerror(errno));
         goto out;
     }
-    if (signals_init() != 0 || kafka_init(&relay_conf) != 0
+    if (signals_init() != 0 || order_init(&relay_conf.order) != 0 || kafka_init(&relay_conf) != 0
         || rpc_start(relay_conf.grpc_listen) != 0 || peers_init(relay_conf.peers, relay_conf.node) != 0
         || rooms_start(&relay_conf.db) != 0 || local_listen(relay_conf.unix_socket) != 0) {
         goto stop;
@@ -308,6 +323,7 @@ stop:
     rpc_stop();
     rooms_stop();
     local_close_all();
+    order_close();
     mc_info("stopped");
 out:
     if (main_sigfd >= 0) {

@@ -25,6 +25,7 @@
 
 #include "minichat.pb-c.h"
 #include "minichat/db.h"
+#include "minichat/reorder.h"
 
 #define RELAY_METHOD "/minichat.Relay/Deliver"
 
@@ -49,6 +50,7 @@ typedef struct {
     size_t peer_queue_bytes;   /* bytes likewise */
     size_t peer_batch_bytes;   /* target size of one RelayBatch */
     long long peer_timeout_ms; /* deadline of one Deliver call */
+    mc_reorder_conf_t order;   /* per-room ordering of local delivery (order.c) */
 } relay_conf_t;
 
 extern relay_conf_t relay_conf;
@@ -68,6 +70,13 @@ void local_close_all(void);
 void local_stats(uint64_t *conns, uint64_t *dropped);
 
 /* kafka.c */
+/* order.c: every message for local delivery, released per room in seq order */
+int order_init(const mc_reorder_conf_t *conf);
+void order_push(uint64_t room, uint64_t seq, const uint8_t *frame, size_t len);
+long order_tick(uint64_t now);
+void order_stats(mc_reorder_stats_t *st);
+void order_close(void);
+
 int kafka_init(const relay_conf_t *conf);
 void kafka_produce(Minichat__ChatMessage *m);
 void kafka_poll(void);

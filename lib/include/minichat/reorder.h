@@ -1,0 +1,67 @@
+/*
+ * Per-room reordering of a merged message stream.
+ *
+ * A node's relay-worker receives each room's messages from several sources
+ * (its own nginx workers, every peer node), each source in seq order but
+ * interleaved with the others in any order.  mc_reorder_t releases every
+ * room's messages strictly by seq: a message waits while a lower seq may
+ * still be on its way; a gap that does not fill within gap_ms is skipped
+ * (the message is lost for live delivery; clients recover it by resume).
+ *
+ * A room seen for the first time (or again after idle_ms of silence) has no
+ * known position: its first message waits first_hold_ms for lower seqs
+ * before the lowest one held becomes the start, except seq 1, which has no
+ * predecessor.  Memory is bounded: at most max_held messages wait per room
+ * (beyond that the gap is skipped at once) and idle rooms are forgotten.
+ *
+ * Not thread-safe: one owner thread, or the caller's lock.
+ */
+#ifndef MINICHAT_REORDER_H
+#define MINICHAT_REORDER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct mc_reorder_s mc_reorder_t;
+
+/* Called for each released message, in seq order per room. */
+typedef void (*mc_reorder_emit_pt)(void *ctx, uint64_t room, uint64_t seq, void *item);
+/* Called for a message that will never be released (late or duplicate). */
+typedef void (*mc_reorder_drop_pt)(void *ctx, uint64_t room, uint64_t seq, void *item);
+
+typedef struct {
+    uint64_t first_hold_ms;  /* wait for lower seqs in a room not seen before */
+    uint64_t gap_ms;         /* wait for a missing seq before skipping it */
+    uint64_t idle_ms;        /* forget a room after this long without messages */
+    size_t max_held;         /* messages waiting per room */
+    size_t max_rooms;        /* rooms remembered (idle ones are forgotten first) */
+} mc_reorder_conf_t;
+
+typedef struct {
+    uint64_t released;       /* messages emitted */
+    uint64_t late;           /* dropped: seq below the room's position (late or duplicate) */
+    uint64_t skipped;        /* seqs never seen, skipped after gap_ms or max_held */
+    uint64_t rooms;          /* rooms remembered now */
+    uint64_t held;           /* messages waiting now */
+} mc_reorder_stats_t;
+
+/* Returns a new reorderer or NULL when out of memory. */
+mc_reorder_t *mc_reorder_new(const mc_reorder_conf_t *conf, mc_reorder_emit_pt emit, mc_reorder_drop_pt drop,
+                             void *ctx);
+/* Drops every waiting message (through drop) and frees everything. */
+void mc_reorder_free(mc_reorder_t *r);
+
+/* Offers one message; emits what is now in order.  Returns 0, or -1 when
+ * out of memory (the item is then dropped through drop). */
+int mc_reorder_push(mc_reorder_t *r, uint64_t room, uint64_t seq, void *item, uint64_t now_ms);
+
+/* Releases rooms whose wait expired and forgets idle rooms. */
+void mc_reorder_tick(mc_reorder_t *r, uint64_t now_ms);
+
+/* Returns the milliseconds until the next expiry (0 when due), or -1 when
+ * nothing waits. */
+int64_t mc_reorder_timeout(const mc_reorder_t *r, uint64_t now_ms);
+
+void mc_reorder_stats(const mc_reorder_t *r, mc_reorder_stats_t *stats);
+
+#endif

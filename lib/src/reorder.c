@@ -1,0 +1,356 @@
+/*
+ * Per-room reordering (see minichat/reorder.h for the contract).
+ *
+ * Rooms live in a chained hash table and, at the same time, on an LRU list
+ * (most recently active at the tail) so that idle rooms are forgotten from
+ * the head in O(1) each.  A room with waiting messages is also on the
+ * `waiting` list with its deadline; ticks walk only that list.  Waiting
+ * messages of a room are a singly linked list sorted by seq: the common case
+ * is one or two messages waiting a few hundred microseconds for a peer.
+ */
+#include <stdlib.h>
+
+#include "minichat/reorder.h"
+
+typedef struct held_s {
+    struct held_s *next;
+    uint64_t seq;
+    void *item;
+} held_t;
+
+typedef struct room_s {
+    struct room_s *hnext;                 /* hash chain */
+    struct room_s *lru_prev, *lru_next;
+    struct room_s *wait_prev, *wait_next;
+    uint64_t room;
+    uint64_t next;                        /* next seq to release; 0 = position unknown */
+    uint64_t deadline;
+    uint64_t last_seen;
+    held_t *held;
+    size_t n_held;
+    int waiting;
+} room_t;
+
+struct mc_reorder_s {
+    mc_reorder_conf_t conf;
+    mc_reorder_emit_pt emit;
+    mc_reorder_drop_pt drop;
+    void *ctx;
+    room_t **buckets;
+    size_t nbuckets;
+    room_t *lru_head, *lru_tail;
+    room_t *wait_head;
+    mc_reorder_stats_t stats;
+};
+
+static size_t bucket_of(const mc_reorder_t *r, uint64_t room)
+{
+    room ^= room >> 33;
+    room *= 0xff51afd7ed558ccdULL;
+    room ^= room >> 33;
+    return (size_t)(room & (r->nbuckets - 1));
+}
+
+mc_reorder_t *mc_reorder_new(const mc_reorder_conf_t *conf, mc_reorder_emit_pt emit, mc_reorder_drop_pt drop,
+                             void *ctx)
+{
+    mc_reorder_t *r;
+    size_t n = 1024;
+
+    r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        return NULL;
+    }
+    while (n < conf->max_rooms / 2 && n < ((size_t)1 << 24)) {
+        n <<= 1;
+    }
+    r->buckets = calloc(n, sizeof(room_t *));
+    if (r->buckets == NULL) {
+        free(r);
+        return NULL;
+    }
+    r->nbuckets = n;
+    r->conf = *conf;
+    if (r->conf.max_held == 0) {
+        r->conf.max_held = 1;
+    }
+    r->emit = emit;
+    r->drop = drop;
+    r->ctx = ctx;
+    return r;
+}
+
+static void lru_unlink(mc_reorder_t *r, room_t *st)
+{
+    if (st->lru_prev) {
+        st->lru_prev->lru_next = st->lru_next;
+    } else {
+        r->lru_head = st->lru_next;
+    }
+    if (st->lru_next) {
+        st->lru_next->lru_prev = st->lru_prev;
+    } else {
+        r->lru_tail = st->lru_prev;
+    }
+    st->lru_prev = st->lru_next = NULL;
+}
+
+static void lru_append(mc_reorder_t *r, room_t *st)
+{
+    st->lru_prev = r->lru_tail;
+    st->lru_next = NULL;
+    if (r->lru_tail) {
+        r->lru_tail->lru_next = st;
+    } else {
+        r->lru_head = st;
+    }
+    r->lru_tail = st;
+}
+
+static void wait_set(mc_reorder_t *r, room_t *st, uint64_t deadline)
+{
+    st->deadline = deadline;
+    if (st->waiting) {
+        return;
+    }
+    st->waiting = 1;
+    st->wait_prev = NULL;
+    st->wait_next = r->wait_head;
+    if (r->wait_head) {
+        r->wait_head->wait_prev = st;
+    }
+    r->wait_head = st;
+}
+
+static void wait_clear(mc_reorder_t *r, room_t *st)
+{
+    if (!st->waiting) {
+        return;
+    }
+    if (st->wait_prev) {
+        st->wait_prev->wait_next = st->wait_next;
+    } else {
+        r->wait_head = st->wait_next;
+    }
+    if (st->wait_next) {
+        st->wait_next->wait_prev = st->wait_prev;
+    }
+    st->wait_prev = st->wait_next = NULL;
+    st->waiting = 0;
+}
+
+/* Removes a room that holds nothing from every structure and frees it. */
+static void room_forget(mc_reorder_t *r, room_t *st)
+{
+    room_t **pp = &r->buckets[bucket_of(r, st->room)];
+
+    while (*pp != st) {
+        pp = &(*pp)->hnext;
+    }
+    *pp = st->hnext;
+    lru_unlink(r, st);
+    wait_clear(r, st);
+    r->stats.rooms--;
+    free(st);
+}
+
+/* Returns the room's state, creating it; NULL when out of memory. */
+static room_t *room_get(mc_reorder_t *r, uint64_t room)
+{
+    size_t b = bucket_of(r, room);
+    room_t *st;
+
+    for (st = r->buckets[b]; st; st = st->hnext) {
+        if (st->room == room) {
+            return st;
+        }
+    }
+
+    /* make room for one more by forgetting the least recent idle rooms */
+    while (r->stats.rooms >= r->conf.max_rooms && r->lru_head && r->lru_head->n_held == 0) {
+        room_forget(r, r->lru_head);
+    }
+
+    st = calloc(1, sizeof(*st));
+    if (st == NULL) {
+        return NULL;
+    }
+    st->room = room;
+    st->hnext = r->buckets[b];
+    r->buckets[b] = st;
+    lru_append(r, st);
+    r->stats.rooms++;
+    return st;
+}
+
+/* Emits held messages from the room's position on, while they are consecutive. */
+static void release(mc_reorder_t *r, room_t *st)
+{
+    held_t *h;
+
+    while ((h = st->held) != NULL && h->seq == st->next) {
+        st->held = h->next;
+        st->n_held--;
+        r->stats.held--;
+        st->next++;
+        r->stats.released++;
+        r->emit(r->ctx, st->room, h->seq, h->item);
+        free(h);
+    }
+}
+
+/* Moves the room's position to its lowest waiting seq, counting what is skipped. */
+static void skip_gap(mc_reorder_t *r, room_t *st)
+{
+    if (st->held == NULL) {
+        return;
+    }
+    if (st->next) {
+        r->stats.skipped += st->held->seq - st->next;
+    }
+    st->next = st->held->seq;
+    release(r, st);
+}
+
+/* Inserts into the sorted waiting list; returns 0, 1 for a duplicate, -1 on ENOMEM. */
+static int hold(mc_reorder_t *r, room_t *st, uint64_t seq, void *item)
+{
+    held_t **pp = &st->held, *h;
+
+    while (*pp && (*pp)->seq < seq) {
+        pp = &(*pp)->next;
+    }
+    if (*pp && (*pp)->seq == seq) {
+        return 1;
+    }
+    h = malloc(sizeof(*h));
+    if (h == NULL) {
+        return -1;
+    }
+    h->seq = seq;
+    h->item = item;
+    h->next = *pp;
+    *pp = h;
+    st->n_held++;
+    r->stats.held++;
+    return 0;
+}
+
+int mc_reorder_push(mc_reorder_t *r, uint64_t room, uint64_t seq, void *item, uint64_t now_ms)
+{
+    room_t *st;
+    int rc;
+
+    st = room_get(r, room);
+    if (st == NULL) {
+        r->drop(r->ctx, room, seq, item);
+        return -1;
+    }
+    st->last_seen = now_ms;
+    lru_unlink(r, st);
+    lru_append(r, st);
+
+    if (st->next && seq < st->next) {
+        r->stats.late++;
+        r->drop(r->ctx, room, seq, item);
+        return 0;
+    }
+
+    if (st->next == 0 && seq == 1) {
+        st->next = 1;   /* nothing precedes the first message of a room */
+    }
+
+    if (st->next && seq == st->next && (st->held == NULL || st->held->seq > seq)) {
+        st->next++;
+        r->stats.released++;
+        r->emit(r->ctx, room, seq, item);
+    } else {
+        rc = hold(r, st, seq, item);
+        if (rc != 0) {
+            if (rc == 1) {
+                r->stats.late++;
+            }
+            r->drop(r->ctx, room, seq, item);
+            return rc == 1 ? 0 : -1;
+        }
+        if (!st->waiting) {
+            wait_set(r, st, now_ms + (st->next ? r->conf.gap_ms : r->conf.first_hold_ms));
+        }
+    }
+
+    if (st->next) {
+        release(r, st);
+    }
+    if (st->n_held > r->conf.max_held) {
+        skip_gap(r, st);
+    }
+    if (st->held == NULL) {
+        wait_clear(r, st);
+    } else if (st->next && st->held->seq != st->next && st->waiting && st->deadline < now_ms) {
+        /* progress was made; the next gap gets its own full wait */
+        wait_set(r, st, now_ms + r->conf.gap_ms);
+    }
+    return 0;
+}
+
+void mc_reorder_tick(mc_reorder_t *r, uint64_t now_ms)
+{
+    room_t *st, *next;
+
+    for (st = r->wait_head; st; st = next) {
+        next = st->wait_next;
+        if (st->deadline > now_ms) {
+            continue;
+        }
+        skip_gap(r, st);
+        if (st->held) {
+            st->deadline = now_ms + r->conf.gap_ms;
+        } else {
+            wait_clear(r, st);
+        }
+    }
+
+    while (r->lru_head && r->lru_head->n_held == 0 && now_ms - r->lru_head->last_seen >= r->conf.idle_ms) {
+        room_forget(r, r->lru_head);
+    }
+}
+
+int64_t mc_reorder_timeout(const mc_reorder_t *r, uint64_t now_ms)
+{
+    const room_t *st;
+    int64_t best = -1;
+
+    for (st = r->wait_head; st; st = st->wait_next) {
+        int64_t t = st->deadline > now_ms ? (int64_t)(st->deadline - now_ms) : 0;
+        if (best < 0 || t < best) {
+            best = t;
+        }
+    }
+    return best;
+}
+
+void mc_reorder_stats(const mc_reorder_t *r, mc_reorder_stats_t *stats)
+{
+    *stats = r->stats;
+}
+
+void mc_reorder_free(mc_reorder_t *r)
+{
+    room_t *st, *next;
+    held_t *h;
+
+    if (r == NULL) {
+        return;
+    }
+    for (st = r->lru_head; st; st = next) {
+        next = st->lru_next;
+        while ((h = st->held) != NULL) {
+            st->held = h->next;
+            r->drop(r->ctx, st->room, h->seq, h->item);
+            free(h);
+        }
+        free(st);
+    }
+    free(r->buckets);
+    free(r);
+}

@@ -1,0 +1,145 @@
+/*
+ * Per-room order of what this node's nginx workers receive.
+ *
+ * Messages reach the relay-worker from several sources at once: the node's
+ * own nginx workers (one unix connection each) and every peer node (gRPC).
+ * Each source keeps a room's seqs in order, but the sources interleave, so a
+ * worker could see seq 6 from one before seq 5 from another.  Every message
+ * for local delivery therefore passes through one mc_reorder_t (lib), which
+ * releases each room's messages by seq, holding a message briefly while a
+ * lower seq may still be on its way.  Released messages are broadcast to
+ * every local worker, the origin worker included (it skips the sending
+ * connection itself), under the same lock, so that the order in which
+ * messages are released is the order in which every worker receives them.
+ *
+ * Both the main thread (local publishes, ticks) and the completion-queue
+ * thread (peer batches) push; order_lock serialises them.  Lock order:
+ * order_lock, then local.c's lock inside local_broadcast().
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "relay.h"
+#include "minichat/log.h"
+#include "minichat/reorder.h"
+
+typedef struct {
+    size_t len;
+    uint8_t data[];
+} order_item_t;
+
+static pthread_mutex_t order_lock = PTHREAD_MUTEX_INITIALIZER;
+static mc_reorder_t *order;
+static uint8_t *order_out;
+static size_t order_out_len, order_out_cap;
+static uint64_t order_out_failed;
+
+/* Appends a released message to the pending broadcast. */
+static void order_emit(void *ctx, uint64_t room, uint64_t seq, void *item)
+{
+    order_item_t *it = item;
+    size_t cap;
+    uint8_t *p;
+
+    (void)ctx;
+    if (order_out_len + it->len > order_out_cap) {
+        cap = order_out_cap ? order_out_cap * 2 : 65536;
+        while (cap < order_out_len + it->len) {
+            cap *= 2;
+        }
+        p = realloc(order_out, cap);
+        if (p == NULL) {
+            order_out_failed++;
+            mc_error("order: out of memory, room %llu seq %llu not delivered locally", (unsigned long long)room,
+                     (unsigned long long)seq);
+            free(it);
+            return;
+        }
+        order_out = p;
+        order_out_cap = cap;
+    }
+    memcpy(order_out + order_out_len, it->data, it->len);
+    order_out_len += it->len;
+    free(it);
+}
+
+static void order_drop(void *ctx, uint64_t room, uint64_t seq, void *item)
+{
+    (void)ctx;
+    mc_debug("order: room %llu seq %llu already passed, dropped", (unsigned long long)room, (unsigned long long)seq);
+    free(item);
+}
+
+/* Sends what was released; called with order_lock held. */
+static void order_flush_locked(void)
+{
+    if (order_out_len) {
+        local_broadcast(0, order_out, order_out_len);
+        order_out_len = 0;
+    }
+    if (order_out_cap > (4u << 20)) {
+        /* a burst grew it; give the memory back */
+        free(order_out);
+        order_out = NULL;
+        order_out_cap = 0;
+    }
+}
+
+int order_init(const mc_reorder_conf_t *conf)
+{
+    order = mc_reorder_new(conf, order_emit, order_drop, NULL);
+    if (order == NULL) {
+        mc_error("order: out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+void order_push(uint64_t room, uint64_t seq, const uint8_t *frame, size_t len)
+{
+    order_item_t *it = malloc(sizeof(*it) + len);
+
+    if (it == NULL) {
+        mc_error("order: out of memory, room %llu seq %llu not delivered locally", (unsigned long long)room,
+                 (unsigned long long)seq);
+        return;
+    }
+    it->len = len;
+    memcpy(it->data, frame, len);
+
+    pthread_mutex_lock(&order_lock);
+    (void)mc_reorder_push(order, room, seq, it, relay_now_ms());
+    order_flush_locked();
+    pthread_mutex_unlock(&order_lock);
+}
+
+long order_tick(uint64_t now)
+{
+    int64_t t;
+
+    pthread_mutex_lock(&order_lock);
+    mc_reorder_tick(order, now);
+    order_flush_locked();
+    t = mc_reorder_timeout(order, now);
+    pthread_mutex_unlock(&order_lock);
+    return (long)t;
+}
+
+void order_stats(mc_reorder_stats_t *st)
+{
+    pthread_mutex_lock(&order_lock);
+    mc_reorder_stats(order, st);
+    pthread_mutex_unlock(&order_lock);
+}
+
+void order_close(void)
+{
+    pthread_mutex_lock(&order_lock);
+    mc_reorder_free(order);
+    order = NULL;
+    free(order_out);
+    order_out = NULL;
+    order_out_len = order_out_cap = 0;
+    pthread_mutex_unlock(&order_lock);
+}
