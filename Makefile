@@ -28,7 +28,7 @@ MOD_SRC    := $(wildcard ngx_minichat_module/*.c ngx_minichat_module/*.h) ngx_mi
 
 UNIT_TESTS := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
 
-.PHONY: all setup module run stop status test test-unit test-unit-asan test-integration token clean bench
+.PHONY: all setup module run stop status test test-unit test-unit-asan test-integration token clean
 
 all: $(LIB) $(B)/bin/relay-worker $(B)/bin/roomlist-consumer $(B)/bin/minichat-token $(MODULE)
 
