@@ -332,6 +332,14 @@ ngx_http_minichat_ws_cleanup(void *data)
         ws->registered = 0;
     }
 
+    if (ngx_exiting && !ws->closing && ws->out_pos == ws->out_len && ws->connection->fd != (ngx_socket_t) -1) {
+        /* nginx closes us for a graceful shutdown or reload: say so with
+         * 1001 "going away" (best effort, the socket is about to close) */
+        static u_char  going_away[] = { 0x80 | MC_WS_OP_CLOSE, 2, 1001 >> 8, 1001 & 0xff };
+
+        (void) ws->connection->send(ws->connection, going_away, sizeof(going_away));
+    }
+
     ngx_log_error(NGX_LOG_INFO, ws->connection->log, 0, "minichat: user %uL disconnected", ws->user);
 
     ws->request = NULL;
