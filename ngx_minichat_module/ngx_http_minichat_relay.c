@@ -541,6 +541,8 @@ ngx_http_minichat_relay_dispatch(Minichat__LocalFrame *f)
         return;
 
     case MINICHAT__LOCAL_FRAME__BODY_CREATE_ROOM_RESULT:
+    case MINICHAT__LOCAL_FRAME__BODY_PUBLISH_RESULT:
+        /* results mostly come back in request order: the match is near the head */
         for (q = ngx_queue_head(&rl->pending); q != ngx_queue_sentinel(&rl->pending); q = ngx_queue_next(q)) {
             req = ngx_queue_data(q, ngx_http_minichat_relay_req_t, queue);
             if (req->req_id == f->req_id) {

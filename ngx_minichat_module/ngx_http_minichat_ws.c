@@ -42,6 +42,7 @@ typedef struct {
     unsigned                 has_id:1;
     uint64_t                 room;
     uint64_t                 ts;
+    int64_t                  seq;            /* once Redis assigned it */
     size_t                   cid_len;
     size_t                   body_len;
     u_char                  *cid;
@@ -58,6 +59,7 @@ static ngx_int_t ngx_http_minichat_ws_message(ngx_http_minichat_ws_t *ws, u_char
 static ngx_int_t ngx_http_minichat_ws_send(ngx_http_minichat_ws_t *ws, json_t *req, int64_t id,
     ngx_uint_t has_id);
 static void ngx_http_minichat_ws_send_reply(redisReply *reply, void *data);
+static void ngx_http_minichat_ws_published(Minichat__LocalFrame *result, void *data);
 static ngx_int_t ngx_http_minichat_ws_queue(ngx_http_minichat_ws_t *ws, const u_char *data, size_t len);
 static ngx_int_t ngx_http_minichat_ws_text(ngx_http_minichat_ws_t *ws, const u_char *data, size_t len);
 static ngx_int_t ngx_http_minichat_ws_error(ngx_http_minichat_ws_t *ws, int64_t id, ngx_uint_t has_id,
@@ -882,9 +884,7 @@ ngx_http_minichat_ws_send_reply(redisReply *reply, void *data)
     Minichat__LocalFrame            f = MINICHAT__LOCAL_FRAME__INIT;
     Minichat__ChatMessage           m = MINICHAT__CHAT_MESSAGE__INIT;
     uint64_t                       *recipients = NULL;
-    u_char                          ack[sizeof("{\"op\":\"ack\",\"id\":,\"room\":,\"cid\":\"\",\"seq\":,\"ts\":}")
-                                        + 4 * NGX_INT64_LEN + 6 * NGX_HTTP_MINICHAT_CID_MAX];
-    u_char                         *p, *cid, *body;
+    u_char                         *cid, *body;
     long long                       status, seq, ts;
     size_t                          i, n;
     ngx_uint_t                      published;
@@ -982,7 +982,11 @@ ngx_http_minichat_ws_send_reply(redisReply *reply, void *data)
     f.body_case = MINICHAT__LOCAL_FRAME__BODY_PUBLISH;
     f.publish = &m;
 
-    published = (ngx_http_minichat_relay_send(&f) == NGX_OK);
+    s->seq = seq;
+    s->ts = (uint64_t) ts;
+
+    /* the ack waits for the relay-worker's word that Kafka has the message */
+    published = (ngx_http_minichat_relay_request(&f, ngx_http_minichat_ws_published, s) == NGX_OK);
 
     ngx_free(cid);
 
@@ -992,6 +996,44 @@ ngx_http_minichat_ws_send_reply(redisReply *reply, void *data)
                       "a retry with the same cid repairs it", s->room, seq);
         (void) ngx_http_minichat_ws_error(ws, s->id, s->has_id, "unavailable",
                                           "relay-worker unavailable; retry with the same cid");
+        goto done;
+    }
+
+    if (recipients) {
+        ngx_free(recipients);
+    }
+
+    /* s and ws->pending now belong to ngx_http_minichat_ws_published() */
+    return;
+
+done:
+
+    if (recipients) {
+        ngx_free(recipients);
+    }
+    ngx_free(s);
+    ws->pending--;
+    ngx_http_minichat_ws_release(ws);
+}
+
+
+/* The relay-worker's answer to a publish: the message is durable in Kafka
+ * (ack), or not (error; the client retries with the same cid). */
+static void
+ngx_http_minichat_ws_published(Minichat__LocalFrame *result, void *data)
+{
+    ngx_http_minichat_send_t  *s = data;
+    ngx_http_minichat_ws_t    *ws = s->ws;
+    u_char                     ack[sizeof("{\"op\":\"ack\",\"id\":,\"room\":,\"cid\":\"\",\"seq\":,\"ts\":}")
+                                   + 4 * NGX_INT64_LEN + 6 * NGX_HTTP_MINICHAT_CID_MAX];
+    u_char                    *p;
+
+    if (result == NULL || result->publish_result == NULL || !result->publish_result->ok) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "minichat: room %uL seq %L not confirmed durable: %s", s->room, s->seq,
+                      result && result->publish_result ? result->publish_result->error : "no answer from relay-worker");
+        (void) ngx_http_minichat_ws_error(ws, s->id, s->has_id, "unavailable",
+                                          "message not stored; retry with the same cid");
         goto done;
     }
 
@@ -1005,15 +1047,12 @@ ngx_http_minichat_ws_send_reply(redisReply *reply, void *data)
     }
     p = ngx_sprintf(p, "\"room\":%uL,\"cid\":\"", s->room);
     p = ngx_http_minichat_json_escape(p, s->cid, s->cid_len);
-    p = ngx_sprintf(p, "\",\"seq\":%L,\"ts\":%L}", seq, ts);
+    p = ngx_sprintf(p, "\",\"seq\":%L,\"ts\":%uL}", s->seq, s->ts);
 
     (void) ngx_http_minichat_ws_text(ws, ack, p - ack);
 
 done:
 
-    if (recipients) {
-        ngx_free(recipients);
-    }
     ngx_free(s);
     ws->pending--;
     ngx_http_minichat_ws_release(ws);

@@ -16,12 +16,18 @@
 #include <string.h>
 #include <syslog.h>
 
+#include <errno.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include <librdkafka/rdkafka.h>
 
 #include "minichat/log.h"
 #include "relay.h"
 
 static rd_kafka_t *kafka_rk;
+static int kafka_evfd = -1;
 static rd_kafka_topic_t *kafka_rkt;
 static uint64_t kafka_produced, kafka_delivered, kafka_failed;
 static uint64_t kafka_last_fail_log;
@@ -38,16 +44,51 @@ static void kafka_fail(const char *what, const char *reason)
     }
 }
 
+/* Who waits for a message's delivery report: the nginx worker connection
+ * and its request id.  The worker acks its client only on success. */
+typedef struct {
+    uint64_t conn_id;
+    uint64_t req_id;
+} kafka_waiter_t;
+
+/* Tells the waiting worker whether Kafka has the message (main thread). */
+static void kafka_answer(uint64_t conn_id, uint64_t req_id, const char *error)
+{
+    Minichat__LocalFrame f = MINICHAT__LOCAL_FRAME__INIT;
+    Minichat__PublishResult r = MINICHAT__PUBLISH_RESULT__INIT;
+    uint8_t *frame;
+    size_t len;
+
+    r.ok = error == NULL;
+    r.error = (char *)(error ? error : "");
+    f.req_id = req_id;
+    f.body_case = MINICHAT__LOCAL_FRAME__BODY_PUBLISH_RESULT;
+    f.publish_result = &r;
+    frame = relay_pack_frame(&f, &len);
+    if (frame == NULL) {
+        mc_error("kafka: out of memory answering request %llu", (unsigned long long)req_id);
+        return;
+    }
+    (void)local_send(conn_id, frame, len);   /* the worker may have gone: nothing to do then */
+    free(frame);
+}
+
 /* Delivery report: one per produced message, from rd_kafka_poll(). */
 static void kafka_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
+    kafka_waiter_t *w = m->_private;
+
     (void)rk;
     (void)opaque;
     if (m->err) {
         kafka_fail("delivery failed", rd_kafka_err2str(m->err));
-        return;
+    } else {
+        kafka_delivered++;
     }
-    kafka_delivered++;
+    if (w) {
+        kafka_answer(w->conn_id, w->req_id, m->err ? rd_kafka_err2str(m->err) : NULL);
+        free(w);
+    }
 }
 
 /* Routes librdkafka's own log lines through mc_log. */
@@ -125,16 +166,49 @@ int kafka_init(const relay_conf_t *rc)
     }
     mc_info("kafka: producing to \"%s\" on %s (linger.ms=%lld, message.timeout.ms=%lld)", rc->kafka_topic,
             rc->kafka_brokers, rc->kafka_linger_ms, rc->kafka_timeout_ms);
+    /* delivery reports wake the epoll loop at once: the ack of every send
+     * waits for its report, so a poll every tick would add up to a tick */
+    kafka_evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (kafka_evfd < 0) {
+        mc_error("kafka: eventfd: %s", strerror(errno));
+        return -1;
+    }
+    {
+        static const uint64_t one = 1;
+        rd_kafka_queue_t *q = rd_kafka_queue_get_main(kafka_rk);
+        struct epoll_event ev;
+
+        rd_kafka_queue_io_event_enable(q, kafka_evfd, &one, sizeof(one));
+        rd_kafka_queue_destroy(q);
+        ev.events = EPOLLIN;
+        ev.data.ptr = &kafka_evfd;
+        if (epoll_ctl(relay_epoll_fd(), EPOLL_CTL_ADD, kafka_evfd, &ev) != 0) {
+            mc_error("kafka: epoll_ctl: %s", strerror(errno));
+            return -1;
+        }
+    }
     return 0;
 }
 
-void kafka_produce(Minichat__ChatMessage *m)
+void kafka_produce(Minichat__ChatMessage *m, uint64_t conn_id, uint64_t req_id)
 {
     size_t n_rcpt = m->n_recipients, n;
     uint64_t *rcpt = m->recipients;
+    kafka_waiter_t *w = NULL;
     char key[24];
     uint8_t *buf;
     int klen, tries;
+
+    if (req_id) {
+        w = malloc(sizeof(*w));
+        if (w == NULL) {
+            kafka_fail("produce", "out of memory");
+            kafka_answer(conn_id, req_id, "out of memory");
+            return;
+        }
+        w->conn_id = conn_id;
+        w->req_id = req_id;
+    }
 
     m->n_recipients = 0;
     m->recipients = NULL;
@@ -147,12 +221,16 @@ void kafka_produce(Minichat__ChatMessage *m)
     m->recipients = rcpt;
     if (buf == NULL) {
         kafka_fail("produce", "out of memory");
+        if (w) {
+            kafka_answer(conn_id, req_id, "out of memory");
+            free(w);
+        }
         return;
     }
     klen = snprintf(key, sizeof(key), "%" PRIu64, m->room);
 
     for (tries = 0; tries < 2; tries++) {
-        if (rd_kafka_produce(kafka_rkt, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_FREE, buf, n, key, (size_t)klen, NULL)
+        if (rd_kafka_produce(kafka_rkt, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_FREE, buf, n, key, (size_t)klen, w)
             == 0) {
             kafka_produced++;
             return;
@@ -163,6 +241,10 @@ void kafka_produce(Minichat__ChatMessage *m)
         rd_kafka_poll(kafka_rk, 0); /* serve delivery reports; never wait: local delivery must not stall */
     }
     kafka_fail("produce", rd_kafka_err2str(rd_kafka_last_error()));
+    if (w) {
+        kafka_answer(conn_id, req_id, rd_kafka_err2str(rd_kafka_last_error()));
+        free(w);
+    }
     free(buf);
 }
 
@@ -185,6 +267,10 @@ void kafka_close(void)
     left = rd_kafka_outq_len(kafka_rk);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR || left > 0) {
         mc_error("kafka: flush: %s, %d messages not delivered", rd_kafka_err2str(err), left);
+        /* fail what is left so its delivery reports run: the waiting workers
+         * answer their clients "unavailable" and no waiter leaks */
+        rd_kafka_purge(kafka_rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        rd_kafka_poll(kafka_rk, 0);
     }
     mc_info("kafka: produced %" PRIu64 ", delivered %" PRIu64 ", failed %" PRIu64, kafka_produced, kafka_delivered,
             kafka_failed);
@@ -192,6 +278,10 @@ void kafka_close(void)
     rd_kafka_destroy(kafka_rk);
     kafka_rkt = NULL;
     kafka_rk = NULL;
+    if (kafka_evfd >= 0) {
+        close(kafka_evfd);   /* only now: librdkafka writes to it until destroyed */
+        kafka_evfd = -1;
+    }
 }
 
 void kafka_stats(uint64_t *produced, uint64_t *delivered, uint64_t *failed)
@@ -199,4 +289,19 @@ void kafka_stats(uint64_t *produced, uint64_t *delivered, uint64_t *failed)
     *produced = kafka_produced;
     *delivered = kafka_delivered;
     *failed = kafka_failed;
+}
+
+
+int kafka_is_event(void *ptr)
+{
+    return ptr == &kafka_evfd;
+}
+
+void kafka_on_event(void)
+{
+    uint64_t v;
+
+    while (read(kafka_evfd, &v, sizeof(v)) > 0) {
+    }
+    kafka_poll();
 }

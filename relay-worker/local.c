@@ -258,7 +258,7 @@ void local_stats(uint64_t *conns, uint64_t *dropped)
 
 /* Handles a publish: Kafka, then (unless it only repeats a message for
  * persistence) the peers and this node's workers in room order. */
-static int on_publish(local_conn_t *c, Minichat__ChatMessage *m)
+static int on_publish(local_conn_t *c, Minichat__ChatMessage *m, uint64_t req_id)
 {
     uint8_t hdr[MC_FRAME_HDR + MC_PB_LD_HDR_MAX], *packed;
     size_t n, h;
@@ -271,7 +271,7 @@ static int on_publish(local_conn_t *c, Minichat__ChatMessage *m)
             mc_warn("local: worker %s/%u published a message without room or seq, ignored", c->node, c->pid);
             return 0;
         }
-        kafka_produce(m);
+        kafka_produce(m, c->id, req_id);
         return 0;
     }
 
@@ -303,7 +303,7 @@ static int on_publish(local_conn_t *c, Minichat__ChatMessage *m)
     bcast_len = 0;
     peers_push(packed, n);
     free(packed);
-    kafka_produce(m);
+    kafka_produce(m, c->id, req_id);
     return 0;
 }
 
@@ -339,7 +339,7 @@ static int on_frame(local_conn_t *c, const uint8_t *p, size_t n)
         }
         break;
     case MINICHAT__LOCAL_FRAME__BODY_PUBLISH:
-        rc = on_publish(c, f->publish);
+        rc = on_publish(c, f->publish, f->req_id);
         break;
     case MINICHAT__LOCAL_FRAME__BODY_CREATE_ROOM:
         rooms_submit(c->id, f->req_id, f->create_room);

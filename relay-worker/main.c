@@ -236,6 +236,8 @@ static void main_loop(void)
         for (i = 0; i < n; i++) {
             if (evs[i].data.ptr == &main_sig_ev) {
                 on_signal();
+            } else if (kafka_is_event(evs[i].data.ptr)) {
+                kafka_on_event();
             } else {
                 local_on_event(evs[i].data.ptr, evs[i].events);
             }

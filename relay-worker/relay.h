@@ -78,8 +78,12 @@ void order_stats(mc_reorder_stats_t *st);
 void order_close(void);
 
 int kafka_init(const relay_conf_t *conf);
-void kafka_produce(Minichat__ChatMessage *m);
+/* Produces m; when req_id is set, the worker on conn_id gets a PublishResult
+ * with that req_id once Kafka has it or failed to take it. */
+void kafka_produce(Minichat__ChatMessage *m, uint64_t conn_id, uint64_t req_id);
 void kafka_poll(void);
+int kafka_is_event(void *ptr);     /* the epoll tag of the delivery-report eventfd */
+void kafka_on_event(void);
 void kafka_close(void);
 void kafka_stats(uint64_t *produced, uint64_t *delivered, uint64_t *failed);
 

@@ -239,6 +239,7 @@ static int hold(mc_reorder_t *r, room_t *st, uint64_t seq, void *item)
 int mc_reorder_push(mc_reorder_t *r, uint64_t room, uint64_t seq, void *item, uint64_t now_ms)
 {
     room_t *st;
+    uint64_t before;
     int rc;
 
     st = room_get(r, room);
@@ -255,6 +256,8 @@ int mc_reorder_push(mc_reorder_t *r, uint64_t room, uint64_t seq, void *item, ui
         r->drop(r->ctx, room, seq, item);
         return 0;
     }
+
+    before = st->next;
 
     if (st->next == 0 && seq == 1) {
         st->next = 1;   /* nothing precedes the first message of a room */
@@ -286,8 +289,9 @@ int mc_reorder_push(mc_reorder_t *r, uint64_t room, uint64_t seq, void *item, ui
     }
     if (st->held == NULL) {
         wait_clear(r, st);
-    } else if (st->next && st->held->seq != st->next && st->waiting && st->deadline < now_ms) {
-        /* progress was made; the next gap gets its own full wait */
+    } else if (before && st->next != before) {
+        /* progress was made; the next gap gets its own full wait (a push
+         * without progress leaves an overdue deadline as it is) */
         wait_set(r, st, now_ms + r->conf.gap_ms);
     }
     return 0;
@@ -310,7 +314,10 @@ void mc_reorder_tick(mc_reorder_t *r, uint64_t now_ms)
         }
     }
 
-    while (r->lru_head && r->lru_head->n_held == 0 && now_ms - r->lru_head->last_seen >= r->conf.idle_ms) {
+    /* now_ms may trail a push made by another thread after the caller read
+     * its clock: never treat that as a wrapped, huge idle time */
+    while (r->lru_head && r->lru_head->n_held == 0 && now_ms >= r->lru_head->last_seen
+           && now_ms - r->lru_head->last_seen >= r->conf.idle_ms) {
         room_forget(r, r->lru_head);
     }
 }
