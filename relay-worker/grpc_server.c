@@ -129,6 +129,12 @@ static long rpc_deliver(const uint8_t *p, size_t n)
         /* LocalFrame{deliver = message}: field 4, length-delimited */
         m = minichat__chat_message__get_packed_size(b->messages[i]);
         h = mc_pb_ld_header(hdr, 4, m);
+        if (b->messages[i]->room == 0 || b->messages[i]->seq == 0 || MC_FRAME_HDR + h + m > MC_FRAME_MAX) {
+            /* nginx would refuse such a frame and drop its whole link */
+            mc_warn("grpc: invalid message from \"%s\" (room %llu, seq %llu, %zu bytes), dropped", b->from_node,
+                    (unsigned long long)b->messages[i]->room, (unsigned long long)b->messages[i]->seq, m);
+            continue;
+        }
         mc_frame_put_header(frames + len, (uint32_t)(h + m));
         memcpy(frames + len + MC_FRAME_HDR, hdr, h);
         minichat__chat_message__pack(b->messages[i], frames + len + MC_FRAME_HDR + h);
@@ -317,6 +323,7 @@ int rpc_start(const char *listen_addr)
 void rpc_server_shutdown(void)
 {
     gpr_timespec until;
+    int done;
 
     if (rpc_server == NULL) {
         return;
@@ -335,7 +342,14 @@ void rpc_server_shutdown(void)
                 break;
             }
         }
+        done = rpc_server_done;
         pthread_mutex_unlock(&rpc_lock);
+        if (!done) {
+            /* grpc asserts on destroying a server whose listeners are still
+             * up: leak it, the process is exiting */
+            rpc_server = NULL;
+            return;
+        }
     }
     grpc_server_destroy(rpc_server);
     rpc_server = NULL;

@@ -28,6 +28,7 @@
 
 static rd_kafka_t *kafka_rk;
 static int kafka_evfd = -1;
+int kafka_fatal;
 static rd_kafka_topic_t *kafka_rkt;
 static uint64_t kafka_produced, kafka_delivered, kafka_failed;
 static uint64_t kafka_last_fail_log;
@@ -52,7 +53,7 @@ typedef struct {
 } kafka_waiter_t;
 
 /* Tells the waiting worker whether Kafka has the message (main thread). */
-static void kafka_answer(uint64_t conn_id, uint64_t req_id, const char *error)
+void kafka_answer(uint64_t conn_id, uint64_t req_id, const char *error)
 {
     Minichat__LocalFrame f = MINICHAT__LOCAL_FRAME__INIT;
     Minichat__PublishResult r = MINICHAT__PUBLISH_RESULT__INIT;
@@ -106,7 +107,11 @@ static void kafka_error_cb(rd_kafka_t *rk, int err, const char *reason, void *op
         char fatal[512];
 
         rd_kafka_fatal_error(rk, fatal, sizeof(fatal));
-        mc_error("kafka: fatal error: %s", fatal);
+        mc_error("kafka: fatal error: %s; exiting so that a supervisor restarts a working producer", fatal);
+        /* an idempotent producer cannot recover from a fatal error: every
+         * later produce fails, so staying up would refuse every send */
+        kafka_fatal = 1;
+        relay_stop = 1;
         return;
     }
     if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {

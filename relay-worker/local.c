@@ -263,20 +263,19 @@ static int on_publish(local_conn_t *c, Minichat__ChatMessage *m, uint64_t req_id
     uint8_t hdr[MC_FRAME_HDR + MC_PB_LD_HDR_MAX], *packed;
     size_t n, h;
 
+    if (m->room == 0 || m->seq == 0) {
+        mc_warn("local: worker %s/%u published a message without room or seq, ignored", c->node, c->pid);
+        if (req_id) {
+            kafka_answer(c->id, req_id, "bad_request: a message needs a room and a seq");
+        }
+        return 0;
+    }
+
     if (m->persist_only) {
         /* a retried send: its first publish may never have arrived, so
          * it goes to Kafka again (the consumer's INSERT IGNORE absorbs a
          * repeat); clients saw it live or will recover it */
-        if (m->room == 0 || m->seq == 0) {
-            mc_warn("local: worker %s/%u published a message without room or seq, ignored", c->node, c->pid);
-            return 0;
-        }
         kafka_produce(m, c->id, req_id);
-        return 0;
-    }
-
-    if (m->room == 0 || m->seq == 0) {
-        mc_warn("local: worker %s/%u published a message without room or seq, ignored", c->node, c->pid);
         return 0;
     }
     if (m->origin_node == NULL || m->origin_node[0] == '\0') {

@@ -314,7 +314,7 @@ int main(int argc, char **argv)
             relay_conf.grpc_listen, relay_conf.peers);
 
     main_loop();
-    rc = relay_stop ? 0 : 1;
+    rc = (relay_stop && !kafka_fatal) ? 0 : 1;
     local_stop_accepting();
     drain_peers(1000);
     log_stats();

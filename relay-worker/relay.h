@@ -81,7 +81,10 @@ int kafka_init(const relay_conf_t *conf);
 /* Produces m; when req_id is set, the worker on conn_id gets a PublishResult
  * with that req_id once Kafka has it or failed to take it. */
 void kafka_produce(Minichat__ChatMessage *m, uint64_t conn_id, uint64_t req_id);
+/* Sends a PublishResult (error NULL = ok) to the worker on conn_id. */
+void kafka_answer(uint64_t conn_id, uint64_t req_id, const char *error);
 void kafka_poll(void);
+extern int kafka_fatal;            /* set on a fatal producer error: exit non-zero */
 int kafka_is_event(void *ptr);     /* the epoll tag of the delivery-report eventfd */
 void kafka_on_event(void);
 void kafka_close(void);

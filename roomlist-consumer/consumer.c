@@ -204,7 +204,11 @@ static void consumer_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_ka
 
     default:
         mc_error("kafka: rebalance failed: %s", rd_kafka_err2str(err));
-        ret = rd_kafka_assign(rk, NULL);
+        if (coop) {
+            error = rd_kafka_incremental_unassign(rk, parts);
+        } else {
+            ret = rd_kafka_assign(rk, NULL);
+        }
         break;
     }
 

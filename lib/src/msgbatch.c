@@ -126,7 +126,9 @@ static int sqlbuf_append_str(mc_sqlbuf_t *buf, const char *s, size_t len)
 /* Appends the SQL expression for a millisecond time.  Returns 0 or -1. */
 static int sqlbuf_append_time(mc_sqlbuf_t *buf, uint64_t ts)
 {
-    if (ts == 0 || ts / 1000 >= MC_TS_MAX_SECONDS) {
+    /* TIMESTAMP starts at 1970-01-01 00:00:01: anything earlier would make
+     * strict mode reject the batch, forever */
+    if (ts < 1000 || ts / 1000 >= MC_TS_MAX_SECONDS) {
         return sqlbuf_append(buf, "NOW(3)", 6);
     }
     return sqlbuf_appendf(buf, "FROM_UNIXTIME(%llu.%03llu)", (unsigned long long)(ts / 1000),

@@ -289,7 +289,7 @@ int mc_reorder_push(mc_reorder_t *r, uint64_t room, uint64_t seq, void *item, ui
     }
     if (st->held == NULL) {
         wait_clear(r, st);
-    } else if (before && st->next != before) {
+    } else if (st->next != before) {
         /* progress was made; the next gap gets its own full wait (a push
          * without progress leaves an overdue deadline as it is) */
         wait_set(r, st, now_ms + r->conf.gap_ms);
