@@ -78,15 +78,24 @@ $(B)/bin/minichat-token: lib/tools/minichat-token.c $(LIB)
 	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(LIBDEPS)
 
 # --- nginx module (out of tree, with Debian's configure flags) ---------------
+# nginx's configure rewrites object paths with sed expressions that also hit
+# ".c", ".cc" or ".S" inside directory names (a checkout in /tmp/tmp.Sx...
+# builds objects into a path that does not exist).  It is therefore given
+# the checkout through a symlink whose name has no dot.
+NGX_LINK   := /tmp/minichat-nginx-$(shell printf %s "$(TOP)" | md5sum | cut -c1-16)
+NGX_BUILD  := $(NGX_LINK)$(patsubst $(TOP)%,%,$(B))/nginx
+
 $(B)/nginx/Makefile: ngx_minichat_module/config
 	@mkdir -p $(B)/nginx
+	ln -sfn $(TOP) $(NGX_LINK)
 	cd $(NGX_SRC) && source ./conf_flags && \
-	  MINICHAT_TOP=$(TOP) ./configure "$${NGX_CONF_FLAGS[@]}" \
-	    --add-dynamic-module=$(TOP)/ngx_minichat_module --builddir=$(B)/nginx > $(B)/nginx/configure.log 2>&1 \
+	  ./configure "$${NGX_CONF_FLAGS[@]}" \
+	    --add-dynamic-module=$(NGX_LINK)/ngx_minichat_module --builddir=$(NGX_BUILD) > $(B)/nginx/configure.log 2>&1 \
 	  || { tail -30 $(B)/nginx/configure.log; exit 1; }
 
 $(MODULE): $(B)/nginx/Makefile $(MOD_SRC) $(LIB) $(GEN)/lua_scripts.h
-	$(MAKE) -s -f $(B)/nginx/Makefile -C $(NGX_SRC) modules > $(B)/nginx/build.log 2>&1 \
+	ln -sfn $(TOP) $(NGX_LINK)
+	$(MAKE) -s -f $(NGX_BUILD)/Makefile -C $(NGX_SRC) modules > $(B)/nginx/build.log 2>&1 \
 	  || { cat $(B)/nginx/build.log | grep -v '^make' | tail -40; exit 1; }
 
 module: $(MODULE)
