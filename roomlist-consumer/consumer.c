@@ -114,7 +114,11 @@ int rc_consumer_init(rc_consumer_t *c, const rc_consumer_config_t *cfg, rc_store
         || consumer_conf_set(conf, "client.id", "roomlist-consumer") != 0
         || consumer_conf_set(conf, "enable.auto.commit", "false") != 0
         || consumer_conf_set(conf, "enable.auto.offset.store", "false") != 0
-        || consumer_conf_set(conf, "auto.offset.reset", "earliest") != 0)
+        || consumer_conf_set(conf, "auto.offset.reset", "earliest") != 0
+        || consumer_conf_set(conf, "session.timeout.ms", cfg->session_timeout_ms) != 0
+        /* static membership: a restarted instance takes its partitions
+         * back at once instead of after the session timeout */
+        || (cfg->instance[0] && consumer_conf_set(conf, "group.instance.id", cfg->instance) != 0))
     {
         rd_kafka_conf_destroy(conf);
         goto err;

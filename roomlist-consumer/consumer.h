@@ -17,6 +17,8 @@ typedef struct {
     const char *brokers;
     const char *topic;
     const char *group;
+    const char *instance;   /* group.instance.id (static membership), "" for none */
+    const char *session_timeout_ms;
     size_t batch_size;   /* flush after this many records ... */
     int batch_ms;        /* ... or this long after the batch's first record */
     int stats_s;         /* seconds between stats lines, 0 for none */

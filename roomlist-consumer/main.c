@@ -29,7 +29,7 @@
 static volatile sig_atomic_t run = 1;
 
 static const char *const known_keys[] = {
-    "kafka_brokers", "kafka_topic",    "kafka_group", "mysql_primary", "mysql_replica", "mysql_user",
+    "kafka_brokers", "kafka_topic",    "kafka_group", "kafka_instance_id", "kafka_session_timeout_ms", "mysql_primary", "mysql_replica", "mysql_user",
     "mysql_password", "mysql_database", "batch_size", "batch_ms",      "members_interval_ms", "stats_interval",
     "log_level",      NULL,
 };
@@ -50,6 +50,10 @@ static void usage(FILE *f)
                "  kafka_brokers   bootstrap brokers, host:port[,host:port]   (127.0.0.1:9092)\n"
                "  kafka_topic     topic of packed ChatMessages               (minichat.messages)\n"
                "  kafka_group     consumer group                             (minichat-roomlist)\n"
+               "  kafka_instance_id  group.instance.id: a fixed name per instance makes\n"
+               "                  a restart take its partitions back at once ()\n"
+               "  kafka_session_timeout_ms  how long the group waits for a silent\n"
+               "                  member before giving its partitions away      (10000)\n"
                "  mysql_primary   host:port of the primary                   (127.0.0.1:3306)\n"
                "  mysql_replica   host:port of a replica (unused for writes) ()\n"
                "  mysql_user, mysql_password, mysql_database                 (root, \"\", minichat)\n"
@@ -106,7 +110,8 @@ int main(int argc, char **argv)
     rc_consumer_t consumer;
     rc_store_t store;
     struct sigaction sa;
-    long long batch_size, batch_ms, members_ms, stats_s;
+    long long batch_size, batch_ms, members_ms, stats_s, session_ms;
+    static char session_buf[24];
     int i, level, rc = 1;
 
     for (i = 1; i < argc; i++) {
@@ -178,6 +183,13 @@ int main(int argc, char **argv)
     cc.brokers = mc_conf_get(conf, "kafka_brokers", "127.0.0.1:9092");
     cc.topic = mc_conf_get(conf, "kafka_topic", "minichat.messages");
     cc.group = mc_conf_get(conf, "kafka_group", "minichat-roomlist");
+    cc.instance = mc_conf_get(conf, "kafka_instance_id", "");
+    if (get_int(conf, "kafka_session_timeout_ms", 10000, 6000, 300000, &session_ms) != 0) {
+        rc_store_free(&store);
+        goto done;
+    }
+    snprintf(session_buf, sizeof(session_buf), "%lld", session_ms);
+    cc.session_timeout_ms = session_buf;
     if (cc.brokers[0] == '\0' || cc.topic[0] == '\0' || cc.group[0] == '\0') {
         mc_error("kafka_brokers, kafka_topic and kafka_group must not be empty");
         rc_store_free(&store);
