@@ -65,6 +65,7 @@ typedef struct {
     grpc_metadata_array md_trailing;
     grpc_status_code status;
     grpc_slice details;
+    uint64_t batch_at;   /* when the batch's oldest message was queued */
     /* retry */
     uint64_t retry_at;
     unsigned backoff;
@@ -183,6 +184,14 @@ int peers_init(const char *spec, const char *self)
     return 0;
 }
 
+/* Drops the current batch (lock held). */
+static void peer_drop_batch_locked(peer_t *p)
+{
+    grpc_slice_unref(p->batch);
+    p->has_batch = 0;
+    p->batch_count = 0;
+}
+
 /* Starts a Deliver call carrying the current batch, taking a new batch from
  * the queue when there is none (lock held).  Does nothing while a call is in
  * flight or a retry is pending. */
@@ -198,11 +207,25 @@ static void peer_start_locked(peer_t *p, uint64_t now)
     if (p->busy || p->stopping) {
         return;
     }
+    /* live delivery of a message older than peer_max_age_ms would show a
+     * reconnected client stale messages as new: such messages are dropped
+     * (the peer's clients recover them by resuming, Kafka has them anyway) */
+    if (p->has_batch && now >= p->batch_at + (uint64_t)relay_conf.peer_max_age_ms) {
+        p->queue.dropped += (uint64_t)p->batch_count;
+        mc_warn("peers: \"%s\" unreachable for too long: dropped a batch of %ld messages older than %lld ms",
+                p->name, p->batch_count, relay_conf.peer_max_age_ms);
+        peer_drop_batch_locked(p);
+    }
+    if (now > (uint64_t)relay_conf.peer_max_age_ms) {
+        mc_rq_expire(&p->queue, now - (uint64_t)relay_conf.peer_max_age_ms);
+    }
+
     if (p->has_batch) {
         if (now < p->retry_at) {
             return;
         }
     } else {
+        p->batch_at = mc_rq_oldest(&p->queue);
         n = mc_rq_take_batch(&p->queue, peer_self, relay_conf.peer_batch_bytes, PEER_BATCH_ITEMS, &buf, &len);
         if (n <= 0) {
             if (n < 0) {
@@ -259,13 +282,6 @@ retry:
     p->retry_at = now + p->backoff;
 }
 
-/* Drops the current batch (lock held). */
-static void peer_drop_batch_locked(peer_t *p)
-{
-    grpc_slice_unref(p->batch);
-    p->has_batch = 0;
-    p->batch_count = 0;
-}
 
 /* A Deliver call finished (cq thread). */
 static void peer_call_done(relay_tag_t *tag, int ok)
@@ -330,7 +346,7 @@ void peers_push(const uint8_t *msg, size_t len)
     for (i = 0; i < npeers; i++) {
         p = &peers[i];
         pthread_mutex_lock(&p->lock);
-        dropped = mc_rq_push(&p->queue, msg, len);
+        dropped = mc_rq_push(&p->queue, msg, len, now);
         if (dropped < 0) {
             p->queue.dropped++;
         }

@@ -45,7 +45,7 @@ static const char *const main_keys[] = {
     "node", "unix_socket", "grpc_listen", "peers", "kafka_brokers", "kafka_topic", "kafka_linger_ms", "kafka_message_timeout_ms",
     "mysql_primary", "mysql_replica", "mysql_user", "mysql_password", "mysql_database", "log_level",
     "local_outbuf_max_mb", "peer_queue_max", "peer_queue_max_mb", "peer_batch_kb", "peer_timeout_ms",
-    "order_first_hold_ms", "order_gap_ms", "order_idle_ms", "order_max_held", "order_max_rooms", NULL};
+    "peer_max_age_ms", "order_first_hold_ms", "order_gap_ms", "order_idle_ms", "order_max_held", "order_max_rooms", NULL};
 
 uint64_t relay_now_ms(void)
 {
@@ -76,7 +76,9 @@ static void usage(FILE *out)
             "      mysql_primary, mysql_replica, mysql_user, mysql_password, mysql_database,\n"
             "      log_level (debug|info|warn|error),\n"
             "      local_outbuf_max_mb (64), peer_queue_max (100000), peer_queue_max_mb (256),\n"
-            "      peer_batch_kb (1024), peer_timeout_ms (5000)\n");
+            "      peer_batch_kb (1024), peer_timeout_ms (5000), peer_max_age_ms (10000),\n"
+            "      order_first_hold_ms (20), order_gap_ms (500), order_idle_ms (600000),\n"
+            "      order_max_held (10000), order_max_rooms (1000000)\n");
 }
 
 /* Reads an integer key within [min, max].  Returns 0 or -1 with a log line. */
@@ -135,6 +137,7 @@ static int conf_read(const mc_conf_t *c)
         || conf_int(c, "peer_queue_max_mb", 256, 8, 65536, &qmb) != 0
         || conf_int(c, "peer_batch_kb", 1024, 1, 32768, &batch_kb) != 0
         || conf_int(c, "peer_timeout_ms", 5000, 10, 600000, &relay_conf.peer_timeout_ms) != 0
+        || conf_int(c, "peer_max_age_ms", 10000, 100, 3600000, &relay_conf.peer_max_age_ms) != 0
         || conf_int(c, "order_first_hold_ms", 20, 0, 10000, &first_hold) != 0
         || conf_int(c, "order_gap_ms", 500, 1, 60000, &gap) != 0
         || conf_int(c, "order_idle_ms", 600000, 1000, 86400000, &idle) != 0

@@ -50,6 +50,7 @@ typedef struct {
     size_t peer_queue_bytes;   /* bytes likewise */
     size_t peer_batch_bytes;   /* target size of one RelayBatch */
     long long peer_timeout_ms; /* deadline of one Deliver call */
+    long long peer_max_age_ms; /* queued longer than this: too old for live delivery, dropped */
     mc_reorder_conf_t order;   /* per-room ordering of local delivery (order.c) */
 } relay_conf_t;
 

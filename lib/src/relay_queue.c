@@ -83,7 +83,7 @@ void mc_rq_free(mc_relay_queue_t *q)
     q->head = 0;
 }
 
-long mc_rq_push(mc_relay_queue_t *q, const uint8_t *msg, size_t len)
+long mc_rq_push(mc_relay_queue_t *q, const uint8_t *msg, size_t len, uint64_t now_ms)
 {
     uint8_t *copy;
     long dropped = 0;
@@ -106,7 +106,7 @@ long mc_rq_push(mc_relay_queue_t *q, const uint8_t *msg, size_t len)
         q->dropped += dropped;
         return -1;
     }
-    q->items[(q->head + q->count) % q->cap] = (mc_rq_item_t){copy, len};
+    q->items[(q->head + q->count) % q->cap] = (mc_rq_item_t){copy, len, now_ms};
     q->count++;
     q->bytes += len;
     q->dropped += dropped;
@@ -128,6 +128,23 @@ size_t mc_pb_ld_header(uint8_t *out, uint32_t field, size_t len)
         v = len;
     }
     return n;
+}
+
+size_t mc_rq_expire(mc_relay_queue_t *q, uint64_t before_ms)
+{
+    size_t n = 0;
+
+    while (q->count && rq_at(q, 0)->at_ms < before_ms) {
+        rq_drop_head(q);
+        n++;
+    }
+    q->dropped += n;
+    return n;
+}
+
+uint64_t mc_rq_oldest(const mc_relay_queue_t *q)
+{
+    return q->count ? q->items[q->head].at_ms : 0;
 }
 
 long mc_rq_take_batch(mc_relay_queue_t *q, const char *from_node, size_t max_batch_bytes, size_t max_batch_items,

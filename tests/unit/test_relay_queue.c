@@ -43,7 +43,7 @@ static void push_msg(mc_relay_queue_t *q, uint64_t seq, size_t body_len)
     uint8_t *p;
     size_t n = pack_msg(1, seq, body_len, &p);
 
-    ck_assert_int_ge(mc_rq_push(q, p, n), 0);
+    ck_assert_int_ge(mc_rq_push(q, p, n, 0), 0);
     free(p);
 }
 
@@ -136,13 +136,13 @@ START_TEST(test_drop_oldest_bytes)
     size_t n = pack_msg(1, 1, 100, &p);
 
     ck_assert_int_eq(mc_rq_init(&q, 1000, 3 * n), 0);
-    ck_assert_int_eq(mc_rq_push(&q, p, n), 0);
-    ck_assert_int_eq(mc_rq_push(&q, p, n), 0);
-    ck_assert_int_eq(mc_rq_push(&q, p, n), 0);
-    ck_assert_int_eq(mc_rq_push(&q, p, n), 1);
+    ck_assert_int_eq(mc_rq_push(&q, p, n, 0), 0);
+    ck_assert_int_eq(mc_rq_push(&q, p, n, 0), 0);
+    ck_assert_int_eq(mc_rq_push(&q, p, n, 0), 0);
+    ck_assert_int_eq(mc_rq_push(&q, p, n, 0), 1);
     ck_assert_uint_eq(q.bytes, 3 * n);
     /* a message larger than the whole budget is refused, nothing changes */
-    ck_assert_int_eq(mc_rq_push(&q, p, 3 * n + 1), -1);
+    ck_assert_int_eq(mc_rq_push(&q, p, 3 * n + 1, 0), -1);
     ck_assert_uint_eq(q.count, 3);
     ck_assert_uint_eq(q.dropped, 1);
     free(p);
@@ -215,6 +215,37 @@ START_TEST(test_ld_header_and_backoff)
 }
 END_TEST
 
+/* Messages queued before the cut-off are dropped from the head, counted,
+ * and the rest keep their order. */
+START_TEST(test_expire_old)
+{
+    mc_relay_queue_t q;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+
+    ck_assert_int_eq(mc_rq_init(&q, 100, 1 << 20), 0);
+    ck_assert_uint_eq(mc_rq_oldest(&q), 0);
+    ck_assert_int_eq(mc_rq_push(&q, (const uint8_t *)"a", 1, 1000), 0);
+    ck_assert_int_eq(mc_rq_push(&q, (const uint8_t *)"b", 1, 2000), 0);
+    ck_assert_int_eq(mc_rq_push(&q, (const uint8_t *)"c", 1, 3000), 0);
+    ck_assert_uint_eq(mc_rq_oldest(&q), 1000);
+
+    ck_assert_uint_eq(mc_rq_expire(&q, 1000), 0);       /* strictly before */
+    ck_assert_uint_eq(mc_rq_expire(&q, 2500), 2);
+    ck_assert_uint_eq(q.count, 1);
+    ck_assert_uint_eq(q.bytes, 1);
+    ck_assert_uint_eq(q.dropped, 2);
+    ck_assert_uint_eq(mc_rq_oldest(&q), 3000);
+
+    ck_assert_int_eq(mc_rq_take_batch(&q, "", 100, 100, &buf, &len), 1);
+    ck_assert_uint_eq(len, 3);                            /* tag, length, "c" */
+    ck_assert_int_eq(buf[2], 'c');
+    free(buf);
+    ck_assert_uint_eq(mc_rq_expire(&q, 99999), 0);        /* empty: nothing to do */
+    mc_rq_free(&q);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("relay_queue");
@@ -229,6 +260,7 @@ int main(void)
     tcase_add_test(tc, test_wraparound);
     tcase_add_test(tc, test_empty_node_and_zero_limits);
     tcase_add_test(tc, test_ld_header_and_backoff);
+    tcase_add_test(tc, test_expire_old);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

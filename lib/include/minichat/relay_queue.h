@@ -19,6 +19,7 @@
 typedef struct {
     uint8_t *data;
     size_t len;
+    uint64_t at_ms;   /* when it was queued */
 } mc_rq_item_t;
 
 typedef struct {
@@ -38,10 +39,18 @@ int mc_rq_init(mc_relay_queue_t *q, size_t max_items, size_t max_bytes);
 /* Frees the queued messages and the ring. */
 void mc_rq_free(mc_relay_queue_t *q);
 
-/* Appends a copy of msg[0..len), dropping the oldest messages when a bound
- * would be passed.  Returns the number of messages dropped (>= 0), or -1 when
- * out of memory or when len alone exceeds max_bytes (nothing is changed). */
-long mc_rq_push(mc_relay_queue_t *q, const uint8_t *msg, size_t len);
+/* Appends a copy of msg[0..len) queued at now_ms, dropping the oldest
+ * messages when a bound would be passed.  Returns the number of messages
+ * dropped (>= 0), or -1 when out of memory or when len alone exceeds
+ * max_bytes (nothing is changed). */
+long mc_rq_push(mc_relay_queue_t *q, const uint8_t *msg, size_t len, uint64_t now_ms);
+
+/* Drops the messages queued before `before_ms` (they are too old to be
+ * delivered live) and counts them in `dropped`.  Returns how many. */
+size_t mc_rq_expire(mc_relay_queue_t *q, uint64_t before_ms);
+
+/* Returns when the oldest queued message was queued, or 0 when empty. */
+uint64_t mc_rq_oldest(const mc_relay_queue_t *q);
 
 /* Removes the oldest messages and encodes them as one packed RelayBatch from
  * `from_node` into a malloc'ed *out of *out_len bytes.  Takes at least one
