@@ -77,7 +77,7 @@ static void usage(FILE *out)
             "      log_level (debug|info|warn|error),\n"
             "      local_outbuf_max_mb (64), peer_queue_max (100000), peer_queue_max_mb (256),\n"
             "      peer_batch_kb (1024), peer_timeout_ms (5000), peer_max_age_ms (10000),\n"
-            "      order_first_hold_ms (20), order_gap_ms (500), order_idle_ms (600000),\n"
+            "      order_first_hold_ms (500), order_gap_ms (500), order_idle_ms (600000),\n"
             "      order_max_held (10000), order_max_rooms (1000000)\n");
 }
 
@@ -138,7 +138,7 @@ static int conf_read(const mc_conf_t *c)
         || conf_int(c, "peer_batch_kb", 1024, 1, 32768, &batch_kb) != 0
         || conf_int(c, "peer_timeout_ms", 5000, 10, 600000, &relay_conf.peer_timeout_ms) != 0
         || conf_int(c, "peer_max_age_ms", 10000, 100, 3600000, &relay_conf.peer_max_age_ms) != 0
-        || conf_int(c, "order_first_hold_ms", 20, 0, 10000, &first_hold) != 0
+        || conf_int(c, "order_first_hold_ms", 500, 0, 10000, &first_hold) != 0
         || conf_int(c, "order_gap_ms", 500, 1, 60000, &gap) != 0
         || conf_int(c, "order_idle_ms", 600000, 1000, 86400000, &idle) != 0
         || conf_int(c, "order_max_held", 10000, 1, 10000000, &held) != 0
@@ -198,20 +198,28 @@ static void on_signal(void)
 /* Logs the counters when any moved since the last call. */
 static void log_stats(void)
 {
-    static uint64_t last[8];
-    uint64_t v[8];
+    static uint64_t last[11];
+    uint64_t v[11];
+    mc_reorder_stats_t os;
 
     local_stats(&v[0], &v[1]);
     kafka_stats(&v[2], &v[3], &v[4]);
     peers_stats(&v[5], &v[6], &v[7]);
+    order_stats(&os);
+    v[8] = os.released;
+    v[9] = os.late;
+    v[10] = os.skipped;
     if (memcmp(v, last, sizeof(v)) == 0) {
         return;
     }
     memcpy(last, v, sizeof(v));
     mc_info("stats: workers %llu (dropped %llu); kafka produced %llu, delivered %llu, failed %llu; "
-            "peers sent %llu, dropped %llu, failed calls %llu",
+            "peers sent %llu, dropped %llu, failed calls %llu; order released %llu, late %llu, skipped %llu, "
+            "rooms %llu, held %llu",
             (unsigned long long)v[0], (unsigned long long)v[1], (unsigned long long)v[2], (unsigned long long)v[3],
-            (unsigned long long)v[4], (unsigned long long)v[5], (unsigned long long)v[6], (unsigned long long)v[7]);
+            (unsigned long long)v[4], (unsigned long long)v[5], (unsigned long long)v[6], (unsigned long long)v[7],
+            (unsigned long long)v[8], (unsigned long long)v[9], (unsigned long long)v[10],
+            (unsigned long long)os.rooms, (unsigned long long)os.held);
 }
 
 /* The epoll loop: runs until a stop signal. */

@@ -66,8 +66,18 @@ static void order_emit(void *ctx, uint64_t room, uint64_t seq, void *item)
 
 static void order_drop(void *ctx, uint64_t room, uint64_t seq, void *item)
 {
+    static uint64_t logged_at;
+    uint64_t now = relay_now_ms();
+
     (void)ctx;
-    mc_debug("order: room %llu seq %llu already passed, dropped", (unsigned long long)room, (unsigned long long)seq);
+    /* a repeat (a retried peer batch) is normal; a late first delivery is a
+     * loss for live clients: say so, at most once a second */
+    if (now - logged_at >= 1000) {
+        logged_at = now;
+        mc_warn("order: room %llu seq %llu arrived after the room had moved past it; not delivered live "
+                "(a repeat, or later than order_gap_ms / order_first_hold_ms)",
+                (unsigned long long)room, (unsigned long long)seq);
+    }
     free(item);
 }
 

@@ -26,7 +26,8 @@ typedef struct mc_reorder_s mc_reorder_t;
 
 /* Called for each released message, in seq order per room. */
 typedef void (*mc_reorder_emit_pt)(void *ctx, uint64_t room, uint64_t seq, void *item);
-/* Called for a message that will never be released (late or duplicate). */
+/* Called for a message that will never be released (late or duplicate); it
+ * runs with the caller's lock held and must not push. */
 typedef void (*mc_reorder_drop_pt)(void *ctx, uint64_t room, uint64_t seq, void *item);
 
 typedef struct {
