@@ -105,6 +105,13 @@ static ngx_command_t ngx_http_minichat_commands[] = {
       offsetof(ngx_http_minichat_main_conf_t, relay_timeout),
       NULL },
 
+    { ngx_string("minichat_redis_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_minichat_main_conf_t, redis_timeout),
+      NULL },
+
     { ngx_string("minichat_ping_interval"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
@@ -192,6 +199,7 @@ ngx_http_minichat_create_main_conf(ngx_conf_t *cf)
     mcf->reconnect = NGX_CONF_UNSET_MSEC;
     mcf->relay_timeout = NGX_CONF_UNSET_MSEC;
     mcf->ping_interval = NGX_CONF_UNSET_MSEC;
+    mcf->redis_timeout = NGX_CONF_UNSET_MSEC;
 
     return mcf;
 }
@@ -212,6 +220,7 @@ ngx_http_minichat_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(mcf->reconnect, 500);
     ngx_conf_init_msec_value(mcf->relay_timeout, 5000);
     ngx_conf_init_msec_value(mcf->ping_interval, 30000);
+    ngx_conf_init_msec_value(mcf->redis_timeout, 5000);
 
     if (mcf->node.len == 0) {
         ngx_str_set(&mcf->node, "local");

@@ -35,6 +35,7 @@ typedef struct {
     ngx_msec_t reconnect;
     ngx_msec_t relay_timeout;
     ngx_msec_t ping_interval;
+    ngx_msec_t redis_timeout;
     ngx_flag_t enabled; /* set by ngx_pcalloc(); 1 once minichat_redis is given */
 } ngx_http_minichat_main_conf_t;
 

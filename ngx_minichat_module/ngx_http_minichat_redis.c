@@ -13,6 +13,12 @@
  * `ngx_http_minichat_redis.ac` after every call into hiredis.  Pending
  * callbacks are called with a NULL reply when the context goes; a cancelable
  * timer reconnects after minichat_reconnect_interval.
+ *
+ * hiredis 0.14 has no command timeouts.  Outstanding commands are kept in
+ * send order (Redis answers in that order), and a watchdog drops the
+ * connection when the oldest has waited longer than minichat_redis_timeout:
+ * every waiting caller then gets its NULL reply (an error for the client)
+ * instead of waiting forever on a Redis that stopped answering.
  */
 #include <sys/ioctl.h>
 
@@ -23,6 +29,8 @@ typedef struct {
     redisAsyncContext   *ac;
     ngx_connection_t    *conn;
     ngx_event_t          reconnect;
+    ngx_event_t          watchdog;
+    ngx_queue_t          outstanding;   /* commands in send order */
     ngx_log_t           *log;
     unsigned             connected:1;
     unsigned             exiting:1;
@@ -31,6 +39,8 @@ typedef struct {
 
 
 typedef struct {
+    ngx_queue_t                 queue;      /* in `outstanding` while sent */
+    ngx_msec_t                  sent;
     ngx_http_minichat_redis_pt  handler;
     void                       *data;
     /* for the EVAL fallback on NOSCRIPT */
@@ -53,6 +63,8 @@ static void ngx_http_minichat_redis_on_connect(const redisAsyncContext *ac, int 
 static void ngx_http_minichat_redis_on_disconnect(const redisAsyncContext *ac, int status);
 static void ngx_http_minichat_redis_reply(redisAsyncContext *ac, void *r, void *privdata);
 static void ngx_http_minichat_redis_free_cmd(ngx_http_minichat_redis_cmd_t *cmd);
+static void ngx_http_minichat_redis_sent(ngx_http_minichat_redis_cmd_t *cmd);
+static void ngx_http_minichat_redis_watchdog(ngx_event_t *ev);
 
 
 static ngx_http_minichat_redis_t  ngx_http_minichat_redis;
@@ -71,6 +83,12 @@ ngx_http_minichat_redis_init(ngx_cycle_t *cycle)
     rd->reconnect.data = rd;
     rd->reconnect.cancelable = 1;
 
+    rd->watchdog.handler = ngx_http_minichat_redis_watchdog;
+    rd->watchdog.log = cycle->log;
+    rd->watchdog.data = rd;
+    rd->watchdog.cancelable = 1;
+    ngx_queue_init(&rd->outstanding);
+
     ngx_http_minichat_redis_connect();
 
     return NGX_OK;
@@ -86,6 +104,10 @@ ngx_http_minichat_redis_exit(void)
 
     if (rd->reconnect.timer_set) {
         ngx_del_timer(&rd->reconnect);
+    }
+
+    if (rd->watchdog.timer_set) {
+        ngx_del_timer(&rd->watchdog);
     }
 
     if (rd->ac) {
@@ -347,6 +369,8 @@ ngx_http_minichat_redis_argv(int argc, const char **argv, const size_t *argvlen,
         return NGX_ERROR;
     }
 
+    ngx_http_minichat_redis_sent(cmd);
+
     return NGX_OK;
 }
 
@@ -419,6 +443,8 @@ ngx_http_minichat_redis_script(const char *sha1, const char *src, int nkeys, int
         goto failed;
     }
 
+    ngx_http_minichat_redis_sent(cmd);
+
     ngx_free(av);
     ngx_free(al);
     return NGX_OK;
@@ -445,6 +471,8 @@ ngx_http_minichat_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
     size_t                         *al;
     int                             i;
 
+    ngx_queue_remove(&cmd->queue);
+
     if (reply && reply->type == REDIS_REPLY_ERROR && cmd->argc
         && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0
         && ngx_http_minichat_redis.ac && !(ac->c.flags & REDIS_DISCONNECTING))
@@ -468,6 +496,7 @@ ngx_http_minichat_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
             {
                 ngx_free(av);
                 ngx_free(al);
+                ngx_http_minichat_redis_sent(cmd);
                 return;
             }
         }
@@ -495,4 +524,44 @@ static void
 ngx_http_minichat_redis_free_cmd(ngx_http_minichat_redis_cmd_t *cmd)
 {
     ngx_free(cmd);
+}
+
+
+/* Records a command as sent, for the watchdog. */
+static void
+ngx_http_minichat_redis_sent(ngx_http_minichat_redis_cmd_t *cmd)
+{
+    ngx_http_minichat_redis_t  *rd = &ngx_http_minichat_redis;
+
+    cmd->sent = ngx_current_msec;
+    ngx_queue_insert_tail(&rd->outstanding, &cmd->queue);
+
+    if (!rd->watchdog.timer_set) {
+        ngx_add_timer(&rd->watchdog, 1000);
+    }
+}
+
+
+static void
+ngx_http_minichat_redis_watchdog(ngx_event_t *ev)
+{
+    ngx_http_minichat_redis_t      *rd = &ngx_http_minichat_redis;
+    ngx_http_minichat_redis_cmd_t  *cmd;
+    ngx_msec_t                      timeout = ngx_http_minichat_conf()->redis_timeout;
+
+    if (ngx_queue_empty(&rd->outstanding)) {
+        return;
+    }
+
+    cmd = ngx_queue_data(ngx_queue_head(&rd->outstanding), ngx_http_minichat_redis_cmd_t, queue);
+
+    if (rd->ac && ngx_current_msec - cmd->sent >= timeout) {
+        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                      "minichat: redis has not answered for %M ms; dropping the connection", timeout);
+        /* every waiting callback runs with NULL; the cleanup hook reconnects */
+        redisAsyncFree(rd->ac);
+        return;
+    }
+
+    ngx_add_timer(&rd->watchdog, 1000);
 }
