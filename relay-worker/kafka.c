@@ -297,6 +297,11 @@ void kafka_stats(uint64_t *produced, uint64_t *delivered, uint64_t *failed)
 }
 
 
+int kafka_pending(void)
+{
+    return kafka_rk ? rd_kafka_outq_len(kafka_rk) : 0;
+}
+
 int kafka_is_event(void *ptr)
 {
     return ptr == &kafka_evfd;

@@ -263,14 +263,40 @@ static void main_loop(void)
 }
 
 /* Gives the peers up to ms milliseconds to send what is queued. */
-static void drain_peers(int ms)
+/* Before stopping, gives peers and Kafka up to ms milliseconds to take what
+ * is queued, while the event loop keeps serving the workers' connections:
+ * the publish results that Kafka's delivery reports produce must reach the
+ * workers, or their clients wait for a timeout instead of an ack. */
+static void drain(int ms)
 {
-    uint64_t until = relay_now_ms() + (uint64_t)ms;
+    struct epoll_event evs[MAIN_EVENTS];
+    uint64_t until = relay_now_ms() + (uint64_t)ms, quiet_until = 0, now;
+    int i, n;
 
-    while (!peers_idle() && relay_now_ms() < until) {
-        peers_tick(relay_now_ms());
+    while ((now = relay_now_ms()) < until) {
+        if (peers_idle() && kafka_pending() == 0) {
+            /* one more short round so that the last answers leave */
+            if (quiet_until == 0) {
+                quiet_until = now + 50;
+            } else if (now >= quiet_until) {
+                break;
+            }
+        } else {
+            quiet_until = 0;
+        }
+        peers_tick(now);
+        order_tick(now);
+        n = epoll_wait(main_epfd, evs, MAIN_EVENTS, 10);
+        for (i = 0; i < n; i++) {
+            if (evs[i].data.ptr == &main_sig_ev) {
+                on_signal();
+            } else if (kafka_is_event(evs[i].data.ptr)) {
+                kafka_on_event();
+            } else {
+                local_on_event(evs[i].data.ptr, evs[i].events);
+            }
+        }
         kafka_poll();
-        usleep(5000);
     }
 }
 
@@ -327,7 +353,7 @@ int main(int argc, char **argv)
     main_loop();
     rc = (relay_stop && !kafka_fatal) ? 0 : 1;
     local_stop_accepting();
-    drain_peers(1000);
+    drain(kafka_fatal ? 0 : 3000);
     log_stats();
 stop:
     kafka_close();

@@ -86,7 +86,8 @@ void kafka_produce(Minichat__ChatMessage *m, uint64_t conn_id, uint64_t req_id);
 void kafka_answer(uint64_t conn_id, uint64_t req_id, const char *error);
 void kafka_poll(void);
 extern int kafka_fatal;            /* set on a fatal producer error: exit non-zero */
-int kafka_is_event(void *ptr);     /* the epoll tag of the delivery-report eventfd */
+int kafka_is_event(void *ptr);
+int kafka_pending(void);          /* messages not yet delivered or failed */     /* the epoll tag of the delivery-report eventfd */
 void kafka_on_event(void);
 void kafka_close(void);
 void kafka_stats(uint64_t *produced, uint64_t *delivered, uint64_t *failed);
