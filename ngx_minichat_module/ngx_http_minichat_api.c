@@ -207,7 +207,11 @@ ngx_http_minichat_api_create_room(ngx_http_request_t *r)
     v = json_object_get(root, "title");
     title = v ? json_string_value(v) : "";
     n = v ? json_string_length(v) : 0;
-    if (title == NULL || n > NGX_HTTP_MINICHAT_TITLE_MAX * 4) {
+    for (i = 0, j = 0; title && i < n; i++) {
+        /* characters, not bytes: count the bytes that start one */
+        j += ((u_char) title[i] & 0xc0) != 0x80;
+    }
+    if (title == NULL || j > NGX_HTTP_MINICHAT_TITLE_MAX) {
         rc = ngx_http_minichat_api_error(r, NGX_HTTP_BAD_REQUEST, "bad_request",
                                          "\"title\" must be a string of at most 191 characters");
         goto finalize;
@@ -307,6 +311,17 @@ ngx_http_minichat_api_room_created(Minichat__LocalFrame *result, void *data)
     if (result == NULL || result->create_room_result == NULL) {
         rc = ngx_http_minichat_api_error(r, NGX_HTTP_SERVICE_UNAVAILABLE, "unavailable",
                                          "room store did not answer; retry");
+        ngx_http_minichat_api_finalize(r, rc);
+        return;
+    }
+
+    if (result->create_room_result->id == 0
+        && ngx_strncmp(result->create_room_result->error, "bad_request:", 12) == 0)
+    {
+        /* the relay-worker's own validation refused it: the client's fault */
+        rc = ngx_http_minichat_api_error(r, NGX_HTTP_BAD_REQUEST, "bad_request",
+                                         result->create_room_result->error + 12
+                                         + (result->create_room_result->error[12] == ' '));
         ngx_http_minichat_api_finalize(r, rc);
         return;
     }

@@ -226,8 +226,8 @@ ngx_http_minichat_init_main_conf(ngx_conf_t *cf, void *conf)
         ngx_str_set(&mcf->node, "local");
     }
 
-    if (mcf->node.len > 64) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"minichat_node\" is longer than 64 characters");
+    if (mcf->node.len > 63) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"minichat_node\" is longer than 63 characters");
         return NGX_CONF_ERROR;
     }
 

@@ -44,3 +44,14 @@ def test_direct_room():
     assert status == 201, (status, body)
     rows = query("SELECT kind FROM rooms WHERE id=%s", (body["id"],))
     assert rows == [{"kind": "direct"}]
+
+
+def test_title_is_limited_in_characters_not_bytes():
+    u = uid()
+    tok = token(u)
+    ok = "가" * 191                     # 191 characters, 573 bytes
+    st, resp = rest("POST", "/api/rooms", "a", tok, {"kind": "group", "title": ok, "members": [uid()]})
+    assert st == 201, (st, resp)
+    assert query("SELECT title FROM rooms WHERE id=%s", (resp["id"],))[0]["title"] == ok
+    st, resp = rest("POST", "/api/rooms", "a", tok, {"kind": "group", "title": ok + "가", "members": [uid()]})
+    assert st == 400 and resp["code"] == "bad_request", (st, resp)
