@@ -222,13 +222,30 @@ static void log_stats(void)
             (unsigned long long)os.rooms, (unsigned long long)os.held);
 }
 
+/* Handles n ready events: signals, Kafka's queue, worker connections. */
+static void dispatch(const struct epoll_event *evs, int n)
+{
+    int i;
+
+    for (i = 0; i < n; i++) {
+        if (evs[i].data.ptr == &main_sig_ev) {
+            on_signal();
+        } else if (kafka_is_event(evs[i].data.ptr)) {
+            kafka_on_event();
+        } else {
+            local_on_event(evs[i].data.ptr, evs[i].events);
+        }
+    }
+    kafka_poll();
+}
+
 /* The epoll loop: runs until a stop signal. */
 static void main_loop(void)
 {
     struct epoll_event evs[MAIN_EVENTS];
     uint64_t now, next_stats = relay_now_ms() + MAIN_STATS_MS;
     long wait, order_wait;
-    int i, n;
+    int n;
 
     while (!relay_stop) {
         wait = peers_tick(relay_now_ms());
@@ -244,16 +261,7 @@ static void main_loop(void)
             mc_error("epoll_wait: %s", strerror(errno));
             break;
         }
-        for (i = 0; i < n; i++) {
-            if (evs[i].data.ptr == &main_sig_ev) {
-                on_signal();
-            } else if (kafka_is_event(evs[i].data.ptr)) {
-                kafka_on_event();
-            } else {
-                local_on_event(evs[i].data.ptr, evs[i].events);
-            }
-        }
-        kafka_poll();
+        dispatch(evs, n);
         now = relay_now_ms();
         if (now >= next_stats) {
             next_stats = now + MAIN_STATS_MS;
@@ -262,7 +270,6 @@ static void main_loop(void)
     }
 }
 
-/* Gives the peers up to ms milliseconds to send what is queued. */
 /* Before stopping, gives peers and Kafka up to ms milliseconds to take what
  * is queued, while the event loop keeps serving the workers' connections:
  * the publish results that Kafka's delivery reports produce must reach the
@@ -271,7 +278,7 @@ static void drain(int ms)
 {
     struct epoll_event evs[MAIN_EVENTS];
     uint64_t until = relay_now_ms() + (uint64_t)ms, quiet_until = 0, now;
-    int i, n;
+    int n;
 
     while ((now = relay_now_ms()) < until) {
         if (peers_idle() && kafka_pending() == 0) {
@@ -287,16 +294,7 @@ static void drain(int ms)
         peers_tick(now);
         order_tick(now);
         n = epoll_wait(main_epfd, evs, MAIN_EVENTS, 10);
-        for (i = 0; i < n; i++) {
-            if (evs[i].data.ptr == &main_sig_ev) {
-                on_signal();
-            } else if (kafka_is_event(evs[i].data.ptr)) {
-                kafka_on_event();
-            } else {
-                local_on_event(evs[i].data.ptr, evs[i].events);
-            }
-        }
-        kafka_poll();
+        dispatch(evs, n);
     }
 }
 
