@@ -118,7 +118,7 @@ static int peer_open(peer_t *p)
     args[3].value.integer = 0;
     args[4].type = GRPC_ARG_INTEGER;
     args[4].key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
-    args[4].value.integer = 64 * 1024 * 1024;
+    args[4].value.integer = RELAY_GRPC_MESSAGE_MAX;
     cargs.num_args = 5;
     cargs.args = args;
 

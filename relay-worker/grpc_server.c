@@ -284,7 +284,7 @@ int rpc_start(const char *listen_addr)
     arg[0].value.integer = 0;
     arg[1].type = GRPC_ARG_INTEGER;
     arg[1].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-    arg[1].value.integer = 64 * 1024 * 1024;
+    arg[1].value.integer = RELAY_GRPC_MESSAGE_MAX;
     args.num_args = 2;
     args.args = arg;
     rpc_server = grpc_server_create(&args, NULL);

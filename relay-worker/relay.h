@@ -35,6 +35,9 @@ struct relay_tag_s {
     void (*done)(relay_tag_t *tag, int ok);
 };
 
+/* the largest RelayBatch either side of a Deliver call accepts */
+#define RELAY_GRPC_MESSAGE_MAX (64 * 1024 * 1024)
+
 typedef struct {
     const char *node;
     const char *unix_socket;

@@ -390,28 +390,8 @@ mysql_stop() {
 
 KAFKA_DIR=$RUN/kafka
 kafka_pid() { live_pid "$KAFKA_DIR/kafka.pid" "kafka.Kafka $KAFKA_DIR/server.properties"; }
-# Kafka 4.1 logs through SLF4J 1.7, which needs log4j-slf4j-impl (the 1.x
-# binding); log4j-slf4j2-impl alone leaves the broker silent (NOP logger).
-# Until setup.sh fetches that binding, use it from the Maven cache when it is
-# there (in place of the 2.x binding, which defines the same classes).
-kafka_cp() {
-    local j extra=
-    if ! compgen -G "$KAFKA_LIBS/log4j-slf4j-impl-*.jar" > /dev/null; then
-        for j in "$top"/.cache/m2/org/apache/logging/log4j/log4j-slf4j-impl/*/log4j-slf4j-impl-*.jar; do
-            [ -f "$j" ] && extra=$j
-        done
-    fi
-    if [ -z "$extra" ]; then
-        echo "$KAFKA_LIBS/*"
-        return
-    fi
-    local cp=$extra
-    for j in "$KAFKA_LIBS"/*.jar; do
-        case ${j##*/} in log4j-slf4j2-impl-*) continue ;; esac
-        cp="$cp:$j"
-    done
-    echo "$cp"
-}
+# setup.sh fetches Kafka with log4j's SLF4J 1.7 binding, which Kafka 4.1 logs through.
+kafka_cp() { echo "$KAFKA_LIBS/*"; }
 kafka_java() { timeout 120 java $TOOL_JAVA_OPTS -Dlog4j2.configurationFile="$KAFKA_DIR/tools-log4j2.properties" -cp "$(kafka_cp)" "$@"; }
 
 kafka_launch() {
