@@ -1,17 +1,27 @@
 -- send.lua: admits one chat message into a room.
 --
--- Checks that the sender is a member, deduplicates on (sender, cid), assigns
--- the room's next dense seq and appends the message to the room's recent log.
--- Every key shares the room's hashtag, so the script runs on one cluster slot.
+-- Checks that the room is loaded and the sender a member, deduplicates on
+-- (sender, cid), assigns the room's next dense seq, appends the message to
+-- the room's recent log (the `msg` frame's JSON, exactly as delivered) and
+-- moves the sender's own read pointer to it.  Every key shares the room's
+-- hashtag, so the script runs on one cluster slot.  User ids stay strings:
+-- Lua numbers are doubles and would round ids past 2^53.
 --
---input: keys: [{r:<room>}:members, {r:<room>}:seq, {r:<room>}:idem, {r:<room>}:log]
---       values: [sender, cid, body, ts_ms, log_max, idem_ttl_seconds]
---output: {1, seq, ts, member, member, ...}  a new message, with the members to deliver to
+--input: keys: [{r:<room>}:members, {r:<room>}:seq, {r:<room>}:idem, {r:<room>}:log, {r:<room>}:read]
+--       values: [sender, cid, body, ts_ms, log_max, idem_ttl_seconds, room, kind]
+--               (sender, ts_ms and room are decimal digits; kind is "text" or "system")
+--output: {1, seq, ts, member, member, ...}  a new message, with the members (strings) to deliver to
 --        {2, seq, ts}                        the same (sender, cid) was admitted before: its seq and ts
 --        {-1}                                the sender is not a member of the room
-local members, seqk, idem, logk = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+--        {-2}                                the room is not loaded (rebuild it from MySQL, then retry)
+local members, seqk, idem, logk, readk = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local sender, cid, body, ts = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local log_max, idem_ttl = tonumber(ARGV[5]), tonumber(ARGV[6])
+local room, kind = ARGV[7], ARGV[8]
+
+if redis.call('EXISTS', seqk) == 0 then
+    return {-2}
+end
 
 if redis.call('SISMEMBER', members, sender) == 0 then
     return {-1}
@@ -27,14 +37,25 @@ end
 local seq = redis.call('INCR', seqk)
 redis.call('HSET', idem, field, seq .. ':' .. ts)
 redis.call('EXPIRE', idem, idem_ttl)
-redis.call('ZADD', logk, seq, cjson.encode({seq, tonumber(sender), cid, body, tonumber(ts)}))
+
+local entry = '{"op":"msg","room":' .. room .. ',"seq":' .. seq .. ',"from":' .. sender
+    .. ',"cid":' .. cjson.encode(cid) .. ',"body":' .. cjson.encode(body) .. ',"ts":' .. ts
+if kind == 'system' then
+    entry = entry .. ',"kind":"system"'
+end
+redis.call('ZADD', logk, seq, entry .. '}')
 local n = redis.call('ZCARD', logk)
 if n > log_max then
     redis.call('ZREMRANGEBYRANK', logk, 0, n - log_max - 1)
 end
 
+local cur = tonumber(redis.call('HGET', readk, sender) or '0')
+if seq > cur then
+    redis.call('HSET', readk, sender, seq)
+end
+
 local r = {1, seq, tonumber(ts)}
 for _, m in ipairs(redis.call('SMEMBERS', members)) do
-    r[#r + 1] = tonumber(m)
+    r[#r + 1] = m
 end
 return r

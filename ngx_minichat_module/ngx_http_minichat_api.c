@@ -1,80 +1,100 @@
 /*
- * REST endpoints (location with `minichat_api`) and JWT authentication.
+ * The REST API (location with `minichat_api`): routing, request bodies, JSON
+ * answers and the life of a request while Redis or the relay-worker works
+ * on it.
  *
- *   POST /api/rooms  {"kind":"group","title":"…","members":[ids]}  -> 201 {"id":N}
+ *   POST /api/rooms                      create a room (Idempotency-Key)
+ *   GET  /api/rooms?limit=&cursor=       my rooms by last activity, with unread
+ *   GET  /api/rooms/<id>                 details and members
+ *   POST /api/rooms/<id>/invite          {"members":[…]}
+ *   POST /api/rooms/<id>/leave
+ *   GET  /api/rooms/<id>/messages?before=&limit=
+ *   POST /api/rooms/<id>/read            {"seq":n}
  *
- * Room creation goes to the relay-worker, which owns the MySQL connections
- * (the primary through the router); once the rows are committed the module
- * adds the members to the room's Redis set, and only then answers 201, so a
- * client that sends right after the 201 is accepted.  Errors are JSON:
- * {"code":"bad_request","message":"…"} with a matching status.
+ * The JWT comes in `Authorization: Bearer` (or ?token=).  Errors are JSON,
+ * {"code":"…","message":"…"}, with a matching status.  The operations
+ * themselves live in _api_rooms.c; this file gives them a context that
+ * outlives the request when nginx closes it early (a client gone, a
+ * worker_shutdown_timeout): the pool cleanup only detaches it, and the last
+ * pending callback frees it.
  */
 #include "ngx_http_minichat_module.h"
-#include "minichat/jwt.h"
-
-#include <jansson.h>
 
 
 #define NGX_HTTP_MINICHAT_API_BODY_MAX   65536
-#define NGX_HTTP_MINICHAT_MEMBERS_MAX    1000
-#define NGX_HTTP_MINICHAT_TITLE_MAX      191
 
 
-/* Heap-allocated: a relay timer or a Redis reply may outlive the request
- * (a worker_shutdown_timeout closes it), so the pool cleanup only detaches
- * it and the last pending callback frees it. */
 typedef struct {
-    ngx_http_request_t  *request;   /* NULL once the request is gone */
-    ngx_uint_t           pending;
-    uint64_t             user;
-    uint64_t             room;
-    size_t               n_members;
-    uint64_t            *members;
-} ngx_http_minichat_create_t;
+    ngx_uint_t                    method;
+    const char                   *path;     /* after /api/rooms; "" or "/<id>…" */
+    ngx_http_minichat_api_pt      handler;
+    ngx_uint_t                    body;     /* reads a JSON body first */
+} ngx_http_minichat_route_t;
 
 
-static void ngx_http_minichat_api_create_room(ngx_http_request_t *r);
+static void ngx_http_minichat_api_body(ngx_http_request_t *r);
 static void ngx_http_minichat_api_cleanup(void *data);
-static ngx_int_t ngx_http_minichat_api_detached(ngx_http_minichat_create_t *ctx);
-static void ngx_http_minichat_api_finalize(ngx_http_request_t *r, ngx_int_t rc);
-static void ngx_http_minichat_api_room_created(Minichat__LocalFrame *result, void *data);
-static void ngx_http_minichat_api_members_added(redisReply *reply, void *data);
-static ngx_int_t ngx_http_minichat_api_json(ngx_http_request_t *r, ngx_uint_t status, u_char *body, size_t len);
+static ngx_int_t ngx_http_minichat_api_json(ngx_http_request_t *r, ngx_uint_t status, const u_char *body,
+    size_t len);
 static ngx_int_t ngx_http_minichat_api_error(ngx_http_request_t *r, ngx_uint_t status, const char *code,
     const char *message);
 
 
-/* Finds the JWT (Authorization: Bearer, else ?token=) and verifies it. */
-ngx_int_t
-ngx_http_minichat_authenticate(ngx_http_request_t *r, ngx_str_t *token, uint64_t *user, const char **err)
+static ngx_http_minichat_route_t  ngx_http_minichat_routes[] = {
+    { NGX_HTTP_POST, "",          ngx_http_minichat_api_create, 1 },
+    { NGX_HTTP_GET,  "",          ngx_http_minichat_api_list, 0 },
+    { NGX_HTTP_GET,  "/",         ngx_http_minichat_api_details, 0 },
+    { NGX_HTTP_POST, "/invite",   ngx_http_minichat_api_invite, 1 },
+    { NGX_HTTP_POST, "/leave",    ngx_http_minichat_api_leave, 0 },
+    { NGX_HTTP_GET,  "/messages", ngx_http_minichat_api_messages, 0 },
+    { NGX_HTTP_POST, "/read",     ngx_http_minichat_api_read, 1 },
+    { 0, NULL, NULL, 0 }
+};
+
+
+/* Splits the URI into a route: "/api/rooms" + "" or "/<id>" + suffix.
+ * Returns NGX_DECLINED for no such path. */
+static ngx_int_t
+ngx_http_minichat_api_route(ngx_http_request_t *r, uint64_t *room, ngx_str_t *suffix)
 {
-    ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
-    mc_jwt_claims_t                 claims;
-    ngx_table_elt_t                *h;
+    u_char    *p, *end;
+    uint64_t   id = 0;
 
-    token->len = 0;
-
-    h = r->headers_in.authorization;
-    if (h && h->value.len > 7 && ngx_strncasecmp(h->value.data, (u_char *) "Bearer ", 7) == 0) {
-        token->data = h->value.data + 7;
-        token->len = h->value.len - 7;
-
-    } else if (ngx_http_arg(r, (u_char *) "token", 5, token) != NGX_OK) {
-        token->len = 0;
-    }
-
-    if (token->len == 0) {
-        *err = "missing token";
-        return NGX_DECLINED;
-    }
-
-    if (mc_jwt_verify_hs256((const char *) token->data, token->len, mcf->jwt_secret.data, mcf->jwt_secret.len,
-                            (int64_t) ngx_time(), &claims, err) != 0)
+    if (r->uri.len < sizeof("/api/rooms") - 1
+        || ngx_strncmp(r->uri.data, "/api/rooms", sizeof("/api/rooms") - 1) != 0)
     {
         return NGX_DECLINED;
     }
 
-    *user = claims.sub;
+    p = r->uri.data + sizeof("/api/rooms") - 1;
+    end = r->uri.data + r->uri.len;
+
+    *room = 0;
+    suffix->data = p;
+    suffix->len = 0;
+
+    if (p == end) {
+        return NGX_OK;
+    }
+
+    if (*p++ != '/' || p == end) {
+        return NGX_DECLINED;
+    }
+
+    for ( /* void */ ; p < end && *p >= '0' && *p <= '9'; p++) {
+        if (id > (UINT64_MAX - (*p - '0')) / 10) {
+            return NGX_DECLINED;
+        }
+        id = id * 10 + (*p - '0');
+    }
+
+    if (id == 0) {
+        return NGX_DECLINED;
+    }
+
+    *room = id;
+    suffix->data = p;
+    suffix->len = end - p;
 
     return NGX_OK;
 }
@@ -84,27 +104,45 @@ ngx_int_t
 ngx_http_minichat_api_handler(ngx_http_request_t *r)
 {
     ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
-    ngx_http_minichat_create_t     *ctx;
+    ngx_http_minichat_route_t      *rt;
+    ngx_http_minichat_api_t        *ctx;
     ngx_pool_cleanup_t             *cln;
-    ngx_str_t                       token;
-    const char                     *err;
-    uint64_t                        user;
+    ngx_str_t                       token, suffix;
+    const char                     *err, *path;
+    uint64_t                        user, room;
+    ngx_uint_t                      path_found = 0;
     ngx_int_t                       rc;
 
     if (mcf == NULL || !mcf->enabled) {
         return NGX_HTTP_SERVICE_UNAVAILABLE;
     }
 
-    if (!(r->uri.len == sizeof("/api/rooms") - 1
-          && ngx_strncmp(r->uri.data, "/api/rooms", sizeof("/api/rooms") - 1) == 0))
-    {
+    if (ngx_http_minichat_api_route(r, &room, &suffix) != NGX_OK) {
         ngx_http_discard_request_body(r);
         return ngx_http_minichat_api_error(r, NGX_HTTP_NOT_FOUND, "not_found", "no such endpoint");
     }
 
-    if (r->method != NGX_HTTP_POST) {
+    for (rt = ngx_http_minichat_routes; rt->path; rt++) {
+        path = rt->path;
+        if (room == 0 ? path[0] != '\0'
+                      : !(path[0] == '/' && ((path[1] == '\0' && suffix.len == 0)
+                                             || (path[1] && suffix.len == ngx_strlen(path)
+                                                 && ngx_strncmp(suffix.data, path, suffix.len) == 0))))
+        {
+            continue;
+        }
+        path_found = 1;
+        if (rt->method == r->method) {
+            break;
+        }
+    }
+
+    if (rt->path == NULL) {
         ngx_http_discard_request_body(r);
-        return ngx_http_minichat_api_error(r, NGX_HTTP_NOT_ALLOWED, "bad_request", "use POST");
+        if (path_found) {
+            return ngx_http_minichat_api_error(r, NGX_HTTP_NOT_ALLOWED, "bad_request", "method not allowed here");
+        }
+        return ngx_http_minichat_api_error(r, NGX_HTTP_NOT_FOUND, "not_found", "no such endpoint");
     }
 
     if (ngx_http_minichat_authenticate(r, &token, &user, &err) != NGX_OK) {
@@ -123,21 +161,39 @@ ngx_http_minichat_api_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ctx = ngx_calloc(sizeof(ngx_http_minichat_create_t), r->connection->log);
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_minichat_api_t));
     if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    cln->handler = ngx_http_minichat_api_cleanup;
-    cln->data = ctx;
+    /* the part that may outlive the request */
+    ctx->live = ngx_calloc(sizeof(ngx_http_minichat_api_live_t), r->connection->log);
+    if (ctx->live == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
-    ctx->request = r;
+    cln->handler = ngx_http_minichat_api_cleanup;
+    cln->data = ctx->live;
+
+    ctx->live->request = r;
+    ctx->live->ctx = ctx;
     ctx->user = user;
+    ctx->room = room;
+    ctx->handler = rt->handler;
     ngx_http_set_ctx(r, ctx, ngx_http_minichat_module);
+
+    if (!rt->body) {
+        ngx_http_discard_request_body(r);
+        rc = ctx->handler(r, ctx, NULL);
+        if (rc == NGX_DONE) {
+            r->main->count++;
+        }
+        return rc;
+    }
 
     r->request_body_in_single_buf = 1;
 
-    rc = ngx_http_read_client_request_body(r, ngx_http_minichat_api_create_room);
+    rc = ngx_http_read_client_request_body(r, ngx_http_minichat_api_body);
     if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
         return rc;
     }
@@ -146,23 +202,19 @@ ngx_http_minichat_api_handler(ngx_http_request_t *r)
 }
 
 
+/* The body is read: parse it as a JSON object and run the route. */
 static void
-ngx_http_minichat_api_create_room(ngx_http_request_t *r)
+ngx_http_minichat_api_body(ngx_http_request_t *r)
 {
-    ngx_http_minichat_create_t  *ctx;
-    Minichat__LocalFrame         f = MINICHAT__LOCAL_FRAME__INIT;
-    Minichat__CreateRoomRequest  cr = MINICHAT__CREATE_ROOM_REQUEST__INIT;
-    json_t                      *root = NULL, *jm, *v;
-    const char                  *kind, *title;
-    ngx_chain_t                 *cl;
-    u_char                      *body, *p, title_buf[NGX_HTTP_MINICHAT_TITLE_MAX * 4 + 1];
-    size_t                       len, i, j, n;
-    uint64_t                     id;
-    ngx_int_t                    rc;
+    ngx_http_minichat_api_t  *ctx;
+    json_t                   *root = NULL;
+    ngx_chain_t              *cl;
+    u_char                   *body, *p;
+    size_t                    len = 0;
+    ngx_int_t                 rc;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_minichat_module);
 
-    len = 0;
     for (cl = r->request_body ? r->request_body->bufs : NULL; cl; cl = cl->next) {
         if (cl->buf->in_file) {
             rc = ngx_http_minichat_api_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, "too_large",
@@ -196,93 +248,15 @@ ngx_http_minichat_api_create_room(ngx_http_request_t *r)
         goto finalize;
     }
 
-    v = json_object_get(root, "kind");
-    kind = v ? json_string_value(v) : "group";
-    if (kind == NULL || (ngx_strcmp(kind, "group") != 0 && ngx_strcmp(kind, "direct") != 0)) {
-        rc = ngx_http_minichat_api_error(r, NGX_HTTP_BAD_REQUEST, "bad_request",
-                                         "\"kind\" must be \"group\" or \"direct\"");
-        goto finalize;
-    }
-
-    v = json_object_get(root, "title");
-    title = v ? json_string_value(v) : "";
-    n = v ? json_string_length(v) : 0;
-    for (i = 0, j = 0; title && i < n; i++) {
-        /* characters, not bytes: count the bytes that start one */
-        j += ((u_char) title[i] & 0xc0) != 0x80;
-    }
-    if (title == NULL || j > NGX_HTTP_MINICHAT_TITLE_MAX) {
-        rc = ngx_http_minichat_api_error(r, NGX_HTTP_BAD_REQUEST, "bad_request",
-                                         "\"title\" must be a string of at most 191 characters");
-        goto finalize;
-    }
-    if (memchr(title, '\0', n)) {
-        rc = ngx_http_minichat_api_error(r, NGX_HTTP_BAD_REQUEST, "bad_request", "\"title\" must not contain NUL");
-        goto finalize;
-    }
-    ngx_cpystrn(title_buf, (u_char *) title, sizeof(title_buf));
-
-    jm = json_object_get(root, "members");
-    if (!json_is_array(jm) || json_array_size(jm) > NGX_HTTP_MINICHAT_MEMBERS_MAX) {
-        rc = ngx_http_minichat_api_error(r, NGX_HTTP_BAD_REQUEST, "bad_request",
-                                         "\"members\" must be an array of at most 1000 user ids");
-        goto finalize;
-    }
-
-    n = json_array_size(jm);
-    ctx->members = ngx_palloc(r->pool, (n + 1) * sizeof(uint64_t));
-    if (ctx->members == NULL) {
-        rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
-        goto finalize;
-    }
-
-    /* the caller first, then the others without duplicates */
-    ctx->members[0] = ctx->user;
-    ctx->n_members = 1;
-
-    for (i = 0; i < n; i++) {
-        v = json_array_get(jm, i);
-        if (!json_is_integer(v) || json_integer_value(v) <= 0) {
-            rc = ngx_http_minichat_api_error(r, NGX_HTTP_BAD_REQUEST, "bad_request",
-                                             "\"members\" must hold positive integer user ids");
-            goto finalize;
-        }
-        id = (uint64_t) json_integer_value(v);
-        for (j = 0; j < ctx->n_members; j++) {
-            if (ctx->members[j] == id) {
-                break;
-            }
-        }
-        if (j == ctx->n_members) {
-            ctx->members[ctx->n_members++] = id;
-        }
-    }
-
-    if (ngx_strcmp(kind, "direct") == 0 && ctx->n_members != 2) {
-        rc = ngx_http_minichat_api_error(r, NGX_HTTP_BAD_REQUEST, "bad_request",
-                                         "a direct room has exactly two members");
-        goto finalize;
-    }
-
-    cr.kind = (char *) kind;
-    cr.title = (char *) title_buf;
-    cr.creator = ctx->user;
-    cr.members = ctx->members;
-    cr.n_members = ctx->n_members;
-
-    f.body_case = MINICHAT__LOCAL_FRAME__BODY_CREATE_ROOM;
-    f.create_room = &cr;
-
-    ctx->pending++;
-
-    if (ngx_http_minichat_relay_request(&f, ngx_http_minichat_api_room_created, ctx) != NGX_OK) {
-        ctx->pending--;
-        rc = ngx_http_minichat_api_error(r, NGX_HTTP_SERVICE_UNAVAILABLE, "unavailable",
-                                         "relay-worker not connected; retry");
-        goto finalize;
-    }
-
+    rc = ctx->handler(r, ctx, root);
     json_decref(root);
+
+    if (rc == NGX_DONE) {
+        /* a callback finalizes; the body reader's count is ours */
+        return;
+    }
+
+    ngx_http_finalize_request(r, rc);
     return;
 
 finalize:
@@ -292,145 +266,44 @@ finalize:
 }
 
 
-static void
-ngx_http_minichat_api_room_created(Minichat__LocalFrame *result, void *data)
+ngx_int_t
+ngx_http_minichat_api_start(ngx_http_minichat_api_t *ctx)
 {
-    ngx_http_minichat_create_t  *ctx = data;
-    ngx_http_request_t          *r;
-    const char                 **argv;
-    size_t                      *argvlen, i;
-    u_char                      *p, key[48];
-    ngx_int_t                    rc;
-
-    if (ngx_http_minichat_api_detached(ctx)) {
-        return;
-    }
-
-    r = ctx->request;
-
-    if (result == NULL || result->create_room_result == NULL) {
-        rc = ngx_http_minichat_api_error(r, NGX_HTTP_SERVICE_UNAVAILABLE, "unavailable",
-                                         "room store did not answer; retry");
-        ngx_http_minichat_api_finalize(r, rc);
-        return;
-    }
-
-    if (result->create_room_result->id == 0
-        && ngx_strncmp(result->create_room_result->error, "bad_request:", 12) == 0)
-    {
-        /* the relay-worker's own validation refused it: the client's fault */
-        rc = ngx_http_minichat_api_error(r, NGX_HTTP_BAD_REQUEST, "bad_request",
-                                         result->create_room_result->error + 12
-                                         + (result->create_room_result->error[12] == ' '));
-        ngx_http_minichat_api_finalize(r, rc);
-        return;
-    }
-
-    if (result->create_room_result->id == 0) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, "minichat: room creation failed: %s",
-                      result->create_room_result->error);
-        rc = ngx_http_minichat_api_error(r, NGX_HTTP_SERVICE_UNAVAILABLE, "unavailable",
-                                         "room store failed; retry");
-        ngx_http_minichat_api_finalize(r, rc);
-        return;
-    }
-
-    ctx->room = result->create_room_result->id;
-
-    argv = ngx_palloc(r->pool, (ctx->n_members + 2) * sizeof(char *));
-    argvlen = ngx_palloc(r->pool, (ctx->n_members + 2) * sizeof(size_t));
-    p = ngx_pnalloc(r->pool, ctx->n_members * (NGX_INT64_LEN + 1));
-    if (argv == NULL || argvlen == NULL || p == NULL) {
-        ngx_http_minichat_api_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
-    }
-
-    argv[0] = "SADD";
-    argvlen[0] = 4;
-    argv[1] = (const char *) key;
-    argvlen[1] = ngx_sprintf(key, "{r:%uL}:members", ctx->room) - key;
-
-    for (i = 0; i < ctx->n_members; i++) {
-        argv[2 + i] = (const char *) p;
-        argvlen[2 + i] = ngx_sprintf(p, "%uL", ctx->members[i]) - p;
-        p += argvlen[2 + i];
-    }
-
-    ctx->pending++;
-
-    if (ngx_http_minichat_redis_argv((int) ctx->n_members + 2, argv, argvlen,
-                                     ngx_http_minichat_api_members_added, ctx)
-        != NGX_OK)
-    {
-        ctx->pending--;
-        rc = ngx_http_minichat_api_error(r, NGX_HTTP_SERVICE_UNAVAILABLE, "unavailable",
-                                         "redis not connected; retry");
-        ngx_http_minichat_api_finalize(r, rc);
-    }
+    ctx->live->pending++;
+    return NGX_OK;
 }
 
 
-static void
-ngx_http_minichat_api_members_added(redisReply *reply, void *data)
+/* Called first by every callback: counts the reply in and returns the
+ * request, or NULL when it is gone (the live part is freed once nothing is
+ * pending). */
+ngx_http_request_t *
+ngx_http_minichat_api_resume(ngx_http_minichat_api_live_t *live)
 {
-    ngx_http_minichat_create_t  *ctx = data;
-    ngx_http_request_t          *r;
-    u_char                       body[64], *p;
-    ngx_int_t                    rc;
+    live->pending--;
 
-    if (ngx_http_minichat_api_detached(ctx)) {
-        return;
+    if (live->request) {
+        return live->request;
     }
 
-    r = ctx->request;
-
-    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "minichat: room %uL created but its members could not be stored in redis", ctx->room);
-        rc = ngx_http_minichat_api_error(r, NGX_HTTP_SERVICE_UNAVAILABLE, "unavailable",
-                                         "redis failed; retry");
-        ngx_http_minichat_api_finalize(r, rc);
-        return;
+    if (live->pending == 0) {
+        ngx_free(live);
     }
 
-    p = ngx_sprintf(body, "{\"id\":%uL}", ctx->room);
-
-    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0, "minichat: user %uL created room %uL with %uz members",
-                  ctx->user, ctx->room, ctx->n_members);
-
-    rc = ngx_http_minichat_api_json(r, NGX_HTTP_CREATED, body, p - body);
-    ngx_http_minichat_api_finalize(r, rc);
-}
-
-
-/* Called first by every callback: counts the reply in, and returns 1 when
- * the request is gone (the context is then freed once nothing is pending). */
-static ngx_int_t
-ngx_http_minichat_api_detached(ngx_http_minichat_create_t *ctx)
-{
-    ctx->pending--;
-
-    if (ctx->request) {
-        return 0;
-    }
-
-    if (ctx->pending == 0) {
-        ngx_free(ctx);
-    }
-
-    return 1;
+    return NULL;
 }
 
 
 static void
 ngx_http_minichat_api_cleanup(void *data)
 {
-    ngx_http_minichat_create_t  *ctx = data;
+    ngx_http_minichat_api_live_t  *live = data;
 
-    ctx->request = NULL;
+    live->request = NULL;
+    live->ctx = NULL;
 
-    if (ctx->pending == 0) {
-        ngx_free(ctx);
+    if (live->pending == 0) {
+        ngx_free(live);
     }
 }
 
@@ -438,18 +311,113 @@ ngx_http_minichat_api_cleanup(void *data)
 /* Finalizes from outside the connection's own event handler: posted
  * requests (such as a termination after a write error) must run now, as
  * no further event may come for this connection. */
-static void
-ngx_http_minichat_api_finalize(ngx_http_request_t *r, ngx_int_t rc)
+void
+ngx_http_minichat_api_finish(ngx_http_request_t *r, ngx_uint_t status, const u_char *body, size_t len)
 {
     ngx_connection_t  *c = r->connection;
 
-    ngx_http_finalize_request(r, rc);
+    ngx_http_finalize_request(r, ngx_http_minichat_api_json(r, status, body, len));
     ngx_http_run_posted_requests(c);
 }
 
 
+void
+ngx_http_minichat_api_fail(ngx_http_request_t *r, ngx_uint_t status, const char *code, const char *message)
+{
+    ngx_connection_t  *c = r->connection;
+
+    ngx_http_finalize_request(r, ngx_http_minichat_api_error(r, status, code, message));
+    ngx_http_run_posted_requests(c);
+}
+
+
+/* The HTTP status for one of the protocol's error codes. */
+ngx_uint_t
+ngx_http_minichat_api_status(const char *code)
+{
+    if (ngx_strcmp(code, "bad_request") == 0) {
+        return NGX_HTTP_BAD_REQUEST;
+    }
+    if (ngx_strcmp(code, "forbidden") == 0) {
+        return NGX_HTTP_FORBIDDEN;
+    }
+    if (ngx_strcmp(code, "not_found") == 0) {
+        return NGX_HTTP_NOT_FOUND;
+    }
+    if (ngx_strcmp(code, "unauthorized") == 0) {
+        return NGX_HTTP_UNAUTHORIZED;
+    }
+    return NGX_HTTP_SERVICE_UNAVAILABLE;
+}
+
+
+/* Fails with an error from the relay-worker: "<code>: <text>". */
+void
+ngx_http_minichat_api_fail_relay(ngx_http_request_t *r, const char *error)
+{
+    char        code[32];
+    const char *sep;
+    size_t      n;
+
+    sep = error ? ngx_strchr(error, ':') : NULL;
+    if (sep == NULL || (size_t) (sep - error) >= sizeof(code)) {
+        ngx_http_minichat_api_fail(r, NGX_HTTP_SERVICE_UNAVAILABLE, "unavailable",
+                                   error && error[0] ? error : "no answer from relay-worker; retry");
+        return;
+    }
+
+    n = sep - error;
+    ngx_memcpy(code, error, n);
+    code[n] = '\0';
+
+    sep++;
+    while (*sep == ' ') {
+        sep++;
+    }
+
+    if (ngx_strcmp(code, "bad_request") != 0 && ngx_strcmp(code, "forbidden") != 0
+        && ngx_strcmp(code, "not_found") != 0)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, "minichat: relay-worker: %s", error);
+        ngx_http_minichat_api_fail(r, NGX_HTTP_SERVICE_UNAVAILABLE, "unavailable", sep);
+        return;
+    }
+
+    ngx_http_minichat_api_fail(r, ngx_http_minichat_api_status(code), code, sep);
+}
+
+
+/* Reads a query argument as a positive integer: NGX_OK, NGX_DECLINED when
+ * absent, NGX_ERROR when malformed. */
+ngx_int_t
+ngx_http_minichat_api_arg(ngx_http_request_t *r, const char *name, uint64_t *value)
+{
+    ngx_str_t   v;
+    ngx_uint_t  i;
+    uint64_t    n = 0;
+
+    if (ngx_http_arg(r, (u_char *) name, ngx_strlen(name), &v) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    if (v.len == 0 || v.len > 20) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < v.len; i++) {
+        if (v.data[i] < '0' || v.data[i] > '9' || n > (UINT64_MAX - (v.data[i] - '0')) / 10) {
+            return NGX_ERROR;
+        }
+        n = n * 10 + (v.data[i] - '0');
+    }
+
+    *value = n;
+    return NGX_OK;
+}
+
+
 static ngx_int_t
-ngx_http_minichat_api_json(ngx_http_request_t *r, ngx_uint_t status, u_char *body, size_t len)
+ngx_http_minichat_api_json(ngx_http_request_t *r, ngx_uint_t status, const u_char *body, size_t len)
 {
     ngx_buf_t    *b;
     ngx_chain_t   out;
@@ -465,7 +433,7 @@ ngx_http_minichat_api_json(ngx_http_request_t *r, ngx_uint_t status, u_char *bod
         return rc;
     }
 
-    b = ngx_create_temp_buf(r->pool, len);
+    b = ngx_create_temp_buf(r->pool, len ? len : 1);
     if (b == NULL) {
         return NGX_ERROR;
     }
@@ -491,4 +459,18 @@ ngx_http_minichat_api_error(ngx_http_request_t *r, ngx_uint_t status, const char
     p = ngx_cpymem(p, "\"}", 2);
 
     return ngx_http_minichat_api_json(r, status, buf, p - buf);
+}
+
+
+ngx_int_t
+ngx_http_minichat_api_reply(ngx_http_request_t *r, ngx_uint_t status, const u_char *body, size_t len)
+{
+    return ngx_http_minichat_api_json(r, status, body, len);
+}
+
+
+ngx_int_t
+ngx_http_minichat_api_refuse(ngx_http_request_t *r, ngx_uint_t status, const char *code, const char *message)
+{
+    return ngx_http_minichat_api_error(r, status, code, message);
 }

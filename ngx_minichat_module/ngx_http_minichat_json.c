@@ -56,3 +56,11 @@ ngx_http_minichat_json_escape(u_char *dst, const u_char *s, size_t n)
 
     return dst;
 }
+
+
+uint64_t
+ngx_http_minichat_json_id(json_t *v)
+{
+    /* ids are JSON integers (jansson reads up to 2^63 - 1) */
+    return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t) json_integer_value(v) : 0;
+}

@@ -112,6 +112,20 @@ static ngx_command_t ngx_http_minichat_commands[] = {
       offsetof(ngx_http_minichat_main_conf_t, redis_timeout),
       NULL },
 
+    { ngx_string("minichat_session_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_minichat_main_conf_t, session_ttl),
+      NULL },
+
+    { ngx_string("minichat_typing_interval"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_minichat_main_conf_t, typing_interval),
+      NULL },
+
     { ngx_string("minichat_ping_interval"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
@@ -200,6 +214,8 @@ ngx_http_minichat_create_main_conf(ngx_conf_t *cf)
     mcf->relay_timeout = NGX_CONF_UNSET_MSEC;
     mcf->ping_interval = NGX_CONF_UNSET_MSEC;
     mcf->redis_timeout = NGX_CONF_UNSET_MSEC;
+    mcf->session_ttl = NGX_CONF_UNSET_MSEC;
+    mcf->typing_interval = NGX_CONF_UNSET_MSEC;
 
     return mcf;
 }
@@ -221,6 +237,20 @@ ngx_http_minichat_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(mcf->relay_timeout, 5000);
     ngx_conf_init_msec_value(mcf->ping_interval, 30000);
     ngx_conf_init_msec_value(mcf->redis_timeout, 5000);
+    ngx_conf_init_msec_value(mcf->session_ttl, 60000);
+    ngx_conf_init_msec_value(mcf->typing_interval, 2000);
+
+    if (mcf->session_ttl < 3000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"minichat_session_ttl\" must be at least 3s");
+        return NGX_CONF_ERROR;
+    }
+
+    if (mcf->ping_interval && mcf->session_ttl < 2 * mcf->ping_interval) {
+        /* sessions are refreshed on the ping tick */
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"minichat_session_ttl\" must be at least twice \"minichat_ping_interval\"");
+        return NGX_CONF_ERROR;
+    }
 
     if (mcf->node.len == 0) {
         ngx_str_set(&mcf->node, "local");
@@ -489,7 +519,7 @@ ngx_http_minichat_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    ngx_http_minichat_ws_init_registry();
+    ngx_http_minichat_registry_init();
 
     if (ngx_http_minichat_redis_init(cycle) != NGX_OK) {
         return NGX_ERROR;
@@ -498,6 +528,8 @@ ngx_http_minichat_init_process(ngx_cycle_t *cycle)
     if (mcf->relay_path.len && ngx_http_minichat_relay_init(cycle) != NGX_OK) {
         return NGX_ERROR;
     }
+
+    ngx_http_minichat_presence_init(cycle);
 
     return NGX_OK;
 }
@@ -510,6 +542,7 @@ ngx_http_minichat_exit_process(ngx_cycle_t *cycle)
         return;
     }
 
+    ngx_http_minichat_presence_exit();
     ngx_http_minichat_relay_exit();
     ngx_http_minichat_redis_exit();
 }

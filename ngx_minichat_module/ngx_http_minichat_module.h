@@ -5,6 +5,14 @@
  * One worker holds: one hiredis connection to Redis (on the nginx event
  * loop), one unix-socket connection to the node's relay-worker, and a
  * registry of its WebSocket connections by user id.  Nothing here blocks.
+ *
+ * Calls run one way: the WebSocket reader (_ws.c) hands complete messages
+ * to the op dispatcher (_ops.c), which calls one op (_send.c, _read.c,
+ * _history.c, _resume.c, _rooms.c); ops and the REST handlers (_api.c) use
+ * the room layer (_room.c: scripts with a rebuild from MySQL when Redis lost
+ * the room), Redis (_redis.c) and the relay-worker client (_relay.c); all of
+ * them write to clients through the connection layer (_conn.c) and reach
+ * other connections through the registry (_registry.c).
  */
 #ifndef NGX_HTTP_MINICHAT_MODULE_H
 #define NGX_HTTP_MINICHAT_MODULE_H
@@ -15,6 +23,8 @@
 
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+
+#include <jansson.h>
 
 #include "minichat.pb-c.h"
 
@@ -36,10 +46,13 @@ typedef struct {
     ngx_msec_t relay_timeout;
     ngx_msec_t ping_interval;
     ngx_msec_t redis_timeout;
+    ngx_msec_t session_ttl;      /* sessions and presence devices expire this long after their last refresh */
+    ngx_msec_t typing_interval;  /* at most one typing event per user and room this often */
     ngx_flag_t enabled; /* set by ngx_pcalloc(); 1 once minichat_redis is given */
 } ngx_http_minichat_main_conf_t;
 
 typedef struct ngx_http_minichat_ws_s ngx_http_minichat_ws_t;
+typedef struct ngx_http_minichat_resume_state_s ngx_http_minichat_resume_state_t;
 
 /* One WebSocket connection.  Heap-allocated: it outlives its request while a
  * Redis reply for it is pending (`pending`), then frees itself. */
@@ -68,9 +81,20 @@ struct ngx_http_minichat_ws_s {
     unsigned closing:1;  /* close frame queued; close once out drains */
     unsigned closed:1;
     unsigned registered:1;
+    unsigned resumed_sid:1; /* ?sid= named a live session */
+
+    ngx_http_minichat_resume_state_t *resume; /* per-room state of rooms resumed on this connection */
+    ngx_event_t session_timer;               /* refreshes the session and presence entries */
 };
 
 extern ngx_module_t ngx_http_minichat_module;
+
+/* A request on a WebSocket connection: where its reply goes. */
+typedef struct {
+    ngx_http_minichat_ws_t *ws;
+    int64_t id;
+    ngx_uint_t has_id;
+} ngx_http_minichat_req_t;
 
 /* ngx_http_minichat_module.c */
 ngx_http_minichat_main_conf_t *ngx_http_minichat_conf(void);
@@ -89,7 +113,7 @@ ngx_int_t ngx_http_minichat_redis_argv(int argc, const char **argv, const size_t
 ngx_int_t ngx_http_minichat_redis_script(const char *sha1, const char *src, int nkeys, int argc,
     const char **argv, const size_t *argvlen, ngx_http_minichat_redis_pt handler, void *data);
 
-/* ngx_http_minichat_relay.c */
+/* ngx_http_minichat_relay.c: the client of the node's relay-worker */
 typedef void (*ngx_http_minichat_relay_pt)(Minichat__LocalFrame *result, void *data);
 ngx_int_t ngx_http_minichat_relay_init(ngx_cycle_t *cycle);
 void ngx_http_minichat_relay_exit(void);
@@ -100,20 +124,186 @@ ngx_int_t ngx_http_minichat_relay_send(Minichat__LocalFrame *frame);
 ngx_int_t ngx_http_minichat_relay_request(Minichat__LocalFrame *frame, ngx_http_minichat_relay_pt handler,
     void *data);
 
-/* ngx_http_minichat_ws.c */
+/* ngx_http_minichat_auth.c */
+ngx_int_t ngx_http_minichat_authenticate(ngx_http_request_t *r, ngx_str_t *token, uint64_t *user,
+    const char **err);
+
+/* ngx_http_minichat_ws.c: the WebSocket endpoint and its reading side */
 ngx_int_t ngx_http_minichat_ws_handler(ngx_http_request_t *r);
-void ngx_http_minichat_ws_init_registry(void);
+
+/* ngx_http_minichat_conn.c: a client connection's output and lifetime */
+ngx_int_t ngx_http_minichat_conn_queue(ngx_http_minichat_ws_t *ws, const u_char *data, size_t len);
+/* Queues one text frame; refused (NGX_ERROR) once the connection is closing. */
+ngx_int_t ngx_http_minichat_conn_text(ngx_http_minichat_ws_t *ws, const u_char *data, size_t len);
+ngx_int_t ngx_http_minichat_conn_error(ngx_http_minichat_ws_t *ws, int64_t id, ngx_uint_t has_id,
+    const char *code, const char *message);
+ngx_int_t ngx_http_minichat_conn_flush(ngx_http_minichat_ws_t *ws);
+void ngx_http_minichat_conn_write(ngx_http_request_t *r);
+void ngx_http_minichat_conn_close(ngx_http_minichat_ws_t *ws, ngx_uint_t code, const char *reason);
+void ngx_http_minichat_conn_abort(ngx_http_minichat_ws_t *ws);
+/* Frees the connection's memory once it is closed and nothing refers to it. */
+void ngx_http_minichat_conn_release(ngx_http_minichat_ws_t *ws);
+/* The reply to a request: an error, or a JSON object whose first field is "op". */
+ngx_int_t ngx_http_minichat_req_error(ngx_http_minichat_req_t *rq, const char *code, const char *message);
+/* Replies {"op":"<op>","id":N<fields>}: fields is "" or starts with ','. */
+ngx_int_t ngx_http_minichat_req_reply(ngx_http_minichat_req_t *rq, const char *op, const u_char *fields, size_t len);
+
+/* ngx_http_minichat_room.c: room scripts, rebuilt from MySQL when Redis lost the room */
+typedef struct {
+    const char *sha1;
+    const char *src;
+    ngx_uint_t nkeys;
+    const char **keys;     /* names: key i is {r:<room>}:<keys[i]> */
+} ngx_http_minichat_script_t;
+
+typedef struct ngx_http_minichat_room_call_s ngx_http_minichat_room_call_t;
+/* rc: NGX_OK with the script's reply; NGX_DECLINED: no such room;
+ * NGX_ERROR: unavailable (reply NULL). */
+typedef void (*ngx_http_minichat_room_pt)(redisReply *reply, ngx_int_t rc, void *data);
+ngx_int_t ngx_http_minichat_room_script(uint64_t room, const ngx_http_minichat_script_t *script, ngx_uint_t nargs,
+    const char **args, const size_t *arglens, ngx_http_minichat_room_pt handler, void *data);
+/* A user id from a reply element (a decimal string or an integer); 0 when not one. */
+uint64_t ngx_http_minichat_reply_id(redisReply *r);
+ngx_int_t ngx_http_minichat_reply_ids(redisReply *reply, size_t from, uint64_t **out);
+extern const ngx_http_minichat_script_t ngx_http_minichat_script_load;
+
+/* ngx_http_minichat_send.c: admitting a message (WebSocket send, system messages) */
+typedef struct {
+    uint64_t room;
+    uint64_t sender;
+    uint64_t origin_conn;     /* the sending connection (gets no msg), or 0 */
+    const char *kind;         /* "text" or "system" */
+    ngx_str_t cid;
+    ngx_str_t body;
+} ngx_http_minichat_message_t;
+
+/* Once the message is durable (rc NGX_OK, seq and ts set) or refused: code
+ * is the protocol's error code and text says why. */
+typedef void (*ngx_http_minichat_sent_pt)(ngx_int_t rc, const char *code, const char *text, uint64_t seq,
+    uint64_t ts, void *data);
+ngx_int_t ngx_http_minichat_message_send(ngx_http_minichat_message_t *m, ngx_http_minichat_sent_pt handler,
+    void *data);
+
+/* ngx_http_minichat_read.c: read pointers */
+typedef void (*ngx_http_minichat_read_pt)(ngx_int_t rc, const char *code, const char *text, uint64_t seq,
+    void *data);
+ngx_int_t ngx_http_minichat_read_move(uint64_t room, uint64_t user, uint64_t seq, uint64_t origin_conn,
+    ngx_http_minichat_read_pt handler, void *data);
+
+/* ngx_http_minichat_history.c: history pages; page holds the reply's fields
+ * ("room":…,"messages":[…],"more":…,"last_seq":…,"epoch":"…") without braces */
+typedef void (*ngx_http_minichat_history_pt)(ngx_int_t rc, const char *code, const char *text,
+    const u_char *page, size_t len, void *data);
+ngx_int_t ngx_http_minichat_history_page(uint64_t room, uint64_t user, uint64_t before, ngx_uint_t limit,
+    ngx_http_minichat_history_pt handler, void *data);
+
+/* ngx_http_minichat_rooms.c: the caller's rooms; page holds the reply's
+ * fields ("rooms":[…],"cursor":…) without braces */
+typedef ngx_http_minichat_history_pt ngx_http_minichat_rooms_pt;
+ngx_int_t ngx_http_minichat_rooms_list(uint64_t user, ngx_uint_t limit, const char *cursor,
+    ngx_http_minichat_rooms_pt handler, void *data);
+
+/* ngx_http_minichat_session.c: sessions and presence */
+ngx_msec_t ngx_http_minichat_tick(ngx_http_minichat_main_conf_t *mcf);
+ngx_int_t ngx_http_minichat_session_start(ngx_http_minichat_ws_t *ws);
+void ngx_http_minichat_session_refresh(ngx_http_minichat_ws_t *ws);
+void ngx_http_minichat_session_end(ngx_http_minichat_ws_t *ws);
+void ngx_http_minichat_presence_init(ngx_cycle_t *cycle);
+void ngx_http_minichat_presence_exit(void);
+/* Sends an ephemeral event to the recipients on every node. */
+ngx_int_t ngx_http_minichat_event_send(Minichat__ChatMessage *e);
+
+/* ngx_http_minichat_resume.c */
+/* Returns 1 when a live message of a resumed room was held or dropped for ws. */
+ngx_uint_t ngx_http_minichat_resume_filter(ngx_http_minichat_ws_t *ws, uint64_t room, uint64_t seq,
+    const u_char *frame, size_t len);
+void ngx_http_minichat_resume_free(ngx_http_minichat_ws_t *ws);
+
+/* ngx_http_minichat_registry.c: this worker's connections by user */
+void ngx_http_minichat_registry_init(void);
+void ngx_http_minichat_registry_add(ngx_http_minichat_ws_t *ws);
+void ngx_http_minichat_registry_remove(ngx_http_minichat_ws_t *ws);
+ngx_uint_t ngx_http_minichat_registry_count(uint64_t user);
 /* Delivers a message to this worker's connections of its recipients, except
  * the connection that sent it. */
 void ngx_http_minichat_deliver(Minichat__ChatMessage *m);
+/* Delivers an ephemeral event (read, typing, presence) likewise. */
+void ngx_http_minichat_deliver_event(Minichat__ChatMessage *e);
+/* Builds a msg payload (no WebSocket header) into buf (sized by
+ * ngx_http_minichat_msg_json_len); returns its end. */
+size_t ngx_http_minichat_msg_json_len(Minichat__ChatMessage *m);
+u_char *ngx_http_minichat_msg_json(u_char *buf, Minichat__ChatMessage *m);
 
-/* ngx_http_minichat_api.c */
+/* ngx_http_minichat_ops.c: one protocol request (a complete text message) */
+ngx_int_t ngx_http_minichat_ops_message(ngx_http_minichat_ws_t *ws, u_char *data, size_t len);
+
+/* ops, each in its own file; they answer through rq and return NGX_OK, or
+ * NGX_ERROR when the connection was closed */
+ngx_int_t ngx_http_minichat_op_send(ngx_http_minichat_req_t *rq, json_t *req);
+ngx_int_t ngx_http_minichat_op_read(ngx_http_minichat_req_t *rq, json_t *req);
+ngx_int_t ngx_http_minichat_op_typing(ngx_http_minichat_req_t *rq, json_t *req);
+ngx_int_t ngx_http_minichat_op_history(ngx_http_minichat_req_t *rq, json_t *req);
+ngx_int_t ngx_http_minichat_op_resume(ngx_http_minichat_req_t *rq, json_t *req);
+ngx_int_t ngx_http_minichat_op_rooms(ngx_http_minichat_req_t *rq, json_t *req);
+
+/* ngx_http_minichat_api.c: REST routing, bodies and answers */
+typedef struct ngx_http_minichat_api_s ngx_http_minichat_api_t;
+
+/* What outlives the request while callbacks are pending. */
+typedef struct {
+    ngx_http_request_t *request;     /* NULL once the request is gone */
+    ngx_http_minichat_api_t *ctx;    /* in the request's pool */
+    ngx_uint_t pending;
+} ngx_http_minichat_api_live_t;
+
+/* A route's handler: body is the parsed JSON object (routes with a body) or
+ * NULL.  Returns NGX_DONE when a callback will answer, else a status or the
+ * result of answering at once. */
+typedef ngx_int_t (*ngx_http_minichat_api_pt)(ngx_http_request_t *r, ngx_http_minichat_api_t *ctx, json_t *body);
+
+struct ngx_http_minichat_api_s {
+    ngx_http_minichat_api_live_t *live;
+    ngx_http_minichat_api_pt handler;
+    uint64_t user;
+    uint64_t room;
+    uint64_t seq;                /* a leave's or invite's seq */
+    uint64_t target;             /* an invite's resulting room */
+    size_t n_members;
+    uint64_t *members;
+    ngx_uint_t created;
+    ngx_uint_t existed;
+};
+
 ngx_int_t ngx_http_minichat_api_handler(ngx_http_request_t *r);
-ngx_int_t ngx_http_minichat_authenticate(ngx_http_request_t *r, ngx_str_t *token, uint64_t *user,
-    const char **err);
+ngx_int_t ngx_http_minichat_api_start(ngx_http_minichat_api_t *ctx);
+ngx_http_request_t *ngx_http_minichat_api_resume(ngx_http_minichat_api_live_t *live);
+void ngx_http_minichat_api_finish(ngx_http_request_t *r, ngx_uint_t status, const u_char *body, size_t len);
+void ngx_http_minichat_api_fail(ngx_http_request_t *r, ngx_uint_t status, const char *code, const char *message);
+void ngx_http_minichat_api_fail_relay(ngx_http_request_t *r, const char *error);
+ngx_uint_t ngx_http_minichat_api_status(const char *code);
+ngx_int_t ngx_http_minichat_api_arg(ngx_http_request_t *r, const char *name, uint64_t *value);
+ngx_int_t ngx_http_minichat_api_reply(ngx_http_request_t *r, ngx_uint_t status, const u_char *body, size_t len);
+ngx_int_t ngx_http_minichat_api_refuse(ngx_http_request_t *r, ngx_uint_t status, const char *code,
+    const char *message);
+
+/* ngx_http_minichat_api_rooms.c: the routes */
+ngx_int_t ngx_http_minichat_api_create(ngx_http_request_t *r, ngx_http_minichat_api_t *ctx, json_t *body);
+ngx_int_t ngx_http_minichat_api_list(ngx_http_request_t *r, ngx_http_minichat_api_t *ctx, json_t *body);
+ngx_int_t ngx_http_minichat_api_details(ngx_http_request_t *r, ngx_http_minichat_api_t *ctx, json_t *body);
+ngx_int_t ngx_http_minichat_api_invite(ngx_http_request_t *r, ngx_http_minichat_api_t *ctx, json_t *body);
+ngx_int_t ngx_http_minichat_api_leave(ngx_http_request_t *r, ngx_http_minichat_api_t *ctx, json_t *body);
+ngx_int_t ngx_http_minichat_api_messages(ngx_http_request_t *r, ngx_http_minichat_api_t *ctx, json_t *body);
+ngx_int_t ngx_http_minichat_api_read(ngx_http_request_t *r, ngx_http_minichat_api_t *ctx, json_t *body);
+
+/* Loads a new room into Redis (seq 0, members, a new epoch); NGX_OK or NGX_ERROR. */
+ngx_int_t ngx_http_minichat_room_load_new(uint64_t room, uint64_t *members, size_t n,
+    ngx_http_minichat_redis_pt handler, void *data);
 
 /* ngx_http_minichat_json.c: appends JSON string contents with escapes */
 size_t ngx_http_minichat_json_escape_len(const u_char *s, size_t n);
 u_char *ngx_http_minichat_json_escape(u_char *dst, const u_char *s, size_t n);
+/* Reads a JSON value that must be a positive integer id.  Returns 0 when it
+ * is not one. */
+uint64_t ngx_http_minichat_json_id(json_t *v);
 
 #endif

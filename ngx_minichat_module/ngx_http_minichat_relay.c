@@ -540,8 +540,19 @@ ngx_http_minichat_relay_dispatch(Minichat__LocalFrame *f)
         ngx_http_minichat_deliver(f->deliver);
         return;
 
+    case MINICHAT__LOCAL_FRAME__BODY_EVENT:
+        ngx_http_minichat_deliver_event(f->event);
+        return;
+
     case MINICHAT__LOCAL_FRAME__BODY_CREATE_ROOM_RESULT:
     case MINICHAT__LOCAL_FRAME__BODY_PUBLISH_RESULT:
+    case MINICHAT__LOCAL_FRAME__BODY_ROOM_STATE_RESULT:
+    case MINICHAT__LOCAL_FRAME__BODY_HISTORY_RESULT:
+    case MINICHAT__LOCAL_FRAME__BODY_ROOMS_RESULT:
+    case MINICHAT__LOCAL_FRAME__BODY_ROOM_INFO_RESULT:
+    case MINICHAT__LOCAL_FRAME__BODY_INVITE_RESULT:
+    case MINICHAT__LOCAL_FRAME__BODY_LEAVE_RESULT:
+    case MINICHAT__LOCAL_FRAME__BODY_CONTACTS_RESULT:
         /* results mostly come back in request order: the match is near the head */
         for (q = ngx_queue_head(&rl->pending); q != ngx_queue_sentinel(&rl->pending); q = ngx_queue_next(q)) {
             req = ngx_queue_data(q, ngx_http_minichat_relay_req_t, queue);

@@ -1,0 +1,38 @@
+-- load.lua: loads a room into Redis from what MySQL holds (a new room, or a
+-- room whose keys Redis lost), unless it is loaded already.
+--
+-- `{r:<room>}:seq` existing means "loaded"; it is written last.  The recent
+-- log is dropped (what it held is in MySQL) and the epoch changes, so a
+-- client's resume from before the loss answers recovered=false.
+--
+--input: keys: [{r:<room>}:seq, {r:<room>}:members, {r:<room>}:left, {r:<room>}:read,
+--              {r:<room>}:epoch, {r:<room>}:log]
+--       values: [last_seq, epoch, n, member * n, k, (user, left_seq) * k, j, (user, read_seq) * j]
+--output: 1 loaded now, 0 it was loaded already (nothing changed)
+if redis.call('EXISTS', KEYS[1]) == 1 then
+    return 0
+end
+
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[6])
+
+local i = 3
+local n = tonumber(ARGV[i])
+for j = 1, n do
+    redis.call('SADD', KEYS[2], ARGV[i + j])
+end
+i = i + n + 1
+
+n = tonumber(ARGV[i])
+for j = 1, n do
+    redis.call('HSET', KEYS[3], ARGV[i + 2 * j - 1], ARGV[i + 2 * j])
+end
+i = i + 2 * n + 1
+
+n = tonumber(ARGV[i])
+for j = 1, n do
+    redis.call('HSET', KEYS[4], ARGV[i + 2 * j - 1], ARGV[i + 2 * j])
+end
+
+redis.call('SET', KEYS[5], ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1])
+return 1

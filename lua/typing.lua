@@ -1,0 +1,23 @@
+-- typing.lua: a member is typing; at most one event per user and room per
+-- throttle interval.
+--
+--input: keys: [{r:<room>}:members, {r:<room>}:seq, {r:<room>}:typing:<user>]
+--       values: [user, throttle_ms]
+--output: {1, member, member, ...}  tell these members
+--        {0}                       throttled: an event went out less than throttle_ms ago
+--        {-1}                      the user is not a member
+--        {-2}                      the room is not loaded
+if redis.call('EXISTS', KEYS[2]) == 0 then
+    return {-2}
+end
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then
+    return {-1}
+end
+if not redis.call('SET', KEYS[3], '1', 'PX', ARGV[2], 'NX') then
+    return {0}
+end
+local r = {1}
+for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+    r[#r + 1] = m
+end
+return r

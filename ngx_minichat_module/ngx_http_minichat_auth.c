@@ -1,0 +1,42 @@
+/*
+ * Authentication: the HS256 JWT of a WebSocket upgrade or a REST request,
+ * from `Authorization: Bearer`, else `?token=`.  Its `sub` is the user id.
+ */
+#include "ngx_http_minichat_module.h"
+#include "minichat/jwt.h"
+
+
+/* Finds the JWT (Authorization: Bearer, else ?token=) and verifies it. */
+ngx_int_t
+ngx_http_minichat_authenticate(ngx_http_request_t *r, ngx_str_t *token, uint64_t *user, const char **err)
+{
+    ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
+    mc_jwt_claims_t                 claims;
+    ngx_table_elt_t                *h;
+
+    token->len = 0;
+
+    h = r->headers_in.authorization;
+    if (h && h->value.len > 7 && ngx_strncasecmp(h->value.data, (u_char *) "Bearer ", 7) == 0) {
+        token->data = h->value.data + 7;
+        token->len = h->value.len - 7;
+
+    } else if (ngx_http_arg(r, (u_char *) "token", 5, token) != NGX_OK) {
+        token->len = 0;
+    }
+
+    if (token->len == 0) {
+        *err = "missing token";
+        return NGX_DECLINED;
+    }
+
+    if (mc_jwt_verify_hs256((const char *) token->data, token->len, mcf->jwt_secret.data, mcf->jwt_secret.len,
+                            (int64_t) ngx_time(), &claims, err) != 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    *user = claims.sub;
+
+    return NGX_OK;
+}

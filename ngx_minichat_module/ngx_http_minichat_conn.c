@@ -1,0 +1,288 @@
+/*
+ * A client connection's output and lifetime.
+ *
+ * Every outgoing frame is appended to `out` and written at once; what the
+ * socket does not take waits for the write event, and frames that queue up
+ * meanwhile leave in one write.  `out` is bounded by minichat_send_queue_size:
+ * a client that lets it fill is closed.  `out` exists only while bytes wait,
+ * so an idle connection holds no buffer.
+ *
+ * Once our close frame is queued (`closing`), no data frame follows it
+ * (RFC 6455 §5.5.1): acks, errors and deliveries are refused from then on.
+ *
+ * The connection struct is heap-allocated and outlives its request while
+ * replies for it are pending (`pending`); release frees it once it is
+ * closed and nothing refers to it.
+ */
+#include "ngx_http_minichat_module.h"
+#include "minichat/ws.h"
+
+
+void
+ngx_http_minichat_conn_release(ngx_http_minichat_ws_t *ws)
+{
+    if (!ws->closed || ws->pending) {
+        return;
+    }
+
+    if (ws->in) {
+        ngx_free(ws->in);
+    }
+    if (ws->msg) {
+        ngx_free(ws->msg);
+    }
+    if (ws->out) {
+        ngx_free(ws->out);
+    }
+    if (ws->resume) {
+        ngx_http_minichat_resume_free(ws);
+    }
+
+    ngx_free(ws);
+}
+
+
+ngx_int_t
+ngx_http_minichat_req_error(ngx_http_minichat_req_t *rq, const char *code, const char *message)
+{
+    return ngx_http_minichat_conn_error(rq->ws, rq->id, rq->has_id, code, message);
+}
+
+
+ngx_int_t
+ngx_http_minichat_req_reply(ngx_http_minichat_req_t *rq, const char *op, const u_char *fields, size_t len)
+{
+    u_char     head[sizeof("{\"op\":\"\",\"id\":") + 32 + NGX_INT64_LEN], *p, *buf;
+    size_t     hlen;
+    ngx_int_t  rc;
+
+    p = ngx_sprintf(head, "{\"op\":\"%s\"", op);
+    if (rq->has_id) {
+        p = ngx_sprintf(p, ",\"id\":%L", rq->id);
+    }
+    hlen = p - head;
+
+    buf = ngx_alloc(hlen + len + 1, ngx_cycle->log);
+    if (buf == NULL) {
+        return ngx_http_minichat_req_error(rq, "unavailable", "out of memory");
+    }
+
+    p = ngx_cpymem(buf, head, hlen);
+    p = ngx_cpymem(p, fields, len);
+    *p++ = '}';
+
+    rc = ngx_http_minichat_conn_text(rq->ws, buf, p - buf);
+    ngx_free(buf);
+
+    return rc;
+}
+
+
+ngx_int_t
+ngx_http_minichat_conn_error(ngx_http_minichat_ws_t *ws, int64_t id, ngx_uint_t has_id, const char *code,
+    const char *message)
+{
+    u_char  buf[sizeof("{\"op\":\"error\",\"id\":,\"code\":\"\",\"message\":\"\"}") + NGX_INT64_LEN + 32
+                + 6 * 200], *p;
+
+    if (ws->closed || ws->closing) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_sprintf(buf, "{\"op\":\"error\",");
+    if (has_id) {
+        p = ngx_sprintf(p, "\"id\":%L,", id);
+    }
+    p = ngx_sprintf(p, "\"code\":\"%s\",\"message\":\"", code);
+    p = ngx_http_minichat_json_escape(p, (const u_char *) message, ngx_min(ngx_strlen(message), 200));
+    p = ngx_cpymem(p, "\"}", 2);
+
+    return ngx_http_minichat_conn_text(ws, buf, p - buf);
+}
+
+
+/* Queues one unfragmented text frame. */
+ngx_int_t
+ngx_http_minichat_conn_text(ngx_http_minichat_ws_t *ws, const u_char *data, size_t len)
+{
+    u_char  hdr[10];
+    size_t  n;
+
+    if (ws->closing || ws->closed) {
+        /* no data frame after our close frame (RFC 6455 5.5.1) */
+        return NGX_ERROR;
+    }
+
+    n = mc_ws_header(hdr, MC_WS_OP_TEXT, 1, len);
+
+    if (ngx_http_minichat_conn_queue(ws, hdr, n) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_minichat_conn_queue(ws, data, len);
+}
+
+
+/* Appends bytes for the client and writes what the socket takes.  Returns
+ * NGX_ERROR when the connection was closed (queue overflow, write error). */
+ngx_int_t
+ngx_http_minichat_conn_queue(ngx_http_minichat_ws_t *ws, const u_char *data, size_t len)
+{
+    ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
+    size_t                          used, cap;
+    u_char                         *p;
+
+    if (ws->closed) {
+        return NGX_ERROR;
+    }
+
+    used = ws->out_len - ws->out_pos;
+
+    if (used + len > mcf->send_queue_size) {
+        ngx_log_error(NGX_LOG_INFO, ws->connection->log, 0,
+                      "minichat: user %uL is not reading, %uz bytes queued; closing", ws->user, used);
+        ngx_http_minichat_conn_abort(ws);
+        return NGX_ERROR;
+    }
+
+    if (ws->out_len + len > ws->out_cap) {
+        if (ws->out_pos) {
+            ngx_memmove(ws->out, ws->out + ws->out_pos, used);
+            ws->out_pos = 0;
+            ws->out_len = used;
+        }
+
+        if (used + len > ws->out_cap) {
+            cap = ngx_max(ws->out_cap * 2, ngx_max(used + len, 1024));
+            p = ngx_alloc(cap, ws->connection->log);
+            if (p == NULL) {
+                ngx_http_minichat_conn_abort(ws);
+                return NGX_ERROR;
+            }
+            if (ws->out) {
+                ngx_memcpy(p, ws->out, used);
+                ngx_free(ws->out);
+            }
+            ws->out = p;
+            ws->out_cap = cap;
+        }
+    }
+
+    ngx_memcpy(ws->out + ws->out_len, data, len);
+    ws->out_len += len;
+
+    if (ws->deferred || !ws->connection->write->ready) {
+        /* the write event will take it */
+        return NGX_OK;
+    }
+
+    return ngx_http_minichat_conn_flush(ws);
+}
+
+
+/* Writes queued bytes.  Returns NGX_OK (all written or waiting for the
+ * socket) or NGX_ERROR when the connection was closed. */
+ngx_int_t
+ngx_http_minichat_conn_flush(ngx_http_minichat_ws_t *ws)
+{
+    ngx_connection_t  *c = ws->connection;
+    ssize_t            n;
+
+    while (ws->out_pos < ws->out_len) {
+        n = c->send(c, ws->out + ws->out_pos, ws->out_len - ws->out_pos);
+
+        if (n == NGX_AGAIN) {
+            if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
+                ngx_http_minichat_conn_abort(ws);
+                return NGX_ERROR;
+            }
+            return NGX_OK;
+        }
+
+        if (n == NGX_ERROR || n == 0) {
+            ngx_http_minichat_conn_abort(ws);
+            return NGX_ERROR;
+        }
+
+        ws->out_pos += n;
+    }
+
+    /* drained: an idle connection holds no output buffer */
+    ws->out_pos = 0;
+    ws->out_len = 0;
+    if (ws->out) {
+        ngx_free(ws->out);
+        ws->out = NULL;
+        ws->out_cap = 0;
+    }
+
+    if (ws->closing) {
+        ngx_http_minichat_conn_abort(ws);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_minichat_conn_write(ngx_http_request_t *r)
+{
+    ngx_http_minichat_ws_t  *ws;
+
+    ws = ngx_http_get_module_ctx(r, ngx_http_minichat_module);
+
+    (void) ngx_http_minichat_conn_flush(ws);
+}
+
+
+/* Queues a close frame; the connection closes once it is written. */
+void
+ngx_http_minichat_conn_close(ngx_http_minichat_ws_t *ws, ngx_uint_t code, const char *reason)
+{
+    u_char  frame[2 + 2 + 123];
+    size_t  n;
+
+    if (ws->closing || ws->closed) {
+        return;
+    }
+
+    n = ngx_min(ngx_strlen(reason), 123);
+    frame[0] = 0x80 | MC_WS_OP_CLOSE;
+    frame[1] = (u_char) (2 + n);
+    frame[2] = (u_char) (code >> 8);
+    frame[3] = (u_char) code;
+    ngx_memcpy(frame + 4, reason, n);
+
+    ws->closing = 1;
+
+    if (ngx_http_minichat_conn_queue(ws, frame, 4 + n) != NGX_OK) {
+        return;
+    }
+
+    if (ws->out_len == 0 && !ws->closed) {
+        ngx_http_minichat_conn_abort(ws);
+    }
+}
+
+
+/* Closes the connection now; the pool cleanup unregisters it. */
+void
+ngx_http_minichat_conn_abort(ngx_http_minichat_ws_t *ws)
+{
+    ngx_http_request_t  *r = ws->request;
+
+    if (r == NULL || ws->closed) {
+        return;
+    }
+
+    /* keep ws alive across the cleanup that finalizing runs; without a
+     * write_event_handler nginx closes the request at once instead of
+     * posting the termination to the connection's next event */
+    ws->pending++;
+    r->write_event_handler = NULL;
+    ngx_http_finalize_request(r, NGX_HTTP_CLOSE);
+    ws->pending--;
+
+    ngx_http_minichat_conn_release(ws);
+}

@@ -1,0 +1,477 @@
+/*
+ * History pages: the `history` op and GET /api/rooms/<id>/messages.
+ *
+ * Newest first, keyset-paginated by seq: a page is the seqs below `before`
+ * (the newest when absent), at most `limit` of them, and `more` says whether
+ * older ones exist.  lua/history.lua checks membership (a former member
+ * reads up to its leave), returns the page from the room's recent log when
+ * the log holds all of it, and the members' read pointers.  Otherwise the
+ * page comes from MySQL through the relay-worker (a replica, the primary
+ * when the replica is down or lags).  Every message carries `unread`: how
+ * many current members have not read it (lib/src/unread.c).
+ */
+#include "ngx_http_minichat_module.h"
+#include "minichat/unread.h"
+#include "lua_scripts.h"
+
+
+#define NGX_HTTP_MINICHAT_HISTORY_DEFAULT  50
+#define NGX_HTTP_MINICHAT_HISTORY_MAX      200
+
+
+typedef struct {
+    ngx_http_minichat_history_pt   handler;
+    void                          *data;
+    uint64_t                       room;
+    uint64_t                       last_seq;
+    uint64_t                       before;
+    uint64_t                       lo;
+    uint64_t                       limit;
+    u_char                         epoch[16];
+    size_t                         epoch_len;
+    size_t                         n_pointers;
+    uint64_t                      *pointers;     /* sorted for mc_unread */
+} ngx_http_minichat_history_t;
+
+
+/* The page's JSON while it is built. */
+typedef struct {
+    u_char  *buf;
+    size_t   len;
+    size_t   cap;
+} ngx_http_minichat_out_t;
+
+
+static void ngx_http_minichat_history_reply(redisReply *reply, ngx_int_t rc, void *data);
+static void ngx_http_minichat_history_rows(Minichat__LocalFrame *result, void *data);
+static ngx_int_t ngx_http_minichat_out_add(ngx_http_minichat_out_t *o, const u_char *p, size_t n);
+static void ngx_http_minichat_history_finish(ngx_http_minichat_history_t *h, ngx_http_minichat_out_t *o);
+static void ngx_http_minichat_history_fail(ngx_http_minichat_history_t *h, ngx_int_t rc, const char *code,
+    const char *text);
+
+
+static const char  *ngx_http_minichat_history_keys[] = { "members", "seq", "left", "log", "read", "epoch" };
+
+static const ngx_http_minichat_script_t  ngx_http_minichat_script_history = {
+    MINICHAT_LUA_HISTORY_SHA1, MINICHAT_LUA_HISTORY_SRC, 6, ngx_http_minichat_history_keys
+};
+
+
+ngx_int_t
+ngx_http_minichat_history_page(uint64_t room, uint64_t user, uint64_t before, ngx_uint_t limit,
+    ngx_http_minichat_history_pt handler, void *data)
+{
+    ngx_http_minichat_history_t  *h;
+    const char                   *av[3];
+    size_t                        al[3];
+    u_char                        u[NGX_INT64_LEN], b[NGX_INT64_LEN], l[NGX_INT64_LEN];
+
+    if (limit == 0) {
+        limit = NGX_HTTP_MINICHAT_HISTORY_DEFAULT;
+    }
+    limit = ngx_min(limit, NGX_HTTP_MINICHAT_HISTORY_MAX);
+
+    h = ngx_calloc(sizeof(ngx_http_minichat_history_t), ngx_cycle->log);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->handler = handler;
+    h->data = data;
+    h->room = room;
+    h->limit = limit;
+
+    av[0] = (const char *) u;
+    al[0] = ngx_sprintf(u, "%uL", user) - u;
+    av[1] = (const char *) b;
+    al[1] = ngx_sprintf(b, "%uL", before) - b;
+    av[2] = (const char *) l;
+    al[2] = ngx_sprintf(l, "%ui", limit) - l;
+
+    if (ngx_http_minichat_room_script(room, &ngx_http_minichat_script_history, 3, av, al,
+                                      ngx_http_minichat_history_reply, h)
+        != NGX_OK)
+    {
+        ngx_free(h);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_minichat_history_reply(redisReply *reply, ngx_int_t rc, void *data)
+{
+    ngx_http_minichat_history_t  *h = data;
+    ngx_http_minichat_out_t       o;
+    Minichat__LocalFrame          f = MINICHAT__LOCAL_FRAME__INIT;
+    Minichat__HistoryRequest      hr = MINICHAT__HISTORY_REQUEST__INIT;
+    redisReply                   *e;
+    uint64_t                     *seqs = NULL;
+    uint32_t                     *unread = NULL;
+    u_char                        num[sizeof(",\"unread\":}") + NGX_INT64_LEN];
+    size_t                        i, n, first, count;
+    ngx_uint_t                    covered;
+
+    if (rc == NGX_DECLINED) {
+        ngx_http_minichat_history_fail(h, NGX_DECLINED, "not_found", "no such room");
+        return;
+    }
+
+    if (rc != NGX_OK || reply->type != REDIS_REPLY_ARRAY || reply->elements < 1
+        || reply->element[0]->type != REDIS_REPLY_INTEGER)
+    {
+        ngx_http_minichat_history_fail(h, NGX_ERROR, "unavailable", "storage unavailable; retry");
+        return;
+    }
+
+    if (reply->element[0]->integer == -1) {
+        ngx_http_minichat_history_fail(h, NGX_DECLINED, "forbidden", "not a member of this room");
+        return;
+    }
+
+    if (reply->elements < 6 || reply->element[1]->type != REDIS_REPLY_INTEGER
+        || reply->element[2]->type != REDIS_REPLY_STRING || reply->element[3]->type != REDIS_REPLY_INTEGER
+        || reply->element[4]->type != REDIS_REPLY_INTEGER || reply->element[5]->type != REDIS_REPLY_INTEGER
+        || reply->elements < 6 + (size_t) reply->element[5]->integer)
+    {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0, "minichat: unexpected reply from history script");
+        ngx_http_minichat_history_fail(h, NGX_ERROR, "unavailable", "storage error; retry");
+        return;
+    }
+
+    h->last_seq = (uint64_t) reply->element[1]->integer;
+    h->epoch_len = ngx_min(reply->element[2]->len, sizeof(h->epoch));
+    ngx_memcpy(h->epoch, reply->element[2]->str, h->epoch_len);
+    h->before = (uint64_t) reply->element[3]->integer;
+    covered = reply->element[4]->integer == 1;
+    h->n_pointers = (size_t) reply->element[5]->integer;
+    first = 6 + h->n_pointers;
+
+    if (h->n_pointers) {
+        h->pointers = ngx_alloc(h->n_pointers * sizeof(uint64_t), ngx_cycle->log);
+        if (h->pointers == NULL) {
+            ngx_http_minichat_history_fail(h, NGX_ERROR, "unavailable", "out of memory");
+            return;
+        }
+        for (i = 0; i < h->n_pointers; i++) {
+            h->pointers[i] = (uint64_t) reply->element[6 + i]->integer;
+        }
+    }
+    mc_unread_prepare(h->pointers, h->n_pointers);
+
+    if (!covered) {
+        /* older than the recent log: MySQL through the relay-worker */
+        hr.room = h->room;
+        hr.before = h->before;
+        f.body_case = MINICHAT__LOCAL_FRAME__BODY_HISTORY;
+        f.history = &hr;
+
+        /* the same page as the script's: [lo, before) */
+        h->lo = h->before > h->limit ? h->before - h->limit : 1;
+        hr.limit = (uint32_t) (h->before - h->lo);
+
+        if (ngx_http_minichat_relay_request(&f, ngx_http_minichat_history_rows, h) != NGX_OK) {
+            ngx_http_minichat_history_fail(h, NGX_ERROR, "unavailable", "relay-worker unavailable; retry");
+        }
+        return;
+    }
+
+    count = reply->elements - first;
+    h->lo = h->before - count;
+
+    ngx_memzero(&o, sizeof(o));
+
+    if (count) {
+        seqs = ngx_alloc(count * (sizeof(uint64_t) + sizeof(uint32_t)), ngx_cycle->log);
+        if (seqs == NULL) {
+            ngx_http_minichat_history_fail(h, NGX_ERROR, "unavailable", "out of memory");
+            return;
+        }
+        unread = (uint32_t *) (seqs + count);
+        for (i = 0; i < count; i++) {
+            seqs[i] = h->before - 1 - i;
+        }
+        mc_unread_counts(h->pointers, h->n_pointers, seqs, count, unread);
+    }
+
+    for (i = 0; i < count; i++) {
+        e = reply->element[first + i];
+        if (e->type != REDIS_REPLY_STRING || e->len < 2 || e->str[e->len - 1] != '}') {
+            continue;
+        }
+        n = ngx_sprintf(num, ",\"unread\":%uD}", unread[i]) - num;
+        if ((o.len > 0 && ngx_http_minichat_out_add(&o, (u_char *) ",", 1) != NGX_OK)
+            || ngx_http_minichat_out_add(&o, (u_char *) e->str, e->len - 1) != NGX_OK
+            || ngx_http_minichat_out_add(&o, num, n) != NGX_OK)
+        {
+            ngx_free(seqs);
+            if (o.buf) {
+                ngx_free(o.buf);
+            }
+            ngx_http_minichat_history_fail(h, NGX_ERROR, "unavailable", "out of memory");
+            return;
+        }
+    }
+
+    if (seqs) {
+        ngx_free(seqs);
+    }
+
+    ngx_http_minichat_history_finish(h, &o);
+}
+
+
+static void
+ngx_http_minichat_history_rows(Minichat__LocalFrame *result, void *data)
+{
+    ngx_http_minichat_history_t  *h = data;
+    ngx_http_minichat_out_t       o;
+    Minichat__HistoryResult      *hr;
+    Minichat__ChatMessage        *m;
+    uint64_t                     *seqs = NULL;
+    uint32_t                     *unread = NULL;
+    u_char                       *buf = NULL, *p;
+    size_t                        i, n, cap = 0;
+
+    hr = result ? result->history_result : NULL;
+
+    if (hr == NULL || (hr->error && hr->error[0])) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0, "minichat: room %uL: history from mysql failed: %s",
+                      h->room, hr ? hr->error : "no answer from relay-worker");
+        ngx_http_minichat_history_fail(h, NGX_ERROR, "unavailable", "history unavailable; retry");
+        return;
+    }
+
+    ngx_memzero(&o, sizeof(o));
+    n = hr->n_messages;
+
+    if (n) {
+        seqs = ngx_alloc(n * (sizeof(uint64_t) + sizeof(uint32_t)), ngx_cycle->log);
+        if (seqs == NULL) {
+            goto nomem;
+        }
+        unread = (uint32_t *) (seqs + n);
+        for (i = 0; i < n; i++) {
+            seqs[i] = hr->messages[i]->seq;
+        }
+        mc_unread_counts(h->pointers, h->n_pointers, seqs, n, unread);
+    }
+
+    for (i = 0; i < n; i++) {
+        m = hr->messages[i];
+        if (m->seq >= h->before || m->seq < h->lo) {
+            continue;
+        }
+        if (m->cid == NULL || m->body == NULL) {
+            continue;
+        }
+        m->room = h->room;
+
+        if (ngx_http_minichat_msg_json_len(m) + 32 > cap) {
+            if (buf) {
+                ngx_free(buf);
+            }
+            cap = ngx_http_minichat_msg_json_len(m) + 32;
+            buf = ngx_alloc(cap, ngx_cycle->log);
+            if (buf == NULL) {
+                goto nomem;
+            }
+        }
+
+        p = ngx_http_minichat_msg_json(buf, m);
+        p = ngx_sprintf(p - 1, ",\"unread\":%uD}", unread[i]);
+
+        if ((o.len > 0 && ngx_http_minichat_out_add(&o, (u_char *) ",", 1) != NGX_OK)
+            || ngx_http_minichat_out_add(&o, buf, p - buf) != NGX_OK)
+        {
+            goto nomem;
+        }
+    }
+
+    if (buf) {
+        ngx_free(buf);
+    }
+    if (seqs) {
+        ngx_free(seqs);
+    }
+
+    ngx_http_minichat_history_finish(h, &o);
+    return;
+
+nomem:
+
+    if (buf) {
+        ngx_free(buf);
+    }
+    if (seqs) {
+        ngx_free(seqs);
+    }
+    if (o.buf) {
+        ngx_free(o.buf);
+    }
+    ngx_http_minichat_history_fail(h, NGX_ERROR, "unavailable", "out of memory");
+}
+
+
+static ngx_int_t
+ngx_http_minichat_out_add(ngx_http_minichat_out_t *o, const u_char *p, size_t n)
+{
+    u_char  *nb;
+    size_t   cap;
+
+    if (o->len + n > o->cap) {
+        cap = ngx_max(o->cap * 2, ngx_max(o->len + n, 4096));
+        nb = ngx_alloc(cap, ngx_cycle->log);
+        if (nb == NULL) {
+            return NGX_ERROR;
+        }
+        if (o->buf) {
+            ngx_memcpy(nb, o->buf, o->len);
+            ngx_free(o->buf);
+        }
+        o->buf = nb;
+        o->cap = cap;
+    }
+
+    ngx_memcpy(o->buf + o->len, p, n);
+    o->len += n;
+
+    return NGX_OK;
+}
+
+
+/* Wraps the messages into the page's fields and hands them over. */
+static void
+ngx_http_minichat_history_finish(ngx_http_minichat_history_t *h, ngx_http_minichat_out_t *o)
+{
+    u_char  *page, *p;
+    size_t   len;
+
+    len = sizeof("\"room\":,\"messages\":[],\"more\":false,\"last_seq\":,\"epoch\":\"\"") + 2 * NGX_INT64_LEN
+          + sizeof(h->epoch) + o->len;
+
+    page = ngx_alloc(len, ngx_cycle->log);
+    if (page == NULL) {
+        if (o->buf) {
+            ngx_free(o->buf);
+        }
+        ngx_http_minichat_history_fail(h, NGX_ERROR, "unavailable", "out of memory");
+        return;
+    }
+
+    p = ngx_sprintf(page, "\"room\":%uL,\"messages\":[", h->room);
+    if (o->len) {
+        p = ngx_cpymem(p, o->buf, o->len);
+    }
+    p = ngx_sprintf(p, "],\"more\":%s,\"last_seq\":%uL,\"epoch\":\"", h->lo > 1 ? "true" : "false", h->last_seq);
+    p = ngx_http_minichat_json_escape(p, h->epoch, h->epoch_len);
+    *p++ = '"';
+
+    if (o->buf) {
+        ngx_free(o->buf);
+    }
+
+    h->handler(NGX_OK, NULL, NULL, page, p - page, h->data);
+
+    ngx_free(page);
+    if (h->pointers) {
+        ngx_free(h->pointers);
+    }
+    ngx_free(h);
+}
+
+
+static void
+ngx_http_minichat_history_fail(ngx_http_minichat_history_t *h, ngx_int_t rc, const char *code, const char *text)
+{
+    h->handler(rc, code, text, NULL, 0, h->data);
+
+    if (h->pointers) {
+        ngx_free(h->pointers);
+    }
+    ngx_free(h);
+}
+
+
+static void
+ngx_http_minichat_history_done(ngx_int_t rc, const char *code, const char *text, const u_char *page, size_t len,
+    void *data)
+{
+    ngx_http_minichat_req_t  *rq = data;
+    ngx_http_minichat_ws_t   *ws = rq->ws;
+    u_char                   *buf;
+
+    if (!ws->closed) {
+        if (rc != NGX_OK) {
+            (void) ngx_http_minichat_req_error(rq, code, text);
+
+        } else {
+            buf = ngx_alloc(len + 1, ngx_cycle->log);
+            if (buf == NULL) {
+                (void) ngx_http_minichat_req_error(rq, "unavailable", "out of memory");
+            } else {
+                buf[0] = ',';
+                ngx_memcpy(buf + 1, page, len);
+                (void) ngx_http_minichat_req_reply(rq, "history", buf, len + 1);
+                ngx_free(buf);
+            }
+        }
+    }
+
+    ngx_free(rq);
+    ws->pending--;
+    ngx_http_minichat_conn_release(ws);
+}
+
+
+ngx_int_t
+ngx_http_minichat_op_history(ngx_http_minichat_req_t *rq, json_t *req)
+{
+    ngx_http_minichat_req_t  *copy;
+    json_t                   *jb, *jl;
+    uint64_t                  room, before = 0;
+    ngx_uint_t                limit = 0;
+
+    room = ngx_http_minichat_json_id(json_object_get(req, "room"));
+    jb = json_object_get(req, "before");
+    jl = json_object_get(req, "limit");
+
+    if (room == 0) {
+        return ngx_http_minichat_req_error(rq, "bad_request", "\"room\" must be a positive integer");
+    }
+    if (jb && !json_is_null(jb)) {
+        if (!json_is_integer(jb) || json_integer_value(jb) < 1) {
+            return ngx_http_minichat_req_error(rq, "bad_request", "\"before\" must be a positive integer");
+        }
+        before = (uint64_t) json_integer_value(jb);
+    }
+    if (jl && !json_is_null(jl)) {
+        if (!json_is_integer(jl) || json_integer_value(jl) < 1 || json_integer_value(jl) > NGX_HTTP_MINICHAT_HISTORY_MAX) {
+            return ngx_http_minichat_req_error(rq, "bad_request", "\"limit\" must be an integer from 1 to 200");
+        }
+        limit = (ngx_uint_t) json_integer_value(jl);
+    }
+
+    if (rq->ws->pending >= NGX_HTTP_MINICHAT_MAX_INFLIGHT) {
+        return ngx_http_minichat_req_error(rq, "rate_limited", "too many requests awaiting their answer; wait");
+    }
+
+    copy = ngx_alloc(sizeof(ngx_http_minichat_req_t), ngx_cycle->log);
+    if (copy == NULL) {
+        return ngx_http_minichat_req_error(rq, "unavailable", "out of memory");
+    }
+    *copy = *rq;
+
+    if (ngx_http_minichat_history_page(room, rq->ws->user, before, limit, ngx_http_minichat_history_done, copy)
+        != NGX_OK)
+    {
+        ngx_free(copy);
+        return ngx_http_minichat_req_error(rq, "unavailable", "storage unavailable; retry");
+    }
+
+    rq->ws->pending++;
+
+    return NGX_OK;
+}

@@ -1,0 +1,361 @@
+/*
+ * Room scripts, with the rebuild of a room Redis has lost.
+ *
+ * Every room script runs on `{r:<room>}:<name>` keys and answers -2 (alone
+ * or as the first element of an array) when `{r:<room>}:seq` is missing: the
+ * room is not loaded, because Redis lost it (restart without AOF, FLUSHALL,
+ * failover to a lagging replica) or never had it.  The runner then asks the
+ * relay-worker what MySQL holds (RoomStateRequest), loads it with load.lua
+ * (a no-op when another worker got there first) and runs the script once
+ * more.  MySQL is the truth: seqs continue from its last_seq, so a seq is
+ * never issued twice and an acked message is never taken for a duplicate.
+ *
+ * The caller's handler runs exactly once: NGX_OK with the script's reply,
+ * NGX_DECLINED when MySQL has no such room, NGX_ERROR when Redis, the
+ * relay-worker or MySQL is unavailable (reply NULL).
+ */
+#include "ngx_http_minichat_module.h"
+#include "lua_scripts.h"
+
+
+#define NGX_HTTP_MINICHAT_ROOM_ARGS  32
+
+
+struct ngx_http_minichat_room_call_s {
+    uint64_t                         room;
+    const char                      *sha1;     /* static strings; the script struct may not outlive the call */
+    const char                      *src;
+    int                              nkeys;
+    ngx_http_minichat_room_pt        handler;
+    void                            *data;
+    ngx_uint_t                       retried;
+    int                              argc;     /* keys and arguments */
+    const char                     **argv;
+    size_t                          *argvlen;
+};
+
+
+static ngx_int_t ngx_http_minichat_room_run(ngx_http_minichat_room_call_t *call);
+static void ngx_http_minichat_room_reply(redisReply *reply, void *data);
+static void ngx_http_minichat_room_state(Minichat__LocalFrame *result, void *data);
+static void ngx_http_minichat_room_loaded(redisReply *reply, void *data);
+static void ngx_http_minichat_room_done(ngx_http_minichat_room_call_t *call, redisReply *reply, ngx_int_t rc);
+
+
+static const char  *ngx_http_minichat_load_keys[] = { "seq", "members", "left", "read", "epoch", "log" };
+
+const ngx_http_minichat_script_t  ngx_http_minichat_script_load = {
+    MINICHAT_LUA_LOAD_SHA1, MINICHAT_LUA_LOAD_SRC, 6, ngx_http_minichat_load_keys
+};
+
+
+ngx_int_t
+ngx_http_minichat_room_script(uint64_t room, const ngx_http_minichat_script_t *script, ngx_uint_t nargs,
+    const char **args, const size_t *arglens, ngx_http_minichat_room_pt handler, void *data)
+{
+    ngx_http_minichat_room_call_t  *call;
+    size_t                          total;
+    ngx_uint_t                      i, n;
+    u_char                         *p;
+
+    n = script->nkeys + nargs;
+    total = sizeof(ngx_http_minichat_room_call_t) + n * (sizeof(char *) + sizeof(size_t));
+    for (i = 0; i < script->nkeys; i++) {
+        total += sizeof("{r:}:") + NGX_INT64_LEN + ngx_strlen(script->keys[i]);
+    }
+    for (i = 0; i < nargs; i++) {
+        total += arglens[i];
+    }
+
+    call = ngx_alloc(total, ngx_cycle->log);
+    if (call == NULL) {
+        return NGX_ERROR;
+    }
+
+    call->room = room;
+    call->sha1 = script->sha1;
+    call->src = script->src;
+    call->nkeys = (int) script->nkeys;
+    call->handler = handler;
+    call->data = data;
+    call->retried = 0;
+    call->argc = (int) n;
+    call->argv = (const char **) (call + 1);
+    call->argvlen = (size_t *) (call->argv + n);
+    p = (u_char *) (call->argvlen + n);
+
+    for (i = 0; i < script->nkeys; i++) {
+        call->argv[i] = (const char *) p;
+        p = ngx_sprintf(p, "{r:%uL}:%s", room, script->keys[i]);
+        call->argvlen[i] = p - (u_char *) call->argv[i];
+    }
+
+    for (i = 0; i < nargs; i++) {
+        call->argv[script->nkeys + i] = (const char *) p;
+        call->argvlen[script->nkeys + i] = arglens[i];
+        p = ngx_cpymem(p, args[i], arglens[i]);
+    }
+
+    if (ngx_http_minichat_room_run(call) != NGX_OK) {
+        ngx_free(call);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_minichat_room_run(ngx_http_minichat_room_call_t *call)
+{
+    return ngx_http_minichat_redis_script(call->sha1, call->src, call->nkeys, call->argc, call->argv, call->argvlen,
+                                          ngx_http_minichat_room_reply, call);
+}
+
+
+/* Returns 1 when a script's reply says "not loaded". */
+static ngx_uint_t
+ngx_http_minichat_room_not_loaded(redisReply *reply)
+{
+    if (reply->type == REDIS_REPLY_INTEGER) {
+        return reply->integer == -2;
+    }
+
+    return reply->type == REDIS_REPLY_ARRAY && reply->elements >= 1
+           && reply->element[0]->type == REDIS_REPLY_INTEGER && reply->element[0]->integer == -2;
+}
+
+
+static void
+ngx_http_minichat_room_reply(redisReply *reply, void *data)
+{
+    ngx_http_minichat_room_call_t  *call = data;
+    Minichat__LocalFrame            f = MINICHAT__LOCAL_FRAME__INIT;
+    Minichat__RoomStateRequest      rs = MINICHAT__ROOM_STATE_REQUEST__INIT;
+
+    if (reply == NULL) {
+        ngx_http_minichat_room_done(call, NULL, NGX_ERROR);
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0, "minichat: room %uL: script failed: %s", call->room,
+                      reply->str);
+        ngx_http_minichat_room_done(call, NULL, NGX_ERROR);
+        return;
+    }
+
+    if (!ngx_http_minichat_room_not_loaded(reply)) {
+        ngx_http_minichat_room_done(call, reply, NGX_OK);
+        return;
+    }
+
+    if (call->retried) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0, "minichat: room %uL still not loaded after a rebuild",
+                      call->room);
+        ngx_http_minichat_room_done(call, NULL, NGX_ERROR);
+        return;
+    }
+
+    call->retried = 1;
+
+    ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0, "minichat: room %uL is not in redis; loading it from mysql",
+                  call->room);
+
+    rs.room = call->room;
+    f.body_case = MINICHAT__LOCAL_FRAME__BODY_ROOM_STATE;
+    f.room_state = &rs;
+
+    if (ngx_http_minichat_relay_request(&f, ngx_http_minichat_room_state, call) != NGX_OK) {
+        ngx_http_minichat_room_done(call, NULL, NGX_ERROR);
+    }
+}
+
+
+static void
+ngx_http_minichat_room_state(Minichat__LocalFrame *result, void *data)
+{
+    ngx_http_minichat_room_call_t  *call = data;
+    Minichat__RoomStateResult      *st;
+    const char                    **argv = NULL;
+    size_t                         *argvlen = NULL, n, i, k;
+    u_char                         *nums = NULL, *p, epoch[16];
+    u_char                          keys[6][sizeof("{r:}:members") + NGX_INT64_LEN];
+    ngx_int_t                       rc;
+
+    st = result ? result->room_state_result : NULL;
+
+    if (st == NULL || (st->error && st->error[0])) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0, "minichat: room %uL: cannot load it from mysql: %s",
+                      call->room, st ? st->error : "no answer from relay-worker");
+        ngx_http_minichat_room_done(call, NULL, NGX_ERROR);
+        return;
+    }
+
+    if (!st->found) {
+        ngx_http_minichat_room_done(call, NULL, NGX_DECLINED);
+        return;
+    }
+
+    if (st->n_left != st->n_left_seq || st->n_read_user != st->n_read_seq) {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0, "minichat: room %uL: malformed room state", call->room);
+        ngx_http_minichat_room_done(call, NULL, NGX_ERROR);
+        return;
+    }
+
+    /* keys; last_seq, epoch, n, members, k, (user, seq) * k, j, (user, seq) * j */
+    n = 6 + 5 + st->n_members + 2 * st->n_left + 2 * st->n_read_user;
+
+    argv = ngx_alloc(n * sizeof(char *), ngx_cycle->log);
+    argvlen = ngx_alloc(n * sizeof(size_t), ngx_cycle->log);
+    nums = ngx_alloc(n * (NGX_INT64_LEN + 1), ngx_cycle->log);
+    if (argv == NULL || argvlen == NULL || nums == NULL) {
+        rc = NGX_ERROR;
+        goto failed;
+    }
+
+    for (i = 0; i < 6; i++) {
+        argv[i] = (const char *) keys[i];
+        argvlen[i] = ngx_sprintf(keys[i], "{r:%uL}:%s", call->room, ngx_http_minichat_load_keys[i]) - keys[i];
+    }
+
+    p = nums;
+    k = 6;
+
+#define ngx_http_minichat_push_num(v)                                          \
+    argv[k] = (const char *) p;                                                \
+    p = ngx_sprintf(p, "%uL", (uint64_t) (v));                                 \
+    argvlen[k] = p - (u_char *) argv[k];                                       \
+    k++
+
+    ngx_http_minichat_push_num(st->last_seq);
+
+    argv[k] = (const char *) epoch;
+    argvlen[k] = ngx_sprintf(epoch, "%08xD", (uint32_t) ngx_random()) - epoch;
+    k++;
+
+    ngx_http_minichat_push_num(st->n_members);
+    for (i = 0; i < st->n_members; i++) {
+        ngx_http_minichat_push_num(st->members[i]);
+    }
+
+    ngx_http_minichat_push_num(st->n_left);
+    for (i = 0; i < st->n_left; i++) {
+        ngx_http_minichat_push_num(st->left[i]);
+        ngx_http_minichat_push_num(st->left_seq[i]);
+    }
+
+    ngx_http_minichat_push_num(st->n_read_user);
+    for (i = 0; i < st->n_read_user; i++) {
+        ngx_http_minichat_push_num(st->read_user[i]);
+        ngx_http_minichat_push_num(st->read_seq[i]);
+    }
+
+#undef ngx_http_minichat_push_num
+
+    rc = ngx_http_minichat_redis_script(MINICHAT_LUA_LOAD_SHA1, MINICHAT_LUA_LOAD_SRC, 6, (int) k, argv, argvlen,
+                                        ngx_http_minichat_room_loaded, call);
+
+failed:
+
+    if (argv) {
+        ngx_free(argv);
+    }
+    if (argvlen) {
+        ngx_free(argvlen);
+    }
+    if (nums) {
+        ngx_free(nums);
+    }
+
+    if (rc != NGX_OK) {
+        ngx_http_minichat_room_done(call, NULL, NGX_ERROR);
+    }
+}
+
+
+static void
+ngx_http_minichat_room_loaded(redisReply *reply, void *data)
+{
+    ngx_http_minichat_room_call_t  *call = data;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0, "minichat: room %uL: load script failed: %s", call->room,
+                      reply && reply->type == REDIS_REPLY_ERROR ? reply->str : "no reply");
+        ngx_http_minichat_room_done(call, NULL, NGX_ERROR);
+        return;
+    }
+
+    if (reply->integer == 1) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0, "minichat: room %uL loaded into redis from mysql",
+                      call->room);
+    }
+
+    if (ngx_http_minichat_room_run(call) != NGX_OK) {
+        ngx_http_minichat_room_done(call, NULL, NGX_ERROR);
+    }
+}
+
+
+static void
+ngx_http_minichat_room_done(ngx_http_minichat_room_call_t *call, redisReply *reply, ngx_int_t rc)
+{
+    call->handler(reply, rc, call->data);
+    ngx_free(call);
+}
+
+
+uint64_t
+ngx_http_minichat_reply_id(redisReply *r)
+{
+    uint64_t  v = 0;
+    size_t    i;
+
+    if (r->type == REDIS_REPLY_INTEGER) {
+        return r->integer > 0 ? (uint64_t) r->integer : 0;
+    }
+
+    if (r->type != REDIS_REPLY_STRING || r->len == 0 || r->len > 20) {
+        return 0;
+    }
+
+    for (i = 0; i < r->len; i++) {
+        if (r->str[i] < '0' || r->str[i] > '9' || v > (UINT64_MAX - (r->str[i] - '0')) / 10) {
+            return 0;
+        }
+        v = v * 10 + (r->str[i] - '0');
+    }
+
+    return v;
+}
+
+
+/* Collects the member ids of reply->element[from..]; returns the count, with
+ * *out allocated (NULL when zero), or -1 when out of memory. */
+ngx_int_t
+ngx_http_minichat_reply_ids(redisReply *reply, size_t from, uint64_t **out)
+{
+    size_t     i, n;
+    uint64_t  *ids;
+
+    *out = NULL;
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements <= from) {
+        return 0;
+    }
+
+    ids = ngx_alloc((reply->elements - from) * sizeof(uint64_t), ngx_cycle->log);
+    if (ids == NULL) {
+        return -1;
+    }
+
+    for (i = from, n = 0; i < reply->elements; i++) {
+        ids[n] = ngx_http_minichat_reply_id(reply->element[i]);
+        if (ids[n]) {
+            n++;
+        }
+    }
+
+    *out = ids;
+    return (ngx_int_t) n;
+}

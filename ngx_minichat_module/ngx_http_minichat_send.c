@@ -1,0 +1,331 @@
+/*
+ * Admitting a message into a room, and the `send` op.
+ *
+ * lua/send.lua (through the room layer, so a room Redis lost is rebuilt
+ * first) checks membership, deduplicates by (sender, cid) and assigns the
+ * room's next seq.  The message then goes to the relay-worker, which
+ * produces it to Kafka and fans it out to every node's workers in room
+ * order (this worker included: the sending connection is skipped there, it
+ * gets the ack instead).  The handler runs once the relay-worker says Kafka
+ * has it: only then is the message acked, so an ack means it will reach
+ * MySQL.  A repeated cid is answered with the first seq and published again
+ * for persistence only, which repairs a first hand-off that failed.
+ *
+ * System messages (a leave, a join) take the same path with kind "system".
+ */
+#include "ngx_http_minichat_module.h"
+#include "lua_scripts.h"
+
+
+typedef struct {
+    ngx_http_minichat_sent_pt   handler;
+    void                       *data;
+    uint64_t                    room;
+    uint64_t                    sender;
+    uint64_t                    origin_conn;
+    uint64_t                    ts;
+    uint64_t                    seq;
+    ngx_uint_t                  system;
+    ngx_str_t                   cid;
+    ngx_str_t                   body;
+} ngx_http_minichat_admit_t;
+
+
+/* The `send` op of one connection, waiting for its ack. */
+typedef struct {
+    ngx_http_minichat_req_t     rq;
+    size_t                      cid_len;
+    u_char                      cid[NGX_HTTP_MINICHAT_CID_MAX];
+    uint64_t                    room;
+} ngx_http_minichat_send_t;
+
+
+static void ngx_http_minichat_admitted(redisReply *reply, ngx_int_t rc, void *data);
+static void ngx_http_minichat_published(Minichat__LocalFrame *result, void *data);
+static void ngx_http_minichat_admit_done(ngx_http_minichat_admit_t *a, ngx_int_t rc, const char *code,
+    const char *text);
+static void ngx_http_minichat_send_done(ngx_int_t rc, const char *code, const char *text, uint64_t seq,
+    uint64_t ts, void *data);
+
+
+static const char  *ngx_http_minichat_send_keys[] = { "members", "seq", "idem", "log", "read" };
+
+static const ngx_http_minichat_script_t  ngx_http_minichat_script_send = {
+    MINICHAT_LUA_SEND_SHA1, MINICHAT_LUA_SEND_SRC, 5, ngx_http_minichat_send_keys
+};
+
+
+ngx_int_t
+ngx_http_minichat_message_send(ngx_http_minichat_message_t *m, ngx_http_minichat_sent_pt handler, void *data)
+{
+    ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
+    ngx_http_minichat_admit_t      *a;
+    const char                     *av[8];
+    size_t                          al[8];
+    u_char                          nums[5][NGX_INT64_LEN + 1];
+
+    if (!ngx_http_minichat_relay_ready()) {
+        /* without the relay the message could not be persisted: refuse it
+         * before a seq is spent */
+        return NGX_DECLINED;
+    }
+
+    a = ngx_alloc(sizeof(ngx_http_minichat_admit_t) + m->cid.len + m->body.len + 2, ngx_cycle->log);
+    if (a == NULL) {
+        return NGX_ERROR;
+    }
+
+    a->handler = handler;
+    a->data = data;
+    a->room = m->room;
+    a->sender = m->sender;
+    a->origin_conn = m->origin_conn;
+    a->ts = ngx_http_minichat_now_ms();
+    a->seq = 0;
+    a->system = (m->kind && ngx_strcmp(m->kind, "system") == 0);
+    a->cid.data = (u_char *) (a + 1);
+    a->cid.len = m->cid.len;
+    a->body.data = a->cid.data + m->cid.len + 1;
+    a->body.len = m->body.len;
+    *ngx_cpymem(a->cid.data, m->cid.data, m->cid.len) = '\0';
+    *ngx_cpymem(a->body.data, m->body.data, m->body.len) = '\0';
+
+    /* sender, cid, body, ts, log_max, idem_ttl, room, kind */
+    av[0] = (const char *) nums[0];
+    al[0] = ngx_sprintf(nums[0], "%uL", a->sender) - nums[0];
+    av[1] = (const char *) a->cid.data;
+    al[1] = a->cid.len;
+    av[2] = (const char *) a->body.data;
+    al[2] = a->body.len;
+    av[3] = (const char *) nums[1];
+    al[3] = ngx_sprintf(nums[1], "%uL", a->ts) - nums[1];
+    av[4] = (const char *) nums[2];
+    al[4] = ngx_sprintf(nums[2], "%ui", mcf->log_max) - nums[2];
+    av[5] = (const char *) nums[3];
+    al[5] = ngx_sprintf(nums[3], "%T", mcf->idem_ttl) - nums[3];
+    av[6] = (const char *) nums[4];
+    al[6] = ngx_sprintf(nums[4], "%uL", a->room) - nums[4];
+    av[7] = a->system ? "system" : "text";
+    al[7] = ngx_strlen(av[7]);
+
+    if (ngx_http_minichat_room_script(a->room, &ngx_http_minichat_script_send, 8, av, al,
+                                      ngx_http_minichat_admitted, a)
+        != NGX_OK)
+    {
+        ngx_free(a);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_minichat_admitted(redisReply *reply, ngx_int_t rc, void *data)
+{
+    ngx_http_minichat_admit_t      *a = data;
+    ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
+    Minichat__LocalFrame            f = MINICHAT__LOCAL_FRAME__INIT;
+    Minichat__ChatMessage           m = MINICHAT__CHAT_MESSAGE__INIT;
+    uint64_t                       *recipients = NULL;
+    long long                       status;
+    ngx_int_t                       n;
+
+    if (rc == NGX_DECLINED) {
+        ngx_http_minichat_admit_done(a, NGX_DECLINED, "not_found", "no such room");
+        return;
+    }
+
+    if (rc != NGX_OK) {
+        ngx_http_minichat_admit_done(a, NGX_ERROR, "unavailable", "storage unavailable; retry with the same cid");
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 || reply->element[0]->type != REDIS_REPLY_INTEGER) {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0, "minichat: unexpected reply from send script");
+        ngx_http_minichat_admit_done(a, NGX_ERROR, "unavailable", "storage error; retry");
+        return;
+    }
+
+    status = reply->element[0]->integer;
+
+    if (status == -1) {
+        ngx_http_minichat_admit_done(a, NGX_DECLINED, "forbidden", "not a member of this room");
+        return;
+    }
+
+    if ((status != 1 && status != 2) || reply->elements < 3
+        || reply->element[1]->type != REDIS_REPLY_INTEGER || reply->element[2]->type != REDIS_REPLY_INTEGER)
+    {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0, "minichat: unexpected status %L from send script", status);
+        ngx_http_minichat_admit_done(a, NGX_ERROR, "unavailable", "storage error; retry");
+        return;
+    }
+
+    a->seq = (uint64_t) reply->element[1]->integer;
+    a->ts = (uint64_t) reply->element[2]->integer;
+
+    n = 0;
+    if (status == 1) {
+        n = ngx_http_minichat_reply_ids(reply, 3, &recipients);
+        if (n < 0) {
+            ngx_http_minichat_admit_done(a, NGX_ERROR, "unavailable", "out of memory; retry with the same cid");
+            return;
+        }
+    }
+
+    m.room = a->room;
+    m.seq = a->seq;
+    m.sender = a->sender;
+    m.cid = (char *) a->cid.data;
+    m.body = (char *) a->body.data;
+    m.ts = a->ts;
+    m.recipients = recipients;
+    m.n_recipients = (size_t) n;
+    m.origin_node = (char *) mcf->node.data;
+    m.origin_conn = a->origin_conn;
+    m.persist_only = (status == 2);
+    m.kind = a->system ? "system" : "";
+
+    f.body_case = MINICHAT__LOCAL_FRAME__BODY_PUBLISH;
+    f.publish = &m;
+
+    /* the ack waits for the relay-worker's word that Kafka has the message */
+    rc = ngx_http_minichat_relay_request(&f, ngx_http_minichat_published, a);
+
+    if (recipients) {
+        ngx_free(recipients);
+    }
+
+    if (rc != NGX_OK) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "minichat: room %uL seq %uL admitted but not handed to the relay-worker; "
+                      "a retry with the same cid repairs it", a->room, a->seq);
+        ngx_http_minichat_admit_done(a, NGX_ERROR, "unavailable", "relay-worker unavailable; retry with the same cid");
+    }
+}
+
+
+/* The relay-worker's answer to a publish: the message is durable in Kafka,
+ * or not (the client retries with the same cid). */
+static void
+ngx_http_minichat_published(Minichat__LocalFrame *result, void *data)
+{
+    ngx_http_minichat_admit_t  *a = data;
+
+    if (result == NULL || result->publish_result == NULL || !result->publish_result->ok) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "minichat: room %uL seq %uL not confirmed durable: %s", a->room, a->seq,
+                      result && result->publish_result ? result->publish_result->error
+                                                       : "no answer from relay-worker");
+        ngx_http_minichat_admit_done(a, NGX_ERROR, "unavailable", "message not stored; retry with the same cid");
+        return;
+    }
+
+    ngx_http_minichat_admit_done(a, NGX_OK, NULL, NULL);
+}
+
+
+static void
+ngx_http_minichat_admit_done(ngx_http_minichat_admit_t *a, ngx_int_t rc, const char *code, const char *text)
+{
+    a->handler(rc, code, text, a->seq, a->ts, a->data);
+    ngx_free(a);
+}
+
+
+ngx_int_t
+ngx_http_minichat_op_send(ngx_http_minichat_req_t *rq, json_t *req)
+{
+    ngx_http_minichat_ws_t       *ws = rq->ws;
+    ngx_http_minichat_send_t     *s;
+    ngx_http_minichat_message_t   m;
+    json_t                       *jcid, *jbody;
+    ngx_int_t                     rc;
+
+    ngx_memzero(&m, sizeof(m));
+
+    m.room = ngx_http_minichat_json_id(json_object_get(req, "room"));
+    jcid = json_object_get(req, "cid");
+    jbody = json_object_get(req, "body");
+
+    if (m.room == 0) {
+        return ngx_http_minichat_req_error(rq, "bad_request", "\"room\" must be a positive integer");
+    }
+    if (!json_is_string(jcid) || json_string_length(jcid) == 0
+        || json_string_length(jcid) > NGX_HTTP_MINICHAT_CID_MAX)
+    {
+        return ngx_http_minichat_req_error(rq, "bad_request", "\"cid\" must be a string of 1 to 64 bytes");
+    }
+    if (!json_is_string(jbody) || json_string_length(jbody) == 0) {
+        return ngx_http_minichat_req_error(rq, "bad_request", "\"body\" must be a non-empty string");
+    }
+    if (memchr(json_string_value(jcid), '\0', json_string_length(jcid))) {
+        return ngx_http_minichat_req_error(rq, "bad_request", "\"cid\" must not contain NUL");
+    }
+    if (memchr(json_string_value(jbody), '\0', json_string_length(jbody))) {
+        return ngx_http_minichat_req_error(rq, "bad_request", "\"body\" must not contain NUL");
+    }
+
+    if (ws->pending >= NGX_HTTP_MINICHAT_MAX_INFLIGHT) {
+        return ngx_http_minichat_req_error(rq, "rate_limited", "too many requests awaiting their answer; wait");
+    }
+
+    s = ngx_alloc(sizeof(ngx_http_minichat_send_t), ws->connection->log);
+    if (s == NULL) {
+        return ngx_http_minichat_req_error(rq, "unavailable", "out of memory");
+    }
+
+    s->rq = *rq;
+    s->room = m.room;
+    s->cid_len = json_string_length(jcid);
+    ngx_memcpy(s->cid, json_string_value(jcid), s->cid_len);
+
+    m.sender = ws->user;
+    m.origin_conn = ws->id;
+    m.kind = "text";
+    m.cid.data = (u_char *) json_string_value(jcid);
+    m.cid.len = s->cid_len;
+    m.body.data = (u_char *) json_string_value(jbody);
+    m.body.len = json_string_length(jbody);
+
+    rc = ngx_http_minichat_message_send(&m, ngx_http_minichat_send_done, s);
+
+    if (rc != NGX_OK) {
+        ngx_free(s);
+        return ngx_http_minichat_req_error(rq, "unavailable", rc == NGX_DECLINED ? "relay-worker not connected; retry"
+                                                                             : "storage unavailable; retry");
+    }
+
+    ws->pending++;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_minichat_send_done(ngx_int_t rc, const char *code, const char *text, uint64_t seq, uint64_t ts,
+    void *data)
+{
+    ngx_http_minichat_send_t  *s = data;
+    ngx_http_minichat_ws_t    *ws = s->rq.ws;
+    u_char                     ack[sizeof(",\"room\":,\"cid\":\"\",\"seq\":,\"ts\":") + 3 * NGX_INT64_LEN
+                                   + 6 * NGX_HTTP_MINICHAT_CID_MAX];
+    u_char                    *p;
+
+    if (!ws->closed) {
+        if (rc == NGX_OK) {
+            p = ngx_sprintf(ack, ",\"room\":%uL,\"cid\":\"", s->room);
+            p = ngx_http_minichat_json_escape(p, s->cid, s->cid_len);
+            p = ngx_sprintf(p, "\",\"seq\":%uL,\"ts\":%uL", seq, ts);
+            (void) ngx_http_minichat_req_reply(&s->rq, "ack", ack, p - ack);
+
+        } else {
+            (void) ngx_http_minichat_req_error(&s->rq, code, text);
+        }
+    }
+
+    ngx_free(s);
+    ws->pending--;
+    ngx_http_minichat_conn_release(ws);
+}
