@@ -202,7 +202,7 @@ static void log_stats(void)
     uint64_t v[11];
     mc_reorder_stats_t os;
 
-    local_stats(&v[0], &v[1]);
+    link_stats(&v[0], &v[1]);
     kafka_stats(&v[2], &v[3], &v[4]);
     peers_stats(&v[5], &v[6], &v[7]);
     order_stats(&os);
@@ -233,7 +233,7 @@ static void dispatch(const struct epoll_event *evs, int n)
         } else if (kafka_is_event(evs[i].data.ptr)) {
             kafka_on_event();
         } else {
-            local_on_event(evs[i].data.ptr, evs[i].events);
+            link_on_event(evs[i].data.ptr, evs[i].events);
         }
     }
     kafka_poll();
@@ -302,6 +302,7 @@ int main(int argc, char **argv)
 {
     static const struct option opts[] = {{"config", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
+    static const link_handler_t handler = {dispatch_frame, dispatch_read_done};
     const char *path = NULL;
     mc_conf_t *conf;
     char err[512];
@@ -342,7 +343,7 @@ int main(int argc, char **argv)
     }
     if (signals_init() != 0 || order_init(&relay_conf.order) != 0 || kafka_init(&relay_conf) != 0
         || rpc_start(relay_conf.grpc_listen) != 0 || peers_init(relay_conf.peers, relay_conf.node) != 0
-        || rooms_start(&relay_conf.db) != 0 || local_listen(relay_conf.unix_socket) != 0) {
+        || rooms_start(&relay_conf.db) != 0 || link_listen(relay_conf.unix_socket, &handler) != 0) {
         goto stop;
     }
     mc_info("ready: node \"%s\", unix socket %s, grpc %s, peers \"%s\"", relay_conf.node, relay_conf.unix_socket,
@@ -350,7 +351,7 @@ int main(int argc, char **argv)
 
     main_loop();
     rc = (relay_stop && !kafka_fatal) ? 0 : 1;
-    local_stop_accepting();
+    link_stop_accepting();
     drain(kafka_fatal ? 0 : 3000);
     log_stats();
 stop:
@@ -359,7 +360,7 @@ stop:
     peers_shutdown();
     rpc_stop();
     rooms_stop();
-    local_close_all();
+    link_close_all();
     order_close();
     mc_info("stopped");
 out:

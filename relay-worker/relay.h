@@ -4,6 +4,18 @@
  * (gRPC, /minichat.Relay/Deliver), Kafka (every published message) and MySQL
  * (room creation).
  *
+ * Files, and which way calls run (never back up the list):
+ *  - main.c: start-up, the epoll loop, shutdown; wires the others together;
+ *  - dispatch.c: what each LocalFrame from a worker asks for, and which
+ *    service does it;
+ *  - the services: kafka.c (producer), grpc_peer.c (client side, one queue
+ *    per peer), grpc_server.c (receiving side), order.c (per-room order of
+ *    local delivery), rooms.c (the DB thread);
+ *  - worker_link.c: the unix-socket server for the node's nginx workers
+ *    (transport only); it hands received frames to the handler main.c gave
+ *    it (the dispatcher) through a function pointer, and everyone answers
+ *    the workers through link_send()/link_broadcast().
+ *
  * Threads:
  *  - main: the epoll loop (unix socket, signals, peer retry timers) and the
  *    Kafka producer's poll;
@@ -12,7 +24,7 @@
  *    callback runs on this thread;
  *  - db: the blocking MySQL work (rooms.c).
  * Shared state is small and each piece has one lock: the local connections
- * and their output buffers (local.c), each peer's queue and call (grpc_peer.c),
+ * and their output buffers (worker_link.c), each peer's queue and call (grpc_peer.c),
  * the DB job queue (rooms.c).  Only the main thread frees a local connection;
  * other threads refer to it by its 64-bit id.
  */
@@ -64,14 +76,36 @@ extern volatile sig_atomic_t relay_stop;
 uint64_t relay_now_ms(void);
 int relay_epoll_fd(void);
 
-/* local.c: the unix socket side */
-int local_listen(const char *path);
-void local_stop_accepting(void);
-void local_on_event(void *ptr, uint32_t events);
-int local_send(uint64_t conn_id, const uint8_t *frame, size_t len);
-void local_broadcast(uint64_t except_id, const uint8_t *frames, size_t len);
-void local_close_all(void);
-void local_stats(uint64_t *conns, uint64_t *dropped);
+/* worker_link.c: the unix-socket server for this node's nginx workers */
+
+/* The worker connection a frame came from (valid during the call only). */
+typedef struct {
+    uint64_t id;
+    const char *node;
+    unsigned pid;
+} link_from_t;
+
+typedef struct {
+    /* Handles one frame other than hello and takes ownership of f.  Returns
+     * 0, or -1 to close the connection. */
+    int (*frame)(const link_from_t *from, Minichat__LocalFrame *f);
+    /* Called after the frames of one read were handled. */
+    void (*read_done)(void);
+} link_handler_t;
+
+int link_listen(const char *path, const link_handler_t *handler);
+void link_stop_accepting(void);
+void link_on_event(void *ptr, uint32_t events);
+/* Queues frames for one connection; returns 0, or -1 when it is gone. */
+int link_send(uint64_t conn_id, const uint8_t *frame, size_t len);
+/* Queues frames for every connection that said hello but except_id (0: all). */
+void link_broadcast(uint64_t except_id, const uint8_t *frames, size_t len);
+void link_close_all(void);
+void link_stats(uint64_t *conns, uint64_t *dropped);
+
+/* dispatch.c: the LocalFrame handler (main thread) */
+int dispatch_frame(const link_from_t *from, Minichat__LocalFrame *f);
+void dispatch_read_done(void);
 
 /* kafka.c */
 /* order.c: every message for local delivery, released per room in seq order */

@@ -78,7 +78,7 @@ static void rooms_answer(uint64_t conn_id, uint64_t req_id, uint64_t id, const c
         mc_error("rooms: out of memory answering request %" PRIu64, req_id);
         return;
     }
-    if (local_send(conn_id, buf, len) != 0) {
+    if (link_send(conn_id, buf, len) != 0) {
         mc_warn("rooms: worker of request %" PRIu64 " went away (room %" PRIu64 ")", req_id, id);
     }
     free(buf);
