@@ -6,10 +6,17 @@
  * calls run one way: link -> dispatcher -> services, and the services answer
  * the workers through the link by connection id.
  *
- *   publish      a chat message with a seq: Kafka (its delivery report
+ *   publish      a chat message with a seq (kind "", "text" or "system",
+ *                which travels along to Kafka and the peers): Kafka (its delivery report
  *                answers the worker), every peer, and this node's workers
  *                through the per-room reorderer.  A persist_only publish (a
  *                retried send) goes to Kafka alone.
+ *   event        an ephemeral event (kind read, typing or presence, seq 0):
+ *                every peer (in the same queues and batches as messages) and
+ *                every worker of this node as LocalFrame{event}, the origin
+ *                worker included (it skips the origin connection); never
+ *                Kafka, never the reorderer: an event has no seq to order by
+ *                and nothing to persist.
  *   create_room  the DB thread (rooms.c), which answers the worker.
  *
  * Everything here runs on the main thread.
@@ -60,6 +67,14 @@ static void on_publish(const link_from_t *from, Minichat__ChatMessage *m, uint64
         }
         return;
     }
+    if (relay_is_event_kind(m->kind)) {
+        mc_warn("dispatch: worker %s/%u published a \"%s\" event as a message, ignored", from->node, from->pid,
+                m->kind);
+        if (req_id) {
+            kafka_answer(from->id, req_id, "bad_request: events travel as LocalFrame.event");
+        }
+        return;
+    }
     if (m->persist_only) {
         /* a retried send: its first publish may never have arrived, so
          * it goes to Kafka again (the consumer's INSERT IGNORE absorbs a
@@ -86,11 +101,46 @@ static void on_publish(const link_from_t *from, Minichat__ChatMessage *m, uint64
     kafka_produce(m, from->id, req_id);
 }
 
+/* Handles an ephemeral event: the peers and every local worker. */
+static void on_event(const link_from_t *from, Minichat__ChatMessage *m)
+{
+    uint8_t *frame, *msg;
+    size_t len, msg_len;
+
+    if (!relay_is_event_kind(m->kind) || m->seq != 0 || (m->room == 0 && strcmp(m->kind, "presence") != 0)) {
+        mc_warn("dispatch: worker %s/%u sent an invalid event (kind \"%s\", room %llu, seq %llu), ignored",
+                from->node, from->pid, m->kind ? m->kind : "", (unsigned long long)m->room,
+                (unsigned long long)m->seq);
+        return;
+    }
+    if (m->origin_node == NULL || m->origin_node[0] == '\0') {
+        free(m->origin_node);
+        m->origin_node = strdup(relay_conf.node);
+    }
+    /* LocalFrame{event = m}: field 22 */
+    frame = dispatch_wrap(m, 22, &len, &msg, &msg_len);
+    if (frame == NULL) {
+        mc_error("dispatch: out of memory, event dropped");
+        return;
+    }
+    if (len > MC_FRAME_HDR + MC_FRAME_MAX) {
+        mc_warn("dispatch: event of %zu bytes from worker %s/%u, dropped", len, from->node, from->pid);
+        free(frame);
+        return;
+    }
+    link_broadcast(0, frame, len);
+    peers_push(msg, msg_len);
+    free(frame);
+}
+
 int dispatch_frame(const link_from_t *from, Minichat__LocalFrame *f)
 {
     switch (f->body_case) {
     case MINICHAT__LOCAL_FRAME__BODY_PUBLISH:
         on_publish(from, f->publish, f->req_id);
+        break;
+    case MINICHAT__LOCAL_FRAME__BODY_EVENT:
+        on_event(from, f->event);
         break;
     case MINICHAT__LOCAL_FRAME__BODY_CREATE_ROOM:
         rooms_submit(from->id, f->req_id, f->create_room);

@@ -34,6 +34,7 @@
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "minichat.pb-c.h"
 #include "minichat/db.h"
@@ -46,6 +47,14 @@ typedef struct relay_tag_s relay_tag_t;
 struct relay_tag_s {
     void (*done)(relay_tag_t *tag, int ok);
 };
+
+/* Returns 1 for the kinds of ChatMessage that are ephemeral events (seq 0,
+ * never persisted, never reordered): "read", "typing", "presence". */
+static inline int relay_is_event_kind(const char *kind)
+{
+    return kind != NULL
+           && (strcmp(kind, "read") == 0 || strcmp(kind, "typing") == 0 || strcmp(kind, "presence") == 0);
+}
 
 /* the largest RelayBatch either side of a Deliver call accepts */
 #define RELAY_GRPC_MESSAGE_MAX (64 * 1024 * 1024)
