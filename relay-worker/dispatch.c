@@ -17,7 +17,9 @@
  *                worker included (it skips the origin connection); never
  *                Kafka, never the reorderer: an event has no seq to order by
  *                and nothing to persist.
- *   create_room  the DB thread (rooms.c), which answers the worker.
+ *   create_room, room_state, history, rooms, room_info, invite, leave,
+ *   contacts     the DB job queue (db_jobs.c) takes the frame over and
+ *                answers the worker from a DB thread.
  *
  * Everything here runs on the main thread.
  */
@@ -135,15 +137,16 @@ static void on_event(const link_from_t *from, Minichat__ChatMessage *m)
 
 int dispatch_frame(const link_from_t *from, Minichat__LocalFrame *f)
 {
+    if (db_jobs_accepts((int)f->body_case)) {
+        db_jobs_submit(from->id, f);
+        return 0;
+    }
     switch (f->body_case) {
     case MINICHAT__LOCAL_FRAME__BODY_PUBLISH:
         on_publish(from, f->publish, f->req_id);
         break;
     case MINICHAT__LOCAL_FRAME__BODY_EVENT:
         on_event(from, f->event);
-        break;
-    case MINICHAT__LOCAL_FRAME__BODY_CREATE_ROOM:
-        rooms_submit(from->id, f->req_id, f->create_room);
         break;
     default:
         mc_warn("dispatch: unexpected frame (case %d) from worker %s/%u, ignored", (int)f->body_case, from->node,

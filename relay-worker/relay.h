@@ -2,7 +2,7 @@
  * relay-worker: one per node.  It sits between the node's nginx workers (a
  * unix socket, length-prefixed LocalFrames), the other nodes' relay-workers
  * (gRPC, /minichat.Relay/Deliver), Kafka (every published message) and MySQL
- * (room creation).
+ * (rooms, members, history: every request that needs the database).
  *
  * Files, and which way calls run (never back up the list):
  *  - main.c: start-up, the epoll loop, shutdown; wires the others together;
@@ -10,7 +10,10 @@
  *    service does it;
  *  - the services: kafka.c (producer), grpc_peer.c (client side, one queue
  *    per peer), grpc_server.c (receiving side), order.c (per-room order of
- *    local delivery), rooms.c (the DB thread);
+ *    local delivery), db_jobs.c (the DB threads and their queue) running
+ *    queries_rooms.c, queries_lists.c, queries_history.c (the SQL, over the
+ *    toolkit in queries.c) and consumer_lag.c (has the roomlist-consumer
+ *    caught up?);
  *  - worker_link.c: the unix-socket server for the node's nginx workers
  *    (transport only); it hands received frames to the handler main.c gave
  *    it (the dispatcher) through a function pointer, and everyone answers
@@ -22,10 +25,10 @@
  *  - cq: grpc_completion_queue_next() on the one completion queue shared by
  *    the server and every peer channel; each tag is a relay_tag_t whose
  *    callback runs on this thread;
- *  - db: the blocking MySQL work (rooms.c).
+ *  - db (db_threads of them): the blocking MySQL work (db_jobs.c).
  * Shared state is small and each piece has one lock: the local connections
  * and their output buffers (worker_link.c), each peer's queue and call (grpc_peer.c),
- * the DB job queue (rooms.c).  Only the main thread frees a local connection;
+ * the DB job queue (db_jobs.c).  Only the main thread frees a local connection;
  * other threads refer to it by its 64-bit id.
  */
 #ifndef RELAY_H
@@ -76,6 +79,10 @@ typedef struct {
     long long peer_timeout_ms; /* deadline of one Deliver call */
     long long peer_max_age_ms; /* queued longer than this: too old for live delivery, dropped */
     mc_reorder_conf_t order;   /* per-room ordering of local delivery (order.c) */
+    int db_threads;            /* threads running database requests */
+    size_t db_queue_max;       /* database requests waiting before more are refused */
+    const char *kafka_consumer_group; /* the roomlist-consumer's group: a room state waits for it */
+    long long rebuild_wait_ms; /* how long a room state waits for that group; 0: no wait */
 } relay_conf_t;
 
 extern relay_conf_t relay_conf;
@@ -153,10 +160,15 @@ int peers_idle(void);
 void peers_shutdown(void);
 void peers_stats(uint64_t *sent, uint64_t *dropped, uint64_t *failed_calls);
 
-/* rooms.c: the DB thread */
-int rooms_start(const mc_db_config_t *cfg);
-void rooms_submit(uint64_t conn_id, uint64_t req_id, const Minichat__CreateRoomRequest *req);
-void rooms_stop(void);
+/* db_jobs.c: the DB threads and their bounded job queue (the SQL itself is
+ * in queries_*.c, see queries.h) */
+int db_jobs_start(const relay_conf_t *conf);
+/* Returns 1 for a LocalFrame body that is a database request. */
+int db_jobs_accepts(int body_case);
+/* Queues a database request and takes ownership of req; the result (or an
+ * "unavailable: ..." error when the queue is full) goes to conn_id. */
+void db_jobs_submit(uint64_t conn_id, Minichat__LocalFrame *req);
+void db_jobs_stop(void);
 
 /* Packs a LocalFrame with its length header into a malloc'ed buffer; returns
  * NULL when out of memory. */
