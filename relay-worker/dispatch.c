@@ -55,6 +55,26 @@ static uint8_t *dispatch_wrap(const Minichat__ChatMessage *m, uint32_t field, si
     return buf;
 }
 
+/* Names this node as a message's origin unless the worker did.  Returns 0,
+ * or -1 when out of memory. */
+static int dispatch_set_origin(Minichat__ChatMessage *m)
+{
+    char *node;
+
+    if (m->origin_node != NULL && m->origin_node[0] != '\0') {
+        return 0;
+    }
+    node = strdup(relay_conf.node);
+    if (node == NULL) {
+        return -1;
+    }
+    if (m->origin_node != NULL && m->origin_node != protobuf_c_empty_string) {
+        free(m->origin_node); /* "" on the wire; the unset default is static */
+    }
+    m->origin_node = node; /* freed with the frame */
+    return 0;
+}
+
 /* Handles a publish: Kafka, then (unless it only repeats a message for
  * persistence) the peers and this node's workers in room order. */
 static void on_publish(const link_from_t *from, Minichat__ChatMessage *m, uint64_t req_id)
@@ -84,9 +104,12 @@ static void on_publish(const link_from_t *from, Minichat__ChatMessage *m, uint64
         kafka_produce(m, from->id, req_id);
         return;
     }
-    if (m->origin_node == NULL || m->origin_node[0] == '\0') {
-        free(m->origin_node);
-        m->origin_node = strdup(relay_conf.node);
+    if (dispatch_set_origin(m) != 0) {
+        mc_error("dispatch: out of memory");
+        if (req_id) {
+            kafka_answer(from->id, req_id, "unavailable: out of memory");
+        }
+        return;
     }
     /* LocalFrame{deliver = m}: field 4 */
     frame = dispatch_wrap(m, 4, &len, &msg, &msg_len);
@@ -115,9 +138,9 @@ static void on_event(const link_from_t *from, Minichat__ChatMessage *m)
                 (unsigned long long)m->seq);
         return;
     }
-    if (m->origin_node == NULL || m->origin_node[0] == '\0') {
-        free(m->origin_node);
-        m->origin_node = strdup(relay_conf.node);
+    if (dispatch_set_origin(m) != 0) {
+        mc_error("dispatch: out of memory");
+        return;
     }
     /* LocalFrame{event = m}: field 22 */
     frame = dispatch_wrap(m, 22, &len, &msg, &msg_len);
