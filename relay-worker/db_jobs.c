@@ -164,7 +164,10 @@ void db_jobs_submit(uint64_t conn_id, Minichat__LocalFrame *req)
         if (j != NULL && !db_stopping) {
             mc_error("db: %zu requests waiting for the database, refusing more", db_njobs);
         }
-        db_answer(NULL, conn_id, req, j == NULL ? "unavailable: out of memory" : "unavailable: database busy");
+        db_answer(NULL, conn_id, req,
+                  j == NULL     ? "unavailable: out of memory"
+                  : db_stopping ? "unavailable: shutting down"
+                                : "unavailable: database busy");
         minichat__local_frame__free_unpacked(req, NULL);
         free(j);
         return;

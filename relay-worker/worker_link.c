@@ -10,8 +10,8 @@
  * Reading belongs to the main thread alone (level-triggered epoll, one read
  * per event, every whole frame in the buffer handled at once).  Writing
  * happens from three threads (main: local fan-out, Kafka results; cq:
- * messages and events from other nodes; db: query results), so the connection table and every output buffer sit
- * under `link_lock`.  A writer first tries a direct non-blocking send();
+ * messages and events from other nodes; db: query results), so the
+ * connection table and every output buffer sit under `link_lock`.  A writer first tries a direct non-blocking send();
  * what does not fit goes to the connection's output buffer and EPOLLOUT is
  * armed (epoll_ctl is thread-safe); the main thread flushes on EPOLLOUT.  A
  * worker that stops reading is dropped once its buffer passes

@@ -180,6 +180,9 @@ class Link:
         self.frames = []          # (req_id, body name, body) received, not yet taken
         self.next_req = 1000
         self.send_frame(encode([(2, encode([(1, name or node), (2, os.getpid())]))]))
+        # one round trip: the relay has taken the hello once it answers, so
+        # broadcasts from now on reach this link
+        assert self.contacts(0)["error"].startswith("bad_request:")
 
     def close(self):
         self.sock.close()

@@ -277,3 +277,32 @@ def test_system_message_keeps_its_kind_across_nodes():
     finally:
         wa.close()
         wb.close()
+
+
+# --- rebuild safety ------------------------------------------------------------
+
+def test_room_state_waits_for_the_consumer(link):
+    """An acked message that the consumer has not written yet makes a room
+    state answer unavailable (after rebuild_wait_ms), never a stale last_seq."""
+    import os
+    import signal
+    from relaylink import RUN
+
+    with open(os.path.join(RUN, "consumer", "consumer.pid")) as f:
+        pid = int(f.read().strip())
+    with open("/proc/%d/cmdline" % pid, "rb") as f:
+        assert b"roomlist-consumer" in f.read()
+    u = uid()
+    room = link.create_room(u, [uid()])["id"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        link.send_message(PUBLISH, [(1, room), (2, 1), (3, u), (4, "lag-1"), (5, "hi"), (6, 1732500000000),
+                                    (7, [u])], req_id=77)
+        assert link.wait(lambda f: f[0] == 77)[2]["ok"]
+        st = link.room_state(room)
+        assert st["error"] == "unavailable: consumer lagging", st
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    st = wait_until(lambda: (lambda s: s if s["error"] == "" else None)(link.room_state(room)),
+                    what="room state once the consumer caught up")
+    assert st["found"] and st["last_seq"] == 1, st
