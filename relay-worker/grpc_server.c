@@ -8,9 +8,12 @@
  *
  * The server has one registered method, /minichat.Relay/Deliver (unary,
  * RelayBatch -> RelayAck), and keeps exactly one request outstanding: when a
- * call arrives, the next request is posted first, then the batch is written
- * to every local nginx worker as `deliver` frames (one buffer, one write per
- * worker, in the batch's order), then the ack is sent.  Senders keep one call
+ * call arrives, the next request is posted first, then the batch's messages
+ * go to the per-room reorderer as `deliver` frames, which releases them to
+ * every local nginx worker in seq order; ephemeral events in the batch (kind
+ * read, typing, presence: seq 0) skip the reorderer and go to every local
+ * worker at once as `event` frames (one buffer, one write per worker, in the
+ * batch's order); then the ack is sent.  Senders keep one call
  * in flight per peer, so a peer's batches arrive in order.
  *
  * Shutdown: grpc_server_shutdown_and_notify() + cancel_all_calls(), wait for
@@ -105,13 +108,16 @@ static void rpc_call_free(rpc_call_t *rc)
     free(rc);
 }
 
-/* Turns a RelayBatch into deliver frames for the local workers.
- * Returns the number of messages accepted, or -1 when the batch is malformed. */
+/* Turns a RelayBatch into deliver frames for the reorderer and event frames
+ * for the local workers.  Returns the number of messages accepted, or -1
+ * when the batch is malformed. */
 static long rpc_deliver(const uint8_t *p, size_t n)
 {
     Minichat__RelayBatch *b = minichat__relay_batch__unpack(NULL, n, p);
+    Minichat__ChatMessage *msg;
     uint8_t *frames, hdr[MC_PB_LD_HDR_MAX];
-    size_t i, cap = 0, len = 0, m, h;
+    size_t i, cap = 0, len = 0, ev_off, ev_len = 0, m, h;
+    int event;
 
     if (b == NULL) {
         return -1;
@@ -119,28 +125,42 @@ static long rpc_deliver(const uint8_t *p, size_t n)
     for (i = 0; i < b->n_messages; i++) {
         cap += MC_FRAME_HDR + MC_PB_LD_HDR_MAX + minichat__chat_message__get_packed_size(b->messages[i]);
     }
-    frames = malloc(cap ? cap : 1);
+    /* deliver frames are built at the front and handed over one by one;
+     * event frames gather at the back (ev_off on) and leave in one write */
+    frames = malloc(cap ? 2 * cap : 1);
     if (frames == NULL) {
         mc_error("grpc: out of memory, %zu messages from \"%s\" lost", b->n_messages, b->from_node);
         minichat__relay_batch__free_unpacked(b, NULL);
         return 0;
     }
+    ev_off = cap;
     for (i = 0; i < b->n_messages; i++) {
-        /* LocalFrame{deliver = message}: field 4, length-delimited */
-        m = minichat__chat_message__get_packed_size(b->messages[i]);
-        h = mc_pb_ld_header(hdr, 4, m);
-        if (b->messages[i]->room == 0 || b->messages[i]->seq == 0 || MC_FRAME_HDR + h + m > MC_FRAME_MAX) {
+        msg = b->messages[i];
+        event = relay_is_event_kind(msg->kind);
+        /* LocalFrame{deliver = message}: field 4; {event = message}: 22 */
+        m = minichat__chat_message__get_packed_size(msg);
+        h = mc_pb_ld_header(hdr, event ? 22 : 4, m);
+        if ((event ? msg->seq != 0 : msg->room == 0 || msg->seq == 0) || MC_FRAME_HDR + h + m > MC_FRAME_MAX) {
             /* nginx would refuse such a frame and drop its whole link */
-            mc_warn("grpc: invalid message from \"%s\" (room %llu, seq %llu, %zu bytes), dropped", b->from_node,
-                    (unsigned long long)b->messages[i]->room, (unsigned long long)b->messages[i]->seq, m);
+            mc_warn("grpc: invalid %s from \"%s\" (room %llu, seq %llu, %zu bytes), dropped",
+                    event ? "event" : "message", b->from_node, (unsigned long long)msg->room,
+                    (unsigned long long)msg->seq, m);
+            continue;
+        }
+        if (event) {
+            mc_frame_put_header(frames + ev_off + ev_len, (uint32_t)(h + m));
+            memcpy(frames + ev_off + ev_len + MC_FRAME_HDR, hdr, h);
+            minichat__chat_message__pack(msg, frames + ev_off + ev_len + MC_FRAME_HDR + h);
+            ev_len += MC_FRAME_HDR + h + m;
             continue;
         }
         mc_frame_put_header(frames + len, (uint32_t)(h + m));
         memcpy(frames + len + MC_FRAME_HDR, hdr, h);
-        minichat__chat_message__pack(b->messages[i], frames + len + MC_FRAME_HDR + h);
-        order_push(b->messages[i]->room, b->messages[i]->seq, frames + len, MC_FRAME_HDR + h + m);
+        minichat__chat_message__pack(msg, frames + len + MC_FRAME_HDR + h);
+        order_push(msg->room, msg->seq, frames + len, MC_FRAME_HDR + h + m);
         len += MC_FRAME_HDR + h + m;
     }
+    link_broadcast(0, frames + ev_off, ev_len);
     free(frames);
     m = b->n_messages;
     mc_debug("grpc: %zu messages from \"%s\"", m, b->from_node);

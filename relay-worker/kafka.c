@@ -70,7 +70,7 @@ void kafka_answer(uint64_t conn_id, uint64_t req_id, const char *error)
         mc_error("kafka: out of memory answering request %llu", (unsigned long long)req_id);
         return;
     }
-    (void)local_send(conn_id, frame, len);   /* the worker may have gone: nothing to do then */
+    (void)link_send(conn_id, frame, len);   /* the worker may have gone: nothing to do then */
     free(frame);
 }
 

@@ -12,7 +12,7 @@
  * Shutdown, in order: stop accepting local connections; give queued peer
  * batches up to a second to leave; flush Kafka (5 s); shut the grpc server
  * down and cancel its calls; cancel peer calls and close the channels; shut
- * the completion queue down and join its thread; stop the DB thread; close
+ * the completion queue down and join its thread; stop the DB threads; close
  * the local connections.  Exit 0.
  */
 #include <errno.h>
@@ -45,7 +45,8 @@ static const char *const main_keys[] = {
     "node", "unix_socket", "grpc_listen", "peers", "kafka_brokers", "kafka_topic", "kafka_linger_ms", "kafka_message_timeout_ms",
     "mysql_primary", "mysql_replica", "mysql_user", "mysql_password", "mysql_database", "log_level",
     "local_outbuf_max_mb", "peer_queue_max", "peer_queue_max_mb", "peer_batch_kb", "peer_timeout_ms",
-    "peer_max_age_ms", "order_first_hold_ms", "order_gap_ms", "order_idle_ms", "order_max_held", "order_max_rooms", NULL};
+    "peer_max_age_ms", "order_first_hold_ms", "order_gap_ms", "order_idle_ms", "order_max_held", "order_max_rooms",
+    "db_threads", "db_queue_max", "kafka_consumer_group", "rebuild_wait_ms", NULL};
 
 uint64_t relay_now_ms(void)
 {
@@ -66,7 +67,7 @@ static void usage(FILE *out)
             "usage: relay-worker -c FILE\n"
             "\n"
             "Relays MiniChat messages between this node's nginx workers (unix socket),\n"
-            "the other nodes (gRPC) and Kafka, and creates rooms in MySQL.\n"
+            "the other nodes (gRPC) and Kafka, and answers their MySQL requests.\n"
             "\n"
             "  -c, --config FILE   config file (key = value), see conf/relay-worker.conf.in\n"
             "  -h, --help          this text\n"
@@ -78,7 +79,9 @@ static void usage(FILE *out)
             "      local_outbuf_max_mb (64), peer_queue_max (100000), peer_queue_max_mb (256),\n"
             "      peer_batch_kb (1024), peer_timeout_ms (5000), peer_max_age_ms (10000),\n"
             "      order_first_hold_ms (500), order_gap_ms (500), order_idle_ms (600000),\n"
-            "      order_max_held (10000), order_max_rooms (1000000)\n");
+            "      order_max_held (10000), order_max_rooms (1000000),\n"
+            "      db_threads (2), db_queue_max (10000), kafka_consumer_group (minichat-roomlist),\n"
+            "      rebuild_wait_ms (5000)\n");
 }
 
 /* Reads an integer key within [min, max].  Returns 0 or -1 with a log line. */
@@ -100,7 +103,7 @@ static int conf_read(const mc_conf_t *c)
 {
     static const char *const levels[] = {"debug", "info", "warn", "error"};
     const char *lvl = mc_conf_get(c, "log_level", "info");
-    long long outbuf, qmax, qmb, batch_kb, first_hold, gap, idle, held, rooms;
+    long long outbuf, qmax, qmb, batch_kb, first_hold, gap, idle, held, rooms, db_threads, db_queue;
     int i;
 
     for (i = 0; i < 4 && strcmp(lvl, levels[i]) != 0; i++) {
@@ -117,6 +120,7 @@ static int conf_read(const mc_conf_t *c)
     relay_conf.peers = mc_conf_get(c, "peers", "");
     relay_conf.kafka_brokers = mc_conf_get(c, "kafka_brokers", NULL);
     relay_conf.kafka_topic = mc_conf_get(c, "kafka_topic", "minichat.messages");
+    relay_conf.kafka_consumer_group = mc_conf_get(c, "kafka_consumer_group", "minichat-roomlist");
     relay_conf.db.primary = mc_conf_get(c, "mysql_primary", NULL);
     relay_conf.db.replica = mc_conf_get(c, "mysql_replica", NULL);
     relay_conf.db.user = mc_conf_get(c, "mysql_user", "root");
@@ -142,7 +146,10 @@ static int conf_read(const mc_conf_t *c)
         || conf_int(c, "order_gap_ms", 500, 1, 60000, &gap) != 0
         || conf_int(c, "order_idle_ms", 600000, 1000, 86400000, &idle) != 0
         || conf_int(c, "order_max_held", 10000, 1, 10000000, &held) != 0
-        || conf_int(c, "order_max_rooms", 1000000, 1000, 100000000, &rooms) != 0) {
+        || conf_int(c, "order_max_rooms", 1000000, 1000, 100000000, &rooms) != 0
+        || conf_int(c, "db_threads", 2, 1, 16, &db_threads) != 0
+        || conf_int(c, "db_queue_max", 10000, 1, 10000000, &db_queue) != 0
+        || conf_int(c, "rebuild_wait_ms", 5000, 0, 600000, &relay_conf.rebuild_wait_ms) != 0) {
         return -1;
     }
     relay_conf.order.first_hold_ms = (uint64_t)first_hold;
@@ -150,6 +157,8 @@ static int conf_read(const mc_conf_t *c)
     relay_conf.order.idle_ms = (uint64_t)idle;
     relay_conf.order.max_held = (size_t)held;
     relay_conf.order.max_rooms = (size_t)rooms;
+    relay_conf.db_threads = (int)db_threads;
+    relay_conf.db_queue_max = (size_t)db_queue;
     relay_conf.local_outbuf_max = (size_t)outbuf << 20;
     relay_conf.peer_queue_max = (size_t)qmax;
     relay_conf.peer_queue_bytes = (size_t)qmb << 20;
@@ -202,7 +211,7 @@ static void log_stats(void)
     uint64_t v[11];
     mc_reorder_stats_t os;
 
-    local_stats(&v[0], &v[1]);
+    link_stats(&v[0], &v[1]);
     kafka_stats(&v[2], &v[3], &v[4]);
     peers_stats(&v[5], &v[6], &v[7]);
     order_stats(&os);
@@ -233,7 +242,7 @@ static void dispatch(const struct epoll_event *evs, int n)
         } else if (kafka_is_event(evs[i].data.ptr)) {
             kafka_on_event();
         } else {
-            local_on_event(evs[i].data.ptr, evs[i].events);
+            link_on_event(evs[i].data.ptr, evs[i].events);
         }
     }
     kafka_poll();
@@ -302,6 +311,7 @@ int main(int argc, char **argv)
 {
     static const struct option opts[] = {{"config", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
+    static const link_handler_t handler = {dispatch_frame, dispatch_read_done};
     const char *path = NULL;
     mc_conf_t *conf;
     char err[512];
@@ -342,7 +352,7 @@ int main(int argc, char **argv)
     }
     if (signals_init() != 0 || order_init(&relay_conf.order) != 0 || kafka_init(&relay_conf) != 0
         || rpc_start(relay_conf.grpc_listen) != 0 || peers_init(relay_conf.peers, relay_conf.node) != 0
-        || rooms_start(&relay_conf.db) != 0 || local_listen(relay_conf.unix_socket) != 0) {
+        || db_jobs_start(&relay_conf) != 0 || link_listen(relay_conf.unix_socket, &handler) != 0) {
         goto stop;
     }
     mc_info("ready: node \"%s\", unix socket %s, grpc %s, peers \"%s\"", relay_conf.node, relay_conf.unix_socket,
@@ -350,7 +360,7 @@ int main(int argc, char **argv)
 
     main_loop();
     rc = (relay_stop && !kafka_fatal) ? 0 : 1;
-    local_stop_accepting();
+    link_stop_accepting();
     drain(kafka_fatal ? 0 : 3000);
     log_stats();
 stop:
@@ -358,8 +368,8 @@ stop:
     rpc_server_shutdown();
     peers_shutdown();
     rpc_stop();
-    rooms_stop();
-    local_close_all();
+    db_jobs_stop();
+    link_close_all();
     order_close();
     mc_info("stopped");
 out:

@@ -14,7 +14,7 @@
  *
  * Both the main thread (local publishes, ticks) and the completion-queue
  * thread (peer batches) push; order_lock serialises them.  Lock order:
- * order_lock, then local.c's lock inside local_broadcast().
+ * order_lock, then worker_link.c's lock inside link_broadcast().
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -85,7 +85,7 @@ static void order_drop(void *ctx, uint64_t room, uint64_t seq, void *item)
 static void order_flush_locked(void)
 {
     if (order_out_len) {
-        local_broadcast(0, order_out, order_out_len);
+        link_broadcast(0, order_out, order_out_len);
         order_out_len = 0;
     }
     if (order_out_cap > (4u << 20)) {

@@ -2,7 +2,22 @@
  * relay-worker: one per node.  It sits between the node's nginx workers (a
  * unix socket, length-prefixed LocalFrames), the other nodes' relay-workers
  * (gRPC, /minichat.Relay/Deliver), Kafka (every published message) and MySQL
- * (room creation).
+ * (rooms, members, history: every request that needs the database).
+ *
+ * Files, and which way calls run (never back up the list):
+ *  - main.c: start-up, the epoll loop, shutdown; wires the others together;
+ *  - dispatch.c: what each LocalFrame from a worker asks for, and which
+ *    service does it;
+ *  - the services: kafka.c (producer), grpc_peer.c (client side, one queue
+ *    per peer), grpc_server.c (receiving side), order.c (per-room order of
+ *    local delivery), db_jobs.c (the DB threads and their queue) running
+ *    queries_rooms.c, queries_lists.c, queries_history.c (the SQL, over the
+ *    toolkit in queries.c) and consumer_lag.c (has the roomlist-consumer
+ *    caught up?);
+ *  - worker_link.c: the unix-socket server for the node's nginx workers
+ *    (transport only); it hands received frames to the handler main.c gave
+ *    it (the dispatcher) through a function pointer, and everyone answers
+ *    the workers through link_send()/link_broadcast().
  *
  * Threads:
  *  - main: the epoll loop (unix socket, signals, peer retry timers) and the
@@ -10,10 +25,10 @@
  *  - cq: grpc_completion_queue_next() on the one completion queue shared by
  *    the server and every peer channel; each tag is a relay_tag_t whose
  *    callback runs on this thread;
- *  - db: the blocking MySQL work (rooms.c).
+ *  - db (db_threads of them): the blocking MySQL work (db_jobs.c).
  * Shared state is small and each piece has one lock: the local connections
- * and their output buffers (local.c), each peer's queue and call (grpc_peer.c),
- * the DB job queue (rooms.c).  Only the main thread frees a local connection;
+ * and their output buffers (worker_link.c), each peer's queue and call (grpc_peer.c),
+ * the DB job queue (db_jobs.c).  Only the main thread frees a local connection;
  * other threads refer to it by its 64-bit id.
  */
 #ifndef RELAY_H
@@ -22,6 +37,7 @@
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "minichat.pb-c.h"
 #include "minichat/db.h"
@@ -34,6 +50,14 @@ typedef struct relay_tag_s relay_tag_t;
 struct relay_tag_s {
     void (*done)(relay_tag_t *tag, int ok);
 };
+
+/* Returns 1 for the kinds of ChatMessage that are ephemeral events (seq 0,
+ * never persisted, never reordered): "read", "typing", "presence". */
+static inline int relay_is_event_kind(const char *kind)
+{
+    return kind != NULL
+           && (strcmp(kind, "read") == 0 || strcmp(kind, "typing") == 0 || strcmp(kind, "presence") == 0);
+}
 
 /* the largest RelayBatch either side of a Deliver call accepts */
 #define RELAY_GRPC_MESSAGE_MAX (64 * 1024 * 1024)
@@ -55,6 +79,10 @@ typedef struct {
     long long peer_timeout_ms; /* deadline of one Deliver call */
     long long peer_max_age_ms; /* queued longer than this: too old for live delivery, dropped */
     mc_reorder_conf_t order;   /* per-room ordering of local delivery (order.c) */
+    int db_threads;            /* threads running database requests */
+    size_t db_queue_max;       /* database requests waiting before more are refused */
+    const char *kafka_consumer_group; /* the roomlist-consumer's group: a room state waits for it */
+    long long rebuild_wait_ms; /* how long a room state waits for that group; 0: no wait */
 } relay_conf_t;
 
 extern relay_conf_t relay_conf;
@@ -64,14 +92,36 @@ extern volatile sig_atomic_t relay_stop;
 uint64_t relay_now_ms(void);
 int relay_epoll_fd(void);
 
-/* local.c: the unix socket side */
-int local_listen(const char *path);
-void local_stop_accepting(void);
-void local_on_event(void *ptr, uint32_t events);
-int local_send(uint64_t conn_id, const uint8_t *frame, size_t len);
-void local_broadcast(uint64_t except_id, const uint8_t *frames, size_t len);
-void local_close_all(void);
-void local_stats(uint64_t *conns, uint64_t *dropped);
+/* worker_link.c: the unix-socket server for this node's nginx workers */
+
+/* The worker connection a frame came from (valid during the call only). */
+typedef struct {
+    uint64_t id;
+    const char *node;
+    unsigned pid;
+} link_from_t;
+
+typedef struct {
+    /* Handles one frame other than hello and takes ownership of f.  Returns
+     * 0, or -1 to close the connection. */
+    int (*frame)(const link_from_t *from, Minichat__LocalFrame *f);
+    /* Called after the frames of one read were handled. */
+    void (*read_done)(void);
+} link_handler_t;
+
+int link_listen(const char *path, const link_handler_t *handler);
+void link_stop_accepting(void);
+void link_on_event(void *ptr, uint32_t events);
+/* Queues frames for one connection; returns 0, or -1 when it is gone. */
+int link_send(uint64_t conn_id, const uint8_t *frame, size_t len);
+/* Queues frames for every connection that said hello but except_id (0: all). */
+void link_broadcast(uint64_t except_id, const uint8_t *frames, size_t len);
+void link_close_all(void);
+void link_stats(uint64_t *conns, uint64_t *dropped);
+
+/* dispatch.c: the LocalFrame handler (main thread) */
+int dispatch_frame(const link_from_t *from, Minichat__LocalFrame *f);
+void dispatch_read_done(void);
 
 /* kafka.c */
 /* order.c: every message for local delivery, released per room in seq order */
@@ -110,10 +160,15 @@ int peers_idle(void);
 void peers_shutdown(void);
 void peers_stats(uint64_t *sent, uint64_t *dropped, uint64_t *failed_calls);
 
-/* rooms.c: the DB thread */
-int rooms_start(const mc_db_config_t *cfg);
-void rooms_submit(uint64_t conn_id, uint64_t req_id, const Minichat__CreateRoomRequest *req);
-void rooms_stop(void);
+/* db_jobs.c: the DB threads and their bounded job queue (the SQL itself is
+ * in queries_*.c, see queries.h) */
+int db_jobs_start(const relay_conf_t *conf);
+/* Returns 1 for a LocalFrame body that is a database request. */
+int db_jobs_accepts(int body_case);
+/* Queues a database request and takes ownership of req; the result (or an
+ * "unavailable: ..." error when the queue is full) goes to conn_id. */
+void db_jobs_submit(uint64_t conn_id, Minichat__LocalFrame *req);
+void db_jobs_stop(void);
 
 /* Packs a LocalFrame with its length header into a malloc'ed buffer; returns
  * NULL when out of memory. */

@@ -1,13 +1,17 @@
 /*
- * The unix socket side of the relay-worker: the node's nginx workers connect,
- * say `hello`, then publish messages and ask for rooms; we send them
- * `deliver` frames and create-room results.
+ * The worker link: the unix-socket server for this node's nginx workers.  It
+ * owns the transport and nothing else: accepting, reading, the 4-byte length
+ * framing, the `hello` handshake, and one bounded output buffer per
+ * connection.  Every other frame is unpacked and handed, with its ownership,
+ * to the frame handler given to link_listen() (dispatch.c), so this file
+ * knows nothing of what a frame asks for; the services answer through
+ * link_send() and link_broadcast(), naming connections by id.
  *
  * Reading belongs to the main thread alone (level-triggered epoll, one read
  * per event, every whole frame in the buffer handled at once).  Writing
- * happens from three threads (main: local fan-out; cq: messages from other
- * nodes; db: results), so the connection table and every output buffer sit
- * under `local_lock`.  A writer first tries a direct non-blocking send();
+ * happens from three threads (main: local fan-out, Kafka results; cq:
+ * messages and events from other nodes; db: query results), so the
+ * connection table and every output buffer sit under `link_lock`.  A writer first tries a direct non-blocking send();
  * what does not fit goes to the connection's output buffer and EPOLLOUT is
  * armed (epoll_ctl is thread-safe); the main thread flushes on EPOLLOUT.  A
  * worker that stops reading is dropped once its buffer passes
@@ -30,13 +34,12 @@
 
 #include "minichat/frame.h"
 #include "minichat/log.h"
-#include "minichat/relay_queue.h"
 #include "relay.h"
 
-#define LOCAL_MAX_CONNS 1024
-#define LOCAL_READ_MIN 65536
+#define LINK_MAX_CONNS 1024
+#define LINK_READ_MIN 65536
 
-enum { LOCAL_LISTEN = 1, LOCAL_CONN = 2 };
+enum { LINK_LISTEN = 1, LINK_CONN = 2 };
 
 typedef struct {
     int kind;
@@ -48,33 +51,30 @@ typedef struct {
     /* input: main thread only */
     uint8_t *in;
     size_t in_len, in_cap;
-    /* output and state below: under local_lock */
+    /* output and state below: under link_lock */
     int dead;
     int want_out;
     uint8_t *out;
     size_t out_off, out_len, out_cap;
-} local_conn_t;
+} link_conn_t;
 
 typedef struct {
     int kind;
     int fd;
-} local_listener_t;
+} link_listener_t;
 
-static pthread_mutex_t local_lock = PTHREAD_MUTEX_INITIALIZER;
-static local_conn_t *local_conns[LOCAL_MAX_CONNS];
-static size_t local_nconns;
-static uint64_t local_next_id = 1;
-static uint64_t local_dropped; /* connections dropped for not reading */
-static local_listener_t local_listener = {LOCAL_LISTEN, -1};
-static char local_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+static pthread_mutex_t link_lock = PTHREAD_MUTEX_INITIALIZER;
+static link_conn_t *link_conns[LINK_MAX_CONNS];
+static size_t link_nconns;
+static uint64_t link_next_id = 1;
+static uint64_t link_dropped; /* connections dropped for not reading */
+static link_listener_t link_listener = {LINK_LISTEN, -1};
+static char link_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+static link_handler_t link_handler;
 
-/* Scratch buffer for the deliver frames produced by one read (main thread). */
-static uint8_t *bcast;
-static size_t bcast_len, bcast_cap;
+static void conn_close(link_conn_t *c);
 
-static void conn_close(local_conn_t *c);
-
-/* Returns 0 after appending buf to the growable buffer, -1 when out of memory or past max. */
+/* Returns 0 after appending p to the growable buffer, -1 when out of memory or past max. */
 static int buf_append(uint8_t **b, size_t *len, size_t *cap, const uint8_t *p, size_t n, size_t max)
 {
     size_t ncap;
@@ -115,7 +115,7 @@ uint8_t *relay_pack_frame(const Minichat__LocalFrame *f, size_t *len)
 }
 
 /* Gives up on a connection from any thread (lock held): the main thread closes it. */
-static void conn_kill_locked(local_conn_t *c)
+static void conn_kill_locked(link_conn_t *c)
 {
     if (!c->dead) {
         c->dead = 1;
@@ -124,7 +124,7 @@ static void conn_kill_locked(local_conn_t *c)
 }
 
 /* Arms or disarms EPOLLOUT to match the output buffer (lock held). */
-static void conn_arm_locked(local_conn_t *c)
+static void conn_arm_locked(link_conn_t *c)
 {
     struct epoll_event ev;
     int want = c->out_len > c->out_off;
@@ -135,7 +135,7 @@ static void conn_arm_locked(local_conn_t *c)
     ev.events = EPOLLIN | (want ? EPOLLOUT : 0);
     ev.data.ptr = c;
     if (epoll_ctl(relay_epoll_fd(), EPOLL_CTL_MOD, c->fd, &ev) != 0) {
-        mc_error("local: epoll_ctl(%d): %s", c->fd, strerror(errno));
+        mc_error("link: epoll_ctl(%d): %s", c->fd, strerror(errno));
         conn_kill_locked(c);
         return;
     }
@@ -144,7 +144,7 @@ static void conn_arm_locked(local_conn_t *c)
 
 /* Sends as much of the output buffer as the socket takes (lock held).
  * Returns 0, or -1 when the connection is broken. */
-static int conn_flush_locked(local_conn_t *c)
+static int conn_flush_locked(link_conn_t *c)
 {
     ssize_t n;
 
@@ -157,7 +157,7 @@ static int conn_flush_locked(local_conn_t *c)
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 break;
             }
-            mc_warn("local: send to worker %s/%u: %s", c->node, c->pid, strerror(errno));
+            mc_warn("link: send to worker %s/%u: %s", c->node, c->pid, strerror(errno));
             conn_kill_locked(c);
             return -1;
         }
@@ -165,7 +165,7 @@ static int conn_flush_locked(local_conn_t *c)
     }
     if (c->out_off == c->out_len) {
         c->out_off = c->out_len = 0;
-        if (c->out_cap > 4 * LOCAL_READ_MIN) {
+        if (c->out_cap > 4 * LINK_READ_MIN) {
             free(c->out); /* give a backlog's memory back */
             c->out = NULL;
             c->out_cap = 0;
@@ -176,7 +176,7 @@ static int conn_flush_locked(local_conn_t *c)
 }
 
 /* Queues frames for one connection and tries to send them (lock held). */
-static void conn_write_locked(local_conn_t *c, const uint8_t *p, size_t n)
+static void conn_write_locked(link_conn_t *c, const uint8_t *p, size_t n)
 {
     size_t pending;
     ssize_t w;
@@ -187,7 +187,7 @@ static void conn_write_locked(local_conn_t *c, const uint8_t *p, size_t n)
     if (c->out_len == c->out_off) {
         w = send(c->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-            mc_warn("local: send to worker %s/%u: %s", c->node, c->pid, strerror(errno));
+            mc_warn("link: send to worker %s/%u: %s", c->node, c->pid, strerror(errno));
             conn_kill_locked(c);
             return;
         }
@@ -206,171 +206,111 @@ static void conn_write_locked(local_conn_t *c, const uint8_t *p, size_t n)
     }
     pending = c->out_len - c->out_off;
     if (buf_append(&c->out, &c->out_len, &c->out_cap, p, n, relay_conf.local_outbuf_max + c->out_off) != 0) {
-        mc_error("local: worker %s/%u is not reading (%zu bytes queued, limit %zu), dropping it", c->node, c->pid,
+        mc_error("link: worker %s/%u is not reading (%zu bytes queued, limit %zu), dropping it", c->node, c->pid,
                  pending + n, relay_conf.local_outbuf_max);
-        local_dropped++;
+        link_dropped++;
         conn_kill_locked(c);
         return;
     }
     conn_arm_locked(c);
 }
 
-int local_send(uint64_t conn_id, const uint8_t *frame, size_t len)
+int link_send(uint64_t conn_id, const uint8_t *frame, size_t len)
 {
     size_t i;
     int rc = -1;
 
-    pthread_mutex_lock(&local_lock);
-    for (i = 0; i < local_nconns; i++) {
-        if (local_conns[i]->id == conn_id && !local_conns[i]->dead) {
-            conn_write_locked(local_conns[i], frame, len);
+    pthread_mutex_lock(&link_lock);
+    for (i = 0; i < link_nconns; i++) {
+        if (link_conns[i]->id == conn_id && !link_conns[i]->dead) {
+            conn_write_locked(link_conns[i], frame, len);
             rc = 0;
             break;
         }
     }
-    pthread_mutex_unlock(&local_lock);
+    pthread_mutex_unlock(&link_lock);
     return rc;
 }
 
-void local_broadcast(uint64_t except_id, const uint8_t *frames, size_t len)
+void link_broadcast(uint64_t except_id, const uint8_t *frames, size_t len)
 {
     size_t i;
 
     if (len == 0) {
         return;
     }
-    pthread_mutex_lock(&local_lock);
-    for (i = 0; i < local_nconns; i++) {
-        if (local_conns[i]->id != except_id && local_conns[i]->hello) {
-            conn_write_locked(local_conns[i], frames, len);
+    pthread_mutex_lock(&link_lock);
+    for (i = 0; i < link_nconns; i++) {
+        if (link_conns[i]->id != except_id && link_conns[i]->hello) {
+            conn_write_locked(link_conns[i], frames, len);
         }
     }
-    pthread_mutex_unlock(&local_lock);
+    pthread_mutex_unlock(&link_lock);
 }
 
-void local_stats(uint64_t *conns, uint64_t *dropped)
+void link_stats(uint64_t *conns, uint64_t *dropped)
 {
-    pthread_mutex_lock(&local_lock);
-    *conns = local_nconns;
-    *dropped = local_dropped;
-    pthread_mutex_unlock(&local_lock);
+    pthread_mutex_lock(&link_lock);
+    *conns = link_nconns;
+    *dropped = link_dropped;
+    pthread_mutex_unlock(&link_lock);
 }
 
-/* Handles a publish: Kafka, then (unless it only repeats a message for
- * persistence) the peers and this node's workers in room order. */
-static int on_publish(local_conn_t *c, Minichat__ChatMessage *m, uint64_t req_id)
+/* Handles one frame: the hello here, anything else through the handler.
+ * Returns 0, or -1 to close the connection. */
+static int on_frame(link_conn_t *c, const uint8_t *p, size_t n)
 {
-    uint8_t hdr[MC_FRAME_HDR + MC_PB_LD_HDR_MAX], *packed;
-    size_t n, h;
+    Minichat__LocalFrame *f = minichat__local_frame__unpack(NULL, n, p);
+    link_from_t from;
 
-    if (m->room == 0 || m->seq == 0) {
-        mc_warn("local: worker %s/%u published a message without room or seq, ignored", c->node, c->pid);
-        if (req_id) {
-            kafka_answer(c->id, req_id, "bad_request: a message needs a room and a seq");
+    if (f == NULL) {
+        mc_error("link: malformed frame (%zu bytes) from worker %s/%u, closing", n, c->node, c->pid);
+        return -1;
+    }
+    if (f->body_case != MINICHAT__LOCAL_FRAME__BODY_HELLO) {
+        if (!c->hello) {
+            mc_error("link: first frame from fd %d is not hello (case %d), closing", c->fd, (int)f->body_case);
+            minichat__local_frame__free_unpacked(f, NULL);
+            return -1;
         }
-        return 0;
+        from.id = c->id;
+        from.node = c->node;
+        from.pid = c->pid;
+        return link_handler.frame(&from, f);
     }
-
-    if (m->persist_only) {
-        /* a retried send: its first publish may never have arrived, so
-         * it goes to Kafka again (the consumer's INSERT IGNORE absorbs a
-         * repeat); clients saw it live or will recover it */
-        kafka_produce(m, c->id, req_id);
-        return 0;
+    if (c->hello) {
+        mc_warn("link: worker %s/%u said hello twice, ignored", c->node, c->pid);
+    } else {
+        snprintf(c->node, sizeof(c->node), "%s", f->hello->node ? f->hello->node : "");
+        c->pid = f->hello->pid;
+        pthread_mutex_lock(&link_lock);
+        c->hello = 1;
+        pthread_mutex_unlock(&link_lock);
+        mc_info("link: worker %s/%u connected (conn %llu)", c->node, c->pid, (unsigned long long)c->id);
+        if (strcmp(c->node, relay_conf.node) != 0) {
+            mc_warn("link: worker says node \"%s\", this relay is \"%s\"", c->node, relay_conf.node);
+        }
     }
-    if (m->origin_node == NULL || m->origin_node[0] == '\0') {
-        m->origin_node = (char *)relay_conf.node;
-    }
-    n = minichat__chat_message__get_packed_size(m);
-    packed = malloc(n ? n : 1);
-    if (packed == NULL) {
-        mc_error("local: out of memory");
-        return -1;
-    }
-    minichat__chat_message__pack(m, packed);
-
-    /* LocalFrame{deliver = m}: field 4, length-delimited */
-    h = mc_pb_ld_header(hdr + MC_FRAME_HDR, 4, n);
-    mc_frame_put_header(hdr, (uint32_t)(h + n));
-    if (buf_append(&bcast, &bcast_len, &bcast_cap, hdr, MC_FRAME_HDR + h, SIZE_MAX) != 0
-        || buf_append(&bcast, &bcast_len, &bcast_cap, packed, n, SIZE_MAX) != 0) {
-        mc_error("local: out of memory");
-        free(packed);
-        return -1;
-    }
-    order_push(m->room, m->seq, bcast, bcast_len);
-    bcast_len = 0;
-    peers_push(packed, n);
-    free(packed);
-    kafka_produce(m, c->id, req_id);
+    minichat__local_frame__free_unpacked(f, NULL);
     return 0;
 }
 
-/* Handles one frame.  Returns 0, or -1 to close the connection. */
-static int on_frame(local_conn_t *c, const uint8_t *p, size_t n)
-{
-    Minichat__LocalFrame *f = minichat__local_frame__unpack(NULL, n, p);
-    int rc = 0;
-
-    if (f == NULL) {
-        mc_error("local: malformed frame (%zu bytes) from worker %s/%u, closing", n, c->node, c->pid);
-        return -1;
-    }
-    if (!c->hello && f->body_case != MINICHAT__LOCAL_FRAME__BODY_HELLO) {
-        mc_error("local: first frame from fd %d is not hello (case %d), closing", c->fd, (int)f->body_case);
-        rc = -1;
-        goto done;
-    }
-    switch (f->body_case) {
-    case MINICHAT__LOCAL_FRAME__BODY_HELLO:
-        if (c->hello) {
-            mc_warn("local: worker %s/%u said hello twice, ignored", c->node, c->pid);
-            break;
-        }
-        snprintf(c->node, sizeof(c->node), "%s", f->hello->node ? f->hello->node : "");
-        c->pid = f->hello->pid;
-        pthread_mutex_lock(&local_lock);
-        c->hello = 1;
-        pthread_mutex_unlock(&local_lock);
-        mc_info("local: worker %s/%u connected (conn %llu)", c->node, c->pid, (unsigned long long)c->id);
-        if (strcmp(c->node, relay_conf.node) != 0) {
-            mc_warn("local: worker says node \"%s\", this relay is \"%s\"", c->node, relay_conf.node);
-        }
-        break;
-    case MINICHAT__LOCAL_FRAME__BODY_PUBLISH:
-        rc = on_publish(c, f->publish, f->req_id);
-        break;
-    case MINICHAT__LOCAL_FRAME__BODY_CREATE_ROOM:
-        rooms_submit(c->id, f->req_id, f->create_room);
-        break;
-    default:
-        mc_warn("local: unexpected frame (case %d) from worker %s/%u, ignored", (int)f->body_case, c->node, c->pid);
-        break;
-    }
-done:
-    if (f->body_case == MINICHAT__LOCAL_FRAME__BODY_PUBLISH && f->publish->origin_node == relay_conf.node) {
-        f->publish->origin_node = NULL; /* not ours to free */
-    }
-    minichat__local_frame__free_unpacked(f, NULL);
-    return rc;
-}
-
 /* Reads once and handles every whole frame.  Returns 0, or -1 to close. */
-static int conn_read(local_conn_t *c)
+static int conn_read(link_conn_t *c)
 {
     size_t off = 0, plen, ncap;
     uint8_t *nb;
     ssize_t n;
     int rc;
 
-    if (c->in_cap - c->in_len < LOCAL_READ_MIN) {
-        ncap = c->in_cap ? c->in_cap * 2 : LOCAL_READ_MIN * 2;
-        while (ncap - c->in_len < LOCAL_READ_MIN) {
+    if (c->in_cap - c->in_len < LINK_READ_MIN) {
+        ncap = c->in_cap ? c->in_cap * 2 : LINK_READ_MIN * 2;
+        while (ncap - c->in_len < LINK_READ_MIN) {
             ncap *= 2;
         }
         nb = realloc(c->in, ncap);
         if (nb == NULL) {
-            mc_error("local: out of memory");
+            mc_error("link: out of memory");
             return -1;
         }
         c->in = nb;
@@ -384,12 +324,11 @@ static int conn_read(local_conn_t *c)
         if (errno == EAGAIN || errno == EINTR) {
             return 0;
         }
-        mc_warn("local: read from worker %s/%u: %s", c->node, c->pid, strerror(errno));
+        mc_warn("link: read from worker %s/%u: %s", c->node, c->pid, strerror(errno));
         return -1;
     }
     c->in_len += (size_t)n;
 
-    bcast_len = 0;
     for (;;) {
         rc = mc_frame_parse(c->in + off, c->in_len - off, MC_FRAME_MAX, &plen);
         if (rc == MC_FRAME_AGAIN) {
@@ -397,7 +336,7 @@ static int conn_read(local_conn_t *c)
             break;
         }
         if (rc == MC_FRAME_TOO_LARGE) {
-            mc_error("local: oversize frame from worker %s/%u (limit %u), closing", c->node, c->pid, MC_FRAME_MAX);
+            mc_error("link: oversize frame from worker %s/%u (limit %u), closing", c->node, c->pid, MC_FRAME_MAX);
             rc = -1;
             break;
         }
@@ -408,7 +347,7 @@ static int conn_read(local_conn_t *c)
         off += MC_FRAME_HDR + plen;
     }
     /* what was accepted before an error still goes out */
-    peers_kick();
+    link_handler.read_done();
     if (rc != 0) {
         return -1;
     }
@@ -416,11 +355,11 @@ static int conn_read(local_conn_t *c)
         memmove(c->in, c->in + off, c->in_len - off);
         c->in_len -= off;
     }
-    if (c->in_cap > 4 * LOCAL_READ_MIN && c->in_len < LOCAL_READ_MIN) {
-        nb = realloc(c->in, 2 * LOCAL_READ_MIN); /* give a big frame's memory back */
+    if (c->in_cap > 4 * LINK_READ_MIN && c->in_len < LINK_READ_MIN) {
+        nb = realloc(c->in, 2 * LINK_READ_MIN); /* give a big frame's memory back */
         if (nb != NULL) {
             c->in = nb;
-            c->in_cap = 2 * LOCAL_READ_MIN;
+            c->in_cap = 2 * LINK_READ_MIN;
         }
     }
     return 0;
@@ -430,81 +369,81 @@ static int conn_read(local_conn_t *c)
 static void on_accept(void)
 {
     struct epoll_event ev;
-    local_conn_t *c;
+    link_conn_t *c;
     int fd;
 
     for (;;) {
-        fd = accept4(local_listener.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        fd = accept4(link_listener.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno != EAGAIN && errno != EINTR) {
-                mc_error("local: accept: %s", strerror(errno));
+                mc_error("link: accept: %s", strerror(errno));
             }
             return;
         }
         c = calloc(1, sizeof(*c));
-        if (c == NULL || local_nconns == LOCAL_MAX_CONNS) {
-            mc_error("local: %s, refusing a worker", c ? "too many connections" : "out of memory");
+        if (c == NULL || link_nconns == LINK_MAX_CONNS) {
+            mc_error("link: %s, refusing a worker", c ? "too many connections" : "out of memory");
             free(c);
             close(fd);
             continue;
         }
-        c->kind = LOCAL_CONN;
+        c->kind = LINK_CONN;
         c->fd = fd;
-        c->id = local_next_id++;
+        c->id = link_next_id++;
         strcpy(c->node, "?");
         ev.events = EPOLLIN;
         ev.data.ptr = c;
         if (epoll_ctl(relay_epoll_fd(), EPOLL_CTL_ADD, fd, &ev) != 0) {
-            mc_error("local: epoll_ctl: %s", strerror(errno));
+            mc_error("link: epoll_ctl: %s", strerror(errno));
             free(c);
             close(fd);
             continue;
         }
-        pthread_mutex_lock(&local_lock);
-        local_conns[local_nconns++] = c;
-        pthread_mutex_unlock(&local_lock);
-        mc_debug("local: accepted fd %d (conn %llu)", fd, (unsigned long long)c->id);
+        pthread_mutex_lock(&link_lock);
+        link_conns[link_nconns++] = c;
+        pthread_mutex_unlock(&link_lock);
+        mc_debug("link: accepted fd %d (conn %llu)", fd, (unsigned long long)c->id);
     }
 }
 
 /* Removes a connection from the table and frees it (main thread). */
-static void conn_close(local_conn_t *c)
+static void conn_close(link_conn_t *c)
 {
     size_t i;
 
-    pthread_mutex_lock(&local_lock);
-    for (i = 0; i < local_nconns; i++) {
-        if (local_conns[i] == c) {
-            local_conns[i] = local_conns[--local_nconns];
+    pthread_mutex_lock(&link_lock);
+    for (i = 0; i < link_nconns; i++) {
+        if (link_conns[i] == c) {
+            link_conns[i] = link_conns[--link_nconns];
             break;
         }
     }
-    pthread_mutex_unlock(&local_lock);
+    pthread_mutex_unlock(&link_lock);
     epoll_ctl(relay_epoll_fd(), EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     if (c->hello) {
-        mc_info("local: worker %s/%u disconnected (conn %llu)", c->node, c->pid, (unsigned long long)c->id);
+        mc_info("link: worker %s/%u disconnected (conn %llu)", c->node, c->pid, (unsigned long long)c->id);
     }
     free(c->in);
     free(c->out);
     free(c);
 }
 
-void local_on_event(void *ptr, uint32_t events)
+void link_on_event(void *ptr, uint32_t events)
 {
-    local_conn_t *c = ptr;
+    link_conn_t *c = ptr;
     int dead;
 
-    if (c->kind == LOCAL_LISTEN) {
+    if (c->kind == LINK_LISTEN) {
         on_accept();
         return;
     }
-    pthread_mutex_lock(&local_lock);
+    pthread_mutex_lock(&link_lock);
     dead = c->dead;
     if (!dead && (events & EPOLLOUT)) {
         dead = conn_flush_locked(c) != 0;
     }
-    pthread_mutex_unlock(&local_lock);
+    pthread_mutex_unlock(&link_lock);
     if (!dead && (events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
         dead = conn_read(c) != 0;
     }
@@ -514,7 +453,7 @@ void local_on_event(void *ptr, uint32_t events)
 }
 
 /* Returns 1 when something accepts connections on the socket path. */
-static int local_in_use(const struct sockaddr_un *sa)
+static int link_in_use(const struct sockaddr_un *sa)
 {
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), rc;
 
@@ -526,7 +465,7 @@ static int local_in_use(const struct sockaddr_un *sa)
     return rc;
 }
 
-int local_listen(const char *path)
+int link_listen(const char *path, const link_handler_t *handler)
 {
     struct sockaddr_un sa;
     struct epoll_event ev;
@@ -544,7 +483,7 @@ int local_listen(const char *path)
         mc_error("socket: %s", strerror(errno));
         return -1;
     }
-    if (local_in_use(&sa)) {
+    if (link_in_use(&sa)) {
         mc_error("\"%s\" is served by a running process, not taking it over", path);
         goto err;
     }
@@ -564,46 +503,44 @@ int local_listen(const char *path)
         mc_error("listen \"%s\": %s", path, strerror(errno));
         goto err;
     }
-    local_listener.fd = fd;
+    link_listener.fd = fd;
     ev.events = EPOLLIN;
-    ev.data.ptr = &local_listener;
+    ev.data.ptr = &link_listener;
     if (epoll_ctl(relay_epoll_fd(), EPOLL_CTL_ADD, fd, &ev) != 0) {
         mc_error("epoll_ctl: %s", strerror(errno));
         goto err;
     }
-    strcpy(local_path, path);
+    strcpy(link_path, path);
+    link_handler = *handler;
     return 0;
 err:
-    local_listener.fd = -1;
+    link_listener.fd = -1;
     close(fd);
     return -1;
 }
 
-void local_stop_accepting(void)
+void link_stop_accepting(void)
 {
-    if (local_listener.fd >= 0) {
-        epoll_ctl(relay_epoll_fd(), EPOLL_CTL_DEL, local_listener.fd, NULL);
-        close(local_listener.fd);
-        local_listener.fd = -1;
-        unlink(local_path);
+    if (link_listener.fd >= 0) {
+        epoll_ctl(relay_epoll_fd(), EPOLL_CTL_DEL, link_listener.fd, NULL);
+        close(link_listener.fd);
+        link_listener.fd = -1;
+        unlink(link_path);
     }
 }
 
-void local_close_all(void)
+void link_close_all(void)
 {
     size_t i;
 
-    local_stop_accepting();
-    while (local_nconns) {
-        pthread_mutex_lock(&local_lock);
-        (void)conn_flush_locked(local_conns[0]); /* best effort: the last results */
-        pthread_mutex_unlock(&local_lock);
-        conn_close(local_conns[0]);
+    link_stop_accepting();
+    while (link_nconns) {
+        pthread_mutex_lock(&link_lock);
+        (void)conn_flush_locked(link_conns[0]); /* best effort: the last results */
+        pthread_mutex_unlock(&link_lock);
+        conn_close(link_conns[0]);
     }
-    for (i = 0; i < LOCAL_MAX_CONNS; i++) {
-        local_conns[i] = NULL;
+    for (i = 0; i < LINK_MAX_CONNS; i++) {
+        link_conns[i] = NULL;
     }
-    free(bcast);
-    bcast = NULL;
-    bcast_len = bcast_cap = 0;
 }

@@ -1,0 +1,294 @@
+/*
+ * The DB job queue: every request of the nginx workers that needs MySQL
+ * (create_room, room_state, history, rooms, room_info, invite, leave,
+ * contacts) runs here, on threads of its own, because libmariadb's calls
+ * block and the main thread must not.
+ *
+ * The dispatcher hands over the unpacked LocalFrame (db_jobs_submit takes
+ * ownership).  The queue is a mutex + condvar list with a bound
+ * (db_queue_max); past it a request is answered at once with
+ * "unavailable: database busy".  db_threads threads take jobs in turn, each
+ * with its own mc_db router (primary/replica connections) and, when Kafka is
+ * configured and rebuild_wait_ms > 0, its own consumer-lag handle.  A job
+ * calls its query function (queries_*.c), which fills the result from the
+ * job's arena; the result is packed and sent to the connection that asked, by
+ * id: if the worker went away meanwhile the answer is dropped with a log
+ * line.  A connection lost before COMMIT runs the job once more.
+ *
+ * Jobs are independent: two threads may run two requests of one worker at
+ * the same time; the transactions' row locks order what must be ordered.
+ * On shutdown the threads finish their current job; queued jobs are
+ * answered "unavailable: shutting down".
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <mysql.h>
+
+#include "minichat/frame.h"
+#include "minichat/log.h"
+#include "queries.h"
+#include "relay.h"
+
+#define DB_THREADS_MAX 16
+
+typedef struct db_job_s db_job_t;
+struct db_job_s {
+    db_job_t *next;
+    uint64_t conn_id;
+    Minichat__LocalFrame *req;
+};
+
+typedef struct {
+    pthread_t tid;
+    dbq_t q;
+} db_thread_t;
+
+static pthread_mutex_t db_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t db_cond = PTHREAD_COND_INITIALIZER;
+static db_job_t *db_head, *db_tail;
+static size_t db_njobs;
+static int db_stopping;
+static int db_nthreads;
+static db_thread_t db_threads[DB_THREADS_MAX];
+static const relay_conf_t *db_conf;
+
+/* Sends a packed result frame to the connection that asked. */
+static void db_send(uint64_t conn_id, const Minichat__LocalFrame *f)
+{
+    uint8_t *buf;
+    size_t len;
+
+    buf = relay_pack_frame(f, &len);
+    if (buf == NULL) {
+        mc_error("db: out of memory answering request %" PRIu64, f->req_id);
+        return;
+    }
+    if (len > MC_FRAME_HDR + MC_FRAME_MAX) {
+        mc_error("db: the answer to request %" PRIu64 " is %zu bytes, over the frame limit; dropped", f->req_id,
+                 len);
+    } else if (link_send(conn_id, buf, len) != 0) {
+        mc_warn("db: the worker of request %" PRIu64 " went away", f->req_id);
+    }
+    free(buf);
+}
+
+/* One request kind: runs fn (when q is set, with a retry after a lost
+ * connection) or just answers error, and sends the result. */
+#define DB_CASE(REQ, field, RES, rfield, Type, INIT, fn)                                                               \
+    case MINICHAT__LOCAL_FRAME__BODY_##REQ: {                                                                          \
+        Type r = INIT;                                                                                                 \
+        const char *e = error;                                                                                         \
+        int attempt;                                                                                                   \
+        for (attempt = 0; q != NULL && attempt < 2; attempt++) {                                                       \
+            dbq_reset(q);                                                                                              \
+            r = (Type)INIT;                                                                                            \
+            e = fn(q, req->field, &r);                                                                                 \
+            if (!q->retry) {                                                                                           \
+                break;                                                                                                 \
+            }                                                                                                          \
+        }                                                                                                              \
+        r.error = (char *)(e ? e : "");                                                                                \
+        f.body_case = MINICHAT__LOCAL_FRAME__BODY_##RES;                                                               \
+        f.rfield = &r;                                                                                                 \
+        db_send(conn_id, &f);                                                                                          \
+        break;                                                                                                         \
+    }
+
+/* Runs a request on a DB thread (q) or answers it with error (q NULL). */
+static void db_answer(dbq_t *q, uint64_t conn_id, const Minichat__LocalFrame *req, const char *error)
+{
+    Minichat__LocalFrame f = MINICHAT__LOCAL_FRAME__INIT;
+
+    f.req_id = req->req_id;
+    switch (req->body_case) {
+        DB_CASE(CREATE_ROOM, create_room, CREATE_ROOM_RESULT, create_room_result, Minichat__CreateRoomResult,
+                MINICHAT__CREATE_ROOM_RESULT__INIT, q_create_room)
+        DB_CASE(ROOM_STATE, room_state, ROOM_STATE_RESULT, room_state_result, Minichat__RoomStateResult,
+                MINICHAT__ROOM_STATE_RESULT__INIT, q_room_state)
+        DB_CASE(HISTORY, history, HISTORY_RESULT, history_result, Minichat__HistoryResult,
+                MINICHAT__HISTORY_RESULT__INIT, q_history)
+        DB_CASE(ROOMS, rooms, ROOMS_RESULT, rooms_result, Minichat__RoomsResult, MINICHAT__ROOMS_RESULT__INIT,
+                q_rooms)
+        DB_CASE(ROOM_INFO, room_info, ROOM_INFO_RESULT, room_info_result, Minichat__RoomInfoResult,
+                MINICHAT__ROOM_INFO_RESULT__INIT, q_room_info)
+        DB_CASE(INVITE, invite, INVITE_RESULT, invite_result, Minichat__InviteResult, MINICHAT__INVITE_RESULT__INIT,
+                q_invite)
+        DB_CASE(LEAVE, leave, LEAVE_RESULT, leave_result, Minichat__LeaveResult, MINICHAT__LEAVE_RESULT__INIT,
+                q_leave)
+        DB_CASE(CONTACTS, contacts, CONTACTS_RESULT, contacts_result, Minichat__ContactsResult,
+                MINICHAT__CONTACTS_RESULT__INIT, q_contacts)
+    default:
+        mc_error("db: request case %d is not a database request", (int)req->body_case);
+        break;
+    }
+    if (q != NULL) {
+        dbq_reset(q);
+    }
+}
+
+int db_jobs_accepts(int body_case)
+{
+    switch (body_case) {
+    case MINICHAT__LOCAL_FRAME__BODY_CREATE_ROOM:
+    case MINICHAT__LOCAL_FRAME__BODY_ROOM_STATE:
+    case MINICHAT__LOCAL_FRAME__BODY_HISTORY:
+    case MINICHAT__LOCAL_FRAME__BODY_ROOMS:
+    case MINICHAT__LOCAL_FRAME__BODY_ROOM_INFO:
+    case MINICHAT__LOCAL_FRAME__BODY_INVITE:
+    case MINICHAT__LOCAL_FRAME__BODY_LEAVE:
+    case MINICHAT__LOCAL_FRAME__BODY_CONTACTS:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+void db_jobs_submit(uint64_t conn_id, Minichat__LocalFrame *req)
+{
+    db_job_t *j;
+
+    if (db_nthreads == 0) {
+        db_answer(NULL, conn_id, req, "unavailable: no database configured");
+        minichat__local_frame__free_unpacked(req, NULL);
+        return;
+    }
+    j = calloc(1, sizeof(*j));
+    pthread_mutex_lock(&db_lock);
+    if (j == NULL || db_njobs >= db_conf->db_queue_max || db_stopping) {
+        pthread_mutex_unlock(&db_lock);
+        if (j != NULL && !db_stopping) {
+            mc_error("db: %zu requests waiting for the database, refusing more", db_njobs);
+        }
+        db_answer(NULL, conn_id, req,
+                  j == NULL     ? "unavailable: out of memory"
+                  : db_stopping ? "unavailable: shutting down"
+                                : "unavailable: database busy");
+        minichat__local_frame__free_unpacked(req, NULL);
+        free(j);
+        return;
+    }
+    j->conn_id = conn_id;
+    j->req = req;
+    if (db_tail) {
+        db_tail->next = j;
+    } else {
+        db_head = j;
+    }
+    db_tail = j;
+    db_njobs++;
+    pthread_cond_signal(&db_cond);
+    pthread_mutex_unlock(&db_lock);
+}
+
+static void db_job_free(db_job_t *j)
+{
+    minichat__local_frame__free_unpacked(j->req, NULL);
+    free(j);
+}
+
+static void *db_loop(void *arg)
+{
+    db_thread_t *t = arg;
+    db_job_t *j;
+
+    mysql_thread_init();
+    pthread_mutex_lock(&db_lock);
+    while (!db_stopping) {
+        if (db_head == NULL) {
+            pthread_cond_wait(&db_cond, &db_lock);
+            continue;
+        }
+        j = db_head;
+        db_head = j->next;
+        if (db_head == NULL) {
+            db_tail = NULL;
+        }
+        db_njobs--;
+        pthread_mutex_unlock(&db_lock);
+        db_answer(&t->q, j->conn_id, j->req, NULL);
+        db_job_free(j);
+        pthread_mutex_lock(&db_lock);
+    }
+    pthread_mutex_unlock(&db_lock);
+    mysql_thread_end();
+    return NULL;
+}
+
+/* Frees what db_jobs_start set up for thread i. */
+static void db_thread_free(db_thread_t *t)
+{
+    if (t->q.db) {
+        mc_db_free(t->q.db);
+    }
+    consumer_lag_free(t->q.lag);
+    dbq_free(&t->q);
+    memset(t, 0, sizeof(*t));
+}
+
+int db_jobs_start(const relay_conf_t *conf)
+{
+    db_thread_t *t;
+    int i;
+
+    db_conf = conf;
+    if (conf->db.primary == NULL || conf->db.primary[0] == '\0') {
+        mc_warn("db: no mysql_primary, every database request will fail");
+        return 0;
+    }
+    for (i = 0; i < conf->db_threads && i < DB_THREADS_MAX; i++) {
+        t = &db_threads[i];
+        t->q.db = mc_db_new(&conf->db);
+        if (t->q.db == NULL) {
+            mc_error("db: cannot set up the database router");
+            goto err;
+        }
+        t->q.rebuild_wait_ms = conf->rebuild_wait_ms;
+        if (conf->rebuild_wait_ms > 0 && conf->kafka_brokers != NULL && conf->kafka_brokers[0] != '\0') {
+            t->q.lag = consumer_lag_new(conf->kafka_brokers, conf->kafka_consumer_group, conf->kafka_topic);
+            if (t->q.lag == NULL) {
+                goto err;
+            }
+        }
+        errno = pthread_create(&t->tid, NULL, db_loop, t);
+        if (errno != 0) {
+            mc_error("db: pthread_create: %s", strerror(errno));
+            goto err;
+        }
+        db_nthreads++;
+    }
+    mc_info("db: %d threads, queue bound %zu, rebuild wait %lld ms", db_nthreads, conf->db_queue_max,
+            conf->rebuild_wait_ms);
+    return 0;
+err:
+    db_thread_free(&db_threads[i]);
+    db_jobs_stop();
+    return -1;
+}
+
+void db_jobs_stop(void)
+{
+    db_job_t *j;
+    int i;
+
+    pthread_mutex_lock(&db_lock);
+    db_stopping = 1;
+    pthread_cond_broadcast(&db_cond);
+    pthread_mutex_unlock(&db_lock);
+    for (i = 0; i < db_nthreads; i++) {
+        pthread_join(db_threads[i].tid, NULL);
+        db_thread_free(&db_threads[i]);
+    }
+    db_nthreads = 0;
+    while ((j = db_head) != NULL) {
+        db_head = j->next;
+        db_answer(NULL, j->conn_id, j->req, "unavailable: shutting down");
+        db_job_free(j);
+    }
+    db_tail = NULL;
+    db_njobs = 0;
+}

@@ -1,0 +1,186 @@
+/*
+ * The dispatcher: what each LocalFrame from an nginx worker asks for, and
+ * which service does it.  The worker link (worker_link.c) hands every frame
+ * but `hello` here, with its ownership; this file calls the services (Kafka,
+ * the peers, the reorderer, the DB thread) and never the other way round, so
+ * calls run one way: link -> dispatcher -> services, and the services answer
+ * the workers through the link by connection id.
+ *
+ *   publish      a chat message with a seq (kind "", "text" or "system",
+ *                which travels along to Kafka and the peers): Kafka (its delivery report
+ *                answers the worker), every peer, and this node's workers
+ *                through the per-room reorderer.  A persist_only publish (a
+ *                retried send) goes to Kafka alone.
+ *   event        an ephemeral event (kind read, typing or presence, seq 0):
+ *                every peer (in the same queues and batches as messages) and
+ *                every worker of this node as LocalFrame{event}, the origin
+ *                worker included (it skips the origin connection); never
+ *                Kafka, never the reorderer: an event has no seq to order by
+ *                and nothing to persist.
+ *   create_room, room_state, history, rooms, room_info, invite, leave,
+ *   contacts     the DB job queue (db_jobs.c) takes the frame over and
+ *                answers the worker from a DB thread.
+ *
+ * Everything here runs on the main thread.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "minichat/frame.h"
+#include "minichat/log.h"
+#include "minichat/relay_queue.h"
+#include "relay.h"
+
+/* Packs m as LocalFrame{field = m} with its length header into one malloc'ed
+ * buffer; *msg and *msg_len locate the packed ChatMessage inside it (what the
+ * peers get).  Returns NULL when out of memory. */
+static uint8_t *dispatch_wrap(const Minichat__ChatMessage *m, uint32_t field, size_t *len, uint8_t **msg,
+                              size_t *msg_len)
+{
+    uint8_t hdr[MC_PB_LD_HDR_MAX], *buf;
+    size_t n = minichat__chat_message__get_packed_size(m), h;
+
+    h = mc_pb_ld_header(hdr, field, n);
+    buf = malloc(MC_FRAME_HDR + h + n);
+    if (buf == NULL) {
+        return NULL;
+    }
+    mc_frame_put_header(buf, (uint32_t)(h + n));
+    memcpy(buf + MC_FRAME_HDR, hdr, h);
+    minichat__chat_message__pack(m, buf + MC_FRAME_HDR + h);
+    *len = MC_FRAME_HDR + h + n;
+    *msg = buf + MC_FRAME_HDR + h;
+    *msg_len = n;
+    return buf;
+}
+
+/* Names this node as a message's origin unless the worker did.  Returns 0,
+ * or -1 when out of memory. */
+static int dispatch_set_origin(Minichat__ChatMessage *m)
+{
+    char *node;
+
+    if (m->origin_node != NULL && m->origin_node[0] != '\0') {
+        return 0;
+    }
+    node = strdup(relay_conf.node);
+    if (node == NULL) {
+        return -1;
+    }
+    if (m->origin_node != NULL && m->origin_node != protobuf_c_empty_string) {
+        free(m->origin_node); /* "" on the wire; the unset default is static */
+    }
+    m->origin_node = node; /* freed with the frame */
+    return 0;
+}
+
+/* Handles a publish: Kafka, then (unless it only repeats a message for
+ * persistence) the peers and this node's workers in room order. */
+static void on_publish(const link_from_t *from, Minichat__ChatMessage *m, uint64_t req_id)
+{
+    uint8_t *frame, *msg;
+    size_t len, msg_len;
+
+    if (m->room == 0 || m->seq == 0) {
+        mc_warn("dispatch: worker %s/%u published a message without room or seq, ignored", from->node, from->pid);
+        if (req_id) {
+            kafka_answer(from->id, req_id, "bad_request: a message needs a room and a seq");
+        }
+        return;
+    }
+    if (relay_is_event_kind(m->kind)) {
+        mc_warn("dispatch: worker %s/%u published a \"%s\" event as a message, ignored", from->node, from->pid,
+                m->kind);
+        if (req_id) {
+            kafka_answer(from->id, req_id, "bad_request: events travel as LocalFrame.event");
+        }
+        return;
+    }
+    if (m->persist_only) {
+        /* a retried send: its first publish may never have arrived, so
+         * it goes to Kafka again (the consumer's INSERT IGNORE absorbs a
+         * repeat); clients saw it live or will recover it */
+        kafka_produce(m, from->id, req_id);
+        return;
+    }
+    if (dispatch_set_origin(m) != 0) {
+        mc_error("dispatch: out of memory");
+        if (req_id) {
+            kafka_answer(from->id, req_id, "unavailable: out of memory");
+        }
+        return;
+    }
+    /* LocalFrame{deliver = m}: field 4 */
+    frame = dispatch_wrap(m, 4, &len, &msg, &msg_len);
+    if (frame == NULL) {
+        mc_error("dispatch: out of memory");
+        if (req_id) {
+            kafka_answer(from->id, req_id, "unavailable: out of memory");
+        }
+        return;
+    }
+    order_push(m->room, m->seq, frame, len);
+    peers_push(msg, msg_len);
+    free(frame);
+    kafka_produce(m, from->id, req_id);
+}
+
+/* Handles an ephemeral event: the peers and every local worker. */
+static void on_event(const link_from_t *from, Minichat__ChatMessage *m)
+{
+    uint8_t *frame, *msg;
+    size_t len, msg_len;
+
+    if (!relay_is_event_kind(m->kind) || m->seq != 0 || (m->room == 0 && strcmp(m->kind, "presence") != 0)) {
+        mc_warn("dispatch: worker %s/%u sent an invalid event (kind \"%s\", room %llu, seq %llu), ignored",
+                from->node, from->pid, m->kind ? m->kind : "", (unsigned long long)m->room,
+                (unsigned long long)m->seq);
+        return;
+    }
+    if (dispatch_set_origin(m) != 0) {
+        mc_error("dispatch: out of memory");
+        return;
+    }
+    /* LocalFrame{event = m}: field 22 */
+    frame = dispatch_wrap(m, 22, &len, &msg, &msg_len);
+    if (frame == NULL) {
+        mc_error("dispatch: out of memory, event dropped");
+        return;
+    }
+    if (len > MC_FRAME_HDR + MC_FRAME_MAX) {
+        mc_warn("dispatch: event of %zu bytes from worker %s/%u, dropped", len, from->node, from->pid);
+        free(frame);
+        return;
+    }
+    link_broadcast(0, frame, len);
+    peers_push(msg, msg_len);
+    free(frame);
+}
+
+int dispatch_frame(const link_from_t *from, Minichat__LocalFrame *f)
+{
+    if (db_jobs_accepts((int)f->body_case)) {
+        db_jobs_submit(from->id, f);
+        return 0;
+    }
+    switch (f->body_case) {
+    case MINICHAT__LOCAL_FRAME__BODY_PUBLISH:
+        on_publish(from, f->publish, f->req_id);
+        break;
+    case MINICHAT__LOCAL_FRAME__BODY_EVENT:
+        on_event(from, f->event);
+        break;
+    default:
+        mc_warn("dispatch: unexpected frame (case %d) from worker %s/%u, ignored", (int)f->body_case, from->node,
+                from->pid);
+        break;
+    }
+    minichat__local_frame__free_unpacked(f, NULL);
+    return 0;
+}
+
+void dispatch_read_done(void)
+{
+    peers_kick();
+}

@@ -1,0 +1,113 @@
+/*
+ * The MySQL requests of the nginx workers, as run on a DB thread (db_jobs.c),
+ * and the small toolkit they share (queries.c).
+ *
+ * A query function takes its request and fills its result; it returns NULL
+ * on success or the error, "<code>: <text>" with code from the client
+ * protocol's closed set (bad_request, forbidden, not_found, unavailable).
+ * Whatever it allocates for the result comes from the job's arena
+ * (dbq_alloc), freed once the answer is sent.
+ *
+ * SQL is built in the job's buffer (dbq_sql*) and run with dbq_exec or
+ * dbq_select on the primary or the replica through the mc_db router.  Numbers
+ * are printed; strings only ever go in as hex literals (dbq_sql_hex), so no
+ * metacharacter can break out of a literal.  When the primary's connection is
+ * lost before a COMMIT was sent, the helper sets `retry` and the job runs
+ * once more on a fresh connection (nothing was committed); a lost COMMIT is
+ * not retried (the outcome is unknown).
+ */
+#ifndef RELAY_QUERIES_H
+#define RELAY_QUERIES_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <mysql.h>
+
+#include "minichat.pb-c.h"
+#include "minichat/db.h"
+
+#define DBQ_MAX_MEMBERS 10000
+
+typedef struct consumer_lag_s consumer_lag_t;
+
+typedef struct {
+    mc_db_t *db;
+    consumer_lag_t *lag;       /* NULL: no wait before a room state */
+    long long rebuild_wait_ms;
+    /* the job's arena */
+    void **blocks;
+    size_t nblocks, cap;
+    /* the statement being built */
+    char *sql;
+    size_t sql_len, sql_cap;
+    int sql_oom;
+    /* state of the current run */
+    int retry;                 /* run the job again: the connection was lost before COMMIT */
+    int in_txn;                /* a transaction is open on the primary */
+    unsigned last_errno;       /* of the last failed statement */
+} dbq_t;
+
+/* --- queries.c: arena, SQL building and running --- */
+
+/* Returns n zeroed bytes that live until the job is answered, or NULL. */
+void *dbq_alloc(dbq_t *q, size_t n);
+/* Returns an arena copy of s[0..n) with a NUL, or NULL. */
+char *dbq_strndup(dbq_t *q, const char *s, size_t n);
+/* Frees the arena and forgets the run's state (between runs and after a job). */
+void dbq_reset(dbq_t *q);
+void dbq_free(dbq_t *q);
+
+/* Starts a new statement, printf-style. */
+void dbq_sql(dbq_t *q, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends to the statement, printf-style (numbers and SQL text only). */
+void dbq_sqlf(dbq_t *q, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends s[0..n) as a hex literal: _utf8mb4 X'..' when utf8, else X'..'. */
+void dbq_sql_hex(dbq_t *q, const char *s, size_t n, int utf8);
+
+/* Runs the statement on the role's connection.  Returns 0, or -1 with a log
+ * line and last_errno set (a lost connection is reset, and `retry` set for the
+ * primary when no COMMIT was in flight). */
+int dbq_exec(dbq_t *q, mc_db_role_t role);
+/* Runs a SELECT and stores its rows.  Returns them, or NULL as dbq_exec fails. */
+MYSQL_RES *dbq_select(dbq_t *q, mc_db_role_t role);
+int dbq_begin(dbq_t *q);
+int dbq_commit(dbq_t *q);
+/* Ends a failed job: rolls an open transaction back (when the connection is
+ * still there) and returns the error to answer. */
+const char *dbq_fail(dbq_t *q);
+
+/* Returns the unsigned number in a column (0 for NULL). */
+uint64_t dbq_u64(const char *s);
+/* Sorts ids and removes duplicates; returns the new count. */
+size_t dbq_uniq(uint64_t *ids, size_t n);
+/* Returns 1 when id is in the sorted ids. */
+int dbq_has(const uint64_t *ids, size_t n, uint64_t id);
+/* Reads the first column of every row as ids into an arena array (*out,
+ * *n).  Returns 0, or -1 when out of memory. */
+int dbq_ids(dbq_t *q, MYSQL_RES *res, uint64_t **out, size_t *n);
+
+/* --- queries_rooms.c: creating and changing rooms (primary) --- */
+const char *q_create_room(dbq_t *q, const Minichat__CreateRoomRequest *req, Minichat__CreateRoomResult *res);
+const char *q_invite(dbq_t *q, const Minichat__InviteRequest *req, Minichat__InviteResult *res);
+const char *q_leave(dbq_t *q, const Minichat__LeaveRequest *req, Minichat__LeaveResult *res);
+const char *q_room_state(dbq_t *q, const Minichat__RoomStateRequest *req, Minichat__RoomStateResult *res);
+
+/* --- queries_lists.c: reading rooms and people --- */
+const char *q_rooms(dbq_t *q, const Minichat__RoomsRequest *req, Minichat__RoomsResult *res);
+const char *q_room_info(dbq_t *q, const Minichat__RoomInfoRequest *req, Minichat__RoomInfoResult *res);
+const char *q_contacts(dbq_t *q, const Minichat__ContactsRequest *req, Minichat__ContactsResult *res);
+
+/* --- queries_history.c --- */
+const char *q_history(dbq_t *q, const Minichat__HistoryRequest *req, Minichat__HistoryResult *res);
+
+/* --- consumer_lag.c: has the roomlist-consumer caught up? --- */
+consumer_lag_t *consumer_lag_new(const char *brokers, const char *group, const char *topic);
+/* Waits until the group's committed offsets reach the topic's high
+ * watermarks as they are now, at most wait_ms.  Returns 0, or -1 when it
+ * did not (or Kafka could not tell). */
+int consumer_lag_wait(consumer_lag_t *l, long long wait_ms);
+void consumer_lag_free(consumer_lag_t *l);
+
+#endif

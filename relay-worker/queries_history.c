@@ -1,0 +1,111 @@
+/*
+ * History beyond the Redis log (see queries.h for the conventions): the
+ * messages of a room with seq < before, newest first, at most limit.
+ *
+ * The page is read from the replica (the primary keeps its work for writes)
+ * with a keyset on the primary key (room_id, seq): the cost is the page,
+ * whatever the depth.  Seqs are dense, so the page is complete exactly when
+ * it holds every seq from before - 1 down to max(1, before - limit)
+ * (mc_history_complete); a hole means the replica lags (or is down), and the
+ * primary answers instead.  A hole the primary has too (a message that never
+ * reached MySQL) is answered as it is.
+ *
+ * The answer travels in one LocalFrame, which nginx takes up to MC_FRAME_MAX:
+ * a page of very long bodies is cut short (still newest first, still
+ * contiguous); the caller pages on from its oldest seq.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <errmsg.h>
+
+#include "minichat/frame.h"
+#include "minichat/log.h"
+#include "minichat/paging.h"
+#include "queries.h"
+
+#define HISTORY_LIMIT_DEFAULT 50
+#define HISTORY_LIMIT_MAX 200
+#define HISTORY_BYTES_MAX (MC_FRAME_MAX - 64 * 1024)
+
+/* Reads one page from a role into res.  Returns 0 with *complete set, or -1. */
+static int history_page(dbq_t *q, mc_db_role_t role, const Minichat__HistoryRequest *req, uint32_t limit,
+                        Minichat__HistoryResult *res, int *complete)
+{
+    Minichat__ChatMessage *m;
+    MYSQL_RES *r;
+    MYSQL_ROW row;
+    unsigned long *len;
+    uint64_t *seqs;
+    size_t n, i, bytes = 0;
+
+    dbq_sql(q,
+            "SELECT seq, sender_id, client_msg_id, body, CAST(ROUND(UNIX_TIMESTAMP(created_at) * 1000) AS UNSIGNED),"
+            " kind FROM messages WHERE room_id=%" PRIu64 " AND seq < %" PRIu64 " ORDER BY seq DESC LIMIT %u",
+            req->room, req->before, limit);
+    if ((r = dbq_select(q, role)) == NULL) {
+        return -1;
+    }
+    n = mysql_num_rows(r);
+    seqs = dbq_alloc(q, (n + 1) * sizeof(uint64_t));
+    res->messages = dbq_alloc(q, (n + 1) * sizeof(Minichat__ChatMessage *));
+    m = dbq_alloc(q, (n + 1) * sizeof(Minichat__ChatMessage));
+    if (seqs == NULL || res->messages == NULL || m == NULL) {
+        goto oom;
+    }
+    res->n_messages = 0;
+    for (i = 0; (row = mysql_fetch_row(r)) != NULL; i++) {
+        len = mysql_fetch_lengths(r);
+        seqs[i] = dbq_u64(row[0]);
+        bytes += len[2] + len[3] + 64;
+        if (bytes > HISTORY_BYTES_MAX && i > 0) {
+            continue; /* cut short: still counted for completeness */
+        }
+        minichat__chat_message__init(&m[i]);
+        m[i].room = req->room;
+        m[i].seq = seqs[i];
+        m[i].sender = dbq_u64(row[1]);
+        m[i].cid = dbq_strndup(q, row[2] ? row[2] : "", len[2]);
+        m[i].body = dbq_strndup(q, row[3] ? row[3] : "", len[3]);
+        m[i].ts = dbq_u64(row[4]);
+        m[i].kind = row[5] && strcmp(row[5], "system") == 0 ? "system" : "text";
+        if (m[i].cid == NULL || m[i].body == NULL) {
+            goto oom;
+        }
+        res->messages[res->n_messages++] = &m[i];
+    }
+    mysql_free_result(r);
+    *complete = mc_history_complete(req->before, limit, seqs, n);
+    return 0;
+oom:
+    mysql_free_result(r);
+    q->last_errno = CR_OUT_OF_MEMORY;
+    return -1;
+}
+
+const char *q_history(dbq_t *q, const Minichat__HistoryRequest *req, Minichat__HistoryResult *res)
+{
+    uint32_t limit = req->limit ? req->limit : HISTORY_LIMIT_DEFAULT;
+    int complete = 0;
+
+    if (req->room == 0 || req->before == 0) {
+        return "bad_request: history needs a room and before > 0";
+    }
+    if (limit > HISTORY_LIMIT_MAX) {
+        limit = HISTORY_LIMIT_MAX;
+    }
+    if (mc_history_want(req->before, limit) == 0) {
+        return NULL; /* nothing below seq 1 */
+    }
+    if (history_page(q, MC_DB_REPLICA, req, limit, res, &complete) == 0 && complete) {
+        return NULL;
+    }
+    mc_debug("db: history of room %" PRIu64 " before %" PRIu64 ": the replica's page is incomplete, reading the primary",
+             req->room, req->before);
+    if (history_page(q, MC_DB_PRIMARY, req, limit, res, &complete) != 0) {
+        return dbq_fail(q);
+    }
+    return NULL;
+}

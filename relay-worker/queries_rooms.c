@@ -1,0 +1,396 @@
+/*
+ * Creating and changing rooms, and what Redis needs to rebuild one, all on
+ * the primary (see queries.h for the conventions).
+ *
+ * create   START TRANSACTION; INSERT rooms; [INSERT room_requests (creator,
+ *          key, room)]; INSERT room_members (... last_message_at = NOW(3));
+ *          COMMIT.  A duplicate (creator, key) means an earlier request made
+ *          the room: roll back, answer that room with existed = true.  Two
+ *          requests with one key racing: the second INSERT waits on the
+ *          first's row lock and then fails as a duplicate.
+ * invite   START TRANSACTION; the room row FOR UPDATE (invites of one room
+ *          take turns); its current members; then for a group room an
+ *          upsert of the new members (a former member rejoins: left_at and
+ *          left_seq cleared, joined_seq and the read pointer set to the
+ *          room's current seq), for a direct room past two members a new
+ *          group room with everybody (`added` then lists the invitees who
+ *          were not in the direct room); COMMIT.
+ * leave    one UPDATE ... WHERE left_at IS NULL; when it changes nothing, a
+ *          former member with the same left_seq is a repeat (ok), anything
+ *          else is forbidden.
+ * state    rooms.last_seq and MAX(messages.seq) (the larger), every member
+ *          row: current members, former members with their left_seq, read
+ *          pointers.  Before reading, the roomlist-consumer must have caught
+ *          up with Kafka (consumer_lag.c), or an acked message could be
+ *          missing and its seq issued twice.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <mysqld_error.h>
+
+#include "minichat/log.h"
+#include "minichat/ws.h"
+#include "queries.h"
+
+#define ROOMS_TITLE_MAX 191 /* characters, rooms.title is VARCHAR(191) */
+#define ROOMS_IDEM_MAX 64   /* bytes, room_requests.idem_key is VARBINARY(64) */
+
+/* Returns the number of UTF-8 characters in a valid string. */
+static size_t utf8_chars(const char *s)
+{
+    size_t n = 0;
+
+    for (; *s; s++) {
+        n += ((unsigned char)*s & 0xc0) != 0x80;
+    }
+    return n;
+}
+
+/* Appends "(room, user, read, joined, NOW(3)), ..." for the ids. */
+static void member_values(dbq_t *q, uint64_t room, const uint64_t *ids, size_t n, uint64_t seq)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        dbq_sqlf(q, "%s(%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",NOW(3))", i ? "," : "", room, ids[i], seq,
+                 seq);
+    }
+}
+
+/* Reads the current members of a room into an arena array, sorted.
+ * Returns 0 or -1. */
+static int current_members(dbq_t *q, uint64_t room, int lock, uint64_t **ids, size_t *n)
+{
+    MYSQL_RES *res;
+    int rc;
+
+    dbq_sql(q, "SELECT user_id FROM room_members WHERE room_id=%" PRIu64 " AND left_at IS NULL ORDER BY user_id%s",
+            room, lock ? " FOR UPDATE" : "");
+    res = dbq_select(q, MC_DB_PRIMARY);
+    if (res == NULL) {
+        return -1;
+    }
+    rc = dbq_ids(q, res, ids, n);
+    mysql_free_result(res);
+    return rc;
+}
+
+/* Inserts a room and its members (transaction open).  Returns the id or 0. */
+static uint64_t insert_room(dbq_t *q, int group, const char *title, uint64_t creator, const uint64_t *members,
+                            size_t n)
+{
+    MYSQL *m;
+    uint64_t id;
+
+    dbq_sql(q, "INSERT INTO rooms (kind, title, created_by) VALUES ('%s', ", group ? "group" : "direct");
+    dbq_sql_hex(q, title, strlen(title), 1);
+    dbq_sqlf(q, ", %" PRIu64 ")", creator);
+    if (dbq_exec(q, MC_DB_PRIMARY) != 0 || (m = mc_db_conn(q->db, MC_DB_PRIMARY)) == NULL) {
+        return 0;
+    }
+    id = mysql_insert_id(m);
+    dbq_sql(q, "INSERT INTO room_members (room_id, user_id, last_read_seq, joined_seq, last_message_at) VALUES ");
+    member_values(q, id, members, n, 0);
+    if (dbq_exec(q, MC_DB_PRIMARY) != 0) {
+        return 0;
+    }
+    return id;
+}
+
+/* The room an earlier request with the same (creator, key) made, or 0. */
+static uint64_t earlier_room(dbq_t *q, uint64_t creator, const char *key)
+{
+    MYSQL_RES *res;
+    MYSQL_ROW row;
+    uint64_t id = 0;
+
+    dbq_sql(q, "SELECT room_id FROM room_requests WHERE creator_id=%" PRIu64 " AND idem_key=", creator);
+    dbq_sql_hex(q, key, strlen(key), 0);
+    res = dbq_select(q, MC_DB_PRIMARY);
+    if (res == NULL) {
+        return 0;
+    }
+    if ((row = mysql_fetch_row(res)) != NULL) {
+        id = dbq_u64(row[0]);
+    }
+    mysql_free_result(res);
+    return id;
+}
+
+const char *q_create_room(dbq_t *q, const Minichat__CreateRoomRequest *req, Minichat__CreateRoomResult *res)
+{
+    const char *title = req->title ? req->title : "", *key = req->idempotency_key ? req->idempotency_key : "";
+    uint64_t *members, id;
+    size_t n, i;
+    int group;
+
+    if (req->kind == NULL || (strcmp(req->kind, "group") != 0 && strcmp(req->kind, "direct") != 0)) {
+        return "bad_request: kind must be \"group\" or \"direct\"";
+    }
+    if (req->creator == 0) {
+        return "bad_request: no creator";
+    }
+    if (!mc_utf8_valid((const uint8_t *)title, strlen(title))) {
+        return "bad_request: title is not valid UTF-8";
+    }
+    if (utf8_chars(title) > ROOMS_TITLE_MAX) {
+        return "bad_request: title longer than 191 characters";
+    }
+    if (req->n_members >= DBQ_MAX_MEMBERS) {
+        return "bad_request: too many members";
+    }
+    if (strlen(key) > ROOMS_IDEM_MAX) {
+        return "bad_request: idempotency key longer than 64 bytes";
+    }
+    members = dbq_alloc(q, (req->n_members + 1) * sizeof(uint64_t));
+    if (members == NULL) {
+        return "unavailable: out of memory";
+    }
+    memcpy(members, req->members, req->n_members * sizeof(uint64_t));
+    members[req->n_members] = req->creator;
+    n = dbq_uniq(members, req->n_members + 1);
+    for (i = 0; i < n; i++) {
+        if (members[i] == 0) {
+            return "bad_request: member id 0";
+        }
+    }
+    group = strcmp(req->kind, "group") == 0;
+    if (!group && n != 2) {
+        return "bad_request: a direct room has exactly two members";
+    }
+
+    if (dbq_begin(q) != 0 || (id = insert_room(q, group, title, req->creator, members, n)) == 0) {
+        return dbq_fail(q);
+    }
+    if (key[0] != '\0') {
+        dbq_sql(q, "INSERT INTO room_requests (creator_id, idem_key, room_id) VALUES (%" PRIu64 ", ", req->creator);
+        dbq_sql_hex(q, key, strlen(key), 0);
+        dbq_sqlf(q, ", %" PRIu64 ")", id);
+        if (dbq_exec(q, MC_DB_PRIMARY) != 0) {
+            if (q->last_errno != ER_DUP_ENTRY) {
+                return dbq_fail(q);
+            }
+            (void)dbq_fail(q); /* roll back our room; answer the earlier one */
+            if (q->retry) {
+                return "unavailable: database error";
+            }
+            id = earlier_room(q, req->creator, key);
+            if (id == 0 || current_members(q, id, 0, &members, &n) != 0) {
+                return dbq_fail(q);
+            }
+            res->id = id;
+            res->existed = 1;
+            res->members = members;
+            res->n_members = n;
+            return NULL;
+        }
+    }
+    if (dbq_commit(q) != 0) {
+        return dbq_fail(q);
+    }
+    mc_info("db: created %s room %" PRIu64 " by %" PRIu64 " with %zu members", group ? "group" : "direct", id,
+            req->creator, n);
+    res->id = id;
+    res->members = members;
+    res->n_members = n;
+    return NULL;
+}
+
+const char *q_invite(dbq_t *q, const Minichat__InviteRequest *req, Minichat__InviteResult *res)
+{
+    uint64_t *cur, *all, *added, id;
+    size_t ncur, nall, nadded, ninv, i;
+    MYSQL_RES *r;
+    MYSQL_ROW row;
+    char *title;
+    int group;
+
+    if (req->room == 0 || req->user == 0 || req->n_members == 0) {
+        return "bad_request: an invite needs a room, an inviter and members";
+    }
+    if (req->n_members > DBQ_MAX_MEMBERS) {
+        return "bad_request: too many members";
+    }
+    for (i = 0; i < req->n_members; i++) {
+        if (req->members[i] == 0) {
+            return "bad_request: member id 0";
+        }
+    }
+    if (dbq_begin(q) != 0) {
+        return dbq_fail(q);
+    }
+    dbq_sql(q, "SELECT kind, title FROM rooms WHERE id=%" PRIu64 " FOR UPDATE", req->room);
+    if ((r = dbq_select(q, MC_DB_PRIMARY)) == NULL) {
+        return dbq_fail(q);
+    }
+    row = mysql_fetch_row(r);
+    if (row == NULL) {
+        mysql_free_result(r);
+        (void)dbq_fail(q);
+        return "not_found: no such room";
+    }
+    group = row[0] && strcmp(row[0], "group") == 0;
+    title = dbq_strndup(q, row[1] ? row[1] : "", row[1] ? strlen(row[1]) : 0);
+    mysql_free_result(r);
+    if (title == NULL || current_members(q, req->room, 1, &cur, &ncur) != 0) {
+        return dbq_fail(q);
+    }
+    if (!dbq_has(cur, ncur, req->user)) {
+        (void)dbq_fail(q);
+        return "forbidden: not a member of this room";
+    }
+
+    /* everybody afterwards, and who is new */
+    all = dbq_alloc(q, (ncur + req->n_members) * sizeof(uint64_t));
+    added = dbq_alloc(q, req->n_members * sizeof(uint64_t));
+    if (all == NULL || added == NULL) {
+        return dbq_fail(q);
+    }
+    memcpy(added, req->members, req->n_members * sizeof(uint64_t));
+    ninv = dbq_uniq(added, req->n_members);
+    for (i = 0, nadded = 0; i < ninv; i++) {
+        if (!dbq_has(cur, ncur, added[i])) {
+            added[nadded++] = added[i];
+        }
+    }
+    memcpy(all, cur, ncur * sizeof(uint64_t));
+    memcpy(all + ncur, added, nadded * sizeof(uint64_t));
+    nall = dbq_uniq(all, ncur + nadded);
+    if (nall > DBQ_MAX_MEMBERS) {
+        (void)dbq_fail(q);
+        return "bad_request: a room holds at most 10000 members";
+    }
+
+    id = req->room;
+    if (nadded > 0 && (group || nall <= 2)) {
+        dbq_sql(q, "INSERT INTO room_members (room_id, user_id, last_read_seq, joined_seq, last_message_at) VALUES ");
+        member_values(q, id, added, nadded, req->joined_seq);
+        dbq_sqlf(q, " ON DUPLICATE KEY UPDATE left_at=NULL, left_seq=0, joined_seq=VALUES(joined_seq),"
+                    " last_read_seq=GREATEST(last_read_seq, VALUES(last_read_seq)), last_message_at=NOW(3)");
+        if (dbq_exec(q, MC_DB_PRIMARY) != 0) {
+            return dbq_fail(q);
+        }
+    } else if (nadded > 0) {
+        /* a direct room stays a conversation of two: the group is a new room */
+        id = insert_room(q, 1, title, req->user, all, nall);
+        if (id == 0) {
+            return dbq_fail(q);
+        }
+        res->created = 1;
+    }
+    if (dbq_commit(q) != 0) {
+        return dbq_fail(q);
+    }
+    if (nadded > 0) {
+        mc_info("db: %zu members invited by %" PRIu64 " to room %" PRIu64 "%s", nadded, req->user, id,
+                res->created ? " (a new group room)" : "");
+    }
+    res->room = id;
+    res->added = added;
+    res->n_added = nadded;
+    res->members = all;
+    res->n_members = nall;
+    return NULL;
+}
+
+const char *q_leave(dbq_t *q, const Minichat__LeaveRequest *req, Minichat__LeaveResult *res)
+{
+    MYSQL_RES *r;
+    MYSQL_ROW row;
+    MYSQL *m;
+    const char *err = NULL;
+
+    (void)res;
+    if (req->room == 0 || req->user == 0) {
+        return "bad_request: a leave needs a room and a user";
+    }
+    dbq_sql(q,
+            "UPDATE room_members SET left_at=NOW(3), left_seq=%" PRIu64 " WHERE room_id=%" PRIu64
+            " AND user_id=%" PRIu64 " AND left_at IS NULL",
+            req->left_seq, req->room, req->user);
+    if (dbq_exec(q, MC_DB_PRIMARY) != 0 || (m = mc_db_conn(q->db, MC_DB_PRIMARY)) == NULL) {
+        return dbq_fail(q);
+    }
+    if (mysql_affected_rows(m) == 1) {
+        mc_info("db: user %" PRIu64 " left room %" PRIu64 " at seq %" PRIu64, req->user, req->room, req->left_seq);
+        return NULL;
+    }
+    /* not a current member: a repeat of the same leave is fine */
+    dbq_sql(q, "SELECT left_seq FROM room_members WHERE room_id=%" PRIu64 " AND user_id=%" PRIu64
+               " AND left_at IS NOT NULL", req->room, req->user);
+    if ((r = dbq_select(q, MC_DB_PRIMARY)) == NULL) {
+        return dbq_fail(q);
+    }
+    row = mysql_fetch_row(r);
+    if (row == NULL || dbq_u64(row[0]) != req->left_seq) {
+        err = "forbidden: not a member of this room";
+    }
+    mysql_free_result(r);
+    return err;
+}
+
+const char *q_room_state(dbq_t *q, const Minichat__RoomStateRequest *req, Minichat__RoomStateResult *res)
+{
+    MYSQL_RES *r;
+    MYSQL_ROW row;
+    size_t n, i;
+
+    if (req->room == 0) {
+        return "bad_request: no room";
+    }
+    if (q->lag != NULL && consumer_lag_wait(q->lag, q->rebuild_wait_ms) != 0) {
+        return "unavailable: consumer lagging";
+    }
+    dbq_sql(q,
+            "SELECT GREATEST(r.last_seq, COALESCE((SELECT MAX(seq) FROM messages WHERE room_id=r.id), 0))"
+            " FROM rooms r WHERE r.id=%" PRIu64,
+            req->room);
+    if ((r = dbq_select(q, MC_DB_PRIMARY)) == NULL) {
+        return dbq_fail(q);
+    }
+    row = mysql_fetch_row(r);
+    if (row != NULL) {
+        res->found = 1;
+        res->last_seq = dbq_u64(row[0]);
+    }
+    mysql_free_result(r);
+    if (!res->found) {
+        return NULL;
+    }
+
+    dbq_sql(q, "SELECT user_id, left_at IS NULL, left_seq, last_read_seq FROM room_members WHERE room_id=%" PRIu64
+               " ORDER BY user_id", req->room);
+    if ((r = dbq_select(q, MC_DB_PRIMARY)) == NULL) {
+        return dbq_fail(q);
+    }
+    n = mysql_num_rows(r);
+    res->members = dbq_alloc(q, (n + 1) * sizeof(uint64_t));
+    res->left = dbq_alloc(q, (n + 1) * sizeof(uint64_t));
+    res->left_seq = dbq_alloc(q, (n + 1) * sizeof(uint64_t));
+    res->read_user = dbq_alloc(q, (n + 1) * sizeof(uint64_t));
+    res->read_seq = dbq_alloc(q, (n + 1) * sizeof(uint64_t));
+    if (res->members == NULL || res->left == NULL || res->left_seq == NULL || res->read_user == NULL
+        || res->read_seq == NULL) {
+        mysql_free_result(r);
+        return "unavailable: out of memory";
+    }
+    for (i = 0; (row = mysql_fetch_row(r)) != NULL; i++) {
+        if (dbq_u64(row[1])) {
+            res->members[res->n_members++] = dbq_u64(row[0]);
+        } else {
+            res->left[res->n_left] = dbq_u64(row[0]);
+            res->left_seq[res->n_left++] = dbq_u64(row[2]);
+            res->n_left_seq = res->n_left;
+        }
+        if (dbq_u64(row[3]) > 0) {
+            res->read_user[res->n_read_user] = dbq_u64(row[0]);
+            res->read_seq[res->n_read_user++] = dbq_u64(row[3]);
+            res->n_read_seq = res->n_read_user;
+        }
+    }
+    mysql_free_result(r);
+    return NULL;
+}
