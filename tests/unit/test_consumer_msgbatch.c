@@ -9,9 +9,6 @@
 
 #include "minichat.pb-c.h"
 #include "minichat/msgbatch.h"
-#include "minichat/ws.h"
-
-#define utf8_valid(s, n) mc_utf8_valid((const uint8_t *)(s), (n))
 
 /* Returns the number of non-overlapping occurrences of needle in hay. */
 static int count(const char *hay, const char *needle)
@@ -24,41 +21,6 @@ static int count(const char *hay, const char *needle)
     }
     return n;
 }
-
-START_TEST(test_utf8_valid)
-{
-    ck_assert_int_eq(utf8_valid("", 0), 1);
-    ck_assert_int_eq(utf8_valid("abc", 3), 1);
-    ck_assert_int_eq(utf8_valid("\xe4\xb8\xad\xf0\x9f\x98\x80\xc3\xa9", 9), 1);
-    ck_assert_int_eq(utf8_valid("a\0b", 3), 1);
-    ck_assert_int_eq(utf8_valid("\xff", 1), 0);
-    ck_assert_int_eq(utf8_valid("\xc0\xaf", 2), 0);             /* overlong '/' */
-    ck_assert_int_eq(utf8_valid("\xe0\x80\xaf", 3), 0);         /* overlong */
-    ck_assert_int_eq(utf8_valid("\xed\xa0\x80", 3), 0);         /* surrogate */
-    ck_assert_int_eq(utf8_valid("\xf4\x90\x80\x80", 4), 0);     /* above U+10FFFF */
-    ck_assert_int_eq(utf8_valid("\xe4\xb8", 2), 0);             /* truncated */
-    ck_assert_int_eq(utf8_valid("\x80", 1), 0);                 /* lone continuation */
-}
-END_TEST
-
-START_TEST(test_utf8_sanitize)
-{
-    size_t len;
-    char *s;
-
-    s = mc_utf8_sanitize("ok\xff!\xe4\xb8", 6, &len);
-    ck_assert_ptr_nonnull(s);
-    ck_assert_uint_eq(len, 2 + 3 + 1 + 6);
-    ck_assert_mem_eq(s, "ok\xef\xbf\xbd!\xef\xbf\xbd\xef\xbf\xbd", len);
-    ck_assert_int_eq(utf8_valid(s, len), 1);
-    free(s);
-
-    s = mc_utf8_sanitize("\xe4\xb8\xad", 3, &len);
-    ck_assert_uint_eq(len, 3);
-    ck_assert_str_eq(s, "\xe4\xb8\xad");
-    free(s);
-}
-END_TEST
 
 START_TEST(test_add_rejects_missing_keys)
 {
@@ -115,7 +77,7 @@ END_TEST
 START_TEST(test_insert_sql)
 {
     mc_msgbatch_t b;
-    mc_sqlbuf_t s = {0};
+    mc_buf_t s = {0};
     size_t next = 0;
 
     mc_msgbatch_init(&b);
@@ -131,7 +93,7 @@ START_TEST(test_insert_sql)
                              "created_at) VALUES (7,1,42,'text',_utf8mb4 X'5C',_utf8mb4 X'6331',NOW(3)),"
                              "(7,2,42,'text',_utf8mb4 X'69742773',_utf8mb4 X'632732',"
                              "FROM_UNIXTIME(1732500000.007))");
-    mc_sqlbuf_free(&s);
+    mc_buf_free(&s);
     mc_msgbatch_free(&b);
 }
 END_TEST
@@ -139,7 +101,7 @@ END_TEST
 START_TEST(test_insert_sql_split)
 {
     mc_msgbatch_t b;
-    mc_sqlbuf_t s = {0};
+    mc_buf_t s = {0};
     size_t next = 0, rows = 0, stmts = 0, before;
     char body[100];
     uint64_t i;
@@ -167,7 +129,7 @@ START_TEST(test_insert_sql_split)
     next = 0;
     ck_assert_int_eq(mc_msgbatch_insert_sql(&b, &next, 10, &s), 0);
     ck_assert_uint_eq(next, 1);
-    mc_sqlbuf_free(&s);
+    mc_buf_free(&s);
     mc_msgbatch_free(&b);
 }
 END_TEST
@@ -175,7 +137,7 @@ END_TEST
 START_TEST(test_rooms_sql)
 {
     mc_msgbatch_t b;
-    mc_sqlbuf_t r = {0};
+    mc_buf_t r = {0};
 
     mc_msgbatch_init(&b);
     ck_assert_int_eq(mc_msgbatch_rooms_sql(&b, &r), 0);
@@ -195,7 +157,7 @@ START_TEST(test_rooms_sql)
                              "_utf8mb4 X'7477656C7665') v ON r.id = v.id SET r.last_seq = v.seq, "
                              "r.last_message_at = v.at, r.last_preview = LEFT(v.preview, 191) "
                              "WHERE r.last_seq < v.seq");
-    mc_sqlbuf_free(&r);
+    mc_buf_free(&r);
     mc_msgbatch_free(&b);
 }
 END_TEST
@@ -203,7 +165,7 @@ END_TEST
 START_TEST(test_members_sql)
 {
     uint64_t rooms[] = {3, 18446744073709551615ULL};
-    mc_sqlbuf_t m = {0};
+    mc_buf_t m = {0};
 
     ck_assert_int_eq(mc_members_sql(rooms, 0, &m), 0);
     ck_assert_uint_eq(m.len, 0);
@@ -213,14 +175,14 @@ START_TEST(test_members_sql)
                              "WHERE m.room_id IN (3,18446744073709551615) AND m.left_at IS NULL "
                              "AND r.last_message_at IS NOT NULL "
                              "AND (m.last_message_at IS NULL OR m.last_message_at < r.last_message_at)");
-    mc_sqlbuf_free(&m);
+    mc_buf_free(&m);
 }
 END_TEST
 
 START_TEST(test_preview_truncated_by_characters)
 {
     mc_msgbatch_t b;
-    mc_sqlbuf_t r = {0};
+    mc_buf_t r = {0};
     char body[600];
     const char *x, *end;
     int i;
@@ -238,7 +200,7 @@ START_TEST(test_preview_truncated_by_characters)
     end = strchr(x, '\'');
     ck_assert_ptr_nonnull(end);
     ck_assert_int_eq(end - x, 191 * 2 * 2);
-    mc_sqlbuf_free(&r);
+    mc_buf_free(&r);
     mc_msgbatch_free(&b);
 }
 END_TEST
@@ -268,8 +230,6 @@ static Suite *msgbatch_suite(void)
     Suite *s = suite_create("msgbatch");
     TCase *tc = tcase_create("core");
 
-    tcase_add_test(tc, test_utf8_valid);
-    tcase_add_test(tc, test_utf8_sanitize);
     tcase_add_test(tc, test_add_rejects_missing_keys);
     tcase_add_test(tc, test_add_packed);
     tcase_add_test(tc, test_insert_sql);

@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "minichat/buf.h"
+
 typedef struct {
     uint64_t room;
     uint64_t seq;
@@ -28,13 +30,6 @@ typedef struct {
     size_t n;
     size_t cap;
 } mc_msgbatch_t;
-
-/* A growing string; data is always NUL-terminated once len > 0. */
-typedef struct {
-    char *data;
-    size_t len;
-    size_t cap;
-} mc_sqlbuf_t;
 
 enum { MC_MSGBATCH_OK = 0, MC_MSGBATCH_NOMEM = -1, MC_MSGBATCH_MALFORMED = -2 };
 
@@ -64,27 +59,19 @@ void mc_msgbatch_sort(mc_msgbatch_t *b);
  * *next on, stopping before the statement would exceed max_bytes (but always
  * taking at least one row), and advances *next.  Returns 0 or -1 when out of
  * memory. */
-int mc_msgbatch_insert_sql(const mc_msgbatch_t *b, size_t *next, size_t max_bytes, mc_sqlbuf_t *out);
+int mc_msgbatch_insert_sql(const mc_msgbatch_t *b, size_t *next, size_t max_bytes, mc_buf_t *out);
 
 /* Writes into out the forward-only UPDATE of rooms (last_seq, last_message_at,
  * last_preview) for a sorted batch.  Returns 0 or -1 when out of memory; out is
  * left empty for an empty batch. */
-int mc_msgbatch_rooms_sql(const mc_msgbatch_t *b, mc_sqlbuf_t *out);
+int mc_msgbatch_rooms_sql(const mc_msgbatch_t *b, mc_buf_t *out);
 
 /* Writes into out the UPDATE that copies rooms.last_message_at forward into
  * room_members.last_message_at for the members (who have not left) of the n
  * rooms.  Returns 0 or -1 when out of memory; out is left empty when n is 0. */
-int mc_members_sql(const uint64_t *rooms, size_t n, mc_sqlbuf_t *out);
+int mc_members_sql(const uint64_t *rooms, size_t n, mc_buf_t *out);
 
 /* Returns the number of distinct rooms in a sorted batch. */
 size_t mc_msgbatch_rooms(const mc_msgbatch_t *b);
-
-/* UTF-8 validation is mc_utf8_valid() in minichat/ws.h. */
-
-/* Returns a malloc'ed, NUL-terminated copy of s with every invalid UTF-8 byte
- * replaced by U+FFFD, and its length in *out_len; NULL when out of memory. */
-char *mc_utf8_sanitize(const char *s, size_t len, size_t *out_len);
-
-void mc_sqlbuf_free(mc_sqlbuf_t *buf);
 
 #endif
