@@ -13,7 +13,9 @@
  *       WHERE m.room_id IN (...) AND ... m.last_message_at < r.last_message_at
  *
  * The per-room row carries the batch's highest seq for the room, its time and
- * a preview of its body.  The rooms update only moves a room forward, so
+ * a preview of the room's last text message in the batch: a system message
+ * (a join, a leave: its body is JSON) moves the room but keeps the preview
+ * of the chat text before it.  The rooms update only moves a room forward, so
  * replaying an old batch, or two consumers racing through a rebalance, can
  * never move a room list backwards.  The members update copies the room's
  * time, whatever batch it runs in, and also only forward: so it can be
@@ -128,6 +130,7 @@ int mc_msgbatch_add(mc_msgbatch_t *b, uint64_t room, uint64_t seq, uint64_t send
     r->seq = seq;
     r->sender = sender;
     r->ts = ts;
+    r->kind = MC_MSG_TEXT;
     r->cid = mc_utf8_sanitize(cid != NULL ? cid : "", cid != NULL ? cid_len : 0, &r->cid_len);
     r->body = mc_utf8_sanitize(body != NULL ? body : "", body != NULL ? body_len : 0, &r->body_len);
     if (r->cid == NULL || r->body == NULL) {
@@ -139,17 +142,38 @@ int mc_msgbatch_add(mc_msgbatch_t *b, uint64_t room, uint64_t seq, uint64_t send
     return MC_MSGBATCH_OK;
 }
 
+int mc_msgkind_parse(const char *name)
+{
+    if (name == NULL || name[0] == '\0' || strcmp(name, "text") == 0) {
+        return MC_MSG_TEXT;
+    }
+    if (strcmp(name, "system") == 0) {
+        return MC_MSG_SYSTEM;
+    }
+    return -1;
+}
+
 int mc_msgbatch_add_packed(mc_msgbatch_t *b, const void *data, size_t len)
 {
     Minichat__ChatMessage *m;
-    int rc;
+    int rc, kind;
 
     m = minichat__chat_message__unpack(NULL, len, data);
     if (m == NULL) {
         return MC_MSGBATCH_MALFORMED;
     }
+    /* read, typing and presence never reach Kafka (and carry seq 0); a kind
+     * this build does not know is not stored as something it is not */
+    kind = mc_msgkind_parse(m->kind);
+    if (kind < 0) {
+        minichat__chat_message__free_unpacked(m, NULL);
+        return MC_MSGBATCH_MALFORMED;
+    }
     rc = mc_msgbatch_add(b, m->room, m->seq, m->sender, m->ts, m->cid, m->cid != NULL ? strlen(m->cid) : 0,
                          m->body, m->body != NULL ? strlen(m->body) : 0);
+    if (rc == MC_MSGBATCH_OK) {
+        b->rows[b->n - 1].kind = kind;
+    }
     minichat__chat_message__free_unpacked(m, NULL);
     return rc;
 }
@@ -210,8 +234,9 @@ int mc_msgbatch_insert_sql(const mc_msgbatch_t *b, size_t *next, size_t max_byte
         if (i > *next && out->len + row_sql_size(r) > max_bytes) {
             break;
         }
-        if (mc_buf_appendf(out, "%s(%llu,%llu,%llu,'text',", i > *next ? "," : "", (unsigned long long)r->room,
-                           (unsigned long long)r->seq, (unsigned long long)r->sender) != 0
+        if (mc_buf_appendf(out, "%s(%llu,%llu,%llu,'%s',", i > *next ? "," : "", (unsigned long long)r->room,
+                           (unsigned long long)r->seq, (unsigned long long)r->sender,
+                           r->kind == MC_MSG_SYSTEM ? "system" : "text") != 0
             || sql_append_str(out, r->body, r->body_len) != 0 || mc_buf_append(out, ",", 1) != 0
             || sql_append_str(out, r->cid, r->cid_len) != 0 || mc_buf_append(out, ",", 1) != 0
             || sql_append_time(out, r->ts) != 0 || mc_buf_append(out, ")", 1) != 0)
@@ -225,11 +250,13 @@ int mc_msgbatch_insert_sql(const mc_msgbatch_t *b, size_t *next, size_t max_byte
 }
 
 /* Appends the derived table "(SELECT id, seq, at, preview UNION ALL ...) v"
- * with one row per room: the room's last row in the sorted batch.  Returns 0 or -1. */
+ * with one row per room: the room's last row in the sorted batch, and the
+ * preview of the room's last text message in the batch (NULL when the batch
+ * has only system messages for the room).  Returns 0 or -1. */
 static int rooms_values_sql(const mc_msgbatch_t *b, mc_buf_t *out)
 {
-    const mc_msgrow_t *r;
-    size_t i, first = 1;
+    const mc_msgrow_t *r, *t;
+    size_t i, k, start = 0, first = 1;
 
     if (mc_buf_append(out, "(", 1) != 0) {
         return -1;
@@ -239,16 +266,27 @@ static int rooms_values_sql(const mc_msgbatch_t *b, mc_buf_t *out)
             continue;
         }
         r = &b->rows[i];
+        t = NULL;
+        for (k = i + 1; k > start; k--) {
+            if (b->rows[k - 1].kind == MC_MSG_TEXT) {
+                t = &b->rows[k - 1];
+                break;
+            }
+        }
         if (mc_buf_appendf(out, first ? "SELECT %llu AS id, %llu AS seq, " : " UNION ALL SELECT %llu, %llu, ",
                            (unsigned long long)r->room, (unsigned long long)r->seq) != 0
             || sql_append_time(out, r->ts) != 0 || (first && mc_buf_append(out, " AS at", 6) != 0)
             || mc_buf_append(out, ", ", 2) != 0
-            || sql_append_str(out, r->body, mc_utf8_prefix(r->body, r->body_len, MC_MSGBATCH_PREVIEW_CHARS)) != 0
+            || (t != NULL
+                    ? sql_append_str(out, t->body, mc_utf8_prefix(t->body, t->body_len, MC_MSGBATCH_PREVIEW_CHARS))
+                    : mc_buf_append(out, "NULL", 4))
+                   != 0
             || (first && mc_buf_append(out, " AS preview", 11) != 0))
         {
             return -1;
         }
         first = 0;
+        start = i + 1;
     }
     return mc_buf_append(out, ") v", 3);
 }
@@ -257,7 +295,8 @@ int mc_msgbatch_rooms_sql(const mc_msgbatch_t *b, mc_buf_t *out)
 {
     static const char head[] = "UPDATE rooms r JOIN ";
     static const char tail[] =
-        " ON r.id = v.id SET r.last_seq = v.seq, r.last_message_at = v.at, r.last_preview = LEFT(v.preview, 191)"
+        " ON r.id = v.id SET r.last_seq = v.seq, r.last_message_at = v.at,"
+        " r.last_preview = COALESCE(LEFT(v.preview, 191), r.last_preview)"
         " WHERE r.last_seq < v.seq";
 
     mc_buf_reset(out);

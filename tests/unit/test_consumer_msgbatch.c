@@ -155,7 +155,7 @@ START_TEST(test_rooms_sql)
     ck_assert_str_eq(r.data, "UPDATE rooms r JOIN (SELECT 3 AS id, 4 AS seq, FROM_UNIXTIME(2.000) AS at, "
                              "_utf8mb4 X'666F7572' AS preview UNION ALL SELECT 5, 12, FROM_UNIXTIME(3.000), "
                              "_utf8mb4 X'7477656C7665') v ON r.id = v.id SET r.last_seq = v.seq, "
-                             "r.last_message_at = v.at, r.last_preview = LEFT(v.preview, 191) "
+                             "r.last_message_at = v.at, r.last_preview = COALESCE(LEFT(v.preview, 191), r.last_preview) "
                              "WHERE r.last_seq < v.seq");
     mc_buf_free(&r);
     mc_msgbatch_free(&b);
@@ -225,6 +225,99 @@ START_TEST(test_clear_and_reuse)
 }
 END_TEST
 
+/* Packs a ChatMessage of the given kind into buf; returns its length. */
+static size_t pack_kind(uint8_t *buf, uint64_t room, uint64_t seq, const char *kind, const char *body)
+{
+    Minichat__ChatMessage m = MINICHAT__CHAT_MESSAGE__INIT;
+
+    m.room = room;
+    m.seq = seq;
+    m.sender = 42;
+    m.cid = "c";
+    m.body = (char *)body;
+    m.ts = 1732500000000ULL;
+    m.kind = (char *)kind;
+    return minichat__chat_message__pack(&m, buf);
+}
+
+START_TEST(test_kind_parse)
+{
+    ck_assert_int_eq(mc_msgkind_parse(NULL), MC_MSG_TEXT);
+    ck_assert_int_eq(mc_msgkind_parse(""), MC_MSG_TEXT);
+    ck_assert_int_eq(mc_msgkind_parse("text"), MC_MSG_TEXT);
+    ck_assert_int_eq(mc_msgkind_parse("system"), MC_MSG_SYSTEM);
+    ck_assert_int_eq(mc_msgkind_parse("read"), -1);
+    ck_assert_int_eq(mc_msgkind_parse("typing"), -1);
+    ck_assert_int_eq(mc_msgkind_parse("presence"), -1);
+    ck_assert_int_eq(mc_msgkind_parse("System"), -1);
+    ck_assert_int_eq(mc_msgkind_parse("image"), -1);
+}
+END_TEST
+
+START_TEST(test_kind_persisted)
+{
+    uint8_t buf[256];
+    size_t len, next = 0;
+    mc_msgbatch_t b;
+    mc_buf_t s = MC_BUF_INIT;
+
+    mc_msgbatch_init(&b);
+    len = pack_kind(buf, 9, 1, "", "hi");
+    ck_assert_int_eq(mc_msgbatch_add_packed(&b, buf, len), MC_MSGBATCH_OK);
+    len = pack_kind(buf, 9, 2, "system", "{\"event\":\"leave\",\"user\":\"43\"}");
+    ck_assert_int_eq(mc_msgbatch_add_packed(&b, buf, len), MC_MSGBATCH_OK);
+    len = pack_kind(buf, 9, 3, "text", "yo");
+    ck_assert_int_eq(mc_msgbatch_add_packed(&b, buf, len), MC_MSGBATCH_OK);
+    /* an ephemeral event that somehow carries a seq is not stored as a message */
+    len = pack_kind(buf, 9, 4, "typing", "");
+    ck_assert_int_eq(mc_msgbatch_add_packed(&b, buf, len), MC_MSGBATCH_MALFORMED);
+    ck_assert_uint_eq(b.n, 3);
+    ck_assert_int_eq(b.rows[0].kind, MC_MSG_TEXT);
+    ck_assert_int_eq(b.rows[1].kind, MC_MSG_SYSTEM);
+    ck_assert_int_eq(b.rows[2].kind, MC_MSG_TEXT);
+
+    ck_assert_int_eq(mc_msgbatch_insert_sql(&b, &next, 1 << 20, &s), 0);
+    ck_assert_int_eq(count(s.data, "'text'"), 2);
+    ck_assert_int_eq(count(s.data, "'system'"), 1);
+    ck_assert_ptr_nonnull(strstr(s.data, "(9,2,42,'system',"));
+    ck_assert_ptr_nonnull(strstr(s.data, "(9,3,42,'text',"));
+
+    /* a plain add is text */
+    ck_assert_int_eq(mc_msgbatch_add(&b, 1, 1, 1, 1, "c", 1, "x", 1), MC_MSGBATCH_OK);
+    ck_assert_int_eq(b.rows[3].kind, MC_MSG_TEXT);
+    mc_buf_free(&s);
+    mc_msgbatch_free(&b);
+}
+END_TEST
+
+START_TEST(test_system_keeps_preview)
+{
+    uint8_t buf[256];
+    size_t len;
+    mc_msgbatch_t b;
+    mc_buf_t r = MC_BUF_INIT;
+
+    mc_msgbatch_init(&b);
+    /* room 4: text then a later system message: the room moves to seq 6,
+     * the preview is the text's; room 5: only a system message: no preview */
+    len = pack_kind(buf, 4, 5, "", "four");
+    ck_assert_int_eq(mc_msgbatch_add_packed(&b, buf, len), MC_MSGBATCH_OK);
+    len = pack_kind(buf, 4, 6, "system", "{}");
+    ck_assert_int_eq(mc_msgbatch_add_packed(&b, buf, len), MC_MSGBATCH_OK);
+    len = pack_kind(buf, 5, 1, "system", "{}");
+    ck_assert_int_eq(mc_msgbatch_add_packed(&b, buf, len), MC_MSGBATCH_OK);
+    mc_msgbatch_sort(&b);
+    ck_assert_int_eq(mc_msgbatch_rooms_sql(&b, &r), 0);
+    ck_assert_str_eq(r.data, "UPDATE rooms r JOIN (SELECT 4 AS id, 6 AS seq, FROM_UNIXTIME(1732500000.000) AS at, "
+                             "_utf8mb4 X'666F7572' AS preview UNION ALL SELECT 5, 1, FROM_UNIXTIME(1732500000.000), "
+                             "NULL) v ON r.id = v.id SET r.last_seq = v.seq, r.last_message_at = v.at, "
+                             "r.last_preview = COALESCE(LEFT(v.preview, 191), r.last_preview) "
+                             "WHERE r.last_seq < v.seq");
+    mc_buf_free(&r);
+    mc_msgbatch_free(&b);
+}
+END_TEST
+
 static Suite *msgbatch_suite(void)
 {
     Suite *s = suite_create("msgbatch");
@@ -238,6 +331,9 @@ static Suite *msgbatch_suite(void)
     tcase_add_test(tc, test_members_sql);
     tcase_add_test(tc, test_preview_truncated_by_characters);
     tcase_add_test(tc, test_clear_and_reuse);
+    tcase_add_test(tc, test_kind_parse);
+    tcase_add_test(tc, test_kind_persisted);
+    tcase_add_test(tc, test_system_keeps_preview);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -14,11 +14,15 @@
 
 #include "minichat/buf.h"
 
+/* messages.kind */
+enum { MC_MSG_TEXT = 0, MC_MSG_SYSTEM = 1 };
+
 typedef struct {
     uint64_t room;
     uint64_t seq;
     uint64_t sender;
     uint64_t ts;       /* milliseconds since the epoch */
+    int kind;          /* MC_MSG_TEXT or MC_MSG_SYSTEM */
     char *cid;         /* valid UTF-8, owned */
     size_t cid_len;
     char *body;        /* valid UTF-8, owned */
@@ -41,14 +45,19 @@ void mc_msgbatch_init(mc_msgbatch_t *b);
 void mc_msgbatch_clear(mc_msgbatch_t *b);
 void mc_msgbatch_free(mc_msgbatch_t *b);
 
-/* Appends a copy of one message.  Returns MC_MSGBATCH_OK, MC_MSGBATCH_NOMEM, or
+/* Returns the MC_MSG_* kind a ChatMessage.kind names ("" or "text", and
+ * "system"), or -1 for any other name (ephemeral events are not messages). */
+int mc_msgkind_parse(const char *name);
+
+/* Appends a copy of one text message.  Returns MC_MSGBATCH_OK, MC_MSGBATCH_NOMEM, or
  * MC_MSGBATCH_MALFORMED when room or seq is 0. */
 int mc_msgbatch_add(mc_msgbatch_t *b, uint64_t room, uint64_t seq, uint64_t sender, uint64_t ts, const char *cid,
                     size_t cid_len, const char *body, size_t body_len);
 
-/* Appends one packed minichat.ChatMessage (a Kafka record's value).  Returns
- * MC_MSGBATCH_OK, MC_MSGBATCH_NOMEM, or MC_MSGBATCH_MALFORMED when it does not
- * unpack or lacks a room or seq. */
+/* Appends one packed minichat.ChatMessage (a Kafka record's value) with its
+ * kind.  Returns MC_MSGBATCH_OK, MC_MSGBATCH_NOMEM, or MC_MSGBATCH_MALFORMED
+ * when it does not unpack, lacks a room or seq, or has a kind that is not a
+ * message (mc_msgkind_parse). */
 int mc_msgbatch_add_packed(mc_msgbatch_t *b, const void *data, size_t len);
 
 /* Sorts the rows by (room, seq), the primary key's order, so that inserts
@@ -62,7 +71,8 @@ void mc_msgbatch_sort(mc_msgbatch_t *b);
 int mc_msgbatch_insert_sql(const mc_msgbatch_t *b, size_t *next, size_t max_bytes, mc_buf_t *out);
 
 /* Writes into out the forward-only UPDATE of rooms (last_seq, last_message_at,
- * last_preview) for a sorted batch.  Returns 0 or -1 when out of memory; out is
+ * and last_preview from the last text message, kept when the batch has only
+ * system messages for the room) for a sorted batch.  Returns 0 or -1 when out of memory; out is
  * left empty for an empty batch. */
 int mc_msgbatch_rooms_sql(const mc_msgbatch_t *b, mc_buf_t *out);
 
