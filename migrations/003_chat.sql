@@ -1,4 +1,4 @@
--- MiniChat schema, version 2: chat semantics.
+-- MiniChat schema, version 3: chat semantics.
 --  - messages.kind gains 'system' (joins, leaves: a message with a seq whose
 --    body is JSON such as {"event":"leave","user":"43"});
 --  - room_members.left_seq: the seq of a member's leave (0 while a member);
@@ -23,4 +23,4 @@ UPDATE room_members m JOIN rooms r ON r.id = m.room_id
    SET m.last_message_at = COALESCE(r.last_message_at, r.created_at)
  WHERE m.last_message_at IS NULL;
 
-INSERT IGNORE INTO schema_migrations (version) VALUES (2);
+INSERT IGNORE INTO schema_migrations (version) VALUES (3);
