@@ -69,7 +69,7 @@ static void usage(FILE *f)
                "                  room_members.last_message_at, 0 for every batch (1000)\n"
                "  stats_interval  seconds between stats lines, 0 for none    (10)\n"
                "  redis           host:port or /socket of the Redis holding the\n"
-               "                  read marks ({dirty}:read); \"\" turns the flusher off (127.0.0.1:6379)\n"
+               "                  read marks ({dirty}:read); empty turns the flusher off (127.0.0.1:6379)\n"
                "  read_flush_ms   how often read marks are written to MySQL  (1000)\n"
                "  log_level       debug, info, warn or error                 (info)\n");
 }
@@ -216,7 +216,7 @@ int main(int argc, char **argv)
     rfc.interval_ms = (int)flush_ms;
     rfc.db = dbc;
     if (rfc.redis[0] == '\0') {
-        mc_warn("redis is \"\": read pointers are not written back to MySQL");
+        mc_warn("redis is empty: read pointers are not written back to MySQL");
     } else {
         rf = rc_readflush_start(&rfc);
         if (rf == NULL) {
