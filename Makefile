@@ -67,11 +67,11 @@ $(B)/bin/relay-worker: $(RELAY_OBJ) $(LIB)
 
 $(B)/roomlist-consumer/%.o: roomlist-consumer/%.c $(wildcard roomlist-consumer/*.h) $(wildcard lib/include/minichat/*.h) $(GEN)/minichat.pb-c.h
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_ALL) $(shell pkg-config --cflags rdkafka) -c $< -o $@
+	$(CC) $(CFLAGS_ALL) $(shell pkg-config --cflags rdkafka hiredis) -c $< -o $@
 
 $(B)/bin/roomlist-consumer: $(CONS_OBJ) $(LIB)
 	@mkdir -p $(@D)
-	$(CC) $(OPT) $(EXTRA_LDFLAGS) -o $@ $(CONS_OBJ) $(LIB) $(shell pkg-config --libs rdkafka) $(LIBDEPS)
+	$(CC) $(OPT) $(EXTRA_LDFLAGS) -o $@ $(CONS_OBJ) $(LIB) $(shell pkg-config --libs rdkafka hiredis) $(LIBDEPS)
 
 $(B)/bin/minichat-token: lib/tools/minichat-token.c $(LIB)
 	@mkdir -p $(@D)

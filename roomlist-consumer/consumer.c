@@ -33,9 +33,9 @@
 #include <inttypes.h>
 #include <string.h>
 #include <syslog.h>
-#include <time.h>
 
 #include "consumer.h"
+#include "minichat/clock.h"
 #include "minichat/log.h"
 
 #define RC_POLL_MS 100
@@ -43,7 +43,6 @@
 #define RC_BACKOFF_MAX_MS 5000
 #define RC_SHUTDOWN_ATTEMPTS 3
 
-static int64_t now_ms(void);
 static void consumer_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf);
 static void consumer_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts,
                                   void *opaque);
@@ -56,15 +55,6 @@ static void consumer_reset_batch(rc_consumer_t *c);
 static void consumer_pause(rc_consumer_t *c, int pause);
 static int64_t consumer_lag(rc_consumer_t *c);
 static void consumer_stats(rc_consumer_t *c);
-
-/* Returns a monotonic time in milliseconds. */
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Routes librdkafka's own log lines (syslog levels) through mc_log. */
 static void consumer_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
@@ -279,7 +269,7 @@ static int consumer_handle(rc_consumer_t *c, rd_kafka_message_t *rkm)
         return -1;
     }
     if (c->records == 0) {
-        c->first_ms = now_ms();
+        c->first_ms = mc_now_ms();
     }
     c->records++;
     c->consumed++;
@@ -392,8 +382,8 @@ static int consumer_flush(rc_consumer_t *c, int max_attempts)
 
         /* keep serving the group while we wait; paused partitions deliver only what was already fetched */
         consumer_pause(c, 1);
-        until = now_ms() + backoff;
-        while (now_ms() < until && (max_attempts > 0 || *c->run)) {
+        until = mc_now_ms() + backoff;
+        while (mc_now_ms() < until && (max_attempts > 0 || *c->run)) {
             rkm = rd_kafka_consumer_poll(c->rk, RC_POLL_MS);
             if (rkm != NULL) {
                 if (consumer_handle(c, rkm) != 0) {
@@ -456,13 +446,13 @@ int rc_consumer_run(rc_consumer_t *c)
     int64_t now, next_stats, next_members, timeout;
     int rc = 0;
 
-    next_stats = now_ms() + (int64_t)c->cfg.stats_s * 1000;
-    next_members = now_ms();
+    next_stats = mc_now_ms() + (int64_t)c->cfg.stats_s * 1000;
+    next_members = mc_now_ms();
 
     while (*c->run) {
         timeout = RC_POLL_MS;
         if (c->records > 0) {
-            timeout = c->first_ms + c->cfg.batch_ms - now_ms();
+            timeout = c->first_ms + c->cfg.batch_ms - mc_now_ms();
             timeout = timeout < 0 ? 0 : timeout > RC_POLL_MS ? RC_POLL_MS : timeout;
         }
 
@@ -475,7 +465,7 @@ int rc_consumer_run(rc_consumer_t *c)
             rd_kafka_message_destroy(rkm);
         }
 
-        now = now_ms();
+        now = mc_now_ms();
         if (c->records > 0 && (c->records >= c->cfg.batch_size || now - c->first_ms >= c->cfg.batch_ms)) {
             consumer_flush(c, 0);
         }

@@ -10,8 +10,13 @@
  * member of one consumer group, so more instances share the topic's
  * partitions; see consumer.c for the loop and store.c for the transaction.
  *
+ * It also writes read pointers back: the module keeps them in Redis and
+ * marks them in {dirty}:read, and readflush.c moves them into
+ * room_members.last_read_seq every read_flush_ms, on its own thread.
+ *
  * This file reads the configuration, sets up logging, signals and the
- * database router, and runs the loop until SIGTERM or SIGINT.
+ * database router, starts the flusher, and runs the loop until SIGTERM or
+ * SIGINT; then the flusher runs a last round and stops.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -19,6 +24,7 @@
 #include <string.h>
 
 #include "consumer.h"
+#include "readflush.h"
 #include "minichat/conf.h"
 #include "minichat/db.h"
 #include "minichat/log.h"
@@ -31,7 +37,7 @@ static volatile sig_atomic_t run = 1;
 static const char *const known_keys[] = {
     "kafka_brokers", "kafka_topic",    "kafka_group", "kafka_instance_id", "kafka_session_timeout_ms", "mysql_primary", "mysql_replica", "mysql_user",
     "mysql_password", "mysql_database", "batch_size", "batch_ms",      "members_interval_ms", "stats_interval",
-    "log_level",      NULL,
+    "log_level",      "redis",          "read_flush_ms", NULL,
 };
 
 static void usage(FILE *f);
@@ -62,6 +68,9 @@ static void usage(FILE *f)
                "  members_interval_ms  least time between two updates of one room's\n"
                "                  room_members.last_message_at, 0 for every batch (1000)\n"
                "  stats_interval  seconds between stats lines, 0 for none    (10)\n"
+               "  redis           host:port or /socket of the Redis holding the\n"
+               "                  read marks ({dirty}:read); empty turns the flusher off (127.0.0.1:6379)\n"
+               "  read_flush_ms   how often read marks are written to MySQL  (1000)\n"
                "  log_level       debug, info, warn or error                 (info)\n");
 }
 
@@ -109,8 +118,10 @@ int main(int argc, char **argv)
     rc_consumer_config_t cc;
     rc_consumer_t consumer;
     rc_store_t store;
+    rc_readflush_config_t rfc;
+    rc_readflush_t *rf = NULL;
     struct sigaction sa;
-    long long batch_size, batch_ms, members_ms, stats_s, session_ms;
+    long long batch_size, batch_ms, members_ms, stats_s, session_ms, flush_ms;
     static char session_buf[24];
     int i, level, rc = 1;
 
@@ -150,7 +161,8 @@ int main(int argc, char **argv)
     if (get_int(conf, "batch_size", 2000, 1, 100000, &batch_size) != 0
         || get_int(conf, "batch_ms", 20, 0, 60000, &batch_ms) != 0
         || get_int(conf, "members_interval_ms", 1000, 0, 3600000, &members_ms) != 0
-        || get_int(conf, "stats_interval", 10, 0, 86400, &stats_s) != 0)
+        || get_int(conf, "stats_interval", 10, 0, 86400, &stats_s) != 0
+        || get_int(conf, "read_flush_ms", 1000, 10, 3600000, &flush_ms) != 0)
     {
         goto done;
     }
@@ -199,11 +211,28 @@ int main(int argc, char **argv)
     cc.batch_ms = (int)batch_ms;
     cc.stats_s = (int)stats_s;
 
+    /* read pointers: on their own thread, with their own connections */
+    rfc.redis = mc_conf_get(conf, "redis", "127.0.0.1:6379");
+    rfc.interval_ms = (int)flush_ms;
+    rfc.db = dbc;
+    if (rfc.redis[0] == '\0') {
+        mc_warn("redis is empty: read pointers are not written back to MySQL");
+    } else {
+        rf = rc_readflush_start(&rfc);
+        if (rf == NULL) {
+            rc_store_free(&store);
+            goto done;
+        }
+    }
+
     if (rc_consumer_init(&consumer, &cc, &store, &run) != 0) {
+        rc_readflush_stop(rf);
         rc_store_free(&store);
         goto done;
     }
     rc = rc_consumer_run(&consumer) == 0 ? 0 : 1;
+    /* one last round of read marks after SIGTERM */
+    rc_readflush_stop(rf);
     rc_store_free(&store);
     mc_info("exiting with status %d", rc);
 

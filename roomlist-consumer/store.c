@@ -33,24 +33,14 @@
  */
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "minichat/clock.h"
 #include "minichat/log.h"
 #include "store.h"
 
-static int64_t store_now_ms(void);
 static int store_query(MYSQL *m, const char *what, const char *sql, size_t len);
 static int store_due_reserve(rc_store_t *st, size_t n);
 static void store_fail(rc_store_t *st, MYSQL *m);
-
-/* Returns a monotonic time in milliseconds. */
-static int64_t store_now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 void rc_store_init(rc_store_t *st, mc_db_t *db, size_t max_stmt_bytes, int64_t members_interval_ms)
 {
@@ -62,9 +52,9 @@ void rc_store_init(rc_store_t *st, mc_db_t *db, size_t max_stmt_bytes, int64_t m
 
 void rc_store_free(rc_store_t *st)
 {
-    mc_sqlbuf_free(&st->sql);
-    mc_sqlbuf_free(&st->members);
-    mc_sqlbuf_free(&st->rooms);
+    mc_buf_free(&st->sql);
+    mc_buf_free(&st->members);
+    mc_buf_free(&st->rooms);
     mc_debounce_free(&st->debounce);
     free(st->due);
     st->due = NULL;
@@ -167,7 +157,7 @@ int rc_store_write(rc_store_t *st, mc_msgbatch_t *b)
     moved = mysql_affected_rows(m);
 
     /* the batch's rooms that are due, then older dirty rooms whose time has come */
-    now = store_now_ms();
+    now = mc_now_ms();
     if (store_due_reserve(st, mc_msgbatch_rooms(b) + mc_debounce_dirty(&st->debounce)) != 0) {
         mc_error("store: out of memory listing rooms");
         goto err;
@@ -229,7 +219,7 @@ int rc_store_flush_members(rc_store_t *st, int force)
         mc_error("store: out of memory listing rooms");
         return -1;
     }
-    st->ndue = mc_debounce_take(&st->debounce, store_now_ms(), force, st->due, st->due_cap);
+    st->ndue = mc_debounce_take(&st->debounce, mc_now_ms(), force, st->due, st->due_cap);
     if (st->ndue == 0) {
         return 0;
     }

@@ -6,15 +6,16 @@
 
 #include <stdint.h>
 
+#include "minichat/buf.h"
 #include "minichat/db.h"
 #include "minichat/debounce.h"
 #include "minichat/msgbatch.h"
 
 typedef struct {
     mc_db_t *db;
-    mc_sqlbuf_t sql;        /* INSERT statements, reused between batches */
-    mc_sqlbuf_t members;    /* the room_members UPDATE */
-    mc_sqlbuf_t rooms;      /* the rooms UPDATE */
+    mc_buf_t sql;           /* INSERT statements, reused between batches */
+    mc_buf_t members;       /* the room_members UPDATE */
+    mc_buf_t rooms;         /* the rooms UPDATE */
     size_t max_stmt_bytes;  /* an INSERT is split before it grows past this */
     mc_debounce_t debounce; /* rooms whose members' last_message_at is behind */
     uint64_t *due;          /* rooms whose members are updated in this transaction */

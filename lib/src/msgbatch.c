@@ -13,7 +13,9 @@
  *       WHERE m.room_id IN (...) AND ... m.last_message_at < r.last_message_at
  *
  * The per-room row carries the batch's highest seq for the room, its time and
- * a preview of its body.  The rooms update only moves a room forward, so
+ * a preview of the room's last text message in the batch: a system message
+ * (a join, a leave: its body is JSON) moves the room but keeps the preview
+ * of the chat text before it.  The rooms update only moves a room forward, so
  * replaying an old batch, or two consumers racing through a rebalance, can
  * never move a room list backwards.  The members update copies the room's
  * time, whatever batch it runs in, and also only forward: so it can be
@@ -26,80 +28,23 @@
  * FROM_UNIXTIME(<s>.<ms>) so that the milliseconds are exact; a time of 0 or
  * one past TIMESTAMP's 2038 limit becomes NOW(3).
  */
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "minichat.pb-c.h"
 #include "minichat/msgbatch.h"
-#include "minichat/ws.h"
+#include "minichat/utf8.h"
 
 #define MC_TS_MAX_SECONDS 2147483647ULL
 
-static int sqlbuf_reserve(mc_sqlbuf_t *buf, size_t more);
-static int sqlbuf_append(mc_sqlbuf_t *buf, const char *s, size_t len);
-static int sqlbuf_appendf(mc_sqlbuf_t *buf, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int sqlbuf_append_str(mc_sqlbuf_t *buf, const char *s, size_t len);
-static int sqlbuf_append_time(mc_sqlbuf_t *buf, uint64_t ts);
+static int sql_append_str(mc_buf_t *buf, const char *s, size_t len);
+static int sql_append_time(mc_buf_t *buf, uint64_t ts);
 static size_t row_sql_size(const mc_msgrow_t *r);
 static int row_cmp(const void *a, const void *b);
-static size_t utf8_seq_len(const unsigned char *s, size_t len);
-static size_t utf8_prefix(const char *s, size_t len, size_t chars);
-static int rooms_values_sql(const mc_msgbatch_t *b, mc_sqlbuf_t *out);
-
-/* Returns 0 when buf has room for more bytes plus a NUL, -1 when out of memory. */
-static int sqlbuf_reserve(mc_sqlbuf_t *buf, size_t more)
-{
-    size_t cap;
-    char *p;
-
-    if (buf->len + more + 1 <= buf->cap) {
-        return 0;
-    }
-    cap = buf->cap != 0 ? buf->cap : 4096;
-    while (cap < buf->len + more + 1) {
-        cap *= 2;
-    }
-    p = realloc(buf->data, cap);
-    if (p == NULL) {
-        return -1;
-    }
-    buf->data = p;
-    buf->cap = cap;
-    return 0;
-}
-
-/* Appends len bytes.  Returns 0 or -1 when out of memory. */
-static int sqlbuf_append(mc_sqlbuf_t *buf, const char *s, size_t len)
-{
-    if (sqlbuf_reserve(buf, len) != 0) {
-        return -1;
-    }
-    memcpy(buf->data + buf->len, s, len);
-    buf->len += len;
-    buf->data[buf->len] = '\0';
-    return 0;
-}
-
-/* Appends printf-formatted text (short: numbers and keywords).  Returns 0 or -1. */
-static int sqlbuf_appendf(mc_sqlbuf_t *buf, const char *fmt, ...)
-{
-    char tmp[256];
-    va_list ap;
-    int n;
-
-    va_start(ap, fmt);
-    n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof(tmp)) {
-        return -1;
-    }
-    return sqlbuf_append(buf, tmp, (size_t)n);
-}
+static int rooms_values_sql(const mc_msgbatch_t *b, mc_buf_t *out);
 
 /* Appends s as a _utf8mb4 X'..' literal.  Returns 0 or -1. */
-static int sqlbuf_append_str(mc_sqlbuf_t *buf, const char *s, size_t len)
+static int sql_append_str(mc_buf_t *buf, const char *s, size_t len)
 {
     static const char hex[] = "0123456789ABCDEF";
     static const char pre[] = "_utf8mb4 X'";
@@ -107,7 +52,7 @@ static int sqlbuf_append_str(mc_sqlbuf_t *buf, const char *s, size_t len)
     char *p;
     size_t i;
 
-    if (sqlbuf_reserve(buf, sizeof(pre) - 1 + 2 * len + 1) != 0) {
+    if (mc_buf_reserve(buf, sizeof(pre) - 1 + 2 * len + 1) != 0) {
         return -1;
     }
     p = buf->data + buf->len;
@@ -124,98 +69,15 @@ static int sqlbuf_append_str(mc_sqlbuf_t *buf, const char *s, size_t len)
 }
 
 /* Appends the SQL expression for a millisecond time.  Returns 0 or -1. */
-static int sqlbuf_append_time(mc_sqlbuf_t *buf, uint64_t ts)
+static int sql_append_time(mc_buf_t *buf, uint64_t ts)
 {
     /* TIMESTAMP starts at 1970-01-01 00:00:01: anything earlier would make
      * strict mode reject the batch, forever */
     if (ts < 1000 || ts / 1000 >= MC_TS_MAX_SECONDS) {
-        return sqlbuf_append(buf, "NOW(3)", 6);
+        return mc_buf_append(buf, "NOW(3)", 6);
     }
-    return sqlbuf_appendf(buf, "FROM_UNIXTIME(%llu.%03llu)", (unsigned long long)(ts / 1000),
+    return mc_buf_appendf(buf, "FROM_UNIXTIME(%llu.%03llu)", (unsigned long long)(ts / 1000),
                           (unsigned long long)(ts % 1000));
-}
-
-void mc_sqlbuf_free(mc_sqlbuf_t *buf)
-{
-    free(buf->data);
-    buf->data = NULL;
-    buf->len = 0;
-    buf->cap = 0;
-}
-
-/* Returns the length of the valid UTF-8 sequence at s, or 0 when invalid. */
-static size_t utf8_seq_len(const unsigned char *s, size_t len)
-{
-    unsigned char c = s[0];
-
-    if (c < 0x80) {
-        return 1;
-    }
-    if (c >= 0xc2 && c <= 0xdf) {
-        return len >= 2 && (s[1] & 0xc0) == 0x80 ? 2 : 0;
-    }
-    if (c >= 0xe0 && c <= 0xef) {
-        if (len < 3 || (s[1] & 0xc0) != 0x80 || (s[2] & 0xc0) != 0x80) {
-            return 0;
-        }
-        if ((c == 0xe0 && s[1] < 0xa0) || (c == 0xed && s[1] >= 0xa0)) {
-            return 0; /* overlong, or a UTF-16 surrogate */
-        }
-        return 3;
-    }
-    if (c >= 0xf0 && c <= 0xf4) {
-        if (len < 4 || (s[1] & 0xc0) != 0x80 || (s[2] & 0xc0) != 0x80 || (s[3] & 0xc0) != 0x80) {
-            return 0;
-        }
-        if ((c == 0xf0 && s[1] < 0x90) || (c == 0xf4 && s[1] >= 0x90)) {
-            return 0; /* overlong, or above U+10FFFF */
-        }
-        return 4;
-    }
-    return 0;
-}
-
-char *mc_utf8_sanitize(const char *s, size_t len, size_t *out_len)
-{
-    const unsigned char *u = (const unsigned char *)s;
-    char *out, *p;
-    size_t i = 0, n;
-
-    /* each invalid byte becomes three */
-    out = malloc(mc_utf8_valid((const uint8_t *)s, len) ? len + 1 : 3 * len + 1);
-    if (out == NULL) {
-        return NULL;
-    }
-    p = out;
-    while (i < len) {
-        n = utf8_seq_len(u + i, len - i);
-        if (n == 0) {
-            memcpy(p, "\xef\xbf\xbd", 3);
-            p += 3;
-            i++;
-            continue;
-        }
-        memcpy(p, u + i, n);
-        p += n;
-        i += n;
-    }
-    *p = '\0';
-    *out_len = (size_t)(p - out);
-    return out;
-}
-
-/* Returns the byte length of the first chars characters of valid UTF-8 s. */
-static size_t utf8_prefix(const char *s, size_t len, size_t chars)
-{
-    const unsigned char *u = (const unsigned char *)s;
-    size_t i = 0, n;
-
-    while (i < len && chars > 0) {
-        n = utf8_seq_len(u + i, len - i);
-        i += n != 0 ? n : 1;
-        chars--;
-    }
-    return i;
 }
 
 void mc_msgbatch_init(mc_msgbatch_t *b)
@@ -268,6 +130,7 @@ int mc_msgbatch_add(mc_msgbatch_t *b, uint64_t room, uint64_t seq, uint64_t send
     r->seq = seq;
     r->sender = sender;
     r->ts = ts;
+    r->kind = MC_MSG_TEXT;
     r->cid = mc_utf8_sanitize(cid != NULL ? cid : "", cid != NULL ? cid_len : 0, &r->cid_len);
     r->body = mc_utf8_sanitize(body != NULL ? body : "", body != NULL ? body_len : 0, &r->body_len);
     if (r->cid == NULL || r->body == NULL) {
@@ -279,17 +142,38 @@ int mc_msgbatch_add(mc_msgbatch_t *b, uint64_t room, uint64_t seq, uint64_t send
     return MC_MSGBATCH_OK;
 }
 
+int mc_msgkind_parse(const char *name)
+{
+    if (name == NULL || name[0] == '\0' || strcmp(name, "text") == 0) {
+        return MC_MSG_TEXT;
+    }
+    if (strcmp(name, "system") == 0) {
+        return MC_MSG_SYSTEM;
+    }
+    return -1;
+}
+
 int mc_msgbatch_add_packed(mc_msgbatch_t *b, const void *data, size_t len)
 {
     Minichat__ChatMessage *m;
-    int rc;
+    int rc, kind;
 
     m = minichat__chat_message__unpack(NULL, len, data);
     if (m == NULL) {
         return MC_MSGBATCH_MALFORMED;
     }
+    /* read, typing and presence never reach Kafka (and carry seq 0); a kind
+     * this build does not know is not stored as something it is not */
+    kind = mc_msgkind_parse(m->kind);
+    if (kind < 0) {
+        minichat__chat_message__free_unpacked(m, NULL);
+        return MC_MSGBATCH_MALFORMED;
+    }
     rc = mc_msgbatch_add(b, m->room, m->seq, m->sender, m->ts, m->cid, m->cid != NULL ? strlen(m->cid) : 0,
                          m->body, m->body != NULL ? strlen(m->body) : 0);
+    if (rc == MC_MSGBATCH_OK) {
+        b->rows[b->n - 1].kind = kind;
+    }
     minichat__chat_message__free_unpacked(m, NULL);
     return rc;
 }
@@ -333,15 +217,15 @@ static size_t row_sql_size(const mc_msgrow_t *r)
     return 3 * 21 + 2 * (r->cid_len + r->body_len) + 2 * 12 + 48 + 16;
 }
 
-int mc_msgbatch_insert_sql(const mc_msgbatch_t *b, size_t *next, size_t max_bytes, mc_sqlbuf_t *out)
+int mc_msgbatch_insert_sql(const mc_msgbatch_t *b, size_t *next, size_t max_bytes, mc_buf_t *out)
 {
     static const char head[] =
         "INSERT IGNORE INTO messages (room_id, seq, sender_id, kind, body, client_msg_id, created_at) VALUES ";
     const mc_msgrow_t *r;
     size_t i;
 
-    out->len = 0;
-    if (sqlbuf_append(out, head, sizeof(head) - 1) != 0) {
+    mc_buf_reset(out);
+    if (mc_buf_append(out, head, sizeof(head) - 1) != 0) {
         return -1;
     }
 
@@ -350,11 +234,12 @@ int mc_msgbatch_insert_sql(const mc_msgbatch_t *b, size_t *next, size_t max_byte
         if (i > *next && out->len + row_sql_size(r) > max_bytes) {
             break;
         }
-        if (sqlbuf_appendf(out, "%s(%llu,%llu,%llu,'text',", i > *next ? "," : "", (unsigned long long)r->room,
-                           (unsigned long long)r->seq, (unsigned long long)r->sender) != 0
-            || sqlbuf_append_str(out, r->body, r->body_len) != 0 || sqlbuf_append(out, ",", 1) != 0
-            || sqlbuf_append_str(out, r->cid, r->cid_len) != 0 || sqlbuf_append(out, ",", 1) != 0
-            || sqlbuf_append_time(out, r->ts) != 0 || sqlbuf_append(out, ")", 1) != 0)
+        if (mc_buf_appendf(out, "%s(%llu,%llu,%llu,'%s',", i > *next ? "," : "", (unsigned long long)r->room,
+                           (unsigned long long)r->seq, (unsigned long long)r->sender,
+                           r->kind == MC_MSG_SYSTEM ? "system" : "text") != 0
+            || sql_append_str(out, r->body, r->body_len) != 0 || mc_buf_append(out, ",", 1) != 0
+            || sql_append_str(out, r->cid, r->cid_len) != 0 || mc_buf_append(out, ",", 1) != 0
+            || sql_append_time(out, r->ts) != 0 || mc_buf_append(out, ")", 1) != 0)
         {
             return -1;
         }
@@ -365,13 +250,15 @@ int mc_msgbatch_insert_sql(const mc_msgbatch_t *b, size_t *next, size_t max_byte
 }
 
 /* Appends the derived table "(SELECT id, seq, at, preview UNION ALL ...) v"
- * with one row per room: the room's last row in the sorted batch.  Returns 0 or -1. */
-static int rooms_values_sql(const mc_msgbatch_t *b, mc_sqlbuf_t *out)
+ * with one row per room: the room's last row in the sorted batch, and the
+ * preview of the room's last text message in the batch (NULL when the batch
+ * has only system messages for the room).  Returns 0 or -1. */
+static int rooms_values_sql(const mc_msgbatch_t *b, mc_buf_t *out)
 {
-    const mc_msgrow_t *r;
-    size_t i, first = 1;
+    const mc_msgrow_t *r, *t;
+    size_t i, k, start = 0, first = 1;
 
-    if (sqlbuf_append(out, "(", 1) != 0) {
+    if (mc_buf_append(out, "(", 1) != 0) {
         return -1;
     }
     for (i = 0; i < b->n; i++) {
@@ -379,40 +266,52 @@ static int rooms_values_sql(const mc_msgbatch_t *b, mc_sqlbuf_t *out)
             continue;
         }
         r = &b->rows[i];
-        if (sqlbuf_appendf(out, first ? "SELECT %llu AS id, %llu AS seq, " : " UNION ALL SELECT %llu, %llu, ",
+        t = NULL;
+        for (k = i + 1; k > start; k--) {
+            if (b->rows[k - 1].kind == MC_MSG_TEXT) {
+                t = &b->rows[k - 1];
+                break;
+            }
+        }
+        if (mc_buf_appendf(out, first ? "SELECT %llu AS id, %llu AS seq, " : " UNION ALL SELECT %llu, %llu, ",
                            (unsigned long long)r->room, (unsigned long long)r->seq) != 0
-            || sqlbuf_append_time(out, r->ts) != 0 || (first && sqlbuf_append(out, " AS at", 6) != 0)
-            || sqlbuf_append(out, ", ", 2) != 0
-            || sqlbuf_append_str(out, r->body, utf8_prefix(r->body, r->body_len, MC_MSGBATCH_PREVIEW_CHARS)) != 0
-            || (first && sqlbuf_append(out, " AS preview", 11) != 0))
+            || sql_append_time(out, r->ts) != 0 || (first && mc_buf_append(out, " AS at", 6) != 0)
+            || mc_buf_append(out, ", ", 2) != 0
+            || (t != NULL
+                    ? sql_append_str(out, t->body, mc_utf8_prefix(t->body, t->body_len, MC_MSGBATCH_PREVIEW_CHARS))
+                    : mc_buf_append(out, "NULL", 4))
+                   != 0
+            || (first && mc_buf_append(out, " AS preview", 11) != 0))
         {
             return -1;
         }
         first = 0;
+        start = i + 1;
     }
-    return sqlbuf_append(out, ") v", 3);
+    return mc_buf_append(out, ") v", 3);
 }
 
-int mc_msgbatch_rooms_sql(const mc_msgbatch_t *b, mc_sqlbuf_t *out)
+int mc_msgbatch_rooms_sql(const mc_msgbatch_t *b, mc_buf_t *out)
 {
     static const char head[] = "UPDATE rooms r JOIN ";
     static const char tail[] =
-        " ON r.id = v.id SET r.last_seq = v.seq, r.last_message_at = v.at, r.last_preview = LEFT(v.preview, 191)"
+        " ON r.id = v.id SET r.last_seq = v.seq, r.last_message_at = v.at,"
+        " r.last_preview = COALESCE(LEFT(v.preview, 191), r.last_preview)"
         " WHERE r.last_seq < v.seq";
 
-    out->len = 0;
+    mc_buf_reset(out);
     if (b->n == 0) {
         return 0;
     }
-    if (sqlbuf_append(out, head, sizeof(head) - 1) != 0 || rooms_values_sql(b, out) != 0
-        || sqlbuf_append(out, tail, sizeof(tail) - 1) != 0)
+    if (mc_buf_append(out, head, sizeof(head) - 1) != 0 || rooms_values_sql(b, out) != 0
+        || mc_buf_append(out, tail, sizeof(tail) - 1) != 0)
     {
         return -1;
     }
     return 0;
 }
 
-int mc_members_sql(const uint64_t *rooms, size_t n, mc_sqlbuf_t *out)
+int mc_members_sql(const uint64_t *rooms, size_t n, mc_buf_t *out)
 {
     static const char head[] =
         "UPDATE room_members m JOIN rooms r ON r.id = m.room_id SET m.last_message_at = r.last_message_at"
@@ -422,17 +321,17 @@ int mc_members_sql(const uint64_t *rooms, size_t n, mc_sqlbuf_t *out)
         " AND (m.last_message_at IS NULL OR m.last_message_at < r.last_message_at)";
     size_t i;
 
-    out->len = 0;
+    mc_buf_reset(out);
     if (n == 0) {
         return 0;
     }
-    if (sqlbuf_append(out, head, sizeof(head) - 1) != 0) {
+    if (mc_buf_append(out, head, sizeof(head) - 1) != 0) {
         return -1;
     }
     for (i = 0; i < n; i++) {
-        if (sqlbuf_appendf(out, i > 0 ? ",%llu" : "%llu", (unsigned long long)rooms[i]) != 0) {
+        if (mc_buf_appendf(out, i > 0 ? ",%llu" : "%llu", (unsigned long long)rooms[i]) != 0) {
             return -1;
         }
     }
-    return sqlbuf_append(out, tail, sizeof(tail) - 1);
+    return mc_buf_append(out, tail, sizeof(tail) - 1);
 }

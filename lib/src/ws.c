@@ -127,49 +127,6 @@ size_t mc_ws_header(uint8_t *out, unsigned opcode, unsigned fin, uint64_t payloa
     return 10;
 }
 
-int mc_utf8_valid(const uint8_t *s, size_t n)
-{
-    size_t i = 0;
-    uint32_t cp;
-    int k, j;
-
-    while (i < n) {
-        uint8_t c = s[i];
-
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        if (c >= 0xc2 && c <= 0xdf) {
-            k = 1;
-            cp = c & 0x1f;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            k = 2;
-            cp = c & 0x0f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            k = 3;
-            cp = c & 0x07;
-        } else {
-            return 0;
-        }
-        if (n - i <= (size_t)k) {
-            return 0;
-        }
-        for (j = 1; j <= k; j++) {
-            if ((s[i + j] & 0xc0) != 0x80) {
-                return 0;
-            }
-            cp = (cp << 6) | (s[i + j] & 0x3f);
-        }
-        if ((k == 2 && cp < 0x800) || (k == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
-            (cp >= 0xd800 && cp <= 0xdfff)) {
-            return 0;
-        }
-        i += k + 1;
-    }
-    return 1;
-}
-
 void mc_ws_accept(const char *key, size_t key_len, char out[29])
 {
     unsigned char digest[SHA_DIGEST_LENGTH], buf[128 + sizeof(WS_GUID)];

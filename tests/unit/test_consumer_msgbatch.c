@@ -9,9 +9,6 @@
 
 #include "minichat.pb-c.h"
 #include "minichat/msgbatch.h"
-#include "minichat/ws.h"
-
-#define utf8_valid(s, n) mc_utf8_valid((const uint8_t *)(s), (n))
 
 /* Returns the number of non-overlapping occurrences of needle in hay. */
 static int count(const char *hay, const char *needle)
@@ -24,41 +21,6 @@ static int count(const char *hay, const char *needle)
     }
     return n;
 }
-
-START_TEST(test_utf8_valid)
-{
-    ck_assert_int_eq(utf8_valid("", 0), 1);
-    ck_assert_int_eq(utf8_valid("abc", 3), 1);
-    ck_assert_int_eq(utf8_valid("\xe4\xb8\xad\xf0\x9f\x98\x80\xc3\xa9", 9), 1);
-    ck_assert_int_eq(utf8_valid("a\0b", 3), 1);
-    ck_assert_int_eq(utf8_valid("\xff", 1), 0);
-    ck_assert_int_eq(utf8_valid("\xc0\xaf", 2), 0);             /* overlong '/' */
-    ck_assert_int_eq(utf8_valid("\xe0\x80\xaf", 3), 0);         /* overlong */
-    ck_assert_int_eq(utf8_valid("\xed\xa0\x80", 3), 0);         /* surrogate */
-    ck_assert_int_eq(utf8_valid("\xf4\x90\x80\x80", 4), 0);     /* above U+10FFFF */
-    ck_assert_int_eq(utf8_valid("\xe4\xb8", 2), 0);             /* truncated */
-    ck_assert_int_eq(utf8_valid("\x80", 1), 0);                 /* lone continuation */
-}
-END_TEST
-
-START_TEST(test_utf8_sanitize)
-{
-    size_t len;
-    char *s;
-
-    s = mc_utf8_sanitize("ok\xff!\xe4\xb8", 6, &len);
-    ck_assert_ptr_nonnull(s);
-    ck_assert_uint_eq(len, 2 + 3 + 1 + 6);
-    ck_assert_mem_eq(s, "ok\xef\xbf\xbd!\xef\xbf\xbd\xef\xbf\xbd", len);
-    ck_assert_int_eq(utf8_valid(s, len), 1);
-    free(s);
-
-    s = mc_utf8_sanitize("\xe4\xb8\xad", 3, &len);
-    ck_assert_uint_eq(len, 3);
-    ck_assert_str_eq(s, "\xe4\xb8\xad");
-    free(s);
-}
-END_TEST
 
 START_TEST(test_add_rejects_missing_keys)
 {
@@ -115,7 +77,7 @@ END_TEST
 START_TEST(test_insert_sql)
 {
     mc_msgbatch_t b;
-    mc_sqlbuf_t s = {0};
+    mc_buf_t s = {0};
     size_t next = 0;
 
     mc_msgbatch_init(&b);
@@ -131,7 +93,7 @@ START_TEST(test_insert_sql)
                              "created_at) VALUES (7,1,42,'text',_utf8mb4 X'5C',_utf8mb4 X'6331',NOW(3)),"
                              "(7,2,42,'text',_utf8mb4 X'69742773',_utf8mb4 X'632732',"
                              "FROM_UNIXTIME(1732500000.007))");
-    mc_sqlbuf_free(&s);
+    mc_buf_free(&s);
     mc_msgbatch_free(&b);
 }
 END_TEST
@@ -139,7 +101,7 @@ END_TEST
 START_TEST(test_insert_sql_split)
 {
     mc_msgbatch_t b;
-    mc_sqlbuf_t s = {0};
+    mc_buf_t s = {0};
     size_t next = 0, rows = 0, stmts = 0, before;
     char body[100];
     uint64_t i;
@@ -167,7 +129,7 @@ START_TEST(test_insert_sql_split)
     next = 0;
     ck_assert_int_eq(mc_msgbatch_insert_sql(&b, &next, 10, &s), 0);
     ck_assert_uint_eq(next, 1);
-    mc_sqlbuf_free(&s);
+    mc_buf_free(&s);
     mc_msgbatch_free(&b);
 }
 END_TEST
@@ -175,7 +137,7 @@ END_TEST
 START_TEST(test_rooms_sql)
 {
     mc_msgbatch_t b;
-    mc_sqlbuf_t r = {0};
+    mc_buf_t r = {0};
 
     mc_msgbatch_init(&b);
     ck_assert_int_eq(mc_msgbatch_rooms_sql(&b, &r), 0);
@@ -193,9 +155,9 @@ START_TEST(test_rooms_sql)
     ck_assert_str_eq(r.data, "UPDATE rooms r JOIN (SELECT 3 AS id, 4 AS seq, FROM_UNIXTIME(2.000) AS at, "
                              "_utf8mb4 X'666F7572' AS preview UNION ALL SELECT 5, 12, FROM_UNIXTIME(3.000), "
                              "_utf8mb4 X'7477656C7665') v ON r.id = v.id SET r.last_seq = v.seq, "
-                             "r.last_message_at = v.at, r.last_preview = LEFT(v.preview, 191) "
+                             "r.last_message_at = v.at, r.last_preview = COALESCE(LEFT(v.preview, 191), r.last_preview) "
                              "WHERE r.last_seq < v.seq");
-    mc_sqlbuf_free(&r);
+    mc_buf_free(&r);
     mc_msgbatch_free(&b);
 }
 END_TEST
@@ -203,7 +165,7 @@ END_TEST
 START_TEST(test_members_sql)
 {
     uint64_t rooms[] = {3, 18446744073709551615ULL};
-    mc_sqlbuf_t m = {0};
+    mc_buf_t m = {0};
 
     ck_assert_int_eq(mc_members_sql(rooms, 0, &m), 0);
     ck_assert_uint_eq(m.len, 0);
@@ -213,14 +175,14 @@ START_TEST(test_members_sql)
                              "WHERE m.room_id IN (3,18446744073709551615) AND m.left_at IS NULL "
                              "AND r.last_message_at IS NOT NULL "
                              "AND (m.last_message_at IS NULL OR m.last_message_at < r.last_message_at)");
-    mc_sqlbuf_free(&m);
+    mc_buf_free(&m);
 }
 END_TEST
 
 START_TEST(test_preview_truncated_by_characters)
 {
     mc_msgbatch_t b;
-    mc_sqlbuf_t r = {0};
+    mc_buf_t r = {0};
     char body[600];
     const char *x, *end;
     int i;
@@ -238,7 +200,7 @@ START_TEST(test_preview_truncated_by_characters)
     end = strchr(x, '\'');
     ck_assert_ptr_nonnull(end);
     ck_assert_int_eq(end - x, 191 * 2 * 2);
-    mc_sqlbuf_free(&r);
+    mc_buf_free(&r);
     mc_msgbatch_free(&b);
 }
 END_TEST
@@ -263,13 +225,104 @@ START_TEST(test_clear_and_reuse)
 }
 END_TEST
 
+/* Packs a ChatMessage of the given kind into buf; returns its length. */
+static size_t pack_kind(uint8_t *buf, uint64_t room, uint64_t seq, const char *kind, const char *body)
+{
+    Minichat__ChatMessage m = MINICHAT__CHAT_MESSAGE__INIT;
+
+    m.room = room;
+    m.seq = seq;
+    m.sender = 42;
+    m.cid = "c";
+    m.body = (char *)body;
+    m.ts = 1732500000000ULL;
+    m.kind = (char *)kind;
+    return minichat__chat_message__pack(&m, buf);
+}
+
+START_TEST(test_kind_parse)
+{
+    ck_assert_int_eq(mc_msgkind_parse(NULL), MC_MSG_TEXT);
+    ck_assert_int_eq(mc_msgkind_parse(""), MC_MSG_TEXT);
+    ck_assert_int_eq(mc_msgkind_parse("text"), MC_MSG_TEXT);
+    ck_assert_int_eq(mc_msgkind_parse("system"), MC_MSG_SYSTEM);
+    ck_assert_int_eq(mc_msgkind_parse("read"), -1);
+    ck_assert_int_eq(mc_msgkind_parse("typing"), -1);
+    ck_assert_int_eq(mc_msgkind_parse("presence"), -1);
+    ck_assert_int_eq(mc_msgkind_parse("System"), -1);
+    ck_assert_int_eq(mc_msgkind_parse("image"), -1);
+}
+END_TEST
+
+START_TEST(test_kind_persisted)
+{
+    uint8_t buf[256];
+    size_t len, next = 0;
+    mc_msgbatch_t b;
+    mc_buf_t s = MC_BUF_INIT;
+
+    mc_msgbatch_init(&b);
+    len = pack_kind(buf, 9, 1, "", "hi");
+    ck_assert_int_eq(mc_msgbatch_add_packed(&b, buf, len), MC_MSGBATCH_OK);
+    len = pack_kind(buf, 9, 2, "system", "{\"event\":\"leave\",\"user\":\"43\"}");
+    ck_assert_int_eq(mc_msgbatch_add_packed(&b, buf, len), MC_MSGBATCH_OK);
+    len = pack_kind(buf, 9, 3, "text", "yo");
+    ck_assert_int_eq(mc_msgbatch_add_packed(&b, buf, len), MC_MSGBATCH_OK);
+    /* an ephemeral event that somehow carries a seq is not stored as a message */
+    len = pack_kind(buf, 9, 4, "typing", "");
+    ck_assert_int_eq(mc_msgbatch_add_packed(&b, buf, len), MC_MSGBATCH_MALFORMED);
+    ck_assert_uint_eq(b.n, 3);
+    ck_assert_int_eq(b.rows[0].kind, MC_MSG_TEXT);
+    ck_assert_int_eq(b.rows[1].kind, MC_MSG_SYSTEM);
+    ck_assert_int_eq(b.rows[2].kind, MC_MSG_TEXT);
+
+    ck_assert_int_eq(mc_msgbatch_insert_sql(&b, &next, 1 << 20, &s), 0);
+    ck_assert_int_eq(count(s.data, "'text'"), 2);
+    ck_assert_int_eq(count(s.data, "'system'"), 1);
+    ck_assert_ptr_nonnull(strstr(s.data, "(9,2,42,'system',"));
+    ck_assert_ptr_nonnull(strstr(s.data, "(9,3,42,'text',"));
+
+    /* a plain add is text */
+    ck_assert_int_eq(mc_msgbatch_add(&b, 1, 1, 1, 1, "c", 1, "x", 1), MC_MSGBATCH_OK);
+    ck_assert_int_eq(b.rows[3].kind, MC_MSG_TEXT);
+    mc_buf_free(&s);
+    mc_msgbatch_free(&b);
+}
+END_TEST
+
+START_TEST(test_system_keeps_preview)
+{
+    uint8_t buf[256];
+    size_t len;
+    mc_msgbatch_t b;
+    mc_buf_t r = MC_BUF_INIT;
+
+    mc_msgbatch_init(&b);
+    /* room 4: text then a later system message: the room moves to seq 6,
+     * the preview is the text's; room 5: only a system message: no preview */
+    len = pack_kind(buf, 4, 5, "", "four");
+    ck_assert_int_eq(mc_msgbatch_add_packed(&b, buf, len), MC_MSGBATCH_OK);
+    len = pack_kind(buf, 4, 6, "system", "{}");
+    ck_assert_int_eq(mc_msgbatch_add_packed(&b, buf, len), MC_MSGBATCH_OK);
+    len = pack_kind(buf, 5, 1, "system", "{}");
+    ck_assert_int_eq(mc_msgbatch_add_packed(&b, buf, len), MC_MSGBATCH_OK);
+    mc_msgbatch_sort(&b);
+    ck_assert_int_eq(mc_msgbatch_rooms_sql(&b, &r), 0);
+    ck_assert_str_eq(r.data, "UPDATE rooms r JOIN (SELECT 4 AS id, 6 AS seq, FROM_UNIXTIME(1732500000.000) AS at, "
+                             "_utf8mb4 X'666F7572' AS preview UNION ALL SELECT 5, 1, FROM_UNIXTIME(1732500000.000), "
+                             "NULL) v ON r.id = v.id SET r.last_seq = v.seq, r.last_message_at = v.at, "
+                             "r.last_preview = COALESCE(LEFT(v.preview, 191), r.last_preview) "
+                             "WHERE r.last_seq < v.seq");
+    mc_buf_free(&r);
+    mc_msgbatch_free(&b);
+}
+END_TEST
+
 static Suite *msgbatch_suite(void)
 {
     Suite *s = suite_create("msgbatch");
     TCase *tc = tcase_create("core");
 
-    tcase_add_test(tc, test_utf8_valid);
-    tcase_add_test(tc, test_utf8_sanitize);
     tcase_add_test(tc, test_add_rejects_missing_keys);
     tcase_add_test(tc, test_add_packed);
     tcase_add_test(tc, test_insert_sql);
@@ -278,6 +331,9 @@ static Suite *msgbatch_suite(void)
     tcase_add_test(tc, test_members_sql);
     tcase_add_test(tc, test_preview_truncated_by_characters);
     tcase_add_test(tc, test_clear_and_reuse);
+    tcase_add_test(tc, test_kind_parse);
+    tcase_add_test(tc, test_kind_persisted);
+    tcase_add_test(tc, test_system_keeps_preview);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -12,11 +12,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "minichat/buf.h"
+
+/* messages.kind */
+enum { MC_MSG_TEXT = 0, MC_MSG_SYSTEM = 1 };
+
 typedef struct {
     uint64_t room;
     uint64_t seq;
     uint64_t sender;
     uint64_t ts;       /* milliseconds since the epoch */
+    int kind;          /* MC_MSG_TEXT or MC_MSG_SYSTEM */
     char *cid;         /* valid UTF-8, owned */
     size_t cid_len;
     char *body;        /* valid UTF-8, owned */
@@ -29,13 +35,6 @@ typedef struct {
     size_t cap;
 } mc_msgbatch_t;
 
-/* A growing string; data is always NUL-terminated once len > 0. */
-typedef struct {
-    char *data;
-    size_t len;
-    size_t cap;
-} mc_sqlbuf_t;
-
 enum { MC_MSGBATCH_OK = 0, MC_MSGBATCH_NOMEM = -1, MC_MSGBATCH_MALFORMED = -2 };
 
 /* Longest preview stored in rooms.last_preview, in characters (the column is VARCHAR(191)). */
@@ -46,14 +45,19 @@ void mc_msgbatch_init(mc_msgbatch_t *b);
 void mc_msgbatch_clear(mc_msgbatch_t *b);
 void mc_msgbatch_free(mc_msgbatch_t *b);
 
-/* Appends a copy of one message.  Returns MC_MSGBATCH_OK, MC_MSGBATCH_NOMEM, or
+/* Returns the MC_MSG_* kind a ChatMessage.kind names ("" or "text", and
+ * "system"), or -1 for any other name (ephemeral events are not messages). */
+int mc_msgkind_parse(const char *name);
+
+/* Appends a copy of one text message.  Returns MC_MSGBATCH_OK, MC_MSGBATCH_NOMEM, or
  * MC_MSGBATCH_MALFORMED when room or seq is 0. */
 int mc_msgbatch_add(mc_msgbatch_t *b, uint64_t room, uint64_t seq, uint64_t sender, uint64_t ts, const char *cid,
                     size_t cid_len, const char *body, size_t body_len);
 
-/* Appends one packed minichat.ChatMessage (a Kafka record's value).  Returns
- * MC_MSGBATCH_OK, MC_MSGBATCH_NOMEM, or MC_MSGBATCH_MALFORMED when it does not
- * unpack or lacks a room or seq. */
+/* Appends one packed minichat.ChatMessage (a Kafka record's value) with its
+ * kind.  Returns MC_MSGBATCH_OK, MC_MSGBATCH_NOMEM, or MC_MSGBATCH_MALFORMED
+ * when it does not unpack, lacks a room or seq, or has a kind that is not a
+ * message (mc_msgkind_parse). */
 int mc_msgbatch_add_packed(mc_msgbatch_t *b, const void *data, size_t len);
 
 /* Sorts the rows by (room, seq), the primary key's order, so that inserts
@@ -64,27 +68,20 @@ void mc_msgbatch_sort(mc_msgbatch_t *b);
  * *next on, stopping before the statement would exceed max_bytes (but always
  * taking at least one row), and advances *next.  Returns 0 or -1 when out of
  * memory. */
-int mc_msgbatch_insert_sql(const mc_msgbatch_t *b, size_t *next, size_t max_bytes, mc_sqlbuf_t *out);
+int mc_msgbatch_insert_sql(const mc_msgbatch_t *b, size_t *next, size_t max_bytes, mc_buf_t *out);
 
 /* Writes into out the forward-only UPDATE of rooms (last_seq, last_message_at,
- * last_preview) for a sorted batch.  Returns 0 or -1 when out of memory; out is
+ * and last_preview from the last text message, kept when the batch has only
+ * system messages for the room) for a sorted batch.  Returns 0 or -1 when out of memory; out is
  * left empty for an empty batch. */
-int mc_msgbatch_rooms_sql(const mc_msgbatch_t *b, mc_sqlbuf_t *out);
+int mc_msgbatch_rooms_sql(const mc_msgbatch_t *b, mc_buf_t *out);
 
 /* Writes into out the UPDATE that copies rooms.last_message_at forward into
  * room_members.last_message_at for the members (who have not left) of the n
  * rooms.  Returns 0 or -1 when out of memory; out is left empty when n is 0. */
-int mc_members_sql(const uint64_t *rooms, size_t n, mc_sqlbuf_t *out);
+int mc_members_sql(const uint64_t *rooms, size_t n, mc_buf_t *out);
 
 /* Returns the number of distinct rooms in a sorted batch. */
 size_t mc_msgbatch_rooms(const mc_msgbatch_t *b);
-
-/* UTF-8 validation is mc_utf8_valid() in minichat/ws.h. */
-
-/* Returns a malloc'ed, NUL-terminated copy of s with every invalid UTF-8 byte
- * replaced by U+FFFD, and its length in *out_len; NULL when out of memory. */
-char *mc_utf8_sanitize(const char *s, size_t len, size_t *out_len);
-
-void mc_sqlbuf_free(mc_sqlbuf_t *buf);
 
 #endif

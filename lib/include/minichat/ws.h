@@ -9,6 +9,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* mc_utf8_valid() for text frames and close reasons (it lives in utf8.c) */
+#include "minichat/utf8.h"
+
 enum {
     MC_WS_OP_CONT = 0x0,
     MC_WS_OP_TEXT = 0x1,
@@ -64,9 +67,6 @@ void mc_ws_unmask(uint8_t *data, size_t n, const uint8_t mask[4], uint64_t offse
 /* Writes an unmasked server frame header into out (at least 10 bytes) and
  * returns its length. */
 size_t mc_ws_header(uint8_t *out, unsigned opcode, unsigned fin, uint64_t payload_len);
-
-/* Returns 1 when s[0..n) is valid UTF-8 (no overlongs, no surrogates, <= U+10FFFF). */
-int mc_utf8_valid(const uint8_t *s, size_t n);
 
 /* Computes Sec-WebSocket-Accept for a Sec-WebSocket-Key; out gets 28 chars + NUL. */
 void mc_ws_accept(const char *key, size_t key_len, char out[29]);

@@ -1,0 +1,40 @@
+/*
+ * Read marks on their way from Redis to MySQL (write-back of read pointers).
+ * The module records a user's read pointer as the field "<room>:<user>" with
+ * the value "<seq>" in the hash {dirty}:read; the roomlist-consumer's flusher
+ * parses the fields, merges duplicates and writes them with one forward-only
+ * UPDATE of room_members per chunk.  Pure code: parsing and SQL text only.
+ */
+#ifndef MINICHAT_READMARK_H
+#define MINICHAT_READMARK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "minichat/buf.h"
+
+typedef struct {
+    uint64_t room;
+    uint64_t user;
+    uint64_t seq;
+} mc_readmark_t;
+
+/* Parses s[0..n) as an unsigned decimal: digits only (no sign, no spaces, no
+ * "0x"), at least one, and no larger than 2^64 - 1.  Returns 0 or -1. */
+int mc_parse_u64(const char *s, size_t n, uint64_t *out);
+
+/* Parses a field "room:user" (both decimal, both > 0) and its value "seq"
+ * (decimal, 0 allowed).  Returns 0 and fills *m, or -1 when anything is off. */
+int mc_readmark_parse(const char *field, size_t flen, const char *value, size_t vlen, mc_readmark_t *m);
+
+/* Sorts marks by (room, user), the primary key's order, and merges marks of
+ * the same member into one with the highest seq.  Returns the new count. */
+size_t mc_readmark_merge(mc_readmark_t *marks, size_t n);
+
+/* Writes into out (replacing its contents) one forward-only UPDATE of
+ * room_members.last_read_seq for marks[*next ..], at most max_rows of them,
+ * and advances *next.  Rows for users who are not members match nothing.
+ * Returns 0 or -1 when out of memory; out is empty when *next >= n. */
+int mc_readmark_sql(const mc_readmark_t *marks, size_t n, size_t *next, size_t max_rows, mc_buf_t *out);
+
+#endif

@@ -1,0 +1,135 @@
+/*
+ * Read marks: parsing the {dirty}:read hash and the SQL that writes it (see
+ * readmark.h).
+ *
+ * Everything in the hash came from Redis, which anyone with access can
+ * write, so fields and values are parsed strictly (digits only, no overflow)
+ * and only numbers ever reach the SQL text.  The statement is
+ *
+ *   UPDATE room_members m JOIN (SELECT CAST(r AS UNSIGNED) AS room_id, ...
+ *       UNION ALL SELECT r, u, s ...) v ON m.room_id = v.room_id AND m.user_id = v.user_id
+ *   SET m.last_read_seq = GREATEST(m.last_read_seq, v.seq) WHERE m.last_read_seq < v.seq
+ *
+ * GREATEST and the WHERE both say "forward only"; the WHERE also keeps rows
+ * that would not move out of the write (and out of the binlog).  A
+ * multi-table UPDATE changes each row at most once, so two marks for the
+ * same member in one derived table would leave the row at whichever matched
+ * first: mc_readmark_merge() folds them into the highest beforehand.  The
+ * CAST in the first row makes the derived table's columns BIGINT UNSIGNED
+ * like the key, so the join stays an eq_ref on the primary key.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "minichat/readmark.h"
+
+static int readmark_cmp(const void *a, const void *b);
+
+int mc_parse_u64(const char *s, size_t n, uint64_t *out)
+{
+    uint64_t v = 0;
+    unsigned d;
+    size_t i;
+
+    if (n == 0) {
+        return -1;
+    }
+    for (i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') {
+            return -1;
+        }
+        d = (unsigned)(s[i] - '0');
+        if (v > (UINT64_MAX - d) / 10) {
+            return -1;
+        }
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 0;
+}
+
+int mc_readmark_parse(const char *field, size_t flen, const char *value, size_t vlen, mc_readmark_t *m)
+{
+    const char *colon;
+    mc_readmark_t r;
+
+    colon = memchr(field, ':', flen);
+    if (colon == NULL || mc_parse_u64(field, (size_t)(colon - field), &r.room) != 0
+        || mc_parse_u64(colon + 1, flen - (size_t)(colon - field) - 1, &r.user) != 0
+        || mc_parse_u64(value, vlen, &r.seq) != 0 || r.room == 0 || r.user == 0)
+    {
+        return -1;
+    }
+    *m = r;
+    return 0;
+}
+
+/* Orders marks by room, then user. */
+static int readmark_cmp(const void *a, const void *b)
+{
+    const mc_readmark_t *x = a, *y = b;
+
+    if (x->room != y->room) {
+        return x->room < y->room ? -1 : 1;
+    }
+    if (x->user != y->user) {
+        return x->user < y->user ? -1 : 1;
+    }
+    return 0;
+}
+
+size_t mc_readmark_merge(mc_readmark_t *marks, size_t n)
+{
+    size_t i, k = 0;
+
+    if (n == 0) {
+        return 0;
+    }
+    qsort(marks, n, sizeof(*marks), readmark_cmp);
+    for (i = 1; i < n; i++) {
+        if (marks[i].room == marks[k].room && marks[i].user == marks[k].user) {
+            if (marks[i].seq > marks[k].seq) {
+                marks[k].seq = marks[i].seq;
+            }
+            continue;
+        }
+        marks[++k] = marks[i];
+    }
+    return k + 1;
+}
+
+int mc_readmark_sql(const mc_readmark_t *marks, size_t n, size_t *next, size_t max_rows, mc_buf_t *out)
+{
+    static const char head[] = "UPDATE room_members m JOIN (";
+    static const char tail[] =
+        ") v ON m.room_id = v.room_id AND m.user_id = v.user_id"
+        " SET m.last_read_seq = GREATEST(m.last_read_seq, v.seq) WHERE m.last_read_seq < v.seq";
+    const mc_readmark_t *r;
+    size_t i, end;
+
+    mc_buf_reset(out);
+    if (*next >= n) {
+        return 0;
+    }
+    end = max_rows > 0 && n - *next > max_rows ? *next + max_rows : n;
+    if (mc_buf_append(out, head, sizeof(head) - 1) != 0) {
+        return -1;
+    }
+    for (i = *next; i < end; i++) {
+        r = &marks[i];
+        if (mc_buf_appendf(out,
+                           i == *next ? "SELECT CAST(%llu AS UNSIGNED) AS room_id, CAST(%llu AS UNSIGNED) AS user_id,"
+                                        " CAST(%llu AS UNSIGNED) AS seq"
+                                      : " UNION ALL SELECT %llu, %llu, %llu",
+                           (unsigned long long)r->room, (unsigned long long)r->user, (unsigned long long)r->seq)
+            != 0)
+        {
+            return -1;
+        }
+    }
+    if (mc_buf_append(out, tail, sizeof(tail) - 1) != 0) {
+        return -1;
+    }
+    *next = end;
+    return 0;
+}

@@ -1,0 +1,28 @@
+/*
+ * The read-pointer flusher: moves write-back read marks from Redis's
+ * {dirty}:read into room_members.last_read_seq, on its own thread.
+ */
+#ifndef RC_READFLUSH_H
+#define RC_READFLUSH_H
+
+#include <stdint.h>
+
+#include "minichat/db.h"
+
+typedef struct rc_readflush_s rc_readflush_t;
+
+typedef struct {
+    const char *redis;        /* "host:port" or "/path/to/socket" */
+    int interval_ms;          /* between two rounds */
+    mc_db_config_t db;        /* the flusher opens its own connection */
+} rc_readflush_config_t;
+
+/* Starts the flusher thread.  Returns NULL after logging why (a bad address,
+ * out of memory); a Redis or MySQL that is merely down is retried. */
+rc_readflush_t *rc_readflush_start(const rc_readflush_config_t *cfg);
+
+/* Asks the thread to run one last round and stop, waits for it, and frees
+ * everything.  NULL is ignored. */
+void rc_readflush_stop(rc_readflush_t *rf);
+
+#endif
