@@ -357,9 +357,11 @@
     setConn('online');
     loadRooms(null);
     resumeAll();
-    // Sends that never got an ack go again, with the same cid (safe).
+    // Sends that never got an ack go again, with the same cid (safe), and
+    // reads that never got their ok.
     for (const r of S.rooms.values()) {
       for (const out of r.outgoing.values()) if (out.state !== 'failed') transmit(r, out);
+      if (r.readUnsent) sendRead(r, r.readUnsent);
     }
     if (S.openId !== null && !room(S.openId).loaded) loadHistory(room(S.openId), null);
     scheduleRead();
@@ -449,6 +451,7 @@
   function discoverRoom(r, seq) {
     // Unread counts start with this message unless the room list says more.
     r.ptr.set(S.me.id, seq - 1);
+    r.ptrGuessed = true;
     if (!S.unsupported.has('rooms')) {
       clearTimeout(S.roomsTimer);
       S.roomsTimer = setTimeout(() => loadRooms(null), 300);
@@ -532,7 +535,8 @@
         // moves forward: a newer local read wins over a stale answer).
         const p = Math.max(0, x.last_seq - x.unread);
         const mine = myPtr(r);
-        r.ptr.set(S.me.id, mine === null ? p : Math.max(mine, p));
+        r.ptr.set(S.me.id, mine === null || r.ptrGuessed ? p : Math.max(mine, p));
+        r.ptrGuessed = false;
       }
     }
     if (typeof x.last_message_at === 'number') r.last_message_at = Math.max(r.last_message_at, x.last_message_at);
@@ -686,11 +690,21 @@
     applyRead(r, S.me.id, seq);
     renderRooms();
     renderMessages();
-    if (!S.connected) { r.readSent = 0; return; }   // sent again after the next hello
+    sendRead(r, seq);
+  }
+
+  // Tell the server; a read that did not get through goes again after the
+  // next hello (the pointer only moves forward, so a repeat is harmless).
+  function sendRead(r, seq) {
+    if (S.unsupported.has('read')) return;
+    r.readUnsent = Math.max(r.readUnsent || 0, seq);
+    if (!S.connected) return;
     request({ op: 'read', room: r.id, seq }).then((rep) => {
-      if (rep && rep.op === 'error' && !isUnknownOp(rep) && !rep.unsupported) {
-        if (rep.code === 'disconnected') { r.readSent = 0; return; }
-        showError('read: ' + rep.code + ': ' + (rep.message || ''));
+      if (rep && rep.op === 'ok') {
+        if (r.readUnsent <= seq) r.readUnsent = 0;
+      } else if (rep && rep.op === 'error' && rep.code !== 'disconnected') {
+        r.readUnsent = 0;
+        if (!isUnknownOp(rep) && !rep.unsupported) showError('read: ' + rep.code + ': ' + (rep.message || ''));
       }
     });
   }
