@@ -505,8 +505,9 @@
 
   function onTyping(f) {
     const user = Number(f.user);
-    if (user === S.me.id) return;
-    const r = room(f.room);
+    const r = S.rooms.get(f.room);
+    // A room the page does not list yet shows up with its first message.
+    if (user === S.me.id || !r) return;
     r.typers.set(user, Date.now() + TYPING_SHOW_MS);
     if (r.id === S.openId) renderTyping();
     setTimeout(() => { if (r.id === S.openId) renderTyping(); }, TYPING_SHOW_MS + 50);
