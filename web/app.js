@@ -333,17 +333,26 @@
     }
   }
 
+  // One notice lists what the server does not support yet and what the
+  // page does instead.
   function markUnsupported(op) {
     if (!op || S.unsupported.has(op)) return;
     S.unsupported.add(op);
     const what = {
-      rooms: 'the room list shows rooms created here and rooms that received messages',
-      history: 'rooms show only the messages received while this page is open',
-      read: 'read receipts are not sent',
-      typing: 'typing is not sent',
-      resume: 'after a reconnect rooms are reloaded instead',
-    }[op] || '';
-    showNotice('server does not support "' + op + '" yet' + (what ? ': ' + what : ''));
+      rooms: 'rooms: only rooms created here or that received messages are listed',
+      history: 'history: only messages received while the page is open',
+      read: 'read: receipts are not sent',
+      typing: 'typing: not sent',
+      resume: 'resume: rooms are reloaded after a reconnect',
+    };
+    let box = document.querySelector('[data-testid=unsupported]');
+    if (!box) {
+      showNotice('');
+      box = $('errors').lastChild;
+      box.dataset.testid = 'unsupported';
+    }
+    box.firstChild.textContent = 'Not supported by this server yet — ' +
+      [...S.unsupported].map((o) => what[o] || o).join('; ');
   }
 
   function onHello(f) {
