@@ -22,6 +22,9 @@ pkgs=(
     maven default-jre-headless
     python3 python3-pytest python3-websockets python3-pymysql
     procps curl
+    # the browser test (tests/integration/test_browser.py) drives Debian's
+    # headless Chromium over the DevTools protocol with python3-websockets
+    chromium
 )
 
 missing=()
@@ -47,8 +50,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
     trap '[ $restore_policy = 1 ] && rm -f "$policy"' EXIT
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # wait for a dpkg lock held by another apt run instead of failing at once
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
+    apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 # Kafka: the broker and its runtime dependencies from Maven Central.

@@ -16,7 +16,7 @@
 #   kafka          127.0.0.1:19092  (KRaft broker+controller, controller 19093)
 #   relay-a/b      gRPC 127.0.0.1:50051/50052, unix socket .run/relay-X/relay.sock
 #   consumer       roomlist-consumer
-#   nginx-a/b      http://127.0.0.1:8080 / :8081
+#   nginx-a/b      http://127.0.0.1:8080 / :8081 (the web client at /, demo tokens)
 #
 # Every start waits for a readiness check (a ping, a query, an open port, a
 # log line) with a timeout; on failure it prints the tail of that server's
@@ -567,6 +567,37 @@ nginx_start() {
     say "nginx-$node ready on http://127.0.0.1:$port"
 }
 
+# DEV STACK ONLY: the web client's demo users (fixed small ids; the
+# integration tests use random ids from 10^6 up, so they never clash).  Their
+# JWTs are minted from the dev secret at every start into
+# $RUN/demo/tokens.json, which nginx serves at /demo/tokens.json: the page
+# itself never holds the secret.  Valid 7 days; `stack.sh start` re-mints.
+DEMO_USERS="1:Alice 2:Bob 3:Carol 4:Dave 5:Erin 6:Frank"
+DEMO_TOKEN_TTL=604800
+
+demo_tokens() {
+    local d=$RUN/demo f entry id name tok sep=''
+    if [ ! -x "$BIN/minichat-token" ]; then
+        warn "build/bin/minichat-token missing (run make); the web client has no demo users"
+        return 0
+    fi
+    mkdir -p "$d"
+    f=$d/tokens.json
+    {
+        printf '{"users":['
+        for entry in $DEMO_USERS; do
+            id=${entry%%:*}
+            name=${entry#*:}
+            tok=$("$BIN/minichat-token" --secret-file "$SECRET_FILE" --ttl "$DEMO_TOKEN_TTL" "$id") \
+                || die "minichat-token failed for demo user $id"
+            printf '%s\n {"id":%s,"name":"%s","token":"%s"}' "$sep" "$id" "$name" "$tok"
+            sep=,
+        done
+        printf '\n]}\n'
+    } > "$f.tmp"
+    mv "$f.tmp" "$f"
+}
+
 nginx_stop() {
     local node=$1 d pid
     d=$RUN/nginx-$node
@@ -642,6 +673,7 @@ cmd_start() {
     done
     if svc_ok roomlist-consumer; then consumer_start; fi
     if [ -f "$CONF/nginx.conf.in" ]; then
+        demo_tokens
         for n in a b; do nginx_start "$n"; done
     else
         warn "conf/nginx.conf.in missing; not starting nginx"
@@ -695,6 +727,9 @@ MiniChat dev stack (127.0.0.1 only; data in ${RUN#$top/}/, kept across restarts)
   WebSocket   ws://127.0.0.1:$NGINX_A_PORT/ws   (node a)
               ws://127.0.0.1:$NGINX_B_PORT/ws   (node b)
               subprotocol minichat.v1, JWT in ?token= or "Authorization: Bearer"
+  Web client  http://127.0.0.1:$NGINX_A_PORT/   (node a)
+              http://127.0.0.1:$NGINX_B_PORT/   (node b)
+              demo users 1..6 (Alice, Bob, ...); one browser tab per user
   Token       make token USER=42
 
   Python client (python3-websockets; room 1 must exist and have user 42 as a member):
