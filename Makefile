@@ -95,6 +95,9 @@ $(B)/nginx/Makefile: ngx_minichat_module/config
 
 $(MODULE): $(B)/nginx/Makefile $(MOD_SRC) $(LIB) $(GEN)/lua_scripts.h
 	ln -sfn $(TOP) $(NGX_LINK)
+	@# nginx's Makefile links the module from its own objects only: a newer
+	@# libminichat.a or Lua header would not relink or rebuild it
+	rm -f $(MODULE) $(NGX_BUILD)/addon/ngx_minichat_module/*.o
 	$(MAKE) -s -f $(NGX_BUILD)/Makefile -C $(NGX_SRC) modules > $(B)/nginx/build.log 2>&1 \
 	  || { cat $(B)/nginx/build.log | grep -v '^make' | tail -40; exit 1; }
 

@@ -40,7 +40,7 @@ static void ngx_http_minichat_api_leave_result(Minichat__LocalFrame *result, voi
 static void ngx_http_minichat_api_leave_done(redisReply *reply, ngx_int_t rc, void *data);
 static void ngx_http_minichat_api_read_done(ngx_int_t rc, const char *code, const char *text, uint64_t seq,
     void *data);
-static ngx_int_t ngx_http_minichat_api_members(ngx_http_request_t *r, ngx_http_minichat_api_t *ctx, json_t *jm,
+static const char *ngx_http_minichat_api_members(ngx_http_request_t *r, ngx_http_minichat_api_t *ctx, json_t *jm,
     ngx_uint_t with_caller);
 
 
@@ -69,11 +69,10 @@ ngx_http_minichat_api_create(ngx_http_request_t *r, ngx_http_minichat_api_t *ctx
     Minichat__CreateRoomRequest  cr = MINICHAT__CREATE_ROOM_REQUEST__INIT;
     ngx_table_elt_t             *h;
     json_t                      *v;
-    const char                  *kind, *title;
+    const char                  *kind, *title, *err;
     u_char                       title_buf[NGX_HTTP_MINICHAT_TITLE_MAX * 4 + 1];
     u_char                       key[NGX_HTTP_MINICHAT_IDEM_MAX + 1];
     size_t                       i, j, n, klen = 0;
-    ngx_int_t                    rc;
 
     v = json_object_get(root, "kind");
     kind = v ? json_string_value(v) : "group";
@@ -140,9 +139,9 @@ ngx_http_minichat_api_create(ngx_http_request_t *r, ngx_http_minichat_api_t *ctx
         *ngx_cpymem(key, k, klen) = '\0';
     }
 
-    rc = ngx_http_minichat_api_members(r, ctx, json_object_get(root, "members"), 1);
-    if (rc != NGX_OK) {
-        return rc;
+    err = ngx_http_minichat_api_members(r, ctx, json_object_get(root, "members"), 1);
+    if (err) {
+        return ngx_http_minichat_api_refuse(r, NGX_HTTP_BAD_REQUEST, "bad_request", err);
     }
 
     if (ngx_strcmp(kind, "direct") == 0 && ctx->n_members != 2) {
@@ -173,8 +172,8 @@ ngx_http_minichat_api_create(ngx_http_request_t *r, ngx_http_minichat_api_t *ctx
 
 
 /* Reads "members": positive ids, duplicates dropped; the caller first when
- * with_caller.  Returns NGX_OK or the answer sent. */
-static ngx_int_t
+ * with_caller.  Returns NULL, or what is wrong with them. */
+static const char *
 ngx_http_minichat_api_members(ngx_http_request_t *r, ngx_http_minichat_api_t *ctx, json_t *jm,
     ngx_uint_t with_caller)
 {
@@ -182,14 +181,13 @@ ngx_http_minichat_api_members(ngx_http_request_t *r, ngx_http_minichat_api_t *ct
     uint64_t  id;
 
     if (!json_is_array(jm) || json_array_size(jm) > NGX_HTTP_MINICHAT_MEMBERS_MAX) {
-        return ngx_http_minichat_api_refuse(r, NGX_HTTP_BAD_REQUEST, "bad_request",
-                                            "\"members\" must be an array of at most 1000 user ids");
+        return "\"members\" must be an array of at most 1000 user ids";
     }
 
     n = json_array_size(jm);
     ctx->members = ngx_palloc(r->pool, (n + 1) * sizeof(uint64_t));
     if (ctx->members == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return "out of memory";
     }
 
     ctx->n_members = 0;
@@ -200,8 +198,7 @@ ngx_http_minichat_api_members(ngx_http_request_t *r, ngx_http_minichat_api_t *ct
     for (i = 0; i < n; i++) {
         id = ngx_http_minichat_json_id(json_array_get(jm, i));
         if (id == 0) {
-            return ngx_http_minichat_api_refuse(r, NGX_HTTP_BAD_REQUEST, "bad_request",
-                                                "\"members\" must hold positive integer user ids");
+            return "\"members\" must hold positive integer user ids";
         }
         for (j = 0; j < ctx->n_members; j++) {
             if (ctx->members[j] == id) {
@@ -213,7 +210,7 @@ ngx_http_minichat_api_members(ngx_http_request_t *r, ngx_http_minichat_api_t *ct
         }
     }
 
-    return NGX_OK;
+    return NULL;
 }
 
 
@@ -561,14 +558,13 @@ ngx_http_minichat_api_details_result(Minichat__LocalFrame *result, void *data)
 ngx_int_t
 ngx_http_minichat_api_invite(ngx_http_request_t *r, ngx_http_minichat_api_t *ctx, json_t *root)
 {
-    const char  *av[1];
+    const char  *av[1], *err;
     size_t       al[1];
     u_char       u[NGX_INT64_LEN];
-    ngx_int_t    rc;
 
-    rc = ngx_http_minichat_api_members(r, ctx, json_object_get(root, "members"), 0);
-    if (rc != NGX_OK) {
-        return rc;
+    err = ngx_http_minichat_api_members(r, ctx, json_object_get(root, "members"), 0);
+    if (err) {
+        return ngx_http_minichat_api_refuse(r, NGX_HTTP_BAD_REQUEST, "bad_request", err);
     }
 
     if (ctx->n_members == 0) {

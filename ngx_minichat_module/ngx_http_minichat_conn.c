@@ -171,7 +171,7 @@ ngx_http_minichat_conn_queue(ngx_http_minichat_ws_t *ws, const u_char *data, siz
     ngx_memcpy(ws->out + ws->out_len, data, len);
     ws->out_len += len;
 
-    if (ws->deferred || !ws->connection->write->ready) {
+    if (ws->deferred || ws->hello_pending || !ws->connection->write->ready) {
         /* the write event will take it */
         return NGX_OK;
     }
@@ -187,6 +187,10 @@ ngx_http_minichat_conn_flush(ngx_http_minichat_ws_t *ws)
 {
     ngx_connection_t  *c = ws->connection;
     ssize_t            n;
+
+    if (ws->hello_pending) {
+        return NGX_OK;
+    }
 
     while (ws->out_pos < ws->out_len) {
         n = c->send(c, ws->out + ws->out_pos, ws->out_len - ws->out_pos);
@@ -285,4 +289,54 @@ ngx_http_minichat_conn_abort(ngx_http_minichat_ws_t *ws)
     ws->pending--;
 
     ngx_http_minichat_conn_release(ws);
+}
+
+
+/* Puts the hello frame in its place, right after the 101, ahead of whatever
+ * queued while the session was stored, and lets the queue flow. */
+ngx_int_t
+ngx_http_minichat_conn_hello(ngx_http_minichat_ws_t *ws, const u_char *payload, size_t len)
+{
+    u_char  hdr[10], *p;
+    size_t  hlen, tail;
+
+    if (ws->closed) {
+        ws->hello_pending = 0;
+        return NGX_ERROR;
+    }
+
+    /* hello_pending stays set while the frame goes in: nothing is written */
+    if (payload) {
+        hlen = mc_ws_header(hdr, MC_WS_OP_TEXT, 1, len);
+        tail = ws->out_len - ws->hello_at;
+
+        /* append to grow the buffer, then rotate the new bytes into place */
+        if (ngx_http_minichat_conn_queue(ws, hdr, hlen) != NGX_OK
+            || ngx_http_minichat_conn_queue(ws, payload, len) != NGX_OK)
+        {
+            ws->hello_pending = 0;
+            return NGX_ERROR;
+        }
+
+        if (tail) {
+            p = ngx_alloc(tail, ngx_cycle->log);
+            if (p == NULL) {
+                ws->hello_pending = 0;
+                ngx_http_minichat_conn_abort(ws);
+                return NGX_ERROR;
+            }
+            ngx_memcpy(p, ws->out + ws->hello_at, tail);
+            ngx_memmove(ws->out + ws->hello_at, ws->out + ws->hello_at + tail, hlen + len);
+            ngx_memcpy(ws->out + ws->hello_at + hlen + len, p, tail);
+            ngx_free(p);
+        }
+    }
+
+    ws->hello_pending = 0;
+
+    if (ws->deferred || !ws->connection->write->ready) {
+        return NGX_OK;
+    }
+
+    return ngx_http_minichat_conn_flush(ws);
 }

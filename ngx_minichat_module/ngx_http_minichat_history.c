@@ -30,7 +30,7 @@ typedef struct {
     u_char                         epoch[16];
     size_t                         epoch_len;
     size_t                         n_pointers;
-    uint64_t                      *pointers;     /* sorted for mc_unread */
+    uint64_t                      *pointers;     /* sorted highest first (mc_unread_sort) */
 } ngx_http_minichat_history_t;
 
 
@@ -109,7 +109,7 @@ ngx_http_minichat_history_reply(redisReply *reply, ngx_int_t rc, void *data)
     Minichat__HistoryRequest      hr = MINICHAT__HISTORY_REQUEST__INIT;
     redisReply                   *e;
     uint64_t                     *seqs = NULL;
-    uint32_t                     *unread = NULL;
+    size_t                       *unread = NULL;
     u_char                        num[sizeof(",\"unread\":}") + NGX_INT64_LEN];
     size_t                        i, n, first, count;
     ngx_uint_t                    covered;
@@ -159,7 +159,7 @@ ngx_http_minichat_history_reply(redisReply *reply, ngx_int_t rc, void *data)
             h->pointers[i] = (uint64_t) reply->element[6 + i]->integer;
         }
     }
-    mc_unread_prepare(h->pointers, h->n_pointers);
+    mc_unread_sort(h->pointers, h->n_pointers);
 
     if (!covered) {
         /* older than the recent log: MySQL through the relay-worker */
@@ -184,16 +184,16 @@ ngx_http_minichat_history_reply(redisReply *reply, ngx_int_t rc, void *data)
     ngx_memzero(&o, sizeof(o));
 
     if (count) {
-        seqs = ngx_alloc(count * (sizeof(uint64_t) + sizeof(uint32_t)), ngx_cycle->log);
+        seqs = ngx_alloc(count * (sizeof(uint64_t) + sizeof(size_t)), ngx_cycle->log);
         if (seqs == NULL) {
             ngx_http_minichat_history_fail(h, NGX_ERROR, "unavailable", "out of memory");
             return;
         }
-        unread = (uint32_t *) (seqs + count);
+        unread = (size_t *) (seqs + count);
         for (i = 0; i < count; i++) {
             seqs[i] = h->before - 1 - i;
         }
-        mc_unread_counts(h->pointers, h->n_pointers, seqs, count, unread);
+        (void) mc_unread_walk(h->pointers, h->n_pointers, seqs, count, unread);
     }
 
     for (i = 0; i < count; i++) {
@@ -201,7 +201,7 @@ ngx_http_minichat_history_reply(redisReply *reply, ngx_int_t rc, void *data)
         if (e->type != REDIS_REPLY_STRING || e->len < 2 || e->str[e->len - 1] != '}') {
             continue;
         }
-        n = ngx_sprintf(num, ",\"unread\":%uD}", unread[i]) - num;
+        n = ngx_sprintf(num, ",\"unread\":%uz}", unread[i]) - num;
         if ((o.len > 0 && ngx_http_minichat_out_add(&o, (u_char *) ",", 1) != NGX_OK)
             || ngx_http_minichat_out_add(&o, (u_char *) e->str, e->len - 1) != NGX_OK
             || ngx_http_minichat_out_add(&o, num, n) != NGX_OK)
@@ -231,7 +231,7 @@ ngx_http_minichat_history_rows(Minichat__LocalFrame *result, void *data)
     Minichat__HistoryResult      *hr;
     Minichat__ChatMessage        *m;
     uint64_t                     *seqs = NULL;
-    uint32_t                     *unread = NULL;
+    size_t                       *unread = NULL;
     u_char                       *buf = NULL, *p;
     size_t                        i, n, cap = 0;
 
@@ -248,15 +248,19 @@ ngx_http_minichat_history_rows(Minichat__LocalFrame *result, void *data)
     n = hr->n_messages;
 
     if (n) {
-        seqs = ngx_alloc(n * (sizeof(uint64_t) + sizeof(uint32_t)), ngx_cycle->log);
+        seqs = ngx_alloc(n * (sizeof(uint64_t) + sizeof(size_t)), ngx_cycle->log);
         if (seqs == NULL) {
             goto nomem;
         }
-        unread = (uint32_t *) (seqs + n);
+        unread = (size_t *) (seqs + n);
         for (i = 0; i < n; i++) {
             seqs[i] = hr->messages[i]->seq;
         }
-        mc_unread_counts(h->pointers, h->n_pointers, seqs, n, unread);
+        if (mc_unread_walk(h->pointers, h->n_pointers, seqs, n, unread) != 0) {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0, "minichat: room %uL: history rows not newest first",
+                          h->room);
+            ngx_memzero(unread, n * sizeof(size_t));
+        }
     }
 
     for (i = 0; i < n; i++) {
@@ -281,7 +285,7 @@ ngx_http_minichat_history_rows(Minichat__LocalFrame *result, void *data)
         }
 
         p = ngx_http_minichat_msg_json(buf, m);
-        p = ngx_sprintf(p - 1, ",\"unread\":%uD}", unread[i]);
+        p = ngx_sprintf(p - 1, ",\"unread\":%uz}", unread[i]);
 
         if ((o.len > 0 && ngx_http_minichat_out_add(&o, (u_char *) ",", 1) != NGX_OK)
             || ngx_http_minichat_out_add(&o, buf, p - buf) != NGX_OK)

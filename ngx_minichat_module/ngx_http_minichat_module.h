@@ -82,6 +82,8 @@ struct ngx_http_minichat_ws_s {
     unsigned closed:1;
     unsigned registered:1;
     unsigned resumed_sid:1; /* ?sid= named a live session */
+    unsigned hello_pending:1; /* nothing is written before hello goes in at hello_at */
+    size_t hello_at;         /* where in `out` hello goes: right after the 101 */
 
     ngx_http_minichat_resume_state_t *resume; /* per-room state of rooms resumed on this connection */
     ngx_event_t session_timer;               /* refreshes the session and presence entries */
@@ -138,6 +140,9 @@ ngx_int_t ngx_http_minichat_conn_text(ngx_http_minichat_ws_t *ws, const u_char *
 ngx_int_t ngx_http_minichat_conn_error(ngx_http_minichat_ws_t *ws, int64_t id, ngx_uint_t has_id,
     const char *code, const char *message);
 ngx_int_t ngx_http_minichat_conn_flush(ngx_http_minichat_ws_t *ws);
+/* Puts hello (payload NULL: none, the connection is closing) in its place
+ * and lets the queue flow. */
+ngx_int_t ngx_http_minichat_conn_hello(ngx_http_minichat_ws_t *ws, const u_char *payload, size_t len);
 void ngx_http_minichat_conn_write(ngx_http_request_t *r);
 void ngx_http_minichat_conn_close(ngx_http_minichat_ws_t *ws, ngx_uint_t code, const char *reason);
 void ngx_http_minichat_conn_abort(ngx_http_minichat_ws_t *ws);

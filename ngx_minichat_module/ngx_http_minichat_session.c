@@ -123,6 +123,7 @@ ngx_http_minichat_session_started(redisReply *reply, void *data)
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) {
         ngx_log_error(NGX_LOG_ERR, ws->connection->log, 0, "minichat: session of user %uL not stored: %s",
                       ws->user, reply && reply->type == REDIS_REPLY_ERROR ? reply->str : "redis unavailable");
+        (void) ngx_http_minichat_conn_hello(ws, NULL, 0);
         ngx_http_minichat_conn_close(ws, 1011, "session store unavailable");
         return;
     }
@@ -135,7 +136,7 @@ ngx_http_minichat_session_started(redisReply *reply, void *data)
     p = ngx_http_minichat_json_escape(p, mcf->node.data, ngx_min(mcf->node.len, 64));
     p = ngx_sprintf(p, "\",\"resumed\":%s}", known ? "true" : "false");
 
-    if (ngx_http_minichat_conn_text(ws, hello, p - hello) != NGX_OK) {
+    if (ngx_http_minichat_conn_hello(ws, hello, p - hello) != NGX_OK) {
         return;
     }
 

@@ -196,6 +196,11 @@ ngx_http_minichat_ws_handler(ngx_http_request_t *r)
         return NGX_HTTP_CLOSE;
     }
 
+    /* hello must be the first frame, and it waits for Redis (the session):
+     * frames queued meanwhile (deliveries, replies) stay behind it */
+    ws->hello_at = ws->out_len;
+    ws->hello_pending = 1;
+
     /* frames pipelined behind the upgrade request are already read */
     n = r->header_in->last - r->header_in->pos;
     if (n) {

@@ -159,7 +159,7 @@ class Client:
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             for i, f in enumerate(self.pending):
-                if f.get("id") == obj["id"] and f.get("op") in ("ack", "error", obj.get("op")):
+                if f.get("id") == obj["id"] and f.get("op") in ("ack", "error", "ok", "resumed", obj.get("op")):
                     del self.pending[i]
                     return f
                 if f.get("op") == "error" and f.get("id") is None:

@@ -152,7 +152,6 @@ async def test_message_typed_in_one_appears_in_other():
             await b.close()
 
 
-@pytest.mark.xfail(strict=False, reason="needs read/rooms ops")
 @run_async
 async def test_unread_badge_drops_when_read():
     async with chromium() as browser:
