@@ -13,12 +13,16 @@
  * The caller's handler runs exactly once: NGX_OK with the script's reply,
  * NGX_DECLINED when MySQL has no such room, NGX_ERROR when Redis, the
  * relay-worker or MySQL is unavailable (reply NULL).
+ *
+ * A room MySQL does not have is remembered for a while as {r:<room>}:none,
+ * so that requests naming it do not each cost a MySQL query.  The marker
+ * only matters while the room is not loaded: creating the room loads it.
  */
 #include "ngx_http_minichat_module.h"
 #include "lua_scripts.h"
 
 
-#define NGX_HTTP_MINICHAT_ROOM_ARGS  32
+#define NGX_HTTP_MINICHAT_NONE_TTL  "30"
 
 
 struct ngx_http_minichat_room_call_s {
@@ -37,6 +41,7 @@ struct ngx_http_minichat_room_call_s {
 
 static ngx_int_t ngx_http_minichat_room_run(ngx_http_minichat_room_call_t *call);
 static void ngx_http_minichat_room_reply(redisReply *reply, void *data);
+static void ngx_http_minichat_room_none(redisReply *reply, void *data);
 static void ngx_http_minichat_room_state(Minichat__LocalFrame *result, void *data);
 static void ngx_http_minichat_room_loaded(redisReply *reply, void *data);
 static void ngx_http_minichat_room_done(ngx_http_minichat_room_call_t *call, redisReply *reply, ngx_int_t rc);
@@ -130,8 +135,6 @@ static void
 ngx_http_minichat_room_reply(redisReply *reply, void *data)
 {
     ngx_http_minichat_room_call_t  *call = data;
-    Minichat__LocalFrame            f = MINICHAT__LOCAL_FRAME__INIT;
-    Minichat__RoomStateRequest      rs = MINICHAT__ROOM_STATE_REQUEST__INIT;
 
     if (reply == NULL) {
         ngx_http_minichat_room_done(call, NULL, NGX_ERROR);
@@ -158,6 +161,41 @@ ngx_http_minichat_room_reply(redisReply *reply, void *data)
     }
 
     call->retried = 1;
+
+    /* a room known not to exist costs no MySQL query */
+    {
+        const char  *av[2];
+        size_t       al[2];
+        u_char       key[sizeof("{r:}:none") + NGX_INT64_LEN];
+
+        av[0] = "EXISTS";
+        al[0] = 6;
+        av[1] = (const char *) key;
+        al[1] = ngx_sprintf(key, "{r:%uL}:none", call->room) - key;
+
+        if (ngx_http_minichat_redis_argv(2, av, al, ngx_http_minichat_room_none, call) != NGX_OK) {
+            ngx_http_minichat_room_done(call, NULL, NGX_ERROR);
+        }
+    }
+}
+
+
+static void
+ngx_http_minichat_room_none(redisReply *reply, void *data)
+{
+    ngx_http_minichat_room_call_t  *call = data;
+    Minichat__LocalFrame            f = MINICHAT__LOCAL_FRAME__INIT;
+    Minichat__RoomStateRequest      rs = MINICHAT__ROOM_STATE_REQUEST__INIT;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
+        ngx_http_minichat_room_done(call, NULL, NGX_ERROR);
+        return;
+    }
+
+    if (reply->integer == 1) {
+        ngx_http_minichat_room_done(call, NULL, NGX_DECLINED);
+        return;
+    }
 
     ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0, "minichat: room %uL is not in redis; loading it from mysql",
                   call->room);
@@ -193,6 +231,22 @@ ngx_http_minichat_room_state(Minichat__LocalFrame *result, void *data)
     }
 
     if (!st->found) {
+        const char  *av[5];
+        size_t       al[5];
+        u_char       key[sizeof("{r:}:none") + NGX_INT64_LEN];
+
+        av[0] = "SET";
+        al[0] = 3;
+        av[1] = (const char *) key;
+        al[1] = ngx_sprintf(key, "{r:%uL}:none", call->room) - key;
+        av[2] = "1";
+        al[2] = 1;
+        av[3] = "EX";
+        al[3] = 2;
+        av[4] = NGX_HTTP_MINICHAT_NONE_TTL;
+        al[4] = sizeof(NGX_HTTP_MINICHAT_NONE_TTL) - 1;
+        (void) ngx_http_minichat_redis_argv(5, av, al, NULL, NULL);
+
         ngx_http_minichat_room_done(call, NULL, NGX_DECLINED);
         return;
     }

@@ -3,8 +3,11 @@ bounded time, nothing hangs, and a retry with the same cid succeeds once the
 service is back."""
 
 import asyncio
+import os
+import signal
+import subprocess
 
-from conftest import cid, connect, create_room, redis, run_async, uid
+from conftest import TOP, cid, connect, create_room, redis, run_async, uid, wait_until
 
 
 @run_async
@@ -37,3 +40,50 @@ async def test_redis_that_stops_answering_gives_unavailable_then_recovers():
         assert r["op"] == "ack" and r["seq"] == 1, r
     finally:
         await c.close()
+
+
+def _nginx_pids(node):
+    run = os.environ.get("MINICHAT_RUN", os.path.join(TOP, ".run"))
+    with open(os.path.join(run, "nginx-%s" % node, "nginx.pid")) as f:
+        master = int(f.read().strip())
+    out = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True)
+    return [master] + [int(p) for p in out.stdout.split()]
+
+
+@run_async
+async def test_presence_after_a_node_is_killed():
+    """A node that dies says nothing; its users still go offline within
+    minichat_session_ttl (12 s on the dev stack) + the 5 s sweep."""
+    watcher, victim = uid(), uid()
+    create_room(watcher, [watcher, victim])
+    cw = await connect(watcher, "a")
+    cv = await connect(victim, "b")
+    sess = "{u:%d}:sess:%s" % (victim, cv.hello["sid"])
+    try:
+        await cw.expect("presence", user=victim, online=True)
+        # the session lives in Redis with a TTL that the connection refreshes
+        ttl = int(redis("PTTL", sess)[0])
+        assert 0 < ttl <= 12000, ttl
+        await asyncio.sleep(6)                       # past a tick: refreshed, not expired
+        assert int(redis("PTTL", sess)[0]) > 6000 - 1000, redis("PTTL", sess)
+
+        for pid in _nginx_pids("b"):
+            os.kill(pid, signal.SIGKILL)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        ev = await cw.expect("presence", user=victim, online=False, timeout=30)
+        took = loop.time() - start
+        assert took < 12 + 5 + 3, took              # the stated bound, with slack for a loaded box
+        assert ev["last_seen"] > 0, ev
+    finally:
+        await cw.close()
+        try:
+            await cv.close()
+        except Exception:                            # noqa: BLE001 - its node is dead
+            pass
+        subprocess.run(["bash", os.path.join(TOP, "scripts", "stack.sh"), "start"], check=True,
+                       capture_output=True, timeout=120)
+    # node b serves again, and its session key expires on its own
+    c = await connect(uid(), "b")
+    await c.close()
+    wait_until(lambda: redis("EXISTS", sess) == ["0"], what="the dead session's key to expire")
