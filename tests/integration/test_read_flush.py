@@ -1,6 +1,5 @@
 """Read pointers written back from Redis to MySQL by the roomlist-consumer's
-flusher (roomlist-consumer/readflush.c, docs/design-chat.md "Read pointers to
-MySQL (write-back)").
+flusher (roomlist-consumer/readflush.c, docs/ARCHITECTURE.md, "Read pointers (write-back)").
 
 The tests play the module's part: they write `{r:R}:read` and the mark in
 `{dirty}:read` directly with redis-cli, then watch room_members.last_read_seq
