@@ -4,10 +4,12 @@ service is back."""
 
 import asyncio
 import os
+import random
 import signal
 import subprocess
+import time
 
-from conftest import TOP, cid, connect, create_room, redis, run_async, uid, wait_until
+from conftest import TOP, cid, connect, create_room, query, redis, rest, run_async, token, uid, wait_until
 
 
 @run_async
@@ -87,3 +89,26 @@ async def test_presence_after_a_node_is_killed():
     c = await connect(uid(), "b")
     await c.close()
     wait_until(lambda: redis("EXISTS", sess) == ["0"], what="the dead session's key to expire")
+
+
+def test_room_creation_503_leaves_no_orphan_that_a_retry_duplicates():
+    """MySQL commits the room, then Redis stops answering: 503.  The retry
+    with the same Idempotency-Key returns that room, not a second one."""
+    a, b = uid(), uid()
+    key = "orphan-%016x" % random.getrandbits(64)
+    redis("CLIENT", "PAUSE", "7000", "ALL")
+    st, body = rest("POST", "/api/rooms", "a", token(a), {"title": "t", "members": [b]},
+                    headers={"Idempotency-Key": key})
+    assert st == 503 and body["code"] == "unavailable", (st, body)
+    rows = query("SELECT room_id FROM room_requests WHERE creator_id=%s", (a,))
+    assert len(rows) == 1, rows                      # committed before Redis failed
+    deadline = time.monotonic() + 20
+    while True:
+        st, body = rest("POST", "/api/rooms", "a", token(a), {"title": "t", "members": [b]},
+                        headers={"Idempotency-Key": key})
+        if st != 503 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert st == 201 and body["id"] == rows[0]["room_id"] and body["existed"] is True, (st, body)
+    assert len(query("SELECT id FROM rooms WHERE created_by=%s", (a,))) == 1
+    assert sorted(int(x) for x in redis("SMEMBERS", "{r:%d}:members" % body["id"])) == sorted([a, b])
