@@ -112,3 +112,30 @@ def test_room_creation_503_leaves_no_orphan_that_a_retry_duplicates():
     assert st == 201 and body["id"] == rows[0]["room_id"] and body["existed"] is True, (st, body)
     assert len(query("SELECT id FROM rooms WHERE created_by=%s", (a,))) == 1
     assert sorted(int(x) for x in redis("SMEMBERS", "{r:%d}:members" % body["id"])) == sorted([a, b])
+
+
+@run_async
+async def test_history_beyond_the_log_while_the_replica_is_down():
+    """History older than the recent log reads a replica; with the replica
+    stopped it reads the primary instead, and the client notices nothing."""
+    a, b = uid(), uid()
+    room = create_room(a, [a, b])
+    c = await connect(a, "a")
+    run = os.environ.get("MINICHAT_RUN", os.path.join(TOP, ".run"))
+    try:
+        for i in range(4):
+            assert (await c.send_msg(room, "h%d" % i))["op"] == "ack"
+        wait_until(lambda: len(query("SELECT seq FROM messages WHERE room_id=%s", (room,), "replica")) == 4,
+                   what="rows on the replica")
+        redis("DEL", "{r:%d}:log" % room)            # the page must come from MySQL
+        with open(os.path.join(run, "mysql-replica", "mysqld.pid")) as f:
+            pid = int(f.read().strip())
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not os.path.exists("/proc/%d" % pid), what="the replica to stop")
+        h = await c.request({"op": "history", "room": room, "limit": 3}, timeout=15)
+        assert h["op"] == "history" and [m["seq"] for m in h["messages"]] == [4, 3, 2], h
+        assert [m["body"] for m in h["messages"]] == ["h3", "h2", "h1"] and h["more"] is True, h
+    finally:
+        await c.close()
+        subprocess.run(["bash", os.path.join(TOP, "scripts", "stack.sh"), "start"], check=True,
+                       capture_output=True, timeout=180)
