@@ -1,5 +1,7 @@
 -- join.lua: users join a room (an invite MySQL has committed): into the
--- member set, their read pointer at the seq they joined at.
+-- member set, their read pointer at the seq they joined at.  Users who are
+-- members already are left as they are, so a retried invite repairs a
+-- member set without touching anybody's pointer.
 --
 --input: keys: [{r:<room>}:members, {r:<room>}:seq, {r:<room>}:left, {r:<room>}:read]
 --       values: [joined_seq, user, user, ...]
@@ -10,11 +12,14 @@ if redis.call('EXISTS', KEYS[2]) == 0 then
 end
 local n = 0
 for i = 2, #ARGV do
-    n = n + redis.call('SADD', KEYS[1], ARGV[i])
-    redis.call('HDEL', KEYS[3], ARGV[i])
-    local cur = tonumber(redis.call('HGET', KEYS[4], ARGV[i]) or '0')
-    if tonumber(ARGV[1]) > cur then
-        redis.call('HSET', KEYS[4], ARGV[i], ARGV[1])
+    -- a member already (a retried invite, or invited twice) keeps its pointer
+    if redis.call('SADD', KEYS[1], ARGV[i]) == 1 then
+        n = n + 1
+        redis.call('HDEL', KEYS[3], ARGV[i])
+        local cur = tonumber(redis.call('HGET', KEYS[4], ARGV[i]) or '0')
+        if tonumber(ARGV[1]) > cur then
+            redis.call('HSET', KEYS[4], ARGV[i], ARGV[1])
+        end
     end
 end
 return n

@@ -5,9 +5,13 @@
 -- log is dropped (what it held is in MySQL) and the epoch changes, so a
 -- client's resume from before the loss answers recovered=false.
 --
+-- The cids of the room's latest messages go into the current idem bucket
+-- (see send.lua), so a send retried across the loss is still recognised.
+--
 --input: keys: [{r:<room>}:seq, {r:<room>}:members, {r:<room>}:left, {r:<room>}:read,
---              {r:<room>}:epoch, {r:<room>}:log]
---       values: [last_seq, epoch, n, member * n, k, (user, left_seq) * k, j, (user, read_seq) * j]
+--              {r:<room>}:epoch, {r:<room>}:log, {r:<room>}:idem:<n>]
+--       values: [last_seq, epoch, n, member * n, k, (user, left_seq) * k, j, (user, read_seq) * j,
+--                i, ("sender:cid", "seq:ts") * i, idem_ttl_seconds]
 --output: 1 loaded now, 0 it was loaded already (nothing changed)
 if redis.call('EXISTS', KEYS[1]) == 1 then
     return 0
@@ -31,6 +35,15 @@ i = i + 2 * n + 1
 n = tonumber(ARGV[i])
 for j = 1, n do
     redis.call('HSET', KEYS[4], ARGV[i + 2 * j - 1], ARGV[i + 2 * j])
+end
+i = i + 2 * n + 1
+
+n = tonumber(ARGV[i])
+for j = 1, n do
+    redis.call('HSETNX', KEYS[7], ARGV[i + 2 * j - 1], ARGV[i + 2 * j])
+end
+if n > 0 then
+    redis.call('EXPIRE', KEYS[7], 2 * tonumber(ARGV[i + 2 * n + 1]))
 end
 
 redis.call('SET', KEYS[5], ARGV[2])

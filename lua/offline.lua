@@ -1,9 +1,9 @@
--- offline.lua: a device is gone (sid given) or a sweep found the user's
--- devices expired (sid ""); when no live device is left the user is offline,
--- last seen now.
+-- offline.lua: a device is gone (its name given: `<sid>:<connection id>`)
+-- or a sweep found the user's devices expired (""); when no live device is
+-- left the user is offline, last seen now.
 --
 --input: keys: [{u:<user>}:devices, {u:<user>}:seen]
---       values: [sid or "", now_ms]
+--       values: [device or "", now_ms]
 --output: {1, now}  the user is offline
 --        {0}       a device of the user is still live
 local devices, seen = KEYS[1], KEYS[2]

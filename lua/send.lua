@@ -2,19 +2,26 @@
 --
 -- Checks that the room is loaded and the sender a member, deduplicates on
 -- (sender, cid), assigns the room's next dense seq, appends the message to
--- the room's recent log (the `msg` frame's JSON, exactly as delivered) and
--- moves the sender's own read pointer to it.  Every key shares the room's
--- hashtag, so the script runs on one cluster slot.  User ids stay strings:
--- Lua numbers are doubles and would round ids past 2^53.
+-- the room's recent log (the `msg` frame's JSON) and moves the sender's own
+-- read pointer to it.  Every key shares the room's hashtag, so the script
+-- runs on one cluster slot.  User ids stay strings: Lua numbers are doubles
+-- and would round ids past 2^53.
 --
---input: keys: [{r:<room>}:members, {r:<room>}:seq, {r:<room>}:idem, {r:<room>}:log, {r:<room>}:read]
+-- Remembered cids live in time buckets of idem_ttl ({r:<room>}:idem:<n>,
+-- n = ts / idem_ttl): a lookup checks the current and the previous bucket,
+-- a new cid goes into the current one, which expires 2 * idem_ttl later.
+-- So a cid is remembered for at least idem_ttl, and memory is bounded by
+-- the cids of the last two buckets.
+--
+--input: keys: [{r:<room>}:members, {r:<room>}:seq, {r:<room>}:idem:<n>, {r:<room>}:idem:<n-1>,
+--              {r:<room>}:log, {r:<room>}:read]
 --       values: [sender, cid, body, ts_ms, log_max, idem_ttl_seconds, room, kind]
 --               (sender, ts_ms and room are decimal digits; kind is "text" or "system")
 --output: {1, seq, ts, member, member, ...}  a new message, with the members (strings) to deliver to
 --        {2, seq, ts}                        the same (sender, cid) was admitted before: its seq and ts
 --        {-1}                                the sender is not a member of the room
 --        {-2}                                the room is not loaded (rebuild it from MySQL, then retry)
-local members, seqk, idem, logk, readk = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local members, seqk, idem, idem_prev, logk, readk = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local sender, cid, body, ts = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local log_max, idem_ttl = tonumber(ARGV[5]), tonumber(ARGV[6])
 local room, kind = ARGV[7], ARGV[8]
@@ -28,7 +35,7 @@ if redis.call('SISMEMBER', members, sender) == 0 then
 end
 
 local field = sender .. ':' .. cid
-local prev = redis.call('HGET', idem, field)
+local prev = redis.call('HGET', idem, field) or redis.call('HGET', idem_prev, field)
 if prev then
     local sep = string.find(prev, ':', 1, true)
     return {2, tonumber(string.sub(prev, 1, sep - 1)), tonumber(string.sub(prev, sep + 1))}
@@ -36,7 +43,7 @@ end
 
 local seq = redis.call('INCR', seqk)
 redis.call('HSET', idem, field, seq .. ':' .. ts)
-redis.call('EXPIRE', idem, idem_ttl)
+redis.call('EXPIRE', idem, 2 * idem_ttl)
 
 local entry = '{"op":"msg","room":' .. room .. ',"seq":' .. seq .. ',"from":' .. sender
     .. ',"cid":' .. cjson.encode(cid) .. ',"body":' .. cjson.encode(body) .. ',"ts":' .. ts

@@ -2,7 +2,7 @@
 -- throttle interval.
 --
 --input: keys: [{r:<room>}:members, {r:<room>}:seq, {r:<room>}:typing:<user>]
---       values: [user, throttle_ms]
+--       values: [user, throttle_ms (0: no throttle)]
 --output: {1, member, member, ...}  tell these members
 --        {0}                       throttled: an event went out less than throttle_ms ago
 --        {-1}                      the user is not a member
@@ -13,7 +13,7 @@ end
 if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then
     return {-1}
 end
-if not redis.call('SET', KEYS[3], '1', 'PX', ARGV[2], 'NX') then
+if tonumber(ARGV[2]) > 0 and not redis.call('SET', KEYS[3], '1', 'PX', ARGV[2], 'NX') then
     return {0}
 end
 local r = {1}

@@ -296,72 +296,6 @@ ngx_http_minichat_api_room_loaded(redisReply *reply, void *data)
 }
 
 
-ngx_int_t
-ngx_http_minichat_room_load_new(uint64_t room, uint64_t *members, size_t n, ngx_http_minichat_redis_pt handler,
-    void *data)
-{
-    const char  **argv;
-    size_t       *argvlen, i, k;
-    u_char       *nums, *p, keys[6][sizeof("{r:}:members") + NGX_INT64_LEN], epoch[16];
-    ngx_int_t     rc;
-    static const char  *names[] = { "seq", "members", "left", "read", "epoch", "log" };
-
-    /* keys, then: last_seq 0, epoch, n, members, 0 left, 0 read pointers */
-    argv = ngx_alloc((n + 11) * sizeof(char *), ngx_cycle->log);
-    argvlen = ngx_alloc((n + 11) * sizeof(size_t), ngx_cycle->log);
-    nums = ngx_alloc((n + 1) * (NGX_INT64_LEN + 1), ngx_cycle->log);
-    if (argv == NULL || argvlen == NULL || nums == NULL) {
-        rc = NGX_ERROR;
-        goto done;
-    }
-
-    for (k = 0; k < 6; k++) {
-        argv[k] = (const char *) keys[k];
-        argvlen[k] = ngx_sprintf(keys[k], "{r:%uL}:%s", room, names[k]) - keys[k];
-    }
-
-    argv[k] = "0";
-    argvlen[k++] = 1;
-    argv[k] = (const char *) epoch;
-    argvlen[k++] = ngx_sprintf(epoch, "%08xD", (uint32_t) ngx_random()) - epoch;
-
-    p = nums;
-    argv[k] = (const char *) p;
-    p = ngx_sprintf(p, "%uz", n);
-    argvlen[k] = p - (u_char *) argv[k];
-    k++;
-
-    for (i = 0; i < n; i++) {
-        argv[k] = (const char *) p;
-        p = ngx_sprintf(p, "%uL", members[i]);
-        argvlen[k] = p - (u_char *) argv[k];
-        k++;
-    }
-
-    argv[k] = "0";
-    argvlen[k++] = 1;
-    argv[k] = "0";
-    argvlen[k++] = 1;
-
-    rc = ngx_http_minichat_redis_script(MINICHAT_LUA_LOAD_SHA1, MINICHAT_LUA_LOAD_SRC, 6, (int) k, argv, argvlen,
-                                        handler, data);
-
-done:
-
-    if (argv) {
-        ngx_free(argv);
-    }
-    if (argvlen) {
-        ngx_free(argvlen);
-    }
-    if (nums) {
-        ngx_free(nums);
-    }
-
-    return rc;
-}
-
-
 /* --- list, messages (pages shared with the WebSocket ops) -------------- */
 
 ngx_int_t
@@ -648,7 +582,7 @@ ngx_http_minichat_api_invite_result(Minichat__LocalFrame *result, void *data)
     ngx_http_request_t            *r;
     Minichat__InviteResult        *ir;
     const char                   **av;
-    size_t                        *al, i;
+    size_t                        *al, i, j, k;
     u_char                        *nums, *p;
     ngx_int_t                      rc;
 
@@ -668,14 +602,25 @@ ngx_http_minichat_api_invite_result(Minichat__LocalFrame *result, void *data)
     ctx->target = ir->room;
     ctx->created = ir->created;
 
-    /* from now on members holds who was added */
-    ctx->members = ngx_palloc(r->pool, (ir->n_added + ir->n_members + 1) * sizeof(uint64_t));
-    if (ctx->members == NULL) {
+    ctx->added = ngx_palloc(r->pool, (ir->n_added + 1) * sizeof(uint64_t));
+    if (ctx->added == NULL) {
         ngx_http_minichat_api_fail(r, NGX_HTTP_INTERNAL_SERVER_ERROR, "unavailable", "out of memory");
         return;
     }
-    ngx_memcpy(ctx->members, ir->added, ir->n_added * sizeof(uint64_t));
-    ctx->n_members = ir->n_added;
+    ngx_memcpy(ctx->added, ir->added, ir->n_added * sizeof(uint64_t));
+    ctx->n_added = ir->n_added;
+
+    /* who joins in Redis: every invitee MySQL now has as a member, not only
+     * the newly added, so that a retry repairs a Redis step that failed */
+    for (i = 0, j = 0; i < ctx->n_members; i++) {
+        for (k = 0; k < ir->n_members; k++) {
+            if (ir->members[k] == ctx->members[i]) {
+                ctx->members[j++] = ctx->members[i];
+                break;
+            }
+        }
+    }
+    ctx->n_members = j;
 
     ngx_http_minichat_api_start(ctx);
 
@@ -684,15 +629,15 @@ ngx_http_minichat_api_invite_result(Minichat__LocalFrame *result, void *data)
         rc = ngx_http_minichat_room_load_new(ir->room, ir->members, ir->n_members,
                                              ngx_http_minichat_api_invite_loaded, live);
 
-    } else if (ir->n_added == 0) {
+    } else if (ctx->n_members == 0) {
         live->pending--;
         ngx_http_minichat_api_invite_announce(live);
         return;
 
     } else {
-        av = ngx_palloc(r->pool, (ir->n_added + 1) * sizeof(char *));
-        al = ngx_palloc(r->pool, (ir->n_added + 1) * sizeof(size_t));
-        nums = ngx_pnalloc(r->pool, (ir->n_added + 1) * (NGX_INT64_LEN + 1));
+        av = ngx_palloc(r->pool, (ctx->n_members + 1) * sizeof(char *));
+        al = ngx_palloc(r->pool, (ctx->n_members + 1) * sizeof(size_t));
+        nums = ngx_pnalloc(r->pool, (ctx->n_members + 1) * (NGX_INT64_LEN + 1));
         if (av == NULL || al == NULL || nums == NULL) {
             live->pending--;
             ngx_http_minichat_api_fail(r, NGX_HTTP_INTERNAL_SERVER_ERROR, "unavailable", "out of memory");
@@ -703,13 +648,13 @@ ngx_http_minichat_api_invite_result(Minichat__LocalFrame *result, void *data)
         av[0] = (const char *) p;
         p = ngx_sprintf(p, "%uL", ctx->seq);
         al[0] = p - (u_char *) av[0];
-        for (i = 0; i < ir->n_added; i++) {
+        for (i = 0; i < ctx->n_members; i++) {
             av[1 + i] = (const char *) p;
-            p = ngx_sprintf(p, "%uL", ir->added[i]);
+            p = ngx_sprintf(p, "%uL", ctx->members[i]);
             al[1 + i] = p - (u_char *) av[1 + i];
         }
 
-        rc = ngx_http_minichat_room_script(ir->room, &ngx_http_minichat_script_join, ir->n_added + 1, av, al,
+        rc = ngx_http_minichat_room_script(ir->room, &ngx_http_minichat_script_join, ctx->n_members + 1, av, al,
                                            ngx_http_minichat_api_invite_joined, live);
     }
 
@@ -772,14 +717,14 @@ ngx_http_minichat_api_invite_announce(ngx_http_minichat_api_live_t *live)
     u_char                       *body, *p, cid[48];
     size_t                        i;
 
-    if (ctx->n_members == 0) {
+    if (ctx->n_added == 0) {
         live->pending++;   /* invite_sent counts one reply in */
         ngx_http_minichat_api_invite_sent(NGX_OK, NULL, NULL, 0, 0, live);
         return;
     }
 
     body = ngx_pnalloc(r->pool, sizeof("{\"event\":\"join\",\"by\":\"\",\"from_room\":\"\",\"users\":[]}")
-                                + 2 * NGX_INT64_LEN + ctx->n_members * (NGX_INT64_LEN + 3));
+                                + 2 * NGX_INT64_LEN + ctx->n_added * (NGX_INT64_LEN + 3));
     if (body == NULL) {
         ngx_http_minichat_api_fail(r, NGX_HTTP_INTERNAL_SERVER_ERROR, "unavailable", "out of memory");
         return;
@@ -790,8 +735,8 @@ ngx_http_minichat_api_invite_announce(ngx_http_minichat_api_live_t *live)
         p = ngx_sprintf(p, "\"from_room\":\"%uL\",", ctx->room);
     }
     p = ngx_cpymem(p, "\"users\":[", sizeof("\"users\":[") - 1);
-    for (i = 0; i < ctx->n_members; i++) {
-        p = ngx_sprintf(p, "%s\"%uL\"", i ? "," : "", ctx->members[i]);
+    for (i = 0; i < ctx->n_added; i++) {
+        p = ngx_sprintf(p, "%s\"%uL\"", i ? "," : "", ctx->added[i]);
     }
     p = ngx_cpymem(p, "]}", 2);
 
@@ -800,7 +745,7 @@ ngx_http_minichat_api_invite_announce(ngx_http_minichat_api_live_t *live)
     m.sender = ctx->user;
     m.kind = "system";
     m.cid.data = cid;
-    m.cid.len = ngx_sprintf(cid, "sys:join:%uL", ngx_http_minichat_now_ms()) - cid;
+    m.cid.len = ngx_sprintf(cid, "sys:join:%uL:%08xD", ngx_http_minichat_now_ms(), (uint32_t) ngx_random()) - cid;
     m.body.data = body;
     m.body.len = p - body;
 
@@ -837,15 +782,15 @@ ngx_http_minichat_api_invite_sent(ngx_int_t rc, const char *code, const char *te
     }
 
     body = ngx_pnalloc(r->pool, sizeof("{\"room\":,\"created\":false,\"added\":[]}") + NGX_INT64_LEN
-                                + ctx->n_members * (NGX_INT64_LEN + 1));
+                                + ctx->n_added * (NGX_INT64_LEN + 1));
     if (body == NULL) {
         ngx_http_minichat_api_fail(r, NGX_HTTP_INTERNAL_SERVER_ERROR, "unavailable", "out of memory");
         return;
     }
 
     p = ngx_sprintf(body, "{\"room\":%uL,\"created\":%s,\"added\":[", ctx->target, ctx->created ? "true" : "false");
-    for (i = 0; i < ctx->n_members; i++) {
-        p = ngx_sprintf(p, "%s%uL", i ? "," : "", ctx->members[i]);
+    for (i = 0; i < ctx->n_added; i++) {
+        p = ngx_sprintf(p, "%s%uL", i ? "," : "", ctx->added[i]);
     }
     p = ngx_cpymem(p, "]}", 2);
 
@@ -867,7 +812,7 @@ ngx_http_minichat_api_leave(ngx_http_request_t *r, ngx_http_minichat_api_t *ctx,
     m.sender = ctx->user;
     m.kind = "system";
     m.cid.data = cid;
-    m.cid.len = ngx_sprintf(cid, "sys:leave:%uL", ngx_http_minichat_now_ms()) - cid;
+    m.cid.len = ngx_sprintf(cid, "sys:leave:%uL:%08xD", ngx_http_minichat_now_ms(), (uint32_t) ngx_random()) - cid;
     m.body.data = body;
     m.body.len = ngx_sprintf(body, "{\"event\":\"leave\",\"user\":\"%uL\"}", ctx->user) - body;
 
@@ -900,12 +845,14 @@ ngx_http_minichat_api_leave_sent(ngx_int_t rc, const char *code, const char *tex
     }
     ctx = live->ctx;
 
-    if (rc != NGX_OK) {
+    if (rc != NGX_OK && ngx_strcmp(code, "forbidden") != 0) {
         ngx_http_minichat_api_fail(r, ngx_http_minichat_api_status(code), code, text);
         return;
     }
 
-    ctx->seq = seq;
+    /* not a member in Redis: MySQL says whether an earlier leave stands
+     * (left_seq 0 asks it to confirm, and this leave finishes it) */
+    ctx->seq = (rc == NGX_OK) ? seq : 0;
 
     lr.room = ctx->room;
     lr.user = ctx->user;
@@ -944,6 +891,11 @@ ngx_http_minichat_api_leave_result(Minichat__LocalFrame *result, void *data)
     if (lr == NULL || (lr->error && lr->error[0])) {
         ngx_http_minichat_api_fail_relay(r, lr ? lr->error : NULL);
         return;
+    }
+
+    if (lr->left_seq) {
+        /* an earlier attempt's leave stands; a second message may be in the room */
+        ctx->seq = lr->left_seq;
     }
 
     av[0] = (const char *) u;

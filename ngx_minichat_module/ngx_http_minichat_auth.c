@@ -36,6 +36,12 @@ ngx_http_minichat_authenticate(ngx_http_request_t *r, ngx_str_t *token, uint64_t
         return NGX_DECLINED;
     }
 
+    if (claims.sub > (uint64_t) INT64_MAX) {
+        /* ids are JSON integers, which stop at 2^63 - 1 */
+        *err = "user id above 2^63 - 1";
+        return NGX_DECLINED;
+    }
+
     *user = claims.sub;
 
     return NGX_OK;

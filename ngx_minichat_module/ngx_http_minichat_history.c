@@ -42,6 +42,7 @@ typedef struct {
 } ngx_http_minichat_out_t;
 
 
+static size_t ngx_http_minichat_history_budget(void);
 static void ngx_http_minichat_history_reply(redisReply *reply, ngx_int_t rc, void *data);
 static void ngx_http_minichat_history_rows(Minichat__LocalFrame *result, void *data);
 static ngx_int_t ngx_http_minichat_out_add(ngx_http_minichat_out_t *o, const u_char *p, size_t n);
@@ -100,6 +101,15 @@ ngx_http_minichat_history_page(uint64_t room, uint64_t user, uint64_t before, ng
 }
 
 
+/* The most page bytes sent at once: half the client's output queue, so a
+ * page of large messages never closes its connection as "not reading". */
+static size_t
+ngx_http_minichat_history_budget(void)
+{
+    return ngx_http_minichat_conf()->send_queue_size / 2;
+}
+
+
 static void
 ngx_http_minichat_history_reply(redisReply *reply, ngx_int_t rc, void *data)
 {
@@ -134,7 +144,7 @@ ngx_http_minichat_history_reply(redisReply *reply, ngx_int_t rc, void *data)
     if (reply->elements < 6 || reply->element[1]->type != REDIS_REPLY_INTEGER
         || reply->element[2]->type != REDIS_REPLY_STRING || reply->element[3]->type != REDIS_REPLY_INTEGER
         || reply->element[4]->type != REDIS_REPLY_INTEGER || reply->element[5]->type != REDIS_REPLY_INTEGER
-        || reply->elements < 6 + (size_t) reply->element[5]->integer)
+        || reply->element[5]->integer < 0 || (size_t) reply->element[5]->integer > reply->elements - 6)
     {
         ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0, "minichat: unexpected reply from history script");
         ngx_http_minichat_history_fail(h, NGX_ERROR, "unavailable", "storage error; retry");
@@ -201,6 +211,11 @@ ngx_http_minichat_history_reply(redisReply *reply, ngx_int_t rc, void *data)
         if (e->type != REDIS_REPLY_STRING || e->len < 2 || e->str[e->len - 1] != '}') {
             continue;
         }
+        if (o.len && o.len + e->len > ngx_http_minichat_history_budget()) {
+            /* the rest is the next page: the client's queue must hold this one */
+            h->lo = seqs[i - 1];
+            break;
+        }
         n = ngx_sprintf(num, ",\"unread\":%uz}", unread[i]) - num;
         if ((o.len > 0 && ngx_http_minichat_out_add(&o, (u_char *) ",", 1) != NGX_OK)
             || ngx_http_minichat_out_add(&o, (u_char *) e->str, e->len - 1) != NGX_OK
@@ -234,6 +249,7 @@ ngx_http_minichat_history_rows(Minichat__LocalFrame *result, void *data)
     size_t                       *unread = NULL;
     u_char                       *buf = NULL, *p;
     size_t                        i, n, cap = 0;
+    uint64_t                      last_seq = h->before;
 
     hr = result ? result->history_result : NULL;
 
@@ -271,6 +287,12 @@ ngx_http_minichat_history_rows(Minichat__LocalFrame *result, void *data)
         if (m->cid == NULL || m->body == NULL) {
             continue;
         }
+        if (o.len && o.len + ngx_http_minichat_msg_json_len(m) > ngx_http_minichat_history_budget()) {
+            /* the rest is the next page: the client's queue must hold this one */
+            h->lo = last_seq;
+            break;
+        }
+        last_seq = m->seq;
         m->room = h->room;
 
         if (ngx_http_minichat_msg_json_len(m) + 32 > cap) {

@@ -170,7 +170,15 @@ ngx_int_t ngx_http_minichat_room_script(uint64_t room, const ngx_http_minichat_s
 /* A user id from a reply element (a decimal string or an integer); 0 when not one. */
 uint64_t ngx_http_minichat_reply_id(redisReply *r);
 ngx_int_t ngx_http_minichat_reply_ids(redisReply *reply, size_t from, uint64_t **out);
-extern const ngx_http_minichat_script_t ngx_http_minichat_script_load;
+/* Loads a room into Redis from what MySQL holds (load.lua: a no-op when it
+ * is loaded already; a new epoch); a new room is seq 0 and its members. */
+ngx_int_t ngx_http_minichat_room_load(uint64_t room, Minichat__RoomStateResult *st,
+    ngx_http_minichat_redis_pt handler, void *data);
+ngx_int_t ngx_http_minichat_room_load_new(uint64_t room, uint64_t *members, size_t n,
+    ngx_http_minichat_redis_pt handler, void *data);
+/* Writes "idem:<n>", the name of the cid bucket of ts (back = 1: the one
+ * before); returns its end. */
+u_char *ngx_http_minichat_room_idem_key(u_char *p, uint64_t ts, ngx_uint_t back);
 
 /* ngx_http_minichat_send.c: admitting a message (WebSocket send, system messages) */
 typedef struct {
@@ -194,6 +202,7 @@ typedef void (*ngx_http_minichat_read_pt)(ngx_int_t rc, const char *code, const 
     void *data);
 ngx_int_t ngx_http_minichat_read_move(uint64_t room, uint64_t user, uint64_t seq, uint64_t origin_conn,
     ngx_http_minichat_read_pt handler, void *data);
+void ngx_http_minichat_read_mark(uint64_t room, uint64_t user, uint64_t seq);
 
 /* ngx_http_minichat_history.c: history pages; page holds the reply's fields
  * ("room":…,"messages":[…],"more":…,"last_seq":…,"epoch":"…") without braces */
@@ -275,6 +284,8 @@ struct ngx_http_minichat_api_s {
     uint64_t target;             /* an invite's resulting room */
     size_t n_members;
     uint64_t *members;
+    size_t n_added;              /* an invite's users who were not members */
+    uint64_t *added;
     ngx_uint_t created;
     ngx_uint_t existed;
 };
@@ -300,9 +311,7 @@ ngx_int_t ngx_http_minichat_api_leave(ngx_http_request_t *r, ngx_http_minichat_a
 ngx_int_t ngx_http_minichat_api_messages(ngx_http_request_t *r, ngx_http_minichat_api_t *ctx, json_t *body);
 ngx_int_t ngx_http_minichat_api_read(ngx_http_request_t *r, ngx_http_minichat_api_t *ctx, json_t *body);
 
-/* Loads a new room into Redis (seq 0, members, a new epoch); NGX_OK or NGX_ERROR. */
-ngx_int_t ngx_http_minichat_room_load_new(uint64_t room, uint64_t *members, size_t n,
-    ngx_http_minichat_redis_pt handler, void *data);
+
 
 /* ngx_http_minichat_json.c: appends JSON string contents with escapes */
 size_t ngx_http_minichat_json_escape_len(const u_char *s, size_t n);

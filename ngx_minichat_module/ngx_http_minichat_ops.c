@@ -33,6 +33,7 @@ ngx_http_minichat_ops_message(ngx_http_minichat_ws_t *ws, u_char *data, size_t l
     ngx_http_minichat_req_t   rq;
     ngx_http_minichat_op_t   *op;
     json_t                   *req, *v;
+    json_error_t              jerr;
     const char               *name;
     ngx_int_t                 rc;
 
@@ -45,7 +46,11 @@ ngx_http_minichat_ops_message(ngx_http_minichat_ws_t *ws, u_char *data, size_t l
     rq.id = 0;
     rq.has_id = 0;
 
-    req = json_loadb((const char *) data, len, JSON_REJECT_DUPLICATES, NULL);
+    req = json_loadb((const char *) data, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (req == NULL) {
+        /* jansson's own words, such as "\u0000 is not allowed" */
+        return ngx_http_minichat_req_error(&rq, "bad_request", jerr.text);
+    }
     if (!json_is_object(req)) {
         json_decref(req);
         return ngx_http_minichat_req_error(&rq, "bad_request", "a request is a JSON object");

@@ -76,9 +76,6 @@ ngx_http_minichat_read_reply(redisReply *reply, ngx_int_t rc, void *data)
     ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
     Minichat__ChatMessage           e = MINICHAT__CHAT_MESSAGE__INIT;
     uint64_t                       *members, pointer;
-    const char                     *av[4];
-    size_t                          al[4];
-    u_char                          field[2 * NGX_INT64_LEN + 2], val[NGX_INT64_LEN];
     ngx_int_t                       n;
 
     if (rc == NGX_DECLINED) {
@@ -106,16 +103,7 @@ ngx_http_minichat_read_reply(redisReply *reply, ngx_int_t rc, void *data)
     pointer = (uint64_t) reply->element[1]->integer;
 
     if (reply->element[2]->integer == 1) {
-        /* for the flusher: written to MySQL, then unmarked */
-        av[0] = "HSET";
-        al[0] = 4;
-        av[1] = "{dirty}:read";
-        al[1] = sizeof("{dirty}:read") - 1;
-        av[2] = (const char *) field;
-        al[2] = ngx_sprintf(field, "%uL:%uL", rd->room, rd->user) - field;
-        av[3] = (const char *) val;
-        al[3] = ngx_sprintf(val, "%uL", pointer) - val;
-        (void) ngx_http_minichat_redis_argv(4, av, al, NULL, NULL);
+        ngx_http_minichat_read_mark(rd->room, rd->user, pointer);
 
         n = ngx_http_minichat_reply_ids(reply, 3, &members);
         if (n > 0) {
@@ -139,6 +127,28 @@ ngx_http_minichat_read_reply(redisReply *reply, ngx_int_t rc, void *data)
 done:
 
     ngx_free(rd);
+}
+
+
+/* Marks a moved read pointer for the flusher, which writes it to MySQL and
+ * then unmarks it. */
+void
+ngx_http_minichat_read_mark(uint64_t room, uint64_t user, uint64_t seq)
+{
+    const char  *av[4];
+    size_t       al[4];
+    u_char       field[2 * NGX_INT64_LEN + 2], val[NGX_INT64_LEN];
+
+    av[0] = "HSET";
+    al[0] = 4;
+    av[1] = "{dirty}:read";
+    al[1] = sizeof("{dirty}:read") - 1;
+    av[2] = (const char *) field;
+    al[2] = ngx_sprintf(field, "%uL:%uL", room, user) - field;
+    av[3] = (const char *) val;
+    al[3] = ngx_sprintf(val, "%uL", seq) - val;
+
+    (void) ngx_http_minichat_redis_argv(4, av, al, NULL, NULL);
 }
 
 

@@ -18,6 +18,7 @@
 
 #define NGX_HTTP_MINICHAT_RESUME_ROOMS   100
 #define NGX_HTTP_MINICHAT_RESUME_MAX     "1000"
+#define NGX_HTTP_MINICHAT_RESUME_STATES  1000   /* rooms resumed on one connection */
 
 
 typedef struct {
@@ -48,6 +49,7 @@ static ngx_http_minichat_resume_room_t *ngx_http_minichat_resume_find(ngx_http_m
 static ngx_http_minichat_resume_room_t *ngx_http_minichat_resume_add(ngx_http_minichat_ws_t *ws, uint64_t room);
 static void ngx_http_minichat_resume_reply(redisReply *reply, ngx_int_t rc, void *data);
 static void ngx_http_minichat_resume_release(ngx_http_minichat_ws_t *ws, ngx_http_minichat_resume_room_t *st);
+static void ngx_http_minichat_resume_forget(ngx_http_minichat_ws_t *ws, uint64_t room);
 
 
 static const char  *ngx_http_minichat_resume_keys[] = { "members", "seq", "log", "epoch" };
@@ -82,9 +84,9 @@ ngx_http_minichat_op_resume(ngx_http_minichat_req_t *rq, json_t *req)
     ngx_http_minichat_resume_t       *r;
     ngx_http_minichat_resume_room_t  *st;
     json_t                           *rooms, *v, *jseq, *jepoch;
-    const char                       *key, *epoch, *av[4];
-    size_t                            al[4];
-    u_char                            u[NGX_INT64_LEN], s[NGX_INT64_LEN];
+    const char                       *key, *epoch, *av[5];
+    size_t                            al[5];
+    u_char                            u[NGX_INT64_LEN], s[NGX_INT64_LEN], budget[NGX_INT64_LEN];
     uint64_t                          room, from;
 
     rooms = json_object_get(req, "rooms");
@@ -95,7 +97,8 @@ ngx_http_minichat_op_resume(ngx_http_minichat_req_t *rq, json_t *req)
                                            "\"rooms\" must be an object of 1 to 100 rooms: {\"<room>\": <seq>}");
     }
 
-    if (ws->pending + json_object_size(rooms) > NGX_HTTP_MINICHAT_MAX_INFLIGHT) {
+    /* one resume (up to 100 rooms) may run beside the usual in-flight cap */
+    if (ws->pending > NGX_HTTP_MINICHAT_MAX_INFLIGHT) {
         return ngx_http_minichat_req_error(rq, "rate_limited", "too many requests awaiting their answer; wait");
     }
 
@@ -104,6 +107,9 @@ ngx_http_minichat_op_resume(ngx_http_minichat_req_t *rq, json_t *req)
         jseq = json_is_object(v) ? json_object_get(v, "seq") : v;
         jepoch = json_is_object(v) ? json_object_get(v, "epoch") : NULL;
 
+        if (ngx_http_minichat_resume_room_id(key) == 0) {
+            return ngx_http_minichat_req_error(rq, "bad_request", "room keys must be positive integers");
+        }
         if (!json_is_integer(jseq) || json_integer_value(jseq) < 0
             || (jepoch && !json_is_string(jepoch)) || (jepoch && json_string_length(jepoch) > 16))
         {
@@ -115,12 +121,6 @@ ngx_http_minichat_op_resume(ngx_http_minichat_req_t *rq, json_t *req)
 
     json_object_foreach(rooms, key, v) {
         room = ngx_http_minichat_resume_room_id(key);
-        if (room == 0) {
-            if (ngx_http_minichat_req_error(rq, "bad_request", "room keys must be positive integers") != NGX_OK) {
-                return NGX_ERROR;
-            }
-            continue;
-        }
 
         jseq = json_is_object(v) ? json_object_get(v, "seq") : v;
         jepoch = json_is_object(v) ? json_object_get(v, "epoch") : NULL;
@@ -129,6 +129,10 @@ ngx_http_minichat_op_resume(ngx_http_minichat_req_t *rq, json_t *req)
 
         st = ngx_http_minichat_resume_find(ws, room);
         if (st == NULL) {
+            if (ws->resume && ws->resume->n >= NGX_HTTP_MINICHAT_RESUME_STATES) {
+                return ngx_http_minichat_req_error(rq, "bad_request",
+                                                   "too many rooms resumed on one connection; reconnect");
+            }
             st = ngx_http_minichat_resume_add(ws, room);
             if (st == NULL) {
                 return ngx_http_minichat_req_error(rq, "unavailable", "out of memory");
@@ -153,8 +157,10 @@ ngx_http_minichat_op_resume(ngx_http_minichat_req_t *rq, json_t *req)
         al[2] = ngx_strlen(epoch);
         av[3] = NGX_HTTP_MINICHAT_RESUME_MAX;
         al[3] = sizeof(NGX_HTTP_MINICHAT_RESUME_MAX) - 1;
+        av[4] = (const char *) budget;
+        al[4] = ngx_sprintf(budget, "%uz", ngx_http_minichat_conf()->send_queue_size / 2) - budget;
 
-        if (ngx_http_minichat_room_script(room, &ngx_http_minichat_script_resume, 4, av, al,
+        if (ngx_http_minichat_room_script(room, &ngx_http_minichat_script_resume, 5, av, al,
                                           ngx_http_minichat_resume_reply, r)
             != NGX_OK)
         {
@@ -192,6 +198,7 @@ ngx_http_minichat_resume_reply(redisReply *reply, ngx_int_t rc, void *data)
     if (rc == NGX_DECLINED) {
         (void) ngx_http_minichat_req_error(&r->rq, "not_found", "no such room");
         ngx_http_minichat_resume_release(ws, st);
+        ngx_http_minichat_resume_forget(ws, r->room);
         goto done;
     }
 
@@ -206,6 +213,7 @@ ngx_http_minichat_resume_reply(redisReply *reply, ngx_int_t rc, void *data)
     if (reply->element[0]->integer == -1) {
         (void) ngx_http_minichat_req_error(&r->rq, "forbidden", "not a member of this room");
         ngx_http_minichat_resume_release(ws, st);
+        ngx_http_minichat_resume_forget(ws, r->room);
         goto done;
     }
 
@@ -271,6 +279,15 @@ ngx_http_minichat_resume_release(ngx_http_minichat_ws_t *ws, ngx_http_minichat_r
     }
 
     if (st->holding || st->held == NULL) {
+        return;
+    }
+
+    if (ws->closing || ws->closed) {
+        /* no data frame after our close frame */
+        ngx_free(st->held);
+        st->held = NULL;
+        st->held_len = 0;
+        st->held_cap = 0;
         return;
     }
 
@@ -406,6 +423,22 @@ ngx_http_minichat_resume_add(ngx_http_minichat_ws_t *ws, uint64_t room)
     rs->rooms[rs->n].room = room;
 
     return &rs->rooms[rs->n++];
+}
+
+
+/* Drops a room's state when it holds nothing worth keeping (a refused
+ * resume), so refused rooms do not pile up on a connection. */
+static void
+ngx_http_minichat_resume_forget(ngx_http_minichat_ws_t *ws, uint64_t room)
+{
+    ngx_http_minichat_resume_room_t  *st;
+
+    st = ngx_http_minichat_resume_find(ws, room);
+    if (st == NULL || st->holding || st->held || st->last) {
+        return;
+    }
+
+    *st = ws->resume->rooms[--ws->resume->n];
 }
 
 

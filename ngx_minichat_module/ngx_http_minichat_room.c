@@ -47,11 +47,8 @@ static void ngx_http_minichat_room_loaded(redisReply *reply, void *data);
 static void ngx_http_minichat_room_done(ngx_http_minichat_room_call_t *call, redisReply *reply, ngx_int_t rc);
 
 
+/* load.lua's keys; the seventh is the current cid bucket */
 static const char  *ngx_http_minichat_load_keys[] = { "seq", "members", "left", "read", "epoch", "log" };
-
-const ngx_http_minichat_script_t  ngx_http_minichat_script_load = {
-    MINICHAT_LUA_LOAD_SHA1, MINICHAT_LUA_LOAD_SRC, 6, ngx_http_minichat_load_keys
-};
 
 
 ngx_int_t
@@ -215,11 +212,6 @@ ngx_http_minichat_room_state(Minichat__LocalFrame *result, void *data)
 {
     ngx_http_minichat_room_call_t  *call = data;
     Minichat__RoomStateResult      *st;
-    const char                    **argv = NULL;
-    size_t                         *argvlen = NULL, n, i, k;
-    u_char                         *nums = NULL, *p, epoch[16];
-    u_char                          keys[6][sizeof("{r:}:members") + NGX_INT64_LEN];
-    ngx_int_t                       rc;
 
     st = result ? result->room_state_result : NULL;
 
@@ -251,66 +243,101 @@ ngx_http_minichat_room_state(Minichat__LocalFrame *result, void *data)
         return;
     }
 
-    if (st->n_left != st->n_left_seq || st->n_read_user != st->n_read_seq) {
-        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0, "minichat: room %uL: malformed room state", call->room);
+    if (ngx_http_minichat_room_load(call->room, st, ngx_http_minichat_room_loaded, call) != NGX_OK) {
         ngx_http_minichat_room_done(call, NULL, NGX_ERROR);
-        return;
+    }
+}
+
+
+ngx_int_t
+ngx_http_minichat_room_load(uint64_t room, Minichat__RoomStateResult *st, ngx_http_minichat_redis_pt handler,
+    void *data)
+{
+    ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
+    const char                    **argv = NULL;
+    size_t                         *argvlen = NULL, n, i, k, strs;
+    u_char                         *nums = NULL, *p, epoch[16];
+    u_char                          keys[7][sizeof("{r:}:members") + 2 * NGX_INT64_LEN];
+    ngx_int_t                       rc;
+
+    if (st->n_left != st->n_left_seq || st->n_read_user != st->n_read_seq
+        || st->n_idem_sender != st->n_idem_cid || st->n_idem_cid != st->n_idem_seq
+        || st->n_idem_seq != st->n_idem_ts)
+    {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0, "minichat: room %uL: malformed room state", room);
+        return NGX_ERROR;
     }
 
-    /* keys; last_seq, epoch, n, members, k, (user, seq) * k, j, (user, seq) * j */
-    n = 6 + 5 + st->n_members + 2 * st->n_left + 2 * st->n_read_user;
+    /* keys; last_seq, epoch, n, members, k, (user, seq) * k, j, (user, seq) * j,
+     * i, ("sender:cid", "seq:ts") * i, idem_ttl */
+    n = 7 + 7 + st->n_members + 2 * st->n_left + 2 * st->n_read_user + 2 * st->n_idem_cid;
+    strs = n * (2 * NGX_INT64_LEN + 2);
+    for (i = 0; i < st->n_idem_cid; i++) {
+        strs += ngx_strlen(st->idem_cid[i]);
+    }
 
     argv = ngx_alloc(n * sizeof(char *), ngx_cycle->log);
     argvlen = ngx_alloc(n * sizeof(size_t), ngx_cycle->log);
-    nums = ngx_alloc(n * (NGX_INT64_LEN + 1), ngx_cycle->log);
+    nums = ngx_alloc(strs, ngx_cycle->log);
     if (argv == NULL || argvlen == NULL || nums == NULL) {
         rc = NGX_ERROR;
-        goto failed;
+        goto done;
     }
 
     for (i = 0; i < 6; i++) {
         argv[i] = (const char *) keys[i];
-        argvlen[i] = ngx_sprintf(keys[i], "{r:%uL}:%s", call->room, ngx_http_minichat_load_keys[i]) - keys[i];
+        argvlen[i] = ngx_sprintf(keys[i], "{r:%uL}:%s", room, ngx_http_minichat_load_keys[i]) - keys[i];
     }
+    argv[6] = (const char *) keys[6];
+    p = ngx_sprintf(keys[6], "{r:%uL}:", room);
+    argvlen[6] = ngx_http_minichat_room_idem_key(p, ngx_http_minichat_now_ms(), 0) - keys[6];
 
     p = nums;
-    k = 6;
+    k = 7;
 
-#define ngx_http_minichat_push_num(v)                                          \
+#define ngx_http_minichat_push(fmt, ...)                                       \
     argv[k] = (const char *) p;                                                \
-    p = ngx_sprintf(p, "%uL", (uint64_t) (v));                                 \
+    p = ngx_sprintf(p, fmt, __VA_ARGS__);                                      \
     argvlen[k] = p - (u_char *) argv[k];                                       \
     k++
 
-    ngx_http_minichat_push_num(st->last_seq);
+    ngx_http_minichat_push("%uL", (uint64_t) st->last_seq);
 
     argv[k] = (const char *) epoch;
     argvlen[k] = ngx_sprintf(epoch, "%08xD", (uint32_t) ngx_random()) - epoch;
     k++;
 
-    ngx_http_minichat_push_num(st->n_members);
+    ngx_http_minichat_push("%uz", st->n_members);
     for (i = 0; i < st->n_members; i++) {
-        ngx_http_minichat_push_num(st->members[i]);
+        ngx_http_minichat_push("%uL", (uint64_t) st->members[i]);
     }
 
-    ngx_http_minichat_push_num(st->n_left);
+    ngx_http_minichat_push("%uz", st->n_left);
     for (i = 0; i < st->n_left; i++) {
-        ngx_http_minichat_push_num(st->left[i]);
-        ngx_http_minichat_push_num(st->left_seq[i]);
+        ngx_http_minichat_push("%uL", (uint64_t) st->left[i]);
+        ngx_http_minichat_push("%uL", (uint64_t) st->left_seq[i]);
     }
 
-    ngx_http_minichat_push_num(st->n_read_user);
+    ngx_http_minichat_push("%uz", st->n_read_user);
     for (i = 0; i < st->n_read_user; i++) {
-        ngx_http_minichat_push_num(st->read_user[i]);
-        ngx_http_minichat_push_num(st->read_seq[i]);
+        ngx_http_minichat_push("%uL", (uint64_t) st->read_user[i]);
+        ngx_http_minichat_push("%uL", (uint64_t) st->read_seq[i]);
     }
 
-#undef ngx_http_minichat_push_num
+    ngx_http_minichat_push("%uz", st->n_idem_cid);
+    for (i = 0; i < st->n_idem_cid; i++) {
+        ngx_http_minichat_push("%uL:%s", (uint64_t) st->idem_sender[i], st->idem_cid[i]);
+        ngx_http_minichat_push("%uL:%uL", (uint64_t) st->idem_seq[i], (uint64_t) st->idem_ts[i]);
+    }
 
-    rc = ngx_http_minichat_redis_script(MINICHAT_LUA_LOAD_SHA1, MINICHAT_LUA_LOAD_SRC, 6, (int) k, argv, argvlen,
-                                        ngx_http_minichat_room_loaded, call);
+    ngx_http_minichat_push("%T", mcf->idem_ttl);
 
-failed:
+#undef ngx_http_minichat_push
+
+    rc = ngx_http_minichat_redis_script(MINICHAT_LUA_LOAD_SHA1, MINICHAT_LUA_LOAD_SRC, 7, (int) k, argv, argvlen,
+                                        handler, data);
+
+done:
 
     if (argv) {
         ngx_free(argv);
@@ -322,9 +349,33 @@ failed:
         ngx_free(nums);
     }
 
-    if (rc != NGX_OK) {
-        ngx_http_minichat_room_done(call, NULL, NGX_ERROR);
-    }
+    return rc;
+}
+
+
+ngx_int_t
+ngx_http_minichat_room_load_new(uint64_t room, uint64_t *members, size_t n, ngx_http_minichat_redis_pt handler,
+    void *data)
+{
+    Minichat__RoomStateResult  st = MINICHAT__ROOM_STATE_RESULT__INIT;
+
+    st.found = 1;
+    st.members = members;
+    st.n_members = n;
+
+    return ngx_http_minichat_room_load(room, &st, handler, data);
+}
+
+
+u_char *
+ngx_http_minichat_room_idem_key(u_char *p, uint64_t ts, ngx_uint_t back)
+{
+    ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
+    uint64_t                        bucket;
+
+    bucket = ts / ((uint64_t) mcf->idem_ttl * 1000);
+
+    return ngx_sprintf(p, "idem:%uL", bucket - back);
 }
 
 

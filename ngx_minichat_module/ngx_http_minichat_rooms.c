@@ -83,6 +83,13 @@ ngx_http_minichat_rooms_result(Minichat__LocalFrame *result, void *data)
 
     rr = result ? result->rooms_result : NULL;
 
+    if (rr && rr->error && ngx_strncmp(rr->error, "bad_request:", 12) == 0) {
+        /* a cursor that is not one of ours */
+        l->handler(NGX_DECLINED, "bad_request", "\"cursor\" is not one from a rooms reply", NULL, 0, l->data);
+        ngx_http_minichat_rooms_free(l);
+        return;
+    }
+
     if (rr == NULL || (rr->error && rr->error[0])) {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0, "minichat: room list of user %uL failed: %s", l->user,
                       rr ? rr->error : "no answer from relay-worker");

@@ -48,11 +48,6 @@ static void ngx_http_minichat_send_done(ngx_int_t rc, const char *code, const ch
     uint64_t ts, void *data);
 
 
-static const char  *ngx_http_minichat_send_keys[] = { "members", "seq", "idem", "log", "read" };
-
-static const ngx_http_minichat_script_t  ngx_http_minichat_script_send = {
-    MINICHAT_LUA_SEND_SHA1, MINICHAT_LUA_SEND_SRC, 5, ngx_http_minichat_send_keys
-};
 
 
 ngx_int_t
@@ -60,9 +55,11 @@ ngx_http_minichat_message_send(ngx_http_minichat_message_t *m, ngx_http_minichat
 {
     ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
     ngx_http_minichat_admit_t      *a;
-    const char                     *av[8];
+    ngx_http_minichat_script_t      script;
+    const char                     *av[8], *keys[6];
     size_t                          al[8];
     u_char                          nums[5][NGX_INT64_LEN + 1];
+    u_char                          idem[2][sizeof("idem:") + NGX_INT64_LEN];
 
     if (!ngx_http_minichat_relay_ready()) {
         /* without the relay the message could not be persisted: refuse it
@@ -108,8 +105,22 @@ ngx_http_minichat_message_send(ngx_http_minichat_message_t *m, ngx_http_minichat
     av[7] = a->system ? "system" : "text";
     al[7] = ngx_strlen(av[7]);
 
-    if (ngx_http_minichat_room_script(a->room, &ngx_http_minichat_script_send, 8, av, al,
-                                      ngx_http_minichat_admitted, a)
+    /* the cid buckets of now and of the interval before */
+    keys[0] = "members";
+    keys[1] = "seq";
+    keys[2] = (const char *) idem[0];
+    keys[3] = (const char *) idem[1];
+    keys[4] = "log";
+    keys[5] = "read";
+    *ngx_http_minichat_room_idem_key(idem[0], a->ts, 0) = '\0';
+    *ngx_http_minichat_room_idem_key(idem[1], a->ts, 1) = '\0';
+
+    script.sha1 = MINICHAT_LUA_SEND_SHA1;
+    script.src = MINICHAT_LUA_SEND_SRC;
+    script.nkeys = 6;
+    script.keys = keys;
+
+    if (ngx_http_minichat_room_script(a->room, &script, 8, av, al, ngx_http_minichat_admitted, a)
         != NGX_OK)
     {
         ngx_free(a);
@@ -172,6 +183,11 @@ ngx_http_minichat_admitted(redisReply *reply, ngx_int_t rc, void *data)
             ngx_http_minichat_admit_done(a, NGX_ERROR, "unavailable", "out of memory; retry with the same cid");
             return;
         }
+    }
+
+    if (status == 1) {
+        /* send.lua moved the sender's read pointer: MySQL gets it too */
+        ngx_http_minichat_read_mark(a->room, a->sender, a->seq);
     }
 
     m.room = a->room;

@@ -5,10 +5,12 @@
  * holding it) with a TTL of minichat_session_ttl, refreshed on every tick of
  * the connection; `?sid=` naming a session that still exists keeps it, on
  * any node ("resumed":true in hello).  Each connection is also a device in
- * {u:<user>}:devices (sid -> expiry): the user is online while one entry is
- * in the future.  Two transitions are announced to the user's contacts
- * (users sharing a room, from MySQL through the relay-worker) as presence
- * events: the first device coming online, and the last one going away.
+ * {u:<user>}:devices ("<sid>:<connection id>" -> expiry): the user is online
+ * while one entry is in the future.  Two transitions are announced to the
+ * user's contacts (users sharing a room, from MySQL through the
+ * relay-worker) as presence events: the first device coming online (also
+ * when a refresh finds the user's devices had all expired meanwhile), and
+ * the last one going away.
  *
  * A node that is killed never says its devices went away.  So every user
  * online is also listed in {presence}:online with the latest expiry of its
@@ -34,6 +36,8 @@ typedef struct {
 
 
 static void ngx_http_minichat_session_started(redisReply *reply, void *data);
+static void ngx_http_minichat_session_refreshed(redisReply *reply, void *data);
+static u_char *ngx_http_minichat_device(u_char *p, ngx_http_minichat_ws_t *ws);
 static ngx_int_t ngx_http_minichat_session_script(ngx_http_minichat_ws_t *ws, ngx_http_minichat_redis_pt handler,
     void *data);
 static void ngx_http_minichat_offline_reply(redisReply *reply, void *data);
@@ -72,8 +76,46 @@ ngx_http_minichat_session_start(ngx_http_minichat_ws_t *ws)
 void
 ngx_http_minichat_session_refresh(ngx_http_minichat_ws_t *ws)
 {
-    (void) ngx_http_minichat_session_script(ws, NULL, NULL);
+    ngx_http_minichat_presence_t  *pr;
+
+    pr = ngx_alloc(sizeof(ngx_http_minichat_presence_t), ngx_cycle->log);
+    if (pr == NULL) {
+        return;
+    }
+    pr->user = ws->user;
+
+    if (ngx_http_minichat_session_script(ws, ngx_http_minichat_session_refreshed, pr) != NGX_OK) {
+        ngx_free(pr);
+        return;
+    }
+
     ngx_http_minichat_list(ws->user);
+}
+
+
+/* A refresh that finds every device of the user gone (swept as expired,
+ * announced offline) brings the user back online. */
+static void
+ngx_http_minichat_session_refreshed(redisReply *reply, void *data)
+{
+    ngx_http_minichat_presence_t  *pr = data;
+
+    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 3
+        && reply->element[1]->type == REDIS_REPLY_INTEGER && reply->element[2]->type == REDIS_REPLY_INTEGER
+        && reply->element[1]->integer == 0 && reply->element[2]->integer == 0)
+    {
+        ngx_http_minichat_announce(pr->user, 1, 0);
+    }
+
+    ngx_free(pr);
+}
+
+
+/* The device name of a connection: "<sid>:<connection id>". */
+static u_char *
+ngx_http_minichat_device(u_char *p, ngx_http_minichat_ws_t *ws)
+{
+    return ngx_sprintf(p, "%V:%xL", &ws->sid, ws->id);
 }
 
 
@@ -85,6 +127,7 @@ ngx_http_minichat_session_script(ngx_http_minichat_ws_t *ws, ngx_http_minichat_r
     const char                     *av[6];
     size_t                          al[6];
     u_char                          sess[64], devices[48], now[NGX_INT64_LEN], ttl[NGX_INT64_LEN];
+    u_char                          device[16 + 1 + NGX_INT64_LEN];
 
     av[0] = (const char *) sess;
     al[0] = ngx_sprintf(sess, "{u:%uL}:sess:%V", ws->user, &ws->sid) - sess;
@@ -92,8 +135,8 @@ ngx_http_minichat_session_script(ngx_http_minichat_ws_t *ws, ngx_http_minichat_r
     al[1] = ngx_sprintf(devices, "{u:%uL}:devices", ws->user) - devices;
     av[2] = (const char *) mcf->node.data;
     al[2] = mcf->node.len;
-    av[3] = (const char *) ws->sid.data;
-    al[3] = ws->sid.len;
+    av[3] = (const char *) device;
+    al[3] = ngx_http_minichat_device(device, ws) - device;
     av[4] = (const char *) now;
     al[4] = ngx_sprintf(now, "%uL", ngx_http_minichat_now_ms()) - now;
     av[5] = (const char *) ttl;
@@ -111,21 +154,24 @@ ngx_http_minichat_session_started(redisReply *reply, void *data)
     ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
     u_char                          hello[sizeof("{\"op\":\"hello\",\"sid\":\"\",\"user\":,\"node\":\"\","
                                                  "\"resumed\":false}") + 16 + NGX_INT64_LEN + 64], *p;
-    ngx_uint_t                      known = 0, was_online = 1;
+    ngx_uint_t                      known, was_online;
 
-    ws->pending--;
+    /* ws stays held (pending) until the end: hello or the close may fail
+     * and close the connection under us */
 
     if (ws->closed) {
-        ngx_http_minichat_conn_release(ws);
-        return;
+        goto done;
     }
 
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) {
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements < 3
+        || reply->element[0]->type != REDIS_REPLY_INTEGER || reply->element[1]->type != REDIS_REPLY_INTEGER)
+    {
         ngx_log_error(NGX_LOG_ERR, ws->connection->log, 0, "minichat: session of user %uL not stored: %s",
                       ws->user, reply && reply->type == REDIS_REPLY_ERROR ? reply->str : "redis unavailable");
-        (void) ngx_http_minichat_conn_hello(ws, NULL, 0);
-        ngx_http_minichat_conn_close(ws, 1011, "session store unavailable");
-        return;
+        if (ngx_http_minichat_conn_hello(ws, NULL, 0) == NGX_OK && !ws->closed) {
+            ngx_http_minichat_conn_close(ws, 1011, "session store unavailable");
+        }
+        goto done;
     }
 
     known = reply->element[0]->integer == 1;
@@ -137,12 +183,17 @@ ngx_http_minichat_session_started(redisReply *reply, void *data)
     p = ngx_sprintf(p, "\",\"resumed\":%s}", known ? "true" : "false");
 
     if (ngx_http_minichat_conn_hello(ws, hello, p - hello) != NGX_OK) {
-        return;
+        goto done;
     }
 
     if (!was_online) {
         ngx_http_minichat_announce(ws->user, 1, 0);
     }
+
+done:
+
+    ws->pending--;
+    ngx_http_minichat_conn_release(ws);
 }
 
 
@@ -153,6 +204,7 @@ ngx_http_minichat_session_end(ngx_http_minichat_ws_t *ws)
     const char                    *av[4];
     size_t                         al[4];
     u_char                         devices[48], seen[48], now[NGX_INT64_LEN];
+    u_char                         device[16 + 1 + NGX_INT64_LEN];
 
     if (!ngx_http_minichat_redis_ready()) {
         /* the sweep will find the device expired */
@@ -169,8 +221,8 @@ ngx_http_minichat_session_end(ngx_http_minichat_ws_t *ws)
     al[0] = ngx_sprintf(devices, "{u:%uL}:devices", ws->user) - devices;
     av[1] = (const char *) seen;
     al[1] = ngx_sprintf(seen, "{u:%uL}:seen", ws->user) - seen;
-    av[2] = (const char *) ws->sid.data;
-    al[2] = ws->sid.len;
+    av[2] = (const char *) device;
+    al[2] = ngx_http_minichat_device(device, ws) - device;
     av[3] = (const char *) now;
     al[3] = ngx_sprintf(now, "%uL", ngx_http_minichat_now_ms()) - now;
 

@@ -28,6 +28,7 @@
 
 
 static void ngx_http_minichat_ws_read(ngx_http_request_t *r);
+static void ngx_http_minichat_ws_read_frames(ngx_http_request_t *r, ngx_http_minichat_ws_t *ws);
 static void ngx_http_minichat_ws_cleanup(void *data);
 static ngx_int_t ngx_http_minichat_ws_process(ngx_http_minichat_ws_t *ws);
 static ngx_int_t ngx_http_minichat_ws_frame(ngx_http_minichat_ws_t *ws, mc_ws_frame_t *f, u_char *payload);
@@ -274,17 +275,33 @@ ngx_http_minichat_ws_cleanup(void *data)
 }
 
 
+/* The read event: ws is held (pending) for the whole handler, so an op
+ * that closes the connection midway never leaves a freed struct behind
+ * for the code that called it. */
 static void
 ngx_http_minichat_ws_read(ngx_http_request_t *r)
 {
+    ngx_http_minichat_ws_t  *ws;
+
+    ws = ngx_http_get_module_ctx(r, ngx_http_minichat_module);
+
+    ws->pending++;
+    ngx_http_minichat_ws_read_frames(r, ws);
+    ws->pending--;
+
+    ngx_http_minichat_conn_release(ws);
+}
+
+
+static void
+ngx_http_minichat_ws_read_frames(ngx_http_request_t *r, ngx_http_minichat_ws_t *ws)
+{
     ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
-    ngx_http_minichat_ws_t         *ws;
     ngx_connection_t               *c;
     ssize_t                         n;
     size_t                          want;
     u_char                         *p;
 
-    ws = ngx_http_get_module_ctx(r, ngx_http_minichat_module);
     c = r->connection;
 
     if (c->read->timedout) {
@@ -300,7 +317,7 @@ ngx_http_minichat_ws_read(ngx_http_request_t *r)
 
         ngx_http_minichat_session_refresh(ws);
 
-        if (mcf->ping_interval && !ws->got_data) {
+        if (mcf->ping_interval && !ws->got_data && !ws->closing) {
             u_char  ping[2] = { 0x80 | MC_WS_OP_PING, 0 };
 
             if (ngx_http_minichat_conn_queue(ws, ping, 2) != NGX_OK) {

@@ -204,10 +204,9 @@ const char *q_contacts(dbq_t *q, const Minichat__ContactsRequest *req, Minichat_
             " JOIN room_members b ON b.room_id = a.room_id AND b.left_at IS NULL"
             " WHERE a.user_id=%" PRIu64 " AND a.left_at IS NULL AND b.user_id <> %" PRIu64 " LIMIT %u",
             req->user, req->user, limit);
-    r = dbq_select(q, MC_DB_REPLICA);
-    if (r == NULL) {
-        r = dbq_select(q, MC_DB_PRIMARY); /* the replica failed: the primary answers */
-    }
+    /* the primary: a user who just joined a room (a replica may lag behind the
+     * invite) must hear of the user's presence at once */
+    r = dbq_select(q, MC_DB_PRIMARY);
     if (r == NULL) {
         return dbq_fail(q);
     }

@@ -35,6 +35,8 @@
 #include "minichat/ws.h"
 #include "queries.h"
 
+#define Q_IDEM_RECENT 1000 /* latest messages whose cids a rebuild restores */
+
 #define ROOMS_TITLE_MAX 191 /* characters, rooms.title is VARCHAR(191) */
 #define ROOMS_IDEM_MAX 64   /* bytes, room_requests.idem_key is VARBINARY(64) */
 
@@ -303,30 +305,37 @@ const char *q_leave(dbq_t *q, const Minichat__LeaveRequest *req, Minichat__Leave
     MYSQL *m;
     const char *err = NULL;
 
-    (void)res;
     if (req->room == 0 || req->user == 0) {
         return "bad_request: a leave needs a room and a user";
     }
-    dbq_sql(q,
-            "UPDATE room_members SET left_at=NOW(3), left_seq=%" PRIu64 " WHERE room_id=%" PRIu64
-            " AND user_id=%" PRIu64 " AND left_at IS NULL",
-            req->left_seq, req->room, req->user);
-    if (dbq_exec(q, MC_DB_PRIMARY) != 0 || (m = mc_db_conn(q->db, MC_DB_PRIMARY)) == NULL) {
-        return dbq_fail(q);
+    if (req->left_seq) {
+        dbq_sql(q,
+                "UPDATE room_members SET left_at=NOW(3), left_seq=%" PRIu64 " WHERE room_id=%" PRIu64
+                " AND user_id=%" PRIu64 " AND left_at IS NULL",
+                req->left_seq, req->room, req->user);
+        if (dbq_exec(q, MC_DB_PRIMARY) != 0 || (m = mc_db_conn(q->db, MC_DB_PRIMARY)) == NULL) {
+            return dbq_fail(q);
+        }
+        if (mysql_affected_rows(m) == 1) {
+            mc_info("db: user %" PRIu64 " left room %" PRIu64 " at seq %" PRIu64, req->user, req->room,
+                    req->left_seq);
+            res->left_seq = req->left_seq;
+            return NULL;
+        }
     }
-    if (mysql_affected_rows(m) == 1) {
-        mc_info("db: user %" PRIu64 " left room %" PRIu64 " at seq %" PRIu64, req->user, req->room, req->left_seq);
-        return NULL;
-    }
-    /* not a current member: a repeat of the same leave is fine */
+    /* not a current member: a user who left already gets that leave back (a
+     * retried leave finishes what the first one started); anyone else is
+     * refused */
     dbq_sql(q, "SELECT left_seq FROM room_members WHERE room_id=%" PRIu64 " AND user_id=%" PRIu64
                " AND left_at IS NOT NULL", req->room, req->user);
     if ((r = dbq_select(q, MC_DB_PRIMARY)) == NULL) {
         return dbq_fail(q);
     }
     row = mysql_fetch_row(r);
-    if (row == NULL || dbq_u64(row[0]) != req->left_seq) {
+    if (row == NULL) {
         err = "forbidden: not a member of this room";
+    } else {
+        res->left_seq = dbq_u64(row[0]);
     }
     mysql_free_result(r);
     return err;
@@ -390,6 +399,34 @@ const char *q_room_state(dbq_t *q, const Minichat__RoomStateRequest *req, Minich
             res->read_seq[res->n_read_user++] = dbq_u64(row[3]);
             res->n_read_seq = res->n_read_user;
         }
+    }
+    mysql_free_result(r);
+
+    /* the latest cids: a send retried across the loss is still the same message */
+    dbq_sql(q, "SELECT sender_id, client_msg_id, seq, CAST(UNIX_TIMESTAMP(created_at) * 1000 AS UNSIGNED)"
+               " FROM messages WHERE room_id=%" PRIu64 " ORDER BY seq DESC LIMIT %d", req->room, Q_IDEM_RECENT);
+    if ((r = dbq_select(q, MC_DB_PRIMARY)) == NULL) {
+        return dbq_fail(q);
+    }
+    n = mysql_num_rows(r);
+    res->idem_sender = dbq_alloc(q, (n + 1) * sizeof(uint64_t));
+    res->idem_cid = dbq_alloc(q, (n + 1) * sizeof(char *));
+    res->idem_seq = dbq_alloc(q, (n + 1) * sizeof(uint64_t));
+    res->idem_ts = dbq_alloc(q, (n + 1) * sizeof(uint64_t));
+    if (res->idem_sender == NULL || res->idem_cid == NULL || res->idem_seq == NULL || res->idem_ts == NULL) {
+        mysql_free_result(r);
+        return "unavailable: out of memory";
+    }
+    while ((row = mysql_fetch_row(r)) != NULL) {
+        unsigned long *lens = mysql_fetch_lengths(r);
+
+        if (row[1] == NULL || (res->idem_cid[res->n_idem_cid] = dbq_strndup(q, row[1], lens[1])) == NULL) {
+            continue;
+        }
+        res->idem_sender[res->n_idem_sender++] = dbq_u64(row[0]);
+        res->n_idem_cid++;
+        res->idem_seq[res->n_idem_seq++] = dbq_u64(row[2]);
+        res->idem_ts[res->n_idem_ts++] = row[3] ? dbq_u64(row[3]) : 0;
     }
     mysql_free_result(r);
     return NULL;

@@ -14,7 +14,7 @@
 #   mysql-primary  127.0.0.1:13306  (MariaDB, binlog, GTID)
 #   mysql-replica  127.0.0.1:13307  (read-only replica of the primary)
 #   kafka          127.0.0.1:19092  (KRaft broker+controller, controller 19093)
-#   relay-a/b      gRPC 127.0.0.1:50051/50052, unix socket .run/relay-X/relay.sock
+#   relay-a/b      gRPC 127.0.0.1:17051/17052, unix socket .run/relay-X/relay.sock
 #   consumer       roomlist-consumer
 #   nginx-a/b      http://127.0.0.1:8080 / :8081 (the web client at /, demo tokens)
 #
@@ -45,8 +45,9 @@ KAFKA_PORT=$((19092 + OFF))
 KAFKA_CONTROLLER_PORT=$((19093 + OFF))
 KAFKA_TOPIC=minichat.messages
 KAFKA_PARTITIONS=4
-RELAY_A_PORT=$((50051 + OFF))
-RELAY_B_PORT=$((50052 + OFF))
+# below the ephemeral range (32768-60999), so no client socket can hold it
+RELAY_A_PORT=$((17051 + OFF))
+RELAY_B_PORT=$((17052 + OFF))
 NGINX_A_PORT=$((8080 + OFF))
 NGINX_B_PORT=$((8081 + OFF))
 MODULE=$top/build/nginx/ngx_http_minichat_module.so

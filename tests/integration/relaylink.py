@@ -95,7 +95,9 @@ SCHEMAS = {
     "CreateRoomResult": {1: ("id", "u"), 2: ("error", "s"), 3: ("existed", "b"), 4: ("members", "ru")},
     "PublishResult": {1: ("ok", "b"), 2: ("error", "s")},
     "RoomStateResult": {1: ("error", "s"), 2: ("found", "b"), 3: ("last_seq", "u"), 4: ("members", "ru"),
-                        5: ("left", "ru"), 6: ("left_seq", "ru"), 7: ("read_user", "ru"), 8: ("read_seq", "ru")},
+                        5: ("left", "ru"), 6: ("left_seq", "ru"), 7: ("read_user", "ru"), 8: ("read_seq", "ru"),
+                        9: ("idem_sender", "ru"), 10: ("idem_cid", "rs"), 11: ("idem_seq", "ru"),
+                        12: ("idem_ts", "ru")},
     "HistoryResult": {1: ("error", "s"), 2: ("messages", "r:ChatMessage")},
     "RoomSummary": {1: ("id", "u"), 2: ("kind", "s"), 3: ("title", "s"), 4: ("last_seq", "u"),
                     5: ("last_read_seq", "u"), 6: ("last_message_at", "u"), 7: ("last_preview", "s"),
@@ -106,7 +108,7 @@ SCHEMAS = {
                        4: ("created_by", "u"), 5: ("created_at", "u")},
     "InviteResult": {1: ("error", "s"), 2: ("room", "u"), 3: ("created", "b"), 4: ("added", "ru"),
                      5: ("members", "ru")},
-    "LeaveResult": {1: ("error", "s")},
+    "LeaveResult": {1: ("error", "s"), 2: ("left_seq", "u")},
     "ContactsResult": {1: ("error", "s"), 2: ("users", "ru")},
 }
 
@@ -144,6 +146,8 @@ def decode(name, b):
                 while i < len(v):
                     x, i = _read_varint(v, i)
                     out[fname].append(x)
+        elif t == "rs":
+            out[fname].append(v.decode())
         elif t.startswith("m:"):
             out[fname] = decode(t[2:], v)
         elif t.startswith("r:"):

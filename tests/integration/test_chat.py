@@ -79,9 +79,11 @@ async def test_read_pointer_moves_forward_only_and_members_are_told():
         assert ev["seq"] == 3, ev
         # the reader's own connection is not told
         assert [f for f in cb.frames if f.get("op") == "read" and f.get("user") == b and "id" not in f] == []
-        # and MySQL gets it through the write-back flusher
+        # and MySQL gets it through the write-back flusher; a sender has read its own messages
         wait_until(lambda: query("SELECT last_read_seq FROM room_members WHERE room_id=%s AND user_id=%s",
                                  (room, b))[0]["last_read_seq"] == 3, what="read pointer in MySQL")
+        wait_until(lambda: query("SELECT last_read_seq FROM room_members WHERE room_id=%s AND user_id=%s",
+                                 (room, a))[0]["last_read_seq"] == 3, what="the sender's pointer in MySQL")
     finally:
         await ca.close()
         await cb.close()
@@ -267,7 +269,7 @@ async def test_flushall_rebuilds_rooms_from_mysql():
     ca = await connect(a, "a")
     cb = await connect(b, "b")
     try:
-        await send_n(ca, room, 3)
+        first_cids = [a["cid"] for a in await send_n(ca, room, 3)]
         persisted(room, 3)
         await cb.collect("msg", lambda got: len(got) == 3, room=room)
         r = await cb.request({"op": "read", "room": room, "seq": 2})
@@ -275,6 +277,9 @@ async def test_flushall_rebuilds_rooms_from_mysql():
         wait_until(lambda: query("SELECT last_read_seq FROM room_members WHERE room_id=%s AND user_id=%s",
                                  (room, b))[0]["last_read_seq"] == 2, what="read pointer in MySQL")
         redis("FLUSHALL")
+        # a send retried across the loss is still the same message
+        again = await ca.send_msg(room, "m1", msg_cid=first_cids[1])
+        assert again["op"] == "ack" and again["seq"] == 2, again
         a4 = await ca.send_msg(room, "after the flush")
         assert a4["op"] == "ack" and a4["seq"] == 4, a4
         m = await cb.expect("msg", room=room, seq=4)
@@ -331,10 +336,11 @@ async def test_rooms_list_by_activity_with_unread_and_cursor():
         await asyncio.sleep(0.01)
         await send_n(co, rooms[1], 1)
         wait_until(lambda: query("SELECT last_seq FROM rooms WHERE id=%s", (rooms[1],))[0]["last_seq"] == 1)
+        # the list reads a replica
         wait_until(lambda: query("SELECT COUNT(*) AS n FROM room_members WHERE user_id=%s AND room_id IN (%s,%s)"
                                  " AND last_message_at > (SELECT created_at FROM rooms WHERE id=%s)",
-                                 (me, rooms[0], rooms[1], rooms[2]))[0]["n"] == 2,
-                   what="room list activity in MySQL")
+                                 (me, rooms[0], rooms[1], rooms[2]), "replica")[0]["n"] == 2,
+                   what="room list activity on the replica")
         r = await cm.request({"op": "rooms", "limit": 2})
         assert [x["id"] for x in r["rooms"]] == [rooms[1], rooms[0]], r
         assert [x["unread"] for x in r["rooms"]] == [1, 2], r
@@ -412,7 +418,17 @@ async def test_invite_leave_and_details():
         assert h["op"] == "history" and h["messages"][0]["seq"] == before + 1, h
         assert wait_until(lambda: query("SELECT left_seq FROM room_members WHERE room_id=%s AND user_id=%s",
                                         (group, c))[0]["left_seq"] == before + 1)
-        st, _ = rest("POST", "/api/rooms/%d/leave" % group, "a", token(c))
+        # leaving again is answered with the same leave (a retry after a 503 is safe)
+        st, again = rest("POST", "/api/rooms/%d/leave" % group, "a", token(c))
+        assert st == 200 and again["left_seq"] == before + 1, (st, again)
+        await asyncio.sleep(0.3)
+        assert len([f for f in cb.frames if f.get("op") == "msg" and f.get("kind") == "system"
+                    and json.loads(f["body"]).get("event") == "leave"]) == 1, cb.frames
+        # a retried invite changes nothing
+        st, r = rest("POST", "/api/rooms/%d/invite" % group, "b", token(b), {"members": [d]})
+        assert st == 200 and r["added"] == [], (st, r)
+        # someone who never was a member cannot leave
+        st, _ = rest("POST", "/api/rooms/%d/leave" % group, "a", token(uid()))
         assert st == 403
     finally:
         await cb.close()
@@ -491,3 +507,83 @@ def test_no_data_frame_after_the_servers_close():
     assert all(op == 8 for op in ops[ops.index(8):]), frames
     # the message itself was still admitted and persisted (the client retries with its cid to learn the seq)
     persisted(room, 1)
+
+
+@run_async
+async def test_large_pages_fit_the_clients_queue():
+    """A page of big messages is cut to what the output queue holds (half of
+    minichat_send_queue_size) instead of closing the connection; `more`
+    leads to the rest.  A replay too large to send is not recovered."""
+    a = uid()
+    room = create_room(a, [a, uid()])
+    c = await connect(a, "a")
+    try:
+        big = "x" * 60000
+        for _ in range(20):                       # 1.2 MB in all, over the 512 KiB budget
+            assert (await c.send_msg(room, big))["op"] == "ack"
+        got, before = [], None
+        while True:
+            req = {"op": "history", "room": room, "limit": 50}
+            if before:
+                req["before"] = before
+            h = await c.request(req, timeout=15)
+            assert h["op"] == "history", h
+            assert 0 < len(h["messages"]) < 20 or not h["more"], h["more"]
+            got += [m["seq"] for m in h["messages"]]
+            if not h["more"]:
+                break
+            before = h["messages"][-1]["seq"]
+        assert got == list(range(20, 0, -1)), got
+        r = await c.request({"op": "resume", "rooms": {str(room): 0}}, timeout=15)
+        assert r["op"] == "resumed" and r["recovered"] is False, r
+        assert (await c.send_msg(room, "still open"))["op"] == "ack"
+    finally:
+        await c.close()
+
+
+@run_async
+async def test_odd_requests_get_clear_errors():
+    a = uid()
+    c = await connect(a, "b")
+    try:
+        r = await c.request({"op": "rooms", "cursor": "garbage"})
+        assert r["op"] == "error" and r["code"] == "bad_request", r
+        st, body = rest("GET", "/api/rooms?cursor=garbage", "a", token(a))
+        assert st == 400 and body["code"] == "bad_request", (st, body)
+        await c.send('{"op":"send","id":3,"room":1,"cid":"x","body":"a\\u0000b"}')
+        r = await c.expect("error")
+        assert r["code"] == "bad_request" and "0000" in r["message"], r
+        # up to 100 rooms in one resume: refused room by room, never rate_limited
+        r = await c.request({"op": "resume", "rooms": {str(987650000 + i): 0 for i in range(70)}})
+        codes = [r["code"]] + [(await c.expect("error"))["code"] for _ in range(69)]
+        assert set(codes) <= {"not_found", "forbidden"}, codes
+        r = await c.request({"op": "resume", "rooms": {str(i + 1): 0 for i in range(101)}})
+        assert r["op"] == "error" and r["code"] == "bad_request", r
+    finally:
+        await c.close()
+
+
+@run_async
+async def test_same_sid_on_two_connections_keeps_the_user_online():
+    a, b = uid(), uid()
+    create_room(a, [a, b])
+    cb = await connect(b, "a")
+    import websockets
+    from conftest import ws_url, SUBPROTOCOL, Client
+    sid = "00000000%08x" % random.getrandbits(32)
+    try:
+        first = Client(await websockets.connect(ws_url("a", token(a), "sid=" + sid), subprotocols=[SUBPROTOCOL]),
+                       a, "a")
+        await first.expect("hello")
+        await cb.expect("presence", user=a, online=True)
+        second = Client(await websockets.connect(ws_url("b", token(a), "sid=" + sid), subprotocols=[SUBPROTOCOL]),
+                        a, "b")
+        h = await second.expect("hello")
+        assert h["sid"] == sid and h["resumed"] is True, h
+        await first.close()                        # the old connection of the same session goes
+        await asyncio.sleep(1)
+        assert [f for f in cb.frames if f.get("op") == "presence" and f.get("online") is False] == [], cb.frames
+        await second.close()
+        await cb.expect("presence", user=a, online=False, timeout=10)
+    finally:
+        await cb.close()

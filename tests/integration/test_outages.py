@@ -9,6 +9,8 @@ import signal
 import subprocess
 import time
 
+import websockets
+
 from conftest import TOP, cid, connect, create_room, query, redis, rest, run_async, token, uid, wait_until
 
 
@@ -85,8 +87,16 @@ async def test_presence_after_a_node_is_killed():
             pass
         subprocess.run(["bash", os.path.join(TOP, "scripts", "stack.sh"), "start"], check=True,
                        capture_output=True, timeout=120)
-    # node b serves again, and its session key expires on its own
-    c = await connect(uid(), "b")
+    # node b serves again (once its workers reach Redis), and the dead
+    # session's key expires on its own
+    deadline = asyncio.get_running_loop().time() + 20
+    while True:
+        try:
+            c = await connect(uid(), "b")
+            break
+        except websockets.exceptions.InvalidStatusCode as e:
+            assert e.status_code == 503 and asyncio.get_running_loop().time() < deadline, e
+            await asyncio.sleep(0.1)
     await c.close()
     wait_until(lambda: redis("EXISTS", sess) == ["0"], what="the dead session's key to expire")
 

@@ -74,7 +74,8 @@ def test_room_state(link):
     room = link.create_room(u, [a, b])["id"]
     st = link.room_state(room)
     assert st == {"error": "", "found": True, "last_seq": 0, "members": sorted([u, a, b]), "left": [],
-                  "left_seq": [], "read_user": [], "read_seq": []}, st
+                  "left_seq": [], "read_user": [], "read_seq": [], "idem_sender": [], "idem_cid": [],
+                  "idem_seq": [], "idem_ts": []}, st
     insert_messages(room, [1, 2, 3], u)
     query("UPDATE room_members SET last_read_seq=2 WHERE room_id=%s AND user_id=%s", (room, a))
     assert link.leave(room, b, 3)["error"] == ""
@@ -83,6 +84,9 @@ def test_room_state(link):
     assert st["members"] == sorted([u, a]), st
     assert (st["left"], st["left_seq"]) == ([b], [3]), st
     assert dict(zip(st["read_user"], st["read_seq"])) == {a: 2}, st
+    # the latest cids, newest first, so a retried send is recognised after a rebuild
+    assert st["idem_seq"] == [3, 2, 1] and st["idem_sender"] == [u, u, u], st
+    assert len(st["idem_cid"]) == 3 and all(st["idem_cid"]) and all(t > 0 for t in st["idem_ts"]), st
     st = link.room_state(10**15 + random.randint(0, 10**6))
     assert st["error"] == "" and not st["found"], st
 
@@ -212,9 +216,11 @@ def test_invite_to_direct_makes_a_new_group(link):
 def test_leave(link):
     u, a = uid(), uid()
     room = link.create_room(u, [a])["id"]
-    assert link.leave(room, a, 5) == {"error": ""}
-    assert link.leave(room, a, 5) == {"error": ""}                       # a repeat
-    assert link.leave(room, a, 6)["error"].startswith("forbidden:")      # not the same leave
+    assert link.leave(room, a, 5) == {"error": "", "left_seq": 5}
+    assert link.leave(room, a, 5) == {"error": "", "left_seq": 5}       # a repeat
+    # a retried leave (a second leave message, another seq) gets the first one back
+    assert link.leave(room, a, 6) == {"error": "", "left_seq": 5}
+    assert link.leave(room, a, 0) == {"error": "", "left_seq": 5}       # 0: only confirm
     assert link.leave(room, uid(), 5)["error"].startswith("forbidden:")  # never a member
     rows = query("SELECT left_seq, left_at IS NOT NULL AS gone FROM room_members WHERE room_id=%s AND user_id=%s",
                  (room, a))
