@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "relay.h"
+#include "minichat/clock.h"
 #include "minichat/log.h"
 #include "minichat/reorder.h"
 
@@ -67,7 +68,7 @@ static void order_emit(void *ctx, uint64_t room, uint64_t seq, void *item)
 static void order_drop(void *ctx, uint64_t room, uint64_t seq, void *item)
 {
     static uint64_t logged_at;
-    uint64_t now = relay_now_ms();
+    uint64_t now = mc_now_ms();
 
     (void)ctx;
     /* a repeat (a retried peer batch) is normal; a late first delivery is a
@@ -119,7 +120,7 @@ void order_push(uint64_t room, uint64_t seq, const uint8_t *frame, size_t len)
     memcpy(it->data, frame, len);
 
     pthread_mutex_lock(&order_lock);
-    (void)mc_reorder_push(order, room, seq, it, relay_now_ms());
+    (void)mc_reorder_push(order, room, seq, it, mc_now_ms());
     order_flush_locked();
     pthread_mutex_unlock(&order_lock);
 }
