@@ -32,22 +32,11 @@
 #include <mysqld_error.h>
 
 #include "minichat/log.h"
-#include "minichat/ws.h"
+#include "minichat/utf8.h"
 #include "queries.h"
 
 #define ROOMS_TITLE_MAX 191 /* characters, rooms.title is VARCHAR(191) */
 #define ROOMS_IDEM_MAX 64   /* bytes, room_requests.idem_key is VARBINARY(64) */
-
-/* Returns the number of UTF-8 characters in a valid string. */
-static size_t utf8_chars(const char *s)
-{
-    size_t n = 0;
-
-    for (; *s; s++) {
-        n += ((unsigned char)*s & 0xc0) != 0x80;
-    }
-    return n;
-}
 
 /* Appends "(room, user, read, joined, NOW(3)), ..." for the ids. */
 static void member_values(dbq_t *q, uint64_t room, const uint64_t *ids, size_t n, uint64_t seq)
@@ -136,7 +125,7 @@ const char *q_create_room(dbq_t *q, const Minichat__CreateRoomRequest *req, Mini
     if (!mc_utf8_valid((const uint8_t *)title, strlen(title))) {
         return "bad_request: title is not valid UTF-8";
     }
-    if (utf8_chars(title) > ROOMS_TITLE_MAX) {
+    if (mc_utf8_chars(title, strlen(title)) > ROOMS_TITLE_MAX) {
         return "bad_request: title longer than 191 characters";
     }
     if (req->n_members >= DBQ_MAX_MEMBERS) {
