@@ -290,19 +290,6 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-size_t dbq_uniq(uint64_t *ids, size_t n)
-{
-    size_t i, k = 0;
-
-    qsort(ids, n, sizeof(uint64_t), cmp_u64);
-    for (i = 0; i < n; i++) {
-        if (k == 0 || ids[k - 1] != ids[i]) {
-            ids[k++] = ids[i];
-        }
-    }
-    return k;
-}
-
 int dbq_has(const uint64_t *ids, size_t n, uint64_t id)
 {
     return n > 0 && bsearch(&id, ids, n, sizeof(uint64_t), cmp_u64) != NULL;

@@ -80,8 +80,6 @@ const char *dbq_fail(dbq_t *q);
 
 /* Returns the unsigned number in a column (0 for NULL). */
 uint64_t dbq_u64(const char *s);
-/* Sorts ids and removes duplicates; returns the new count. */
-size_t dbq_uniq(uint64_t *ids, size_t n);
 /* Returns 1 when id is in the sorted ids. */
 int dbq_has(const uint64_t *ids, size_t n, uint64_t id);
 /* Reads the first column of every row as ids into an arena array (*out,
