@@ -26,6 +26,7 @@
 #include <mysql.h>
 
 #include "minichat.pb-c.h"
+#include "minichat/buf.h"
 #include "minichat/db.h"
 
 #define DBQ_MAX_MEMBERS 10000
@@ -40,9 +41,8 @@ typedef struct {
     void **blocks;
     size_t nblocks, cap;
     /* the statement being built */
-    char *sql;
-    size_t sql_len, sql_cap;
-    int sql_oom;
+    mc_buf_t sql;
+    int sql_oom;               /* an append failed: the statement is refused when run */
     /* state of the current run */
     int retry;                 /* run the job again: the connection was lost before COMMIT */
     int in_txn;                /* a transaction is open on the primary */
