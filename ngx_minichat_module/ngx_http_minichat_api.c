@@ -19,6 +19,7 @@
  * pending callback frees it.
  */
 #include "ngx_http_minichat_module.h"
+#include "minichat/decimal.h"
 
 
 #define NGX_HTTP_MINICHAT_API_BODY_MAX   65536
@@ -57,8 +58,8 @@ static ngx_http_minichat_route_t  ngx_http_minichat_routes[] = {
 static ngx_int_t
 ngx_http_minichat_api_route(ngx_http_request_t *r, uint64_t *room, ngx_str_t *suffix)
 {
-    u_char    *p, *end;
-    uint64_t   id = 0;
+    u_char    *p, *q, *end;
+    uint64_t   id;
 
     if (r->uri.len < sizeof("/api/rooms") - 1
         || ngx_strncmp(r->uri.data, "/api/rooms", sizeof("/api/rooms") - 1) != 0)
@@ -81,20 +82,17 @@ ngx_http_minichat_api_route(ngx_http_request_t *r, uint64_t *room, ngx_str_t *su
         return NGX_DECLINED;
     }
 
-    for ( /* void */ ; p < end && *p >= '0' && *p <= '9'; p++) {
-        if (id > (UINT64_MAX - (*p - '0')) / 10) {
-            return NGX_DECLINED;
-        }
-        id = id * 10 + (*p - '0');
+    for (q = p; q < end && *q >= '0' && *q <= '9'; q++) {
+        /* the room id's digits */
     }
 
-    if (id == 0) {
+    if (mc_parse_u64((const char *) p, q - p, &id) != 0 || id == 0) {
         return NGX_DECLINED;
     }
 
     *room = id;
-    suffix->data = p;
-    suffix->len = end - p;
+    suffix->data = q;
+    suffix->len = end - q;
 
     return NGX_OK;
 }
@@ -392,26 +390,16 @@ ngx_http_minichat_api_fail_relay(ngx_http_request_t *r, const char *error)
 ngx_int_t
 ngx_http_minichat_api_arg(ngx_http_request_t *r, const char *name, uint64_t *value)
 {
-    ngx_str_t   v;
-    ngx_uint_t  i;
-    uint64_t    n = 0;
+    ngx_str_t  v;
 
     if (ngx_http_arg(r, (u_char *) name, ngx_strlen(name), &v) != NGX_OK) {
         return NGX_DECLINED;
     }
 
-    if (v.len == 0 || v.len > 20) {
+    if (v.len > 20 || mc_parse_u64((const char *) v.data, v.len, value) != 0) {
         return NGX_ERROR;
     }
 
-    for (i = 0; i < v.len; i++) {
-        if (v.data[i] < '0' || v.data[i] > '9' || n > (UINT64_MAX - (v.data[i] - '0')) / 10) {
-            return NGX_ERROR;
-        }
-        n = n * 10 + (v.data[i] - '0');
-    }
-
-    *value = n;
     return NGX_OK;
 }
 

@@ -15,11 +15,10 @@
  */
 #include "ngx_http_minichat_module.h"
 #include "lua_scripts.h"
+#include "minichat/room_rules.h"
 
 
 #define NGX_HTTP_MINICHAT_MEMBERS_MAX    1000
-#define NGX_HTTP_MINICHAT_TITLE_MAX      191
-#define NGX_HTTP_MINICHAT_IDEM_MAX       64
 
 
 static void ngx_http_minichat_api_room_created(Minichat__LocalFrame *result, void *data);
@@ -70,30 +69,23 @@ ngx_http_minichat_api_create(ngx_http_request_t *r, ngx_http_minichat_api_t *ctx
     ngx_table_elt_t             *h;
     json_t                      *v;
     const char                  *kind, *title, *err;
-    u_char                       title_buf[NGX_HTTP_MINICHAT_TITLE_MAX * 4 + 1];
-    u_char                       key[NGX_HTTP_MINICHAT_IDEM_MAX + 1];
-    size_t                       i, j, n, klen = 0;
+    u_char                       title_buf[MC_ROOM_TITLE_MAX * 4 + 1];
+    u_char                       key[MC_ROOM_IDEM_MAX + 1];
+    size_t                       i, n, klen = 0;
 
     v = json_object_get(root, "kind");
     kind = v ? json_string_value(v) : "group";
-    if (kind == NULL || (ngx_strcmp(kind, "group") != 0 && ngx_strcmp(kind, "direct") != 0)) {
-        return ngx_http_minichat_api_refuse(r, NGX_HTTP_BAD_REQUEST, "bad_request",
-                                            "\"kind\" must be \"group\" or \"direct\"");
+    err = mc_room_check_kind(kind);
+    if (err) {
+        return ngx_http_minichat_api_refuse(r, NGX_HTTP_BAD_REQUEST, "bad_request", err);
     }
 
     v = json_object_get(root, "title");
     title = v ? json_string_value(v) : "";
     n = v ? json_string_length(v) : 0;
-    for (i = 0, j = 0; title && i < n; i++) {
-        /* characters, not bytes: count the bytes that start one */
-        j += ((u_char) title[i] & 0xc0) != 0x80;
-    }
-    if (title == NULL || j > NGX_HTTP_MINICHAT_TITLE_MAX) {
-        return ngx_http_minichat_api_refuse(r, NGX_HTTP_BAD_REQUEST, "bad_request",
-                                            "\"title\" must be a string of at most 191 characters");
-    }
-    if (memchr(title, '\0', n)) {
-        return ngx_http_minichat_api_refuse(r, NGX_HTTP_BAD_REQUEST, "bad_request", "\"title\" must not contain NUL");
+    err = mc_room_check_title(title, n);
+    if (err) {
+        return ngx_http_minichat_api_refuse(r, NGX_HTTP_BAD_REQUEST, "bad_request", err);
     }
     ngx_cpystrn(title_buf, (u_char *) title, sizeof(title_buf));
 
@@ -126,15 +118,9 @@ ngx_http_minichat_api_create(ngx_http_request_t *r, ngx_http_minichat_api_t *ctx
         const u_char  *k = h ? h->value.data : (const u_char *) json_string_value(v);
 
         klen = h ? h->value.len : (json_is_string(v) ? json_string_length(v) : 0);
-        if (k == NULL || klen == 0 || klen > NGX_HTTP_MINICHAT_IDEM_MAX) {
-            return ngx_http_minichat_api_refuse(r, NGX_HTTP_BAD_REQUEST, "bad_request",
-                                                "the idempotency key must be 1 to 64 printable ASCII characters");
-        }
-        for (i = 0; i < klen; i++) {
-            if (k[i] < 0x21 || k[i] > 0x7e) {
-                return ngx_http_minichat_api_refuse(r, NGX_HTTP_BAD_REQUEST, "bad_request",
-                                                    "the idempotency key must be 1 to 64 printable ASCII characters");
-            }
+        err = mc_room_check_idem_key((const char *) k, klen);
+        if (err) {
+            return ngx_http_minichat_api_refuse(r, NGX_HTTP_BAD_REQUEST, "bad_request", err);
         }
         *ngx_cpymem(key, k, klen) = '\0';
     }
@@ -144,9 +130,9 @@ ngx_http_minichat_api_create(ngx_http_request_t *r, ngx_http_minichat_api_t *ctx
         return ngx_http_minichat_api_refuse(r, NGX_HTTP_BAD_REQUEST, "bad_request", err);
     }
 
-    if (ngx_strcmp(kind, "direct") == 0 && ctx->n_members != 2) {
-        return ngx_http_minichat_api_refuse(r, NGX_HTTP_BAD_REQUEST, "bad_request",
-                                            "a direct room has exactly two members");
+    err = mc_room_check_count(kind, ctx->n_members);
+    if (err) {
+        return ngx_http_minichat_api_refuse(r, NGX_HTTP_BAD_REQUEST, "bad_request", err);
     }
 
     cr.kind = (char *) kind;
@@ -171,14 +157,15 @@ ngx_http_minichat_api_create(ngx_http_request_t *r, ngx_http_minichat_api_t *ctx
 }
 
 
-/* Reads "members": positive ids, duplicates dropped; the caller first when
- * with_caller.  Returns NULL, or what is wrong with them. */
+/* Reads "members" (with the caller when with_caller) and applies the room
+ * rules: positive ids, duplicates dropped, sorted.  A value that is not an
+ * id reads as 0 and is refused with the rest.  Returns NULL, or what is
+ * wrong with them. */
 static const char *
 ngx_http_minichat_api_members(ngx_http_request_t *r, ngx_http_minichat_api_t *ctx, json_t *jm,
     ngx_uint_t with_caller)
 {
-    size_t    i, j, n;
-    uint64_t  id;
+    size_t  i, n;
 
     if (!json_is_array(jm) || json_array_size(jm) > NGX_HTTP_MINICHAT_MEMBERS_MAX) {
         return "\"members\" must be an array of at most 1000 user ids";
@@ -196,21 +183,11 @@ ngx_http_minichat_api_members(ngx_http_request_t *r, ngx_http_minichat_api_t *ct
     }
 
     for (i = 0; i < n; i++) {
-        id = ngx_http_minichat_json_id(json_array_get(jm, i));
-        if (id == 0) {
-            return "\"members\" must hold positive integer user ids";
-        }
-        for (j = 0; j < ctx->n_members; j++) {
-            if (ctx->members[j] == id) {
-                break;
-            }
-        }
-        if (j == ctx->n_members) {
-            ctx->members[ctx->n_members++] = id;
-        }
+        ctx->members[ctx->n_members++] = ngx_http_minichat_json_id(json_array_get(jm, i));
     }
 
-    return NULL;
+    /* the caller may make one more than the array holds */
+    return mc_room_members(ctx->members, &ctx->n_members, NGX_HTTP_MINICHAT_MEMBERS_MAX + 1);
 }
 
 

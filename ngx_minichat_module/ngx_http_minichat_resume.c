@@ -14,6 +14,7 @@
  */
 #include "ngx_http_minichat_module.h"
 #include "lua_scripts.h"
+#include "minichat/decimal.h"
 
 
 #define NGX_HTTP_MINICHAT_RESUME_ROOMS   100
@@ -63,14 +64,11 @@ static const ngx_http_minichat_script_t  ngx_http_minichat_script_resume = {
 static uint64_t
 ngx_http_minichat_resume_room_id(const char *key)
 {
-    uint64_t  id = 0;
-    size_t    i;
+    uint64_t  id;
+    size_t    n = ngx_strlen(key);
 
-    for (i = 0; key[i]; i++) {
-        if (key[i] < '0' || key[i] > '9' || i >= 19) {
-            return 0;
-        }
-        id = id * 10 + (key[i] - '0');
+    if (n > 19 || mc_parse_u64(key, n, &id) != 0) {
+        return 0;
     }
 
     return id <= (uint64_t) INT64_MAX ? id : 0;

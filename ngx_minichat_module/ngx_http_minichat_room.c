@@ -20,6 +20,7 @@
  */
 #include "ngx_http_minichat_module.h"
 #include "lua_scripts.h"
+#include "minichat/decimal.h"
 
 
 #define NGX_HTTP_MINICHAT_NONE_TTL  "30"
@@ -413,22 +414,14 @@ ngx_http_minichat_room_done(ngx_http_minichat_room_call_t *call, redisReply *rep
 uint64_t
 ngx_http_minichat_reply_id(redisReply *r)
 {
-    uint64_t  v = 0;
-    size_t    i;
+    uint64_t  v;
 
     if (r->type == REDIS_REPLY_INTEGER) {
         return r->integer > 0 ? (uint64_t) r->integer : 0;
     }
 
-    if (r->type != REDIS_REPLY_STRING || r->len == 0 || r->len > 20) {
+    if (r->type != REDIS_REPLY_STRING || r->len > 20 || mc_parse_u64(r->str, r->len, &v) != 0) {
         return 0;
-    }
-
-    for (i = 0; i < r->len; i++) {
-        if (r->str[i] < '0' || r->str[i] > '9' || v > (UINT64_MAX - (r->str[i] - '0')) / 10) {
-            return 0;
-        }
-        v = v * 10 + (r->str[i] - '0');
     }
 
     return v;

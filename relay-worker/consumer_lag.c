@@ -21,6 +21,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "minichat/clock.h"
 #include "minichat/log.h"
 #include "queries.h"
 #include "relay.h"
@@ -79,7 +80,7 @@ void consumer_lag_free(consumer_lag_t *l)
 /* Returns the milliseconds left until deadline (0 when past). */
 static int left_ms(uint64_t deadline)
 {
-    uint64_t now = relay_now_ms();
+    uint64_t now = mc_now_ms();
 
     return now >= deadline ? 0 : (int)(deadline - now);
 }
@@ -134,7 +135,7 @@ static int lag_targets(consumer_lag_t *l, uint64_t deadline, rd_kafka_topic_part
 
 int consumer_lag_wait(consumer_lag_t *l, long long wait_ms)
 {
-    uint64_t deadline = relay_now_ms() + (uint64_t)wait_ms;
+    uint64_t deadline = mc_now_ms() + (uint64_t)wait_ms;
     rd_kafka_topic_partition_list_t *list;
     rd_kafka_resp_err_t err;
     int64_t *hi;

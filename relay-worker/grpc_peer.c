@@ -35,6 +35,7 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
+#include "minichat/clock.h"
 #include "minichat/log.h"
 #include "minichat/relay_queue.h"
 #include "relay.h"
@@ -287,7 +288,7 @@ retry:
 static void peer_call_done(relay_tag_t *tag, int ok)
 {
     peer_t *p = (peer_t *)tag;
-    uint64_t now = relay_now_ms();
+    uint64_t now = mc_now_ms();
     char *details;
 
     pthread_mutex_lock(&p->lock);
@@ -338,7 +339,7 @@ static void peer_call_done(relay_tag_t *tag, int ok)
 
 void peers_push(const uint8_t *msg, size_t len)
 {
-    uint64_t now = relay_now_ms();
+    uint64_t now = mc_now_ms();
     size_t i;
     long dropped;
     peer_t *p;
@@ -361,7 +362,7 @@ void peers_push(const uint8_t *msg, size_t len)
 
 void peers_kick(void)
 {
-    uint64_t now = relay_now_ms();
+    uint64_t now = mc_now_ms();
     size_t i;
 
     for (i = 0; i < npeers; i++) {

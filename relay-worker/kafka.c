@@ -23,6 +23,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "minichat/clock.h"
 #include "minichat/log.h"
 #include "relay.h"
 
@@ -36,7 +37,7 @@ static uint64_t kafka_last_fail_log;
 /* Logs a failure, at most once a second (main thread). */
 static void kafka_fail(const char *what, const char *reason)
 {
-    uint64_t now = relay_now_ms();
+    uint64_t now = mc_now_ms();
 
     kafka_failed++;
     if (now - kafka_last_fail_log >= 1000) {

@@ -23,9 +23,9 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "minichat/clock.h"
 #include "minichat/conf.h"
 #include "minichat/log.h"
 #include "relay.h"
@@ -47,14 +47,6 @@ static const char *const main_keys[] = {
     "local_outbuf_max_mb", "peer_queue_max", "peer_queue_max_mb", "peer_batch_kb", "peer_timeout_ms",
     "peer_max_age_ms", "order_first_hold_ms", "order_gap_ms", "order_idle_ms", "order_max_held", "order_max_rooms",
     "db_threads", "db_queue_max", "kafka_consumer_group", "rebuild_wait_ms", NULL};
-
-uint64_t relay_now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 int relay_epoll_fd(void)
 {
@@ -252,16 +244,16 @@ static void dispatch(const struct epoll_event *evs, int n)
 static void main_loop(void)
 {
     struct epoll_event evs[MAIN_EVENTS];
-    uint64_t now, next_stats = relay_now_ms() + MAIN_STATS_MS;
+    uint64_t now, next_stats = mc_now_ms() + MAIN_STATS_MS;
     long wait, order_wait;
     int n;
 
     while (!relay_stop) {
-        wait = peers_tick(relay_now_ms());
+        wait = peers_tick(mc_now_ms());
         if (wait < 0 || wait > MAIN_TICK_MS) {
             wait = MAIN_TICK_MS;
         }
-        order_wait = order_tick(relay_now_ms());
+        order_wait = order_tick(mc_now_ms());
         if (order_wait >= 0 && order_wait < wait) {
             wait = order_wait;
         }
@@ -271,7 +263,7 @@ static void main_loop(void)
             break;
         }
         dispatch(evs, n);
-        now = relay_now_ms();
+        now = mc_now_ms();
         if (now >= next_stats) {
             next_stats = now + MAIN_STATS_MS;
             log_stats();
@@ -286,10 +278,10 @@ static void main_loop(void)
 static void drain(int ms)
 {
     struct epoll_event evs[MAIN_EVENTS];
-    uint64_t until = relay_now_ms() + (uint64_t)ms, quiet_until = 0, now;
+    uint64_t until = mc_now_ms() + (uint64_t)ms, quiet_until = 0, now;
     int n;
 
-    while ((now = relay_now_ms()) < until) {
+    while ((now = mc_now_ms()) < until) {
         if (peers_idle() && kafka_pending() == 0) {
             /* one more short round so that the last answers leave */
             if (quiet_until == 0) {

@@ -21,6 +21,8 @@
 #include <string.h>
 
 #include "relay.h"
+#include "minichat/buf.h"
+#include "minichat/clock.h"
 #include "minichat/log.h"
 #include "minichat/reorder.h"
 
@@ -31,43 +33,27 @@ typedef struct {
 
 static pthread_mutex_t order_lock = PTHREAD_MUTEX_INITIALIZER;
 static mc_reorder_t *order;
-static uint8_t *order_out;
-static size_t order_out_len, order_out_cap;
+static mc_buf_t order_out; /* released frames, broadcast at the next flush */
 static uint64_t order_out_failed;
 
 /* Appends a released message to the pending broadcast. */
 static void order_emit(void *ctx, uint64_t room, uint64_t seq, void *item)
 {
     order_item_t *it = item;
-    size_t cap;
-    uint8_t *p;
 
     (void)ctx;
-    if (order_out_len + it->len > order_out_cap) {
-        cap = order_out_cap ? order_out_cap * 2 : 65536;
-        while (cap < order_out_len + it->len) {
-            cap *= 2;
-        }
-        p = realloc(order_out, cap);
-        if (p == NULL) {
-            order_out_failed++;
-            mc_error("order: out of memory, room %llu seq %llu not delivered locally", (unsigned long long)room,
-                     (unsigned long long)seq);
-            free(it);
-            return;
-        }
-        order_out = p;
-        order_out_cap = cap;
+    if (mc_buf_append(&order_out, it->data, it->len) != 0) {
+        order_out_failed++;
+        mc_error("order: out of memory, room %llu seq %llu not delivered locally", (unsigned long long)room,
+                 (unsigned long long)seq);
     }
-    memcpy(order_out + order_out_len, it->data, it->len);
-    order_out_len += it->len;
     free(it);
 }
 
 static void order_drop(void *ctx, uint64_t room, uint64_t seq, void *item)
 {
     static uint64_t logged_at;
-    uint64_t now = relay_now_ms();
+    uint64_t now = mc_now_ms();
 
     (void)ctx;
     /* a repeat (a retried peer batch) is normal; a late first delivery is a
@@ -84,15 +70,13 @@ static void order_drop(void *ctx, uint64_t room, uint64_t seq, void *item)
 /* Sends what was released; called with order_lock held. */
 static void order_flush_locked(void)
 {
-    if (order_out_len) {
-        link_broadcast(0, order_out, order_out_len);
-        order_out_len = 0;
+    if (order_out.len) {
+        link_broadcast(0, (const uint8_t *)order_out.data, order_out.len);
+        mc_buf_reset(&order_out);
     }
-    if (order_out_cap > (4u << 20)) {
+    if (order_out.cap > (4u << 20)) {
         /* a burst grew it; give the memory back */
-        free(order_out);
-        order_out = NULL;
-        order_out_cap = 0;
+        mc_buf_free(&order_out);
     }
 }
 
@@ -119,7 +103,7 @@ void order_push(uint64_t room, uint64_t seq, const uint8_t *frame, size_t len)
     memcpy(it->data, frame, len);
 
     pthread_mutex_lock(&order_lock);
-    (void)mc_reorder_push(order, room, seq, it, relay_now_ms());
+    (void)mc_reorder_push(order, room, seq, it, mc_now_ms());
     order_flush_locked();
     pthread_mutex_unlock(&order_lock);
 }
@@ -148,8 +132,6 @@ void order_close(void)
     pthread_mutex_lock(&order_lock);
     mc_reorder_free(order);
     order = NULL;
-    free(order_out);
-    order_out = NULL;
-    order_out_len = order_out_cap = 0;
+    mc_buf_free(&order_out);
     pthread_mutex_unlock(&order_lock);
 }

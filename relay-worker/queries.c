@@ -11,7 +11,6 @@
  * leaves the outcome unknown and is answered as an error.
  */
 #include <inttypes.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -63,72 +62,44 @@ void dbq_reset(dbq_t *q)
     q->retry = 0;
     q->in_txn = 0;
     q->last_errno = 0;
-    if (q->sql_cap > 1 << 20) {
-        free(q->sql); /* give a big statement's memory back */
-        q->sql = NULL;
-        q->sql_cap = 0;
+    if (q->sql.cap > 1 << 20) {
+        mc_buf_free(&q->sql); /* give a big statement's memory back */
     }
-    q->sql_len = 0;
+    mc_buf_reset(&q->sql);
 }
 
 void dbq_free(dbq_t *q)
 {
     dbq_reset(q);
     free(q->blocks);
-    free(q->sql);
+    mc_buf_free(&q->sql);
     q->blocks = NULL;
-    q->sql = NULL;
-    q->cap = q->sql_cap = 0;
+    q->cap = 0;
 }
 
 /* Makes room for n more bytes (and a NUL).  Returns 0, or -1 with sql_oom set. */
 static int sql_reserve(dbq_t *q, size_t n)
 {
-    size_t ncap;
-    char *nb;
-
-    if (q->sql_oom) {
-        return -1;
-    }
-    if (q->sql_len + n + 1 <= q->sql_cap) {
-        return 0;
-    }
-    ncap = q->sql_cap ? q->sql_cap : 1024;
-    while (ncap < q->sql_len + n + 1) {
-        ncap *= 2;
-    }
-    nb = realloc(q->sql, ncap);
-    if (nb == NULL) {
+    if (q->sql_oom || mc_buf_reserve(&q->sql, n) != 0) {
         q->sql_oom = 1;
         return -1;
     }
-    q->sql = nb;
-    q->sql_cap = ncap;
     return 0;
 }
 
-/* Appends printf-style output. */
+/* Appends printf-style output; after a failure nothing more is appended. */
 static void sql_vappend(dbq_t *q, const char *fmt, va_list ap)
 {
-    va_list ap2;
-    int n;
-
-    va_copy(ap2, ap);
-    n = vsnprintf(NULL, 0, fmt, ap2);
-    va_end(ap2);
-    if (n < 0 || sql_reserve(q, (size_t)n) != 0) {
+    if (q->sql_oom || mc_buf_vappendf(&q->sql, fmt, ap) != 0) {
         q->sql_oom = 1;
-        return;
     }
-    vsnprintf(q->sql + q->sql_len, (size_t)n + 1, fmt, ap);
-    q->sql_len += (size_t)n;
 }
 
 void dbq_sql(dbq_t *q, const char *fmt, ...)
 {
     va_list ap;
 
-    q->sql_len = 0;
+    mc_buf_reset(&q->sql);
     q->sql_oom = 0;
     va_start(ap, fmt);
     sql_vappend(q, fmt, ap);
@@ -157,7 +128,7 @@ void dbq_sql_hex(dbq_t *q, const char *s, size_t n, int utf8)
     if (sql_reserve(q, 2 * n + 16) != 0) {
         return;
     }
-    p = q->sql + q->sql_len;
+    p = q->sql.data + q->sql.len;
     if (utf8) {
         memcpy(p, "_utf8mb4 ", 9);
         p += 9;
@@ -170,7 +141,7 @@ void dbq_sql_hex(dbq_t *q, const char *s, size_t n, int utf8)
     }
     *p++ = '\'';
     *p = '\0';
-    q->sql_len = (size_t)(p - q->sql);
+    q->sql.len = (size_t)(p - q->sql.data);
 }
 
 /* Returns 1 when a MySQL error means the connection is gone. */
@@ -197,7 +168,7 @@ static MYSQL *run(dbq_t *q, mc_db_role_t role, int committing)
         q->in_txn = 0;
         return NULL;
     }
-    if (mysql_real_query(m, q->sql, (unsigned long)q->sql_len) == 0) {
+    if (mysql_real_query(m, q->sql.data, (unsigned long)q->sql.len) == 0) {
         return m;
     }
     err = mysql_errno(m);
@@ -205,7 +176,7 @@ static MYSQL *run(dbq_t *q, mc_db_role_t role, int committing)
     /* a duplicate key is an answer (an idempotent retry), not a failure */
     mc_log(q->last_errno == ER_DUP_ENTRY ? MC_LOG_INFO : MC_LOG_ERROR, "db: %s: query failed: %u %s",
            role == MC_DB_PRIMARY ? "primary" : "replica", q->last_errno, mysql_error(m));
-    mc_debug("db: the query was: %.*s", (int)(q->sql_len > 300 ? 300 : q->sql_len), q->sql);
+    mc_debug("db: the query was: %.*s", (int)(q->sql.len > 300 ? 300 : q->sql.len), q->sql.data);
     if (conn_lost(q->last_errno)) {
         mc_db_reset(q->db, role);
         if (role == MC_DB_PRIMARY && !committing) {
@@ -288,19 +259,6 @@ static int cmp_u64(const void *a, const void *b)
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
 
     return x < y ? -1 : x > y;
-}
-
-size_t dbq_uniq(uint64_t *ids, size_t n)
-{
-    size_t i, k = 0;
-
-    qsort(ids, n, sizeof(uint64_t), cmp_u64);
-    for (i = 0; i < n; i++) {
-        if (k == 0 || ids[k - 1] != ids[i]) {
-            ids[k++] = ids[i];
-        }
-    }
-    return k;
 }
 
 int dbq_has(const uint64_t *ids, size_t n, uint64_t id)

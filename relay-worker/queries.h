@@ -26,6 +26,7 @@
 #include <mysql.h>
 
 #include "minichat.pb-c.h"
+#include "minichat/buf.h"
 #include "minichat/db.h"
 
 #define DBQ_MAX_MEMBERS 10000
@@ -40,9 +41,8 @@ typedef struct {
     void **blocks;
     size_t nblocks, cap;
     /* the statement being built */
-    char *sql;
-    size_t sql_len, sql_cap;
-    int sql_oom;
+    mc_buf_t sql;
+    int sql_oom;               /* an append failed: the statement is refused when run */
     /* state of the current run */
     int retry;                 /* run the job again: the connection was lost before COMMIT */
     int in_txn;                /* a transaction is open on the primary */
@@ -80,8 +80,6 @@ const char *dbq_fail(dbq_t *q);
 
 /* Returns the unsigned number in a column (0 for NULL). */
 uint64_t dbq_u64(const char *s);
-/* Sorts ids and removes duplicates; returns the new count. */
-size_t dbq_uniq(uint64_t *ids, size_t n);
 /* Returns 1 when id is in the sorted ids. */
 int dbq_has(const uint64_t *ids, size_t n, uint64_t id);
 /* Reads the first column of every row as ids into an arena array (*out,

@@ -32,23 +32,25 @@
 #include <mysqld_error.h>
 
 #include "minichat/log.h"
-#include "minichat/ws.h"
+#include "minichat/room_rules.h"
 #include "queries.h"
 
 #define Q_IDEM_RECENT 1000 /* latest messages whose cids a rebuild restores */
 
-#define ROOMS_TITLE_MAX 191 /* characters, rooms.title is VARCHAR(191) */
-#define ROOMS_IDEM_MAX 64   /* bytes, room_requests.idem_key is VARBINARY(64) */
-
-/* Returns the number of UTF-8 characters in a valid string. */
-static size_t utf8_chars(const char *s)
+/* Returns "bad_request: <why>" in the job's arena, why being a text of
+ * room_rules.h. */
+static const char *bad_request(dbq_t *q, const char *why)
 {
-    size_t n = 0;
+    static const char code[] = "bad_request: ";
+    size_t n = strlen(why);
+    char *s = dbq_alloc(q, sizeof(code) + n);
 
-    for (; *s; s++) {
-        n += ((unsigned char)*s & 0xc0) != 0x80;
+    if (s == NULL) {
+        return "unavailable: out of memory";
     }
-    return n;
+    memcpy(s, code, sizeof(code) - 1);
+    memcpy(s + sizeof(code) - 1, why, n + 1);
+    return s;
 }
 
 /* Appends "(room, user, read, joined, NOW(3)), ..." for the ids. */
@@ -124,27 +126,22 @@ static uint64_t earlier_room(dbq_t *q, uint64_t creator, const char *key)
 
 const char *q_create_room(dbq_t *q, const Minichat__CreateRoomRequest *req, Minichat__CreateRoomResult *res)
 {
-    const char *title = req->title ? req->title : "", *key = req->idempotency_key ? req->idempotency_key : "";
+    const char *title = req->title ? req->title : "", *key = req->idempotency_key ? req->idempotency_key : "", *why;
     uint64_t *members, id;
-    size_t n, i;
+    size_t n;
     int group;
 
-    if (req->kind == NULL || (strcmp(req->kind, "group") != 0 && strcmp(req->kind, "direct") != 0)) {
-        return "bad_request: kind must be \"group\" or \"direct\"";
+    if ((why = mc_room_check_kind(req->kind)) != NULL) {
+        return bad_request(q, why);
     }
     if (req->creator == 0) {
         return "bad_request: no creator";
     }
-    if (!mc_utf8_valid((const uint8_t *)title, strlen(title))) {
-        return "bad_request: title is not valid UTF-8";
+    if ((why = mc_room_check_title(title, strlen(title))) != NULL) {
+        return bad_request(q, why);
     }
-    if (utf8_chars(title) > ROOMS_TITLE_MAX) {
-        return "bad_request: title longer than 191 characters";
-    }
-    if (req->n_members >= DBQ_MAX_MEMBERS) {
-        return "bad_request: too many members";
-    }
-    if (strlen(key) > ROOMS_IDEM_MAX) {
+    if (strlen(key) > MC_ROOM_IDEM_MAX) {
+        /* any bytes (a hex literal in SQL); printable ASCII is the REST API's rule */
         return "bad_request: idempotency key longer than 64 bytes";
     }
     members = dbq_alloc(q, (req->n_members + 1) * sizeof(uint64_t));
@@ -153,16 +150,13 @@ const char *q_create_room(dbq_t *q, const Minichat__CreateRoomRequest *req, Mini
     }
     memcpy(members, req->members, req->n_members * sizeof(uint64_t));
     members[req->n_members] = req->creator;
-    n = dbq_uniq(members, req->n_members + 1);
-    for (i = 0; i < n; i++) {
-        if (members[i] == 0) {
-            return "bad_request: member id 0";
-        }
+    n = req->n_members + 1;
+    if ((why = mc_room_members(members, &n, DBQ_MAX_MEMBERS)) != NULL
+        || (why = mc_room_check_count(req->kind, n)) != NULL)
+    {
+        return bad_request(q, why);
     }
     group = strcmp(req->kind, "group") == 0;
-    if (!group && n != 2) {
-        return "bad_request: a direct room has exactly two members";
-    }
 
     if (dbq_begin(q) != 0 || (id = insert_room(q, group, title, req->creator, members, n)) == 0) {
         return dbq_fail(q);
@@ -207,19 +201,21 @@ const char *q_invite(dbq_t *q, const Minichat__InviteRequest *req, Minichat__Inv
     size_t ncur, nall, nadded, ninv, i;
     MYSQL_RES *r;
     MYSQL_ROW row;
+    const char *why;
     char *title;
     int group;
 
     if (req->room == 0 || req->user == 0 || req->n_members == 0) {
         return "bad_request: an invite needs a room, an inviter and members";
     }
-    if (req->n_members > DBQ_MAX_MEMBERS) {
-        return "bad_request: too many members";
+    added = dbq_alloc(q, req->n_members * sizeof(uint64_t));
+    if (added == NULL) {
+        return "unavailable: out of memory";
     }
-    for (i = 0; i < req->n_members; i++) {
-        if (req->members[i] == 0) {
-            return "bad_request: member id 0";
-        }
+    memcpy(added, req->members, req->n_members * sizeof(uint64_t));
+    ninv = req->n_members;
+    if ((why = mc_room_members(added, &ninv, DBQ_MAX_MEMBERS)) != NULL) {
+        return bad_request(q, why);
     }
     if (dbq_begin(q) != 0) {
         return dbq_fail(q);
@@ -246,13 +242,10 @@ const char *q_invite(dbq_t *q, const Minichat__InviteRequest *req, Minichat__Inv
     }
 
     /* everybody afterwards, and who is new */
-    all = dbq_alloc(q, (ncur + req->n_members) * sizeof(uint64_t));
-    added = dbq_alloc(q, req->n_members * sizeof(uint64_t));
-    if (all == NULL || added == NULL) {
+    all = dbq_alloc(q, (ncur + ninv) * sizeof(uint64_t));
+    if (all == NULL) {
         return dbq_fail(q);
     }
-    memcpy(added, req->members, req->n_members * sizeof(uint64_t));
-    ninv = dbq_uniq(added, req->n_members);
     for (i = 0, nadded = 0; i < ninv; i++) {
         if (!dbq_has(cur, ncur, added[i])) {
             added[nadded++] = added[i];
@@ -260,7 +253,7 @@ const char *q_invite(dbq_t *q, const Minichat__InviteRequest *req, Minichat__Inv
     }
     memcpy(all, cur, ncur * sizeof(uint64_t));
     memcpy(all + ncur, added, nadded * sizeof(uint64_t));
-    nall = dbq_uniq(all, ncur + nadded);
+    nall = mc_room_ids_uniq(all, ncur + nadded);
     if (nall > DBQ_MAX_MEMBERS) {
         (void)dbq_fail(q);
         return "bad_request: a room holds at most 10000 members";

@@ -89,7 +89,6 @@ extern relay_conf_t relay_conf;
 extern volatile sig_atomic_t relay_stop;
 
 /* main.c */
-uint64_t relay_now_ms(void);
 int relay_epoll_fd(void);
 
 /* worker_link.c: the unix-socket server for this node's nginx workers */

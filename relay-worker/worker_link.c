@@ -32,6 +32,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "minichat/buf.h"
 #include "minichat/frame.h"
 #include "minichat/log.h"
 #include "relay.h"
@@ -54,8 +55,8 @@ typedef struct {
     /* output and state below: under link_lock */
     int dead;
     int want_out;
-    uint8_t *out;
-    size_t out_off, out_len, out_cap;
+    mc_buf_t out;   /* out.data[out_off..out.len) waits for the socket */
+    size_t out_off;
 } link_conn_t;
 
 typedef struct {
@@ -73,32 +74,6 @@ static char link_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 static link_handler_t link_handler;
 
 static void conn_close(link_conn_t *c);
-
-/* Returns 0 after appending p to the growable buffer, -1 when out of memory or past max. */
-static int buf_append(uint8_t **b, size_t *len, size_t *cap, const uint8_t *p, size_t n, size_t max)
-{
-    size_t ncap;
-    uint8_t *nb;
-
-    if (*len + n > max) {
-        return -1;
-    }
-    if (*len + n > *cap) {
-        ncap = *cap ? *cap : 4096;
-        while (ncap < *len + n) {
-            ncap *= 2;
-        }
-        nb = realloc(*b, ncap);
-        if (nb == NULL) {
-            return -1;
-        }
-        *b = nb;
-        *cap = ncap;
-    }
-    memcpy(*b + *len, p, n);
-    *len += n;
-    return 0;
-}
 
 uint8_t *relay_pack_frame(const Minichat__LocalFrame *f, size_t *len)
 {
@@ -127,7 +102,7 @@ static void conn_kill_locked(link_conn_t *c)
 static void conn_arm_locked(link_conn_t *c)
 {
     struct epoll_event ev;
-    int want = c->out_len > c->out_off;
+    int want = c->out.len > c->out_off;
 
     if (want == c->want_out || c->dead) {
         return;
@@ -148,8 +123,8 @@ static int conn_flush_locked(link_conn_t *c)
 {
     ssize_t n;
 
-    while (c->out_len > c->out_off) {
-        n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (c->out.len > c->out_off) {
+        n = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n < 0) {
             if (errno == EINTR) {
                 continue;
@@ -163,12 +138,12 @@ static int conn_flush_locked(link_conn_t *c)
         }
         c->out_off += (size_t)n;
     }
-    if (c->out_off == c->out_len) {
-        c->out_off = c->out_len = 0;
-        if (c->out_cap > 4 * LINK_READ_MIN) {
-            free(c->out); /* give a backlog's memory back */
-            c->out = NULL;
-            c->out_cap = 0;
+    if (c->out_off == c->out.len) {
+        c->out_off = 0;
+        if (c->out.cap > 4 * LINK_READ_MIN) {
+            mc_buf_free(&c->out); /* give a backlog's memory back */
+        } else {
+            mc_buf_reset(&c->out);
         }
     }
     conn_arm_locked(c);
@@ -184,7 +159,7 @@ static void conn_write_locked(link_conn_t *c, const uint8_t *p, size_t n)
     if (c->dead || n == 0) {
         return;
     }
-    if (c->out_len == c->out_off) {
+    if (c->out.len == c->out_off) {
         w = send(c->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
             mc_warn("link: send to worker %s/%u: %s", c->node, c->pid, strerror(errno));
@@ -199,13 +174,12 @@ static void conn_write_locked(link_conn_t *c, const uint8_t *p, size_t n)
             return;
         }
     }
-    if (c->out_off > 0 && c->out_len + n > c->out_cap) {
-        memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
-        c->out_len -= c->out_off;
+    if (c->out_off > 0 && c->out.len + n >= c->out.cap) {
+        mc_buf_consume(&c->out, c->out_off); /* the sent part makes room before the buffer grows */
         c->out_off = 0;
     }
-    pending = c->out_len - c->out_off;
-    if (buf_append(&c->out, &c->out_len, &c->out_cap, p, n, relay_conf.local_outbuf_max + c->out_off) != 0) {
+    pending = c->out.len - c->out_off;
+    if (pending + n > relay_conf.local_outbuf_max || mc_buf_append(&c->out, p, n) != 0) {
         mc_error("link: worker %s/%u is not reading (%zu bytes queued, limit %zu), dropping it", c->node, c->pid,
                  pending + n, relay_conf.local_outbuf_max);
         link_dropped++;
@@ -425,7 +399,7 @@ static void conn_close(link_conn_t *c)
         mc_info("link: worker %s/%u disconnected (conn %llu)", c->node, c->pid, (unsigned long long)c->id);
     }
     free(c->in);
-    free(c->out);
+    mc_buf_free(&c->out);
     free(c);
 }
 

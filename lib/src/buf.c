@@ -79,6 +79,17 @@ int mc_buf_append_str(mc_buf_t *b, const char *s)
 int mc_buf_appendf(mc_buf_t *b, const char *fmt, ...)
 {
     va_list ap;
+    int rc;
+
+    va_start(ap, fmt);
+    rc = mc_buf_vappendf(b, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+int mc_buf_vappendf(mc_buf_t *b, const char *fmt, va_list ap)
+{
+    va_list ap2;
     size_t room;
     int n;
 
@@ -87,9 +98,9 @@ int mc_buf_appendf(mc_buf_t *b, const char *fmt, ...)
         return -1;
     }
     room = b->cap - b->len;
-    va_start(ap, fmt);
-    n = vsnprintf(b->data + b->len, room, fmt, ap);
-    va_end(ap);
+    va_copy(ap2, ap);
+    n = vsnprintf(b->data + b->len, room, fmt, ap2);
+    va_end(ap2);
     if (n < 0) {
         b->data[b->len] = '\0';
         return -1;
@@ -99,9 +110,9 @@ int mc_buf_appendf(mc_buf_t *b, const char *fmt, ...)
             b->data[b->len] = '\0';
             return -1;
         }
-        va_start(ap, fmt);
-        vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
-        va_end(ap);
+        va_copy(ap2, ap);
+        vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap2);
+        va_end(ap2);
     }
     b->len += (size_t)n;
     return 0;

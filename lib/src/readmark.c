@@ -21,32 +21,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "minichat/decimal.h"
 #include "minichat/readmark.h"
 
 static int readmark_cmp(const void *a, const void *b);
-
-int mc_parse_u64(const char *s, size_t n, uint64_t *out)
-{
-    uint64_t v = 0;
-    unsigned d;
-    size_t i;
-
-    if (n == 0) {
-        return -1;
-    }
-    for (i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9') {
-            return -1;
-        }
-        d = (unsigned)(s[i] - '0');
-        if (v > (UINT64_MAX - d) / 10) {
-            return -1;
-        }
-        v = v * 10 + d;
-    }
-    *out = v;
-    return 0;
-}
 
 int mc_readmark_parse(const char *field, size_t flen, const char *value, size_t vlen, mc_readmark_t *m)
 {

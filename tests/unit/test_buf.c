@@ -3,6 +3,7 @@
  * (the monotonic millisecond clock).
  */
 #include <check.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,6 +77,38 @@ START_TEST(test_appendf)
 }
 END_TEST
 
+/* A printf-style wrapper, as the relay-worker's SQL builder is one. */
+static int wrapped(mc_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int wrapped(mc_buf_t *b, const char *fmt, ...)
+{
+    va_list ap;
+    int rc;
+
+    va_start(ap, fmt);
+    rc = mc_buf_vappendf(b, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+START_TEST(test_vappendf)
+{
+    mc_buf_t b = MC_BUF_INIT;
+    char big[5000];
+
+    ck_assert_int_eq(wrapped(&b, "SELECT %d", 1), 0);
+    ck_assert_str_eq(b.data, "SELECT 1");
+    /* the va_list is used twice when the first try does not fit */
+    memset(big, 'y', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    ck_assert_int_eq(wrapped(&b, " '%s' %u", big, 7u), 0);
+    ck_assert_uint_eq(b.len, 8 + 2 + (sizeof(big) - 1) + 2 + 1);
+    ck_assert_str_eq(b.data + b.len - 3, "' 7");
+    ck_assert_uint_eq(strlen(b.data), b.len);
+    mc_buf_free(&b);
+}
+END_TEST
+
 START_TEST(test_reset_and_consume)
 {
     mc_buf_t b = MC_BUF_INIT;
@@ -133,6 +166,7 @@ static Suite *buf_suite(void)
     tcase_add_test(tc, test_append_and_nul);
     tcase_add_test(tc, test_growth);
     tcase_add_test(tc, test_appendf);
+    tcase_add_test(tc, test_vappendf);
     tcase_add_test(tc, test_reset_and_consume);
     tcase_add_test(tc, test_clock);
     suite_add_tcase(s, tc);

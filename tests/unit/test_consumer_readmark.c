@@ -24,35 +24,6 @@ static int count(const char *hay, const char *needle)
     return n;
 }
 
-START_TEST(test_parse_u64)
-{
-    uint64_t v = 7;
-
-    ck_assert_int_eq(mc_parse_u64(S("0"), &v), 0);
-    ck_assert_uint_eq(v, 0);
-    ck_assert_int_eq(mc_parse_u64(S("0042"), &v), 0);
-    ck_assert_uint_eq(v, 42);
-    ck_assert_int_eq(mc_parse_u64(S("18446744073709551615"), &v), 0);
-    ck_assert_uint_eq(v, UINT64_MAX);
-    ck_assert_int_eq(mc_parse_u64(S("9223372036854775808"), &v), 0);
-    ck_assert_uint_eq(v, 1ULL << 63);
-
-    v = 7;
-    ck_assert_int_eq(mc_parse_u64(S("18446744073709551616"), &v), -1); /* 2^64 */
-    ck_assert_int_eq(mc_parse_u64(S("99999999999999999999"), &v), -1);
-    ck_assert_int_eq(mc_parse_u64(S(""), &v), -1);
-    ck_assert_int_eq(mc_parse_u64(S("-1"), &v), -1);
-    ck_assert_int_eq(mc_parse_u64(S("+1"), &v), -1);
-    ck_assert_int_eq(mc_parse_u64(S(" 1"), &v), -1);
-    ck_assert_int_eq(mc_parse_u64(S("1 "), &v), -1);
-    ck_assert_int_eq(mc_parse_u64(S("0x10"), &v), -1);
-    ck_assert_int_eq(mc_parse_u64(S("1e3"), &v), -1);
-    ck_assert_int_eq(mc_parse_u64(S("12.0"), &v), -1);
-    ck_assert_int_eq(mc_parse_u64("1\0" "2", 3, &v), -1);
-    ck_assert_uint_eq(v, 7); /* untouched on failure */
-}
-END_TEST
-
 START_TEST(test_parse_mark)
 {
     mc_readmark_t m;
@@ -157,7 +128,6 @@ static Suite *readmark_suite(void)
     Suite *s = suite_create("readmark");
     TCase *tc = tcase_create("core");
 
-    tcase_add_test(tc, test_parse_u64);
     tcase_add_test(tc, test_parse_mark);
     tcase_add_test(tc, test_merge);
     tcase_add_test(tc, test_sql);

@@ -7,6 +7,7 @@
 #ifndef MINICHAT_BUF_H
 #define MINICHAT_BUF_H
 
+#include <stdarg.h>
 #include <stddef.h>
 
 typedef struct {
@@ -31,6 +32,9 @@ int mc_buf_append(mc_buf_t *b, const void *p, size_t n);
 int mc_buf_append_str(mc_buf_t *b, const char *s);
 /* Appends printf-formatted text of any length.  Returns 0 or -1 (unchanged). */
 int mc_buf_appendf(mc_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The same with a va_list (left for the caller to va_end), for printf-style
+ * wrappers. */
+int mc_buf_vappendf(mc_buf_t *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 /* Drops the first n bytes (all of them when n >= len), keeping the rest in order. */
 void mc_buf_consume(mc_buf_t *b, size_t n);
 

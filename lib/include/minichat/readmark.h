@@ -19,10 +19,6 @@ typedef struct {
     uint64_t seq;
 } mc_readmark_t;
 
-/* Parses s[0..n) as an unsigned decimal: digits only (no sign, no spaces, no
- * "0x"), at least one, and no larger than 2^64 - 1.  Returns 0 or -1. */
-int mc_parse_u64(const char *s, size_t n, uint64_t *out);
-
 /* Parses a field "room:user" (both decimal, both > 0) and its value "seq"
  * (decimal, 0 allowed).  Returns 0 and fills *m, or -1 when anything is off. */
 int mc_readmark_parse(const char *field, size_t flen, const char *value, size_t vlen, mc_readmark_t *m);
