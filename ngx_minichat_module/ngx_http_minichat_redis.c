@@ -86,7 +86,10 @@ ngx_http_minichat_redis_init(ngx_cycle_t *cycle)
     rd->watchdog.handler = ngx_http_minichat_redis_watchdog;
     rd->watchdog.log = cycle->log;
     rd->watchdog.data = rd;
-    rd->watchdog.cancelable = 1;
+    /* not cancelable: a graceful quit waits (up to minichat_redis_timeout)
+     * for the replies still outstanding, so requests that were waiting on
+     * Redis finish instead of failing with the reload */
+    rd->watchdog.cancelable = 0;
     ngx_queue_init(&rd->outstanding);
 
     ngx_http_minichat_redis_connect();
