@@ -833,7 +833,7 @@ ngx_http_minichat_api_leave_sent(ngx_int_t rc, const char *code, const char *tex
 
     lr.room = ctx->room;
     lr.user = ctx->user;
-    lr.left_seq = seq;
+    lr.left_seq = ctx->seq;
     f.body_case = MINICHAT__LOCAL_FRAME__BODY_LEAVE;
     f.leave = &lr;
 

@@ -292,6 +292,38 @@ ngx_http_minichat_conn_abort(ngx_http_minichat_ws_t *ws)
 }
 
 
+/* The end of an op answered with a page (history, rooms): replies (or
+ * errors), frees the request's copy and lets the connection go. */
+void
+ngx_http_minichat_req_page(ngx_http_minichat_req_t *rq, const char *op, ngx_int_t rc, const char *code,
+    const char *text, const u_char *page, size_t len)
+{
+    ngx_http_minichat_ws_t  *ws = rq->ws;
+    u_char                  *buf;
+
+    if (!ws->closed) {
+        if (rc != NGX_OK) {
+            (void) ngx_http_minichat_req_error(rq, code, text);
+
+        } else {
+            buf = ngx_alloc(len + 1, ngx_cycle->log);
+            if (buf == NULL) {
+                (void) ngx_http_minichat_req_error(rq, "unavailable", "out of memory");
+            } else {
+                buf[0] = ',';
+                ngx_memcpy(buf + 1, page, len);
+                (void) ngx_http_minichat_req_reply(rq, op, buf, len + 1);
+                ngx_free(buf);
+            }
+        }
+    }
+
+    ngx_free(rq);
+    ws->pending--;
+    ngx_http_minichat_conn_release(ws);
+}
+
+
 /* Puts the hello frame in its place, right after the 101, ahead of whatever
  * queued while the session was stored, and lets the queue flow. */
 ngx_int_t

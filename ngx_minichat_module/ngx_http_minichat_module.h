@@ -152,6 +152,10 @@ void ngx_http_minichat_conn_release(ngx_http_minichat_ws_t *ws);
 ngx_int_t ngx_http_minichat_req_error(ngx_http_minichat_req_t *rq, const char *code, const char *message);
 /* Replies {"op":"<op>","id":N<fields>}: fields is "" or starts with ','. */
 ngx_int_t ngx_http_minichat_req_reply(ngx_http_minichat_req_t *rq, const char *op, const u_char *fields, size_t len);
+/* Ends an op that holds a heap copy of its request and a pending count on
+ * the connection, answering with a page of fields (or the error). */
+void ngx_http_minichat_req_page(ngx_http_minichat_req_t *rq, const char *op, ngx_int_t rc, const char *code,
+    const char *text, const u_char *page, size_t len);
 
 /* ngx_http_minichat_room.c: room scripts, rebuilt from MySQL when Redis lost the room */
 typedef struct {

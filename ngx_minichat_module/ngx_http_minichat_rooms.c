@@ -263,33 +263,9 @@ ngx_http_minichat_rooms_free(ngx_http_minichat_rooms_t *l)
 
 
 static void
-ngx_http_minichat_rooms_done(ngx_int_t rc, const char *code, const char *text, const u_char *page, size_t len,
-    void *data)
+ngx_http_minichat_rooms_done(ngx_int_t rc, const char *code, const char *text, const u_char *page, size_t len, void *data)
 {
-    ngx_http_minichat_req_t  *rq = data;
-    ngx_http_minichat_ws_t   *ws = rq->ws;
-    u_char                   *buf;
-
-    if (!ws->closed) {
-        if (rc != NGX_OK) {
-            (void) ngx_http_minichat_req_error(rq, code, text);
-
-        } else {
-            buf = ngx_alloc(len + 1, ngx_cycle->log);
-            if (buf == NULL) {
-                (void) ngx_http_minichat_req_error(rq, "unavailable", "out of memory");
-            } else {
-                buf[0] = ',';
-                ngx_memcpy(buf + 1, page, len);
-                (void) ngx_http_minichat_req_reply(rq, "rooms", buf, len + 1);
-                ngx_free(buf);
-            }
-        }
-    }
-
-    ngx_free(rq);
-    ws->pending--;
-    ngx_http_minichat_conn_release(ws);
+    ngx_http_minichat_req_page(data, "rooms", rc, code, text, page, len);
 }
 
 
