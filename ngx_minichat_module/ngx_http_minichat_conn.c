@@ -82,8 +82,16 @@ ngx_int_t
 ngx_http_minichat_conn_error(ngx_http_minichat_ws_t *ws, int64_t id, ngx_uint_t has_id, const char *code,
     const char *message)
 {
-    u_char  buf[sizeof("{\"op\":\"error\",\"id\":,\"code\":\"\",\"message\":\"\"}") + NGX_INT64_LEN + 32
-                + 6 * 200], *p;
+    return ngx_http_minichat_conn_error_num(ws, id, has_id, code, message, NULL, 0);
+}
+
+
+ngx_int_t
+ngx_http_minichat_conn_error_num(ngx_http_minichat_ws_t *ws, int64_t id, ngx_uint_t has_id, const char *code,
+    const char *message, const char *name, uint64_t value)
+{
+    u_char  buf[sizeof("{\"op\":\"error\",\"id\":,\"code\":\"\",\"message\":\"\",\"\":}") + 2 * NGX_INT64_LEN
+                + 64 + 6 * 200], *p;
 
     if (ws->closed || ws->closing) {
         return NGX_ERROR;
@@ -95,9 +103,34 @@ ngx_http_minichat_conn_error(ngx_http_minichat_ws_t *ws, int64_t id, ngx_uint_t 
     }
     p = ngx_sprintf(p, "\"code\":\"%s\",\"message\":\"", code);
     p = ngx_http_minichat_json_escape(p, (const u_char *) message, ngx_min(ngx_strlen(message), 200));
-    p = ngx_cpymem(p, "\"}", 2);
+    *p++ = '"';
+    if (name && ngx_strcmp(name, "until") == 0 && value == 0) {
+        p = ngx_cpymem(p, ",\"until\":null", sizeof(",\"until\":null") - 1);
+    } else if (name) {
+        p = ngx_sprintf(p, ",\"%s\":%uL", name, value);
+    }
+    *p++ = '}';
 
     return ngx_http_minichat_conn_text(ws, buf, p - buf);
+}
+
+
+ngx_int_t
+ngx_http_minichat_req_limited(ngx_http_minichat_req_t *rq, ngx_int_t rc, uint64_t value)
+{
+    if (rc == NGX_BUSY) {
+        return ngx_http_minichat_conn_error_num(rq->ws, rq->id, rq->has_id, "rate_limited",
+                                                "too many requests; retry after retry_after_ms", "retry_after_ms",
+                                                value);
+    }
+
+    if (rc == NGX_DECLINED) {
+        return ngx_http_minichat_conn_error_num(rq->ws, rq->id, rq->has_id, "banned",
+                                                value ? "banned until \"until\" (ms)" : "banned permanently",
+                                                "until", value);
+    }
+
+    return ngx_http_minichat_conn_error(rq->ws, rq->id, rq->has_id, "unavailable", "storage unavailable; retry");
 }
 
 
