@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Rate-limit decisions per second: through nginx (REST requests whose only
+# Redis work is lua/limit.lua) against redis-benchmark running the same
+# script with EVALSHA on random user keys.  A measurement, not a test: it
+# prints a table and asserts nothing.  Needs the stack running (scripts/
+# stack.sh start, with the same MINICHAT_PORT_OFFSET) and `make`.
+#
+#   bash bench/ratelimit.sh [runs]        (default 3 runs each; medians)
+#
+# BRIEF.md's target: nginx >= 80% of what Redis serves for the same script.
+# Both sides share the box's cores with their load generator; the nginx side
+# also pays HTTP parsing, JWT verification and the route's own answer.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+off=${MINICHAT_PORT_OFFSET:-0}
+runs=${1:-3}
+redis_port=$((16379 + off))
+nginx_port=$((8080 + off))
+conns=${CONNS:-64}
+depth=${DEPTH:-16}
+secs=${SECONDS_PER_RUN:-5}
+load=$top/build/bench/ratelimit_load
+
+mkdir -p "$top/build/bench"
+cc -O2 -Wall -Wextra -Werror -std=gnu11 -D_GNU_SOURCE -I"$top/lib/include" -I"$top/build/gen" \
+    -o "$load" "$top/bench/ratelimit_load.c" "$top/build/libminichat.a" -lssl -lcrypto -ljansson
+
+sha=$(redis-cli -p "$redis_port" -x SCRIPT LOAD < "$top/lua/limit.lua")
+[ "$sha" = "$(sha1sum "$top/lua/limit.lua" | cut -d' ' -f1)" ] || { echo "SCRIPT LOAD gave $sha" >&2; exit 1; }
+
+median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+
+# the dev stack's minichat_limit_rest (20r/s burst=50), strikes and bans
+args=(50000 50 40 10000 2000 4000 0)
+redis_runs=() nginx_runs=()
+for i in $(seq "$runs"); do
+    r=$(redis-benchmark -h 127.0.0.1 -p "$redis_port" -c "$conns" -P "$depth" -n $((200000 * secs / 5)) \
+            -r 100000000 -q EVALSHA "$sha" 3 '{u:__rand_int__}:rl:rest' '{u:__rand_int__}:ban' \
+            '{u:__rand_int__}:strikes' "${args[@]}" | tr '\r' '\n' | sed -n 's/.*: \([0-9.]*\) requests per second.*/\1/p' | tail -1 | cut -d. -f1)
+    redis_runs+=("$r")
+    n=$("$load" --port "$nginx_port" --secret-file "$top/conf/dev-jwt-secret" --conns "$conns" --depth "$depth" \
+            --seconds "$secs" --users 200000)
+    echo "run $i: redis-benchmark $r/s; nginx $n" >&2
+    nginx_runs+=("$(awk '{print int($2)}' <<< "$n")")
+done
+
+rm=$(printf '%s\n' "${redis_runs[@]}" | median)
+nm=$(printf '%s\n' "${nginx_runs[@]}" | median)
+printf '\n%-44s %12s\n' "limit.lua decisions per second (median of $runs)" ""
+printf '%-44s %12s\n' "redis-benchmark EVALSHA, random keys" "$rm"
+printf '%-44s %12s\n' "through nginx (REST, $conns conns x $depth deep)" "$nm"
+awk -v n="$nm" -v r="$rm" 'BEGIN {printf "%-44s %11.0f%%\n", "nginx / redis", 100 * n / r}'
