@@ -9,6 +9,9 @@
  *
  * Once our close frame is queued (`closing`), no data frame follows it
  * (RFC 6455 §5.5.1): acks, errors and deliveries are refused from then on.
+ * Once it is written, the connection lingers: writing is shut down and
+ * input dropped until the client's EOF (or a 2 s timer), so requests still
+ * in flight from the client never turn the close into a reset.
  *
  * The connection struct is heap-allocated and outlives its request while
  * replies for it are pending (`pending`); release frees it once it is
@@ -16,6 +19,9 @@
  */
 #include "ngx_http_minichat_module.h"
 #include "minichat/ws.h"
+
+
+static ngx_int_t ngx_http_minichat_conn_linger(ngx_http_minichat_ws_t *ws);
 
 
 void
@@ -254,11 +260,73 @@ ngx_http_minichat_conn_flush(ngx_http_minichat_ws_t *ws)
     }
 
     if (ws->closing) {
+        return ngx_http_minichat_conn_linger(ws);
+    }
+
+    return NGX_OK;
+}
+
+
+/* Our close frame is written.  Closing TCP now would answer requests the
+ * client still has in flight with a reset, which can destroy the close
+ * frame in the client's receive buffer; so writing is shut down (the
+ * client sees EOF after the frame) and input is read and dropped until the
+ * client closes too, or for NGX_HTTP_MINICHAT_LINGER_TIME at most. */
+static ngx_int_t
+ngx_http_minichat_conn_linger(ngx_http_minichat_ws_t *ws)
+{
+    ngx_connection_t  *c = ws->connection;
+
+    if (ws->lingering) {
+        return NGX_OK;
+    }
+
+    if (ngx_exiting
+#if (NGX_SSL)
+        || c->ssl
+#endif
+        || shutdown(c->fd, SHUT_WR) == -1)
+    {
         ngx_http_minichat_conn_abort(ws);
         return NGX_ERROR;
     }
 
+    ws->lingering = 1;
+    ngx_add_timer(c->read, NGX_HTTP_MINICHAT_LINGER_TIME);
+    ngx_post_event(c->read, &ngx_posted_events);
+
     return NGX_OK;
+}
+
+
+void
+ngx_http_minichat_conn_linger_read(ngx_http_minichat_ws_t *ws)
+{
+    ngx_connection_t  *c = ws->connection;
+    u_char             buf[4096];
+    ssize_t            n;
+
+    if (c->read->timedout) {
+        ngx_http_minichat_conn_abort(ws);
+        return;
+    }
+
+    for ( ;; ) {
+        n = c->recv(c, buf, sizeof(buf));
+
+        if (n == NGX_AGAIN) {
+            break;
+        }
+
+        if (n == 0 || n == NGX_ERROR) {
+            ngx_http_minichat_conn_abort(ws);
+            return;
+        }
+    }
+
+    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+        ngx_http_minichat_conn_abort(ws);
+    }
 }
 
 
@@ -297,7 +365,7 @@ ngx_http_minichat_conn_close(ngx_http_minichat_ws_t *ws, ngx_uint_t code, const 
         return;
     }
 
-    if (ws->out_len == 0 && !ws->closed) {
+    if (ws->out_len == 0 && !ws->closed && !ws->lingering) {
         ngx_http_minichat_conn_abort(ws);
     }
 }

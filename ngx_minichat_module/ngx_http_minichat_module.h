@@ -32,6 +32,7 @@
 #define NGX_HTTP_MINICHAT_USER_BUCKETS 4096
 #define NGX_HTTP_MINICHAT_MAX_INFLIGHT 64   /* sends awaiting Redis per connection */
 #define NGX_HTTP_MINICHAT_CLOSE_BANNED 4003 /* WebSocket close code: the user was banned */
+#define NGX_HTTP_MINICHAT_LINGER_TIME 2000  /* ms to wait for the client's EOF after our close frame */
 
 /* One rate limit: interval_us 0 is off (NGX_CONF_UNSET_UINT until set). */
 typedef struct {
@@ -104,6 +105,7 @@ struct ngx_http_minichat_ws_s {
     unsigned resumed_sid:1; /* ?sid= named a live session */
     unsigned hello_pending:1; /* nothing is written before hello goes in at hello_at */
     unsigned banned:1;        /* a ban event came: every op answers banned until the close */
+    unsigned lingering:1;     /* close frame written, writing shut down: input is drained until EOF */
     size_t hello_at;         /* where in `out` hello goes: right after the 101 */
 
     ngx_http_minichat_resume_state_t *resume; /* per-room state of rooms resumed on this connection */
@@ -170,6 +172,8 @@ ngx_int_t ngx_http_minichat_conn_hello(ngx_http_minichat_ws_t *ws, const u_char 
 void ngx_http_minichat_conn_write(ngx_http_request_t *r);
 void ngx_http_minichat_conn_close(ngx_http_minichat_ws_t *ws, ngx_uint_t code, const char *reason);
 void ngx_http_minichat_conn_abort(ngx_http_minichat_ws_t *ws);
+/* Reads and drops input of a lingering connection until EOF or its timer. */
+void ngx_http_minichat_conn_linger_read(ngx_http_minichat_ws_t *ws);
 /* Frees the connection's memory once it is closed and nothing refers to it. */
 void ngx_http_minichat_conn_release(ngx_http_minichat_ws_t *ws);
 /* The reply to a request: an error, or a JSON object whose first field is "op". */

@@ -455,6 +455,11 @@ ngx_http_minichat_ws_read_frames(ngx_http_request_t *r, ngx_http_minichat_ws_t *
 
     c = r->connection;
 
+    if (ws->lingering) {
+        ngx_http_minichat_conn_linger_read(ws);
+        return;
+    }
+
     if (c->read->timedout) {
         /* the ping tick: a client silent for a whole interval is pinged,
          * and one still silent an interval later is gone */

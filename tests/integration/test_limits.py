@@ -279,12 +279,12 @@ async def test_upgrade_429_past_the_user_connection_limit():
 async def earn_strike(user, room, node="a"):
     """Floods from one connection until the 40th refusal makes a strike.
     Returns the ban's error frame and close code as an idle connection of the
-    user on the other node saw them (the flooding connection, with requests
-    still unread at its close, may see a reset instead of the close frame)."""
+    user on the other node saw them; the flooding connection, with requests
+    still in flight, is closed with 4003 too."""
     watcher = await Pipe.open(user, "b" if node == "a" else "a")
     p = await Pipe.open(user, node)
     replies = await flood(p, room, BURST + STRIKE + 40)
-    await p.closed()
+    assert await p.closed() == 4003
     code = await watcher.closed()
     refused = [r for _, r in replies if r and r["op"] == "error"]
     assert all(r["code"] in ("rate_limited", "banned") for r in refused), refused[-3:]
