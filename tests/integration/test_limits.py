@@ -4,6 +4,7 @@ The dev stack's conf/nginx.conf.in sets the limits these tests cross, each
 with users of its own (limits are per user, so nothing else is affected):
 
     minichat_limit_messages rate=50r/s burst=100;
+    minichat_limit_room_messages rate=100r/s burst=300;
     minichat_limit_user_connections rate=5r/s burst=20;
     minichat_limit_rest rate=20r/s burst=50;
     minichat_limit_strikes refusals=40 window=10s;
@@ -31,6 +32,8 @@ from conftest import (MYSQL_PORTS, NGINX_PORTS, REDIS_PORT, SUBPROTOCOL, TOP, ci
 
 RATE = 50           # minichat_limit_messages rate=50r/s
 BURST = 100         # ... burst=100
+ROOM_RATE = 100     # minichat_limit_room_messages rate=100r/s
+ROOM_BURST = 300    # ... burst=300
 REST_BURST = 50     # minichat_limit_rest rate=20r/s burst=50
 STRIKE = 40         # minichat_limit_strikes refusals=40
 BAN_TOOL = os.path.join(TOP, "build", "bin", "minichat-ban")
@@ -234,6 +237,31 @@ async def test_refused_send_then_retry_after_gets_the_next_seq():
     wait_until(lambda: query("SELECT COUNT(*) AS n FROM messages WHERE room_id=%s", (room,))[0]["n"] == last + 1,
                what="MySQL holds the acked messages")
     assert not query("SELECT seq FROM messages WHERE room_id=%s AND client_msg_id=%s", (room, refused_cid))
+
+
+@run_async
+async def test_room_limit_counts_every_sender_and_spends_no_seq():
+    """minichat_limit_room_messages: five members, each under its own limit,
+    flood one room through both nodes; the room admits burst + 1 and then
+    its rate (within +-1), refusals carry retry_after_ms, and only admitted
+    messages have seqs and reach MySQL."""
+    users = [uid() for _ in range(5)]
+    room = create_room(users[0], users)
+    pipes = [await Pipe.open(u, "ab"[i % 2]) for i, u in enumerate(users)]
+    groups = await asyncio.gather(*[flood(p, room, 90) for p in pipes])
+    for p in pipes:
+        await p.close()
+    replies = [r for g in groups for r in g]
+
+    acks = [r for _, r in replies if r["op"] == "ack"]
+    refused = [r for _, r in replies if r["op"] == "error"]
+    assert refused and all(r["code"] == "rate_limited" and r["retry_after_ms"] >= 1 for r in refused), refused[:3]
+    ts = sorted(a["ts"] for a in acks)
+    expected = ROOM_BURST + 1 + math.floor((ts[-1] - ts[0]) * ROOM_RATE / 1000.0)
+    assert abs(len(acks) - expected) <= 1, (len(acks), expected, ts[-1] - ts[0])
+    assert sorted(a["seq"] for a in acks) == list(range(1, len(acks) + 1))
+    wait_until(lambda: query("SELECT COUNT(*) AS n FROM messages WHERE room_id=%s", (room,))[0]["n"] == len(acks),
+               what="MySQL holds exactly the acked messages")
 
 
 # --- REST and the upgrade ----------------------------------------------------
