@@ -16,8 +16,8 @@ off=${MINICHAT_PORT_OFFSET:-0}
 runs=${1:-3}
 redis_port=$((16379 + off))
 nginx_port=$((8080 + off))
-conns=${CONNS:-64}
-depth=${DEPTH:-16}
+conns=${CONNS:-256}
+depth=${DEPTH:-16}   # redis-benchmark's pipeline; nginx takes one request at a time per connection
 secs=${SECONDS_PER_RUN:-5}
 load=$top/build/bench/ratelimit_load
 
@@ -32,21 +32,27 @@ median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2
 
 # the dev stack's minichat_limit_rest (20r/s burst=50), strikes and bans
 args=(50000 50 40 10000 2000 4000 0)
-redis_runs=() nginx_runs=()
+redis_runs=() nginx_runs=() floor_runs=()
 for i in $(seq "$runs"); do
     r=$(redis-benchmark -h 127.0.0.1 -p "$redis_port" -c "$conns" -P "$depth" -n $((200000 * secs / 5)) \
             -r 100000000 -q EVALSHA "$sha" 3 '{u:__rand_int__}:rl:rest' '{u:__rand_int__}:ban' \
             '{u:__rand_int__}:strikes' "${args[@]}" | tr '\r' '\n' | sed -n 's/.*: \([0-9.]*\) requests per second.*/\1/p' | tail -1 | cut -d. -f1)
     redis_runs+=("$r")
-    n=$("$load" --port "$nginx_port" --secret-file "$top/conf/dev-jwt-secret" --conns "$conns" --depth "$depth" \
+    n=$("$load" --port "$nginx_port" --secret-file "$top/conf/dev-jwt-secret" --conns "$conns" --depth 1 \
             --seconds "$secs" --users 200000)
-    echo "run $i: redis-benchmark $r/s; nginx $n" >&2
+    fl=$("$load" --port "$nginx_port" --secret-file "$top/conf/dev-jwt-secret" --conns "$conns" --depth 1 \
+            --seconds "$secs" --users 1000 --path /api/none)
+    echo "run $i: redis-benchmark $r/s; nginx $n; http floor $fl" >&2
     nginx_runs+=("$(awk '{print int($2)}' <<< "$n")")
+    floor_runs+=("$(awk '{print int($2)}' <<< "$fl")")
 done
 
 rm=$(printf '%s\n' "${redis_runs[@]}" | median)
 nm=$(printf '%s\n' "${nginx_runs[@]}" | median)
+fm=$(printf '%s\n' "${floor_runs[@]}" | median)
 printf '\n%-44s %12s\n' "limit.lua decisions per second (median of $runs)" ""
 printf '%-44s %12s\n' "redis-benchmark EVALSHA, random keys" "$rm"
-printf '%-44s %12s\n' "through nginx (REST, $conns conns x $depth deep)" "$nm"
+printf '%-44s %12s\n' "through nginx (REST, $conns connections)" "$nm"
+printf '%-44s %12s\n' "nginx HTTP floor (404 before auth, no Redis)" "$fm"
 awk -v n="$nm" -v r="$rm" 'BEGIN {printf "%-44s %11.0f%%\n", "nginx / redis", 100 * n / r}'
+awk -v n="$nm" -v f="$fm" 'BEGIN {printf "%-44s %11.0f%%\n", "nginx / HTTP floor", 100 * n / f}'

@@ -8,7 +8,10 @@
  * statuses seen.  A measurement tool, not a test: nothing is asserted.
  *
  *   ratelimit_load --port P --secret-file F [--conns 64] [--depth 16]
- *                  [--seconds 5] [--users 20000]
+ *                  [--seconds 5] [--users 20000] [--path /api/rooms?limit=0]
+ *
+ * --path /api/none measures the HTTP floor: a 404 answered before the token
+ * is read and before any Redis work.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -35,6 +38,7 @@ typedef struct {
 
 static char **tokens;
 static int ntokens, next_token;
+static const char *path = "/api/rooms?limit=0";
 static long long statuses[600];
 
 static struct sockaddr_in sa;
@@ -62,7 +66,7 @@ static int send_requests(conn_t *c, int n)
 
     for (i = 0; i < n; i++) {
         len += (size_t)snprintf(buf + len, sizeof(buf) - len,
-                                "GET /api/rooms?limit=0 HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer %s\r\n\r\n",
+                                "GET %s HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer %s\r\n\r\n", path,
                                 tokens[next_token]);
         next_token = (next_token + 1) % ntokens;
     }
@@ -160,6 +164,8 @@ int main(int argc, char **argv)
             depth = atoi(argv[i + 1]);
         } else if (strcmp(argv[i], "--seconds") == 0) {
             seconds = atof(argv[i + 1]);
+        } else if (strcmp(argv[i], "--path") == 0) {
+            path = argv[i + 1];
         } else if (strcmp(argv[i], "--users") == 0) {
             users = atoi(argv[i + 1]);
         }
