@@ -12,7 +12,8 @@
  * the room layer (_room.c: scripts with a rebuild from MySQL when Redis lost
  * the room), Redis (_redis.c) and the relay-worker client (_relay.c); all of
  * them write to clients through the connection layer (_conn.c) and reach
- * other connections through the registry (_registry.c).
+ * other connections through the registry (_registry.c).  The upgrade, the
+ * REST API and the send op check rate limits and bans through _limit.c.
  */
 #ifndef NGX_HTTP_MINICHAT_MODULE_H
 #define NGX_HTTP_MINICHAT_MODULE_H
