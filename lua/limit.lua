@@ -8,6 +8,8 @@
 -- The ban key holds the ban's end in ms (0: permanent) and expires with the
 -- ban; the strikes hash keeps `until` as well, so the first call after the
 -- ban ran out can report it (the caller then marks the user active in MySQL).
+-- Strikes are kept for good; a user with refusals but no strike yet is
+-- forgotten when the refusal window ends.
 -- interval_us 0 means no rate limit here: only the ban is checked.
 --
 --input: keys: [{u:<user>}:rl:<kind>, {u:<user>}:ban, {u:<user>}:strikes]
@@ -56,6 +58,10 @@ if refusals > 0 then
     local n
     if now_ms - opened >= window then
         redis.call('HSET', strikes, 'since', now_ms, 'refused', 1)
+        if redis.call('HEXISTS', strikes, 'n') == 0 then
+            -- a user without strikes is forgotten with the window
+            redis.call('PEXPIRE', strikes, window)
+        end
         n = 1
     else
         n = redis.call('HINCRBY', strikes, 'refused', 1)
@@ -63,6 +69,7 @@ if refusals > 0 then
     if n >= refusals then
         local count = redis.call('HINCRBY', strikes, 'n', 1)
         redis.call('HDEL', strikes, 'since', 'refused')
+        redis.call('PERSIST', strikes)
         local nbans = #ARGV - 4
         local dur = tonumber(ARGV[4 + math.min(count, nbans)])
         local till = 0
