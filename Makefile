@@ -30,7 +30,7 @@ UNIT_TESTS := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
 
 .PHONY: all setup module run stop status test test-unit test-unit-asan test-integration token clean
 
-all: $(LIB) $(B)/bin/relay-worker $(B)/bin/roomlist-consumer $(B)/bin/minichat-token $(MODULE)
+all: $(LIB) $(B)/bin/relay-worker $(B)/bin/roomlist-consumer $(B)/bin/minichat-token $(B)/bin/minichat-ban $(MODULE)
 
 setup:
 	@bash scripts/setup.sh
@@ -76,6 +76,10 @@ $(B)/bin/roomlist-consumer: $(CONS_OBJ) $(LIB)
 $(B)/bin/minichat-token: lib/tools/minichat-token.c $(LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(LIBDEPS)
+
+$(B)/bin/minichat-ban: lib/tools/minichat-ban.c $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) $(shell pkg-config --cflags hiredis) -o $@ $< $(LIB) $(shell pkg-config --libs hiredis) $(LIBDEPS)
 
 # --- nginx module (out of tree, with Debian's configure flags) ---------------
 # nginx's configure rewrites object paths with sed expressions that also hit

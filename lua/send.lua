@@ -13,18 +13,26 @@
 -- So a cid is remembered for at least idem_ttl, and memory is bounded by
 -- the cids of the last two buckets.
 --
+-- The room's message rate limit rides here (GCRA on {r:<room>}:rl, as
+-- gcra.lua; interval_us 0: none), after the cid check, so a retried send is
+-- answered whatever the rate, and before the seq, so a refused send spends
+-- nothing.
+--
 --input: keys: [{r:<room>}:members, {r:<room>}:seq, {r:<room>}:idem:<n>, {r:<room>}:idem:<n-1>,
---              {r:<room>}:log, {r:<room>}:read]
---       values: [sender, cid, body, ts_ms, log_max, idem_ttl_seconds, room, kind]
+--              {r:<room>}:log, {r:<room>}:read, {r:<room>}:rl]
+--       values: [sender, cid, body, ts_ms, log_max, idem_ttl_seconds, room, kind, interval_us, burst]
 --               (sender, ts_ms and room are decimal digits; kind is "text" or "system")
 --output: {1, seq, ts, member, member, ...}  a new message, with the members (strings) to deliver to
 --        {2, seq, ts}                        the same (sender, cid) was admitted before: its seq and ts
 --        {-1}                                the sender is not a member of the room
 --        {-2}                                the room is not loaded (rebuild it from MySQL, then retry)
+--        {-3, retry_after_ms}                refused by the room's rate limit
 local members, seqk, idem, idem_prev, logk, readk = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local rl = KEYS[7]
 local sender, cid, body, ts = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local log_max, idem_ttl = tonumber(ARGV[5]), tonumber(ARGV[6])
 local room, kind = ARGV[7], ARGV[8]
+local interval, burst = tonumber(ARGV[9]), tonumber(ARGV[10])
 
 if redis.call('EXISTS', seqk) == 0 then
     return {-2}
@@ -39,6 +47,21 @@ local prev = redis.call('HGET', idem, field) or redis.call('HGET', idem_prev, fi
 if prev then
     local sep = string.find(prev, ':', 1, true)
     return {2, tonumber(string.sub(prev, 1, sep - 1)), tonumber(string.sub(prev, sep + 1))}
+end
+
+if interval > 0 then
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    local tat = tonumber(redis.call('GET', rl) or '0')
+    if tat < now then
+        tat = now
+    end
+    local nxt = tat + interval
+    local over = nxt - now - (burst + 1) * interval
+    if over > 0 then
+        return {-3, math.ceil(over / 1000)}
+    end
+    redis.call('SET', rl, string.format('%.0f', nxt), 'PX', math.ceil((nxt - now) / 1000) + 1)
 end
 
 local seq = redis.call('INCR', seqk)

@@ -17,6 +17,11 @@
  * outlives the request when nginx closes it early (a client gone, a
  * worker_shutdown_timeout): the pool cleanup only detaches it, and the last
  * pending callback frees it.
+ *
+ * With a per-user limit configured, every request first runs the caller's
+ * limit (lua/limit.lua: minichat_limit_rest, and the ban): a refusal is 429
+ * with Retry-After (seconds, rounded up) and {"code":"rate_limited",
+ * "retry_after_ms":N}, a ban 403 {"code":"banned","until":ms|null}.
  */
 #include "ngx_http_minichat_module.h"
 #include "minichat/decimal.h"
@@ -39,6 +44,8 @@ static ngx_int_t ngx_http_minichat_api_json(ngx_http_request_t *r, ngx_uint_t st
     size_t len);
 static ngx_int_t ngx_http_minichat_api_error(ngx_http_request_t *r, ngx_uint_t status, const char *code,
     const char *message);
+static ngx_int_t ngx_http_minichat_api_run(ngx_http_request_t *r, ngx_http_minichat_api_t *ctx, json_t *body);
+static void ngx_http_minichat_api_checked(ngx_int_t rc, uint64_t value, void *data);
 
 
 static ngx_http_minichat_route_t  ngx_http_minichat_routes[] = {
@@ -182,7 +189,7 @@ ngx_http_minichat_api_handler(ngx_http_request_t *r)
 
     if (!rt->body) {
         ngx_http_discard_request_body(r);
-        rc = ctx->handler(r, ctx, NULL);
+        rc = ngx_http_minichat_api_run(r, ctx, NULL);
         if (rc == NGX_DONE) {
             r->main->count++;
         }
@@ -246,7 +253,7 @@ ngx_http_minichat_api_body(ngx_http_request_t *r)
         goto finalize;
     }
 
-    rc = ctx->handler(r, ctx, root);
+    rc = ngx_http_minichat_api_run(r, ctx, root);
     json_decref(root);
 
     if (rc == NGX_DONE) {
@@ -261,6 +268,76 @@ finalize:
 
     json_decref(root);
     ngx_http_finalize_request(r, rc);
+}
+
+
+/* Runs the route, after the caller's per-user limit when one is configured.
+ * Returns as a route's handler does. */
+static ngx_int_t
+ngx_http_minichat_api_run(ngx_http_request_t *r, ngx_http_minichat_api_t *ctx, json_t *body)
+{
+    ngx_int_t  rc;
+
+    if (!ngx_http_minichat_limit_user_on(NGX_HTTP_MINICHAT_LIMIT_REST)) {
+        return ctx->handler(r, ctx, body);
+    }
+
+    rc = ngx_http_minichat_limit_user(ctx->user, NGX_HTTP_MINICHAT_LIMIT_REST, ngx_http_minichat_api_checked,
+                                      ctx->live);
+    if (rc == NGX_DECLINED) {
+        /* Redis is down and the policy is open */
+        return ctx->handler(r, ctx, body);
+    }
+    if (rc != NGX_OK) {
+        return ngx_http_minichat_api_error(r, NGX_HTTP_SERVICE_UNAVAILABLE, "unavailable",
+                                           "rate limits unavailable; retry");
+    }
+
+    if (body) {
+        ctx->body = json_incref(body);
+    }
+    ngx_http_minichat_api_start(ctx);
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_minichat_api_checked(ngx_int_t rc, uint64_t value, void *data)
+{
+    ngx_http_minichat_api_live_t  *live = data;
+    ngx_http_minichat_api_t       *ctx;
+    ngx_http_request_t            *r;
+    ngx_connection_t              *c;
+    json_t                        *body;
+
+    r = ngx_http_minichat_api_resume(live);
+    if (r == NULL) {
+        return;
+    }
+
+    ctx = live->ctx;
+    c = r->connection;
+    body = ctx->body;
+    ctx->body = NULL;
+
+    if (rc == NGX_OK) {
+        rc = ctx->handler(r, ctx, body);
+    } else if (rc == NGX_ERROR) {
+        rc = ngx_http_minichat_api_error(r, NGX_HTTP_SERVICE_UNAVAILABLE, "unavailable",
+                                         "rate limits unavailable; retry");
+    } else {
+        rc = ngx_http_minichat_api_limited(r, rc, value);
+    }
+
+    if (body) {
+        json_decref(body);
+    }
+
+    if (rc != NGX_DONE) {
+        ngx_http_finalize_request(r, rc);
+        ngx_http_run_posted_requests(c);
+    }
 }
 
 
@@ -296,6 +373,11 @@ static void
 ngx_http_minichat_api_cleanup(void *data)
 {
     ngx_http_minichat_api_live_t  *live = data;
+
+    if (live->ctx && live->ctx->body) {
+        json_decref(live->ctx->body);
+        live->ctx->body = NULL;
+    }
 
     live->request = NULL;
     live->ctx = NULL;
@@ -445,6 +527,44 @@ ngx_http_minichat_api_error(ngx_http_request_t *r, ngx_uint_t status, const char
     p = ngx_sprintf(buf, "{\"code\":\"%s\",\"message\":\"", code);
     p = ngx_http_minichat_json_escape(p, (const u_char *) message, ngx_min(ngx_strlen(message), 200));
     p = ngx_cpymem(p, "\"}", 2);
+
+    return ngx_http_minichat_api_json(r, status, buf, p - buf);
+}
+
+
+ngx_int_t
+ngx_http_minichat_api_limited(ngx_http_request_t *r, ngx_int_t rc, uint64_t value)
+{
+    ngx_table_elt_t  *h;
+    u_char            buf[160], *p;
+    ngx_uint_t        status;
+
+    if (rc == NGX_BUSY) {
+        status = NGX_HTTP_TOO_MANY_REQUESTS;
+        p = ngx_sprintf(buf, "{\"code\":\"rate_limited\",\"message\":\"too many requests\",\"retry_after_ms\":%uL}",
+                        value);
+
+        h = ngx_list_push(&r->headers_out.headers);
+        if (h == NULL) {
+            return NGX_ERROR;
+        }
+        h->hash = 1;
+        ngx_str_set(&h->key, "Retry-After");
+        h->value.data = ngx_pnalloc(r->pool, NGX_INT64_LEN);
+        if (h->value.data == NULL) {
+            return NGX_ERROR;
+        }
+        h->value.len = ngx_sprintf(h->value.data, "%uL", (value + 999) / 1000) - h->value.data;
+
+    } else {
+        status = NGX_HTTP_FORBIDDEN;
+        if (value) {
+            p = ngx_sprintf(buf, "{\"code\":\"banned\",\"message\":\"banned until \\\"until\\\" (ms)\","
+                                 "\"until\":%uL}", value);
+        } else {
+            p = ngx_sprintf(buf, "{\"code\":\"banned\",\"message\":\"banned permanently\",\"until\":null}");
+        }
+    }
 
     return ngx_http_minichat_api_json(r, status, buf, p - buf);
 }

@@ -9,6 +9,9 @@
  *
  * Once our close frame is queued (`closing`), no data frame follows it
  * (RFC 6455 §5.5.1): acks, errors and deliveries are refused from then on.
+ * Once it is written, the connection lingers: writing is shut down and
+ * input dropped until the client's EOF (or a 2 s timer), so requests still
+ * in flight from the client never turn the close into a reset.
  *
  * The connection struct is heap-allocated and outlives its request while
  * replies for it are pending (`pending`); release frees it once it is
@@ -16,6 +19,9 @@
  */
 #include "ngx_http_minichat_module.h"
 #include "minichat/ws.h"
+
+
+static ngx_int_t ngx_http_minichat_conn_linger(ngx_http_minichat_ws_t *ws);
 
 
 void
@@ -82,8 +88,16 @@ ngx_int_t
 ngx_http_minichat_conn_error(ngx_http_minichat_ws_t *ws, int64_t id, ngx_uint_t has_id, const char *code,
     const char *message)
 {
-    u_char  buf[sizeof("{\"op\":\"error\",\"id\":,\"code\":\"\",\"message\":\"\"}") + NGX_INT64_LEN + 32
-                + 6 * 200], *p;
+    return ngx_http_minichat_conn_error_num(ws, id, has_id, code, message, NULL, 0);
+}
+
+
+ngx_int_t
+ngx_http_minichat_conn_error_num(ngx_http_minichat_ws_t *ws, int64_t id, ngx_uint_t has_id, const char *code,
+    const char *message, const char *name, uint64_t value)
+{
+    u_char  buf[sizeof("{\"op\":\"error\",\"id\":,\"code\":\"\",\"message\":\"\",\"\":}") + 2 * NGX_INT64_LEN
+                + 64 + 6 * 200], *p;
 
     if (ws->closed || ws->closing) {
         return NGX_ERROR;
@@ -95,9 +109,34 @@ ngx_http_minichat_conn_error(ngx_http_minichat_ws_t *ws, int64_t id, ngx_uint_t 
     }
     p = ngx_sprintf(p, "\"code\":\"%s\",\"message\":\"", code);
     p = ngx_http_minichat_json_escape(p, (const u_char *) message, ngx_min(ngx_strlen(message), 200));
-    p = ngx_cpymem(p, "\"}", 2);
+    *p++ = '"';
+    if (name && ngx_strcmp(name, "until") == 0 && value == 0) {
+        p = ngx_cpymem(p, ",\"until\":null", sizeof(",\"until\":null") - 1);
+    } else if (name) {
+        p = ngx_sprintf(p, ",\"%s\":%uL", name, value);
+    }
+    *p++ = '}';
 
     return ngx_http_minichat_conn_text(ws, buf, p - buf);
+}
+
+
+ngx_int_t
+ngx_http_minichat_req_limited(ngx_http_minichat_req_t *rq, ngx_int_t rc, uint64_t value)
+{
+    if (rc == NGX_BUSY) {
+        return ngx_http_minichat_conn_error_num(rq->ws, rq->id, rq->has_id, "rate_limited",
+                                                "too many requests; retry after retry_after_ms", "retry_after_ms",
+                                                value);
+    }
+
+    if (rc == NGX_DECLINED) {
+        return ngx_http_minichat_conn_error_num(rq->ws, rq->id, rq->has_id, "banned",
+                                                value ? "banned until \"until\" (ms)" : "banned permanently",
+                                                "until", value);
+    }
+
+    return ngx_http_minichat_conn_error(rq->ws, rq->id, rq->has_id, "unavailable", "storage unavailable; retry");
 }
 
 
@@ -221,11 +260,73 @@ ngx_http_minichat_conn_flush(ngx_http_minichat_ws_t *ws)
     }
 
     if (ws->closing) {
+        return ngx_http_minichat_conn_linger(ws);
+    }
+
+    return NGX_OK;
+}
+
+
+/* Our close frame is written.  Closing TCP now would answer requests the
+ * client still has in flight with a reset, which can destroy the close
+ * frame in the client's receive buffer; so writing is shut down (the
+ * client sees EOF after the frame) and input is read and dropped until the
+ * client closes too, or for NGX_HTTP_MINICHAT_LINGER_TIME at most. */
+static ngx_int_t
+ngx_http_minichat_conn_linger(ngx_http_minichat_ws_t *ws)
+{
+    ngx_connection_t  *c = ws->connection;
+
+    if (ws->lingering) {
+        return NGX_OK;
+    }
+
+    if (ngx_exiting
+#if (NGX_SSL)
+        || c->ssl
+#endif
+        || shutdown(c->fd, SHUT_WR) == -1)
+    {
         ngx_http_minichat_conn_abort(ws);
         return NGX_ERROR;
     }
 
+    ws->lingering = 1;
+    ngx_add_timer(c->read, NGX_HTTP_MINICHAT_LINGER_TIME);
+    ngx_post_event(c->read, &ngx_posted_events);
+
     return NGX_OK;
+}
+
+
+void
+ngx_http_minichat_conn_linger_read(ngx_http_minichat_ws_t *ws)
+{
+    ngx_connection_t  *c = ws->connection;
+    u_char             buf[4096];
+    ssize_t            n;
+
+    if (c->read->timedout) {
+        ngx_http_minichat_conn_abort(ws);
+        return;
+    }
+
+    for ( ;; ) {
+        n = c->recv(c, buf, sizeof(buf));
+
+        if (n == NGX_AGAIN) {
+            break;
+        }
+
+        if (n == 0 || n == NGX_ERROR) {
+            ngx_http_minichat_conn_abort(ws);
+            return;
+        }
+    }
+
+    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+        ngx_http_minichat_conn_abort(ws);
+    }
 }
 
 
@@ -264,7 +365,7 @@ ngx_http_minichat_conn_close(ngx_http_minichat_ws_t *ws, ngx_uint_t code, const 
         return;
     }
 
-    if (ws->out_len == 0 && !ws->closed) {
+    if (ws->out_len == 0 && !ws->closed && !ws->lingering) {
         ngx_http_minichat_conn_abort(ws);
     }
 }

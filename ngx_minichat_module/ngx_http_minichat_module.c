@@ -26,6 +26,13 @@ static ngx_conf_num_bounds_t ngx_http_minichat_log_max_bounds = {
 };
 
 
+static ngx_conf_enum_t ngx_http_minichat_limit_redis_down[] = {
+    { ngx_string("open"), NGX_HTTP_MINICHAT_LIMIT_OPEN },
+    { ngx_string("closed"), NGX_HTTP_MINICHAT_LIMIT_CLOSED },
+    { ngx_null_string, 0 }
+};
+
+
 static ngx_command_t ngx_http_minichat_commands[] = {
 
     { ngx_string("minichat_node"),
@@ -133,6 +140,62 @@ static ngx_command_t ngx_http_minichat_commands[] = {
       offsetof(ngx_http_minichat_main_conf_t, ping_interval),
       NULL },
 
+    { ngx_string("minichat_limit_messages"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_minichat_limit_rate_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_minichat_main_conf_t, limit_messages),
+      NULL },
+
+    { ngx_string("minichat_limit_room_messages"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_minichat_limit_rate_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_minichat_main_conf_t, limit_room_messages),
+      NULL },
+
+    { ngx_string("minichat_limit_connections"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_minichat_limit_rate_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_minichat_main_conf_t, limit_connections),
+      NULL },
+
+    { ngx_string("minichat_limit_user_connections"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_minichat_limit_rate_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_minichat_main_conf_t, limit_user_connections),
+      NULL },
+
+    { ngx_string("minichat_limit_rest"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_minichat_limit_rate_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_minichat_main_conf_t, limit_rest),
+      NULL },
+
+    { ngx_string("minichat_limit_strikes"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_minichat_limit_strikes_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("minichat_limit_bans"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_minichat_limit_bans_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("minichat_limit_redis_down"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_minichat_main_conf_t, limit_redis_down),
+      &ngx_http_minichat_limit_redis_down },
+
     { ngx_string("minichat_ws"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_minichat_ws,
@@ -217,6 +280,16 @@ ngx_http_minichat_create_main_conf(ngx_conf_t *cf)
     mcf->session_ttl = NGX_CONF_UNSET_MSEC;
     mcf->typing_interval = NGX_CONF_UNSET_MSEC;
 
+    mcf->limit_messages.burst = NGX_CONF_UNSET_UINT;
+    mcf->limit_room_messages.burst = NGX_CONF_UNSET_UINT;
+    mcf->limit_connections.burst = NGX_CONF_UNSET_UINT;
+    mcf->limit_user_connections.burst = NGX_CONF_UNSET_UINT;
+    mcf->limit_rest.burst = NGX_CONF_UNSET_UINT;
+    mcf->strike_refusals = NGX_CONF_UNSET_UINT;
+    mcf->strike_window = NGX_CONF_UNSET_MSEC;
+    mcf->bans = NGX_CONF_UNSET_PTR;
+    mcf->limit_redis_down = NGX_CONF_UNSET_UINT;
+
     return mcf;
 }
 
@@ -239,6 +312,10 @@ ngx_http_minichat_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(mcf->redis_timeout, 5000);
     ngx_conf_init_msec_value(mcf->session_ttl, 60000);
     ngx_conf_init_msec_value(mcf->typing_interval, 2000);
+
+    if (ngx_http_minichat_limit_merge(cf, mcf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
 
     if (mcf->session_ttl < 3000) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"minichat_session_ttl\" must be at least 3s");

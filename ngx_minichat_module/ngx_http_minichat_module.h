@@ -12,7 +12,8 @@
  * the room layer (_room.c: scripts with a rebuild from MySQL when Redis lost
  * the room), Redis (_redis.c) and the relay-worker client (_relay.c); all of
  * them write to clients through the connection layer (_conn.c) and reach
- * other connections through the registry (_registry.c).
+ * other connections through the registry (_registry.c).  The upgrade, the
+ * REST API and the send op check rate limits and bans through _limit.c.
  */
 #ifndef NGX_HTTP_MINICHAT_MODULE_H
 #define NGX_HTTP_MINICHAT_MODULE_H
@@ -31,6 +32,17 @@
 #define NGX_HTTP_MINICHAT_CID_MAX 64
 #define NGX_HTTP_MINICHAT_USER_BUCKETS 4096
 #define NGX_HTTP_MINICHAT_MAX_INFLIGHT 64   /* sends awaiting Redis per connection */
+#define NGX_HTTP_MINICHAT_CLOSE_BANNED 4003 /* WebSocket close code: the user was banned */
+#define NGX_HTTP_MINICHAT_LINGER_TIME 2000  /* ms to wait for the client's EOF after our close frame */
+
+/* One rate limit: interval_us 0 is off (NGX_CONF_UNSET_UINT until set). */
+typedef struct {
+    uint64_t interval_us;  /* 1000000 / rate per second */
+    ngx_uint_t burst;      /* requests beyond the rate that may come at once */
+} ngx_http_minichat_rate_t;
+
+#define NGX_HTTP_MINICHAT_LIMIT_OPEN    0
+#define NGX_HTTP_MINICHAT_LIMIT_CLOSED  1
 
 typedef struct {
     ngx_str_t node;
@@ -49,6 +61,16 @@ typedef struct {
     ngx_msec_t session_ttl;      /* sessions and presence devices expire this long after their last refresh */
     ngx_msec_t typing_interval;  /* at most one typing event per user and room this often */
     ngx_flag_t enabled; /* set by ngx_pcalloc(); 1 once minichat_redis is given */
+
+    ngx_http_minichat_rate_t limit_messages;       /* per user */
+    ngx_http_minichat_rate_t limit_room_messages;  /* per room, inside send.lua */
+    ngx_http_minichat_rate_t limit_connections;    /* upgrades per client address */
+    ngx_http_minichat_rate_t limit_user_connections;
+    ngx_http_minichat_rate_t limit_rest;           /* REST requests per user */
+    ngx_uint_t strike_refusals;  /* refusals within strike_window that make a strike; 0: no strikes */
+    ngx_msec_t strike_window;
+    ngx_array_t *bans;           /* of ngx_msec_t: the ban of strike n (the last repeats); 0 permanent */
+    ngx_uint_t limit_redis_down; /* NGX_HTTP_MINICHAT_LIMIT_OPEN or _CLOSED */
 } ngx_http_minichat_main_conf_t;
 
 typedef struct ngx_http_minichat_ws_s ngx_http_minichat_ws_t;
@@ -83,6 +105,8 @@ struct ngx_http_minichat_ws_s {
     unsigned registered:1;
     unsigned resumed_sid:1; /* ?sid= named a live session */
     unsigned hello_pending:1; /* nothing is written before hello goes in at hello_at */
+    unsigned banned:1;        /* a ban event came: every op answers banned until the close */
+    unsigned lingering:1;     /* close frame written, writing shut down: input is drained until EOF */
     size_t hello_at;         /* where in `out` hello goes: right after the 101 */
 
     ngx_http_minichat_resume_state_t *resume; /* per-room state of rooms resumed on this connection */
@@ -139,6 +163,9 @@ ngx_int_t ngx_http_minichat_conn_queue(ngx_http_minichat_ws_t *ws, const u_char 
 ngx_int_t ngx_http_minichat_conn_text(ngx_http_minichat_ws_t *ws, const u_char *data, size_t len);
 ngx_int_t ngx_http_minichat_conn_error(ngx_http_minichat_ws_t *ws, int64_t id, ngx_uint_t has_id,
     const char *code, const char *message);
+/* The same with one more number field (name "until" with value 0: null). */
+ngx_int_t ngx_http_minichat_conn_error_num(ngx_http_minichat_ws_t *ws, int64_t id, ngx_uint_t has_id,
+    const char *code, const char *message, const char *name, uint64_t value);
 ngx_int_t ngx_http_minichat_conn_flush(ngx_http_minichat_ws_t *ws);
 /* Puts hello (payload NULL: none, the connection is closing) in its place
  * and lets the queue flow. */
@@ -146,10 +173,15 @@ ngx_int_t ngx_http_minichat_conn_hello(ngx_http_minichat_ws_t *ws, const u_char 
 void ngx_http_minichat_conn_write(ngx_http_request_t *r);
 void ngx_http_minichat_conn_close(ngx_http_minichat_ws_t *ws, ngx_uint_t code, const char *reason);
 void ngx_http_minichat_conn_abort(ngx_http_minichat_ws_t *ws);
+/* Reads and drops input of a lingering connection until EOF or its timer. */
+void ngx_http_minichat_conn_linger_read(ngx_http_minichat_ws_t *ws);
 /* Frees the connection's memory once it is closed and nothing refers to it. */
 void ngx_http_minichat_conn_release(ngx_http_minichat_ws_t *ws);
 /* The reply to a request: an error, or a JSON object whose first field is "op". */
 ngx_int_t ngx_http_minichat_req_error(ngx_http_minichat_req_t *rq, const char *code, const char *message);
+/* Answers a limit's refusal: rc NGX_BUSY is rate_limited with
+ * retry_after_ms = value, NGX_DECLINED is banned until value. */
+ngx_int_t ngx_http_minichat_req_limited(ngx_http_minichat_req_t *rq, ngx_int_t rc, uint64_t value);
 /* Replies {"op":"<op>","id":N<fields>}: fields is "" or starts with ','. */
 ngx_int_t ngx_http_minichat_req_reply(ngx_http_minichat_req_t *rq, const char *op, const u_char *fields, size_t len);
 /* Ends an op that holds a heap copy of its request and a pending count on
@@ -184,6 +216,29 @@ ngx_int_t ngx_http_minichat_room_load_new(uint64_t room, uint64_t *members, size
  * before); returns its end. */
 u_char *ngx_http_minichat_room_idem_key(u_char *p, uint64_t ts, ngx_uint_t back);
 
+/* ngx_http_minichat_limit.c: rate limits, strikes and bans */
+#define NGX_HTTP_MINICHAT_LIMIT_MESSAGES  0
+#define NGX_HTTP_MINICHAT_LIMIT_REST      1
+#define NGX_HTTP_MINICHAT_LIMIT_CONN      2
+/* rc: NGX_OK allowed; NGX_BUSY refused (value: retry_after_ms); NGX_DECLINED
+ * banned (value: the ban's end in ms, 0 permanent); NGX_ERROR Redis failed
+ * and minichat_limit_redis_down is closed. */
+typedef void (*ngx_http_minichat_limit_pt)(ngx_int_t rc, uint64_t value, void *data);
+char *ngx_http_minichat_limit_rate_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+char *ngx_http_minichat_limit_strikes_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+char *ngx_http_minichat_limit_bans_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+char *ngx_http_minichat_limit_merge(ngx_conf_t *cf, ngx_http_minichat_main_conf_t *mcf);
+/* Returns 1 when requests of this kind run the per-user script (any
+ * per-user limit configured: the script also checks the ban). */
+ngx_uint_t ngx_http_minichat_limit_user_on(ngx_uint_t kind);
+/* Start a check: NGX_OK (handler will be called), NGX_DECLINED (Redis is
+ * down and the policy is open: go on now), NGX_ERROR (refuse: unavailable). */
+ngx_int_t ngx_http_minichat_limit_user(uint64_t user, ngx_uint_t kind, ngx_http_minichat_limit_pt handler,
+    void *data);
+ngx_int_t ngx_http_minichat_limit_addr(ngx_str_t *addr, ngx_http_minichat_limit_pt handler, void *data);
+/* The room limit's two send.lua arguments (interval_us, burst). */
+void ngx_http_minichat_limit_room_args(u_char *interval, size_t *ilen, u_char *burst, size_t *blen);
+
 /* ngx_http_minichat_send.c: admitting a message (WebSocket send, system messages) */
 typedef struct {
     uint64_t room;
@@ -195,7 +250,8 @@ typedef struct {
 } ngx_http_minichat_message_t;
 
 /* Once the message is durable (rc NGX_OK, seq and ts set) or refused: code
- * is the protocol's error code and text says why. */
+ * is the protocol's error code and text says why (rc NGX_BUSY: the room's
+ * rate limit, and seq holds retry_after_ms). */
 typedef void (*ngx_http_minichat_sent_pt)(ngx_int_t rc, const char *code, const char *text, uint64_t seq,
     uint64_t ts, void *data);
 ngx_int_t ngx_http_minichat_message_send(ngx_http_minichat_message_t *m, ngx_http_minichat_sent_pt handler,
@@ -245,7 +301,8 @@ ngx_uint_t ngx_http_minichat_registry_count(uint64_t user);
 /* Delivers a message to this worker's connections of its recipients, except
  * the connection that sent it. */
 void ngx_http_minichat_deliver(Minichat__ChatMessage *m);
-/* Delivers an ephemeral event (read, typing, presence) likewise. */
+/* Delivers an ephemeral event (read, typing, presence) likewise; a "ban"
+ * closes the banned user's connections with 4003. */
 void ngx_http_minichat_deliver_event(Minichat__ChatMessage *e);
 /* Builds a msg payload (no WebSocket header) into buf (sized by
  * ngx_http_minichat_msg_json_len); returns its end. */
@@ -292,6 +349,7 @@ struct ngx_http_minichat_api_s {
     uint64_t *added;
     ngx_uint_t created;
     ngx_uint_t existed;
+    json_t *body;                /* held while the per-user limit is checked */
 };
 
 ngx_int_t ngx_http_minichat_api_handler(ngx_http_request_t *r);
@@ -300,6 +358,9 @@ ngx_http_request_t *ngx_http_minichat_api_resume(ngx_http_minichat_api_live_t *l
 void ngx_http_minichat_api_finish(ngx_http_request_t *r, ngx_uint_t status, const u_char *body, size_t len);
 void ngx_http_minichat_api_fail(ngx_http_request_t *r, ngx_uint_t status, const char *code, const char *message);
 void ngx_http_minichat_api_fail_relay(ngx_http_request_t *r, const char *error);
+/* Answers a limit's refusal (rc and value as ngx_http_minichat_limit_pt
+ * gives them): 429 with Retry-After, or 403 banned; returns the output's rc. */
+ngx_int_t ngx_http_minichat_api_limited(ngx_http_request_t *r, ngx_int_t rc, uint64_t value);
 ngx_uint_t ngx_http_minichat_api_status(const char *code);
 ngx_int_t ngx_http_minichat_api_arg(ngx_http_request_t *r, const char *name, uint64_t *value);
 ngx_int_t ngx_http_minichat_api_reply(ngx_http_request_t *r, ngx_uint_t status, const u_char *body, size_t len);

@@ -72,6 +72,12 @@ ngx_http_minichat_ops_message(ngx_http_minichat_ws_t *ws, u_char *data, size_t l
         return ngx_http_minichat_req_error(&rq, "bad_request", "\"op\" must be a string");
     }
 
+    if (ws->banned) {
+        /* the ban event came; the close follows once the queue drains */
+        json_decref(req);
+        return ngx_http_minichat_conn_error_num(ws, rq.id, rq.has_id, "banned", "banned", "until", 0);
+    }
+
     for (op = ngx_http_minichat_ops; op->name; op++) {
         if (ngx_strcmp(op->name, name) == 0) {
             break;

@@ -174,6 +174,20 @@ ngx_http_minichat_deliver(Minichat__ChatMessage *m)
 }
 
 
+/* A ban: the user's connection hears why, then closes with 4003. */
+static void
+ngx_http_minichat_visit_ban(ngx_http_minichat_ws_t *ws, void *data)
+{
+    Minichat__ChatMessage  *e = data;
+
+    ws->banned = 1;
+    (void) ngx_http_minichat_conn_error_num(ws, 0, 0, "banned",
+                                            e->ban_until ? "banned until \"until\" (ms)" : "banned permanently",
+                                            "until", e->ban_until);
+    ngx_http_minichat_conn_close(ws, NGX_HTTP_MINICHAT_CLOSE_BANNED, "banned");
+}
+
+
 static void
 ngx_http_minichat_visit_event(ngx_http_minichat_ws_t *ws, void *data)
 {
@@ -205,6 +219,12 @@ ngx_http_minichat_deliver_event(Minichat__ChatMessage *e)
 
     } else if (ngx_strcmp(e->kind, "typing") == 0) {
         p = ngx_sprintf(p, "{\"op\":\"typing\",\"room\":%uL,\"user\":%uL}", (uint64_t) e->room, (uint64_t) e->sender);
+
+    } else if (ngx_strcmp(e->kind, "ban") == 0) {
+        ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0, "minichat: closing the connections of banned user %uL",
+                      (uint64_t) e->sender);
+        ngx_http_minichat_visit(e, ngx_http_minichat_visit_ban, e);
+        return;
 
     } else if (ngx_strcmp(e->kind, "presence") == 0) {
         if (e->online) {

@@ -12,6 +12,13 @@
  * for persistence only, which repairs a first hand-off that failed.
  *
  * System messages (a leave, a join) take the same path with kind "system".
+ *
+ * Limits: a `send` first runs the sender's per-user limit (lua/limit.lua on
+ * the {u:<user>} slot, a round trip of its own, and only when a per-user
+ * limit is configured); a refusal or a ban answers at once and send.lua does
+ * not run.  The room's limit rides inside send.lua (same slot, no extra
+ * round trip) and refuses before a seq is spent.  System messages are not
+ * limited.
  */
 #include "ngx_http_minichat_module.h"
 #include "lua_scripts.h"
@@ -37,6 +44,7 @@ typedef struct {
     size_t                      cid_len;
     u_char                      cid[NGX_HTTP_MINICHAT_CID_MAX];
     uint64_t                    room;
+    ngx_str_t                   body;     /* a copy, while the per-user limit is checked */
 } ngx_http_minichat_send_t;
 
 
@@ -46,6 +54,8 @@ static void ngx_http_minichat_admit_done(ngx_http_minichat_admit_t *a, ngx_int_t
     const char *text);
 static void ngx_http_minichat_send_done(ngx_int_t rc, const char *code, const char *text, uint64_t seq,
     uint64_t ts, void *data);
+static void ngx_http_minichat_send_limited(ngx_int_t rc, uint64_t value, void *data);
+static ngx_int_t ngx_http_minichat_send_admit(ngx_http_minichat_send_t *s);
 
 
 
@@ -56,9 +66,9 @@ ngx_http_minichat_message_send(ngx_http_minichat_message_t *m, ngx_http_minichat
     ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
     ngx_http_minichat_admit_t      *a;
     ngx_http_minichat_script_t      script;
-    const char                     *av[8], *keys[6];
-    size_t                          al[8];
-    u_char                          nums[5][NGX_INT64_LEN + 1];
+    const char                     *av[10], *keys[7];
+    size_t                          al[10];
+    u_char                          nums[7][NGX_INT64_LEN + 1];
     u_char                          idem[2][sizeof("idem:") + NGX_INT64_LEN];
 
     if (!ngx_http_minichat_relay_ready()) {
@@ -104,6 +114,17 @@ ngx_http_minichat_message_send(ngx_http_minichat_message_t *m, ngx_http_minichat
     al[6] = ngx_sprintf(nums[4], "%uL", a->room) - nums[4];
     av[7] = a->system ? "system" : "text";
     al[7] = ngx_strlen(av[7]);
+    /* the room's rate limit: interval_us, burst (system messages: none) */
+    av[8] = (const char *) nums[5];
+    av[9] = (const char *) nums[6];
+    if (a->system) {
+        av[8] = "0";
+        al[8] = 1;
+        av[9] = "0";
+        al[9] = 1;
+    } else {
+        ngx_http_minichat_limit_room_args(nums[5], &al[8], nums[6], &al[9]);
+    }
 
     /* the cid buckets of now and of the interval before */
     keys[0] = "members";
@@ -112,15 +133,16 @@ ngx_http_minichat_message_send(ngx_http_minichat_message_t *m, ngx_http_minichat
     keys[3] = (const char *) idem[1];
     keys[4] = "log";
     keys[5] = "read";
+    keys[6] = "rl";
     *ngx_http_minichat_room_idem_key(idem[0], a->ts, 0) = '\0';
     *ngx_http_minichat_room_idem_key(idem[1], a->ts, 1) = '\0';
 
     script.sha1 = MINICHAT_LUA_SEND_SHA1;
     script.src = MINICHAT_LUA_SEND_SRC;
-    script.nkeys = 6;
+    script.nkeys = 7;
     script.keys = keys;
 
-    if (ngx_http_minichat_room_script(a->room, &script, 8, av, al, ngx_http_minichat_admitted, a)
+    if (ngx_http_minichat_room_script(a->room, &script, 10, av, al, ngx_http_minichat_admitted, a)
         != NGX_OK)
     {
         ngx_free(a);
@@ -162,6 +184,15 @@ ngx_http_minichat_admitted(redisReply *reply, ngx_int_t rc, void *data)
 
     if (status == -1) {
         ngx_http_minichat_admit_done(a, NGX_DECLINED, "forbidden", "not a member of this room");
+        return;
+    }
+
+    if (status == -3) {
+        /* the room's limit: the handler gets retry_after_ms in seq */
+        a->seq = (reply->elements >= 2 && reply->element[1]->type == REDIS_REPLY_INTEGER
+                  && reply->element[1]->integer > 0) ? (uint64_t) reply->element[1]->integer : 1;
+        ngx_http_minichat_admit_done(a, NGX_BUSY, "rate_limited", "too many messages in this room; retry after "
+                                     "retry_after_ms");
         return;
     }
 
@@ -287,15 +318,43 @@ ngx_http_minichat_op_send(ngx_http_minichat_req_t *rq, json_t *req)
         return ngx_http_minichat_req_error(rq, "rate_limited", "too many requests awaiting their answer; wait");
     }
 
-    s = ngx_alloc(sizeof(ngx_http_minichat_send_t), ws->connection->log);
-    if (s == NULL) {
-        return ngx_http_minichat_req_error(rq, "unavailable", "out of memory");
+    if (!ngx_http_minichat_limit_user_on(NGX_HTTP_MINICHAT_LIMIT_MESSAGES)) {
+        s = ngx_alloc(sizeof(ngx_http_minichat_send_t), ws->connection->log);
+        if (s == NULL) {
+            return ngx_http_minichat_req_error(rq, "unavailable", "out of memory");
+        }
+        s->body.len = 0;
+        s->body.data = NULL;
+
+    } else {
+        /* the body waits in a copy for the per-user limit's answer */
+        s = ngx_alloc(sizeof(ngx_http_minichat_send_t) + json_string_length(jbody), ws->connection->log);
+        if (s == NULL) {
+            return ngx_http_minichat_req_error(rq, "unavailable", "out of memory");
+        }
+        s->body.len = json_string_length(jbody);
+        s->body.data = (u_char *) (s + 1);
+        ngx_memcpy(s->body.data, json_string_value(jbody), s->body.len);
     }
 
     s->rq = *rq;
     s->room = m.room;
     s->cid_len = json_string_length(jcid);
     ngx_memcpy(s->cid, json_string_value(jcid), s->cid_len);
+
+    if (s->body.data) {
+        rc = ngx_http_minichat_limit_user(ws->user, NGX_HTTP_MINICHAT_LIMIT_MESSAGES, ngx_http_minichat_send_limited,
+                                          s);
+        if (rc == NGX_OK) {
+            ws->pending++;
+            return NGX_OK;
+        }
+        if (rc == NGX_ERROR) {
+            ngx_free(s);
+            return ngx_http_minichat_req_error(rq, "unavailable", "storage unavailable; retry");
+        }
+        /* Redis is down and the policy is open: send.lua will say */
+    }
 
     m.sender = ws->user;
     m.origin_conn = ws->id;
@@ -319,6 +378,62 @@ ngx_http_minichat_op_send(ngx_http_minichat_req_t *rq, json_t *req)
 }
 
 
+/* The per-user limit answered: admit the message, or refuse it.  A message
+ * sent before the client closed is admitted all the same (as without a
+ * limit); only the answer is lost. */
+static void
+ngx_http_minichat_send_limited(ngx_int_t rc, uint64_t value, void *data)
+{
+    ngx_http_minichat_send_t  *s = data;
+    ngx_http_minichat_ws_t    *ws = s->rq.ws;
+
+    if (rc != NGX_OK) {
+        if (!ws->closed) {
+            (void) ngx_http_minichat_req_limited(&s->rq, rc, value);
+        }
+        ngx_free(s);
+
+    } else if (ngx_http_minichat_send_admit(s) != NGX_OK) {
+        ngx_free(s);
+
+    } else {
+        /* send_done ends it; the pending count carries over */
+        return;
+    }
+
+    ws->pending--;
+    ngx_http_minichat_conn_release(ws);
+}
+
+
+/* Admits the message of a send whose per-user limit allowed it. */
+static ngx_int_t
+ngx_http_minichat_send_admit(ngx_http_minichat_send_t *s)
+{
+    ngx_http_minichat_message_t  m;
+    ngx_int_t                    rc;
+
+    ngx_memzero(&m, sizeof(m));
+    m.room = s->room;
+    m.sender = s->rq.ws->user;
+    m.origin_conn = s->rq.ws->id;
+    m.kind = "text";
+    m.cid.data = s->cid;
+    m.cid.len = s->cid_len;
+    m.body = s->body;
+
+    rc = ngx_http_minichat_message_send(&m, ngx_http_minichat_send_done, s);
+    if (rc != NGX_OK) {
+        (void) ngx_http_minichat_req_error(&s->rq, "unavailable", rc == NGX_DECLINED
+                                                                  ? "relay-worker not connected; retry"
+                                                                  : "storage unavailable; retry");
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
 static void
 ngx_http_minichat_send_done(ngx_int_t rc, const char *code, const char *text, uint64_t seq, uint64_t ts,
     void *data)
@@ -335,6 +450,9 @@ ngx_http_minichat_send_done(ngx_int_t rc, const char *code, const char *text, ui
             p = ngx_http_minichat_json_escape(p, s->cid, s->cid_len);
             p = ngx_sprintf(p, "\",\"seq\":%uL,\"ts\":%uL", seq, ts);
             (void) ngx_http_minichat_req_reply(&s->rq, "ack", ack, p - ack);
+
+        } else if (rc == NGX_BUSY) {
+            (void) ngx_http_minichat_conn_error_num(ws, s->rq.id, s->rq.has_id, code, text, "retry_after_ms", seq);
 
         } else {
             (void) ngx_http_minichat_req_error(&s->rq, code, text);

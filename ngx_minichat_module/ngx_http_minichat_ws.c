@@ -2,7 +2,9 @@
  * The WebSocket endpoint (location with `minichat_ws`) and the reading side
  * of its connections.
  *
- * The handler authenticates the JWT, answers the upgrade itself with one
+ * The handler authenticates the JWT and runs the connection limits and the
+ * ban check (_limit.c; refused: 429 with Retry-After, or 403 banned), then
+ * answers the upgrade itself with one
  * write (no header filters: a 101 has no body and the connection leaves HTTP
  * at once), keeps the request alive (count++ and NGX_DONE) and takes over
  * the request's read and write handlers.  From then on the connection belongs
@@ -27,6 +29,21 @@
 #define NGX_HTTP_MINICHAT_WS_MAX_HEADER  14
 
 
+/* An upgrade waiting for its limit checks.  Heap-allocated: a check may
+ * answer after the request is gone. */
+typedef struct {
+    ngx_http_request_t  *request;   /* NULL once the request is gone */
+    uint64_t             user;
+    ngx_uint_t           pending;   /* checks not yet answered */
+    ngx_int_t            rc;        /* NGX_OK, NGX_BUSY, NGX_DECLINED (banned) or NGX_ERROR */
+    uint64_t             value;     /* retry_after_ms or the ban's end */
+} ngx_http_minichat_ws_upgrade_t;
+
+
+static ngx_int_t ngx_http_minichat_ws_check(ngx_http_request_t *r, uint64_t user);
+static void ngx_http_minichat_ws_check_cleanup(void *data);
+static void ngx_http_minichat_ws_checked(ngx_int_t rc, uint64_t value, void *data);
+static ngx_int_t ngx_http_minichat_ws_accept(ngx_http_request_t *r, uint64_t user);
 static void ngx_http_minichat_ws_read(ngx_http_request_t *r);
 static void ngx_http_minichat_ws_read_frames(ngx_http_request_t *r, ngx_http_minichat_ws_t *ws);
 static void ngx_http_minichat_ws_cleanup(void *data);
@@ -43,17 +60,10 @@ ngx_int_t
 ngx_http_minichat_ws_handler(ngx_http_request_t *r)
 {
     ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
-    ngx_http_minichat_ws_t         *ws;
     ngx_table_elt_t                *key, *version, *proto, *upgrade, *connection;
-    ngx_pool_cleanup_t             *cln;
-    ngx_connection_t               *c;
-    ngx_str_t                       token, sid;
+    ngx_str_t                       token;
     const char                     *err;
     uint64_t                        user;
-    char                            accept[29];
-    u_char                          resp[256], *p;
-    size_t                          n;
-    ngx_uint_t                      i, valid_sid;
 
     if (mcf == NULL || !mcf->enabled) {
         return NGX_HTTP_SERVICE_UNAVAILABLE;
@@ -120,6 +130,147 @@ ngx_http_minichat_ws_handler(ngx_http_request_t *r)
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, "minichat: websocket refused: redis not connected");
         return NGX_HTTP_SERVICE_UNAVAILABLE;
     }
+
+    /* the connection limits and the ban answer before the 101 */
+    return ngx_http_minichat_ws_check(r, user);
+}
+
+
+/* Starts the upgrade's checks: the user's (limit.lua: the ban, and
+ * minichat_limit_user_connections) and, when configured, the address's
+ * (gcra.lua: minichat_limit_connections), both sent at once. */
+static ngx_int_t
+ngx_http_minichat_ws_check(ngx_http_request_t *r, uint64_t user)
+{
+    ngx_http_minichat_main_conf_t    *mcf = ngx_http_minichat_conf();
+    ngx_http_minichat_ws_upgrade_t   *up;
+    ngx_pool_cleanup_t               *cln;
+    ngx_int_t                         rc;
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    up = ngx_calloc(sizeof(ngx_http_minichat_ws_upgrade_t), r->connection->log);
+    if (up == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    up->request = r;
+    up->user = user;
+    up->rc = NGX_OK;
+    cln->handler = ngx_http_minichat_ws_check_cleanup;
+    cln->data = up;
+
+    up->pending++;
+    rc = ngx_http_minichat_limit_user(user, NGX_HTTP_MINICHAT_LIMIT_CONN, ngx_http_minichat_ws_checked, up);
+    if (rc != NGX_OK) {
+        up->pending--;
+        if (rc == NGX_ERROR) {
+            up->rc = NGX_ERROR;
+        }
+    }
+
+    if (mcf->limit_connections.interval_us) {
+        up->pending++;
+        rc = ngx_http_minichat_limit_addr(&r->connection->addr_text, ngx_http_minichat_ws_checked, up);
+        if (rc != NGX_OK) {
+            up->pending--;
+            if (rc == NGX_ERROR) {
+                up->rc = NGX_ERROR;
+            }
+        }
+    }
+
+    if (up->pending == 0) {
+        /* Redis could not be asked: the policy decided at once */
+        return up->rc == NGX_OK ? ngx_http_minichat_ws_accept(r, user) : NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    r->main->count++;
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_minichat_ws_check_cleanup(void *data)
+{
+    ngx_http_minichat_ws_upgrade_t  *up = data;
+
+    up->request = NULL;
+
+    if (up->pending == 0) {
+        ngx_free(up);
+    }
+}
+
+
+/* One check answered; the last one decides: a ban over a rate refusal
+ * over unavailable over acceptance. */
+static void
+ngx_http_minichat_ws_checked(ngx_int_t rc, uint64_t value, void *data)
+{
+    ngx_http_minichat_ws_upgrade_t  *up = data;
+    ngx_http_request_t              *r;
+    ngx_connection_t                *c;
+
+    if (rc == NGX_DECLINED) {
+        up->rc = NGX_DECLINED;
+        up->value = value;
+    } else if (rc == NGX_BUSY && up->rc != NGX_DECLINED) {
+        up->rc = NGX_BUSY;
+        up->value = ngx_max(up->value, value);
+    } else if (rc == NGX_ERROR && up->rc == NGX_OK) {
+        up->rc = NGX_ERROR;
+    }
+
+    if (--up->pending) {
+        return;
+    }
+
+    r = up->request;
+    if (r == NULL) {
+        ngx_free(up);
+        return;
+    }
+
+    c = r->connection;
+
+    if (up->rc == NGX_OK) {
+        rc = ngx_http_minichat_ws_accept(r, up->user);
+    } else if (up->rc == NGX_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, c->log, 0, "minichat: websocket refused: limits unavailable");
+        rc = NGX_HTTP_SERVICE_UNAVAILABLE;
+    } else {
+        ngx_log_error(NGX_LOG_INFO, c->log, 0, "minichat: websocket of user %uL refused: %s", up->user,
+                      up->rc == NGX_BUSY ? "rate limited" : "banned");
+        rc = ngx_http_minichat_api_limited(r, up->rc, up->value);
+    }
+
+    ngx_http_finalize_request(r, rc);
+    ngx_http_run_posted_requests(c);
+}
+
+
+/* The checks passed: answer 101 and take the connection over. */
+static ngx_int_t
+ngx_http_minichat_ws_accept(ngx_http_request_t *r, uint64_t user)
+{
+    ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
+    ngx_http_minichat_ws_t         *ws;
+    ngx_table_elt_t                *key, *proto;
+    ngx_pool_cleanup_t             *cln;
+    ngx_connection_t               *c;
+    ngx_str_t                       sid;
+    char                            accept[29];
+    u_char                          resp[256], *p;
+    size_t                          n;
+    ngx_uint_t                      i, valid_sid;
+
+    key = ngx_http_minichat_header(r, "Sec-WebSocket-Key", sizeof("Sec-WebSocket-Key") - 1);
+    proto = ngx_http_minichat_header(r, "Sec-WebSocket-Protocol", sizeof("Sec-WebSocket-Protocol") - 1);
 
     c = r->connection;
 
@@ -303,6 +454,11 @@ ngx_http_minichat_ws_read_frames(ngx_http_request_t *r, ngx_http_minichat_ws_t *
     u_char                         *p;
 
     c = r->connection;
+
+    if (ws->lingering) {
+        ngx_http_minichat_conn_linger_read(ws);
+        return;
+    }
 
     if (c->read->timedout) {
         /* the ping tick: a client silent for a whole interval is pinged,

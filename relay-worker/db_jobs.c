@@ -1,7 +1,7 @@
 /*
  * The DB job queue: every request of the nginx workers that needs MySQL
  * (create_room, room_state, history, rooms, room_info, invite, leave,
- * contacts) runs here, on threads of its own, because libmariadb's calls
+ * contacts, ban) runs here, on threads of its own, because libmariadb's calls
  * block and the main thread must not.
  *
  * The dispatcher hands over the unpacked LocalFrame (db_jobs_submit takes
@@ -122,6 +122,7 @@ static void db_answer(dbq_t *q, uint64_t conn_id, const Minichat__LocalFrame *re
                 q_leave)
         DB_CASE(CONTACTS, contacts, CONTACTS_RESULT, contacts_result, Minichat__ContactsResult,
                 MINICHAT__CONTACTS_RESULT__INIT, q_contacts)
+        DB_CASE(BAN, ban, BAN_RESULT, ban_result, Minichat__BanResult, MINICHAT__BAN_RESULT__INIT, q_ban)
     default:
         mc_error("db: request case %d is not a database request", (int)req->body_case);
         break;
@@ -142,6 +143,7 @@ int db_jobs_accepts(int body_case)
     case MINICHAT__LOCAL_FRAME__BODY_INVITE:
     case MINICHAT__LOCAL_FRAME__BODY_LEAVE:
     case MINICHAT__LOCAL_FRAME__BODY_CONTACTS:
+    case MINICHAT__LOCAL_FRAME__BODY_BAN:
         return 1;
     default:
         return 0;

@@ -11,14 +11,14 @@
  *                answers the worker), every peer, and this node's workers
  *                through the per-room reorderer.  A persist_only publish (a
  *                retried send) goes to Kafka alone.
- *   event        an ephemeral event (kind read, typing or presence, seq 0):
+ *   event        an ephemeral event (kind read, typing, presence or ban, seq 0):
  *                every peer (in the same queues and batches as messages) and
  *                every worker of this node as LocalFrame{event}, the origin
  *                worker included (it skips the origin connection); never
  *                Kafka, never the reorderer: an event has no seq to order by
  *                and nothing to persist.
  *   create_room, room_state, history, rooms, room_info, invite, leave,
- *   contacts     the DB job queue (db_jobs.c) takes the frame over and
+ *   contacts, ban  the DB job queue (db_jobs.c) takes the frame over and
  *                answers the worker from a DB thread.
  *
  * Everything here runs on the main thread.
@@ -132,7 +132,9 @@ static void on_event(const link_from_t *from, Minichat__ChatMessage *m)
     uint8_t *frame, *msg;
     size_t len, msg_len;
 
-    if (!relay_is_event_kind(m->kind) || m->seq != 0 || (m->room == 0 && strcmp(m->kind, "presence") != 0)) {
+    if (!relay_is_event_kind(m->kind) || m->seq != 0
+        || (m->room == 0 && strcmp(m->kind, "presence") != 0 && strcmp(m->kind, "ban") != 0))
+    {
         mc_warn("dispatch: worker %s/%u sent an invalid event (kind \"%s\", room %llu, seq %llu), ignored",
                 from->node, from->pid, m->kind ? m->kind : "", (unsigned long long)m->room,
                 (unsigned long long)m->seq);

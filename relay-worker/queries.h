@@ -97,6 +97,9 @@ const char *q_rooms(dbq_t *q, const Minichat__RoomsRequest *req, Minichat__Rooms
 const char *q_room_info(dbq_t *q, const Minichat__RoomInfoRequest *req, Minichat__RoomInfoResult *res);
 const char *q_contacts(dbq_t *q, const Minichat__ContactsRequest *req, Minichat__ContactsResult *res);
 
+/* --- queries_users.c: users.status for bans (primary) --- */
+const char *q_ban(dbq_t *q, const Minichat__BanRequest *req, Minichat__BanResult *res);
+
 /* --- queries_history.c --- */
 const char *q_history(dbq_t *q, const Minichat__HistoryRequest *req, Minichat__HistoryResult *res);
 

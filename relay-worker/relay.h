@@ -56,7 +56,8 @@ struct relay_tag_s {
 static inline int relay_is_event_kind(const char *kind)
 {
     return kind != NULL
-           && (strcmp(kind, "read") == 0 || strcmp(kind, "typing") == 0 || strcmp(kind, "presence") == 0);
+           && (strcmp(kind, "read") == 0 || strcmp(kind, "typing") == 0 || strcmp(kind, "presence") == 0
+               || strcmp(kind, "ban") == 0);
 }
 
 /* the largest RelayBatch either side of a Deliver call accepts */

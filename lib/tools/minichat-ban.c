@@ -1,0 +1,218 @@
+/*
+ * minichat-ban: an operator's view of a user's ban, and the way to lift it.
+ *
+ *   minichat-ban [options] show USER_ID    the ban and strikes in Redis and MySQL
+ *   minichat-ban [options] lift USER_ID    end the ban now (Redis and MySQL)
+ *   minichat-ban [options] forgive USER_ID lift, and forget the strikes too
+ *
+ * It talks to Redis ({u:<user>}:ban and :strikes, see lua/limit.lua) and to
+ * the MySQL primary (users.status, banned_until, strikes) directly, with
+ * hiredis's blocking API and libmariadb.  A lifted user may connect at
+ * once; the connections the ban closed stay closed.  Exit status: 0 done,
+ * 1 a store failed (the other may have changed: run it again), 2 usage.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <hiredis/hiredis.h>
+#include <mysql.h>
+
+#include "minichat/decimal.h"
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: minichat-ban [--redis HOST:PORT] [--mysql HOST:PORT] [--mysql-user USER]\n"
+                    "                    [--mysql-password-file FILE] [--database NAME] show|lift|forgive USER_ID\n"
+                    "       defaults: --redis 127.0.0.1:16379 --mysql 127.0.0.1:13306 --mysql-user root\n"
+                    "                 --database minichat (the dev stack's)\n");
+}
+
+/* Splits "host:port"; returns 0 or -1. */
+static int split_addr(const char *s, char *host, size_t hostlen, unsigned *port)
+{
+    const char *colon = strrchr(s, ':');
+    uint64_t p;
+
+    if (colon == NULL || (size_t)(colon - s) >= hostlen || colon == s
+        || mc_parse_u64(colon + 1, strlen(colon + 1), &p) != 0 || p == 0 || p > 65535) {
+        return -1;
+    }
+    memcpy(host, s, colon - s);
+    host[colon - s] = '\0';
+    *port = (unsigned)p;
+    return 0;
+}
+
+/* Reads a password file (trailing whitespace stripped) into buf. */
+static int read_password(const char *path, char *buf, size_t len)
+{
+    FILE *f = fopen(path, "r");
+    size_t n;
+
+    if (f == NULL) {
+        perror(path);
+        return -1;
+    }
+    n = fread(buf, 1, len - 1, f);
+    fclose(f);
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ')) {
+        n--;
+    }
+    buf[n] = '\0';
+    return 0;
+}
+
+static int redis_part(redisContext *rc, const char *cmd, unsigned long long user, int forgive)
+{
+    redisReply *r;
+
+    if (strcmp(cmd, "show") == 0) {
+        r = redisCommand(rc, "GET {u:%llu}:ban", user);
+        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+            goto err;
+        }
+        if (r->type == REDIS_REPLY_STRING) {
+            printf("redis: banned until %s%s\n", r->str, strcmp(r->str, "0") == 0 ? " (permanent)" : " (ms)");
+        } else {
+            printf("redis: not banned\n");
+        }
+        freeReplyObject(r);
+        r = redisCommand(rc, "HGET {u:%llu}:strikes n", user);
+        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+            goto err;
+        }
+        printf("redis: strikes %s\n", r->type == REDIS_REPLY_STRING ? r->str : "0");
+        freeReplyObject(r);
+        return 0;
+    }
+
+    /* lift: the ban key, and the `until` limit.lua would report as expired */
+    r = forgive ? redisCommand(rc, "DEL {u:%llu}:ban {u:%llu}:strikes", user, user)
+                : redisCommand(rc, "DEL {u:%llu}:ban", user);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        goto err;
+    }
+    freeReplyObject(r);
+    if (!forgive) {
+        r = redisCommand(rc, "HDEL {u:%llu}:strikes until", user);
+        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+            goto err;
+        }
+        freeReplyObject(r);
+    }
+    printf("redis: ban lifted%s\n", forgive ? ", strikes forgotten" : "");
+    return 0;
+
+err:
+    fprintf(stderr, "redis: %s\n", r ? r->str : rc->errstr);
+    if (r) {
+        freeReplyObject(r);
+    }
+    return -1;
+}
+
+static int mysql_part(MYSQL *m, const char *cmd, unsigned long long user, int forgive)
+{
+    char sql[256];
+    MYSQL_RES *res;
+    MYSQL_ROW row;
+
+    if (strcmp(cmd, "show") == 0) {
+        snprintf(sql, sizeof(sql), "SELECT status, COALESCE(banned_until, ''), strikes FROM users WHERE id=%llu",
+                 user);
+        if (mysql_query(m, sql) != 0 || (res = mysql_store_result(m)) == NULL) {
+            fprintf(stderr, "mysql: %s\n", mysql_error(m));
+            return -1;
+        }
+        row = mysql_fetch_row(res);
+        if (row) {
+            printf("mysql: status %s, banned_until %s, strikes %s\n", row[0], row[1][0] ? row[1] : "-", row[2]);
+        } else {
+            printf("mysql: no users row (never banned)\n");
+        }
+        mysql_free_result(res);
+        return 0;
+    }
+
+    snprintf(sql, sizeof(sql), "UPDATE users SET status='active', banned_until=NULL%s WHERE id=%llu",
+             forgive ? ", strikes=0" : "", user);
+    if (mysql_query(m, sql) != 0) {
+        fprintf(stderr, "mysql: %s\n", mysql_error(m));
+        return -1;
+    }
+    printf("mysql: users.status active\n");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *redis = "127.0.0.1:16379", *mysql = "127.0.0.1:13306", *muser = "root", *pwfile = NULL;
+    const char *database = "minichat", *cmd = NULL, *uarg = NULL;
+    char host[256], mhost[256], password[256] = "";
+    unsigned port, mport;
+    uint64_t user;
+    redisContext *rc;
+    MYSQL *m;
+    struct timeval tv = {5, 0};
+    int i, rcode = 0, forgive;
+
+    for (i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--redis") == 0 && i + 1 < argc) {
+            redis = argv[++i];
+        } else if (strcmp(argv[i], "--mysql") == 0 && i + 1 < argc) {
+            mysql = argv[++i];
+        } else if (strcmp(argv[i], "--mysql-user") == 0 && i + 1 < argc) {
+            muser = argv[++i];
+        } else if (strcmp(argv[i], "--mysql-password-file") == 0 && i + 1 < argc) {
+            pwfile = argv[++i];
+        } else if (strcmp(argv[i], "--database") == 0 && i + 1 < argc) {
+            database = argv[++i];
+        } else if (argv[i][0] != '-' && cmd == NULL) {
+            cmd = argv[i];
+        } else if (argv[i][0] != '-' && uarg == NULL) {
+            uarg = argv[i];
+        } else {
+            usage();
+            return 2;
+        }
+    }
+
+    if (cmd == NULL || uarg == NULL
+        || (strcmp(cmd, "show") != 0 && strcmp(cmd, "lift") != 0 && strcmp(cmd, "forgive") != 0)
+        || mc_parse_u64(uarg, strlen(uarg), &user) != 0 || user == 0
+        || split_addr(redis, host, sizeof(host), &port) != 0 || split_addr(mysql, mhost, sizeof(mhost), &mport) != 0) {
+        usage();
+        return 2;
+    }
+    if (pwfile && read_password(pwfile, password, sizeof(password)) != 0) {
+        return 2;
+    }
+    forgive = strcmp(cmd, "forgive") == 0;
+
+    rc = redisConnectWithTimeout(host, (int)port, tv);
+    if (rc == NULL || rc->err) {
+        fprintf(stderr, "redis %s: %s\n", redis, rc ? rc->errstr : "out of memory");
+        rcode = 1;
+    } else if (redis_part(rc, cmd, (unsigned long long)user, forgive) != 0) {
+        rcode = 1;
+    }
+    if (rc) {
+        redisFree(rc);
+    }
+
+    m = mysql_init(NULL);
+    if (m == NULL) {
+        fprintf(stderr, "mysql: out of memory\n");
+        return 1;
+    }
+    if (mysql_real_connect(m, mhost, muser, password, database, mport, NULL, 0) == NULL) {
+        fprintf(stderr, "mysql %s: %s\n", mysql, mysql_error(m));
+        rcode = 1;
+    } else if (mysql_part(m, cmd, (unsigned long long)user, forgive) != 0) {
+        rcode = 1;
+    }
+    mysql_close(m);
+
+    return rcode;
+}

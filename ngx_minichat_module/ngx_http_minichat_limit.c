@@ -1,0 +1,547 @@
+/*
+ * Rate limits, strikes and bans: the minichat_limit_* directives and the
+ * checks the send path, the REST API and the WebSocket upgrade run.
+ *
+ * Every limit is GCRA in a Redis script (lib/src/rate.c is the algorithm in
+ * C): one key per limit holding one number, the theoretical arrival time of
+ * the next request, so a decision is one script call that reads and writes
+ * one key, and a refusal knows its exact retry_after.  Keys carry the
+ * hashtag of what they limit, so each script touches one cluster slot:
+ *
+ *   {u:<user>}:rl:msg|rest|conn, {u:<user>}:ban, {u:<user>}:strikes
+ *                                    lua/limit.lua: per user, with the ban
+ *   {ip:<addr>}:rl:conn              lua/gcra.lua: upgrades per address
+ *   {r:<room>}:rl                    inside lua/send.lua: messages per room
+ *
+ * A refusal by a per-user limit counts toward a strike; a strike bans the
+ * user (limit.lua answers 3).  This file then tells every node (a "ban"
+ * event: each closes the user's connections with 4003) and MySQL (a
+ * BanRequest through the relay-worker: users.status).  A ban that ran out
+ * in Redis is reported by the next check of that user, and MySQL is told
+ * (BanRequest with banned = false).
+ *
+ * When Redis cannot be asked, minichat_limit_redis_down says whether the
+ * request goes on (open, the default) or is refused with unavailable.
+ */
+#include "ngx_http_minichat_module.h"
+#include "lua_scripts.h"
+#include "minichat/rate.h"
+
+
+#define NGX_HTTP_MINICHAT_BANS_MAX  8
+
+
+typedef struct {
+    ngx_http_minichat_limit_pt   handler;
+    void                        *data;
+    uint64_t                     user;    /* 0: an address limit */
+} ngx_http_minichat_limit_call_t;
+
+
+static void ngx_http_minichat_limit_reply(redisReply *reply, void *data);
+static void ngx_http_minichat_limit_banned(uint64_t user, uint64_t until, ngx_uint_t strikes);
+static void ngx_http_minichat_limit_record(uint64_t user, ngx_uint_t banned, uint64_t until, ngx_uint_t strikes);
+static void ngx_http_minichat_limit_recorded(Minichat__LocalFrame *result, void *data);
+
+
+static const char  *ngx_http_minichat_limit_names[] = { "msg", "rest", "conn" };
+
+
+/* minichat_limit_* rate=Nr/s|Nr/m [burst=N] | off */
+char *
+ngx_http_minichat_limit_rate_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_minichat_rate_t  *rt = (ngx_http_minichat_rate_t *) ((u_char *) conf + cmd->offset);
+    ngx_str_t                 *value;
+    ngx_uint_t                 i;
+    ngx_int_t                  n;
+    uint64_t                   interval = 0;
+
+    if (rt->burst != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts == 2 && ngx_strcmp(value[1].data, "off") == 0) {
+        rt->interval_us = 0;
+        rt->burst = 0;
+        return NGX_CONF_OK;
+    }
+
+    rt->burst = 0;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "rate=", 5) == 0) {
+            if (mc_rate_parse((const char *) value[i].data + 5, value[i].len - 5, &interval) != 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid rate \"%V\" in \"%V\", expected rate=Nr/s or rate=Nr/m",
+                                   &value[i], &cmd->name);
+                return NGX_CONF_ERROR;
+            }
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "burst=", 6) == 0) {
+            n = ngx_atoi(value[i].data + 6, value[i].len - 6);
+            if (n == NGX_ERROR || n > 1000000) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid burst value \"%V\" in \"%V\"",
+                                   &value[i], &cmd->name);
+                return NGX_CONF_ERROR;
+            }
+            rt->burst = n;
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid parameter \"%V\" in \"%V\"", &value[i], &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (interval == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"%V\" needs rate=... (or off)", &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    rt->interval_us = interval;
+
+    return NGX_CONF_OK;
+}
+
+
+/* minichat_limit_strikes refusals=N window=time | off */
+char *
+ngx_http_minichat_limit_strikes_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_minichat_main_conf_t *mcf = conf;
+
+    ngx_str_t   *value, s;
+    ngx_uint_t   i;
+    ngx_int_t    n;
+
+    if (mcf->strike_refusals != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts == 2 && ngx_strcmp(value[1].data, "off") == 0) {
+        mcf->strike_refusals = 0;
+        mcf->strike_window = 0;
+        return NGX_CONF_OK;
+    }
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "refusals=", 9) == 0) {
+            n = ngx_atoi(value[i].data + 9, value[i].len - 9);
+            if (n == NGX_ERROR || n == 0 || n > 1000000) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid refusals value \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+            mcf->strike_refusals = n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "window=", 7) == 0) {
+            s.data = value[i].data + 7;
+            s.len = value[i].len - 7;
+            mcf->strike_window = ngx_parse_time(&s, 0);
+            if (mcf->strike_window == (ngx_msec_t) NGX_ERROR || mcf->strike_window == 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid window value \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid parameter \"%V\"", &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (mcf->strike_refusals == NGX_CONF_UNSET_UINT || mcf->strike_window == NGX_CONF_UNSET_MSEC) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"minichat_limit_strikes\" needs refusals=N and window=time");
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* minichat_limit_bans time [time ...] [permanent] */
+char *
+ngx_http_minichat_limit_bans_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_minichat_main_conf_t *mcf = conf;
+
+    ngx_str_t   *value;
+    ngx_msec_t  *ms;
+    ngx_uint_t   i;
+
+    if (mcf->bans != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts - 1 > NGX_HTTP_MINICHAT_BANS_MAX) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"minichat_limit_bans\" takes at most %d durations",
+                           NGX_HTTP_MINICHAT_BANS_MAX);
+        return NGX_CONF_ERROR;
+    }
+
+    mcf->bans = ngx_array_create(cf->pool, cf->args->nelts - 1, sizeof(ngx_msec_t));
+    if (mcf->bans == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        ms = ngx_array_push(mcf->bans);
+        if (ms == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        if (ngx_strcmp(value[i].data, "permanent") == 0) {
+            if (i != cf->args->nelts - 1) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"permanent\" must be the last ban");
+                return NGX_CONF_ERROR;
+            }
+            *ms = 0;
+            continue;
+        }
+
+        *ms = ngx_parse_time(&value[i], 0);
+        if (*ms == (ngx_msec_t) NGX_ERROR || *ms == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid ban duration \"%V\"", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void
+ngx_http_minichat_limit_merge_rate(ngx_http_minichat_rate_t *rt)
+{
+    if (rt->burst == NGX_CONF_UNSET_UINT) {
+        rt->interval_us = 0;
+        rt->burst = 0;
+    }
+}
+
+
+/* Defaults (from init main conf): every limit off; 50 refusals within a
+ * minute make a strike; bans of 1 day, 7 days, then permanent. */
+char *
+ngx_http_minichat_limit_merge(ngx_conf_t *cf, ngx_http_minichat_main_conf_t *mcf)
+{
+    ngx_msec_t  *ms;
+
+    ngx_http_minichat_limit_merge_rate(&mcf->limit_messages);
+    ngx_http_minichat_limit_merge_rate(&mcf->limit_room_messages);
+    ngx_http_minichat_limit_merge_rate(&mcf->limit_connections);
+    ngx_http_minichat_limit_merge_rate(&mcf->limit_user_connections);
+    ngx_http_minichat_limit_merge_rate(&mcf->limit_rest);
+
+    ngx_conf_init_uint_value(mcf->strike_refusals, 50);
+    ngx_conf_init_msec_value(mcf->strike_window, 60000);
+    ngx_conf_init_uint_value(mcf->limit_redis_down, NGX_HTTP_MINICHAT_LIMIT_OPEN);
+
+    if (mcf->bans == NGX_CONF_UNSET_PTR) {
+        mcf->bans = ngx_array_create(cf->pool, 3, sizeof(ngx_msec_t));
+        if (mcf->bans == NULL) {
+            return NGX_CONF_ERROR;
+        }
+        ms = ngx_array_push_n(mcf->bans, 3);
+        if (ms == NULL) {
+            return NGX_CONF_ERROR;
+        }
+        ms[0] = 86400000;
+        ms[1] = 7 * 86400000;
+        ms[2] = 0;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+ngx_uint_t
+ngx_http_minichat_limit_user_on(ngx_uint_t kind)
+{
+    ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
+
+    if (kind == NGX_HTTP_MINICHAT_LIMIT_CONN) {
+        /* the upgrade always checks the ban */
+        return 1;
+    }
+
+    return mcf->limit_messages.interval_us || mcf->limit_rest.interval_us || mcf->limit_user_connections.interval_us;
+}
+
+
+static ngx_int_t
+ngx_http_minichat_limit_down(void)
+{
+    return ngx_http_minichat_conf()->limit_redis_down == NGX_HTTP_MINICHAT_LIMIT_OPEN ? NGX_DECLINED : NGX_ERROR;
+}
+
+
+ngx_int_t
+ngx_http_minichat_limit_user(uint64_t user, ngx_uint_t kind, ngx_http_minichat_limit_pt handler, void *data)
+{
+    ngx_http_minichat_main_conf_t   *mcf = ngx_http_minichat_conf();
+    ngx_http_minichat_limit_call_t  *call;
+    ngx_http_minichat_rate_t        *rt;
+    ngx_msec_t                      *bans;
+    const char                      *av[7 + NGX_HTTP_MINICHAT_BANS_MAX];
+    size_t                           al[7 + NGX_HTTP_MINICHAT_BANS_MAX];
+    u_char                           keys[3][sizeof("{u:}:strikes") + NGX_INT64_LEN];
+    u_char                           nums[4 + NGX_HTTP_MINICHAT_BANS_MAX][NGX_INT64_LEN + 1];
+    ngx_uint_t                       i, n;
+
+    if (!ngx_http_minichat_redis_ready()) {
+        return ngx_http_minichat_limit_down();
+    }
+
+    rt = kind == NGX_HTTP_MINICHAT_LIMIT_MESSAGES ? &mcf->limit_messages
+         : kind == NGX_HTTP_MINICHAT_LIMIT_REST ? &mcf->limit_rest : &mcf->limit_user_connections;
+
+    av[0] = (const char *) keys[0];
+    al[0] = ngx_sprintf(keys[0], "{u:%uL}:rl:%s", user, ngx_http_minichat_limit_names[kind]) - keys[0];
+    av[1] = (const char *) keys[1];
+    al[1] = ngx_sprintf(keys[1], "{u:%uL}:ban", user) - keys[1];
+    av[2] = (const char *) keys[2];
+    al[2] = ngx_sprintf(keys[2], "{u:%uL}:strikes", user) - keys[2];
+
+    av[3] = (const char *) nums[0];
+    al[3] = ngx_sprintf(nums[0], "%uL", rt->interval_us) - nums[0];
+    av[4] = (const char *) nums[1];
+    al[4] = ngx_sprintf(nums[1], "%ui", rt->burst) - nums[1];
+    av[5] = (const char *) nums[2];
+    al[5] = ngx_sprintf(nums[2], "%ui", mcf->strike_refusals) - nums[2];
+    av[6] = (const char *) nums[3];
+    al[6] = ngx_sprintf(nums[3], "%M", mcf->strike_window) - nums[3];
+
+    bans = mcf->bans->elts;
+    n = 7;
+    for (i = 0; i < mcf->bans->nelts; i++) {
+        av[n] = (const char *) nums[4 + i];
+        al[n] = ngx_sprintf(nums[4 + i], "%M", bans[i]) - nums[4 + i];
+        n++;
+    }
+
+    call = ngx_alloc(sizeof(ngx_http_minichat_limit_call_t), ngx_cycle->log);
+    if (call == NULL) {
+        return NGX_ERROR;
+    }
+    call->handler = handler;
+    call->data = data;
+    call->user = user;
+
+    if (ngx_http_minichat_redis_script(MINICHAT_LUA_LIMIT_SHA1, MINICHAT_LUA_LIMIT_SRC, 3, (int) n, av, al,
+                                       ngx_http_minichat_limit_reply, call)
+        != NGX_OK)
+    {
+        ngx_free(call);
+        return ngx_http_minichat_limit_down();
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_minichat_limit_addr(ngx_str_t *addr, ngx_http_minichat_limit_pt handler, void *data)
+{
+    ngx_http_minichat_main_conf_t   *mcf = ngx_http_minichat_conf();
+    ngx_http_minichat_limit_call_t  *call;
+    const char                      *av[3];
+    size_t                           al[3];
+    u_char                           key[sizeof("{ip:}:rl:conn") + NGX_SOCKADDR_STRLEN];
+    u_char                           nums[2][NGX_INT64_LEN + 1];
+
+    if (!ngx_http_minichat_redis_ready()) {
+        return ngx_http_minichat_limit_down();
+    }
+
+    av[0] = (const char *) key;
+    al[0] = ngx_snprintf(key, sizeof(key), "{ip:%V}:rl:conn", addr) - key;
+    av[1] = (const char *) nums[0];
+    al[1] = ngx_sprintf(nums[0], "%uL", mcf->limit_connections.interval_us) - nums[0];
+    av[2] = (const char *) nums[1];
+    al[2] = ngx_sprintf(nums[1], "%ui", mcf->limit_connections.burst) - nums[1];
+
+    call = ngx_alloc(sizeof(ngx_http_minichat_limit_call_t), ngx_cycle->log);
+    if (call == NULL) {
+        return NGX_ERROR;
+    }
+    call->handler = handler;
+    call->data = data;
+    call->user = 0;
+
+    if (ngx_http_minichat_redis_script(MINICHAT_LUA_GCRA_SHA1, MINICHAT_LUA_GCRA_SRC, 1, 3, av, al,
+                                       ngx_http_minichat_limit_reply, call)
+        != NGX_OK)
+    {
+        ngx_free(call);
+        return ngx_http_minichat_limit_down();
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_minichat_limit_room_args(u_char *interval, size_t *ilen, u_char *burst, size_t *blen)
+{
+    ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
+
+    *ilen = ngx_sprintf(interval, "%uL", mcf->limit_room_messages.interval_us) - interval;
+    *blen = ngx_sprintf(burst, "%ui", mcf->limit_room_messages.burst) - burst;
+}
+
+
+/* Returns element i of an array reply as an integer, or -1. */
+static long long
+ngx_http_minichat_limit_int(redisReply *reply, size_t i)
+{
+    if (i >= reply->elements || reply->element[i]->type != REDIS_REPLY_INTEGER) {
+        return -1;
+    }
+    return reply->element[i]->integer;
+}
+
+
+static void
+ngx_http_minichat_limit_reply(redisReply *reply, void *data)
+{
+    ngx_http_minichat_limit_call_t  *call = data;
+    ngx_http_minichat_limit_pt       handler = call->handler;
+    void                            *hdata = call->data;
+    uint64_t                         user = call->user;
+    long long                        status, a, b;
+    ngx_int_t                        rc;
+    uint64_t                         value = 0;
+
+    ngx_free(call);
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements < 1) {
+        if (reply && reply->type == REDIS_REPLY_ERROR) {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0, "minichat: limit script failed: %s", reply->str);
+        }
+        rc = ngx_http_minichat_limit_down();
+        handler(rc == NGX_DECLINED ? NGX_OK : NGX_ERROR, 0, hdata);
+        return;
+    }
+
+    status = ngx_http_minichat_limit_int(reply, 0);
+    a = ngx_http_minichat_limit_int(reply, 1);
+    b = ngx_http_minichat_limit_int(reply, 2);
+
+    switch (status) {
+
+    case 0:
+        rc = NGX_OK;
+        if (a == 1 && user) {
+            ngx_http_minichat_limit_record(user, 0, 0, 0);
+        }
+        break;
+
+    case 1:
+        rc = NGX_BUSY;
+        value = a > 0 ? (uint64_t) a : 1;
+        if (b == 1 && user) {
+            ngx_http_minichat_limit_record(user, 0, 0, 0);
+        }
+        break;
+
+    case 2:
+        rc = NGX_DECLINED;
+        value = a > 0 ? (uint64_t) a : 0;
+        break;
+
+    case 3:
+        rc = NGX_DECLINED;
+        value = a > 0 ? (uint64_t) a : 0;
+        ngx_http_minichat_limit_banned(user, value, b > 0 ? (ngx_uint_t) b : 1);
+        break;
+
+    default:
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0, "minichat: unexpected status %L from limit script", status);
+        rc = ngx_http_minichat_limit_down() == NGX_DECLINED ? NGX_OK : NGX_ERROR;
+        break;
+    }
+
+    handler(rc, value, hdata);
+}
+
+
+/* A strike banned the user: every node closes the user's connections, and
+ * MySQL records the ban. */
+static void
+ngx_http_minichat_limit_banned(uint64_t user, uint64_t until, ngx_uint_t strikes)
+{
+    ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
+    Minichat__ChatMessage           e = MINICHAT__CHAT_MESSAGE__INIT;
+
+    ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0, "minichat: user %uL banned (strike %ui) until %uL%s", user,
+                  strikes, until, until ? "" : " (permanent)");
+
+    e.kind = "ban";
+    e.sender = user;
+    e.recipients = &user;
+    e.n_recipients = 1;
+    e.ban_until = until;
+    e.origin_node = (char *) mcf->node.data;
+
+    if (ngx_http_minichat_event_send(&e) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "minichat: ban of user %uL not announced: relay-worker unavailable", user);
+    }
+
+    ngx_http_minichat_limit_record(user, 1, until, strikes);
+}
+
+
+static void
+ngx_http_minichat_limit_record(uint64_t user, ngx_uint_t banned, uint64_t until, ngx_uint_t strikes)
+{
+    Minichat__LocalFrame  f = MINICHAT__LOCAL_FRAME__INIT;
+    Minichat__BanRequest  br = MINICHAT__BAN_REQUEST__INIT;
+    uint64_t             *u;
+
+    br.user = user;
+    br.banned = banned;
+    br.strikes = strikes;
+    /* an expired ban: whatever ban MySQL holds that ended by now */
+    br.until = banned ? until : ngx_http_minichat_now_ms();
+
+    f.body_case = MINICHAT__LOCAL_FRAME__BODY_BAN;
+    f.ban = &br;
+
+    u = ngx_alloc(sizeof(uint64_t), ngx_cycle->log);
+    if (u == NULL) {
+        return;
+    }
+    *u = user;
+
+    if (ngx_http_minichat_relay_request(&f, ngx_http_minichat_limit_recorded, u) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "minichat: ban state of user %uL not recorded in mysql: relay-worker unavailable", user);
+        ngx_free(u);
+    }
+}
+
+
+static void
+ngx_http_minichat_limit_recorded(Minichat__LocalFrame *result, void *data)
+{
+    uint64_t  *u = data;
+
+    if (result == NULL || result->ban_result == NULL || (result->ban_result->error && result->ban_result->error[0])) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0, "minichat: ban state of user %uL not recorded in mysql: %s",
+                      *u, result && result->ban_result ? result->ban_result->error : "no answer from relay-worker");
+    }
+
+    ngx_free(u);
+}

@@ -1,0 +1,48 @@
+/*
+ * Users' ban state in MySQL (primary), as Redis decided it: the module
+ * sends a BanRequest when a strike bans a user (lua/limit.lua) and when it
+ * sees that a ban ran out in Redis.  users.status is 'banned' while a ban
+ * holds; banned_until is its end (NULL: permanent) and strikes the count so
+ * far.  A user row is created when the user has none (ids come from JWTs).
+ *
+ * Lifting an expired ban names the time by which it ended, so a ban written
+ * later (a new strike whose job ran first) is never lifted by mistake.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+
+#include <mysql.h>
+
+#include "queries.h"
+
+const char *q_ban(dbq_t *q, const Minichat__BanRequest *req, Minichat__BanResult *res)
+{
+    (void)res;
+
+    if (req->user == 0) {
+        return "bad_request: no user";
+    }
+    if (req->banned) {
+        dbq_sql(q, "INSERT INTO users (id, status, banned_until, strikes) VALUES (%" PRIu64 ", 'banned', ", req->user);
+        if (req->until) {
+            dbq_sqlf(q, "FROM_UNIXTIME(%" PRIu64 ".%03u)", req->until / 1000, (unsigned)(req->until % 1000));
+        } else {
+            dbq_sqlf(q, "NULL");
+        }
+        dbq_sqlf(q,
+                 ", %u) ON DUPLICATE KEY UPDATE status = 'banned', banned_until = VALUES(banned_until),"
+                 " strikes = GREATEST(strikes, VALUES(strikes))",
+                 (unsigned)req->strikes);
+    } else {
+        /* one second of slack for the clocks of Redis and MySQL */
+        dbq_sql(q,
+                "UPDATE users SET status = 'active', banned_until = NULL WHERE id = %" PRIu64
+                " AND status = 'banned' AND banned_until IS NOT NULL"
+                " AND banned_until <= FROM_UNIXTIME(%" PRIu64 ".%03u) + INTERVAL 1 SECOND",
+                req->user, req->until / 1000, (unsigned)(req->until % 1000));
+    }
+    if (dbq_exec(q, MC_DB_PRIMARY) != 0) {
+        return dbq_fail(q);
+    }
+    return NULL;
+}

@@ -1,0 +1,387 @@
+"""Rate limits, strikes and bans (docs/protocol.md, docs/directives.md).
+
+The dev stack's conf/nginx.conf.in sets the limits these tests cross, each
+with users of its own (limits are per user, so nothing else is affected):
+
+    minichat_limit_messages rate=50r/s burst=100;
+    minichat_limit_room_messages rate=100r/s burst=300;
+    minichat_limit_user_connections rate=5r/s burst=20;
+    minichat_limit_rest rate=20r/s burst=50;
+    minichat_limit_strikes refusals=40 window=10s;
+    minichat_limit_bans 2s 4s permanent;
+
+A test that must not earn a strike keeps its refusals under 40.  Waits
+follow the server's own numbers (retry_after_ms, a ban's until) and poll
+with deadlines; nothing asserts on how long something took.
+"""
+
+import asyncio
+import json
+import math
+import os
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import websockets
+
+from conftest import (MYSQL_PORTS, NGINX_PORTS, REDIS_PORT, SUBPROTOCOL, TOP, cid, connect, create_room, query,
+                      run_async, token, uid, wait_until, ws_status, ws_url)
+
+RATE = 50           # minichat_limit_messages rate=50r/s
+BURST = 100         # ... burst=100
+ROOM_RATE = 100     # minichat_limit_room_messages rate=100r/s
+ROOM_BURST = 300    # ... burst=300
+REST_BURST = 50     # minichat_limit_rest rate=20r/s burst=50
+STRIKE = 40         # minichat_limit_strikes refusals=40
+BAN_TOOL = os.path.join(TOP, "build", "bin", "minichat-ban")
+
+
+class Pipe:
+    """A WebSocket connection that keeps up to `window` sends in flight and
+    routes replies by id; frames without an id (a ban's error) and the close
+    code are recorded."""
+
+    def __init__(self, ws, user, node, window=24):
+        self.ws = ws
+        self.user = user
+        self.node = node
+        self.sem = asyncio.Semaphore(window)
+        self.next_id = 0
+        self.waiting = {}
+        self.unsolicited = []
+        self.close_code = None
+        self.reader = asyncio.get_running_loop().create_task(self._read())
+
+    @classmethod
+    async def open(cls, user, node, window=24):
+        ws = await websockets.connect(ws_url(node, token(user)), subprotocols=[SUBPROTOCOL], open_timeout=5,
+                                      close_timeout=2)
+        p = cls(ws, user, node, window)
+        return p
+
+    async def _read(self):
+        try:
+            async for raw in self.ws:
+                f = json.loads(raw)
+                fut = self.waiting.pop(f.get("id"), None) if "id" in f else None
+                if fut is not None and not fut.done():
+                    fut.set_result(f)
+                elif f.get("op") == "error":
+                    self.unsolicited.append(f)
+        except websockets.exceptions.ConnectionClosed:
+            pass
+        self.close_code = self.ws.close_code
+        for fut in self.waiting.values():
+            if not fut.done():
+                fut.set_result(None)
+        self.waiting.clear()
+
+    async def send(self, room, body="x", msg_cid=None):
+        """Sends one message; returns (cid, reply) with reply None when the connection closed first."""
+        msg_cid = msg_cid or cid()
+        async with self.sem:
+            if self.close_code is not None or self.reader.done():
+                return msg_cid, None
+            self.next_id += 1
+            rid = self.next_id
+            fut = asyncio.get_running_loop().create_future()
+            self.waiting[rid] = fut
+            try:
+                await self.ws.send(json.dumps({"op": "send", "id": rid, "room": room, "cid": msg_cid, "body": body}))
+            except websockets.exceptions.ConnectionClosed:
+                self.waiting.pop(rid, None)
+                return msg_cid, None
+            return msg_cid, await asyncio.wait_for(fut, 10)
+
+    async def closed(self, timeout=10):
+        await asyncio.wait_for(asyncio.shield(self.reader), timeout)
+        return self.close_code
+
+    async def close(self):
+        await self.ws.close()
+        await asyncio.wait_for(self.reader, 5)
+
+
+def rest_raw(method, path, tok, node="a"):
+    """(status, headers, parsed body) of a REST call."""
+    req = urllib.request.Request("http://127.0.0.1:%d%s" % (NGINX_PORTS[node], path), method=method)
+    req.add_header("Authorization", "Bearer " + tok)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, dict(resp.headers), json.loads(resp.read().decode() or "null")
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), json.loads(e.read().decode() or "null")
+
+
+def user_row(user):
+    rows = query("SELECT status, banned_until, strikes FROM users WHERE id=%s", (user,))
+    return rows[0] if rows else None
+
+
+def upgrade_refusal(user, node="a"):
+    """(status, headers, JSON body or None) of an upgrade request; a 101 is
+    closed at once."""
+    sock = socket.create_connection(("127.0.0.1", NGINX_PORTS[node]), timeout=10)
+    try:
+        sock.sendall(("GET /ws?token=%s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                      "Sec-WebSocket-Version: 13\r\n\r\n" % token(user)).encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        head, _, rest = data.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = dict(line.split(": ", 1) for line in lines[1:])
+        if status == 101:
+            return status, headers, None
+        want = int(headers.get("Content-Length", "0"))
+        while len(rest) < want:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            rest += chunk
+        return status, headers, json.loads(rest.decode()) if rest else None
+    finally:
+        sock.close()
+
+
+async def flood(pipe, room, n):
+    """n sends at once through the pipe's window; their (cid, reply) in order."""
+    return await asyncio.gather(*[pipe.send(room, "m%d" % i) for i in range(n)])
+
+
+# --- rate accuracy -----------------------------------------------------------
+
+@run_async
+async def test_message_rate_is_one_limit_across_both_nodes():
+    """One user sending through nodes a and b at once gets burst + 1 messages
+    and then one per 1/rate, counted once for both nodes (within +-1), and
+    refused sends spend no seq: the acks hold seqs 1..N, MySQL N rows."""
+    user, other = uid(), uid()
+    room = create_room(user, [user, other])
+    pa = await Pipe.open(user, "a")
+    pb = await Pipe.open(user, "b")
+
+    replies = []
+    # the burst and a few more at once, half through each node ...
+    replies += await asyncio.gather(flood(pa, room, (BURST + 6) // 2), flood(pb, room, (BURST + 6) // 2))
+    replies = [r for group in replies for r in group]
+    # ... then 1.2x the rate for 2 s, alternating nodes: about 20 refusals
+    pace = 1.0 / (1.2 * RATE)
+    start = time.monotonic()
+    tasks = []
+    i = 0
+    while time.monotonic() - start < 2.0:
+        tasks.append(asyncio.ensure_future((pa if i % 2 else pb).send(room, "p%d" % i)))
+        i += 1
+        await asyncio.sleep(max(0.0, start + i * pace - time.monotonic()))
+    replies += await asyncio.gather(*tasks)
+    await pa.close()
+    await pb.close()
+
+    acks = [r for _, r in replies if r and r["op"] == "ack"]
+    refused = [r for _, r in replies if r and r["op"] == "error"]
+    assert all(r["code"] == "rate_limited" and r["retry_after_ms"] >= 1 for r in refused), refused[:3]
+    assert len(acks) + len(refused) == len(replies), [r for _, r in replies if not r][:3]
+    assert len(refused) < STRIKE, len(refused)
+
+    ts = sorted(a["ts"] for a in acks)
+    expected = BURST + 1 + math.floor((ts[-1] - ts[0]) * RATE / 1000.0)
+    assert abs(len(acks) - expected) <= 1, (len(acks), expected, ts[-1] - ts[0])
+
+    assert sorted(a["seq"] for a in acks) == list(range(1, len(acks) + 1))
+    refused_cids = {c for c, r in replies if r and r["op"] == "error"}
+    wait_until(lambda: query("SELECT COUNT(*) AS n FROM messages WHERE room_id=%s", (room,))[0]["n"] == len(acks),
+               what="MySQL holds exactly the acked messages")
+    stored = {r["client_msg_id"] for r in query("SELECT client_msg_id FROM messages WHERE room_id=%s", (room,))}
+    assert not (stored & refused_cids)
+
+
+@run_async
+async def test_refused_send_then_retry_after_gets_the_next_seq():
+    """A refused send carries retry_after_ms; sending again after that long
+    succeeds with the next seq (the refusal spent none, and nothing of it
+    reaches MySQL)."""
+    user, other = uid(), uid()
+    room = create_room(user, [user, other])
+    p = await Pipe.open(user, "a")
+
+    replies = await flood(p, room, BURST + 5)
+    acks = [r for _, r in replies if r["op"] == "ack"]
+    # until one is refused (the flood may have been slow enough to refill)
+    refusal = None
+    for _ in range(20):
+        c, r = await p.send(room, "more")
+        if r["op"] == "ack":
+            acks.append(r)
+        else:
+            refusal, refused_cid = r, c
+            break
+    assert refusal is not None and refusal["code"] == "rate_limited", refusal
+    assert refusal["retry_after_ms"] >= 1 and "message" in refusal and refusal["id"] >= 1, refusal
+    last = max(a["seq"] for a in acks)
+    assert sorted(a["seq"] for a in acks) == list(range(1, last + 1))
+
+    await asyncio.sleep(refusal["retry_after_ms"] / 1000.0)
+    c, r = await p.send(room, "after the wait")
+    assert r["op"] == "ack" and r["seq"] == last + 1, r
+    await p.close()
+
+    wait_until(lambda: query("SELECT COUNT(*) AS n FROM messages WHERE room_id=%s", (room,))[0]["n"] == last + 1,
+               what="MySQL holds the acked messages")
+    assert not query("SELECT seq FROM messages WHERE room_id=%s AND client_msg_id=%s", (room, refused_cid))
+
+
+@run_async
+async def test_room_limit_counts_every_sender_and_spends_no_seq():
+    """minichat_limit_room_messages: five members, each under its own limit,
+    flood one room through both nodes; the room admits burst + 1 and then
+    its rate (within +-1), refusals carry retry_after_ms, and only admitted
+    messages have seqs and reach MySQL."""
+    users = [uid() for _ in range(5)]
+    room = create_room(users[0], users)
+    pipes = [await Pipe.open(u, "ab"[i % 2]) for i, u in enumerate(users)]
+    groups = await asyncio.gather(*[flood(p, room, 90) for p in pipes])
+    for p in pipes:
+        await p.close()
+    replies = [r for g in groups for r in g]
+
+    acks = [r for _, r in replies if r["op"] == "ack"]
+    refused = [r for _, r in replies if r["op"] == "error"]
+    assert refused and all(r["code"] == "rate_limited" and r["retry_after_ms"] >= 1 for r in refused), refused[:3]
+    ts = sorted(a["ts"] for a in acks)
+    expected = ROOM_BURST + 1 + math.floor((ts[-1] - ts[0]) * ROOM_RATE / 1000.0)
+    assert abs(len(acks) - expected) <= 1, (len(acks), expected, ts[-1] - ts[0])
+    assert sorted(a["seq"] for a in acks) == list(range(1, len(acks) + 1))
+    wait_until(lambda: query("SELECT COUNT(*) AS n FROM messages WHERE room_id=%s", (room,))[0]["n"] == len(acks),
+               what="MySQL holds exactly the acked messages")
+
+
+# --- REST and the upgrade ----------------------------------------------------
+
+def test_rest_429_with_retry_after():
+    """Past minichat_limit_rest a request is 429 with Retry-After (whole
+    seconds, rounded up) and a JSON body; after retry_after_ms it passes."""
+    tok = token(uid())
+    got = [rest_raw("GET", "/api/rooms?limit=5", tok, node="ab"[i % 2]) for i in range(REST_BURST + 10)]
+    limited = [g for g in got if g[0] == 429]
+    assert limited, [g[0] for g in got]
+    assert all(g[0] in (200, 429) for g in got), [g[0] for g in got]
+    status, headers, body = limited[-1]
+    assert body["code"] == "rate_limited" and body["retry_after_ms"] >= 1, body
+    assert headers["Retry-After"] == str(math.ceil(body["retry_after_ms"] / 1000.0)), (headers, body)
+    assert headers["Content-Type"].startswith("application/json")
+
+    time.sleep(body["retry_after_ms"] / 1000.0)
+    assert rest_raw("GET", "/api/rooms?limit=5", tok)[0] == 200
+
+
+@run_async
+async def test_upgrade_429_past_the_user_connection_limit():
+    """minichat_limit_user_connections: upgrades past it get HTTP 429 with
+    Retry-After and a rate_limited body; others connect meanwhile."""
+    user = uid()
+    statuses = []
+    for _ in range(30):
+        status, headers, body = upgrade_refusal(user, "ab"[len(statuses) % 2])
+        statuses.append(status)
+        if status == 429:
+            break
+    assert statuses[-1] == 429, statuses
+    assert body["code"] == "rate_limited" and body["retry_after_ms"] >= 1, body
+    assert int(headers["Retry-After"]) >= 1
+    # another user is not affected
+    c = await connect(uid(), "a")
+    await c.close()
+
+
+# --- strikes and bans --------------------------------------------------------
+
+async def earn_strike(user, room, node="a"):
+    """Floods from one connection until the 40th refusal makes a strike.
+    Returns the ban's error frame and close code as an idle connection of the
+    user on the other node saw them; the flooding connection, with requests
+    still in flight, is closed with 4003 too."""
+    watcher = await Pipe.open(user, "b" if node == "a" else "a")
+    p = await Pipe.open(user, node)
+    replies = await flood(p, room, BURST + STRIKE + 40)
+    assert await p.closed() == 4003
+    code = await watcher.closed()
+    refused = [r for _, r in replies if r and r["op"] == "error"]
+    assert all(r["code"] in ("rate_limited", "banned") for r in refused), refused[-3:]
+    banned = [f for f in watcher.unsolicited if f.get("code") == "banned"]
+    assert banned, watcher.unsolicited
+    return banned[0], code
+
+
+def ban_tool(*args):
+    return subprocess.run([BAN_TOOL, "--redis", "127.0.0.1:%d" % REDIS_PORT,
+                           "--mysql", "127.0.0.1:%d" % MYSQL_PORTS["primary"]] + list(args),
+                          capture_output=True, text=True, timeout=20)
+
+
+@run_async
+async def test_strikes_escalate_to_bans_on_every_node_and_expire():
+    """Refusals make strikes, strikes ban (2 s, 4 s, then permanent): the ban
+    closes the user's connection on the other node with 4003, the upgrade
+    answers 403 banned, MySQL follows (banned, then active again once the ban
+    ran out), and an operator lifts the permanent ban with minichat-ban."""
+    user, other = uid(), uid()
+    room = create_room(user, [user, other])
+
+    # strike 1: the connection on node b hears of the ban made through node a
+    ban, code = await earn_strike(user, room, "a")
+    assert ban["until"] and ban["until"] > time.time() * 1000, ban
+    assert code == 4003
+
+    row = wait_until(lambda: (lambda r: r if r and r["status"] == "banned" else None)(user_row(user)),
+                     what="users.status banned")
+    assert row["strikes"] == 1 and row["banned_until"] is not None, row
+    status, _, body = upgrade_refusal(user, "b")
+    assert status == 403 and body["code"] == "banned" and body["until"] == ban["until"], (status, body)
+    status, _, body = rest_raw("GET", "/api/rooms", token(user))
+    assert status == 403 and body["code"] == "banned", (status, body)
+
+    # the ban runs out: the user connects, and MySQL says active again
+    await asyncio.sleep(max(0.0, ban["until"] / 1000.0 - time.time()) + 0.1)
+    c = wait_until(lambda: upgrade_refusal(user)[0] != 403, what="the ban to expire")
+    assert c
+    wait_until(lambda: user_row(user)["status"] == "active", what="users.status active after the ban")
+
+    # strike 2: a longer ban
+    before = time.time() * 1000
+    ban2, code = await earn_strike(user, room, "b")
+    assert code == 4003
+    assert 3000 <= ban2["until"] - before <= 6000, (ban2, before)
+    wait_until(lambda: (user_row(user)["status"], user_row(user)["strikes"]) == ("banned", 2),
+               what="second ban in MySQL")
+    await asyncio.sleep(max(0.0, ban2["until"] / 1000.0 - time.time()) + 0.1)
+    wait_until(lambda: upgrade_refusal(user)[0] != 403, what="the second ban to expire")
+
+    # strike 3: permanent
+    ban3, code = await earn_strike(user, room, "a")
+    assert code == 4003
+    assert ban3["until"] is None, ban3
+    row = wait_until(lambda: (lambda r: r if r["status"] == "banned" and r["strikes"] == 3 else None)(user_row(user)),
+                     what="permanent ban in MySQL")
+    assert row["banned_until"] is None, row
+    status, _, body = upgrade_refusal(user)
+    assert status == 403 and body["until"] is None, body
+
+    # the operator lifts it
+    shown = ban_tool("show", str(user))
+    assert shown.returncode == 0 and "permanent" in shown.stdout, shown
+    lifted = ban_tool("lift", str(user))
+    assert lifted.returncode == 0, lifted
+    assert user_row(user)["status"] == "active"
+    c = await connect(user, "b")
+    ack = await c.send_msg(room, "back")
+    assert ack["op"] == "ack", ack
+    await c.close()
