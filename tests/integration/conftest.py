@@ -293,6 +293,11 @@ def redis(*args):
 
 # --- session check -----------------------------------------------------------
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "redis_args(*args): extra redis-server arguments for own_stack")
+    config.addinivalue_line("markers", "nginx_extra(text): extra directives for own_stack's nginx")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def stack_is_up():
     """Fail fast, with a hint, when the stack is not running."""
