@@ -18,10 +18,16 @@
  *
  * Connecting.  A connect is not done when TCP says so: the first command on
  * every connection is AUTH (minichat_redis_user, minichat_redis_password_file)
- * or PING, and a node is "ready" only once that answered.  A timer of
- * minichat_redis_connect_timeout covers both: a peer that drops SYNs, or a
- * listener that never accepts (whose kernel may complete the handshake and
- * then never read), is freed and retried after the reconnect interval.
+ * or PING, and a node is "ready" only once that answered.  One timer covers
+ * both steps: after minichat_redis_connect_timeout the connection must be
+ * up (a peer that drops SYNs, a listener whose backlog is full), and the
+ * answer must come within minichat_redis_timeout, as for any command (a
+ * listener that never accepts may still complete TCP in its kernel and then
+ * never read; a paused Redis answers the moment it wakes, and a shorter wait
+ * would only make it reconnect then).  hiredis 0.14 cannot be asked whether
+ * the connect is done: it takes a write event on a socket still connecting
+ * (SO_ERROR 0) for "connected", so the timer asks getpeername().  On expiry
+ * the context is freed and the connect retried after the reconnect interval.
  * Until a node is ready, commands for it fail at once (the caller answers
  * `unavailable`); nothing waits on a Redis that may never come.  A refused
  * AUTH is logged and retried the same way (a password file fixed and
@@ -89,6 +95,7 @@ typedef struct {
     char                 host[MC_REDIS_HOST_MAX];
     int                  port;
     unsigned             ready:1;       /* AUTH/PING answered */
+    unsigned             tcp_up:1;      /* seen connected by the connect timer */
     unsigned             writing:1;
 } ngx_http_minichat_redis_node_t;
 
@@ -398,6 +405,7 @@ ngx_http_minichat_redis_connect(ngx_http_minichat_redis_node_t *node)
     node->ac = ac;
     node->conn = c;
     node->ready = 0;
+    node->tcp_up = 0;
 
     ac->ev.data = node;
     ac->ev.addRead = ngx_http_minichat_redis_add_read;
@@ -454,14 +462,28 @@ static void
 ngx_http_minichat_redis_connect_timeout(ngx_event_t *ev)
 {
     ngx_http_minichat_redis_node_t  *node = ev->data;
+    ngx_http_minichat_main_conf_t   *mcf = ngx_http_minichat_conf();
+    struct sockaddr_storage          sa;
+    socklen_t                        len = sizeof(sa);
 
     if (node->ac == NULL || node->ready) {
         return;
     }
 
+    /* TCP is up (hiredis cannot tell: it takes a connect still in progress
+     * for done, SO_ERROR being 0 then): the AUTH/PING answer gets the rest
+     * of minichat_redis_timeout, as any command would */
+    if (!node->tcp_up && mcf->redis_timeout > mcf->redis_connect_timeout
+        && getpeername(node->ac->c.fd, (struct sockaddr *) &sa, &len) == 0)
+    {
+        node->tcp_up = 1;
+        ngx_add_timer(&node->connect_timer, mcf->redis_timeout - mcf->redis_connect_timeout);
+        return;
+    }
+
     ngx_log_error(NGX_LOG_ERR, ngx_http_minichat_redis.log, 0,
-                  "minichat: redis %s:%d did not answer within %M ms of connecting; retrying",
-                  node->host, node->port, ngx_http_minichat_conf()->redis_connect_timeout);
+                  "minichat: redis %s:%d did not %s in time; retrying", node->host, node->port,
+                  node->tcp_up ? "answer its first command" : "accept the connection");
 
     /* the handshake's callback runs with NULL; the cleanup hook reconnects */
     redisAsyncFree(node->ac);

@@ -185,7 +185,7 @@ async def test_redis_accepting_nothing_fails_fast_and_recovers(own_stack):
                 await asyncio.sleep(CONNECT_TIMEOUT_MS / 1000.0)
         finally:
             hole.close()
-        assert "did not answer within %d ms of connecting" % CONNECT_TIMEOUT_MS in log_text(own_stack)
+        assert "did not accept the connection in time" in log_text(own_stack)
 
         # Redis is back (with its append-only file): sends succeed again, by themselves
         own_stack["procs"]["redis"] = subprocess.Popen(own_stack["redis_cmd"], stdout=subprocess.DEVNULL,
