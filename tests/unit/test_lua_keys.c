@@ -10,7 +10,9 @@
  * substitutes sample values for the placeholders (<room>, <user>, <sid>,
  * <n>, ...; several samples, so that two different hashtags cannot agree by
  * chance), and checks that every declared key of a script maps to the same
- * slot, and that the script reads no KEYS[i] beyond what it declares.  A
+ * slot, that the script reads no KEYS[i] beyond what it declares, and that
+ * no code line spells a hashtagged key itself ('{u:' .. id ..): Redis
+ * Cluster refuses a key a script did not declare when it lives elsewhere.  A
  * script without the contract fails too.  Run from the checkout's top (make
  * does), or with MINICHAT_LUA_DIR set.
  */
@@ -119,6 +121,38 @@ static void substitute(const char *tmpl, int sample, char *out)
     out[o] = '\0';
 }
 
+/* Returns the first code line (not a "--" comment) of src holding a string
+ * that starts like a hashtagged key ('{r:', "{u:", ...), or NULL: a key
+ * the script makes up itself instead of taking from KEYS. */
+static const char *literal_key(const char *src)
+{
+    const char *line = src, *p, *end;
+
+    while (*line != '\0') {
+        end = strchr(line, '\n');
+        if (end == NULL) {
+            end = line + strlen(line);
+        }
+        for (p = line; p < end && (*p == ' ' || *p == '\t'); p++) {
+        }
+        if (!(p + 1 < end && p[0] == '-' && p[1] == '-')) {
+            for (; p + 3 < end; p++) {
+                if ((p[0] == '\'' || p[0] == '"') && p[1] == '{' && p[2] >= 'a' && p[2] <= 'z') {
+                    const char *q = p + 2;
+                    while (q < end && ((*q >= 'a' && *q <= 'z') || *q == '_')) {
+                        q++;
+                    }
+                    if (q < end && (*q == ':' || *q == '}')) {
+                        return line;
+                    }
+                }
+            }
+        }
+        line = *end ? end + 1 : end;
+    }
+    return NULL;
+}
+
 /* Returns the highest i of a KEYS[i] in src (0 when there is none). */
 static int highest_key_used(const char *src)
 {
@@ -157,6 +191,8 @@ START_TEST(test_every_script_one_slot)
         ck_assert_msg(n > 0, "%s declares no \"--input: keys: [...]\"", de->d_name);
         ck_assert_msg(highest_key_used(src) <= n, "%s uses KEYS[%d] but declares %d keys", de->d_name,
                       highest_key_used(src), n);
+        ck_assert_msg(literal_key(src) == NULL, "%s names a key of its own (not from KEYS): %.60s", de->d_name,
+                      literal_key(src));
         for (s = 0; s < 3; s++) {
             for (i = 0; i < n; i++) {
                 substitute(keys[i], s, key);
@@ -189,6 +225,9 @@ START_TEST(test_checker_catches_another_hashtag)
     ck_assert_str_eq(b, "{u:42}:rl");
     ck_assert_uint_ne(mc_redis_slot(a, strlen(a)), mc_redis_slot(b, strlen(b)));
     ck_assert_int_eq(highest_key_used("redis.call('GET', KEYS[3]) KEYS[12]"), 12);
+    ck_assert_ptr_nonnull(literal_key("local x = 1\nredis.call('GET', '{u:' .. ARGV[1] .. '}:rl')\n"));
+    ck_assert_ptr_nonnull(literal_key("redis.call(\"DEL\", \"{presence}:online\")"));
+    ck_assert_ptr_null(literal_key("-- '{r:<room>}:seq' in a comment\nlocal e = '{\"op\":\"msg\"}'\n"));
 }
 END_TEST
 
