@@ -2,8 +2,8 @@
  * MiniChat nginx module: shared types and the functions the module's files
  * call in one another.
  *
- * One worker holds: one hiredis connection to Redis (on the nginx event
- * loop), one unix-socket connection to the node's relay-worker, and a
+ * One worker holds: one hiredis connection per Redis node (the Redis, or
+ * each master of a Redis Cluster; on the nginx event loop), one unix-socket connection to the node's relay-worker, and a
  * registry of its WebSocket connections by user id.  Nothing here blocks.
  *
  * Calls run one way: the WebSocket reader (_ws.c) hands complete messages

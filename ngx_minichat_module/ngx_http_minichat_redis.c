@@ -1,43 +1,14 @@
 /*
- * Redis on the nginx event loop, through hiredis's async API: one Redis
- * (minichat_redis) or a Redis Cluster (minichat_redis_cluster).
+ * Redis for the module, on the nginx event loop: one Redis (minichat_redis)
+ * or a Redis Cluster (minichat_redis_cluster).
  *
  * The worker keeps one connection per Redis node ("node" below: the single
- * Redis, or each cluster master it has learnt of).  Its fd is wrapped in an
- * ngx_connection_t registered edge-triggered for both directions
- * (ngx_add_conn); hiredis's addWrite hook posts the write event rather than
- * writing at once, so a command issued inside a reply callback never
- * re-enters hiredis.  hiredis reads at most 16 KB per call, so a read event
- * drains the socket, asking FIONREAD whether more is waiting.
- *
- * hiredis may free its context inside any call (a read error, EOF); its
- * cleanup hook then releases our ngx_connection_t, and the code checks
- * `node->ac` after every call into hiredis.  Pending callbacks are called
- * with a NULL reply when the context goes; a cancelable timer reconnects
- * after minichat_reconnect_interval.
- *
- * Connecting.  A connect is not done when TCP says so: the first command on
- * every connection is AUTH (minichat_redis_user, minichat_redis_password_file)
- * or PING, and a node is "ready" only once that answered.  One timer covers
- * both steps: after minichat_redis_connect_timeout the connection must be
- * up (a peer that drops SYNs, a listener whose backlog is full), and the
- * answer must come within minichat_redis_timeout, as for any command (a
- * listener that never accepts may still complete TCP in its kernel and then
- * never read; a paused Redis answers the moment it wakes, and a shorter wait
- * would only make it reconnect then).  hiredis 0.14 cannot be asked whether
- * the connect is done: it takes a write event on a socket still connecting
- * (SO_ERROR 0) for "connected", so the timer asks getpeername().  On expiry
- * the context is freed and the connect retried after the reconnect interval.
- * Until a node is ready, commands for it fail at once (the caller answers
- * `unavailable`); nothing waits on a Redis that may never come.  A refused
- * AUTH is logged and retried the same way (a password file fixed and
- * reloaded takes effect).
- *
- * hiredis 0.14 has no command timeouts.  Outstanding commands are kept per
- * node in send order (Redis answers in that order), and a watchdog drops the
- * connection when the oldest has waited longer than minichat_redis_timeout:
- * every waiting caller then gets its NULL reply (an error for the client)
- * instead of waiting forever on a Redis that stopped answering.
+ * Redis, or each cluster master it has learnt of), each the adapter of
+ * ngx_http_minichat_redis_node.c: connect with a timeout and AUTH/PING,
+ * reconnect, watchdog.  A node that is not ready takes no new command: the
+ * caller answers `unavailable` at once.  This file turns the module's calls
+ * into commands (EVALSHA with the EVAL fallback on NOSCRIPT) and sends each
+ * to its node.
  *
  * Cluster mode.  The seed nodes are connected first; the first ready one is
  * asked CLUSTER SLOTS, and the slot map (lib/src/redis_cluster.c) says which
@@ -73,31 +44,13 @@
  * is queued in its hiredis buffer behind the AUTH/PING, which hiredis writes
  * once the TCP connect completes.
  */
-#include <sys/ioctl.h>
-
 #include "ngx_http_minichat_module.h"
-
-#include "minichat/redis_cluster.h"
+#include "ngx_http_minichat_redis.h"
 
 
 #define NGX_HTTP_MINICHAT_REDIS_NODES      64
 #define NGX_HTTP_MINICHAT_REDIS_REDIRECTS  5
 #define NGX_HTTP_MINICHAT_REDIS_REFRESH    500
-
-
-typedef struct {
-    redisAsyncContext   *ac;
-    ngx_connection_t    *conn;
-    ngx_event_t          reconnect;
-    ngx_event_t          connect_timer;
-    ngx_event_t          watchdog;
-    ngx_queue_t          outstanding;   /* commands in send order */
-    char                 host[MC_REDIS_HOST_MAX];
-    int                  port;
-    unsigned             ready:1;       /* AUTH/PING answered */
-    unsigned             tcp_up:1;      /* seen connected by the connect timer */
-    unsigned             writing:1;
-} ngx_http_minichat_redis_node_t;
 
 
 typedef struct {
@@ -116,9 +69,8 @@ typedef struct {
 
 
 typedef struct {
-    ngx_queue_t                 queue;      /* in a node's `outstanding` while
-                                               sent, in `retrying` in backoff */
-    ngx_msec_t                  sent;
+    ngx_http_minichat_redis_pending_t  pending;    /* first: the reply's privdata;
+                                                      its queue is also `retrying`'s */
     ngx_msec_t                  start;      /* first issued */
     ngx_event_t                 retry;
     ngx_http_minichat_redis_pt  handler;
@@ -138,20 +90,11 @@ typedef struct {
 
 
 static ngx_int_t ngx_http_minichat_redis_add_node(const char *host, int port);
-static void ngx_http_minichat_redis_connect(ngx_http_minichat_redis_node_t *node);
-static void ngx_http_minichat_redis_reconnect_handler(ngx_event_t *ev);
-static void ngx_http_minichat_redis_connect_timeout(ngx_event_t *ev);
-static void ngx_http_minichat_redis_hello(redisAsyncContext *ac, void *r, void *privdata);
-static void ngx_http_minichat_redis_read_handler(ngx_event_t *ev);
-static void ngx_http_minichat_redis_write_handler(ngx_event_t *ev);
-static void ngx_http_minichat_redis_add_read(void *privdata);
-static void ngx_http_minichat_redis_del_read(void *privdata);
-static void ngx_http_minichat_redis_add_write(void *privdata);
-static void ngx_http_minichat_redis_del_write(void *privdata);
-static void ngx_http_minichat_redis_cleanup(void *privdata);
-static void ngx_http_minichat_redis_on_connect(const redisAsyncContext *ac, int status);
-static void ngx_http_minichat_redis_on_disconnect(const redisAsyncContext *ac, int status);
-static ngx_int_t ngx_http_minichat_redis_usable(ngx_http_minichat_redis_node_t *node);
+static ngx_int_t ngx_http_minichat_redis_node_at(const char *host, int port);
+static void ngx_http_minichat_redis_on_ready(ngx_http_minichat_redis_node_t *node);
+static void ngx_http_minichat_redis_on_lost(ngx_http_minichat_redis_node_t *node);
+static ngx_http_minichat_redis_cmd_t *ngx_http_minichat_redis_cmd(const char *sha1, const char *src, int nkeys,
+    int argc, const char **argv, const size_t *argvlen, ngx_http_minichat_redis_pt handler, void *data);
 static ngx_int_t ngx_http_minichat_redis_route(ngx_http_minichat_redis_cmd_t *cmd);
 static ngx_int_t ngx_http_minichat_redis_send(ngx_http_minichat_redis_cmd_t *cmd, ngx_int_t n);
 static void ngx_http_minichat_redis_reply(redisAsyncContext *ac, void *r, void *privdata);
@@ -159,7 +102,6 @@ static ngx_int_t ngx_http_minichat_redis_cluster_error(ngx_http_minichat_redis_c
     redisReply *reply);
 static void ngx_http_minichat_redis_retry_handler(ngx_event_t *ev);
 static void ngx_http_minichat_redis_finish(ngx_http_minichat_redis_cmd_t *cmd, redisReply *reply);
-static void ngx_http_minichat_redis_watchdog(ngx_event_t *ev);
 static void ngx_http_minichat_redis_refresh(ngx_event_t *ev);
 static void ngx_http_minichat_redis_slots(redisAsyncContext *ac, void *r, void *privdata);
 static void ngx_http_minichat_redis_schedule_refresh(ngx_msec_t delay);
@@ -202,7 +144,7 @@ ngx_http_minichat_redis_init(ngx_cycle_t *cycle)
     }
 
     for (i = 0; i < rd->nnodes; i++) {
-        ngx_http_minichat_redis_connect(&rd->nodes[i]);
+        ngx_http_minichat_redis_node_connect(&rd->nodes[i]);
     }
 
     return NGX_OK;
@@ -212,11 +154,10 @@ ngx_http_minichat_redis_init(ngx_cycle_t *cycle)
 void
 ngx_http_minichat_redis_exit(void)
 {
-    ngx_http_minichat_redis_t       *rd = &ngx_http_minichat_redis;
-    ngx_http_minichat_redis_node_t  *node;
-    ngx_http_minichat_redis_cmd_t   *cmd;
-    ngx_queue_t                     *q;
-    ngx_uint_t                       i;
+    ngx_http_minichat_redis_t      *rd = &ngx_http_minichat_redis;
+    ngx_http_minichat_redis_cmd_t  *cmd;
+    ngx_queue_t                    *q;
+    ngx_uint_t                      i;
 
     rd->exiting = 1;
 
@@ -226,7 +167,7 @@ ngx_http_minichat_redis_exit(void)
 
     while (!ngx_queue_empty(&rd->retrying)) {
         q = ngx_queue_head(&rd->retrying);
-        cmd = ngx_queue_data(q, ngx_http_minichat_redis_cmd_t, queue);
+        cmd = (ngx_http_minichat_redis_cmd_t *) ngx_queue_data(q, ngx_http_minichat_redis_pending_t, queue);
         ngx_queue_remove(q);
         if (cmd->retry.timer_set) {
             ngx_del_timer(&cmd->retry);
@@ -235,23 +176,7 @@ ngx_http_minichat_redis_exit(void)
     }
 
     for (i = 0; i < rd->nnodes; i++) {
-        node = &rd->nodes[i];
-
-        if (node->reconnect.timer_set) {
-            ngx_del_timer(&node->reconnect);
-        }
-        if (node->connect_timer.timer_set) {
-            ngx_del_timer(&node->connect_timer);
-        }
-        if (node->watchdog.timer_set) {
-            ngx_del_timer(&node->watchdog);
-        }
-
-        if (node->ac) {
-            /* runs pending callbacks with NULL, then our cleanup hook */
-            redisAsyncFree(node->ac);
-            node->ac = NULL;
-        }
+        ngx_http_minichat_redis_node_close(&rd->nodes[i]);
     }
 }
 
@@ -263,7 +188,7 @@ ngx_http_minichat_redis_ready(void)
     ngx_uint_t                  i;
 
     if (!rd->cluster) {
-        return ngx_http_minichat_redis_usable(&rd->nodes[0]) && rd->nodes[0].ready;
+        return ngx_http_minichat_redis_node_usable(&rd->nodes[0]) && rd->nodes[0].ready;
     }
 
     if (!rd->mapped) {
@@ -293,29 +218,12 @@ ngx_http_minichat_redis_add_node(const char *host, int port)
     }
 
     node = &rd->nodes[rd->nnodes];
-    ngx_memzero(node, sizeof(ngx_http_minichat_redis_node_t));
+    ngx_http_minichat_redis_node_init(node, host, port, rd->log);
 
-    ngx_cpystrn((u_char *) node->host, (u_char *) host, MC_REDIS_HOST_MAX);
-    node->port = port;
-
-    node->reconnect.handler = ngx_http_minichat_redis_reconnect_handler;
-    node->reconnect.log = rd->log;
-    node->reconnect.data = node;
-    node->reconnect.cancelable = 1;
-
-    node->connect_timer.handler = ngx_http_minichat_redis_connect_timeout;
-    node->connect_timer.log = rd->log;
-    node->connect_timer.data = node;
-    node->connect_timer.cancelable = 1;
-
-    node->watchdog.handler = ngx_http_minichat_redis_watchdog;
-    node->watchdog.log = rd->log;
-    node->watchdog.data = node;
-    /* not cancelable: a graceful quit waits (up to minichat_redis_timeout)
-     * for the replies still outstanding, so requests that were waiting on
-     * Redis finish instead of failing with the reload */
-    node->watchdog.cancelable = 0;
-    ngx_queue_init(&node->outstanding);
+    if (rd->cluster) {
+        node->on_ready = ngx_http_minichat_redis_on_ready;
+        node->on_lost = ngx_http_minichat_redis_on_lost;
+    }
 
     return (ngx_int_t) rd->nnodes++;
 }
@@ -337,339 +245,10 @@ ngx_http_minichat_redis_node_at(const char *host, int port)
 
     n = ngx_http_minichat_redis_add_node(host, port);
     if (n != -1) {
-        ngx_http_minichat_redis_connect(&rd->nodes[n]);
+        ngx_http_minichat_redis_node_connect(&rd->nodes[n]);
     }
 
     return n;
-}
-
-
-static void
-ngx_http_minichat_redis_schedule(ngx_http_minichat_redis_node_t *node)
-{
-    ngx_http_minichat_redis_t  *rd = &ngx_http_minichat_redis;
-
-    if (!rd->exiting && !ngx_exiting && !node->reconnect.timer_set) {
-        ngx_add_timer(&node->reconnect, ngx_http_minichat_conf()->reconnect);
-    }
-}
-
-
-static void
-ngx_http_minichat_redis_connect(ngx_http_minichat_redis_node_t *node)
-{
-    ngx_http_minichat_redis_t      *rd = &ngx_http_minichat_redis;
-    ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
-    redisAsyncContext              *ac;
-    ngx_connection_t               *c;
-    const char                     *av[3];
-    size_t                          al[3];
-    int                             ac_n;
-
-    ac = redisAsyncConnect(node->host, node->port);
-    if (ac == NULL) {
-        ngx_log_error(NGX_LOG_ERR, rd->log, 0, "minichat: redis context allocation failed");
-        ngx_http_minichat_redis_schedule(node);
-        return;
-    }
-
-    if (ac->err) {
-        ngx_log_error(NGX_LOG_ERR, rd->log, 0, "minichat: redis connect to %s:%d failed: %s",
-                      node->host, node->port, ac->errstr);
-        redisAsyncFree(ac);
-        ngx_http_minichat_redis_schedule(node);
-        return;
-    }
-
-    c = ngx_get_connection(ac->c.fd, rd->log);
-    if (c == NULL) {
-        redisAsyncFree(ac);
-        ngx_http_minichat_redis_schedule(node);
-        return;
-    }
-
-    c->data = node;
-    c->read->handler = ngx_http_minichat_redis_read_handler;
-    c->write->handler = ngx_http_minichat_redis_write_handler;
-    c->read->log = rd->log;
-    c->write->log = rd->log;
-
-    if (ngx_add_conn(c) != NGX_OK) {
-        c->fd = (ngx_socket_t) -1;
-        ngx_free_connection(c);
-        redisAsyncFree(ac);
-        ngx_http_minichat_redis_schedule(node);
-        return;
-    }
-
-    node->ac = ac;
-    node->conn = c;
-    node->ready = 0;
-    node->tcp_up = 0;
-
-    ac->ev.data = node;
-    ac->ev.addRead = ngx_http_minichat_redis_add_read;
-    ac->ev.delRead = ngx_http_minichat_redis_del_read;
-    ac->ev.addWrite = ngx_http_minichat_redis_add_write;
-    ac->ev.delWrite = ngx_http_minichat_redis_del_write;
-    ac->ev.cleanup = ngx_http_minichat_redis_cleanup;
-
-    redisAsyncSetConnectCallback(ac, ngx_http_minichat_redis_on_connect);
-    redisAsyncSetDisconnectCallback(ac, ngx_http_minichat_redis_on_disconnect);
-
-    /* ngx_add_conn registered EPOLLOUT edge-triggered: the completed
-     * connect arrives as a write event, which hiredis takes as "connected";
-     * the handshake waits in hiredis's buffer until then */
-
-    if (mcf->redis_password.len) {
-        ac_n = 0;
-        av[ac_n] = "AUTH";
-        al[ac_n++] = 4;
-        if (mcf->redis_user.len) {
-            av[ac_n] = (const char *) mcf->redis_user.data;
-            al[ac_n++] = mcf->redis_user.len;
-        }
-        av[ac_n] = (const char *) mcf->redis_password.data;
-        al[ac_n++] = mcf->redis_password.len;
-
-    } else {
-        av[0] = "PING";
-        al[0] = 4;
-        ac_n = 1;
-    }
-
-    if (redisAsyncCommandArgv(ac, ngx_http_minichat_redis_hello, node, ac_n, av, al) != REDIS_OK) {
-        redisAsyncFree(ac);   /* the cleanup hook schedules the reconnect */
-        return;
-    }
-
-    ngx_add_timer(&node->connect_timer, mcf->redis_connect_timeout);
-}
-
-
-static void
-ngx_http_minichat_redis_reconnect_handler(ngx_event_t *ev)
-{
-    ngx_http_minichat_redis_node_t  *node = ev->data;
-
-    if (node->ac == NULL && !ngx_exiting && !ngx_http_minichat_redis.exiting) {
-        ngx_http_minichat_redis_connect(node);
-    }
-}
-
-
-static void
-ngx_http_minichat_redis_connect_timeout(ngx_event_t *ev)
-{
-    ngx_http_minichat_redis_node_t  *node = ev->data;
-    ngx_http_minichat_main_conf_t   *mcf = ngx_http_minichat_conf();
-    struct sockaddr_storage          sa;
-    socklen_t                        len = sizeof(sa);
-
-    if (node->ac == NULL || node->ready) {
-        return;
-    }
-
-    /* TCP is up (hiredis cannot tell: it takes a connect still in progress
-     * for done, SO_ERROR being 0 then): the AUTH/PING answer gets the rest
-     * of minichat_redis_timeout, as any command would */
-    if (!node->tcp_up && mcf->redis_timeout > mcf->redis_connect_timeout
-        && getpeername(node->ac->c.fd, (struct sockaddr *) &sa, &len) == 0)
-    {
-        node->tcp_up = 1;
-        ngx_add_timer(&node->connect_timer, mcf->redis_timeout - mcf->redis_connect_timeout);
-        return;
-    }
-
-    ngx_log_error(NGX_LOG_ERR, ngx_http_minichat_redis.log, 0,
-                  "minichat: redis %s:%d did not %s in time; retrying", node->host, node->port,
-                  node->tcp_up ? "answer its first command" : "accept the connection");
-
-    /* the handshake's callback runs with NULL; the cleanup hook reconnects */
-    redisAsyncFree(node->ac);
-}
-
-
-/* The AUTH or PING that opens every connection. */
-static void
-ngx_http_minichat_redis_hello(redisAsyncContext *ac, void *r, void *privdata)
-{
-    ngx_http_minichat_redis_t       *rd = &ngx_http_minichat_redis;
-    ngx_http_minichat_redis_node_t  *node = privdata;
-    redisReply                      *reply = r;
-
-    if (reply == NULL || node->ac != ac) {
-        return;
-    }
-
-    if (reply->type == REDIS_REPLY_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, rd->log, 0, "minichat: redis %s:%d refused the connection: %s",
-                      node->host, node->port, reply->str);
-        /* freed after this callback returns; then the reconnect interval */
-        redisAsyncFree(ac);
-        return;
-    }
-
-    if (node->connect_timer.timer_set) {
-        ngx_del_timer(&node->connect_timer);
-    }
-
-    node->ready = 1;
-    ngx_log_error(NGX_LOG_INFO, rd->log, 0, "minichat: redis %s:%d connected", node->host, node->port);
-
-    if (rd->cluster && (!rd->mapped || !rd->refresh.timer_set)) {
-        ngx_http_minichat_redis_schedule_refresh(0);
-    }
-}
-
-
-static void
-ngx_http_minichat_redis_read_handler(ngx_event_t *ev)
-{
-    ngx_connection_t                *c = ev->data;
-    ngx_http_minichat_redis_node_t  *node = c->data;
-    int                              n;
-
-    while (node->ac) {
-        redisAsyncHandleRead(node->ac);
-
-        if (node->ac == NULL) {
-            break;
-        }
-
-        /* hiredis reads 16 KB a call; an EOF behind the data must be read
-         * too or the edge is lost */
-        if (ioctl(node->ac->c.fd, FIONREAD, &n) == -1 || (n <= 0 && !ev->pending_eof)) {
-            break;
-        }
-    }
-}
-
-
-static void
-ngx_http_minichat_redis_write_handler(ngx_event_t *ev)
-{
-    ngx_connection_t                *c = ev->data;
-    ngx_http_minichat_redis_node_t  *node = c->data;
-
-    if (node->ac) {
-        node->writing = 1;
-        redisAsyncHandleWrite(node->ac);
-        node->writing = 0;
-    }
-}
-
-
-static void
-ngx_http_minichat_redis_add_read(void *privdata)
-{
-    /* the fd is registered for reading once, edge-triggered */
-}
-
-
-static void
-ngx_http_minichat_redis_del_read(void *privdata)
-{
-}
-
-
-static void
-ngx_http_minichat_redis_add_write(void *privdata)
-{
-    ngx_http_minichat_redis_node_t  *node = privdata;
-
-    /* called from inside redisAsyncHandleWrite when the socket took only
-     * part of the buffer: wait for the next EPOLLOUT edge instead of
-     * posting the event again, which would spin the worker */
-    if (node->writing || node->conn == NULL) {
-        return;
-    }
-
-    if (!node->conn->write->posted) {
-        ngx_post_event(node->conn->write, &ngx_posted_events);
-    }
-}
-
-
-static void
-ngx_http_minichat_redis_del_write(void *privdata)
-{
-}
-
-
-/* Called by hiredis just before it closes the fd and frees the context. */
-static void
-ngx_http_minichat_redis_cleanup(void *privdata)
-{
-    ngx_http_minichat_redis_node_t  *node = privdata;
-    ngx_connection_t                *c = node->conn;
-
-    if (c == NULL) {
-        return;
-    }
-
-    if (c->read->timer_set) {
-        ngx_del_timer(c->read);
-    }
-    if (c->write->timer_set) {
-        ngx_del_timer(c->write);
-    }
-    if (c->read->posted) {
-        ngx_delete_posted_event(c->read);
-    }
-    if (c->write->posted) {
-        ngx_delete_posted_event(c->write);
-    }
-
-    /* hiredis closes the fd right after, which removes it from epoll */
-    ngx_del_conn(c, NGX_CLOSE_EVENT);
-
-    ngx_free_connection(c);
-    c->fd = (ngx_socket_t) -1;
-
-    node->conn = NULL;
-    node->ac = NULL;
-    node->ready = 0;
-
-    if (node->connect_timer.timer_set) {
-        ngx_del_timer(&node->connect_timer);
-    }
-
-    ngx_http_minichat_redis_schedule(node);
-
-    if (ngx_http_minichat_redis.cluster) {
-        ngx_http_minichat_redis_schedule_refresh(0);
-    }
-}
-
-
-static void
-ngx_http_minichat_redis_on_connect(const redisAsyncContext *ac, int status)
-{
-    if (status != REDIS_OK) {
-        ngx_log_error(NGX_LOG_ERR, ngx_http_minichat_redis.log, 0, "minichat: redis connect failed: %s",
-                      ac->errstr);
-        /* hiredis frees the context after this callback */
-    }
-}
-
-
-static void
-ngx_http_minichat_redis_on_disconnect(const redisAsyncContext *ac, int status)
-{
-    if (status != REDIS_OK && !ngx_http_minichat_redis.exiting) {
-        ngx_log_error(NGX_LOG_ERR, ngx_http_minichat_redis.log, 0, "minichat: redis connection lost: %s",
-                      ac->errstr);
-    }
-}
-
-
-/* Returns 1 when commands can be queued on the node's context (it may still
- * be connecting), 0 when it has none or it is going away. */
-static ngx_int_t
-ngx_http_minichat_redis_usable(ngx_http_minichat_redis_node_t *node)
-{
-    return node->ac != NULL && !(node->ac->c.flags & (REDIS_DISCONNECTING | REDIS_FREEING));
 }
 
 
@@ -844,7 +423,7 @@ ngx_http_minichat_redis_send(ngx_http_minichat_redis_cmd_t *cmd, ngx_int_t n)
     static const char               *asking = "ASKING";
     static const size_t              asking_len = 6;
 
-    if (!ngx_http_minichat_redis_usable(node)) {
+    if (!ngx_http_minichat_redis_node_usable(node)) {
         return NGX_ERROR;
     }
 
@@ -883,12 +462,14 @@ ngx_http_minichat_redis_send(ngx_http_minichat_redis_cmd_t *cmd, ngx_int_t n)
 
     if (cmd->asking) {
         cmd->asking = 0;
-        if (redisAsyncCommandArgv(node->ac, NULL, NULL, 1, &asking, &asking_len) != REDIS_OK) {
+        if (ngx_http_minichat_redis_node_command(node, NULL, NULL, 1, &asking, &asking_len) != NGX_OK) {
             goto failed;
         }
     }
 
-    if (redisAsyncCommandArgv(node->ac, ngx_http_minichat_redis_reply, cmd, k, av, al) != REDIS_OK) {
+    if (ngx_http_minichat_redis_node_command(node, ngx_http_minichat_redis_reply, &cmd->pending, k, av, al)
+        != NGX_OK)
+    {
         goto failed;
     }
 
@@ -897,14 +478,7 @@ ngx_http_minichat_redis_send(ngx_http_minichat_redis_cmd_t *cmd, ngx_int_t n)
         ngx_free(al);
     }
 
-    /* recorded as sent, for the watchdog */
     cmd->node = n;
-    cmd->sent = ngx_current_msec;
-    ngx_queue_insert_tail(&node->outstanding, &cmd->queue);
-
-    if (!node->watchdog.timer_set) {
-        ngx_add_timer(&node->watchdog, 1000);
-    }
 
     return NGX_OK;
 
@@ -931,12 +505,12 @@ ngx_http_minichat_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
     ngx_http_minichat_redis_node_t  *node = &rd->nodes[cmd->node];
     redisReply                      *reply = r;
 
-    ngx_queue_remove(&cmd->queue);
+    ngx_queue_remove(&cmd->pending.queue);
 
     if (reply && reply->type == REDIS_REPLY_ERROR && !rd->exiting) {
 
         if (cmd->sha1 && !cmd->eval && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0
-            && node->ac == ac && ngx_http_minichat_redis_usable(node))
+            && node->ac == ac && ngx_http_minichat_redis_node_usable(node))
         {
             /* the script cache was flushed, Redis restarted, or a replica
              * was promoted: send the source, at most once */
@@ -1017,7 +591,7 @@ ngx_http_minichat_redis_cluster_error(ngx_http_minichat_redis_cmd_t *cmd, redisR
             return NGX_DECLINED;
         }
 
-        ngx_queue_insert_tail(&rd->retrying, &cmd->queue);
+        ngx_queue_insert_tail(&rd->retrying, &cmd->pending.queue);
         ngx_add_timer(&cmd->retry, cmd->backoff);
         return NGX_OK;
 
@@ -1033,7 +607,7 @@ ngx_http_minichat_redis_retry_handler(ngx_event_t *ev)
     ngx_http_minichat_redis_cmd_t  *cmd = ev->data;
     ngx_int_t                       n;
 
-    ngx_queue_remove(&cmd->queue);
+    ngx_queue_remove(&cmd->pending.queue);
 
     n = ngx_http_minichat_redis_route(cmd);
 
@@ -1058,33 +632,27 @@ ngx_http_minichat_redis_finish(ngx_http_minichat_redis_cmd_t *cmd, redisReply *r
 }
 
 
+/* --- the slot map ---------------------------------------------------------- */
+
+/* A node answered its handshake: a map is wanted, or may have changed. */
 static void
-ngx_http_minichat_redis_watchdog(ngx_event_t *ev)
+ngx_http_minichat_redis_on_ready(ngx_http_minichat_redis_node_t *node)
 {
-    ngx_http_minichat_redis_node_t  *node = ev->data;
-    ngx_http_minichat_redis_cmd_t   *cmd;
-    ngx_msec_t                       timeout = ngx_http_minichat_conf()->redis_timeout;
+    ngx_http_minichat_redis_t  *rd = &ngx_http_minichat_redis;
 
-    if (ngx_queue_empty(&node->outstanding)) {
-        return;
+    if (!rd->mapped || !rd->refresh.timer_set) {
+        ngx_http_minichat_redis_schedule_refresh(0);
     }
-
-    cmd = ngx_queue_data(ngx_queue_head(&node->outstanding), ngx_http_minichat_redis_cmd_t, queue);
-
-    if (node->ac && ngx_current_msec - cmd->sent >= timeout) {
-        ngx_log_error(NGX_LOG_ERR, ngx_http_minichat_redis.log, 0,
-                      "minichat: redis %s:%d has not answered for %M ms; dropping the connection",
-                      node->host, node->port, timeout);
-        /* every waiting callback runs with NULL; the cleanup hook reconnects */
-        redisAsyncFree(node->ac);
-        return;
-    }
-
-    ngx_add_timer(&node->watchdog, 1000);
 }
 
 
-/* --- the slot map ---------------------------------------------------------- */
+/* A node's connection is gone: a failover may be on its way. */
+static void
+ngx_http_minichat_redis_on_lost(ngx_http_minichat_redis_node_t *node)
+{
+    ngx_http_minichat_redis_schedule_refresh(0);
+}
+
 
 static void
 ngx_http_minichat_redis_schedule_refresh(ngx_msec_t delay)
@@ -1149,7 +717,7 @@ ngx_http_minichat_redis_refresh(ngx_event_t *ev)
         i = (start + k) % rd->nnodes;
         node = &rd->nodes[i];
 
-        if (!node->ready || !ngx_http_minichat_redis_usable(node)) {
+        if (!node->ready || !ngx_http_minichat_redis_node_usable(node)) {
             continue;
         }
 
