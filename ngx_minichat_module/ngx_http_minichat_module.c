@@ -119,6 +119,34 @@ static ngx_command_t ngx_http_minichat_commands[] = {
       offsetof(ngx_http_minichat_main_conf_t, redis_timeout),
       NULL },
 
+    { ngx_string("minichat_redis_cluster"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_minichat_redis_cluster_conf,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("minichat_redis_connect_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_minichat_main_conf_t, redis_connect_timeout),
+      NULL },
+
+    { ngx_string("minichat_redis_user"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_minichat_main_conf_t, redis_user),
+      NULL },
+
+    { ngx_string("minichat_redis_password_file"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_minichat_redis_password_file,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("minichat_session_ttl"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
@@ -266,6 +294,9 @@ ngx_http_minichat_create_main_conf(ngx_conf_t *cf)
      *     mcf->relay_path = { 0, NULL };
      *     mcf->jwt_secret = { 0, NULL };
      *     mcf->enabled = 0;
+     *     mcf->redis_seeds = NULL;
+     *     mcf->redis_user = { 0, NULL };
+     *     mcf->redis_password = { 0, NULL };
      */
 
     mcf->redis_port = NGX_CONF_UNSET;
@@ -277,6 +308,7 @@ ngx_http_minichat_create_main_conf(ngx_conf_t *cf)
     mcf->relay_timeout = NGX_CONF_UNSET_MSEC;
     mcf->ping_interval = NGX_CONF_UNSET_MSEC;
     mcf->redis_timeout = NGX_CONF_UNSET_MSEC;
+    mcf->redis_connect_timeout = NGX_CONF_UNSET_MSEC;
     mcf->session_ttl = NGX_CONF_UNSET_MSEC;
     mcf->typing_interval = NGX_CONF_UNSET_MSEC;
 
@@ -310,6 +342,13 @@ ngx_http_minichat_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(mcf->relay_timeout, 5000);
     ngx_conf_init_msec_value(mcf->ping_interval, 30000);
     ngx_conf_init_msec_value(mcf->redis_timeout, 5000);
+    ngx_conf_init_msec_value(mcf->redis_connect_timeout, 1000);
+
+    if (mcf->redis_user.len && mcf->redis_password.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"minichat_redis_user\" needs \"minichat_redis_password_file\"");
+        return NGX_CONF_ERROR;
+    }
     ngx_conf_init_msec_value(mcf->session_ttl, 60000);
     ngx_conf_init_msec_value(mcf->typing_interval, 2000);
 
@@ -353,7 +392,7 @@ ngx_http_minichat_init_main_conf(ngx_conf_t *cf, void *conf)
     if (mcf->enabled && mcf->jwt_secret.len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"minichat_jwt_secret\" or \"minichat_jwt_secret_file\" "
-                           "is required with \"minichat_redis\"");
+                           "is required with \"minichat_redis\" or \"minichat_redis_cluster\"");
         return NGX_CONF_ERROR;
     }
 

@@ -2,8 +2,8 @@
  * MiniChat nginx module: shared types and the functions the module's files
  * call in one another.
  *
- * One worker holds: one hiredis connection to Redis (on the nginx event
- * loop), one unix-socket connection to the node's relay-worker, and a
+ * One worker holds: one hiredis connection per Redis node (the Redis, or
+ * each master of a Redis Cluster; on the nginx event loop), one unix-socket connection to the node's relay-worker, and a
  * registry of its WebSocket connections by user id.  Nothing here blocks.
  *
  * Calls run one way: the WebSocket reader (_ws.c) hands complete messages
@@ -45,6 +45,11 @@ typedef struct {
 #define NGX_HTTP_MINICHAT_LIMIT_CLOSED  1
 
 typedef struct {
+    ngx_str_t host;     /* numeric, NUL-terminated */
+    ngx_int_t port;
+} ngx_http_minichat_redis_addr_t;
+
+typedef struct {
     ngx_str_t node;
     ngx_str_t redis_host;
     ngx_int_t redis_port;
@@ -61,6 +66,10 @@ typedef struct {
     ngx_msec_t session_ttl;      /* sessions and presence devices expire this long after their last refresh */
     ngx_msec_t typing_interval;  /* at most one typing event per user and room this often */
     ngx_flag_t enabled; /* set by ngx_pcalloc(); 1 once minichat_redis is given */
+    ngx_array_t *redis_seeds;         /* of ngx_http_minichat_redis_addr_t; NULL: one Redis */
+    ngx_str_t redis_user;             /* AUTH user (Redis 6 ACL); empty: AUTH password */
+    ngx_str_t redis_password;         /* empty: no AUTH */
+    ngx_msec_t redis_connect_timeout; /* TCP connect and the AUTH/PING answer */
 
     ngx_http_minichat_rate_t limit_messages;       /* per user */
     ngx_http_minichat_rate_t limit_room_messages;  /* per room, inside send.lua */
@@ -138,6 +147,8 @@ ngx_int_t ngx_http_minichat_redis_argv(int argc, const char **argv, const size_t
 /* EVALSHA with a transparent EVAL on NOSCRIPT. */
 ngx_int_t ngx_http_minichat_redis_script(const char *sha1, const char *src, int nkeys, int argc,
     const char **argv, const size_t *argvlen, ngx_http_minichat_redis_pt handler, void *data);
+char *ngx_http_minichat_redis_cluster_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+char *ngx_http_minichat_redis_password_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 
 /* ngx_http_minichat_relay.c: the client of the node's relay-worker */
 typedef void (*ngx_http_minichat_relay_pt)(Minichat__LocalFrame *result, void *data);

@@ -68,8 +68,8 @@ static void usage(FILE *f)
                "  members_interval_ms  least time between two updates of one room's\n"
                "                  room_members.last_message_at, 0 for every batch (1000)\n"
                "  stats_interval  seconds between stats lines, 0 for none    (10)\n"
-               "  redis           host:port or /socket of the Redis holding the\n"
-               "                  read marks ({dirty}:read); empty turns the flusher off (127.0.0.1:6379)\n"
+               "  redis           host:port, /socket, or cluster nodes host:port,host:port,... of the\n"
+               "                  Redis holding ({dirty}:read); empty turns the flusher off (127.0.0.1:6379)\n"
                "  read_flush_ms   how often read marks are written to MySQL  (1000)\n"
                "  log_level       debug, info, warn or error                 (info)\n");
 }

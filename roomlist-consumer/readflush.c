@@ -32,9 +32,15 @@
  * last round and exits.
  *
  * At most RF_MAX_MARKS marks are taken per round; a bigger hash is worked
- * off in rounds that follow each other without waiting.  The key has its
- * own hashtag, so on a Redis Cluster it lives on one node (this client
- * speaks to one node and does not follow MOVED).
+ * off in rounds that follow each other without waiting.
+ *
+ * Redis Cluster: the key has its own hashtag, so it lives on one node, and
+ * every command here names only it.  The `redis` setting may list several
+ * nodes ("host:port,host:port,..."); connecting tries them in turn and
+ * follows MOVED to the key's master (lib/src/redis_sync.c).  A MOVED later
+ * (a reshard moved the slot, a replica took over) is a Redis failure like
+ * any other: the connection is dropped and the next round connects to the
+ * new owner and loads the script there.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -51,6 +57,7 @@
 #include "minichat/clock.h"
 #include "minichat/log.h"
 #include "minichat/readmark.h"
+#include "minichat/redis_sync.h"
 #include "minichat/relay_queue.h"
 #include "readflush.h"
 
@@ -81,10 +88,7 @@ typedef struct {
 } rf_entry_t;
 
 struct rc_readflush_s {
-    char *host;             /* NULL for a unix socket */
-    char *path;             /* NULL for TCP */
-    int port;
-    char *addr;             /* as configured, for the log */
+    char *addr;             /* as configured: host:port list or /socket */
     int interval_ms;
     mc_db_t *db;
     redisContext *redis;
@@ -111,7 +115,6 @@ struct rc_readflush_s {
     uint64_t failures;      /* rolled back transactions */
 };
 
-static int rf_parse_addr(rc_readflush_t *rf, const char *addr);
 static void rf_free(rc_readflush_t *rf);
 static void *rf_main(void *arg);
 static int rf_round(rc_readflush_t *rf);
@@ -123,31 +126,6 @@ static size_t rf_parse(rc_readflush_t *rf, size_t *nbad);
 static int rf_write(rc_readflush_t *rf, size_t nmarks, uint64_t *moved);
 static int rf_query(MYSQL *m, const char *what, const char *sql, size_t len);
 static int rf_delete(rc_readflush_t *rf, int bad, size_t *deleted, size_t *kept);
-
-/* Fills host and port, or path, from "host:port" or "/path".  Returns 0 or -1. */
-static int rf_parse_addr(rc_readflush_t *rf, const char *addr)
-{
-    const char *colon;
-    char *end;
-    long port;
-
-    if (addr[0] == '/') {
-        rf->path = strdup(addr);
-        return rf->path != NULL ? 0 : -1;
-    }
-    colon = strrchr(addr, ':');
-    if (colon == NULL || colon == addr) {
-        return -1;
-    }
-    errno = 0;
-    port = strtol(colon + 1, &end, 10);
-    if (errno != 0 || end == colon + 1 || *end != '\0' || port <= 0 || port > 65535) {
-        return -1;
-    }
-    rf->host = strndup(addr, (size_t)(colon - addr));
-    rf->port = (int)port;
-    return rf->host != NULL ? 0 : -1;
-}
 
 rc_readflush_t *rc_readflush_start(const rc_readflush_config_t *cfg)
 {
@@ -164,8 +142,8 @@ rc_readflush_t *rc_readflush_start(const rc_readflush_config_t *cfg)
     rf->interval_ms = cfg->interval_ms;
     rf->backoff_ms = RF_BACKOFF_MIN_MS;
     rf->addr = strdup(cfg->redis);
-    if (rf->addr == NULL || rf_parse_addr(rf, cfg->redis) != 0) {
-        mc_error("invalid redis address \"%s\" (want host:port or /path/to/socket)", cfg->redis);
+    if (rf->addr == NULL || mc_redis_addrs_check(cfg->redis) != 0) {
+        mc_error("invalid redis address \"%s\" (want host:port[,host:port...] or /path/to/socket)", cfg->redis);
         goto err;
     }
     rf->db = mc_db_new(&cfg->db);
@@ -228,8 +206,6 @@ static void rf_free(rc_readflush_t *rf)
     mc_buf_free(&rf->sql);
     free(rf->entries);
     free(rf->marks);
-    free(rf->host);
-    free(rf->path);
     free(rf->addr);
     free(rf);
 }
@@ -321,21 +297,15 @@ static int rf_round(rc_readflush_t *rf)
  * logging why. */
 static int rf_connect(rc_readflush_t *rf)
 {
-    struct timeval tv = {RF_REDIS_TIMEOUT_MS / 1000, (RF_REDIS_TIMEOUT_MS % 1000) * 1000};
+    char err[512];
     redisReply *r;
 
-    rf->redis = rf->path != NULL ? redisConnectUnixWithTimeout(rf->path, tv)
-                                 : redisConnectWithTimeout(rf->host, rf->port, tv);
-    if (rf->redis == NULL || rf->redis->err) {
-        mc_error("readflush: cannot connect to redis %s: %s (retry in %u ms)", rf->addr,
-                 rf->redis != NULL ? rf->redis->errstr : "out of memory", rf->backoff_ms);
-        if (rf->redis != NULL) {
-            redisFree(rf->redis);
-            rf->redis = NULL;
-        }
+    rf->redis = mc_redis_connect_for_key(rf->addr, RF_KEY, RF_REDIS_TIMEOUT_MS, err, sizeof(err));
+    if (rf->redis == NULL) {
+        mc_error("readflush: cannot reach the redis node serving %s (%s): %s (retry in %u ms)", RF_KEY,
+                 rf->addr, err, rf->backoff_ms);
         return -1;
     }
-    redisSetTimeout(rf->redis, tv);
 
     r = redisCommand(rf->redis, "SCRIPT LOAD %s", rf_delete_lua);
     if (r == NULL || r->type != REDIS_REPLY_STRING || r->len != 40) {
@@ -345,7 +315,11 @@ static int rf_connect(rc_readflush_t *rf)
     memcpy(rf->sha, r->str, 40);
     rf->sha[40] = '\0';
     freeReplyObject(r);
-    mc_info("readflush: connected to redis %s", rf->addr);
+    if (rf->redis->connection_type == REDIS_CONN_TCP) {
+        mc_info("readflush: connected to redis %s:%d", rf->redis->tcp.host, rf->redis->tcp.port);
+    } else {
+        mc_info("readflush: connected to redis %s", rf->addr);
+    }
     return 0;
 }
 

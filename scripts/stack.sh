@@ -10,7 +10,9 @@
 #   stack.sh reset    stop, then delete .run/ (all data)
 #
 # Servers, in start order:
-#   redis          127.0.0.1:16379
+#   redis          127.0.0.1:16379, or with MINICHAT_REDIS=cluster (make run
+#                  REDIS=cluster) a Redis Cluster of three masters and three
+#                  replicas on 127.0.0.1:17000-17005 (bus ports 17100-17105)
 #   mysql-primary  127.0.0.1:13306  (MariaDB, binlog, GTID)
 #   mysql-replica  127.0.0.1:13307  (read-only replica of the primary)
 #   kafka          127.0.0.1:19092  (KRaft broker+controller, controller 19093)
@@ -39,6 +41,11 @@ KAFKA_LIBS=$top/.cache/kafka/libs
 # side); tests/integration reads the same two variables.
 OFF=${MINICHAT_PORT_OFFSET:-0}
 REDIS_PORT=$((16379 + OFF))
+# single (one Redis) or cluster; nginx and the consumer are configured for it
+REDIS_MODE=${MINICHAT_REDIS:-single}
+CLUSTER_PORT=$((17000 + OFF))
+CLUSTER_BUS_PORT=$((17100 + OFF))
+CLUSTER_NODES=6
 MYSQL_PRIMARY_PORT=$((13306 + OFF))
 MYSQL_REPLICA_PORT=$((13307 + OFF))
 KAFKA_PORT=$((19092 + OFF))
@@ -163,6 +170,7 @@ render() {
     shift 2
     sed -e "s|@TOP@|$top|g" -e "s|@RUN@|$RUN|g" -e "s|@CONF@|$CONF|g" \
         -e "s|@REDIS_PORT@|$REDIS_PORT|g" \
+        -e "s|@REDIS_DIRECTIVE@|$(redis_directive)|g" -e "s|@REDIS_ADDRS@|$(redis_addrs)|g" \
         -e "s|@MYSQL_PRIMARY_PORT@|$MYSQL_PRIMARY_PORT|g" \
         -e "s|@MYSQL_REPLICA_PORT@|$MYSQL_REPLICA_PORT|g" \
         -e "s|@KAFKA_PORT@|$KAFKA_PORT|g" \
@@ -199,6 +207,97 @@ redis_ready() {
     wait_until "$T_REDIS" redis_ping \
         || fail redis "$REDIS_DIR/redis.log" "no PONG on 127.0.0.1:$REDIS_PORT within ${T_REDIS}s"
     say "redis ready on 127.0.0.1:$REDIS_PORT"
+}
+
+# ---------------------------------------------------------------------------
+# Redis Cluster (MINICHAT_REDIS=cluster)
+
+CLUSTER_DIR=$RUN/redis-cluster
+cnode_port() { echo $((CLUSTER_PORT + $1)); }
+cnode_dir() { echo "$CLUSTER_DIR/$(cnode_port "$1")"; }
+cnode_pid() { live_pid "$(cnode_dir "$1")/redis.pid" "redis-server 127.0.0.1:$(cnode_port "$1")"; }
+cnode_cli() { local i=$1; shift; redis-cli -h 127.0.0.1 -p "$(cnode_port "$i")" "$@"; }
+
+# what nginx's template and the consumer's get for the Redis of this mode
+redis_directive() {
+    local i out
+    if [ "$REDIS_MODE" = cluster ]; then
+        out="minichat_redis_cluster"
+        for ((i = 0; i < CLUSTER_NODES; i++)); do out="$out 127.0.0.1:$(cnode_port $i)"; done
+        echo "$out"
+    else
+        echo "minichat_redis 127.0.0.1:$REDIS_PORT"
+    fi
+}
+redis_addrs() {
+    local i out=""
+    if [ "$REDIS_MODE" = cluster ]; then
+        for ((i = 0; i < CLUSTER_NODES; i++)); do out="$out${out:+,}127.0.0.1:$(cnode_port $i)"; done
+        echo "$out"
+    else
+        echo "127.0.0.1:$REDIS_PORT"
+    fi
+}
+
+cluster_launch() {
+    local i d
+    for ((i = 0; i < CLUSTER_NODES; i++)); do
+        d=$(cnode_dir $i)
+        if [ -n "$(cnode_pid $i)" ]; then continue; fi
+        port_open "$(cnode_port $i)" && die "redis cluster: port $(cnode_port $i) is taken by a process the stack did not start"
+        mkdir -p "$d/data"
+        render "$CONF/redis-cluster.conf.in" "$d/redis.conf" -e "s|@NODE_PORT@|$(cnode_port $i)|g" \
+            -e "s|@NODE_DIR@|$d|g" -e "s|@BUS_PORT@|$((CLUSTER_BUS_PORT + i))|g"
+        redis-server "$d/redis.conf" > "$d/launch.log" 2>&1 9>&- \
+            || fail "redis-$(cnode_port $i)" "$d/redis.log" "redis-server did not start ($(cat "$d/launch.log"))"
+    done
+}
+
+cluster_all_ok() {
+    local i
+    for ((i = 0; i < CLUSTER_NODES; i++)); do
+        cnode_cli $i cluster info 2>/dev/null | grep -q '^cluster_state:ok' || return 1
+    done
+}
+cluster_pinged() {
+    local i
+    for ((i = 0; i < CLUSTER_NODES; i++)); do
+        [ "$(cnode_cli $i ping 2>/dev/null)" = PONG ] || return 1
+    done
+}
+
+cluster_ready() {
+    local i nodes=""
+    wait_until "$T_REDIS" cluster_pinged \
+        || fail redis-cluster "$(cnode_dir 0)/redis.log" "not every cluster node answers PING within ${T_REDIS}s"
+    # a fresh cluster (no slot assigned anywhere yet) is created once; after
+    # that the nodes find each other again from their nodes.conf
+    if cnode_cli 0 cluster info | grep -q '^cluster_slots_assigned:0'; then
+        for ((i = 0; i < CLUSTER_NODES; i++)); do nodes="$nodes 127.0.0.1:$(cnode_port $i)"; done
+        # shellcheck disable=SC2086
+        redis-cli --cluster create $nodes --cluster-replicas 1 --cluster-yes > "$CLUSTER_DIR/create.log" 2>&1 \
+            || fail redis-cluster "$CLUSTER_DIR/create.log" "redis-cli --cluster create failed"
+    fi
+    wait_until "$T_REDIS" cluster_all_ok \
+        || fail redis-cluster "$(cnode_dir 0)/redis.log" "cluster_state is not ok on every node within ${T_REDIS}s"
+    say "redis cluster ready on 127.0.0.1:$(cnode_port 0)-$(cnode_port $((CLUSTER_NODES - 1)))"
+}
+
+cluster_stop() {
+    local i pid d any=0
+    for ((i = 0; i < CLUSTER_NODES; i++)); do
+        d=$(cnode_dir $i)
+        pid=$(cnode_pid $i)
+        if [ -z "$pid" ]; then rm -f "$d/redis.pid"; continue; fi
+        any=1
+        cnode_cli $i shutdown > /dev/null 2>&1 || true
+        if ! wait_pid_exit "$pid" "$T_STOP"; then
+            warn "redis $(cnode_port $i) (pid $pid) ignored SHUTDOWN; sending SIGTERM"
+            stop_pid "redis-$(cnode_port $i)" "$d/redis.pid" "redis-server 127.0.0.1:$(cnode_port $i)"
+        fi
+        rm -f "$d/redis.pid"
+    done
+    [ $any = 0 ] || say "stopped redis cluster"
 }
 
 redis_stop() {
@@ -636,7 +735,14 @@ preflight() {
             bad=1
         fi
     }
-    check_port redis $REDIS_PORT "$(redis_pid)"
+    if [ "$REDIS_MODE" = cluster ]; then
+        for ((n = 0; n < CLUSTER_NODES; n++)); do
+            check_port "redis-$(cnode_port $n)" "$(cnode_port $n)" "$(cnode_pid $n)"
+            check_port "redis-bus-$(cnode_port $n)" $((CLUSTER_BUS_PORT + n)) "$(cnode_pid $n)"
+        done
+    else
+        check_port redis $REDIS_PORT "$(redis_pid)"
+    fi
     check_port mysql-primary $MYSQL_PRIMARY_PORT "$(mysql_pid primary)"
     check_port mysql-replica $MYSQL_REPLICA_PORT "$(mysql_pid replica)"
     check_port kafka $KAFKA_PORT "$(kafka_pid)"
@@ -658,12 +764,20 @@ cmd_start() {
     exec 9> "$RUN/.stack.lock"
     flock -w 60 9 || die "another stack.sh holds $RUN/.stack.lock"
 
+    case $REDIS_MODE in single|cluster) ;; *) die "MINICHAT_REDIS must be single or cluster, not \"$REDIS_MODE\"" ;; esac
+    # nginx and the consumer are configured for one mode: switching needs a stop
+    if [ -s "$RUN/.redis-mode" ] && [ "$(cat "$RUN/.redis-mode")" != "$REDIS_MODE" ] \
+        && { [ -n "$(nginx_pid a)" ] || [ -n "$(live_pid "$RUN/consumer/consumer.pid" "$RUN/consumer/roomlist-consumer.conf")" ]; }; then
+        die "the stack runs with MINICHAT_REDIS=$(cat "$RUN/.redis-mode"); run stack.sh stop first"
+    fi
+    echo "$REDIS_MODE" > "$RUN/.redis-mode"
+
     preflight
-    redis_launch
+    if [ "$REDIS_MODE" = cluster ]; then cluster_launch; else redis_launch; fi
     mysql_launch primary
     mysql_launch replica
     kafka_launch
-    redis_ready
+    if [ "$REDIS_MODE" = cluster ]; then cluster_ready; else redis_ready; fi
     mysql_wait_up primary
     mysql_wait_up replica
     mysql_setup
@@ -695,6 +809,7 @@ cmd_stop() {
     mysql_stop replica
     mysql_stop primary
     redis_stop
+    cluster_stop
     say "stopped in $(( ($(now_ms) - t0) ))ms"
 }
 
@@ -707,6 +822,11 @@ status_line() {
 cmd_status() {
     local n
     status_line redis "127.0.0.1:$REDIS_PORT" "$(redis_pid)"
+    for ((n = 0; n < CLUSTER_NODES; n++)); do
+        if [ "$REDIS_MODE" = cluster ] || [ -n "$(cnode_pid $n)" ]; then
+            status_line "redis-$(cnode_port $n)" "127.0.0.1:$(cnode_port $n) (cluster)" "$(cnode_pid $n)"
+        fi
+    done
     status_line mysql-primary "127.0.0.1:$MYSQL_PRIMARY_PORT" "$(mysql_pid primary)"
     status_line mysql-replica "127.0.0.1:$MYSQL_REPLICA_PORT" "$(mysql_pid replica)"
     status_line kafka "127.0.0.1:$KAFKA_PORT" "$(kafka_pid)"
@@ -754,7 +874,7 @@ PY
 
   MySQL       mariadb -h127.0.0.1 -P$MYSQL_PRIMARY_PORT -uroot minichat   (primary; root has no password)
               mariadb -h127.0.0.1 -P$MYSQL_REPLICA_PORT -uroot minichat   (replica, read-only)
-  Redis       redis-cli -p $REDIS_PORT
+  Redis       $(if [ "$REDIS_MODE" = cluster ]; then echo "redis-cli -c -p $CLUSTER_PORT   (cluster of $CLUSTER_NODES nodes from $CLUSTER_PORT)"; else echo "redis-cli -p $REDIS_PORT"; fi)
   Kafka       127.0.0.1:$KAFKA_PORT, topic $KAFKA_TOPIC
   Logs        ${RUN#$top/}/*/ (nginx-a/error.log, relay-a/relay.log, kafka/server.log, ...)
 

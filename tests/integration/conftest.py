@@ -29,6 +29,10 @@ OFF = int(os.environ.get("MINICHAT_PORT_OFFSET", "0"))
 NGINX_PORTS = {"a": 8080 + OFF, "b": 8081 + OFF}
 MYSQL_PORTS = {"primary": 13306 + OFF, "replica": 13307 + OFF}
 REDIS_PORT = 16379 + OFF
+# single, or cluster (scripts/stack.sh with MINICHAT_REDIS=cluster: six nodes,
+# three masters, from 17000 + OFF)
+REDIS_MODE = os.environ.get("MINICHAT_REDIS", "single")
+CLUSTER_PORTS = [17000 + OFF + i for i in range(6)]
 TOKEN_BIN = os.path.join(TOP, "build", "bin", "minichat-token")
 SECRET_FILE = os.path.join(TOP, "conf", "dev-jwt-secret")
 SUBPROTOCOL = "minichat.v1"
@@ -283,15 +287,50 @@ def query(sql, args=None, role="primary"):
         conn.close()
 
 
-def redis(*args):
-    """One redis-cli command against the stack's Redis; its output lines."""
-    out = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(REDIS_PORT), "--raw"]
+def _redis_cli(port, args, follow=False):
+    out = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), "--raw"] + (["-c"] if follow else [])
                          + [str(a) for a in args],
                          check=True, capture_output=True, text=True, timeout=10)
     return [line for line in out.stdout.splitlines() if line != ""]
 
 
+def cluster_masters():
+    """The ports of the cluster's masters that answer, as they see themselves now."""
+    masters = []
+    for port in CLUSTER_PORTS:
+        try:
+            if _redis_cli(port, ["ROLE"])[:1] == ["master"]:
+                masters.append(port)
+        except subprocess.SubprocessError:
+            pass
+    return masters
+
+
+# commands about a node rather than a key: on a cluster they go to every master
+_EVERY_MASTER = {"FLUSHALL", "FLUSHDB", "KEYS", "CLIENT", "SCRIPT"}
+
+
+def redis(*args):
+    """One redis-cli command against the stack's Redis (on a cluster: to the
+    key's master, or to every master for FLUSHALL, KEYS, CLIENT, SCRIPT);
+    its output lines."""
+    if REDIS_MODE != "cluster":
+        return _redis_cli(REDIS_PORT, args)
+    if str(args[0]).upper() in _EVERY_MASTER:
+        out = []
+        for port in cluster_masters():
+            out += _redis_cli(port, args)
+        return out
+    masters = cluster_masters()
+    return _redis_cli(masters[0] if masters else CLUSTER_PORTS[0], args, follow=True)
+
+
 # --- session check -----------------------------------------------------------
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "redis_args(*args): extra redis-server arguments for own_stack")
+    config.addinivalue_line("markers", "nginx_extra(text): extra directives for own_stack's nginx")
+
 
 @pytest.fixture(scope="session", autouse=True)
 def stack_is_up():

@@ -1,0 +1,303 @@
+"""MiniChat on a Redis Cluster while the cluster changes.
+
+Runs only when the stack runs in cluster mode (MINICHAT_REDIS=cluster, which
+`make test` sets for its second pass): three masters and three replicas,
+cluster-node-timeout 2000 ms (conf/redis-cluster.conf.in).
+
+- A slot range moves (`redis-cli --cluster reshard`) while senders on both
+  nginx nodes keep sending: no client sees an error (the module follows ASK,
+  TRYAGAIN and MOVED), and no message is lost, duplicated or reordered.
+- A master is killed (SIGKILL): sends to its slots fail with `unavailable`
+  until its replica takes over, then resume by themselves within
+  FAILOVER_BOUND seconds; every acked message reaches MySQL under the seq it
+  was acked with, and no seq is issued twice."""
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import websockets
+
+from conftest import (CLUSTER_PORTS, REDIS_MODE, TOP, _redis_cli, cid, connect, create_room, query, run_async, uid,
+                      wait_until)
+
+pytestmark = pytest.mark.skipif(REDIS_MODE != "cluster", reason="needs the stack in cluster mode (MINICHAT_REDIS=cluster)")
+
+RUN = os.environ.get("MINICHAT_RUN", os.path.join(TOP, ".run"))
+# cluster-node-timeout (2 s) + the failure report and the election (~1 s on
+# loopback) + the module's map refresh (every 500 ms while a master is down)
+# + a reconnect; measured around 3-4 s
+FAILOVER_BOUND = 10.0
+
+
+def any_node(args):
+    """args asked of the first cluster node that answers."""
+    for port in CLUSTER_PORTS:
+        try:
+            return _redis_cli(port, args)
+        except subprocess.SubprocessError:
+            continue
+    raise AssertionError("no cluster node answers")
+
+
+def cluster_nodes():
+    """The cluster as a node that answers sees it: dicts with id, port,
+    master (bool), failed (bool), slots (set of int)."""
+    lines = any_node(["CLUSTER", "NODES"])
+    nodes = []
+    for line in lines:
+        f = line.split()
+        slots = set()
+        for r in f[8:]:
+            if r.startswith("["):
+                continue
+            a, _, b = r.partition("-")
+            slots.update(range(int(a), int(b or a) + 1))
+        nodes.append({"id": f[0], "port": int(f[1].split("@")[0].rsplit(":", 1)[1]),
+                      "master": "master" in f[2].split(","), "failed": "fail" in f[2].split(","),
+                      "slots": slots})
+    return nodes
+
+
+def room_slot(room):
+    return int(any_node(["CLUSTER", "KEYSLOT", "{r:%d}:seq" % room])[0])
+
+
+def owner(slot):
+    for n in cluster_nodes():
+        if n["master"] and not n["failed"] and slot in n["slots"]:
+            return n
+    return None
+
+
+def cluster_ok():
+    for port in CLUSTER_PORTS:
+        try:
+            if "cluster_state:ok" not in _redis_cli(port, ["CLUSTER", "INFO"]):
+                return False
+        except subprocess.SubprocessError:
+            return False
+    return True
+
+
+def cluster_settled():
+    """cluster_state:ok everywhere, no node flagged as failing, and every node
+    sees the same masters with the same slots (a node restarted after a
+    failover learns only after a while that it is a replica now)."""
+    if not cluster_ok():
+        return False
+    views = set()
+    for port in CLUSTER_PORTS:
+        lines = _redis_cli(port, ["CLUSTER", "NODES"])
+        if any("fail" in line.split()[2] for line in lines):
+            return False
+        views.add(tuple(sorted((f[0], " ".join(f[8:])) for f in (line.split() for line in lines)
+                               if "master" in f[2])))
+    return len(views) == 1
+
+
+class Sender:
+    """One user on one node sending to one room, one message at a time,
+    retrying a message with the same cid while it gets `unavailable`."""
+
+    def __init__(self, client, room, tag):
+        self.c, self.room, self.tag = client, room, tag
+        self.acked = []        # (seq, cid, body)
+        self.ack_times = []
+        self.errors = []       # every error reply, in order
+        self.stop = False
+
+    async def run(self):
+        i = 0
+        while not self.stop:
+            body = "%s-%d" % (self.tag, i)
+            the_cid = cid()
+            while True:
+                r = await self.c.send_msg(self.room, body, msg_cid=the_cid)
+                if r["op"] == "ack":
+                    self.acked.append((r["seq"], the_cid, body))
+                    self.ack_times.append(time.monotonic())
+                    break
+                self.errors.append((time.monotonic(), r))
+                assert r["op"] == "error" and r["code"] == "unavailable", r
+                await asyncio.sleep(0.05)
+            i += 1
+
+
+class Receiver:
+    """A member that only listens, reading every frame as it comes."""
+
+    def __init__(self, client):
+        self.c = client
+        self.stop = False
+
+    async def run(self):
+        while not self.stop:
+            try:
+                await self.c.recv(timeout=0.2)
+            except asyncio.TimeoutError:
+                pass
+            except websockets.exceptions.ConnectionClosed:
+                return
+
+    def msgs(self, room):
+        return [f for f in self.c.frames if f.get("op") == "msg" and f.get("room") == room]
+
+
+def check_room(room, senders, receivers):
+    """Acked seqs are 1..n with no gap and no repeat; every receiver saw every
+    message once, in seq order; MySQL has every acked message under its seq."""
+    acked = sorted(a for s in senders for a in s.acked)
+    seqs = [a[0] for a in acked]
+    assert seqs == list(range(1, len(seqs) + 1)), "room %d: acked seqs not dense/unique: %s" % (room, seqs[:50])
+    for rc in receivers:
+        got = rc.msgs(room)
+        got_seqs = [f["seq"] for f in got]
+        assert got_seqs == sorted(set(got_seqs)), "room %d: out of order or twice: %s" % (room, got_seqs)
+        assert [(f["seq"], f["cid"], f["body"]) for f in got] == acked, "room %d: delivery differs" % room
+
+    def persisted():
+        rows = query("SELECT seq, client_msg_id, body FROM messages WHERE room_id = %s ORDER BY seq", (room,))
+        return rows if len(rows) >= len(acked) else None
+    rows = wait_until(persisted, 30, what="room %d's messages in MySQL" % room)
+    assert [(r["seq"], r["client_msg_id"], r["body"]) for r in rows] == acked, "room %d: MySQL differs" % room
+
+
+async def wait_delivered(receivers, senders):
+    """Until every receiver has as many messages of each room as were acked."""
+    deadline = time.monotonic() + 20
+    want = {}
+    for s in senders:
+        want[s.room] = want.get(s.room, 0) + len(s.acked)
+    while time.monotonic() < deadline:
+        if all(len(rc.msgs(room)) >= n for rc in receivers for room, n in want.items()):
+            break
+        await asyncio.sleep(0.1)
+    for rc in receivers:
+        rc.stop = True
+
+
+@run_async
+async def test_reshard_under_load_is_invisible_to_clients():
+    wait_until(cluster_settled, 30, what="every cluster node to agree on the masters")
+    rooms = []
+    u1, u2, u3, u4 = uid(), uid(), uid(), uid()
+    for _ in range(8):
+        rooms.append(create_room(u1, [u1, u2, u3, u4]))
+    # the reshard takes the lowest slots of its source: move enough of them to
+    # carry the room that sits nearest the start of its master's range
+    nodes = [n for n in cluster_nodes() if n["master"]]
+    best = None
+    for room in rooms:
+        s = room_slot(room)
+        src = owner(s)
+        offset = sum(1 for x in src["slots"] if x < s)
+        if best is None or offset < best[0]:
+            best = (offset, room, s, src)
+    offset, moved_room, moved_slot, src = best
+    dst = [n for n in nodes if n["id"] != src["id"]][0]
+    count = offset + 20
+
+    receivers = [Receiver(await connect(u3, "a")), Receiver(await connect(u4, "b"))]
+    senders = []
+    try:
+        for room in rooms:
+            senders.append(Sender(await connect(u1, "a"), room, "a"))
+            senders.append(Sender(await connect(u2, "b"), room, "b"))
+        rtasks = [asyncio.ensure_future(rc.run()) for rc in receivers]
+        tasks = [asyncio.ensure_future(s.run()) for s in senders]
+        await asyncio.sleep(0.5)
+        proc = await asyncio.create_subprocess_exec(
+            "redis-cli", "--cluster", "reshard", "127.0.0.1:%d" % src["port"], "--cluster-from", src["id"],
+            "--cluster-to", dst["id"], "--cluster-slots", str(count), "--cluster-yes",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out, _ = await asyncio.wait_for(proc.communicate(), 90)
+        assert proc.returncode == 0, out.decode()[-2000:]
+        await asyncio.sleep(0.5)
+        for s in senders:
+            s.stop = True
+        await asyncio.gather(*tasks)
+        assert owner(moved_slot)["id"] == dst["id"], "slot %d did not move" % moved_slot
+        print("reshard: %d slots from %d to %d (room %d, slot %d); %d acks" % (
+            count, src["port"], dst["port"], moved_room, moved_slot, sum(len(s.acked) for s in senders)))
+        for s in senders:
+            assert not s.errors, "a client saw an error during the reshard: %s" % s.errors[:3]
+            assert len(s.acked) > 5, "the senders hardly ran (%d acks)" % len(s.acked)
+        await wait_delivered(receivers, senders)
+        await asyncio.gather(*rtasks)
+        for room in rooms:
+            check_room(room, [s for s in senders if s.room == room], receivers)
+    finally:
+        for rc in receivers:
+            rc.stop = True
+        for c in [rc.c for rc in receivers] + [s.c for s in senders]:
+            await c.close()
+        # give the slots back, so that the next run starts from the same map
+        wait_until(cluster_settled, 30, what="the cluster to settle after the reshard")
+        subprocess.run(["redis-cli", "--cluster", "rebalance", "127.0.0.1:%d" % CLUSTER_PORTS[0]],
+                       capture_output=True, timeout=120)
+
+
+def node_pid(port):
+    with open(os.path.join(RUN, "redis-cluster", str(port), "redis.pid")) as f:
+        return int(f.read().strip())
+
+
+@run_async
+async def test_master_killed_sends_resume_after_failover():
+    wait_until(cluster_settled, 30, what="every cluster node to agree on the masters")
+    u1, u2, u3, u4 = uid(), uid(), uid(), uid()
+    room = create_room(u1, [u1, u2, u3, u4])
+    victim = owner(room_slot(room))
+    receivers = [Receiver(await connect(u3, "a")), Receiver(await connect(u4, "b"))]
+    senders = [Sender(await connect(u1, "a"), room, "a"), Sender(await connect(u2, "b"), room, "b")]
+    restarted = False
+    try:
+        rtasks = [asyncio.ensure_future(rc.run()) for rc in receivers]
+        tasks = [asyncio.ensure_future(s.run()) for s in senders]
+        await asyncio.sleep(0.5)
+        killed_at = time.monotonic()
+        os.kill(node_pid(victim["port"]), signal.SIGKILL)
+
+        # sends fail with `unavailable` until the replica has taken over,
+        # then resume by themselves
+        def resumed_at(snd):
+            """When snd's first ack after its last error came, or None."""
+            last_err = max([t for t, _ in snd.errors] or [killed_at])
+            later = [t for t in snd.ack_times if t > last_err]
+            return later[0] if len(later) >= 5 else None
+        deadline = killed_at + FAILOVER_BOUND + 10
+        while not all(resumed_at(snd) for snd in senders) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for snd in senders:
+            snd.stop = True
+        await asyncio.gather(*tasks)
+        took = [(resumed_at(snd) or deadline) - killed_at for snd in senders]
+        print("failover: master %d killed; sends resumed after %s s; %d errors, %d acks" % (
+            victim["port"], ["%.2f" % t for t in took], sum(len(snd.errors) for snd in senders),
+            sum(len(snd.acked) for snd in senders)))
+        assert any(snd.errors for snd in senders), "no send failed: was the room's master killed?"
+        assert max(took) < FAILOVER_BOUND, "sends resumed only %.1fs after the kill (bound %.0fs)" % (
+            max(took), FAILOVER_BOUND)
+        assert owner(room_slot(room))["port"] != victim["port"]
+
+        # the killed node comes back as a replica of the one that took over
+        subprocess.run(["redis-server", os.path.join(RUN, "redis-cluster", str(victim["port"]), "redis.conf")],
+                       check=True, timeout=10)
+        restarted = True
+        wait_until(cluster_settled, 30, what="every cluster node to agree on the masters again")
+
+        await wait_delivered(receivers, senders)
+        await asyncio.gather(*rtasks)
+        check_room(room, senders, receivers)
+    finally:
+        for rc in receivers:
+            rc.stop = True
+        for c in [rc.c for rc in receivers] + [s.c for s in senders]:
+            await c.close()
+        if not restarted:
+            subprocess.run(["redis-server", os.path.join(RUN, "redis-cluster", str(victim["port"]), "redis.conf")],
+                           timeout=10)
