@@ -31,6 +31,9 @@ CONNECT_TIMEOUT_MS = 300
 
 NGINX_CONF = """
 load_module %(module)s;
+# as the stack's nginx: workers must reach the relay socket under the run
+# directory, which may sit in a 0700 temporary directory (a CI clone)
+user root;
 worker_processes 1;
 pid %(dir)s/nginx.pid;
 error_log %(dir)s/error.log info;
