@@ -16,13 +16,15 @@
 #include <string.h>
 
 #include <hiredis/hiredis.h>
+
+#include "minichat/redis_sync.h"
 #include <mysql.h>
 
 #include "minichat/decimal.h"
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: minichat-ban [--redis HOST:PORT] [--mysql HOST:PORT] [--mysql-user USER]\n"
+    fprintf(stderr, "usage: minichat-ban [--redis HOST:PORT[,HOST:PORT...]] [--mysql HOST:PORT] [--mysql-user USER]\n"
                     "                    [--mysql-password-file FILE] [--database NAME] show|lift|forgive USER_ID\n"
                     "       defaults: --redis 127.0.0.1:16379 --mysql 127.0.0.1:13306 --mysql-user root\n"
                     "                 --database minichat (the dev stack's)\n");
@@ -149,10 +151,11 @@ int main(int argc, char **argv)
 {
     const char *redis = "127.0.0.1:16379", *mysql = "127.0.0.1:13306", *muser = "root", *pwfile = NULL;
     const char *database = "minichat", *cmd = NULL, *uarg = NULL;
-    char host[256], mhost[256], password[256] = "";
-    unsigned port, mport;
+    char mhost[256], password[256] = "";
+    unsigned mport;
     uint64_t user;
     redisContext *rc;
+    char ukey[64], rerr[256];
     MYSQL *m;
     struct timeval tv = {5, 0};
     int i, rcode = 0, forgive;
@@ -181,7 +184,7 @@ int main(int argc, char **argv)
     if (cmd == NULL || uarg == NULL
         || (strcmp(cmd, "show") != 0 && strcmp(cmd, "lift") != 0 && strcmp(cmd, "forgive") != 0)
         || mc_parse_u64(uarg, strlen(uarg), &user) != 0 || user == 0
-        || split_addr(redis, host, sizeof(host), &port) != 0 || split_addr(mysql, mhost, sizeof(mhost), &mport) != 0) {
+        || mc_redis_addrs_check(redis) != 0 || split_addr(mysql, mhost, sizeof(mhost), &mport) != 0) {
         usage();
         return 2;
     }
@@ -190,9 +193,11 @@ int main(int argc, char **argv)
     }
     forgive = strcmp(cmd, "forgive") == 0;
 
-    rc = redisConnectWithTimeout(host, (int)port, tv);
-    if (rc == NULL || rc->err) {
-        fprintf(stderr, "redis %s: %s\n", redis, rc ? rc->errstr : "out of memory");
+    /* the node serving the user's slot: one Redis, or a cluster's seeds */
+    snprintf(ukey, sizeof(ukey), "{u:%llu}:ban", (unsigned long long)user);
+    rc = mc_redis_connect_for_key(redis, ukey, (int)(tv.tv_sec * 1000 + tv.tv_usec / 1000), rerr, sizeof(rerr));
+    if (rc == NULL) {
+        fprintf(stderr, "redis %s: %s\n", redis, rerr);
         rcode = 1;
     } else if (redis_part(rc, cmd, (unsigned long long)user, forgive) != 0) {
         rcode = 1;

@@ -121,6 +121,10 @@ class Sender:
                     self.acked.append((r["seq"], the_cid, body))
                     self.ack_times.append(time.monotonic())
                     break
+                if r["op"] == "error" and r["code"] == "rate_limited":
+                    # the dev stack's room limit, not the cluster: wait as told
+                    await asyncio.sleep(r["retry_after_ms"] / 1000.0)
+                    continue
                 self.errors.append((time.monotonic(), r))
                 assert r["op"] == "error" and r["code"] == "unavailable", r
                 await asyncio.sleep(0.05)

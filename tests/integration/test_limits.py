@@ -27,7 +27,7 @@ import urllib.request
 
 import websockets
 
-from conftest import (MYSQL_PORTS, NGINX_PORTS, REDIS_PORT, SUBPROTOCOL, TOP, cid, connect, create_room, query,
+from conftest import (CLUSTER_PORTS, REDIS_MODE, MYSQL_PORTS, NGINX_PORTS, REDIS_PORT, SUBPROTOCOL, TOP, cid, connect, create_room, query,
                       run_async, token, uid, wait_until, ws_status, ws_url)
 
 RATE = 50           # minichat_limit_messages rate=50r/s
@@ -322,7 +322,9 @@ async def earn_strike(user, room, node="a"):
 
 
 def ban_tool(*args):
-    return subprocess.run([BAN_TOOL, "--redis", "127.0.0.1:%d" % REDIS_PORT,
+    redis_addrs = ",".join("127.0.0.1:%d" % p for p in CLUSTER_PORTS) if REDIS_MODE == "cluster" \
+        else "127.0.0.1:%d" % REDIS_PORT
+    return subprocess.run([BAN_TOOL, "--redis", redis_addrs,
                            "--mysql", "127.0.0.1:%d" % MYSQL_PORTS["primary"]] + list(args),
                           capture_output=True, text=True, timeout=20)
 
