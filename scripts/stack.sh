@@ -512,7 +512,8 @@ kafka_launch() {
     if [ ! -f "$KAFKA_DIR/data/meta.properties" ]; then
         local id
         # A random base64url cluster id of 16 bytes (what `random-uuid` prints).
-        id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+        # A leading '-' would read as an option (1 start in 64 failed so).
+        id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=' | sed 's/^-/A/')
         kafka_java kafka.tools.StorageTool format --standalone -t "$id" \
             -c "$KAFKA_DIR/server.properties" > "$KAFKA_DIR/format.log" 2>&1 \
             || fail kafka "$KAFKA_DIR/format.log" "storage format failed"

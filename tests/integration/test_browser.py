@@ -10,6 +10,7 @@ driven over the DevTools protocol by tests/integration/cdp.py.
 """
 
 import contextlib
+import asyncio
 import json
 import random
 import urllib.request
@@ -63,7 +64,14 @@ async def wait_online(page, node, user):
 async def create_room_in_page(page, title, members):
     """Create a room through the page's form; returns its id once it is open."""
     for m in members:
-        await page.click("[data-testid=new-room-member-%d]" % m)
+        box = "[data-testid=new-room-member-%d]" % m
+        # a click can land on a moving layout (the room list renders as the
+        # page connects): click until the box is checked
+        for _ in range(20):
+            await page.click(box)
+            if await page.eval("document.querySelector(%s).checked" % json.dumps(box)):
+                break
+            await asyncio.sleep(0.1)
     await page.type_into("[data-testid=new-room-title]", title)
     await page.click("[data-testid=create-room]")
     room = await page.wait_for(
