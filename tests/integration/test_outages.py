@@ -11,7 +11,21 @@ import time
 
 import websockets
 
-from conftest import TOP, cid, connect, create_room, query, redis, rest, run_async, token, uid, wait_until
+from conftest import TOP, cid, connect, query, redis, rest, run_async, token, uid, wait_until
+
+
+def create_room(creator, members):
+    """A room, once the service is back: the tests here follow outages (a
+    paused Redis, a killed node), after which each worker reconnects by
+    itself, a moment apart."""
+    deadline = time.monotonic() + 20
+    while True:
+        st, body = rest("POST", "/api/rooms", "a", token(creator), {"title": "t", "members": members})
+        if st == 201 or time.monotonic() > deadline:
+            assert st == 201, (st, body)
+            return body["id"]
+        assert st == 503, (st, body)
+        time.sleep(0.2)
 
 
 @run_async
