@@ -15,6 +15,7 @@ static char *ngx_http_minichat_init_main_conf(ngx_conf_t *cf, void *conf);
 static char *ngx_http_minichat_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_http_minichat_relay(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_http_minichat_secret_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_http_minichat_redis_password_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_http_minichat_ws(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_http_minichat_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_minichat_init_process(ngx_cycle_t *cycle);
@@ -503,19 +504,18 @@ ngx_http_minichat_relay(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-/* minichat_jwt_secret_file path: the secret is the file's content, with
- * trailing whitespace removed, so a key written by `echo` works */
+/* Reads a secret from the file named by the directive's argument into out:
+ * the whole file with trailing whitespace removed (a key written by `echo`
+ * works), or only its first line (first_line).  what names it in errors. */
 static char *
-ngx_http_minichat_secret_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+ngx_http_minichat_read_secret(ngx_conf_t *cf, const char *what, ngx_uint_t first_line, ngx_str_t *out)
 {
-    ngx_http_minichat_main_conf_t *mcf = conf;
+    ngx_str_t   *value, name;
+    ngx_file_t   file;
+    ssize_t      n;
+    u_char      *buf, *nl;
 
-    ngx_str_t  *value, name;
-    ngx_file_t  file;
-    ssize_t     n;
-    u_char     *buf;
-
-    if (mcf->jwt_secret.data) {
+    if (out->data) {
         return "is duplicate";
     }
 
@@ -550,28 +550,56 @@ ngx_http_minichat_secret_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (n > 1023) {
+    if (first_line) {
+        nl = ngx_strlchr(buf, buf + n, '\n');
+        if (nl) {
+            n = nl - buf;
+        }
+        if (n > 0 && buf[n - 1] == '\r') {
+            n--;
+        }
+
+    } else if (n <= 1023) {
+        while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'
+                         || buf[n - 1] == ' ' || buf[n - 1] == '\t'))
+        {
+            n--;
+        }
+    }
+
+    if (n == 0 || n > 1023) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "JWT secret file \"%V\" must hold 1..1023 bytes", &name);
+                           "%s file \"%V\" must hold 1..1023 bytes", what, &name);
         return NGX_CONF_ERROR;
     }
 
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'
-                     || buf[n - 1] == ' ' || buf[n - 1] == '\t'))
-    {
-        n--;
-    }
-
-    if (n == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "JWT secret file \"%V\" must hold 1..1023 bytes", &name);
-        return NGX_CONF_ERROR;
-    }
-
-    mcf->jwt_secret.data = buf;
-    mcf->jwt_secret.len = n;
+    buf[n] = '\0';
+    out->data = buf;
+    out->len = n;
 
     return NGX_CONF_OK;
+}
+
+
+/* minichat_jwt_secret_file path: the secret is the file's content, with
+ * trailing whitespace removed */
+static char *
+ngx_http_minichat_secret_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_minichat_main_conf_t *mcf = conf;
+
+    return ngx_http_minichat_read_secret(cf, "JWT secret", 0, &mcf->jwt_secret);
+}
+
+
+/* minichat_redis_password_file path: the password is the file's first line
+ * (a trailing newline is not part of it), sent with AUTH on every connect */
+static char *
+ngx_http_minichat_redis_password_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_minichat_main_conf_t *mcf = conf;
+
+    return ngx_http_minichat_read_secret(cf, "redis password", 1, &mcf->redis_password);
 }
 
 

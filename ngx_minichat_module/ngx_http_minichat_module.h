@@ -148,7 +148,6 @@ ngx_int_t ngx_http_minichat_redis_argv(int argc, const char **argv, const size_t
 ngx_int_t ngx_http_minichat_redis_script(const char *sha1, const char *src, int nkeys, int argc,
     const char **argv, const size_t *argvlen, ngx_http_minichat_redis_pt handler, void *data);
 char *ngx_http_minichat_redis_cluster_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
-char *ngx_http_minichat_redis_password_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 
 /* ngx_http_minichat_relay.c: the client of the node's relay-worker */
 typedef void (*ngx_http_minichat_relay_pt)(Minichat__LocalFrame *result, void *data);
