@@ -35,10 +35,13 @@ typedef struct {
     ngx_http_minichat_limit_pt   handler;
     void                        *data;
     uint64_t                     user;    /* 0: an address limit */
+    ngx_msec_t                   start;   /* when the check was issued */
 } ngx_http_minichat_limit_call_t;
 
 
 static void ngx_http_minichat_limit_reply(redisReply *reply, void *data);
+static void ngx_http_minichat_limit_answer(ngx_http_minichat_limit_pt handler, ngx_msec_t start, ngx_int_t rc,
+    uint64_t value, void *data);
 static void ngx_http_minichat_limit_banned(uint64_t user, uint64_t until, ngx_uint_t strikes);
 static void ngx_http_minichat_limit_record(uint64_t user, ngx_uint_t banned, uint64_t until, ngx_uint_t strikes);
 static void ngx_http_minichat_limit_recorded(Minichat__LocalFrame *result, void *data);
@@ -337,6 +340,7 @@ ngx_http_minichat_limit_user(uint64_t user, ngx_uint_t kind, ngx_http_minichat_l
     call->handler = handler;
     call->data = data;
     call->user = user;
+    call->start = ngx_current_msec;
 
     if (ngx_http_minichat_redis_script(MINICHAT_LUA_LIMIT_SHA1, MINICHAT_LUA_LIMIT_SRC, 3, (int) n, av, al,
                                        ngx_http_minichat_limit_reply, call)
@@ -378,6 +382,7 @@ ngx_http_minichat_limit_addr(ngx_str_t *addr, ngx_http_minichat_limit_pt handler
     call->handler = handler;
     call->data = data;
     call->user = 0;
+    call->start = ngx_current_msec;
 
     if (ngx_http_minichat_redis_script(MINICHAT_LUA_GCRA_SHA1, MINICHAT_LUA_GCRA_SRC, 1, 3, av, al,
                                        ngx_http_minichat_limit_reply, call)
@@ -419,6 +424,7 @@ ngx_http_minichat_limit_reply(redisReply *reply, void *data)
     ngx_http_minichat_limit_pt       handler = call->handler;
     void                            *hdata = call->data;
     uint64_t                         user = call->user;
+    ngx_msec_t                       start = call->start;
     long long                        status, a, b;
     ngx_int_t                        rc;
     uint64_t                         value = 0;
@@ -430,7 +436,7 @@ ngx_http_minichat_limit_reply(redisReply *reply, void *data)
             ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0, "minichat: limit script failed: %s", reply->str);
         }
         rc = ngx_http_minichat_limit_down();
-        handler(rc == NGX_DECLINED ? NGX_OK : NGX_ERROR, 0, hdata);
+        ngx_http_minichat_limit_answer(handler, start, rc == NGX_DECLINED ? NGX_OK : NGX_ERROR, 0, hdata);
         return;
     }
 
@@ -472,7 +478,21 @@ ngx_http_minichat_limit_reply(redisReply *reply, void *data)
         break;
     }
 
-    handler(rc, value, hdata);
+    ngx_http_minichat_limit_answer(handler, start, rc, value, hdata);
+}
+
+
+/* Calls the check's handler; what it sends to Redis next shares the check's
+ * deadline (the operation started when the check was issued). */
+static void
+ngx_http_minichat_limit_answer(ngx_http_minichat_limit_pt handler, ngx_msec_t start, ngx_int_t rc, uint64_t value,
+    void *data)
+{
+    ngx_msec_t  outer;
+
+    outer = ngx_http_minichat_redis_op_start(start);
+    handler(rc, value, data);
+    (void) ngx_http_minichat_redis_op_start(outer);
 }
 
 

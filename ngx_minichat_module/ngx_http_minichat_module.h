@@ -144,6 +144,9 @@ ngx_int_t ngx_http_minichat_redis_ready(void);
  * connection fails first.  Returns NGX_ERROR when Redis is not connected. */
 ngx_int_t ngx_http_minichat_redis_argv(int argc, const char **argv, const size_t *argvlen,
     ngx_http_minichat_redis_pt handler, void *data);
+/* Commands issued until the next call count their deadline from `start`
+ * (0: from their own issue); returns the value replaced. */
+ngx_msec_t ngx_http_minichat_redis_op_start(ngx_msec_t start);
 /* EVALSHA with a transparent EVAL on NOSCRIPT. */
 ngx_int_t ngx_http_minichat_redis_script(const char *sha1, const char *src, int nkeys, int argc,
     const char **argv, const size_t *argvlen, ngx_http_minichat_redis_pt handler, void *data);

@@ -60,6 +60,7 @@ typedef struct {
     ngx_event_t                     refresh;
     ngx_msec_t                      refresh_sent;
     ngx_queue_t                     retrying;   /* commands in backoff */
+    ngx_msec_t                      op_start;   /* see redis_op_start(); 0: none */
     ngx_log_t                      *log;
     unsigned                        cluster:1;
     unsigned                        mapped:1;   /* a slot map was read */
@@ -252,8 +253,26 @@ ngx_http_minichat_redis_node_at(const char *host, int port)
 }
 
 
+/* Commands issued until the next call belong to an operation that started
+ * at `start` (ngx_current_msec; 0: none); returns the value it replaces,
+ * for the caller to put back.  Their deadline,
+ * minichat_redis_timeout, counts from there, so an operation of several
+ * Redis steps (a limit check, then the send script on another cluster node)
+ * answers within one deadline, not one per step.  A step issued after the
+ * deadline fails at once, as a command that got no answer. */
+ngx_msec_t
+ngx_http_minichat_redis_op_start(ngx_msec_t start)
+{
+    ngx_msec_t  outer = ngx_http_minichat_redis.op_start;
+
+    ngx_http_minichat_redis.op_start = start;
+    return outer;
+}
+
+
 /* Allocates a command holding a copy of its vector (argv, or for a script:
- * source, nkeys, arguments). */
+ * source, nkeys, arguments); NULL when out of memory or when the operation's
+ * deadline has passed. */
 static ngx_http_minichat_redis_cmd_t *
 ngx_http_minichat_redis_cmd(const char *sha1, const char *src, int nkeys, int argc, const char **argv,
     const size_t *argvlen, ngx_http_minichat_redis_pt handler, void *data)
@@ -262,6 +281,13 @@ ngx_http_minichat_redis_cmd(const char *sha1, const char *src, int nkeys, int ar
     u_char                         *p, nk[NGX_INT_T_LEN];
     size_t                          total, nklen;
     int                             i, n, k;
+
+    if (ngx_http_minichat_redis.op_start
+        && ngx_current_msec - ngx_http_minichat_redis.op_start >= ngx_http_minichat_conf()->redis_timeout)
+    {
+        /* an earlier step of the operation took its whole deadline */
+        return NULL;
+    }
 
     n = sha1 ? argc + 2 : argc;
     nklen = ngx_sprintf(nk, "%d", nkeys) - nk;
@@ -282,7 +308,7 @@ ngx_http_minichat_redis_cmd(const char *sha1, const char *src, int nkeys, int ar
     cmd->argc = n;
     cmd->argv = (char **) (cmd + 1);
     cmd->argvlen = (size_t *) (cmd->argv + n);
-    cmd->start = ngx_current_msec;
+    cmd->start = ngx_http_minichat_redis.op_start ? ngx_http_minichat_redis.op_start : ngx_current_msec;
     cmd->node = -1;
     cmd->retry.handler = ngx_http_minichat_redis_retry_handler;
     cmd->retry.data = cmd;

@@ -236,7 +236,7 @@ async def ws_status(node="a", tok=None, extra="", headers=None):
 
 # --- REST --------------------------------------------------------------------
 
-def rest(method, path, node="a", tok=None, body=None, raw=None, headers=None):
+def rest(method, path, node="a", tok=None, body=None, raw=None, headers=None, timeout=10):
     """(status, parsed JSON body or text) of a REST call to node a or b."""
     url = "http://127.0.0.1:%d%s" % (NGINX_PORTS[node], path)
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
@@ -248,7 +248,7 @@ def rest(method, path, node="a", tok=None, body=None, raw=None, headers=None):
     for k, v in (headers or {}).items():
         req.add_header(k, v)
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             status, text = resp.status, resp.read().decode()
     except urllib.error.HTTPError as e:
         status, text = e.code, e.read().decode(errors="replace")

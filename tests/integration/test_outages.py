@@ -11,7 +11,7 @@ import time
 
 import websockets
 
-from conftest import TOP, cid, connect, query, redis, rest, run_async, token, uid, wait_until
+from conftest import REDIS_MODE, TOP, cid, connect, query, redis, rest, run_async, token, uid, wait_until
 
 
 def create_room(creator, members):
@@ -120,9 +120,14 @@ def test_room_creation_503_leaves_no_orphan_that_a_retry_duplicates():
     with the same Idempotency-Key returns that room, not a second one."""
     a, b = uid(), uid()
     key = "orphan-%016x" % random.getrandbits(64)
-    redis("CLIENT", "PAUSE", "7000", "ALL")
+    # On a cluster the per-user limit and the room's keys live on different
+    # nodes: the limit check times out (5 s, then fails open), and the room's
+    # SADD, after MySQL, goes to a connection of its own with a deadline of
+    # its own (each Redis step of a REST request has one), so the pause must
+    # outlast both for the 503 to come.
+    redis("CLIENT", "PAUSE", "13000" if REDIS_MODE == "cluster" else "7000", "ALL")
     st, body = rest("POST", "/api/rooms", "a", token(a), {"title": "t", "members": [b]},
-                    headers={"Idempotency-Key": key})
+                    headers={"Idempotency-Key": key}, timeout=20)
     assert st == 503 and body["code"] == "unavailable", (st, body)
     rows = query("SELECT room_id FROM room_requests WHERE creator_id=%s", (a,))
     assert len(rows) == 1, rows                      # committed before Redis failed
