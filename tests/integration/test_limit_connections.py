@@ -25,7 +25,7 @@ import time
 
 import pytest
 
-from conftest import uid
+from conftest import token, uid
 from own_nginx import OwnNginx, fresh_address, raw_upgrade, upgrade_when_ready
 
 ADDR_INTERVAL_MS = 2000     # minichat_limit_connections rate=30r/m
@@ -95,9 +95,11 @@ def test_address_limit_refuses_past_burst_with_retry_after(node):
     assert status == 429 and again["retry_after_ms"] <= retry, (status, again, retry)
 
     # the refusals changed nothing: retry_after_ms after the first refusal one passes
+    # tokens first: the two upgrades must fall within one interval
+    toks = [token(uid()), token(uid())]
     time.sleep(retry / 1000.0)
-    assert raw_upgrade(node.port, uid(), addr)[0] == 101
-    status, headers, body = raw_upgrade(node.port, uid(), addr)
+    assert raw_upgrade(node.port, None, addr, tok=toks[0])[0] == 101
+    status, headers, body = raw_upgrade(node.port, None, addr, tok=toks[1])
     assert status == 429, status
     assert 1 <= body["retry_after_ms"] <= ADDR_INTERVAL_MS, body
     assert headers["Retry-After"] == str(math.ceil(body["retry_after_ms"] / 1000.0)), (headers, body)
@@ -116,7 +118,8 @@ def test_user_limit_refuses_past_burst_with_retry_after(node):
 
     assert raw_upgrade(node.port, uid(), addrs[len(statuses) - 1])[0] == 101
 
+    tok = token(user)
     time.sleep(retry / 1000.0)
-    assert raw_upgrade(node.port, user, fresh_address())[0] == 101
-    status, _, body = raw_upgrade(node.port, user, fresh_address())
+    assert raw_upgrade(node.port, user, fresh_address(), tok=tok)[0] == 101
+    status, _, body = raw_upgrade(node.port, user, fresh_address(), tok=tok)
     assert status == 429 and 1 <= body["retry_after_ms"] <= USER_INTERVAL_MS, (status, body)
