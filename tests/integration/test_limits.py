@@ -19,7 +19,6 @@ import asyncio
 import json
 import math
 import os
-import socket
 import subprocess
 import time
 import urllib.error
@@ -29,12 +28,16 @@ import websockets
 
 from conftest import (CLUSTER_PORTS, REDIS_MODE, MYSQL_PORTS, NGINX_PORTS, REDIS_PORT, SUBPROTOCOL, TOP, cid, connect, create_room, query,
                       run_async, token, uid, wait_until, ws_status, ws_url)
+from own_nginx import raw_upgrade
 
 RATE = 50           # minichat_limit_messages rate=50r/s
 BURST = 100         # ... burst=100
 ROOM_RATE = 100     # minichat_limit_room_messages rate=100r/s
 ROOM_BURST = 300    # ... burst=300
-REST_BURST = 50     # minichat_limit_rest rate=20r/s burst=50
+REST_RATE = 20      # minichat_limit_rest rate=20r/s
+REST_INTERVAL_MS = 1000 // REST_RATE
+REST_BURST = 50     # ... burst=50
+USER_CONN_INTERVAL_MS = 200   # minichat_limit_user_connections rate=5r/s
 STRIKE = 40         # minichat_limit_strikes refusals=40
 BAN_TOOL = os.path.join(TOP, "build", "bin", "minichat-ban")
 
@@ -124,32 +127,7 @@ def user_row(user):
 def upgrade_refusal(user, node="a"):
     """(status, headers, JSON body or None) of an upgrade request; a 101 is
     closed at once."""
-    sock = socket.create_connection(("127.0.0.1", NGINX_PORTS[node]), timeout=10)
-    try:
-        sock.sendall(("GET /ws?token=%s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-                      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                      "Sec-WebSocket-Version: 13\r\n\r\n" % token(user)).encode())
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-        head, _, rest = data.partition(b"\r\n\r\n")
-        lines = head.decode().split("\r\n")
-        status = int(lines[0].split()[1])
-        headers = dict(line.split(": ", 1) for line in lines[1:])
-        if status == 101:
-            return status, headers, None
-        want = int(headers.get("Content-Length", "0"))
-        while len(rest) < want:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            rest += chunk
-        return status, headers, json.loads(rest.decode()) if rest else None
-    finally:
-        sock.close()
+    return raw_upgrade(NGINX_PORTS[node], user)
 
 
 async def flood(pipe, room, n):
@@ -266,21 +244,47 @@ async def test_room_limit_counts_every_sender_and_spends_no_seq():
 
 # --- REST and the upgrade ----------------------------------------------------
 
+def check_retry_after(headers, body, interval_ms):
+    """A 429's Retry-After and retry_after_ms agree, and follow the rate:
+    once the burst is spent a slot frees every interval, so the wait is at
+    most one interval."""
+    assert body["code"] == "rate_limited", body
+    retry = body["retry_after_ms"]
+    assert 1 <= retry <= interval_ms, body
+    assert headers["Retry-After"] == str(math.ceil(retry / 1000.0)), (headers, body)
+    assert headers["Content-Type"].startswith("application/json"), headers
+    return retry
+
+
 def test_rest_429_with_retry_after():
     """Past minichat_limit_rest a request is 429 with Retry-After (whole
-    seconds, rounded up) and a JSON body; after retry_after_ms it passes."""
+    seconds, rounded up) and a JSON body; the requests admitted before it
+    are burst + 1 plus the rate over the time taken (GCRA is exact, within
+    one); after retry_after_ms exactly one more passes, and the next is
+    refused with retry_after_ms = the interval minus the time between the
+    two."""
     tok = token(uid())
-    got = [rest_raw("GET", "/api/rooms?limit=5", tok, node="ab"[i % 2]) for i in range(REST_BURST + 10)]
-    limited = [g for g in got if g[0] == 429]
-    assert limited, [g[0] for g in got]
-    assert all(g[0] in (200, 429) for g in got), [g[0] for g in got]
-    status, headers, body = limited[-1]
-    assert body["code"] == "rate_limited" and body["retry_after_ms"] >= 1, body
-    assert headers["Retry-After"] == str(math.ceil(body["retry_after_ms"] / 1000.0)), (headers, body)
-    assert headers["Content-Type"].startswith("application/json")
+    start = time.monotonic()
+    got = []
+    for i in range(REST_BURST + 30):
+        got.append(rest_raw("GET", "/api/rooms?limit=5", tok, node="ab"[i % 2]))
+        if got[-1][0] == 429:
+            break
+    elapsed = time.monotonic() - start
+    assert got[-1][0] == 429 and all(g[0] == 200 for g in got[:-1]), [g[0] for g in got]
+    admitted = len(got) - 1
+    assert REST_BURST + 1 <= admitted <= REST_BURST + 1 + math.ceil(elapsed * REST_RATE), (admitted, elapsed)
+    status, headers, body = got[-1]
+    retry = check_retry_after(headers, body, REST_INTERVAL_MS)
 
-    time.sleep(body["retry_after_ms"] / 1000.0)
+    time.sleep(retry / 1000.0)
+    before = time.monotonic()
     assert rest_raw("GET", "/api/rooms?limit=5", tok)[0] == 200
+    status, headers, body = rest_raw("GET", "/api/rooms?limit=5", tok, node="b")
+    between_ms = (time.monotonic() - before) * 1000.0
+    assert status == 429, (status, body)
+    retry = check_retry_after(headers, body, REST_INTERVAL_MS)
+    assert retry >= REST_INTERVAL_MS - between_ms - 1, (retry, between_ms)
 
 
 @run_async
@@ -295,8 +299,7 @@ async def test_upgrade_429_past_the_user_connection_limit():
         if status == 429:
             break
     assert statuses[-1] == 429, statuses
-    assert body["code"] == "rate_limited" and body["retry_after_ms"] >= 1, body
-    assert int(headers["Retry-After"]) >= 1
+    check_retry_after(headers, body, USER_CONN_INTERVAL_MS)
     # another user is not affected
     c = await connect(uid(), "a")
     await c.close()

@@ -1,0 +1,187 @@
+"""An nginx of a test's own, derived from the stack's node a.
+
+Some limits can only be tested with settings the dev stack does not use (a
+connection limit per address tight enough to cross in a few upgrades,
+`minichat_limit_redis_down closed`, a Redis that is not there).  OwnNginx
+takes $MINICHAT_RUN/nginx-a/nginx.conf (the module, the relay-worker a
+socket, the JWT secret and, unless told otherwise, the stack's Redis or
+Redis Cluster) and changes only: its own directory (pid, logs, temp paths),
+its own port, one worker, the `minichat_limit_*` lines (the test's
+instead), and optionally the Redis directive.  bench/ratelimit.sh derives
+its bench nginx the same way.
+
+stop() quits it gracefully (QUIT), waits for the master to go and returns
+the error log's [alert]/[crit]/[emerg] and sanitizer lines, as
+scripts/check-logs.sh does for the stack's nodes.  The directory is removed
+when the log was clean and kept for a look otherwise.
+
+raw_upgrade() is a WebSocket upgrade request on a plain socket that can
+bind a source address: every 127.x.y.z is loopback, so a test has as many
+client addresses as it wants (fresh_address()).
+"""
+
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+from conftest import TOP, token, wait_until
+
+RUN = os.environ.get("MINICHAT_RUN", os.path.join(TOP, ".run"))
+NGINX = "/usr/sbin/nginx"
+BAD_LINE = re.compile(r"\[(alert|crit|emerg)\]|AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|"
+                      r"runtime error:")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fresh_address():
+    """A random loopback address other than 127.0.0.1 (a client address no
+    other test uses, so its per-address limit starts empty)."""
+    return "127.%d.%d.%d" % (random.randint(1, 254), random.randint(0, 255), random.randint(1, 254))
+
+
+class OwnNginx:
+    """limits: the minichat_limit_* directives (strings, without ';').
+    redis: "host:port" for minichat_redis instead of the stack's Redis."""
+
+    def __init__(self, limits, redis=None):
+        self.limits = limits
+        self.redis = redis
+        self.dir = tempfile.mkdtemp(prefix="own-nginx-", dir=RUN)
+        self.port = free_port()
+        self.conf = os.path.join(self.dir, "nginx.conf")
+        self.pid_file = os.path.join(self.dir, "nginx.pid")
+        self.error_log = os.path.join(self.dir, "error.log")
+        self.started = False
+
+    def _derive(self):
+        src_dir = os.path.join(RUN, "nginx-a")
+        with open(os.path.join(src_dir, "nginx.conf")) as f:
+            text = f.read()
+        text = text.replace(src_dir + "/", self.dir + "/")
+        text = re.sub(r"(?m)^worker_processes .*$", "worker_processes 1;", text)
+        text = re.sub(r"(?m)^(\s*)access_log .*$", r"\1access_log off;", text)
+        text, n = re.subn(r"(?m)^(\s*)listen 127\.0\.0\.1:\d+;", r"\1listen 127.0.0.1:%d;" % self.port, text)
+        assert n == 1, "node a's nginx.conf has no single listen line"
+        text = re.sub(r"(?m)^\s*minichat_limit_\w+ .*;\n", "", text)
+        if self.redis:
+            text, n = re.subn(r"(?m)^(\s*)minichat_redis(_cluster)? .*;$",
+                              r"\1minichat_redis %s;\n\1minichat_redis_connect_timeout 300ms;\n"
+                              r"\1minichat_reconnect_interval 200ms;" % self.redis, text)
+            assert n == 1, "node a's nginx.conf has no single Redis directive"
+        own = "".join("    %s;\n" % d for d in self.limits)
+        text, n = re.subn(r"(?m)^(\s*minichat_jwt_secret_file .*;\n)", lambda m: m.group(1) + own, text)
+        assert n == 1, "node a's nginx.conf has no minichat_jwt_secret_file line"
+        return text
+
+    def start(self):
+        os.makedirs(os.path.join(self.dir, "tmp"), exist_ok=True)
+        with open(self.conf, "w") as f:
+            f.write(self._derive())
+        subprocess.run([NGINX, "-p", self.dir, "-c", self.conf, "-e", self.error_log], check=True, timeout=10,
+                       capture_output=True)
+        self.started = True
+        wait_until(lambda: self.get("/healthz")[0] == 200, 10, what="the own nginx to answer")
+        return self
+
+    def stop(self):
+        """Quits nginx; returns the error log's bad lines (empty: clean)."""
+        if self.started:
+            try:
+                with open(self.pid_file) as f:
+                    os.kill(int(f.read()), signal.SIGQUIT)
+            except (OSError, ValueError):
+                pass
+            wait_until(lambda: not os.path.exists(self.pid_file), 15, what="the own nginx to quit")
+            self.started = False
+        bad = [line for line in self.log().splitlines() if BAD_LINE.search(line)]
+        if not bad:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        return bad
+
+    def log(self):
+        try:
+            with open(self.error_log) as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def url(self, path):
+        return "http://127.0.0.1:%d%s" % (self.port, path)
+
+    def get(self, path, tok=None):
+        """(status, headers, parsed JSON body or text) of a GET from 127.0.0.1."""
+        req = urllib.request.Request(self.url(path))
+        if tok:
+            req.add_header("Authorization", "Bearer " + tok)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                status, headers, text = resp.status, dict(resp.headers), resp.read().decode()
+        except urllib.error.HTTPError as e:
+            status, headers, text = e.code, dict(e.headers), e.read().decode(errors="replace")
+        try:
+            return status, headers, json.loads(text)
+        except ValueError:
+            return status, headers, text
+
+
+def raw_upgrade(port, user, source=None, timeout=10, tok=None):
+    """(status, headers, JSON body or None) of a WebSocket upgrade of `user`
+    (or of the token `tok`, minted beforehand where a test's timing counts)
+    to 127.0.0.1:port, from the source address `source` (127.0.0.1 when
+    None).  A 101 is closed at once."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                    source_address=(source, 0) if source else None)
+    try:
+        sock.sendall(("GET /ws?token=%s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                      "Sec-WebSocket-Version: 13\r\n\r\n" % (tok or token(user))).encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        head, _, rest = data.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = dict(line.split(": ", 1) for line in lines[1:])
+        if status == 101:
+            return status, headers, None
+        want = int(headers.get("Content-Length", "0"))
+        while len(rest) < want:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            rest += chunk
+        try:
+            body = json.loads(rest.decode()) if rest else None
+        except ValueError:
+            body = None   # nginx's own HTML error page (a 503)
+        return status, headers, body
+    finally:
+        sock.close()
+
+
+def upgrade_when_ready(port, user, source=None, timeout=15):
+    """raw_upgrade until it is not 503 (a fresh worker's Redis connects a
+    moment after nginx starts); returns the last answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = raw_upgrade(port, user, source)
+        if got[0] != 503 or time.monotonic() > deadline:
+            return got
+        time.sleep(0.1)
