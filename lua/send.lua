@@ -18,24 +18,38 @@
 -- answered whatever the rate, and before the seq, so a refused send spends
 -- nothing.
 --
+-- The room's generation ({r:<room>}:gen) is the replication id of the master
+-- that loaded or last revalidated the room; replid is the id of the master
+-- this script runs on, as the module learnt it (INFO replication; never
+-- asked here, which would cost a third of the script's rate).  They differ
+-- after a failover or a restart, when this master may lack seqs that were
+-- already acked: the script then changes nothing and answers -4, and the
+-- module revalidates the room against MySQL (load.lua) before it retries.
+--
 --input: keys: [{r:<room>}:members, {r:<room>}:seq, {r:<room>}:idem:<n>, {r:<room>}:idem:<n-1>,
---              {r:<room>}:log, {r:<room>}:read, {r:<room>}:rl]
---       values: [sender, cid, body, ts_ms, log_max, idem_ttl_seconds, room, kind, interval_us, burst]
+--              {r:<room>}:log, {r:<room>}:read, {r:<room>}:rl, {r:<room>}:gen]
+--       values: [sender, cid, body, ts_ms, log_max, idem_ttl_seconds, room, kind, interval_us, burst, replid]
 --               (sender, ts_ms and room are decimal digits; kind is "text" or "system")
 --output: {1, seq, ts, member, member, ...}  a new message, with the members (strings) to deliver to
 --        {2, seq, ts}                        the same (sender, cid) was admitted before: its seq and ts
 --        {-1}                                the sender is not a member of the room
 --        {-2}                                the room is not loaded (rebuild it from MySQL, then retry)
 --        {-3, retry_after_ms}                refused by the room's rate limit
+--        {-4}                                the room's generation is not this master's (revalidate, then retry)
 local members, seqk, idem, idem_prev, logk, readk = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local rl = KEYS[7]
+local rl, genk = KEYS[7], KEYS[8]
 local sender, cid, body, ts = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local log_max, idem_ttl = tonumber(ARGV[5]), tonumber(ARGV[6])
 local room, kind = ARGV[7], ARGV[8]
 local interval, burst = tonumber(ARGV[9]), tonumber(ARGV[10])
+local replid = ARGV[11]
 
 if redis.call('EXISTS', seqk) == 0 then
     return {-2}
+end
+
+if redis.call('GET', genk) ~= replid then
+    return {-4}
 end
 
 if redis.call('SISMEMBER', members, sender) == 0 then

@@ -54,7 +54,7 @@ static void ngx_http_minichat_history_fail(ngx_http_minichat_history_t *h, ngx_i
 static const char  *ngx_http_minichat_history_keys[] = { "members", "seq", "left", "log", "read", "epoch" };
 
 static const ngx_http_minichat_script_t  ngx_http_minichat_script_history = {
-    MINICHAT_LUA_HISTORY_SHA1, MINICHAT_LUA_HISTORY_SRC, 6, ngx_http_minichat_history_keys
+    MINICHAT_LUA_HISTORY_SHA1, MINICHAT_LUA_HISTORY_SRC, 6, ngx_http_minichat_history_keys, 0, NULL
 };
 
 

@@ -150,6 +150,11 @@ ngx_msec_t ngx_http_minichat_redis_op_start(ngx_msec_t start);
 /* EVALSHA with a transparent EVAL on NOSCRIPT. */
 ngx_int_t ngx_http_minichat_redis_script(const char *sha1, const char *src, int nkeys, int argc,
     const char **argv, const size_t *argvlen, ngx_http_minichat_redis_pt handler, void *data);
+/* The same, with the replication id of the node it runs on appended as its
+ * last argument (held until that id is known); for scripts that compare it
+ * with a room's generation. */
+ngx_int_t ngx_http_minichat_redis_script_gen(const char *sha1, const char *src, int nkeys, int argc,
+    const char **argv, const size_t *argvlen, ngx_http_minichat_redis_pt handler, void *data);
 char *ngx_http_minichat_redis_cluster_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 
 /* ngx_http_minichat_relay.c: the client of the node's relay-worker */
@@ -208,10 +213,14 @@ typedef struct {
     const char *src;
     ngx_uint_t nkeys;
     const char **keys;     /* names: key i is {r:<room>}:<keys[i]> */
+    ngx_uint_t gen;        /* checks the room's generation: gets the replid, may answer -4 */
+    uint64_t *issued;      /* NULL, or set to the wall-clock ms of the script's last run's issue */
 } ngx_http_minichat_script_t;
 
 typedef struct ngx_http_minichat_room_call_s ngx_http_minichat_room_call_t;
-/* rc: NGX_OK with the script's reply; NGX_DECLINED: no such room;
+/* A script answering -2 (not loaded) or -4 (generation differs) has the room
+ * loaded or revalidated from MySQL and runs once more.
+ * rc: NGX_OK with the script's reply; NGX_DECLINED: no such room;
  * NGX_ERROR: unavailable (reply NULL). */
 typedef void (*ngx_http_minichat_room_pt)(redisReply *reply, ngx_int_t rc, void *data);
 ngx_int_t ngx_http_minichat_room_script(uint64_t room, const ngx_http_minichat_script_t *script, ngx_uint_t nargs,

@@ -28,7 +28,7 @@ static void ngx_http_minichat_read_done(ngx_int_t rc, const char *code, const ch
 static const char  *ngx_http_minichat_read_keys[] = { "members", "seq", "read" };
 
 static const ngx_http_minichat_script_t  ngx_http_minichat_script_read = {
-    MINICHAT_LUA_READ_SHA1, MINICHAT_LUA_READ_SRC, 3, ngx_http_minichat_read_keys
+    MINICHAT_LUA_READ_SHA1, MINICHAT_LUA_READ_SRC, 3, ngx_http_minichat_read_keys, 0, NULL
 };
 
 

@@ -37,6 +37,16 @@
  * At most NGX_HTTP_MINICHAT_REDIS_REDIRECTS redirections per command, so two
  * nodes that disagree cannot bounce a command forever.
  *
+ * Scripts that carry the node's replication id (ngx_http_minichat_redis_
+ * script_gen: the room scripts that rest on a room's seq, see lua/send.lua)
+ * get it appended as their last argument each time they are sent, to
+ * whichever node they go.  A node's id is asked behind its handshake, again
+ * on every slot map read, and forgotten (asked anew, scripts held meanwhile)
+ * when a MOVED names the node or a map shows it owning slots it did not own
+ * before: a replica promoted while connected.  Such a script is never sent
+ * to a node whose id is not known: it is held (the `held` queue) until the
+ * id comes, routed anew then, or failed after minichat_redis_timeout.
+ *
  * Traps: a command re-sent from a reply callback must not go back through a
  * context that is being freed (REDIS_DISCONNECTING / REDIS_FREEING); MOVED
  * and CLUSTER SLOTS may name a node with an empty host ("the node you
@@ -60,6 +70,7 @@ typedef struct {
     ngx_event_t                     refresh;
     ngx_msec_t                      refresh_sent;
     ngx_queue_t                     retrying;   /* commands in backoff */
+    ngx_queue_t                     held;       /* scripts waiting for a node's replication id */
     ngx_msec_t                      op_start;   /* see redis_op_start(); 0: none */
     ngx_log_t                      *log;
     unsigned                        cluster:1;
@@ -82,6 +93,8 @@ typedef struct {
     ngx_msec_t                  backoff;
     ngx_uint_t                  redirects;
     unsigned                    eval:1;     /* NOSCRIPT seen: send EVAL */
+    unsigned                    gen:1;      /* append the node's replication id */
+    unsigned                    held:1;     /* in `held`, its retry timer the deadline */
     unsigned                    asking:1;   /* precede with ASKING */
     /* a plain command: its argv; a script: source, nkeys, arguments */
     int                         argc;
@@ -97,6 +110,11 @@ static void ngx_http_minichat_redis_on_lost(ngx_http_minichat_redis_node_t *node
 static ngx_http_minichat_redis_cmd_t *ngx_http_minichat_redis_cmd(const char *sha1, const char *src, int nkeys,
     int argc, const char **argv, const size_t *argvlen, ngx_http_minichat_redis_pt handler, void *data);
 static ngx_int_t ngx_http_minichat_redis_route(ngx_http_minichat_redis_cmd_t *cmd);
+static ngx_int_t ngx_http_minichat_redis_script_cmd(const char *sha1, const char *src, int nkeys, int argc,
+    const char **argv, const size_t *argvlen, ngx_uint_t gen, ngx_http_minichat_redis_pt handler, void *data);
+static ngx_int_t ngx_http_minichat_redis_dispatch(ngx_http_minichat_redis_cmd_t *cmd, ngx_int_t n);
+static void ngx_http_minichat_redis_redrive(void);
+static void ngx_http_minichat_redis_on_replid(ngx_http_minichat_redis_node_t *node);
 static ngx_int_t ngx_http_minichat_redis_send(ngx_http_minichat_redis_cmd_t *cmd, ngx_int_t n);
 static void ngx_http_minichat_redis_reply(redisAsyncContext *ac, void *r, void *privdata);
 static ngx_int_t ngx_http_minichat_redis_cluster_error(ngx_http_minichat_redis_cmd_t *cmd,
@@ -128,6 +146,7 @@ ngx_http_minichat_redis_init(ngx_cycle_t *cycle)
     rd->refresh.data = rd;
     rd->refresh.cancelable = 1;
     ngx_queue_init(&rd->retrying);
+    ngx_queue_init(&rd->held);
 
     if (mcf->redis_seeds == NULL) {
         if (ngx_http_minichat_redis_add_node((char *) mcf->redis_host.data, (int) mcf->redis_port) == -1) {
@@ -168,6 +187,16 @@ ngx_http_minichat_redis_exit(void)
 
     while (!ngx_queue_empty(&rd->retrying)) {
         q = ngx_queue_head(&rd->retrying);
+        cmd = (ngx_http_minichat_redis_cmd_t *) ngx_queue_data(q, ngx_http_minichat_redis_pending_t, queue);
+        ngx_queue_remove(q);
+        if (cmd->retry.timer_set) {
+            ngx_del_timer(&cmd->retry);
+        }
+        ngx_http_minichat_redis_finish(cmd, NULL);
+    }
+
+    while (!ngx_queue_empty(&rd->held)) {
+        q = ngx_queue_head(&rd->held);
         cmd = (ngx_http_minichat_redis_cmd_t *) ngx_queue_data(q, ngx_http_minichat_redis_pending_t, queue);
         ngx_queue_remove(q);
         if (cmd->retry.timer_set) {
@@ -220,6 +249,7 @@ ngx_http_minichat_redis_add_node(const char *host, int port)
 
     node = &rd->nodes[rd->nnodes];
     ngx_http_minichat_redis_node_init(node, host, port, rd->log);
+    node->on_replid = ngx_http_minichat_redis_on_replid;
 
     if (rd->cluster) {
         node->on_ready = ngx_http_minichat_redis_on_ready;
@@ -379,6 +409,22 @@ ngx_int_t
 ngx_http_minichat_redis_script(const char *sha1, const char *src, int nkeys, int argc,
     const char **argv, const size_t *argvlen, ngx_http_minichat_redis_pt handler, void *data)
 {
+    return ngx_http_minichat_redis_script_cmd(sha1, src, nkeys, argc, argv, argvlen, 0, handler, data);
+}
+
+
+ngx_int_t
+ngx_http_minichat_redis_script_gen(const char *sha1, const char *src, int nkeys, int argc,
+    const char **argv, const size_t *argvlen, ngx_http_minichat_redis_pt handler, void *data)
+{
+    return ngx_http_minichat_redis_script_cmd(sha1, src, nkeys, argc, argv, argvlen, 1, handler, data);
+}
+
+
+static ngx_int_t
+ngx_http_minichat_redis_script_cmd(const char *sha1, const char *src, int nkeys, int argc,
+    const char **argv, const size_t *argvlen, ngx_uint_t gen, ngx_http_minichat_redis_pt handler, void *data)
+{
     ngx_http_minichat_redis_cmd_t  *cmd;
     ngx_int_t                       n;
 
@@ -391,16 +437,104 @@ ngx_http_minichat_redis_script(const char *sha1, const char *src, int nkeys, int
         return NGX_ERROR;
     }
 
+    cmd->gen = gen;
+
     n = ngx_http_minichat_redis_route(cmd);
 
     if (n == -1 || !ngx_http_minichat_redis.nodes[n].ready
-        || ngx_http_minichat_redis_send(cmd, n) != NGX_OK)
+        || ngx_http_minichat_redis_dispatch(cmd, n) != NGX_OK)
     {
         ngx_free(cmd);
         return NGX_ERROR;
     }
 
     return NGX_OK;
+}
+
+
+/* Sends cmd to node n, or holds it while it needs the node's replication id
+ * and that is not known (the id is on its way: the handshake or a MOVED
+ * asked for it).  Returns NGX_OK, or NGX_ERROR with cmd untouched. */
+static ngx_int_t
+ngx_http_minichat_redis_dispatch(ngx_http_minichat_redis_cmd_t *cmd, ngx_int_t n)
+{
+    ngx_http_minichat_redis_t       *rd = &ngx_http_minichat_redis;
+    ngx_http_minichat_redis_node_t  *node = &rd->nodes[n];
+    ngx_msec_t                       timeout = ngx_http_minichat_conf()->redis_timeout;
+    ngx_msec_t                       spent = ngx_current_msec - cmd->start;
+
+    if (!cmd->gen || node->replid_known) {
+        return ngx_http_minichat_redis_send(cmd, n);
+    }
+
+    if (!ngx_http_minichat_redis_node_usable(node) || spent >= timeout) {
+        return NGX_ERROR;
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, rd->log, 0, "minichat: redis %s:%d: script held for the replication id",
+                   node->host, node->port);
+
+    cmd->node = n;
+    cmd->held = 1;
+    ngx_queue_insert_tail(&rd->held, &cmd->pending.queue);
+    if (!cmd->retry.timer_set) {
+        ngx_add_timer(&cmd->retry, timeout - spent);
+    }
+
+    return NGX_OK;
+}
+
+
+/* Sends the held scripts whose node's id is known now (routed anew: the map
+ * may have changed meanwhile); the others wait on. */
+static void
+ngx_http_minichat_redis_redrive(void)
+{
+    ngx_http_minichat_redis_t       *rd = &ngx_http_minichat_redis;
+    ngx_http_minichat_redis_cmd_t   *cmd;
+    ngx_queue_t                      q, *x;
+    ngx_int_t                        n;
+
+    if (ngx_queue_empty(&rd->held)) {
+        return;
+    }
+
+    /* take the queue: a script sent here may come back to it */
+    q = rd->held;
+    q.next->prev = &q;
+    q.prev->next = &q;
+    ngx_queue_init(&rd->held);
+
+    while (!ngx_queue_empty(&q)) {
+        x = ngx_queue_head(&q);
+        ngx_queue_remove(x);
+        cmd = (ngx_http_minichat_redis_cmd_t *) ngx_queue_data(x, ngx_http_minichat_redis_pending_t, queue);
+
+        /* an ASK holds for its node; anything else goes where the map says */
+        n = cmd->asking ? cmd->node : ngx_http_minichat_redis_route(cmd);
+
+        if (n == -1 || !rd->nodes[n].replid_known) {
+            ngx_queue_insert_tail(&rd->held, x);
+            continue;
+        }
+
+        cmd->held = 0;
+        if (cmd->retry.timer_set) {
+            ngx_del_timer(&cmd->retry);
+        }
+
+        if (ngx_http_minichat_redis_send(cmd, n) != NGX_OK) {
+            ngx_http_minichat_redis_finish(cmd, NULL);
+        }
+    }
+}
+
+
+/* A node learnt its replication id. */
+static void
+ngx_http_minichat_redis_on_replid(ngx_http_minichat_redis_node_t *node)
+{
+    ngx_http_minichat_redis_redrive();
 }
 
 
@@ -459,8 +593,8 @@ ngx_http_minichat_redis_send(ngx_http_minichat_redis_cmd_t *cmd, ngx_int_t n)
         k = cmd->argc;
 
     } else {
-        av = ngx_alloc((cmd->argc + 1) * sizeof(char *), rd->log);
-        al = ngx_alloc((cmd->argc + 1) * sizeof(size_t), rd->log);
+        av = ngx_alloc((cmd->argc + 2) * sizeof(char *), rd->log);
+        al = ngx_alloc((cmd->argc + 2) * sizeof(size_t), rd->log);
         if (av == NULL || al == NULL) {
             goto failed;
         }
@@ -484,6 +618,15 @@ ngx_http_minichat_redis_send(ngx_http_minichat_redis_cmd_t *cmd, ngx_int_t n)
             al[i + 1] = cmd->argvlen[i];
         }
         k = cmd->argc + 1;
+
+        if (cmd->gen) {
+            if (!node->replid_known) {
+                goto failed;
+            }
+            av[k] = node->replid;
+            al[k] = MC_REDIS_REPLID_LEN;
+            k++;
+        }
     }
 
     if (cmd->asking) {
@@ -541,7 +684,7 @@ ngx_http_minichat_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
             /* the script cache was flushed, Redis restarted, or a replica
              * was promoted: send the source, at most once */
             cmd->eval = 1;
-            if (ngx_http_minichat_redis_send(cmd, cmd->node) == NGX_OK) {
+            if (ngx_http_minichat_redis_dispatch(cmd, cmd->node) == NGX_OK) {
                 return;
             }
         }
@@ -593,6 +736,9 @@ ngx_http_minichat_redis_cluster_error(ngx_http_minichat_redis_cmd_t *cmd, redisR
         if (kind == MC_REDIS_ERR_MOVED) {
             rd->slots[rr.slot] = (int16_t) n;
             ngx_http_minichat_redis_schedule_refresh(0);
+            /* the new owner may be a replica promoted while connected:
+             * whatever id it had may not be its own now */
+            ngx_http_minichat_redis_node_learn(&rd->nodes[n], 1);
 
         } else {
             cmd->asking = 1;
@@ -602,8 +748,8 @@ ngx_http_minichat_redis_cluster_error(ngx_http_minichat_redis_cmd_t *cmd, redisR
                        kind == MC_REDIS_ERR_ASK ? "ASK" : "MOVED", (ngx_uint_t) rr.slot, rr.addr.host, rr.addr.port);
 
         /* the new node may still be connecting: hiredis holds the command
-         * behind its handshake */
-        return ngx_http_minichat_redis_send(cmd, n) == NGX_OK ? NGX_OK : NGX_DECLINED;
+         * behind its handshake (a script carrying the id waits for it) */
+        return ngx_http_minichat_redis_dispatch(cmd, n) == NGX_OK ? NGX_OK : NGX_DECLINED;
 
     case MC_REDIS_ERR_CLUSTERDOWN:
         ngx_http_minichat_redis_schedule_refresh(0);
@@ -635,9 +781,17 @@ ngx_http_minichat_redis_retry_handler(ngx_event_t *ev)
 
     ngx_queue_remove(&cmd->pending.queue);
 
+    if (cmd->held) {
+        ngx_log_error(NGX_LOG_ERR, ngx_http_minichat_redis.log, 0,
+                      "minichat: redis %s:%d: no replication id known in time; a script failed",
+                      ngx_http_minichat_redis.nodes[cmd->node].host, ngx_http_minichat_redis.nodes[cmd->node].port);
+        ngx_http_minichat_redis_finish(cmd, NULL);
+        return;
+    }
+
     n = ngx_http_minichat_redis_route(cmd);
 
-    if (n == -1 || ngx_http_minichat_redis_send(cmd, n) != NGX_OK) {
+    if (n == -1 || ngx_http_minichat_redis_dispatch(cmd, n) != NGX_OK) {
         ngx_http_minichat_redis_finish(cmd, NULL);
     }
 }
@@ -768,6 +922,7 @@ ngx_http_minichat_redis_slots(redisAsyncContext *ac, void *r, void *privdata)
     redisReply                      *reply = r;
     ngx_int_t                        n, idx[NGX_HTTP_MINICHAT_REDIS_NODES];
     ngx_uint_t                       i, down;
+    u_char                           owned[NGX_HTTP_MINICHAT_REDIS_NODES];
 
     rd->refreshing = 0;
 
@@ -796,6 +951,21 @@ ngx_http_minichat_redis_slots(redisAsyncContext *ac, void *r, void *privdata)
         idx[i] = ngx_http_minichat_redis_node_at(map->nodes[i].host, map->nodes[i].port);
     }
 
+    ngx_memzero(owned, sizeof(owned));
+    for (i = 0; i < MC_REDIS_SLOTS; i++) {
+        if (rd->slots[i] != -1) {
+            owned[rd->slots[i]] = 1;
+        }
+    }
+
+    /* every master's id again; one that owns slots now and did not before
+     * (a replica promoted) is not trusted until it answers */
+    for (i = 0; i < map->nnodes; i++) {
+        if (idx[i] != -1) {
+            ngx_http_minichat_redis_node_learn(&rd->nodes[idx[i]], !owned[idx[i]]);
+        }
+    }
+
     down = 0;
     for (i = 0; i < MC_REDIS_SLOTS; i++) {
         n = map->owner[i] == -1 ? -1 : idx[map->owner[i]];
@@ -813,6 +983,8 @@ ngx_http_minichat_redis_slots(redisAsyncContext *ac, void *r, void *privdata)
 
     mc_redis_slotmap_free(map);
     ngx_free(map);
+
+    ngx_http_minichat_redis_redrive();
 
     /* a master is down or not connected yet: look again soon, the cluster
      * promotes a replica within cluster-node-timeout and a little more */

@@ -9,6 +9,7 @@
 #define NGX_HTTP_MINICHAT_REDIS_H
 
 #include "minichat/redis_cluster.h"
+#include "minichat/redis_info.h"
 
 
 typedef struct ngx_http_minichat_redis_node_s  ngx_http_minichat_redis_node_t;
@@ -32,7 +33,11 @@ struct ngx_http_minichat_redis_node_s {
     int                  port;
     void               (*on_ready)(ngx_http_minichat_redis_node_t *node);
     void               (*on_lost)(ngx_http_minichat_redis_node_t *node);
+    void               (*on_replid)(ngx_http_minichat_redis_node_t *node);
+    char                 replid[MC_REDIS_REPLID_LEN + 1];
+    ngx_uint_t           info_pending;  /* INFO questions not answered yet */
     unsigned             ready:1;       /* AUTH/PING answered */
+    unsigned             replid_known:1;  /* a master, whose replid answered the latest INFO */
     unsigned             tcp_up:1;      /* seen connected by the connect timer */
     unsigned             writing:1;
     unsigned             closed:1;      /* the worker is exiting: no reconnect */
@@ -46,6 +51,10 @@ void ngx_http_minichat_redis_node_init(ngx_http_minichat_redis_node_t *node, con
 void ngx_http_minichat_redis_node_connect(ngx_http_minichat_redis_node_t *node);
 /* Stops timers and frees the connection (waiting callbacks get NULL). */
 void ngx_http_minichat_redis_node_close(ngx_http_minichat_redis_node_t *node);
+/* Asks the node for its role and replication id (INFO replication); only
+ * the answer to the latest question counts.  forget: the id known so far may
+ * be stale (the node may have changed role) and is not used until then. */
+void ngx_http_minichat_redis_node_learn(ngx_http_minichat_redis_node_t *node, ngx_uint_t forget);
 /* Returns 1 when commands can be queued on the node (it may still be
  * connecting: hiredis holds them behind the handshake), 0 otherwise. */
 ngx_int_t ngx_http_minichat_redis_node_usable(ngx_http_minichat_redis_node_t *node);

@@ -33,6 +33,15 @@
  * Until a node is ready its user sends nothing to it (the caller answers
  * `unavailable` at once); a refused AUTH is logged and retried the same way.
  *
+ * The node's replication id.  Behind the handshake every connection asks
+ * INFO replication, and the user asks again whenever the node may have
+ * changed role (ngx_http_minichat_redis_node_learn).  The id is known only
+ * while the answer to the latest question said role:master (a replica
+ * reports its master's id, which is not its own once it is promoted); a
+ * new connection starts with no id, so one learnt before a restart is never
+ * used after it.  Room scripts that rest on the room's seq carry the id,
+ * and are held by the user until it is known (see lua/send.lua).
+ *
  * hiredis 0.14 has no command timeouts.  Outstanding commands are kept in
  * send order (Redis answers in that order), and a watchdog drops the
  * connection when the oldest has waited longer than minichat_redis_timeout:
@@ -51,6 +60,7 @@ static void ngx_http_minichat_redis_node_schedule(ngx_http_minichat_redis_node_t
 static void ngx_http_minichat_redis_node_reconnect_handler(ngx_event_t *ev);
 static void ngx_http_minichat_redis_node_connect_timeout(ngx_event_t *ev);
 static void ngx_http_minichat_redis_node_hello(redisAsyncContext *ac, void *r, void *privdata);
+static void ngx_http_minichat_redis_node_info(redisAsyncContext *ac, void *r, void *privdata);
 static void ngx_http_minichat_redis_node_read_handler(ngx_event_t *ev);
 static void ngx_http_minichat_redis_node_write_handler(ngx_event_t *ev);
 static void ngx_http_minichat_redis_node_add_read(void *privdata);
@@ -200,6 +210,8 @@ ngx_http_minichat_redis_node_connect(ngx_http_minichat_redis_node_t *node)
     node->conn = c;
     node->ready = 0;
     node->tcp_up = 0;
+    node->replid_known = 0;
+    node->info_pending = 0;
 
     ac->ev.data = node;
     ac->ev.addRead = ngx_http_minichat_redis_node_add_read;
@@ -234,6 +246,12 @@ ngx_http_minichat_redis_node_connect(ngx_http_minichat_redis_node_t *node)
 
     if (redisAsyncCommandArgv(ac, ngx_http_minichat_redis_node_hello, node, ac_n, av, al) != REDIS_OK) {
         redisAsyncFree(ac);   /* the cleanup hook schedules the reconnect */
+        return;
+    }
+
+    /* right behind the handshake: the replication id */
+    ngx_http_minichat_redis_node_learn(node, 1);
+    if (node->ac == NULL) {
         return;
     }
 
@@ -312,6 +330,72 @@ ngx_http_minichat_redis_node_hello(redisAsyncContext *ac, void *r, void *privdat
 
     if (node->on_ready) {
         node->on_ready(node);
+    }
+}
+
+
+void
+ngx_http_minichat_redis_node_learn(ngx_http_minichat_redis_node_t *node, ngx_uint_t forget)
+{
+    if (forget) {
+        node->replid_known = 0;
+    }
+
+    if (!ngx_http_minichat_redis_node_usable(node)) {
+        /* the next connection asks behind its handshake */
+        return;
+    }
+
+    if (redisAsyncCommand(node->ac, ngx_http_minichat_redis_node_info, node, "INFO replication") != REDIS_OK) {
+        node->replid_known = 0;
+        return;
+    }
+
+    node->info_pending++;
+}
+
+
+static void
+ngx_http_minichat_redis_node_info(redisAsyncContext *ac, void *r, void *privdata)
+{
+    ngx_http_minichat_redis_node_t  *node = privdata;
+    redisReply                      *reply = r;
+    mc_redis_role_t                  role;
+    char                             id[MC_REDIS_REPLID_LEN + 1];
+
+    if (reply == NULL || node->ac != ac) {
+        return;
+    }
+
+    /* answers come in order: a later question's answer is the one to take */
+    if (node->info_pending == 0 || --node->info_pending > 0) {
+        return;
+    }
+
+    role = reply->type == REDIS_REPLY_STRING ? mc_redis_info_replid(reply->str, reply->len, id)
+                                             : MC_REDIS_ROLE_BAD;
+
+    if (role != MC_REDIS_ROLE_MASTER) {
+        if (role == MC_REDIS_ROLE_BAD) {
+            ngx_log_error(NGX_LOG_ERR, node->log, 0, "minichat: redis %s:%d gave no usable INFO replication%s%s",
+                          node->host, node->port, reply->type == REDIS_REPLY_ERROR ? ": " : "",
+                          reply->type == REDIS_REPLY_ERROR ? reply->str : "");
+        }
+        node->replid_known = 0;
+        return;
+    }
+
+    /* node->replid keeps the last id even while it is not trusted */
+    if (ngx_strcmp(node->replid, id) != 0) {
+        ngx_log_error(NGX_LOG_INFO, node->log, 0, "minichat: redis %s:%d is a master with replication id %s",
+                      node->host, node->port, id);
+        ngx_memcpy(node->replid, id, sizeof(id));
+    }
+
+    node->replid_known = 1;
+
+    if (node->on_replid) {
+        node->on_replid(node);
     }
 }
 
@@ -423,6 +507,8 @@ ngx_http_minichat_redis_node_cleanup(void *privdata)
     node->conn = NULL;
     node->ac = NULL;
     node->ready = 0;
+    node->replid_known = 0;
+    node->info_pending = 0;
 
     if (node->connect_timer.timer_set) {
         ngx_del_timer(&node->connect_timer);

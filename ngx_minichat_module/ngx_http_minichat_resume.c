@@ -56,7 +56,7 @@ static void ngx_http_minichat_resume_forget(ngx_http_minichat_ws_t *ws, uint64_t
 static const char  *ngx_http_minichat_resume_keys[] = { "members", "seq", "log", "epoch" };
 
 static const ngx_http_minichat_script_t  ngx_http_minichat_script_resume = {
-    MINICHAT_LUA_RESUME_SHA1, MINICHAT_LUA_RESUME_SRC, 4, ngx_http_minichat_resume_keys
+    MINICHAT_LUA_RESUME_SHA1, MINICHAT_LUA_RESUME_SRC, 4, ngx_http_minichat_resume_keys, 0, NULL
 };
 
 

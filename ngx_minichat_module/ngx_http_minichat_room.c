@@ -10,6 +10,15 @@
  * more.  MySQL is the truth: seqs continue from its last_seq, so a seq is
  * never issued twice and an acked message is never taken for a duplicate.
  *
+ * A room's generation.  Scripts that rest on the room's seq (send, seq)
+ * carry the replication id of the master they run on and answer -4 when it
+ * is not the room's {r:<room>}:gen: a replica was promoted, or Redis
+ * restarted, since the room was loaded, and this master may lack seqs that
+ * were acked.  The runner then revalidates the room the same way (MySQL's
+ * state after the consumer caught up with Kafka; load.lua merges: seq =
+ * max(Redis, MySQL), read pointers forward only, gen = the id) and runs the
+ * script once more.
+ *
  * The caller's handler runs exactly once: NGX_OK with the script's reply,
  * NGX_DECLINED when MySQL has no such room, NGX_ERROR when Redis, the
  * relay-worker or MySQL is unavailable (reply NULL).
@@ -34,6 +43,8 @@ struct ngx_http_minichat_room_call_s {
     ngx_http_minichat_room_pt        handler;
     void                            *data;
     ngx_uint_t                       retried;
+    ngx_uint_t                       gen;
+    uint64_t                        *issued;
     int                              argc;     /* keys and arguments */
     const char                     **argv;
     size_t                          *argvlen;
@@ -43,12 +54,13 @@ struct ngx_http_minichat_room_call_s {
 static ngx_int_t ngx_http_minichat_room_run(ngx_http_minichat_room_call_t *call);
 static void ngx_http_minichat_room_reply(redisReply *reply, void *data);
 static void ngx_http_minichat_room_none(redisReply *reply, void *data);
+static void ngx_http_minichat_room_ask(ngx_http_minichat_room_call_t *call);
 static void ngx_http_minichat_room_state(Minichat__LocalFrame *result, void *data);
 static void ngx_http_minichat_room_loaded(redisReply *reply, void *data);
 static void ngx_http_minichat_room_done(ngx_http_minichat_room_call_t *call, redisReply *reply, ngx_int_t rc);
 
 
-/* load.lua's keys; the seventh is the current cid bucket */
+/* load.lua's keys; the seventh is the current cid bucket, the eighth "gen" */
 static const char  *ngx_http_minichat_load_keys[] = { "seq", "members", "left", "read", "epoch", "log" };
 
 
@@ -82,6 +94,8 @@ ngx_http_minichat_room_script(uint64_t room, const ngx_http_minichat_script_t *s
     call->handler = handler;
     call->data = data;
     call->retried = 0;
+    call->gen = script->gen;
+    call->issued = script->issued;
     call->argc = (int) n;
     call->argv = (const char **) (call + 1);
     call->argvlen = (size_t *) (call->argv + n);
@@ -111,21 +125,36 @@ ngx_http_minichat_room_script(uint64_t room, const ngx_http_minichat_script_t *s
 static ngx_int_t
 ngx_http_minichat_room_run(ngx_http_minichat_room_call_t *call)
 {
+    if (call->issued) {
+        *call->issued = ngx_http_minichat_now_ms();
+    }
+
+    if (call->gen) {
+        return ngx_http_minichat_redis_script_gen(call->sha1, call->src, call->nkeys, call->argc, call->argv,
+                                                  call->argvlen, ngx_http_minichat_room_reply, call);
+    }
+
     return ngx_http_minichat_redis_script(call->sha1, call->src, call->nkeys, call->argc, call->argv, call->argvlen,
                                           ngx_http_minichat_room_reply, call);
 }
 
 
-/* Returns 1 when a script's reply says "not loaded". */
-static ngx_uint_t
-ngx_http_minichat_room_not_loaded(redisReply *reply)
+/* Returns the script's status: the integer reply or an array's first
+ * element; 0 when it has none. */
+static long long
+ngx_http_minichat_room_status(redisReply *reply)
 {
     if (reply->type == REDIS_REPLY_INTEGER) {
-        return reply->integer == -2;
+        return reply->integer;
     }
 
-    return reply->type == REDIS_REPLY_ARRAY && reply->elements >= 1
-           && reply->element[0]->type == REDIS_REPLY_INTEGER && reply->element[0]->integer == -2;
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements >= 1
+        && reply->element[0]->type == REDIS_REPLY_INTEGER)
+    {
+        return reply->element[0]->integer;
+    }
+
+    return 0;
 }
 
 
@@ -133,6 +162,7 @@ static void
 ngx_http_minichat_room_reply(redisReply *reply, void *data)
 {
     ngx_http_minichat_room_call_t  *call = data;
+    long long                       status;
 
     if (reply == NULL) {
         ngx_http_minichat_room_done(call, NULL, NGX_ERROR);
@@ -146,19 +176,30 @@ ngx_http_minichat_room_reply(redisReply *reply, void *data)
         return;
     }
 
-    if (!ngx_http_minichat_room_not_loaded(reply)) {
+    status = ngx_http_minichat_room_status(reply);
+
+    if (status != -2 && (status != -4 || !call->gen)) {
         ngx_http_minichat_room_done(call, reply, NGX_OK);
         return;
     }
 
     if (call->retried) {
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0, "minichat: room %uL still not loaded after a rebuild",
-                      call->room);
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0, "minichat: room %uL still %s after a rebuild", call->room,
+                      status == -2 ? "not loaded" : "of another generation");
         ngx_http_minichat_room_done(call, NULL, NGX_ERROR);
         return;
     }
 
     call->retried = 1;
+
+    if (status == -4) {
+        /* loaded, so MySQL has it: no need to look for the none marker */
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "minichat: room %uL was loaded under another redis replication id (a failover or a "
+                      "restart since); revalidating it against mysql", call->room);
+        ngx_http_minichat_room_ask(call);
+        return;
+    }
 
     /* a room known not to exist costs no MySQL query */
     {
@@ -182,8 +223,6 @@ static void
 ngx_http_minichat_room_none(redisReply *reply, void *data)
 {
     ngx_http_minichat_room_call_t  *call = data;
-    Minichat__LocalFrame            f = MINICHAT__LOCAL_FRAME__INIT;
-    Minichat__RoomStateRequest      rs = MINICHAT__ROOM_STATE_REQUEST__INIT;
 
     if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
         ngx_http_minichat_room_done(call, NULL, NGX_ERROR);
@@ -197,6 +236,18 @@ ngx_http_minichat_room_none(redisReply *reply, void *data)
 
     ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0, "minichat: room %uL is not in redis; loading it from mysql",
                   call->room);
+
+    ngx_http_minichat_room_ask(call);
+}
+
+
+/* Asks the relay-worker for the room as MySQL has it, once the consumer has
+ * caught up with Kafka (RoomStateRequest). */
+static void
+ngx_http_minichat_room_ask(ngx_http_minichat_room_call_t *call)
+{
+    Minichat__LocalFrame            f = MINICHAT__LOCAL_FRAME__INIT;
+    Minichat__RoomStateRequest      rs = MINICHAT__ROOM_STATE_REQUEST__INIT;
 
     rs.room = call->room;
     f.body_case = MINICHAT__LOCAL_FRAME__BODY_ROOM_STATE;
@@ -258,7 +309,7 @@ ngx_http_minichat_room_load(uint64_t room, Minichat__RoomStateResult *st, ngx_ht
     const char                    **argv = NULL;
     size_t                         *argvlen = NULL, n, i, k, strs;
     u_char                         *nums = NULL, *p, epoch[16];
-    u_char                          keys[7][sizeof("{r:}:members") + 2 * NGX_INT64_LEN];
+    u_char                          keys[8][sizeof("{r:}:members") + 2 * NGX_INT64_LEN];
     ngx_int_t                       rc;
 
     if (st->n_left != st->n_left_seq || st->n_read_user != st->n_read_seq
@@ -270,8 +321,8 @@ ngx_http_minichat_room_load(uint64_t room, Minichat__RoomStateResult *st, ngx_ht
     }
 
     /* keys; last_seq, epoch, n, members, k, (user, seq) * k, j, (user, seq) * j,
-     * i, ("sender:cid", "seq:ts") * i, idem_ttl */
-    n = 7 + 7 + st->n_members + 2 * st->n_left + 2 * st->n_read_user + 2 * st->n_idem_cid;
+     * i, ("sender:cid", "seq:ts") * i, idem_ttl; the replid follows */
+    n = 8 + 7 + st->n_members + 2 * st->n_left + 2 * st->n_read_user + 2 * st->n_idem_cid;
     strs = n * (2 * NGX_INT64_LEN + 2);
     for (i = 0; i < st->n_idem_cid; i++) {
         strs += ngx_strlen(st->idem_cid[i]);
@@ -292,9 +343,11 @@ ngx_http_minichat_room_load(uint64_t room, Minichat__RoomStateResult *st, ngx_ht
     argv[6] = (const char *) keys[6];
     p = ngx_sprintf(keys[6], "{r:%uL}:", room);
     argvlen[6] = ngx_http_minichat_room_idem_key(p, ngx_http_minichat_now_ms(), 0) - keys[6];
+    argv[7] = (const char *) keys[7];
+    argvlen[7] = ngx_sprintf(keys[7], "{r:%uL}:gen", room) - keys[7];
 
     p = nums;
-    k = 7;
+    k = 8;
 
 #define ngx_http_minichat_push(fmt, ...)                                       \
     argv[k] = (const char *) p;                                                \
@@ -335,8 +388,8 @@ ngx_http_minichat_room_load(uint64_t room, Minichat__RoomStateResult *st, ngx_ht
 
 #undef ngx_http_minichat_push
 
-    rc = ngx_http_minichat_redis_script(MINICHAT_LUA_LOAD_SHA1, MINICHAT_LUA_LOAD_SRC, 7, (int) k, argv, argvlen,
-                                        handler, data);
+    rc = ngx_http_minichat_redis_script_gen(MINICHAT_LUA_LOAD_SHA1, MINICHAT_LUA_LOAD_SRC, 8, (int) k, argv, argvlen,
+                                            handler, data);
 
 done:
 
@@ -392,9 +445,9 @@ ngx_http_minichat_room_loaded(redisReply *reply, void *data)
         return;
     }
 
-    if (reply->integer == 1) {
-        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0, "minichat: room %uL loaded into redis from mysql",
-                      call->room);
+    if (reply->integer == 1 || reply->integer == 2) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0, "minichat: room %uL %s from mysql", call->room,
+                      reply->integer == 1 ? "loaded into redis" : "revalidated");
     }
 
     if (ngx_http_minichat_room_run(call) != NGX_OK) {

@@ -31,6 +31,7 @@ typedef struct {
     uint64_t                    sender;
     uint64_t                    origin_conn;
     uint64_t                    ts;
+    uint64_t                    admitted;   /* wall ms: the send script's last issue */
     uint64_t                    seq;
     ngx_uint_t                  system;
     ngx_str_t                   cid;
@@ -66,7 +67,7 @@ ngx_http_minichat_message_send(ngx_http_minichat_message_t *m, ngx_http_minichat
     ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
     ngx_http_minichat_admit_t      *a;
     ngx_http_minichat_script_t      script;
-    const char                     *av[10], *keys[7];
+    const char                     *av[10], *keys[8];
     size_t                          al[10];
     u_char                          nums[7][NGX_INT64_LEN + 1];
     u_char                          idem[2][sizeof("idem:") + NGX_INT64_LEN];
@@ -88,6 +89,7 @@ ngx_http_minichat_message_send(ngx_http_minichat_message_t *m, ngx_http_minichat
     a->sender = m->sender;
     a->origin_conn = m->origin_conn;
     a->ts = ngx_http_minichat_now_ms();
+    a->admitted = a->ts;
     a->seq = 0;
     a->system = (m->kind && ngx_strcmp(m->kind, "system") == 0);
     a->cid.data = (u_char *) (a + 1);
@@ -134,13 +136,16 @@ ngx_http_minichat_message_send(ngx_http_minichat_message_t *m, ngx_http_minichat
     keys[4] = "log";
     keys[5] = "read";
     keys[6] = "rl";
+    keys[7] = "gen";
     *ngx_http_minichat_room_idem_key(idem[0], a->ts, 0) = '\0';
     *ngx_http_minichat_room_idem_key(idem[1], a->ts, 1) = '\0';
 
     script.sha1 = MINICHAT_LUA_SEND_SHA1;
     script.src = MINICHAT_LUA_SEND_SRC;
-    script.nkeys = 7;
+    script.nkeys = 8;
     script.keys = keys;
+    script.gen = 1;
+    script.issued = &a->admitted;
 
     if (ngx_http_minichat_room_script(a->room, &script, 10, av, al, ngx_http_minichat_admitted, a)
         != NGX_OK)
@@ -232,6 +237,7 @@ ngx_http_minichat_admitted(redisReply *reply, ngx_int_t rc, void *data)
     m.origin_node = (char *) mcf->node.data;
     m.origin_conn = a->origin_conn;
     m.persist_only = (status == 2);
+    m.admitted_at = a->admitted;
     m.kind = a->system ? "system" : "";
 
     f.body_case = MINICHAT__LOCAL_FRAME__BODY_PUBLISH;

@@ -58,6 +58,8 @@ ngx_http_minichat_op_typing(ngx_http_minichat_req_t *rq, json_t *req)
     script.src = MINICHAT_LUA_TYPING_SRC;
     script.nkeys = 3;
     script.keys = keys;
+    script.gen = 0;
+    script.issued = NULL;
 
     av[0] = (const char *) u;
     al[0] = ngx_sprintf(u, "%uL", rq->ws->user) - u;

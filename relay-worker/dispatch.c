@@ -10,7 +10,10 @@
  *                which travels along to Kafka and the peers): Kafka (its delivery report
  *                answers the worker), every peer, and this node's workers
  *                through the per-room reorderer.  A persist_only publish (a
- *                retried send) goes to Kafka alone.
+ *                retried send) goes to Kafka alone.  A message stamped
+ *                (admitted_at) longer than publish_max_age_ms ago is
+ *                refused: a Redis failover since may have issued its seq
+ *                again; the client's retry gets a fresh stamp.
  *   event        an ephemeral event (kind read, typing, presence or ban, seq 0):
  *                every peer (in the same queues and batches as messages) and
  *                every worker of this node as LocalFrame{event}, the origin
@@ -27,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "minichat/clock.h"
 #include "minichat/frame.h"
 #include "minichat/log.h"
 #include "minichat/relay_queue.h"
@@ -81,6 +85,7 @@ static void on_publish(const link_from_t *from, Minichat__ChatMessage *m, uint64
 {
     uint8_t *frame, *msg;
     size_t len, msg_len;
+    int64_t age;
 
     if (m->room == 0 || m->seq == 0) {
         mc_warn("dispatch: worker %s/%u published a message without room or seq, ignored", from->node, from->pid);
@@ -96,6 +101,18 @@ static void on_publish(const link_from_t *from, Minichat__ChatMessage *m, uint64
             kafka_answer(from->id, req_id, "bad_request: events travel as LocalFrame.event");
         }
         return;
+    }
+    if (m->admitted_at) {
+        age = mc_wall_ms() - (int64_t)m->admitted_at;
+        if (age > relay_conf.publish_max_age_ms) {
+            mc_warn("dispatch: room %llu seq %llu was assigned %lld ms ago (publish_max_age_ms %lld): refused",
+                    (unsigned long long)m->room, (unsigned long long)m->seq, (long long)age,
+                    relay_conf.publish_max_age_ms);
+            if (req_id) {
+                kafka_answer(from->id, req_id, "unavailable: seq assigned too long ago; retry with the same cid");
+            }
+            return;
+        }
     }
     if (m->persist_only) {
         /* a retried send: its first publish may never have arrived, so

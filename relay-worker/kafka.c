@@ -51,6 +51,8 @@ static void kafka_fail(const char *what, const char *reason)
 typedef struct {
     uint64_t conn_id;
     uint64_t req_id;
+    uint64_t room, seq;
+    uint64_t admitted_at;   /* the message's stamp (wall ms), 0: none */
 } kafka_waiter_t;
 
 /* Tells the waiting worker whether Kafka has the message (main thread). */
@@ -86,6 +88,13 @@ static void kafka_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
         kafka_fail("delivery failed", rd_kafka_err2str(m->err));
     } else {
         kafka_delivered++;
+        /* dispatch.c refused it if it came this late; Kafka took this long
+         * on its own: a Redis failover meanwhile could reissue its seq */
+        if (w && w->admitted_at && mc_wall_ms() - (int64_t)w->admitted_at > relay_conf.publish_max_age_ms) {
+            mc_warn("kafka: room %" PRIu64 " seq %" PRIu64 " reached Kafka %lld ms after its seq was assigned "
+                    "(publish_max_age_ms %lld)", w->room, w->seq,
+                    (long long)(mc_wall_ms() - (int64_t)w->admitted_at), relay_conf.publish_max_age_ms);
+        }
     }
     if (w) {
         kafka_answer(w->conn_id, w->req_id, m->err ? rd_kafka_err2str(m->err) : NULL);
@@ -214,6 +223,9 @@ void kafka_produce(Minichat__ChatMessage *m, uint64_t conn_id, uint64_t req_id)
         }
         w->conn_id = conn_id;
         w->req_id = req_id;
+        w->room = m->room;
+        w->seq = m->seq;
+        w->admitted_at = m->admitted_at;
     }
 
     m->n_recipients = 0;

@@ -46,7 +46,7 @@ static const char *const main_keys[] = {
     "mysql_primary", "mysql_replica", "mysql_user", "mysql_password", "mysql_database", "log_level",
     "local_outbuf_max_mb", "peer_queue_max", "peer_queue_max_mb", "peer_batch_kb", "peer_timeout_ms",
     "peer_max_age_ms", "order_first_hold_ms", "order_gap_ms", "order_idle_ms", "order_max_held", "order_max_rooms",
-    "db_threads", "db_queue_max", "kafka_consumer_group", "rebuild_wait_ms", NULL};
+    "db_threads", "db_queue_max", "kafka_consumer_group", "rebuild_wait_ms", "publish_max_age_ms", NULL};
 
 int relay_epoll_fd(void)
 {
@@ -70,6 +70,7 @@ static void usage(FILE *out)
             "      log_level (debug|info|warn|error),\n"
             "      local_outbuf_max_mb (64), peer_queue_max (100000), peer_queue_max_mb (256),\n"
             "      peer_batch_kb (1024), peer_timeout_ms (5000), peer_max_age_ms (10000),\n"
+            "      publish_max_age_ms (1000),\n"
             "      order_first_hold_ms (500), order_gap_ms (500), order_idle_ms (600000),\n"
             "      order_max_held (10000), order_max_rooms (1000000),\n"
             "      db_threads (2), db_queue_max (10000), kafka_consumer_group (minichat-roomlist),\n"
@@ -134,6 +135,7 @@ static int conf_read(const mc_conf_t *c)
         || conf_int(c, "peer_batch_kb", 1024, 1, 32768, &batch_kb) != 0
         || conf_int(c, "peer_timeout_ms", 5000, 10, 600000, &relay_conf.peer_timeout_ms) != 0
         || conf_int(c, "peer_max_age_ms", 10000, 100, 3600000, &relay_conf.peer_max_age_ms) != 0
+        || conf_int(c, "publish_max_age_ms", 1000, 100, 600000, &relay_conf.publish_max_age_ms) != 0
         || conf_int(c, "order_first_hold_ms", 500, 0, 10000, &first_hold) != 0
         || conf_int(c, "order_gap_ms", 500, 1, 60000, &gap) != 0
         || conf_int(c, "order_idle_ms", 600000, 1000, 86400000, &idle) != 0

@@ -79,6 +79,7 @@ typedef struct {
     size_t peer_batch_bytes;   /* target size of one RelayBatch */
     long long peer_timeout_ms; /* deadline of one Deliver call */
     long long peer_max_age_ms; /* queued longer than this: too old for live delivery, dropped */
+    long long publish_max_age_ms; /* a seq assigned longer ago than this is not published (dispatch.c) */
     mc_reorder_conf_t order;   /* per-room ordering of local delivery (order.c) */
     int db_threads;            /* threads running database requests */
     size_t db_queue_max;       /* database requests waiting before more are refused */

@@ -168,3 +168,53 @@ async def test_history_beyond_the_log_while_the_replica_is_down():
         await c.close()
         subprocess.run(["bash", os.path.join(TOP, "scripts", "stack.sh"), "start"], check=True,
                        capture_output=True, timeout=180)
+
+
+@run_async
+async def test_redis_restarted_without_its_last_writes_reissues_no_seq():
+    """A Redis that comes back without its last writes (an AOF written once a
+    second, a replica promoted) has a new replication id: the room's
+    generation no longer matches, so the next send revalidates the room
+    against MySQL and continues after the highest acked seq."""
+    run = os.environ.get("MINICHAT_RUN", os.path.join(TOP, ".run"))
+    u1, u2 = uid(), uid()
+    room = create_room(u1, [u1, u2])
+    c = await connect(u1, "a")
+    try:
+        acked = []
+        for i in range(5):
+            the_cid = cid()
+            r = await c.send_msg(room, "before-%d" % i, msg_cid=the_cid)
+            assert r["op"] == "ack", r
+            acked.append((r["seq"], the_cid, "before-%d" % i))
+        assert [a[0] for a in acked] == [1, 2, 3, 4, 5]
+        wait_until(lambda: len(query("SELECT seq FROM messages WHERE room_id = %s", (room,))) == 5,
+                   30, what="the five messages in MySQL")
+
+        # the last three INCRs are "lost"; Redis restarts with what is left
+        old_id = [l for l in redis("INFO", "replication") if l.startswith("master_replid:")]
+        redis("SET", "{r:%d}:seq" % room, "2")
+        redis("SHUTDOWN")
+        subprocess.run(["redis-server", os.path.join(run, "redis", "redis.conf")], check=True, timeout=10)
+        wait_until(lambda: redis("PING") == ["PONG"], 20, what="redis to come back")
+        assert [l for l in redis("INFO", "replication") if l.startswith("master_replid:")] != old_id
+
+        # each worker reconnects by itself; until then sends are unavailable
+        deadline = time.monotonic() + 20
+        the_cid = cid()
+        while True:
+            r = await c.send_msg(room, "after", msg_cid=the_cid)
+            if r["op"] == "ack" or time.monotonic() > deadline:
+                break
+            assert r["op"] == "error" and r["code"] == "unavailable", r
+            await asyncio.sleep(0.2)
+        assert r["op"] == "ack" and r["seq"] == 6, r
+        acked.append((6, the_cid, "after"))
+        assert redis("GET", "{r:%d}:seq" % room) == ["6"]
+
+        rows = wait_until(lambda: (lambda rs: rs if len(rs) == 6 else None)(
+            query("SELECT seq, client_msg_id, body FROM messages WHERE room_id = %s ORDER BY seq", (room,))),
+            30, what="six messages in MySQL")
+        assert [(x["seq"], x["client_msg_id"], x["body"]) for x in rows] == acked
+    finally:
+        await c.close()
