@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 
+import pytest
 import websockets
 
 from conftest import REDIS_MODE, TOP, cid, connect, query, redis, rest, run_async, token, uid, wait_until
@@ -170,6 +171,7 @@ async def test_history_beyond_the_log_while_the_replica_is_down():
                        capture_output=True, timeout=180)
 
 
+@pytest.mark.skipif(REDIS_MODE == "cluster", reason="restarts the single Redis; test_cluster.py has the failover")
 @run_async
 async def test_redis_restarted_without_its_last_writes_reissues_no_seq():
     """A Redis that comes back without its last writes (an AOF written once a
