@@ -18,9 +18,18 @@
 -- answered whatever the rate, and before the seq, so a refused send spends
 -- nothing.
 --
+-- The recent log is capped twice: at most log_max entries and at most
+-- log_bytes bytes of entries (the sum of their lengths, kept in
+-- {r:<room>}:logbytes next to the log).  The oldest entries go first, so
+-- the log always holds the newest seqs without a hole, and the newest entry
+-- stays even when it alone is larger than log_bytes.  A log found empty
+-- (rebuilt, or deleted by hand) starts its total at 0; a log with no total
+-- (written before the total existed) has it counted once from its entries.
+--
 --input: keys: [{r:<room>}:members, {r:<room>}:seq, {r:<room>}:idem:<n>, {r:<room>}:idem:<n-1>,
---              {r:<room>}:log, {r:<room>}:read, {r:<room>}:rl]
---       values: [sender, cid, body, ts_ms, log_max, idem_ttl_seconds, room, kind, interval_us, burst]
+--              {r:<room>}:log, {r:<room>}:read, {r:<room>}:rl, {r:<room>}:logbytes]
+--       values: [sender, cid, body, ts_ms, log_max, idem_ttl_seconds, room, kind, interval_us, burst,
+--                log_bytes]
 --               (sender, ts_ms and room are decimal digits; kind is "text" or "system")
 --output: {1, seq, ts, member, member, ...}  a new message, with the members (strings) to deliver to
 --        {2, seq, ts}                        the same (sender, cid) was admitted before: its seq and ts
@@ -28,11 +37,12 @@
 --        {-2}                                the room is not loaded (rebuild it from MySQL, then retry)
 --        {-3, retry_after_ms}                refused by the room's rate limit
 local members, seqk, idem, idem_prev, logk, readk = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local rl = KEYS[7]
+local rl, bytesk = KEYS[7], KEYS[8]
 local sender, cid, body, ts = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local log_max, idem_ttl = tonumber(ARGV[5]), tonumber(ARGV[6])
 local room, kind = ARGV[7], ARGV[8]
 local interval, burst = tonumber(ARGV[9]), tonumber(ARGV[10])
+local log_bytes = tonumber(ARGV[11])
 
 if redis.call('EXISTS', seqk) == 0 then
     return {-2}
@@ -73,11 +83,42 @@ local entry = '{"op":"msg","room":' .. room .. ',"seq":' .. seq .. ',"from":' ..
 if kind == 'system' then
     entry = entry .. ',"kind":"system"'
 end
-redis.call('ZADD', logk, seq, entry .. '}')
+entry = entry .. '}'
+
 local n = redis.call('ZCARD', logk)
-if n > log_max then
-    redis.call('ZREMRANGEBYRANK', logk, 0, n - log_max - 1)
+local bytes = 0
+if n > 0 then
+    bytes = tonumber(redis.call('GET', bytesk) or '-1')
+    if bytes < 0 then
+        bytes = 0
+        for _, e in ipairs(redis.call('ZRANGE', logk, 0, -1)) do
+            bytes = bytes + #e
+        end
+    end
 end
+redis.call('ZADD', logk, seq, entry)
+n = n + 1
+bytes = bytes + #entry
+
+-- drop the oldest entries until both caps hold, keeping the newest
+local drop, freed = 0, 0
+while n - drop > 1 and (n - drop > log_max or bytes - freed > log_bytes) do
+    local chunk = redis.call('ZRANGE', logk, drop, drop + 63)
+    if #chunk == 0 then
+        break
+    end
+    for _, e in ipairs(chunk) do
+        if n - drop <= 1 or (n - drop <= log_max and bytes - freed <= log_bytes) then
+            break
+        end
+        drop = drop + 1
+        freed = freed + #e
+    end
+end
+if drop > 0 then
+    redis.call('ZREMRANGEBYRANK', logk, 0, drop - 1)
+end
+redis.call('SET', bytesk, bytes - freed)
 
 local cur = tonumber(redis.call('HGET', readk, sender) or '0')
 if seq > cur then
