@@ -100,20 +100,17 @@ redis.call('ZADD', logk, seq, entry)
 n = n + 1
 bytes = bytes + #entry
 
--- drop the oldest entries until both caps hold, keeping the newest
+-- drop the oldest entries until both caps hold, keeping the newest; one
+-- entry read at a time: a send usually drops one, and reading ahead would
+-- copy large entries into Lua for nothing
 local drop, freed = 0, 0
 while n - drop > 1 and (n - drop > log_max or bytes - freed > log_bytes) do
-    local chunk = redis.call('ZRANGE', logk, drop, drop + 63)
-    if #chunk == 0 then
+    local e = redis.call('ZRANGE', logk, drop, drop)[1]
+    if not e then
         break
     end
-    for _, e in ipairs(chunk) do
-        if n - drop <= 1 or (n - drop <= log_max and bytes - freed <= log_bytes) then
-            break
-        end
-        drop = drop + 1
-        freed = freed + #e
-    end
+    drop = drop + 1
+    freed = freed + #e
 end
 if drop > 0 then
     redis.call('ZREMRANGEBYRANK', logk, 0, drop - 1)
