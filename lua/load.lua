@@ -3,8 +3,9 @@
 -- this master's; unless another worker did it first.
 --
 -- `{r:<room>}:seq` existing means "loaded"; it is written last.  The recent
--- log is dropped (what it held is in MySQL) and the epoch changes, so a
--- client's resume from before the loss answers recovered=false.
+-- log is dropped with its byte total (what it held is in MySQL; send.lua
+-- fills both again) and the epoch changes, so a client's resume from before
+-- the loss answers recovered=false.
 --
 -- The room's generation `{r:<room>}:gen` becomes replid, the replication id
 -- of the master this runs on (see send.lua).  A loaded room of another
@@ -18,7 +19,8 @@
 -- (see send.lua), so a send retried across the loss is still recognised.
 --
 --input: keys: [{r:<room>}:seq, {r:<room>}:members, {r:<room>}:left, {r:<room>}:read,
---              {r:<room>}:epoch, {r:<room>}:log, {r:<room>}:idem:<n>, {r:<room>}:gen]
+--              {r:<room>}:epoch, {r:<room>}:log, {r:<room>}:idem:<n>, {r:<room>}:gen,
+--              {r:<room>}:logbytes]
 --       values: [last_seq, epoch, n, member * n, k, (user, left_seq) * k, j, (user, read_seq) * j,
 --                i, ("sender:cid", "seq:ts") * i, idem_ttl_seconds, replid]
 --output: 1 loaded now, 2 revalidated now (it was loaded under another generation),
@@ -29,7 +31,7 @@ if loaded and redis.call('GET', KEYS[8]) == replid then
     return 0
 end
 
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[6])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[6], KEYS[9])
 if not loaded then
     redis.call('DEL', KEYS[4])
 end

@@ -26,9 +26,18 @@
 -- already acked: the script then changes nothing and answers -4, and the
 -- module revalidates the room against MySQL (load.lua) before it retries.
 --
+-- The recent log is capped twice: at most log_max entries and at most
+-- log_bytes bytes of entries (the sum of their lengths, kept in
+-- {r:<room>}:logbytes next to the log).  The oldest entries go first, so
+-- the log always holds the newest seqs without a hole, and the newest entry
+-- stays even when it alone is larger than log_bytes.  A log found empty
+-- (rebuilt, or deleted by hand) starts its total at 0; a log with no total
+-- (written before the total existed) has it counted once from its entries.
+--
 --input: keys: [{r:<room>}:members, {r:<room>}:seq, {r:<room>}:idem:<n>, {r:<room>}:idem:<n-1>,
---              {r:<room>}:log, {r:<room>}:read, {r:<room>}:rl, {r:<room>}:gen]
---       values: [sender, cid, body, ts_ms, log_max, idem_ttl_seconds, room, kind, interval_us, burst, replid]
+--              {r:<room>}:log, {r:<room>}:read, {r:<room>}:rl, {r:<room>}:gen, {r:<room>}:logbytes]
+--       values: [sender, cid, body, ts_ms, log_max, idem_ttl_seconds, room, kind, interval_us, burst,
+--                log_bytes, replid]
 --               (sender, ts_ms and room are decimal digits; kind is "text" or "system")
 --output: {1, seq, ts, member, member, ...}  a new message, with the members (strings) to deliver to
 --        {2, seq, ts}                        the same (sender, cid) was admitted before: its seq and ts
@@ -37,12 +46,13 @@
 --        {-3, retry_after_ms}                refused by the room's rate limit
 --        {-4}                                the room's generation is not this master's (revalidate, then retry)
 local members, seqk, idem, idem_prev, logk, readk = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local rl, genk = KEYS[7], KEYS[8]
+local rl, genk, bytesk = KEYS[7], KEYS[8], KEYS[9]
 local sender, cid, body, ts = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local log_max, idem_ttl = tonumber(ARGV[5]), tonumber(ARGV[6])
 local room, kind = ARGV[7], ARGV[8]
 local interval, burst = tonumber(ARGV[9]), tonumber(ARGV[10])
-local replid = ARGV[11]
+local log_bytes = tonumber(ARGV[11])
+local replid = ARGV[12]
 
 if redis.call('EXISTS', seqk) == 0 then
     return {-2}
@@ -87,11 +97,39 @@ local entry = '{"op":"msg","room":' .. room .. ',"seq":' .. seq .. ',"from":' ..
 if kind == 'system' then
     entry = entry .. ',"kind":"system"'
 end
-redis.call('ZADD', logk, seq, entry .. '}')
+entry = entry .. '}'
+
 local n = redis.call('ZCARD', logk)
-if n > log_max then
-    redis.call('ZREMRANGEBYRANK', logk, 0, n - log_max - 1)
+local bytes = 0
+if n > 0 then
+    bytes = tonumber(redis.call('GET', bytesk) or '-1')
+    if bytes < 0 then
+        bytes = 0
+        for _, e in ipairs(redis.call('ZRANGE', logk, 0, -1)) do
+            bytes = bytes + #e
+        end
+    end
 end
+redis.call('ZADD', logk, seq, entry)
+n = n + 1
+bytes = bytes + #entry
+
+-- drop the oldest entries until both caps hold, keeping the newest; one
+-- entry read at a time: a send usually drops one, and reading ahead would
+-- copy large entries into Lua for nothing
+local drop, freed = 0, 0
+while n - drop > 1 and (n - drop > log_max or bytes - freed > log_bytes) do
+    local e = redis.call('ZRANGE', logk, drop, drop)[1]
+    if not e then
+        break
+    end
+    drop = drop + 1
+    freed = freed + #e
+end
+if drop > 0 then
+    redis.call('ZREMRANGEBYRANK', logk, 0, drop - 1)
+end
+redis.call('SET', bytesk, bytes - freed)
 
 local cur = tonumber(redis.call('HGET', readk, sender) or '0')
 if seq > cur then

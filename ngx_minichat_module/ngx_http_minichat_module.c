@@ -92,6 +92,13 @@ static ngx_command_t ngx_http_minichat_commands[] = {
       offsetof(ngx_http_minichat_main_conf_t, log_max),
       &ngx_http_minichat_log_max_bounds },
 
+    { ngx_string("minichat_recent_log_bytes"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_minichat_main_conf_t, log_bytes),
+      NULL },
+
     { ngx_string("minichat_dedup_ttl"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_sec_slot,
@@ -304,6 +311,7 @@ ngx_http_minichat_create_main_conf(ngx_conf_t *cf)
     mcf->max_message_size = NGX_CONF_UNSET_SIZE;
     mcf->send_queue_size = NGX_CONF_UNSET_SIZE;
     mcf->log_max = NGX_CONF_UNSET_UINT;
+    mcf->log_bytes = NGX_CONF_UNSET_SIZE;
     mcf->idem_ttl = NGX_CONF_UNSET;
     mcf->reconnect = NGX_CONF_UNSET_MSEC;
     mcf->relay_timeout = NGX_CONF_UNSET_MSEC;
@@ -338,6 +346,7 @@ ngx_http_minichat_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_size_value(mcf->max_message_size, 64 * 1024);
     ngx_conf_init_size_value(mcf->send_queue_size, 1024 * 1024);
     ngx_conf_init_uint_value(mcf->log_max, 1000);
+    ngx_conf_init_size_value(mcf->log_bytes, 1024 * 1024);
     ngx_conf_init_value(mcf->idem_ttl, 86400);
     ngx_conf_init_msec_value(mcf->reconnect, 500);
     ngx_conf_init_msec_value(mcf->relay_timeout, 5000);
@@ -408,6 +417,12 @@ ngx_http_minichat_init_main_conf(ngx_conf_t *cf, void *conf)
     if (mcf->max_message_size < 128 || mcf->max_message_size > 1024 * 1024) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"minichat_max_message_size\" must be between 128 and 1m");
+        return NGX_CONF_ERROR;
+    }
+
+    if (mcf->log_bytes < 1024 || mcf->log_bytes > 1024 * 1024 * 1024) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"minichat_recent_log_bytes\" must be between 1k and 1g");
         return NGX_CONF_ERROR;
     }
 

@@ -57,7 +57,8 @@ typedef struct {
     ngx_str_t jwt_secret;
     size_t max_message_size;
     size_t send_queue_size;
-    ngx_uint_t log_max;
+    ngx_uint_t log_max;          /* entries in a room's recent log */
+    size_t log_bytes;            /* bytes of entries in a room's recent log */
     time_t idem_ttl;
     ngx_msec_t reconnect;
     ngx_msec_t relay_timeout;

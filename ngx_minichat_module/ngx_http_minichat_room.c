@@ -309,7 +309,7 @@ ngx_http_minichat_room_load(uint64_t room, Minichat__RoomStateResult *st, ngx_ht
     const char                    **argv = NULL;
     size_t                         *argvlen = NULL, n, i, k, strs;
     u_char                         *nums = NULL, *p, epoch[16];
-    u_char                          keys[8][sizeof("{r:}:members") + 2 * NGX_INT64_LEN];
+    u_char                          keys[9][sizeof("{r:}:logbytes") + 2 * NGX_INT64_LEN];
     ngx_int_t                       rc;
 
     if (st->n_left != st->n_left_seq || st->n_read_user != st->n_read_seq
@@ -320,9 +320,9 @@ ngx_http_minichat_room_load(uint64_t room, Minichat__RoomStateResult *st, ngx_ht
         return NGX_ERROR;
     }
 
-    /* keys; last_seq, epoch, n, members, k, (user, seq) * k, j, (user, seq) * j,
+    /* 9 keys; last_seq, epoch, n, members, k, (user, seq) * k, j, (user, seq) * j,
      * i, ("sender:cid", "seq:ts") * i, idem_ttl; the replid follows */
-    n = 8 + 7 + st->n_members + 2 * st->n_left + 2 * st->n_read_user + 2 * st->n_idem_cid;
+    n = 9 + 7 + st->n_members + 2 * st->n_left + 2 * st->n_read_user + 2 * st->n_idem_cid;
     strs = n * (2 * NGX_INT64_LEN + 2);
     for (i = 0; i < st->n_idem_cid; i++) {
         strs += ngx_strlen(st->idem_cid[i]);
@@ -345,9 +345,11 @@ ngx_http_minichat_room_load(uint64_t room, Minichat__RoomStateResult *st, ngx_ht
     argvlen[6] = ngx_http_minichat_room_idem_key(p, ngx_http_minichat_now_ms(), 0) - keys[6];
     argv[7] = (const char *) keys[7];
     argvlen[7] = ngx_sprintf(keys[7], "{r:%uL}:gen", room) - keys[7];
+    argv[8] = (const char *) keys[8];
+    argvlen[8] = ngx_sprintf(keys[8], "{r:%uL}:logbytes", room) - keys[8];
 
     p = nums;
-    k = 8;
+    k = 9;
 
 #define ngx_http_minichat_push(fmt, ...)                                       \
     argv[k] = (const char *) p;                                                \
@@ -388,7 +390,7 @@ ngx_http_minichat_room_load(uint64_t room, Minichat__RoomStateResult *st, ngx_ht
 
 #undef ngx_http_minichat_push
 
-    rc = ngx_http_minichat_redis_script_gen(MINICHAT_LUA_LOAD_SHA1, MINICHAT_LUA_LOAD_SRC, 8, (int) k, argv, argvlen,
+    rc = ngx_http_minichat_redis_script_gen(MINICHAT_LUA_LOAD_SHA1, MINICHAT_LUA_LOAD_SRC, 9, (int) k, argv, argvlen,
                                             handler, data);
 
 done:

@@ -67,9 +67,9 @@ ngx_http_minichat_message_send(ngx_http_minichat_message_t *m, ngx_http_minichat
     ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
     ngx_http_minichat_admit_t      *a;
     ngx_http_minichat_script_t      script;
-    const char                     *av[10], *keys[8];
-    size_t                          al[10];
-    u_char                          nums[7][NGX_INT64_LEN + 1];
+    const char                     *av[11], *keys[9];
+    size_t                          al[11];
+    u_char                          nums[8][NGX_INT64_LEN + 1];
     u_char                          idem[2][sizeof("idem:") + NGX_INT64_LEN];
 
     if (!ngx_http_minichat_relay_ready()) {
@@ -99,7 +99,7 @@ ngx_http_minichat_message_send(ngx_http_minichat_message_t *m, ngx_http_minichat
     *ngx_cpymem(a->cid.data, m->cid.data, m->cid.len) = '\0';
     *ngx_cpymem(a->body.data, m->body.data, m->body.len) = '\0';
 
-    /* sender, cid, body, ts, log_max, idem_ttl, room, kind */
+    /* sender, cid, body, ts, log_max, idem_ttl, room, kind, (the room's limit), log_bytes */
     av[0] = (const char *) nums[0];
     al[0] = ngx_sprintf(nums[0], "%uL", a->sender) - nums[0];
     av[1] = (const char *) a->cid.data;
@@ -127,6 +127,8 @@ ngx_http_minichat_message_send(ngx_http_minichat_message_t *m, ngx_http_minichat
     } else {
         ngx_http_minichat_limit_room_args(nums[5], &al[8], nums[6], &al[9]);
     }
+    av[10] = (const char *) nums[7];
+    al[10] = ngx_sprintf(nums[7], "%uz", mcf->log_bytes) - nums[7];
 
     /* the cid buckets of now and of the interval before */
     keys[0] = "members";
@@ -137,17 +139,18 @@ ngx_http_minichat_message_send(ngx_http_minichat_message_t *m, ngx_http_minichat
     keys[5] = "read";
     keys[6] = "rl";
     keys[7] = "gen";
+    keys[8] = "logbytes";
     *ngx_http_minichat_room_idem_key(idem[0], a->ts, 0) = '\0';
     *ngx_http_minichat_room_idem_key(idem[1], a->ts, 1) = '\0';
 
     script.sha1 = MINICHAT_LUA_SEND_SHA1;
     script.src = MINICHAT_LUA_SEND_SRC;
-    script.nkeys = 8;
+    script.nkeys = 9;
     script.keys = keys;
     script.gen = 1;
     script.issued = &a->admitted;
 
-    if (ngx_http_minichat_room_script(a->room, &script, 10, av, al, ngx_http_minichat_admitted, a)
+    if (ngx_http_minichat_room_script(a->room, &script, 11, av, al, ngx_http_minichat_admitted, a)
         != NGX_OK)
     {
         ngx_free(a);

@@ -7,8 +7,13 @@
  * whatever the depth.  Seqs are dense, so the page is complete exactly when
  * it holds every seq from before - 1 down to max(1, before - limit)
  * (mc_history_complete); a hole means the replica lags (or is down), and the
- * primary answers instead.  A hole the primary has too (a message that never
- * reached MySQL) is answered as it is.
+ * primary answers instead.  A hole the primary has too may be a message that
+ * is acked (Kafka has it) but not yet persisted: the Redis log's byte cap
+ * can push a message out of the log within milliseconds when large ones
+ * follow.  So the primary is read once more after the roomlist-consumer
+ * caught up with Kafka (consumer_lag.c, at most rebuild_wait_ms; quick when
+ * it has).  A hole still there (a message that never reached MySQL) is
+ * answered as it is.
  *
  * The answer travels in one LocalFrame, which nginx takes up to MC_FRAME_MAX:
  * a page of very long bodies is cut short (still newest first, still
@@ -104,6 +109,14 @@ const char *q_history(dbq_t *q, const Minichat__HistoryRequest *req, Minichat__H
     }
     mc_debug("db: history of room %" PRIu64 " before %" PRIu64 ": the replica's page is incomplete, reading the primary",
              req->room, req->before);
+    if (history_page(q, MC_DB_PRIMARY, req, limit, res, &complete) != 0) {
+        return dbq_fail(q);
+    }
+    if (complete || q->lag == NULL || consumer_lag_wait(q->lag, q->rebuild_wait_ms) != 0) {
+        return NULL;
+    }
+    mc_debug("db: history of room %" PRIu64 " before %" PRIu64 ": the primary's page has a hole, reading it again"
+             " now that the consumer caught up", req->room, req->before);
     if (history_page(q, MC_DB_PRIMARY, req, limit, res, &complete) != 0) {
         return dbq_fail(q);
     }

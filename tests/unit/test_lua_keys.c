@@ -13,8 +13,10 @@
  * slot, that the script reads no KEYS[i] beyond what it declares, and that
  * no code line spells a hashtagged key itself ('{u:' .. id ..): Redis
  * Cluster refuses a key a script did not declare when it lives elsewhere.  A
- * script without the contract fails too.  Run from the checkout's top (make
- * does), or with MINICHAT_LUA_DIR set.
+ * script without the contract fails too.  A script that writes and declares
+ * a room's recent log must declare the log's byte total as well (send.lua
+ * trims by it).  Run from the checkout's top (make does), or with
+ * MINICHAT_LUA_DIR set.
  */
 #include <check.h>
 #include <dirent.h>
@@ -231,6 +233,72 @@ START_TEST(test_checker_catches_another_hashtag)
 }
 END_TEST
 
+/* Returns 1 when src may change a key (a write command appears in its code),
+ * else 0: the log's readers only read. */
+static int writes_keys(const char *src)
+{
+    static const char *writes[] = {"'ZADD'", "'ZREM", "'ZPOP", "'DEL'", "'UNLINK'", "'RENAME", NULL};
+    int i;
+
+    for (i = 0; writes[i] != NULL; i++) {
+        if (strstr(src, writes[i]) != NULL) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Returns 1 when the declared keys include exactly want. */
+static int declares(char keys[][KEY_MAX], int n, const char *want)
+{
+    int i;
+
+    for (i = 0; i < n; i++) {
+        if (strcmp(keys[i], want) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* A script that writes and has the room's recent log among its keys must
+ * keep the log's byte total ({r:<room>}:logbytes) with it: send.lua trims
+ * by that total, and a log changed behind its back would be trimmed by a
+ * wrong one. */
+START_TEST(test_log_writers_keep_the_byte_total)
+{
+    char keys[MAX_KEYS][KEY_MAX], path[512];
+    struct dirent *de;
+    int n, writers = 0;
+    size_t l;
+    char *src;
+    DIR *d;
+
+    d = opendir(lua_dir());
+    ck_assert_msg(d != NULL, "cannot open %s (run from the top or set MINICHAT_LUA_DIR)", lua_dir());
+    while ((de = readdir(d)) != NULL) {
+        l = strlen(de->d_name);
+        if (l < 5 || strcmp(de->d_name + l - 4, ".lua") != 0) {
+            continue;
+        }
+        snprintf(path, sizeof(path), "%s/%s", lua_dir(), de->d_name);
+        src = slurp(path);
+        n = declared_keys(src, keys);
+        if (n > 0 && declares(keys, n, "{r:<room>}:log") && writes_keys(src)) {
+            ck_assert_msg(declares(keys, n, "{r:<room>}:logbytes"),
+                          "%s writes and has {r:<room>}:log but not {r:<room>}:logbytes", de->d_name);
+            writers++;
+        }
+        free(src);
+    }
+    closedir(d);
+    /* send.lua appends, load.lua drops */
+    ck_assert_int_ge(writers, 2);
+    ck_assert_int_eq(writes_keys("redis.call('ZREVRANGEBYSCORE', KEYS[4], 1, 2)"), 0);
+    ck_assert_int_eq(writes_keys("redis.call('ZREMRANGEBYRANK', KEYS[5], 0, 1)"), 1);
+}
+END_TEST
+
 static Suite *lua_keys_suite(void)
 {
     Suite *s = suite_create("lua_keys");
@@ -238,6 +306,7 @@ static Suite *lua_keys_suite(void)
 
     tcase_add_test(tc, test_every_script_one_slot);
     tcase_add_test(tc, test_checker_catches_another_hashtag);
+    tcase_add_test(tc, test_log_writers_keep_the_byte_total);
     suite_add_tcase(s, tc);
     return s;
 }
