@@ -169,6 +169,9 @@ ngx_int_t ngx_http_minichat_ws_handler(ngx_http_request_t *r);
 
 /* ngx_http_minichat_conn.c: a client connection's output and lifetime */
 ngx_int_t ngx_http_minichat_conn_queue(ngx_http_minichat_ws_t *ws, const u_char *data, size_t len);
+/* Queues one frame (data or pong); refused (NGX_ERROR) once the connection is closing. */
+ngx_int_t ngx_http_minichat_conn_frame(ngx_http_minichat_ws_t *ws, ngx_uint_t opcode, const u_char *data,
+    size_t len);
 /* Queues one text frame; refused (NGX_ERROR) once the connection is closing. */
 ngx_int_t ngx_http_minichat_conn_text(ngx_http_minichat_ws_t *ws, const u_char *data, size_t len);
 ngx_int_t ngx_http_minichat_conn_error(ngx_http_minichat_ws_t *ws, int64_t id, ngx_uint_t has_id,

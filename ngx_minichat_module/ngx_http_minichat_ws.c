@@ -607,20 +607,14 @@ static ngx_int_t
 ngx_http_minichat_ws_frame(ngx_http_minichat_ws_t *ws, mc_ws_frame_t *f, u_char *payload)
 {
     ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
-    u_char                          hdr[10], *p;
+    u_char                         *p;
     size_t                          n, len = f->payload_len;
     ngx_uint_t                      code;
 
     switch (f->opcode) {
 
     case MC_WS_OP_PING:
-        n = mc_ws_header(hdr, MC_WS_OP_PONG, 1, len);
-        if (ngx_http_minichat_conn_queue(ws, hdr, n) != NGX_OK
-            || ngx_http_minichat_conn_queue(ws, payload, len) != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-        return NGX_OK;
+        return ngx_http_minichat_conn_frame(ws, MC_WS_OP_PONG, payload, len);
 
     case MC_WS_OP_PONG:
         return NGX_OK;
