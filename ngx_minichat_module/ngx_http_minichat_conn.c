@@ -5,7 +5,8 @@
  * socket does not take waits for the write event, and frames that queue up
  * meanwhile leave in one write.  `out` is bounded by minichat_send_queue_size:
  * a client that lets it fill is closed.  `out` exists only while bytes wait,
- * so an idle connection holds no buffer.
+ * so an idle connection holds no buffer.  (An echo endpoint's connection
+ * may queue two of its own, larger, messages.)
  *
  * Once our close frame is queued (`closing`), no data frame follows it
  * (RFC 6455 §5.5.1): acks, errors and deliveries are refused from then on.
@@ -216,7 +217,7 @@ static ngx_int_t
 ngx_http_minichat_conn_append(ngx_http_minichat_ws_t *ws, const u_char *data, size_t len)
 {
     ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
-    size_t                          used, cap;
+    size_t                          used, cap, limit;
     u_char                         *p;
 
     if (ws->closed) {
@@ -225,7 +226,13 @@ ngx_http_minichat_conn_append(ngx_http_minichat_ws_t *ws, const u_char *data, si
 
     used = ws->out_len - ws->out_pos;
 
-    if (used + len > mcf->send_queue_size) {
+    limit = mcf->send_queue_size;
+    if (ws->echo) {
+        /* an echo queues whole messages of its own, larger, limit */
+        limit = ngx_max(limit, 2 * (ngx_http_minichat_ws_max_message(ws) + 14));
+    }
+
+    if (used + len > limit) {
         ngx_log_error(NGX_LOG_INFO, ws->connection->log, 0,
                       "minichat: user %uL is not reading, %uz bytes queued; closing", ws->user, used);
         ngx_http_minichat_conn_abort(ws);
