@@ -1,19 +1,24 @@
 /*
- * The WebSocket endpoint (location with `minichat_ws`) and the reading side
- * of its connections.
+ * The WebSocket endpoint (location with `minichat_ws`), the upgrade it
+ * shares with the echo endpoint (_echo.c), and the reading side of every
+ * WebSocket connection.
  *
- * The handler authenticates the JWT and runs the connection limits and the
- * ban check (_limit.c; refused: 429 with Retry-After, or 403 banned), then
- * answers the upgrade itself with one
- * write (no header filters: a 101 has no body and the connection leaves HTTP
- * at once), keeps the request alive (count++ and NGX_DONE) and takes over
- * the request's read and write handlers.  From then on the connection belongs
- * to an ngx_http_minichat_ws_t:
+ * The handler checks the handshake (ngx_http_minichat_ws_handshake: RFC
+ * 6455's headers, 426 for another version, minichat_handshake_timeout),
+ * authenticates the JWT (Authorization, ?token= or a "bearer." subprotocol
+ * entry) and runs the connection limits and the ban check (_limit.c;
+ * refused: 429 with Retry-After, or 403 banned), then answers the upgrade
+ * itself with one write (no header filters: a 101 has no body and the
+ * connection leaves HTTP at once), keeps the request alive (count++ and
+ * NGX_DONE) and takes over the request's read and write handlers.  From
+ * then on the connection belongs to an ngx_http_minichat_ws_t:
  *
  *   read:  bytes accumulate in `in` (allocated only while a frame is partial,
  *          so an idle connection holds no buffer); complete frames are
- *          unmasked in place; control frames are answered; text messages go
- *          to the op dispatcher (_ops.c).
+ *          unmasked in place; control frames are answered; fragments are
+ *          assembled in `msg`, a text message's UTF-8 checked as it grows;
+ *          complete messages go to the op dispatcher (_ops.c), or on an
+ *          echo connection back to the client (_echo.c).
  *   write: the connection layer (_conn.c).
  *
  * The read event's timer is the connection's tick: every ping interval (or a
