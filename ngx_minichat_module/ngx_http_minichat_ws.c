@@ -802,7 +802,7 @@ ngx_http_minichat_ws_fragment(ngx_http_minichat_ws_t *ws, u_char *payload, size_
         return NGX_ERROR;
     }
 
-    if (ws->msg_len + len > ws->msg_cap) {
+    if (ws->msg == NULL || ws->msg_len + len > ws->msg_cap) {
         /* the buffer grows with the fragments, never ahead of them */
         n = ngx_min(ngx_max(ngx_max(ws->msg_cap * 2, ws->msg_len + len), 1024), max);
         p = ngx_alloc(n, ws->connection->log);
