@@ -1,6 +1,8 @@
 /*
  * Authentication: the HS256 JWT of a WebSocket upgrade or a REST request,
- * from `Authorization: Bearer`, else `?token=`.  Its `sub` is the user id.
+ * from `Authorization: Bearer`, else `?token=` (an upgrade may also offer
+ * it as a subprotocol entry: _ws.c finds it there and verifies it here).
+ * Its `sub` is the user id.
  */
 #include "ngx_http_minichat_module.h"
 #include "minichat/jwt.h"
@@ -10,9 +12,7 @@
 ngx_int_t
 ngx_http_minichat_authenticate(ngx_http_request_t *r, ngx_str_t *token, uint64_t *user, const char **err)
 {
-    ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
-    mc_jwt_claims_t                 claims;
-    ngx_table_elt_t                *h;
+    ngx_table_elt_t  *h;
 
     token->len = 0;
 
@@ -29,6 +29,17 @@ ngx_http_minichat_authenticate(ngx_http_request_t *r, ngx_str_t *token, uint64_t
         *err = "missing token";
         return NGX_DECLINED;
     }
+
+    return ngx_http_minichat_verify_token(token, user, err);
+}
+
+
+/* Verifies a JWT; its `sub` goes to *user. */
+ngx_int_t
+ngx_http_minichat_verify_token(ngx_str_t *token, uint64_t *user, const char **err)
+{
+    ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
+    mc_jwt_claims_t                 claims;
 
     if (mc_jwt_verify_hs256((const char *) token->data, token->len, mcf->jwt_secret.data, mcf->jwt_secret.len,
                             (int64_t) ngx_time(), &claims, err) != 0)

@@ -5,7 +5,8 @@
  * socket does not take waits for the write event, and frames that queue up
  * meanwhile leave in one write.  `out` is bounded by minichat_send_queue_size:
  * a client that lets it fill is closed.  `out` exists only while bytes wait,
- * so an idle connection holds no buffer.
+ * so an idle connection holds no buffer.  (An echo endpoint's connection
+ * may queue two of its own, larger, messages.)
  *
  * Once our close frame is queued (`closing`), no data frame follows it
  * (RFC 6455 §5.5.1): acks, errors and deliveries are refused from then on.
@@ -21,6 +22,8 @@
 #include "minichat/ws.h"
 
 
+static ngx_int_t ngx_http_minichat_conn_send(ngx_http_minichat_ws_t *ws, ngx_uint_t waiting);
+static ngx_int_t ngx_http_minichat_conn_append(ngx_http_minichat_ws_t *ws, const u_char *data, size_t len);
 static ngx_int_t ngx_http_minichat_conn_linger(ngx_http_minichat_ws_t *ws);
 
 
@@ -140,25 +143,11 @@ ngx_http_minichat_req_limited(ngx_http_minichat_req_t *rq, ngx_int_t rc, uint64_
 }
 
 
-/* Queues one unfragmented text frame. */
+/* Queues one unfragmented text frame; refused once the connection closes. */
 ngx_int_t
 ngx_http_minichat_conn_text(ngx_http_minichat_ws_t *ws, const u_char *data, size_t len)
 {
-    u_char  hdr[10];
-    size_t  n;
-
-    if (ws->closing || ws->closed) {
-        /* no data frame after our close frame (RFC 6455 5.5.1) */
-        return NGX_ERROR;
-    }
-
-    n = mc_ws_header(hdr, MC_WS_OP_TEXT, 1, len);
-
-    if (ngx_http_minichat_conn_queue(ws, hdr, n) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    return ngx_http_minichat_conn_queue(ws, data, len);
+    return ngx_http_minichat_conn_frame(ws, MC_WS_OP_TEXT, data, len);
 }
 
 
@@ -167,8 +156,68 @@ ngx_http_minichat_conn_text(ngx_http_minichat_ws_t *ws, const u_char *data, size
 ngx_int_t
 ngx_http_minichat_conn_queue(ngx_http_minichat_ws_t *ws, const u_char *data, size_t len)
 {
+    ngx_uint_t  waiting;
+
+    waiting = ws->out_pos < ws->out_len;
+
+    if (ngx_http_minichat_conn_append(ws, data, len) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_minichat_conn_send(ws, waiting);
+}
+
+
+/* Queues one unfragmented frame (a data frame or a pong) and writes what
+ * the socket takes, header and payload in one write. */
+ngx_int_t
+ngx_http_minichat_conn_frame(ngx_http_minichat_ws_t *ws, ngx_uint_t opcode, const u_char *data, size_t len)
+{
+    u_char      hdr[10];
+    size_t      n;
+    ngx_uint_t  waiting;
+
+    if (ws->closing || ws->closed) {
+        /* nothing after our close frame (RFC 6455 5.5.1) */
+        return NGX_ERROR;
+    }
+
+    waiting = ws->out_pos < ws->out_len;
+    n = mc_ws_header(hdr, opcode, 1, len);
+
+    if (ngx_http_minichat_conn_append(ws, hdr, n) != NGX_OK
+        || ngx_http_minichat_conn_append(ws, data, len) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_minichat_conn_send(ws, waiting);
+}
+
+
+/* Writes what was appended, unless bytes queued before it were already
+ * waiting for the write event (which then takes these too) or nothing may
+ * be written yet.  The socket's `ready` flag is no guide here: nginx
+ * leaves it clear after a short write even when the next write took the
+ * rest, and an edge-triggered write event would then never come. */
+static ngx_int_t
+ngx_http_minichat_conn_send(ngx_http_minichat_ws_t *ws, ngx_uint_t waiting)
+{
+    if (ws->deferred || ws->hello_pending || waiting) {
+        return NGX_OK;
+    }
+
+    return ngx_http_minichat_conn_flush(ws);
+}
+
+
+/* Appends bytes to `out` without writing.  Returns NGX_ERROR when the
+ * connection was closed (queue overflow, out of memory). */
+static ngx_int_t
+ngx_http_minichat_conn_append(ngx_http_minichat_ws_t *ws, const u_char *data, size_t len)
+{
     ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
-    size_t                          used, cap;
+    size_t                          used, cap, limit;
     u_char                         *p;
 
     if (ws->closed) {
@@ -177,7 +226,13 @@ ngx_http_minichat_conn_queue(ngx_http_minichat_ws_t *ws, const u_char *data, siz
 
     used = ws->out_len - ws->out_pos;
 
-    if (used + len > mcf->send_queue_size) {
+    limit = mcf->send_queue_size;
+    if (ws->echo) {
+        /* an echo queues whole messages of its own, larger, limit */
+        limit = ngx_max(limit, 2 * (ngx_http_minichat_ws_max_message(ws) + 14));
+    }
+
+    if (used + len > limit) {
         ngx_log_error(NGX_LOG_INFO, ws->connection->log, 0,
                       "minichat: user %uL is not reading, %uz bytes queued; closing", ws->user, used);
         ngx_http_minichat_conn_abort(ws);
@@ -210,12 +265,7 @@ ngx_http_minichat_conn_queue(ngx_http_minichat_ws_t *ws, const u_char *data, siz
     ngx_memcpy(ws->out + ws->out_len, data, len);
     ws->out_len += len;
 
-    if (ws->deferred || ws->hello_pending || !ws->connection->write->ready) {
-        /* the write event will take it */
-        return NGX_OK;
-    }
-
-    return ngx_http_minichat_conn_flush(ws);
+    return NGX_OK;
 }
 
 
@@ -467,7 +517,7 @@ ngx_http_minichat_conn_hello(ngx_http_minichat_ws_t *ws, const u_char *payload, 
 
     ws->hello_pending = 0;
 
-    if (ws->deferred || !ws->connection->write->ready) {
+    if (ws->deferred) {
         return NGX_OK;
     }
 

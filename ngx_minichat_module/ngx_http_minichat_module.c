@@ -2,8 +2,9 @@
  * MiniChat nginx module: configuration and the worker's life cycle.
  *
  * Directives live at the http level (one chat service per nginx); locations
- * opt in with `minichat_ws` (the WebSocket endpoint) and `minichat_api` (the
- * REST endpoints).  Each worker opens its Redis and relay connections in
+ * opt in with `minichat_ws` (the WebSocket endpoint), `minichat_api` (the
+ * REST endpoints) and `minichat_ws_echo` (an echo WebSocket for conformance
+ * tests, whose message limit is the one location-level setting).  Each worker opens its Redis and relay connections in
  * init_process and closes them in exit_process, so a graceful quit leaves no
  * socket behind.
  */
@@ -12,11 +13,14 @@
 
 static void *ngx_http_minichat_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_minichat_init_main_conf(ngx_conf_t *cf, void *conf);
+static void *ngx_http_minichat_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_minichat_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child);
 static char *ngx_http_minichat_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_http_minichat_relay(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_http_minichat_secret_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_http_minichat_redis_password_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_http_minichat_ws(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_http_minichat_ws_echo(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_http_minichat_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_minichat_init_process(ngx_cycle_t *cycle);
 static void ngx_http_minichat_exit_process(ngx_cycle_t *cycle);
@@ -176,6 +180,13 @@ static ngx_command_t ngx_http_minichat_commands[] = {
       offsetof(ngx_http_minichat_main_conf_t, ping_interval),
       NULL },
 
+    { ngx_string("minichat_handshake_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_minichat_main_conf_t, handshake_timeout),
+      NULL },
+
     { ngx_string("minichat_limit_messages"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
       ngx_http_minichat_limit_rate_slot,
@@ -239,6 +250,20 @@ static ngx_command_t ngx_http_minichat_commands[] = {
       0,
       NULL },
 
+    { ngx_string("minichat_ws_echo"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_minichat_ws_echo,
+      0,
+      0,
+      NULL },
+
+    { ngx_string("minichat_ws_echo_max_message_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_minichat_loc_conf_t, echo_max_message_size),
+      NULL },
+
     { ngx_string("minichat_api"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_minichat_api,
@@ -260,8 +285,8 @@ static ngx_http_module_t ngx_http_minichat_module_ctx = {
     NULL,                                  /* create server configuration */
     NULL,                                  /* merge server configuration */
 
-    NULL,                                  /* create location configuration */
-    NULL                                   /* merge location configuration */
+    ngx_http_minichat_create_loc_conf,     /* create location configuration */
+    ngx_http_minichat_merge_loc_conf       /* merge location configuration */
 };
 
 
@@ -316,6 +341,7 @@ ngx_http_minichat_create_main_conf(ngx_conf_t *cf)
     mcf->reconnect = NGX_CONF_UNSET_MSEC;
     mcf->relay_timeout = NGX_CONF_UNSET_MSEC;
     mcf->ping_interval = NGX_CONF_UNSET_MSEC;
+    mcf->handshake_timeout = NGX_CONF_UNSET_MSEC;
     mcf->redis_timeout = NGX_CONF_UNSET_MSEC;
     mcf->redis_connect_timeout = NGX_CONF_UNSET_MSEC;
     mcf->session_ttl = NGX_CONF_UNSET_MSEC;
@@ -351,6 +377,7 @@ ngx_http_minichat_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(mcf->reconnect, 500);
     ngx_conf_init_msec_value(mcf->relay_timeout, 5000);
     ngx_conf_init_msec_value(mcf->ping_interval, 30000);
+    ngx_conf_init_msec_value(mcf->handshake_timeout, 10000);
     ngx_conf_init_msec_value(mcf->redis_timeout, 5000);
     ngx_conf_init_msec_value(mcf->redis_connect_timeout, 1000);
 
@@ -363,6 +390,11 @@ ngx_http_minichat_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(mcf->typing_interval, 2000);
 
     if (ngx_http_minichat_limit_merge(cf, mcf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (mcf->handshake_timeout == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"minichat_handshake_timeout\" must be more than 0");
         return NGX_CONF_ERROR;
     }
 
@@ -430,6 +462,46 @@ ngx_http_minichat_init_main_conf(ngx_conf_t *cf, void *conf)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"minichat_send_queue_size\" must be at least twice "
                            "\"minichat_max_message_size\"");
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_minichat_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_minichat_loc_conf_t  *lcf;
+
+    lcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_minichat_loc_conf_t));
+    if (lcf == NULL) {
+        return NULL;
+    }
+
+    lcf->echo_max_message_size = NGX_CONF_UNSET_SIZE;
+
+    return lcf;
+}
+
+
+static char *
+ngx_http_minichat_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_minichat_loc_conf_t *prev = parent;
+    ngx_http_minichat_loc_conf_t *conf = child;
+
+    ngx_http_minichat_main_conf_t  *mcf;
+
+    /* the main conf is complete (init_main_conf runs before merging):
+     * an echo takes the chat's limit unless told otherwise */
+    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_minichat_module);
+
+    ngx_conf_merge_size_value(conf->echo_max_message_size, prev->echo_max_message_size, mcf->max_message_size);
+
+    if (conf->echo_max_message_size < 128 || conf->echo_max_message_size > 64 * 1024 * 1024) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"minichat_ws_echo_max_message_size\" must be between 128 and 64m");
         return NGX_CONF_ERROR;
     }
 
@@ -625,6 +697,18 @@ ngx_http_minichat_ws(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_minichat_ws_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_minichat_ws_echo(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_minichat_echo_handler;
 
     return NGX_CONF_OK;
 }

@@ -34,6 +34,10 @@
 #define NGX_HTTP_MINICHAT_MAX_INFLIGHT 64   /* sends awaiting Redis per connection */
 #define NGX_HTTP_MINICHAT_CLOSE_BANNED 4003 /* WebSocket close code: the user was banned */
 #define NGX_HTTP_MINICHAT_LINGER_TIME 2000  /* ms to wait for the client's EOF after our close frame */
+#define NGX_HTTP_MINICHAT_UPGRADE_REQUIRED 426 /* a WebSocket version other than 13 */
+#define NGX_HTTP_MINICHAT_SUBPROTOCOL "minichat.v1"
+/* a Sec-WebSocket-Protocol entry "bearer.<JWT>" carries the token */
+#define NGX_HTTP_MINICHAT_PROTOCOL_TOKEN "bearer."
 
 /* One rate limit: interval_us 0 is off (NGX_CONF_UNSET_UINT until set). */
 typedef struct {
@@ -63,6 +67,7 @@ typedef struct {
     ngx_msec_t reconnect;
     ngx_msec_t relay_timeout;
     ngx_msec_t ping_interval;
+    ngx_msec_t handshake_timeout; /* an upgrade request must be complete this soon after its first byte */
     ngx_msec_t redis_timeout;
     ngx_msec_t session_ttl;      /* sessions and presence devices expire this long after their last refresh */
     ngx_msec_t typing_interval;  /* at most one typing event per user and room this often */
@@ -83,6 +88,11 @@ typedef struct {
     ngx_uint_t limit_redis_down; /* NGX_HTTP_MINICHAT_LIMIT_OPEN or _CLOSED */
 } ngx_http_minichat_main_conf_t;
 
+/* A location's settings. */
+typedef struct {
+    size_t echo_max_message_size;  /* minichat_ws_echo_max_message_size */
+} ngx_http_minichat_loc_conf_t;
+
 typedef struct ngx_http_minichat_ws_s ngx_http_minichat_ws_t;
 typedef struct ngx_http_minichat_resume_state_s ngx_http_minichat_resume_state_t;
 
@@ -101,6 +111,7 @@ struct ngx_http_minichat_ws_s {
     size_t in_len, in_cap;
     u_char *msg;         /* fragmented message being assembled */
     size_t msg_len, msg_cap;
+    size_t msg_checked;  /* bytes of msg known to be whole UTF-8 characters (text) */
     unsigned msg_opcode;
 
     u_char *out;         /* bytes queued for the client */
@@ -117,6 +128,7 @@ struct ngx_http_minichat_ws_s {
     unsigned hello_pending:1; /* nothing is written before hello goes in at hello_at */
     unsigned banned:1;        /* a ban event came: every op answers banned until the close */
     unsigned lingering:1;     /* close frame written, writing shut down: input is drained until EOF */
+    unsigned echo:1;          /* an echo endpoint's connection: no user, session or ops */
     size_t hello_at;         /* where in `out` hello goes: right after the 101 */
 
     ngx_http_minichat_resume_state_t *resume; /* per-room state of rooms resumed on this connection */
@@ -170,14 +182,32 @@ ngx_int_t ngx_http_minichat_relay_request(Minichat__LocalFrame *frame, ngx_http_
     void *data);
 
 /* ngx_http_minichat_auth.c */
+/* Finds the JWT (Authorization: Bearer, else ?token=) and verifies it;
+ * token->len is 0 when the request carries none. */
 ngx_int_t ngx_http_minichat_authenticate(ngx_http_request_t *r, ngx_str_t *token, uint64_t *user,
     const char **err);
+ngx_int_t ngx_http_minichat_verify_token(ngx_str_t *token, uint64_t *user, const char **err);
 
-/* ngx_http_minichat_ws.c: the WebSocket endpoint and its reading side */
+/* ngx_http_minichat_ws.c: the WebSocket endpoint, the upgrade and the
+ * reading side of every WebSocket connection */
 ngx_int_t ngx_http_minichat_ws_handler(ngx_http_request_t *r);
+/* NGX_OK, or the status that refuses the upgrade (pass it to _refuse). */
+ngx_int_t ngx_http_minichat_ws_handshake(ngx_http_request_t *r);
+ngx_int_t ngx_http_minichat_ws_refuse(ngx_http_request_t *r, ngx_int_t status);
+ngx_http_minichat_ws_t *ngx_http_minichat_ws_create(ngx_http_request_t *r);
+ngx_int_t ngx_http_minichat_ws_upgrade(ngx_http_minichat_ws_t *ws, ngx_uint_t protocol);
+void ngx_http_minichat_ws_run(ngx_http_minichat_ws_t *ws);
+size_t ngx_http_minichat_ws_max_message(ngx_http_minichat_ws_t *ws);
+
+/* ngx_http_minichat_echo.c: the echo endpoint (minichat_ws_echo) */
+ngx_int_t ngx_http_minichat_echo_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_minichat_echo_message(ngx_http_minichat_ws_t *ws, ngx_uint_t opcode, u_char *data, size_t len);
 
 /* ngx_http_minichat_conn.c: a client connection's output and lifetime */
 ngx_int_t ngx_http_minichat_conn_queue(ngx_http_minichat_ws_t *ws, const u_char *data, size_t len);
+/* Queues one frame (data or pong); refused (NGX_ERROR) once the connection is closing. */
+ngx_int_t ngx_http_minichat_conn_frame(ngx_http_minichat_ws_t *ws, ngx_uint_t opcode, const u_char *data,
+    size_t len);
 /* Queues one text frame; refused (NGX_ERROR) once the connection is closing. */
 ngx_int_t ngx_http_minichat_conn_text(ngx_http_minichat_ws_t *ws, const u_char *data, size_t len);
 ngx_int_t ngx_http_minichat_conn_error(ngx_http_minichat_ws_t *ws, int64_t id, ngx_uint_t has_id,

@@ -1,6 +1,7 @@
 /*
  * The client protocol's dispatcher: one complete text message is one JSON
- * request.  It is checked for UTF-8 (a violation closes with 1007), parsed,
+ * request.  The frame layer (_ws.c) has checked its UTF-8 (a violation
+ * closes with 1007); here it is parsed,
  * its optional integer "id" taken, and its "op" looked up in the table
  * below; every op answers through its ngx_http_minichat_req_t.
  */
@@ -36,11 +37,6 @@ ngx_http_minichat_ops_message(ngx_http_minichat_ws_t *ws, u_char *data, size_t l
     json_error_t              jerr;
     const char               *name;
     ngx_int_t                 rc;
-
-    if (!mc_utf8_valid(data, len)) {
-        ngx_http_minichat_conn_close(ws, MC_WS_CLOSE_BAD_DATA, "invalid UTF-8");
-        return NGX_ERROR;
-    }
 
     rq.ws = ws;
     rq.id = 0;

@@ -1,19 +1,24 @@
 /*
- * The WebSocket endpoint (location with `minichat_ws`) and the reading side
- * of its connections.
+ * The WebSocket endpoint (location with `minichat_ws`), the upgrade it
+ * shares with the echo endpoint (_echo.c), and the reading side of every
+ * WebSocket connection.
  *
- * The handler authenticates the JWT and runs the connection limits and the
- * ban check (_limit.c; refused: 429 with Retry-After, or 403 banned), then
- * answers the upgrade itself with one
- * write (no header filters: a 101 has no body and the connection leaves HTTP
- * at once), keeps the request alive (count++ and NGX_DONE) and takes over
- * the request's read and write handlers.  From then on the connection belongs
- * to an ngx_http_minichat_ws_t:
+ * The handler checks the handshake (ngx_http_minichat_ws_handshake: RFC
+ * 6455's headers, 426 for another version, minichat_handshake_timeout),
+ * authenticates the JWT (Authorization, ?token= or a "bearer." subprotocol
+ * entry) and runs the connection limits and the ban check (_limit.c;
+ * refused: 429 with Retry-After, or 403 banned), then answers the upgrade
+ * itself with one write (no header filters: a 101 has no body and the
+ * connection leaves HTTP at once), keeps the request alive (count++ and
+ * NGX_DONE) and takes over the request's read and write handlers.  From
+ * then on the connection belongs to an ngx_http_minichat_ws_t:
  *
  *   read:  bytes accumulate in `in` (allocated only while a frame is partial,
  *          so an idle connection holds no buffer); complete frames are
- *          unmasked in place; control frames are answered; text messages go
- *          to the op dispatcher (_ops.c).
+ *          unmasked in place; control frames are answered; fragments are
+ *          assembled in `msg`, a text message's UTF-8 checked as it grows;
+ *          complete messages go to the op dispatcher (_ops.c), or on an
+ *          echo connection back to the client (_echo.c).
  *   write: the connection layer (_conn.c).
  *
  * The read event's timer is the connection's tick: every ping interval (or a
@@ -44,13 +49,21 @@ static ngx_int_t ngx_http_minichat_ws_check(ngx_http_request_t *r, uint64_t user
 static void ngx_http_minichat_ws_check_cleanup(void *data);
 static void ngx_http_minichat_ws_checked(ngx_int_t rc, uint64_t value, void *data);
 static ngx_int_t ngx_http_minichat_ws_accept(ngx_http_request_t *r, uint64_t user);
+static void ngx_http_minichat_ws_cleanup(void *data);
 static void ngx_http_minichat_ws_read(ngx_http_request_t *r);
 static void ngx_http_minichat_ws_read_frames(ngx_http_request_t *r, ngx_http_minichat_ws_t *ws);
-static void ngx_http_minichat_ws_cleanup(void *data);
 static ngx_int_t ngx_http_minichat_ws_process(ngx_http_minichat_ws_t *ws);
 static ngx_int_t ngx_http_minichat_ws_frame(ngx_http_minichat_ws_t *ws, mc_ws_frame_t *f, u_char *payload);
+static ngx_int_t ngx_http_minichat_ws_fragment(ngx_http_minichat_ws_t *ws, u_char *payload, size_t len,
+    ngx_uint_t fin);
+static ngx_int_t ngx_http_minichat_ws_message(ngx_http_minichat_ws_t *ws, ngx_uint_t opcode, u_char *data,
+    size_t len);
+static ngx_int_t ngx_http_minichat_ws_deliver(ngx_http_minichat_ws_t *ws, ngx_uint_t opcode, u_char *data,
+    size_t len);
 static ngx_table_elt_t *ngx_http_minichat_header(ngx_http_request_t *r, const char *name, size_t len);
-static ngx_int_t ngx_http_minichat_has_token(ngx_str_t *value, const char *token, size_t len);
+static ngx_int_t ngx_http_minichat_ws_header_has(ngx_http_request_t *r, const char *name, const char *token);
+static ngx_int_t ngx_http_minichat_ws_next_token(ngx_str_t *list, ngx_str_t *token);
+static ngx_int_t ngx_http_minichat_ws_protocol_token(ngx_http_request_t *r, ngx_str_t *token);
 
 
 static uint64_t     ngx_http_minichat_ws_counter;
@@ -60,14 +73,55 @@ ngx_int_t
 ngx_http_minichat_ws_handler(ngx_http_request_t *r)
 {
     ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
-    ngx_table_elt_t                *key, *version, *proto, *upgrade, *connection;
     ngx_str_t                       token;
     const char                     *err;
     uint64_t                        user;
+    ngx_int_t                       rc;
 
     if (mcf == NULL || !mcf->enabled) {
         return NGX_HTTP_SERVICE_UNAVAILABLE;
     }
+
+    rc = ngx_http_minichat_ws_handshake(r);
+    if (rc != NGX_OK) {
+        return ngx_http_minichat_ws_refuse(r, rc);
+    }
+
+    if (ngx_http_minichat_header(r, "Sec-WebSocket-Protocol", sizeof("Sec-WebSocket-Protocol") - 1)
+        && !ngx_http_minichat_ws_header_has(r, "Sec-WebSocket-Protocol", NGX_HTTP_MINICHAT_SUBPROTOCOL))
+    {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "minichat: websocket refused: subprotocol \"" NGX_HTTP_MINICHAT_SUBPROTOCOL "\" not offered");
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    if (ngx_http_minichat_authenticate(r, &token, &user, &err) != NGX_OK
+        && (token.len || !ngx_http_minichat_ws_protocol_token(r, &token)
+            || ngx_http_minichat_verify_token(&token, &user, &err) != NGX_OK))
+    {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0, "minichat: websocket refused: %s", err);
+        return NGX_HTTP_UNAUTHORIZED;
+    }
+
+    if (!ngx_http_minichat_redis_ready()) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, "minichat: websocket refused: redis not connected");
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    /* the connection limits and the ban answer before the 101 */
+    return ngx_http_minichat_ws_check(r, user);
+}
+
+
+/* Checks an upgrade request as RFC 6455 4.2.1 asks.  Returns NGX_OK, or the
+ * status to refuse it with (426: another protocol version). */
+ngx_int_t
+ngx_http_minichat_ws_handshake(ngx_http_request_t *r)
+{
+    ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
+    ngx_table_elt_t                *key, *version;
+    ngx_time_t                     *tp;
+    ngx_msec_int_t                  ms;
 
     if (r->method != NGX_HTTP_GET) {
         return NGX_HTTP_NOT_ALLOWED;
@@ -93,46 +147,65 @@ ngx_http_minichat_ws_handler(ngx_http_request_t *r)
         return NGX_HTTP_BAD_REQUEST;
     }
 
-    if (ngx_http_minichat_authenticate(r, &token, &user, &err) != NGX_OK) {
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0, "minichat: websocket refused: %s", err);
-        return NGX_HTTP_UNAUTHORIZED;
+    /* a request that trickled in (a slowloris) is refused however long
+     * client_header_timeout would have let it run */
+    tp = ngx_timeofday();
+    ms = (ngx_msec_int_t) ((tp->sec - r->start_sec) * 1000 + (tp->msec - r->start_msec));
+    if (ms >= (ngx_msec_int_t) mcf->handshake_timeout) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "minichat: upgrade request took %M ms, over minichat_handshake_timeout", ms);
+        return NGX_HTTP_REQUEST_TIME_OUT;
     }
 
-    key = ngx_http_minichat_header(r, "Sec-WebSocket-Key", sizeof("Sec-WebSocket-Key") - 1);
-    version = ngx_http_minichat_header(r, "Sec-WebSocket-Version", sizeof("Sec-WebSocket-Version") - 1);
-    proto = ngx_http_minichat_header(r, "Sec-WebSocket-Protocol", sizeof("Sec-WebSocket-Protocol") - 1);
-
-    upgrade = ngx_http_minichat_header(r, "Upgrade", sizeof("Upgrade") - 1);
-    connection = ngx_http_minichat_header(r, "Connection", sizeof("Connection") - 1);
-
-    if (upgrade == NULL || !ngx_http_minichat_has_token(&upgrade->value, "websocket", 9)
-        || connection == NULL || !ngx_http_minichat_has_token(&connection->value, "upgrade", 7))
+    if (!ngx_http_minichat_ws_header_has(r, "Upgrade", "websocket")
+        || !ngx_http_minichat_ws_header_has(r, "Connection", "upgrade"))
     {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0, "minichat: not a websocket upgrade request");
         return NGX_HTTP_BAD_REQUEST;
     }
 
-    if (key == NULL || key->value.len != 24
-        || version == NULL || version->value.len != 2 || ngx_strncmp(version->value.data, "13", 2) != 0)
-    {
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "minichat: missing or invalid Sec-WebSocket-Key or Sec-WebSocket-Version");
+    version = ngx_http_minichat_header(r, "Sec-WebSocket-Version", sizeof("Sec-WebSocket-Version") - 1);
+    if (version == NULL || version->value.len != 2 || ngx_strncmp(version->value.data, "13", 2) != 0) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0, "minichat: unsupported Sec-WebSocket-Version");
+        return NGX_HTTP_MINICHAT_UPGRADE_REQUIRED;
+    }
+
+    key = ngx_http_minichat_header(r, "Sec-WebSocket-Key", sizeof("Sec-WebSocket-Key") - 1);
+    if (key == NULL || key->value.len != 24) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0, "minichat: missing or invalid Sec-WebSocket-Key");
         return NGX_HTTP_BAD_REQUEST;
     }
 
-    if (proto && !ngx_http_minichat_has_token(&proto->value, "minichat.v1", 11)) {
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "minichat: unsupported subprotocol \"%V\"", &proto->value);
-        return NGX_HTTP_BAD_REQUEST;
+    return NGX_OK;
+}
+
+
+/* Answers a refused handshake: 426 names the version this server speaks
+ * (RFC 6455 4.4); other statuses go to nginx's own error pages. */
+ngx_int_t
+ngx_http_minichat_ws_refuse(ngx_http_request_t *r, ngx_int_t status)
+{
+    ngx_table_elt_t  *h;
+
+    if (status != NGX_HTTP_MINICHAT_UPGRADE_REQUIRED) {
+        return status;
     }
 
-    if (!ngx_http_minichat_redis_ready()) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, "minichat: websocket refused: redis not connected");
-        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    /* the connection limits and the ban answer before the 101 */
-    return ngx_http_minichat_ws_check(r, user);
+    h->hash = 1;
+    ngx_str_set(&h->key, "Sec-WebSocket-Version");
+    ngx_str_set(&h->value, "13");
+
+    r->headers_out.status = NGX_HTTP_MINICHAT_UPGRADE_REQUIRED;
+    ngx_str_set(&r->headers_out.status_line, "426 Upgrade Required");
+    r->headers_out.content_length_n = 0;
+    r->header_only = 1;
+
+    return ngx_http_send_header(r);
 }
 
 
@@ -258,50 +331,16 @@ ngx_http_minichat_ws_checked(ngx_int_t rc, uint64_t value, void *data)
 static ngx_int_t
 ngx_http_minichat_ws_accept(ngx_http_request_t *r, uint64_t user)
 {
-    ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
-    ngx_http_minichat_ws_t         *ws;
-    ngx_table_elt_t                *key, *proto;
-    ngx_pool_cleanup_t             *cln;
-    ngx_connection_t               *c;
-    ngx_str_t                       sid;
-    char                            accept[29];
-    u_char                          resp[256], *p;
-    size_t                          n;
-    ngx_uint_t                      i, valid_sid;
+    ngx_http_minichat_ws_t  *ws;
+    ngx_str_t                sid;
+    ngx_uint_t               i, valid_sid;
 
-    key = ngx_http_minichat_header(r, "Sec-WebSocket-Key", sizeof("Sec-WebSocket-Key") - 1);
-    proto = ngx_http_minichat_header(r, "Sec-WebSocket-Protocol", sizeof("Sec-WebSocket-Protocol") - 1);
-
-    c = r->connection;
-
-#if (NGX_SSL)
-    if (c->ssl) {
-        /* `out` moves when it grows or compacts; OpenSSL must accept a
-         * retried write from the new address */
-        SSL_set_mode(c->ssl->connection, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-    }
-#endif
-
-    ws = ngx_calloc(sizeof(ngx_http_minichat_ws_t), c->log);
+    ws = ngx_http_minichat_ws_create(r);
     if (ws == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
-        ngx_free(ws);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    cln->handler = ngx_http_minichat_ws_cleanup;
-    cln->data = ws;
-
-    ws->request = r;
-    ws->connection = c;
     ws->user = user;
-    ws->id = ((uint64_t) ngx_pid << 32) | (++ngx_http_minichat_ws_counter & 0xffffffff);
-    ws->deferred = 1;   /* nothing may close the request inside its handler */
-    ngx_http_set_ctx(r, ws, ngx_http_minichat_module);
 
     /* a client may resume its session id; otherwise a new one is made */
     valid_sid = 0;
@@ -322,6 +361,88 @@ ngx_http_minichat_ws_accept(ngx_http_request_t *r, uint64_t user)
     ws->sid.data = ws->sid_data;
     ws->sid.len = 16;
 
+    if (ngx_http_minichat_ws_upgrade(ws, 1) != NGX_OK) {
+        return NGX_HTTP_CLOSE;
+    }
+
+    /* hello must be the first frame, and it waits for Redis (the session):
+     * frames queued meanwhile (deliveries, replies) stay behind it */
+    ws->hello_at = ws->out_len;
+    ws->hello_pending = 1;
+
+    ngx_http_minichat_registry_add(ws);
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0, "minichat: user %uL connected, session %V", user, &ws->sid);
+
+    /* hello follows once Redis has the session */
+    if (ngx_http_minichat_session_start(ws) != NGX_OK) {
+        return NGX_HTTP_CLOSE;
+    }
+
+    ngx_http_minichat_ws_run(ws);
+
+    return NGX_DONE;
+}
+
+
+/* Makes the connection struct of an upgrade, owned by the request: its
+ * cleanup (the pool's) closes it.  Returns NULL when out of memory. */
+ngx_http_minichat_ws_t *
+ngx_http_minichat_ws_create(ngx_http_request_t *r)
+{
+    ngx_http_minichat_ws_t  *ws;
+    ngx_pool_cleanup_t      *cln;
+    ngx_connection_t        *c;
+
+    c = r->connection;
+
+    ws = ngx_calloc(sizeof(ngx_http_minichat_ws_t), c->log);
+    if (ws == NULL) {
+        return NULL;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        ngx_free(ws);
+        return NULL;
+    }
+
+    cln->handler = ngx_http_minichat_ws_cleanup;
+    cln->data = ws;
+
+    ws->request = r;
+    ws->connection = c;
+    ws->id = ((uint64_t) ngx_pid << 32) | (++ngx_http_minichat_ws_counter & 0xffffffff);
+    ws->deferred = 1;   /* nothing may close the request inside its handler */
+    ngx_http_set_ctx(r, ws, ngx_http_minichat_module);
+
+    return ws;
+}
+
+
+/* Queues the 101 (naming the subprotocol minichat.v1 when the client
+ * offered it and `protocol` is set), keeps the bytes that came behind the
+ * request and takes the request's events over.  Nothing is written before
+ * ngx_http_minichat_ws_run(). */
+ngx_int_t
+ngx_http_minichat_ws_upgrade(ngx_http_minichat_ws_t *ws, ngx_uint_t protocol)
+{
+    ngx_http_request_t  *r = ws->request;
+    ngx_connection_t    *c = ws->connection;
+    ngx_table_elt_t     *key;
+    char                 accept[29];
+    u_char               resp[256], *p;
+    size_t               n;
+
+#if (NGX_SSL)
+    if (c->ssl) {
+        /* `out` moves when it grows or compacts; OpenSSL must accept a
+         * retried write from the new address */
+        SSL_set_mode(c->ssl->connection, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    }
+#endif
+
+    key = ngx_http_minichat_header(r, "Sec-WebSocket-Key", sizeof("Sec-WebSocket-Key") - 1);
     mc_ws_accept((const char *) key->value.data, key->value.len, accept);
 
     p = ngx_cpymem(resp, "HTTP/1.1 101 Switching Protocols\r\n"
@@ -333,9 +454,9 @@ ngx_http_minichat_ws_accept(ngx_http_request_t *r, uint64_t user)
                           "Connection: Upgrade\r\n"
                           "Sec-WebSocket-Accept: ") - 1);
     p = ngx_cpymem(p, accept, 28);
-    if (proto) {
-        p = ngx_cpymem(p, "\r\nSec-WebSocket-Protocol: minichat.v1",
-                       sizeof("\r\nSec-WebSocket-Protocol: minichat.v1") - 1);
+    if (protocol && ngx_http_minichat_ws_header_has(r, "Sec-WebSocket-Protocol", NGX_HTTP_MINICHAT_SUBPROTOCOL)) {
+        p = ngx_cpymem(p, "\r\nSec-WebSocket-Protocol: " NGX_HTTP_MINICHAT_SUBPROTOCOL,
+                       sizeof("\r\nSec-WebSocket-Protocol: " NGX_HTTP_MINICHAT_SUBPROTOCOL) - 1);
     }
     p = ngx_cpymem(p, "\r\n\r\n", 4);
 
@@ -345,28 +466,21 @@ ngx_http_minichat_ws_accept(ngx_http_request_t *r, uint64_t user)
     r->lingering_close = 0;
 
     if (ngx_http_minichat_conn_queue(ws, resp, p - resp) != NGX_OK) {
-        return NGX_HTTP_CLOSE;
+        return NGX_ERROR;
     }
-
-    /* hello must be the first frame, and it waits for Redis (the session):
-     * frames queued meanwhile (deliveries, replies) stay behind it */
-    ws->hello_at = ws->out_len;
-    ws->hello_pending = 1;
 
     /* frames pipelined behind the upgrade request are already read */
     n = r->header_in->last - r->header_in->pos;
     if (n) {
         ws->in = ngx_alloc(ngx_max(n, 4096), c->log);
         if (ws->in == NULL) {
-            return NGX_HTTP_CLOSE;
+            return NGX_ERROR;
         }
         ws->in_cap = ngx_max(n, 4096);
         ngx_memcpy(ws->in, r->header_in->pos, n);
         ws->in_len = n;
         r->header_in->pos = r->header_in->last;
     }
-
-    ngx_http_minichat_registry_add(ws);
 
     r->main->count++;
     r->read_event_handler = ngx_http_minichat_ws_read;
@@ -380,23 +494,24 @@ ngx_http_minichat_ws_accept(ngx_http_request_t *r, uint64_t user)
         ngx_log_error(NGX_LOG_INFO, c->log, 0, "minichat: TCP_NODELAY failed");
     }
 
-    ngx_log_error(NGX_LOG_INFO, c->log, 0, "minichat: user %uL connected, session %V", user, &ws->sid);
+    return NGX_OK;
+}
 
-    /* hello follows once Redis has the session */
-    if (ngx_http_minichat_session_start(ws) != NGX_OK) {
-        return NGX_HTTP_CLOSE;
-    }
 
-    /* the 101, the hello and any pipelined frames are handled from the
-     * event loop, once this handler has returned */
+/* The upgrade is done: the 101 and whatever queued behind it, and any
+ * pipelined frames, are handled from the event loop once the location
+ * handler has returned (NGX_DONE). */
+void
+ngx_http_minichat_ws_run(ngx_http_minichat_ws_t *ws)
+{
+    ngx_connection_t  *c = ws->connection;
+
     ws->deferred = 0;
     ngx_post_event(c->write, &ngx_posted_events);
-    ngx_add_timer(c->read, ngx_http_minichat_tick(mcf));
+    ngx_add_timer(c->read, ngx_http_minichat_tick(ngx_http_minichat_conf()));
     if (ws->in_len || c->read->ready) {
         ngx_post_event(c->read, &ngx_posted_events);
     }
-
-    return NGX_DONE;
 }
 
 
@@ -405,8 +520,10 @@ ngx_http_minichat_ws_cleanup(void *data)
 {
     ngx_http_minichat_ws_t  *ws = data;
 
-    ngx_http_minichat_registry_remove(ws);
-    ngx_http_minichat_session_end(ws);
+    if (!ws->echo) {
+        ngx_http_minichat_registry_remove(ws);
+        ngx_http_minichat_session_end(ws);
+    }
 
     if (ngx_exiting && !ws->closing && ws->out_pos == ws->out_len && ws->connection->fd != (ngx_socket_t) -1) {
         /* nginx closes us for a graceful shutdown or reload: say so with
@@ -416,7 +533,9 @@ ngx_http_minichat_ws_cleanup(void *data)
         (void) ws->connection->send(ws->connection, going_away, sizeof(going_away));
     }
 
-    ngx_log_error(NGX_LOG_INFO, ws->connection->log, 0, "minichat: user %uL disconnected", ws->user);
+    if (!ws->echo) {
+        ngx_log_error(NGX_LOG_INFO, ws->connection->log, 0, "minichat: user %uL disconnected", ws->user);
+    }
 
     ws->request = NULL;
     ws->connection = NULL;
@@ -471,7 +590,9 @@ ngx_http_minichat_ws_read_frames(ngx_http_request_t *r, ngx_http_minichat_ws_t *
             return;
         }
 
-        ngx_http_minichat_session_refresh(ws);
+        if (!ws->echo) {
+            ngx_http_minichat_session_refresh(ws);
+        }
 
         if (mcf->ping_interval && !ws->got_data && !ws->closing) {
             u_char  ping[2] = { 0x80 | MC_WS_OP_PING, 0 };
@@ -499,7 +620,8 @@ ngx_http_minichat_ws_read_frames(ngx_http_request_t *r, ngx_http_minichat_ws_t *
 
         want = ngx_max(ws->in_len + 4096, 4096);
         if (ws->in_cap < want) {
-            want = ngx_min(ngx_max(want, ws->in_cap * 2), mcf->max_message_size + NGX_HTTP_MINICHAT_WS_MAX_HEADER);
+            want = ngx_min(ngx_max(want, ws->in_cap * 2),
+                          ngx_http_minichat_ws_max_message(ws) + NGX_HTTP_MINICHAT_WS_MAX_HEADER);
             if (want <= ws->in_len) {
                 ngx_http_minichat_conn_close(ws, MC_WS_CLOSE_TOO_BIG, "message too big");
                 return;
@@ -557,13 +679,12 @@ ngx_http_minichat_ws_read_frames(ngx_http_request_t *r, ngx_http_minichat_ws_t *
 static ngx_int_t
 ngx_http_minichat_ws_process(ngx_http_minichat_ws_t *ws)
 {
-    ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
     mc_ws_frame_t                   f;
     size_t                          off = 0, total;
     int                             rc;
 
     while (off < ws->in_len && !ws->closing) {
-        rc = mc_ws_parse_header(ws->in + off, ws->in_len - off, mcf->max_message_size, &f);
+        rc = mc_ws_parse_header(ws->in + off, ws->in_len - off, ngx_http_minichat_ws_max_message(ws), &f);
 
         if (rc == MC_WS_AGAIN) {
             break;
@@ -606,21 +727,13 @@ ngx_http_minichat_ws_process(ngx_http_minichat_ws_t *ws)
 static ngx_int_t
 ngx_http_minichat_ws_frame(ngx_http_minichat_ws_t *ws, mc_ws_frame_t *f, u_char *payload)
 {
-    ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
-    u_char                          hdr[10], *p;
-    size_t                          n, len = f->payload_len;
-    ngx_uint_t                      code;
+    size_t      len = f->payload_len;
+    ngx_uint_t  code;
 
     switch (f->opcode) {
 
     case MC_WS_OP_PING:
-        n = mc_ws_header(hdr, MC_WS_OP_PONG, 1, len);
-        if (ngx_http_minichat_conn_queue(ws, hdr, n) != NGX_OK
-            || ngx_http_minichat_conn_queue(ws, payload, len) != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-        return NGX_OK;
+        return ngx_http_minichat_conn_frame(ws, MC_WS_OP_PONG, payload, len);
 
     case MC_WS_OP_PONG:
         return NGX_OK;
@@ -633,79 +746,149 @@ ngx_http_minichat_ws_frame(ngx_http_minichat_ws_t *ws, mc_ws_frame_t *f, u_char 
         }
         if (len >= 2) {
             code = (payload[0] << 8) | payload[1];
-            if (code < 1000 || code == 1004 || code == 1005 || code == 1006 || (code > 1014 && code < 3000)
-                || code >= 5000 || !mc_utf8_valid(payload + 2, len - 2))
-            {
-                ngx_http_minichat_conn_close(ws, MC_WS_CLOSE_PROTOCOL, "bad close frame");
+            if (!mc_ws_close_code_valid(code)) {
+                ngx_http_minichat_conn_close(ws, MC_WS_CLOSE_PROTOCOL, "bad close code");
+                return NGX_ERROR;
+            }
+            if (!mc_utf8_valid(payload + 2, len - 2)) {
+                ngx_http_minichat_conn_close(ws, MC_WS_CLOSE_BAD_DATA, "invalid UTF-8 in the close reason");
                 return NGX_ERROR;
             }
         }
-        ngx_http_minichat_conn_close(ws, len >= 2 ? code : MC_WS_CLOSE_NORMAL, "");
-        return NGX_ERROR;
-
-    case MC_WS_OP_BINARY:
-        ngx_http_minichat_conn_close(ws, MC_WS_CLOSE_UNSUPPORTED, "text frames only");
+        ngx_http_minichat_conn_close(ws, code, "");
         return NGX_ERROR;
 
     case MC_WS_OP_TEXT:
+    case MC_WS_OP_BINARY:
         if (ws->msg_opcode) {
             ngx_http_minichat_conn_close(ws, MC_WS_CLOSE_PROTOCOL, "expected a continuation frame");
             return NGX_ERROR;
         }
-        if (f->fin) {
-            return ngx_http_minichat_ops_message(ws, payload, len);
-        }
-        /* the buffer grows with the fragments, never ahead of them */
-        ws->msg = ngx_alloc(ngx_max(len, 1024), ws->connection->log);
-        if (ws->msg == NULL) {
-            ngx_http_minichat_conn_abort(ws);
+        if (f->opcode == MC_WS_OP_BINARY && !ws->echo) {
+            ngx_http_minichat_conn_close(ws, MC_WS_CLOSE_UNSUPPORTED, "text frames only");
             return NGX_ERROR;
         }
-        ngx_memcpy(ws->msg, payload, len);
-        ws->msg_len = len;
-        ws->msg_cap = ngx_max(len, 1024);
-        ws->msg_opcode = MC_WS_OP_TEXT;
-        return NGX_OK;
+        if (f->fin) {
+            return ngx_http_minichat_ws_message(ws, f->opcode, payload, len);
+        }
+        ws->msg_opcode = f->opcode;
+        ws->msg_checked = 0;
+        return ngx_http_minichat_ws_fragment(ws, payload, len, 0);
 
     default: /* MC_WS_OP_CONT */
         if (!ws->msg_opcode) {
             ngx_http_minichat_conn_close(ws, MC_WS_CLOSE_PROTOCOL, "unexpected continuation frame");
             return NGX_ERROR;
         }
-        if (ws->msg_len + len > mcf->max_message_size) {
-            ngx_http_minichat_conn_close(ws, MC_WS_CLOSE_TOO_BIG, "message too big");
+        return ngx_http_minichat_ws_fragment(ws, payload, len, f->fin);
+    }
+}
+
+
+/* Appends a fragment to the message being assembled; a text message's
+ * UTF-8 is checked as it grows, so that an invalid one fails at the
+ * fragment that breaks it.  The last fragment hands the message on. */
+static ngx_int_t
+ngx_http_minichat_ws_fragment(ngx_http_minichat_ws_t *ws, u_char *payload, size_t len, ngx_uint_t fin)
+{
+    size_t      n, max, done;
+    u_char     *p;
+    ngx_int_t   rc;
+
+    max = ngx_http_minichat_ws_max_message(ws);
+
+    if (ws->msg_len + len > max) {
+        ngx_http_minichat_conn_close(ws, MC_WS_CLOSE_TOO_BIG, "message too big");
+        return NGX_ERROR;
+    }
+
+    if (ws->msg == NULL || ws->msg_len + len > ws->msg_cap) {
+        /* the buffer grows with the fragments, never ahead of them */
+        n = ngx_min(ngx_max(ngx_max(ws->msg_cap * 2, ws->msg_len + len), 1024), max);
+        p = ngx_alloc(n, ws->connection->log);
+        if (p == NULL) {
+            ngx_http_minichat_conn_abort(ws);
             return NGX_ERROR;
         }
-        if (ws->msg_len + len > ws->msg_cap) {
-            n = ngx_min(ngx_max(ws->msg_cap * 2, ws->msg_len + len), mcf->max_message_size);
-            p = ngx_alloc(n, ws->connection->log);
-            if (p == NULL) {
-                ngx_http_minichat_conn_abort(ws);
-                return NGX_ERROR;
-            }
+        if (ws->msg) {
             ngx_memcpy(p, ws->msg, ws->msg_len);
             ngx_free(ws->msg);
-            ws->msg = p;
-            ws->msg_cap = n;
         }
-        ngx_memcpy(ws->msg + ws->msg_len, payload, len);
-        ws->msg_len += len;
-        if (!f->fin) {
-            return NGX_OK;
-        }
-        p = ws->msg;
-        len = ws->msg_len;
-        ws->msg = NULL;
-        ws->msg_len = 0;
-        ws->msg_cap = 0;
-        ws->msg_opcode = 0;
-        if (ngx_http_minichat_ops_message(ws, p, len) != NGX_OK) {
-            ngx_free(p);
+        ws->msg = p;
+        ws->msg_cap = n;
+    }
+
+    ngx_memcpy(ws->msg + ws->msg_len, payload, len);
+    ws->msg_len += len;
+
+    if (ws->msg_opcode == MC_WS_OP_TEXT) {
+        if (!mc_utf8_valid_part(ws->msg + ws->msg_checked, ws->msg_len - ws->msg_checked, &done)
+            || (fin && ws->msg_checked + done != ws->msg_len))
+        {
+            ngx_http_minichat_conn_close(ws, MC_WS_CLOSE_BAD_DATA, "invalid UTF-8");
             return NGX_ERROR;
         }
-        ngx_free(p);
+        ws->msg_checked += done;
+    }
+
+    if (!fin) {
         return NGX_OK;
     }
+
+    p = ws->msg;
+    len = ws->msg_len;
+    ws->msg = NULL;
+    ws->msg_len = 0;
+    ws->msg_cap = 0;
+    ws->msg_checked = 0;
+
+    rc = ngx_http_minichat_ws_deliver(ws, ws->msg_opcode, p, len);
+    ws->msg_opcode = 0;
+    ngx_free(p);
+
+    return rc;
+}
+
+
+/* A complete unfragmented message: text must be UTF-8 (1007 otherwise). */
+static ngx_int_t
+ngx_http_minichat_ws_message(ngx_http_minichat_ws_t *ws, ngx_uint_t opcode, u_char *data, size_t len)
+{
+    if (opcode == MC_WS_OP_TEXT && !mc_utf8_valid(data, len)) {
+        ngx_http_minichat_conn_close(ws, MC_WS_CLOSE_BAD_DATA, "invalid UTF-8");
+        return NGX_ERROR;
+    }
+
+    return ngx_http_minichat_ws_deliver(ws, opcode, data, len);
+}
+
+
+/* Hands a complete, checked message to the echo endpoint or to the chat's
+ * op dispatcher. */
+static ngx_int_t
+ngx_http_minichat_ws_deliver(ngx_http_minichat_ws_t *ws, ngx_uint_t opcode, u_char *data, size_t len)
+{
+    if (ws->echo) {
+        return ngx_http_minichat_echo_message(ws, opcode, data, len);
+    }
+
+    return ngx_http_minichat_ops_message(ws, data, len);
+}
+
+
+/* The largest message this connection takes: minichat_max_message_size,
+ * or minichat_ws_echo_max_message_size on an echo endpoint. */
+size_t
+ngx_http_minichat_ws_max_message(ngx_http_minichat_ws_t *ws)
+{
+    ngx_http_minichat_loc_conf_t  *lcf;
+
+    if (ws->echo && ws->request) {
+        lcf = ngx_http_get_module_loc_conf(ws->request, ngx_http_minichat_module);
+        return lcf->echo_max_message_size;
+    }
+
+    return ngx_http_minichat_conf()->max_message_size;
 }
 
 
@@ -736,24 +919,108 @@ ngx_http_minichat_header(ngx_http_request_t *r, const char *name, size_t len)
 }
 
 
-/* Returns 1 when a comma-separated header value holds the token (any case). */
+/* Returns 1 when some header `name` holds `token` (any case) in its
+ * comma-separated list. */
 static ngx_int_t
-ngx_http_minichat_has_token(ngx_str_t *value, const char *token, size_t len)
+ngx_http_minichat_ws_header_has(ngx_http_request_t *r, const char *name, const char *token)
 {
-    u_char  *p = value->data, *end = value->data + value->len, *s;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+    ngx_str_t         value, t;
+    size_t            nlen = ngx_strlen(name), tlen = ngx_strlen(token);
+    ngx_uint_t        i;
 
-    while (p < end) {
-        while (p < end && (*p == ' ' || *p == '\t' || *p == ',')) {
-            p++;
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return 0;
+            }
+            part = part->next;
+            h = part->elts;
+            i = 0;
         }
-        s = p;
-        while (p < end && *p != ',' && *p != ' ' && *p != '\t') {
-            p++;
+
+        if (h[i].key.len != nlen || ngx_strncasecmp(h[i].key.data, (u_char *) name, nlen) != 0) {
+            continue;
         }
-        if ((size_t) (p - s) == len && ngx_strncasecmp(s, (u_char *) token, len) == 0) {
-            return 1;
+
+        value = h[i].value;
+        while (ngx_http_minichat_ws_next_token(&value, &t)) {
+            if (t.len == tlen && ngx_strncasecmp(t.data, (u_char *) token, tlen) == 0) {
+                return 1;
+            }
         }
     }
+}
 
-    return 0;
+
+/* Takes the next token of a comma-separated list off the front of `list`.
+ * Returns 0 when none is left. */
+static ngx_int_t
+ngx_http_minichat_ws_next_token(ngx_str_t *list, ngx_str_t *token)
+{
+    u_char  *p = list->data, *end = list->data + list->len;
+
+    while (p < end && (*p == ' ' || *p == '\t' || *p == ',')) {
+        p++;
+    }
+
+    token->data = p;
+    while (p < end && *p != ',' && *p != ' ' && *p != '\t') {
+        p++;
+    }
+    token->len = p - token->data;
+
+    list->len = end - p;
+    list->data = p;
+
+    return token->len != 0;
+}
+
+
+/* Finds a JWT offered as a subprotocol entry "bearer.<JWT>" (browsers can
+ * set no other header on an upgrade).  Returns 1 with the JWT in token. */
+static ngx_int_t
+ngx_http_minichat_ws_protocol_token(ngx_http_request_t *r, ngx_str_t *token)
+{
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+    ngx_str_t         value, t;
+    ngx_uint_t        i;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return 0;
+            }
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len != sizeof("Sec-WebSocket-Protocol") - 1
+            || ngx_strncasecmp(h[i].key.data, (u_char *) "Sec-WebSocket-Protocol",
+                               sizeof("Sec-WebSocket-Protocol") - 1) != 0)
+        {
+            continue;
+        }
+
+        value = h[i].value;
+        while (ngx_http_minichat_ws_next_token(&value, &t)) {
+            if (t.len > sizeof(NGX_HTTP_MINICHAT_PROTOCOL_TOKEN) - 1
+                && ngx_strncmp(t.data, NGX_HTTP_MINICHAT_PROTOCOL_TOKEN,
+                               sizeof(NGX_HTTP_MINICHAT_PROTOCOL_TOKEN) - 1) == 0)
+            {
+                token->data = t.data + sizeof(NGX_HTTP_MINICHAT_PROTOCOL_TOKEN) - 1;
+                token->len = t.len - (sizeof(NGX_HTTP_MINICHAT_PROTOCOL_TOKEN) - 1);
+                return 1;
+            }
+        }
+    }
 }

@@ -11,6 +11,7 @@
 #include "minichat/utf8.h"
 
 static size_t utf8_seq_len(const unsigned char *s, size_t n);
+static int utf8_could_start(const unsigned char *s, size_t n);
 static size_t utf8_ascii_run(const unsigned char *s, size_t n);
 
 /* Returns the length of the valid sequence at s (n > 0 bytes left), or 0. */
@@ -43,6 +44,38 @@ static size_t utf8_seq_len(const unsigned char *s, size_t n)
         return 4;
     }
     return 0; /* a continuation byte, 0xc0, 0xc1, or 0xf5 and up */
+}
+
+/* Returns 1 when s[0..n), shorter than the sequence its first byte
+ * announces, is a valid beginning of that sequence (more bytes may still
+ * complete it), else 0. */
+static int utf8_could_start(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    size_t need, i;
+
+    if (c >= 0xc2 && c <= 0xdf) {
+        need = 2;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        need = 3;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        need = 4;
+    } else {
+        return 0;
+    }
+    if (n >= need) {
+        return 0;
+    }
+    for (i = 1; i < n; i++) {
+        if ((s[i] & 0xc0) != 0x80) {
+            return 0;
+        }
+    }
+    if (n >= 2 && ((c == 0xe0 && s[1] < 0xa0) || (c == 0xed && s[1] >= 0xa0) || (c == 0xf0 && s[1] < 0x90)
+                   || (c == 0xf4 && s[1] >= 0x90))) {
+        return 0; /* overlong, a surrogate or above U+10FFFF already */
+    }
+    return 1;
 }
 
 /* Returns how many bytes from s on are ASCII, looking at whole 8-byte words
@@ -80,6 +113,29 @@ int mc_utf8_valid(const uint8_t *s, size_t n)
         }
         i += k;
     }
+    return 1;
+}
+
+int mc_utf8_valid_part(const uint8_t *s, size_t n, size_t *done)
+{
+    size_t i = 0, k;
+
+    while (i < n) {
+        i += utf8_ascii_run(s + i, n - i);
+        if (i == n) {
+            break;
+        }
+        k = utf8_seq_len(s + i, n - i);
+        if (k == 0) {
+            if (utf8_could_start(s + i, n - i)) {
+                break;
+            }
+            *done = i;
+            return 0;
+        }
+        i += k;
+    }
+    *done = i;
     return 1;
 }
 

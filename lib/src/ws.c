@@ -96,6 +96,18 @@ int mc_ws_error_close_code(int err)
     }
 }
 
+int mc_ws_close_code_valid(unsigned code)
+{
+    /* RFC 6455 7.4: 1000-1003 and 1007-1014 are defined for the wire (1004
+     * is reserved, 1005, 1006 and 1015 must never be sent); 1016-2999 are
+     * for future extensions of the protocol; 3000-4999 are for libraries and
+     * applications */
+    if (code >= 3000 && code <= 4999) {
+        return 1;
+    }
+    return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014);
+}
+
 void mc_ws_unmask(uint8_t *data, size_t n, const uint8_t mask[4], uint64_t offset)
 {
     size_t i;

@@ -2,7 +2,10 @@
 
 Each violation must end in the documented close code (docs/protocol.md), and
 the worker must go on serving: every test ends by checking that a fresh
-connection still completes a send.
+connection still completes a send.  The handshake's own rules (426, tokens
+in lists, the subprotocol, the token as a subprotocol entry, the handshake
+timeout) and the echo endpoint (/echo, `minichat_ws_echo`) are tested here
+too; tests/integration/test_conformance.py runs Autobahn against the echo.
 """
 
 import base64
@@ -10,32 +13,63 @@ import json
 import os
 import socket
 import struct
+import threading
+import time
 
 from conftest import NGINX_PORTS, SUBPROTOCOL, cid, connect, create_room, run_async, token, uid
 
 TIMEOUT = 5.0
 
 
-class RawWS:
-    """A minimal client that can send frames no library would send."""
+def upgrade_request(path, headers=None, version="13"):
+    """An upgrade request for path; headers (name -> value, None drops one)
+    change or add to the usual ones."""
+    h = {"Host": "127.0.0.1", "Upgrade": "websocket", "Connection": "Upgrade",
+         "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(), "Sec-WebSocket-Version": version}
+    h.update(headers or {})
+    return ("GET %s HTTP/1.1\r\n" % path
+            + "".join("%s: %s\r\n" % (k, v) for k, v in h.items() if v is not None) + "\r\n").encode()
 
-    def __init__(self, user, node="a"):
+
+def read_head(sock):
+    """Reads a response head; returns (status, head in lower case, bytes after it)."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/1.1 ") else 0
+    return status, head.lower(), rest
+
+
+def handshake(path, headers=None, version="13", node="a"):
+    """Sends an upgrade request; returns (status, head in lower case)."""
+    with socket.create_connection(("127.0.0.1", NGINX_PORTS[node]), timeout=TIMEOUT) as sock:
+        sock.sendall(upgrade_request(path, headers, version))
+        status, head, _ = read_head(sock)
+        return status, head
+
+
+class RawWS:
+    """A minimal client that can send frames no library would send.  On /ws
+    it expects hello; on /echo (no token) nothing comes first."""
+
+    def __init__(self, user=None, node="a", path=None):
         self.sock = socket.create_connection(("127.0.0.1", NGINX_PORTS[node]), timeout=TIMEOUT)
-        key = base64.b64encode(os.urandom(16)).decode()
-        req = ("GET /ws?token=%s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-               "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
-               "Sec-WebSocket-Protocol: %s\r\n\r\n" % (token(user), key, SUBPROTOCOL))
-        self.sock.sendall(req.encode())
-        self.buf = b""
-        while b"\r\n\r\n" not in self.buf:
-            chunk = self.sock.recv(4096)
-            assert chunk, "connection closed during the handshake"
-            self.buf += chunk
-        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        assert head.startswith(b"HTTP/1.1 101"), head
-        assert b"minichat.v1" in head, head
-        hello = self.recv_frame()
-        assert hello[0] == 0x1 and json.loads(hello[1])["op"] == "hello", hello
+        if path is None:
+            path = "/ws?token=" + token(user)
+            headers = {"Sec-WebSocket-Protocol": SUBPROTOCOL}
+        else:
+            headers = {}
+        self.sock.sendall(upgrade_request(path, headers))
+        status, head, self.buf = read_head(self.sock)
+        assert status == 101, head
+        if path.startswith("/ws"):
+            assert b"sec-websocket-protocol: minichat.v1" in head, head
+            hello = self.recv_frame()
+            assert hello[0] == 0x1 and json.loads(hello[1])["op"] == "hello", hello
 
     def frame(self, opcode, payload, fin=True, mask=True, rsv=0, length=None):
         b0 = (0x80 if fin else 0) | (rsv << 4) | opcode
@@ -219,3 +253,150 @@ def test_pipelined_frames_in_one_segment():
         assert seqs == list(range(1, 21)), seqs
     finally:
         ws.close()
+
+
+# --- the handshake -----------------------------------------------------------
+
+def test_version_other_than_13_is_426_naming_13():
+    for path in ("/ws?token=" + token(uid()), "/echo"):
+        for version in ("8", "14", "13, 8"):
+            status, head = handshake(path, version=version)
+            assert status == 426, (path, version, head)
+            assert b"\r\nsec-websocket-version: 13" in head, head
+
+
+def test_upgrade_and_connection_tokens_in_lists_any_case():
+    path = "/ws?token=" + token(uid())
+    ok = [{"Upgrade": "WebSocket", "Connection": "keep-alive, UPGRADE"},
+          {"Upgrade": "websocket", "Connection": "Upgrade,keep-alive"},
+          {"Upgrade": "h2c, websocket", "Connection": "close , upgrade"}]
+    for headers in ok:
+        status, head = handshake(path, headers)
+        assert status == 101, (headers, head)
+    for headers in ({"Connection": "keep-alive"}, {"Upgrade": "websocketx"}, {"Connection": "upgrades"},
+                    {"Upgrade": None}, {"Sec-WebSocket-Key": None}, {"Sec-WebSocket-Key": "short"}):
+        status, head = handshake(path, headers)
+        assert status == 400, (headers, head)
+
+
+def test_subprotocol_negotiated():
+    path = "/ws?token=" + token(uid())
+    status, head = handshake(path, {"Sec-WebSocket-Protocol": "chat.other, minichat.v1"})
+    assert status == 101 and b"\r\nsec-websocket-protocol: minichat.v1\r\n" in head + b"\r\n", head
+    # none offered: none named
+    status, head = handshake(path)
+    assert status == 101 and b"sec-websocket-protocol" not in head, head
+    # offered, but not ours
+    status, head = handshake(path, {"Sec-WebSocket-Protocol": "chat.other"})
+    assert status == 400, head
+
+
+def test_token_as_a_subprotocol_entry():
+    """Browsers cannot set Authorization on an upgrade: the JWT may come as a
+    Sec-WebSocket-Protocol entry "bearer.<JWT>", next to minichat.v1, and is
+    never named back."""
+    u = uid()
+    with socket.create_connection(("127.0.0.1", NGINX_PORTS["b"]), timeout=TIMEOUT) as sock:
+        sock.sendall(upgrade_request("/ws", {"Sec-WebSocket-Protocol": "minichat.v1, bearer." + token(u)}))
+        status, head, rest = read_head(sock)
+        assert status == 101, head
+        assert b"\r\nsec-websocket-protocol: minichat.v1" in head and b"bearer" not in head, head
+        while len(rest) < 2 or len(rest) < 2 + (rest[1] & 0x7f):
+            rest += sock.recv(4096)
+        hello = json.loads(rest[2:2 + (rest[1] & 0x7f)])
+        assert hello["op"] == "hello" and hello["user"] == u, hello
+    good = token(u)
+    for entry in ("bearer." + good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB"), "bearer.", "Bearer." + good):
+        status, head = handshake("/ws", {"Sec-WebSocket-Protocol": "minichat.v1, " + entry})
+        assert status == 401, (entry, head)
+
+
+def test_slow_upgrade_request_is_cut_off_by_the_handshake_timeout():
+    """A slowloris: the upgrade request a byte at a time, past the dev
+    stack's minichat_handshake_timeout (3s), is refused with 408, which nginx
+    answers as it does a header timeout: it closes without a response."""
+    req = upgrade_request("/ws?token=" + token(uid()), {"Sec-WebSocket-Protocol": SUBPROTOCOL})
+    with socket.create_connection(("127.0.0.1", NGINX_PORTS["a"]), timeout=TIMEOUT) as sock:
+        pause = 4.0 / len(req)
+        for i in range(len(req)):
+            sock.sendall(req[i:i + 1])
+            time.sleep(pause)
+        status, head, rest = read_head(sock)
+        assert (status, head, rest) == (0, b"", b""), head
+
+
+def test_16mib_frame_gets_its_1009_while_the_client_still_sends():
+    """Lingering close: the server's close frame reaches a client that is
+    still writing a frame it will never read (no reset throws it away)."""
+    u = uid()
+    room = room_for(u)
+    ws = RawWS(u)
+    n = 16 * 1024 * 1024
+    data = ws.frame(0x1, b"", length=n)[:14] + b"x" * n     # the payload unmasked: it is never read
+    sent = []
+
+    def send():
+        try:
+            ws.sock.sendall(data)
+            sent.append("all")
+        except OSError as e:
+            sent.append(e)
+
+    t = threading.Thread(target=send)
+    t.start()
+    try:
+        ws.expect_close(1009)
+    finally:
+        t.join(30)
+        ws.close()
+    run_async(worker_still_serves)(u, room)
+
+
+# --- the echo endpoint (minichat_ws_echo) -------------------------------------
+
+def test_echo_sends_messages_back_as_they_came():
+    ws = RawWS(path="/echo")
+    try:
+        ws.send(0x1, "héllo".encode())
+        assert ws.recv_frame() == (0x1, "héllo".encode())
+        ws.send(0x2, b"\x00\xff\x01")
+        assert ws.recv_frame() == (0x2, b"\x00\xff\x01")
+        # fragments become one message; a ping between them is answered first
+        ws.send(0x2, b"ab", fin=False)
+        ws.send(0x9, b"p")
+        ws.send(0x0, b"cd", fin=False)
+        ws.send(0x0, b"ef")
+        assert ws.recv_frame() == (0xA, b"p")
+        assert ws.recv_frame() == (0x2, b"abcdef")
+        # larger than the chat's 64k limit: the echo has its own
+        big = os.urandom(200000)
+        ws.send(0x2, big)
+        assert ws.recv_frame() == (0x2, big)
+        ws.send(0x8, struct.pack("!H", 1000))
+        ws.expect_close(1000)
+    finally:
+        ws.close()
+
+
+def test_echo_fails_invalid_utf8_at_the_fragment_that_breaks_it():
+    ws = RawWS(path="/echo")
+    try:
+        # the message would go on, but its first fragment can never be UTF-8
+        ws.send(0x1, b"ok \xed\xa0\x80", fin=False)
+        ws.expect_close(1007)
+    finally:
+        ws.close()
+
+
+def test_echo_keeps_the_frame_rules():
+    for build, code in ((lambda ws: ws.send(0x1, b"x", mask=False), 1002),
+                        (lambda ws: ws.send(0x8, struct.pack("!H", 1015)), 1002),
+                        (lambda ws: ws.send(0x8, struct.pack("!H", 1000) + b"\xff"), 1007),
+                        (lambda ws: ws.send(0x1, b"", length=17 * 1024 * 1024), 1009)):
+        ws = RawWS(path="/echo")
+        try:
+            build(ws)
+            ws.expect_close(code)
+        finally:
+            ws.close()
+

@@ -54,6 +54,48 @@ START_TEST(test_valid_ascii_words)
 }
 END_TEST
 
+#define part(...) part2(__VA_ARGS__)
+#define part2(s, n, d) mc_utf8_valid_part((const uint8_t *)(s), (n), (d))
+
+START_TEST(test_valid_part)
+{
+    size_t done = 99;
+
+    ck_assert_int_eq(part(S("abc"), &done), 1);
+    ck_assert_uint_eq(done, 3);
+    /* a character cut at the end waits for its next bytes */
+    ck_assert_int_eq(part(S("a\xe2\x82"), &done), 1);
+    ck_assert_uint_eq(done, 1);
+    ck_assert_int_eq(part(S("\xf0\x9f\x98"), &done), 1);
+    ck_assert_uint_eq(done, 0);
+    ck_assert_int_eq(part(S("\xe2\x82\xac"), &done), 1);
+    ck_assert_uint_eq(done, 3);
+    /* a beginning that nothing can complete fails at once, at its byte */
+    ck_assert_int_eq(part(S("ab\xed\xa0"), &done), 0);            /* surrogate */
+    ck_assert_uint_eq(done, 2);
+    ck_assert_int_eq(part(S("\xf4\x90"), &done), 0);              /* above U+10FFFF */
+    ck_assert_int_eq(part(S("\xe0\x80"), &done), 0);              /* overlong */
+    ck_assert_int_eq(part(S("\xf0\x80"), &done), 0);              /* overlong */
+    ck_assert_int_eq(part(S("\xc0"), &done), 0);
+    ck_assert_int_eq(part(S("\xf5"), &done), 0);
+    ck_assert_int_eq(part(S("\xe2\x28"), &done), 0);              /* not a continuation */
+    ck_assert_int_eq(part(S("\x80"), &done), 0);
+    ck_assert_int_eq(part(S("\xe2\x82\xac\xff"), &done), 0);
+    ck_assert_uint_eq(done, 3);
+    /* pieces validated one after another give the whole text's answer */
+    {
+        const char *t = "\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5";
+        size_t n = strlen(t), cut, at;
+
+        for (cut = 0; cut <= n; cut++) {
+            ck_assert_int_eq(part(t, cut, &at), 1);
+            ck_assert_int_eq(part(t + at, n - at, &done), 1);
+            ck_assert_uint_eq(at + done, n);
+        }
+    }
+}
+END_TEST
+
 START_TEST(test_chars)
 {
     ck_assert_uint_eq(mc_utf8_chars("", 0), 0);
@@ -130,6 +172,7 @@ static Suite *utf8_suite(void)
 
     tcase_add_test(tc, test_valid);
     tcase_add_test(tc, test_valid_ascii_words);
+    tcase_add_test(tc, test_valid_part);
     tcase_add_test(tc, test_chars);
     tcase_add_test(tc, test_chars_matches_sanitized);
     tcase_add_test(tc, test_prefix);

@@ -366,6 +366,22 @@ START_TEST(test_error_close_codes)
 }
 END_TEST
 
+START_TEST(test_close_code_valid)
+{
+    static const unsigned ok[] = {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014,
+                                  3000, 3999, 4000, 4999};
+    static const unsigned bad[] = {0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535};
+    size_t i;
+
+    for (i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        ck_assert_msg(mc_ws_close_code_valid(ok[i]), "%u should be valid", ok[i]);
+    }
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ck_assert_msg(!mc_ws_close_code_valid(bad[i]), "%u should be invalid", bad[i]);
+    }
+}
+END_TEST
+
 /* ---- unmask -------------------------------------------------------------- */
 
 START_TEST(test_unmask_basic)
@@ -674,6 +690,7 @@ static Suite *ws_suite(void)
     tcase_add_test(tc, test_err_64bit_top_bit);
     tcase_add_test(tc, test_err_too_big);
     tcase_add_test(tc, test_error_close_codes);
+    tcase_add_test(tc, test_close_code_valid);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("unmask");

@@ -14,6 +14,14 @@
 /* Returns 1 when s[0..n) is valid UTF-8, else 0. */
 int mc_utf8_valid(const uint8_t *s, size_t n);
 
+/* Validates a piece of a longer text (a WebSocket message arriving in
+ * fragments).  Returns 0 at the first byte that no continuation can make
+ * valid; else 1, with *done = the bytes of complete characters (what is left,
+ * at most 3 bytes, is the valid beginning of a character: validate again
+ * from *done when more bytes come).  Whole text is valid when this returns 1
+ * with *done == n. */
+int mc_utf8_valid_part(const uint8_t *s, size_t n, size_t *done);
+
 /* Returns the number of characters in s[0..n); each byte that does not start
  * a valid sequence counts as one (as mc_utf8_sanitize() would replace it). */
 size_t mc_utf8_chars(const char *s, size_t n);

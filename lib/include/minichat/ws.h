@@ -61,6 +61,9 @@ int mc_ws_parse_header(const uint8_t *p, size_t n, uint64_t max_payload, mc_ws_f
 /* Returns the close code that a parse error calls for. */
 int mc_ws_error_close_code(int err);
 
+/* Returns 1 when a peer may send this close code (RFC 6455 7.4), else 0. */
+int mc_ws_close_code_valid(unsigned code);
+
 /* XORs data with the mask; offset is the position of data[0] in the payload. */
 void mc_ws_unmask(uint8_t *data, size_t n, const uint8_t mask[4], uint64_t offset);
 
