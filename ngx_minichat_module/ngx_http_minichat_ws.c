@@ -40,12 +40,14 @@ typedef struct {
     ngx_http_request_t  *request;   /* NULL once the request is gone */
     uint64_t             user;
     ngx_uint_t           pending;   /* checks not yet answered */
+    unsigned             user_next:1;  /* the user's check follows the address's */
     ngx_int_t            rc;        /* NGX_OK, NGX_BUSY, NGX_DECLINED (banned) or NGX_ERROR */
     uint64_t             value;     /* retry_after_ms or the ban's end */
 } ngx_http_minichat_ws_upgrade_t;
 
 
 static ngx_int_t ngx_http_minichat_ws_check(ngx_http_request_t *r, uint64_t user);
+static ngx_int_t ngx_http_minichat_ws_check_user(ngx_http_minichat_ws_upgrade_t *up);
 static void ngx_http_minichat_ws_check_cleanup(void *data);
 static void ngx_http_minichat_ws_checked(ngx_int_t rc, uint64_t value, void *data);
 static ngx_int_t ngx_http_minichat_ws_accept(ngx_http_request_t *r, uint64_t user);
@@ -209,9 +211,10 @@ ngx_http_minichat_ws_refuse(ngx_http_request_t *r, ngx_int_t status)
 }
 
 
-/* Starts the upgrade's checks: the user's (limit.lua: the ban, and
- * minichat_limit_user_connections) and, when configured, the address's
- * (gcra.lua: minichat_limit_connections), both sent at once. */
+/* Starts the upgrade's checks: when configured the address's (gcra.lua:
+ * minichat_limit_connections), then the user's (limit.lua: the ban, and
+ * minichat_limit_user_connections), one after the other so that an upgrade
+ * the address refuses spends none of the user's. */
 static ngx_int_t
 ngx_http_minichat_ws_check(ngx_http_request_t *r, uint64_t user)
 {
@@ -236,24 +239,27 @@ ngx_http_minichat_ws_check(ngx_http_request_t *r, uint64_t user)
     cln->handler = ngx_http_minichat_ws_check_cleanup;
     cln->data = up;
 
-    up->pending++;
-    rc = ngx_http_minichat_limit_user(user, NGX_HTTP_MINICHAT_LIMIT_CONN, ngx_http_minichat_ws_checked, up);
-    if (rc != NGX_OK) {
-        up->pending--;
-        if (rc == NGX_ERROR) {
-            up->rc = NGX_ERROR;
+    if (mcf->limit_connections.interval_us) {
+        /* the address first: an upgrade it refuses must not spend one of
+         * the user's (the two live in different slots, so one script
+         * cannot do both) */
+        rc = ngx_http_minichat_limit_addr(&r->connection->addr_text, ngx_http_minichat_ws_checked, up);
+        if (rc == NGX_OK) {
+            up->pending = 1;
+            up->user_next = 1;
+            r->main->count++;
+            return NGX_DONE;
         }
+        if (rc == NGX_ERROR) {
+            /* the pool's cleanup frees up */
+            return NGX_HTTP_SERVICE_UNAVAILABLE;
+        }
+        /* Redis could not be asked and the policy is open */
     }
 
-    if (mcf->limit_connections.interval_us) {
-        up->pending++;
-        rc = ngx_http_minichat_limit_addr(&r->connection->addr_text, ngx_http_minichat_ws_checked, up);
-        if (rc != NGX_OK) {
-            up->pending--;
-            if (rc == NGX_ERROR) {
-                up->rc = NGX_ERROR;
-            }
-        }
+    if (ngx_http_minichat_ws_check_user(up) == NGX_OK) {
+        r->main->count++;
+        return NGX_DONE;
     }
 
     if (up->pending == 0) {
@@ -264,6 +270,28 @@ ngx_http_minichat_ws_check(ngx_http_request_t *r, uint64_t user)
     r->main->count++;
 
     return NGX_DONE;
+}
+
+
+/* Sends the user's check (limit.lua: the ban, minichat_limit_user_connections):
+ * NGX_OK when it is on its way, else up->rc says what the policy decided. */
+static ngx_int_t
+ngx_http_minichat_ws_check_user(ngx_http_minichat_ws_upgrade_t *up)
+{
+    ngx_int_t  rc;
+
+    up->pending++;
+    rc = ngx_http_minichat_limit_user(up->user, NGX_HTTP_MINICHAT_LIMIT_CONN, ngx_http_minichat_ws_checked, up);
+    if (rc == NGX_OK) {
+        return NGX_OK;
+    }
+
+    up->pending--;
+    if (rc == NGX_ERROR) {
+        up->rc = NGX_ERROR;
+    }
+
+    return NGX_DECLINED;
 }
 
 
@@ -307,6 +335,13 @@ ngx_http_minichat_ws_checked(ngx_int_t rc, uint64_t value, void *data)
     if (r == NULL) {
         ngx_free(up);
         return;
+    }
+
+    if (up->user_next) {
+        up->user_next = 0;
+        if (up->rc == NGX_OK && ngx_http_minichat_ws_check_user(up) == NGX_OK) {
+            return;
+        }
     }
 
     c = r->connection;

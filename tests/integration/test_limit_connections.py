@@ -123,3 +123,22 @@ def test_user_limit_refuses_past_burst_with_retry_after(node):
     assert raw_upgrade(node.port, user, fresh_address(), tok=tok)[0] == 101
     status, _, body = raw_upgrade(node.port, user, fresh_address(), tok=tok)
     assert status == 429 and 1 <= body["retry_after_ms"] <= USER_INTERVAL_MS, (status, body)
+
+
+def test_address_refusals_spend_none_of_the_users_budget(node):
+    """The address is checked first and the user only if the address admits:
+    upgrades an address refuses leave the user's budget whole, so the same
+    user then gets burst + 1 upgrades from other addresses."""
+    addr = fresh_address()
+    user = uid()
+    tok = token(user)
+    # the address's burst spent by other users, then refusals for `user`
+    for _ in range(ADDR_BURST + 1):
+        assert raw_upgrade(node.port, uid(), addr)[0] == 101
+    start = time.monotonic()
+    for _ in range(USER_BURST + 1):
+        assert raw_upgrade(node.port, None, addr, tok=tok)[0] == 429
+    # had the refusals counted, the user's burst would be spent, and only
+    # what refilled since (one per second) would pass
+    statuses = [raw_upgrade(node.port, None, fresh_address(), tok=tok)[0] for _ in range(USER_BURST + 1)]
+    assert statuses == [101] * (USER_BURST + 1), (statuses, time.monotonic() - start)
