@@ -665,6 +665,10 @@ ngx_http_minichat_init_process(ngx_cycle_t *cycle)
 
     ngx_http_minichat_registry_init();
 
+    if (ngx_http_minichat_auth_init(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     if (ngx_http_minichat_redis_init(cycle) != NGX_OK) {
         return NGX_ERROR;
     }
@@ -689,4 +693,5 @@ ngx_http_minichat_exit_process(ngx_cycle_t *cycle)
     ngx_http_minichat_presence_exit();
     ngx_http_minichat_relay_exit();
     ngx_http_minichat_redis_exit();
+    ngx_http_minichat_auth_exit();
 }

@@ -161,6 +161,8 @@ ngx_int_t ngx_http_minichat_relay_request(Minichat__LocalFrame *frame, ngx_http_
     void *data);
 
 /* ngx_http_minichat_auth.c */
+ngx_int_t ngx_http_minichat_auth_init(ngx_cycle_t *cycle);
+void ngx_http_minichat_auth_exit(void);
 ngx_int_t ngx_http_minichat_authenticate(ngx_http_request_t *r, ngx_str_t *token, uint64_t *user,
     const char **err);
 
