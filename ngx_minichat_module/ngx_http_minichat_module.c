@@ -298,6 +298,7 @@ ngx_http_minichat_create_main_conf(ngx_conf_t *cf)
      *     mcf->redis_seeds = NULL;
      *     mcf->redis_user = { 0, NULL };
      *     mcf->redis_password = { 0, NULL };
+     *     mcf->limit_args = NULL;
      */
 
     mcf->redis_port = NGX_CONF_UNSET;

@@ -49,6 +49,8 @@ typedef struct {
     ngx_int_t port;
 } ngx_http_minichat_redis_addr_t;
 
+typedef struct ngx_http_minichat_limit_args_s ngx_http_minichat_limit_args_t;
+
 typedef struct {
     ngx_str_t node;
     ngx_str_t redis_host;
@@ -80,6 +82,7 @@ typedef struct {
     ngx_msec_t strike_window;
     ngx_array_t *bans;           /* of ngx_msec_t: the ban of strike n (the last repeats); 0 permanent */
     ngx_uint_t limit_redis_down; /* NGX_HTTP_MINICHAT_LIMIT_OPEN or _CLOSED */
+    ngx_http_minichat_limit_args_t *limit_args; /* limit.lua's values, formatted once (_limit.c) */
 } ngx_http_minichat_main_conf_t;
 
 typedef struct ngx_http_minichat_ws_s ngx_http_minichat_ws_t;
