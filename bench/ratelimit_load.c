@@ -4,8 +4,10 @@
  * `GET /api/rooms?limit=0` requests, each as one of many users (JWTs minted
  * here from the dev secret), so every request runs lua/limit.lua once on a
  * user key and then fails the route's own check at once (400): the limit is
- * the only work that reaches Redis.  Prints responses per second and the
- * statuses seen.  A measurement tool, not a test: nothing is asserted.
+ * the only work that reaches Redis.  Prints responses per second (after a
+ * second of warm-up), the responses of the whole run with the CPU they cost
+ * the generator (`total`, `cpu_ms`) and the statuses seen.  A measurement
+ * tool, not a test: nothing is asserted.
  *
  *   ratelimit_load --port P --secret-file F [--conns 64] [--depth 16]
  *                  [--seconds 5] [--users 20000] [--path /api/rooms?limit=0]
@@ -38,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -72,6 +75,15 @@ static double now_s(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* CPU time this process has used, user and system, in ms. */
+static long long cpu_ms(void)
+{
+    struct rusage ru;
+
+    getrusage(RUSAGE_SELF, &ru);
+    return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000LL + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000;
 }
 
 /* Writes n pipelined requests.  Returns 0 or -1. */
@@ -173,7 +185,7 @@ int main(int argc, char **argv)
     FILE *f;
     conn_t *conns;
     struct epoll_event evs[256];
-    long long count = 0;
+    long long count = 0, all = 0, cpu0;
     int measuring = 0;
 
     for (i = 1; i + 1 < argc; i += 2) {
@@ -235,6 +247,7 @@ int main(int argc, char **argv)
     }
     nreqs = users;
 
+    cpu0 = cpu_ms();   /* from here on: the CPU the decisions cost */
     ep = epoll_create1(0);
     conns = calloc((size_t)nconns, sizeof(conn_t));
     memset(&sa, 0, sizeof(sa));
@@ -286,6 +299,7 @@ int main(int argc, char **argv)
             c->in_len += (size_t)r;
             got = parse_responses(c);
             count += got;
+            all += got;
             if (got && c->inflight <= depth / 2 && send_requests(c, depth - c->inflight) != 0) {
                 perror("write");
                 return 1;
@@ -293,7 +307,8 @@ int main(int argc, char **argv)
         }
     }
 
-    printf("responses/s %.0f reconnects %lld", count / (now_s() - start), reconnects);
+    printf("responses/s %.0f reconnects %lld total %lld cpu_ms %lld", count / (now_s() - start), reconnects, all,
+           cpu_ms() - cpu0);
     for (i = 100; i < 600; i++) {
         if (statuses[i]) {
             printf(" %d:%lld", i, statuses[i]);
