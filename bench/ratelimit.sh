@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Rate-limit decisions per second through nginx against redis-benchmark
 # running the same script (lua/limit.lua) with EVALSHA on random user keys.
-# Through nginx two ways:
-#   - WebSocket: a bench nginx (this stack's module and configuration on its
-#     own port, with minichat_limit_messages rate=1r/m burst=0 and no
-#     strikes) takes pipelined `send`s, each refused by limit.lua alone;
-#   - REST: `GET /api/rooms?limit=0` on node a, limit.lua then a 400 (the
-#     HTTP floor, a 404 before the token is read, is printed beside it).
-# A measurement, not a test: it prints a table and asserts nothing.  Needs
+# Through nginx two ways, both on a bench nginx (this stack's module and
+# node a's configuration on its own port, with access_log off, as
+# redis-benchmark's Redis writes no log line per command either):
+#   - WebSocket: minichat_limit_messages rate=1r/m burst=0 and no strikes,
+#     so pipelined `send`s are each refused by limit.lua alone;
+#   - REST: `GET /api/rooms?limit=0` under the dev stack's
+#     minichat_limit_rest (20r/s burst=50), limit.lua then a 400, on
+#     keep-alive connections with HTTP/1.1 pipelining as deep as
+#     redis-benchmark's -P (see bench/ratelimit_load.c for why); the HTTP
+#     floor, a 404 before the token is read, is printed beside it.
+# A measurement, not a test: it prints tables and asserts nothing.  Needs
 # the stack running (scripts/stack.sh start, with the same
 # MINICHAT_PORT_OFFSET and MINICHAT_RUN) and `make`.
 #
@@ -16,14 +20,17 @@
 # BRIEF.md's target: nginx >= 80% of what Redis serves for the same script.
 # Both sides share the box's cores with their load generator; the nginx side
 # also pays HTTP parsing, JWT verification and the route's own answer.
+# Rates on a shared box follow whatever else runs, so the second table gives
+# the CPU microseconds per decision of Redis, the bench nginx's workers and
+# the load generator, and the rate those costs allow on two cores of our
+# own (Redis on at most one of them), with and without the client there.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 off=${MINICHAT_PORT_OFFSET:-0}
 runs=${1:-3}
 redis_port=$((16379 + off))
-nginx_port=$((8080 + off))
 conns=${CONNS:-256}
-depth=${DEPTH:-16}   # redis-benchmark's pipeline; nginx takes one request at a time per connection
+depth=${DEPTH:-16}   # redis-benchmark's pipeline, and the REST load's HTTP pipelining
 secs=${SECONDS_PER_RUN:-5}
 load=$top/build/bench/ratelimit_load
 wsload=$top/build/bench/ratelimit_ws
@@ -37,13 +44,15 @@ cc -O2 -Wall -Wextra -Werror -std=gnu11 -D_GNU_SOURCE -I"$top/lib/include" -I"$t
 cc -O2 -Wall -Wextra -Werror -std=gnu11 -D_GNU_SOURCE -I"$top/lib/include" -I"$top/build/gen" \
     -o "$wsload" "$top/bench/ratelimit_ws.c" "$top/build/libminichat.a" -lssl -lcrypto -ljansson
 
-# the bench nginx: node a's configuration, its own port, pid and logs, and
-# limits that refuse every send but a user's first without a strike
+# the bench nginx: node a's configuration, its own port, pid and logs, no
+# access log, limits that refuse every send but a user's first without a
+# strike, and the dev stack's REST limit (no user of the REST load comes
+# near it: 200000 users, each asked about once every few seconds)
 mkdir -p "$bd"
 sed -e "s|^pid .*|pid $bd/nginx.pid;|" -e "s|^error_log .*|error_log $bd/error.log info;|" \
     -e "s|access_log .*|access_log off;|" -e "s|listen 127.0.0.1:[0-9]*;|listen 127.0.0.1:$bench_port;|" \
     -e '/minichat_limit_/d' \
-    -e 's|^\( *minichat_jwt_secret_file .*\)$|\1\n    minichat_limit_messages rate=1r/m burst=0;\n    minichat_limit_strikes off;|' \
+    -e 's|^\( *minichat_jwt_secret_file .*\)$|\1\n    minichat_limit_messages rate=1r/m burst=0;\n    minichat_limit_rest rate=20r/s burst=50;\n    minichat_limit_strikes off;|' \
     "$run_dir/nginx-a/nginx.conf" > "$bd/nginx.conf"
 /usr/sbin/nginx -p "$bd" -c "$bd/nginx.conf" -e "$bd/error.log"
 stop_bench() {
@@ -60,35 +69,85 @@ sha=$(redis-cli -p "$redis_port" -x SCRIPT LOAD < "$top/lua/limit.lua")
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 
+# CPU time in ms: used so far by the given processes (/proc/PID/stat), and
+# by this script's children that have finished (bash's `times`, which must
+# run in this shell, not in a $(...) subshell; the generators print their
+# own, which leaves out signing their tokens)
+hz=$(getconf CLK_TCK)
+proc_ms() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $((t * 1000 / hz)); }
+kids_ms() { awk 'NR == 2 {split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%d\n", (u[1] * 60 + u[2] + s[1] * 60 + s[2]) * 1000}' "$bd/times"; }
+redis_pid=$(redis-cli -p "$redis_port" INFO server | tr -d '\r' | sed -n 's/^process_id://p')
+mapfile -t workers < <(pgrep -P "$(cat "$bd/nginx.pid")")
+
+# Runs one load (its last argument is the number of decisions it makes, or
+# "" when it prints "total N" itself): sets out, and us_redis, us_nginx,
+# us_load, the CPU microseconds per decision of Redis, the bench nginx's
+# workers and the load generator while it ran
+run_load() {
+    local n="${*: -1}" r0 w0 k0 total cpu
+    set -- "${@:1:$(($# - 1))}"
+    r0=$(proc_ms "$redis_pid"); w0=$(proc_ms "${workers[@]}"); times > "$bd/times"; k0=$(kids_ms)
+    out=$("$@" | tr '\r' '\n')
+    times > "$bd/times"
+    total=${n:-$(sed -n 's/.* total \([0-9]*\).*/\1/p' <<< "$out")}
+    us_redis=$(( ($(proc_ms "$redis_pid") - r0) * 1000 / total ))
+    us_nginx=$(( ($(proc_ms "${workers[@]}") - w0) * 1000 / total ))
+    cpu=$(sed -n 's/.* cpu_ms \([0-9]*\).*/\1/p' <<< "$out")
+    us_load=$(( ${cpu:-$(($(kids_ms) - k0))} * 1000 / total ))
+}
+
 # the dev stack's minichat_limit_rest (20r/s burst=50), strikes and bans
+# (the REST load is never refused, so the strikes never come into play)
 args=(50000 50 40 10000 2000 4000 0)
-redis_runs=() nginx_runs=() floor_runs=() ws_runs=()
+declare -A runs_of
 for i in $(seq "$runs"); do
-    r=$(redis-benchmark -h 127.0.0.1 -p "$redis_port" -c "$conns" -P "$depth" -n $((200000 * secs / 5)) \
+    nb=$((200000 * secs / 5))
+    run_load redis-benchmark -h 127.0.0.1 -p "$redis_port" -c "$conns" -P "$depth" -n "$nb" \
             -r 100000000 -q EVALSHA "$sha" 3 '{u:__rand_int__}:rl:rest' '{u:__rand_int__}:ban' \
-            '{u:__rand_int__}:strikes' "${args[@]}" | tr '\r' '\n' | sed -n 's/.*: \([0-9.]*\) requests per second.*/\1/p' | tail -1 | cut -d. -f1)
-    redis_runs+=("$r")
-    n=$("$load" --port "$nginx_port" --secret-file "$top/conf/dev-jwt-secret" --conns "$conns" --depth 1 \
-            --seconds "$secs" --users 200000)
-    fl=$("$load" --port "$nginx_port" --secret-file "$top/conf/dev-jwt-secret" --conns "$conns" --depth 1 \
-            --seconds "$secs" --users 1000 --path /api/none)
-    w=$("$wsload" --port "$bench_port" --secret-file "$top/conf/dev-jwt-secret" --conns 64 --depth 32 \
-            --seconds "$secs")
+            '{u:__rand_int__}:strikes' "${args[@]}" "$nb"
+    r=$(sed -n 's/.*: \([0-9.]*\) requests per second.*/\1/p' <<< "$out" | tail -1 | cut -d. -f1)
+    runs_of[rb]+="$r " runs_of[rb_cpu]+="$us_redis/$us_nginx/$us_load "
+    run_load "$wsload" --port "$bench_port" --secret-file "$top/conf/dev-jwt-secret" --conns 64 --depth 32 \
+            --seconds "$secs" ""
+    w=$out
+    runs_of[ws]+="$(awk '{print int($2)}' <<< "$w") " runs_of[ws_cpu]+="$us_redis/$us_nginx/$us_load "
+    run_load "$load" --port "$bench_port" --secret-file "$top/conf/dev-jwt-secret" --conns "$conns" --depth "$depth" \
+            --seconds "$secs" --users 200000 ""
+    n=$out
+    runs_of[rest]+="$(awk '{print int($2)}' <<< "$n") " runs_of[rest_cpu]+="$us_redis/$us_nginx/$us_load "
+    run_load "$load" --port "$bench_port" --secret-file "$top/conf/dev-jwt-secret" --conns "$conns" --depth "$depth" \
+            --seconds "$secs" --users 1000 --path /api/none ""
+    fl=$out
+    runs_of[floor]+="$(awk '{print int($2)}' <<< "$fl") " runs_of[floor_cpu]+="$us_redis/$us_nginx/$us_load "
     echo "run $i: redis-benchmark $r/s; nginx websocket $w; nginx rest $n; http floor $fl" >&2
-    ws_runs+=("$(awk '{print int($2)}' <<< "$w")")
-    nginx_runs+=("$(awk '{print int($2)}' <<< "$n")")
-    floor_runs+=("$(awk '{print int($2)}' <<< "$fl")")
 done
 
-rm=$(printf '%s\n' "${redis_runs[@]}" | median)
-nm=$(printf '%s\n' "${nginx_runs[@]}" | median)
-fm=$(printf '%s\n' "${floor_runs[@]}" | median)
-wm=$(printf '%s\n' "${ws_runs[@]}" | median)
+# the median of one field (1 rate; or of "redis/nginx/load" CPU: 1, 2, 3)
+med() { tr ' ' '\n' <<< "${runs_of[$1]}" | grep . | cut -d/ -f"${2:-1}" | median; }
+
+rm=$(med rb) wm=$(med ws) nm=$(med rest) fm=$(med floor)
 printf '\n%-44s %12s\n' "limit.lua decisions per second (median of $runs)" ""
 printf '%-44s %12s\n' "redis-benchmark EVALSHA, random keys" "$rm"
 printf '%-44s %12s\n' "through nginx (WebSocket sends, 64 x 32 deep)" "$wm"
-printf '%-44s %12s\n' "through nginx (REST, $conns connections)" "$nm"
+printf '%-44s %12s\n' "through nginx (REST, $conns x $depth pipelined)" "$nm"
 printf '%-44s %12s\n' "nginx HTTP floor (404 before auth, no Redis)" "$fm"
 awk -v n="$wm" -v r="$rm" 'BEGIN {printf "%-44s %11.0f%%\n", "nginx WebSocket / redis", 100 * n / r}'
 awk -v n="$nm" -v r="$rm" 'BEGIN {printf "%-44s %11.0f%%\n", "nginx REST / redis", 100 * n / r}'
 awk -v n="$nm" -v f="$fm" 'BEGIN {printf "%-44s %11.0f%%\n", "nginx REST / HTTP floor", 100 * n / f}'
+
+# CPU per decision says what the rates would be on two cores of our own:
+# Redis runs the script on one core at most, and everything shares the two
+# (rate <= 1e6 / redis, and <= 2e6 / (redis + nginx + load)); in production
+# the clients run elsewhere, so the last column leaves the load out
+printf '\n%-32s %6s %6s %6s %6s %11s %11s\n' "CPU us per decision (median)" redis nginx load total \
+    "2-core max" "w/o client"
+for k in rb ws rest floor; do
+    a=$(med "${k}_cpu" 1) b=$(med "${k}_cpu" 2) c=$(med "${k}_cpu" 3)
+    case $k in
+        rb) name="redis-benchmark" ;; ws) name="through nginx, WebSocket" ;;
+        rest) name="through nginx, REST" ;; floor) name="nginx HTTP floor (per request)" ;;
+    esac
+    awk -v n="$name" -v a="$a" -v b="$b" -v c="$c" '
+        function most(t) { m = t > 0 ? 2e6 / t : 0; if (a > 0 && 1e6 / a < m) m = 1e6 / a; return m }
+        BEGIN { printf "%-32s %6d %6d %6d %6d %11d %11d\n", n, a, b, c, a + b + c, most(a + b + c), most(a + b) }'
+done

@@ -1,14 +1,33 @@
 /*
  * ratelimit_load: drives rate-limit decisions through nginx for
- * bench/ratelimit.sh.  Keep-alive HTTP/1.1 connections pipeline
+ * bench/ratelimit.sh.  Keep-alive HTTP/1.1 connections send
  * `GET /api/rooms?limit=0` requests, each as one of many users (JWTs minted
  * here from the dev secret), so every request runs lua/limit.lua once on a
  * user key and then fails the route's own check at once (400): the limit is
- * the only work that reaches Redis.  Prints responses per second and the
- * statuses seen.  A measurement tool, not a test: nothing is asserted.
+ * the only work that reaches Redis.  Prints responses per second (after a
+ * second of warm-up), the responses of the whole run with the CPU they cost
+ * the generator (`total`, `cpu_ms`) and the statuses seen.  A measurement
+ * tool, not a test: nothing is asserted.
  *
  *   ratelimit_load --port P --secret-file F [--conns 64] [--depth 16]
  *                  [--seconds 5] [--users 20000] [--path /api/rooms?limit=0]
+ *
+ * --depth is HTTP/1.1 pipelining: that many requests in flight on each
+ * connection, written together, their responses read together.  This is
+ * the HTTP equivalent of redis-benchmark's -P: the load generator shares the
+ * two cores with nginx and Redis, and without it the generator spends a
+ * write, a read and an epoll wakeup per request.  nginx answers pipelined
+ * requests one at a time per connection, in order (the next is parsed when
+ * the previous one is finalized), so the module sees no more concurrency
+ * than with one request per connection; what it saves is system calls on
+ * both sides (one read takes several requests).  A connection is topped up
+ * once half its pipeline has been answered, with one write; each user's
+ * request is built once, before the run, so the generator only copies
+ * bytes.
+ *
+ * nginx closes a keep-alive connection after keepalive_requests (1000 by
+ * default): the requests pipelined behind that one are lost, and the
+ * generator opens a new connection (counted as reconnects).
  *
  * --path /api/none measures the HTTP floor: a 404 answered before the token
  * is read and before any Redis work.
@@ -21,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -36,8 +56,9 @@ typedef struct {
     size_t in_len;
 } conn_t;
 
-static char **tokens;
-static int ntokens, next_token;
+static char *reqs;          /* every user's request, back to back */
+static size_t *req_off;     /* request i is reqs[req_off[i] .. req_off[i + 1]) */
+static int nreqs, next_req;
 static const char *path = "/api/rooms?limit=0";
 static long long statuses[600];
 
@@ -56,22 +77,35 @@ static double now_s(void)
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* CPU time this process has used, user and system, in ms. */
+static long long cpu_ms(void)
+{
+    struct rusage ru;
+
+    getrusage(RUSAGE_SELF, &ru);
+    return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000LL + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000;
+}
+
 /* Writes n pipelined requests.  Returns 0 or -1. */
 static int send_requests(conn_t *c, int n)
 {
-    char buf[65536];
-    size_t len = 0;
+    char buf[1 << 16];
+    size_t len = 0, off = 0, rl;
     ssize_t w;
     int i;
 
     for (i = 0; i < n; i++) {
-        len += (size_t)snprintf(buf + len, sizeof(buf) - len,
-                                "GET %s HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer %s\r\n\r\n", path,
-                                tokens[next_token]);
-        next_token = (next_token + 1) % ntokens;
+        rl = req_off[next_req + 1] - req_off[next_req];
+        if (len + rl > sizeof(buf)) {
+            fprintf(stderr, "pipeline too deep for the write buffer\n");
+            return -1;
+        }
+        memcpy(buf + len, reqs + req_off[next_req], rl);
+        len += rl;
+        next_req = (next_req + 1) % nreqs;
     }
-    while (len > 0) {
-        w = write(c->fd, buf, len);
+    while (off < len) {
+        w = write(c->fd, buf + off, len - off);
         if (w < 0) {
             if (errno == EAGAIN) {
                 /* small requests into an empty socket buffer: rare; spin */
@@ -79,8 +113,7 @@ static int send_requests(conn_t *c, int n)
             }
             return -1;
         }
-        memmove(buf, buf + w, len - (size_t)w);
-        len -= (size_t)w;
+        off += (size_t)w;
     }
     c->inflight += n;
     return 0;
@@ -90,33 +123,35 @@ static int send_requests(conn_t *c, int n)
 static int parse_responses(conn_t *c)
 {
     int done = 0;
-    char *end, *cl;
-    size_t head, body, total;
+    char *p, *end, *cl;
+    size_t off = 0, head, body, total;
     int status;
 
     for (;;) {
-        end = memmem(c->in, c->in_len, "\r\n\r\n", 4);
+        p = c->in + off;
+        end = memmem(p, c->in_len - off, "\r\n\r\n", 4);
         if (end == NULL) {
             break;
         }
-        head = (size_t)(end - c->in) + 4;
+        head = (size_t)(end - p) + 4;
         *end = '\0';
-        status = atoi(c->in + 9);
-        cl = strstr(c->in, "Content-Length: ");
+        status = atoi(p + 9);
+        cl = strstr(p, "Content-Length: ");
         body = cl ? (size_t)atol(cl + 16) : 0;
         *end = '\r';
         total = head + body;
-        if (c->in_len < total) {
+        if (c->in_len - off < total) {
             break;
         }
         if (status > 0 && status < 600) {
             statuses[status]++;
         }
-        memmove(c->in, c->in + total, c->in_len - total);
-        c->in_len -= total;
+        off += total;
         c->inflight--;
         done++;
     }
+    memmove(c->in, c->in + off, c->in_len - off);
+    c->in_len -= off;
     return done;
 }
 
@@ -150,7 +185,7 @@ int main(int argc, char **argv)
     FILE *f;
     conn_t *conns;
     struct epoll_event evs[256];
-    long long count = 0;
+    long long count = 0, all = 0, cpu0;
     int measuring = 0;
 
     for (i = 1; i + 1 < argc; i += 2) {
@@ -170,8 +205,8 @@ int main(int argc, char **argv)
             users = atoi(argv[i + 1]);
         }
     }
-    if (port <= 0 || secret_file == NULL || nconns <= 0 || depth <= 0 || users <= 0) {
-        fprintf(stderr, "usage: ratelimit_load --port P --secret-file F [--conns N] [--depth N] [--seconds S] "
+    if (port <= 0 || secret_file == NULL || nconns <= 0 || depth <= 0 || depth > 64 || users <= 0) {
+        fprintf(stderr, "usage: ratelimit_load --port P --secret-file F [--conns N] [--depth 1..64] [--seconds S] "
                         "[--users N]\n");
         return 2;
     }
@@ -187,8 +222,13 @@ int main(int argc, char **argv)
         slen--;
     }
 
-    /* users far from the test suite's ids, one token each */
-    tokens = calloc((size_t)users, sizeof(char *));
+    /* users far from the test suite's ids, one token and one request each */
+    reqs = malloc((size_t)users * 512);
+    req_off = calloc((size_t)users + 1, sizeof(size_t));
+    if (reqs == NULL || req_off == NULL) {
+        fprintf(stderr, "out of memory\n");
+        return 1;
+    }
     srand((unsigned)time(NULL));
     for (i = 0; i < users; i++) {
         if (mc_jwt_sign_hs256(3000000000ULL + (unsigned)rand() % 1000000000ULL, 0, (const uint8_t *)secret, slen, tok,
@@ -197,10 +237,17 @@ int main(int argc, char **argv)
             fprintf(stderr, "cannot sign a token\n");
             return 1;
         }
-        tokens[i] = strdup(tok);
+        n = snprintf(reqs + req_off[i], 512, "GET %s HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer %s\r\n\r\n", path,
+                     tok);
+        if (n < 0 || n >= 512) {
+            fprintf(stderr, "--path too long\n");
+            return 1;
+        }
+        req_off[i + 1] = req_off[i] + (size_t)n;
     }
-    ntokens = users;
+    nreqs = users;
 
+    cpu0 = cpu_ms();   /* from here on: the CPU the decisions cost */
     ep = epoll_create1(0);
     conns = calloc((size_t)nconns, sizeof(conn_t));
     memset(&sa, 0, sizeof(sa));
@@ -252,14 +299,16 @@ int main(int argc, char **argv)
             c->in_len += (size_t)r;
             got = parse_responses(c);
             count += got;
-            if (got && send_requests(c, got) != 0) {
+            all += got;
+            if (got && c->inflight <= depth / 2 && send_requests(c, depth - c->inflight) != 0) {
                 perror("write");
                 return 1;
             }
         }
     }
 
-    printf("responses/s %.0f reconnects %lld", count / (now_s() - start), reconnects);
+    printf("responses/s %.0f reconnects %lld total %lld cpu_ms %lld", count / (now_s() - start), reconnects, all,
+           cpu_ms() - cpu0);
     for (i = 100; i < 600; i++) {
         if (statuses[i]) {
             printf(" %d:%lld", i, statuses[i]);

@@ -3,9 +3,39 @@
  * from `Authorization: Bearer`, else `?token=` (an upgrade may also offer
  * it as a subprotocol entry: _ws.c finds it there and verifies it here).
  * Its `sub` is the user id.
+ *
+ * Each worker prepares the secret once (ngx_http_minichat_auth_init, from
+ * init_process): every request then verifies against that key, which also
+ * remembers the header its tokens share (lib/src/jwt.c).
  */
 #include "ngx_http_minichat_module.h"
 #include "minichat/jwt.h"
+
+
+static mc_jwt_key_t  *ngx_http_minichat_jwt_key;
+
+
+ngx_int_t
+ngx_http_minichat_auth_init(ngx_cycle_t *cycle)
+{
+    ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
+
+    ngx_http_minichat_jwt_key = mc_jwt_key_new(mcf->jwt_secret.data, mcf->jwt_secret.len);
+    if (ngx_http_minichat_jwt_key == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0, "minichat: cannot prepare the JWT secret");
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_minichat_auth_exit(void)
+{
+    mc_jwt_key_free(ngx_http_minichat_jwt_key);
+    ngx_http_minichat_jwt_key = NULL;
+}
 
 
 /* Finds the JWT (Authorization: Bearer, else ?token=) and verifies it. */
@@ -38,11 +68,10 @@ ngx_http_minichat_authenticate(ngx_http_request_t *r, ngx_str_t *token, uint64_t
 ngx_int_t
 ngx_http_minichat_verify_token(ngx_str_t *token, uint64_t *user, const char **err)
 {
-    ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
-    mc_jwt_claims_t                 claims;
+    mc_jwt_claims_t  claims;
 
-    if (mc_jwt_verify_hs256((const char *) token->data, token->len, mcf->jwt_secret.data, mcf->jwt_secret.len,
-                            (int64_t) ngx_time(), &claims, err) != 0)
+    if (mc_jwt_verify(ngx_http_minichat_jwt_key, (const char *) token->data, token->len, (int64_t) ngx_time(),
+                      &claims, err) != 0)
     {
         return NGX_DECLINED;
     }

@@ -31,6 +31,16 @@
 #define NGX_HTTP_MINICHAT_BANS_MAX  8
 
 
+/* limit.lua's values (interval_us, burst, refusals, window_ms, ban_ms...)
+ * for each per-user kind: fixed by the configuration, so formatted once
+ * there rather than for every check. */
+struct ngx_http_minichat_limit_args_s {
+    const char                  *av[3][4 + NGX_HTTP_MINICHAT_BANS_MAX];
+    size_t                       al[3][4 + NGX_HTTP_MINICHAT_BANS_MAX];
+    ngx_uint_t                   n;       /* values per kind */
+};
+
+
 typedef struct {
     ngx_http_minichat_limit_pt   handler;
     void                        *data;
@@ -39,6 +49,7 @@ typedef struct {
 } ngx_http_minichat_limit_call_t;
 
 
+static char *ngx_http_minichat_limit_format_args(ngx_conf_t *cf, ngx_http_minichat_main_conf_t *mcf);
 static void ngx_http_minichat_limit_reply(redisReply *reply, void *data);
 static void ngx_http_minichat_limit_answer(ngx_http_minichat_limit_pt handler, ngx_msec_t start, ngx_int_t rc,
     uint64_t value, void *data);
@@ -264,6 +275,63 @@ ngx_http_minichat_limit_merge(ngx_conf_t *cf, ngx_http_minichat_main_conf_t *mcf
         ms[2] = 0;
     }
 
+    return ngx_http_minichat_limit_format_args(cf, mcf);
+}
+
+
+/* Pool-allocated decimal of n. */
+static const char *
+ngx_http_minichat_limit_decimal(ngx_conf_t *cf, uint64_t n, size_t *len)
+{
+    u_char  *p;
+
+    p = ngx_pnalloc(cf->pool, NGX_INT64_LEN);
+    if (p == NULL) {
+        return NULL;
+    }
+    *len = ngx_sprintf(p, "%uL", n) - p;
+
+    return (const char *) p;
+}
+
+
+static char *
+ngx_http_minichat_limit_format_args(ngx_conf_t *cf, ngx_http_minichat_main_conf_t *mcf)
+{
+    ngx_http_minichat_limit_args_t  *la;
+    ngx_http_minichat_rate_t        *rates[3];
+    ngx_msec_t                      *bans;
+    uint64_t                         v;
+    ngx_uint_t                       k, i;
+
+    rates[NGX_HTTP_MINICHAT_LIMIT_MESSAGES] = &mcf->limit_messages;
+    rates[NGX_HTTP_MINICHAT_LIMIT_REST] = &mcf->limit_rest;
+    rates[NGX_HTTP_MINICHAT_LIMIT_CONN] = &mcf->limit_user_connections;
+
+    la = ngx_pcalloc(cf->pool, sizeof(ngx_http_minichat_limit_args_t));
+    if (la == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    bans = mcf->bans->elts;
+    la->n = 4 + mcf->bans->nelts;
+
+    for (k = 0; k < 3; k++) {
+        for (i = 0; i < la->n; i++) {
+            v = i == 0 ? rates[k]->interval_us
+                : i == 1 ? rates[k]->burst
+                : i == 2 ? mcf->strike_refusals
+                : i == 3 ? mcf->strike_window : bans[i - 4];
+
+            la->av[k][i] = ngx_http_minichat_limit_decimal(cf, v, &la->al[k][i]);
+            if (la->av[k][i] == NULL) {
+                return NGX_CONF_ERROR;
+            }
+        }
+    }
+
+    mcf->limit_args = la;
+
     return NGX_CONF_OK;
 }
 
@@ -293,43 +361,42 @@ ngx_int_t
 ngx_http_minichat_limit_user(uint64_t user, ngx_uint_t kind, ngx_http_minichat_limit_pt handler, void *data)
 {
     ngx_http_minichat_main_conf_t   *mcf = ngx_http_minichat_conf();
+    ngx_http_minichat_limit_args_t  *la = mcf->limit_args;
     ngx_http_minichat_limit_call_t  *call;
-    ngx_http_minichat_rate_t        *rt;
-    ngx_msec_t                      *bans;
     const char                      *av[7 + NGX_HTTP_MINICHAT_BANS_MAX];
     size_t                           al[7 + NGX_HTTP_MINICHAT_BANS_MAX];
     u_char                           keys[3][sizeof("{u:}:strikes") + NGX_INT64_LEN];
-    u_char                           nums[4 + NGX_HTTP_MINICHAT_BANS_MAX][NGX_INT64_LEN + 1];
+    u_char                           tag[sizeof("{u:}") + NGX_INT64_LEN], *p;
+    size_t                           tlen;
     ngx_uint_t                       i, n;
 
     if (!ngx_http_minichat_redis_ready()) {
         return ngx_http_minichat_limit_down();
     }
 
-    rt = kind == NGX_HTTP_MINICHAT_LIMIT_MESSAGES ? &mcf->limit_messages
-         : kind == NGX_HTTP_MINICHAT_LIMIT_REST ? &mcf->limit_rest : &mcf->limit_user_connections;
+    /* {u:<user>}:rl:<kind>, {u:<user>}:ban, {u:<user>}:strikes */
+    tlen = ngx_sprintf(tag, "{u:%uL}", user) - tag;
 
+    p = ngx_cpymem(keys[0], tag, tlen);
+    p = ngx_cpymem(p, ":rl:", 4);
+    p = ngx_cpymem(p, ngx_http_minichat_limit_names[kind], ngx_strlen(ngx_http_minichat_limit_names[kind]));
     av[0] = (const char *) keys[0];
-    al[0] = ngx_sprintf(keys[0], "{u:%uL}:rl:%s", user, ngx_http_minichat_limit_names[kind]) - keys[0];
+    al[0] = p - keys[0];
+
+    p = ngx_cpymem(keys[1], tag, tlen);
+    p = ngx_cpymem(p, ":ban", 4);
     av[1] = (const char *) keys[1];
-    al[1] = ngx_sprintf(keys[1], "{u:%uL}:ban", user) - keys[1];
+    al[1] = p - keys[1];
+
+    p = ngx_cpymem(keys[2], tag, tlen);
+    p = ngx_cpymem(p, ":strikes", 8);
     av[2] = (const char *) keys[2];
-    al[2] = ngx_sprintf(keys[2], "{u:%uL}:strikes", user) - keys[2];
+    al[2] = p - keys[2];
 
-    av[3] = (const char *) nums[0];
-    al[3] = ngx_sprintf(nums[0], "%uL", rt->interval_us) - nums[0];
-    av[4] = (const char *) nums[1];
-    al[4] = ngx_sprintf(nums[1], "%ui", rt->burst) - nums[1];
-    av[5] = (const char *) nums[2];
-    al[5] = ngx_sprintf(nums[2], "%ui", mcf->strike_refusals) - nums[2];
-    av[6] = (const char *) nums[3];
-    al[6] = ngx_sprintf(nums[3], "%M", mcf->strike_window) - nums[3];
-
-    bans = mcf->bans->elts;
-    n = 7;
-    for (i = 0; i < mcf->bans->nelts; i++) {
-        av[n] = (const char *) nums[4 + i];
-        al[n] = ngx_sprintf(nums[4 + i], "%M", bans[i]) - nums[4 + i];
+    n = 3;
+    for (i = 0; i < la->n; i++) {
+        av[n] = la->av[kind][i];
+        al[n] = la->al[kind][i];
         n++;
     }
 

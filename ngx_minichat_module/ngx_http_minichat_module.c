@@ -330,6 +330,7 @@ ngx_http_minichat_create_main_conf(ngx_conf_t *cf)
      *     mcf->redis_seeds = NULL;
      *     mcf->redis_user = { 0, NULL };
      *     mcf->redis_password = { 0, NULL };
+     *     mcf->limit_args = NULL;
      */
 
     mcf->redis_port = NGX_CONF_UNSET;
@@ -764,6 +765,10 @@ ngx_http_minichat_init_process(ngx_cycle_t *cycle)
 
     ngx_http_minichat_registry_init();
 
+    if (ngx_http_minichat_auth_init(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     if (ngx_http_minichat_redis_init(cycle) != NGX_OK) {
         return NGX_ERROR;
     }
@@ -788,4 +793,5 @@ ngx_http_minichat_exit_process(ngx_cycle_t *cycle)
     ngx_http_minichat_presence_exit();
     ngx_http_minichat_relay_exit();
     ngx_http_minichat_redis_exit();
+    ngx_http_minichat_auth_exit();
 }

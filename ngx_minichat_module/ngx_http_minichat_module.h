@@ -53,6 +53,8 @@ typedef struct {
     ngx_int_t port;
 } ngx_http_minichat_redis_addr_t;
 
+typedef struct ngx_http_minichat_limit_args_s ngx_http_minichat_limit_args_t;
+
 typedef struct {
     ngx_str_t node;
     ngx_str_t redis_host;
@@ -86,6 +88,7 @@ typedef struct {
     ngx_msec_t strike_window;
     ngx_array_t *bans;           /* of ngx_msec_t: the ban of strike n (the last repeats); 0 permanent */
     ngx_uint_t limit_redis_down; /* NGX_HTTP_MINICHAT_LIMIT_OPEN or _CLOSED */
+    ngx_http_minichat_limit_args_t *limit_args; /* limit.lua's values, formatted once (_limit.c) */
 } ngx_http_minichat_main_conf_t;
 
 /* A location's settings. */
@@ -182,6 +185,8 @@ ngx_int_t ngx_http_minichat_relay_request(Minichat__LocalFrame *frame, ngx_http_
     void *data);
 
 /* ngx_http_minichat_auth.c */
+ngx_int_t ngx_http_minichat_auth_init(ngx_cycle_t *cycle);
+void ngx_http_minichat_auth_exit(void);
 /* Finds the JWT (Authorization: Bearer, else ?token=) and verifies it;
  * token->len is 0 when the request carries none. */
 ngx_int_t ngx_http_minichat_authenticate(ngx_http_request_t *r, ngx_str_t *token, uint64_t *user,

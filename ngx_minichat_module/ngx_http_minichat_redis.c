@@ -61,6 +61,7 @@
 #define NGX_HTTP_MINICHAT_REDIS_NODES      64
 #define NGX_HTTP_MINICHAT_REDIS_REDIRECTS  5
 #define NGX_HTTP_MINICHAT_REDIS_REFRESH    500
+#define NGX_HTTP_MINICHAT_REDIS_ARGS       32    /* a script call's vector on the stack */
 
 
 typedef struct {
@@ -577,8 +578,8 @@ ngx_http_minichat_redis_send(ngx_http_minichat_redis_cmd_t *cmd, ngx_int_t n)
 {
     ngx_http_minichat_redis_t       *rd = &ngx_http_minichat_redis;
     ngx_http_minichat_redis_node_t  *node = &rd->nodes[n];
-    const char                     **av;
-    size_t                          *al;
+    const char                     **av, *avs[NGX_HTTP_MINICHAT_REDIS_ARGS];
+    size_t                          *al, als[NGX_HTTP_MINICHAT_REDIS_ARGS];
     int                              i, k;
     static const char               *asking = "ASKING";
     static const size_t              asking_len = 6;
@@ -587,18 +588,31 @@ ngx_http_minichat_redis_send(ngx_http_minichat_redis_cmd_t *cmd, ngx_int_t n)
         return NGX_ERROR;
     }
 
+    if (cmd->sha1 && cmd->gen && !node->replid_known) {
+        return NGX_ERROR;
+    }
+
+    /* a script: EVALSHA (or EVAL) before the command's own vector, and the
+     * node's replication id after it when the script takes one */
+    k = cmd->sha1 ? cmd->argc + 1 + (cmd->gen ? 1 : 0) : cmd->argc;
+
     if (cmd->sha1 == NULL) {
         av = (const char **) cmd->argv;
         al = cmd->argvlen;
-        k = cmd->argc;
+
+    } else if (k <= NGX_HTTP_MINICHAT_REDIS_ARGS) {
+        av = avs;
+        al = als;
 
     } else {
-        av = ngx_alloc((cmd->argc + 2) * sizeof(char *), rd->log);
-        al = ngx_alloc((cmd->argc + 2) * sizeof(size_t), rd->log);
+        av = ngx_alloc(k * sizeof(char *), rd->log);
+        al = ngx_alloc(k * sizeof(size_t), rd->log);
         if (av == NULL || al == NULL) {
             goto failed;
         }
+    }
 
+    if (cmd->sha1) {
         /* EVALSHA sha1 nkeys args... or EVAL src nkeys args... */
         if (cmd->eval) {
             av[0] = "EVAL";
@@ -617,15 +631,10 @@ ngx_http_minichat_redis_send(ngx_http_minichat_redis_cmd_t *cmd, ngx_int_t n)
             av[i + 1] = cmd->argv[i];
             al[i + 1] = cmd->argvlen[i];
         }
-        k = cmd->argc + 1;
 
         if (cmd->gen) {
-            if (!node->replid_known) {
-                goto failed;
-            }
-            av[k] = node->replid;
-            al[k] = MC_REDIS_REPLID_LEN;
-            k++;
+            av[k - 1] = node->replid;
+            al[k - 1] = MC_REDIS_REPLID_LEN;
         }
     }
 
@@ -642,7 +651,7 @@ ngx_http_minichat_redis_send(ngx_http_minichat_redis_cmd_t *cmd, ngx_int_t n)
         goto failed;
     }
 
-    if (cmd->sha1) {
+    if (av != avs && av != (const char **) cmd->argv) {
         ngx_free(av);
         ngx_free(al);
     }
@@ -653,7 +662,7 @@ ngx_http_minichat_redis_send(ngx_http_minichat_redis_cmd_t *cmd, ngx_int_t n)
 
 failed:
 
-    if (cmd->sha1) {
+    if (av != avs && av != (const char **) cmd->argv) {
         if (av) {
             ngx_free(av);
         }

@@ -54,6 +54,13 @@
 
 #include "ngx_http_minichat_module.h"
 #include "ngx_http_minichat_redis.h"
+#include "minichat/resp.h"
+
+
+/* A command this long or shorter is formatted on the stack (lib/src/resp.c)
+ * and given to hiredis whole; a longer one (a script's source) goes through
+ * hiredis's own formatting. */
+#define NGX_HTTP_MINICHAT_REDIS_NODE_INLINE  1024
 
 
 static void ngx_http_minichat_redis_node_schedule(ngx_http_minichat_redis_node_t *node);
@@ -129,9 +136,22 @@ ngx_int_t
 ngx_http_minichat_redis_node_command(ngx_http_minichat_redis_node_t *node, redisCallbackFn *fn,
     ngx_http_minichat_redis_pending_t *p, int argc, const char **argv, const size_t *argvlen)
 {
-    if (!ngx_http_minichat_redis_node_usable(node)
-        || redisAsyncCommandArgv(node->ac, fn, p, argc, argv, argvlen) != REDIS_OK)
-    {
+    char  buf[NGX_HTTP_MINICHAT_REDIS_NODE_INLINE];
+    long  n;
+    int   rc;
+
+    if (!ngx_http_minichat_redis_node_usable(node)) {
+        return NGX_ERROR;
+    }
+
+    n = mc_resp_command(buf, sizeof(buf), argc, argv, argvlen);
+    if (n > 0) {
+        rc = redisAsyncFormattedCommand(node->ac, fn, p, buf, (size_t) n);
+    } else {
+        rc = redisAsyncCommandArgv(node->ac, fn, p, argc, argv, argvlen);
+    }
+
+    if (rc != REDIS_OK) {
         return NGX_ERROR;
     }
 

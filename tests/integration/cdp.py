@@ -28,7 +28,11 @@ class CDPError(Exception):
 class Browser:
     """One headless Chromium process and its DevTools connection."""
 
-    def __init__(self):
+    def __init__(self, ports=()):
+        # Chromium refuses some ports outright (net::ERR_UNSAFE_PORT: 10080,
+        # node a's port with MINICHAT_PORT_OFFSET=2000, is one); the pages'
+        # ports are allowed explicitly
+        self.ports = tuple(ports)
         self.proc = None
         self.profile = None
         self.ws = None
@@ -49,7 +53,10 @@ class Browser:
                 "--disable-backgrounding-occluded-windows", "--disable-dev-shm-usage",
                 "--password-store=basic", "--use-mock-keychain",
                 "--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1",
-                "--user-data-dir=" + self.profile, "--window-size=1200,800", "about:blank"]
+                "--user-data-dir=" + self.profile, "--window-size=1200,800"]
+        if self.ports:
+            args.append("--explicitly-allowed-ports=" + ",".join(str(p) for p in self.ports))
+        args.append("about:blank")
         if os.geteuid() == 0 or os.environ.get("MINICHAT_CHROMIUM_NO_SANDBOX"):
             args.insert(1, "--no-sandbox")     # Chromium refuses to run as root with its sandbox
         with open(self.log_path, "wb") as log:

@@ -35,7 +35,7 @@ def demo_users(node="a"):
 
 @contextlib.asynccontextmanager
 async def chromium():
-    browser = Browser()
+    browser = Browser(NGINX_PORTS.values())
     try:
         await browser.start()
         yield browser

@@ -4,6 +4,11 @@
  * Hand-made tokens are built here with OpenSSL's HMAC and a base64url encoder
  * of the test's own, independent of jwt.c; the encoder is itself checked
  * against vectors computed with Python's hmac/base64 modules.
+ *
+ * Every verification of the test secret runs twice: with a key made for the
+ * call (mc_jwt_verify_hs256) and with one key kept across the test's calls
+ * (mc_jwt_verify, as nginx does), which must agree, so the key's remembered
+ * header never changes an answer.
  */
 #include <check.h>
 #include <stdio.h>
@@ -88,16 +93,41 @@ static const char *make_token(const char *hdr, const char *payload)
     return make_token_k(hdr, payload, secret, secret_len);
 }
 
+/* The test secret's key kept across one test's verifications. */
+static mc_jwt_key_t *kept_key(void)
+{
+    static mc_jwt_key_t *key;
+
+    if (key == NULL) {
+        key = mc_jwt_key_new(secret, secret_len);
+        ck_assert_ptr_nonnull(key);
+    }
+    return key;
+}
+
 /* Verifies tok with the test secret at NOW; returns the error string, or
  * NULL on success (claims filled). */
 static const char *verify_at(const char *tok, int64_t now, mc_jwt_claims_t *claims)
 {
-    const char *err = "untouched";
-    mc_jwt_claims_t c;
-    int rc;
+    const char *err = "untouched", *kerr = "untouched";
+    mc_jwt_claims_t c, kc;
+    int rc, krc;
 
     memset(&c, 0, sizeof(c));
-    rc = mc_jwt_verify_hs256(tok, strlen(tok), secret, secret_len, now, claims ? claims : &c, &err);
+    memset(&kc, 0, sizeof(kc));
+    rc = mc_jwt_verify_hs256(tok, strlen(tok), secret, secret_len, now, &c, &err);
+    krc = mc_jwt_verify(kept_key(), tok, strlen(tok), now, &kc, &kerr);
+    ck_assert_int_eq(krc, rc);
+    if (rc == 0) {
+        ck_assert_ptr_null(kerr);
+        ck_assert_uint_eq(kc.sub, c.sub);
+        ck_assert_int_eq(kc.exp, c.exp);
+    } else {
+        ck_assert_str_eq(kerr, err);
+    }
+    if (claims) {
+        *claims = c;
+    }
     if (rc == 0) {
         ck_assert_ptr_null(err);
         return NULL;
@@ -259,6 +289,79 @@ START_TEST(test_secret_len_honoured)
     ck_assert_uint_eq(c.sub, 9);
     ck_assert_int_eq(mc_jwt_verify_hs256(out, (size_t)n, k, 2, NOW, &c, &err), -1);
     ck_assert_str_eq(err, "bad signature");
+}
+END_TEST
+
+START_TEST(test_kept_key_header_changes)
+{
+    static const char hdr_typ_first[] = "{\"typ\":\"JWT\",\"alg\":\"HS256\"}";
+    char tok[512];
+
+    /* a header remembered from a good token lets no other header through */
+    ck_assert_ptr_null(verify(KNOWN_42));
+    ck_assert_verify_err(make_token("{\"alg\":\"none\",\"typ\":\"JWT\"}", "{\"sub\":\"1\"}"),
+                         "unsupported algorithm");
+    /* as long as the remembered one, and equal but for a character */
+    ck_assert_verify_err(make_token("{\"alg\":\"HS512\",\"typ\":\"JWT\"}", "{\"sub\":\"1\"}"),
+                         "unsupported algorithm");
+    ck_assert_verify_err(make_token("{\"alg\":\"HS256\",\"alg\":\"HS256\"}", "{\"sub\":\"1\"}"),
+                         "malformed token");
+    ck_assert_ptr_null(verify(make_token(hdr_typ_first, "{\"sub\":\"3\"}")));
+    /* the remembered header says nothing of the signature */
+    strcpy(tok, KNOWN_42);
+    tok[strlen(tok) - 2] = tok[strlen(tok) - 2] == 'A' ? 'B' : 'A';
+    ck_assert_verify_err(tok, "bad signature");
+    ck_assert_verify_err(tok, "bad signature");
+    ck_assert_ptr_null(verify(KNOWN_42));
+    ck_assert_ptr_null(verify(KNOWN_42));
+}
+END_TEST
+
+START_TEST(test_kept_key_long_header)
+{
+    char hdr[256];
+
+    /* a header segment longer than the key remembers is checked each time */
+    snprintf(hdr, sizeof(hdr), "{\"alg\":\"HS256\",\"kid\":\"%0120d\"}", 7);
+    ck_assert_ptr_null(verify(make_token(hdr, "{\"sub\":\"1\"}")));
+    ck_assert_ptr_null(verify(make_token(hdr, "{\"sub\":\"2\"}")));
+    snprintf(hdr, sizeof(hdr), "{\"alg\":\"HS384\",\"kid\":\"%0120d\"}", 7);
+    ck_assert_verify_err(make_token(hdr, "{\"sub\":\"1\"}"), "unsupported algorithm");
+}
+END_TEST
+
+START_TEST(test_key_lengths)
+{
+    /* keys up to a block are padded, longer ones hashed first (RFC 2104):
+     * each must give what OpenSSL's HMAC() gives */
+    static const size_t lens[] = {1, 31, 32, 63, 64, 65, 100, 200};
+    uint8_t k[200];
+    char out[512];
+    const char *err = NULL;
+    mc_jwt_claims_t c;
+    mc_jwt_key_t *key;
+    size_t i;
+    int n;
+
+    for (i = 0; i < sizeof(k); i++) {
+        k[i] = (uint8_t)(i * 7 + 1);
+    }
+    for (i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+        n = mc_jwt_sign_hs256(11, 0, k, lens[i], out, sizeof(out));
+        ck_assert_int_gt(n, 0);
+        ck_assert_str_eq(out, make_token_k(HS256_HDR, "{\"sub\":\"11\"}", k, lens[i]));
+        key = mc_jwt_key_new(k, lens[i]);
+        ck_assert_ptr_nonnull(key);
+        ck_assert_int_eq(mc_jwt_verify(key, out, (size_t)n, NOW, &c, &err), 0);
+        ck_assert_uint_eq(c.sub, 11);
+        mc_jwt_key_free(key);
+        key = mc_jwt_key_new(k, lens[i] - 1);
+        ck_assert_ptr_nonnull(key);
+        ck_assert_int_eq(mc_jwt_verify(key, out, (size_t)n, NOW, &c, &err), -1);
+        ck_assert_str_eq(err, "bad signature");
+        mc_jwt_key_free(key);
+    }
+    mc_jwt_key_free(NULL);
 }
 END_TEST
 
@@ -622,6 +725,12 @@ static Suite *jwt_suite(void)
     tcase_add_test(tc, test_wrong_secret);
     tcase_add_test(tc, test_secret_len_honoured);
     tcase_add_test(tc, test_tampered_payload);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("key");
+    tcase_add_test(tc, test_kept_key_header_changes);
+    tcase_add_test(tc, test_kept_key_long_header);
+    tcase_add_test(tc, test_key_lengths);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("time");
