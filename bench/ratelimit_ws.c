@@ -200,7 +200,8 @@ int main(int argc, char **argv)
     for (i = 0; i < nconns; i++) {
         conn_t *c = &conns[i];
 
-        if (mc_jwt_sign_hs256(3000000000ULL + (unsigned)rand() % 1000000000ULL, 0, (const uint8_t *)secret, slen, tok,
+        if (mc_jwt_sign_hs256(3000000000ULL + (unsigned)rand() % 1000000000ULL, (int64_t)time(NULL) + 86400,
+                              (const uint8_t *)secret, slen, tok,
                               sizeof(tok))
             < 0) {
             fprintf(stderr, "cannot sign a token\n");

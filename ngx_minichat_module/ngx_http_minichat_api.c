@@ -116,10 +116,17 @@ ngx_http_minichat_api_handler(ngx_http_request_t *r)
     const char                     *err, *path;
     uint64_t                        user, room;
     ngx_uint_t                      path_found = 0;
-    ngx_int_t                       rc;
+    ngx_int_t                       rc, auth;
+    time_t                          exp;
 
     if (mcf == NULL || !mcf->enabled) {
         return NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    /* first: a ?token= is hidden from the logs before any answer */
+    auth = ngx_http_minichat_authenticate(r, &token, &user, &exp, &err);
+    if (auth == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     if (ngx_http_minichat_api_route(r, &room, &suffix) != NGX_OK) {
@@ -150,7 +157,7 @@ ngx_http_minichat_api_handler(ngx_http_request_t *r)
         return ngx_http_minichat_api_error(r, NGX_HTTP_NOT_FOUND, "not_found", "no such endpoint");
     }
 
-    if (ngx_http_minichat_authenticate(r, &token, &user, &err) != NGX_OK) {
+    if (auth != NGX_OK) {
         ngx_http_discard_request_body(r);
         return ngx_http_minichat_api_error(r, NGX_HTTP_UNAUTHORIZED, "unauthorized", err);
     }

@@ -161,8 +161,11 @@ ngx_http_minichat_limit_strikes_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *c
             s.data = value[i].data + 7;
             s.len = value[i].len - 7;
             mcf->strike_window = ngx_parse_time(&s, 0);
-            if (mcf->strike_window == (ngx_msec_t) NGX_ERROR || mcf->strike_window == 0) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid window value \"%V\"", &value[i]);
+            if (mcf->strike_window == (ngx_msec_t) NGX_ERROR || mcf->strike_window < 1000
+                || mcf->strike_window > 86400000)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid window value \"%V\": must be between 1s and 1d", &value[i]);
                 return NGX_CONF_ERROR;
             }
             continue;
@@ -224,8 +227,10 @@ ngx_http_minichat_limit_bans_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf
         }
 
         *ms = ngx_parse_time(&value[i], 0);
-        if (*ms == (ngx_msec_t) NGX_ERROR || *ms == 0) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid ban duration \"%V\"", &value[i]);
+        if (*ms == (ngx_msec_t) NGX_ERROR || *ms < 1000 || *ms > (ngx_msec_t) 365 * 86400000) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid ban duration \"%V\": must be between 1s and 365d, or \"permanent\"",
+                               &value[i]);
             return NGX_CONF_ERROR;
         }
     }

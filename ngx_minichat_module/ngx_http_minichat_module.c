@@ -7,8 +7,13 @@
  * tests, whose message limit is the one location-level setting).  Each worker opens its Redis and relay connections in
  * init_process and closes them in exit_process, so a graceful quit leaves no
  * socket behind.
+ *
+ * Every directive with a number, size or time has a range, given in the
+ * bounds tables below (checked by _bounds.c as the value is read); checks
+ * that relate two directives are in init_main_conf.
  */
 #include "ngx_http_minichat_module.h"
+#include "minichat/origin.h"
 
 
 static void *ngx_http_minichat_create_main_conf(ngx_conf_t *cf);
@@ -22,12 +27,62 @@ static char *ngx_http_minichat_redis_password_file(ngx_conf_t *cf, ngx_command_t
 static char *ngx_http_minichat_ws(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_http_minichat_ws_echo(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_http_minichat_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_http_minichat_allowed_origins(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_minichat_init_process(ngx_cycle_t *cycle);
 static void ngx_http_minichat_exit_process(ngx_cycle_t *cycle);
 
 
+/* Every directive's range (docs/directives.md lists them). */
 static ngx_conf_num_bounds_t ngx_http_minichat_log_max_bounds = {
     ngx_conf_check_num_bounds, 1, 1000000
+};
+
+static ngx_http_minichat_bounds_t ngx_http_minichat_max_message_bounds = {
+    ngx_http_minichat_bounds_size, 128, 1024 * 1024, 0, "between 128 and 1m"
+};
+
+static ngx_http_minichat_bounds_t ngx_http_minichat_send_queue_bounds = {
+    ngx_http_minichat_bounds_size, 256, 1024 * 1024 * 1024, 0, "between 256 and 1g"
+};
+
+static ngx_http_minichat_bounds_t ngx_http_minichat_log_bytes_bounds = {
+    ngx_http_minichat_bounds_size, 1024, 1024 * 1024 * 1024, 0, "between 1k and 1g"
+};
+
+static ngx_http_minichat_bounds_t ngx_http_minichat_echo_max_message_bounds = {
+    ngx_http_minichat_bounds_size, 128, 64 * 1024 * 1024, 0, "between 128 and 64m"
+};
+
+static ngx_http_minichat_bounds_t ngx_http_minichat_dedup_ttl_bounds = {
+    ngx_http_minichat_bounds_sec, 60, 30 * 86400, 0, "between 1m and 30d"
+};
+
+static ngx_http_minichat_bounds_t ngx_http_minichat_reconnect_bounds = {
+    ngx_http_minichat_bounds_msec, 10, 60000, 0, "between 10ms and 1m"
+};
+
+static ngx_http_minichat_bounds_t ngx_http_minichat_timeout_bounds = {
+    ngx_http_minichat_bounds_msec, 10, 600000, 0, "between 10ms and 10m"
+};
+
+static ngx_http_minichat_bounds_t ngx_http_minichat_handshake_bounds = {
+    ngx_http_minichat_bounds_msec, 100, 600000, 0, "between 100ms and 10m"
+};
+
+static ngx_http_minichat_bounds_t ngx_http_minichat_session_ttl_bounds = {
+    ngx_http_minichat_bounds_msec, 3000, 86400000, 0, "between 3s and 1d"
+};
+
+static ngx_http_minichat_bounds_t ngx_http_minichat_typing_bounds = {
+    ngx_http_minichat_bounds_msec, 10, 3600000, 1, "0 (off) or between 10ms and 1h"
+};
+
+static ngx_http_minichat_bounds_t ngx_http_minichat_ping_bounds = {
+    ngx_http_minichat_bounds_msec, 1000, 3600000, 1, "0 (off) or between 1s and 1h"
+};
+
+static ngx_conf_post_t ngx_http_minichat_text_post = {
+    ngx_http_minichat_bounds_text
 };
 
 
@@ -68,6 +123,27 @@ static ngx_command_t ngx_http_minichat_commands[] = {
       offsetof(ngx_http_minichat_main_conf_t, jwt_secret),
       NULL },
 
+    { ngx_string("minichat_jwt_issuer"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_minichat_main_conf_t, jwt_issuer),
+      &ngx_http_minichat_text_post },
+
+    { ngx_string("minichat_jwt_audience"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_minichat_main_conf_t, jwt_audience),
+      &ngx_http_minichat_text_post },
+
+    { ngx_string("minichat_allowed_origins"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_minichat_allowed_origins,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("minichat_jwt_secret_file"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_minichat_secret_file,
@@ -80,14 +156,14 @@ static ngx_command_t ngx_http_minichat_commands[] = {
       ngx_conf_set_size_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_minichat_main_conf_t, max_message_size),
-      NULL },
+      &ngx_http_minichat_max_message_bounds },
 
     { ngx_string("minichat_send_queue_size"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_size_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_minichat_main_conf_t, send_queue_size),
-      NULL },
+      &ngx_http_minichat_send_queue_bounds },
 
     { ngx_string("minichat_recent_log_size"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -101,35 +177,35 @@ static ngx_command_t ngx_http_minichat_commands[] = {
       ngx_conf_set_size_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_minichat_main_conf_t, log_bytes),
-      NULL },
+      &ngx_http_minichat_log_bytes_bounds },
 
     { ngx_string("minichat_dedup_ttl"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_sec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_minichat_main_conf_t, idem_ttl),
-      NULL },
+      &ngx_http_minichat_dedup_ttl_bounds },
 
     { ngx_string("minichat_reconnect_interval"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_minichat_main_conf_t, reconnect),
-      NULL },
+      &ngx_http_minichat_reconnect_bounds },
 
     { ngx_string("minichat_relay_timeout"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_minichat_main_conf_t, relay_timeout),
-      NULL },
+      &ngx_http_minichat_timeout_bounds },
 
     { ngx_string("minichat_redis_timeout"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_minichat_main_conf_t, redis_timeout),
-      NULL },
+      &ngx_http_minichat_timeout_bounds },
 
     { ngx_string("minichat_redis_cluster"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
@@ -143,7 +219,7 @@ static ngx_command_t ngx_http_minichat_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_minichat_main_conf_t, redis_connect_timeout),
-      NULL },
+      &ngx_http_minichat_timeout_bounds },
 
     { ngx_string("minichat_redis_user"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -164,28 +240,28 @@ static ngx_command_t ngx_http_minichat_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_minichat_main_conf_t, session_ttl),
-      NULL },
+      &ngx_http_minichat_session_ttl_bounds },
 
     { ngx_string("minichat_typing_interval"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_minichat_main_conf_t, typing_interval),
-      NULL },
+      &ngx_http_minichat_typing_bounds },
 
     { ngx_string("minichat_ping_interval"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_minichat_main_conf_t, ping_interval),
-      NULL },
+      &ngx_http_minichat_ping_bounds },
 
     { ngx_string("minichat_handshake_timeout"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_minichat_main_conf_t, handshake_timeout),
-      NULL },
+      &ngx_http_minichat_handshake_bounds },
 
     { ngx_string("minichat_limit_messages"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
@@ -262,7 +338,7 @@ static ngx_command_t ngx_http_minichat_commands[] = {
       ngx_conf_set_size_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_minichat_loc_conf_t, echo_max_message_size),
-      NULL },
+      &ngx_http_minichat_echo_max_message_bounds },
 
     { ngx_string("minichat_api"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
@@ -326,6 +402,9 @@ ngx_http_minichat_create_main_conf(ngx_conf_t *cf)
      *     mcf->redis_host = { 0, NULL };
      *     mcf->relay_path = { 0, NULL };
      *     mcf->jwt_secret = { 0, NULL };
+     *     mcf->jwt_issuer = { 0, NULL };
+     *     mcf->jwt_audience = { 0, NULL };
+     *     mcf->allowed_origins = NULL;
      *     mcf->enabled = 0;
      *     mcf->redis_seeds = NULL;
      *     mcf->redis_user = { 0, NULL };
@@ -394,13 +473,12 @@ ngx_http_minichat_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (mcf->handshake_timeout == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"minichat_handshake_timeout\" must be more than 0");
-        return NGX_CONF_ERROR;
-    }
+    /* each value's own range is checked as it is read (the bounds tables
+     * above); what follows relates one directive to another */
 
-    if (mcf->session_ttl < 3000) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"minichat_session_ttl\" must be at least 3s");
+    if (mcf->redis_connect_timeout > mcf->redis_timeout) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"minichat_redis_connect_timeout\" must not be longer than \"minichat_redis_timeout\"");
         return NGX_CONF_ERROR;
     }
 
@@ -445,19 +523,8 @@ ngx_http_minichat_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    /* a message must fit a relay frame (4 MiB) with room to spare, or it
-     * would be given a seq that can never be persisted */
-    if (mcf->max_message_size < 128 || mcf->max_message_size > 1024 * 1024) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"minichat_max_message_size\" must be between 128 and 1m");
-        return NGX_CONF_ERROR;
-    }
-
-    if (mcf->log_bytes < 1024 || mcf->log_bytes > 1024 * 1024 * 1024) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"minichat_recent_log_bytes\" must be between 1k and 1g");
-        return NGX_CONF_ERROR;
-    }
+    /* (a message must fit a relay frame, 4 MiB, with room to spare, or it
+     * would be given a seq that can never be persisted: its bound is 1m) */
 
     if (mcf->send_queue_size < 2 * mcf->max_message_size) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -499,12 +566,6 @@ ngx_http_minichat_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_minichat_module);
 
     ngx_conf_merge_size_value(conf->echo_max_message_size, prev->echo_max_message_size, mcf->max_message_size);
-
-    if (conf->echo_max_message_size < 128 || conf->echo_max_message_size > 64 * 1024 * 1024) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"minichat_ws_echo_max_message_size\" must be between 128 and 64m");
-        return NGX_CONF_ERROR;
-    }
 
     return NGX_CONF_OK;
 }
@@ -688,6 +749,48 @@ ngx_http_minichat_redis_password_file(ngx_conf_t *cf, ngx_command_t *cmd, void *
     ngx_http_minichat_main_conf_t *mcf = conf;
 
     return ngx_http_minichat_read_secret(cf, "redis password", 1, &mcf->redis_password);
+}
+
+
+/* minichat_allowed_origins pattern ...: the origins a browser may open a
+ * chat WebSocket from (lib/src/origin.c) */
+static char *
+ngx_http_minichat_allowed_origins(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_minichat_main_conf_t *mcf = conf;
+
+    ngx_str_t   *value, *o;
+    ngx_uint_t   i;
+    const char  *err;
+
+    if (mcf->allowed_origins) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    mcf->allowed_origins = ngx_array_create(cf->pool, cf->args->nelts - 1, sizeof(ngx_str_t));
+    if (mcf->allowed_origins == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        err = mc_origin_check_pattern((const char *) value[i].data, value[i].len);
+        if (err) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid origin \"%V\" in \"minichat_allowed_origins\": %s "
+                               "(expected scheme://host[:port], the host may start with \"*.\")", &value[i], err);
+            return NGX_CONF_ERROR;
+        }
+
+        o = ngx_array_push(mcf->allowed_origins);
+        if (o == NULL) {
+            return NGX_CONF_ERROR;
+        }
+        *o = value[i];
+    }
+
+    return NGX_CONF_OK;
 }
 
 

@@ -32,6 +32,7 @@
 #define NGX_HTTP_MINICHAT_CID_MAX 64
 #define NGX_HTTP_MINICHAT_USER_BUCKETS 4096
 #define NGX_HTTP_MINICHAT_MAX_INFLIGHT 64   /* sends awaiting Redis per connection */
+#define NGX_HTTP_MINICHAT_CLOSE_EXPIRED 4001 /* WebSocket close code: the token expired */
 #define NGX_HTTP_MINICHAT_CLOSE_BANNED 4003 /* WebSocket close code: the user was banned */
 #define NGX_HTTP_MINICHAT_LINGER_TIME 2000  /* ms to wait for the client's EOF after our close frame */
 #define NGX_HTTP_MINICHAT_UPGRADE_REQUIRED 426 /* a WebSocket version other than 13 */
@@ -61,6 +62,9 @@ typedef struct {
     ngx_int_t redis_port;
     ngx_str_t relay_path;
     ngx_str_t jwt_secret;
+    ngx_str_t jwt_issuer;        /* "iss" a token must carry; empty: not checked (NUL-terminated) */
+    ngx_str_t jwt_audience;      /* a value "aud" must hold; empty: not checked (NUL-terminated) */
+    ngx_array_t *allowed_origins; /* of ngx_str_t: Origin patterns of upgrades; NULL: any origin */
     size_t max_message_size;
     size_t send_queue_size;
     ngx_uint_t log_max;          /* entries in a room's recent log */
@@ -106,6 +110,7 @@ struct ngx_http_minichat_ws_s {
     ngx_connection_t *connection;
     uint64_t user;
     uint64_t id;         /* pid << 32 | counter: names the sender in relayed messages */
+    time_t exp;          /* the token's expiry (s since the epoch): closed with 4001 then; 0 on echo */
     ngx_str_t sid;
     u_char sid_data[24];
     ngx_queue_t by_user; /* registry bucket link */
@@ -132,6 +137,7 @@ struct ngx_http_minichat_ws_s {
     unsigned banned:1;        /* a ban event came: every op answers banned until the close */
     unsigned lingering:1;     /* close frame written, writing shut down: input is drained until EOF */
     unsigned echo:1;          /* an echo endpoint's connection: no user, session or ops */
+    unsigned expiry_armed:1;  /* the read timer was set for exp, not for the tick */
     size_t hello_at;         /* where in `out` hello goes: right after the 101 */
 
     ngx_http_minichat_resume_state_t *resume; /* per-room state of rooms resumed on this connection */
@@ -146,6 +152,23 @@ typedef struct {
     int64_t id;
     ngx_uint_t has_id;
 } ngx_http_minichat_req_t;
+
+/* ngx_http_minichat_bounds.c: directive range checks, as ngx_conf_post_t
+ * handlers of the stock slots; range is the message's text ("between 10ms
+ * and 1m") */
+#define NGX_HTTP_MINICHAT_TEXT_MAX 255
+typedef struct {
+    ngx_conf_post_handler_pt post_handler;
+    uint64_t low;
+    uint64_t high;
+    ngx_uint_t zero_ok;  /* 0 is also accepted ("off") */
+    const char *range;
+} ngx_http_minichat_bounds_t;
+char *ngx_http_minichat_bounds_msec(ngx_conf_t *cf, void *post, void *data);
+char *ngx_http_minichat_bounds_sec(ngx_conf_t *cf, void *post, void *data);
+char *ngx_http_minichat_bounds_size(ngx_conf_t *cf, void *post, void *data);
+/* ngx_conf_post_t for ngx_conf_set_str_slot: 1..255 bytes of printable ASCII */
+char *ngx_http_minichat_bounds_text(ngx_conf_t *cf, void *post, void *data);
 
 /* ngx_http_minichat_module.c */
 ngx_http_minichat_main_conf_t *ngx_http_minichat_conf(void);
@@ -188,10 +211,14 @@ ngx_int_t ngx_http_minichat_relay_request(Minichat__LocalFrame *frame, ngx_http_
 ngx_int_t ngx_http_minichat_auth_init(ngx_cycle_t *cycle);
 void ngx_http_minichat_auth_exit(void);
 /* Finds the JWT (Authorization: Bearer, else ?token=) and verifies it;
- * token->len is 0 when the request carries none. */
-ngx_int_t ngx_http_minichat_authenticate(ngx_http_request_t *r, ngx_str_t *token, uint64_t *user,
+ * token->len is 0 when the request carries none.  A ?token= is hidden from
+ * the logs (the request line, URI and arguments) first.  NGX_OK,
+ * NGX_DECLINED (err says why) or NGX_ERROR. */
+ngx_int_t ngx_http_minichat_authenticate(ngx_http_request_t *r, ngx_str_t *token, uint64_t *user, time_t *exp,
     const char **err);
-ngx_int_t ngx_http_minichat_verify_token(ngx_str_t *token, uint64_t *user, const char **err);
+/* A copy of ?token= (len 0: none), hidden from the logs; NGX_ERROR: no memory. */
+ngx_int_t ngx_http_minichat_auth_arg_token(ngx_http_request_t *r, ngx_str_t *token);
+ngx_int_t ngx_http_minichat_verify_token(ngx_str_t *token, uint64_t *user, time_t *exp, const char **err);
 
 /* ngx_http_minichat_ws.c: the WebSocket endpoint, the upgrade and the
  * reading side of every WebSocket connection */

@@ -28,6 +28,7 @@
  */
 #include "ngx_http_minichat_module.h"
 #include "minichat/jwt.h"
+#include "minichat/origin.h"
 #include "minichat/ws.h"
 
 
@@ -39,6 +40,7 @@
 typedef struct {
     ngx_http_request_t  *request;   /* NULL once the request is gone */
     uint64_t             user;
+    time_t               exp;       /* the token's */
     ngx_uint_t           pending;   /* checks not yet answered */
     unsigned             user_next:1;  /* the user's check follows the address's */
     ngx_int_t            rc;        /* NGX_OK, NGX_BUSY, NGX_DECLINED (banned) or NGX_ERROR */
@@ -46,11 +48,14 @@ typedef struct {
 } ngx_http_minichat_ws_upgrade_t;
 
 
-static ngx_int_t ngx_http_minichat_ws_check(ngx_http_request_t *r, uint64_t user);
+static ngx_int_t ngx_http_minichat_ws_origin(ngx_http_request_t *r);
+static ngx_int_t ngx_http_minichat_ws_check(ngx_http_request_t *r, uint64_t user, time_t exp);
 static ngx_int_t ngx_http_minichat_ws_check_user(ngx_http_minichat_ws_upgrade_t *up);
 static void ngx_http_minichat_ws_check_cleanup(void *data);
 static void ngx_http_minichat_ws_checked(ngx_int_t rc, uint64_t value, void *data);
-static ngx_int_t ngx_http_minichat_ws_accept(ngx_http_request_t *r, uint64_t user);
+static ngx_int_t ngx_http_minichat_ws_accept(ngx_http_request_t *r, uint64_t user, time_t exp);
+static void ngx_http_minichat_ws_arm(ngx_http_minichat_ws_t *ws);
+static void ngx_http_minichat_ws_expire(ngx_http_minichat_ws_t *ws);
 static void ngx_http_minichat_ws_cleanup(void *data);
 static void ngx_http_minichat_ws_read(ngx_http_request_t *r);
 static void ngx_http_minichat_ws_read_frames(ngx_http_request_t *r, ngx_http_minichat_ws_t *ws);
@@ -78,10 +83,18 @@ ngx_http_minichat_ws_handler(ngx_http_request_t *r)
     ngx_str_t                       token;
     const char                     *err;
     uint64_t                        user;
-    ngx_int_t                       rc;
+    ngx_int_t                       rc, auth;
+    time_t                          exp;
 
     if (mcf == NULL || !mcf->enabled) {
         return NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    /* first, so that a ?token= is hidden before anything is logged; the
+     * answer waits until the handshake has been checked */
+    auth = ngx_http_minichat_authenticate(r, &token, &user, &exp, &err);
+    if (auth == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     rc = ngx_http_minichat_ws_handshake(r);
@@ -97,9 +110,13 @@ ngx_http_minichat_ws_handler(ngx_http_request_t *r)
         return NGX_HTTP_BAD_REQUEST;
     }
 
-    if (ngx_http_minichat_authenticate(r, &token, &user, &err) != NGX_OK
+    if (ngx_http_minichat_ws_origin(r) != NGX_OK) {
+        return NGX_HTTP_FORBIDDEN;
+    }
+
+    if (auth != NGX_OK
         && (token.len || !ngx_http_minichat_ws_protocol_token(r, &token)
-            || ngx_http_minichat_verify_token(&token, &user, &err) != NGX_OK))
+            || ngx_http_minichat_verify_token(&token, &user, &exp, &err) != NGX_OK))
     {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0, "minichat: websocket refused: %s", err);
         return NGX_HTTP_UNAUTHORIZED;
@@ -111,7 +128,7 @@ ngx_http_minichat_ws_handler(ngx_http_request_t *r)
     }
 
     /* the connection limits and the ban answer before the 101 */
-    return ngx_http_minichat_ws_check(r, user);
+    return ngx_http_minichat_ws_check(r, user, exp);
 }
 
 
@@ -211,12 +228,49 @@ ngx_http_minichat_ws_refuse(ngx_http_request_t *r, ngx_int_t status)
 }
 
 
+/* Checks the upgrade's Origin against minichat_allowed_origins: NGX_OK when
+ * no list is configured, the request has no Origin (not a browser: the
+ * header is what a browser cannot leave out or forge, and other clients
+ * hold their token themselves) or the Origin matches a pattern. */
+static ngx_int_t
+ngx_http_minichat_ws_origin(ngx_http_request_t *r)
+{
+    ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
+    ngx_table_elt_t                *origin;
+    ngx_str_t                      *p;
+    ngx_uint_t                      i;
+
+    if (mcf->allowed_origins == NULL) {
+        return NGX_OK;
+    }
+
+    origin = ngx_http_minichat_header(r, "Origin", sizeof("Origin") - 1);
+    if (origin == NULL) {
+        return NGX_OK;
+    }
+
+    p = mcf->allowed_origins->elts;
+    for (i = 0; i < mcf->allowed_origins->nelts; i++) {
+        if (mc_origin_match((const char *) p[i].data, p[i].len, (const char *) origin->value.data,
+                            origin->value.len))
+        {
+            return NGX_OK;
+        }
+    }
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "minichat: websocket refused: origin \"%V\" not in minichat_allowed_origins", &origin->value);
+
+    return NGX_DECLINED;
+}
+
+
 /* Starts the upgrade's checks: when configured the address's (gcra.lua:
  * minichat_limit_connections), then the user's (limit.lua: the ban, and
  * minichat_limit_user_connections), one after the other so that an upgrade
  * the address refuses spends none of the user's. */
 static ngx_int_t
-ngx_http_minichat_ws_check(ngx_http_request_t *r, uint64_t user)
+ngx_http_minichat_ws_check(ngx_http_request_t *r, uint64_t user, time_t exp)
 {
     ngx_http_minichat_main_conf_t    *mcf = ngx_http_minichat_conf();
     ngx_http_minichat_ws_upgrade_t   *up;
@@ -235,6 +289,7 @@ ngx_http_minichat_ws_check(ngx_http_request_t *r, uint64_t user)
 
     up->request = r;
     up->user = user;
+    up->exp = exp;
     up->rc = NGX_OK;
     cln->handler = ngx_http_minichat_ws_check_cleanup;
     cln->data = up;
@@ -264,7 +319,7 @@ ngx_http_minichat_ws_check(ngx_http_request_t *r, uint64_t user)
 
     if (up->pending == 0) {
         /* Redis could not be asked: the policy decided at once */
-        return up->rc == NGX_OK ? ngx_http_minichat_ws_accept(r, user) : NGX_HTTP_SERVICE_UNAVAILABLE;
+        return up->rc == NGX_OK ? ngx_http_minichat_ws_accept(r, user, exp) : NGX_HTTP_SERVICE_UNAVAILABLE;
     }
 
     r->main->count++;
@@ -347,7 +402,7 @@ ngx_http_minichat_ws_checked(ngx_int_t rc, uint64_t value, void *data)
     c = r->connection;
 
     if (up->rc == NGX_OK) {
-        rc = ngx_http_minichat_ws_accept(r, up->user);
+        rc = ngx_http_minichat_ws_accept(r, up->user, up->exp);
     } else if (up->rc == NGX_ERROR) {
         ngx_log_error(NGX_LOG_ERR, c->log, 0, "minichat: websocket refused: limits unavailable");
         rc = NGX_HTTP_SERVICE_UNAVAILABLE;
@@ -364,7 +419,7 @@ ngx_http_minichat_ws_checked(ngx_int_t rc, uint64_t value, void *data)
 
 /* The checks passed: answer 101 and take the connection over. */
 static ngx_int_t
-ngx_http_minichat_ws_accept(ngx_http_request_t *r, uint64_t user)
+ngx_http_minichat_ws_accept(ngx_http_request_t *r, uint64_t user, time_t exp)
 {
     ngx_http_minichat_ws_t  *ws;
     ngx_str_t                sid;
@@ -376,6 +431,7 @@ ngx_http_minichat_ws_accept(ngx_http_request_t *r, uint64_t user)
     }
 
     ws->user = user;
+    ws->exp = exp;
 
     /* a client may resume its session id; otherwise a new one is made */
     valid_sid = 0;
@@ -543,7 +599,7 @@ ngx_http_minichat_ws_run(ngx_http_minichat_ws_t *ws)
 
     ws->deferred = 0;
     ngx_post_event(c->write, &ngx_posted_events);
-    ngx_add_timer(c->read, ngx_http_minichat_tick(ngx_http_minichat_conf()));
+    ngx_http_minichat_ws_arm(ws);
     if (ws->in_len || c->read->ready) {
         ngx_post_event(c->read, &ngx_posted_events);
     }
@@ -618,6 +674,11 @@ ngx_http_minichat_ws_read_frames(ngx_http_request_t *r, ngx_http_minichat_ws_t *
         /* the ping tick: a client silent for a whole interval is pinged,
          * and one still silent an interval later is gone */
         c->read->timedout = 0;
+
+        if (ws->expiry_armed) {
+            ngx_http_minichat_ws_expire(ws);
+            return;
+        }
 
         if (ws->ping_sent && mcf->ping_interval) {
             ngx_log_error(NGX_LOG_INFO, c->log, 0, "minichat: user %uL did not answer a ping; closing", ws->user);
@@ -704,8 +765,47 @@ ngx_http_minichat_ws_read_frames(ngx_http_request_t *r, ngx_http_minichat_ws_t *
     }
 
     if (!c->read->timer_set) {
-        ngx_add_timer(c->read, ngx_http_minichat_tick(mcf));
+        ngx_http_minichat_ws_arm(ws);
     }
+}
+
+
+/* Sets the read event's timer, the connection's only one: the next tick,
+ * or the token's expiry when that comes first.  No timer is added for
+ * expiry: at 100k connections a second timer each would double the
+ * rbtree, and a sweep would walk every connection; a token that outlives
+ * the next tick is simply looked at again then. */
+static void
+ngx_http_minichat_ws_arm(ngx_http_minichat_ws_t *ws)
+{
+    ngx_msec_t  tick;
+    uint64_t    now, exp;
+
+    tick = ngx_http_minichat_tick(ngx_http_minichat_conf());
+    ws->expiry_armed = 0;
+
+    /* in seconds first: exp may be any positive 64-bit number */
+    if (ws->exp && (uint64_t) ws->exp <= (uint64_t) ngx_time() + tick / 1000 + 1) {
+        now = ngx_http_minichat_now_ms();
+        exp = (uint64_t) ws->exp * 1000;
+        if (exp < now + tick) {
+            tick = exp > now ? (ngx_msec_t) (exp - now) : 1;
+            ws->expiry_armed = 1;
+        }
+    }
+
+    ngx_add_timer(ws->connection->read, tick);
+}
+
+
+/* The token expired: the client hears why, then the close (4001). */
+static void
+ngx_http_minichat_ws_expire(ngx_http_minichat_ws_t *ws)
+{
+    ngx_log_error(NGX_LOG_INFO, ws->connection->log, 0, "minichat: user %uL token expired; closing", ws->user);
+
+    (void) ngx_http_minichat_conn_error(ws, 0, 0, "unauthorized", "token expired");
+    ngx_http_minichat_conn_close(ws, NGX_HTTP_MINICHAT_CLOSE_EXPIRED, "token expired");
 }
 
 

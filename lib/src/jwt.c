@@ -3,8 +3,9 @@
  *
  * Verification is strict: three base64url parts without padding, a header
  * whose "alg" is exactly "HS256" (never "none", never another algorithm), a
- * signature compared in constant time, a positive integer "sub", and "exp"
- * and "nbf" honoured when present.  Only after the signature matches is the
+ * signature compared in constant time, a positive integer "sub", an integer
+ * "exp" in the future (required), "nbf" honoured when present, and "iss" and
+ * "aud" compared with what the key expects (mc_jwt_key_expect).  Only after the signature matches is the
  * payload parsed, so an attacker's JSON never reaches the parser unsigned.
  *
  * HMAC-SHA256 is computed as RFC 2104 defines it, from a prepared key: the
@@ -38,6 +39,8 @@ struct mc_jwt_key_s {
     EVP_MD_CTX *work;
     char hdr[MC_JWT_HDR_MAX]; /* the last header segment that passed */
     size_t hdr_len;
+    char *iss; /* expected "iss", or NULL */
+    char *aud; /* expected in "aud", or NULL */
 };
 
 mc_jwt_key_t *mc_jwt_key_new(const uint8_t *secret, size_t secret_len)
@@ -92,11 +95,28 @@ err:
     return NULL;
 }
 
+int mc_jwt_key_expect(mc_jwt_key_t *key, const char *iss, const char *aud)
+{
+    char *i = NULL, *a = NULL;
+
+    if ((iss && (i = strdup(iss)) == NULL) || (aud && (a = strdup(aud)) == NULL)) {
+        free(i);
+        return -1;
+    }
+    free(key->iss);
+    free(key->aud);
+    key->iss = i;
+    key->aud = a;
+    return 0;
+}
+
 void mc_jwt_key_free(mc_jwt_key_t *key)
 {
     if (key == NULL) {
         return;
     }
+    free(key->iss);
+    free(key->aud);
     /* EVP_MD_CTX_free wipes the hash states */
     EVP_MD_CTX_free(key->inner);
     EVP_MD_CTX_free(key->outer);
@@ -223,6 +243,42 @@ static int read_sub(json_t *v, uint64_t *sub)
     return -1;
 }
 
+/* Checks "aud" (a string, or an array of strings) against want.  Returns 0
+ * when want is one of its values, else -1 with *err set. */
+static int check_aud(json_t *v, const char *want, const char **err)
+{
+    size_t i;
+
+    if (v == NULL) {
+        *err = "missing aud";
+        return -1;
+    }
+    if (json_is_string(v)) {
+        if (strcmp(json_string_value(v), want) == 0) {
+            return 0;
+        }
+        *err = "wrong aud";
+        return -1;
+    }
+    if (!json_is_array(v)) {
+        *err = "invalid aud";
+        return -1;
+    }
+    for (i = 0; i < json_array_size(v); i++) {
+        if (!json_is_string(json_array_get(v, i))) {
+            *err = "invalid aud";
+            return -1;
+        }
+    }
+    for (i = 0; i < json_array_size(v); i++) {
+        if (strcmp(json_string_value(json_array_get(v, i)), want) == 0) {
+            return 0;
+        }
+    }
+    *err = "wrong aud";
+    return -1;
+}
+
 int mc_jwt_verify(mc_jwt_key_t *key, const char *token, size_t len, int64_t now, mc_jwt_claims_t *claims,
                   const char **err)
 {
@@ -288,22 +344,37 @@ int mc_jwt_verify(mc_jwt_key_t *key, const char *token, size_t len, int64_t now,
         *err = "missing or invalid sub";
         goto err;
     }
-    claims->exp = 0;
     v = json_object_get(pl, "exp");
-    if (v) {
-        if (!json_is_integer(v)) {
-            *err = "invalid exp";
-            goto err;
-        }
-        claims->exp = json_integer_value(v);
-        if (claims->exp <= now) {
-            *err = "expired";
-            goto err;
-        }
+    if (v == NULL) {
+        *err = "missing exp";
+        goto err;
+    }
+    if (!json_is_integer(v)) {
+        *err = "invalid exp";
+        goto err;
+    }
+    claims->exp = json_integer_value(v);
+    if (claims->exp <= now) {
+        *err = "expired";
+        goto err;
     }
     v = json_object_get(pl, "nbf");
     if (v && (!json_is_integer(v) || json_integer_value(v) > now)) {
         *err = "not yet valid";
+        goto err;
+    }
+    if (key->iss) {
+        v = json_object_get(pl, "iss");
+        if (v == NULL) {
+            *err = "missing iss";
+            goto err;
+        }
+        if (!json_is_string(v) || strcmp(json_string_value(v), key->iss) != 0) {
+            *err = "wrong iss";
+            goto err;
+        }
+    }
+    if (key->aud && check_aud(json_object_get(pl, "aud"), key->aud, err) != 0) {
         goto err;
     }
 
@@ -336,18 +407,52 @@ int mc_jwt_verify_hs256(const char *token, size_t len, const uint8_t *secret, si
 
 int mc_jwt_sign_hs256(uint64_t sub, int64_t exp, const uint8_t *secret, size_t secret_len, char *out, size_t out_size)
 {
+    return mc_jwt_sign_claims_hs256(sub, exp, NULL, NULL, secret, secret_len, out, out_size);
+}
+
+/* Appends ,"name":<value as a JSON string> to payload at *pn.  Returns 0,
+ * or -1 when it does not fit. */
+static int append_claim(char *payload, size_t size, size_t *pn, const char *name, const char *value)
+{
+    json_t *s;
+    char *enc;
+    int n;
+
+    s = json_string(value);
+    enc = s ? json_dumps(s, JSON_ENCODE_ANY) : NULL;
+    json_decref(s);
+    if (enc == NULL) {
+        return -1;
+    }
+    n = snprintf(payload + *pn, size - *pn, ",\"%s\":%s", name, enc);
+    free(enc);
+    if (n < 0 || (size_t)n >= size - *pn) {
+        return -1;
+    }
+    *pn += (size_t)n;
+    return 0;
+}
+
+int mc_jwt_sign_claims_hs256(uint64_t sub, int64_t exp, const char *iss, const char *aud, const uint8_t *secret,
+                             size_t secret_len, char *out, size_t out_size)
+{
     static const char hdr[] = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
     unsigned char mac[32];
     mc_jwt_key_t *key;
-    char payload[96];
+    char payload[1024];
     size_t o, pn;
 
     if (exp) {
-        pn = (size_t)snprintf(payload, sizeof(payload), "{\"sub\":\"%llu\",\"exp\":%lld}", (unsigned long long)sub,
+        pn = (size_t)snprintf(payload, sizeof(payload), "{\"sub\":\"%llu\",\"exp\":%lld", (unsigned long long)sub,
                               (long long)exp);
     } else {
-        pn = (size_t)snprintf(payload, sizeof(payload), "{\"sub\":\"%llu\"}", (unsigned long long)sub);
+        pn = (size_t)snprintf(payload, sizeof(payload), "{\"sub\":\"%llu\"", (unsigned long long)sub);
     }
+    if ((iss && append_claim(payload, sizeof(payload) - 1, &pn, "iss", iss) != 0) ||
+        (aud && append_claim(payload, sizeof(payload) - 1, &pn, "aud", aud) != 0)) {
+        return -1;
+    }
+    payload[pn++] = '}';
     /* base64 grows 4/3; the signature adds 43 characters and two dots */
     if (out_size < (sizeof(hdr) - 1 + pn) * 4 / 3 + 4 + 2 + 43 + 1) {
         return -1;

@@ -1,7 +1,10 @@
 /*
  * minichat-token: prints an HS256 JWT for a user id, for `make token`, demos
  * and tests.  The secret comes from a file (trailing whitespace stripped), the
- * same file the dev nginx.conf names in minichat_jwt_secret_file.
+ * same file the dev nginx.conf names in minichat_jwt_secret_file.  Every
+ * token carries `exp` (the module refuses tokens without it); --iss and
+ * --aud add the claims that minichat_jwt_issuer and minichat_jwt_audience
+ * ask for.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,13 +15,14 @@
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: minichat-token --secret-file FILE [--ttl SECONDS] USER_ID\n"
-                    "       prints a JWT with sub=USER_ID (ttl 0 = no exp; default 86400)\n");
+    fprintf(stderr, "usage: minichat-token --secret-file FILE [--ttl SECONDS] [--iss ISSUER] [--aud AUDIENCE] USER_ID\n"
+                    "       prints a JWT with sub=USER_ID, exp=now+SECONDS (1..315360000; default 86400)\n"
+                    "       and iss and aud when given\n");
 }
 
 int main(int argc, char **argv)
 {
-    const char *secret_file = NULL, *user = NULL;
+    const char *secret_file = NULL, *user = NULL, *iss = NULL, *aud = NULL;
     char secret[1024], token[MC_JWT_MAX], *end;
     unsigned long long sub;
     long long ttl = 86400;
@@ -31,10 +35,15 @@ int main(int argc, char **argv)
             secret_file = argv[++i];
         } else if (strcmp(argv[i], "--ttl") == 0 && i + 1 < argc) {
             ttl = strtoll(argv[++i], &end, 10);
-            if (*end != '\0' || ttl < 0) {
-                usage();
+            if (*end != '\0' || end == argv[i] || ttl <= 0 || ttl > 315360000) {
+                fprintf(stderr, "minichat-token: --ttl must be 1..315360000 seconds (tokens always expire), got \"%s\"\n",
+                        argv[i]);
                 return 2;
             }
+        } else if (strcmp(argv[i], "--iss") == 0 && i + 1 < argc) {
+            iss = argv[++i];
+        } else if (strcmp(argv[i], "--aud") == 0 && i + 1 < argc) {
+            aud = argv[++i];
         } else if (argv[i][0] != '-' && user == NULL) {
             user = argv[i];
         } else {
@@ -67,10 +76,10 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    len = mc_jwt_sign_hs256(sub, ttl ? (long long)time(NULL) + ttl : 0, (const uint8_t *)secret, n, token,
-                            sizeof(token));
+    len = mc_jwt_sign_claims_hs256(sub, (long long)time(NULL) + ttl, iss, aud, (const uint8_t *)secret, n, token,
+                                   sizeof(token));
     if (len < 0) {
-        fprintf(stderr, "minichat-token: signing failed\n");
+        fprintf(stderr, "minichat-token: signing failed (--iss and --aud take at most a few hundred bytes)\n");
         return 1;
     }
     printf("%s\n", token);

@@ -53,10 +53,14 @@ def cid():
     return "t-%016x" % random.getrandbits(64)
 
 
-def token(user):
-    """A valid JWT for `user`, minted by build/bin/minichat-token."""
-    out = subprocess.run([TOKEN_BIN, "--secret-file", SECRET_FILE, str(user)],
-                         check=True, capture_output=True, text=True, timeout=10)
+def token(user, ttl=None, iss=None, aud=None):
+    """A valid JWT for `user`, minted by build/bin/minichat-token (valid a
+    day, or `ttl` seconds; with `iss` and `aud` claims when given)."""
+    args = [TOKEN_BIN, "--secret-file", SECRET_FILE]
+    for opt, val in (("--ttl", ttl), ("--iss", iss), ("--aud", aud)):
+        if val is not None:
+            args += [opt, str(val)]
+    out = subprocess.run(args + [str(user)], check=True, capture_output=True, text=True, timeout=10)
     return out.stdout.strip()
 
 

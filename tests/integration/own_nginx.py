@@ -10,6 +10,11 @@ its own port, one worker, the `minichat_limit_*` lines (the test's
 instead), and optionally the Redis directive.  bench/ratelimit.sh derives
 its bench nginx the same way.
 
+Tests of other directives (minichat_allowed_origins, minichat_jwt_issuer,
+...) pass them in the same list: every line goes into the http block.
+check_config() runs `nginx -t` on the derived configuration instead of
+starting it, for the range checks of test_config_ranges.py.
+
 stop() quits it gracefully (QUIT), waits for the master to go and returns
 the error log's [alert]/[crit]/[emerg] and sanitizer lines, as
 scripts/check-logs.sh does for the stack's nodes.  The directory is removed
@@ -54,7 +59,8 @@ def fresh_address():
 
 
 class OwnNginx:
-    """limits: the minichat_limit_* directives (strings, without ';').
+    """limits: the minichat_limit_* directives and any other http-level
+    directives of the test (strings, without ';').
     redis: "host:port" for minichat_redis instead of the stack's Redis."""
 
     def __init__(self, limits, redis=None):
@@ -97,6 +103,19 @@ class OwnNginx:
         wait_until(lambda: self.get("/healthz")[0] == 200, 10, what="the own nginx to answer")
         return self
 
+    def check_config(self):
+        """(exit code, output) of `nginx -t` on the derived configuration;
+        the directory is removed afterwards."""
+        os.makedirs(os.path.join(self.dir, "tmp"), exist_ok=True)
+        with open(self.conf, "w") as f:
+            f.write(self._derive())
+        try:
+            out = subprocess.run([NGINX, "-t", "-p", self.dir, "-c", self.conf, "-e", self.error_log],
+                                 timeout=30, capture_output=True, text=True)
+            return out.returncode, out.stdout + out.stderr
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
     def stop(self):
         """Quits nginx; returns the error log's bad lines (empty: clean)."""
         if self.started:
@@ -138,17 +157,19 @@ class OwnNginx:
             return status, headers, text
 
 
-def raw_upgrade(port, user, source=None, timeout=10, tok=None):
+def raw_upgrade(port, user, source=None, timeout=10, tok=None, headers=None):
     """(status, headers, JSON body or None) of a WebSocket upgrade of `user`
     (or of the token `tok`, minted beforehand where a test's timing counts)
     to 127.0.0.1:port, from the source address `source` (127.0.0.1 when
-    None).  A 101 is closed at once."""
+    None), with the extra request `headers` (a dict).  A 101 is closed at
+    once."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout,
                                     source_address=(source, 0) if source else None)
     try:
         sock.sendall(("GET /ws?token=%s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
                       "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                      "Sec-WebSocket-Version: 13\r\n\r\n" % (tok or token(user))).encode())
+                      "Sec-WebSocket-Version: 13\r\n%s\r\n"
+                      % (tok or token(user), "".join("%s: %s\r\n" % kv for kv in (headers or {}).items()))).encode())
         data = b""
         while b"\r\n\r\n" not in data:
             chunk = sock.recv(4096)
@@ -158,10 +179,10 @@ def raw_upgrade(port, user, source=None, timeout=10, tok=None):
         head, _, rest = data.partition(b"\r\n\r\n")
         lines = head.decode().split("\r\n")
         status = int(lines[0].split()[1])
-        headers = dict(line.split(": ", 1) for line in lines[1:])
+        resp_headers = dict(line.split(": ", 1) for line in lines[1:])
         if status == 101:
-            return status, headers, None
-        want = int(headers.get("Content-Length", "0"))
+            return status, resp_headers, None
+        want = int(resp_headers.get("Content-Length", "0"))
         while len(rest) < want:
             chunk = sock.recv(4096)
             if not chunk:
@@ -171,7 +192,7 @@ def raw_upgrade(port, user, source=None, timeout=10, tok=None):
             body = json.loads(rest.decode()) if rest else None
         except ValueError:
             body = None   # nginx's own HTML error page (a 503)
-        return status, headers, body
+        return status, resp_headers, body
     finally:
         sock.close()
 

@@ -33,11 +33,15 @@ static const size_t secret_len = sizeof(SECRET) - 1;
 static const char KNOWN_12345[] = /* payload {"sub":"12345","exp":4102444800} */
     "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NSIsImV4cCI6NDEwMjQ0NDgwMH0."
     "bdLJxkv0AF7z7A7Iq-hVXlTb2LUyfti5SLd6KYeHcHs";
-static const char KNOWN_42[] = /* payload {"sub":"42"} */
-    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiI0MiJ9.GGmOorTXpH_5D37MQmjq6WfkBPwTDwYdcXRwgUekTTI";
-static const char KNOWN_777_NUM[] = /* payload {"sub":777,"nbf":1600000000} */
-    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOjc3NywibmJmIjoxNjAwMDAwMDAwfQ."
-    "UFApzgUdd91LoCcMuEIG_aDsdK-znkOVHEfWMjCd83A";
+static const char KNOWN_42[] = /* payload {"sub":"42","exp":4102444800} */
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiI0MiIsImV4cCI6NDEwMjQ0NDgwMH0."
+    "sJyeQzk_Dj_nU-Hf6mjDi7yVBvrqfbYNSMGj6JH8oss";
+static const char KNOWN_777_NUM[] = /* payload {"sub":777,"nbf":1600000000,"exp":4102444800} */
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOjc3NywibmJmIjoxNjAwMDAwMDAwLCJleHAiOjQxMDI0NDQ4MDB9."
+    "2MQym7AzuNYe8XmVYmFUlWcghV3rxU32HYrw2Zwq6V0";
+/* the exp claim of hand-made tokens that must verify (2100-01-01) */
+#define EXP ",\"exp\":4102444800"
+
 static const char KNOWN_PADDED[] = /* payload {"sub":"5"} encoded WITH '=' padding, validly signed */
     "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiI1In0=.ldZ-jfRaz8tcmKWvzdoMv1k-A-43BXHpYf9SrxuhdfE";
 
@@ -154,8 +158,8 @@ static const char *verify(const char *tok)
 START_TEST(test_helper_matches_python)
 {
     ck_assert_str_eq(make_token(HS256_HDR, "{\"sub\":\"12345\",\"exp\":4102444800}"), KNOWN_12345);
-    ck_assert_str_eq(make_token(HS256_HDR, "{\"sub\":\"42\"}"), KNOWN_42);
-    ck_assert_str_eq(make_token(HS256_HDR, "{\"sub\":777,\"nbf\":1600000000}"), KNOWN_777_NUM);
+    ck_assert_str_eq(make_token(HS256_HDR, "{\"sub\":\"42\"" EXP "}"), KNOWN_42);
+    ck_assert_str_eq(make_token(HS256_HDR, "{\"sub\":777,\"nbf\":1600000000" EXP "}"), KNOWN_777_NUM);
 }
 END_TEST
 
@@ -171,7 +175,7 @@ START_TEST(test_known_vector_verifies)
     memset(&c, 0xee, sizeof(c));
     ck_assert_ptr_null(verify_at(KNOWN_42, NOW, &c));
     ck_assert_uint_eq(c.sub, 42);
-    ck_assert_int_eq(c.exp, 0);
+    ck_assert_int_eq(c.exp, 4102444800LL);
 }
 END_TEST
 
@@ -182,7 +186,7 @@ START_TEST(test_known_vector_sub_number)
     memset(&c, 0, sizeof(c));
     ck_assert_ptr_null(verify_at(KNOWN_777_NUM, NOW, &c));
     ck_assert_uint_eq(c.sub, 777);
-    ck_assert_int_eq(c.exp, 0);
+    ck_assert_int_eq(c.exp, 4102444800LL);
     /* before its nbf the same token is not yet valid */
     ck_assert_str_eq(verify_at(KNOWN_777_NUM, 1599999999, NULL), "not yet valid");
     ck_assert_ptr_null(verify_at(KNOWN_777_NUM, 1600000000, NULL)); /* nbf == now is fine */
@@ -198,7 +202,7 @@ START_TEST(test_sign_matches_known_vector)
     ck_assert_int_eq(n, (int)strlen(KNOWN_12345));
     ck_assert_str_eq(out, KNOWN_12345);
 
-    n = mc_jwt_sign_hs256(42, 0, secret, secret_len, out, sizeof(out));
+    n = mc_jwt_sign_hs256(42, 4102444800LL, secret, secret_len, out, sizeof(out));
     ck_assert_int_eq(n, (int)strlen(KNOWN_42));
     ck_assert_str_eq(out, KNOWN_42);
 }
@@ -226,15 +230,12 @@ START_TEST(test_round_trip)
         ck_assert_uint_eq(c.sub, subs[i]);
         ck_assert_int_eq(c.exp, NOW + 3600);
     }
-    /* without exp: never expires */
+    /* without exp: refused, however early (exp is required) */
     {
-        mc_jwt_claims_t c;
         int n = mc_jwt_sign_hs256(7, 0, secret, secret_len, out, sizeof(out));
 
         ck_assert_int_gt(n, 0);
-        ck_assert_ptr_null(verify_at(out, INT64_MAX, &c));
-        ck_assert_uint_eq(c.sub, 7);
-        ck_assert_int_eq(c.exp, 0);
+        ck_assert_str_eq(verify_at(out, 0, NULL), "missing exp");
     }
 }
 END_TEST
@@ -281,10 +282,10 @@ START_TEST(test_secret_len_honoured)
     char out[512];
     const char *err = NULL;
     mc_jwt_claims_t c;
-    int n = mc_jwt_sign_hs256(9, 0, k, sizeof(k), out, sizeof(out));
+    int n = mc_jwt_sign_hs256(9, 4102444800LL, k, sizeof(k), out, sizeof(out));
 
     ck_assert_int_gt(n, 0);
-    ck_assert_str_eq(out, make_token_k(HS256_HDR, "{\"sub\":\"9\"}", k, sizeof(k)));
+    ck_assert_str_eq(out, make_token_k(HS256_HDR, "{\"sub\":\"9\"" EXP "}", k, sizeof(k)));
     ck_assert_int_eq(mc_jwt_verify_hs256(out, (size_t)n, k, sizeof(k), NOW, &c, &err), 0);
     ck_assert_uint_eq(c.sub, 9);
     ck_assert_int_eq(mc_jwt_verify_hs256(out, (size_t)n, k, 2, NOW, &c, &err), -1);
@@ -306,7 +307,7 @@ START_TEST(test_kept_key_header_changes)
                          "unsupported algorithm");
     ck_assert_verify_err(make_token("{\"alg\":\"HS256\",\"alg\":\"HS256\"}", "{\"sub\":\"1\"}"),
                          "malformed token");
-    ck_assert_ptr_null(verify(make_token(hdr_typ_first, "{\"sub\":\"3\"}")));
+    ck_assert_ptr_null(verify(make_token(hdr_typ_first, "{\"sub\":\"3\"" EXP "}")));
     /* the remembered header says nothing of the signature */
     strcpy(tok, KNOWN_42);
     tok[strlen(tok) - 2] = tok[strlen(tok) - 2] == 'A' ? 'B' : 'A';
@@ -323,8 +324,8 @@ START_TEST(test_kept_key_long_header)
 
     /* a header segment longer than the key remembers is checked each time */
     snprintf(hdr, sizeof(hdr), "{\"alg\":\"HS256\",\"kid\":\"%0120d\"}", 7);
-    ck_assert_ptr_null(verify(make_token(hdr, "{\"sub\":\"1\"}")));
-    ck_assert_ptr_null(verify(make_token(hdr, "{\"sub\":\"2\"}")));
+    ck_assert_ptr_null(verify(make_token(hdr, "{\"sub\":\"1\"" EXP "}")));
+    ck_assert_ptr_null(verify(make_token(hdr, "{\"sub\":\"2\"" EXP "}")));
     snprintf(hdr, sizeof(hdr), "{\"alg\":\"HS384\",\"kid\":\"%0120d\"}", 7);
     ck_assert_verify_err(make_token(hdr, "{\"sub\":\"1\"}"), "unsupported algorithm");
 }
@@ -347,9 +348,9 @@ START_TEST(test_key_lengths)
         k[i] = (uint8_t)(i * 7 + 1);
     }
     for (i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
-        n = mc_jwt_sign_hs256(11, 0, k, lens[i], out, sizeof(out));
+        n = mc_jwt_sign_hs256(11, 4102444800LL, k, lens[i], out, sizeof(out));
         ck_assert_int_gt(n, 0);
-        ck_assert_str_eq(out, make_token_k(HS256_HDR, "{\"sub\":\"11\"}", k, lens[i]));
+        ck_assert_str_eq(out, make_token_k(HS256_HDR, "{\"sub\":\"11\"" EXP "}", k, lens[i]));
         key = mc_jwt_key_new(k, lens[i]);
         ck_assert_ptr_nonnull(key);
         ck_assert_int_eq(mc_jwt_verify(key, out, (size_t)n, NOW, &c, &err), 0);
@@ -435,15 +436,122 @@ START_TEST(test_nbf)
 {
     char p[128];
 
-    snprintf(p, sizeof(p), "{\"sub\":\"3\",\"nbf\":%lld}", (long long)NOW + 60);
+    snprintf(p, sizeof(p), "{\"sub\":\"3\",\"nbf\":%lld" EXP "}", (long long)NOW + 60);
     ck_assert_verify_err(make_token(HS256_HDR, p), "not yet valid");
-    snprintf(p, sizeof(p), "{\"sub\":\"3\",\"nbf\":%lld}", (long long)NOW + 1);
+    snprintf(p, sizeof(p), "{\"sub\":\"3\",\"nbf\":%lld" EXP "}", (long long)NOW + 1);
     ck_assert_verify_err(make_token(HS256_HDR, p), "not yet valid");
-    snprintf(p, sizeof(p), "{\"sub\":\"3\",\"nbf\":%lld}", (long long)NOW);
+    snprintf(p, sizeof(p), "{\"sub\":\"3\",\"nbf\":%lld" EXP "}", (long long)NOW);
     ck_assert_ptr_null(verify(make_token(HS256_HDR, p)));
     snprintf(p, sizeof(p), "{\"sub\":\"3\",\"nbf\":%lld,\"exp\":%lld}", (long long)NOW - 60, (long long)NOW + 60);
     ck_assert_ptr_null(verify(make_token(HS256_HDR, p)));
-    ck_assert_verify_err(make_token(HS256_HDR, "{\"sub\":\"3\",\"nbf\":\"0\"}"), "not yet valid");
+    ck_assert_verify_err(make_token(HS256_HDR, "{\"sub\":\"3\",\"nbf\":\"0\"" EXP "}"), "not yet valid");
+}
+END_TEST
+
+/* ---- required exp, expected iss and aud ---------------------------------- */
+
+START_TEST(test_exp_required)
+{
+    ck_assert_verify_err(make_token(HS256_HDR, "{\"sub\":\"1\"}"), "missing exp");
+    ck_assert_verify_err(make_token(HS256_HDR, "{\"sub\":\"1\",\"nbf\":0}"), "missing exp");
+    /* the signature is checked first: a forged exp-less token is a bad signature */
+    ck_assert_verify_err(make_token_k(HS256_HDR, "{\"sub\":\"1\"}", "other", 5), "bad signature");
+}
+END_TEST
+
+/* Verifies tok with a key expecting iss and aud; the error or NULL. */
+static const char *verify_expecting(const char *tok, const char *iss, const char *aud)
+{
+    const char *err = "untouched";
+    mc_jwt_claims_t c;
+    mc_jwt_key_t *key;
+    int rc;
+
+    key = mc_jwt_key_new(secret, secret_len);
+    ck_assert_ptr_nonnull(key);
+    ck_assert_int_eq(mc_jwt_key_expect(key, iss, aud), 0);
+    rc = mc_jwt_verify(key, tok, strlen(tok), NOW, &c, &err);
+    mc_jwt_key_free(key);
+    ck_assert_int_eq(rc == 0, err == NULL);
+    return err;
+}
+
+START_TEST(test_iss)
+{
+    const char *good = make_token(HS256_HDR, "{\"sub\":\"1\",\"iss\":\"https://auth.example\"" EXP "}");
+
+    ck_assert_ptr_null(verify_expecting(good, "https://auth.example", NULL));
+    ck_assert_str_eq(verify_expecting(good, "https://auth.example/", NULL), "wrong iss");
+    ck_assert_str_eq(verify_expecting(good, "https://AUTH.example", NULL), "wrong iss");
+    ck_assert_str_eq(verify_expecting(make_token(HS256_HDR, "{\"sub\":\"1\"" EXP "}"), "a", NULL), "missing iss");
+    ck_assert_str_eq(verify_expecting(make_token(HS256_HDR, "{\"sub\":\"1\",\"iss\":7" EXP "}"), "7", NULL),
+                     "wrong iss");
+    /* not expected: any iss, or none, passes */
+    ck_assert_ptr_null(verify_expecting(good, NULL, NULL));
+}
+END_TEST
+
+START_TEST(test_aud)
+{
+    ck_assert_ptr_null(verify_expecting(make_token(HS256_HDR, "{\"sub\":\"1\",\"aud\":\"chat\"" EXP "}"), NULL,
+                                        "chat"));
+    ck_assert_ptr_null(verify_expecting(
+        make_token(HS256_HDR, "{\"sub\":\"1\",\"aud\":[\"mail\",\"chat\"]" EXP "}"), NULL, "chat"));
+    ck_assert_str_eq(verify_expecting(make_token(HS256_HDR, "{\"sub\":\"1\",\"aud\":\"mail\"" EXP "}"), NULL,
+                                      "chat"),
+                     "wrong aud");
+    ck_assert_str_eq(verify_expecting(make_token(HS256_HDR, "{\"sub\":\"1\",\"aud\":[\"mail\"]" EXP "}"), NULL,
+                                      "chat"),
+                     "wrong aud");
+    ck_assert_str_eq(verify_expecting(make_token(HS256_HDR, "{\"sub\":\"1\",\"aud\":[]" EXP "}"), NULL, "chat"),
+                     "wrong aud");
+    ck_assert_str_eq(verify_expecting(make_token(HS256_HDR, "{\"sub\":\"1\"" EXP "}"), NULL, "chat"),
+                     "missing aud");
+    ck_assert_str_eq(verify_expecting(make_token(HS256_HDR, "{\"sub\":\"1\",\"aud\":[\"chat\",1]" EXP "}"), NULL,
+                                      "chat"),
+                     "invalid aud");
+    ck_assert_str_eq(verify_expecting(make_token(HS256_HDR, "{\"sub\":\"1\",\"aud\":{\"a\":1}" EXP "}"), NULL,
+                                      "chat"),
+                     "invalid aud");
+    /* a prefix is not a match */
+    ck_assert_str_eq(verify_expecting(make_token(HS256_HDR, "{\"sub\":\"1\",\"aud\":\"cha\"" EXP "}"), NULL,
+                                      "chat"),
+                     "wrong aud");
+}
+END_TEST
+
+START_TEST(test_sign_claims)
+{
+    char out[1024];
+    const char *err = "untouched";
+    mc_jwt_claims_t c;
+    mc_jwt_key_t *key;
+    int n;
+
+    n = mc_jwt_sign_claims_hs256(5, NOW + 60, "iss \"quoted\"", "chat", secret, secret_len, out, sizeof(out));
+    ck_assert_int_gt(n, 0);
+    ck_assert_str_eq(out, make_token(HS256_HDR, "{\"sub\":\"5\",\"exp\":1700000060,\"iss\":\"iss \\\"quoted\\\"\","
+                                                "\"aud\":\"chat\"}"));
+    key = mc_jwt_key_new(secret, secret_len);
+    ck_assert_ptr_nonnull(key);
+    ck_assert_int_eq(mc_jwt_key_expect(key, "iss \"quoted\"", "chat"), 0);
+    ck_assert_int_eq(mc_jwt_verify(key, out, (size_t)n, NOW, &c, &err), 0);
+    ck_assert_uint_eq(c.sub, 5);
+    /* expectations can be replaced and dropped */
+    ck_assert_int_eq(mc_jwt_key_expect(key, "other", NULL), 0);
+    ck_assert_int_eq(mc_jwt_verify(key, out, (size_t)n, NOW, &c, &err), -1);
+    ck_assert_str_eq(err, "wrong iss");
+    ck_assert_int_eq(mc_jwt_key_expect(key, NULL, NULL), 0);
+    ck_assert_int_eq(mc_jwt_verify(key, out, (size_t)n, NOW, &c, &err), 0);
+    mc_jwt_key_free(key);
+    /* a claim that cannot fit is refused, not cut */
+    {
+        char big[1100];
+
+        memset(big, 'a', sizeof(big) - 1);
+        big[sizeof(big) - 1] = '\0';
+        ck_assert_int_eq(mc_jwt_sign_claims_hs256(5, NOW, big, NULL, secret, secret_len, out, sizeof(out)), -1);
+    }
 }
 END_TEST
 
@@ -470,7 +578,7 @@ START_TEST(test_unsupported_alg)
         ck_assert_verify_err(tok, "unsupported algorithm");
     }
     /* a minimal header with only alg is fine */
-    ck_assert_ptr_null(verify(make_token("{\"alg\":\"HS256\"}", "{\"sub\":\"1\"}")));
+    ck_assert_ptr_null(verify(make_token("{\"alg\":\"HS256\"}", "{\"sub\":\"1\"" EXP "}")));
 }
 END_TEST
 
@@ -583,7 +691,7 @@ START_TEST(test_malformed_too_long)
         ck_assert_ptr_nonnull(p);
         strcpy(p, "{\"sub\":\"8\",\"pad\":\"");
         memset(p + strlen(p), 'x', 2900);
-        strcpy(p + 18 + 2900, "\"}");
+        strcpy(p + 18 + 2900, "\"" EXP "}");
         t = make_token("{\"alg\":\"HS256\"}", p);
         ck_assert_uint_lt(strlen(t), MC_JWT_MAX);
         ck_assert_ptr_null(verify(t));
@@ -643,16 +751,16 @@ START_TEST(test_sub_valid_forms)
 {
     mc_jwt_claims_t c;
 
-    ck_assert_ptr_null(verify_at(make_token(HS256_HDR, "{\"sub\":1}"), NOW, &c));
+    ck_assert_ptr_null(verify_at(make_token(HS256_HDR, "{\"sub\":1" EXP "}"), NOW, &c));
     ck_assert_uint_eq(c.sub, 1);
-    ck_assert_ptr_null(verify_at(make_token(HS256_HDR, "{\"sub\":123456789012}"), NOW, &c));
+    ck_assert_ptr_null(verify_at(make_token(HS256_HDR, "{\"sub\":123456789012" EXP "}"), NOW, &c));
     ck_assert_uint_eq(c.sub, 123456789012ull);
-    ck_assert_ptr_null(verify_at(make_token(HS256_HDR, "{\"sub\":9223372036854775807}"), NOW, &c));
+    ck_assert_ptr_null(verify_at(make_token(HS256_HDR, "{\"sub\":9223372036854775807" EXP "}"), NOW, &c));
     ck_assert_uint_eq(c.sub, 9223372036854775807ull);
-    ck_assert_ptr_null(verify_at(make_token(HS256_HDR, "{\"sub\":\"9999999999999999999\"}"), NOW, &c));
+    ck_assert_ptr_null(verify_at(make_token(HS256_HDR, "{\"sub\":\"9999999999999999999\"" EXP "}"), NOW, &c));
     ck_assert_uint_eq(c.sub, 9999999999999999999ull);
     /* unknown claims are ignored */
-    ck_assert_ptr_null(verify_at(make_token(HS256_HDR, "{\"iss\":\"x\",\"sub\":\"31\",\"name\":\"bob\"}"), NOW, &c));
+    ck_assert_ptr_null(verify_at(make_token(HS256_HDR, "{\"iss\":\"x\",\"sub\":\"31\",\"name\":\"bob\"" EXP "}"), NOW, &c));
     ck_assert_uint_eq(c.sub, 31);
 }
 END_TEST
@@ -662,7 +770,7 @@ END_TEST
 START_TEST(test_sign_small_buffer)
 {
     char out[512];
-    int n = mc_jwt_sign_hs256(42, 0, secret, secret_len, out, sizeof(out));
+    int n = mc_jwt_sign_hs256(42, 4102444800LL, secret, secret_len, out, sizeof(out));
     size_t need = (size_t)n + 1;
 
     ck_assert_int_eq(n, (int)strlen(KNOWN_42));
@@ -670,10 +778,10 @@ START_TEST(test_sign_small_buffer)
     ck_assert_int_eq(mc_jwt_sign_hs256(42, 0, secret, secret_len, out, 1), -1);
     ck_assert_int_eq(mc_jwt_sign_hs256(42, 0, secret, secret_len, out, 16), -1);
     /* no room for the NUL: refused */
-    ck_assert_int_eq(mc_jwt_sign_hs256(42, 0, secret, secret_len, out, need - 1), -1);
+    ck_assert_int_eq(mc_jwt_sign_hs256(42, 4102444800LL, secret, secret_len, out, need - 1), -1);
     ck_assert_int_eq(mc_jwt_sign_hs256(42, NOW, secret, secret_len, out, 40), -1);
     /* with a large enough buffer it works again */
-    ck_assert_int_eq(mc_jwt_sign_hs256(42, 0, secret, secret_len, out, sizeof(out)), n);
+    ck_assert_int_eq(mc_jwt_sign_hs256(42, 4102444800LL, secret, secret_len, out, sizeof(out)), n);
 }
 END_TEST
 
@@ -736,6 +844,10 @@ static Suite *jwt_suite(void)
     tc = tcase_create("time");
     tcase_add_test(tc, test_expired);
     tcase_add_test(tc, test_exp_not_integer);
+    tcase_add_test(tc, test_exp_required);
+    tcase_add_test(tc, test_iss);
+    tcase_add_test(tc, test_aud);
+    tcase_add_test(tc, test_sign_claims);
     tcase_add_test(tc, test_nbf);
     suite_add_tcase(s, tc);
 
