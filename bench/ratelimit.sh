@@ -1,21 +1,33 @@
 #!/usr/bin/env bash
 # Rate-limit decisions per second through nginx against redis-benchmark
 # running the same script (lua/limit.lua) with EVALSHA on random user keys.
-# Through nginx two ways, both on a bench nginx (this stack's module and
-# node a's configuration on its own port, with access_log off, as
-# redis-benchmark's Redis writes no log line per command either):
+# Through nginx three ways, on a bench nginx (this stack's module, or
+# BENCH_MODULE's, and node a's configuration on its own ports, with
+# access_log off, as redis-benchmark's Redis writes no log line per command
+# either):
 #   - WebSocket: minichat_limit_messages rate=1r/m burst=0 and no strikes,
 #     so pipelined `send`s are each refused by limit.lua alone;
-#   - REST: `GET /api/rooms?limit=0` under the dev stack's
-#     minichat_limit_rest (20r/s burst=50), limit.lua then a 400, on
-#     keep-alive connections with HTTP/1.1 pipelining as deep as
-#     redis-benchmark's -P (see bench/ratelimit_load.c for why); the HTTP
-#     floor, a 404 before the token is read, is printed beside it.
+#   - REST over cleartext HTTP/2 (h2c, prior knowledge, on port 8090 +
+#     offset): `GET /api/rooms?limit=0` under the dev stack's
+#     minichat_limit_rest (20r/s burst=50), limit.lua then a 400, each
+#     request a distinct user, 16 concurrent streams per connection;
+#   - REST over HTTP/1.1 (port 8089 + offset), the same requests on
+#     keep-alive connections pipelined 16 deep.
+# HTTP/2 is the fair counterpart of redis-benchmark's -P 16: its requests
+# are in flight together and their answers can share a write, as
+# redis-benchmark's 16 commands share one write and one read each way.
+# HTTP/1.1 pipelining cannot do that: nginx reads the next pipelined request
+# only after the previous answer is written, so every answer is its own
+# write (see bench/ratelimit_load.c).  Both REST rows are printed, with the
+# HTTP floor of each (a 404 before the token is read, no Redis).
 # A measurement, not a test: it prints tables and asserts nothing.  Needs
 # the stack running (scripts/stack.sh start, with the same
 # MINICHAT_PORT_OFFSET and MINICHAT_RUN) and `make`.
 #
 #   bash bench/ratelimit.sh [runs]        (default 3 runs each; medians)
+#   BENCH_MODULE=/path/to/other.so bash bench/ratelimit.sh 1
+#                                         (another build of the module, to
+#                                         compare two versions run by run)
 #
 # BRIEF.md's target: nginx >= 80% of what Redis serves for the same script.
 # Both sides share the box's cores with their load generator; the nginx side
@@ -30,17 +42,22 @@ off=${MINICHAT_PORT_OFFSET:-0}
 runs=${1:-3}
 redis_port=$((16379 + off))
 conns=${CONNS:-256}
-depth=${DEPTH:-16}   # redis-benchmark's pipeline, and the REST load's HTTP pipelining
+depth=${DEPTH:-16}   # redis-benchmark's pipeline, the REST load's HTTP/1.1 pipelining and its h2 streams
+h2_conns=${H2_CONNS:-$conns}
 secs=${SECONDS_PER_RUN:-5}
 load=$top/build/bench/ratelimit_load
 wsload=$top/build/bench/ratelimit_ws
 run_dir=${MINICHAT_RUN:-$top/.run}
 bench_port=$((8089 + off))
+h2_port=$((8090 + off))   # the same server over cleartext HTTP/2 (prior knowledge)
 bd=$run_dir/bench-nginx
+# the module the bench nginx loads: this checkout's, or another build's to
+# compare two versions on the same stack
+module=${BENCH_MODULE:-$top/build/nginx/ngx_http_minichat_module.so}
 
 mkdir -p "$top/build/bench"
 cc -O2 -Wall -Wextra -Werror -std=gnu11 -D_GNU_SOURCE -I"$top/lib/include" -I"$top/build/gen" \
-    -o "$load" "$top/bench/ratelimit_load.c" "$top/build/libminichat.a" -lssl -lcrypto -ljansson
+    -o "$load" "$top/bench/ratelimit_load.c" "$top/bench/h2c.c" "$top/build/libminichat.a" -lssl -lcrypto -ljansson
 cc -O2 -Wall -Wextra -Werror -std=gnu11 -D_GNU_SOURCE -I"$top/lib/include" -I"$top/build/gen" \
     -o "$wsload" "$top/bench/ratelimit_ws.c" "$top/build/libminichat.a" -lssl -lcrypto -ljansson
 
@@ -50,8 +67,9 @@ cc -O2 -Wall -Wextra -Werror -std=gnu11 -D_GNU_SOURCE -I"$top/lib/include" -I"$t
 # near it: 200000 users, each asked about once every few seconds)
 mkdir -p "$bd"
 sed -e "s|^pid .*|pid $bd/nginx.pid;|" -e "s|^error_log .*|error_log $bd/error.log info;|" \
-    -e "s|access_log .*|access_log off;|" -e "s|listen 127.0.0.1:[0-9]*;|listen 127.0.0.1:$bench_port;|" \
-    -e '/minichat_limit_/d' \
+    -e "s|access_log .*|access_log off;|" \
+    -e "s|^\( *\)listen 127.0.0.1:[0-9]*;|\1listen 127.0.0.1:$bench_port;\n\1listen 127.0.0.1:$h2_port http2;|" \
+    -e '/minichat_limit_/d' -e "s|^load_module .*|load_module $module;|" \
     -e 's|^\( *minichat_jwt_secret_file .*\)$|\1\n    minichat_limit_messages rate=1r/m burst=0;\n    minichat_limit_rest rate=20r/s burst=50;\n    minichat_limit_strikes off;|' \
     "$run_dir/nginx-a/nginx.conf" > "$bd/nginx.conf"
 /usr/sbin/nginx -p "$bd" -c "$bd/nginx.conf" -e "$bd/error.log"
@@ -119,35 +137,49 @@ for i in $(seq "$runs"); do
             --seconds "$secs" --users 1000 --path /api/none ""
     fl=$out
     runs_of[floor]+="$(awk '{print int($2)}' <<< "$fl") " runs_of[floor_cpu]+="$us_redis/$us_nginx/$us_load "
-    echo "run $i: redis-benchmark $r/s; nginx websocket $w; nginx rest $n; http floor $fl" >&2
+    run_load "$load" --proto h2 --port "$h2_port" --secret-file "$top/conf/dev-jwt-secret" --conns "$h2_conns" \
+            --depth "$depth" --seconds "$secs" --users 200000 ""
+    n2=$out
+    runs_of[rest2]+="$(awk '{print int($2)}' <<< "$n2") " runs_of[rest2_cpu]+="$us_redis/$us_nginx/$us_load "
+    run_load "$load" --proto h2 --port "$h2_port" --secret-file "$top/conf/dev-jwt-secret" --conns "$h2_conns" \
+            --depth "$depth" --seconds "$secs" --users 1000 --path /api/none ""
+    fl2=$out
+    runs_of[floor2]+="$(awk '{print int($2)}' <<< "$fl2") " runs_of[floor2_cpu]+="$us_redis/$us_nginx/$us_load "
+    echo "run $i: redis-benchmark $r/s; nginx websocket $w; nginx rest $n; http floor $fl; rest h2 $n2; h2 floor $fl2" >&2
 done
 
 # the median of one field (1 rate; or of "redis/nginx/load" CPU: 1, 2, 3)
 med() { tr ' ' '\n' <<< "${runs_of[$1]}" | grep . | cut -d/ -f"${2:-1}" | median; }
 
-rm=$(med rb) wm=$(med ws) nm=$(med rest) fm=$(med floor)
-printf '\n%-44s %12s\n' "limit.lua decisions per second (median of $runs)" ""
-printf '%-44s %12s\n' "redis-benchmark EVALSHA, random keys" "$rm"
-printf '%-44s %12s\n' "through nginx (WebSocket sends, 64 x 32 deep)" "$wm"
-printf '%-44s %12s\n' "through nginx (REST, $conns x $depth pipelined)" "$nm"
-printf '%-44s %12s\n' "nginx HTTP floor (404 before auth, no Redis)" "$fm"
-awk -v n="$wm" -v r="$rm" 'BEGIN {printf "%-44s %11.0f%%\n", "nginx WebSocket / redis", 100 * n / r}'
-awk -v n="$nm" -v r="$rm" 'BEGIN {printf "%-44s %11.0f%%\n", "nginx REST / redis", 100 * n / r}'
-awk -v n="$nm" -v f="$fm" 'BEGIN {printf "%-44s %11.0f%%\n", "nginx REST / HTTP floor", 100 * n / f}'
+rm=$(med rb) wm=$(med ws) nm=$(med rest) fm=$(med floor) n2m=$(med rest2) f2m=$(med floor2)
+printf '\n%-48s %12s\n' "limit.lua decisions per second (median of $runs)" ""
+printf '%-48s %12s\n' "redis-benchmark EVALSHA, random keys" "$rm"
+printf '%-48s %12s\n' "through nginx (WebSocket sends, 64 x 32 deep)" "$wm"
+printf '%-48s %12s\n' "through nginx (REST h2c, $h2_conns x $depth streams)" "$n2m"
+printf '%-48s %12s\n' "through nginx (REST HTTP/1.1, $conns x $depth pipelined)" "$nm"
+printf '%-48s %12s\n' "nginx h2c floor (404 before auth, no Redis)" "$f2m"
+printf '%-48s %12s\n' "nginx HTTP/1.1 floor (404 before auth)" "$fm"
+ratio() { awk -v n="$2" -v r="$3" -v t="$1" 'BEGIN {printf "%-48s %11.0f%%\n", t, (r > 0) ? 100 * n / r : 0}'; }
+ratio "nginx WebSocket / redis" "$wm" "$rm"
+ratio "nginx REST h2c / redis" "$n2m" "$rm"
+ratio "nginx REST HTTP/1.1 / redis" "$nm" "$rm"
+ratio "nginx REST h2c / h2c floor" "$n2m" "$f2m"
+ratio "nginx REST HTTP/1.1 / HTTP/1.1 floor" "$nm" "$fm"
 
 # CPU per decision says what the rates would be on two cores of our own:
 # Redis runs the script on one core at most, and everything shares the two
 # (rate <= 1e6 / redis, and <= 2e6 / (redis + nginx + load)); in production
 # the clients run elsewhere, so the last column leaves the load out
-printf '\n%-32s %6s %6s %6s %6s %11s %11s\n' "CPU us per decision (median)" redis nginx load total \
+printf '\n%-34s %6s %6s %6s %6s %11s %11s\n' "CPU us per decision (median)" redis nginx load total \
     "2-core max" "w/o client"
-for k in rb ws rest floor; do
+for k in rb ws rest2 rest floor2 floor; do
     a=$(med "${k}_cpu" 1) b=$(med "${k}_cpu" 2) c=$(med "${k}_cpu" 3)
     case $k in
         rb) name="redis-benchmark" ;; ws) name="through nginx, WebSocket" ;;
-        rest) name="through nginx, REST" ;; floor) name="nginx HTTP floor (per request)" ;;
+        rest2) name="through nginx, REST h2c" ;; rest) name="through nginx, REST HTTP/1.1" ;;
+        floor2) name="h2c floor (per request)" ;; floor) name="HTTP/1.1 floor (per request)" ;;
     esac
     awk -v n="$name" -v a="$a" -v b="$b" -v c="$c" '
         function most(t) { m = t > 0 ? 2e6 / t : 0; if (a > 0 && 1e6 / a < m) m = 1e6 / a; return m }
-        BEGIN { printf "%-32s %6d %6d %6d %6d %11d %11d\n", n, a, b, c, a + b + c, most(a + b + c), most(a + b) }'
+        BEGIN { printf "%-34s %6d %6d %6d %6d %11d %11d\n", n, a, b, c, a + b + c, most(a + b + c), most(a + b) }'
 done

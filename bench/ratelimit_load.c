@@ -31,6 +31,17 @@
  *
  * --path /api/none measures the HTTP floor: a 404 answered before the token
  * is read and before any Redis work.
+ *
+ * --proto h2 speaks cleartext HTTP/2 with prior knowledge instead (nginx's
+ * `listen ... http2;`; the framing is bench/h2c.c): --depth is then the
+ * number of concurrent streams per connection, each request a HEADERS frame
+ * of its own stream.  Unlike HTTP/1.1 pipelining these requests are served
+ * concurrently, and nginx queues the frames of the responses that are ready
+ * and writes them together, so one read and one write carry many decisions
+ * on both sides, as redis-benchmark's pipeline does.  After
+ * keepalive_requests streams nginx sends GOAWAY and closes the connection;
+ * the streams it did not take are lost as above, and the generator
+ * reconnects.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -47,11 +58,14 @@
 
 #include <arpa/inet.h>
 
+#include "h2c.h"
 #include "minichat/jwt.h"
 
 typedef struct {
     int fd;
     int inflight;
+    uint32_t next_stream;   /* h2: the id of the next request's stream */
+    int goaway;             /* h2: the server takes no new stream */
     char in[65536];
     size_t in_len;
 } conn_t;
@@ -60,7 +74,8 @@ static char *reqs;          /* every user's request, back to back */
 static size_t *req_off;     /* request i is reqs[req_off[i] .. req_off[i + 1]) */
 static int nreqs, next_req;
 static const char *path = "/api/rooms?limit=0";
-static long long statuses[600];
+static int h2;              /* --proto h2 */
+static long long statuses[600], resets;
 
 static struct sockaddr_in sa;
 static int ep;
@@ -86,24 +101,12 @@ static long long cpu_ms(void)
     return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000LL + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000;
 }
 
-/* Writes n pipelined requests.  Returns 0 or -1. */
-static int send_requests(conn_t *c, int n)
+/* Writes all of buf[0 .. len).  Returns 0 or -1. */
+static int write_all(conn_t *c, const char *buf, size_t len)
 {
-    char buf[1 << 16];
-    size_t len = 0, off = 0, rl;
+    size_t off = 0;
     ssize_t w;
-    int i;
 
-    for (i = 0; i < n; i++) {
-        rl = req_off[next_req + 1] - req_off[next_req];
-        if (len + rl > sizeof(buf)) {
-            fprintf(stderr, "pipeline too deep for the write buffer\n");
-            return -1;
-        }
-        memcpy(buf + len, reqs + req_off[next_req], rl);
-        len += rl;
-        next_req = (next_req + 1) % nreqs;
-    }
     while (off < len) {
         w = write(c->fd, buf + off, len - off);
         if (w < 0) {
@@ -115,8 +118,93 @@ static int send_requests(conn_t *c, int n)
         }
         off += (size_t)w;
     }
+    return 0;
+}
+
+/* Writes n pipelined requests (h2: n new streams), after `pre` bytes of
+ * other frames when there are.  Returns 0 or -1. */
+static int send_requests(conn_t *c, int n, const char *pre, size_t pre_len)
+{
+    char buf[1 << 16];
+    size_t len = pre_len, rl;
+    int i;
+
+    if (pre_len) {
+        memcpy(buf, pre, pre_len);
+    }
+    for (i = 0; i < n; i++) {
+        rl = req_off[next_req + 1] - req_off[next_req];
+        if (len + rl > sizeof(buf)) {
+            fprintf(stderr, "pipeline too deep for the write buffer\n");
+            return -1;
+        }
+        memcpy(buf + len, reqs + req_off[next_req], rl);
+        if (h2) {
+            h2c_set_stream((uint8_t *)buf + len, c->next_stream);
+            c->next_stream += 2;
+        }
+        len += rl;
+        next_req = (next_req + 1) % nreqs;
+    }
+    if (write_all(c, buf, len) != 0) {
+        return -1;
+    }
     c->inflight += n;
     return 0;
+}
+
+/* h2: consumes complete frames, answers SETTINGS and PING, and returns how
+ * many responses ended (a reset stream is no response but is no longer in
+ * flight either), or -1 when the connection is broken. */
+static int parse_frames(conn_t *c)
+{
+    h2c_frame_t f;
+    char out[256];
+    size_t off = 0, out_len = 0;
+    int done = 0, reset = 0, rc, st;
+
+    while ((rc = h2c_frame((uint8_t *)c->in + off, c->in_len - off, sizeof(c->in) - H2C_FRAME_HEAD, &f)) == 1) {
+        off += H2C_FRAME_HEAD + f.len;
+        switch (f.type) {
+        case H2C_HEADERS:
+            st = h2c_status(&f);
+            if (st >= 100 && st < 600) {
+                statuses[st]++;
+            }
+            break;
+        case H2C_RST_STREAM:
+            resets++;
+            reset++;
+            continue;
+        case H2C_SETTINGS:
+            if (!(f.flags & H2C_ACK) && out_len + H2C_FRAME_HEAD <= sizeof(out)) {
+                out_len += h2c_settings_ack((uint8_t *)out + out_len);
+            }
+            continue;
+        case H2C_PING:
+            if (!(f.flags & H2C_ACK) && f.len == 8 && out_len + H2C_FRAME_HEAD + 8 <= sizeof(out)) {
+                memcpy(out + out_len, f.payload - H2C_FRAME_HEAD, H2C_FRAME_HEAD + 8);
+                out[out_len + 4] = H2C_ACK;
+                out_len += H2C_FRAME_HEAD + 8;
+            }
+            continue;
+        case H2C_GOAWAY:
+            c->goaway = 1;
+            continue;
+        default:
+            break;
+        }
+        if ((f.type == H2C_HEADERS || f.type == H2C_DATA) && (f.flags & H2C_END_STREAM)) {
+            done++;
+        }
+    }
+    memmove(c->in, c->in + off, c->in_len - off);
+    c->in_len -= off;
+    c->inflight -= done + reset;
+    if (rc < 0 || (out_len && write_all(c, out, out_len) != 0)) {
+        return -1;
+    }
+    return done;
 }
 
 /* Consumes complete responses; returns how many. */
@@ -159,6 +247,8 @@ static int conn_open(conn_t *c, int depth)
 {
     struct epoll_event ev;
     int one = 1;
+    uint8_t pre[64];
+    size_t pre_len = 0;
 
     c->fd = socket(AF_INET, SOCK_STREAM, 0);
     if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
@@ -172,7 +262,12 @@ static int conn_open(conn_t *c, int depth)
     epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
     c->in_len = 0;
     c->inflight = 0;
-    return send_requests(c, depth);
+    c->next_stream = 1;
+    c->goaway = 0;
+    if (h2) {
+        pre_len = h2c_preface(pre, sizeof(pre));
+    }
+    return send_requests(c, depth, (char *)pre, pre_len);
 }
 
 int main(int argc, char **argv)
@@ -203,11 +298,17 @@ int main(int argc, char **argv)
             path = argv[i + 1];
         } else if (strcmp(argv[i], "--users") == 0) {
             users = atoi(argv[i + 1]);
+        } else if (strcmp(argv[i], "--proto") == 0) {
+            if (strcmp(argv[i + 1], "h2") != 0 && strcmp(argv[i + 1], "h1") != 0) {
+                fprintf(stderr, "--proto is h1 or h2\n");
+                return 2;
+            }
+            h2 = strcmp(argv[i + 1], "h2") == 0;
         }
     }
     if (port <= 0 || secret_file == NULL || nconns <= 0 || depth <= 0 || depth > 64 || users <= 0) {
         fprintf(stderr, "usage: ratelimit_load --port P --secret-file F [--conns N] [--depth 1..64] [--seconds S] "
-                        "[--users N]\n");
+                        "[--users N] [--path P] [--proto h1|h2]\n");
         return 2;
     }
 
@@ -238,9 +339,16 @@ int main(int argc, char **argv)
             fprintf(stderr, "cannot sign a token\n");
             return 1;
         }
-        n = snprintf(reqs + req_off[i], 512, "GET %s HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer %s\r\n\r\n", path,
-                     tok);
-        if (n < 0 || n >= 512) {
+        if (h2) {
+            char auth[MC_JWT_MAX + 16];
+
+            snprintf(auth, sizeof(auth), "Bearer %s", tok);
+            n = (int)h2c_get((uint8_t *)reqs + req_off[i], 512, path, "b", auth);
+        } else {
+            n = snprintf(reqs + req_off[i], 512, "GET %s HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer %s\r\n\r\n",
+                         path, tok);
+        }
+        if (n <= 0 || n >= 512) {
             fprintf(stderr, "--path too long\n");
             return 1;
         }
@@ -272,6 +380,7 @@ int main(int argc, char **argv)
             measuring = 1;
             count = 0;
             memset(statuses, 0, sizeof(statuses));
+            resets = 0;
             start = t;
         }
         if (measuring && t - start >= seconds) {
@@ -298,10 +407,14 @@ int main(int argc, char **argv)
                 continue;
             }
             c->in_len += (size_t)r;
-            got = parse_responses(c);
+            got = h2 ? parse_frames(c) : parse_responses(c);
+            if (got < 0) {
+                fprintf(stderr, "a frame too large for the read buffer, or a failed write\n");
+                return 1;
+            }
             count += got;
             all += got;
-            if (got && c->inflight <= depth / 2 && send_requests(c, depth - c->inflight) != 0) {
+            if (!c->goaway && c->inflight <= depth / 2 && send_requests(c, depth - c->inflight, NULL, 0) != 0) {
                 perror("write");
                 return 1;
             }
@@ -310,6 +423,9 @@ int main(int argc, char **argv)
 
     printf("responses/s %.0f reconnects %lld total %lld cpu_ms %lld", count / (now_s() - start), reconnects, all,
            cpu_ms() - cpu0);
+    if (resets) {
+        printf(" resets %lld", resets);
+    }
     for (i = 100; i < 600; i++) {
         if (statuses[i]) {
             printf(" %d:%lld", i, statuses[i]);

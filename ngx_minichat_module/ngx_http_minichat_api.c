@@ -505,6 +505,8 @@ ngx_http_minichat_api_json(ngx_http_request_t *r, ngx_uint_t status, const u_cha
     ngx_str_set(&r->headers_out.content_type, "application/json");
     r->headers_out.content_type_len = r->headers_out.content_type.len;
 
+    ngx_http_minichat_h2batch_hold(r);
+
     rc = ngx_http_send_header(r);
     if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
         return rc;

@@ -452,6 +452,12 @@ ngx_int_t ngx_http_minichat_api_reply(ngx_http_request_t *r, ngx_uint_t status, 
 ngx_int_t ngx_http_minichat_api_refuse(ngx_http_request_t *r, ngx_uint_t status, const char *code,
     const char *message);
 
+/* ngx_http_minichat_h2batch.c: an HTTP/2 connection's REST answers of one
+ * batch of Redis replies leave in one write */
+void ngx_http_minichat_h2batch_begin(void);
+void ngx_http_minichat_h2batch_hold(ngx_http_request_t *r);
+void ngx_http_minichat_h2batch_end(void);
+
 /* ngx_http_minichat_api_rooms.c: the routes */
 ngx_int_t ngx_http_minichat_api_create(ngx_http_request_t *r, ngx_http_minichat_api_t *ctx, json_t *body);
 ngx_int_t ngx_http_minichat_api_list(ngx_http_request_t *r, ngx_http_minichat_api_t *ctx, json_t *body);

@@ -427,6 +427,9 @@ ngx_http_minichat_redis_node_read_handler(ngx_event_t *ev)
     ngx_http_minichat_redis_node_t  *node = c->data;
     int                              n;
 
+    /* the REST answers of these replies: one write per HTTP/2 connection */
+    ngx_http_minichat_h2batch_begin();
+
     while (node->ac) {
         redisAsyncHandleRead(node->ac);
 
@@ -440,6 +443,8 @@ ngx_http_minichat_redis_node_read_handler(ngx_event_t *ev)
             break;
         }
     }
+
+    ngx_http_minichat_h2batch_end();
 }
 
 

@@ -15,6 +15,11 @@
  * key up again on every call, which cost more than the hashing itself (a
  * REST request through nginx checks one token).
  *
+ * The payload is read by lib/src/jwt_claims.c, which accepts exactly what
+ * jansson (with JSON_REJECT_DUPLICATES) would and keeps only sub, exp and
+ * nbf, with no allocation; the rarely changing header still goes through
+ * jansson.
+ *
  * An issuer's tokens all carry the same header, so the key also remembers
  * the last header segment that passed the header check: the same bytes
  * again pass it without being decoded and parsed.  The check is a function
@@ -29,6 +34,7 @@
 #include <openssl/evp.h>
 
 #include "minichat/jwt.h"
+#include "minichat/jwt_claims.h"
 
 #define MC_JWT_BLOCK 64       /* SHA-256's block: HMAC's key size */
 #define MC_JWT_HDR_MAX 128    /* the longest header segment remembered */
@@ -141,24 +147,22 @@ static int key_mac(mc_jwt_key_t *key, const void *msg, size_t len, unsigned char
     return 0;
 }
 
+/* base64url's alphabet: each letter's value; 0 for every other byte */
+static const signed char b64url_values[256] = {
+    ['A'] = 0,  ['B'] = 1,  ['C'] = 2,  ['D'] = 3,  ['E'] = 4,  ['F'] = 5,  ['G'] = 6,  ['H'] = 7,  ['I'] = 8,
+    ['J'] = 9,  ['K'] = 10, ['L'] = 11, ['M'] = 12, ['N'] = 13, ['O'] = 14, ['P'] = 15, ['Q'] = 16, ['R'] = 17,
+    ['S'] = 18, ['T'] = 19, ['U'] = 20, ['V'] = 21, ['W'] = 22, ['X'] = 23, ['Y'] = 24, ['Z'] = 25, ['a'] = 26,
+    ['b'] = 27, ['c'] = 28, ['d'] = 29, ['e'] = 30, ['f'] = 31, ['g'] = 32, ['h'] = 33, ['i'] = 34, ['j'] = 35,
+    ['k'] = 36, ['l'] = 37, ['m'] = 38, ['n'] = 39, ['o'] = 40, ['p'] = 41, ['q'] = 42, ['r'] = 43, ['s'] = 44,
+    ['t'] = 45, ['u'] = 46, ['v'] = 47, ['w'] = 48, ['x'] = 49, ['y'] = 50, ['z'] = 51, ['0'] = 52, ['1'] = 53,
+    ['2'] = 54, ['3'] = 55, ['4'] = 56, ['5'] = 57, ['6'] = 58, ['7'] = 59, ['8'] = 60, ['9'] = 61, ['-'] = 62,
+    ['_'] = 63,
+};
+
+/* Returns c's base64url value, or -1 when c is not in the alphabet. */
 static int b64url_value(unsigned char c)
 {
-    if (c >= 'A' && c <= 'Z') {
-        return c - 'A';
-    }
-    if (c >= 'a' && c <= 'z') {
-        return c - 'a' + 26;
-    }
-    if (c >= '0' && c <= '9') {
-        return c - '0' + 52;
-    }
-    if (c == '-') {
-        return 62;
-    }
-    if (c == '_') {
-        return 63;
-    }
-    return -1;
+    return b64url_values[c] || c == 'A' ? b64url_values[c] : -1;
 }
 
 /* Decodes unpadded base64url; returns the decoded length or -1. */
@@ -215,25 +219,23 @@ static size_t b64url_encode(const unsigned char *in, size_t n, char *out)
 }
 
 /* Reads a positive integer user id from a JSON number or decimal string. */
-static int read_sub(json_t *v, uint64_t *sub)
+static int read_sub(const mc_claim_t *v, uint64_t *sub)
 {
-    const char *s;
     char *end;
     unsigned long long n;
 
-    if (json_is_integer(v)) {
-        if (json_integer_value(v) <= 0) {
+    if (v->kind == MC_CLAIM_INT) {
+        if (v->num <= 0) {
             return -1;
         }
-        *sub = (uint64_t)json_integer_value(v);
+        *sub = (uint64_t)v->num;
         return 0;
     }
-    if (json_is_string(v)) {
-        s = json_string_value(v);
-        if (*s < '1' || *s > '9' || strlen(s) > 19) {
+    if (v->kind == MC_CLAIM_STRING) {
+        if (v->len > 19 || v->str[0] < '1' || v->str[0] > '9') {
             return -1;
         }
-        n = strtoull(s, &end, 10);
+        n = strtoull(v->str, &end, 10);
         if (*end != '\0' || n == 0) {
             return -1;
         }
@@ -283,7 +285,9 @@ int mc_jwt_verify(mc_jwt_key_t *key, const char *token, size_t len, int64_t now,
                   const char **err)
 {
     unsigned char buf[MC_JWT_MAX], mac[32];
+    char scratch[MC_JWT_MAX];
     const char *dot1, *dot2, *alg;
+    mc_jwt_claims_raw_t raw;
     json_t *hdr = NULL, *pl = NULL, *v;
     size_t hlen;
     long n;
@@ -336,32 +340,37 @@ int mc_jwt_verify(mc_jwt_key_t *key, const char *token, size_t len, int64_t now,
     if (n <= 0) {
         goto err;
     }
-    pl = json_loadb((const char *)buf, (size_t)n, JSON_REJECT_DUPLICATES, NULL);
-    if (!json_is_object(pl)) {
+    if (mc_jwt_claims_read(buf, (size_t)n, &raw, scratch, sizeof(scratch)) != 0) {
         goto err;
     }
-    if (read_sub(json_object_get(pl, "sub"), &claims->sub) != 0) {
+    if (read_sub(&raw.sub, &claims->sub) != 0) {
         *err = "missing or invalid sub";
         goto err;
     }
-    v = json_object_get(pl, "exp");
-    if (v == NULL) {
+    if (raw.exp.kind == MC_CLAIM_ABSENT) {
         *err = "missing exp";
         goto err;
     }
-    if (!json_is_integer(v)) {
+    if (raw.exp.kind != MC_CLAIM_INT) {
         *err = "invalid exp";
         goto err;
     }
-    claims->exp = json_integer_value(v);
+    claims->exp = raw.exp.num;
     if (claims->exp <= now) {
         *err = "expired";
         goto err;
     }
-    v = json_object_get(pl, "nbf");
-    if (v && (!json_is_integer(v) || json_integer_value(v) > now)) {
+    if (raw.nbf.kind != MC_CLAIM_ABSENT && (raw.nbf.kind != MC_CLAIM_INT || raw.nbf.num > now)) {
         *err = "not yet valid";
         goto err;
+    }
+    if (key->iss || key->aud) {
+        /* iss and aud are checked only when configured: the payload is
+         * parsed once more, into a tree, for them */
+        pl = json_loadb((const char *)buf, (size_t)n, JSON_REJECT_DUPLICATES, NULL);
+        if (!json_is_object(pl)) {
+            goto err;
+        }
     }
     if (key->iss) {
         v = json_object_get(pl, "iss");

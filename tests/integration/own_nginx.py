@@ -7,7 +7,8 @@ takes $MINICHAT_RUN/nginx-a/nginx.conf (the module, the relay-worker a
 socket, the JWT secret and, unless told otherwise, the stack's Redis or
 Redis Cluster) and changes only: its own directory (pid, logs, temp paths),
 its own port, one worker, the `minichat_limit_*` lines (the test's
-instead), and optionally the Redis directive.  bench/ratelimit.sh derives
+instead), and optionally the Redis directive and a second port that speaks
+cleartext HTTP/2 (`listen ... http2;`, prior knowledge).  bench/ratelimit.sh derives
 its bench nginx the same way.
 
 Tests of other directives (minichat_allowed_origins, minichat_jwt_issuer,
@@ -61,13 +62,15 @@ def fresh_address():
 class OwnNginx:
     """limits: the minichat_limit_* directives and any other http-level
     directives of the test (strings, without ';').
-    redis: "host:port" for minichat_redis instead of the stack's Redis."""
+    redis: "host:port" for minichat_redis instead of the stack's Redis.
+    http2: also listen on h2_port with HTTP/2 (h2c)."""
 
-    def __init__(self, limits, redis=None):
+    def __init__(self, limits, redis=None, http2=False):
         self.limits = limits
         self.redis = redis
         self.dir = tempfile.mkdtemp(prefix="own-nginx-", dir=RUN)
         self.port = free_port()
+        self.h2_port = free_port() if http2 else None
         self.conf = os.path.join(self.dir, "nginx.conf")
         self.pid_file = os.path.join(self.dir, "nginx.pid")
         self.error_log = os.path.join(self.dir, "error.log")
@@ -80,7 +83,10 @@ class OwnNginx:
         text = text.replace(src_dir + "/", self.dir + "/")
         text = re.sub(r"(?m)^worker_processes .*$", "worker_processes 1;", text)
         text = re.sub(r"(?m)^(\s*)access_log .*$", r"\1access_log off;", text)
-        text, n = re.subn(r"(?m)^(\s*)listen 127\.0\.0\.1:\d+;", r"\1listen 127.0.0.1:%d;" % self.port, text)
+        listen = r"\1listen 127.0.0.1:%d;" % self.port
+        if self.h2_port:
+            listen += r"\n\1listen 127.0.0.1:%d http2;" % self.h2_port
+        text, n = re.subn(r"(?m)^(\s*)listen 127\.0\.0\.1:\d+;", listen, text)
         assert n == 1, "node a's nginx.conf has no single listen line"
         text = re.sub(r"(?m)^\s*minichat_limit_\w+ .*;\n", "", text)
         if self.redis:
