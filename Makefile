@@ -29,7 +29,7 @@ MOD_SRC    := $(wildcard ngx_minichat_module/*.c ngx_minichat_module/*.h) ngx_mi
 UNIT_TESTS := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
 
 .PHONY: all setup module run stop status test test-unit test-unit-asan test-integration integration-pass token \
-        conformance clean
+        conformance fuzz fuzz-build fuzz-seeds fuzz-targets clean
 
 all: $(LIB) $(B)/bin/relay-worker $(B)/bin/roomlist-consumer $(B)/bin/minichat-token $(B)/bin/minichat-ban $(MODULE)
 
@@ -120,6 +120,38 @@ test-unit-asan:
 	$(MAKE) B=$(B)/asan OPT="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
 	  EXTRA_LDFLAGS="-fsanitize=address,undefined" test-unit
 
+# --- libFuzzer targets (fuzz/, see fuzz/README.md) --------------------------
+# Built with clang into build/fuzz/: the lib sources are compiled again with
+# the same sanitizers and libFuzzer's coverage hooks (fuzzer-no-link: the
+# instrumentation without libFuzzer's main), each fuzz/fuzz_*.c target is
+# linked with -fsanitize=fuzzer.  `make fuzz` runs every target for
+# FUZZ_SECONDS (default 30) and fails on the first crash, leak or sanitizer
+# report; `make fuzz-seeds` (part of `make test`) runs each target once over
+# its committed seed corpus, a cheap regression check.
+FUZZ_CC      ?= clang
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS := $(patsubst fuzz/%.c,%,$(wildcard fuzz/fuzz_*.c))
+FUZZ_B       := $(B)/fuzz
+
+# (run inside the sub-make below, where B is build/fuzz and CC is clang)
+$(B)/bin/fuzz_%: fuzz/fuzz_%.c $(wildcard fuzz/*.h) $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(filter-out -fsanitize=fuzzer-no-link,$(CFLAGS_ALL)) -fsanitize=fuzzer -o $@ $< $(LIB) $(LIBDEPS)
+
+fuzz-targets: $(addprefix $(B)/bin/,$(FUZZ_TARGETS))
+
+fuzz-build:
+	@command -v $(FUZZ_CC) >/dev/null || { echo "fuzz: $(FUZZ_CC) not found; run make setup" >&2; exit 1; }
+	@$(MAKE) --no-print-directory B=$(FUZZ_B) CC=$(FUZZ_CC) \
+	  OPT="-O1 -g -fsanitize=fuzzer-no-link $(FUZZ_SAN)" fuzz-targets
+
+fuzz-seeds: fuzz-build
+	@bash scripts/fuzz.sh seeds $(FUZZ_B)/bin $(FUZZ_TARGETS)
+
+fuzz: setup fuzz-build
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/fuzz.sh run $(FUZZ_B)/bin $(FUZZ_TARGETS)
+
 # --- local stack ------------------------------------------------------------
 # REDIS=single (one Redis) or REDIS=cluster (three masters, three replicas)
 REDIS      ?= single
@@ -165,6 +197,7 @@ test: setup
 	$(MAKE) all
 	$(MAKE) test-unit
 	$(MAKE) test-unit-asan
+	$(MAKE) fuzz-seeds
 	$(MAKE) test-integration
 
 clean:

@@ -16,7 +16,7 @@
 
 
 #define NGX_HTTP_MINICHAT_HISTORY_DEFAULT  50
-#define NGX_HTTP_MINICHAT_HISTORY_MAX      200
+#define NGX_HTTP_MINICHAT_HISTORY_MAX      MC_OP_HISTORY_MAX
 
 
 typedef struct {
@@ -429,32 +429,11 @@ ngx_http_minichat_history_done(ngx_int_t rc, const char *code, const char *text,
 
 
 ngx_int_t
-ngx_http_minichat_op_history(ngx_http_minichat_req_t *rq, json_t *req)
+ngx_http_minichat_op_history(ngx_http_minichat_req_t *rq, const mc_op_t *op)
 {
     ngx_http_minichat_req_t  *copy;
-    json_t                   *jb, *jl;
-    uint64_t                  room, before = 0;
-    ngx_uint_t                limit = 0;
-
-    room = ngx_http_minichat_json_id(json_object_get(req, "room"));
-    jb = json_object_get(req, "before");
-    jl = json_object_get(req, "limit");
-
-    if (room == 0) {
-        return ngx_http_minichat_req_error(rq, "bad_request", "\"room\" must be a positive integer");
-    }
-    if (jb && !json_is_null(jb)) {
-        if (!json_is_integer(jb) || json_integer_value(jb) < 1) {
-            return ngx_http_minichat_req_error(rq, "bad_request", "\"before\" must be a positive integer");
-        }
-        before = (uint64_t) json_integer_value(jb);
-    }
-    if (jl && !json_is_null(jl)) {
-        if (!json_is_integer(jl) || json_integer_value(jl) < 1 || json_integer_value(jl) > NGX_HTTP_MINICHAT_HISTORY_MAX) {
-            return ngx_http_minichat_req_error(rq, "bad_request", "\"limit\" must be an integer from 1 to 200");
-        }
-        limit = (ngx_uint_t) json_integer_value(jl);
-    }
+    uint64_t                  room = op->room, before = op->before;
+    ngx_uint_t                limit = op->limit;
 
     if (rq->ws->pending >= NGX_HTTP_MINICHAT_MAX_INFLIGHT) {
         return ngx_http_minichat_req_error(rq, "rate_limited", "too many requests awaiting their answer; wait");

@@ -28,8 +28,9 @@
 #include <jansson.h>
 
 #include "minichat.pb-c.h"
+#include "minichat/op.h"
 
-#define NGX_HTTP_MINICHAT_CID_MAX 64
+#define NGX_HTTP_MINICHAT_CID_MAX MC_OP_CID_MAX
 #define NGX_HTTP_MINICHAT_USER_BUCKETS 4096
 #define NGX_HTTP_MINICHAT_MAX_INFLIGHT 64   /* sends awaiting Redis per connection */
 #define NGX_HTTP_MINICHAT_CLOSE_EXPIRED 4001 /* WebSocket close code: the token expired */
@@ -397,14 +398,15 @@ u_char *ngx_http_minichat_msg_json(u_char *buf, Minichat__ChatMessage *m);
 /* ngx_http_minichat_ops.c: one protocol request (a complete text message) */
 ngx_int_t ngx_http_minichat_ops_message(ngx_http_minichat_ws_t *ws, u_char *data, size_t len);
 
-/* ops, each in its own file; they answer through rq and return NGX_OK, or
- * NGX_ERROR when the connection was closed */
-ngx_int_t ngx_http_minichat_op_send(ngx_http_minichat_req_t *rq, json_t *req);
-ngx_int_t ngx_http_minichat_op_read(ngx_http_minichat_req_t *rq, json_t *req);
-ngx_int_t ngx_http_minichat_op_typing(ngx_http_minichat_req_t *rq, json_t *req);
-ngx_int_t ngx_http_minichat_op_history(ngx_http_minichat_req_t *rq, json_t *req);
-ngx_int_t ngx_http_minichat_op_resume(ngx_http_minichat_req_t *rq, json_t *req);
-ngx_int_t ngx_http_minichat_op_rooms(ngx_http_minichat_req_t *rq, json_t *req);
+/* ops, each in its own file: they take a request mc_op_decode() has
+ * checked, answer through rq and return NGX_OK, or NGX_ERROR when the
+ * connection was closed */
+ngx_int_t ngx_http_minichat_op_send(ngx_http_minichat_req_t *rq, const mc_op_t *op);
+ngx_int_t ngx_http_minichat_op_read(ngx_http_minichat_req_t *rq, const mc_op_t *op);
+ngx_int_t ngx_http_minichat_op_typing(ngx_http_minichat_req_t *rq, const mc_op_t *op);
+ngx_int_t ngx_http_minichat_op_history(ngx_http_minichat_req_t *rq, const mc_op_t *op);
+ngx_int_t ngx_http_minichat_op_resume(ngx_http_minichat_req_t *rq, const mc_op_t *op);
+ngx_int_t ngx_http_minichat_op_rooms(ngx_http_minichat_req_t *rq, const mc_op_t *op);
 
 /* ngx_http_minichat_api.c: REST routing, bodies and answers */
 typedef struct ngx_http_minichat_api_s ngx_http_minichat_api_t;

@@ -1,30 +1,25 @@
 /*
  * The client protocol's dispatcher: one complete text message is one JSON
  * request.  The frame layer (_ws.c) has checked its UTF-8 (a violation
- * closes with 1007); here it is parsed,
- * its optional integer "id" taken, and its "op" looked up in the table
- * below; every op answers through its ngx_http_minichat_req_t.
+ * closes with 1007); here mc_op_decode() (lib/src/op.c) parses it and
+ * checks every field, and the op's handler, looked up in the table below,
+ * gets the decoded request; every op answers through its
+ * ngx_http_minichat_req_t.
  */
 #include "ngx_http_minichat_module.h"
-#include "minichat/ws.h"
 
 
-typedef ngx_int_t (*ngx_http_minichat_op_pt)(ngx_http_minichat_req_t *rq, json_t *req);
-
-typedef struct {
-    const char               *name;
-    ngx_http_minichat_op_pt   handler;
-} ngx_http_minichat_op_t;
+typedef ngx_int_t (*ngx_http_minichat_op_pt)(ngx_http_minichat_req_t *rq, const mc_op_t *op);
 
 
-static ngx_http_minichat_op_t  ngx_http_minichat_ops[] = {
-    { "send",    ngx_http_minichat_op_send },
-    { "read",    ngx_http_minichat_op_read },
-    { "typing",  ngx_http_minichat_op_typing },
-    { "history", ngx_http_minichat_op_history },
-    { "resume",  ngx_http_minichat_op_resume },
-    { "rooms",   ngx_http_minichat_op_rooms },
-    { NULL, NULL }
+/* indexed by mc_op_kind_t */
+static ngx_http_minichat_op_pt  ngx_http_minichat_ops[] = {
+    [MC_OP_SEND]    = ngx_http_minichat_op_send,
+    [MC_OP_READ]    = ngx_http_minichat_op_read,
+    [MC_OP_TYPING]  = ngx_http_minichat_op_typing,
+    [MC_OP_HISTORY] = ngx_http_minichat_op_history,
+    [MC_OP_RESUME]  = ngx_http_minichat_op_resume,
+    [MC_OP_ROOMS]   = ngx_http_minichat_op_rooms,
 };
 
 
@@ -32,61 +27,30 @@ ngx_int_t
 ngx_http_minichat_ops_message(ngx_http_minichat_ws_t *ws, u_char *data, size_t len)
 {
     ngx_http_minichat_req_t   rq;
-    ngx_http_minichat_op_t   *op;
-    json_t                   *req, *v;
-    json_error_t              jerr;
-    const char               *name;
     ngx_int_t                 rc;
+    mc_op_t                   decoded, *op = &decoded;
+
+    /* the strings of the decoded op live until mc_op_free(): a handler
+     * copies what it keeps */
+    rc = mc_op_decode(op, (const char *) data, len);
 
     rq.ws = ws;
-    rq.id = 0;
-    rq.has_id = 0;
+    rq.id = op->id;
+    rq.has_id = op->has_id;
 
-    req = json_loadb((const char *) data, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (req == NULL) {
-        /* jansson's own words, such as "\u0000 is not allowed" */
-        return ngx_http_minichat_req_error(&rq, "bad_request", jerr.text);
-    }
-    if (!json_is_object(req)) {
-        json_decref(req);
-        return ngx_http_minichat_req_error(&rq, "bad_request", "a request is a JSON object");
-    }
-
-    v = json_object_get(req, "id");
-    if (v) {
-        if (!json_is_integer(v)) {
-            json_decref(req);
-            return ngx_http_minichat_req_error(&rq, "bad_request", "\"id\" must be an integer");
-        }
-        rq.id = json_integer_value(v);
-        rq.has_id = 1;
-    }
-
-    name = json_string_value(json_object_get(req, "op"));
-    if (name == NULL) {
-        json_decref(req);
-        return ngx_http_minichat_req_error(&rq, "bad_request", "\"op\" must be a string");
-    }
-
-    if (ws->banned) {
+    if (ws->banned && op->kind != MC_OP_NONE) {
         /* the ban event came; the close follows once the queue drains */
-        json_decref(req);
+        mc_op_free(op);
         return ngx_http_minichat_conn_error_num(ws, rq.id, rq.has_id, "banned", "banned", "until", 0);
     }
 
-    for (op = ngx_http_minichat_ops; op->name; op++) {
-        if (ngx_strcmp(op->name, name) == 0) {
-            break;
-        }
-    }
-
-    if (op->name == NULL) {
-        rc = ngx_http_minichat_req_error(&rq, "bad_request", "unknown op");
+    if (rc != 0) {
+        rc = ngx_http_minichat_req_error(&rq, "bad_request", op->err);
     } else {
-        rc = op->handler(&rq, req);
+        rc = ngx_http_minichat_ops[op->kind](&rq, op);
     }
 
-    json_decref(req);
+    mc_op_free(op);
 
     return ws->closed ? NGX_ERROR : rc;
 }

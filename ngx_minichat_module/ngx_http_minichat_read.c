@@ -153,22 +153,10 @@ ngx_http_minichat_read_mark(uint64_t room, uint64_t user, uint64_t seq)
 
 
 ngx_int_t
-ngx_http_minichat_op_read(ngx_http_minichat_req_t *rq, json_t *req)
+ngx_http_minichat_op_read(ngx_http_minichat_req_t *rq, const mc_op_t *op)
 {
     ngx_http_minichat_req_t  *copy;
-    uint64_t                  room, seq;
-    json_t                   *js;
-
-    room = ngx_http_minichat_json_id(json_object_get(req, "room"));
-    js = json_object_get(req, "seq");
-
-    if (room == 0) {
-        return ngx_http_minichat_req_error(rq, "bad_request", "\"room\" must be a positive integer");
-    }
-    if (!json_is_integer(js) || json_integer_value(js) < 0) {
-        return ngx_http_minichat_req_error(rq, "bad_request", "\"seq\" must be a non-negative integer");
-    }
-    seq = (uint64_t) json_integer_value(js);
+    uint64_t                  room = op->room, seq = op->seq;
 
     if (rq->ws->pending >= NGX_HTTP_MINICHAT_MAX_INFLIGHT) {
         return ngx_http_minichat_req_error(rq, "rate_limited", "too many requests awaiting their answer; wait");

@@ -14,10 +14,8 @@
  */
 #include "ngx_http_minichat_module.h"
 #include "lua_scripts.h"
-#include "minichat/decimal.h"
 
 
-#define NGX_HTTP_MINICHAT_RESUME_ROOMS   100
 #define NGX_HTTP_MINICHAT_RESUME_MAX     "1000"
 #define NGX_HTTP_MINICHAT_RESUME_STATES  1000   /* rooms resumed on one connection */
 
@@ -60,70 +58,27 @@ static const ngx_http_minichat_script_t  ngx_http_minichat_script_resume = {
 };
 
 
-/* A room id given as an object key: decimal digits, no sign, below 2^63. */
-static uint64_t
-ngx_http_minichat_resume_room_id(const char *key)
-{
-    uint64_t  id;
-    size_t    n = ngx_strlen(key);
-
-    if (n > 19 || mc_parse_u64(key, n, &id) != 0) {
-        return 0;
-    }
-
-    return id <= (uint64_t) INT64_MAX ? id : 0;
-}
-
-
 ngx_int_t
-ngx_http_minichat_op_resume(ngx_http_minichat_req_t *rq, json_t *req)
+ngx_http_minichat_op_resume(ngx_http_minichat_req_t *rq, const mc_op_t *op)
 {
     ngx_http_minichat_ws_t           *ws = rq->ws;
     ngx_http_minichat_resume_t       *r;
     ngx_http_minichat_resume_room_t  *st;
-    json_t                           *rooms, *v, *jseq, *jepoch;
-    const char                       *key, *epoch, *av[5];
-    size_t                            al[5];
+    const char                       *epoch, *av[5];
+    size_t                            al[5], i;
     u_char                            u[NGX_INT64_LEN], s[NGX_INT64_LEN], budget[NGX_INT64_LEN];
     uint64_t                          room, from;
-
-    rooms = json_object_get(req, "rooms");
-    if (!json_is_object(rooms) || json_object_size(rooms) == 0
-        || json_object_size(rooms) > NGX_HTTP_MINICHAT_RESUME_ROOMS)
-    {
-        return ngx_http_minichat_req_error(rq, "bad_request",
-                                           "\"rooms\" must be an object of 1 to 100 rooms: {\"<room>\": <seq>}");
-    }
 
     /* one resume (up to 100 rooms) may run beside the usual in-flight cap */
     if (ws->pending > NGX_HTTP_MINICHAT_MAX_INFLIGHT) {
         return ngx_http_minichat_req_error(rq, "rate_limited", "too many requests awaiting their answer; wait");
     }
 
-    /* validate everything before anything starts */
-    json_object_foreach(rooms, key, v) {
-        jseq = json_is_object(v) ? json_object_get(v, "seq") : v;
-        jepoch = json_is_object(v) ? json_object_get(v, "epoch") : NULL;
-
-        if (ngx_http_minichat_resume_room_id(key) == 0) {
-            return ngx_http_minichat_req_error(rq, "bad_request", "room keys must be positive integers");
-        }
-        if (!json_is_integer(jseq) || json_integer_value(jseq) < 0
-            || (jepoch && !json_is_string(jepoch)) || (jepoch && json_string_length(jepoch) > 16))
-        {
-            return ngx_http_minichat_req_error(rq, "bad_request",
-                                               "each room needs a seq: a non-negative integer, "
-                                               "or {\"seq\": n, \"epoch\": \"…\"}");
-        }
-    }
-
-    json_object_foreach(rooms, key, v) {
-        room = ngx_http_minichat_resume_room_id(key);
-
-        jseq = json_is_object(v) ? json_object_get(v, "seq") : v;
-        jepoch = json_is_object(v) ? json_object_get(v, "epoch") : NULL;
-        from = (uint64_t) json_integer_value(jseq);
-        epoch = jepoch ? json_string_value(jepoch) : "";
+    /* mc_op_decode() checked every room before anything starts */
+    for (i = 0; i < op->nrooms; i++) {
+        room = op->rooms[i].room;
+        from = op->rooms[i].seq;
+        epoch = op->rooms[i].epoch;
 
         st = ngx_http_minichat_resume_find(ws, room);
         if (st == NULL) {

@@ -12,7 +12,7 @@
 
 
 #define NGX_HTTP_MINICHAT_ROOMS_DEFAULT  20
-#define NGX_HTTP_MINICHAT_ROOMS_MAX      100
+#define NGX_HTTP_MINICHAT_ROOMS_MAX      MC_OP_ROOMS_MAX
 
 
 typedef struct {
@@ -270,28 +270,11 @@ ngx_http_minichat_rooms_done(ngx_int_t rc, const char *code, const char *text, c
 
 
 ngx_int_t
-ngx_http_minichat_op_rooms(ngx_http_minichat_req_t *rq, json_t *req)
+ngx_http_minichat_op_rooms(ngx_http_minichat_req_t *rq, const mc_op_t *op)
 {
     ngx_http_minichat_req_t  *copy;
-    json_t                   *jl, *jc;
-    ngx_uint_t                limit = 0;
-    const char               *cursor = NULL;
-
-    jl = json_object_get(req, "limit");
-    jc = json_object_get(req, "cursor");
-
-    if (jl && !json_is_null(jl)) {
-        if (!json_is_integer(jl) || json_integer_value(jl) < 1 || json_integer_value(jl) > NGX_HTTP_MINICHAT_ROOMS_MAX) {
-            return ngx_http_minichat_req_error(rq, "bad_request", "\"limit\" must be an integer from 1 to 100");
-        }
-        limit = (ngx_uint_t) json_integer_value(jl);
-    }
-    if (jc && !json_is_null(jc)) {
-        if (!json_is_string(jc) || json_string_length(jc) > 128) {
-            return ngx_http_minichat_req_error(rq, "bad_request", "\"cursor\" must be a string from a rooms reply");
-        }
-        cursor = json_string_value(jc);
-    }
+    ngx_uint_t                limit = op->limit;
+    const char               *cursor = op->cursor;
 
     if (rq->ws->pending >= NGX_HTTP_MINICHAT_MAX_INFLIGHT) {
         return ngx_http_minichat_req_error(rq, "rate_limited", "too many requests awaiting their answer; wait");

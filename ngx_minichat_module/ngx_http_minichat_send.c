@@ -291,37 +291,16 @@ ngx_http_minichat_admit_done(ngx_http_minichat_admit_t *a, ngx_int_t rc, const c
 
 
 ngx_int_t
-ngx_http_minichat_op_send(ngx_http_minichat_req_t *rq, json_t *req)
+ngx_http_minichat_op_send(ngx_http_minichat_req_t *rq, const mc_op_t *op)
 {
     ngx_http_minichat_ws_t       *ws = rq->ws;
     ngx_http_minichat_send_t     *s;
     ngx_http_minichat_message_t   m;
-    json_t                       *jcid, *jbody;
     ngx_int_t                     rc;
 
     ngx_memzero(&m, sizeof(m));
 
-    m.room = ngx_http_minichat_json_id(json_object_get(req, "room"));
-    jcid = json_object_get(req, "cid");
-    jbody = json_object_get(req, "body");
-
-    if (m.room == 0) {
-        return ngx_http_minichat_req_error(rq, "bad_request", "\"room\" must be a positive integer");
-    }
-    if (!json_is_string(jcid) || json_string_length(jcid) == 0
-        || json_string_length(jcid) > NGX_HTTP_MINICHAT_CID_MAX)
-    {
-        return ngx_http_minichat_req_error(rq, "bad_request", "\"cid\" must be a string of 1 to 64 bytes");
-    }
-    if (!json_is_string(jbody) || json_string_length(jbody) == 0) {
-        return ngx_http_minichat_req_error(rq, "bad_request", "\"body\" must be a non-empty string");
-    }
-    if (memchr(json_string_value(jcid), '\0', json_string_length(jcid))) {
-        return ngx_http_minichat_req_error(rq, "bad_request", "\"cid\" must not contain NUL");
-    }
-    if (memchr(json_string_value(jbody), '\0', json_string_length(jbody))) {
-        return ngx_http_minichat_req_error(rq, "bad_request", "\"body\" must not contain NUL");
-    }
+    m.room = op->room;
 
     if (ws->pending >= NGX_HTTP_MINICHAT_MAX_INFLIGHT) {
         return ngx_http_minichat_req_error(rq, "rate_limited", "too many requests awaiting their answer; wait");
@@ -337,19 +316,19 @@ ngx_http_minichat_op_send(ngx_http_minichat_req_t *rq, json_t *req)
 
     } else {
         /* the body waits in a copy for the per-user limit's answer */
-        s = ngx_alloc(sizeof(ngx_http_minichat_send_t) + json_string_length(jbody), ws->connection->log);
+        s = ngx_alloc(sizeof(ngx_http_minichat_send_t) + op->body_len, ws->connection->log);
         if (s == NULL) {
             return ngx_http_minichat_req_error(rq, "unavailable", "out of memory");
         }
-        s->body.len = json_string_length(jbody);
+        s->body.len = op->body_len;
         s->body.data = (u_char *) (s + 1);
-        ngx_memcpy(s->body.data, json_string_value(jbody), s->body.len);
+        ngx_memcpy(s->body.data, op->body, s->body.len);
     }
 
     s->rq = *rq;
     s->room = m.room;
-    s->cid_len = json_string_length(jcid);
-    ngx_memcpy(s->cid, json_string_value(jcid), s->cid_len);
+    s->cid_len = op->cid_len;
+    ngx_memcpy(s->cid, op->cid, s->cid_len);
 
     if (s->body.data) {
         rc = ngx_http_minichat_limit_user(ws->user, NGX_HTTP_MINICHAT_LIMIT_MESSAGES, ngx_http_minichat_send_limited,
@@ -368,10 +347,10 @@ ngx_http_minichat_op_send(ngx_http_minichat_req_t *rq, json_t *req)
     m.sender = ws->user;
     m.origin_conn = ws->id;
     m.kind = "text";
-    m.cid.data = (u_char *) json_string_value(jcid);
+    m.cid.data = (u_char *) op->cid;
     m.cid.len = s->cid_len;
-    m.body.data = (u_char *) json_string_value(jbody);
-    m.body.len = json_string_length(jbody);
+    m.body.data = (u_char *) op->body;
+    m.body.len = op->body_len;
 
     rc = ngx_http_minichat_message_send(&m, ngx_http_minichat_send_done, s);
 

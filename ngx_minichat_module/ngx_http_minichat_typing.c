@@ -21,7 +21,7 @@ static const char  *ngx_http_minichat_typing_keys[] = { "members", "seq", NULL }
 
 
 ngx_int_t
-ngx_http_minichat_op_typing(ngx_http_minichat_req_t *rq, json_t *req)
+ngx_http_minichat_op_typing(ngx_http_minichat_req_t *rq, const mc_op_t *op)
 {
     ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
     ngx_http_minichat_typing_t     *t;
@@ -32,10 +32,7 @@ ngx_http_minichat_op_typing(ngx_http_minichat_req_t *rq, json_t *req)
     u_char                          u[NGX_INT64_LEN], ms[NGX_INT64_LEN], tkey[sizeof("typing:") + NGX_INT64_LEN];
     uint64_t                        room;
 
-    room = ngx_http_minichat_json_id(json_object_get(req, "room"));
-    if (room == 0) {
-        return ngx_http_minichat_req_error(rq, "bad_request", "\"room\" must be a positive integer");
-    }
+    room = op->room;
 
     if (rq->ws->pending >= NGX_HTTP_MINICHAT_MAX_INFLIGHT) {
         return ngx_http_minichat_req_error(rq, "rate_limited", "too many requests awaiting their answer; wait");

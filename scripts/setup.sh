@@ -25,6 +25,9 @@ pkgs=(
     # the browser test (tests/integration/test_browser.py) drives Debian's
     # headless Chromium over the DevTools protocol with python3-websockets
     chromium
+    # `make fuzz` and the seed-corpus pass of `make test` build libFuzzer
+    # targets (fuzz/) with clang; libFuzzer's runtime is in compiler-rt
+    clang libclang-rt-14-dev
 )
 
 missing=()

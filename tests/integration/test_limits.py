@@ -191,20 +191,21 @@ async def test_refused_send_then_retry_after_gets_the_next_seq():
     room = create_room(user, [user, other])
     p = await Pipe.open(user, "a")
 
-    # floods until one send is refused (a flood on a loaded box may be slow
-    # enough for the limit to refill); only the first refusal is kept, and
-    # what came after it in the same flood (acks, refusals) is accounted for
-    # (floods after the first are small: 40 refusals in 10 s make a strike)
-    acks, refusal, refused_cid, later_refused = [], None, None, []
+    # floods until the last send of a flood is refused: its retry_after_ms
+    # then describes the limit as the flood left it (on a loaded box a flood
+    # is slow enough for the limit to refill, and a send after an earlier
+    # refusal may take the slot that refusal was waiting for); floods after
+    # the first are small: 40 refusals in 10 s make a strike
+    acks, refused_cids, refusal = [], [], None
     for n in [BURST + 5] + [5] * 40:
-        for c, r in await flood(p, room, n):
+        replies = await flood(p, room, n)
+        for c, r in replies:
             if r["op"] == "ack":
                 acks.append(r)
-            elif refusal is None:
-                refusal, refused_cid = r, c
             else:
-                later_refused.append(c)
-        if refusal is not None:
+                refused_cids.append(c)
+        if replies[-1][1]["op"] == "error":
+            refusal = replies[-1][1]
             break
     assert refusal is not None and refusal["code"] == "rate_limited", refusal
     assert refusal["retry_after_ms"] >= 1 and "message" in refusal and refusal["id"] >= 1, refusal
@@ -218,7 +219,7 @@ async def test_refused_send_then_retry_after_gets_the_next_seq():
 
     wait_until(lambda: query("SELECT COUNT(*) AS n FROM messages WHERE room_id=%s", (room,))[0]["n"] == last + 1,
                what="MySQL holds the acked messages")
-    for c in [refused_cid] + later_refused:
+    for c in refused_cids:
         assert not query("SELECT seq FROM messages WHERE room_id=%s AND client_msg_id=%s", (room, c))
 
 
