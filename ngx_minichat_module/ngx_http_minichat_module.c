@@ -4,7 +4,8 @@
  * Directives live at the http level (one chat service per nginx); locations
  * opt in with `minichat_ws` (the WebSocket endpoint), `minichat_api` (the
  * REST endpoints) and `minichat_ws_echo` (an echo WebSocket for conformance
- * tests, whose message limit is the one location-level setting).  Each worker opens its Redis and relay connections in
+ * tests); the location-level settings are the echo's message limit and
+ * permessage-deflate's (minichat_ws_deflate*).  Each worker opens its Redis and relay connections in
  * init_process and closes them in exit_process, so a graceful quit leaves no
  * socket behind.
  */
@@ -28,6 +29,11 @@ static void ngx_http_minichat_exit_process(ngx_cycle_t *cycle);
 
 static ngx_conf_num_bounds_t ngx_http_minichat_log_max_bounds = {
     ngx_conf_check_num_bounds, 1, 1000000
+};
+
+
+static ngx_conf_num_bounds_t ngx_http_minichat_deflate_level_bounds = {
+    ngx_conf_check_num_bounds, 1, 9
 };
 
 
@@ -264,6 +270,34 @@ static ngx_command_t ngx_http_minichat_commands[] = {
       offsetof(ngx_http_minichat_loc_conf_t, echo_max_message_size),
       NULL },
 
+    { ngx_string("minichat_ws_deflate"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_minichat_loc_conf_t, deflate),
+      NULL },
+
+    { ngx_string("minichat_ws_deflate_threshold"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_minichat_loc_conf_t, deflate_threshold),
+      NULL },
+
+    { ngx_string("minichat_ws_deflate_level"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_minichat_loc_conf_t, deflate_level),
+      &ngx_http_minichat_deflate_level_bounds },
+
+    { ngx_string("minichat_ws_deflate_client_takeover"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_minichat_loc_conf_t, deflate_client_takeover),
+      NULL },
+
     { ngx_string("minichat_api"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_minichat_api,
@@ -481,6 +515,10 @@ ngx_http_minichat_create_loc_conf(ngx_conf_t *cf)
     }
 
     lcf->echo_max_message_size = NGX_CONF_UNSET_SIZE;
+    lcf->deflate = NGX_CONF_UNSET;
+    lcf->deflate_threshold = NGX_CONF_UNSET_SIZE;
+    lcf->deflate_level = NGX_CONF_UNSET_UINT;
+    lcf->deflate_client_takeover = NGX_CONF_UNSET;
 
     return lcf;
 }
@@ -503,6 +541,16 @@ ngx_http_minichat_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     if (conf->echo_max_message_size < 128 || conf->echo_max_message_size > 64 * 1024 * 1024) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"minichat_ws_echo_max_message_size\" must be between 128 and 64m");
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_conf_merge_value(conf->deflate, prev->deflate, 0);
+    ngx_conf_merge_size_value(conf->deflate_threshold, prev->deflate_threshold, 256);
+    ngx_conf_merge_uint_value(conf->deflate_level, prev->deflate_level, 6);
+    ngx_conf_merge_value(conf->deflate_client_takeover, prev->deflate_client_takeover, 1);
+
+    if (conf->deflate_threshold > 64 * 1024 * 1024) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"minichat_ws_deflate_threshold\" must be at most 64m");
         return NGX_CONF_ERROR;
     }
 
@@ -786,6 +834,9 @@ ngx_http_minichat_init_process(ngx_cycle_t *cycle)
 static void
 ngx_http_minichat_exit_process(ngx_cycle_t *cycle)
 {
+    /* echo locations compress without the rest of the module */
+    ngx_http_minichat_deflate_exit();
+
     if (ngx_http_minichat_mcf == NULL || !ngx_http_minichat_mcf->enabled) {
         return;
     }
