@@ -6,6 +6,7 @@
 #include <check.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "minichat/ws_deflate.h"
 
@@ -129,12 +130,12 @@ START_TEST(test_round_trips)
             } else {
                 ck_assert_ptr_null(out);
             }
+            free(out);
             /* one byte less room than the message: too big */
             if (sizes[i]) {
                 ck_assert_int_eq(mc_ws_inflate(&in, z + 14, zn, sizes[i] - 1, 1, &out, &n), MC_WS_DEFLATE_TOO_BIG);
                 ck_assert_ptr_null(out);
             }
-            free(out);
             free(z);
             free(msg);
         }
@@ -237,6 +238,57 @@ START_TEST(test_deflate_bomb_bounded)
 }
 END_TEST
 
+/* Peak resident memory of this process, in KiB. */
+static long peak_kib(void)
+{
+    struct rusage ru;
+
+    ck_assert_int_eq(getrusage(RUSAGE_SELF, &ru), 0);
+    return ru.ru_maxrss;
+}
+
+START_TEST(test_deflate_bomb_memory)
+{
+    /* 512 MiB of zeros, compressed a megabyte at a time (the test never
+     * holds them), inflated with a 1 MiB limit: the process's peak memory
+     * must not grow by anything near the inflated size */
+    z_stream c;
+    mc_ws_inflater_t in;
+    uint8_t *chunk, *z, *out;
+    size_t zcap = 1u << 20, zn = 0, n;
+    long before;
+    int i;
+
+    chunk = calloc(1, 1u << 20);
+    z = malloc(zcap);
+    ck_assert_ptr_nonnull(chunk);
+    ck_assert_ptr_nonnull(z);
+    memset(&c, 0, sizeof(c));
+    ck_assert_int_eq(deflateInit2(&c, 9, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY), Z_OK);
+    for (i = 0; i < 512; i++) {
+        c.next_in = chunk;
+        c.avail_in = 1u << 20;
+        c.next_out = z + zn;
+        c.avail_out = (uInt)(zcap - zn);
+        ck_assert_int_eq(deflate(&c, i == 511 ? Z_SYNC_FLUSH : Z_NO_FLUSH), Z_OK);
+        ck_assert_uint_eq(c.avail_in, 0);
+        zn = zcap - c.avail_out;
+    }
+    deflateEnd(&c);
+    free(chunk);
+    ck_assert_uint_lt(zn, 1u << 20);
+
+    before = peak_kib();
+    ck_assert_int_eq(mc_ws_inflater_init(&in, 15), MC_WS_DEFLATE_OK);
+    ck_assert_int_eq(mc_ws_inflate(&in, z, zn - 4, 1u << 20, 1, &out, &n), MC_WS_DEFLATE_TOO_BIG);
+    ck_assert_ptr_null(out);
+    /* at most about twice the limit, never the 512 MiB */
+    ck_assert_int_lt(peak_kib() - before, 64 * 1024);
+    mc_ws_inflater_free(&in);
+    free(z);
+}
+END_TEST
+
 START_TEST(test_corrupt_input)
 {
     static const uint8_t bad_type[] = {0xff, 0xff, 0xff};      /* block type 3 is reserved */
@@ -285,6 +337,7 @@ static Suite *deflate_suite(void)
     tcase_add_test(tc, test_random_data_round_trip);
     tcase_add_test(tc, test_takeover_stream);
     tcase_add_test(tc, test_deflate_bomb_bounded);
+    tcase_add_test(tc, test_deflate_bomb_memory);
     tcase_add_test(tc, test_corrupt_input);
     tcase_add_test(tc, test_init_bounds);
     suite_add_tcase(s, tc);
