@@ -8,7 +8,7 @@ GEN        := $(B)/gen
 CC         ?= cc
 OPT        ?= -O2 -g
 WARN       := -Wall -Wextra -Werror
-PKGS       := libprotobuf-c openssl jansson
+PKGS       := libprotobuf-c openssl jansson zlib
 CFLAGS_ALL  = $(OPT) $(WARN) -std=gnu11 -fPIC -D_GNU_SOURCE -I$(TOP)/lib/include -I$(GEN) \
               $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(shell pkg-config --cflags libmariadb 2>/dev/null) $(EXTRA_CFLAGS)
 LIBDEPS     = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lmariadb -lpthread

@@ -46,6 +46,7 @@ ngx_http_minichat_conn_release(ngx_http_minichat_ws_t *ws)
     if (ws->resume) {
         ngx_http_minichat_resume_free(ws);
     }
+    ngx_http_minichat_deflate_free(ws);
 
     ngx_free(ws);
 }
@@ -169,17 +170,32 @@ ngx_http_minichat_conn_queue(ngx_http_minichat_ws_t *ws, const u_char *data, siz
 
 
 /* Queues one unfragmented frame (a data frame or a pong) and writes what
- * the socket takes, header and payload in one write. */
+ * the socket takes, header and payload in one write.  A data frame is
+ * compressed when the connection negotiated permessage-deflate and the
+ * message reaches the threshold (_deflate.c). */
 ngx_int_t
 ngx_http_minichat_conn_frame(ngx_http_minichat_ws_t *ws, ngx_uint_t opcode, const u_char *data, size_t len)
 {
-    u_char      hdr[10];
-    size_t      n;
-    ngx_uint_t  waiting;
+    ngx_http_minichat_deflate_cache_t   cache;
+    const u_char                       *frame;
+    u_char                              hdr[10];
+    size_t                              n;
+    ngx_uint_t                          waiting;
+    ngx_int_t                           rc;
 
     if (ws->closing || ws->closed) {
         /* nothing after our close frame (RFC 6455 5.5.1) */
         return NGX_ERROR;
+    }
+
+    if (ws->deflate_bits && (opcode == MC_WS_OP_TEXT || opcode == MC_WS_OP_BINARY)) {
+        cache.n = 0;
+        if (ngx_http_minichat_deflate_pick(&cache, ws, opcode, data, len, &frame, &n) == NGX_OK) {
+            rc = ngx_http_minichat_conn_queue(ws, frame, n);
+            ngx_http_minichat_deflate_cache_free(&cache);
+            return rc;
+        }
+        ngx_http_minichat_deflate_cache_free(&cache);
     }
 
     waiting = ws->out_pos < ws->out_len;

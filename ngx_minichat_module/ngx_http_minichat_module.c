@@ -4,7 +4,8 @@
  * Directives live at the http level (one chat service per nginx); locations
  * opt in with `minichat_ws` (the WebSocket endpoint), `minichat_api` (the
  * REST endpoints) and `minichat_ws_echo` (an echo WebSocket for conformance
- * tests, whose message limit is the one location-level setting).  Each worker opens its Redis and relay connections in
+ * tests); the location-level settings are the echo's message limit and
+ * permessage-deflate's (minichat_ws_deflate*).  Each worker opens its Redis and relay connections in
  * init_process and closes them in exit_process, so a graceful quit leaves no
  * socket behind.
  *
@@ -83,6 +84,11 @@ static ngx_http_minichat_bounds_t ngx_http_minichat_ping_bounds = {
 
 static ngx_conf_post_t ngx_http_minichat_text_post = {
     ngx_http_minichat_bounds_text
+};
+
+
+static ngx_conf_num_bounds_t ngx_http_minichat_deflate_level_bounds = {
+    ngx_conf_check_num_bounds, 1, 9
 };
 
 
@@ -340,6 +346,34 @@ static ngx_command_t ngx_http_minichat_commands[] = {
       offsetof(ngx_http_minichat_loc_conf_t, echo_max_message_size),
       &ngx_http_minichat_echo_max_message_bounds },
 
+    { ngx_string("minichat_ws_deflate"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_minichat_loc_conf_t, deflate),
+      NULL },
+
+    { ngx_string("minichat_ws_deflate_threshold"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_minichat_loc_conf_t, deflate_threshold),
+      NULL },
+
+    { ngx_string("minichat_ws_deflate_level"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_minichat_loc_conf_t, deflate_level),
+      &ngx_http_minichat_deflate_level_bounds },
+
+    { ngx_string("minichat_ws_deflate_client_takeover"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_minichat_loc_conf_t, deflate_client_takeover),
+      NULL },
+
     { ngx_string("minichat_api"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_minichat_api,
@@ -548,6 +582,10 @@ ngx_http_minichat_create_loc_conf(ngx_conf_t *cf)
     }
 
     lcf->echo_max_message_size = NGX_CONF_UNSET_SIZE;
+    lcf->deflate = NGX_CONF_UNSET;
+    lcf->deflate_threshold = NGX_CONF_UNSET_SIZE;
+    lcf->deflate_level = NGX_CONF_UNSET_UINT;
+    lcf->deflate_client_takeover = NGX_CONF_UNSET;
 
     return lcf;
 }
@@ -566,6 +604,16 @@ ngx_http_minichat_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_minichat_module);
 
     ngx_conf_merge_size_value(conf->echo_max_message_size, prev->echo_max_message_size, mcf->max_message_size);
+
+    ngx_conf_merge_value(conf->deflate, prev->deflate, 0);
+    ngx_conf_merge_size_value(conf->deflate_threshold, prev->deflate_threshold, 256);
+    ngx_conf_merge_uint_value(conf->deflate_level, prev->deflate_level, 6);
+    ngx_conf_merge_value(conf->deflate_client_takeover, prev->deflate_client_takeover, 1);
+
+    if (conf->deflate_threshold > 64 * 1024 * 1024) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"minichat_ws_deflate_threshold\" must be at most 64m");
+        return NGX_CONF_ERROR;
+    }
 
     return NGX_CONF_OK;
 }
@@ -889,6 +937,9 @@ ngx_http_minichat_init_process(ngx_cycle_t *cycle)
 static void
 ngx_http_minichat_exit_process(ngx_cycle_t *cycle)
 {
+    /* echo locations compress without the rest of the module */
+    ngx_http_minichat_deflate_exit();
+
     if (ngx_http_minichat_mcf == NULL || !ngx_http_minichat_mcf->enabled) {
         return;
     }

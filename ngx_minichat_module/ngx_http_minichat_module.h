@@ -99,7 +99,13 @@ typedef struct {
 /* A location's settings. */
 typedef struct {
     size_t echo_max_message_size;  /* minichat_ws_echo_max_message_size */
+    ngx_flag_t deflate;            /* minichat_ws_deflate: negotiate permessage-deflate */
+    size_t deflate_threshold;      /* messages shorter than this go out uncompressed */
+    ngx_uint_t deflate_level;      /* zlib level 1..9 */
+    ngx_flag_t deflate_client_takeover; /* off: the response asks client_no_context_takeover */
 } ngx_http_minichat_loc_conf_t;
+
+typedef struct ngx_http_minichat_inflater_s ngx_http_minichat_inflater_t;
 
 typedef struct ngx_http_minichat_ws_s ngx_http_minichat_ws_t;
 typedef struct ngx_http_minichat_resume_state_s ngx_http_minichat_resume_state_t;
@@ -122,6 +128,13 @@ struct ngx_http_minichat_ws_s {
     size_t msg_len, msg_cap;
     size_t msg_checked;  /* bytes of msg known to be whole UTF-8 characters (text) */
     unsigned msg_opcode;
+    unsigned msg_compressed:1; /* the message being assembled had RSV1: inflate it whole */
+
+    /* permessage-deflate, once negotiated (deflate_bits 0: not) */
+    unsigned deflate_bits:4;        /* the window we compress with, 9..15 */
+    unsigned deflate_client_bits:4; /* the largest window the client may use */
+    unsigned deflate_takeover:1;    /* the client keeps its context: inflater below */
+    ngx_http_minichat_inflater_t *inflater; /* this connection's, created at its first compressed message */
 
     u_char *out;         /* bytes queued for the client */
     size_t out_pos, out_len, out_cap;
@@ -235,6 +248,39 @@ size_t ngx_http_minichat_ws_max_message(ngx_http_minichat_ws_t *ws);
 /* ngx_http_minichat_echo.c: the echo endpoint (minichat_ws_echo) */
 ngx_int_t ngx_http_minichat_echo_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_minichat_echo_message(ngx_http_minichat_ws_t *ws, ngx_uint_t opcode, u_char *data, size_t len);
+
+/* ngx_http_minichat_deflate.c: permessage-deflate (RFC 7692) on a connection */
+/* The compressed copies of one outgoing message, one per (window, level),
+ * made the first time a recipient needs one. */
+#define NGX_HTTP_MINICHAT_DEFLATE_COPIES 4
+typedef struct {
+    struct {
+        u_char *buf;         /* malloc'd: the frame starts inside it */
+        u_char *frame;
+        size_t len;
+        u_char bits;
+        u_char level;
+    } copy[NGX_HTTP_MINICHAT_DEFLATE_COPIES];
+    ngx_uint_t n;
+} ngx_http_minichat_deflate_cache_t;
+/* Reads the client's offers; on acceptance sets the connection's deflate
+ * fields and writes "\r\nSec-WebSocket-Extensions: ..." at p.  Returns the
+ * end of what it wrote (p when nothing). */
+u_char *ngx_http_minichat_deflate_negotiate(ngx_http_minichat_ws_t *ws, u_char *p);
+/* The frame for ws of a data message payload[0..plen): NGX_OK with a
+ * compressed copy's frame (made once per cache and window) when ws
+ * negotiated compression, the message reaches the threshold and
+ * compression shrinks it; NGX_DECLINED: send the uncompressed frame. */
+ngx_int_t ngx_http_minichat_deflate_pick(ngx_http_minichat_deflate_cache_t *cache, ngx_http_minichat_ws_t *ws,
+    ngx_uint_t opcode, const u_char *payload, size_t plen, const u_char **frame, size_t *len);
+void ngx_http_minichat_deflate_cache_free(ngx_http_minichat_deflate_cache_t *cache);
+/* Inflates a complete compressed message into *out (ngx_free it).
+ * NGX_OK, NGX_DECLINED (too big: the connection was closed with 1009) or
+ * NGX_ERROR (the connection was closed). */
+ngx_int_t ngx_http_minichat_deflate_inflate(ngx_http_minichat_ws_t *ws, const u_char *data, size_t len,
+    u_char **out, size_t *out_len);
+void ngx_http_minichat_deflate_free(ngx_http_minichat_ws_t *ws);
+void ngx_http_minichat_deflate_exit(void);
 
 /* ngx_http_minichat_conn.c: a client connection's output and lifetime */
 ngx_int_t ngx_http_minichat_conn_queue(ngx_http_minichat_ws_t *ws, const u_char *data, size_t len);

@@ -6,6 +6,8 @@
  * frame once per message or event and copies it into the output queue of
  * every connection of every recipient on this worker, skipping the
  * connection that caused it (its sender has an ack, or needs no echo).
+ * Recipients that negotiated permessage-deflate get a compressed frame,
+ * also made once per message (per window: _deflate.c).
  *
  * A connection that resumed a room filters that room's live messages
  * (ngx_http_minichat_resume_filter): held while the replay is in flight,
@@ -106,11 +108,13 @@ ngx_http_minichat_msg_json(u_char *p, Minichat__ChatMessage *m)
 /* A frame built once for all recipients: the WebSocket header goes right
  * before the payload. */
 typedef struct {
-    Minichat__ChatMessage  *m;
-    u_char                 *buf;
-    u_char                 *frame;
-    size_t                  len;
-    ngx_uint_t              failed;
+    Minichat__ChatMessage              *m;
+    u_char                             *buf;
+    u_char                             *frame;
+    size_t                              len;
+    size_t                              hlen;    /* the header's bytes: the payload follows */
+    ngx_uint_t                          failed;
+    ngx_http_minichat_deflate_cache_t   deflated; /* compressed once per window, for every recipient */
 } ngx_http_minichat_frame_t;
 
 
@@ -125,6 +129,7 @@ ngx_http_minichat_frame_build(ngx_http_minichat_frame_t *f, u_char *payload_end,
     f->frame = payload - hlen;
     ngx_memcpy(f->frame, hdr, hlen);
     f->len = hlen + plen;
+    f->hlen = hlen;
 
     return NGX_OK;
 }
@@ -134,6 +139,8 @@ static void
 ngx_http_minichat_visit_msg(ngx_http_minichat_ws_t *ws, void *data)
 {
     ngx_http_minichat_frame_t  *f = data;
+    const u_char               *frame;
+    size_t                      len;
     u_char                     *p;
 
     if (f->failed) {
@@ -150,11 +157,16 @@ ngx_http_minichat_visit_msg(ngx_http_minichat_ws_t *ws, void *data)
         (void) ngx_http_minichat_frame_build(f, p, f->buf + 10);
     }
 
-    if (ws->resume && ngx_http_minichat_resume_filter(ws, f->m->room, f->m->seq, f->frame, f->len)) {
+    frame = f->frame;
+    len = f->len;
+    (void) ngx_http_minichat_deflate_pick(&f->deflated, ws, MC_WS_OP_TEXT, f->frame + f->hlen, f->len - f->hlen,
+                                          &frame, &len);
+
+    if (ws->resume && ngx_http_minichat_resume_filter(ws, f->m->room, f->m->seq, frame, len)) {
         return;
     }
 
-    (void) ngx_http_minichat_conn_queue(ws, f->frame, f->len);
+    (void) ngx_http_minichat_conn_queue(ws, frame, len);
 }
 
 
@@ -168,6 +180,7 @@ ngx_http_minichat_deliver(Minichat__ChatMessage *m)
 
     ngx_http_minichat_visit(m, ngx_http_minichat_visit_msg, &f);
 
+    ngx_http_minichat_deflate_cache_free(&f.deflated);
     if (f.buf) {
         ngx_free(f.buf);
     }
@@ -192,9 +205,15 @@ static void
 ngx_http_minichat_visit_event(ngx_http_minichat_ws_t *ws, void *data)
 {
     ngx_http_minichat_frame_t  *f = data;
+    const u_char               *frame;
+    size_t                      len;
 
     if (f->frame) {
-        (void) ngx_http_minichat_conn_queue(ws, f->frame, f->len);
+        frame = f->frame;
+        len = f->len;
+        (void) ngx_http_minichat_deflate_pick(&f->deflated, ws, MC_WS_OP_TEXT, f->frame + f->hlen,
+                                              f->len - f->hlen, &frame, &len);
+        (void) ngx_http_minichat_conn_queue(ws, frame, len);
     }
 }
 
@@ -242,6 +261,8 @@ ngx_http_minichat_deliver_event(Minichat__ChatMessage *e)
     (void) ngx_http_minichat_frame_build(&f, p, buf + 10);
 
     ngx_http_minichat_visit(e, ngx_http_minichat_visit_event, &f);
+
+    ngx_http_minichat_deflate_cache_free(&f.deflated);
 }
 
 

@@ -16,7 +16,9 @@
  *   read:  bytes accumulate in `in` (allocated only while a frame is partial,
  *          so an idle connection holds no buffer); complete frames are
  *          unmasked in place; control frames are answered; fragments are
- *          assembled in `msg`, a text message's UTF-8 checked as it grows;
+ *          assembled in `msg`, a text message's UTF-8 checked as it grows
+ *          (a compressed message, RSV1, is assembled compressed and
+ *          inflated whole by _deflate.c, then checked);
  *          complete messages go to the op dispatcher (_ops.c), or on an
  *          echo connection back to the client (_echo.c).
  *   write: the connection layer (_conn.c).
@@ -64,7 +66,7 @@ static ngx_int_t ngx_http_minichat_ws_frame(ngx_http_minichat_ws_t *ws, mc_ws_fr
 static ngx_int_t ngx_http_minichat_ws_fragment(ngx_http_minichat_ws_t *ws, u_char *payload, size_t len,
     ngx_uint_t fin);
 static ngx_int_t ngx_http_minichat_ws_message(ngx_http_minichat_ws_t *ws, ngx_uint_t opcode, u_char *data,
-    size_t len);
+    size_t len, ngx_uint_t compressed);
 static ngx_int_t ngx_http_minichat_ws_deliver(ngx_http_minichat_ws_t *ws, ngx_uint_t opcode, u_char *data,
     size_t len);
 static ngx_table_elt_t *ngx_http_minichat_header(ngx_http_request_t *r, const char *name, size_t len);
@@ -522,7 +524,7 @@ ngx_http_minichat_ws_upgrade(ngx_http_minichat_ws_t *ws, ngx_uint_t protocol)
     ngx_connection_t    *c = ws->connection;
     ngx_table_elt_t     *key;
     char                 accept[29];
-    u_char               resp[256], *p;
+    u_char               resp[512], *p;
     size_t               n;
 
 #if (NGX_SSL)
@@ -549,6 +551,7 @@ ngx_http_minichat_ws_upgrade(ngx_http_minichat_ws_t *ws, ngx_uint_t protocol)
         p = ngx_cpymem(p, "\r\nSec-WebSocket-Protocol: " NGX_HTTP_MINICHAT_SUBPROTOCOL,
                        sizeof("\r\nSec-WebSocket-Protocol: " NGX_HTTP_MINICHAT_SUBPROTOCOL) - 1);
     }
+    p = ngx_http_minichat_deflate_negotiate(ws, p);
     p = ngx_cpymem(p, "\r\n\r\n", 4);
 
     r->headers_out.status = NGX_HTTP_SWITCHING_PROTOCOLS;
@@ -819,7 +822,8 @@ ngx_http_minichat_ws_process(ngx_http_minichat_ws_t *ws)
     int                             rc;
 
     while (off < ws->in_len && !ws->closing) {
-        rc = mc_ws_parse_header(ws->in + off, ws->in_len - off, ngx_http_minichat_ws_max_message(ws), &f);
+        rc = mc_ws_parse_header_rsv(ws->in + off, ws->in_len - off, ngx_http_minichat_ws_max_message(ws),
+                                    ws->deflate_bits ? MC_WS_RSV1 : 0, &f);
 
         if (rc == MC_WS_AGAIN) {
             break;
@@ -904,9 +908,10 @@ ngx_http_minichat_ws_frame(ngx_http_minichat_ws_t *ws, mc_ws_frame_t *f, u_char 
             return NGX_ERROR;
         }
         if (f->fin) {
-            return ngx_http_minichat_ws_message(ws, f->opcode, payload, len);
+            return ngx_http_minichat_ws_message(ws, f->opcode, payload, len, f->rsv1);
         }
         ws->msg_opcode = f->opcode;
+        ws->msg_compressed = f->rsv1;
         ws->msg_checked = 0;
         return ngx_http_minichat_ws_fragment(ws, payload, len, 0);
 
@@ -922,7 +927,8 @@ ngx_http_minichat_ws_frame(ngx_http_minichat_ws_t *ws, mc_ws_frame_t *f, u_char 
 
 /* Appends a fragment to the message being assembled; a text message's
  * UTF-8 is checked as it grows, so that an invalid one fails at the
- * fragment that breaks it.  The last fragment hands the message on. */
+ * fragment that breaks it (a compressed one's once it is inflated whole).
+ * The last fragment hands the message on. */
 static ngx_int_t
 ngx_http_minichat_ws_fragment(ngx_http_minichat_ws_t *ws, u_char *payload, size_t len, ngx_uint_t fin)
 {
@@ -956,7 +962,7 @@ ngx_http_minichat_ws_fragment(ngx_http_minichat_ws_t *ws, u_char *payload, size_
     ngx_memcpy(ws->msg + ws->msg_len, payload, len);
     ws->msg_len += len;
 
-    if (ws->msg_opcode == MC_WS_OP_TEXT) {
+    if (ws->msg_opcode == MC_WS_OP_TEXT && !ws->msg_compressed) {
         if (!mc_utf8_valid_part(ws->msg + ws->msg_checked, ws->msg_len - ws->msg_checked, &done)
             || (fin && ws->msg_checked + done != ws->msg_len))
         {
@@ -977,7 +983,12 @@ ngx_http_minichat_ws_fragment(ngx_http_minichat_ws_t *ws, u_char *payload, size_
     ws->msg_cap = 0;
     ws->msg_checked = 0;
 
-    rc = ngx_http_minichat_ws_deliver(ws, ws->msg_opcode, p, len);
+    if (ws->msg_compressed) {
+        ws->msg_compressed = 0;
+        rc = ngx_http_minichat_ws_message(ws, ws->msg_opcode, p, len, 1);
+    } else {
+        rc = ngx_http_minichat_ws_deliver(ws, ws->msg_opcode, p, len);
+    }
     ws->msg_opcode = 0;
     ngx_free(p);
 
@@ -985,10 +996,29 @@ ngx_http_minichat_ws_fragment(ngx_http_minichat_ws_t *ws, u_char *payload, size_
 }
 
 
-/* A complete unfragmented message: text must be UTF-8 (1007 otherwise). */
+/* A complete message not yet checked: a compressed one is inflated
+ * (bounded: 1009 past the limit, 1007 for bad data); text must be UTF-8
+ * (1007 otherwise). */
 static ngx_int_t
-ngx_http_minichat_ws_message(ngx_http_minichat_ws_t *ws, ngx_uint_t opcode, u_char *data, size_t len)
+ngx_http_minichat_ws_message(ngx_http_minichat_ws_t *ws, ngx_uint_t opcode, u_char *data, size_t len,
+    ngx_uint_t compressed)
 {
+    u_char     *plain;
+    size_t      n;
+    ngx_int_t   rc;
+
+    if (compressed) {
+        if (ngx_http_minichat_deflate_inflate(ws, data, len, &plain, &n) != NGX_OK) {
+            return NGX_ERROR;
+        }
+        /* an empty message inflates to no buffer: hand on a real one */
+        rc = ngx_http_minichat_ws_message(ws, opcode, plain ? plain : (u_char *) "", n, 0);
+        if (plain) {
+            ngx_free(plain);
+        }
+        return rc;
+    }
+
     if (opcode == MC_WS_OP_TEXT && !mc_utf8_valid(data, len)) {
         ngx_http_minichat_conn_close(ws, MC_WS_CLOSE_BAD_DATA, "invalid UTF-8");
         return NGX_ERROR;

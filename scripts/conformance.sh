@@ -31,9 +31,12 @@ setup() {
     local py27
     mkdir -p "$top/.cache"
     # one maker at a time: the cache may be shared by several checkouts
+    # (held while the virtualenv is checked or made, not during the run:
+    # other checkouts' runs must not queue behind a 30-minute one)
     exec 9>"$top/.cache/autobahn.lock"
     flock 9
     if [ -f "$venv/.complete" ]; then
+        exec 9>&-
         return
     fi
     py27=$(ls -d "$HOME"/.pyenv/versions/2.7.*/bin/python2.7 2>/dev/null | sort -V | tail -1 || true)
@@ -48,6 +51,7 @@ setup() {
     "$venv/boot/bin/virtualenv" -q -p "$py27" "$venv/py27"
     "$venv/py27/bin/pip" install -q --disable-pip-version-check "autobahntestsuite==$AB_VERSION"
     touch "$venv/.complete"
+    exec 9>&-
 }
 
 if [ "${1:-}" = setup ]; then

@@ -17,6 +17,11 @@
 
 int mc_ws_parse_header(const uint8_t *p, size_t n, uint64_t max_payload, mc_ws_frame_t *f)
 {
+    return mc_ws_parse_header_rsv(p, n, max_payload, 0, f);
+}
+
+int mc_ws_parse_header_rsv(const uint8_t *p, size_t n, uint64_t max_payload, unsigned rsv, mc_ws_frame_t *f)
+{
     uint64_t len;
     size_t need = 2;
     int i;
@@ -30,7 +35,11 @@ int mc_ws_parse_header(const uint8_t *p, size_t n, uint64_t max_payload, mc_ws_f
     f->masked = p[1] >> 7;
     len = p[1] & 0x7f;
 
-    if (p[0] & 0x70) {
+    f->rsv1 = (p[0] & MC_WS_RSV1) != 0;
+    if (p[0] & 0x70 & ~rsv) {
+        return MC_WS_ERR_RSV;
+    }
+    if (f->rsv1 && f->opcode != MC_WS_OP_TEXT && f->opcode != MC_WS_OP_BINARY) {
         return MC_WS_ERR_RSV;
     }
     switch (f->opcode) {

@@ -27,6 +27,32 @@ static int parse_all_prefixes(const uint8_t *hdr, size_t n, uint64_t max, mc_ws_
     return mc_ws_parse_header(hdr, n, max, f);
 }
 
+
+START_TEST(test_parse_rsv1_when_allowed)
+{
+    /* RSV1 marks a compressed message (RFC 7692): allowed only when asked,
+     * and only on the first frame of a text or binary message */
+    uint8_t text[6] = {0xc1, 0x80, 1, 2, 3, 4}, bin_first[6] = {0x42, 0x80, 1, 2, 3, 4};
+    uint8_t cont[6] = {0xc0, 0x80, 1, 2, 3, 4}, ping[6] = {0xc9, 0x80, 1, 2, 3, 4};
+    uint8_t rsv2[6] = {0xa1, 0x80, 1, 2, 3, 4}, plain[6] = {0x81, 0x80, 1, 2, 3, 4};
+    mc_ws_frame_t f;
+
+    ck_assert_int_eq(mc_ws_parse_header(text, 6, NOMAX, &f), MC_WS_ERR_RSV);
+    ck_assert_int_eq(mc_ws_parse_header_rsv(text, 6, NOMAX, 0, &f), MC_WS_ERR_RSV);
+    ck_assert_int_eq(mc_ws_parse_header_rsv(text, 6, NOMAX, MC_WS_RSV1, &f), MC_WS_OK);
+    ck_assert_uint_eq(f.rsv1, 1);
+    ck_assert_uint_eq(f.opcode, MC_WS_OP_TEXT);
+    ck_assert_int_eq(mc_ws_parse_header_rsv(bin_first, 6, NOMAX, MC_WS_RSV1, &f), MC_WS_OK);
+    ck_assert_uint_eq(f.rsv1, 1);
+    ck_assert_uint_eq(f.fin, 0);
+    ck_assert_int_eq(mc_ws_parse_header_rsv(cont, 6, NOMAX, MC_WS_RSV1, &f), MC_WS_ERR_RSV);
+    ck_assert_int_eq(mc_ws_parse_header_rsv(ping, 6, NOMAX, MC_WS_RSV1, &f), MC_WS_ERR_RSV);
+    ck_assert_int_eq(mc_ws_parse_header_rsv(rsv2, 6, NOMAX, MC_WS_RSV1, &f), MC_WS_ERR_RSV);
+    ck_assert_int_eq(mc_ws_parse_header_rsv(plain, 6, NOMAX, MC_WS_RSV1, &f), MC_WS_OK);
+    ck_assert_uint_eq(f.rsv1, 0);
+}
+END_TEST
+
 /* ---- valid headers ------------------------------------------------------- */
 
 START_TEST(test_parse_rfc_hello)
@@ -670,6 +696,7 @@ static Suite *ws_suite(void)
 
     tc = tcase_create("parse_valid");
     tcase_add_test(tc, test_parse_rfc_hello);
+    tcase_add_test(tc, test_parse_rsv1_when_allowed);
     tcase_add_test(tc, test_parse_7bit_lengths);
     tcase_add_test(tc, test_parse_16bit);
     tcase_add_test(tc, test_parse_64bit);

@@ -46,8 +46,12 @@ enum {
     MC_WS_ERR_TOO_BIG = -6      /* payload longer than the allowed maximum */
 };
 
+/* RSV1: the message is compressed (permessage-deflate, RFC 7692) */
+#define MC_WS_RSV1 0x40
+
 typedef struct {
     unsigned fin;
+    unsigned rsv1;       /* set only when the caller allowed it */
     unsigned opcode;
     unsigned masked;
     uint8_t mask[4];
@@ -55,8 +59,15 @@ typedef struct {
     uint64_t payload_len;
 } mc_ws_frame_t;
 
-/* Parses a client frame header at p[0..n).  max_payload bounds payload_len. */
+/* Parses a client frame header at p[0..n).  max_payload bounds payload_len.
+ * Every reserved bit is an error (MC_WS_ERR_RSV). */
 int mc_ws_parse_header(const uint8_t *p, size_t n, uint64_t max_payload, mc_ws_frame_t *f);
+
+/* The same, with the reserved bits in `rsv` (MC_WS_RSV1 once
+ * permessage-deflate is negotiated) allowed on the first frame of a data
+ * message: still an error on control and continuation frames (RFC 7692
+ * 6.1). */
+int mc_ws_parse_header_rsv(const uint8_t *p, size_t n, uint64_t max_payload, unsigned rsv, mc_ws_frame_t *f);
 
 /* Returns the close code that a parse error calls for. */
 int mc_ws_error_close_code(int err);
