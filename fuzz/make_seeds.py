@@ -131,6 +131,27 @@ def text_seeds():
     }
 
 
+def inflate_seeds():
+    import zlib
+
+    def raw(data, level=6, bits=15):
+        c = zlib.compressobj(level, zlib.DEFLATED, -bits)
+        out = c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH)
+        return out[:-4] if out.endswith(b"\x00\x00\xff\xff") else out
+
+    msg = json.dumps({"op": "send", "id": 1, "room": 12, "cid": "c1", "body": "hello " * 40}).encode()
+    bomb = raw(b"\x00" * (1 << 20), 9)
+    # byte 0: bits 9 + b % 7 (6: 15) and level 1 + b / 16 % 9; byte 1: the cut; bytes 2-3: max - 1
+    return {
+        "message": bytes([6 | 5 << 4, 40]) + struct.pack(">H", 4095) + raw(msg),
+        "final_block": bytes([6, 10]) + struct.pack(">H", 4095) + zlib.compress(msg)[2:-4],
+        "small_window": bytes([0 | 2 << 4, 7]) + struct.pack(">H", 1023) + raw(msg, 6, 9),
+        "bomb": bytes([6 | 8 << 4, 3]) + struct.pack(">H", 65535) + bomb,
+        "plain_text": bytes([6, 20]) + struct.pack(">H", 255) + "안녕 hello ".encode() * 8,
+        "garbage": bytes([3, 1]) + struct.pack(">H", 100) + bytes(range(7, 200, 3)),
+    }
+
+
 def write(target, seeds):
     d = os.path.join(TOP, "corpus", target)
     os.makedirs(d, exist_ok=True)
@@ -154,6 +175,7 @@ def main():
         write("fuzz_op", op_seeds())
     if os.path.exists(os.path.join(TOP, "fuzz_text.c")):
         write("fuzz_text", text_seeds())
+    write("fuzz_inflate", inflate_seeds())
 
 
 if __name__ == "__main__":
