@@ -111,7 +111,7 @@ module: $(MODULE)
 # --- unit tests (check), plain and under ASan/UBSan --------------------------
 $(B)/tests/%: tests/unit/%.c $(LIB)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(shell pkg-config --libs check) $(LIBDEPS)
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(shell pkg-config --libs check hiredis) $(LIBDEPS)
 
 test-unit: $(addprefix $(B)/tests/,$(UNIT_TESTS))
 	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; CK_FORK=yes $(B)/tests/$$t; done

@@ -241,6 +241,48 @@ static ngx_command_t ngx_http_minichat_commands[] = {
       0,
       NULL },
 
+    { ngx_string("minichat_redis_tls"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_minichat_main_conf_t, redis_tls),
+      NULL },
+
+    { ngx_string("minichat_redis_tls_verify"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_minichat_main_conf_t, redis_tls_verify),
+      NULL },
+
+    { ngx_string("minichat_redis_tls_ca_file"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_minichat_main_conf_t, redis_tls_ca_file),
+      NULL },
+
+    { ngx_string("minichat_redis_tls_certificate"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_minichat_main_conf_t, redis_tls_certificate),
+      NULL },
+
+    { ngx_string("minichat_redis_tls_certificate_key"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_minichat_main_conf_t, redis_tls_certificate_key),
+      NULL },
+
+    { ngx_string("minichat_redis_tls_name"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_minichat_main_conf_t, redis_tls_name),
+      NULL },
+
     { ngx_string("minichat_session_ttl"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
@@ -443,6 +485,11 @@ ngx_http_minichat_create_main_conf(ngx_conf_t *cf)
      *     mcf->redis_seeds = NULL;
      *     mcf->redis_user = { 0, NULL };
      *     mcf->redis_password = { 0, NULL };
+     *     mcf->redis_tls_ca_file = { 0, NULL };
+     *     mcf->redis_tls_certificate = { 0, NULL };
+     *     mcf->redis_tls_certificate_key = { 0, NULL };
+     *     mcf->redis_tls_name = { 0, NULL };
+     *     mcf->redis_ssl = NULL;
      *     mcf->limit_args = NULL;
      */
 
@@ -458,6 +505,8 @@ ngx_http_minichat_create_main_conf(ngx_conf_t *cf)
     mcf->handshake_timeout = NGX_CONF_UNSET_MSEC;
     mcf->redis_timeout = NGX_CONF_UNSET_MSEC;
     mcf->redis_connect_timeout = NGX_CONF_UNSET_MSEC;
+    mcf->redis_tls = NGX_CONF_UNSET;
+    mcf->redis_tls_verify = NGX_CONF_UNSET;
     mcf->session_ttl = NGX_CONF_UNSET_MSEC;
     mcf->typing_interval = NGX_CONF_UNSET_MSEC;
 
@@ -500,6 +549,11 @@ ngx_http_minichat_init_main_conf(ngx_conf_t *cf, void *conf)
                            "\"minichat_redis_user\" needs \"minichat_redis_password_file\"");
         return NGX_CONF_ERROR;
     }
+
+    if (ngx_http_minichat_redis_tls_merge(cf, mcf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     ngx_conf_init_msec_value(mcf->session_ttl, 60000);
     ngx_conf_init_msec_value(mcf->typing_interval, 2000);
 
@@ -637,7 +691,7 @@ ngx_http_minichat_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_memzero(&u, sizeof(ngx_url_t));
     u.url = value[1];
 
-    /* resolved here, once: hiredis would call getaddrinfo(), blocking the
+    /* resolved here, once: a name would need getaddrinfo(), blocking the
      * worker, on every reconnect */
     if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.no_port || u.family == AF_UNIX || u.naddrs == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

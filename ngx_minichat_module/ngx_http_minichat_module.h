@@ -2,8 +2,8 @@
  * MiniChat nginx module: shared types and the functions the module's files
  * call in one another.
  *
- * One worker holds: one hiredis connection per Redis node (the Redis, or
- * each master of a Redis Cluster; on the nginx event loop), one unix-socket connection to the node's relay-worker, and a
+ * One worker holds: one connection per Redis node (the Redis, or each
+ * master of a Redis Cluster; on the nginx event loop, plain TCP or TLS), one unix-socket connection to the node's relay-worker, and a
  * registry of its WebSocket connections by user id.  Nothing here blocks.
  *
  * Calls run one way: the WebSocket reader (_ws.c) hands complete messages
@@ -22,7 +22,6 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
-#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
 #include <jansson.h>
@@ -83,6 +82,13 @@ typedef struct {
     ngx_str_t redis_user;             /* AUTH user (Redis 6 ACL); empty: AUTH password */
     ngx_str_t redis_password;         /* empty: no AUTH */
     ngx_msec_t redis_connect_timeout; /* TCP connect and the AUTH/PING answer */
+    ngx_flag_t redis_tls;             /* minichat_redis_tls */
+    ngx_flag_t redis_tls_verify;
+    ngx_str_t redis_tls_ca_file;
+    ngx_str_t redis_tls_certificate;  /* a client certificate; empty: none */
+    ngx_str_t redis_tls_certificate_key;
+    ngx_str_t redis_tls_name;         /* SNI and the name checked; empty: neither */
+    ngx_ssl_t *redis_ssl;             /* NULL: plain TCP */
 
     ngx_http_minichat_rate_t limit_messages;       /* per user */
     ngx_http_minichat_rate_t limit_room_messages;  /* per room, inside send.lua */
@@ -187,6 +193,9 @@ char *ngx_http_minichat_bounds_text(ngx_conf_t *cf, void *post, void *data);
 /* ngx_http_minichat_module.c */
 ngx_http_minichat_main_conf_t *ngx_http_minichat_conf(void);
 uint64_t ngx_http_minichat_now_ms(void);
+
+/* ngx_http_minichat_redis_tls.c */
+char *ngx_http_minichat_redis_tls_merge(ngx_conf_t *cf, ngx_http_minichat_main_conf_t *mcf);
 
 /* ngx_http_minichat_redis.c */
 typedef void (*ngx_http_minichat_redis_pt)(redisReply *reply, void *data);

@@ -47,12 +47,13 @@
  * to a node whose id is not known: it is held (the `held` queue) until the
  * id comes, routed anew then, or failed after minichat_redis_timeout.
  *
- * Traps: a command re-sent from a reply callback must not go back through a
- * context that is being freed (REDIS_DISCONNECTING / REDIS_FREEING); MOVED
- * and CLUSTER SLOTS may name a node with an empty host ("the node you
- * asked"); a node learnt from a MOVED is connected on demand and the command
- * is queued in its hiredis buffer behind the AUTH/PING, which hiredis writes
- * once the TCP connect completes.
+ * Traps: a command re-sent from a reply callback must not go back to a
+ * node whose connection is gone (the callbacks of a lost connection run
+ * with NULL while it is not usable); MOVED and CLUSTER SLOTS may name a
+ * node with an empty host ("the node you asked"); a node learnt from a MOVED
+ * is connected on demand and the command is queued in its output buffer
+ * behind the AUTH/PING, which goes out once the connection (TCP, and TLS
+ * with minichat_redis_tls) is up.
  */
 #include "ngx_http_minichat_module.h"
 #include "ngx_http_minichat_redis.h"
@@ -117,13 +118,15 @@ static ngx_int_t ngx_http_minichat_redis_dispatch(ngx_http_minichat_redis_cmd_t 
 static void ngx_http_minichat_redis_redrive(void);
 static void ngx_http_minichat_redis_on_replid(ngx_http_minichat_redis_node_t *node);
 static ngx_int_t ngx_http_minichat_redis_send(ngx_http_minichat_redis_cmd_t *cmd, ngx_int_t n);
-static void ngx_http_minichat_redis_reply(redisAsyncContext *ac, void *r, void *privdata);
+static void ngx_http_minichat_redis_reply(ngx_http_minichat_redis_node_t *from, redisReply *reply,
+    ngx_http_minichat_redis_pending_t *p);
 static ngx_int_t ngx_http_minichat_redis_cluster_error(ngx_http_minichat_redis_cmd_t *cmd,
     redisReply *reply);
 static void ngx_http_minichat_redis_retry_handler(ngx_event_t *ev);
 static void ngx_http_minichat_redis_finish(ngx_http_minichat_redis_cmd_t *cmd, redisReply *reply);
 static void ngx_http_minichat_redis_refresh(ngx_event_t *ev);
-static void ngx_http_minichat_redis_slots(redisAsyncContext *ac, void *r, void *privdata);
+static void ngx_http_minichat_redis_slots(ngx_http_minichat_redis_node_t *from, redisReply *reply,
+    ngx_http_minichat_redis_pending_t *p);
 static void ngx_http_minichat_redis_schedule_refresh(ngx_msec_t delay);
 
 
@@ -676,19 +679,17 @@ failed:
 
 
 static void
-ngx_http_minichat_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
+ngx_http_minichat_redis_reply(ngx_http_minichat_redis_node_t *from, redisReply *reply,
+    ngx_http_minichat_redis_pending_t *p)
 {
     ngx_http_minichat_redis_t       *rd = &ngx_http_minichat_redis;
-    ngx_http_minichat_redis_cmd_t   *cmd = privdata;
+    ngx_http_minichat_redis_cmd_t   *cmd = (ngx_http_minichat_redis_cmd_t *) p;
     ngx_http_minichat_redis_node_t  *node = &rd->nodes[cmd->node];
-    redisReply                      *reply = r;
-
-    ngx_queue_remove(&cmd->pending.queue);
 
     if (reply && reply->type == REDIS_REPLY_ERROR && !rd->exiting) {
 
         if (cmd->sha1 && !cmd->eval && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0
-            && node->ac == ac && ngx_http_minichat_redis_node_usable(node))
+            && ngx_http_minichat_redis_node_usable(node))
         {
             /* the script cache was flushed, Redis restarted, or a replica
              * was promoted: send the source, at most once */
@@ -756,7 +757,7 @@ ngx_http_minichat_redis_cluster_error(ngx_http_minichat_redis_cmd_t *cmd, redisR
             ngx_log_debug4(NGX_LOG_DEBUG_HTTP, rd->log, 0, "minichat: redis %s slot %ui to %s:%d",
                        kind == MC_REDIS_ERR_ASK ? "ASK" : "MOVED", (ngx_uint_t) rr.slot, rr.addr.host, rr.addr.port);
 
-        /* the new node may still be connecting: hiredis holds the command
+        /* the new node may still be connecting: its buffer holds the command
          * behind its handshake (a script carrying the id waits for it) */
         return ngx_http_minichat_redis_dispatch(cmd, n) == NGX_OK ? NGX_OK : NGX_DECLINED;
 
@@ -879,6 +880,8 @@ ngx_http_minichat_redis_refresh(ngx_event_t *ev)
     ngx_http_minichat_redis_node_t  *node;
     ngx_uint_t                       i, k, start;
     static ngx_uint_t                next;
+    static const char               *slots_av[2] = { "CLUSTER", "SLOTS" };
+    static const size_t              slots_al[2] = { 7, 5 };
 
     if (rd->exiting || ngx_exiting) {
         return;
@@ -910,7 +913,9 @@ ngx_http_minichat_redis_refresh(ngx_event_t *ev)
             continue;
         }
 
-        if (redisAsyncCommand(node->ac, ngx_http_minichat_redis_slots, node, "CLUSTER SLOTS") == REDIS_OK) {
+        if (ngx_http_minichat_redis_node_command(node, ngx_http_minichat_redis_slots, NULL, 2, slots_av, slots_al)
+            == NGX_OK)
+        {
             rd->refreshing = 1;
             rd->refresh_sent = ngx_current_msec;
             return;
@@ -923,12 +928,11 @@ ngx_http_minichat_redis_refresh(ngx_event_t *ev)
 
 
 static void
-ngx_http_minichat_redis_slots(redisAsyncContext *ac, void *r, void *privdata)
+ngx_http_minichat_redis_slots(ngx_http_minichat_redis_node_t *from, redisReply *reply,
+    ngx_http_minichat_redis_pending_t *p)
 {
     ngx_http_minichat_redis_t       *rd = &ngx_http_minichat_redis;
-    ngx_http_minichat_redis_node_t  *from = privdata;
     mc_redis_slotmap_t              *map;
-    redisReply                      *reply = r;
     ngx_int_t                        n, idx[NGX_HTTP_MINICHAT_REDIS_NODES];
     ngx_uint_t                       i, down;
     u_char                           owned[NGX_HTTP_MINICHAT_REDIS_NODES];
@@ -1031,7 +1035,7 @@ ngx_http_minichat_redis_cluster_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *c
         ngx_memzero(&u, sizeof(ngx_url_t));
         u.url = value[i];
 
-        /* resolved here, once: hiredis would block in getaddrinfo() */
+        /* resolved here, once: a name would block the worker in getaddrinfo() */
         if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.no_port || u.family == AF_UNIX || u.naddrs == 0) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid redis address \"%V\", expected host:port%s%s",
                                &value[i], u.err ? ": " : "", u.err ? u.err : "");

@@ -1,37 +1,47 @@
 /*
- * One Redis connection on the nginx event loop, through hiredis's async API:
- * the adapter, the connect with its handshake and timer, the reconnect and
- * the watchdog.  ngx_http_minichat_redis.c keeps one of these per Redis
- * node (the single Redis, or each cluster master) and decides what goes
- * where; this file knows nothing of commands beyond their send order.
+ * One Redis connection on the nginx event loop: the transport, the connect
+ * with its handshake and timer, the reconnect and the watchdog.
+ * ngx_http_minichat_redis.c keeps one of these per Redis node (the single
+ * Redis, or each cluster master) and decides what goes where; this file
+ * knows nothing of commands beyond their send order.
  *
- * The fd is wrapped in an ngx_connection_t registered edge-triggered for
- * both directions (ngx_add_conn); hiredis's addWrite hook posts the write
- * event rather than writing at once, so a command issued inside a reply
- * callback never re-enters hiredis.  hiredis reads at most 16 KB per call,
- * so a read event drains the socket, asking FIONREAD whether more is
- * waiting.
+ * The transport is nginx's own: a non-blocking socket in an
+ * ngx_connection_t registered edge-triggered for both directions
+ * (ngx_add_conn), read and written through c->recv and c->send, which are
+ * nginx's SSL functions once minichat_redis_tls has made the connection TLS
+ * (ngx_http_minichat_redis_tls.c).  hiredis is used only for what needs no
+ * socket: its reply parser (redisReader), which builds the redisReply
+ * objects the module reads.  Commands are formatted with lib/src/resp.c
+ * straight into the node's output buffer; a command never goes out from
+ * inside the call that queues it (the write event is posted), so a command
+ * issued inside a reply callback never re-enters the read loop.  Reads go on
+ * until c->recv says NGX_AGAIN: with edge-triggered events, and with TLS
+ * records that OpenSSL has read ahead, stopping earlier would lose data.
  *
- * hiredis may free its context inside any call (a read error, EOF); its
- * cleanup hook then releases our ngx_connection_t, and the code checks
- * `node->ac` after every call into hiredis.  Pending callbacks are called
- * with a NULL reply when the context goes; a cancelable timer reconnects
- * after minichat_reconnect_interval.
+ * Every command has a record in `outstanding`, in send order (Redis answers
+ * in that order): the caller's (a pending_t inside its command) or one the
+ * node allocates.  A reply is matched to the head record, which is taken out
+ * of the queue before its handler runs.  A handler may drop the connection
+ * (a refused AUTH); the read loop checks after every handler that the
+ * connection it reads is still the node's.  When the connection goes, for
+ * whatever reason, one function (drop) closes it and calls every waiting
+ * handler with a NULL reply, then a cancelable timer reconnects after
+ * minichat_reconnect_interval.
  *
  * Connecting.  A connect is not done when TCP says so: the first command on
  * every connection is AUTH (minichat_redis_user, minichat_redis_password_file)
  * or PING, and a node is "ready" only once that answered.  One timer covers
- * both steps: after minichat_redis_connect_timeout the connection must be
- * up (a peer that drops SYNs, a listener whose backlog is full), and the
- * answer must come within minichat_redis_timeout, as for any command (a
- * listener that never accepts may still complete TCP in its kernel and then
- * never read; a paused Redis answers the moment it wakes, and a shorter wait
- * would only make it reconnect then).  hiredis 0.14 cannot be asked whether
- * the connect is done: it takes a write event on a socket still connecting
- * (SO_ERROR 0) for "connected", so the timer asks getpeername().  On expiry
- * the context is freed and the connect retried after the reconnect interval.
- * Until a node is ready its user sends nothing to it (the caller answers
- * `unavailable` at once); a refused AUTH is logged and retried the same way.
+ * the steps: after minichat_redis_connect_timeout the TCP connection must be
+ * up (a peer that drops SYNs, a listener whose backlog is full), and the TLS
+ * handshake and the answer must come within minichat_redis_timeout of the
+ * start, as for any command (a listener that never accepts may still
+ * complete TCP in its kernel and then never read; a paused Redis answers the
+ * moment it wakes, and a shorter wait would only make it reconnect then).
+ * On expiry the connection is dropped and retried after the reconnect
+ * interval.  Until a node is ready its user sends nothing to it (the caller
+ * answers `unavailable` at once), except what the cluster code queues behind
+ * the handshake for a node it has just learnt of; a refused AUTH, a failed
+ * TLS handshake or a refused certificate is logged and retried the same way.
  *
  * The node's replication id.  Behind the handshake every connection asks
  * INFO replication, and the user asks again whenever the node may have
@@ -42,41 +52,40 @@
  * used after it.  Room scripts that rest on the room's seq carry the id,
  * and are held by the user until it is known (see lua/send.lua).
  *
- * hiredis 0.14 has no command timeouts.  Outstanding commands are kept in
- * send order (Redis answers in that order), and a watchdog drops the
- * connection when the oldest has waited longer than minichat_redis_timeout:
- * every waiting caller then gets its NULL reply (an error for the client)
- * instead of waiting forever on a Redis that stopped answering.  The
- * watchdog is not cancelable: a graceful quit waits (up to
+ * Redis has no command timeouts.  A watchdog drops the connection when the
+ * oldest outstanding command of a ready node has waited longer than
+ * minichat_redis_timeout: every waiting caller then gets its NULL reply (an
+ * error for the client) instead of waiting forever on a Redis that stopped
+ * answering.  The watchdog is not cancelable: a graceful quit waits (up to
  * minichat_redis_timeout) for the replies still outstanding.
  */
-#include <sys/ioctl.h>
-
 #include "ngx_http_minichat_module.h"
 #include "ngx_http_minichat_redis.h"
 #include "minichat/resp.h"
 
 
-/* A command this long or shorter is formatted on the stack (lib/src/resp.c)
- * and given to hiredis whole; a longer one (a script's source) goes through
- * hiredis's own formatting. */
-#define NGX_HTTP_MINICHAT_REDIS_NODE_INLINE  1024
+/* bytes read per c->recv call (a loop reads until NGX_AGAIN) */
+#define NGX_HTTP_MINICHAT_REDIS_NODE_READ   16384
+/* an output buffer this large is given back once written out */
+#define NGX_HTTP_MINICHAT_REDIS_NODE_KEEP   65536
 
 
 static void ngx_http_minichat_redis_node_schedule(ngx_http_minichat_redis_node_t *node);
+static void ngx_http_minichat_redis_node_drop(ngx_http_minichat_redis_node_t *node);
+static void ngx_http_minichat_redis_node_close_connection(ngx_connection_t *c);
 static void ngx_http_minichat_redis_node_reconnect_handler(ngx_event_t *ev);
 static void ngx_http_minichat_redis_node_connect_timeout(ngx_event_t *ev);
-static void ngx_http_minichat_redis_node_hello(redisAsyncContext *ac, void *r, void *privdata);
-static void ngx_http_minichat_redis_node_info(redisAsyncContext *ac, void *r, void *privdata);
+static void ngx_http_minichat_redis_node_connected(ngx_http_minichat_redis_node_t *node);
+static void ngx_http_minichat_redis_node_tls_done(ngx_connection_t *c);
+static void ngx_http_minichat_redis_node_hello(ngx_http_minichat_redis_node_t *node, redisReply *reply,
+    ngx_http_minichat_redis_pending_t *p);
+static void ngx_http_minichat_redis_node_info(ngx_http_minichat_redis_node_t *node, redisReply *reply,
+    ngx_http_minichat_redis_pending_t *p);
 static void ngx_http_minichat_redis_node_read_handler(ngx_event_t *ev);
+static void ngx_http_minichat_redis_node_receive(ngx_http_minichat_redis_node_t *node, ngx_connection_t *c);
+static ngx_int_t ngx_http_minichat_redis_node_deliver(ngx_http_minichat_redis_node_t *node,
+    ngx_connection_t *c);
 static void ngx_http_minichat_redis_node_write_handler(ngx_event_t *ev);
-static void ngx_http_minichat_redis_node_add_read(void *privdata);
-static void ngx_http_minichat_redis_node_del_read(void *privdata);
-static void ngx_http_minichat_redis_node_add_write(void *privdata);
-static void ngx_http_minichat_redis_node_del_write(void *privdata);
-static void ngx_http_minichat_redis_node_cleanup(void *privdata);
-static void ngx_http_minichat_redis_node_on_connect(const redisAsyncContext *ac, int status);
-static void ngx_http_minichat_redis_node_on_disconnect(const redisAsyncContext *ac, int status);
 static void ngx_http_minichat_redis_node_watchdog(ngx_event_t *ev);
 
 
@@ -84,11 +93,40 @@ void
 ngx_http_minichat_redis_node_init(ngx_http_minichat_redis_node_t *node, const char *host, int port,
     ngx_log_t *log)
 {
+    struct sockaddr_in   *sin;
+#if (NGX_HAVE_INET6)
+    struct sockaddr_in6  *sin6;
+#endif
+    size_t                len;
+    in_addr_t             inaddr;
+
     ngx_memzero(node, sizeof(ngx_http_minichat_redis_node_t));
 
     ngx_cpystrn((u_char *) node->host, (u_char *) host, MC_REDIS_HOST_MAX);
     node->port = port;
     node->log = log;
+
+    /* numeric only: resolving would block the worker (the configured
+     * addresses were resolved at start; a cluster announces IPs) */
+    len = ngx_strlen(node->host);
+    inaddr = ngx_inet_addr((u_char *) node->host, len);
+
+    if (inaddr != INADDR_NONE) {
+        sin = &node->sockaddr.sockaddr_in;
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons((in_port_t) port);
+        sin->sin_addr.s_addr = inaddr;
+        node->socklen = sizeof(struct sockaddr_in);
+    }
+
+#if (NGX_HAVE_INET6)
+    sin6 = &node->sockaddr.sockaddr_in6;
+    if (node->socklen == 0 && ngx_inet6_addr((u_char *) node->host, len, sin6->sin6_addr.s6_addr) == NGX_OK) {
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons((in_port_t) port);
+        node->socklen = sizeof(struct sockaddr_in6);
+    }
+#endif
 
     node->reconnect.handler = ngx_http_minichat_redis_node_reconnect_handler;
     node->reconnect.log = log;
@@ -117,53 +155,68 @@ ngx_http_minichat_redis_node_close(ngx_http_minichat_redis_node_t *node)
     if (node->reconnect.timer_set) {
         ngx_del_timer(&node->reconnect);
     }
-    if (node->connect_timer.timer_set) {
-        ngx_del_timer(&node->connect_timer);
-    }
     if (node->watchdog.timer_set) {
         ngx_del_timer(&node->watchdog);
     }
 
-    if (node->ac) {
-        /* runs pending callbacks with NULL, then our cleanup hook */
-        redisAsyncFree(node->ac);
-        node->ac = NULL;
-    }
+    /* waiting callbacks run with NULL */
+    ngx_http_minichat_redis_node_drop(node);
 }
 
 
 ngx_int_t
-ngx_http_minichat_redis_node_command(ngx_http_minichat_redis_node_t *node, redisCallbackFn *fn,
-    ngx_http_minichat_redis_pending_t *p, int argc, const char **argv, const size_t *argvlen)
+ngx_http_minichat_redis_node_command(ngx_http_minichat_redis_node_t *node,
+    ngx_http_minichat_redis_node_pt fn, ngx_http_minichat_redis_pending_t *p, int argc, const char **argv,
+    const size_t *argvlen)
 {
-    char  buf[NGX_HTTP_MINICHAT_REDIS_NODE_INLINE];
-    long  n;
-    int   rc;
+    size_t  size;
+    long    n;
 
-    if (!ngx_http_minichat_redis_node_usable(node)) {
+    if (!ngx_http_minichat_redis_node_usable(node) || argc < 1) {
         return NGX_ERROR;
     }
 
-    n = mc_resp_command(buf, sizeof(buf), argc, argv, argvlen);
-    if (n > 0) {
-        rc = redisAsyncFormattedCommand(node->ac, fn, p, buf, (size_t) n);
-    } else {
-        rc = redisAsyncCommandArgv(node->ac, fn, p, argc, argv, argvlen);
-    }
+    size = mc_resp_command_size(argc, argvlen);
 
-    if (rc != REDIS_OK) {
+    if (mc_buf_reserve(&node->out, size) != 0) {
+        ngx_log_error(NGX_LOG_ERR, node->log, 0, "minichat: redis %s:%d: no memory for a command of %uz bytes",
+                      node->host, node->port, size);
         return NGX_ERROR;
     }
 
     if (p == NULL) {
-        return NGX_OK;
+        p = ngx_alloc(sizeof(ngx_http_minichat_redis_pending_t), node->log);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+        p->own = 1;
+
+    } else {
+        p->own = 0;
     }
 
+    n = mc_resp_command(node->out.data + node->out.len, node->out.cap - node->out.len, argc, argv, argvlen);
+    if (n < 0) {
+        /* cannot happen: the room was made for exactly this */
+        ngx_log_error(NGX_LOG_ALERT, node->log, 0, "minichat: redis command does not fit its own size");
+        if (p->own) {
+            ngx_free(p);
+        }
+        return NGX_ERROR;
+    }
+
+    node->out.len += (size_t) n;
+
+    p->handler = fn;
     p->sent = ngx_current_msec;
     ngx_queue_insert_tail(&node->outstanding, &p->queue);
 
-    if (!node->watchdog.timer_set) {
+    if (node->ready && !node->watchdog.timer_set) {
         ngx_add_timer(&node->watchdog, 1000);
+    }
+
+    if (node->established && !node->conn->write->posted) {
+        ngx_post_event(node->conn->write, &ngx_posted_events);
     }
 
     return NGX_OK;
@@ -173,7 +226,6 @@ ngx_http_minichat_redis_node_command(ngx_http_minichat_redis_node_t *node, redis
 static void
 ngx_http_minichat_redis_node_schedule(ngx_http_minichat_redis_node_t *node)
 {
-    
     if (!node->closed && !ngx_exiting && !node->reconnect.timer_set) {
         ngx_add_timer(&node->reconnect, ngx_http_minichat_conf()->reconnect);
     }
@@ -183,99 +235,206 @@ ngx_http_minichat_redis_node_schedule(ngx_http_minichat_redis_node_t *node)
 void
 ngx_http_minichat_redis_node_connect(ngx_http_minichat_redis_node_t *node)
 {
-        ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
-    redisAsyncContext              *ac;
+    ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
     ngx_connection_t               *c;
+    ngx_socket_t                    s;
+    ngx_err_t                       err;
     const char                     *av[3];
     size_t                          al[3];
-    int                             ac_n;
+    int                             n, on;
 
-    ac = redisAsyncConnect(node->host, node->port);
-    if (ac == NULL) {
-        ngx_log_error(NGX_LOG_ERR, node->log, 0, "minichat: redis context allocation failed");
+    if (node->conn) {
+        return;
+    }
+
+    if (node->socklen == 0) {
+        /* not retried: a name stays a name */
+        ngx_log_error(NGX_LOG_ERR, node->log, 0, "minichat: redis node \"%s:%d\" is not a numeric address",
+                      node->host, node->port);
+        return;
+    }
+
+    s = ngx_socket(node->sockaddr.sockaddr.sa_family, SOCK_STREAM, 0);
+    if (s == (ngx_socket_t) -1) {
+        ngx_log_error(NGX_LOG_ERR, node->log, ngx_socket_errno, "minichat: redis socket() failed");
         ngx_http_minichat_redis_node_schedule(node);
         return;
     }
 
-    if (ac->err) {
-        ngx_log_error(NGX_LOG_ERR, node->log, 0, "minichat: redis connect to %s:%d failed: %s",
-                      node->host, node->port, ac->errstr);
-        redisAsyncFree(ac);
-        ngx_http_minichat_redis_node_schedule(node);
-        return;
-    }
-
-    c = ngx_get_connection(ac->c.fd, node->log);
+    c = ngx_get_connection(s, node->log);
     if (c == NULL) {
-        redisAsyncFree(ac);
+        ngx_close_socket(s);
         ngx_http_minichat_redis_node_schedule(node);
         return;
     }
 
+    on = 1;
+    if (ngx_nonblocking(s) == -1
+        || setsockopt(s, IPPROTO_TCP, TCP_NODELAY, (const void *) &on, sizeof(int)) == -1)
+    {
+        ngx_log_error(NGX_LOG_ERR, node->log, ngx_socket_errno, "minichat: redis socket setup failed");
+        ngx_close_connection(c);
+        ngx_http_minichat_redis_node_schedule(node);
+        return;
+    }
+
+    c->type = SOCK_STREAM;
+    c->recv = ngx_recv;
+    c->send = ngx_send;
+    c->recv_chain = ngx_recv_chain;
+    c->send_chain = ngx_send_chain;
+    c->log_error = NGX_ERROR_ERR;
+    c->number = ngx_atomic_fetch_add(ngx_connection_counter, 1);
     c->data = node;
     c->read->handler = ngx_http_minichat_redis_node_read_handler;
     c->write->handler = ngx_http_minichat_redis_node_write_handler;
     c->read->log = node->log;
     c->write->log = node->log;
 
-    if (ngx_add_conn(c) != NGX_OK) {
-        c->fd = (ngx_socket_t) -1;
-        ngx_free_connection(c);
-        redisAsyncFree(ac);
+    /* TLS allocates its connection state from c->pool */
+    c->pool = ngx_create_pool(1024, node->log);
+    if (c->pool == NULL || ngx_add_conn(c) != NGX_OK) {
+        ngx_http_minichat_redis_node_close_connection(c);
         ngx_http_minichat_redis_node_schedule(node);
         return;
     }
 
-    node->ac = ac;
+    if (connect(s, &node->sockaddr.sockaddr, node->socklen) == -1) {
+        err = ngx_socket_errno;
+        if (err != NGX_EINPROGRESS) {
+            ngx_log_error(NGX_LOG_ERR, node->log, err, "minichat: redis connect to %s:%d failed",
+                          node->host, node->port);
+            ngx_http_minichat_redis_node_close_connection(c);
+            ngx_http_minichat_redis_node_schedule(node);
+            return;
+        }
+    }
+
+    /* done or not, the completed connect arrives as a write event (EPOLLOUT,
+     * edge-triggered); the handshake waits in the buffer until then */
+
+    node->reader = redisReaderCreate();
+    if (node->reader == NULL) {
+        ngx_http_minichat_redis_node_close_connection(c);
+        ngx_http_minichat_redis_node_schedule(node);
+        return;
+    }
+
     node->conn = c;
     node->ready = 0;
     node->tcp_up = 0;
+    node->established = 0;
     node->replid_known = 0;
     node->info_pending = 0;
-
-    ac->ev.data = node;
-    ac->ev.addRead = ngx_http_minichat_redis_node_add_read;
-    ac->ev.delRead = ngx_http_minichat_redis_node_del_read;
-    ac->ev.addWrite = ngx_http_minichat_redis_node_add_write;
-    ac->ev.delWrite = ngx_http_minichat_redis_node_del_write;
-    ac->ev.cleanup = ngx_http_minichat_redis_node_cleanup;
-
-    redisAsyncSetConnectCallback(ac, ngx_http_minichat_redis_node_on_connect);
-    redisAsyncSetDisconnectCallback(ac, ngx_http_minichat_redis_node_on_disconnect);
-
-    /* ngx_add_conn registered EPOLLOUT edge-triggered: the completed
-     * connect arrives as a write event, which hiredis takes as "connected";
-     * the handshake waits in hiredis's buffer until then */
+    node->connect_start = ngx_current_msec;
 
     if (mcf->redis_password.len) {
-        ac_n = 0;
-        av[ac_n] = "AUTH";
-        al[ac_n++] = 4;
+        n = 0;
+        av[n] = "AUTH";
+        al[n++] = 4;
         if (mcf->redis_user.len) {
-            av[ac_n] = (const char *) mcf->redis_user.data;
-            al[ac_n++] = mcf->redis_user.len;
+            av[n] = (const char *) mcf->redis_user.data;
+            al[n++] = mcf->redis_user.len;
         }
-        av[ac_n] = (const char *) mcf->redis_password.data;
-        al[ac_n++] = mcf->redis_password.len;
+        av[n] = (const char *) mcf->redis_password.data;
+        al[n++] = mcf->redis_password.len;
 
     } else {
         av[0] = "PING";
         al[0] = 4;
-        ac_n = 1;
+        n = 1;
     }
 
-    if (redisAsyncCommandArgv(ac, ngx_http_minichat_redis_node_hello, node, ac_n, av, al) != REDIS_OK) {
-        redisAsyncFree(ac);   /* the cleanup hook schedules the reconnect */
+    if (ngx_http_minichat_redis_node_command(node, ngx_http_minichat_redis_node_hello, NULL, n, av, al)
+        != NGX_OK)
+    {
+        ngx_http_minichat_redis_node_drop(node);
         return;
     }
 
     /* right behind the handshake: the replication id */
     ngx_http_minichat_redis_node_learn(node, 1);
-    if (node->ac == NULL) {
+
+    ngx_add_timer(&node->connect_timer, mcf->redis_connect_timeout);
+}
+
+
+/* Closes the connection, if any: every waiting handler gets NULL, then a
+ * reconnect is scheduled and the user told. */
+static void
+ngx_http_minichat_redis_node_drop(ngx_http_minichat_redis_node_t *node)
+{
+    ngx_http_minichat_redis_pending_t  *p;
+    ngx_http_minichat_redis_node_pt     handler;
+    ngx_connection_t                   *c = node->conn;
+    ngx_queue_t                        *q;
+    ngx_uint_t                          own;
+
+    if (c == NULL) {
         return;
     }
 
-    ngx_add_timer(&node->connect_timer, mcf->redis_connect_timeout);
+    node->conn = NULL;
+    node->ready = 0;
+    node->tcp_up = 0;
+    node->established = 0;
+    node->replid_known = 0;
+    node->info_pending = 0;
+
+    if (node->connect_timer.timer_set) {
+        ngx_del_timer(&node->connect_timer);
+    }
+
+    redisReaderFree(node->reader);
+    node->reader = NULL;
+    mc_buf_free(&node->out);
+
+    if (c->ssl) {
+        /* a close_notify on a clean close only; never wait for the peer's */
+        c->ssl->no_wait_shutdown = 1;
+        c->ssl->no_send_shutdown = !node->closed;
+        (void) ngx_ssl_shutdown(c);
+    }
+
+    ngx_http_minichat_redis_node_close_connection(c);
+
+    /* a handler may issue commands: the node is not usable now, so they
+     * fail (or go to another node) and add nothing to this queue */
+    while (!ngx_queue_empty(&node->outstanding)) {
+        q = ngx_queue_head(&node->outstanding);
+        p = ngx_queue_data(q, ngx_http_minichat_redis_pending_t, queue);
+        ngx_queue_remove(q);
+
+        own = p->own;
+        handler = p->handler;
+
+        if (handler) {
+            handler(node, NULL, own ? NULL : p);
+        }
+        if (own) {
+            ngx_free(p);
+        }
+    }
+
+    ngx_http_minichat_redis_node_schedule(node);
+
+    if (node->on_lost && !node->closed) {
+        node->on_lost(node);
+    }
+}
+
+
+/* Timers, posted events, epoll, the fd, then the connection's pool. */
+static void
+ngx_http_minichat_redis_node_close_connection(ngx_connection_t *c)
+{
+    ngx_pool_t  *pool = c->pool;
+
+    ngx_close_connection(c);
+
+    if (pool) {
+        ngx_destroy_pool(pool);
+    }
 }
 
 
@@ -284,7 +443,7 @@ ngx_http_minichat_redis_node_reconnect_handler(ngx_event_t *ev)
 {
     ngx_http_minichat_redis_node_t  *node = ev->data;
 
-    if (node->ac == NULL && !ngx_exiting && !node->closed) {
+    if (node->conn == NULL && !ngx_exiting && !node->closed) {
         ngx_http_minichat_redis_node_connect(node);
     }
 }
@@ -294,50 +453,129 @@ static void
 ngx_http_minichat_redis_node_connect_timeout(ngx_event_t *ev)
 {
     ngx_http_minichat_redis_node_t  *node = ev->data;
-    ngx_http_minichat_main_conf_t   *mcf = ngx_http_minichat_conf();
-    struct sockaddr_storage          sa;
-    socklen_t                        len = sizeof(sa);
 
-    if (node->ac == NULL || node->ready) {
-        return;
-    }
-
-    /* TCP is up (hiredis cannot tell: it takes a connect still in progress
-     * for done, SO_ERROR being 0 then): the AUTH/PING answer gets the rest
-     * of minichat_redis_timeout, as any command would */
-    if (!node->tcp_up && mcf->redis_timeout > mcf->redis_connect_timeout
-        && getpeername(node->ac->c.fd, (struct sockaddr *) &sa, &len) == 0)
-    {
-        node->tcp_up = 1;
-        ngx_add_timer(&node->connect_timer, mcf->redis_timeout - mcf->redis_connect_timeout);
+    if (node->conn == NULL || node->ready) {
         return;
     }
 
     ngx_log_error(NGX_LOG_ERR, node->log, 0,
                   "minichat: redis %s:%d did not %s in time; retrying", node->host, node->port,
-                  node->tcp_up ? "answer its first command" : "accept the connection");
+                  !node->tcp_up ? "accept the connection"
+                  : !node->established ? "complete the TLS handshake" : "answer its first command");
 
-    /* the handshake's callback runs with NULL; the cleanup hook reconnects */
-    redisAsyncFree(node->ac);
+    ngx_http_minichat_redis_node_drop(node);
+}
+
+
+/* The connect has completed, or failed: a write (or error) event on a
+ * socket still connecting. */
+static void
+ngx_http_minichat_redis_node_connected(ngx_http_minichat_redis_node_t *node)
+{
+    ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
+    ngx_connection_t               *c = node->conn;
+    ngx_msec_t                      limit, spent;
+    ngx_sockaddr_t                  sa;
+    ngx_int_t                       rc;
+    socklen_t                       len;
+    int                             err;
+
+    err = 0;
+    len = sizeof(int);
+
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, (void *) &err, &len) == -1) {
+        err = ngx_socket_errno;
+    }
+
+    if (err) {
+        ngx_log_error(NGX_LOG_ERR, node->log, err, "minichat: redis connect to %s:%d failed",
+                      node->host, node->port);
+        ngx_http_minichat_redis_node_drop(node);
+        return;
+    }
+
+    len = sizeof(ngx_sockaddr_t);
+    if (getpeername(c->fd, &sa.sockaddr, &len) == -1) {
+        /* still connecting: an event from before the connect started */
+        return;
+    }
+
+    node->tcp_up = 1;
+
+    /* the rest of minichat_redis_timeout, counted from the start, for the
+     * TLS handshake and the first answer */
+    limit = ngx_max(mcf->redis_timeout, mcf->redis_connect_timeout);
+    spent = ngx_current_msec - node->connect_start;
+    if (spent < limit) {
+        ngx_add_timer(&node->connect_timer, limit - spent);
+    }
+
+    if (mcf->redis_ssl == NULL) {
+        node->established = 1;
+        ngx_http_minichat_redis_node_write_handler(c->write);
+        return;
+    }
+
+    if (ngx_http_minichat_redis_tls_connection(c) != NGX_OK) {
+        ngx_http_minichat_redis_node_drop(node);
+        return;
+    }
+
+    rc = ngx_ssl_handshake(c);
+
+    if (rc == NGX_AGAIN) {
+        /* nginx's handshake handlers have the events until it is done */
+        c->ssl->handler = ngx_http_minichat_redis_node_tls_done;
+        return;
+    }
+
+    ngx_http_minichat_redis_node_tls_done(c);
+}
+
+
+static void
+ngx_http_minichat_redis_node_tls_done(ngx_connection_t *c)
+{
+    ngx_http_minichat_redis_node_t  *node = c->data;
+
+    if (!c->ssl->handshaked) {
+        /* nginx logged the reason (at INFO for what a peer may cause) */
+        ngx_log_error(NGX_LOG_ERR, node->log, 0, "minichat: redis %s:%d: TLS handshake failed; retrying",
+                      node->host, node->port);
+        ngx_http_minichat_redis_node_drop(node);
+        return;
+    }
+
+    if (ngx_http_minichat_redis_tls_check(c, node->host, node->port) != NGX_OK) {
+        ngx_http_minichat_redis_node_drop(node);
+        return;
+    }
+
+    c->read->handler = ngx_http_minichat_redis_node_read_handler;
+    c->write->handler = ngx_http_minichat_redis_node_write_handler;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, node->log, 0, "minichat: redis %s:%d TLS handshake done",
+                   node->host, node->port);
+
+    node->established = 1;
+    ngx_http_minichat_redis_node_write_handler(c->write);
 }
 
 
 /* The AUTH or PING that opens every connection. */
 static void
-ngx_http_minichat_redis_node_hello(redisAsyncContext *ac, void *r, void *privdata)
+ngx_http_minichat_redis_node_hello(ngx_http_minichat_redis_node_t *node, redisReply *reply,
+    ngx_http_minichat_redis_pending_t *p)
 {
-    ngx_http_minichat_redis_node_t  *node = privdata;
-    redisReply                      *reply = r;
-
-    if (reply == NULL || node->ac != ac) {
+    if (reply == NULL) {
         return;
     }
 
     if (reply->type == REDIS_REPLY_ERROR) {
         ngx_log_error(NGX_LOG_ERR, node->log, 0, "minichat: redis %s:%d refused the connection: %s",
                       node->host, node->port, reply->str);
-        /* freed after this callback returns; then the reconnect interval */
-        redisAsyncFree(ac);
+        /* the reconnect interval, then again */
+        ngx_http_minichat_redis_node_drop(node);
         return;
     }
 
@@ -346,7 +584,14 @@ ngx_http_minichat_redis_node_hello(redisAsyncContext *ac, void *r, void *privdat
     }
 
     node->ready = 1;
-    ngx_log_error(NGX_LOG_INFO, node->log, 0, "minichat: redis %s:%d connected", node->host, node->port);
+
+    /* what was queued behind the handshake is the watchdog's from now */
+    if (!ngx_queue_empty(&node->outstanding) && !node->watchdog.timer_set) {
+        ngx_add_timer(&node->watchdog, 1000);
+    }
+
+    ngx_log_error(NGX_LOG_INFO, node->log, 0, "minichat: redis %s:%d connected%s", node->host, node->port,
+                  node->conn->ssl ? " (TLS)" : "");
 
     if (node->on_ready) {
         node->on_ready(node);
@@ -357,6 +602,9 @@ ngx_http_minichat_redis_node_hello(redisAsyncContext *ac, void *r, void *privdat
 void
 ngx_http_minichat_redis_node_learn(ngx_http_minichat_redis_node_t *node, ngx_uint_t forget)
 {
+    static const char   *av[2] = { "INFO", "replication" };
+    static const size_t  al[2] = { 4, 11 };
+
     if (forget) {
         node->replid_known = 0;
     }
@@ -366,7 +614,9 @@ ngx_http_minichat_redis_node_learn(ngx_http_minichat_redis_node_t *node, ngx_uin
         return;
     }
 
-    if (redisAsyncCommand(node->ac, ngx_http_minichat_redis_node_info, node, "INFO replication") != REDIS_OK) {
+    if (ngx_http_minichat_redis_node_command(node, ngx_http_minichat_redis_node_info, NULL, 2, av, al)
+        != NGX_OK)
+    {
         node->replid_known = 0;
         return;
     }
@@ -376,14 +626,13 @@ ngx_http_minichat_redis_node_learn(ngx_http_minichat_redis_node_t *node, ngx_uin
 
 
 static void
-ngx_http_minichat_redis_node_info(redisAsyncContext *ac, void *r, void *privdata)
+ngx_http_minichat_redis_node_info(ngx_http_minichat_redis_node_t *node, redisReply *reply,
+    ngx_http_minichat_redis_pending_t *p)
 {
-    ngx_http_minichat_redis_node_t  *node = privdata;
-    redisReply                      *reply = r;
-    mc_redis_role_t                  role;
-    char                             id[MC_REDIS_REPLID_LEN + 1];
+    mc_redis_role_t  role;
+    char             id[MC_REDIS_REPLID_LEN + 1];
 
-    if (reply == NULL || node->ac != ac) {
+    if (reply == NULL) {
         return;
     }
 
@@ -425,26 +674,116 @@ ngx_http_minichat_redis_node_read_handler(ngx_event_t *ev)
 {
     ngx_connection_t                *c = ev->data;
     ngx_http_minichat_redis_node_t  *node = c->data;
-    int                              n;
+
+    if (!node->tcp_up) {
+        /* a failed connect shows as an error on both events */
+        ngx_http_minichat_redis_node_connected(node);
+        return;
+    }
+
+    if (!node->established) {
+        return;
+    }
 
     /* the REST answers of these replies: one write per HTTP/2 connection */
     ngx_http_minichat_h2batch_begin();
+    ngx_http_minichat_redis_node_receive(node, c);
+    ngx_http_minichat_h2batch_end();
+}
 
-    while (node->ac) {
-        redisAsyncHandleRead(node->ac);
 
-        if (node->ac == NULL) {
-            break;
+/* Reads what the socket holds and hands out the replies, until the socket
+ * is drained or the connection is gone. */
+static void
+ngx_http_minichat_redis_node_receive(ngx_http_minichat_redis_node_t *node, ngx_connection_t *c)
+{
+    ssize_t        n;
+    static u_char  buf[NGX_HTTP_MINICHAT_REDIS_NODE_READ];
+
+    for ( ;; ) {
+        n = c->recv(c, buf, sizeof(buf));
+
+        if (n == NGX_AGAIN) {
+            return;
         }
 
-        /* hiredis reads 16 KB a call; an EOF behind the data must be read
-         * too or the edge is lost */
-        if (ioctl(node->ac->c.fd, FIONREAD, &n) == -1 || (n <= 0 && !ev->pending_eof)) {
-            break;
+        if (n == 0 || n == NGX_ERROR) {
+            if (!node->closed) {
+                ngx_log_error(NGX_LOG_ERR, node->log, 0, "minichat: redis %s:%d: connection lost: %s",
+                              node->host, node->port,
+                              n == 0 ? "the server closed the connection" : "read error");
+            }
+            ngx_http_minichat_redis_node_drop(node);
+            return;
+        }
+
+        if (redisReaderFeed(node->reader, (const char *) buf, (size_t) n) != REDIS_OK) {
+            ngx_log_error(NGX_LOG_ERR, node->log, 0, "minichat: redis %s:%d: reply parser failed: %s",
+                          node->host, node->port, node->reader->errstr);
+            ngx_http_minichat_redis_node_drop(node);
+            return;
+        }
+
+        if (ngx_http_minichat_redis_node_deliver(node, c) != NGX_OK) {
+            return;
         }
     }
+}
 
-    ngx_http_minichat_h2batch_end();
+
+/* Hands every complete reply to the handler at the head of the queue.
+ * Returns NGX_OK, or NGX_ERROR when the connection is gone (dropped here
+ * or inside a handler). */
+static ngx_int_t
+ngx_http_minichat_redis_node_deliver(ngx_http_minichat_redis_node_t *node, ngx_connection_t *c)
+{
+    ngx_http_minichat_redis_pending_t  *p;
+    ngx_http_minichat_redis_node_pt     handler;
+    ngx_queue_t                        *q;
+    ngx_uint_t                          own;
+    void                               *r;
+
+    for ( ;; ) {
+        if (redisReaderGetReply(node->reader, &r) != REDIS_OK) {
+            ngx_log_error(NGX_LOG_ERR, node->log, 0, "minichat: redis %s:%d sent a bad reply: %s",
+                          node->host, node->port, node->reader->errstr);
+            ngx_http_minichat_redis_node_drop(node);
+            return NGX_ERROR;
+        }
+
+        if (r == NULL) {
+            return NGX_OK;
+        }
+
+        if (ngx_queue_empty(&node->outstanding)) {
+            ngx_log_error(NGX_LOG_ERR, node->log, 0, "minichat: redis %s:%d sent a reply nobody asked for",
+                          node->host, node->port);
+            freeReplyObject(r);
+            ngx_http_minichat_redis_node_drop(node);
+            return NGX_ERROR;
+        }
+
+        q = ngx_queue_head(&node->outstanding);
+        p = ngx_queue_data(q, ngx_http_minichat_redis_pending_t, queue);
+        ngx_queue_remove(q);
+
+        /* the handler may free p (the caller's) */
+        own = p->own;
+        handler = p->handler;
+
+        if (handler) {
+            handler(node, r, own ? NULL : p);
+        }
+        if (own) {
+            ngx_free(p);
+        }
+
+        freeReplyObject(r);
+
+        if (node->conn != c) {
+            return NGX_ERROR;
+        }
+    }
 }
 
 
@@ -453,121 +792,39 @@ ngx_http_minichat_redis_node_write_handler(ngx_event_t *ev)
 {
     ngx_connection_t                *c = ev->data;
     ngx_http_minichat_redis_node_t  *node = c->data;
+    ssize_t                          n;
 
-    if (node->ac) {
-        node->writing = 1;
-        redisAsyncHandleWrite(node->ac);
-        node->writing = 0;
-    }
-}
-
-
-static void
-ngx_http_minichat_redis_node_add_read(void *privdata)
-{
-    /* the fd is registered for reading once, edge-triggered */
-}
-
-
-static void
-ngx_http_minichat_redis_node_del_read(void *privdata)
-{
-}
-
-
-static void
-ngx_http_minichat_redis_node_add_write(void *privdata)
-{
-    ngx_http_minichat_redis_node_t  *node = privdata;
-
-    /* called from inside redisAsyncHandleWrite when the socket took only
-     * part of the buffer: wait for the next EPOLLOUT edge instead of
-     * posting the event again, which would spin the worker */
-    if (node->writing || node->conn == NULL) {
+    if (!node->tcp_up) {
+        ngx_http_minichat_redis_node_connected(node);
         return;
     }
 
-    if (!node->conn->write->posted) {
-        ngx_post_event(node->conn->write, &ngx_posted_events);
-    }
-}
-
-
-static void
-ngx_http_minichat_redis_node_del_write(void *privdata)
-{
-}
-
-
-/* Called by hiredis just before it closes the fd and frees the context. */
-static void
-ngx_http_minichat_redis_node_cleanup(void *privdata)
-{
-    ngx_http_minichat_redis_node_t  *node = privdata;
-    ngx_connection_t                *c = node->conn;
-
-    if (c == NULL) {
+    if (!node->established) {
         return;
     }
 
-    if (c->read->timer_set) {
-        ngx_del_timer(c->read);
-    }
-    if (c->write->timer_set) {
-        ngx_del_timer(c->write);
-    }
-    if (c->read->posted) {
-        ngx_delete_posted_event(c->read);
-    }
-    if (c->write->posted) {
-        ngx_delete_posted_event(c->write);
-    }
+    while (node->out.len) {
+        n = c->send(c, (u_char *) node->out.data, node->out.len);
 
-    /* hiredis closes the fd right after, which removes it from epoll */
-    ngx_del_conn(c, NGX_CLOSE_EVENT);
+        if (n == NGX_AGAIN) {
+            /* the next EPOLLOUT edge calls again */
+            return;
+        }
 
-    ngx_free_connection(c);
-    c->fd = (ngx_socket_t) -1;
+        if (n == NGX_ERROR || n == 0) {
+            if (!node->closed) {
+                ngx_log_error(NGX_LOG_ERR, node->log, 0, "minichat: redis %s:%d: connection lost: write error",
+                              node->host, node->port);
+            }
+            ngx_http_minichat_redis_node_drop(node);
+            return;
+        }
 
-    node->conn = NULL;
-    node->ac = NULL;
-    node->ready = 0;
-    node->replid_known = 0;
-    node->info_pending = 0;
-
-    if (node->connect_timer.timer_set) {
-        ngx_del_timer(&node->connect_timer);
+        mc_buf_consume(&node->out, (size_t) n);
     }
 
-    ngx_http_minichat_redis_node_schedule(node);
-
-    if (node->on_lost && !node->closed) {
-        node->on_lost(node);
-    }
-}
-
-
-static void
-ngx_http_minichat_redis_node_on_connect(const redisAsyncContext *ac, int status)
-{
-    ngx_http_minichat_redis_node_t  *node = ac->ev.data;
-
-    if (status != REDIS_OK) {
-        ngx_log_error(NGX_LOG_ERR, node->log, 0, "minichat: redis connect failed: %s",
-                      ac->errstr);
-        /* hiredis frees the context after this callback */
-    }
-}
-
-
-static void
-ngx_http_minichat_redis_node_on_disconnect(const redisAsyncContext *ac, int status)
-{
-    ngx_http_minichat_redis_node_t  *node = ac->ev.data;
-
-    if (status != REDIS_OK && !node->closed) {
-        ngx_log_error(NGX_LOG_ERR, node->log, 0, "minichat: redis connection lost: %s",
-                      ac->errstr);
+    if (node->out.cap > NGX_HTTP_MINICHAT_REDIS_NODE_KEEP) {
+        mc_buf_free(&node->out);
     }
 }
 
@@ -575,7 +832,7 @@ ngx_http_minichat_redis_node_on_disconnect(const redisAsyncContext *ac, int stat
 ngx_int_t
 ngx_http_minichat_redis_node_usable(ngx_http_minichat_redis_node_t *node)
 {
-    return node->ac != NULL && !(node->ac->c.flags & (REDIS_DISCONNECTING | REDIS_FREEING));
+    return node->conn != NULL;
 }
 
 
@@ -586,18 +843,20 @@ ngx_http_minichat_redis_node_watchdog(ngx_event_t *ev)
     ngx_http_minichat_redis_pending_t  *p;
     ngx_msec_t                          timeout = ngx_http_minichat_conf()->redis_timeout;
 
-    if (ngx_queue_empty(&node->outstanding)) {
+    /* until the node is ready its connect timer watches it (the handshake
+     * re-arms the watchdog) */
+    if (ngx_queue_empty(&node->outstanding) || node->conn == NULL || !node->ready) {
         return;
     }
 
     p = ngx_queue_data(ngx_queue_head(&node->outstanding), ngx_http_minichat_redis_pending_t, queue);
 
-    if (node->ac && ngx_current_msec - p->sent >= timeout) {
+    if (ngx_current_msec - p->sent >= timeout) {
         ngx_log_error(NGX_LOG_ERR, node->log, 0,
                       "minichat: redis %s:%d has not answered for %M ms; dropping the connection",
                       node->host, node->port, timeout);
-        /* every waiting callback runs with NULL; the cleanup hook reconnects */
-        redisAsyncFree(node->ac);
+        /* every waiting callback runs with NULL; a reconnect follows */
+        ngx_http_minichat_redis_node_drop(node);
         return;
     }
 

@@ -37,12 +37,14 @@ static volatile sig_atomic_t run = 1;
 static const char *const known_keys[] = {
     "kafka_brokers", "kafka_topic",    "kafka_group", "kafka_instance_id", "kafka_session_timeout_ms", "mysql_primary", "mysql_replica", "mysql_user",
     "mysql_password", "mysql_database", "batch_size", "batch_ms",      "members_interval_ms", "stats_interval",
-    "log_level",      "redis",          "read_flush_ms", NULL,
+    "log_level",      "redis",          "read_flush_ms", "redis_tls", "redis_tls_verify", "redis_tls_ca_file",
+    "redis_tls_certificate", "redis_tls_certificate_key", "redis_tls_name", NULL,
 };
 
 static void usage(FILE *f);
 static void on_signal(int sig);
 static int parse_level(const char *s);
+static int get_flag(const mc_conf_t *conf, const char *key, int def, int *out);
 static int get_int(const mc_conf_t *conf, const char *key, long long def, long long min, long long max,
                    long long *out);
 
@@ -71,6 +73,10 @@ static void usage(FILE *f)
                "  redis           host:port, /socket, or cluster nodes host:port,host:port,... of the\n"
                "                  Redis holding ({dirty}:read); empty turns the flusher off (127.0.0.1:6379)\n"
                "  read_flush_ms   how often read marks are written to MySQL  (1000)\n"
+               "  redis_tls       on: reach Redis over TLS                   (off)\n"
+               "  redis_tls_verify  check Redis's certificate against the CA  (on)\n"
+               "  redis_tls_ca_file, redis_tls_certificate, redis_tls_certificate_key, redis_tls_name\n"
+               "                  the CA (PEM), a client certificate and key, the name to check\n"
                "  log_level       debug, info, warn or error                 (info)\n");
 }
 
@@ -95,6 +101,22 @@ static int parse_level(const char *s)
 }
 
 /* Reads an integer key within [min, max].  Returns 0, or -1 after logging why. */
+/* An on/off setting.  Returns 0, or -1 after logging a bad value. */
+static int get_flag(const mc_conf_t *conf, const char *key, int def, int *out)
+{
+    const char *v = mc_conf_get(conf, key, def ? "on" : "off");
+
+    if (strcmp(v, "on") == 0) {
+        *out = 1;
+    } else if (strcmp(v, "off") == 0) {
+        *out = 0;
+    } else {
+        mc_error("invalid %s \"%s\" (want on or off)", key, v);
+        return -1;
+    }
+    return 0;
+}
+
 static int get_int(const mc_conf_t *conf, const char *key, long long def, long long min, long long max,
                    long long *out)
 {
@@ -213,6 +235,14 @@ int main(int argc, char **argv)
 
     /* read pointers: on their own thread, with their own connections */
     rfc.redis = mc_conf_get(conf, "redis", "127.0.0.1:6379");
+    if (get_flag(conf, "redis_tls", 0, &rfc.tls.on) != 0 || get_flag(conf, "redis_tls_verify", 1, &rfc.tls.verify) != 0) {
+        rc_store_free(&store);
+        goto done;
+    }
+    rfc.tls.ca_file = mc_conf_get(conf, "redis_tls_ca_file", "");
+    rfc.tls.cert_file = mc_conf_get(conf, "redis_tls_certificate", "");
+    rfc.tls.key_file = mc_conf_get(conf, "redis_tls_certificate_key", "");
+    rfc.tls.name = mc_conf_get(conf, "redis_tls_name", "");
     rfc.interval_ms = (int)flush_ms;
     rfc.db = dbc;
     if (rfc.redis[0] == '\0') {

@@ -22,8 +22,8 @@
  * MySQL's pointer never moves back, and a mark leaves Redis only once MySQL
  * has a pointer at least as high.
  *
- * Why a thread: the flusher's Redis and MySQL calls are blocking (hiredis's
- * synchronous API, libmariadb), and a round over a large hash takes tens of
+ * Why a thread: the flusher's Redis and MySQL calls are blocking
+ * (lib/src/redis_conn.c, plain TCP or TLS; libmariadb), and a round over a large hash takes tens of
  * milliseconds.  On its own thread, with its own database connection, it
  * never delays the Kafka loop; the two only meet in InnoDB, on
  * room_members rows (a deadlock there rolls one of them back, and each
@@ -50,7 +50,6 @@
 #include <time.h>
 
 #include <errmsg.h>
-#include <hiredis.h>
 #include <mysql.h>
 
 #include "minichat/buf.h"
@@ -89,9 +88,10 @@ typedef struct {
 
 struct rc_readflush_s {
     char *addr;             /* as configured: host:port list or /socket */
+    mc_redis_tls_t tls;     /* its strings point into the configuration */
     int interval_ms;
     mc_db_t *db;
-    redisContext *redis;
+    mc_redis_conn_t *redis;
     char sha[41];           /* the delete script's SHA1 once loaded, "" before */
     unsigned backoff_ms;
 
@@ -132,6 +132,7 @@ rc_readflush_t *rc_readflush_start(const rc_readflush_config_t *cfg)
     rc_readflush_t *rf;
     pthread_condattr_t ca;
     sigset_t all, old;
+    char why[256];
     int err;
 
     rf = calloc(1, sizeof(*rf));
@@ -141,9 +142,14 @@ rc_readflush_t *rc_readflush_start(const rc_readflush_config_t *cfg)
     }
     rf->interval_ms = cfg->interval_ms;
     rf->backoff_ms = RF_BACKOFF_MIN_MS;
+    rf->tls = cfg->tls;
     rf->addr = strdup(cfg->redis);
     if (rf->addr == NULL || mc_redis_addrs_check(cfg->redis) != 0) {
         mc_error("invalid redis address \"%s\" (want host:port[,host:port...] or /path/to/socket)", cfg->redis);
+        goto err;
+    }
+    if (mc_redis_tls_check(&rf->tls, why, sizeof(why)) != 0) {
+        mc_error("%s", why);
         goto err;
     }
     rf->db = mc_db_new(&cfg->db);
@@ -199,7 +205,7 @@ void rc_readflush_stop(rc_readflush_t *rf)
 static void rf_free(rc_readflush_t *rf)
 {
     if (rf->redis != NULL) {
-        redisFree(rf->redis);
+        mc_redis_conn_close(rf->redis);
     }
     mc_db_free(rf->db);
     mc_buf_free(&rf->strs);
@@ -297,17 +303,19 @@ static int rf_round(rc_readflush_t *rf)
  * logging why. */
 static int rf_connect(rc_readflush_t *rf)
 {
+    const char *argv[3] = {"SCRIPT", "LOAD", rf_delete_lua};
+    size_t argvlen[3] = {6, 4, sizeof(rf_delete_lua) - 1};
     char err[512];
     redisReply *r;
 
-    rf->redis = mc_redis_connect_for_key(rf->addr, RF_KEY, RF_REDIS_TIMEOUT_MS, err, sizeof(err));
+    rf->redis = mc_redis_connect_for_key(rf->addr, &rf->tls, RF_KEY, RF_REDIS_TIMEOUT_MS, err, sizeof(err));
     if (rf->redis == NULL) {
         mc_error("readflush: cannot reach the redis node serving %s (%s): %s (retry in %u ms)", RF_KEY,
                  rf->addr, err, rf->backoff_ms);
         return -1;
     }
 
-    r = redisCommand(rf->redis, "SCRIPT LOAD %s", rf_delete_lua);
+    r = mc_redis_conn_command(rf->redis, 3, argv, argvlen);
     if (r == NULL || r->type != REDIS_REPLY_STRING || r->len != 40) {
         rf_redis_fail(rf, "script load", r);
         return -1;
@@ -315,11 +323,7 @@ static int rf_connect(rc_readflush_t *rf)
     memcpy(rf->sha, r->str, 40);
     rf->sha[40] = '\0';
     freeReplyObject(r);
-    if (rf->redis->connection_type == REDIS_CONN_TCP) {
-        mc_info("readflush: connected to redis %s:%d", rf->redis->tcp.host, rf->redis->tcp.port);
-    } else {
-        mc_info("readflush: connected to redis %s", rf->addr);
-    }
+    mc_info("readflush: connected to redis %s", mc_redis_conn_peer(rf->redis));
     return 0;
 }
 
@@ -331,12 +335,13 @@ static void rf_redis_fail(rc_readflush_t *rf, const char *what, const redisReply
     } else if (r != NULL) {
         mc_error("readflush: redis %s: unexpected reply type %d", what, r->type);
     } else {
-        mc_error("readflush: redis %s failed: %s", what, rf->redis->errstr[0] ? rf->redis->errstr : "no reply");
+        mc_error("readflush: redis %s failed: %s", what,
+                 mc_redis_conn_error(rf->redis)[0] ? mc_redis_conn_error(rf->redis) : "no reply");
     }
     if (r != NULL) {
         freeReplyObject((void *)r);
     }
-    redisFree(rf->redis);
+    mc_redis_conn_close(rf->redis);
     rf->redis = NULL;
 }
 
@@ -376,13 +381,16 @@ static int rf_add(rc_readflush_t *rf, const redisReply *f, const redisReply *v)
 static int rf_scan(rc_readflush_t *rf)
 {
     char cursor[32] = "0";
+    const char *argv[5] = {"HSCAN", RF_KEY, cursor, "COUNT", RF_SCAN_COUNT};
+    size_t argvlen[5] = {5, sizeof(RF_KEY) - 1, 0, 5, sizeof(RF_SCAN_COUNT) - 1};
     redisReply *r, *items;
     size_t i;
 
     mc_buf_reset(&rf->strs);
     rf->n = 0;
     do {
-        r = redisCommand(rf->redis, "HSCAN %s %s COUNT %s", RF_KEY, cursor, RF_SCAN_COUNT);
+        argvlen[2] = strlen(cursor);
+        r = mc_redis_conn_command(rf->redis, 5, argv, argvlen);
         if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2
             || r->element[0]->type != REDIS_REPLY_STRING || r->element[0]->len >= sizeof(cursor)
             || r->element[1]->type != REDIS_REPLY_ARRAY)
@@ -521,14 +529,14 @@ static int rf_delete(rc_readflush_t *rf, int bad, size_t *deleted, size_t *kept)
             lens[4] = e->flen;
             argv[5] = rf->strs.data + e->value;
             lens[5] = e->vlen;
-            if (redisAppendCommandArgv(rf->redis, 6, argv, lens) != REDIS_OK) {
+            if (mc_redis_conn_append(rf->redis, 6, argv, lens) != 0) {
                 rf_redis_fail(rf, "evalsha", NULL);
                 return -1;
             }
             sent++;
         }
         for (; sent > 0; sent--) {
-            if (redisGetReply(rf->redis, (void **)&r) != REDIS_OK || r == NULL) {
+            if (mc_redis_conn_reply(rf->redis, &r) != 0) {
                 rf_redis_fail(rf, "evalsha", NULL);
                 return -1;
             }
@@ -544,11 +552,11 @@ static int rf_delete(rc_readflush_t *rf, int bad, size_t *deleted, size_t *kept)
                 mc_error("readflush: delete of a mark failed: %.*s", (int)r->len, r->str);
                 freeReplyObject(r);
                 while (--sent > 0) {
-                    if (redisGetReply(rf->redis, (void **)&r) == REDIS_OK && r != NULL) {
+                    if (mc_redis_conn_reply(rf->redis, &r) == 0) {
                         freeReplyObject(r);
                     }
                 }
-                redisFree(rf->redis);
+                mc_redis_conn_close(rf->redis);
                 rf->redis = NULL;
                 return -1;
             }

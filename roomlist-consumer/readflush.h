@@ -8,11 +8,13 @@
 #include <stdint.h>
 
 #include "minichat/db.h"
+#include "minichat/redis_conn.h"
 
 typedef struct rc_readflush_s rc_readflush_t;
 
 typedef struct {
     const char *redis;        /* "host:port" or "/path/to/socket" */
+    mc_redis_tls_t tls;       /* TLS to Redis (its strings must outlive the flusher) */
     int interval_ms;          /* between two rounds */
     mc_db_config_t db;        /* the flusher opens its own connection */
 } rc_readflush_config_t;

@@ -42,40 +42,22 @@ int mc_redis_addrs_check(const char *addrs)
     }
 }
 
-/* Connects to one node.  Returns the context or NULL (err filled). */
-static redisContext *connect_one(const mc_redis_addr_t *a, const char *path, int timeout_ms, char *err,
-                                 size_t errlen)
+/* Asks c about key and follows MOVED.  Returns the connection serving the
+ * key (c itself, or a new one with c closed), or NULL with c closed. */
+static mc_redis_conn_t *follow(mc_redis_conn_t *c, const mc_redis_addr_t *at, const mc_redis_tls_t *tls,
+                               const char *key, int timeout_ms, char *err, size_t errlen)
 {
-    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-    redisContext *c;
-
-    c = path != NULL ? redisConnectUnixWithTimeout(path, tv) : redisConnectWithTimeout(a->host, a->port, tv);
-    if (c == NULL || c->err) {
-        snprintf(err, errlen, "%s%s%d: %s", path != NULL ? path : a->host, path != NULL ? "" : ":",
-                 path != NULL ? 0 : a->port, c != NULL ? c->errstr : "out of memory");
-        if (c != NULL) {
-            redisFree(c);
-        }
-        return NULL;
-    }
-    redisSetTimeout(c, tv);
-    return c;
-}
-
-/* Asks c about key and follows MOVED.  Returns the context serving the key
- * (c itself, or a new one with c freed), or NULL with c freed. */
-static redisContext *follow(redisContext *c, const mc_redis_addr_t *at, const char *key, int timeout_ms, char *err,
-                            size_t errlen)
-{
+    const char *argv[2] = {"EXISTS", key};
+    size_t argvlen[2] = {6, strlen(key)};
     mc_redis_redirect_t rr;
     mc_redis_addr_t here = *at;
     redisReply *r;
     int hops;
 
     for (hops = 0;; hops++) {
-        r = redisCommand(c, "EXISTS %s", key);
+        r = mc_redis_conn_command(c, 2, argv, argvlen);
         if (r == NULL) {
-            snprintf(err, errlen, "%s:%d: %s", here.host, here.port, c->errstr[0] ? c->errstr : "no reply");
+            snprintf(err, errlen, "%s: %s", mc_redis_conn_peer(c), mc_redis_conn_error(c));
             break;
         }
         if (r->type == REDIS_REPLY_INTEGER
@@ -85,7 +67,7 @@ static redisContext *follow(redisContext *c, const mc_redis_addr_t *at, const ch
         }
         if (r->type != REDIS_REPLY_ERROR || hops == REDIRECTS_MAX
             || mc_redis_redirect_parse(r->str, r->len, &rr) != 0 || rr.ask) {
-            snprintf(err, errlen, "%s:%d: %s", here.host, here.port,
+            snprintf(err, errlen, "%s: %s", mc_redis_conn_peer(c),
                      r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply to EXISTS");
             freeReplyObject(r);
             break;
@@ -94,22 +76,22 @@ static redisContext *follow(redisContext *c, const mc_redis_addr_t *at, const ch
         if (rr.addr.host[0] == '\0') {
             memcpy(rr.addr.host, here.host, sizeof(here.host));
         }
-        redisFree(c);
+        mc_redis_conn_close(c);
         here = rr.addr;
-        c = connect_one(&here, NULL, timeout_ms, err, errlen);
+        c = mc_redis_conn_open(here.host, here.port, NULL, tls, timeout_ms, err, errlen);
         if (c == NULL) {
             return NULL;
         }
     }
-    redisFree(c);
+    mc_redis_conn_close(c);
     return NULL;
 }
 
-redisContext *mc_redis_connect_for_key(const char *addrs, const char *key, int timeout_ms, char *err,
-                                       size_t errlen)
+mc_redis_conn_t *mc_redis_connect_for_key(const char *addrs, const mc_redis_tls_t *tls, const char *key,
+                                          int timeout_ms, char *err, size_t errlen)
 {
     mc_redis_addr_t a;
-    redisContext *c;
+    mc_redis_conn_t *c;
     const char *p = addrs, *comma;
     size_t n;
 
@@ -120,15 +102,15 @@ redisContext *mc_redis_connect_for_key(const char *addrs, const char *key, int t
     }
     if (addrs[0] == '/') {
         memset(&a, 0, sizeof(a));
-        c = connect_one(&a, addrs, timeout_ms, err, errlen);
-        return c != NULL ? follow(c, &a, key, timeout_ms, err, errlen) : NULL;
+        c = mc_redis_conn_open(NULL, 0, addrs, NULL, timeout_ms, err, errlen);
+        return c != NULL ? follow(c, &a, NULL, key, timeout_ms, err, errlen) : NULL;
     }
     for (;;) {
         comma = strchr(p, ',');
         n = comma != NULL ? (size_t)(comma - p) : strlen(p);
         if (mc_redis_addr_parse(p, n, &a) == 0) {
-            c = connect_one(&a, NULL, timeout_ms, err, errlen);
-            if (c != NULL && (c = follow(c, &a, key, timeout_ms, err, errlen)) != NULL) {
+            c = mc_redis_conn_open(a.host, a.port, NULL, tls, timeout_ms, err, errlen);
+            if (c != NULL && (c = follow(c, &a, tls, key, timeout_ms, err, errlen)) != NULL) {
                 return c;
             }
         }

@@ -30,6 +30,29 @@ static int put_header(char *out, size_t size, size_t *o, char c, size_t n)
     return 0;
 }
 
+/* Returns the number of decimal digits of n. */
+static size_t digits_of(size_t n)
+{
+    size_t d = 1;
+
+    while (n >= 10) {
+        n /= 10;
+        d++;
+    }
+    return d;
+}
+
+size_t mc_resp_command_size(int argc, const size_t *argvlen)
+{
+    size_t total = 1 + digits_of((size_t)argc) + 2;
+    int i;
+
+    for (i = 0; i < argc; i++) {
+        total += 1 + digits_of(argvlen[i]) + 2 + argvlen[i] + 2;
+    }
+    return total;
+}
+
 long mc_resp_command(char *out, size_t size, int argc, const char *const *argv, const size_t *argvlen)
 {
     size_t o = 0;

@@ -7,8 +7,9 @@
  *
  * It talks to Redis ({u:<user>}:ban and :strikes, see lua/limit.lua) and to
  * the MySQL primary (users.status, banned_until, strikes) directly, with
- * hiredis's blocking API and libmariadb.  A lifted user may connect at
- * once; the connections the ban closed stay closed.  Exit status: 0 done,
+ * a blocking Redis connection (lib/src/redis_conn.c, plain TCP) and
+ * libmariadb.  A lifted user may connect at once; the connections the ban
+ * closed stay closed.  Exit status: 0 done,
  * 1 a store failed (the other may have changed: run it again), 2 usage.
  */
 #include <stdio.h>
@@ -65,12 +66,36 @@ static int read_password(const char *path, char *buf, size_t len)
     return 0;
 }
 
-static int redis_part(redisContext *rc, const char *cmd, unsigned long long user, int forgive)
+/* One command from words; a word "%1" or "%2" stands for the key k1 or k2.
+ * Returns the reply or NULL. */
+static redisReply *cmd_words(mc_redis_conn_t *rc, const char *k1, const char *k2, int n, const char *const *words)
 {
+    const char *argv[4];
+    size_t argvlen[4];
+    int i;
+
+    for (i = 0; i < n && i < 4; i++) {
+        argv[i] = strcmp(words[i], "%1") == 0 ? k1 : strcmp(words[i], "%2") == 0 ? k2 : words[i];
+        argvlen[i] = strlen(argv[i]);
+    }
+    return mc_redis_conn_command(rc, i, argv, argvlen);
+}
+
+static int redis_part(mc_redis_conn_t *rc, const char *cmd, unsigned long long user, int forgive)
+{
+    static const char *const get_ban[] = {"GET", "%1"};
+    static const char *const get_strikes[] = {"HGET", "%2", "n"};
+    static const char *const del_both[] = {"DEL", "%1", "%2"};
+    static const char *const del_ban[] = {"DEL", "%1"};
+    static const char *const hdel_until[] = {"HDEL", "%2", "until"};
+    char ban[64], strikes[64];
     redisReply *r;
 
+    snprintf(ban, sizeof(ban), "{u:%llu}:ban", user);
+    snprintf(strikes, sizeof(strikes), "{u:%llu}:strikes", user);
+
     if (strcmp(cmd, "show") == 0) {
-        r = redisCommand(rc, "GET {u:%llu}:ban", user);
+        r = cmd_words(rc, ban, strikes, 2, get_ban);
         if (r == NULL || r->type == REDIS_REPLY_ERROR) {
             goto err;
         }
@@ -80,7 +105,7 @@ static int redis_part(redisContext *rc, const char *cmd, unsigned long long user
             printf("redis: not banned\n");
         }
         freeReplyObject(r);
-        r = redisCommand(rc, "HGET {u:%llu}:strikes n", user);
+        r = cmd_words(rc, ban, strikes, 3, get_strikes);
         if (r == NULL || r->type == REDIS_REPLY_ERROR) {
             goto err;
         }
@@ -90,14 +115,13 @@ static int redis_part(redisContext *rc, const char *cmd, unsigned long long user
     }
 
     /* lift: the ban key, and the `until` limit.lua would report as expired */
-    r = forgive ? redisCommand(rc, "DEL {u:%llu}:ban {u:%llu}:strikes", user, user)
-                : redisCommand(rc, "DEL {u:%llu}:ban", user);
+    r = forgive ? cmd_words(rc, ban, strikes, 3, del_both) : cmd_words(rc, ban, strikes, 2, del_ban);
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
         goto err;
     }
     freeReplyObject(r);
     if (!forgive) {
-        r = redisCommand(rc, "HDEL {u:%llu}:strikes until", user);
+        r = cmd_words(rc, ban, strikes, 3, hdel_until);
         if (r == NULL || r->type == REDIS_REPLY_ERROR) {
             goto err;
         }
@@ -107,7 +131,7 @@ static int redis_part(redisContext *rc, const char *cmd, unsigned long long user
     return 0;
 
 err:
-    fprintf(stderr, "redis: %s\n", r ? r->str : rc->errstr);
+    fprintf(stderr, "redis: %s\n", r ? r->str : mc_redis_conn_error(rc));
     if (r) {
         freeReplyObject(r);
     }
@@ -154,7 +178,7 @@ int main(int argc, char **argv)
     char mhost[256], password[256] = "";
     unsigned mport;
     uint64_t user;
-    redisContext *rc;
+    mc_redis_conn_t *rc;
     char ukey[64], rerr[256];
     MYSQL *m;
     struct timeval tv = {5, 0};
@@ -195,16 +219,14 @@ int main(int argc, char **argv)
 
     /* the node serving the user's slot: one Redis, or a cluster's seeds */
     snprintf(ukey, sizeof(ukey), "{u:%llu}:ban", (unsigned long long)user);
-    rc = mc_redis_connect_for_key(redis, ukey, (int)(tv.tv_sec * 1000 + tv.tv_usec / 1000), rerr, sizeof(rerr));
+    rc = mc_redis_connect_for_key(redis, NULL, ukey, (int)(tv.tv_sec * 1000 + tv.tv_usec / 1000), rerr, sizeof(rerr));
     if (rc == NULL) {
         fprintf(stderr, "redis %s: %s\n", redis, rerr);
         rcode = 1;
     } else if (redis_part(rc, cmd, (unsigned long long)user, forgive) != 0) {
         rcode = 1;
     }
-    if (rc) {
-        redisFree(rc);
-    }
+    mc_redis_conn_close(rc);
 
     m = mysql_init(NULL);
     if (m == NULL) {

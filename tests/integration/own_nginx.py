@@ -7,7 +7,8 @@ takes $MINICHAT_RUN/nginx-a/nginx.conf (the module, the relay-worker a
 socket, the JWT secret and, unless told otherwise, the stack's Redis or
 Redis Cluster) and changes only: its own directory (pid, logs, temp paths),
 its own port, one worker, the `minichat_limit_*` lines (the test's
-instead), and optionally the Redis directive and a second port that speaks
+instead), and optionally the Redis directive, more directives of the
+test's (`extra`: TLS to Redis, for one) and a second port that speaks
 cleartext HTTP/2 (`listen ... http2;`, prior knowledge).  bench/ratelimit.sh derives
 its bench nginx the same way.
 
@@ -63,11 +64,13 @@ class OwnNginx:
     """limits: the minichat_limit_* directives and any other http-level
     directives of the test (strings, without ';').
     redis: "host:port" for minichat_redis instead of the stack's Redis.
+    extra: more http-level directives (strings, without ';').
     http2: also listen on h2_port with HTTP/2 (h2c)."""
 
-    def __init__(self, limits, redis=None, http2=False):
+    def __init__(self, limits, redis=None, extra=(), http2=False):
         self.limits = limits
         self.redis = redis
+        self.extra = list(extra)
         self.dir = tempfile.mkdtemp(prefix="own-nginx-", dir=RUN)
         self.port = free_port()
         self.h2_port = free_port() if http2 else None
@@ -94,7 +97,7 @@ class OwnNginx:
                               r"\1minichat_redis %s;\n\1minichat_redis_connect_timeout 300ms;\n"
                               r"\1minichat_reconnect_interval 200ms;" % self.redis, text)
             assert n == 1, "node a's nginx.conf has no single Redis directive"
-        own = "".join("    %s;\n" % d for d in self.limits)
+        own = "".join("    %s;\n" % d for d in self.limits + self.extra)
         text, n = re.subn(r"(?m)^(\s*minichat_jwt_secret_file .*;\n)", lambda m: m.group(1) + own, text)
         assert n == 1, "node a's nginx.conf has no minichat_jwt_secret_file line"
         return text

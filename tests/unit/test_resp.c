@@ -77,6 +77,32 @@ START_TEST(test_does_not_fit)
 }
 END_TEST
 
+START_TEST(test_size)
+{
+    /* the size is what the formatter writes, across digit-count edges */
+    static const size_t lens[] = {0, 1, 9, 10, 99, 100, 999, 1000, 12345};
+    static char arg[12345];
+    static char out[13000];
+    const char *argv[11];
+    size_t argvlen[11];
+    size_t i;
+    int argc;
+
+    for (i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+        for (argc = 1; argc <= 11; argc += 9) {
+            int k;
+
+            for (k = 0; k < argc; k++) {
+                argv[k] = arg;
+                argvlen[k] = k == 0 ? lens[i] : 1;
+            }
+            ck_assert_int_eq((long)mc_resp_command_size(argc, argvlen),
+                             mc_resp_command(out, sizeof(out), argc, argv, argvlen));
+        }
+    }
+}
+END_TEST
+
 static Suite *resp_suite(void)
 {
     Suite *s = suite_create("resp");
@@ -86,6 +112,7 @@ static Suite *resp_suite(void)
     tcase_add_test(tc, test_binary_and_empty);
     tcase_add_test(tc, test_long_argument);
     tcase_add_test(tc, test_does_not_fit);
+    tcase_add_test(tc, test_size);
     suite_add_tcase(s, tc);
     return s;
 }
