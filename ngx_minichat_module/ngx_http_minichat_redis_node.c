@@ -82,6 +82,7 @@ static void ngx_http_minichat_redis_node_hello(ngx_http_minichat_redis_node_t *n
 static void ngx_http_minichat_redis_node_info(ngx_http_minichat_redis_node_t *node, redisReply *reply,
     ngx_http_minichat_redis_pending_t *p);
 static void ngx_http_minichat_redis_node_read_handler(ngx_event_t *ev);
+static void ngx_http_minichat_redis_node_answer(ngx_http_minichat_redis_node_t *node, void *r);
 static void ngx_http_minichat_redis_node_receive(ngx_http_minichat_redis_node_t *node, ngx_connection_t *c);
 static ngx_int_t ngx_http_minichat_redis_node_deliver(ngx_http_minichat_redis_node_t *node,
     ngx_connection_t *c);
@@ -364,11 +365,7 @@ ngx_http_minichat_redis_node_connect(ngx_http_minichat_redis_node_t *node)
 static void
 ngx_http_minichat_redis_node_drop(ngx_http_minichat_redis_node_t *node)
 {
-    ngx_http_minichat_redis_pending_t  *p;
-    ngx_http_minichat_redis_node_pt     handler;
-    ngx_connection_t                   *c = node->conn;
-    ngx_queue_t                        *q;
-    ngx_uint_t                          own;
+    ngx_connection_t  *c = node->conn;
 
     if (c == NULL) {
         return;
@@ -401,19 +398,7 @@ ngx_http_minichat_redis_node_drop(ngx_http_minichat_redis_node_t *node)
     /* a handler may issue commands: the node is not usable now, so they
      * fail (or go to another node) and add nothing to this queue */
     while (!ngx_queue_empty(&node->outstanding)) {
-        q = ngx_queue_head(&node->outstanding);
-        p = ngx_queue_data(q, ngx_http_minichat_redis_pending_t, queue);
-        ngx_queue_remove(q);
-
-        own = p->own;
-        handler = p->handler;
-
-        if (handler) {
-            handler(node, NULL, own ? NULL : p);
-        }
-        if (own) {
-            ngx_free(p);
-        }
+        ngx_http_minichat_redis_node_answer(node, NULL);
     }
 
     ngx_http_minichat_redis_node_schedule(node);
@@ -731,17 +716,40 @@ ngx_http_minichat_redis_node_receive(ngx_http_minichat_redis_node_t *node, ngx_c
 }
 
 
+/* Takes the oldest outstanding command off the queue and gives its handler
+ * reply r (NULL: the connection is lost). */
+static void
+ngx_http_minichat_redis_node_answer(ngx_http_minichat_redis_node_t *node, void *r)
+{
+    ngx_http_minichat_redis_pending_t  *p;
+    ngx_http_minichat_redis_node_pt     handler;
+    ngx_queue_t                        *q;
+    ngx_uint_t                          own;
+
+    q = ngx_queue_head(&node->outstanding);
+    p = ngx_queue_data(q, ngx_http_minichat_redis_pending_t, queue);
+    ngx_queue_remove(q);
+
+    /* the handler may free p (the caller's) */
+    own = p->own;
+    handler = p->handler;
+
+    if (handler) {
+        handler(node, r, own ? NULL : p);
+    }
+    if (own) {
+        ngx_free(p);
+    }
+}
+
+
 /* Hands every complete reply to the handler at the head of the queue.
  * Returns NGX_OK, or NGX_ERROR when the connection is gone (dropped here
  * or inside a handler). */
 static ngx_int_t
 ngx_http_minichat_redis_node_deliver(ngx_http_minichat_redis_node_t *node, ngx_connection_t *c)
 {
-    ngx_http_minichat_redis_pending_t  *p;
-    ngx_http_minichat_redis_node_pt     handler;
-    ngx_queue_t                        *q;
-    ngx_uint_t                          own;
-    void                               *r;
+    void  *r;
 
     for ( ;; ) {
         if (redisReaderGetReply(node->reader, &r) != REDIS_OK) {
@@ -763,21 +771,7 @@ ngx_http_minichat_redis_node_deliver(ngx_http_minichat_redis_node_t *node, ngx_c
             return NGX_ERROR;
         }
 
-        q = ngx_queue_head(&node->outstanding);
-        p = ngx_queue_data(q, ngx_http_minichat_redis_pending_t, queue);
-        ngx_queue_remove(q);
-
-        /* the handler may free p (the caller's) */
-        own = p->own;
-        handler = p->handler;
-
-        if (handler) {
-            handler(node, r, own ? NULL : p);
-        }
-        if (own) {
-            ngx_free(p);
-        }
-
+        ngx_http_minichat_redis_node_answer(node, r);
         freeReplyObject(r);
 
         if (node->conn != c) {
