@@ -63,11 +63,31 @@ static int grow(uint8_t **buf, size_t *cap, size_t limit)
     return 1;
 }
 
+/* Makes room for more output (never past limit) and runs inflate() once;
+ * zlib's answer goes to *zrc.  Returns MC_WS_DEFLATE_OK, _TOO_BIG when the
+ * output reached limit, or _NOMEM. */
+static int inflate_step(z_stream *zs, size_t limit, uint8_t **buf, size_t *cap, size_t *used, int *zrc)
+{
+    if (*used == *cap) {
+        if (*cap == limit) {
+            return MC_WS_DEFLATE_TOO_BIG;
+        }
+        if (!grow(buf, cap, limit)) {
+            return MC_WS_DEFLATE_NOMEM;
+        }
+    }
+    zs->next_out = *buf + *used;
+    zs->avail_out = (uInt)(*cap - *used > (1u << 30) ? (1u << 30) : *cap - *used);
+    *zrc = inflate(zs, Z_SYNC_FLUSH);
+    *used = (size_t)(zs->next_out - *buf);
+    return MC_WS_DEFLATE_OK;
+}
+
 /* Feeds data[0..len) to zs, writing into *buf; returns a result code. */
 static int inflate_part(z_stream *zs, const uint8_t *data, size_t len, size_t limit, uint8_t **buf, size_t *cap,
                         size_t *used, int *ended)
 {
-    int rc;
+    int rc, step;
 
     zs->next_in = (Bytef *)(uintptr_t)data;
     zs->avail_in = 0;
@@ -78,18 +98,10 @@ static int inflate_part(z_stream *zs, const uint8_t *data, size_t len, size_t li
             zs->avail_in = len > (1u << 30) ? (1u << 30) : (uInt)len;
             len -= zs->avail_in;
         }
-        if (*used == *cap) {
-            if (*cap == limit) {
-                return MC_WS_DEFLATE_TOO_BIG;
-            }
-            if (!grow(buf, cap, limit)) {
-                return MC_WS_DEFLATE_NOMEM;
-            }
+        step = inflate_step(zs, limit, buf, cap, used, &rc);
+        if (step != MC_WS_DEFLATE_OK) {
+            return step;
         }
-        zs->next_out = *buf + *used;
-        zs->avail_out = (uInt)(*cap - *used > (1u << 30) ? (1u << 30) : *cap - *used);
-        rc = inflate(zs, Z_SYNC_FLUSH);
-        *used = (size_t)(zs->next_out - *buf);
         if (rc == Z_STREAM_END) {
             /* a final block (BFINAL, RFC 7692 7.2.3.4): what follows starts
              * a new stream, without the old context */
@@ -117,18 +129,10 @@ static int inflate_part(z_stream *zs, const uint8_t *data, size_t len, size_t li
     }
     /* the input is used up; zlib may still hold output it had no room for */
     for (;;) {
-        if (*used == *cap) {
-            if (*cap == limit) {
-                return MC_WS_DEFLATE_TOO_BIG;
-            }
-            if (!grow(buf, cap, limit)) {
-                return MC_WS_DEFLATE_NOMEM;
-            }
+        step = inflate_step(zs, limit, buf, cap, used, &rc);
+        if (step != MC_WS_DEFLATE_OK) {
+            return step;
         }
-        zs->next_out = *buf + *used;
-        zs->avail_out = (uInt)(*cap - *used > (1u << 30) ? (1u << 30) : *cap - *used);
-        rc = inflate(zs, Z_SYNC_FLUSH);
-        *used = (size_t)(zs->next_out - *buf);
         if (rc == Z_STREAM_END) {
             *ended = 1;
             return inflateReset(zs) == Z_OK ? MC_WS_DEFLATE_OK : MC_WS_DEFLATE_BAD;
