@@ -40,7 +40,9 @@ import time
 import urllib.error
 import urllib.request
 
-from conftest import TOP, token, wait_until
+import websockets
+
+from conftest import SUBPROTOCOL, TOP, Client, token, wait_until
 
 RUN = os.environ.get("MINICHAT_RUN", os.path.join(TOP, ".run"))
 NGINX = "/usr/sbin/nginx"
@@ -215,3 +217,13 @@ def upgrade_when_ready(port, user, source=None, timeout=15):
         if got[0] != 503 or time.monotonic() > deadline:
             return got
         time.sleep(0.1)
+
+
+async def ws_connect(port, user):
+    """A chat connection of `user` to the nginx on `port` (an OwnNginx, or
+    one a test runs), once its hello came."""
+    ws = await websockets.connect("ws://127.0.0.1:%d/ws?token=%s" % (port, token(user)),
+                                  subprotocols=[SUBPROTOCOL], open_timeout=5, close_timeout=2)
+    c = Client(ws, user, "a")
+    c.hello = await c.expect("hello")
+    return c

@@ -20,10 +20,9 @@ import asyncio
 import subprocess
 
 import pytest
-import websockets
 
-from conftest import SUBPROTOCOL, Client, cid, create_room, run_async, token, uid, wait_until
-from own_nginx import OwnNginx, free_port, fresh_address, raw_upgrade, upgrade_when_ready
+from conftest import cid, create_room, run_async, token, uid, wait_until
+from own_nginx import OwnNginx, free_port, fresh_address, raw_upgrade, upgrade_when_ready, ws_connect
 from redis_faults import FaultyRedis
 
 LIMITS = ["minichat_limit_messages rate=50r/s burst=100",
@@ -56,14 +55,6 @@ def start_nginx(policy, redis):
 def stop_nginx(n):
     bad = n.stop()
     assert not bad, bad
-
-
-async def ws_connect(port, user):
-    ws = await websockets.connect("ws://127.0.0.1:%d/ws?token=%s" % (port, token(user)),
-                                  subprotocols=[SUBPROTOCOL], open_timeout=5, close_timeout=2)
-    c = Client(ws, user, "a")
-    c.hello = await c.expect("hello")
-    return c
 
 
 async def send_when_linked(c, room, timeout=10):

@@ -27,10 +27,9 @@ import socket
 import subprocess
 
 import pytest
-import websockets
 
-from conftest import SUBPROTOCOL, Client, cid, create_room, run_async, token, uid, wait_until
-from own_nginx import OwnNginx, free_port, raw_upgrade, upgrade_when_ready
+from conftest import cid, create_room, run_async, uid, wait_until
+from own_nginx import OwnNginx, free_port, raw_upgrade, upgrade_when_ready, ws_connect
 
 NAME = "redis.minichat.test"
 
@@ -197,14 +196,6 @@ def tls_directives(pki, ca="ca", client=False):
 def stop_clean(n):
     bad = n.stop()
     assert not bad, bad
-
-
-async def ws_connect(port, user):
-    ws = await websockets.connect("ws://127.0.0.1:%d/ws?token=%s" % (port, token(user)),
-                                  subprotocols=[SUBPROTOCOL], open_timeout=5, close_timeout=2)
-    c = Client(ws, user, "a")
-    c.hello = await c.expect("hello")
-    return c
 
 
 async def send_until_acked(c, room, body, timeout=10):

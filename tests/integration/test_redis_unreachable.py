@@ -22,8 +22,9 @@ import time
 import pytest
 import websockets
 
-from conftest import (OFF, SECRET_FILE, SUBPROTOCOL, TOP, Client, cid, create_room, run_async, token, uid,
+from conftest import (OFF, SECRET_FILE, SUBPROTOCOL, TOP, cid, create_room, run_async, token, uid,
                       wait_until)
+from own_nginx import ws_connect
 
 RUN = os.environ.get("MINICHAT_RUN", os.path.join(TOP, ".run"))
 MODULE = os.path.join(TOP, "build", "nginx", "ngx_http_minichat_module.so")
@@ -151,14 +152,6 @@ async def ws_connect_when_ready(port, user, timeout=10):
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.1)
-
-
-async def ws_connect(port, user):
-    ws = await websockets.connect("ws://127.0.0.1:%d/ws?token=%s" % (port, token(user)),
-                                  subprotocols=[SUBPROTOCOL], open_timeout=5, close_timeout=2)
-    c = Client(ws, user, "a")
-    c.hello = await c.expect("hello")
-    return c
 
 
 async def first_send(c, room, timeout=10):
