@@ -7,7 +7,7 @@
  *
  * It talks to Redis ({u:<user>}:ban and :strikes, see lua/limit.lua) and to
  * the MySQL primary (users.status, banned_until, strikes) directly, with
- * a blocking Redis connection (lib/src/redis_conn.c, plain TCP) and
+ * a blocking Redis connection (lib/src/redis_conn.c, plain TCP or TLS) and
  * libmariadb.  A lifted user may connect at once; the connections the ban
  * closed stay closed.  Exit status: 0 done,
  * 1 a store failed (the other may have changed: run it again), 2 usage.
@@ -26,9 +26,12 @@
 static void usage(void)
 {
     fprintf(stderr, "usage: minichat-ban [--redis HOST:PORT[,HOST:PORT...]] [--mysql HOST:PORT] [--mysql-user USER]\n"
-                    "                    [--mysql-password-file FILE] [--database NAME] show|lift|forgive USER_ID\n"
+                    "                    [--mysql-password-file FILE] [--database NAME]\n"
+                    "                    [--redis-tls --redis-tls-ca-file FILE [--redis-tls-name NAME]\n"
+                    "                     [--redis-tls-certificate FILE --redis-tls-certificate-key FILE]\n"
+                    "                     [--redis-tls-no-verify]] show|lift|forgive USER_ID\n"
                     "       defaults: --redis 127.0.0.1:16379 --mysql 127.0.0.1:13306 --mysql-user root\n"
-                    "                 --database minichat (the dev stack's)\n");
+                    "                 --database minichat (the dev stack's); Redis over plain TCP\n");
 }
 
 /* Splits "host:port"; returns 0 or -1. */
@@ -180,6 +183,7 @@ int main(int argc, char **argv)
     uint64_t user;
     mc_redis_conn_t *rc;
     char ukey[64], rerr[256];
+    mc_redis_tls_t tls = {0, 1, NULL, NULL, NULL, NULL};
     MYSQL *m;
     struct timeval tv = {5, 0};
     int i, rcode = 0, forgive;
@@ -195,6 +199,18 @@ int main(int argc, char **argv)
             pwfile = argv[++i];
         } else if (strcmp(argv[i], "--database") == 0 && i + 1 < argc) {
             database = argv[++i];
+        } else if (strcmp(argv[i], "--redis-tls") == 0) {
+            tls.on = 1;
+        } else if (strcmp(argv[i], "--redis-tls-no-verify") == 0) {
+            tls.verify = 0;
+        } else if (strcmp(argv[i], "--redis-tls-ca-file") == 0 && i + 1 < argc) {
+            tls.ca_file = argv[++i];
+        } else if (strcmp(argv[i], "--redis-tls-name") == 0 && i + 1 < argc) {
+            tls.name = argv[++i];
+        } else if (strcmp(argv[i], "--redis-tls-certificate") == 0 && i + 1 < argc) {
+            tls.cert_file = argv[++i];
+        } else if (strcmp(argv[i], "--redis-tls-certificate-key") == 0 && i + 1 < argc) {
+            tls.key_file = argv[++i];
         } else if (argv[i][0] != '-' && cmd == NULL) {
             cmd = argv[i];
         } else if (argv[i][0] != '-' && uarg == NULL) {
@@ -215,11 +231,15 @@ int main(int argc, char **argv)
     if (pwfile && read_password(pwfile, password, sizeof(password)) != 0) {
         return 2;
     }
+    if (tls.on && mc_redis_tls_check(&tls, rerr, sizeof(rerr)) != 0) {
+        fprintf(stderr, "minichat-ban: %s\n", rerr);
+        return 2;
+    }
     forgive = strcmp(cmd, "forgive") == 0;
 
     /* the node serving the user's slot: one Redis, or a cluster's seeds */
     snprintf(ukey, sizeof(ukey), "{u:%llu}:ban", (unsigned long long)user);
-    rc = mc_redis_connect_for_key(redis, NULL, ukey, (int)(tv.tv_sec * 1000 + tv.tv_usec / 1000), rerr, sizeof(rerr));
+    rc = mc_redis_connect_for_key(redis, tls.on ? &tls : NULL, ukey, (int)(tv.tv_sec * 1000 + tv.tv_usec / 1000), rerr, sizeof(rerr));
     if (rc == NULL) {
         fprintf(stderr, "redis %s: %s\n", redis, rerr);
         rcode = 1;

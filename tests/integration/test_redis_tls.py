@@ -28,7 +28,7 @@ import subprocess
 
 import pytest
 
-from conftest import cid, create_room, run_async, uid, wait_until
+from conftest import MYSQL_PORTS, TOP, cid, create_room, run_async, uid, wait_until
 from own_nginx import OwnNginx, free_port, raw_upgrade, upgrade_when_ready, ws_connect
 
 NAME = "redis.minichat.test"
@@ -350,3 +350,31 @@ def test_name_mismatch(pki, tls_redis):
         assert raw_upgrade(n.port, uid())[0] == 503
     finally:
         stop_clean(n)
+
+
+def test_ban_tool_over_tls(pki, tls_redis):
+    """minichat-ban reaches a TLS-only Redis with --redis-tls: it shows a
+    ban set there and lifts it; without TLS, or with the wrong CA, it
+    fails with the reason and exit status 1."""
+    r = tls_redis().start()
+    user = uid()
+    cli = ["redis-cli", "--tls", "--cacert", os.path.join(pki, "ca.crt"), "-p", str(r.port)]
+    subprocess.run(cli + ["SET", "{u:%d}:ban" % user, "0"], check=True, capture_output=True, timeout=10)
+    tool = [os.path.join(TOP, "build", "bin", "minichat-ban"), "--redis", "127.0.0.1:%d" % r.port,
+            "--mysql", "127.0.0.1:%d" % MYSQL_PORTS["primary"]]
+    tls = ["--redis-tls", "--redis-tls-ca-file", os.path.join(pki, "ca.crt"), "--redis-tls-name", NAME]
+
+    shown = subprocess.run(tool + tls + ["show", str(user)], capture_output=True, text=True, timeout=20)
+    assert shown.returncode == 0 and "permanent" in shown.stdout, (shown.stdout, shown.stderr)
+    lifted = subprocess.run(tool + tls + ["lift", str(user)], capture_output=True, text=True, timeout=20)
+    assert lifted.returncode == 0, (lifted.stdout, lifted.stderr)
+    gone = subprocess.run(cli + ["EXISTS", "{u:%d}:ban" % user], capture_output=True, text=True, timeout=10)
+    assert gone.stdout.strip() == "0", gone.stdout
+
+    plain = subprocess.run(tool + ["show", str(user)], capture_output=True, text=True, timeout=20)
+    assert plain.returncode == 1 and "redis" in plain.stderr, (plain.stdout, plain.stderr)
+    wrong = ["--redis-tls", "--redis-tls-ca-file", os.path.join(pki, "other-ca.crt"), "--redis-tls-name", NAME]
+    refused = subprocess.run(tool + wrong + ["show", str(user)], capture_output=True, text=True, timeout=20)
+    assert refused.returncode == 1 and "verify" in refused.stderr.lower(), (refused.stdout, refused.stderr)
+    usage = subprocess.run(tool + ["--redis-tls", "show", str(user)], capture_output=True, text=True, timeout=20)
+    assert usage.returncode == 2 and "ca" in usage.stderr.lower(), (usage.stdout, usage.stderr)
