@@ -1057,30 +1057,48 @@ ngx_http_minichat_ws_max_message(ngx_http_minichat_ws_t *ws)
 }
 
 
+/* The request's next header called `name` (any case) after the place
+ * (*part, *i) points at; start with *part = NULL.  NULL when none is left. */
+static ngx_table_elt_t *
+ngx_http_minichat_header_next(ngx_http_request_t *r, const char *name, size_t len, ngx_list_part_t **part,
+    ngx_uint_t *i)
+{
+    ngx_table_elt_t  *h;
+
+    if (*part == NULL) {
+        *part = &r->headers_in.headers.part;
+        *i = 0;
+
+    } else {
+        (*i)++;
+    }
+
+    for ( ;; ) {
+        if (*i >= (*part)->nelts) {
+            if ((*part)->next == NULL) {
+                return NULL;
+            }
+            *part = (*part)->next;
+            *i = 0;
+            continue;
+        }
+
+        h = (ngx_table_elt_t *) (*part)->elts + *i;
+        if (h->key.len == len && ngx_strncasecmp(h->key.data, (u_char *) name, len) == 0) {
+            return h;
+        }
+        (*i)++;
+    }
+}
+
+
 static ngx_table_elt_t *
 ngx_http_minichat_header(ngx_http_request_t *r, const char *name, size_t len)
 {
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
+    ngx_list_part_t  *part = NULL;
     ngx_uint_t        i;
 
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return NULL;
-            }
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == len && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0) {
-            return &h[i];
-        }
-    }
+    return ngx_http_minichat_header_next(r, name, len, &part, &i);
 }
 
 
@@ -1089,36 +1107,22 @@ ngx_http_minichat_header(ngx_http_request_t *r, const char *name, size_t len)
 static ngx_int_t
 ngx_http_minichat_ws_header_has(ngx_http_request_t *r, const char *name, const char *token)
 {
-    ngx_list_part_t  *part;
+    ngx_list_part_t  *part = NULL;
     ngx_table_elt_t  *h;
     ngx_str_t         value, t;
-    size_t            nlen = ngx_strlen(name), tlen = ngx_strlen(token);
+    size_t            tlen = ngx_strlen(token);
     ngx_uint_t        i;
 
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return 0;
-            }
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len != nlen || ngx_strncasecmp(h[i].key.data, (u_char *) name, nlen) != 0) {
-            continue;
-        }
-
-        value = h[i].value;
+    while ((h = ngx_http_minichat_header_next(r, name, ngx_strlen(name), &part, &i)) != NULL) {
+        value = h->value;
         while (ngx_http_minichat_ws_next_token(&value, &t)) {
             if (t.len == tlen && ngx_strncasecmp(t.data, (u_char *) token, tlen) == 0) {
                 return 1;
             }
         }
     }
+
+    return 0;
 }
 
 
@@ -1151,32 +1155,16 @@ ngx_http_minichat_ws_next_token(ngx_str_t *list, ngx_str_t *token)
 static ngx_int_t
 ngx_http_minichat_ws_protocol_token(ngx_http_request_t *r, ngx_str_t *token)
 {
-    ngx_list_part_t  *part;
+    ngx_list_part_t  *part = NULL;
     ngx_table_elt_t  *h;
     ngx_str_t         value, t;
     ngx_uint_t        i;
 
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return 0;
-            }
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len != sizeof("Sec-WebSocket-Protocol") - 1
-            || ngx_strncasecmp(h[i].key.data, (u_char *) "Sec-WebSocket-Protocol",
-                               sizeof("Sec-WebSocket-Protocol") - 1) != 0)
-        {
-            continue;
-        }
-
-        value = h[i].value;
+    while ((h = ngx_http_minichat_header_next(r, "Sec-WebSocket-Protocol", sizeof("Sec-WebSocket-Protocol") - 1,
+                                              &part, &i))
+           != NULL)
+    {
+        value = h->value;
         while (ngx_http_minichat_ws_next_token(&value, &t)) {
             if (t.len > sizeof(NGX_HTTP_MINICHAT_PROTOCOL_TOKEN) - 1
                 && ngx_strncmp(t.data, NGX_HTTP_MINICHAT_PROTOCOL_TOKEN,
@@ -1188,4 +1176,6 @@ ngx_http_minichat_ws_protocol_token(ngx_http_request_t *r, ngx_str_t *token)
             }
         }
     }
+
+    return 0;
 }
