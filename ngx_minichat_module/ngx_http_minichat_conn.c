@@ -14,9 +14,9 @@
  * input dropped until the client's EOF (or a 2 s timer), so requests still
  * in flight from the client never turn the close into a reset.
  *
- * The connection struct is heap-allocated and outlives its request while
- * replies for it are pending (`pending`); release frees it once it is
- * closed and nothing refers to it.
+ * The connection struct is heap-allocated and outlives its connection
+ * while replies for it are pending (`pending`); release frees it once it
+ * is closed and nothing refers to it.
  */
 #include "ngx_http_minichat_module.h"
 #include "minichat/ws.h"
@@ -397,13 +397,11 @@ ngx_http_minichat_conn_linger_read(ngx_http_minichat_ws_t *ws)
 
 
 void
-ngx_http_minichat_conn_write(ngx_http_request_t *r)
+ngx_http_minichat_conn_write(ngx_event_t *wev)
 {
-    ngx_http_minichat_ws_t  *ws;
+    ngx_connection_t  *c = wev->data;
 
-    ws = ngx_http_get_module_ctx(r, ngx_http_minichat_module);
-
-    (void) ngx_http_minichat_conn_flush(ws);
+    (void) ngx_http_minichat_conn_flush(c->data);
 }
 
 
@@ -437,13 +435,20 @@ ngx_http_minichat_conn_close(ngx_http_minichat_ws_t *ws, ngx_uint_t code, const 
 }
 
 
-/* Closes the connection now; the pool cleanup unregisters it. */
+/* Closes the connection now: after the hand-off ourselves, before it by
+ * finalizing the request (its pool cleanup unregisters the connection). */
 void
 ngx_http_minichat_conn_abort(ngx_http_minichat_ws_t *ws)
 {
     ngx_http_request_t  *r = ws->request;
 
-    if (r == NULL || ws->closed) {
+    if (ws->closed) {
+        return;
+    }
+
+    if (r == NULL) {
+        ngx_http_minichat_ws_close(ws);
+        ngx_http_minichat_conn_release(ws);
         return;
     }
 

@@ -127,11 +127,11 @@ ngx_http_minichat_deflate_pick(ngx_http_minichat_deflate_cache_t *cache, ngx_htt
     u_char                         hdr[10];
     size_t                         zn, hlen;
 
-    if (!ws->deflate_bits || ws->request == NULL) {
+    if (!ws->deflate_bits) {
         return NGX_DECLINED;
     }
 
-    lcf = ngx_http_get_module_loc_conf(ws->request, ngx_http_minichat_module);
+    lcf = ws->lcf;
     if (plen < lcf->deflate_threshold) {
         return NGX_DECLINED;
     }

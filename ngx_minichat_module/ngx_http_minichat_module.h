@@ -116,16 +116,22 @@ typedef struct ngx_http_minichat_inflater_s ngx_http_minichat_inflater_t;
 typedef struct ngx_http_minichat_ws_s ngx_http_minichat_ws_t;
 typedef struct ngx_http_minichat_resume_state_s ngx_http_minichat_resume_state_t;
 
-/* One WebSocket connection.  Heap-allocated: it outlives its request while a
- * Redis reply for it is pending (`pending`), then frees itself. */
+/* One WebSocket connection.  Heap-allocated.  Until the upgrade is
+ * handed off (the first event after the 101 is queued) it belongs to its
+ * request (`request`, a cleanup on the request's pool); from then on the
+ * request is freed and the struct owns the connection: c->data points here
+ * and _ws.c's event handlers run it.  It outlives the connection while a
+ * Redis reply for it is pending (`pending`), then frees itself.  Its size
+ * is most of an idle connection's cost (docs/ARCHITECTURE.md's budget): keep
+ * fields that only matter while bytes wait out of it. */
+#define NGX_HTTP_MINICHAT_SID_LEN 16
 struct ngx_http_minichat_ws_s {
-    ngx_http_request_t *request; /* NULL once the connection closed */
-    ngx_connection_t *connection;
+    ngx_http_request_t *request; /* until the hand-off; NULL afterwards */
+    ngx_connection_t *connection; /* NULL once the connection closed */
+    ngx_http_minichat_loc_conf_t *lcf; /* the location's settings (deflate, echo size) */
     uint64_t user;
     uint64_t id;         /* pid << 32 | counter: names the sender in relayed messages */
     time_t exp;          /* the token's expiry (s since the epoch): closed with 4001 then; 0 on echo */
-    ngx_str_t sid;
-    u_char sid_data[24];
     ngx_queue_t by_user; /* registry bucket link */
 
     u_char *in;          /* bytes read, not yet consumed; lazily allocated */
@@ -133,19 +139,24 @@ struct ngx_http_minichat_ws_s {
     u_char *msg;         /* fragmented message being assembled */
     size_t msg_len, msg_cap;
     size_t msg_checked;  /* bytes of msg known to be whole UTF-8 characters (text) */
-    unsigned msg_opcode;
-    unsigned msg_compressed:1; /* the message being assembled had RSV1: inflate it whole */
-
-    /* permessage-deflate, once negotiated (deflate_bits 0: not) */
-    unsigned deflate_bits:4;        /* the window we compress with, 9..15 */
-    unsigned deflate_client_bits:4; /* the largest window the client may use */
-    unsigned deflate_takeover:1;    /* the client keeps its context: inflater below */
     ngx_http_minichat_inflater_t *inflater; /* this connection's, created at its first compressed message */
 
     u_char *out;         /* bytes queued for the client */
     size_t out_pos, out_len, out_cap;
+    size_t hello_at;     /* where in `out` hello goes: right after the 101 */
 
-    ngx_uint_t pending;  /* Redis replies still expected */
+    ngx_http_minichat_resume_state_t *resume; /* per-room state of rooms resumed on this connection */
+    uint32_t pending;    /* Redis replies (and handlers) still holding the struct */
+
+    u_char sid[NGX_HTTP_MINICHAT_SID_LEN]; /* the session id: 16 lower-case hex digits */
+
+    unsigned msg_opcode:4;
+    unsigned msg_compressed:1; /* the message being assembled had RSV1: inflate it whole */
+    /* permessage-deflate, once negotiated (deflate_bits 0: not) */
+    unsigned deflate_bits:4;        /* the window we compress with, 9..15 */
+    unsigned deflate_client_bits:4; /* the largest window the client may use */
+    unsigned deflate_takeover:1;    /* the client keeps its context: inflater above */
+
     unsigned got_data:1; /* bytes arrived since the last ping tick */
     unsigned ping_sent:1;
     unsigned deferred:1; /* queue without writing (inside the handler) */
@@ -158,10 +169,6 @@ struct ngx_http_minichat_ws_s {
     unsigned lingering:1;     /* close frame written, writing shut down: input is drained until EOF */
     unsigned echo:1;          /* an echo endpoint's connection: no user, session or ops */
     unsigned expiry_armed:1;  /* the read timer was set for exp, not for the tick */
-    size_t hello_at;         /* where in `out` hello goes: right after the 101 */
-
-    ngx_http_minichat_resume_state_t *resume; /* per-room state of rooms resumed on this connection */
-    ngx_event_t session_timer;               /* refreshes the session and presence entries */
 };
 
 extern ngx_module_t ngx_http_minichat_module;
@@ -253,6 +260,10 @@ ngx_http_minichat_ws_t *ngx_http_minichat_ws_create(ngx_http_request_t *r);
 ngx_int_t ngx_http_minichat_ws_upgrade(ngx_http_minichat_ws_t *ws, ngx_uint_t protocol);
 void ngx_http_minichat_ws_run(ngx_http_minichat_ws_t *ws);
 size_t ngx_http_minichat_ws_max_message(ngx_http_minichat_ws_t *ws);
+/* Closes a handed-off connection now: unregisters it, says 1001 when the
+ * worker is exiting, closes the socket (TLS shutdown included) and frees
+ * the connection's pool.  ws is freed by ngx_http_minichat_conn_release(). */
+void ngx_http_minichat_ws_close(ngx_http_minichat_ws_t *ws);
 
 /* ngx_http_minichat_echo.c: the echo endpoint (minichat_ws_echo) */
 ngx_int_t ngx_http_minichat_echo_handler(ngx_http_request_t *r);
@@ -307,7 +318,8 @@ ngx_int_t ngx_http_minichat_conn_flush(ngx_http_minichat_ws_t *ws);
 /* Puts hello (payload NULL: none, the connection is closing) in its place
  * and lets the queue flow. */
 ngx_int_t ngx_http_minichat_conn_hello(ngx_http_minichat_ws_t *ws, const u_char *payload, size_t len);
-void ngx_http_minichat_conn_write(ngx_http_request_t *r);
+/* The write event of a connection handed off by _ws.c (c->data is ws). */
+void ngx_http_minichat_conn_write(ngx_event_t *wev);
 void ngx_http_minichat_conn_close(ngx_http_minichat_ws_t *ws, ngx_uint_t code, const char *reason);
 void ngx_http_minichat_conn_abort(ngx_http_minichat_ws_t *ws);
 /* Reads and drops input of a lingering connection until EOF or its timer. */

@@ -115,7 +115,7 @@ ngx_http_minichat_session_refreshed(redisReply *reply, void *data)
 static u_char *
 ngx_http_minichat_device(u_char *p, ngx_http_minichat_ws_t *ws)
 {
-    return ngx_sprintf(p, "%V:%xL", &ws->sid, ws->id);
+    return ngx_sprintf(p, "%*s:%xL", (size_t) NGX_HTTP_MINICHAT_SID_LEN, ws->sid, ws->id);
 }
 
 
@@ -130,7 +130,7 @@ ngx_http_minichat_session_script(ngx_http_minichat_ws_t *ws, ngx_http_minichat_r
     u_char                          device[16 + 1 + NGX_INT64_LEN];
 
     av[0] = (const char *) sess;
-    al[0] = ngx_sprintf(sess, "{u:%uL}:sess:%V", ws->user, &ws->sid) - sess;
+    al[0] = ngx_sprintf(sess, "{u:%uL}:sess:%*s", ws->user, (size_t) NGX_HTTP_MINICHAT_SID_LEN, ws->sid) - sess;
     av[1] = (const char *) devices;
     al[1] = ngx_sprintf(devices, "{u:%uL}:devices", ws->user) - devices;
     av[2] = (const char *) mcf->node.data;
@@ -178,7 +178,8 @@ ngx_http_minichat_session_started(redisReply *reply, void *data)
     was_online = reply->element[1]->integer == 1;
     ws->resumed_sid = known;
 
-    p = ngx_sprintf(hello, "{\"op\":\"hello\",\"sid\":\"%V\",\"user\":%uL,\"node\":\"", &ws->sid, ws->user);
+    p = ngx_sprintf(hello, "{\"op\":\"hello\",\"sid\":\"%*s\",\"user\":%uL,\"node\":\"",
+                    (size_t) NGX_HTTP_MINICHAT_SID_LEN, ws->sid, ws->user);
     p = ngx_http_minichat_json_escape(p, mcf->node.data, ngx_min(mcf->node.len, 64));
     p = ngx_sprintf(p, "\",\"resumed\":%s}", known ? "true" : "false");
 

@@ -10,8 +10,19 @@
  * refused: 429 with Retry-After, or 403 banned), then answers the upgrade
  * itself with one write (no header filters: a 101 has no body and the
  * connection leaves HTTP at once), keeps the request alive (count++ and
- * NGX_DONE) and takes over the request's read and write handlers.  From
- * then on the connection belongs to an ngx_http_minichat_ws_t:
+ * NGX_DONE) and takes over the connection's read and write events.
+ *
+ * The hand-off: at the first of those events (the upgrade posts one), once
+ * no nginx code of the request's is on the stack, the request is logged
+ * (the access log's line for the upgrade: status 101) and freed with its
+ * pool, and the connection's header buffers (c->buffer, large header
+ * buffers) go too, as ngx_http_set_keepalive() does for an idle keepalive
+ * connection.  What stays is the connection (its small pool: address, log,
+ * TLS state) and the ngx_http_minichat_ws_t, which c->data points at from
+ * then on; closing is ours (ngx_http_minichat_ws_close: what
+ * ngx_http_close_connection does, after the chat's own goodbyes).  An
+ * idle connection costs about 1 KB of worker memory
+ * (docs/ARCHITECTURE.md, "Memory per connection"):
  *
  *   read:  bytes accumulate in `in` (allocated only while a frame is partial,
  *          so an idle connection holds no buffer); complete frames are
@@ -59,8 +70,12 @@ static ngx_int_t ngx_http_minichat_ws_accept(ngx_http_request_t *r, uint64_t use
 static void ngx_http_minichat_ws_arm(ngx_http_minichat_ws_t *ws);
 static void ngx_http_minichat_ws_expire(ngx_http_minichat_ws_t *ws);
 static void ngx_http_minichat_ws_cleanup(void *data);
-static void ngx_http_minichat_ws_read(ngx_http_request_t *r);
-static void ngx_http_minichat_ws_read_frames(ngx_http_request_t *r, ngx_http_minichat_ws_t *ws);
+static void ngx_http_minichat_ws_handoff_event(ngx_event_t *ev);
+static ngx_int_t ngx_http_minichat_ws_handoff(ngx_http_minichat_ws_t *ws);
+static void ngx_http_minichat_ws_free_header_buffers(ngx_connection_t *c, ngx_http_connection_t *hc);
+static void ngx_http_minichat_ws_finish(ngx_http_minichat_ws_t *ws);
+static void ngx_http_minichat_ws_read(ngx_event_t *rev);
+static void ngx_http_minichat_ws_read_frames(ngx_http_minichat_ws_t *ws);
 static ngx_int_t ngx_http_minichat_ws_process(ngx_http_minichat_ws_t *ws);
 static ngx_int_t ngx_http_minichat_ws_frame(ngx_http_minichat_ws_t *ws, mc_ws_frame_t *f, u_char *payload);
 static ngx_int_t ngx_http_minichat_ws_fragment(ngx_http_minichat_ws_t *ws, u_char *payload, size_t len,
@@ -437,7 +452,7 @@ ngx_http_minichat_ws_accept(ngx_http_request_t *r, uint64_t user, time_t exp)
 
     /* a client may resume its session id; otherwise a new one is made */
     valid_sid = 0;
-    if (ngx_http_arg(r, (u_char *) "sid", 3, &sid) == NGX_OK && sid.len == 16) {
+    if (ngx_http_arg(r, (u_char *) "sid", 3, &sid) == NGX_OK && sid.len == NGX_HTTP_MINICHAT_SID_LEN) {
         valid_sid = 1;
         for (i = 0; i < sid.len; i++) {
             if (!((sid.data[i] >= '0' && sid.data[i] <= '9') || (sid.data[i] >= 'a' && sid.data[i] <= 'f'))) {
@@ -447,12 +462,10 @@ ngx_http_minichat_ws_accept(ngx_http_request_t *r, uint64_t user, time_t exp)
     }
 
     if (valid_sid) {
-        ngx_memcpy(ws->sid_data, sid.data, 16);
+        ngx_memcpy(ws->sid, sid.data, NGX_HTTP_MINICHAT_SID_LEN);
     } else {
-        ngx_sprintf(ws->sid_data, "%08xD%08xD", (uint32_t) ngx_random(), (uint32_t) ngx_random());
+        ngx_sprintf(ws->sid, "%08xD%08xD", (uint32_t) ngx_random(), (uint32_t) ngx_random());
     }
-    ws->sid.data = ws->sid_data;
-    ws->sid.len = 16;
 
     if (ngx_http_minichat_ws_upgrade(ws, 1) != NGX_OK) {
         return NGX_HTTP_CLOSE;
@@ -465,7 +478,8 @@ ngx_http_minichat_ws_accept(ngx_http_request_t *r, uint64_t user, time_t exp)
 
     ngx_http_minichat_registry_add(ws);
 
-    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0, "minichat: user %uL connected, session %V", user, &ws->sid);
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0, "minichat: user %uL connected, session %*s", user,
+                  (size_t) NGX_HTTP_MINICHAT_SID_LEN, ws->sid);
 
     /* hello follows once Redis has the session */
     if (ngx_http_minichat_session_start(ws) != NGX_OK) {
@@ -478,8 +492,9 @@ ngx_http_minichat_ws_accept(ngx_http_request_t *r, uint64_t user, time_t exp)
 }
 
 
-/* Makes the connection struct of an upgrade, owned by the request: its
- * cleanup (the pool's) closes it.  Returns NULL when out of memory. */
+/* Makes the connection struct of an upgrade, owned by the request until
+ * the hand-off: its cleanup (the pool's) closes it.  Returns NULL when out
+ * of memory. */
 ngx_http_minichat_ws_t *
 ngx_http_minichat_ws_create(ngx_http_request_t *r)
 {
@@ -505,6 +520,7 @@ ngx_http_minichat_ws_create(ngx_http_request_t *r)
 
     ws->request = r;
     ws->connection = c;
+    ws->lcf = ngx_http_get_module_loc_conf(r, ngx_http_minichat_module);
     ws->id = ((uint64_t) ngx_pid << 32) | (++ngx_http_minichat_ws_counter & 0xffffffff);
     ws->deferred = 1;   /* nothing may close the request inside its handler */
     ngx_http_set_ctx(r, ws, ngx_http_minichat_module);
@@ -576,9 +592,11 @@ ngx_http_minichat_ws_upgrade(ngx_http_minichat_ws_t *ws, ngx_uint_t protocol)
         r->header_in->pos = r->header_in->last;
     }
 
+    /* the request stays until the hand-off; nginx's own handlers of it
+     * have nothing left to do */
     r->main->count++;
-    r->read_event_handler = ngx_http_minichat_ws_read;
-    r->write_event_handler = ngx_http_minichat_conn_write;
+    r->read_event_handler = ngx_http_request_empty_handler;
+    r->write_event_handler = ngx_http_request_empty_handler;
 
     /* let a graceful shutdown close it like an idle keepalive connection */
     c->idle = 1;
@@ -592,15 +610,17 @@ ngx_http_minichat_ws_upgrade(ngx_http_minichat_ws_t *ws, ngx_uint_t protocol)
 }
 
 
-/* The upgrade is done: the 101 and whatever queued behind it, and any
- * pipelined frames, are handled from the event loop once the location
- * handler has returned (NGX_DONE). */
+/* The upgrade is done: the hand-off, the 101 and whatever queued behind
+ * it, and any pipelined frames, are handled from the event loop once the
+ * location handler has returned (NGX_DONE). */
 void
 ngx_http_minichat_ws_run(ngx_http_minichat_ws_t *ws)
 {
     ngx_connection_t  *c = ws->connection;
 
     ws->deferred = 0;
+    c->read->handler = ngx_http_minichat_ws_handoff_event;
+    c->write->handler = ngx_http_minichat_ws_handoff_event;
     ngx_post_event(c->write, &ngx_posted_events);
     ngx_http_minichat_ws_arm(ws);
     if (ws->in_len || c->read->ready) {
@@ -609,19 +629,139 @@ ngx_http_minichat_ws_run(ngx_http_minichat_ws_t *ws)
 }
 
 
+/* The request's pool cleanup: the request went before the hand-off (a
+ * refusal after the 101 was queued, an abort); nginx closes the socket
+ * after it. */
 static void
 ngx_http_minichat_ws_cleanup(void *data)
 {
     ngx_http_minichat_ws_t  *ws = data;
 
+    ngx_http_minichat_ws_finish(ws);
+    ws->request = NULL;
+
+    ngx_http_minichat_conn_release(ws);
+}
+
+
+/* The connection's read and write handler from the upgrade until the
+ * hand-off: hands off, then runs the event as its new handler would. */
+static void
+ngx_http_minichat_ws_handoff_event(ngx_event_t *ev)
+{
+    ngx_connection_t        *c = ev->data;
+    ngx_http_request_t      *r = c->data;
+    ngx_http_minichat_ws_t  *ws;
+
+    ws = ngx_http_get_module_ctx(r, ngx_http_minichat_module);
+
+    if (ngx_http_minichat_ws_handoff(ws) != NGX_OK) {
+        return;
+    }
+
+    ev->handler(ev);
+}
+
+
+/* Frees the request and what HTTP needed, keeping the connection: the
+ * access log gets the upgrade's line now (status 101; $bytes_sent counts
+ * what was written by then, which for the chat is usually nothing: the
+ * 101 waits for hello).  From here c->data is ws, and the connection's
+ * events go to ngx_http_minichat_ws_read and ngx_http_minichat_conn_write.
+ * Returns NGX_ERROR when the connection was closed instead. */
+static ngx_int_t
+ngx_http_minichat_ws_handoff(ngx_http_minichat_ws_t *ws)
+{
+    ngx_http_request_t     *r = ws->request;
+    ngx_connection_t       *c = ws->connection;
+    ngx_http_connection_t  *hc = r->http_connection;
+    ngx_pool_cleanup_t     *cln;
+
+    if (r->main->count != 1) {
+        /* something of nginx's still holds the request: it cannot be freed */
+        ngx_log_error(NGX_LOG_ALERT, c->log, 0, "minichat: websocket request count %d at the hand-off",
+                      (int) r->main->count);
+        ngx_http_minichat_conn_abort(ws);
+        return NGX_ERROR;
+    }
+
+    /* ws outlives the request from now on */
+    for (cln = r->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ngx_http_minichat_ws_cleanup && cln->data == ws) {
+            cln->handler = NULL;
+        }
+    }
+
+    ws->request = NULL;
+
+    /* runs the request's cleanups and its log phase, destroys its pool and
+     * marks the connection destroyed for the request's callers: none is
+     * left, and the connection lives on */
+    ngx_http_free_request(r, 0);
+    c->destroyed = 0;
+
+    ngx_http_minichat_ws_free_header_buffers(c, hc);
+
+#if (NGX_HTTP_SSL)
+    if (c->ssl) {
+        ngx_ssl_free_buffer(c);
+    }
+#endif
+
+    c->data = ws;
+    c->log->action = "serving websocket";
+    c->read->handler = ngx_http_minichat_ws_read;
+    c->write->handler = ngx_http_minichat_conn_write;
+
+    return NGX_OK;
+}
+
+
+/* Frees the client header buffers the request was read into (frames that
+ * came behind it were copied to `in` by the upgrade), as
+ * ngx_http_set_keepalive() does for an idle keepalive connection. */
+static void
+ngx_http_minichat_ws_free_header_buffers(ngx_connection_t *c, ngx_http_connection_t *hc)
+{
+    ngx_chain_t  *cl, *ln;
+
+    if (c->buffer && ngx_pfree(c->pool, c->buffer->start) == NGX_OK) {
+        c->buffer = NULL;
+    }
+
+    for (cl = hc->busy; cl; /* void */) {
+        ln = cl;
+        cl = cl->next;
+        ngx_pfree(c->pool, ln->buf->start);
+        ngx_free_chain(c->pool, ln);
+    }
+
+    for (cl = hc->free; cl; /* void */) {
+        ln = cl;
+        cl = cl->next;
+        ngx_pfree(c->pool, ln->buf->start);
+        ngx_free_chain(c->pool, ln);
+    }
+
+    hc->busy = NULL;
+    hc->nbusy = 0;
+    hc->free = NULL;
+}
+
+
+/* What every close does while the socket is still open: the registry and
+ * the session let go of the connection, and a worker that is exiting
+ * (graceful shutdown, reload) says 1001 "going away" first. */
+static void
+ngx_http_minichat_ws_finish(ngx_http_minichat_ws_t *ws)
+{
     if (!ws->echo) {
         ngx_http_minichat_registry_remove(ws);
         ngx_http_minichat_session_end(ws);
     }
 
     if (ngx_exiting && !ws->closing && ws->out_pos == ws->out_len && ws->connection->fd != (ngx_socket_t) -1) {
-        /* nginx closes us for a graceful shutdown or reload: say so with
-         * 1001 "going away" (best effort, the socket is about to close) */
+        /* best effort: the socket is about to close */
         static u_char  going_away[] = { 0x80 | MC_WS_OP_CLOSE, 2, 1001 >> 8, 1001 & 0xff };
 
         (void) ws->connection->send(ws->connection, going_away, sizeof(going_away));
@@ -631,11 +771,25 @@ ngx_http_minichat_ws_cleanup(void *data)
         ngx_log_error(NGX_LOG_INFO, ws->connection->log, 0, "minichat: user %uL disconnected", ws->user);
     }
 
-    ws->request = NULL;
     ws->connection = NULL;
     ws->closed = 1;
+}
 
-    ngx_http_minichat_conn_release(ws);
+
+void
+ngx_http_minichat_ws_close(ngx_http_minichat_ws_t *ws)
+{
+    ngx_connection_t  *c = ws->connection;
+
+    if (ws->closed) {
+        return;
+    }
+
+    ngx_http_minichat_ws_finish(ws);
+
+    /* a TLS shutdown that has to wait keeps c a little longer, without ws */
+    c->data = NULL;
+    ngx_http_close_connection(c);
 }
 
 
@@ -643,14 +797,19 @@ ngx_http_minichat_ws_cleanup(void *data)
  * that closes the connection midway never leaves a freed struct behind
  * for the code that called it. */
 static void
-ngx_http_minichat_ws_read(ngx_http_request_t *r)
+ngx_http_minichat_ws_read(ngx_event_t *rev)
 {
-    ngx_http_minichat_ws_t  *ws;
+    ngx_connection_t        *c = rev->data;
+    ngx_http_minichat_ws_t  *ws = c->data;
 
-    ws = ngx_http_get_module_ctx(r, ngx_http_minichat_module);
+    if (c->close) {
+        /* a graceful shutdown or reload closes idle connections: 1001 */
+        ngx_http_minichat_conn_abort(ws);
+        return;
+    }
 
     ws->pending++;
-    ngx_http_minichat_ws_read_frames(r, ws);
+    ngx_http_minichat_ws_read_frames(ws);
     ws->pending--;
 
     ngx_http_minichat_conn_release(ws);
@@ -658,15 +817,13 @@ ngx_http_minichat_ws_read(ngx_http_request_t *r)
 
 
 static void
-ngx_http_minichat_ws_read_frames(ngx_http_request_t *r, ngx_http_minichat_ws_t *ws)
+ngx_http_minichat_ws_read_frames(ngx_http_minichat_ws_t *ws)
 {
     ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
-    ngx_connection_t               *c;
+    ngx_connection_t               *c = ws->connection;
     ssize_t                         n;
     size_t                          want;
     u_char                         *p;
-
-    c = r->connection;
 
     if (ws->lingering) {
         ngx_http_minichat_conn_linger_read(ws);
@@ -1046,11 +1203,8 @@ ngx_http_minichat_ws_deliver(ngx_http_minichat_ws_t *ws, ngx_uint_t opcode, u_ch
 size_t
 ngx_http_minichat_ws_max_message(ngx_http_minichat_ws_t *ws)
 {
-    ngx_http_minichat_loc_conf_t  *lcf;
-
-    if (ws->echo && ws->request) {
-        lcf = ngx_http_get_module_loc_conf(ws->request, ngx_http_minichat_module);
-        return lcf->echo_max_message_size;
+    if (ws->echo) {
+        return ws->lcf->echo_max_message_size;
     }
 
     return ngx_http_minichat_conf()->max_message_size;
