@@ -7,7 +7,9 @@ port), with worker_connections raised to take N connections.  Then it opens
 N authenticated WebSocket connections (N different users, tokens minted
 here with the dev JWT secret), waits until every one has its hello, lets
 the connections sit idle (pings answered) for a while, and prints the
-worker's memory before and after, divided by N:
+worker's memory at 0, N/5 and N connections, and the growth per connection
+from 0 to N and from N/5 to N (the slope, free of what the warm-up left in
+the heap):
 
   Pss  from /proc/PID/smaps_rollup (private pages plus a share of shared)
   RSS  from the same file
@@ -34,7 +36,6 @@ import os
 import re
 import resource
 import ssl
-import subprocess
 import sys
 import time
 
@@ -57,24 +58,17 @@ def mint(user, key):
 
 
 class BenchNginx(OwnNginx):
-    """OwnNginx with room for n connections (and optionally TLS)."""
+    """OwnNginx with room for n connections."""
 
-    def __init__(self, n, tls_dir=None):
-        extra = []
-        if tls_dir:
-            extra = ["ssl_certificate %s/cert.pem" % tls_dir, "ssl_certificate_key %s/key.pem" % tls_dir]
-        super().__init__([], extra=extra)
+    def __init__(self, n, tls=False):
+        super().__init__([], tls=tls)
         self.n = n
-        self.tls = tls_dir is not None
 
     def _derive(self):
         text = super()._derive()
         text = re.sub(r"(?m)^(\s*)worker_connections .*;$", r"\1worker_connections %d;" % (self.n + 1000), text)
         text = re.sub(r"(?m)^worker_rlimit_nofile .*;\n", "", text)
-        text = "worker_rlimit_nofile 20000;\n" + text
-        if self.tls:
-            text = re.sub(r"(?m)^(\s*)listen 127\.0\.0\.1:(\d+);", r"\1listen 127.0.0.1:\2 ssl;", text, count=1)
-        return text
+        return "worker_rlimit_nofile 20000;\n" + text
 
     def worker(self):
         with open(self.pid_file) as f:
@@ -193,12 +187,6 @@ async def close_conns(conns):
     await asyncio.gather(*(c.closed for c in conns))
 
 
-def make_cert(d):
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
-                    "/CN=127.0.0.1", "-keyout", os.path.join(d, "key.pem"), "-out", os.path.join(d, "cert.pem")],
-                   check=True, capture_output=True, timeout=60)
-
-
 async def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-n", type=int, default=10000, help="connections (default 10000)")
@@ -210,24 +198,7 @@ async def main():
     with open(os.path.join(TOP, "conf", "dev-jwt-secret"), "rb") as f:
         key = f.read().rstrip(b"\r\n ")
 
-    tls_dir = None
-    if args.tls:
-        import tempfile
-        tls_dir = tempfile.mkdtemp(prefix="idle-memory-tls-")
-        make_cert(tls_dir)
-
-    ngx = BenchNginx(args.n, tls_dir)
-    if args.tls:
-        ngx.started = False
-        os.makedirs(os.path.join(ngx.dir, "tmp"), exist_ok=True)
-        with open(ngx.conf, "w") as f:
-            f.write(ngx._derive())
-        subprocess.run(["/usr/sbin/nginx", "-p", ngx.dir, "-c", ngx.conf, "-e", ngx.error_log], check=True,
-                       timeout=10, capture_output=True)
-        ngx.started = True
-        await asyncio.sleep(1)
-    else:
-        ngx.start()
+    ngx = BenchNginx(args.n, tls=args.tls).start()
     try:
         pid = ngx.worker()
         base = int.from_bytes(os.urandom(4), "big") % 10**9 + 10**9
@@ -237,19 +208,27 @@ async def main():
         await asyncio.sleep(2)
         pss0, rss0 = memory(pid)
 
+        # two steps, so that the slope between them is free of whatever the
+        # warm-up left in the heap
+        first = args.n // 5
         t0 = time.monotonic()
-        conns = await open_conns(ngx.port, range(base + 1000, base + 1000 + args.n), key, args.tls)
+        conns = await open_conns(ngx.port, range(base + 1000, base + 1000 + first), key, args.tls)
+        await asyncio.sleep(args.idle)
+        pss1, rss1 = memory(pid)
         t1 = time.monotonic()
+        conns += await open_conns(ngx.port, range(base + 1000 + first, base + 1000 + args.n), key, args.tls)
+        t2 = time.monotonic()
         await asyncio.sleep(args.idle)
         alive = sum(1 for c in conns if not c.closed.done())
-        pss1, rss1 = memory(pid)
+        pss2, rss2 = memory(pid)
 
         print("connections: %d opened in %.1f s, %d still open after %.0f s idle%s"
-              % (args.n, t1 - t0, alive, args.idle, " (wss)" if args.tls else ""))
-        print("worker Pss: %.1f MiB -> %.1f MiB: %.0f bytes per connection"
-              % (pss0 / 2**20, pss1 / 2**20, (pss1 - pss0) / args.n))
-        print("worker RSS: %.1f MiB -> %.1f MiB: %.0f bytes per connection"
-              % (rss0 / 2**20, rss1 / 2**20, (rss1 - rss0) / args.n))
+              % (args.n, (t2 - t1) + (t1 - t0 - args.idle), alive, args.idle, " (wss)" if args.tls else ""))
+        for name, m0, m1, m2 in (("Pss", pss0, pss1, pss2), ("RSS", rss0, rss1, rss2)):
+            print("worker %s: %.1f MiB at 0, %.1f MiB at %d, %.1f MiB at %d connections: %.0f bytes per connection"
+                  " (0 to %d), %.0f (%d to %d)"
+                  % (name, m0 / 2**20, m1 / 2**20, first, m2 / 2**20, args.n, (m2 - m0) / args.n, args.n,
+                     (m2 - m1) / (args.n - first), first, args.n))
         await close_conns(conns)
     finally:
         bad = ngx.stop()

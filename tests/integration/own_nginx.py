@@ -9,8 +9,11 @@ Redis Cluster) and changes only: its own directory (pid, logs, temp paths),
 its own port, one worker, the `minichat_limit_*` lines (the test's
 instead), and optionally the Redis directive, more directives of the
 test's (`extra`: TLS to Redis, for one) and a second port that speaks
-cleartext HTTP/2 (`listen ... http2;`, prior knowledge).  bench/ratelimit.sh derives
-its bench nginx the same way.
+cleartext HTTP/2 (`listen ... http2;`, prior knowledge), or TLS on its port
+(`tls`: `listen ... ssl` with a self-signed certificate made by openssl in
+its directory; get() then speaks https without checking it).
+bench/ratelimit.sh derives its bench nginx the same way, and
+bench/idle_memory.py uses this class.
 
 Tests of other directives (minichat_allowed_origins, minichat_jwt_issuer,
 ...) pass them in the same list: every line goes into the http block.
@@ -34,6 +37,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -67,13 +71,17 @@ class OwnNginx:
     directives of the test (strings, without ';').
     redis: "host:port" for minichat_redis instead of the stack's Redis.
     extra: more http-level directives (strings, without ';').
-    http2: also listen on h2_port with HTTP/2 (h2c)."""
+    http2: also listen on h2_port with HTTP/2 (h2c).
+    tls: serve TLS on port (a self-signed certificate for 127.0.0.1)."""
 
-    def __init__(self, limits, redis=None, extra=(), http2=False):
+    def __init__(self, limits, redis=None, extra=(), http2=False, tls=False):
         self.limits = limits
         self.redis = redis
         self.extra = list(extra)
+        self.tls = tls
         self.dir = tempfile.mkdtemp(prefix="own-nginx-", dir=RUN)
+        if tls:
+            self.extra += ["ssl_certificate %s/cert.pem" % self.dir, "ssl_certificate_key %s/key.pem" % self.dir]
         self.port = free_port()
         self.h2_port = free_port() if http2 else None
         self.conf = os.path.join(self.dir, "nginx.conf")
@@ -88,7 +96,7 @@ class OwnNginx:
         text = text.replace(src_dir + "/", self.dir + "/")
         text = re.sub(r"(?m)^worker_processes .*$", "worker_processes 1;", text)
         text = re.sub(r"(?m)^(\s*)access_log .*$", r"\1access_log off;", text)
-        listen = r"\1listen 127.0.0.1:%d;" % self.port
+        listen = r"\1listen 127.0.0.1:%d%s;" % (self.port, " ssl" if self.tls else "")
         if self.h2_port:
             listen += r"\n\1listen 127.0.0.1:%d http2;" % self.h2_port
         text, n = re.subn(r"(?m)^(\s*)listen 127\.0\.0\.1:\d+;", listen, text)
@@ -106,6 +114,11 @@ class OwnNginx:
 
     def start(self):
         os.makedirs(os.path.join(self.dir, "tmp"), exist_ok=True)
+        if self.tls:
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                            "-subj", "/CN=127.0.0.1", "-keyout", os.path.join(self.dir, "key.pem"),
+                            "-out", os.path.join(self.dir, "cert.pem")], check=True, capture_output=True,
+                           timeout=60)
         with open(self.conf, "w") as f:
             f.write(self._derive())
         subprocess.run([NGINX, "-p", self.dir, "-c", self.conf, "-e", self.error_log], check=True, timeout=10,
@@ -150,7 +163,16 @@ class OwnNginx:
             return ""
 
     def url(self, path):
-        return "http://127.0.0.1:%d%s" % (self.port, path)
+        return "%s://127.0.0.1:%d%s" % ("https" if self.tls else "http", self.port, path)
+
+    def ssl_context(self):
+        """A client context for the self-signed certificate (None without tls)."""
+        if not self.tls:
+            return None
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
 
     def get(self, path, tok=None):
         """(status, headers, parsed JSON body or text) of a GET from 127.0.0.1."""
@@ -158,7 +180,7 @@ class OwnNginx:
         if tok:
             req.add_header("Authorization", "Bearer " + tok)
         try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
+            with urllib.request.urlopen(req, timeout=10, context=self.ssl_context()) as resp:
                 status, headers, text = resp.status, dict(resp.headers), resp.read().decode()
         except urllib.error.HTTPError as e:
             status, headers, text = e.code, dict(e.headers), e.read().decode(errors="replace")

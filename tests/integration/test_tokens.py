@@ -143,7 +143,7 @@ def _logs():
 async def test_query_token_never_logged():
     user = uid()
     good = token(user)
-    # a WebSocket with ?token= (its access log line is written at its close)
+    # a WebSocket with ?token= (its access log line is written at the hand-off after the 101)
     c = await connect(user, tok=good)
     await c.request({"op": "rooms", "limit": 1})
     await c.close()
