@@ -1,9 +1,10 @@
 /*
  * A client connection's output and lifetime.
  *
- * Every outgoing frame is appended to `out` and written at once; what the
- * socket does not take waits for the write event, and frames that queue up
- * meanwhile leave in one write.  `out` is bounded by minichat_send_queue_size:
+ * Every outgoing frame is appended to `out`, and the connection is written
+ * once at the end of the event loop's turn (_flush.c), so frames queued in
+ * one turn leave in one write; what the socket does not take waits for the
+ * write event, and frames that queue up meanwhile leave with it.  `out` is bounded by minichat_send_queue_size:
  * a client that lets it fill is closed.  `out` exists only while bytes wait,
  * so an idle connection holds no buffer.  (An echo endpoint's connection
  * may queue two of its own, larger, messages.)
@@ -30,7 +31,7 @@ static ngx_int_t ngx_http_minichat_conn_linger(ngx_http_minichat_ws_t *ws);
 void
 ngx_http_minichat_conn_release(ngx_http_minichat_ws_t *ws)
 {
-    if (!ws->closed || ws->pending) {
+    if (!ws->closed || ws->pending || ws->flush_queued) {
         return;
     }
 
@@ -211,15 +212,20 @@ ngx_http_minichat_conn_frame(ngx_http_minichat_ws_t *ws, ngx_uint_t opcode, cons
 }
 
 
-/* Writes what was appended, unless bytes queued before it were already
- * waiting for the write event (which then takes these too) or nothing may
- * be written yet.  The socket's `ready` flag is no guide here: nginx
- * leaves it clear after a short write even when the next write took the
- * rest, and an edge-triggered write event would then never come. */
+/* Has what was appended written at the end of this turn, unless bytes
+ * queued before it were already waiting (for the write event or for that
+ * flush, which then take these too) or nothing may be written yet.  The
+ * socket's `ready` flag is no guide here: nginx leaves it clear after a
+ * short write even when the next write took the rest, and an
+ * edge-triggered write event would then never come. */
 static ngx_int_t
 ngx_http_minichat_conn_send(ngx_http_minichat_ws_t *ws, ngx_uint_t waiting)
 {
     if (ws->deferred || ws->hello_pending || waiting) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_minichat_flush_later(ws) == NGX_OK) {
         return NGX_OK;
     }
 

@@ -991,6 +991,9 @@ ngx_http_minichat_init_process(ngx_cycle_t *cycle)
 static void
 ngx_http_minichat_exit_process(ngx_cycle_t *cycle)
 {
+    /* what is still listed for this turn's write goes first */
+    ngx_http_minichat_flush_exit();
+
     /* echo locations compress without the rest of the module */
     ngx_http_minichat_deflate_exit();
 

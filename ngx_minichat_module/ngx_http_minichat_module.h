@@ -169,6 +169,7 @@ struct ngx_http_minichat_ws_s {
     unsigned lingering:1;     /* close frame written, writing shut down: input is drained until EOF */
     unsigned echo:1;          /* an echo endpoint's connection: no user, session or ops */
     unsigned expiry_armed:1;  /* the read timer was set for exp, not for the tick */
+    unsigned flush_queued:1;  /* on the worker's flush list (_flush.c): not freed until it passed */
 };
 
 extern ngx_module_t ngx_http_minichat_module;
@@ -326,6 +327,10 @@ void ngx_http_minichat_conn_abort(ngx_http_minichat_ws_t *ws);
 void ngx_http_minichat_conn_linger_read(ngx_http_minichat_ws_t *ws);
 /* Frees the connection's memory once it is closed and nothing refers to it. */
 void ngx_http_minichat_conn_release(ngx_http_minichat_ws_t *ws);
+
+/* ngx_http_minichat_flush.c: one write per connection per event-loop turn */
+ngx_int_t ngx_http_minichat_flush_later(ngx_http_minichat_ws_t *ws);
+void ngx_http_minichat_flush_exit(void);
 /* The reply to a request: an error, or a JSON object whose first field is "op". */
 ngx_int_t ngx_http_minichat_req_error(ngx_http_minichat_req_t *rq, const char *code, const char *message);
 /* Answers a limit's refusal: rc NGX_BUSY is rate_limited with

@@ -1,0 +1,119 @@
+/*
+ * One write per connection per turn of the event loop.
+ *
+ * A frame queued for a connection is not written at once: the connection
+ * goes on this worker's flush list (once), and one posted event writes every
+ * listed connection after the turn's I/O events were handled.  nginx runs
+ * posted events after the ones epoll returned, so a relay batch that
+ * delivers fifty messages to a member, or a reply and the deliveries that
+ * the same read caused, leave in one write and mostly one TCP segment,
+ * instead of a write (and a segment, with TCP_NODELAY) each.  The delay is
+ * none: the write still happens before the worker sleeps again.
+ *
+ * The list holds connection pointers; a listed connection is not freed
+ * (`flush_queued` keeps release away) until the flush has passed it.
+ */
+#include "ngx_http_minichat_module.h"
+
+
+static void ngx_http_minichat_flush_handler(ngx_event_t *ev);
+
+
+static ngx_http_minichat_ws_t  **ngx_http_minichat_flush_list;
+static ngx_uint_t                ngx_http_minichat_flush_n;
+static ngx_uint_t                ngx_http_minichat_flush_cap;
+static ngx_event_t               ngx_http_minichat_flush_ev;
+
+
+/* Lists ws for the end of this turn.  NGX_ERROR only when out of memory;
+ * the caller then writes at once. */
+ngx_int_t
+ngx_http_minichat_flush_later(ngx_http_minichat_ws_t *ws)
+{
+    ngx_http_minichat_ws_t  **list;
+    ngx_uint_t                cap;
+
+    if (ws->flush_queued) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_minichat_flush_n == ngx_http_minichat_flush_cap) {
+        cap = ngx_max(ngx_http_minichat_flush_cap * 2, 64);
+        list = ngx_alloc(cap * sizeof(*list), ngx_cycle->log);
+        if (list == NULL) {
+            return NGX_ERROR;
+        }
+        if (ngx_http_minichat_flush_list) {
+            ngx_memcpy(list, ngx_http_minichat_flush_list, ngx_http_minichat_flush_n * sizeof(*list));
+            ngx_free(ngx_http_minichat_flush_list);
+        }
+        ngx_http_minichat_flush_list = list;
+        ngx_http_minichat_flush_cap = cap;
+    }
+
+    ngx_http_minichat_flush_list[ngx_http_minichat_flush_n++] = ws;
+    ws->flush_queued = 1;
+
+    if (!ngx_http_minichat_flush_ev.posted) {
+        ngx_http_minichat_flush_ev.handler = ngx_http_minichat_flush_handler;
+        ngx_http_minichat_flush_ev.log = ngx_cycle->log;
+        ngx_post_event(&ngx_http_minichat_flush_ev, &ngx_posted_events);
+    }
+
+    return NGX_OK;
+}
+
+
+/* Writes every listed connection.  A flush that closes a connection (a
+ * write error) may queue frames for others (a presence change): they join
+ * the end of the list and are written in this same pass. */
+static void
+ngx_http_minichat_flush_handler(ngx_event_t *ev)
+{
+    ngx_http_minichat_ws_t  *ws;
+    ngx_uint_t               i;
+
+    (void) ev;
+
+    for (i = 0; i < ngx_http_minichat_flush_n; i++) {
+        ws = ngx_http_minichat_flush_list[i];
+        ws->flush_queued = 0;
+
+        if (ws->closed) {
+            ngx_http_minichat_conn_release(ws);
+            continue;
+        }
+
+        ws->pending++;
+        (void) ngx_http_minichat_conn_flush(ws);
+        ws->pending--;
+        ngx_http_minichat_conn_release(ws);
+    }
+
+    ngx_http_minichat_flush_n = 0;
+
+    /* a burst's list need not stay: keep a small one */
+    if (ngx_http_minichat_flush_cap > 4096) {
+        ngx_free(ngx_http_minichat_flush_list);
+        ngx_http_minichat_flush_list = NULL;
+        ngx_http_minichat_flush_cap = 0;
+    }
+}
+
+
+/* The worker exits: write what is listed (best effort) and free the list. */
+void
+ngx_http_minichat_flush_exit(void)
+{
+    if (ngx_http_minichat_flush_ev.posted) {
+        ngx_delete_posted_event(&ngx_http_minichat_flush_ev);
+    }
+
+    ngx_http_minichat_flush_handler(&ngx_http_minichat_flush_ev);
+
+    if (ngx_http_minichat_flush_list) {
+        ngx_free(ngx_http_minichat_flush_list);
+        ngx_http_minichat_flush_list = NULL;
+        ngx_http_minichat_flush_cap = 0;
+    }
+}
