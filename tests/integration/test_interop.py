@@ -14,8 +14,9 @@ it saw, including the RSV1 bit of every server frame read from the raw
 socket; the assertions are here.
 
 The other clients of the interoperability matrix (docs/ARCHITECTURE.md,
-"Testing"): Python `websockets` in test_deflate.py, headless Chromium in
-test_browser_interop.py, Autobahn|Testsuite in test_conformance.py.
+"Testing: WebSocket interoperability"): Python `websockets` in
+test_deflate.py, headless Chromium in test_browser_interop.py,
+Autobahn|Testsuite in test_conformance.py.
 """
 
 import json
