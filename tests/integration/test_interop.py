@@ -1,30 +1,30 @@
-"""Interoperability with Node's `ws` (npm), with and without
-permessage-deflate.
+"""Interoperability with Node's `ws` (npm) and Python's `websockets`, each
+with and without permessage-deflate.
 
-tests/integration/node/ws_interop.js plays one session with `ws`
-(installed by scripts/setup.sh into .cache/node/ws, pinned): the token
-carried three ways (Authorization header, ?token=, a `bearer.<JWT>`
-subprotocol entry beside minichat.v1), hello, a room made over REST, sends
-received on the other node and on the sender's other device, a close with
-1000 and a resume with ?sid=, a message 64 bytes short of
-minichat_max_message_size, a ping and its pong, a ping from the server to a
-silent connection, and the close codes 1009 (too big), 1003 (binary),
-4001 (the token expired) and a 401 for a bad token.  The script reports what
-it saw, including the RSV1 bit of every server frame read from the raw
-socket; the assertions are here.
+One session, played by each client: tests/integration/node/ws_interop.js
+with `ws` (installed by scripts/setup.sh into .cache/node/ws, pinned) and
+interop_websockets.py with `websockets` (Debian's).  The token carried three
+ways (Authorization header, ?token=, a `bearer.<JWT>` subprotocol entry
+beside minichat.v1), hello, a room made over REST, sends received on the
+other node and on the sender's other device, a close with 1000 and a resume
+with ?sid=, a message 64 bytes short of minichat_max_message_size, a ping
+and its pong, a ping from the server to a silent connection, and the close
+codes 1009 (too big), 1003 (binary), 4001 (the token expired) and a 401 for
+a bad token.  Each player reports what it saw, including the RSV1 bit of
+every server frame; the assertions are here, one set for both.
 
 The other clients of the interoperability matrix (docs/ARCHITECTURE.md,
-"Testing: WebSocket interoperability"): Python `websockets` in
-test_deflate.py, headless Chromium in test_browser_interop.py,
-Autobahn|Testsuite in test_conformance.py.
+"Testing: WebSocket interoperability"): headless Chromium in
+test_browser_interop.py, Autobahn|Testsuite in test_conformance.py; Python
+`websockets` also in test_deflate.py.
 """
-
 import json
 import os
 import subprocess
 
 import pytest
 
+import interop_websockets
 from conftest import NGINX_PORTS, TOP, token, uid
 
 WS_MODULE = os.path.join(TOP, ".cache", "node", "ws", "node_modules", "ws")
@@ -55,7 +55,18 @@ def run_node(deflate):
 @pytest.mark.parametrize("deflate", [True, False], ids=["deflate", "plain"])
 def test_node_ws_session(deflate):
     cfg, r = run_node(deflate)
-    a, b = cfg["users"]["a"]["id"], cfg["users"]["b"]["id"]
+    check_report(r, deflate, cfg["users"]["a"]["id"], cfg["users"]["b"]["id"])
+
+
+@pytest.mark.parametrize("deflate", [True, False], ids=["deflate", "plain"])
+def test_python_websockets_session(deflate):
+    """The same session, played by Python `websockets` (compression="deflate" or None)."""
+    a, b = uid(), uid()
+    check_report(interop_websockets.play(a, b, deflate, token(b, ttl=3), MAX_MESSAGE), deflate, a, b)
+
+
+def check_report(r, deflate, a, b):
+    """What a session must have seen, whichever client played it."""
     want_ext = PMD_ANSWER if deflate else None
 
     # each way of carrying the token gets its user's hello and minichat.v1
@@ -91,7 +102,7 @@ def test_node_ws_session(deflate):
     big_frames = [w for w in r["b_resumed_wire"]["wire"] if w["seq"] == big["seq"] and w["op"] == "msg"]
     assert len(big_frames) == 1 and big_frames[0]["rsv1"] == deflate, big_frames
 
-    assert r["pong"] == ["node-ping"], r["pong"]
+    assert r["pong"] == ["interop-ping"], r["pong"]
     assert r["server_ping"]["pings"] >= 1 and r["server_ping"]["open"], r["server_ping"]
 
     closes = r["closes"]

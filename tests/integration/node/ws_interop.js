@@ -3,7 +3,9 @@
 //
 // One run plays a whole session against the dev stack with permessage-deflate
 // offered or not (`ws`'s perMessageDeflate), and prints what it saw as one
-// JSON report on stdout; the pytest asserts on the report, so this script
+// JSON report on stdout (tests/integration/interop_websockets.py plays the
+// same session with Python websockets and reports the same fields); the
+// pytest asserts on the report, so this script
 // judges nothing itself beyond "the frame I waited for came in time".  A
 // frame that never comes, or a connection that fails where it should not,
 // throws: the script exits 1 with the reason on stderr.
@@ -274,7 +276,7 @@ async function main() {
   report.b_resumed_wire = b.summary();
 
   // A ping of the client's, answered with its payload.
-  aHeader.ws.ping('node-ping');
+  aHeader.ws.ping('interop-ping');
   await aHeader.until(() => aHeader.pongs.length, 'pong');
   report.pong = aHeader.pongs;
 
