@@ -170,11 +170,12 @@ token: $(B)/bin/minichat-token
 	@$(B)/bin/minichat-token --secret-file $(TOP)/conf/dev-jwt-secret $(USER)
 
 # The suite runs twice: against a single Redis, then against a Redis Cluster
-# (test_cluster.py runs only there).  The browser test and the Autobahn run
+# (test_cluster.py runs only there).  The browser tests (the page, and the
+# browser's own WebSocket in test_browser_interop.py) and the Autobahn run
 # (test_conformance.py, against the echo endpoint, which never touches
 # Redis) run in the single pass only: they test the page and the frame code,
 # not Redis.
-CLUSTER_PYTEST_ARGS := --ignore=test_browser.py --ignore=test_conformance.py
+CLUSTER_PYTEST_ARGS := --ignore=test_browser.py --ignore=test_browser_interop.py --ignore=test_conformance.py
 
 test-integration: all
 	@$(MAKE) --no-print-directory integration-pass REDIS=single PYTEST_ARGS=

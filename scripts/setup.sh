@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # One idempotent set-up step shared by `make run` and `make test`.
 #
-# It installs the Debian packages MiniChat builds and tests with, and fetches
+# It installs the Debian packages MiniChat builds and tests with, fetches
 # Apache Kafka (broker jars and their runtime dependencies) from Maven Central
-# with mvn into .cache/kafka.  When everything is present it only checks and
-# returns in about a second.
+# with mvn into .cache/kafka, and the Node `ws` package the interoperability
+# test drives (tests/integration/test_interop.py) with npm into .cache/node.
+# When everything is present it only checks and returns in about a second.
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 KAFKA_VERSION=${KAFKA_VERSION:-4.1.1}
+WS_VERSION=${WS_VERSION:-8.23.1}
 
 pkgs=(
     build-essential pkg-config
@@ -29,6 +31,13 @@ pkgs=(
     # targets (fuzz/) with clang; libFuzzer's runtime is in compiler-rt
     clang libclang-rt-14-dev
 )
+
+# Node.js and npm for the `ws` interoperability test.  A machine may already
+# have them from elsewhere (NodeSource's nodejs ships npm and conflicts with
+# Debian's npm package): ask for Debian's only when the commands are missing.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    pkgs+=(nodejs npm)
+fi
 
 missing=()
 for p in "${pkgs[@]}"; do
@@ -99,4 +108,26 @@ POM
     touch "$kdir/.complete"
 fi
 ln -sfn "$(basename "$kdir")" "$top/.cache/kafka"
+
+# Node `ws`, pinned, installed from the npm registry into the shared cache
+# (.cache/node/ws-<version>-<recipe>/node_modules/ws), one installer at a time.
+# the directory names its contents: bump the suffix when the recipe changes
+wsdir=$top/.cache/node/ws-$WS_VERSION-1
+if [ ! -f "$wsdir/.complete" ]; then
+    mkdir -p "$top/.cache/node"
+    exec 8>"$top/.cache/node/install.lock"
+    flock 8
+    if [ ! -f "$wsdir/.complete" ]; then
+        echo "setup: installing Node ws $WS_VERSION from npm"
+        rm -rf "$wsdir"
+        mkdir -p "$wsdir"
+        npm install --silent --prefix "$wsdir" --cache "$top/.cache/node/npm-cache" \
+            --no-audit --no-fund --no-save --no-package-lock --no-update-notifier "ws@$WS_VERSION" >/dev/null
+        node -e 'const ws = require(process.argv[1]); if (typeof ws.WebSocket !== "function") process.exit(1)' \
+            "$wsdir/node_modules/ws"
+        touch "$wsdir/.complete"
+    fi
+    exec 8>&-
+fi
+ln -sfn "$(basename "$wsdir")" "$top/.cache/node/ws"
 echo "setup: ok"

@@ -132,6 +132,9 @@ class Browser:
         self.pages[session] = page
         await page.call("Page.enable")
         await page.call("Runtime.enable")
+        # WebSocket handshakes and frames as the browser saw them
+        # (Network.webSocketCreated, ...HandshakeResponseReceived, ...Frame*)
+        await page.call("Network.enable")
         # Headless tabs are never focused; the page sends `read` only while
         # focused, as a person looking at it would.
         await page.call("Emulation.setFocusEmulationEnabled", {"enabled": True})
@@ -172,6 +175,7 @@ class Page:
         self.session = session
         self.exceptions = []     # uncaught exceptions in the page
         self.console = []        # console messages (type, text)
+        self.websockets = []     # (method, params) of the Network domain's webSocket* events
 
     def on_event(self, method, params):
         if method == "Runtime.exceptionThrown":
@@ -180,6 +184,8 @@ class Page:
         elif method == "Runtime.consoleAPICalled":
             text = " ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", []))
             self.console.append((params.get("type"), text))
+        elif method.startswith("Network.webSocket"):
+            self.websockets.append((method, params))
 
     def call(self, method, params=None, timeout=30.0):
         return self.browser.call(method, params, session=self.session, timeout=timeout)
@@ -210,6 +216,13 @@ class Page:
                                      % (self.name, timeout, what or expr, last, await self.shown_errors(),
                                         self.exceptions))
             await asyncio.sleep(0.05)
+
+    def websocket_events(self, method, url_part=""):
+        """The params of this page's `method` events (e.g.
+        "Network.webSocketHandshakeResponseReceived") of WebSockets whose
+        URL contains url_part, in order."""
+        urls = {p["requestId"]: p["url"] for m, p in self.websockets if m == "Network.webSocketCreated"}
+        return [p for m, p in self.websockets if m == method and url_part in urls.get(p.get("requestId"), "")]
 
     async def shown_errors(self):
         try:

@@ -16,7 +16,9 @@ bench/ratelimit.sh derives its bench nginx the same way, and
 bench/idle_memory.py uses this class.
 
 Tests of other directives (minichat_allowed_origins, minichat_jwt_issuer,
-...) pass them in the same list: every line goes into the http block.
+...) pass them in the same list: every line goes into the http block, in
+place of the node's http-level line of the same directive if it has one
+(`minichat_ws_deflate off` replaces the stack's `on`).
 check_config() runs `nginx -t` on the derived configuration instead of
 starting it, for the range checks of test_config_ranges.py.
 
@@ -107,6 +109,8 @@ class OwnNginx:
                               r"\1minichat_redis %s;\n\1minichat_redis_connect_timeout 300ms;\n"
                               r"\1minichat_reconnect_interval 200ms;" % self.redis, text)
             assert n == 1, "node a's nginx.conf has no single Redis directive"
+        for d in self.limits + self.extra:
+            text = re.sub(r"(?m)^    %s .*;\n" % re.escape(d.split()[0]), "", text)
         own = "".join("    %s;\n" % d for d in self.limits + self.extra)
         text, n = re.subn(r"(?m)^(\s*minichat_jwt_secret_file .*;\n)", lambda m: m.group(1) + own, text)
         assert n == 1, "node a's nginx.conf has no minichat_jwt_secret_file line"

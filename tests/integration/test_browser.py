@@ -6,7 +6,9 @@ driven like a person would: keyboard input in the fields, mouse clicks on
 the buttons.  Demo users come from /demo/tokens.json (dev stack only).
 
 Chromium is Debian's (/usr/bin/chromium, installed by scripts/setup.sh),
-driven over the DevTools protocol by tests/integration/cdp.py.
+driven over the DevTools protocol by tests/integration/cdp.py.  Every page's
+WebSocket is checked in the DevTools Network domain: the token goes as a
+`bearer.<JWT>` subprotocol entry, never in the URL.
 """
 
 import contextlib
@@ -51,7 +53,25 @@ async def open_as(browser, node, user):
     await page.eval("document.querySelector('[data-testid=user-select]').value = '%d'" % user)
     await page.click("[data-testid=login]")
     await wait_online(page, node, user)
+    check_token_stays_out_of_the_url(page)
     return page
+
+
+def header(headers, name):
+    """A header's value from DevTools' name -> value dict, whatever the case."""
+    return next((v for k, v in headers.items() if k.lower() == name.lower()), None)
+
+
+def check_token_stays_out_of_the_url(page):
+    """The page's WebSocket carried its token as a `bearer.` subprotocol
+    entry, not in the URL; the 101 names minichat.v1 alone."""
+    created = page.websocket_events("Network.webSocketCreated", "/ws")
+    assert created and all("token" not in p["url"] for p in created), created
+    sent = page.websocket_events("Network.webSocketWillSendHandshakeRequest", "/ws")[-1]
+    offered = [v.strip() for v in header(sent["request"]["headers"], "Sec-WebSocket-Protocol").split(",")]
+    assert offered[0] == "minichat.v1" and len(offered) == 2 and offered[1].startswith("bearer."), offered
+    answer = page.websocket_events("Network.webSocketHandshakeResponseReceived", "/ws")[-1]["response"]
+    assert answer["status"] == 101 and header(answer["headers"], "Sec-WebSocket-Protocol") == "minichat.v1", answer
 
 
 async def wait_online(page, node, user):
