@@ -30,12 +30,17 @@
 #   - access_log off.
 # Node a's own nginx is started again at the end (stack.sh start).
 #
-# For each N, two runs of build/bin/loadgen:
+# A connect phase that outlasts CONNECT_TIMEOUT (900 s) holds and measures
+# what opened, and the run says FAIL.  For each N, two runs of
+# build/bin/loadgen:
 #   1. idle: N connections of N users in no room; once all are open the
 #      sum of the workers' Pss (/proc/PID/smaps_rollup) is taken again and
-#      (after - before) / N is the memory per idle connection; held for
+#      (after - before) / open is the memory per idle connection; held for
 #      two ping intervals (and 5 s) after the last one opened, each
-#      connection must answer at least 2 pings;
+#      connection must answer a ping and none may be closed (the module
+#      pings a client that answers every other interval: it checks silence
+#      on its tick, and a pong that came just after one tick is less than
+#      an interval old at the next);
 #   2. deliver: N members in rooms of ROOM_SIZE (20; small rooms keep the
 #      presence fan-out of N users coming online small), each room's owner
 #      sends MESSAGES (3) at 1/s after a hold of 5 s; every
@@ -54,6 +59,7 @@ ping=${PING:-30}
 room_size=${ROOM_SIZE:-20}
 messages=${MESSAGES:-3}
 rate=${CONNECT_RATE:-2000}
+connect_timeout=${CONNECT_TIMEOUT:-900}
 port=$((8080 + off))
 loadgen=$top/build/bin/loadgen
 secret=$top/conf/dev-jwt-secret
@@ -189,16 +195,18 @@ status=0
 for n in $counts; do
     say "== $n idle connections"
     before=$(workers_pss)
+    opened=0
     ready=$bd/ready
     rm -f "$ready"
     "$loadgen" idle --port "$port" --secret-file "$secret" --conns "$n" --connect-rate "$rate" \
-        --inflight 64 --handshake-timeout 60 --hold $((2 * ping + 5)) --min-pings 2 --progress 5 --ready-file "$ready" > "$bd/idle-$n.log" 2>&1 &
+        --inflight 64 --handshake-timeout 60 --connect-timeout "$connect_timeout" --hold $((2 * ping + 5)) --min-pings 1 --progress 5 --ready-file "$ready" > "$bd/idle-$n.log" 2>&1 &
     lg=$!
     while kill -0 "$lg" 2>/dev/null && [ ! -f "$ready" ]; do sleep 0.5; done
     after=""
     if [ -f "$ready" ]; then
         sleep 3   # the last hellos and session writes settle
         after=$(workers_pss)
+        opened=$(awk '{print $2}' "$ready")
         say "sockets per worker: $(per_worker)"
     fi
     rc=0
@@ -207,9 +215,9 @@ for n in $counts; do
     grep -E '^loadgen: (connected|result|memory|PASS|FAIL)' "$bd/idle-$n.log" | sed 's/^/idle: /'
     [ "$rc" -eq 0 ] || { status=1; say "idle run FAILED (log: $bd/idle-$n.log)"; tail -5 "$bd/idle-$n.log"; }
     per_conn=""
-    if [ -n "$after" ]; then
-        per_conn=$(( (after - before) * 1024 / n ))
-        say "workers' Pss: $before kB before, $after kB with $n open: $per_conn bytes per connection"
+    if [ -n "$after" ] && [ "${opened:-0}" -gt 0 ]; then
+        per_conn=$(( (after - before) * 1024 / opened ))
+        say "workers' Pss: $before kB before, $after kB with $opened open: $per_conn bytes per connection"
     fi
     lg_mem=$(sed -n 's/^loadgen: memory loadgen_pss_kb=\([0-9]*\) per_conn_bytes=\([0-9]*\)/\1 kB (\2 B per connection)/p' \
         "$bd/idle-$n.log")
@@ -219,6 +227,7 @@ for n in $counts; do
     say "== $n members in rooms of $room_size, $messages messages per room"
     "$loadgen" deliver --port "$port" --secret-file "$secret" --conns "$n" --room-size "$room_size" \
         --messages "$messages" --msg-rate 1 --connect-rate "$rate" --inflight 64 --handshake-timeout 60 --hold 5 \
+        --connect-timeout "$connect_timeout" \
         --wait 30 --progress 5 > "$bd/deliver-$n.log" 2>&1 &
     lg=$!
     wait "$lg" || { status=1; say "deliver run FAILED (log: $bd/deliver-$n.log)"; }

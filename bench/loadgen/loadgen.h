@@ -70,7 +70,7 @@ typedef struct {
     uint64_t user_base;     /* user ids base+0 ... */
     uint8_t secret[1024];
     size_t secret_len;
-    const char *ready_file; /* written once every connection is open */
+    const char *ready_file; /* written once every connection is open (or at the connect timeout) */
     double progress;        /* seconds between progress lines */
 } lg_config_t;
 

@@ -82,7 +82,9 @@ static int mc_make_room(const lg_config_t *cfg, uint64_t owner, const uint64_t *
     }
     for (attempt = 0; attempt < 5; attempt++) {
         status = lg_http_request(cfg, "POST", "/api/rooms", hdr.data, body.data, body.len, &ans, err, err_size);
-        if (status != 503 && status != 429) {
+        /* a busy stack may also not answer in time: the key makes the
+         * retry safe */
+        if (status != 503 && status != 429 && status != -1) {
             break;
         }
         nanosleep(&retry_pause, NULL);

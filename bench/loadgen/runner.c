@@ -753,6 +753,9 @@ static void finish(runner_t *r)
         }
     }
     r->st->min_pings = min == UINT64_MAX ? 0 : min;
+    if (r->st->pss_kb == 0) {
+        r->st->pss_kb = self_pss_kb(); /* the connect phase never ended */
+    }
 }
 
 int lg_runner_run(const lg_config_t *cfg, lg_shared_t *sh, int idx)
