@@ -21,6 +21,8 @@ RELAY_SRC  := $(wildcard relay-worker/*.c)
 RELAY_OBJ  := $(patsubst relay-worker/%.c,$(B)/relay-worker/%.o,$(RELAY_SRC))
 CONS_SRC   := $(wildcard roomlist-consumer/*.c)
 CONS_OBJ   := $(patsubst roomlist-consumer/%.c,$(B)/roomlist-consumer/%.o,$(CONS_SRC))
+LOADGEN_SRC := $(wildcard bench/loadgen/*.c)
+LOADGEN_OBJ := $(patsubst bench/loadgen/%.c,$(B)/loadgen/%.o,$(LOADGEN_SRC))
 
 MODULE     := $(B)/nginx/ngx_http_minichat_module.so
 NGX_SRC    := /usr/share/nginx/src
@@ -29,9 +31,10 @@ MOD_SRC    := $(wildcard ngx_minichat_module/*.c ngx_minichat_module/*.h) ngx_mi
 UNIT_TESTS := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
 
 .PHONY: all setup module run stop status test test-unit test-unit-asan test-integration integration-pass token \
-        conformance fuzz fuzz-build fuzz-seeds fuzz-targets clean
+        conformance fuzz fuzz-build fuzz-seeds fuzz-targets clean bench-tools bench-idle
 
-all: $(LIB) $(B)/bin/relay-worker $(B)/bin/roomlist-consumer $(B)/bin/minichat-token $(B)/bin/minichat-ban $(MODULE)
+all: $(LIB) $(B)/bin/relay-worker $(B)/bin/roomlist-consumer $(B)/bin/minichat-token $(B)/bin/minichat-ban $(MODULE) \
+     bench-tools
 
 setup:
 	@bash scripts/setup.sh
@@ -81,6 +84,24 @@ $(B)/bin/minichat-token: lib/tools/minichat-token.c $(LIB)
 $(B)/bin/minichat-ban: lib/tools/minichat-ban.c $(LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_ALL) $(shell pkg-config --cflags hiredis) -o $@ $< $(LIB) $(shell pkg-config --libs hiredis) $(LIBDEPS)
+
+# --- benchmark tools (bench/) -------------------------------------------------
+# loadgen: the WebSocket load generator (bench/loadgen/loadgen.h)
+$(B)/loadgen/%.o: bench/loadgen/%.c $(wildcard bench/loadgen/*.h) $(wildcard lib/include/minichat/*.h)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(B)/bin/loadgen: $(LOADGEN_OBJ) $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(OPT) $(EXTRA_LDFLAGS) -o $@ $(LOADGEN_OBJ) $(LIB) $(LIBDEPS)
+
+bench-tools: $(B)/bin/loadgen
+
+# 10,000 then 100,000 idle connections on one node (bench/idle.sh; starts
+# the stack if needed, replaces node a's nginx for the run).  N="10000"
+# runs fewer.
+bench-idle: setup all
+	@bash bench/idle.sh $(N)
 
 # --- nginx module (out of tree, with Debian's configure flags) ---------------
 # nginx's configure rewrites object paths with sed expressions that also hit

@@ -1,5 +1,7 @@
 /*
- * RFC 6455 frame codec for the server side.
+ * RFC 6455 frame codec.  Mostly the server side; the client side (a frame
+ * from a server, a masked header) is here too for the load generator in
+ * bench/loadgen/, so that both directions share one parser.
  *
  * The parser only looks at the header; the caller keeps the bytes and unmasks
  * the payload in place once it has all of it (or piece by piece: unmasking
@@ -15,12 +17,28 @@
 
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
+static int parse_header(const uint8_t *p, size_t n, uint64_t max_payload, unsigned rsv, unsigned from_client,
+                        mc_ws_frame_t *f);
+
 int mc_ws_parse_header(const uint8_t *p, size_t n, uint64_t max_payload, mc_ws_frame_t *f)
 {
     return mc_ws_parse_header_rsv(p, n, max_payload, 0, f);
 }
 
 int mc_ws_parse_header_rsv(const uint8_t *p, size_t n, uint64_t max_payload, unsigned rsv, mc_ws_frame_t *f)
+{
+    return parse_header(p, n, max_payload, rsv, 1, f);
+}
+
+int mc_ws_parse_server_header(const uint8_t *p, size_t n, uint64_t max_payload, mc_ws_frame_t *f)
+{
+    return parse_header(p, n, max_payload, 0, 0, f);
+}
+
+/* The header parser of both directions: a client's frames must be masked
+ * (from_client 1), a server's must not (0; its mask stays zero). */
+static int parse_header(const uint8_t *p, size_t n, uint64_t max_payload, unsigned rsv, unsigned from_client,
+                        mc_ws_frame_t *f)
 {
     uint64_t len;
     size_t need = 2;
@@ -57,8 +75,11 @@ int mc_ws_parse_header_rsv(const uint8_t *p, size_t n, uint64_t max_payload, uns
     default:
         return MC_WS_ERR_OPCODE;
     }
-    if (!f->masked) {
+    if (from_client && !f->masked) {
         return MC_WS_ERR_UNMASKED;
+    }
+    if (!from_client && f->masked) {
+        return MC_WS_ERR_MASKED;
     }
 
     if (len == 126) {
@@ -66,7 +87,9 @@ int mc_ws_parse_header_rsv(const uint8_t *p, size_t n, uint64_t max_payload, uns
     } else if (len == 127) {
         need += 8;
     }
-    need += 4;
+    if (from_client) {
+        need += 4;
+    }
     if (n < need) {
         return MC_WS_AGAIN;
     }
@@ -89,7 +112,11 @@ int mc_ws_parse_header_rsv(const uint8_t *p, size_t n, uint64_t max_payload, uns
         return MC_WS_ERR_TOO_BIG;
     }
 
-    memcpy(f->mask, p + need - 4, 4);
+    if (from_client) {
+        memcpy(f->mask, p + need - 4, 4);
+    } else {
+        memset(f->mask, 0, 4);
+    }
     f->header_len = need;
     f->payload_len = len;
     return MC_WS_OK;
@@ -146,6 +173,15 @@ size_t mc_ws_header(uint8_t *out, unsigned opcode, unsigned fin, uint64_t payloa
         out[2 + i] = (uint8_t)(payload_len >> (56 - 8 * i));
     }
     return 10;
+}
+
+size_t mc_ws_client_header(uint8_t *out, unsigned opcode, unsigned fin, uint64_t payload_len, const uint8_t mask[4])
+{
+    size_t n = mc_ws_header(out, opcode, fin, payload_len);
+
+    out[1] |= 0x80;
+    memcpy(out + n, mask, 4);
+    return n + 4;
 }
 
 void mc_ws_accept(const char *key, size_t key_len, char out[29])

@@ -53,6 +53,61 @@ START_TEST(test_parse_rsv1_when_allowed)
 }
 END_TEST
 
+/* ---- the client side (bench/loadgen) ------------------------------------- */
+
+START_TEST(test_server_header_unmasked)
+{
+    /* RFC 6455 5.7: an unmasked text frame "Hello" from a server; every
+     * strict prefix asks for more */
+    uint8_t hello[7] = {0x81, 0x05, 'H', 'e', 'l', 'l', 'o'};
+    uint8_t masked[6] = {0x81, 0x85, 1, 2, 3, 4}, ping[2] = {0x89, 0x00};
+    uint8_t rsv1[2] = {0xc1, 0x00}, big[4] = {0x82, 0x7e, 0x01, 0x00};
+    mc_ws_frame_t f;
+    size_t k;
+
+    for (k = 0; k < 2; k++) {
+        ck_assert_int_eq(mc_ws_parse_server_header(hello, k, NOMAX, &f), MC_WS_AGAIN);
+    }
+    ck_assert_int_eq(mc_ws_parse_server_header(hello, 7, NOMAX, &f), MC_WS_OK);
+    ck_assert_uint_eq(f.header_len, 2);
+    ck_assert_uint_eq(f.payload_len, 5);
+    ck_assert_uint_eq(f.masked, 0);
+    ck_assert_int_eq(mc_ws_parse_server_header(masked, 6, NOMAX, &f), MC_WS_ERR_MASKED);
+    ck_assert_int_eq(mc_ws_parse_server_header(ping, 2, NOMAX, &f), MC_WS_OK);
+    ck_assert_uint_eq(f.opcode, MC_WS_OP_PING);
+    ck_assert_int_eq(mc_ws_parse_server_header(rsv1, 2, NOMAX, &f), MC_WS_ERR_RSV);
+    ck_assert_int_eq(mc_ws_parse_server_header(big, 3, NOMAX, &f), MC_WS_AGAIN);
+    ck_assert_int_eq(mc_ws_parse_server_header(big, 4, NOMAX, &f), MC_WS_OK);
+    ck_assert_uint_eq(f.header_len, 4);
+    ck_assert_uint_eq(f.payload_len, 256);
+    ck_assert_int_eq(mc_ws_parse_server_header(big, 4, 255, &f), MC_WS_ERR_TOO_BIG);
+    /* a client frame is refused by the server-side parser and vice versa */
+    ck_assert_int_eq(mc_ws_parse_header(hello, 7, NOMAX, &f), MC_WS_ERR_UNMASKED);
+}
+END_TEST
+
+START_TEST(test_client_header_round_trip)
+{
+    /* what the client writes, the server parser reads back: the three
+     * length forms, the mask key after the length */
+    static const uint64_t lens[] = {0, 125, 126, 65535, 65536};
+    uint8_t hdr[14];
+    mc_ws_frame_t f;
+    size_t i, n;
+
+    for (i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+        n = mc_ws_client_header(hdr, MC_WS_OP_TEXT, 1, lens[i], MASK);
+        ck_assert_uint_eq(n, lens[i] < 126 ? 6 : lens[i] <= 0xffff ? 8 : 14);
+        ck_assert_int_eq(parse_all_prefixes(hdr, n, NOMAX, &f), MC_WS_OK);
+        ck_assert_uint_eq(f.header_len, n);
+        ck_assert_uint_eq(f.payload_len, lens[i]);
+        ck_assert_uint_eq(f.fin, 1);
+        ck_assert_uint_eq(f.masked, 1);
+        ck_assert_mem_eq(f.mask, MASK, 4);
+    }
+}
+END_TEST
+
 /* ---- valid headers ------------------------------------------------------- */
 
 START_TEST(test_parse_rfc_hello)
@@ -741,6 +796,8 @@ static Suite *ws_suite(void)
     tcase_add_test(tc, test_accept_rfc);
     tcase_add_test(tc, test_accept_key_len_honoured);
     tcase_add_test(tc, test_accept_long_key);
+    tcase_add_test(tc, test_server_header_unmasked);
+    tcase_add_test(tc, test_client_header_round_trip);
     suite_add_tcase(s, tc);
 
     return s;

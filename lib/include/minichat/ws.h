@@ -1,7 +1,9 @@
 /*
  * RFC 6455 WebSocket frame codec, free of nginx types so that it can be unit
- * tested on its own.  The server side only: client frames must be masked,
- * server frames are never masked.
+ * tested on its own.  Client frames must be masked, server frames are never
+ * masked.  The server side (the module) parses client frames and writes
+ * server headers; the client side (bench/loadgen) does the opposite with
+ * mc_ws_parse_server_header() and mc_ws_client_header().
  */
 #ifndef MINICHAT_WS_H
 #define MINICHAT_WS_H
@@ -43,7 +45,8 @@ enum {
     MC_WS_ERR_UNMASKED = -3,    /* client frame without mask */
     MC_WS_ERR_CONTROL = -4,     /* control frame fragmented or > 125 bytes */
     MC_WS_ERR_LENGTH = -5,      /* non-minimal or 64-bit length with top bit set */
-    MC_WS_ERR_TOO_BIG = -6      /* payload longer than the allowed maximum */
+    MC_WS_ERR_TOO_BIG = -6,     /* payload longer than the allowed maximum */
+    MC_WS_ERR_MASKED = -7       /* server frame with a mask (client side only) */
 };
 
 /* RSV1: the message is compressed (permessage-deflate, RFC 7692) */
@@ -69,6 +72,11 @@ int mc_ws_parse_header(const uint8_t *p, size_t n, uint64_t max_payload, mc_ws_f
  * 6.1). */
 int mc_ws_parse_header_rsv(const uint8_t *p, size_t n, uint64_t max_payload, unsigned rsv, mc_ws_frame_t *f);
 
+/* Parses a server frame header at p[0..n), for a client: the frame must not
+ * be masked (MC_WS_ERR_MASKED) and every reserved bit is an error (no
+ * extension is negotiated by the clients that use it).  f->mask is zero. */
+int mc_ws_parse_server_header(const uint8_t *p, size_t n, uint64_t max_payload, mc_ws_frame_t *f);
+
 /* Returns the close code that a parse error calls for. */
 int mc_ws_error_close_code(int err);
 
@@ -81,6 +89,11 @@ void mc_ws_unmask(uint8_t *data, size_t n, const uint8_t mask[4], uint64_t offse
 /* Writes an unmasked server frame header into out (at least 10 bytes) and
  * returns its length. */
 size_t mc_ws_header(uint8_t *out, unsigned opcode, unsigned fin, uint64_t payload_len);
+
+/* Writes a masked client frame header, the mask key included, into out (at
+ * least 14 bytes) and returns its length.  The caller masks the payload
+ * with mc_ws_unmask() (XOR is its own inverse). */
+size_t mc_ws_client_header(uint8_t *out, unsigned opcode, unsigned fin, uint64_t payload_len, const uint8_t mask[4]);
 
 /* Computes Sec-WebSocket-Accept for a Sec-WebSocket-Key; out gets 28 chars + NUL. */
 void mc_ws_accept(const char *key, size_t key_len, char out[29]);

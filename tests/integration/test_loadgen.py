@@ -1,0 +1,73 @@
+"""The load generator (bench/loadgen, build/bin/loadgen) against node a.
+
+A smoke of the tool that bench/idle.sh and issue 9's benchmarks stand on:
+2,000 idle connections that answer the dev stack's pings, a small deliver
+run whose every message must reach every member once and in order, and the
+ways it must fail loudly (refused upgrades, bad options).  The numbers it
+prints are not judged here.
+"""
+
+import os
+import subprocess
+
+from conftest import NGINX_PORTS, SECRET_FILE, TOP
+
+LOADGEN = os.path.join(TOP, "build", "bin", "loadgen")
+
+
+def run(*args, secret=SECRET_FILE, timeout=120):
+    return subprocess.run([LOADGEN, *args, "--port", str(NGINX_PORTS["a"]), "--secret-file", secret],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def fields(out, kind):
+    """The key=value fields of the `loadgen: <kind> ...` line."""
+    for line in out.splitlines():
+        if line.startswith("loadgen: %s " % kind):
+            return dict(w.split("=", 1) for w in line.split()[2:] if "=" in w)
+    raise AssertionError("no `loadgen: %s` line in:\n%s" % (kind, out))
+
+
+def test_idle_connections_answer_pings():
+    # the dev stack pings a silent client every 5 s: a 6 s hold sees one
+    p = run("idle", "--conns", "2000", "--src-addrs", "2", "--hold", "6", "--min-pings", "1", "--progress", "5")
+    assert p.returncode == 0, p.stdout + p.stderr
+    r = fields(p.stdout, "result")
+    assert (r["open"], r["failed"], r["closed"], r["errors"]) == ("2000", "0", "0", "0"), r
+    assert int(r["min_pings"]) >= 1, r
+    assert p.stdout.rstrip().endswith("loadgen: PASS")
+
+
+def test_deliver_every_message_in_order():
+    p = run("deliver", "--conns", "200", "--room-size", "50", "--messages", "10", "--msg-rate", "20",
+            "--procs", "2", "--progress", "5")
+    assert p.returncode == 0, p.stdout + p.stderr
+    d = fields(p.stdout, "deliver")
+    assert d["rooms"] == "4" and d["sent"] == d["acked"] == "40", d
+    assert d["expected"] == d["received"] == str(200 * 10), d
+    assert (d["missing"], d["out_of_order"]) == ("0", "0"), d
+    lat = fields(p.stdout, "latency_us")
+    assert int(lat["n"]) == 2000 and 0 < int(lat["p50"]) <= int(lat["p99"]) <= int(lat["max"]), lat
+
+
+def test_refused_upgrades_fail_the_run(tmp_path):
+    # tokens signed with another secret: every upgrade is a 401, which is
+    # not retried; the run says so and exits 1
+    wrong = tmp_path / "secret"
+    wrong.write_text("not the dev secret\n")
+    p = run("idle", "--conns", "5", "--hold", "0", secret=str(wrong))
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "upgrade refused: HTTP/1.1 401" in p.stderr
+    r = fields(p.stdout, "result")
+    assert (r["open"], r["failed"]) == ("0", "5"), r
+    assert p.stdout.rstrip().endswith("loadgen: FAIL")
+
+
+def test_bad_options_are_refused():
+    for args, msg in ((["idle", "--conns", "0"], "--conns must be a number from 1"),
+                      (["deliver", "--room-size", "1001"], "--room-size must be a number from 1 to 1000"),
+                      (["idle", "--proto", "mqtt"], 'unknown protocol "mqtt"'),
+                      (["idle", "--hold"], "--hold needs a value"),
+                      (["storm"], "usage: loadgen")):
+        p = subprocess.run([LOADGEN, *args], capture_output=True, text=True, timeout=10)
+        assert p.returncode == 2 and msg in p.stderr, (args, p.stderr)
