@@ -310,6 +310,8 @@ ngx_int_t ngx_http_minichat_conn_hello(ngx_http_minichat_ws_t *ws, const u_char 
 void ngx_http_minichat_conn_write(ngx_http_request_t *r);
 void ngx_http_minichat_conn_close(ngx_http_minichat_ws_t *ws, ngx_uint_t code, const char *reason);
 void ngx_http_minichat_conn_abort(ngx_http_minichat_ws_t *ws);
+/* At the upgrade: a graceful shutdown closes the connection with 1001. */
+void ngx_http_minichat_conn_idle(ngx_http_minichat_ws_t *ws);
 /* Reads and drops input of a lingering connection until EOF or its timer. */
 void ngx_http_minichat_conn_linger_read(ngx_http_minichat_ws_t *ws);
 /* Frees the connection's memory once it is closed and nothing refers to it. */

@@ -580,8 +580,8 @@ ngx_http_minichat_ws_upgrade(ngx_http_minichat_ws_t *ws, ngx_uint_t protocol)
     r->read_event_handler = ngx_http_minichat_ws_read;
     r->write_event_handler = ngx_http_minichat_conn_write;
 
-    /* let a graceful shutdown close it like an idle keepalive connection */
-    c->idle = 1;
+    /* a graceful shutdown closes it with 1001 (_conn.c) */
+    ngx_http_minichat_conn_idle(ws);
 
     /* small frames must not wait for the peer's delayed ACK (Nagle) */
     if (ngx_tcp_nodelay(c) != NGX_OK) {
@@ -617,14 +617,6 @@ ngx_http_minichat_ws_cleanup(void *data)
     if (!ws->echo) {
         ngx_http_minichat_registry_remove(ws);
         ngx_http_minichat_session_end(ws);
-    }
-
-    if (ngx_exiting && !ws->closing && ws->out_pos == ws->out_len && ws->connection->fd != (ngx_socket_t) -1) {
-        /* nginx closes us for a graceful shutdown or reload: say so with
-         * 1001 "going away" (best effort, the socket is about to close) */
-        static u_char  going_away[] = { 0x80 | MC_WS_OP_CLOSE, 2, 1001 >> 8, 1001 & 0xff };
-
-        (void) ws->connection->send(ws->connection, going_away, sizeof(going_away));
     }
 
     if (!ws->echo) {

@@ -6,10 +6,13 @@ connection limit per address tight enough to cross in a few upgrades,
 takes $MINICHAT_RUN/nginx-a/nginx.conf (the module, the relay-worker a
 socket, the JWT secret and, unless told otherwise, the stack's Redis or
 Redis Cluster) and changes only: its own directory (pid, logs, temp paths),
-its own port, one worker, the `minichat_limit_*` lines (the test's
-instead), and optionally the Redis directive, more directives of the
+its own port, one worker (or `workers`), the `minichat_limit_*` lines (the test's
+instead; any other minichat_* directive the test gives replaces the
+stack's line of that name), and optionally the Redis directive, more directives of the
 test's (`extra`: TLS to Redis, for one) and a second port that speaks
-cleartext HTTP/2 (`listen ... http2;`, prior knowledge).  bench/ratelimit.sh derives
+cleartext HTTP/2 (`listen ... http2;`, prior knowledge); `listen_params` go on
+its listen line (`reuseport` spreads connections over the workers,
+`sndbuf=8k` makes a slow reader's queue fill soon).  bench/ratelimit.sh derives
 its bench nginx the same way.
 
 Tests of other directives (minichat_allowed_origins, minichat_jwt_issuer,
@@ -67,10 +70,14 @@ class OwnNginx:
     directives of the test (strings, without ';').
     redis: "host:port" for minichat_redis instead of the stack's Redis.
     extra: more http-level directives (strings, without ';').
-    http2: also listen on h2_port with HTTP/2 (h2c)."""
+    http2: also listen on h2_port with HTTP/2 (h2c).
+    workers: worker_processes; listen_params: more parameters of the listen
+    line (strings)."""
 
-    def __init__(self, limits, redis=None, extra=(), http2=False):
+    def __init__(self, limits, redis=None, extra=(), http2=False, workers=1, listen_params=()):
         self.limits = limits
+        self.workers = workers
+        self.listen_params = list(listen_params)
         self.redis = redis
         self.extra = list(extra)
         self.dir = tempfile.mkdtemp(prefix="own-nginx-", dir=RUN)
@@ -86,9 +93,9 @@ class OwnNginx:
         with open(os.path.join(src_dir, "nginx.conf")) as f:
             text = f.read()
         text = text.replace(src_dir + "/", self.dir + "/")
-        text = re.sub(r"(?m)^worker_processes .*$", "worker_processes 1;", text)
+        text = re.sub(r"(?m)^worker_processes .*$", "worker_processes %d;" % self.workers, text)
         text = re.sub(r"(?m)^(\s*)access_log .*$", r"\1access_log off;", text)
-        listen = r"\1listen 127.0.0.1:%d;" % self.port
+        listen = r"\1listen 127.0.0.1:%d%s;" % (self.port, "".join(" " + p for p in self.listen_params))
         if self.h2_port:
             listen += r"\n\1listen 127.0.0.1:%d http2;" % self.h2_port
         text, n = re.subn(r"(?m)^(\s*)listen 127\.0\.0\.1:\d+;", listen, text)
@@ -99,6 +106,11 @@ class OwnNginx:
                               r"\1minichat_redis %s;\n\1minichat_redis_connect_timeout 300ms;\n"
                               r"\1minichat_reconnect_interval 200ms;" % self.redis, text)
             assert n == 1, "node a's nginx.conf has no single Redis directive"
+        # a test's directive replaces the stack's line of the same name
+        for d in self.limits + self.extra:
+            name = d.split()[0]
+            if name.startswith("minichat_"):
+                text = re.sub(r"(?m)^\s*%s .*;\n" % re.escape(name), "", text)
         own = "".join("    %s;\n" % d for d in self.limits + self.extra)
         text, n = re.subn(r"(?m)^(\s*minichat_jwt_secret_file .*;\n)", lambda m: m.group(1) + own, text)
         assert n == 1, "node a's nginx.conf has no minichat_jwt_secret_file line"
@@ -166,6 +178,10 @@ class OwnNginx:
             return status, headers, json.loads(text)
         except ValueError:
             return status, headers, text
+
+    def master_pid(self):
+        with open(self.pid_file) as f:
+            return int(f.read())
 
 
 def raw_upgrade(port, user, source=None, timeout=10, tok=None, headers=None):
