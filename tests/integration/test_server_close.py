@@ -6,7 +6,7 @@ of the test's own (own_nginx.py).
   and whose client keeps sending; the worker lingers until the client's
   EOF (or 2 s) and then exits.
 - A slow client (a small SO_RCVBUF, not reading, on a listen socket with a
-  small sndbuf and a 16k send queue): once its queue would overflow it is
+  small sndbuf and a 256k send queue): once its queue would overflow it is
   closed with 1008 "send queue full" after the frames already queued; a
   client that reads again within 2 s gets them and then the close frame,
   one that does not is dropped (no close frame) once the 2 s pass.
@@ -33,7 +33,11 @@ from test_ws_protocol import RawWS
 PING = 0x9
 PONG = 0xA
 CLOSE = 0x8
-SLOW_QUEUE = "16k"
+# far more than the kernel's buffers on both sides take from a client that
+# does not read (they grow a little as the client's receive queue is
+# collapsed): the queue, and the close frame behind it, cannot drain
+SLOW_QUEUE = "256k"
+SLOW_PINGS = 6000       # 762k of pongs: past the queue and the kernel buffers
 
 
 class Sender(threading.Thread):
@@ -126,12 +130,12 @@ def slow_node():
     assert not bad, bad
 
 
-def overflow(node):
+def overflow(node, user):
     """A client that stops reading and sends pings until its queue
     overflows; returns it once the server has started the close."""
     before = node.log().count("not reading")
-    ws = RawWS(uid(), port=node.port, rcvbuf=4096)
-    sender = Sender(ws, PING, count=3000)    # 381k of pongs: past 16k + the kernel buffers
+    ws = RawWS(user, port=node.port, rcvbuf=4096)
+    sender = Sender(ws, PING, count=SLOW_PINGS)
     sender.start()
     sender.join(30)
     assert sender.error is None, sender.error
@@ -140,24 +144,28 @@ def overflow(node):
 
 
 def test_slow_client_reading_again_gets_its_data_then_1008(slow_node):
-    ws = overflow(slow_node)
+    ws = overflow(slow_node, uid())
     try:
         pongs, code, reason = read_until_close(ws)
         assert (code, reason) == (1008, "send queue full"), (pongs, code, reason)
         # what was queued before the close came first, and it was bounded
-        assert 0 < pongs < 3000, pongs
+        assert 0 < pongs < SLOW_PINGS, pongs
     finally:
         ws.close()
 
 
 def test_slow_client_not_reading_is_dropped_after_the_linger_time(slow_node):
-    before = slow_node.log().count("did not take the close frame")
-    ws = overflow(slow_node)
+    """The close frame cannot leave while the client does not read: 2 s
+    later the connection is gone, without it."""
+    user = uid()
+    ws = overflow(slow_node, user)
     try:
-        wait_until(lambda: slow_node.log().count("did not take the close frame") > before,
-                   what="the connection to be dropped")
+        gone = "user %d disconnected" % user
+        wait_until(lambda: gone in slow_node.log(), what="the connection to be dropped")
+        lines = [line for line in slow_node.log().splitlines() if "user %d " % user in line]
+        assert any("did not take the close frame" in line for line in lines), lines
         pongs, code, reason = read_until_close(ws)
-        assert code is None, (pongs, code, reason)
+        assert code is None, (pongs, code, reason, lines)
     finally:
         ws.close()
 
