@@ -423,11 +423,16 @@ ngx_http_minichat_ws_checked(ngx_int_t rc, uint64_t value, void *data)
 static ngx_int_t
 ngx_http_minichat_ws_accept(ngx_http_request_t *r, uint64_t user, time_t exp)
 {
-    ngx_http_minichat_ws_t  *ws;
-    ngx_str_t                sid;
-    ngx_uint_t               i, valid_sid;
+    ngx_http_minichat_ws_t          *ws;
+    ngx_http_minichat_ipcap_slot_t  *slot;
+    ngx_str_t                        sid;
+    ngx_uint_t                       i, valid_sid;
 
-    ws = ngx_http_minichat_ws_create(r);
+    if (ngx_http_minichat_ipcap_acquire(r, &slot) != NGX_OK) {
+        return ngx_http_minichat_ipcap_refuse(r);
+    }
+
+    ws = ngx_http_minichat_ws_create(r, slot);
     if (ws == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -479,9 +484,10 @@ ngx_http_minichat_ws_accept(ngx_http_request_t *r, uint64_t user, time_t exp)
 
 
 /* Makes the connection struct of an upgrade, owned by the request: its
- * cleanup (the pool's) closes it.  Returns NULL when out of memory. */
+ * cleanup (the pool's) closes it and gives the address's slot back.
+ * Returns NULL when out of memory (the slot is given back at once). */
 ngx_http_minichat_ws_t *
-ngx_http_minichat_ws_create(ngx_http_request_t *r)
+ngx_http_minichat_ws_create(ngx_http_request_t *r, ngx_http_minichat_ipcap_slot_t *slot)
 {
     ngx_http_minichat_ws_t  *ws;
     ngx_pool_cleanup_t      *cln;
@@ -491,12 +497,14 @@ ngx_http_minichat_ws_create(ngx_http_request_t *r)
 
     ws = ngx_calloc(sizeof(ngx_http_minichat_ws_t), c->log);
     if (ws == NULL) {
+        ngx_http_minichat_ipcap_release(&slot);
         return NULL;
     }
 
     cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == NULL) {
         ngx_free(ws);
+        ngx_http_minichat_ipcap_release(&slot);
         return NULL;
     }
 
@@ -505,6 +513,7 @@ ngx_http_minichat_ws_create(ngx_http_request_t *r)
 
     ws->request = r;
     ws->connection = c;
+    ws->ipcap = slot;
     ws->id = ((uint64_t) ngx_pid << 32) | (++ngx_http_minichat_ws_counter & 0xffffffff);
     ws->deferred = 1;   /* nothing may close the request inside its handler */
     ngx_http_set_ctx(r, ws, ngx_http_minichat_module);
@@ -618,6 +627,8 @@ ngx_http_minichat_ws_cleanup(void *data)
         ngx_http_minichat_registry_remove(ws);
         ngx_http_minichat_session_end(ws);
     }
+
+    ngx_http_minichat_ipcap_release(&ws->ipcap);
 
     if (!ws->echo) {
         ngx_log_error(NGX_LOG_INFO, ws->connection->log, 0, "minichat: user %uL disconnected", ws->user);
