@@ -4,10 +4,22 @@
  * Every outgoing frame is appended to `out`, and the connection is written
  * once at the end of the event loop's turn (_flush.c), so frames queued in
  * one turn leave in one write; what the socket does not take waits for the
- * write event, and frames that queue up meanwhile leave with it.  `out` is bounded by minichat_send_queue_size:
- * a client that lets it fill is closed.  `out` exists only while bytes wait,
+ * write event, and frames that queue up meanwhile leave with it.  `out` is
+ * bounded by minichat_send_queue_size: a client that lets it fill is
+ * closed.  `out` exists only while bytes wait,
  * so an idle connection holds no buffer.  (An echo endpoint's connection
- * may queue two of its own, larger, messages.)
+ * may queue two of its own, larger, messages.)  A frame that would take
+ * `out` past the bound is not queued: the connection is closed with 1008
+ * "send queue full" instead, the close frame going after the bytes already
+ * queued (a frame half written must be finished, and what is queued is in
+ * order), so a client that reads again gets its data and then the reason.
+ *
+ * Every close the server starts is bounded: the close frame and what is
+ * queued before it must leave within NGX_HTTP_MINICHAT_LINGER_TIME (the
+ * write event's timer), or the connection is dropped.  A graceful shutdown
+ * (nginx -s quit, a reload) closes each connection with 1001 through the
+ * same path (_ws.c's read handler, on nginx's c->close) instead of letting
+ * nginx close the socket under it.
  *
  * Once our close frame is queued (`closing`), no data frame follows it
  * (RFC 6455 §5.5.1): acks, errors and deliveries are refused from then on.
@@ -26,6 +38,9 @@
 static ngx_int_t ngx_http_minichat_conn_send(ngx_http_minichat_ws_t *ws, ngx_uint_t waiting);
 static ngx_int_t ngx_http_minichat_conn_append(ngx_http_minichat_ws_t *ws, const u_char *data, size_t len);
 static ngx_int_t ngx_http_minichat_conn_linger(ngx_http_minichat_ws_t *ws);
+static ngx_uint_t ngx_http_minichat_conn_full(ngx_http_minichat_ws_t *ws, size_t len);
+
+
 
 
 void
@@ -154,11 +169,17 @@ ngx_http_minichat_conn_text(ngx_http_minichat_ws_t *ws, const u_char *data, size
 
 
 /* Appends bytes for the client and writes what the socket takes.  Returns
- * NGX_ERROR when the connection was closed (queue overflow, write error). */
+ * NGX_ERROR when the connection was closed (write error), is closing (the
+ * queue overflowed, or our close frame is queued: only hello may still go
+ * in ahead of it). */
 ngx_int_t
 ngx_http_minichat_conn_queue(ngx_http_minichat_ws_t *ws, const u_char *data, size_t len)
 {
     ngx_uint_t  waiting;
+
+    if (ws->closing && !ws->hello_pending) {
+        return NGX_ERROR;
+    }
 
     waiting = ws->out_pos < ws->out_len;
 
@@ -202,6 +223,11 @@ ngx_http_minichat_conn_frame(ngx_http_minichat_ws_t *ws, ngx_uint_t opcode, cons
     waiting = ws->out_pos < ws->out_len;
     n = mc_ws_header(hdr, opcode, 1, len);
 
+    /* header and payload are queued together or not at all */
+    if (ngx_http_minichat_conn_full(ws, n + len)) {
+        return NGX_ERROR;
+    }
+
     if (ngx_http_minichat_conn_append(ws, hdr, n) != NGX_OK
         || ngx_http_minichat_conn_append(ws, data, len) != NGX_OK)
     {
@@ -238,28 +264,14 @@ ngx_http_minichat_conn_send(ngx_http_minichat_ws_t *ws, ngx_uint_t waiting)
 static ngx_int_t
 ngx_http_minichat_conn_append(ngx_http_minichat_ws_t *ws, const u_char *data, size_t len)
 {
-    ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
-    size_t                          used, cap, limit;
-    u_char                         *p;
+    size_t   used, cap;
+    u_char  *p;
 
-    if (ws->closed) {
+    if (ws->closed || ngx_http_minichat_conn_full(ws, len)) {
         return NGX_ERROR;
     }
 
     used = ws->out_len - ws->out_pos;
-
-    limit = mcf->send_queue_size;
-    if (ws->echo) {
-        /* an echo queues whole messages of its own, larger, limit */
-        limit = ngx_max(limit, 2 * (ngx_http_minichat_ws_max_message(ws) + 14));
-    }
-
-    if (used + len > limit) {
-        ngx_log_error(NGX_LOG_INFO, ws->connection->log, 0,
-                      "minichat: user %uL is not reading, %uz bytes queued; closing", ws->user, used);
-        ngx_http_minichat_conn_abort(ws);
-        return NGX_ERROR;
-    }
 
     if (ws->out_len + len > ws->out_cap) {
         if (ws->out_pos) {
@@ -288,6 +300,38 @@ ngx_http_minichat_conn_append(ngx_http_minichat_ws_t *ws, const u_char *data, si
     ws->out_len += len;
 
     return NGX_OK;
+}
+
+
+/* Returns 1 when len more bytes would take `out` past its bound; the
+ * connection is then closed with 1008 after what is already queued (our
+ * close frame itself always fits: it is never refused). */
+static ngx_uint_t
+ngx_http_minichat_conn_full(ngx_http_minichat_ws_t *ws, size_t len)
+{
+    size_t  used, limit;
+
+    if (ws->closing) {
+        return 0;
+    }
+
+    used = ws->out_len - ws->out_pos;
+
+    limit = ngx_http_minichat_conf()->send_queue_size;
+    if (ws->echo) {
+        /* an echo queues whole messages of its own, larger, limit */
+        limit = ngx_max(limit, 2 * (ngx_http_minichat_ws_max_message(ws) + 14));
+    }
+
+    if (used + len <= limit) {
+        return 0;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, ws->connection->log, 0,
+                  "minichat: user %uL is not reading, %uz bytes queued; closing with 1008", ws->user, used);
+    ngx_http_minichat_conn_close(ws, MC_WS_CLOSE_POLICY, "send queue full");
+
+    return 1;
 }
 
 
@@ -353,14 +397,19 @@ ngx_http_minichat_conn_linger(ngx_http_minichat_ws_t *ws)
         return NGX_OK;
     }
 
-    if (ngx_exiting
+    /* (a worker that is exiting lingers too: it waits at most this long) */
+    if (
 #if (NGX_SSL)
-        || c->ssl
+        c->ssl ||
 #endif
-        || shutdown(c->fd, SHUT_WR) == -1)
+        shutdown(c->fd, SHUT_WR) == -1)
     {
         ngx_http_minichat_conn_abort(ws);
         return NGX_ERROR;
+    }
+
+    if (c->write->timer_set) {
+        ngx_del_timer(c->write);
     }
 
     ws->lingering = 1;
@@ -405,18 +454,31 @@ ngx_http_minichat_conn_linger_read(ngx_http_minichat_ws_t *ws)
 void
 ngx_http_minichat_conn_write(ngx_event_t *wev)
 {
-    ngx_connection_t  *c = wev->data;
+    ngx_connection_t        *c = wev->data;
+    ngx_http_minichat_ws_t  *ws = c->data;
 
-    (void) ngx_http_minichat_conn_flush(c->data);
+    if (wev->timedout) {
+        /* our close frame did not leave in time */
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "minichat: user %uL did not take the close frame within %M ms; dropped", ws->user,
+                      (ngx_msec_t) NGX_HTTP_MINICHAT_LINGER_TIME);
+        ngx_http_minichat_conn_abort(ws);
+        return;
+    }
+
+    (void) ngx_http_minichat_conn_flush(ws);
 }
 
 
-/* Queues a close frame; the connection closes once it is written. */
+/* Queues a close frame after whatever is queued; the connection lingers
+ * once it is written, and is dropped if it is not written within
+ * NGX_HTTP_MINICHAT_LINGER_TIME. */
 void
 ngx_http_minichat_conn_close(ngx_http_minichat_ws_t *ws, ngx_uint_t code, const char *reason)
 {
-    u_char  frame[2 + 2 + 123];
-    size_t  n;
+    u_char      frame[2 + 2 + 123];
+    size_t      n;
+    ngx_uint_t  waiting;
 
     if (ws->closing || ws->closed) {
         return;
@@ -429,15 +491,28 @@ ngx_http_minichat_conn_close(ngx_http_minichat_ws_t *ws, ngx_uint_t code, const 
     frame[3] = (u_char) code;
     ngx_memcpy(frame + 4, reason, n);
 
+    waiting = ws->out_pos < ws->out_len;
     ws->closing = 1;
 
-    if (ngx_http_minichat_conn_queue(ws, frame, 4 + n) != NGX_OK) {
+    /* (closing: the frame is never refused for the queue's bound) */
+    if (ngx_http_minichat_conn_append(ws, frame, 4 + n) != NGX_OK
+        || ngx_http_minichat_conn_send(ws, waiting) != NGX_OK)
+    {
         return;
     }
 
-    if (ws->out_len == 0 && !ws->closed && !ws->lingering) {
-        ngx_http_minichat_conn_abort(ws);
+    if (ws->closed || ws->lingering) {
+        return;
     }
+
+    if (ws->out_len == 0) {
+        ngx_http_minichat_conn_abort(ws);
+        return;
+    }
+
+    /* a client that does not read (or a hello still waiting for Redis)
+     * holds the close back: bound it */
+    ngx_add_timer(ws->connection->write, NGX_HTTP_MINICHAT_LINGER_TIME);
 }
 
 
@@ -519,6 +594,15 @@ ngx_http_minichat_conn_hello(ngx_http_minichat_ws_t *ws, const u_char *payload, 
     if (payload) {
         hlen = mc_ws_header(hdr, MC_WS_OP_TEXT, 1, len);
         tail = ws->out_len - ws->hello_at;
+
+        if (ngx_http_minichat_conn_full(ws, hlen + len)) {
+            /* the close frame is queued behind what waits; no hello */
+            ws->hello_pending = 0;
+            if (!ws->closed) {
+                (void) ngx_http_minichat_conn_flush(ws);
+            }
+            return NGX_ERROR;
+        }
 
         /* append to grow the buffer, then rotate the new bytes into place */
         if (ngx_http_minichat_conn_queue(ws, hdr, hlen) != NGX_OK

@@ -18,15 +18,22 @@
 ngx_int_t
 ngx_http_minichat_echo_handler(ngx_http_request_t *r)
 {
-    ngx_http_minichat_ws_t  *ws;
-    ngx_int_t                rc;
+    ngx_http_minichat_ws_t          *ws;
+    ngx_http_minichat_ipcap_slot_t  *slot;
+    ngx_int_t                        rc;
 
     rc = ngx_http_minichat_ws_handshake(r);
     if (rc != NGX_OK) {
         return ngx_http_minichat_ws_refuse(r, rc);
     }
 
-    ws = ngx_http_minichat_ws_create(r);
+    /* echo connections count against minichat_max_connections_per_ip too:
+     * they hold a socket like any other */
+    if (ngx_http_minichat_ipcap_acquire(r, &slot) != NGX_OK) {
+        return ngx_http_minichat_ipcap_refuse(r);
+    }
+
+    ws = ngx_http_minichat_ws_create(r, slot);
     if (ws == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }

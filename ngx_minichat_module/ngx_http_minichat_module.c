@@ -82,6 +82,10 @@ static ngx_http_minichat_bounds_t ngx_http_minichat_ping_bounds = {
     ngx_http_minichat_bounds_msec, 1000, 3600000, 1, "0 (off) or between 1s and 1h"
 };
 
+static ngx_http_minichat_bounds_t ngx_http_minichat_ipcap_zone_bounds = {
+    ngx_http_minichat_bounds_size, 32 * 1024, 1024 * 1024 * 1024, 0, "between 32k and 1g"
+};
+
 static ngx_conf_post_t ngx_http_minichat_text_post = {
     ngx_http_minichat_bounds_text
 };
@@ -367,6 +371,20 @@ static ngx_command_t ngx_http_minichat_commands[] = {
       offsetof(ngx_http_minichat_main_conf_t, limit_redis_down),
       &ngx_http_minichat_limit_redis_down },
 
+    { ngx_string("minichat_max_connections_per_ip"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_minichat_ipcap_conf,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("minichat_max_connections_per_ip_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_minichat_main_conf_t, ipcap_zone_size),
+      &ngx_http_minichat_ipcap_zone_bounds },
+
     { ngx_string("minichat_ws"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_minichat_ws,
@@ -481,6 +499,7 @@ ngx_http_minichat_create_main_conf(ngx_conf_t *cf)
      *     mcf->jwt_issuer = { 0, NULL };
      *     mcf->jwt_audience = { 0, NULL };
      *     mcf->allowed_origins = NULL;
+     *     mcf->ipcap_zone = NULL;
      *     mcf->enabled = 0;
      *     mcf->redis_seeds = NULL;
      *     mcf->redis_user = { 0, NULL };
@@ -519,6 +538,8 @@ ngx_http_minichat_create_main_conf(ngx_conf_t *cf)
     mcf->strike_window = NGX_CONF_UNSET_MSEC;
     mcf->bans = NGX_CONF_UNSET_PTR;
     mcf->limit_redis_down = NGX_CONF_UNSET_UINT;
+    mcf->ipcap_max = NGX_CONF_UNSET_UINT;
+    mcf->ipcap_zone_size = NGX_CONF_UNSET_SIZE;
 
     return mcf;
 }
@@ -558,6 +579,10 @@ ngx_http_minichat_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(mcf->typing_interval, 2000);
 
     if (ngx_http_minichat_limit_merge(cf, mcf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_minichat_ipcap_merge(cf, mcf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
     }
 

@@ -100,6 +100,9 @@ typedef struct {
     ngx_array_t *bans;           /* of ngx_msec_t: the ban of strike n (the last repeats); 0 permanent */
     ngx_uint_t limit_redis_down; /* NGX_HTTP_MINICHAT_LIMIT_OPEN or _CLOSED */
     ngx_http_minichat_limit_args_t *limit_args; /* limit.lua's values, formatted once (_limit.c) */
+    ngx_uint_t ipcap_max;        /* minichat_max_connections_per_ip; 0: off */
+    size_t ipcap_zone_size;      /* minichat_max_connections_per_ip_zone */
+    ngx_shm_zone_t *ipcap_zone;  /* NULL while the cap is off (_ipcap.c) */
 } ngx_http_minichat_main_conf_t;
 
 /* A location's settings. */
@@ -112,6 +115,7 @@ typedef struct {
 } ngx_http_minichat_loc_conf_t;
 
 typedef struct ngx_http_minichat_inflater_s ngx_http_minichat_inflater_t;
+typedef struct ngx_http_minichat_ipcap_slot_s ngx_http_minichat_ipcap_slot_t;
 
 typedef struct ngx_http_minichat_ws_s ngx_http_minichat_ws_t;
 typedef struct ngx_http_minichat_resume_state_s ngx_http_minichat_resume_state_t;
@@ -146,6 +150,7 @@ struct ngx_http_minichat_ws_s {
     size_t hello_at;     /* where in `out` hello goes: right after the 101 */
 
     ngx_http_minichat_resume_state_t *resume; /* per-room state of rooms resumed on this connection */
+    ngx_http_minichat_ipcap_slot_t *ipcap;    /* the client address's count this connection holds, or NULL */
     uint32_t pending;    /* Redis replies (and handlers) still holding the struct */
 
     u_char sid[NGX_HTTP_MINICHAT_SID_LEN]; /* the session id: 16 lower-case hex digits */
@@ -197,6 +202,18 @@ char *ngx_http_minichat_bounds_sec(ngx_conf_t *cf, void *post, void *data);
 char *ngx_http_minichat_bounds_size(ngx_conf_t *cf, void *post, void *data);
 /* ngx_conf_post_t for ngx_conf_set_str_slot: 1..255 bytes of printable ASCII */
 char *ngx_http_minichat_bounds_text(ngx_conf_t *cf, void *post, void *data);
+
+/* ngx_http_minichat_ipcap.c: concurrent connections per client address,
+ * counted in shared memory across the node's workers */
+#define NGX_HTTP_MINICHAT_IPCAP_MAX 1000000
+char *ngx_http_minichat_ipcap_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+char *ngx_http_minichat_ipcap_merge(ngx_conf_t *cf, ngx_http_minichat_main_conf_t *mcf);
+/* NGX_OK (*slot: what the connection gives back, or NULL) or NGX_DECLINED
+ * (the address is at its cap: answer with _refuse) */
+ngx_int_t ngx_http_minichat_ipcap_acquire(ngx_http_request_t *r, ngx_http_minichat_ipcap_slot_t **slot);
+ngx_int_t ngx_http_minichat_ipcap_refuse(ngx_http_request_t *r);
+/* Gives a slot back once (*slot is cleared); NULL is nothing to give. */
+void ngx_http_minichat_ipcap_release(ngx_http_minichat_ipcap_slot_t **slot);
 
 /* ngx_http_minichat_module.c */
 ngx_http_minichat_main_conf_t *ngx_http_minichat_conf(void);
@@ -257,7 +274,10 @@ ngx_int_t ngx_http_minichat_ws_handler(ngx_http_request_t *r);
 /* NGX_OK, or the status that refuses the upgrade (pass it to _refuse). */
 ngx_int_t ngx_http_minichat_ws_handshake(ngx_http_request_t *r);
 ngx_int_t ngx_http_minichat_ws_refuse(ngx_http_request_t *r, ngx_int_t status);
-ngx_http_minichat_ws_t *ngx_http_minichat_ws_create(ngx_http_request_t *r);
+/* The connection struct of an upgrade; it holds `slot` (from
+ * ngx_http_minichat_ipcap_acquire) and gives it back when it closes, or at
+ * once when it cannot be made (NULL: out of memory). */
+ngx_http_minichat_ws_t *ngx_http_minichat_ws_create(ngx_http_request_t *r, ngx_http_minichat_ipcap_slot_t *slot);
 ngx_int_t ngx_http_minichat_ws_upgrade(ngx_http_minichat_ws_t *ws, ngx_uint_t protocol);
 void ngx_http_minichat_ws_run(ngx_http_minichat_ws_t *ws);
 size_t ngx_http_minichat_ws_max_message(ngx_http_minichat_ws_t *ws);

@@ -74,6 +74,7 @@ static void ngx_http_minichat_ws_handoff_event(ngx_event_t *ev);
 static ngx_int_t ngx_http_minichat_ws_handoff(ngx_http_minichat_ws_t *ws);
 static void ngx_http_minichat_ws_free_header_buffers(ngx_connection_t *c, ngx_http_connection_t *hc);
 static void ngx_http_minichat_ws_finish(ngx_http_minichat_ws_t *ws);
+static void ngx_http_minichat_ws_going_away(ngx_http_minichat_ws_t *ws);
 static void ngx_http_minichat_ws_read(ngx_event_t *rev);
 static void ngx_http_minichat_ws_read_frames(ngx_http_minichat_ws_t *ws);
 static ngx_int_t ngx_http_minichat_ws_process(ngx_http_minichat_ws_t *ws);
@@ -438,11 +439,16 @@ ngx_http_minichat_ws_checked(ngx_int_t rc, uint64_t value, void *data)
 static ngx_int_t
 ngx_http_minichat_ws_accept(ngx_http_request_t *r, uint64_t user, time_t exp)
 {
-    ngx_http_minichat_ws_t  *ws;
-    ngx_str_t                sid;
-    ngx_uint_t               i, valid_sid;
+    ngx_http_minichat_ws_t          *ws;
+    ngx_http_minichat_ipcap_slot_t  *slot;
+    ngx_str_t                        sid;
+    ngx_uint_t                       i, valid_sid;
 
-    ws = ngx_http_minichat_ws_create(r);
+    if (ngx_http_minichat_ipcap_acquire(r, &slot) != NGX_OK) {
+        return ngx_http_minichat_ipcap_refuse(r);
+    }
+
+    ws = ngx_http_minichat_ws_create(r, slot);
     if (ws == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -493,10 +499,11 @@ ngx_http_minichat_ws_accept(ngx_http_request_t *r, uint64_t user, time_t exp)
 
 
 /* Makes the connection struct of an upgrade, owned by the request until
- * the hand-off: its cleanup (the pool's) closes it.  Returns NULL when out
- * of memory. */
+ * the hand-off: its cleanup (the pool's) closes it and gives the address's
+ * slot back.  Returns NULL when out of memory (the slot is given back at
+ * once). */
 ngx_http_minichat_ws_t *
-ngx_http_minichat_ws_create(ngx_http_request_t *r)
+ngx_http_minichat_ws_create(ngx_http_request_t *r, ngx_http_minichat_ipcap_slot_t *slot)
 {
     ngx_http_minichat_ws_t  *ws;
     ngx_pool_cleanup_t      *cln;
@@ -506,12 +513,14 @@ ngx_http_minichat_ws_create(ngx_http_request_t *r)
 
     ws = ngx_calloc(sizeof(ngx_http_minichat_ws_t), c->log);
     if (ws == NULL) {
+        ngx_http_minichat_ipcap_release(&slot);
         return NULL;
     }
 
     cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == NULL) {
         ngx_free(ws);
+        ngx_http_minichat_ipcap_release(&slot);
         return NULL;
     }
 
@@ -521,6 +530,7 @@ ngx_http_minichat_ws_create(ngx_http_request_t *r)
     ws->request = r;
     ws->connection = c;
     ws->lcf = ngx_http_get_module_loc_conf(r, ngx_http_minichat_module);
+    ws->ipcap = slot;
     ws->id = ((uint64_t) ngx_pid << 32) | (++ngx_http_minichat_ws_counter & 0xffffffff);
     ws->deferred = 1;   /* nothing may close the request inside its handler */
     ngx_http_set_ctx(r, ws, ngx_http_minichat_module);
@@ -598,7 +608,9 @@ ngx_http_minichat_ws_upgrade(ngx_http_minichat_ws_t *ws, ngx_uint_t protocol)
     r->read_event_handler = ngx_http_request_empty_handler;
     r->write_event_handler = ngx_http_request_empty_handler;
 
-    /* let a graceful shutdown close it like an idle keepalive connection */
+    /* a graceful shutdown closes it like an idle keepalive connection:
+     * nginx calls its read handler with c->close set, and
+     * ngx_http_minichat_ws_read says 1001 */
     c->idle = 1;
 
     /* small frames must not wait for the peer's delayed ACK (Nagle) */
@@ -750,8 +762,9 @@ ngx_http_minichat_ws_free_header_buffers(ngx_connection_t *c, ngx_http_connectio
 
 
 /* What every close does while the socket is still open: the registry and
- * the session let go of the connection, and a worker that is exiting
- * (graceful shutdown, reload) says 1001 "going away" first. */
+ * the session let go of the connection, and the client address's slot is
+ * given back.  (A graceful shutdown's 1001 was sent before, on the common
+ * close path: ngx_http_minichat_ws_going_away.) */
 static void
 ngx_http_minichat_ws_finish(ngx_http_minichat_ws_t *ws)
 {
@@ -760,12 +773,7 @@ ngx_http_minichat_ws_finish(ngx_http_minichat_ws_t *ws)
         ngx_http_minichat_session_end(ws);
     }
 
-    if (ngx_exiting && !ws->closing && ws->out_pos == ws->out_len && ws->connection->fd != (ngx_socket_t) -1) {
-        /* best effort: the socket is about to close */
-        static u_char  going_away[] = { 0x80 | MC_WS_OP_CLOSE, 2, 1001 >> 8, 1001 & 0xff };
-
-        (void) ws->connection->send(ws->connection, going_away, sizeof(going_away));
-    }
+    ngx_http_minichat_ipcap_release(&ws->ipcap);
 
     if (!ws->echo) {
         ngx_log_error(NGX_LOG_INFO, ws->connection->log, 0, "minichat: user %uL disconnected", ws->user);
@@ -793,6 +801,37 @@ ngx_http_minichat_ws_close(ngx_http_minichat_ws_t *ws)
 }
 
 
+/* nginx closes idle connections for a graceful shutdown or a reload by
+ * calling their read handler with c->close set.  The first such call (the
+ * connection is still `idle`) becomes a 1001 close frame after what is
+ * queued and a lingering close, bounded like any other close (_conn.c); a
+ * connection already closing keeps its own bound.  A later call
+ * (worker_shutdown_timeout) closes at once. */
+static void
+ngx_http_minichat_ws_going_away(ngx_http_minichat_ws_t *ws)
+{
+    ngx_connection_t  *c = ws->connection;
+
+    if (!c->idle || !ngx_exiting) {
+        ngx_http_minichat_conn_abort(ws);
+        return;
+    }
+
+    c->close = 0;
+    c->idle = 0;
+
+    if (ws->closing) {
+        return;
+    }
+
+    ws->pending++;
+    ngx_http_minichat_conn_close(ws, MC_WS_CLOSE_GOING_AWAY, "going away");
+    ws->pending--;
+
+    ngx_http_minichat_conn_release(ws);
+}
+
+
 /* The read event: ws is held (pending) for the whole handler, so an op
  * that closes the connection midway never leaves a freed struct behind
  * for the code that called it. */
@@ -803,8 +842,7 @@ ngx_http_minichat_ws_read(ngx_event_t *rev)
     ngx_http_minichat_ws_t  *ws = c->data;
 
     if (c->close) {
-        /* a graceful shutdown or reload closes idle connections: 1001 */
-        ngx_http_minichat_conn_abort(ws);
+        ngx_http_minichat_ws_going_away(ws);
         return;
     }
 

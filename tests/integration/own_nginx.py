@@ -6,12 +6,15 @@ connection limit per address tight enough to cross in a few upgrades,
 takes $MINICHAT_RUN/nginx-a/nginx.conf (the module, the relay-worker a
 socket, the JWT secret and, unless told otherwise, the stack's Redis or
 Redis Cluster) and changes only: its own directory (pid, logs, temp paths),
-its own port, one worker, the `minichat_limit_*` lines (the test's
-instead), and optionally the Redis directive, more directives of the
+its own port, one worker (or `workers`), the `minichat_limit_*` lines (the test's
+instead; any other minichat_* directive the test gives replaces the
+stack's line of that name), and optionally the Redis directive, more directives of the
 test's (`extra`: TLS to Redis, for one) and a second port that speaks
 cleartext HTTP/2 (`listen ... http2;`, prior knowledge), or TLS on its port
 (`tls`: `listen ... ssl` with a self-signed certificate made by openssl in
-its directory; get() then speaks https without checking it).
+its directory; get() then speaks https without checking it); `listen_params`
+go on its listen line (`reuseport` spreads connections over the workers,
+`sndbuf=8k` makes a slow reader's queue fill soon).
 bench/ratelimit.sh derives its bench nginx the same way, and
 bench/idle_memory.py uses this class.
 
@@ -74,10 +77,14 @@ class OwnNginx:
     redis: "host:port" for minichat_redis instead of the stack's Redis.
     extra: more http-level directives (strings, without ';').
     http2: also listen on h2_port with HTTP/2 (h2c).
-    tls: serve TLS on port (a self-signed certificate for 127.0.0.1)."""
+    tls: serve TLS on port (a self-signed certificate for 127.0.0.1).
+    workers: worker_processes; listen_params: more parameters of the listen
+    line (strings)."""
 
-    def __init__(self, limits, redis=None, extra=(), http2=False, tls=False):
+    def __init__(self, limits, redis=None, extra=(), http2=False, tls=False, workers=1, listen_params=()):
         self.limits = limits
+        self.workers = workers
+        self.listen_params = list(listen_params)
         self.redis = redis
         self.extra = list(extra)
         self.tls = tls
@@ -96,9 +103,10 @@ class OwnNginx:
         with open(os.path.join(src_dir, "nginx.conf")) as f:
             text = f.read()
         text = text.replace(src_dir + "/", self.dir + "/")
-        text = re.sub(r"(?m)^worker_processes .*$", "worker_processes 1;", text)
+        text = re.sub(r"(?m)^worker_processes .*$", "worker_processes %d;" % self.workers, text)
         text = re.sub(r"(?m)^(\s*)access_log .*$", r"\1access_log off;", text)
-        listen = r"\1listen 127.0.0.1:%d%s;" % (self.port, " ssl" if self.tls else "")
+        listen = r"\1listen 127.0.0.1:%d%s%s;" % (self.port, " ssl" if self.tls else "",
+                                                 "".join(" " + p for p in self.listen_params))
         if self.h2_port:
             listen += r"\n\1listen 127.0.0.1:%d http2;" % self.h2_port
         text, n = re.subn(r"(?m)^(\s*)listen 127\.0\.0\.1:\d+;", listen, text)
@@ -192,6 +200,10 @@ class OwnNginx:
             return status, headers, json.loads(text)
         except ValueError:
             return status, headers, text
+
+    def master_pid(self):
+        with open(self.pid_file) as f:
+            return int(f.read())
 
 
 def raw_upgrade(port, user, source=None, timeout=10, tok=None, headers=None):

@@ -48,6 +48,14 @@ BAD = [
     ("minichat_limit_bans 0", 'invalid ban duration "0": must be between 1s and 365d, or "permanent"'),
     ("minichat_limit_bans 1d 400d", 'invalid ban duration "400d"'),
     ("minichat_limit_redis_down sometimes", 'invalid value "sometimes"'),
+    ("minichat_max_connections_per_ip 0",
+     'invalid "minichat_max_connections_per_ip" "0": must be off or between 1 and 1000000'),
+    ("minichat_max_connections_per_ip 1000001",
+     'invalid "minichat_max_connections_per_ip" "1000001": must be off or between 1 and 1000000'),
+    ("minichat_max_connections_per_ip many",
+     'invalid "minichat_max_connections_per_ip" "many": must be off or between 1 and 1000000'),
+    ("minichat_max_connections_per_ip_zone 16k",
+     'invalid "minichat_max_connections_per_ip_zone" "16k": must be between 32k and 1g'),
     ("minichat_redis_timeout 100ms;\n    minichat_redis_connect_timeout 200ms",
      '"minichat_redis_connect_timeout" must not be longer than "minichat_redis_timeout"'),
 ]
@@ -71,6 +79,8 @@ def test_values_in_range_pass():
         "minichat_allowed_origins https://a.example https://*.b.example http://127.0.0.1:8080",
         "minichat_limit_strikes refusals=1 window=1d",
         "minichat_limit_bans 1s 365d permanent",
+        "minichat_max_connections_per_ip 1000000",
+        "minichat_max_connections_per_ip_zone 32k",
     ]).check_config()
     assert rc == 0, out
     assert "test is successful" in out, out

@@ -54,12 +54,21 @@ def handshake(path, headers=None, version="13", node="a"):
 
 class RawWS:
     """A minimal client that can send frames no library would send.  On /ws
-    it expects hello; on /echo (no token) nothing comes first."""
+    it expects hello; on /echo (no token) nothing comes first.  `port`
+    (instead of a node's), `source` (a loopback source address), `tok` (a
+    token of the test's) and `rcvbuf` (SO_RCVBUF, set before connecting)
+    serve tests that run an nginx of their own."""
 
-    def __init__(self, user=None, node="a", path=None):
-        self.sock = socket.create_connection(("127.0.0.1", NGINX_PORTS[node]), timeout=TIMEOUT)
+    def __init__(self, user=None, node="a", path=None, port=None, source=None, tok=None, rcvbuf=None):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.settimeout(TIMEOUT)
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if source:
+            self.sock.bind((source, 0))
+        self.sock.connect(("127.0.0.1", port or NGINX_PORTS[node]))
         if path is None:
-            path = "/ws?token=" + token(user)
+            path = "/ws?token=" + (tok or token(user))
             headers = {"Sec-WebSocket-Protocol": SUBPROTOCOL}
         else:
             headers = {}
