@@ -9,8 +9,11 @@ Redis Cluster) and changes only: its own directory (pid, logs, temp paths),
 its own port, one worker, the `minichat_limit_*` lines (the test's
 instead), and optionally the Redis directive, more directives of the
 test's (`extra`: TLS to Redis, for one) and a second port that speaks
-cleartext HTTP/2 (`listen ... http2;`, prior knowledge).  bench/ratelimit.sh derives
-its bench nginx the same way.
+HTTP/2 (`listen ... http2;`: cleartext with prior knowledge, or when the
+stack runs TLS, TLS with ALPN h2).  A TLS stack's node a listens with
+`ssl`: the derived nginx does too, with the same dev certificate, and
+every client here speaks TLS to it (conftest.open_socket, ws_open,
+urlopen).  bench/ratelimit.sh derives its bench nginx the same way.
 
 Tests of other directives (minichat_allowed_origins, minichat_jwt_issuer,
 ...) pass them in the same list: every line goes into the http block.
@@ -40,11 +43,8 @@ import time
 import urllib.error
 import urllib.request
 
-import websockets
+from conftest import RUN, SUBPROTOCOL, TLS, Client, http_url, open_socket, token, urlopen, wait_until, ws_open, ws_url
 
-from conftest import SUBPROTOCOL, TOP, Client, token, wait_until
-
-RUN = os.environ.get("MINICHAT_RUN", os.path.join(TOP, ".run"))
 NGINX = "/usr/sbin/nginx"
 BAD_LINE = re.compile(r"\[(alert|crit|emerg)\]|AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|"
                       r"runtime error:")
@@ -67,7 +67,7 @@ class OwnNginx:
     directives of the test (strings, without ';').
     redis: "host:port" for minichat_redis instead of the stack's Redis.
     extra: more http-level directives (strings, without ';').
-    http2: also listen on h2_port with HTTP/2 (h2c)."""
+    http2: also listen on h2_port with HTTP/2 (h2c, or h2 by ALPN over TLS)."""
 
     def __init__(self, limits, redis=None, extra=(), http2=False):
         self.limits = limits
@@ -88,10 +88,11 @@ class OwnNginx:
         text = text.replace(src_dir + "/", self.dir + "/")
         text = re.sub(r"(?m)^worker_processes .*$", "worker_processes 1;", text)
         text = re.sub(r"(?m)^(\s*)access_log .*$", r"\1access_log off;", text)
-        listen = r"\1listen 127.0.0.1:%d;" % self.port
+        # node a's listen parameters (" ssl http2" on a TLS stack) are kept
+        listen = r"\1listen 127.0.0.1:%d\2;" % self.port
         if self.h2_port:
-            listen += r"\n\1listen 127.0.0.1:%d http2;" % self.h2_port
-        text, n = re.subn(r"(?m)^(\s*)listen 127\.0\.0\.1:\d+;", listen, text)
+            listen += r"\n\1listen 127.0.0.1:%d%s;" % (self.h2_port, " ssl http2" if TLS else " http2")
+        text, n = re.subn(r"(?m)^(\s*)listen 127\.0\.0\.1:\d+((?: \w+)*);", listen, text)
         assert n == 1, "node a's nginx.conf has no single listen line"
         text = re.sub(r"(?m)^\s*minichat_limit_\w+ .*;\n", "", text)
         if self.redis:
@@ -150,7 +151,7 @@ class OwnNginx:
             return ""
 
     def url(self, path):
-        return "http://127.0.0.1:%d%s" % (self.port, path)
+        return http_url(self.port, path)
 
     def get(self, path, tok=None):
         """(status, headers, parsed JSON body or text) of a GET from 127.0.0.1."""
@@ -158,7 +159,7 @@ class OwnNginx:
         if tok:
             req.add_header("Authorization", "Bearer " + tok)
         try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
+            with urlopen(req, 10) as resp:
                 status, headers, text = resp.status, dict(resp.headers), resp.read().decode()
         except urllib.error.HTTPError as e:
             status, headers, text = e.code, dict(e.headers), e.read().decode(errors="replace")
@@ -174,8 +175,7 @@ def raw_upgrade(port, user, source=None, timeout=10, tok=None, headers=None):
     to 127.0.0.1:port, from the source address `source` (127.0.0.1 when
     None), with the extra request `headers` (a dict).  A 101 is closed at
     once."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout,
-                                    source_address=(source, 0) if source else None)
+    sock = open_socket(port, timeout, source)
     try:
         sock.sendall(("GET /ws?token=%s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
                       "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
@@ -222,8 +222,7 @@ def upgrade_when_ready(port, user, source=None, timeout=15):
 async def ws_connect(port, user):
     """A chat connection of `user` to the nginx on `port` (an OwnNginx, or
     one a test runs), once its hello came."""
-    ws = await websockets.connect("ws://127.0.0.1:%d/ws?token=%s" % (port, token(user)),
-                                  subprotocols=[SUBPROTOCOL], open_timeout=5, close_timeout=2)
+    ws = await ws_open(ws_url(tok=token(user), port=port), subprotocols=[SUBPROTOCOL], open_timeout=5, close_timeout=2)
     c = Client(ws, user, "a")
     c.hello = await c.expect("hello")
     return c

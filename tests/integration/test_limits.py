@@ -26,8 +26,8 @@ import urllib.request
 
 import websockets
 
-from conftest import (CLUSTER_PORTS, REDIS_MODE, MYSQL_PORTS, NGINX_PORTS, REDIS_PORT, SUBPROTOCOL, TOP, cid, connect, create_room, query,
-                      run_async, token, uid, wait_until, ws_status, ws_url)
+from conftest import (CLUSTER_PORTS, REDIS_MODE, TLS, MYSQL_PORTS, NGINX_PORTS, REDIS_PORT, SUBPROTOCOL, TOP, cid, connect, create_room, query,
+                      http_url, run_async, token, uid, urlopen, wait_until, ws_open, ws_status, ws_url)
 from own_nginx import raw_upgrade
 
 RATE = 50           # minichat_limit_messages rate=50r/s
@@ -60,7 +60,7 @@ class Pipe:
 
     @classmethod
     async def open(cls, user, node, window=24):
-        ws = await websockets.connect(ws_url(node, token(user)), subprotocols=[SUBPROTOCOL], open_timeout=5,
+        ws = await ws_open(ws_url(node, token(user)), subprotocols=[SUBPROTOCOL], open_timeout=5,
                                       close_timeout=2)
         p = cls(ws, user, node, window)
         return p
@@ -110,10 +110,10 @@ class Pipe:
 
 def rest_raw(method, path, tok, node="a"):
     """(status, headers, parsed body) of a REST call."""
-    req = urllib.request.Request("http://127.0.0.1:%d%s" % (NGINX_PORTS[node], path), method=method)
+    req = urllib.request.Request(http_url(NGINX_PORTS[node], path), method=method)
     req.add_header("Authorization", "Bearer " + tok)
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        with urlopen(req, 10) as resp:
             return resp.status, dict(resp.headers), json.loads(resp.read().decode() or "null")
     except urllib.error.HTTPError as e:
         return e.code, dict(e.headers), json.loads(e.read().decode() or "null")
@@ -324,7 +324,11 @@ async def earn_strike(user, room, node="a"):
     watcher = await Pipe.open(user, "b" if node == "a" else "a")
     p = await Pipe.open(user, node)
     replies = await flood(p, room, BURST + STRIKE + 40)
-    assert await p.closed() == 4003
+    # Over TLS the module closes at once after its close frame, without the
+    # lingering close of plain connections (docs/ARCHITECTURE.md, "Known
+    # gaps"): the reset that meets the requests still in flight destroys
+    # the 4003 before the client reads it.  The idle watcher gets it.
+    assert await p.closed() in ((4003, 1006) if TLS else (4003,))
     code = await watcher.closed()
     refused = [r for _, r in replies if r and r["op"] == "error"]
     assert all(r["code"] in ("rate_limited", "banned") for r in refused), refused[-3:]

@@ -12,11 +12,12 @@ import base64
 import json
 import os
 import socket
+import ssl
 import struct
 import threading
 import time
 
-from conftest import NGINX_PORTS, SUBPROTOCOL, cid, connect, create_room, run_async, token, uid
+from conftest import NGINX_PORTS, SUBPROTOCOL, cid, connect, create_room, open_socket, run_async, token, uid
 
 TIMEOUT = 5.0
 
@@ -46,7 +47,7 @@ def read_head(sock):
 
 def handshake(path, headers=None, version="13", node="a"):
     """Sends an upgrade request; returns (status, head in lower case)."""
-    with socket.create_connection(("127.0.0.1", NGINX_PORTS[node]), timeout=TIMEOUT) as sock:
+    with open_socket(NGINX_PORTS[node], TIMEOUT) as sock:
         sock.sendall(upgrade_request(path, headers, version))
         status, head, _ = read_head(sock)
         return status, head
@@ -57,7 +58,7 @@ class RawWS:
     it expects hello; on /echo (no token) nothing comes first."""
 
     def __init__(self, user=None, node="a", path=None):
-        self.sock = socket.create_connection(("127.0.0.1", NGINX_PORTS[node]), timeout=TIMEOUT)
+        self.sock = open_socket(NGINX_PORTS[node], TIMEOUT)
         if path is None:
             path = "/ws?token=" + token(user)
             headers = {"Sec-WebSocket-Protocol": SUBPROTOCOL}
@@ -120,7 +121,7 @@ class RawWS:
         try:
             while self.sock.recv(4096):
                 pass
-        except (ConnectionResetError, socket.timeout):
+        except (ConnectionResetError, socket.timeout, ssl.SSLError):
             pass
 
     def close(self):
@@ -296,7 +297,7 @@ def test_token_as_a_subprotocol_entry():
     Sec-WebSocket-Protocol entry "bearer.<JWT>", next to minichat.v1, and is
     never named back."""
     u = uid()
-    with socket.create_connection(("127.0.0.1", NGINX_PORTS["b"]), timeout=TIMEOUT) as sock:
+    with open_socket(NGINX_PORTS["b"], TIMEOUT) as sock:
         sock.sendall(upgrade_request("/ws", {"Sec-WebSocket-Protocol": "minichat.v1, bearer." + token(u)}))
         status, head, rest = read_head(sock)
         assert status == 101, head
@@ -316,7 +317,7 @@ def test_slow_upgrade_request_is_cut_off_by_the_handshake_timeout():
     stack's minichat_handshake_timeout (3s), is refused with 408, which nginx
     answers as it does a header timeout: it closes without a response."""
     req = upgrade_request("/ws?token=" + token(uid()), {"Sec-WebSocket-Protocol": SUBPROTOCOL})
-    with socket.create_connection(("127.0.0.1", NGINX_PORTS["a"]), timeout=TIMEOUT) as sock:
+    with open_socket(NGINX_PORTS["a"], TIMEOUT) as sock:
         pause = 4.0 / len(req)
         for i in range(len(req)):
             sock.sendall(req[i:i + 1])
