@@ -67,10 +67,13 @@ class OwnNginx:
     directives of the test (strings, without ';').
     redis: "host:port" for minichat_redis instead of the stack's Redis.
     extra: more http-level directives (strings, without ';').
-    http2: also listen on h2_port with HTTP/2 (h2c, or h2 by ALPN over TLS)."""
+    http2: also listen on h2_port with HTTP/2 (h2c, or h2 by ALPN over TLS).
+    plain: listen without TLS even when node a listens with it (the
+    clients here then do not fit it: for bench/tls_memory.py)."""
 
-    def __init__(self, limits, redis=None, extra=(), http2=False):
+    def __init__(self, limits, redis=None, extra=(), http2=False, plain=False):
         self.limits = limits
+        self.plain = plain
         self.redis = redis
         self.extra = list(extra)
         self.dir = tempfile.mkdtemp(prefix="own-nginx-", dir=RUN)
@@ -95,6 +98,9 @@ class OwnNginx:
         text, n = re.subn(r"(?m)^(\s*)listen 127\.0\.0\.1:\d+((?: \w+)*);", listen, text)
         assert n == 1, "node a's nginx.conf has no single listen line"
         text = re.sub(r"(?m)^\s*minichat_limit_\w+ .*;\n", "", text)
+        if self.plain:
+            text = re.sub(r"(?m)^(\s*listen 127\.0\.0\.1:\d+) ssl http2;", r"\1;", text)
+            text = re.sub(r"(?m)^\s*ssl_\w+ .*;\n", "", text)
         if self.redis:
             text, n = re.subn(r"(?m)^(\s*)minichat_redis(_cluster)? .*;$",
                               r"\1minichat_redis %s;\n\1minichat_redis_connect_timeout 300ms;\n"
@@ -151,6 +157,8 @@ class OwnNginx:
             return ""
 
     def url(self, path):
+        if self.plain:
+            return "http://127.0.0.1:%d%s" % (self.port, path)
         return http_url(self.port, path)
 
     def get(self, path, tok=None):
