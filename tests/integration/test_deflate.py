@@ -128,9 +128,9 @@ async def chat_pair(compression_a, compression_b):
     a, b = uid(), uid()
     room = create_room(a, [a, b])
     ca = await ws_open(ws_url("a", token(a)), subprotocols=[SUBPROTOCOL], compression=compression_a,
-                                  open_timeout=TIMEOUT, close_timeout=2)
+                       open_timeout=TIMEOUT, close_timeout=2)
     cb = await ws_open(ws_url("b", token(b)), subprotocols=[SUBPROTOCOL], compression=compression_b,
-                                  open_timeout=TIMEOUT, close_timeout=2)
+                       open_timeout=TIMEOUT, close_timeout=2)
     return room, ca, cb
 
 
@@ -166,7 +166,7 @@ async def test_websockets_chat_with_and_without_compression():
 @run_async
 async def test_websockets_echo_large_messages_both_ways():
     async with ws_open("%s://127.0.0.1:%d/echo" % (WS_SCHEME, NGINX_PORTS["a"]), max_size=2**24,
-                                  open_timeout=TIMEOUT) as ws:
+                       open_timeout=TIMEOUT) as ws:
         assert [e.name for e in ws.extensions] == [PMD]
         for n in (0, 10, 255, 256, 5000, 1 << 20):
             text = ("abcdefgh%d " % n * (n // 8 + 1))[:n]

@@ -132,7 +132,7 @@ async def test_ws_auth_is_checked_before_upgrade():
     assert await ws_status("b", header + "." + payload + ".") == 401   # signature stripped
     # The same token in the Authorization header is accepted.
     ws = await ws_open(ws_url("a"), subprotocols=[SUBPROTOCOL],
-                                  extra_headers={"Authorization": "Bearer " + good})
+                       extra_headers={"Authorization": "Bearer " + good})
     try:
         c = Client(ws, u, "a")
         h = await c.expect("hello")

@@ -107,7 +107,7 @@ class Conn:
 
 async def open_conn(user, node, tok, name):
     ws = await ws_open(ws_url(node, tok), subprotocols=[SUBPROTOCOL], open_timeout=5,
-                                  close_timeout=2, max_size=2**22, max_queue=None)
+                       close_timeout=2, max_size=2**22, max_queue=None)
     hello = json.loads(await asyncio.wait_for(ws.recv(), 5))
     assert hello.get("op") == "hello" and hello["user"] == user and hello["node"] == node, hello
     return Conn(ws, user, node, name)

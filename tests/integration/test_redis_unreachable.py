@@ -244,7 +244,7 @@ async def test_redis_auth_wrong_then_right_password(own_stack):
 async def ws_status_raw(port, user):
     try:
         ws = await ws_open(ws_url(tok=token(user), port=port),
-                                      subprotocols=[SUBPROTOCOL], open_timeout=5)
+                           subprotocols=[SUBPROTOCOL], open_timeout=5)
     except websockets.exceptions.InvalidStatusCode as e:
         return e.status_code
     await ws.close()
