@@ -20,6 +20,7 @@ scheme of their own.
 
 import asyncio
 import functools
+import http.client
 import json
 import os
 import random
@@ -140,6 +141,14 @@ def open_socket(port, timeout, source=None, alpn=None):
 
 def http_url(port, path):
     return "%s://127.0.0.1:%d%s" % (HTTP_SCHEME, port, path)
+
+
+def http_connection(port, timeout=10):
+    """An http.client connection to 127.0.0.1:port (HTTPS with the dev CA in
+    TLS mode), for tests that keep one alive across requests."""
+    if TLS:
+        return http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=tls_context())
+    return http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
 
 
 def urlopen(req, timeout):
@@ -279,8 +288,8 @@ class Client:
 async def connect(user, node="a", tok=None, check_hello=True):
     """Connect `user` to node a or b; wait for and check the hello frame."""
     ws = await ws_open(ws_url(node, tok if tok is not None else token(user)),
-                                  subprotocols=[SUBPROTOCOL], open_timeout=FRAME_TIMEOUT,
-                                  close_timeout=2, max_size=2**22)
+                       subprotocols=[SUBPROTOCOL], open_timeout=FRAME_TIMEOUT,
+                       close_timeout=2, max_size=2**22)
     c = Client(ws, user, node)
     if check_hello:
         assert ws.subprotocol == SUBPROTOCOL, ws.subprotocol
@@ -295,7 +304,7 @@ async def ws_status(node="a", tok=None, extra="", headers=None):
     """The HTTP status of a /ws upgrade that is expected to be refused (101 if accepted)."""
     try:
         ws = await ws_open(ws_url(node, tok, extra), subprotocols=[SUBPROTOCOL],
-                                      open_timeout=FRAME_TIMEOUT, extra_headers=headers or {})
+                           open_timeout=FRAME_TIMEOUT, extra_headers=headers or {})
     except websockets.exceptions.InvalidStatusCode as e:
         return e.status_code
     await ws.close()
