@@ -174,12 +174,14 @@ fuzz: setup fuzz-build
 	@FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/fuzz.sh run $(FUZZ_B)/bin $(FUZZ_TARGETS)
 
 # --- local stack ------------------------------------------------------------
-# REDIS=single (one Redis) or REDIS=cluster (three masters, three replicas)
+# REDIS=single (one Redis) or REDIS=cluster (three masters, three replicas);
+# TLS=1: nginx serves wss:// and https:// (a dev CA made at start, docs/tls.md)
 REDIS      ?= single
+TLS        ?= 0
 
 run: setup all
-	@MINICHAT_REDIS=$(REDIS) bash scripts/stack.sh start
-	@MINICHAT_REDIS=$(REDIS) bash scripts/stack.sh banner
+	@MINICHAT_REDIS=$(REDIS) MINICHAT_TLS=$(TLS) bash scripts/stack.sh start
+	@MINICHAT_REDIS=$(REDIS) MINICHAT_TLS=$(TLS) bash scripts/stack.sh banner
 
 stop:
 	@bash scripts/stack.sh stop
@@ -190,29 +192,32 @@ status:
 token: $(B)/bin/minichat-token
 	@$(B)/bin/minichat-token --secret-file $(TOP)/conf/dev-jwt-secret $(USER)
 
-# The suite runs twice: against a single Redis, then against a Redis Cluster
-# (test_cluster.py runs only there).  The browser tests (the page, and the
-# browser's own WebSocket in test_browser_interop.py) and the Autobahn run
-# (test_conformance.py, against the echo endpoint, which never touches
-# Redis) run in the single pass only: they test the page and the frame code,
-# not Redis.
+# The suite runs twice: against a single Redis over plain ws:// and http://,
+# then against a Redis Cluster over wss:// and https:// (TLS=1; the harness
+# trusts the stack's dev CA, test_tls.py checks that TLS is really on, and
+# the few tests that cannot run over TLS skip with their reason).
+# test_cluster.py runs only in the cluster pass.  The browser tests (the
+# page, and the browser's own WebSocket in test_browser_interop.py) and the
+# Autobahn run (test_conformance.py, against the echo endpoint, which never
+# touches Redis) run in the single pass only: they test the page and the
+# frame code, not Redis.
 CLUSTER_PYTEST_ARGS := --ignore=test_browser.py --ignore=test_browser_interop.py --ignore=test_conformance.py
 
 test-integration: all
-	@$(MAKE) --no-print-directory integration-pass REDIS=single PYTEST_ARGS=
-	@$(MAKE) --no-print-directory integration-pass REDIS=cluster PYTEST_ARGS="$(CLUSTER_PYTEST_ARGS)"
+	@$(MAKE) --no-print-directory integration-pass REDIS=single TLS=0 PYTEST_ARGS=
+	@$(MAKE) --no-print-directory integration-pass REDIS=cluster TLS=1 PYTEST_ARGS="$(CLUSTER_PYTEST_ARGS)"
 
 integration-pass:
-	@echo "== integration tests against REDIS=$(REDIS)"
-	@MINICHAT_REDIS=$(REDIS) bash scripts/stack.sh start
-	cd tests/integration && MINICHAT_REDIS=$(REDIS) /usr/bin/python3 -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) . ; \
+	@echo "== integration tests against REDIS=$(REDIS) TLS=$(TLS)"
+	@MINICHAT_REDIS=$(REDIS) MINICHAT_TLS=$(TLS) bash scripts/stack.sh start
+	cd tests/integration && MINICHAT_REDIS=$(REDIS) MINICHAT_TLS=$(TLS) /usr/bin/python3 -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) . ; \
 	  rc=$$?; bash $(TOP)/scripts/stack.sh stop; bash $(TOP)/scripts/check-logs.sh || rc=1; exit $$rc
 
 # Autobahn|Testsuite against node a's echo endpoint, every case group of
 # issue 7 (1-7, 9, 10, 12, 13); the stack is started if it is not running
 # and left running (make stop).  CASES="1.*,2.*" runs fewer.
 conformance: setup all
-	@MINICHAT_REDIS=$(REDIS) bash scripts/stack.sh start
+	@MINICHAT_REDIS=$(REDIS) MINICHAT_TLS=0 bash scripts/stack.sh start
 	@bash scripts/conformance.sh $(CASES)
 
 test: setup

@@ -55,6 +55,11 @@ bd=$run_dir/bench-nginx
 # compare two versions on the same stack
 module=${BENCH_MODULE:-$top/build/nginx/ngx_http_minichat_module.so}
 
+# the bench nginx takes node a's listen line as it is on a plain stack
+if grep -Eq '^ *listen 127\.0\.0\.1:[0-9]+ ssl' "$run_dir/nginx-a/nginx.conf"; then
+    echo "ratelimit.sh: the stack runs with TLS (MINICHAT_TLS=1); the bench measures a plain one" >&2
+    exit 1
+fi
 mkdir -p "$top/build/bench"
 cc -O2 -Wall -Wextra -Werror -std=gnu11 -D_GNU_SOURCE -I"$top/lib/include" -I"$top/build/gen" \
     -o "$load" "$top/bench/ratelimit_load.c" "$top/bench/h2c.c" "$top/build/libminichat.a" -lssl -lcrypto -ljansson

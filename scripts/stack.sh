@@ -18,7 +18,11 @@
 #   kafka          127.0.0.1:19092  (KRaft broker+controller, controller 19093)
 #   relay-a/b      gRPC 127.0.0.1:17051/17052, unix socket .run/relay-X/relay.sock
 #   consumer       roomlist-consumer
-#   nginx-a/b      http://127.0.0.1:8080 / :8081 (the web client at /, demo tokens)
+#   nginx-a/b      http://127.0.0.1:8080 / :8081 (the web client at /, demo tokens);
+#                  with MINICHAT_TLS=1 (make run TLS=1) the same ports speak
+#                  https:// and wss:// only (HTTP/2 by ALPN for REST), with a
+#                  server certificate of a dev CA made by openssl into
+#                  .run/tls/ on first start (ca.crt is what clients trust)
 #
 # Every start waits for a readiness check (a ping, a query, an open port, a
 # log line) with a timeout; on failure it prints the tail of that server's
@@ -58,6 +62,17 @@ RELAY_B_PORT=$((17052 + OFF))
 NGINX_A_PORT=$((8080 + OFF))
 NGINX_B_PORT=$((8081 + OFF))
 MODULE=$top/build/nginx/ngx_http_minichat_module.so
+# 0 or 1: nginx-a/b serve TLS on their ports (see tls_setup).  Unset: a
+# start is plain; status and banner describe the running stack's mode
+TLS=${MINICHAT_TLS:-}
+if [ -z "$TLS" ]; then
+    case ${1:-} in
+        start|restart) TLS=0 ;;
+        *) TLS=$(cat "$RUN/.tls-mode" 2>/dev/null || echo 0) ;;
+    esac
+fi
+TLS_DIR=$RUN/tls
+if [ "$TLS" = 1 ]; then SCHEME=https WS_SCHEME=wss; else SCHEME=http WS_SCHEME=ws; fi
 SECRET_FILE=$CONF/dev-jwt-secret
 
 # Timeouts (seconds) for readiness checks.
@@ -634,7 +649,13 @@ consumer_start() {
 
 nginx_port() { if [ "$1" = a ]; then echo $NGINX_A_PORT; else echo $NGINX_B_PORT; fi; }
 nginx_pid() { live_pid "$RUN/nginx-$1/nginx.pid" "-c $RUN/nginx-$1/nginx.conf "; }
-nginx_health() { curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$1/healthz" 2>/dev/null; }
+nginx_health() {
+    if [ "$TLS" = 1 ]; then
+        curl -fsS -o /dev/null --max-time 2 --cacert "$TLS_DIR/ca.crt" "https://127.0.0.1:$1/healthz" 2>/dev/null
+    else
+        curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$1/healthz" 2>/dev/null
+    fi
+}
 nginx_ready_check() {
     [ -n "$(nginx_pid "$1")" ] || return 0
     nginx_health "$(nginx_port "$1")"
@@ -655,17 +676,53 @@ nginx_start() {
     mkdir -p "$d/logs" "$d/tmp"
     # A fresh error log per start, so that check-logs.sh judges this run only.
     [ -s "$d/error.log" ] && mv -f "$d/error.log" "$d/error.log.prev"
+    # the template's lines marked @TLS@ are kept only in TLS mode
+    local tls_args=(-e "s|@LISTEN_TLS@||g" -e "/^@TLS@/d")
+    [ "$TLS" = 1 ] && tls_args=(-e "s|@LISTEN_TLS@| ssl http2|g" -e "s|^@TLS@|     |")
     render "$CONF/nginx.conf.in" "$d/nginx.conf" \
         -e "s|@NODE@|$node|g" -e "s|@PORT@|$port|g" -e "s|@RELAY_SOCK@|$RUN/relay-$node/relay.sock|g" \
-        -e "s|@PREFIX@|$d|g"
+        -e "s|@PREFIX@|$d|g" "${tls_args[@]}"
     /usr/sbin/nginx -p "$d" -c "$d/nginx.conf" -e "$d/error.log" -t > "$d/configtest.log" 2>&1 \
         || fail "nginx-$node" "$d/configtest.log" "nginx -t rejects $d/nginx.conf"
     /usr/sbin/nginx -p "$d" -c "$d/nginx.conf" -e "$d/error.log" > "$d/launch.log" 2>&1 9>&- \
         || fail "nginx-$node" "$d/error.log" "nginx did not start ($(cat "$d/launch.log"))"
     wait_until "$T_SERVICE" nginx_ready_check "$node" \
-        || fail "nginx-$node" "$d/error.log" "GET http://127.0.0.1:$port/healthz not 200 within ${T_SERVICE}s"
+        || fail "nginx-$node" "$d/error.log" "GET $SCHEME://127.0.0.1:$port/healthz not 200 within ${T_SERVICE}s"
     [ -n "$(nginx_pid "$node")" ] || fail "nginx-$node" "$d/error.log" "nginx exited during start-up"
-    say "nginx-$node ready on http://127.0.0.1:$port"
+    say "nginx-$node ready on $SCHEME://127.0.0.1:$port"
+}
+
+# tls_setup: the dev CA and nginx's server certificate in $TLS_DIR, made
+# once with openssl and kept across restarts (clients trust ca.crt), made
+# again when the server certificate expires within a day.  ECDSA P-256 keys;
+# the server certificate names 127.0.0.1 and localhost in its SAN (clients
+# check the SAN, not the CN) and carries the key identifiers that strict
+# verifiers (Python 3.13's VERIFY_X509_STRICT) require.  DEV STACK ONLY.
+tls_setup() {
+    local t=$TLS_DIR.new
+    if [ -s "$TLS_DIR/server.crt" ] && [ -s "$TLS_DIR/ca.crt" ] \
+        && openssl x509 -checkend 86400 -noout -in "$TLS_DIR/server.crt" > /dev/null 2>&1; then
+        return 0
+    fi
+    command -v openssl > /dev/null || die "openssl not installed; run scripts/setup.sh"
+    rm -rf "$t"
+    mkdir -p "$t"
+    chmod 700 "$t"
+    printf '%s\n' "basicConstraints = critical, CA:FALSE" "keyUsage = critical, digitalSignature" \
+        "extendedKeyUsage = serverAuth" "subjectAltName = IP:127.0.0.1, DNS:localhost" \
+        "subjectKeyIdentifier = hash" "authorityKeyIdentifier = keyid" > "$t/server.ext"
+    {
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+            -subj "/CN=MiniChat dev CA" -keyout "$t/ca.key" -out "$t/ca.crt" \
+            -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" &&
+        openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -subj "/CN=localhost" -keyout "$t/server.key" -out "$t/server.csr" &&
+        openssl x509 -req -in "$t/server.csr" -CA "$t/ca.crt" -CAkey "$t/ca.key" -CAcreateserial \
+            -days 365 -extfile "$t/server.ext" -out "$t/server.crt"
+    } > "$t/openssl.log" 2>&1 || fail tls "$t/openssl.log" "openssl could not make the dev certificates"
+    rm -rf "$TLS_DIR"
+    mv "$t" "$TLS_DIR"
+    say "made a dev CA and a server certificate for 127.0.0.1 in $TLS_DIR (trust ca.crt)"
 }
 
 # DEV STACK ONLY: the web client's demo users (fixed small ids; the
@@ -772,6 +829,13 @@ cmd_start() {
         die "the stack runs with MINICHAT_REDIS=$(cat "$RUN/.redis-mode"); run stack.sh stop first"
     fi
     echo "$REDIS_MODE" > "$RUN/.redis-mode"
+    case $TLS in 0|1) ;; *) die "MINICHAT_TLS must be 0 or 1, not \"$TLS\"" ;; esac
+    # nginx listens with TLS or without: switching needs a stop
+    if [ -s "$RUN/.tls-mode" ] && [ "$(cat "$RUN/.tls-mode")" != "$TLS" ] \
+        && [ -n "$(nginx_pid a)$(nginx_pid b)" ]; then
+        die "the stack runs with MINICHAT_TLS=$(cat "$RUN/.tls-mode"); run stack.sh stop first"
+    fi
+    echo "$TLS" > "$RUN/.tls-mode"
 
     preflight
     if [ "$REDIS_MODE" = cluster ]; then cluster_launch; else redis_launch; fi
@@ -790,6 +854,7 @@ cmd_start() {
     if svc_ok roomlist-consumer; then consumer_start; fi
     if [ -f "$CONF/nginx.conf.in" ]; then
         demo_tokens
+        if [ "$TLS" = 1 ]; then tls_setup; fi
         for n in a b; do nginx_start "$n"; done
     else
         warn "conf/nginx.conf.in missing; not starting nginx"
@@ -837,31 +902,40 @@ cmd_status() {
     done
     status_line consumer "-" "$(live_pid "$RUN/consumer/consumer.pid" "$RUN/consumer/roomlist-consumer.conf")"
     for n in a b; do
-        status_line "nginx-$n" "http://127.0.0.1:$(nginx_port $n)" "$(nginx_pid $n)"
+        status_line "nginx-$n" "$SCHEME://127.0.0.1:$(nginx_port $n)" "$(nginx_pid $n)"
     done
 }
 
 cmd_banner() {
+    # what the examples need to trust the dev CA in TLS mode
+    local py_ssl="" curl_ca="" tls_line=""
+    if [ "$TLS" = 1 ]; then
+        py_ssl=", ssl=ssl.create_default_context(cafile=\"$TLS_DIR/ca.crt\")"
+        curl_ca="--cacert $TLS_DIR/ca.crt "
+        tls_line="  TLS         wss:// and https:// only (HTTP/2 by ALPN); certificate of the dev CA $TLS_DIR/ca.crt
+              (browsers: import it as an authority, or accept the warning once per port)
+"
+    fi
     cat <<EOF
 
 MiniChat dev stack (127.0.0.1 only; data in ${RUN#$top/}/, kept across restarts)
 
-  WebSocket   ws://127.0.0.1:$NGINX_A_PORT/ws   (node a)
-              ws://127.0.0.1:$NGINX_B_PORT/ws   (node b)
+  WebSocket   $WS_SCHEME://127.0.0.1:$NGINX_A_PORT/ws   (node a)
+              $WS_SCHEME://127.0.0.1:$NGINX_B_PORT/ws   (node b)
               subprotocol minichat.v1, JWT in ?token= or "Authorization: Bearer"
-  Web client  http://127.0.0.1:$NGINX_A_PORT/   (node a)
-              http://127.0.0.1:$NGINX_B_PORT/   (node b)
+  Web client  $SCHEME://127.0.0.1:$NGINX_A_PORT/   (node a)
+              $SCHEME://127.0.0.1:$NGINX_B_PORT/   (node b)
               demo users 1..6 (Alice, Bob, ...); one browser tab per user
-  Token       make token USER=42
+${tls_line}  Token       make token USER=42
 
   Python client (python3-websockets; room 1 must exist and have user 42 as a member):
     /usr/bin/python3 - <<'PY'
-import asyncio, json, subprocess, websockets
+import asyncio, json, ssl, subprocess, websockets
 async def main():
     tok = subprocess.check_output(["$BIN/minichat-token", "--secret-file", "$SECRET_FILE", "42"],
                                   text=True).strip()
-    async with websockets.connect("ws://127.0.0.1:$NGINX_A_PORT/ws?token=" + tok,
-                                  subprotocols=["minichat.v1"]) as ws:
+    async with websockets.connect("$WS_SCHEME://127.0.0.1:$NGINX_A_PORT/ws?token=" + tok,
+                                  subprotocols=["minichat.v1"]$py_ssl) as ws:
         print(await ws.recv())      # {"op":"hello",...}
         await ws.send(json.dumps({"op": "send", "id": 1, "room": 1, "cid": "c1", "body": "hi"}))
         print(await ws.recv())      # {"op":"ack",...} or {"op":"error",...}
@@ -869,7 +943,7 @@ asyncio.run(main())
 PY
 
   REST:
-    curl -sS -X POST http://127.0.0.1:$NGINX_A_PORT/api/rooms \\
+    curl -sS ${curl_ca}-X POST $SCHEME://127.0.0.1:$NGINX_A_PORT/api/rooms \\
          -H "Authorization: Bearer \$(make -s -C $top token USER=42)" -H 'Content-Type: application/json' \\
          -d '{"kind":"group","title":"t","members":[42,43]}'      # -> 201 {"id":N}
 

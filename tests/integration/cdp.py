@@ -5,6 +5,9 @@ scripts/setup.sh; no Playwright and no browser download) and talks to it over
 the DevTools WebSocket with python3-websockets.  Each `Page` lives in its own
 browser context (its own cookies and storage), like a separate browser
 session.  Everything waits by polling with a deadline, never a fixed sleep.
+Pages served over TLS by the stack's dev CA are trusted by pinning the
+server certificate's public key (`trust_spki`), not by ignoring every
+certificate error.
 """
 
 import asyncio
@@ -28,11 +31,14 @@ class CDPError(Exception):
 class Browser:
     """One headless Chromium process and its DevTools connection."""
 
-    def __init__(self, ports=()):
+    def __init__(self, ports=(), trust_spki=None):
         # Chromium refuses some ports outright (net::ERR_UNSAFE_PORT: 10080,
         # node a's port with MINICHAT_PORT_OFFSET=2000, is one); the pages'
         # ports are allowed explicitly
         self.ports = tuple(ports)
+        # base64 SHA-256 of a server's SubjectPublicKeyInfo whose certificate
+        # Chromium accepts although no authority it knows signed it
+        self.trust_spki = trust_spki
         self.proc = None
         self.profile = None
         self.ws = None
@@ -56,6 +62,8 @@ class Browser:
                 "--user-data-dir=" + self.profile, "--window-size=1200,800"]
         if self.ports:
             args.append("--explicitly-allowed-ports=" + ",".join(str(p) for p in self.ports))
+        if self.trust_spki:
+            args.append("--ignore-certificate-errors-spki-list=" + self.trust_spki)
         args.append("about:blank")
         if os.geteuid() == 0 or os.environ.get("MINICHAT_CHROMIUM_NO_SANDBOX"):
             args.insert(1, "--no-sandbox")     # Chromium refuses to run as root with its sandbox

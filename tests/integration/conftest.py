@@ -8,13 +8,24 @@ its data across runs, so every test makes up fresh random user ids.
 MINICHAT_PORT_OFFSET (and MINICHAT_RUN) select a second stack, as in
 scripts/stack.sh.  Everything waits by polling with a deadline, never by
 sleeping a fixed time.
+
+MINICHAT_TLS=1 says that the stack's nginx nodes speak TLS only (make
+test's cluster pass, `make run TLS=1`): every client here then speaks
+wss:// and https:// and trusts only the stack's dev CA
+($MINICHAT_RUN/tls/ca.crt), checking the certificate against 127.0.0.1.
+Tests reach the nodes through ws_url(), ws_open(), http_url(), urlopen()
+and open_socket() (raw sockets, wrapped in TLS in that mode), never with a
+scheme of their own.
 """
 
 import asyncio
 import functools
+import http.client
 import json
 import os
 import random
+import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -36,6 +47,10 @@ CLUSTER_PORTS = [17000 + OFF + i for i in range(6)]
 TOKEN_BIN = os.path.join(TOP, "build", "bin", "minichat-token")
 SECRET_FILE = os.path.join(TOP, "conf", "dev-jwt-secret")
 SUBPROTOCOL = "minichat.v1"
+RUN = os.environ.get("MINICHAT_RUN", os.path.join(TOP, ".run"))
+TLS = os.environ.get("MINICHAT_TLS", "0") == "1"
+CA_FILE = os.path.join(RUN, "tls", "ca.crt")
+HTTP_SCHEME, WS_SCHEME = ("https", "wss") if TLS else ("http", "ws")
 
 WAIT_TIMEOUT = 20.0      # seconds for anything eventually consistent
 FRAME_TIMEOUT = 5.0      # seconds for one expected frame
@@ -92,10 +107,81 @@ def run_async(fn):
     return wrapper
 
 
+# --- transport: plain or TLS ------------------------------------------------
+
+def tls_context(alpn=None):
+    """A client context that trusts only the dev CA and checks the host
+    name; `alpn`: the protocols to offer (none by default).  One context
+    per offer, kept: a session it saw can be resumed through it."""
+    return _tls_context(tuple(alpn) if alpn else ())
+
+
+@functools.lru_cache(maxsize=None)
+def _tls_context(alpn):
+    ctx = ssl.create_default_context(cafile=CA_FILE)
+    if alpn:
+        ctx.set_alpn_protocols(list(alpn))
+    return ctx
+
+
+def open_socket(port, timeout, source=None, alpn=None, rcvbuf=None):
+    """A TCP connection to 127.0.0.1:port (from the address `source` when
+    given; with SO_RCVBUF `rcvbuf`, set before connecting so that it shapes
+    the window), in TLS with the dev CA's certificate checked when the stack
+    speaks TLS."""
+    if rcvbuf:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        try:
+            if source:
+                sock.bind((source, 0))
+            sock.connect(("127.0.0.1", port))
+        except BaseException:
+            sock.close()
+            raise
+    else:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                        source_address=(source, 0) if source else None)
+    if not TLS:
+        return sock
+    try:
+        return tls_context(alpn).wrap_socket(sock, server_hostname="127.0.0.1")
+    except BaseException:
+        sock.close()
+        raise
+
+
+def http_url(port, path):
+    return "%s://127.0.0.1:%d%s" % (HTTP_SCHEME, port, path)
+
+
+def http_connection(port, timeout=10):
+    """An http.client connection to 127.0.0.1:port (HTTPS with the dev CA in
+    TLS mode), for tests that keep one alive across requests."""
+    if TLS:
+        return http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=tls_context())
+    return http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+
+
+def urlopen(req, timeout):
+    """urllib.request.urlopen, trusting the dev CA in TLS mode."""
+    return urllib.request.urlopen(req, timeout=timeout, context=tls_context() if TLS else None)
+
+
+def ws_open(url, **kwargs):
+    """websockets.connect (awaitable, or an async context manager), with the
+    dev CA trusted for a wss:// URL."""
+    if url.startswith("wss:"):
+        kwargs.setdefault("ssl", tls_context())
+    return websockets.connect(url, **kwargs)
+
+
 # --- WebSocket client --------------------------------------------------------
 
-def ws_url(node="a", tok=None, extra=""):
-    url = "ws://127.0.0.1:%d/ws" % NGINX_PORTS[node]
+def ws_url(node="a", tok=None, extra="", port=None):
+    """The chat URL of node a or b (or of the nginx on `port`)."""
+    url = "%s://127.0.0.1:%d/ws" % (WS_SCHEME, port or NGINX_PORTS[node])
     if tok is not None:
         url += "?token=" + tok
         if extra:
@@ -214,9 +300,9 @@ class Client:
 
 async def connect(user, node="a", tok=None, check_hello=True):
     """Connect `user` to node a or b; wait for and check the hello frame."""
-    ws = await websockets.connect(ws_url(node, tok if tok is not None else token(user)),
-                                  subprotocols=[SUBPROTOCOL], open_timeout=FRAME_TIMEOUT,
-                                  close_timeout=2, max_size=2**22)
+    ws = await ws_open(ws_url(node, tok if tok is not None else token(user)),
+                       subprotocols=[SUBPROTOCOL], open_timeout=FRAME_TIMEOUT,
+                       close_timeout=2, max_size=2**22)
     c = Client(ws, user, node)
     if check_hello:
         assert ws.subprotocol == SUBPROTOCOL, ws.subprotocol
@@ -230,8 +316,8 @@ async def connect(user, node="a", tok=None, check_hello=True):
 async def ws_status(node="a", tok=None, extra="", headers=None):
     """The HTTP status of a /ws upgrade that is expected to be refused (101 if accepted)."""
     try:
-        ws = await websockets.connect(ws_url(node, tok, extra), subprotocols=[SUBPROTOCOL],
-                                      open_timeout=FRAME_TIMEOUT, extra_headers=headers or {})
+        ws = await ws_open(ws_url(node, tok, extra), subprotocols=[SUBPROTOCOL],
+                           open_timeout=FRAME_TIMEOUT, extra_headers=headers or {})
     except websockets.exceptions.InvalidStatusCode as e:
         return e.status_code
     await ws.close()
@@ -242,7 +328,7 @@ async def ws_status(node="a", tok=None, extra="", headers=None):
 
 def rest(method, path, node="a", tok=None, body=None, raw=None, headers=None, timeout=10):
     """(status, parsed JSON body or text) of a REST call to node a or b."""
-    url = "http://127.0.0.1:%d%s" % (NGINX_PORTS[node], path)
+    url = http_url(NGINX_PORTS[node], path)
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     req = urllib.request.Request(url, data=data, method=method)
     if data is not None:
@@ -252,7 +338,7 @@ def rest(method, path, node="a", tok=None, body=None, raw=None, headers=None, ti
     for k, v in (headers or {}).items():
         req.add_header(k, v)
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with urlopen(req, timeout) as resp:
             status, text = resp.status, resp.read().decode()
     except urllib.error.HTTPError as e:
         status, text = e.code, e.read().decode(errors="replace")
@@ -341,11 +427,11 @@ def stack_is_up():
     """Fail fast, with a hint, when the stack is not running."""
     for node, port in NGINX_PORTS.items():
         try:
-            with urllib.request.urlopen("http://127.0.0.1:%d/healthz" % port, timeout=3) as r:
+            with urlopen(http_url(port, "/healthz"), 3) as r:
                 assert r.status == 200
         except Exception as e:  # noqa: BLE001
-            pytest.exit("nginx node %s on 127.0.0.1:%d is not up (%s); run `bash scripts/stack.sh start`"
-                        % (node, port, e), returncode=3)
+            pytest.exit("nginx node %s on %s is not up (%s); run `MINICHAT_TLS=%d bash scripts/stack.sh start`"
+                        % (node, http_url(port, ""), e, TLS), returncode=3)
     if not os.access(TOKEN_BIN, os.X_OK):
         pytest.exit("%s missing; run `make`" % TOKEN_BIN, returncode=3)
     yield

@@ -1,4 +1,6 @@
-"""A minimal cleartext HTTP/2 client (prior knowledge) for the tests.
+"""A minimal HTTP/2 client for the tests: cleartext with prior knowledge,
+or, when the stack speaks TLS (conftest.TLS), TLS with ALPN h2 (a server
+that does not choose h2 fails the request).
 
 Enough to put many GET requests in flight on one connection and read their
 answers: the preface, SETTINGS (acknowledged), one HEADERS frame per
@@ -9,8 +11,9 @@ DATA.  (curl 7.88's --http2-prior-knowledge fails the second request of a
 reused connection, so the tests do not use it.)
 """
 
-import socket
 import struct
+
+from conftest import TLS, open_socket
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY = 0x0, 0x1, 0x3, 0x4, 0x6, 0x7
@@ -65,8 +68,10 @@ def get_many(port, requests, timeout=20):
     write, and returns [(status, body bytes)] in request order (status 0
     for a stream the server reset).  Raises on a timeout or a closed
     connection before every stream ended."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    sock = open_socket(port, timeout, alpn=("h2",))
     try:
+        if TLS and sock.selected_alpn_protocol() != "h2":
+            raise ConnectionError("ALPN chose %r, not h2" % (sock.selected_alpn_protocol(),))
         out = PREFACE + frame(SETTINGS, 0, 0)
         for i, (path, tok) in enumerate(requests):
             out += frame(HEADERS, END_STREAM | END_HEADERS, 2 * i + 1, get_headers(path, tok))

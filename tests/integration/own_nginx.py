@@ -10,13 +10,16 @@ its own port, one worker (or `workers`), the `minichat_limit_*` lines (the test'
 instead; any other minichat_* directive the test gives replaces the
 stack's line of that name), and optionally the Redis directive, more directives of the
 test's (`extra`: TLS to Redis, for one) and a second port that speaks
-cleartext HTTP/2 (`listen ... http2;`, prior knowledge), or TLS on its port
-(`tls`: `listen ... ssl` with a self-signed certificate made by openssl in
-its directory; get() then speaks https without checking it); `listen_params`
-go on its listen line (`reuseport` spreads connections over the workers,
-`sndbuf=8k` makes a slow reader's queue fill soon).
-bench/ratelimit.sh derives its bench nginx the same way, and
-bench/idle_memory.py uses this class.
+HTTP/2 (`listen ... http2;`: cleartext with prior knowledge, or when the
+stack runs TLS, TLS with ALPN h2).  A TLS stack's node a listens with
+`ssl`: the derived nginx does too, with the same dev certificate, and
+every client here speaks TLS to it (conftest.open_socket, ws_open,
+urlopen); on a plain stack `tls` serves TLS on its port anyway, with a
+self-signed certificate made by openssl in its directory (get() then
+speaks https without checking it).  `listen_params` go on its listen line
+(`reuseport` spreads connections over the workers, `sndbuf=8k` makes a
+slow reader's queue fill soon).  bench/ratelimit.sh derives its bench
+nginx the same way, and bench/idle_memory.py uses this class.
 
 Tests of other directives (minichat_allowed_origins, minichat_jwt_issuer,
 ...) pass them in the same list: every line goes into the http block, in
@@ -49,11 +52,9 @@ import time
 import urllib.error
 import urllib.request
 
-import websockets
+from conftest import (RUN, SUBPROTOCOL, TLS, Client, open_socket, tls_context, token, wait_until, ws_open,
+                      ws_url)
 
-from conftest import SUBPROTOCOL, TOP, Client, token, wait_until
-
-RUN = os.environ.get("MINICHAT_RUN", os.path.join(TOP, ".run"))
 NGINX = "/usr/sbin/nginx"
 BAD_LINE = re.compile(r"\[(alert|crit|emerg)\]|AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|"
                       r"runtime error:")
@@ -76,8 +77,9 @@ class OwnNginx:
     directives of the test (strings, without ';').
     redis: "host:port" for minichat_redis instead of the stack's Redis.
     extra: more http-level directives (strings, without ';').
-    http2: also listen on h2_port with HTTP/2 (h2c).
-    tls: serve TLS on port (a self-signed certificate for 127.0.0.1).
+    http2: also listen on h2_port with HTTP/2 (h2c, or h2 by ALPN over TLS).
+    tls: serve TLS on port (on a plain stack with a self-signed certificate
+    for 127.0.0.1; a TLS stack's own nginx is TLS anyway).
     workers: worker_processes; listen_params: more parameters of the listen
     line (strings)."""
 
@@ -87,9 +89,10 @@ class OwnNginx:
         self.listen_params = list(listen_params)
         self.redis = redis
         self.extra = list(extra)
-        self.tls = tls
+        self.own_cert = tls and not TLS
+        self.tls = self.own_cert or TLS
         self.dir = tempfile.mkdtemp(prefix="own-nginx-", dir=RUN)
-        if tls:
+        if self.own_cert:
             self.extra += ["ssl_certificate %s/cert.pem" % self.dir, "ssl_certificate_key %s/key.pem" % self.dir]
         self.port = free_port()
         self.h2_port = free_port() if http2 else None
@@ -105,11 +108,13 @@ class OwnNginx:
         text = text.replace(src_dir + "/", self.dir + "/")
         text = re.sub(r"(?m)^worker_processes .*$", "worker_processes %d;" % self.workers, text)
         text = re.sub(r"(?m)^(\s*)access_log .*$", r"\1access_log off;", text)
-        listen = r"\1listen 127.0.0.1:%d%s%s;" % (self.port, " ssl" if self.tls else "",
-                                                 "".join(" " + p for p in self.listen_params))
+        # node a's listen parameters (" ssl http2" on a TLS stack) are kept
+        params = r"\2" + (" ssl" if self.own_cert else "") \
+            + "".join(" " + p for p in self.listen_params)
+        listen = r"\1listen 127.0.0.1:%d%s;" % (self.port, params)
         if self.h2_port:
-            listen += r"\n\1listen 127.0.0.1:%d http2;" % self.h2_port
-        text, n = re.subn(r"(?m)^(\s*)listen 127\.0\.0\.1:\d+;", listen, text)
+            listen += r"\n\1listen 127.0.0.1:%d%s;" % (self.h2_port, " ssl http2" if TLS else " http2")
+        text, n = re.subn(r"(?m)^(\s*)listen 127\.0\.0\.1:\d+((?: \w+)*);", listen, text)
         assert n == 1, "node a's nginx.conf has no single listen line"
         text = re.sub(r"(?m)^\s*minichat_limit_\w+ .*;\n", "", text)
         if self.redis:
@@ -126,7 +131,7 @@ class OwnNginx:
 
     def start(self):
         os.makedirs(os.path.join(self.dir, "tmp"), exist_ok=True)
-        if self.tls:
+        if self.own_cert:
             subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
                             "-subj", "/CN=127.0.0.1", "-keyout", os.path.join(self.dir, "key.pem"),
                             "-out", os.path.join(self.dir, "cert.pem")], check=True, capture_output=True,
@@ -178,13 +183,14 @@ class OwnNginx:
         return "%s://127.0.0.1:%d%s" % ("https" if self.tls else "http", self.port, path)
 
     def ssl_context(self):
-        """A client context for the self-signed certificate (None without tls)."""
-        if not self.tls:
-            return None
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        return ctx
+        """A client context for this nginx's certificate: the dev CA's on a
+        TLS stack, the self-signed one unchecked (None without TLS)."""
+        if self.own_cert:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            return ctx
+        return tls_context() if self.tls else None
 
     def get(self, path, tok=None):
         """(status, headers, parsed JSON body or text) of a GET from 127.0.0.1."""
@@ -212,8 +218,7 @@ def raw_upgrade(port, user, source=None, timeout=10, tok=None, headers=None):
     to 127.0.0.1:port, from the source address `source` (127.0.0.1 when
     None), with the extra request `headers` (a dict).  A 101 is closed at
     once."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout,
-                                    source_address=(source, 0) if source else None)
+    sock = open_socket(port, timeout, source)
     try:
         sock.sendall(("GET /ws?token=%s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
                       "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
@@ -260,8 +265,7 @@ def upgrade_when_ready(port, user, source=None, timeout=15):
 async def ws_connect(port, user):
     """A chat connection of `user` to the nginx on `port` (an OwnNginx, or
     one a test runs), once its hello came."""
-    ws = await websockets.connect("ws://127.0.0.1:%d/ws?token=%s" % (port, token(user)),
-                                  subprotocols=[SUBPROTOCOL], open_timeout=5, close_timeout=2)
+    ws = await ws_open(ws_url(tok=token(user), port=port), subprotocols=[SUBPROTOCOL], open_timeout=5, close_timeout=2)
     c = Client(ws, user, "a")
     c.hello = await c.expect("hello")
     return c

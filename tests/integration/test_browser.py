@@ -11,33 +11,48 @@ WebSocket is checked in the DevTools Network domain: the token goes as a
 `bearer.<JWT>` subprotocol entry, never in the URL.
 """
 
+import base64
 import contextlib
 import asyncio
+import hashlib
 import json
+import os
 import random
-import urllib.request
+import subprocess
 
 import pytest
 
 from cdp import Browser
-from conftest import NGINX_PORTS, run_async
+from conftest import NGINX_PORTS, RUN, TLS, http_url, run_async, urlopen
 
 ALICE, BOB = 1, 2
 WAIT = 20.0
 
 
 def page_url(node):
-    return "http://127.0.0.1:%d/" % NGINX_PORTS[node]
+    return http_url(NGINX_PORTS[node], "/")
 
 
 def demo_users(node="a"):
-    with urllib.request.urlopen(page_url(node) + "demo/tokens.json", timeout=5) as r:
+    with urlopen(page_url(node) + "demo/tokens.json", 5) as r:
         return {u["id"]: u for u in json.load(r)["users"]}
+
+
+def server_spki():
+    """On a TLS stack: what Chromium pins to accept the dev certificate
+    (base64 SHA-256 of its public key, DER); None otherwise."""
+    if not TLS:
+        return None
+    der = subprocess.run(["openssl", "x509", "-in", os.path.join(RUN, "tls", "server.crt"), "-noout", "-pubkey"],
+                         check=True, capture_output=True, timeout=10).stdout
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "DER"], input=der,
+                         check=True, capture_output=True, timeout=10).stdout
+    return base64.b64encode(hashlib.sha256(der).digest()).decode()
 
 
 @contextlib.asynccontextmanager
 async def chromium():
-    browser = Browser(NGINX_PORTS.values())
+    browser = Browser(NGINX_PORTS.values(), trust_spki=server_spki())
     try:
         await browser.start()
         yield browser

@@ -10,8 +10,8 @@ import socket
 import base64
 import os
 
-from conftest import (cid, connect, create_room, query, redis, rest, run_async, token, uid, wait_until,
-                      NGINX_PORTS)
+from conftest import (cid, connect, create_room, open_socket, query, redis, rest, run_async, token, uid,
+                      wait_until, NGINX_PORTS)
 
 
 async def send_n(c, room, n, prefix="m"):
@@ -208,8 +208,8 @@ async def test_resume_after_disconnect_on_the_other_node():
         await send_n(ca, room, 3, prefix="missed")
         # back on node b with the same session
         import websockets
-        from conftest import ws_url, SUBPROTOCOL, Client
-        ws = await websockets.connect(ws_url("b", token(b), "sid=" + sid), subprotocols=[SUBPROTOCOL])
+        from conftest import ws_url, ws_open, SUBPROTOCOL, Client
+        ws = await ws_open(ws_url("b", token(b), "sid=" + sid), subprotocols=[SUBPROTOCOL])
         cb = Client(ws, b, "b")
         hello = await cb.expect("hello")
         assert hello["sid"] == sid and hello["resumed"] is True, hello
@@ -456,7 +456,7 @@ async def test_presence_online_and_offline_across_nodes():
 
 
 def _raw_ws(port, tok):
-    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s = open_socket(port, 5)
     key = base64.b64encode(os.urandom(16)).decode()
     s.sendall(("GET /ws?token=%s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % (tok, key)).encode())
@@ -569,14 +569,14 @@ async def test_same_sid_on_two_connections_keeps_the_user_online():
     create_room(a, [a, b])
     cb = await connect(b, "a")
     import websockets
-    from conftest import ws_url, SUBPROTOCOL, Client
+    from conftest import ws_url, ws_open, SUBPROTOCOL, Client
     sid = "00000000%08x" % random.getrandbits(32)
     try:
-        first = Client(await websockets.connect(ws_url("a", token(a), "sid=" + sid), subprotocols=[SUBPROTOCOL]),
+        first = Client(await ws_open(ws_url("a", token(a), "sid=" + sid), subprotocols=[SUBPROTOCOL]),
                        a, "a")
         await first.expect("hello")
         await cb.expect("presence", user=a, online=True)
-        second = Client(await websockets.connect(ws_url("b", token(a), "sid=" + sid), subprotocols=[SUBPROTOCOL]),
+        second = Client(await ws_open(ws_url("b", token(a), "sid=" + sid), subprotocols=[SUBPROTOCOL]),
                         a, "b")
         h = await second.expect("hello")
         assert h["sid"] == sid and h["resumed"] is True, h

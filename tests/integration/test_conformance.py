@@ -16,7 +16,13 @@ tests/integration/test_deflate.py covers the extension's edges.
 import os
 import subprocess
 
-from conftest import TOP
+import pytest
+
+from conftest import TLS, TOP
+
+# Autobahn's Python 2.7 client is run against ws:// only; the frame code is
+# the same over TLS, where the rest of the suite drives it
+pytestmark = pytest.mark.skipif(TLS, reason="Autobahn runs against the plain ws:// echo (make conformance)")
 
 QUICK_CASES = "1.*,2.*,3.*,4.*,5.*,6.*,7.*,9.*,10.*"
 DEFLATE_SAMPLE = ",".join(["12.%d.3" % i for i in range(1, 6)] + ["13.%d.3" % i for i in range(1, 8)])

@@ -18,10 +18,9 @@ import zlib
 
 import websockets
 
-from conftest import NGINX_PORTS, SUBPROTOCOL, connect, create_room, run_async, token, uid, ws_url
+from conftest import (NGINX_PORTS, SUBPROTOCOL, WS_SCHEME, connect, create_room, open_socket, run_async, token, uid,
+                      ws_open, ws_url)
 from test_ws_protocol import RawWS, handshake, read_head, upgrade_request, worker_still_serves, room_for
-
-import socket
 
 TIMEOUT = 5.0
 PMD = "permessage-deflate"
@@ -46,7 +45,7 @@ class DeflateWS(RawWS):
     """A raw client that offers permessage-deflate (offer: the header value)."""
 
     def __init__(self, offer=PMD, user=None, node="a", path=None):
-        self.sock = socket.create_connection(("127.0.0.1", NGINX_PORTS[node]), timeout=TIMEOUT)
+        self.sock = open_socket(NGINX_PORTS[node], TIMEOUT)
         if path is None:
             path = "/ws?token=" + token(user)
             headers = {"Sec-WebSocket-Protocol": SUBPROTOCOL, "Sec-WebSocket-Extensions": offer}
@@ -128,10 +127,10 @@ def test_no_offer_no_extension():
 async def chat_pair(compression_a, compression_b):
     a, b = uid(), uid()
     room = create_room(a, [a, b])
-    ca = await websockets.connect(ws_url("a", token(a)), subprotocols=[SUBPROTOCOL], compression=compression_a,
-                                  open_timeout=TIMEOUT, close_timeout=2)
-    cb = await websockets.connect(ws_url("b", token(b)), subprotocols=[SUBPROTOCOL], compression=compression_b,
-                                  open_timeout=TIMEOUT, close_timeout=2)
+    ca = await ws_open(ws_url("a", token(a)), subprotocols=[SUBPROTOCOL], compression=compression_a,
+                       open_timeout=TIMEOUT, close_timeout=2)
+    cb = await ws_open(ws_url("b", token(b)), subprotocols=[SUBPROTOCOL], compression=compression_b,
+                       open_timeout=TIMEOUT, close_timeout=2)
     return room, ca, cb
 
 
@@ -166,8 +165,8 @@ async def test_websockets_chat_with_and_without_compression():
 
 @run_async
 async def test_websockets_echo_large_messages_both_ways():
-    async with websockets.connect("ws://127.0.0.1:%d/echo" % NGINX_PORTS["a"], max_size=2**24,
-                                  open_timeout=TIMEOUT) as ws:
+    async with ws_open("%s://127.0.0.1:%d/echo" % (WS_SCHEME, NGINX_PORTS["a"]), max_size=2**24,
+                       open_timeout=TIMEOUT) as ws:
         assert [e.name for e in ws.extensions] == [PMD]
         for n in (0, 10, 255, 256, 5000, 1 << 20):
             text = ("abcdefgh%d " % n * (n // 8 + 1))[:n]

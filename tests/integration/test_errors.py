@@ -8,7 +8,7 @@ import pytest
 import websockets
 
 from conftest import (Client, cid, connect, create_room, query, rest, run_async, token, uid,
-                      wait_until, ws_status, ws_url, SUBPROTOCOL)
+                      wait_until, ws_open, ws_status, ws_url, SUBPROTOCOL)
 
 ERROR_CODES = {"bad_request", "unauthorized", "forbidden", "not_found", "rate_limited", "banned",
                "too_large", "unavailable"}
@@ -131,8 +131,8 @@ async def test_ws_auth_is_checked_before_upgrade():
     header, payload, sig = good.split(".")
     assert await ws_status("b", header + "." + payload + ".") == 401   # signature stripped
     # The same token in the Authorization header is accepted.
-    ws = await websockets.connect(ws_url("a"), subprotocols=[SUBPROTOCOL],
-                                  extra_headers={"Authorization": "Bearer " + good})
+    ws = await ws_open(ws_url("a"), subprotocols=[SUBPROTOCOL],
+                       extra_headers={"Authorization": "Bearer " + good})
     try:
         c = Client(ws, u, "a")
         h = await c.expect("hello")

@@ -25,7 +25,11 @@ import subprocess
 import pytest
 
 import interop_websockets
-from conftest import NGINX_PORTS, TOP, token, uid
+from conftest import NGINX_PORTS, TLS, TOP, token, uid
+
+# interop is about the WebSocket layer: make test's plain pass runs it (the
+# TLS pass's wss:// clients are Python's, test_tls.py and the rest)
+pytestmark = pytest.mark.skipif(TLS, reason="interop sessions run over ws:// in the plain pass")
 
 WS_MODULE = os.path.join(TOP, ".cache", "node", "ws", "node_modules", "ws")
 SCRIPT = os.path.join(os.path.dirname(__file__), "node", "ws_interop.js")

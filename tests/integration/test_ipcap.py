@@ -26,7 +26,7 @@ import struct
 
 import pytest
 
-from conftest import uid, wait_until
+from conftest import open_socket, uid, wait_until
 from own_nginx import OwnNginx, fresh_address, raw_upgrade, upgrade_when_ready
 from test_ws_protocol import RawWS, read_head, upgrade_request
 
@@ -156,7 +156,7 @@ def test_echo_connections_count_too(node):
     a = fresh_address()
     conns = [hold(node, a, "/echo") for _ in range(CAP)]
     try:
-        with socket.create_connection(("127.0.0.1", node.port), timeout=10, source_address=(a, 0)) as sock:
+        with open_socket(node.port, 10, a) as sock:
             sock.sendall(upgrade_request("/echo"))
             status, head, _ = read_head(sock)
             assert status == 429, head

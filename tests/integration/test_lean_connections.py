@@ -22,8 +22,8 @@ import time
 
 import websockets
 
-from conftest import SUBPROTOCOL, TOP, Client, NGINX_PORTS, cid, connect, create_room, run_async, token, uid, \
-    wait_until
+from conftest import SUBPROTOCOL, TOP, Client, NGINX_PORTS, cid, connect, create_room, open_socket, run_async, token, \
+    uid, wait_until
 from own_nginx import OwnNginx
 from test_ws_protocol import RawWS, read_head, upgrade_request
 
@@ -78,7 +78,7 @@ def test_frames_behind_a_long_upgrade_request_in_one_segment():
     # is read into a large header buffer, and the ping behind it too
     u = uid()
     room = create_room(u, [u, uid()])
-    sock = socket.create_connection(("127.0.0.1", NGINX_PORTS["a"]), timeout=10)
+    sock = open_socket(NGINX_PORTS["a"], 10)
     ws = RawWS.__new__(RawWS)
     ws.sock = sock
     try:

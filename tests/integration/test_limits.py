@@ -21,13 +21,11 @@ import math
 import os
 import subprocess
 import time
-import urllib.error
-import urllib.request
 
 import websockets
 
-from conftest import (CLUSTER_PORTS, REDIS_MODE, MYSQL_PORTS, NGINX_PORTS, REDIS_PORT, SUBPROTOCOL, TOP, cid, connect, create_room, query,
-                      run_async, token, uid, wait_until, ws_status, ws_url)
+from conftest import (CLUSTER_PORTS, REDIS_MODE, TLS, MYSQL_PORTS, NGINX_PORTS, REDIS_PORT, SUBPROTOCOL, TOP, cid, connect, create_room, query,
+                      http_connection, run_async, token, uid, wait_until, ws_open, ws_status, ws_url)
 from own_nginx import raw_upgrade
 
 RATE = 50           # minichat_limit_messages rate=50r/s
@@ -60,8 +58,8 @@ class Pipe:
 
     @classmethod
     async def open(cls, user, node, window=24):
-        ws = await websockets.connect(ws_url(node, token(user)), subprotocols=[SUBPROTOCOL], open_timeout=5,
-                                      close_timeout=2)
+        ws = await ws_open(ws_url(node, token(user)), subprotocols=[SUBPROTOCOL], open_timeout=5,
+                           close_timeout=2)
         p = cls(ws, user, node, window)
         return p
 
@@ -108,15 +106,24 @@ class Pipe:
         await asyncio.wait_for(self.reader, 5)
 
 
-def rest_raw(method, path, tok, node="a"):
-    """(status, headers, parsed body) of a REST call."""
-    req = urllib.request.Request("http://127.0.0.1:%d%s" % (NGINX_PORTS[node], path), method=method)
-    req.add_header("Authorization", "Bearer " + tok)
+def rest_raw(method, path, tok, node="a", conns=None):
+    """(status, headers, parsed body) of a REST call; with `conns` (a dict)
+    on a keep-alive connection per node kept there (the caller closes
+    them), so that requests can outrun a limit's rate on a loaded box even
+    when each new connection costs a TLS handshake."""
+    conn = (conns or {}).pop(node, None) or http_connection(NGINX_PORTS[node])
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, dict(resp.headers), json.loads(resp.read().decode() or "null")
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), json.loads(e.read().decode() or "null")
+        conn.request(method, path, headers={"Authorization": "Bearer " + tok})
+        resp = conn.getresponse()
+        status, headers, body = resp.status, dict(resp.headers), resp.read()
+    except BaseException:
+        conn.close()
+        raise
+    if conns is not None and not resp.will_close:
+        conns[node] = conn
+    else:
+        conn.close()
+    return status, headers, json.loads(body.decode() or "null")
 
 
 def user_row(user):
@@ -124,10 +131,10 @@ def user_row(user):
     return rows[0] if rows else None
 
 
-def upgrade_refusal(user, node="a"):
-    """(status, headers, JSON body or None) of an upgrade request; a 101 is
-    closed at once."""
-    return raw_upgrade(NGINX_PORTS[node], user)
+def upgrade_refusal(user, node="a", tok=None):
+    """(status, headers, JSON body or None) of an upgrade request of `user`
+    (or with the token `tok`, minted beforehand); a 101 is closed at once."""
+    return raw_upgrade(NGINX_PORTS[node], user, tok=tok)
 
 
 async def flood(pipe, room, n):
@@ -270,30 +277,35 @@ def test_rest_429_with_retry_after():
     refused with retry_after_ms = the interval minus the time between the
     two."""
     tok = token(uid())
+    conns = {}
     start = time.monotonic()
     got = []
-    for i in range(REST_BURST + 30):
-        refusal_sent = time.monotonic()
-        got.append(rest_raw("GET", "/api/rooms?limit=5", tok, node="ab"[i % 2]))
-        if got[-1][0] == 429:
-            break
-    elapsed = time.monotonic() - start
-    assert got[-1][0] == 429 and all(g[0] == 200 for g in got[:-1]), [g[0] for g in got]
-    admitted = len(got) - 1
-    assert REST_BURST + 1 <= admitted <= REST_BURST + 1 + math.ceil(elapsed * REST_RATE), (admitted, elapsed)
-    status, headers, body = got[-1]
-    retry = check_retry_after(headers, body, REST_INTERVAL_MS)
+    try:
+        for i in range(REST_BURST + 30):
+            refusal_sent = time.monotonic()
+            got.append(rest_raw("GET", "/api/rooms?limit=5", tok, node="ab"[i % 2], conns=conns))
+            if got[-1][0] == 429:
+                break
+        elapsed = time.monotonic() - start
+        assert got[-1][0] == 429 and all(g[0] == 200 for g in got[:-1]), [g[0] for g in got]
+        admitted = len(got) - 1
+        assert REST_BURST + 1 <= admitted <= REST_BURST + 1 + math.ceil(elapsed * REST_RATE), (admitted, elapsed)
+        status, headers, body = got[-1]
+        retry = check_retry_after(headers, body, REST_INTERVAL_MS)
 
-    time.sleep(retry / 1000.0)
-    assert rest_raw("GET", "/api/rooms?limit=5", tok)[0] == 200
-    status, headers, body = rest_raw("GET", "/api/rooms?limit=5", tok, node="b")
-    # the slot the 200 took freed retry ms after Redis saw the refused
-    # request (not before it was sent); the next frees one interval later,
-    # and this request reached Redis before its answer came back
-    since_ms = (time.monotonic() - refusal_sent) * 1000.0
-    assert status == 429, (status, body)
-    retry2 = check_retry_after(headers, body, REST_INTERVAL_MS)
-    assert retry2 >= retry + REST_INTERVAL_MS - since_ms - 1, (retry2, retry, since_ms)
+        time.sleep(retry / 1000.0)
+        assert rest_raw("GET", "/api/rooms?limit=5", tok, conns=conns)[0] == 200
+        status, headers, body = rest_raw("GET", "/api/rooms?limit=5", tok, node="b", conns=conns)
+        # the slot the 200 took freed retry ms after Redis saw the refused
+        # request (not before it was sent); the next frees one interval later,
+        # and this request reached Redis before its answer came back
+        since_ms = (time.monotonic() - refusal_sent) * 1000.0
+        assert status == 429, (status, body)
+        retry2 = check_retry_after(headers, body, REST_INTERVAL_MS)
+        assert retry2 >= retry + REST_INTERVAL_MS - since_ms - 1, (retry2, retry, since_ms)
+    finally:
+        for conn in conns.values():
+            conn.close()
 
 
 @run_async
@@ -301,9 +313,10 @@ async def test_upgrade_429_past_the_user_connection_limit():
     """minichat_limit_user_connections: upgrades past it get HTTP 429 with
     Retry-After and a rate_limited body; others connect meanwhile."""
     user = uid()
+    tok = token(user)    # minted once: the upgrades must outrun the limit's rate
     statuses = []
     for _ in range(30):
-        status, headers, body = upgrade_refusal(user, "ab"[len(statuses) % 2])
+        status, headers, body = upgrade_refusal(user, "ab"[len(statuses) % 2], tok)
         statuses.append(status)
         if status == 429:
             break
@@ -324,7 +337,11 @@ async def earn_strike(user, room, node="a"):
     watcher = await Pipe.open(user, "b" if node == "a" else "a")
     p = await Pipe.open(user, node)
     replies = await flood(p, room, BURST + STRIKE + 40)
-    assert await p.closed() == 4003
+    # Over TLS the module closes at once after its close frame, without the
+    # lingering close of plain connections (docs/ARCHITECTURE.md, "Known
+    # gaps"): the reset that meets the requests still in flight destroys
+    # the 4003 before the client reads it.  The idle watcher gets it.
+    assert await p.closed() in ((4003, 1006) if TLS else (4003,))
     code = await watcher.closed()
     refused = [r for _, r in replies if r and r["op"] == "error"]
     assert all(r["code"] in ("rate_limited", "banned") for r in refused), refused[-3:]

@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import websockets
 
-from conftest import (SUBPROTOCOL, create_room, query, run_async, token, uid, ws_url)
+from conftest import (SUBPROTOCOL, create_room, query, run_async, token, uid, ws_open, ws_url)
 
 ROOMS = 10
 MEMBERS = 6
@@ -106,8 +106,8 @@ class Conn:
 
 
 async def open_conn(user, node, tok, name):
-    ws = await websockets.connect(ws_url(node, tok), subprotocols=[SUBPROTOCOL], open_timeout=5,
-                                  close_timeout=2, max_size=2**22, max_queue=None)
+    ws = await ws_open(ws_url(node, tok), subprotocols=[SUBPROTOCOL], open_timeout=5,
+                       close_timeout=2, max_size=2**22, max_queue=None)
     hello = json.loads(await asyncio.wait_for(ws.recv(), 5))
     assert hello.get("op") == "hello" and hello["user"] == user and hello["node"] == node, hello
     return Conn(ws, user, node, name)

@@ -23,7 +23,7 @@ import pytest
 import websockets
 
 from conftest import (OFF, SECRET_FILE, SUBPROTOCOL, TOP, cid, create_room, run_async, token, uid,
-                      wait_until)
+                      wait_until, ws_open, ws_url)
 from own_nginx import ws_connect
 
 RUN = os.environ.get("MINICHAT_RUN", os.path.join(TOP, ".run"))
@@ -243,8 +243,8 @@ async def test_redis_auth_wrong_then_right_password(own_stack):
 
 async def ws_status_raw(port, user):
     try:
-        ws = await websockets.connect("ws://127.0.0.1:%d/ws?token=%s" % (port, token(user)),
-                                      subprotocols=[SUBPROTOCOL], open_timeout=5)
+        ws = await ws_open(ws_url(tok=token(user), port=port),
+                           subprotocols=[SUBPROTOCOL], open_timeout=5)
     except websockets.exceptions.InvalidStatusCode as e:
         return e.status_code
     await ws.close()

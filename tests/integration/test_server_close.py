@@ -26,7 +26,7 @@ import time
 
 import pytest
 
-from conftest import token, uid, wait_until
+from conftest import TLS, token, uid, wait_until
 from own_nginx import OwnNginx, upgrade_when_ready
 from test_ws_protocol import RawWS
 
@@ -89,6 +89,8 @@ def started(node):
     return node
 
 
+@pytest.mark.skipif(TLS, reason="over TLS the server closes without lingering (ARCHITECTURE.md, Known gaps): "
+                    "a client still sending gets a reset")
 def test_quit_sends_1001_after_the_queue_to_a_client_still_sending():
     node = started(OwnNginx([], listen_params=["sndbuf=8k"]).start())
     try:

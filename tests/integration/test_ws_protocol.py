@@ -12,11 +12,12 @@ import base64
 import json
 import os
 import socket
+import ssl
 import struct
 import threading
 import time
 
-from conftest import NGINX_PORTS, SUBPROTOCOL, cid, connect, create_room, run_async, token, uid
+from conftest import NGINX_PORTS, SUBPROTOCOL, cid, connect, create_room, open_socket, run_async, token, uid
 
 TIMEOUT = 5.0
 
@@ -46,7 +47,7 @@ def read_head(sock):
 
 def handshake(path, headers=None, version="13", node="a"):
     """Sends an upgrade request; returns (status, head in lower case)."""
-    with socket.create_connection(("127.0.0.1", NGINX_PORTS[node]), timeout=TIMEOUT) as sock:
+    with open_socket(NGINX_PORTS[node], TIMEOUT) as sock:
         sock.sendall(upgrade_request(path, headers, version))
         status, head, _ = read_head(sock)
         return status, head
@@ -60,13 +61,7 @@ class RawWS:
     serve tests that run an nginx of their own."""
 
     def __init__(self, user=None, node="a", path=None, port=None, source=None, tok=None, rcvbuf=None):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.settimeout(TIMEOUT)
-        if rcvbuf:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        if source:
-            self.sock.bind((source, 0))
-        self.sock.connect(("127.0.0.1", port or NGINX_PORTS[node]))
+        self.sock = open_socket(port or NGINX_PORTS[node], TIMEOUT, source, rcvbuf=rcvbuf)
         if path is None:
             path = "/ws?token=" + (tok or token(user))
             headers = {"Sec-WebSocket-Protocol": SUBPROTOCOL}
@@ -129,7 +124,7 @@ class RawWS:
         try:
             while self.sock.recv(4096):
                 pass
-        except (ConnectionResetError, socket.timeout):
+        except (ConnectionResetError, socket.timeout, ssl.SSLError):
             pass
 
     def close(self):
@@ -305,7 +300,7 @@ def test_token_as_a_subprotocol_entry():
     Sec-WebSocket-Protocol entry "bearer.<JWT>", next to minichat.v1, and is
     never named back."""
     u = uid()
-    with socket.create_connection(("127.0.0.1", NGINX_PORTS["b"]), timeout=TIMEOUT) as sock:
+    with open_socket(NGINX_PORTS["b"], TIMEOUT) as sock:
         sock.sendall(upgrade_request("/ws", {"Sec-WebSocket-Protocol": "minichat.v1, bearer." + token(u)}))
         status, head, rest = read_head(sock)
         assert status == 101, head
@@ -325,7 +320,7 @@ def test_slow_upgrade_request_is_cut_off_by_the_handshake_timeout():
     stack's minichat_handshake_timeout (3s), is refused with 408, which nginx
     answers as it does a header timeout: it closes without a response."""
     req = upgrade_request("/ws?token=" + token(uid()), {"Sec-WebSocket-Protocol": SUBPROTOCOL})
-    with socket.create_connection(("127.0.0.1", NGINX_PORTS["a"]), timeout=TIMEOUT) as sock:
+    with open_socket(NGINX_PORTS["a"], TIMEOUT) as sock:
         pause = 4.0 / len(req)
         for i in range(len(req)):
             sock.sendall(req[i:i + 1])
