@@ -18,6 +18,15 @@
  * an entry past its expiry is taken off (by exactly one sweeper, unlist.lua
  * decides) and, if no device refreshed meanwhile, announced offline.  A
  * killed node's users go offline within session_ttl + the sweep interval.
+ *
+ * An announcement costs the relay-worker a contacts query in MySQL.  A
+ * connection storm (a node restarted, 100,000 clients coming back) would
+ * make that a query per upgrade all at once, and swamp the relay-worker
+ * that also carries the messages: sends behind the queries would miss
+ * publish_max_age_ms and be refused.  So a worker has at most
+ * NGX_HTTP_MINICHAT_PRESENCE_INFLIGHT lookups out at a time; the rest wait
+ * in order (at most NGX_HTTP_MINICHAT_PRESENCE_WAITING; past that an
+ * announcement is dropped and counted in a warning) and go as answers come.
  */
 #include "ngx_http_minichat_module.h"
 #include "lua_scripts.h"
@@ -26,13 +35,23 @@
 #define NGX_HTTP_MINICHAT_SWEEP_INTERVAL  5000
 #define NGX_HTTP_MINICHAT_SWEEP_BATCH     "100"
 #define NGX_HTTP_MINICHAT_CONTACTS_MAX    1000
+#define NGX_HTTP_MINICHAT_PRESENCE_INFLIGHT  16
+#define NGX_HTTP_MINICHAT_PRESENCE_WAITING   100000
 
 
 typedef struct {
-    uint64_t    user;
-    uint64_t    last_seen;
-    ngx_uint_t  online;
+    ngx_queue_t  queue;     /* in the worker's waiting announcements */
+    uint64_t     user;
+    uint64_t     last_seen;
+    ngx_uint_t   online;
 } ngx_http_minichat_presence_t;
+
+
+/* announcements of this worker: lookups out, and those waiting for one */
+static ngx_uint_t   ngx_http_minichat_presence_out;
+static ngx_uint_t   ngx_http_minichat_presence_waiting_n;
+static ngx_uint_t   ngx_http_minichat_presence_dropped;
+static ngx_queue_t  ngx_http_minichat_presence_waiting;
 
 
 static void ngx_http_minichat_session_started(redisReply *reply, void *data);
@@ -42,6 +61,8 @@ static ngx_int_t ngx_http_minichat_session_script(ngx_http_minichat_ws_t *ws, ng
     void *data);
 static void ngx_http_minichat_offline_reply(redisReply *reply, void *data);
 static void ngx_http_minichat_announce(uint64_t user, ngx_uint_t online, uint64_t last_seen);
+static void ngx_http_minichat_announce_lookup(ngx_http_minichat_presence_t *pr);
+static void ngx_http_minichat_announce_next(void);
 static void ngx_http_minichat_announce_contacts(Minichat__LocalFrame *result, void *data);
 static void ngx_http_minichat_list(uint64_t user);
 static void ngx_http_minichat_sweep(ngx_event_t *ev);
@@ -287,15 +308,26 @@ ngx_http_minichat_list(uint64_t user)
 }
 
 
-/* Tells the user's contacts, on every node, that it went online or offline. */
+/* Tells the user's contacts, on every node, that it went online or offline:
+ * now, or once fewer lookups are out (see the top of this file). */
 static void
 ngx_http_minichat_announce(uint64_t user, ngx_uint_t online, uint64_t last_seen)
 {
     ngx_http_minichat_presence_t  *pr;
-    Minichat__LocalFrame           f = MINICHAT__LOCAL_FRAME__INIT;
-    Minichat__ContactsRequest      cr = MINICHAT__CONTACTS_REQUEST__INIT;
 
     if (!ngx_http_minichat_relay_ready()) {
+        return;
+    }
+
+    if (ngx_http_minichat_presence_out >= NGX_HTTP_MINICHAT_PRESENCE_INFLIGHT
+        && ngx_http_minichat_presence_waiting_n >= NGX_HTTP_MINICHAT_PRESENCE_WAITING)
+    {
+        if (ngx_http_minichat_presence_dropped++ % 1000 == 0) {
+            ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                          "minichat: presence of user %uL not announced: %ui announcements waiting "
+                          "(%ui dropped so far)", user, ngx_http_minichat_presence_waiting_n,
+                          ngx_http_minichat_presence_dropped);
+        }
         return;
     }
 
@@ -308,13 +340,64 @@ ngx_http_minichat_announce(uint64_t user, ngx_uint_t online, uint64_t last_seen)
     pr->online = online;
     pr->last_seen = last_seen;
 
-    cr.user = user;
+    if (ngx_http_minichat_presence_out >= NGX_HTTP_MINICHAT_PRESENCE_INFLIGHT) {
+        if (ngx_http_minichat_presence_waiting.next == NULL) {
+            ngx_queue_init(&ngx_http_minichat_presence_waiting);
+        }
+        ngx_queue_insert_tail(&ngx_http_minichat_presence_waiting, &pr->queue);
+        ngx_http_minichat_presence_waiting_n++;
+        return;
+    }
+
+    ngx_http_minichat_announce_lookup(pr);
+}
+
+
+/* Asks the relay-worker for the contacts of pr's user; pr is freed by the
+ * answer (or here, when the request cannot be made). */
+static void
+ngx_http_minichat_announce_lookup(ngx_http_minichat_presence_t *pr)
+{
+    Minichat__LocalFrame       f = MINICHAT__LOCAL_FRAME__INIT;
+    Minichat__ContactsRequest  cr = MINICHAT__CONTACTS_REQUEST__INIT;
+
+    cr.user = pr->user;
     cr.limit = NGX_HTTP_MINICHAT_CONTACTS_MAX;
     f.body_case = MINICHAT__LOCAL_FRAME__BODY_CONTACTS;
     f.contacts = &cr;
 
     if (ngx_http_minichat_relay_request(&f, ngx_http_minichat_announce_contacts, pr) != NGX_OK) {
         ngx_free(pr);
+        return;
+    }
+
+    ngx_http_minichat_presence_out++;
+}
+
+
+/* A lookup came back: the next waiting announcements may go. */
+static void
+ngx_http_minichat_announce_next(void)
+{
+    ngx_queue_t                   *q;
+    ngx_http_minichat_presence_t  *pr;
+
+    ngx_http_minichat_presence_out--;
+
+    while (ngx_http_minichat_presence_out < NGX_HTTP_MINICHAT_PRESENCE_INFLIGHT
+           && ngx_http_minichat_presence_waiting_n)
+    {
+        q = ngx_queue_head(&ngx_http_minichat_presence_waiting);
+        ngx_queue_remove(q);
+        ngx_http_minichat_presence_waiting_n--;
+        pr = ngx_queue_data(q, ngx_http_minichat_presence_t, queue);
+
+        if (!ngx_http_minichat_relay_ready()) {
+            ngx_free(pr);
+            continue;
+        }
+
+        ngx_http_minichat_announce_lookup(pr);
     }
 }
 
@@ -333,6 +416,7 @@ ngx_http_minichat_announce_contacts(Minichat__LocalFrame *result, void *data)
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0, "minichat: presence of user %uL not announced: %s",
                       pr->user, cr ? cr->error : "no answer from relay-worker");
         ngx_free(pr);
+        ngx_http_minichat_announce_next();
         return;
     }
 
@@ -349,6 +433,7 @@ ngx_http_minichat_announce_contacts(Minichat__LocalFrame *result, void *data)
     }
 
     ngx_free(pr);
+    ngx_http_minichat_announce_next();
 }
 
 
@@ -383,8 +468,17 @@ ngx_http_minichat_presence_init(ngx_cycle_t *cycle)
 void
 ngx_http_minichat_presence_exit(void)
 {
+    ngx_queue_t  *q;
+
     if (ngx_http_minichat_sweeper.timer_set) {
         ngx_del_timer(&ngx_http_minichat_sweeper);
+    }
+
+    while (ngx_http_minichat_presence_waiting_n) {
+        q = ngx_queue_head(&ngx_http_minichat_presence_waiting);
+        ngx_queue_remove(q);
+        ngx_http_minichat_presence_waiting_n--;
+        ngx_free(ngx_queue_data(q, ngx_http_minichat_presence_t, queue));
     }
 }
 

@@ -455,6 +455,34 @@ async def test_presence_online_and_offline_across_nodes():
         await cb.close()
 
 
+@run_async
+async def test_presence_of_a_crowd_connecting_at_once_is_all_announced():
+    """A worker has at most 16 contacts lookups out at a time and queues the
+    rest (a connection storm must not swamp the relay-worker): 40 contacts
+    of one watcher coming online together are still each announced once."""
+    watcher = uid()
+    crowd = [uid() for _ in range(40)]
+    create_room(watcher, [watcher] + crowd)
+    toks = {u: token(u) for u in crowd}
+    cw = await connect(watcher, "b")
+    conns = []
+    try:
+        conns = await asyncio.gather(*[connect(u, "a", toks[u]) for u in crowd])
+        want = set(crowd)
+        await cw.collect("presence", lambda got: {f["user"] for f in got if f.get("online")} >= want,
+                         timeout=20)
+        try:
+            while True:                         # a late duplicate would show here
+                await cw.recv(timeout=0.5)
+        except asyncio.TimeoutError:
+            pass
+        ups = [f["user"] for f in cw.frames if f.get("op") == "presence" and f.get("online") and f["user"] in want]
+        assert sorted(ups) == sorted(crowd), ups
+    finally:
+        await asyncio.gather(*[c.close() for c in conns])
+        await cw.close()
+
+
 def _raw_ws(port, tok):
     s = open_socket(port, 5)
     key = base64.b64encode(os.urandom(16)).decode()
