@@ -341,9 +341,6 @@ ngx_http_minichat_announce(uint64_t user, ngx_uint_t online, uint64_t last_seen)
     pr->last_seen = last_seen;
 
     if (ngx_http_minichat_presence_out >= NGX_HTTP_MINICHAT_PRESENCE_INFLIGHT) {
-        if (ngx_http_minichat_presence_waiting.next == NULL) {
-            ngx_queue_init(&ngx_http_minichat_presence_waiting);
-        }
         ngx_queue_insert_tail(&ngx_http_minichat_presence_waiting, &pr->queue);
         ngx_http_minichat_presence_waiting_n++;
         return;
@@ -453,6 +450,8 @@ ngx_http_minichat_event_send(Minichat__ChatMessage *e)
 void
 ngx_http_minichat_presence_init(ngx_cycle_t *cycle)
 {
+    ngx_queue_init(&ngx_http_minichat_presence_waiting);
+
     if (ngx_worker != 0) {
         return;
     }
