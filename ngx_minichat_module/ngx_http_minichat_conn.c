@@ -38,6 +38,9 @@
 static ngx_int_t ngx_http_minichat_conn_send(ngx_http_minichat_ws_t *ws, ngx_uint_t waiting);
 static ngx_int_t ngx_http_minichat_conn_append(ngx_http_minichat_ws_t *ws, const u_char *data, size_t len);
 static ngx_int_t ngx_http_minichat_conn_linger(ngx_http_minichat_ws_t *ws);
+#if (NGX_SSL)
+static ngx_int_t ngx_http_minichat_conn_tls_shutdown(ngx_connection_t *c);
+#endif
 static ngx_uint_t ngx_http_minichat_conn_full(ngx_http_minichat_ws_t *ws, size_t len);
 
 
@@ -398,12 +401,16 @@ ngx_http_minichat_conn_linger(ngx_http_minichat_ws_t *ws)
     }
 
     /* (a worker that is exiting lingers too: it waits at most this long) */
-    if (
 #if (NGX_SSL)
-        c->ssl ||
+    if (c->ssl) {
+        if (ngx_http_minichat_conn_tls_shutdown(c) != NGX_OK) {
+            ngx_http_minichat_conn_abort(ws);
+            return NGX_ERROR;
+        }
+
+    } else
 #endif
-        shutdown(c->fd, SHUT_WR) == -1)
-    {
+    if (shutdown(c->fd, SHUT_WR) == -1) {
         ngx_http_minichat_conn_abort(ws);
         return NGX_ERROR;
     }
@@ -418,6 +425,34 @@ ngx_http_minichat_conn_linger(ngx_http_minichat_ws_t *ws)
 
     return NGX_OK;
 }
+
+
+#if (NGX_SSL)
+
+/* TLS's SHUT_WR: our close_notify goes after the close frame, so the
+ * client's TLS reads end there, while its records are still read (and
+ * dropped) until its own EOF.  The final close then neither sends a second
+ * close_notify nor waits for the client's. */
+static ngx_int_t
+ngx_http_minichat_conn_tls_shutdown(ngx_connection_t *c)
+{
+    int  n;
+
+    ERR_clear_error();
+
+    n = SSL_shutdown(c->ssl->connection);
+    if (n < 0) {
+        ERR_clear_error();
+        return NGX_ERROR;
+    }
+
+    c->ssl->no_wait_shutdown = 1;
+    c->ssl->no_send_shutdown = 1;
+
+    return NGX_OK;
+}
+
+#endif
 
 
 void

@@ -341,7 +341,7 @@ async def earn_strike(user, room, node="a"):
     # lingering close of plain connections (docs/ARCHITECTURE.md, "Known
     # gaps"): the reset that meets the requests still in flight destroys
     # the 4003 before the client reads it.  The idle watcher gets it.
-    assert await p.closed() in ((4003, 1006) if TLS else (4003,))
+    assert await p.closed() == 4003
     code = await watcher.closed()
     refused = [r for _, r in replies if r and r["op"] == "error"]
     assert all(r["code"] in ("rate_limited", "banned") for r in refused), refused[-3:]

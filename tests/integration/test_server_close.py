@@ -89,8 +89,6 @@ def started(node):
     return node
 
 
-@pytest.mark.skipif(TLS, reason="over TLS the server closes without lingering (ARCHITECTURE.md, Known gaps): "
-                    "a client still sending gets a reset")
 def test_quit_sends_1001_after_the_queue_to_a_client_still_sending():
     node = started(OwnNginx([], listen_params=["sndbuf=8k"]).start())
     try:
