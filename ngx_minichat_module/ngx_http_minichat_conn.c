@@ -403,7 +403,24 @@ ngx_http_minichat_conn_linger(ngx_http_minichat_ws_t *ws)
     /* (a worker that is exiting lingers too: it waits at most this long) */
 #if (NGX_SSL)
     if (c->ssl) {
-        if (ngx_http_minichat_conn_tls_shutdown(c) != NGX_OK) {
+        switch (ngx_http_minichat_conn_tls_shutdown(c)) {
+
+        case NGX_OK:
+            ws->tls_shutdown_wait = 0;
+            break;
+
+        case NGX_AGAIN:
+            /* the socket took the close frame but not the close_notify
+             * after it: tried again when writable, under the close's
+             * write timer */
+            ws->tls_shutdown_wait = 1;
+            if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
+                ngx_http_minichat_conn_abort(ws);
+                return NGX_ERROR;
+            }
+            return NGX_OK;
+
+        default:
             ngx_http_minichat_conn_abort(ws);
             return NGX_ERROR;
         }
@@ -432,17 +449,25 @@ ngx_http_minichat_conn_linger(ngx_http_minichat_ws_t *ws)
 /* TLS's SHUT_WR: our close_notify goes after the close frame, so the
  * client's TLS reads end there, while its records are still read (and
  * dropped) until its own EOF.  The final close then neither sends a second
- * close_notify nor waits for the client's. */
+ * close_notify nor waits for the client's.  NGX_AGAIN: the socket is full
+ * (OpenSSL holds the close_notify; call again once it is writable). */
 static ngx_int_t
 ngx_http_minichat_conn_tls_shutdown(ngx_connection_t *c)
 {
-    int  n;
+    int  n, err;
 
     ERR_clear_error();
 
     n = SSL_shutdown(c->ssl->connection);
     if (n < 0) {
+        err = SSL_get_error(c->ssl->connection, n);
         ERR_clear_error();
+
+        if (err == SSL_ERROR_WANT_WRITE) {
+            c->write->ready = 0;
+            return NGX_AGAIN;
+        }
+
         return NGX_ERROR;
     }
 
@@ -540,7 +565,7 @@ ngx_http_minichat_conn_close(ngx_http_minichat_ws_t *ws, ngx_uint_t code, const 
         return;
     }
 
-    if (ws->out_len == 0) {
+    if (ws->out_len == 0 && !ws->tls_shutdown_wait) {
         ngx_http_minichat_conn_abort(ws);
         return;
     }

@@ -172,6 +172,7 @@ struct ngx_http_minichat_ws_s {
     unsigned hello_pending:1; /* nothing is written before hello goes in at hello_at */
     unsigned banned:1;        /* a ban event came: every op answers banned until the close */
     unsigned lingering:1;     /* close frame written, writing shut down: input is drained until EOF */
+    unsigned tls_shutdown_wait:1; /* close frame written, TLS close_notify waits for the socket */
     unsigned echo:1;          /* an echo endpoint's connection: no user, session or ops */
     unsigned expiry_armed:1;  /* the read timer was set for exp, not for the tick */
     unsigned flush_queued:1;  /* on the worker's flush list (_flush.c): not freed until it passed */

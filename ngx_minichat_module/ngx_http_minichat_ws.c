@@ -793,6 +793,15 @@ ngx_http_minichat_ws_close(ngx_http_minichat_ws_t *ws)
         return;
     }
 
+#if (NGX_SSL)
+    if (c->ssl && (ws->out_pos < ws->out_len || ws->tls_shutdown_wait)) {
+        /* OpenSSL holds a record the socket did not take: an alert cannot
+         * go behind it ("bad write retry"), so no close_notify */
+        c->ssl->no_send_shutdown = 1;
+        c->ssl->no_wait_shutdown = 1;
+    }
+#endif
+
     ngx_http_minichat_ws_finish(ws);
 
     /* a TLS shutdown that has to wait keeps c a little longer, without ws */

@@ -14,7 +14,6 @@ import os
 import socket
 import ssl
 import struct
-import threading
 import time
 
 from conftest import NGINX_PORTS, SUBPROTOCOL, cid, connect, create_room, open_socket, run_async, token, uid
@@ -111,6 +110,65 @@ class RawWS:
         elif n == 127:
             n = struct.unpack("!Q", self._read(8))[0]
         return b0 & 0x0f, self._read(n)
+
+    def _take_frame(self):
+        """The next whole frame in the buffer, or None (nothing is read)."""
+        if len(self.buf) < 2:
+            return None
+        b0, b1 = self.buf[0], self.buf[1]
+        assert not b1 & 0x80, "server frames must not be masked"
+        n, at = b1 & 0x7f, 2
+        if n == 126:
+            if len(self.buf) < 4:
+                return None
+            n, at = struct.unpack("!H", self.buf[2:4])[0], 4
+        elif n == 127:
+            if len(self.buf) < 10:
+                return None
+            n, at = struct.unpack("!Q", self.buf[2:10])[0], 10
+        if len(self.buf) < at + n:
+            return None
+        payload, self.buf = self.buf[at:at + n], self.buf[at + n:]
+        return b0 & 0x0f, payload
+
+    def read_until_close_sending(self, chunks, every=0.001):
+        """Frames until the server's close frame while sending, in between,
+        the byte strings `chunks` yields (one each turn, or every `every`
+        seconds when nothing came), all from this one thread: a TLS socket
+        must not be read and written by two threads at once (an OpenSSL
+        object is not thread-safe, and Python does not lock it).  Sending
+        stops at the first error or timeout (a client that stops writing
+        midway is fine: the server drops the rest).  Returns (the frames,
+        (opcode, payload), read before the close frame, its code, its
+        reason); code and reason are None when the connection ended without
+        one."""
+        frames = []
+        sending = iter(chunks)
+        self.sock.settimeout(every)
+        try:
+            while True:
+                f = self._take_frame()
+                while f is not None:
+                    if f[0] == 0x8:
+                        return frames, struct.unpack("!H", f[1][:2])[0], f[1][2:].decode()
+                    frames.append(f)
+                    f = self._take_frame()
+                try:
+                    chunk = self.sock.recv(65536)
+                    if not chunk:
+                        return frames, None, None
+                    self.buf += chunk
+                except (socket.timeout, ssl.SSLWantReadError):
+                    pass
+                except (ConnectionResetError, BrokenPipeError):
+                    return frames, None, None
+                if sending is not None:
+                    try:
+                        self.sock.sendall(next(sending))
+                    except (StopIteration, OSError):
+                        sending = None
+        finally:
+            self.sock.settimeout(TIMEOUT)
 
     def expect_close(self, code):
         """Reads frames until a close frame; asserts its code, then EOF."""
@@ -337,21 +395,11 @@ def test_16mib_frame_gets_its_1009_while_the_client_still_sends():
     ws = RawWS(u)
     n = 16 * 1024 * 1024
     data = ws.frame(0x1, b"", length=n)[:14] + b"x" * n     # the payload unmasked: it is never read
-    sent = []
-
-    def send():
-        try:
-            ws.sock.sendall(data)
-            sent.append("all")
-        except OSError as e:
-            sent.append(e)
-
-    t = threading.Thread(target=send)
-    t.start()
+    chunks = (data[i:i + 65536] for i in range(0, len(data), 65536))
     try:
-        ws.expect_close(1009)
+        frames, code, reason = ws.read_until_close_sending(chunks, every=0.0005)
+        assert code == 1009, (frames, code, reason)
     finally:
-        t.join(30)
         ws.close()
     run_async(worker_still_serves)(u, room)
 
