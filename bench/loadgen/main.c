@@ -40,7 +40,7 @@ static void usage(void)
             "  --min-pings N         each open connection must have answered N pings (0)\n"
             "  --room-size S         deliver: members per room, 1..%d (100)\n"
             "  --messages K          deliver: messages per room (10)\n"
-            "  --msg-rate R          deliver: messages per second per room (10)\n"
+            "  --msg-rate R          deliver: messages per second per room, rooms staggered (10)\n"
             "  --wait S              deliver: seconds after the last send for the deliveries (15)\n"
             "  --user-base U         first user id (random)\n"
             "  --ready-file F        written (\"open N\") once every connection is open, or at the\n"

@@ -632,20 +632,27 @@ static uint64_t self_pss_kb(void)
     return kb;
 }
 
-/* Senders send what is due by now.  Returns 1 when every message of this
- * runner was acked and delivered. */
+/* Senders send what is due by now.  Each room's schedule is shifted by its
+ * share of one period (room g of R starts g/R periods late), so R rooms at
+ * a rate each offer an even R x rate sends a second, not R sends at once
+ * every period.  Returns 1 when every message of this runner was acked and
+ * delivered. */
 static int send_due(runner_t *r)
 {
     const lg_config_t *cfg = r->cfg;
     int64_t now = mc_now_us();
-    uint64_t due = (uint64_t)((double)(now - r->send_start_us) / 1e6 * cfg->msg_rate) + 1;
+    double periods = (double)(now - r->send_start_us) / 1e6 * cfg->msg_rate;
+    int rooms = lg_rooms(cfg);
     int i, all_acked = 1;
 
-    if (due > (uint64_t)cfg->messages) {
-        due = (uint64_t)cfg->messages;
-    }
     for (i = 0; i < r->nrooms; i++) {
         conn_t *s = r->rooms[i].sender;
+        double shifted = periods - (double)(r->room0 + i) / rooms;
+        uint64_t due = shifted < 0 ? 0 : (uint64_t)shifted + 1;
+
+        if (due > (uint64_t)cfg->messages) {
+            due = (uint64_t)cfg->messages;
+        }
 
         while (s->state == CS_OPEN && s->next_k < due && s->next_k - s->acked < SEND_WINDOW) {
             mc_buf_reset(&r->payload);
