@@ -42,7 +42,7 @@ static int main_sigfd = -1;
 static int main_sig_ev; /* its address marks the signalfd in epoll */
 
 static const char *const main_keys[] = {
-    "node", "unix_socket", "grpc_listen", "peers", "kafka_brokers", "kafka_topic", "kafka_linger_ms", "kafka_message_timeout_ms",
+    "node", "unix_socket", "unix_socket_mode", "unix_socket_group", "allowed_peers", "grpc_listen", "peers", "kafka_brokers", "kafka_topic", "kafka_linger_ms", "kafka_message_timeout_ms",
     "mysql_primary", "mysql_replica", "mysql_user", "mysql_password", "mysql_database", "log_level",
     "local_outbuf_max_mb", "peer_queue_max", "peer_queue_max_mb", "peer_batch_kb", "peer_timeout_ms",
     "peer_max_age_ms", "order_first_hold_ms", "order_gap_ms", "order_idle_ms", "order_max_held", "order_max_rooms",
@@ -91,6 +91,37 @@ static int conf_int(const mc_conf_t *c, const char *key, long long def, long lon
     return 0;
 }
 
+/* Fills the unix socket's access settings of relay_conf: the file's mode
+ * and group, and the peers allowed besides root and our own user.
+ * Returns 0 or -1 with a log line. */
+static int conf_socket_access(const mc_conf_t *c)
+{
+    const char *mode = mc_conf_get(c, "unix_socket_mode", "0660");
+    const char *group = mc_conf_get(c, "unix_socket_group", "");
+    const char *peers = mc_conf_get(c, "allowed_peers", "");
+    char err[256];
+
+    if (mc_sock_mode_parse(mode, &relay_conf.unix_socket_mode, err, sizeof(err)) != 0) {
+        mc_error("config: unix_socket_mode: %s", err);
+        return -1;
+    }
+    if (relay_conf.unix_socket_mode & 0002) {
+        mc_warn("config: unix_socket_mode %04o lets every local user connect; only allowed_peers keeps them out",
+                (unsigned)relay_conf.unix_socket_mode);
+    }
+    relay_conf.unix_socket_chgrp = group[0] != '\0';
+    if (relay_conf.unix_socket_chgrp
+        && mc_sock_group_parse(group, &relay_conf.unix_socket_group, err, sizeof(err)) != 0) {
+        mc_error("config: unix_socket_group: %s", err);
+        return -1;
+    }
+    if (mc_sock_peers_parse(peers, &relay_conf.allowed_peers, err, sizeof(err)) != 0) {
+        mc_error("config: allowed_peers: %s", err);
+        return -1;
+    }
+    return 0;
+}
+
 /* Fills relay_conf from the file.  Returns 0 or -1 with a log line. */
 static int conf_read(const mc_conf_t *c)
 {
@@ -125,6 +156,9 @@ static int conf_read(const mc_conf_t *c)
     }
     if (relay_conf.unix_socket == NULL || relay_conf.grpc_listen == NULL || relay_conf.kafka_brokers == NULL) {
         mc_error("config: unix_socket, grpc_listen and kafka_brokers are required");
+        return -1;
+    }
+    if (conf_socket_access(c) != 0) {
         return -1;
     }
     if (conf_int(c, "kafka_linger_ms", 1, 0, 10000, &relay_conf.kafka_linger_ms) != 0
@@ -201,11 +235,11 @@ static void on_signal(void)
 /* Logs the counters when any moved since the last call. */
 static void log_stats(void)
 {
-    static uint64_t last[11];
-    uint64_t v[11];
+    static uint64_t last[12];
+    uint64_t v[12];
     mc_reorder_stats_t os;
 
-    link_stats(&v[0], &v[1]);
+    link_stats(&v[0], &v[1], &v[11]);
     kafka_stats(&v[2], &v[3], &v[4]);
     peers_stats(&v[5], &v[6], &v[7]);
     order_stats(&os);
@@ -216,10 +250,10 @@ static void log_stats(void)
         return;
     }
     memcpy(last, v, sizeof(v));
-    mc_info("stats: workers %llu (dropped %llu); kafka produced %llu, delivered %llu, failed %llu; "
+    mc_info("stats: workers %llu (dropped %llu, refused %llu); kafka produced %llu, delivered %llu, failed %llu; "
             "peers sent %llu, dropped %llu, failed calls %llu; order released %llu, late %llu, skipped %llu, "
             "rooms %llu, held %llu",
-            (unsigned long long)v[0], (unsigned long long)v[1], (unsigned long long)v[2], (unsigned long long)v[3],
+            (unsigned long long)v[0], (unsigned long long)v[1], (unsigned long long)v[11], (unsigned long long)v[2], (unsigned long long)v[3],
             (unsigned long long)v[4], (unsigned long long)v[5], (unsigned long long)v[6], (unsigned long long)v[7],
             (unsigned long long)v[8], (unsigned long long)v[9], (unsigned long long)v[10],
             (unsigned long long)os.rooms, (unsigned long long)os.held);

@@ -15,7 +15,8 @@
  *    toolkit in queries.c) and consumer_lag.c (has the roomlist-consumer
  *    caught up?);
  *  - worker_link.c: the unix-socket server for the node's nginx workers
- *    (transport only); it hands received frames to the handler main.c gave
+ *    (transport, and who may connect: the socket file's mode and group, the
+ *    peer's credentials against allowed_peers); it hands received frames to the handler main.c gave
  *    it (the dispatcher) through a function pointer, and everyone answers
  *    the workers through link_send()/link_broadcast().
  *
@@ -42,6 +43,7 @@
 #include "minichat.pb-c.h"
 #include "minichat/db.h"
 #include "minichat/reorder.h"
+#include "minichat/sock_access.h"
 
 #define RELAY_METHOD "/minichat.Relay/Deliver"
 
@@ -66,6 +68,10 @@ static inline int relay_is_event_kind(const char *kind)
 typedef struct {
     const char *node;
     const char *unix_socket;
+    mode_t unix_socket_mode;   /* the socket file's mode (default 0660) */
+    int unix_socket_chgrp;     /* 1: chown the socket file to unix_socket_group */
+    gid_t unix_socket_group;
+    mc_sock_peers_t allowed_peers; /* besides root and our own uid (worker_link.c) */
     const char *grpc_listen;
     const char *peers;
     const char *kafka_brokers;
@@ -118,7 +124,7 @@ int link_send(uint64_t conn_id, const uint8_t *frame, size_t len);
 /* Queues frames for every connection that said hello but except_id (0: all). */
 void link_broadcast(uint64_t except_id, const uint8_t *frames, size_t len);
 void link_close_all(void);
-void link_stats(uint64_t *conns, uint64_t *dropped);
+void link_stats(uint64_t *conns, uint64_t *dropped, uint64_t *refused);
 
 /* dispatch.c: the LocalFrame handler (main thread) */
 int dispatch_frame(const link_from_t *from, Minichat__LocalFrame *f);

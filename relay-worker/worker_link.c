@@ -17,6 +17,16 @@
  * worker that stops reading is dropped once its buffer passes
  * local_outbuf_max, so memory stays bounded.
  *
+ * Who may connect: the socket file is created 0600 (umask around bind), then
+ * chowned to unix_socket_group when set and chmod'ed to unix_socket_mode
+ * (0660 by default), so no one else can connect in between.  Each accepted
+ * connection's credentials (SO_PEERCRED: pid, uid, gid; SO_PEERGROUPS: the
+ * supplementary groups, read only when allowed_peers names groups) are
+ * checked before anything is read: root and this process's own user are
+ * always accepted (either could ptrace the relay-worker anyway), anyone
+ * else only when allowed_peers lists its uid or one of its groups.  A
+ * refused peer is closed at once, logged once at warn and counted.
+ *
  * Only the main thread frees a connection.  Another thread that must give up
  * on one marks it dead and shuts the socket down, which wakes the main thread
  * with EPOLLHUP.  Other threads name connections by id, never by pointer.
@@ -39,6 +49,7 @@
 
 #define LINK_MAX_CONNS 1024
 #define LINK_READ_MIN 65536
+#define LINK_PEER_GROUPS 64 /* supplementary groups read on the stack; more are malloc'ed */
 
 enum { LINK_LISTEN = 1, LINK_CONN = 2 };
 
@@ -69,6 +80,7 @@ static link_conn_t *link_conns[LINK_MAX_CONNS];
 static size_t link_nconns;
 static uint64_t link_next_id = 1;
 static uint64_t link_dropped; /* connections dropped for not reading */
+static uint64_t link_refused; /* connections refused by their credentials */
 static link_listener_t link_listener = {LINK_LISTEN, -1};
 static char link_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 static link_handler_t link_handler;
@@ -222,11 +234,12 @@ void link_broadcast(uint64_t except_id, const uint8_t *frames, size_t len)
     pthread_mutex_unlock(&link_lock);
 }
 
-void link_stats(uint64_t *conns, uint64_t *dropped)
+void link_stats(uint64_t *conns, uint64_t *dropped, uint64_t *refused)
 {
     pthread_mutex_lock(&link_lock);
     *conns = link_nconns;
     *dropped = link_dropped;
+    *refused = link_refused;
     pthread_mutex_unlock(&link_lock);
 }
 
@@ -339,6 +352,64 @@ static int conn_read(link_conn_t *c)
     return 0;
 }
 
+/* Reads the peer's supplementary groups into *groups (buf when they fit,
+ * else a malloc'ed array the caller frees).  Returns the count, or -1 with
+ * errno set. */
+static int peer_groups(int fd, gid_t *buf, gid_t **groups)
+{
+    socklen_t len = LINK_PEER_GROUPS * sizeof(gid_t);
+    gid_t *big;
+
+    *groups = buf;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, buf, &len) == 0) {
+        return (int)(len / sizeof(gid_t));
+    }
+    if (errno != ERANGE || len == 0 || len > 65536 * sizeof(gid_t)) {
+        return -1;
+    }
+    big = malloc(len); /* len is the size the kernel asked for */
+    if (big == NULL || getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, big, &len) != 0) {
+        free(big);
+        return -1;
+    }
+    *groups = big;
+    return (int)(len / sizeof(gid_t));
+}
+
+/* Returns 1 when the peer on fd may speak to us, else 0 (logged). */
+static int peer_allowed(int fd)
+{
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    gid_t buf[LINK_PEER_GROUPS], *groups = buf;
+    int ngroups = 0, ok;
+
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+        mc_warn("link: refused a connection: SO_PEERCRED: %s", strerror(errno));
+        return 0;
+    }
+    if (cred.uid == 0 || cred.uid == geteuid()) {
+        return 1;
+    }
+    if (relay_conf.allowed_peers.ngids > 0) {
+        ngroups = peer_groups(fd, buf, &groups);
+        if (ngroups < 0) {
+            mc_warn("link: SO_PEERGROUPS of pid %d: %s; checking its primary group only", (int)cred.pid,
+                    strerror(errno));
+            ngroups = 0;
+        }
+    }
+    ok = mc_sock_peers_allow(&relay_conf.allowed_peers, cred.uid, cred.gid, groups, (size_t)ngroups);
+    if (groups != buf) {
+        free(groups);
+    }
+    if (!ok) {
+        mc_warn("link: refused a connection from pid %d uid %u gid %u: not in allowed_peers", (int)cred.pid,
+                (unsigned)cred.uid, (unsigned)cred.gid);
+    }
+    return ok;
+}
+
 /* Accepts every pending connection. */
 static void on_accept(void)
 {
@@ -353,6 +424,13 @@ static void on_accept(void)
                 mc_error("link: accept: %s", strerror(errno));
             }
             return;
+        }
+        if (!peer_allowed(fd)) {
+            pthread_mutex_lock(&link_lock);
+            link_refused++;
+            pthread_mutex_unlock(&link_lock);
+            close(fd);
+            continue;
         }
         c = calloc(1, sizeof(*c));
         if (c == NULL || link_nconns == LINK_MAX_CONNS) {
@@ -443,7 +521,8 @@ int link_listen(const char *path, const link_handler_t *handler)
 {
     struct sockaddr_un sa;
     struct epoll_event ev;
-    int fd;
+    mode_t umask_was;
+    int fd, rc;
 
     if (strlen(path) >= sizeof(sa.sun_path)) {
         mc_error("unix_socket \"%s\" is too long", path);
@@ -465,12 +544,21 @@ int link_listen(const char *path, const link_handler_t *handler)
         mc_error("unlink \"%s\": %s", path, strerror(errno));
         goto err;
     }
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+    /* created 0600, so that no one connects before the mode and group are set */
+    umask_was = umask(0177);
+    rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+    umask(umask_was);
+    if (rc != 0) {
         mc_error("bind \"%s\": %s", path, strerror(errno));
         goto err;
     }
-    if (chmod(path, 0666) != 0) {
-        mc_error("chmod \"%s\": %s", path, strerror(errno));
+    if (relay_conf.unix_socket_chgrp && chown(path, (uid_t)-1, relay_conf.unix_socket_group) != 0) {
+        mc_error("unix_socket_group: chown \"%s\" to gid %u: %s", path, (unsigned)relay_conf.unix_socket_group,
+                 strerror(errno));
+        goto err;
+    }
+    if (chmod(path, relay_conf.unix_socket_mode) != 0) {
+        mc_error("chmod \"%s\" %04o: %s", path, (unsigned)relay_conf.unix_socket_mode, strerror(errno));
         goto err;
     }
     if (listen(fd, 128) != 0) {
