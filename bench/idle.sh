@@ -41,6 +41,7 @@
 #      pings a client that answers every other interval: it checks silence
 #      on its tick, and a pong that came just after one tick is less than
 #      an interval old at the next);
+# (MODES="idle deliver" by default; MODES=deliver runs only the second.)
 #   2. deliver: N members in rooms of ROOM_SIZE (20; small rooms keep the
 #      presence fan-out of N users coming online small), each room's owner
 #      sends MESSAGES (3) after a hold of 5 s, all owners together
@@ -63,6 +64,7 @@ ping=${PING:-30}
 room_size=${ROOM_SIZE:-20}
 messages=${MESSAGES:-3}
 send_rate=${SEND_RATE:-1000}
+modes=${MODES:-idle deliver}
 rate=${CONNECT_RATE:-2000}
 connect_timeout=${CONNECT_TIMEOUT:-900}
 port=$((8080 + off))
@@ -198,6 +200,8 @@ per_worker() {
 summary=()
 status=0
 for n in $counts; do
+  open_s="" min_pings="" per_conn="" lg_mem="" received="" lat=""
+  if [[ " $modes " == *" idle "* ]]; then
     say "== $n idle connections"
     before=$(workers_pss)
     opened=0
@@ -228,6 +232,8 @@ for n in $counts; do
         "$bd/idle-$n.log")
     open_s=$(sed -n 's/^loadgen: connected: .* in \([0-9.]*\) s.*/\1/p' "$bd/idle-$n.log")
     min_pings=$(sed -n 's/^loadgen: result .* min_pings=\([0-9]*\) .*/\1/p' "$bd/idle-$n.log")
+  fi
+  if [[ " $modes " == *" deliver "* ]]; then
 
     rooms=$(( (n + room_size - 1) / room_size ))
     msg_rate=$(awk -v s="$send_rate" -v r="$rooms" 'BEGIN { printf "%.4f", s / r }')
@@ -242,6 +248,7 @@ for n in $counts; do
     grep -E '^loadgen: (connected|result|deliver|latency|PASS|FAIL)' "$bd/deliver-$n.log" | sed 's/^/idle: /'
     received=$(sed -n 's/^loadgen: deliver .* expected=\([0-9]*\) received=\([0-9]*\) .*/\2 of \1/p' "$bd/deliver-$n.log")
     lat=$(sed -n 's/^loadgen: latency_us p50=\([0-9]*\) p99=\([0-9]*\) p99.9=\([0-9]*\).*/\1 \/ \2 \/ \3/p' "$bd/deliver-$n.log")
+  fi
     summary+=("| $n | ${open_s:-?} s | ${min_pings:-?} | ${per_conn:-?} B | ${lg_mem:-?} | ${received:-?} | ${lat:-?} |")
 done
 
