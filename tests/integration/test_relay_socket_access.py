@@ -11,11 +11,13 @@ request and reports what happened as JSON.
 
 The stack's relay-workers carry the dev configuration (mode 0660, the
 relay-worker's own group, no allowed_peers: only root, which the dev nginx
-workers run as, gets in).  The group and supplementary-group paths need a
-configuration of their own, so one test runs a relay-worker of its own
-(the stack's config with a private socket, gRPC port and access keys
-appended: the last occurrence of a key wins)."""
+workers run as, gets in); their sockets' modes are checked in place.  The
+tests that connect as another user run a relay-worker of their own (the
+stack's config with a private socket in a directory anyone may search, a
+gRPC port and access keys appended: the last occurrence of a key wins),
+since the checkout's directories may not be searchable by others."""
 
+import contextlib
 import json
 import os
 import signal
@@ -111,33 +113,6 @@ def test_stack_socket_is_not_world_writable(node):
     assert (st.st_uid, st.st_gid) == (os.geteuid(), os.getegid())
 
 
-def test_unprivileged_user_cannot_connect():
-    """nobody, in none of the socket's groups: the file's mode refuses it."""
-    path = sock_path("a")
-    # the directories on the way are searchable, so the mode is what stops it
-    d = os.path.dirname(path)
-    while d != "/":
-        assert os.stat(d).st_mode & stat.S_IXOTH, d
-        d = os.path.dirname(d)
-    r = as_user(path, NOBODY, NOGROUP)
-    assert r["connect"] == "EACCES", r
-
-
-def test_peer_not_allowed_is_disconnected_and_logged():
-    """nobody with the socket's group as a supplementary group passes the
-    mode; the relay-worker closes it on accept (no reply to its request)
-    and logs its pid, uid and gid."""
-    path = sock_path("a")
-    log = os.path.join(RUN, "relay-a", "relay.log")
-    off = log_size(log)
-    r = as_user(path, NOBODY, NOGROUP, groups=[os.stat(path).st_gid])
-    assert r["connect"] == "ok", r
-    assert r["closed"] and r["reply"] == 0, r
-    line = refusal_line(r["pid"], NOBODY, NOGROUP)
-    wait_until(lambda: line in log_since(log, off), what="the refusal in %s" % log)
-    assert log_since(log, off).count(line) == 1
-
-
 # --- a relay-worker of the test's own -------------------------------------
 
 def free_port():
@@ -168,10 +143,10 @@ def own_dir():
     os.rmdir(d)
 
 
-@pytest.fixture
-def own_relay(own_dir):
-    """A relay-worker with the socket's group nogroup and www-data allowed."""
-    conf = own_conf(own_dir, "unix_socket_mode = 0660\nunix_socket_group = nogroup\nallowed_peers = group:www-data\n")
+@contextlib.contextmanager
+def run_relay(own_dir, extra):
+    """A relay-worker of the test's own, its socket in own_dir: (socket, log)."""
+    conf = own_conf(own_dir, extra)
     log = os.path.join(own_dir, "relay.log")
     with open(log, "ab") as out:
         p = subprocess.Popen([RELAY_BIN, "-c", conf], stdin=subprocess.DEVNULL, stdout=out, stderr=out)
@@ -189,6 +164,47 @@ def own_relay(own_dir):
             p.wait()
         sys.stdout.write(log_since(log, 0)[-4000:])
     assert p.returncode == 0, log_since(log, 0)
+
+
+@pytest.fixture
+def own_relay(own_dir):
+    """A relay-worker with the socket's group nogroup and www-data allowed."""
+    with run_relay(own_dir, "unix_socket_mode = 0660\nunix_socket_group = nogroup\n"
+                            "allowed_peers = group:www-data\n") as r:
+        yield r
+
+
+@pytest.fixture
+def dev_relay(own_dir):
+    """A relay-worker with the stack's access settings (none added: mode
+    0660, its own group, no allowed_peers), its socket where nobody can
+    reach it: the checkout's own directories may not be searchable by
+    others (a clone under `mktemp -d` is 0700), and then they, not the
+    socket's mode, would keep nobody out."""
+    with run_relay(own_dir, "") as r:
+        yield r
+
+
+def test_unprivileged_user_cannot_connect(dev_relay):
+    """nobody, in none of the socket's groups: the file's mode refuses it."""
+    path, _ = dev_relay
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o660
+    r = as_user(path, NOBODY, NOGROUP)
+    assert r["connect"] == "EACCES", r
+
+
+def test_peer_not_allowed_is_disconnected_and_logged(dev_relay):
+    """nobody with the socket's group as a supplementary group passes the
+    mode; the relay-worker closes it on accept (no reply to its request)
+    and logs its pid, uid and gid."""
+    path, log = dev_relay
+    off = log_size(log)
+    r = as_user(path, NOBODY, NOGROUP, groups=[os.stat(path).st_gid])
+    assert r["connect"] == "ok", r
+    assert r["closed"] and r["reply"] == 0, r
+    line = refusal_line(r["pid"], NOBODY, NOGROUP)
+    wait_until(lambda: line in log_since(log, off), what="the refusal in %s" % log)
+    assert log_since(log, off).count(line) == 1
 
 
 def test_own_relay_group_and_supplementary_groups(own_relay):
