@@ -42,7 +42,8 @@ static int main_sigfd = -1;
 static int main_sig_ev; /* its address marks the signalfd in epoll */
 
 static const char *const main_keys[] = {
-    "node", "unix_socket", "grpc_listen", "peers", "kafka_brokers", "kafka_topic", "kafka_linger_ms", "kafka_message_timeout_ms",
+    "node", "unix_socket", "grpc_listen", "peers", "peer_tls_ca", "peer_tls_cert", "peer_tls_key", "peer_tls_names",
+    "kafka_brokers", "kafka_topic", "kafka_linger_ms", "kafka_message_timeout_ms",
     "mysql_primary", "mysql_replica", "mysql_user", "mysql_password", "mysql_database", "log_level",
     "local_outbuf_max_mb", "peer_queue_max", "peer_queue_max_mb", "peer_batch_kb", "peer_timeout_ms",
     "peer_max_age_ms", "order_first_hold_ms", "order_gap_ms", "order_idle_ms", "order_max_held", "order_max_rooms", "order_max_ahead",
@@ -64,7 +65,10 @@ static void usage(FILE *out)
             "  -c, --config FILE   config file (key = value), see conf/relay-worker.conf.in\n"
             "  -h, --help          this text\n"
             "\n"
-            "keys: node, unix_socket, grpc_listen, peers (node@host:port,...), kafka_brokers,\n"
+            "keys: node, unix_socket, grpc_listen, peers (node@host:port,...),\n"
+            "      peer_tls_ca, peer_tls_cert, peer_tls_key (PEM files: mutual TLS between\n"
+            "      relay-workers; unset: in the clear), peer_tls_names (names,...; default: the\n"
+            "      peers' node names), kafka_brokers,\n"
             "      kafka_topic, kafka_linger_ms (1), kafka_message_timeout_ms (30000),\n"
             "      mysql_primary, mysql_replica, mysql_user, mysql_password, mysql_database,\n"
             "      log_level (debug|info|warn|error),\n"
@@ -111,6 +115,10 @@ static int conf_read(const mc_conf_t *c)
     relay_conf.unix_socket = mc_conf_get(c, "unix_socket", NULL);
     relay_conf.grpc_listen = mc_conf_get(c, "grpc_listen", NULL);
     relay_conf.peers = mc_conf_get(c, "peers", "");
+    relay_conf.peer_tls_ca = mc_conf_get(c, "peer_tls_ca", NULL);
+    relay_conf.peer_tls_cert = mc_conf_get(c, "peer_tls_cert", NULL);
+    relay_conf.peer_tls_key = mc_conf_get(c, "peer_tls_key", NULL);
+    relay_conf.peer_tls_names = mc_conf_get(c, "peer_tls_names", NULL);
     relay_conf.kafka_brokers = mc_conf_get(c, "kafka_brokers", NULL);
     relay_conf.kafka_topic = mc_conf_get(c, "kafka_topic", "minichat.messages");
     relay_conf.kafka_consumer_group = mc_conf_get(c, "kafka_consumer_group", "minichat-roomlist");
@@ -348,7 +356,8 @@ int main(int argc, char **argv)
         goto out;
     }
     if (signals_init() != 0 || order_init(&relay_conf.order) != 0 || kafka_init(&relay_conf) != 0
-        || rpc_start(relay_conf.grpc_listen) != 0 || peers_init(relay_conf.peers, relay_conf.node) != 0
+        || peer_tls_init(&relay_conf) != 0 || rpc_start(relay_conf.grpc_listen) != 0
+        || peers_init(relay_conf.peers, relay_conf.node) != 0
         || db_jobs_start(&relay_conf) != 0 || link_listen(relay_conf.unix_socket, &handler) != 0) {
         goto stop;
     }
@@ -368,6 +377,7 @@ stop:
     db_jobs_stop();
     link_close_all();
     order_close();
+    peer_tls_free();
     mc_info("stopped");
 out:
     if (main_sigfd >= 0) {
