@@ -34,7 +34,7 @@ UNIT_TESTS := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
         conformance fuzz fuzz-build fuzz-seeds fuzz-targets clean bench-tools bench-idle
 
 all: $(LIB) $(B)/bin/relay-worker $(B)/bin/roomlist-consumer $(B)/bin/minichat-token $(B)/bin/minichat-ban $(MODULE) \
-     bench-tools
+     bench-tools $(B)/bin/relay-forge
 
 setup:
 	@bash scripts/setup.sh
@@ -84,6 +84,12 @@ $(B)/bin/minichat-token: lib/tools/minichat-token.c $(LIB)
 $(B)/bin/minichat-ban: lib/tools/minichat-ban.c $(LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_ALL) $(shell pkg-config --cflags hiredis) -o $@ $< $(LIB) $(shell pkg-config --libs hiredis) $(LIBDEPS)
+
+# relay-forge: a gRPC caller that is not a relay-worker, for the mesh's mTLS
+# tests (tests/integration/test_peer_tls.py)
+$(B)/bin/relay-forge: tests/tools/relay-forge.c $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) $(shell pkg-config --cflags grpc) -o $@ $< $(LIB) $(shell pkg-config --libs grpc) $(LIBDEPS)
 
 # --- benchmark tools (bench/) -------------------------------------------------
 # loadgen: the WebSocket load generator (bench/loadgen/loadgen.h)

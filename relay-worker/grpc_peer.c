@@ -9,6 +9,9 @@
  * completion (on the cq thread) sends all of them as the next batch.  Under
  * load this batches by itself; when idle a message leaves at once.
  *
+ * Security: with peer_tls_* set the channels use mutual TLS (peer_tls.c) and
+ * expect each peer's certificate to name its node.
+ *
  * Failures: a call that does not end with status OK keeps its batch and is
  * retried after a backoff (100 ms doubling to 2 s) by peers_tick() on the
  * main thread; nothing behind it is sent meanwhile.  The queue is bounded
@@ -102,7 +105,7 @@ static int peer_parse(peer_t *p, const char *s, size_t len)
 static int peer_open(peer_t *p)
 {
     grpc_channel_credentials *creds;
-    grpc_arg args[5];
+    grpc_arg args[6];
     grpc_channel_args cargs;
 
     args[0].type = GRPC_ARG_INTEGER;
@@ -122,8 +125,18 @@ static int peer_open(peer_t *p)
     args[4].value.integer = RELAY_GRPC_MESSAGE_MAX;
     cargs.num_args = 5;
     cargs.args = args;
+    if (peer_tls_enabled()) {
+        /* the peer's certificate must name the peer's node, not its address */
+        args[5].type = GRPC_ARG_STRING;
+        args[5].key = GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
+        args[5].value.string = p->name;
+        cargs.num_args = 6;
+    }
 
-    creds = grpc_insecure_credentials_create();
+    creds = peer_tls_channel_creds();
+    if (creds == NULL) {
+        return -1;
+    }
     p->channel = grpc_channel_create(p->target, creds, &cargs);
     grpc_channel_credentials_release(creds);
     if (p->channel == NULL) {

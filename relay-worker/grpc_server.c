@@ -16,6 +16,12 @@
  * batch's order); then the ack is sent.  Senders keep one call
  * in flight per peer, so a peer's batches arrive in order.
  *
+ * Callers: with mutual TLS on (peer_tls.c) the handshake already refused
+ * anyone without a certificate of the mesh's CA; a call from a certificate
+ * that names no configured peer is answered PERMISSION_DENIED before its
+ * payload is read, and so is a batch whose from_node is not the name its
+ * caller's certificate carries.
+ *
  * Shutdown: grpc_server_shutdown_and_notify() + cancel_all_calls(), wait for
  * the notification, destroy the server; later rpc_stop() shuts the queue
  * down and joins the thread once the peers have finished their calls.
@@ -29,9 +35,11 @@
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
 #include <grpc/support/log.h>
 #include <grpc/support/time.h>
 
+#include "minichat/clock.h"
 #include "minichat/frame.h"
 #include "minichat/log.h"
 #include "minichat/relay_queue.h"
@@ -108,10 +116,14 @@ static void rpc_call_free(rpc_call_t *rc)
     free(rc);
 }
 
+#define RPC_MALFORMED (-1)
+#define RPC_DENIED (-2)
+
 /* Turns a RelayBatch into deliver frames for the reorderer and event frames
- * for the local workers.  Returns the number of messages accepted, or -1
- * when the batch is malformed. */
-static long rpc_deliver(const uint8_t *p, size_t n)
+ * for the local workers.  Returns the number of messages accepted,
+ * RPC_MALFORMED when the batch does not parse, or RPC_DENIED when caller (a
+ * certificate name, or NULL without TLS) is not its from_node. */
+static long rpc_deliver(const uint8_t *p, size_t n, const char *caller)
 {
     Minichat__RelayBatch *b = minichat__relay_batch__unpack(NULL, n, p);
     Minichat__ChatMessage *msg;
@@ -120,7 +132,12 @@ static long rpc_deliver(const uint8_t *p, size_t n)
     int event;
 
     if (b == NULL) {
-        return -1;
+        return RPC_MALFORMED;
+    }
+    if (caller != NULL && strcmp(caller, b->from_node) != 0) {
+        mc_error("grpc: peer \"%s\" sent a batch as \"%s\"; refused", caller, b->from_node);
+        minichat__relay_batch__free_unpacked(b, NULL);
+        return RPC_DENIED;
     }
     for (i = 0; i < b->n_messages; i++) {
         cap += MC_FRAME_HDR + MC_PB_LD_HDR_MAX + minichat__chat_message__get_packed_size(b->messages[i]);
@@ -195,7 +212,9 @@ static void rpc_reply(rpc_call_t *rc, long accepted)
         op++;
     }
     op->op = GRPC_OP_SEND_STATUS_FROM_SERVER;
-    op->data.send_status_from_server.status = accepted >= 0 ? GRPC_STATUS_OK : GRPC_STATUS_INVALID_ARGUMENT;
+    op->data.send_status_from_server.status = accepted >= 0                ? GRPC_STATUS_OK
+                                              : accepted == RPC_DENIED ? GRPC_STATUS_PERMISSION_DENIED
+                                                                       : GRPC_STATUS_INVALID_ARGUMENT;
     op->data.send_status_from_server.trailing_metadata_count = 0;
     op++;
     rc->replying = 1;
@@ -206,13 +225,32 @@ static void rpc_reply(rpc_call_t *rc, long accepted)
     }
 }
 
+/* Logs a caller that is not a configured peer, at most once a second. */
+static void rpc_refuse(rpc_call_t *rc)
+{
+    static uint64_t logged_at, refused;
+    uint64_t now = mc_now_ms();
+    char *peer;
+
+    refused++;
+    if (now - logged_at < 1000) {
+        return;
+    }
+    logged_at = now;
+    peer = grpc_call_get_peer(rc->call);
+    mc_error("grpc: refused a call from %s: its certificate names no configured peer (peer_tls_names); "
+             "%llu refused so far", peer ? peer : "?", (unsigned long long)refused);
+    gpr_free(peer);
+}
+
 /* A requested call arrived (replying == 0) or its reply finished (1). */
 static void rpc_call_done(relay_tag_t *tag, int ok)
 {
     rpc_call_t *rc = (rpc_call_t *)tag;
     grpc_byte_buffer_reader r;
     grpc_slice s;
-    long accepted = -1;
+    long accepted = RPC_MALFORMED;
+    char caller[64];
 
     if (rc->replying) {
         rpc_call_free(rc);
@@ -226,14 +264,19 @@ static void rpc_call_done(relay_tag_t *tag, int ok)
     if (!rpc_shutting_down) {
         rpc_request();
     }
+    if (!peer_tls_caller(rc->call, caller, sizeof(caller))) {
+        rpc_refuse(rc);
+        rpc_reply(rc, RPC_DENIED);
+        return;
+    }
     if (rc->payload == NULL) {
         mc_warn("grpc: Deliver call without a payload");
     } else if (grpc_byte_buffer_reader_init(&r, rc->payload)) {
         s = grpc_byte_buffer_reader_readall(&r);
         grpc_byte_buffer_reader_destroy(&r);
-        accepted = rpc_deliver(GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s));
+        accepted = rpc_deliver(GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s), peer_tls_enabled() ? caller : NULL);
         grpc_slice_unref(s);
-        if (accepted < 0) {
+        if (accepted == RPC_MALFORMED) {
             mc_error("grpc: malformed RelayBatch (%zu bytes), rejected", (size_t)grpc_byte_buffer_length(rc->payload));
         }
     }
@@ -319,7 +362,11 @@ int rpc_start(const char *listen_addr)
         mc_error("grpc: cannot register %s", RELAY_METHOD);
         return -1;
     }
-    creds = grpc_insecure_server_credentials_create();
+    creds = peer_tls_server_creds();
+    if (creds == NULL) {
+        mc_error("grpc: cannot make the server's credentials");
+        return -1;
+    }
     port = grpc_server_add_http2_port(rpc_server, listen_addr, creds);
     grpc_server_credentials_release(creds);
     if (port == 0) {
@@ -336,7 +383,7 @@ int rpc_start(const char *listen_addr)
         return -1;
     }
     rpc_thread_running = 1;
-    mc_info("grpc: listening on %s", listen_addr);
+    mc_info("grpc: listening on %s (%s)", listen_addr, peer_tls_enabled() ? "mutual TLS" : "insecure");
     return 0;
 }
 

@@ -42,10 +42,12 @@ static int main_sigfd = -1;
 static int main_sig_ev; /* its address marks the signalfd in epoll */
 
 static const char *const main_keys[] = {
-    "node", "unix_socket", "unix_socket_mode", "unix_socket_group", "allowed_peers", "grpc_listen", "peers", "kafka_brokers", "kafka_topic", "kafka_linger_ms", "kafka_message_timeout_ms",
+    "node", "unix_socket", "unix_socket_mode", "unix_socket_group", "allowed_peers", "grpc_listen", "peers",
+    "peer_tls_ca", "peer_tls_cert", "peer_tls_key", "peer_tls_names",
+    "kafka_brokers", "kafka_topic", "kafka_linger_ms", "kafka_message_timeout_ms",
     "mysql_primary", "mysql_replica", "mysql_user", "mysql_password", "mysql_database", "log_level",
     "local_outbuf_max_mb", "peer_queue_max", "peer_queue_max_mb", "peer_batch_kb", "peer_timeout_ms",
-    "peer_max_age_ms", "order_first_hold_ms", "order_gap_ms", "order_idle_ms", "order_max_held", "order_max_rooms",
+    "peer_max_age_ms", "order_first_hold_ms", "order_gap_ms", "order_idle_ms", "order_max_held", "order_max_rooms", "order_max_ahead",
     "db_threads", "db_queue_max", "kafka_consumer_group", "rebuild_wait_ms", "publish_max_age_ms", NULL};
 
 int relay_epoll_fd(void)
@@ -64,7 +66,10 @@ static void usage(FILE *out)
             "  -c, --config FILE   config file (key = value), see conf/relay-worker.conf.in\n"
             "  -h, --help          this text\n"
             "\n"
-            "keys: node, unix_socket, grpc_listen, peers (node@host:port,...), kafka_brokers,\n"
+            "keys: node, unix_socket, grpc_listen, peers (node@host:port,...),\n"
+            "      peer_tls_ca, peer_tls_cert, peer_tls_key (PEM files: mutual TLS between\n"
+            "      relay-workers; unset: in the clear), peer_tls_names (names,...; default: the\n"
+            "      peers' node names), kafka_brokers,\n"
             "      kafka_topic, kafka_linger_ms (1), kafka_message_timeout_ms (30000),\n"
             "      mysql_primary, mysql_replica, mysql_user, mysql_password, mysql_database,\n"
             "      log_level (debug|info|warn|error),\n"
@@ -72,7 +77,7 @@ static void usage(FILE *out)
             "      peer_batch_kb (1024), peer_timeout_ms (5000), peer_max_age_ms (10000),\n"
             "      publish_max_age_ms (1000),\n"
             "      order_first_hold_ms (500), order_gap_ms (500), order_idle_ms (600000),\n"
-            "      order_max_held (10000), order_max_rooms (1000000),\n"
+            "      order_max_held (10000), order_max_rooms (1000000), order_max_ahead (10000),\n"
             "      db_threads (2), db_queue_max (10000), kafka_consumer_group (minichat-roomlist),\n"
             "      rebuild_wait_ms (5000)\n");
 }
@@ -127,7 +132,7 @@ static int conf_read(const mc_conf_t *c)
 {
     static const char *const levels[] = {"debug", "info", "warn", "error"};
     const char *lvl = mc_conf_get(c, "log_level", "info");
-    long long outbuf, qmax, qmb, batch_kb, first_hold, gap, idle, held, rooms, db_threads, db_queue;
+    long long outbuf, qmax, qmb, batch_kb, first_hold, gap, idle, held, rooms, ahead, db_threads, db_queue;
     int i;
 
     for (i = 0; i < 4 && strcmp(lvl, levels[i]) != 0; i++) {
@@ -142,6 +147,10 @@ static int conf_read(const mc_conf_t *c)
     relay_conf.unix_socket = mc_conf_get(c, "unix_socket", NULL);
     relay_conf.grpc_listen = mc_conf_get(c, "grpc_listen", NULL);
     relay_conf.peers = mc_conf_get(c, "peers", "");
+    relay_conf.peer_tls_ca = mc_conf_get(c, "peer_tls_ca", NULL);
+    relay_conf.peer_tls_cert = mc_conf_get(c, "peer_tls_cert", NULL);
+    relay_conf.peer_tls_key = mc_conf_get(c, "peer_tls_key", NULL);
+    relay_conf.peer_tls_names = mc_conf_get(c, "peer_tls_names", NULL);
     relay_conf.kafka_brokers = mc_conf_get(c, "kafka_brokers", NULL);
     relay_conf.kafka_topic = mc_conf_get(c, "kafka_topic", "minichat.messages");
     relay_conf.kafka_consumer_group = mc_conf_get(c, "kafka_consumer_group", "minichat-roomlist");
@@ -175,6 +184,7 @@ static int conf_read(const mc_conf_t *c)
         || conf_int(c, "order_idle_ms", 600000, 1000, 86400000, &idle) != 0
         || conf_int(c, "order_max_held", 10000, 1, 10000000, &held) != 0
         || conf_int(c, "order_max_rooms", 1000000, 1000, 100000000, &rooms) != 0
+        || conf_int(c, "order_max_ahead", 10000, 100, 1000000000, &ahead) != 0
         || conf_int(c, "db_threads", 2, 1, 16, &db_threads) != 0
         || conf_int(c, "db_queue_max", 10000, 1, 10000000, &db_queue) != 0
         || conf_int(c, "rebuild_wait_ms", 5000, 0, 600000, &relay_conf.rebuild_wait_ms) != 0) {
@@ -185,6 +195,7 @@ static int conf_read(const mc_conf_t *c)
     relay_conf.order.idle_ms = (uint64_t)idle;
     relay_conf.order.max_held = (size_t)held;
     relay_conf.order.max_rooms = (size_t)rooms;
+    relay_conf.order.max_ahead = (uint64_t)ahead;
     relay_conf.db_threads = (int)db_threads;
     relay_conf.db_queue_max = (size_t)db_queue;
     relay_conf.local_outbuf_max = (size_t)outbuf << 20;
@@ -235,8 +246,8 @@ static void on_signal(void)
 /* Logs the counters when any moved since the last call. */
 static void log_stats(void)
 {
-    static uint64_t last[12];
-    uint64_t v[12];
+    static uint64_t last[13];
+    uint64_t v[13];
     mc_reorder_stats_t os;
 
     link_stats(&v[0], &v[1], &v[11]);
@@ -246,17 +257,18 @@ static void log_stats(void)
     v[8] = os.released;
     v[9] = os.late;
     v[10] = os.skipped;
+    v[12] = os.refused;
     if (memcmp(v, last, sizeof(v)) == 0) {
         return;
     }
     memcpy(last, v, sizeof(v));
     mc_info("stats: workers %llu (dropped %llu, refused %llu); kafka produced %llu, delivered %llu, failed %llu; "
             "peers sent %llu, dropped %llu, failed calls %llu; order released %llu, late %llu, skipped %llu, "
-            "rooms %llu, held %llu",
-            (unsigned long long)v[0], (unsigned long long)v[1], (unsigned long long)v[11], (unsigned long long)v[2], (unsigned long long)v[3],
-            (unsigned long long)v[4], (unsigned long long)v[5], (unsigned long long)v[6], (unsigned long long)v[7],
-            (unsigned long long)v[8], (unsigned long long)v[9], (unsigned long long)v[10],
-            (unsigned long long)os.rooms, (unsigned long long)os.held);
+            "refused %llu, rooms %llu, held %llu",
+            (unsigned long long)v[0], (unsigned long long)v[1], (unsigned long long)v[11], (unsigned long long)v[2],
+            (unsigned long long)v[3], (unsigned long long)v[4], (unsigned long long)v[5], (unsigned long long)v[6],
+            (unsigned long long)v[7], (unsigned long long)v[8], (unsigned long long)v[9], (unsigned long long)v[10],
+            (unsigned long long)v[12], (unsigned long long)os.rooms, (unsigned long long)os.held);
 }
 
 /* Handles n ready events: signals, Kafka's queue, worker connections. */
@@ -378,8 +390,9 @@ int main(int argc, char **argv)
         mc_error("epoll_create1: %s", strerror(errno));
         goto out;
     }
-    if (signals_init() != 0 || order_init(&relay_conf.order) != 0 || kafka_init(&relay_conf) != 0
-        || rpc_start(relay_conf.grpc_listen) != 0 || peers_init(relay_conf.peers, relay_conf.node) != 0
+    if (signals_init() != 0 || peer_tls_init(&relay_conf) != 0 || order_init(&relay_conf.order) != 0
+        || kafka_init(&relay_conf) != 0 || rpc_start(relay_conf.grpc_listen) != 0
+        || peers_init(relay_conf.peers, relay_conf.node) != 0
         || db_jobs_start(&relay_conf) != 0 || link_listen(relay_conf.unix_socket, &handler) != 0) {
         goto stop;
     }
@@ -399,6 +412,7 @@ stop:
     db_jobs_stop();
     link_close_all();
     order_close();
+    peer_tls_free();
     mc_info("stopped");
 out:
     if (main_sigfd >= 0) {

@@ -12,6 +12,10 @@
  * connection itself), under the same lock, so that the order in which
  * messages are released is the order in which every worker receives them.
  *
+ * A seq more than order_max_ahead past a room's position is refused (see
+ * minichat/reorder.h): a forged or corrupt peer batch cannot move a room's
+ * position far ahead and make every later real seq late.
+ *
  * Both the main thread (local publishes, ticks) and the completion-queue
  * thread (peer batches) push; order_lock serialises them.  Lock order:
  * order_lock, then worker_link.c's lock inside link_broadcast().
@@ -35,6 +39,7 @@ static pthread_mutex_t order_lock = PTHREAD_MUTEX_INITIALIZER;
 static mc_reorder_t *order;
 static mc_buf_t order_out; /* released frames, broadcast at the next flush */
 static uint64_t order_out_failed;
+static uint64_t order_refused_seen; /* stats.refused when order_drop last ran */
 
 /* Appends a released message to the pending broadcast. */
 static void order_emit(void *ctx, uint64_t room, uint64_t seq, void *item)
@@ -52,10 +57,25 @@ static void order_emit(void *ctx, uint64_t room, uint64_t seq, void *item)
 
 static void order_drop(void *ctx, uint64_t room, uint64_t seq, void *item)
 {
-    static uint64_t logged_at;
+    static uint64_t logged_at, refused_logged_at;
     uint64_t now = mc_now_ms();
+    mc_reorder_stats_t st;
 
     (void)ctx;
+    /* the reorderer counts a refusal before it drops the message */
+    mc_reorder_stats(order, &st);
+    if (st.refused != order_refused_seen) {
+        order_refused_seen = st.refused;
+        if (now - refused_logged_at >= 1000) {
+            refused_logged_at = now;
+            mc_warn("order: room %llu seq %llu is more than order_max_ahead (%llu) past the room's position; "
+                    "refused (a forged or corrupt batch?), %llu refused so far",
+                    (unsigned long long)room, (unsigned long long)seq,
+                    (unsigned long long)relay_conf.order.max_ahead, (unsigned long long)st.refused);
+        }
+        free(item);
+        return;
+    }
     /* a repeat (a retried peer batch) is normal; a late first delivery is a
      * loss for live clients: say so, at most once a second */
     if (now - logged_at >= 1000) {

@@ -9,7 +9,8 @@
  *  - dispatch.c: what each LocalFrame from a worker asks for, and which
  *    service does it;
  *  - the services: kafka.c (producer), grpc_peer.c (client side, one queue
- *    per peer), grpc_server.c (receiving side), order.c (per-room order of
+ *    per peer), grpc_server.c (receiving side), peer_tls.c (the mesh's
+ *    mutual TLS and which callers are peers), order.c (per-room order of
  *    local delivery), db_jobs.c (the DB threads and their queue) running
  *    queries_rooms.c, queries_lists.c, queries_history.c (the SQL, over the
  *    toolkit in queries.c) and consumer_lag.c (has the roomlist-consumer
@@ -74,6 +75,10 @@ typedef struct {
     mc_sock_peers_t allowed_peers; /* besides root and our own uid (worker_link.c) */
     const char *grpc_listen;
     const char *peers;
+    const char *peer_tls_ca;   /* PEM files of the mesh's mutual TLS; all NULL: insecure */
+    const char *peer_tls_cert;
+    const char *peer_tls_key;
+    const char *peer_tls_names; /* callers allowed by certificate name; NULL: the peers' node names */
     const char *kafka_brokers;
     const char *kafka_topic;
     long long kafka_linger_ms;
@@ -157,6 +162,24 @@ int rpc_start(const char *listen_addr);
 void rpc_server_shutdown(void);
 void rpc_stop(void);
 void *rpc_cq(void);
+
+/* peer_tls.c: mutual TLS between relay-workers (grpc types stay opaque here) */
+struct grpc_server_credentials;
+struct grpc_channel_credentials;
+struct grpc_call;
+/* Reads and checks the PEM files (or warns that peers are unauthenticated).
+ * Returns 0 or -1 with a log line. */
+int peer_tls_init(const relay_conf_t *conf);
+int peer_tls_enabled(void);
+/* New credentials for the server and for a channel to a peer (mTLS, or
+ * insecure when TLS is off); the caller releases them. */
+struct grpc_server_credentials *peer_tls_server_creds(void);
+struct grpc_channel_credentials *peer_tls_channel_creds(void);
+/* Returns 1 when the caller of a server call is an allowed peer (always with
+ * TLS off) and copies its certificate name into name (left alone with TLS
+ * off), else 0. */
+int peer_tls_caller(struct grpc_call *call, char *name, size_t size);
+void peer_tls_free(void);
 
 /* grpc_peer.c: the client side, one queue and one call in flight per peer */
 int peers_init(const char *spec, const char *self);

@@ -16,7 +16,9 @@
 #   mysql-primary  127.0.0.1:13306  (MariaDB, binlog, GTID)
 #   mysql-replica  127.0.0.1:13307  (read-only replica of the primary)
 #   kafka          127.0.0.1:19092  (KRaft broker+controller, controller 19093)
-#   relay-a/b      gRPC 127.0.0.1:17051/17052, unix socket .run/relay-X/relay.sock
+#   relay-a/b      gRPC 127.0.0.1:17051/17052 with mutual TLS (a mesh CA and
+#                  a certificate per node made by openssl into .run/mesh/ on
+#                  first start), unix socket .run/relay-X/relay.sock
 #   consumer       roomlist-consumer
 #   nginx-a/b      http://127.0.0.1:8080 / :8081 (the web client at /, demo tokens);
 #                  with MINICHAT_TLS=1 (make run TLS=1) the same ports speak
@@ -72,6 +74,8 @@ if [ -z "$TLS" ]; then
     esac
 fi
 TLS_DIR=$RUN/tls
+# the relay-workers' CA and certificates for their mutual TLS (mesh_setup)
+MESH_DIR=$RUN/mesh
 if [ "$TLS" = 1 ]; then SCHEME=https WS_SCHEME=wss; else SCHEME=http WS_SCHEME=ws; fi
 SECRET_FILE=$CONF/dev-jwt-secret
 
@@ -607,7 +611,7 @@ relay_start() {
     render "$CONF/relay-worker.conf.in" "$d/relay-worker.conf" \
         -e "s|@NODE@|$node|g" -e "s|@GRPC_PORT@|$port|g" -e "s|@PEER_NODE@|$peer|g" \
         -e "s|@PEER_PORT@|$(relay_port "$peer")|g" -e "s|@RELAY_SOCK@|$d/relay.sock|g" \
-        -e "s|@PREFIX@|$d|g"
+        -e "s|@MESH_DIR@|$MESH_DIR|g" -e "s|@PREFIX@|$d|g"
     setsid "$BIN/relay-worker" -c "$d/relay-worker.conf" < /dev/null >> "$d/relay.log" 2>&1 9>&- &
     pid=$!
     echo "$pid" > "$d/relay.pid"
@@ -692,37 +696,74 @@ nginx_start() {
     say "nginx-$node ready on $SCHEME://127.0.0.1:$port"
 }
 
+# dev_ca DIR CN: a dev CA (DIR/ca.crt, DIR/ca.key), ECDSA P-256, 10 years.
+# dev_cert DIR NAME CN EKU SAN: DIR/NAME.crt and DIR/NAME.key signed by DIR's
+# CA for a year, with the extended key usage and subjectAltName given and the
+# key identifiers that strict verifiers (Python 3.13's VERIFY_X509_STRICT)
+# require.  Both log to stdout/stderr; the caller collects it.  DEV ONLY.
+dev_ca() {
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+        -subj "/CN=$2" -keyout "$1/ca.key" -out "$1/ca.crt" \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+}
+dev_cert() {
+    local d=$1 name=$2 cn=$3 eku=$4 san=$5
+    printf '%s\n' "basicConstraints = critical, CA:FALSE" "keyUsage = critical, digitalSignature" \
+        "extendedKeyUsage = $eku" "subjectAltName = $san" \
+        "subjectKeyIdentifier = hash" "authorityKeyIdentifier = keyid" > "$d/$name.ext"
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -subj "/CN=$cn" -keyout "$d/$name.key" -out "$d/$name.csr" &&
+    openssl x509 -req -in "$d/$name.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial \
+        -days 365 -extfile "$d/$name.ext" -out "$d/$name.crt"
+}
+# cert_fresh FILE...: every certificate exists and is valid for another day
+cert_fresh() {
+    local f
+    for f in "$@"; do
+        [ -s "$f" ] && openssl x509 -checkend 86400 -noout -in "$f" > /dev/null 2>&1 || return 1
+    done
+}
+
 # tls_setup: the dev CA and nginx's server certificate in $TLS_DIR, made
 # once with openssl and kept across restarts (clients trust ca.crt), made
-# again when the server certificate expires within a day.  ECDSA P-256 keys;
-# the server certificate names 127.0.0.1 and localhost in its SAN (clients
-# check the SAN, not the CN) and carries the key identifiers that strict
-# verifiers (Python 3.13's VERIFY_X509_STRICT) require.  DEV STACK ONLY.
+# again when the server certificate expires within a day.  The server
+# certificate names 127.0.0.1 and localhost in its SAN (clients check the
+# SAN, not the CN).  DEV STACK ONLY.
 tls_setup() {
     local t=$TLS_DIR.new
-    if [ -s "$TLS_DIR/server.crt" ] && [ -s "$TLS_DIR/ca.crt" ] \
-        && openssl x509 -checkend 86400 -noout -in "$TLS_DIR/server.crt" > /dev/null 2>&1; then
-        return 0
-    fi
+    cert_fresh "$TLS_DIR/server.crt" "$TLS_DIR/ca.crt" && return 0
     command -v openssl > /dev/null || die "openssl not installed; run scripts/setup.sh"
     rm -rf "$t"
     mkdir -p "$t"
     chmod 700 "$t"
-    printf '%s\n' "basicConstraints = critical, CA:FALSE" "keyUsage = critical, digitalSignature" \
-        "extendedKeyUsage = serverAuth" "subjectAltName = IP:127.0.0.1, DNS:localhost" \
-        "subjectKeyIdentifier = hash" "authorityKeyIdentifier = keyid" > "$t/server.ext"
-    {
-        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
-            -subj "/CN=MiniChat dev CA" -keyout "$t/ca.key" -out "$t/ca.crt" \
-            -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" &&
-        openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-            -subj "/CN=localhost" -keyout "$t/server.key" -out "$t/server.csr" &&
-        openssl x509 -req -in "$t/server.csr" -CA "$t/ca.crt" -CAkey "$t/ca.key" -CAcreateserial \
-            -days 365 -extfile "$t/server.ext" -out "$t/server.crt"
+    { dev_ca "$t" "MiniChat dev CA" &&
+      dev_cert "$t" server localhost serverAuth "IP:127.0.0.1, DNS:localhost"
     } > "$t/openssl.log" 2>&1 || fail tls "$t/openssl.log" "openssl could not make the dev certificates"
     rm -rf "$TLS_DIR"
     mv "$t" "$TLS_DIR"
     say "made a dev CA and a server certificate for 127.0.0.1 in $TLS_DIR (trust ca.crt)"
+}
+
+# mesh_setup: the relay-workers' own CA (not nginx's: a client-facing
+# certificate must not open the mesh) and one certificate per node in
+# $MESH_DIR, each naming its node (CN and DNS SAN "a" / "b") for both server
+# and client use: the relay-workers speak gRPC to each other with mutual TLS
+# (peer_tls_* in conf/relay-worker.conf.in).  Made once, again when a
+# certificate expires within a day.  DEV STACK ONLY.
+mesh_setup() {
+    local t=$MESH_DIR.new
+    cert_fresh "$MESH_DIR/ca.crt" "$MESH_DIR/relay-a.crt" "$MESH_DIR/relay-b.crt" && return 0
+    command -v openssl > /dev/null || die "openssl not installed; run scripts/setup.sh"
+    rm -rf "$t"
+    mkdir -p "$t"
+    chmod 700 "$t"
+    { dev_ca "$t" "MiniChat dev mesh CA" &&
+      dev_cert "$t" relay-a a "serverAuth, clientAuth" "DNS:a" &&
+      dev_cert "$t" relay-b b "serverAuth, clientAuth" "DNS:b"
+    } > "$t/openssl.log" 2>&1 || fail mesh "$t/openssl.log" "openssl could not make the mesh certificates"
+    rm -rf "$MESH_DIR"
+    mv "$t" "$MESH_DIR"
+    say "made a mesh CA and relay-worker certificates for nodes a and b in $MESH_DIR"
 }
 
 # DEV STACK ONLY: the web client's demo users (fixed small ids; the
@@ -848,6 +889,7 @@ cmd_start() {
     mysql_setup
     kafka_ready
     local n
+    if svc_ok relay-worker; then mesh_setup; fi
     for n in a b; do
         if svc_ok relay-worker; then relay_start "$n"; fi
     done

@@ -199,6 +199,37 @@ static void release(mc_reorder_t *r, room_t *st)
     }
 }
 
+/* Returns 1 when seq is more than max_ahead past base. */
+static int too_far(const mc_reorder_t *r, uint64_t base, uint64_t seq)
+{
+    return r->conf.max_ahead && seq > base && seq - base > r->conf.max_ahead;
+}
+
+/* Drops the waiting messages more than max_ahead past the lowest one: a room
+ * whose position is unknown starts at its lowest waiting seq, and must not
+ * start there with a forged seq far past it still waiting. */
+static void refuse_far_held(mc_reorder_t *r, room_t *st)
+{
+    held_t **pp, *h;
+
+    if (st->held == NULL) {
+        return;
+    }
+    pp = &st->held->next;
+    while ((h = *pp) != NULL) {
+        if (!too_far(r, st->held->seq, h->seq)) {
+            pp = &h->next;
+            continue;
+        }
+        *pp = h->next;
+        st->n_held--;
+        r->stats.held--;
+        r->stats.refused++;
+        r->drop(r->ctx, st->room, h->seq, h->item);
+        free(h);
+    }
+}
+
 /* Moves the room's position to its lowest waiting seq, counting what is skipped. */
 static void skip_gap(mc_reorder_t *r, room_t *st)
 {
@@ -207,6 +238,8 @@ static void skip_gap(mc_reorder_t *r, room_t *st)
     }
     if (st->next) {
         r->stats.skipped += st->held->seq - st->next;
+    } else {
+        refuse_far_held(r, st);
     }
     st->next = st->held->seq;
     release(r, st);
@@ -255,6 +288,11 @@ int mc_reorder_push(mc_reorder_t *r, uint64_t room, uint64_t seq, void *item, ui
         r->stats.late++;
         r->drop(r->ctx, room, seq, item);
         return 0;
+    }
+    if (st->next && too_far(r, st->next, seq)) {
+        r->stats.refused++;
+        r->drop(r->ctx, room, seq, item);
+        return MC_REORDER_AHEAD;
     }
 
     before = st->next;

@@ -1,8 +1,9 @@
 /*
  * Unit tests for the per-room reorderer (minichat/reorder.h): release by seq,
  * the first hold of a new room, gap waits and skips, late and duplicate
- * drops, the max_held bound, idle forgetting and max_rooms eviction, freeing
- * with held messages, and a randomized property test over bounded shuffles.
+ * drops, the max_held bound, the max_ahead bound (a forged huge seq must not
+ * silence a room), idle forgetting and max_rooms eviction, freeing with held
+ * messages, and a randomized property test over bounded shuffles.
  *
  * Every item is a malloc'ed record of its own (room, seq); emit and drop
  * check it, record it and free it, so ASan catches a leak, a double release
@@ -108,7 +109,8 @@ static void done(mc_reorder_t *r)
     evs_reset();
 }
 
-static void push(mc_reorder_t *r, uint64_t room, uint64_t seq, uint64_t now)
+/* Pushes a fresh item; returns what mc_reorder_push returned. */
+static int push_rc(mc_reorder_t *r, uint64_t room, uint64_t seq, uint64_t now)
 {
     item_t *it = malloc(sizeof(*it));
 
@@ -116,7 +118,12 @@ static void push(mc_reorder_t *r, uint64_t room, uint64_t seq, uint64_t now)
     it->room = room;
     it->seq = seq;
     live_items++;
-    ck_assert_int_eq(mc_reorder_push(r, room, seq, it, now), 0);
+    return mc_reorder_push(r, room, seq, it, now);
+}
+
+static void push(mc_reorder_t *r, uint64_t room, uint64_t seq, uint64_t now)
+{
+    ck_assert_int_eq(push_rc(r, room, seq, now), 0);
 }
 
 /* Asserts the emitted events from index `from` on are exactly room/seqs[0..n). */
@@ -858,6 +865,94 @@ START_TEST(test_property_shuffled_windows)
 }
 END_TEST
 
+/* --- max_ahead: a seq far past the position is refused, not held --------- */
+
+/* The forged message of issue 8: one huge seq in a room that is being
+ * delivered.  Without the bound it is held, its gap is skipped after gap_ms
+ * and every real seq after that is dropped as late. */
+START_TEST(test_ahead_refused)
+{
+    mc_reorder_conf_t conf = base_conf;
+    mc_reorder_t *r;
+
+    conf.max_ahead = 100;
+    r = mk(&conf);
+    push(r, 1, 1, 0);
+    push(r, 1, 2, 0);
+    ck_assert_int_eq(push_rc(r, 1, 1000000000, 1), MC_REORDER_AHEAD);
+    EXPECT_DROP(0, 1, 1000000000);
+    ck_assert_uint_eq(stats_of(r).refused, 1);
+    ck_assert_uint_eq(stats_of(r).held, 0);
+    ck_assert_int_eq(mc_reorder_timeout(r, 1), -1);
+    mc_reorder_tick(r, 1000);
+    push(r, 1, 3, 1000);
+    push(r, 1, 4, 1000);
+    EXPECT_EMIT(0, 1, 1, 2, 3, 4);
+    ck_assert_uint_eq(stats_of(r).late, 0);
+    ck_assert_uint_eq(stats_of(r).skipped, 0);
+    done(r);
+}
+END_TEST
+
+/* The bound is exclusive and measured from the next seq to release: next + max_ahead is
+ * still held (and released when its gap is skipped), one more is refused. */
+START_TEST(test_ahead_edge)
+{
+    mc_reorder_conf_t conf = base_conf;
+    mc_reorder_t *r;
+
+    conf.max_ahead = 100;
+    r = mk(&conf);
+    push(r, 1, 1, 0);                                        /* next is 2 */
+    ck_assert_int_eq(push_rc(r, 1, 103, 0), MC_REORDER_AHEAD);
+    push(r, 1, 102, 0);
+    EXPECT_EMIT(0, 1, 1);
+    mc_reorder_tick(r, 100);
+    EXPECT_EMIT(0, 1, 1, 102);
+    EXPECT_DROP(0, 1, 103);
+    ck_assert_uint_eq(stats_of(r).skipped, 100);
+    done(r);
+}
+END_TEST
+
+/* A room whose position is not known yet starts at its lowest waiting seq
+ * when the first hold ends; a forged seq waiting beside it is refused then. */
+START_TEST(test_ahead_refused_at_first_hold)
+{
+    mc_reorder_conf_t conf = base_conf;
+    mc_reorder_t *r;
+
+    conf.max_ahead = 100;
+    r = mk(&conf);
+    push(r, 1, 50, 0);
+    push(r, 1, 1000000000, 0);
+    push(r, 1, 52, 0);
+    EXPECT_EMIT(0, 1);
+    mc_reorder_tick(r, 50);
+    EXPECT_EMIT(0, 1, 50);
+    EXPECT_DROP(0, 1, 1000000000);
+    ck_assert_uint_eq(stats_of(r).refused, 1);
+    push(r, 1, 51, 60);
+    push(r, 1, 53, 60);
+    EXPECT_EMIT(0, 1, 50, 51, 52, 53);
+    ck_assert_uint_eq(stats_of(r).held, 0);
+    done(r);
+}
+END_TEST
+
+/* max_ahead 0 is no bound (the reorderer as it was): a far seq waits. */
+START_TEST(test_ahead_unbounded)
+{
+    mc_reorder_t *r = mk(NULL);
+
+    push(r, 1, 1, 0);
+    push(r, 1, 1000000000, 0);
+    ck_assert_uint_eq(stats_of(r).held, 1);
+    ck_assert_uint_eq(stats_of(r).refused, 0);
+    done(r);
+}
+END_TEST
+
 /* --- regressions: defects once found in reorder.c ------------------------ */
 
 /*
@@ -964,6 +1059,10 @@ int main(void)
     tcase_add_test(tc, test_idle_keeps_waiting_room);
     tcase_add_test(tc, test_max_rooms_evicts_lru);
     tcase_add_test(tc, test_free_drops_held);
+    tcase_add_test(tc, test_ahead_refused);
+    tcase_add_test(tc, test_ahead_edge);
+    tcase_add_test(tc, test_ahead_refused_at_first_hold);
+    tcase_add_test(tc, test_ahead_unbounded);
     suite_add_tcase(s, tc);
 
     tcase_set_timeout(tp, 60);

@@ -14,6 +14,15 @@
  * predecessor.  Memory is bounded: at most max_held messages wait per room
  * (beyond that the gap is skipped at once) and idle rooms are forgotten.
  *
+ * A seq far ahead of the room's position is refused, not held: one message
+ * with a huge seq (a forged or corrupt batch) would otherwise become the
+ * room's position once its gap is skipped, and every real seq after it would
+ * be dropped as late.  With max_ahead set, a message whose seq is more than
+ * max_ahead past the next seq to release (or, in a room whose position is
+ * not known yet, past the lowest seq waiting there when the first hold
+ * ends) is dropped and counted as refused.  A room this reorderer has never
+ * seen has no position to measure against: its first message is trusted.
+ *
  * Not thread-safe: one owner thread, or the caller's lock.
  */
 #ifndef MINICHAT_REORDER_H
@@ -36,12 +45,14 @@ typedef struct {
     uint64_t idle_ms;        /* forget a room after this long without messages */
     size_t max_held;         /* messages waiting per room */
     size_t max_rooms;        /* rooms remembered (idle ones are forgotten first) */
+    uint64_t max_ahead;      /* refuse seqs further ahead of the position; 0: no bound */
 } mc_reorder_conf_t;
 
 typedef struct {
     uint64_t released;       /* messages emitted */
     uint64_t late;           /* dropped: seq below the room's position (late or duplicate) */
     uint64_t skipped;        /* seqs never seen, skipped after gap_ms or max_held */
+    uint64_t refused;        /* dropped: seq more than max_ahead past the position */
     uint64_t rooms;          /* rooms remembered now */
     uint64_t held;           /* messages waiting now */
 } mc_reorder_stats_t;
@@ -52,8 +63,12 @@ mc_reorder_t *mc_reorder_new(const mc_reorder_conf_t *conf, mc_reorder_emit_pt e
 /* Drops every waiting message (through drop) and frees everything. */
 void mc_reorder_free(mc_reorder_t *r);
 
-/* Offers one message; emits what is now in order.  Returns 0, or -1 when
- * out of memory (the item is then dropped through drop). */
+#define MC_REORDER_AHEAD 1
+
+/* Offers one message; emits what is now in order.  Returns 0 (released,
+ * held, or dropped as late or duplicate), MC_REORDER_AHEAD when the seq is
+ * more than max_ahead past the room's position (dropped through drop), or
+ * -1 when out of memory (the item is then dropped through drop). */
 int mc_reorder_push(mc_reorder_t *r, uint64_t room, uint64_t seq, void *item, uint64_t now_ms);
 
 /* Releases rooms whose wait expired and forgets idle rooms. */
