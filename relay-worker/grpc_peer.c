@@ -39,6 +39,7 @@
 #include <grpc/support/time.h>
 
 #include "minichat/clock.h"
+#include "minichat/conf.h"
 #include "minichat/log.h"
 #include "minichat/relay_queue.h"
 #include "relay.h"
@@ -158,23 +159,16 @@ static int peer_open(peer_t *p)
 
 int peers_init(const char *spec, const char *self)
 {
-    const char *s = spec, *e;
-    size_t n = 0;
+    const char *rest = spec, *s, *e;
+    size_t n = 0, len;
 
     peer_self = self;
     peers = calloc(PEER_MAX, sizeof(*peers));
     if (peers == NULL) {
         return -1;
     }
-    while (s && *s) {
-        while (*s == ' ' || *s == ',') {
-            s++;
-        }
-        for (e = s; *e && *e != ',' && *e != ' '; e++) {
-        }
-        if (e == s) {
-            break;
-        }
+    while ((s = mc_conf_list_next(&rest, &len)) != NULL) {
+        e = s + len;
         if (n == PEER_MAX) {
             mc_error("peers: more than %d peers", PEER_MAX);
             return -1;
@@ -193,7 +187,6 @@ int peers_init(const char *spec, const char *self)
         }
         mc_info("peers: %s at %s", peers[n].name, peers[n].target);
         npeers = ++n;
-        s = e;
     }
     return 0;
 }

@@ -33,6 +33,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
 
+#include "minichat/conf.h"
 #include "minichat/log.h"
 #include "relay.h"
 
@@ -149,19 +150,12 @@ done:
  * at_form: the part before '@').  Returns 0 or -1 with a log line. */
 static int names_add(const char *list, int at_form)
 {
-    const char *s = list, *e, *at;
-    size_t n;
+    const char *rest = list, *s, *e, *at;
+    size_t n, len;
 
-    while (s && *s) {
-        while (*s == ' ' || *s == ',') {
-            s++;
-        }
-        for (e = s; *e && *e != ',' && *e != ' '; e++) {
-        }
-        if (e == s) {
-            break;
-        }
-        at = at_form ? memchr(s, '@', (size_t)(e - s)) : NULL;
+    while ((s = mc_conf_list_next(&rest, &len)) != NULL) {
+        e = s + len;
+        at = at_form ? memchr(s, '@', len) : NULL;
         n = (size_t)((at ? at : e) - s);
         if (n == 0 || n >= PEER_TLS_NAME_LEN || tls_nnames == PEER_TLS_NAMES_MAX) {
             mc_error("config: peer_tls_names: bad or too many names at \"%.*s\" (at most %d names of %d characters)",
@@ -170,7 +164,6 @@ static int names_add(const char *list, int at_form)
         }
         memcpy(tls_names[tls_nnames], s, n);
         tls_names[tls_nnames++][n] = '\0';
-        s = e;
     }
     return 0;
 }

@@ -164,3 +164,24 @@ void mc_conf_free(mc_conf_t *c)
     free(c->pairs);
     free(c);
 }
+
+
+const char *mc_conf_list_next(const char **s, size_t *len)
+{
+    const char *p = *s, *e;
+
+    if (p == NULL) {
+        return NULL;
+    }
+    while (*p == ' ' || *p == ',') {
+        p++;
+    }
+    for (e = p; *e && *e != ',' && *e != ' '; e++) {
+    }
+    *s = e;
+    if (e == p) {
+        return NULL;
+    }
+    *len = (size_t)(e - p);
+    return p;
+}

@@ -375,6 +375,31 @@ static void remove_tmp_dir(void)
     rmdir(tmp_dir);
 }
 
+START_TEST(test_list_next)
+{
+    const char *rest = " a@h:1,b  ,, c ", *item;
+    size_t len = 0;
+
+    item = mc_conf_list_next(&rest, &len);
+    ck_assert_ptr_nonnull(item);
+    ck_assert_int_eq((int)len, 5);
+    ck_assert(strncmp(item, "a@h:1", len) == 0);
+    item = mc_conf_list_next(&rest, &len);
+    ck_assert_ptr_nonnull(item);
+    ck_assert(len == 1 && item[0] == 'b');
+    item = mc_conf_list_next(&rest, &len);
+    ck_assert_ptr_nonnull(item);
+    ck_assert(len == 1 && item[0] == 'c');
+    ck_assert_ptr_null(mc_conf_list_next(&rest, &len));
+    ck_assert_ptr_null(mc_conf_list_next(&rest, &len));
+
+    rest = " , ";
+    ck_assert_ptr_null(mc_conf_list_next(&rest, &len));
+    rest = NULL;
+    ck_assert_ptr_null(mc_conf_list_next(&rest, &len));
+}
+END_TEST
+
 static Suite *conf_suite(void)
 {
     Suite *s = suite_create("conf");
@@ -405,6 +430,10 @@ static Suite *conf_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_get_int);
     tcase_add_test(tc, test_get_int_limits);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("list");
+    tcase_add_test(tc, test_list_next);
     suite_add_tcase(s, tc);
 
     return s;

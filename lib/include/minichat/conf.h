@@ -17,5 +17,9 @@ const char *mc_conf_get(const mc_conf_t *c, const char *key, const char *def);
 /* Returns the integer value or def; *ok is set to 0 when the value is not a number. */
 long long mc_conf_get_int(const mc_conf_t *c, const char *key, long long def, int *ok);
 void mc_conf_free(mc_conf_t *c);
+/* The next item of a list value ("a, b c"): items are separated by commas
+ * and/or spaces.  Returns the item's start and sets *len, advancing *s past
+ * it; NULL when no item is left. */
+const char *mc_conf_list_next(const char **s, size_t *len);
 
 #endif
