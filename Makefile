@@ -136,6 +136,12 @@ $(MODULE): $(B)/nginx/Makefile $(MOD_SRC) $(LIB) $(GEN)/lua_scripts.h
 module: $(MODULE)
 
 # --- unit tests (check), plain and under ASan/UBSan --------------------------
+# the relay-worker's producer, compiled into its test against librdkafka's mock cluster
+$(B)/tests/test_relay_kafka: tests/unit/test_relay_kafka.c relay-worker/kafka.c relay-worker/relay.h $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) $(shell pkg-config --cflags rdkafka) -o $@ $< $(LIB) \
+	  $(shell pkg-config --libs check hiredis rdkafka) $(LIBDEPS)
+
 $(B)/tests/%: tests/unit/%.c $(LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(shell pkg-config --libs check hiredis) $(LIBDEPS)

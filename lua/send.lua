@@ -34,19 +34,27 @@
 -- (rebuilt, or deleted by hand) starts its total at 0; a log with no total
 -- (written before the total existed) has it counted once from its entries.
 --
+-- A new message is also noted as not yet known durable: "<room>:<seq>" in
+-- the pending index of the room's slot ({<roomtag>}:pend, a sorted set by
+-- ts_ms; the tag hashes to the room's slot, see redis_slot.h).  The module
+-- takes it out once the relay-worker says Kafka has the message; what
+-- stays there too long, its sweeper publishes again from the recent log.
+--
 --input: keys: [{r:<room>}:members, {r:<room>}:seq, {r:<room>}:idem:<n>, {r:<room>}:idem:<n-1>,
---              {r:<room>}:log, {r:<room>}:read, {r:<room>}:rl, {r:<room>}:gen, {r:<room>}:logbytes]
+--              {r:<room>}:log, {r:<room>}:read, {r:<room>}:rl, {r:<room>}:gen, {r:<room>}:logbytes,
+--              {<roomtag>}:pend]
 --       values: [sender, cid, body, ts_ms, log_max, idem_ttl_seconds, room, kind, interval_us, burst,
 --                log_bytes, replid]
 --               (sender, ts_ms and room are decimal digits; kind is "text" or "system")
 --output: {1, seq, ts, member, member, ...}  a new message, with the members (strings) to deliver to
---        {2, seq, ts}                        the same (sender, cid) was admitted before: its seq and ts
+--        {2, seq, ts, member, member, ...}  the same (sender, cid) was admitted before: its seq and ts, and
+--                                            the members now (a retry is published again to them)
 --        {-1}                                the sender is not a member of the room
 --        {-2}                                the room is not loaded (rebuild it from MySQL, then retry)
 --        {-3, retry_after_ms}                refused by the room's rate limit
 --        {-4}                                the room's generation is not this master's (revalidate, then retry)
 local members, seqk, idem, idem_prev, logk, readk = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local rl, genk, bytesk = KEYS[7], KEYS[8], KEYS[9]
+local rl, genk, bytesk, pendk = KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local sender, cid, body, ts = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local log_max, idem_ttl = tonumber(ARGV[5]), tonumber(ARGV[6])
 local room, kind = ARGV[7], ARGV[8]
@@ -69,8 +77,13 @@ end
 local field = sender .. ':' .. cid
 local prev = redis.call('HGET', idem, field) or redis.call('HGET', idem_prev, field)
 if prev then
+    -- a retry: published again as a repair, to the members as they are now
     local sep = string.find(prev, ':', 1, true)
-    return {2, tonumber(string.sub(prev, 1, sep - 1)), tonumber(string.sub(prev, sep + 1))}
+    local out = {2, tonumber(string.sub(prev, 1, sep - 1)), tonumber(string.sub(prev, sep + 1))}
+    for _, m in ipairs(redis.call('SMEMBERS', members)) do
+        out[#out + 1] = m
+    end
+    return out
 end
 
 if interval > 0 then
@@ -111,6 +124,7 @@ if n > 0 then
     end
 end
 redis.call('ZADD', logk, seq, entry)
+redis.call('ZADD', pendk, ts, room .. ':' .. seq)
 n = n + 1
 bytes = bytes + #entry
 

@@ -66,6 +66,10 @@ static ngx_http_minichat_bounds_t ngx_http_minichat_timeout_bounds = {
     ngx_http_minichat_bounds_msec, 10, 600000, 0, "between 10ms and 10m"
 };
 
+static ngx_http_minichat_bounds_t ngx_http_minichat_repair_after_bounds = {
+    ngx_http_minichat_bounds_msec, 2000, 3600000, 1, "between 2s and 1h, or 0 (off)"
+};
+
 static ngx_http_minichat_bounds_t ngx_http_minichat_handshake_bounds = {
     ngx_http_minichat_bounds_msec, 100, 600000, 0, "between 100ms and 10m"
 };
@@ -209,6 +213,13 @@ static ngx_command_t ngx_http_minichat_commands[] = {
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_minichat_main_conf_t, relay_timeout),
       &ngx_http_minichat_timeout_bounds },
+
+    { ngx_string("minichat_repair_after"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_minichat_main_conf_t, repair_after),
+      &ngx_http_minichat_repair_after_bounds },
 
     { ngx_string("minichat_redis_timeout"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -520,6 +531,7 @@ ngx_http_minichat_create_main_conf(ngx_conf_t *cf)
     mcf->idem_ttl = NGX_CONF_UNSET;
     mcf->reconnect = NGX_CONF_UNSET_MSEC;
     mcf->relay_timeout = NGX_CONF_UNSET_MSEC;
+    mcf->repair_after = NGX_CONF_UNSET_MSEC;
     mcf->ping_interval = NGX_CONF_UNSET_MSEC;
     mcf->handshake_timeout = NGX_CONF_UNSET_MSEC;
     mcf->redis_timeout = NGX_CONF_UNSET_MSEC;
@@ -560,6 +572,7 @@ ngx_http_minichat_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_value(mcf->idem_ttl, 86400);
     ngx_conf_init_msec_value(mcf->reconnect, 500);
     ngx_conf_init_msec_value(mcf->relay_timeout, 5000);
+    ngx_conf_init_msec_value(mcf->repair_after, 15000);
     ngx_conf_init_msec_value(mcf->ping_interval, 30000);
     ngx_conf_init_msec_value(mcf->handshake_timeout, 10000);
     ngx_conf_init_msec_value(mcf->redis_timeout, 5000);
@@ -1008,6 +1021,7 @@ ngx_http_minichat_init_process(ngx_cycle_t *cycle)
     }
 
     ngx_http_minichat_presence_init(cycle);
+    ngx_http_minichat_durable_init(cycle);
 
     return NGX_OK;
 }
@@ -1027,6 +1041,7 @@ ngx_http_minichat_exit_process(ngx_cycle_t *cycle)
     }
 
     ngx_http_minichat_presence_exit();
+    ngx_http_minichat_durable_exit();
     ngx_http_minichat_relay_exit();
     ngx_http_minichat_redis_exit();
     ngx_http_minichat_auth_exit();

@@ -72,6 +72,7 @@ typedef struct {
     time_t idem_ttl;
     ngx_msec_t reconnect;
     ngx_msec_t relay_timeout;
+    ngx_msec_t repair_after;     /* a message not known durable this long is published again; 0: off */
     ngx_msec_t ping_interval;
     ngx_msec_t handshake_timeout; /* an upgrade request must be complete this soon after its first byte */
     ngx_msec_t redis_timeout;
@@ -256,6 +257,15 @@ ngx_int_t ngx_http_minichat_relay_send(Minichat__LocalFrame *frame);
 ngx_int_t ngx_http_minichat_relay_request(Minichat__LocalFrame *frame, ngx_http_minichat_relay_pt handler,
     void *data);
 
+/* ngx_http_minichat_durable.c: messages admitted but not known durable */
+#define NGX_HTTP_MINICHAT_DURABLE_KEY_LEN (sizeof("{}:pend") + 8)
+/* Writes the key of the room's pending index ("{<tag>}:pend"); returns the end. */
+u_char *ngx_http_minichat_durable_key(u_char *p, uint64_t room);
+/* The relay-worker said Kafka has the message: takes its note out. */
+void ngx_http_minichat_durable_done(uint64_t room, uint64_t seq);
+void ngx_http_minichat_durable_init(ngx_cycle_t *cycle);
+void ngx_http_minichat_durable_exit(void);
+
 /* ngx_http_minichat_auth.c */
 ngx_int_t ngx_http_minichat_auth_init(ngx_cycle_t *cycle);
 void ngx_http_minichat_auth_exit(void);
@@ -369,7 +379,7 @@ typedef struct {
     const char *sha1;
     const char *src;
     ngx_uint_t nkeys;
-    const char **keys;     /* names: key i is {r:<room>}:<keys[i]> */
+    const char **keys;     /* names: key i is {r:<room>}:<keys[i]>, or keys[i] itself when it starts with '{' */
     ngx_uint_t gen;        /* checks the room's generation: gets the replid, may answer -4 */
     uint64_t *issued;      /* NULL, or set to the wall-clock ms of the script's last run's issue */
 } ngx_http_minichat_script_t;

@@ -103,6 +103,11 @@ ngx_http_minichat_room_script(uint64_t room, const ngx_http_minichat_script_t *s
 
     for (i = 0; i < script->nkeys; i++) {
         call->argv[i] = (const char *) p;
+        if (script->keys[i][0] == '{') {
+            p = ngx_cpymem(p, script->keys[i], ngx_strlen(script->keys[i]));
+            call->argvlen[i] = p - (u_char *) call->argv[i];
+            continue;
+        }
         p = ngx_sprintf(p, "{r:%uL}:%s", room, script->keys[i]);
         call->argvlen[i] = p - (u_char *) call->argv[i];
     }

@@ -67,10 +67,11 @@ ngx_http_minichat_message_send(ngx_http_minichat_message_t *m, ngx_http_minichat
     ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
     ngx_http_minichat_admit_t      *a;
     ngx_http_minichat_script_t      script;
-    const char                     *av[11], *keys[9];
+    const char                     *av[11], *keys[10];
     size_t                          al[11];
     u_char                          nums[8][NGX_INT64_LEN + 1];
     u_char                          idem[2][sizeof("idem:") + NGX_INT64_LEN];
+    u_char                          pend[NGX_HTTP_MINICHAT_DURABLE_KEY_LEN];
 
     if (!ngx_http_minichat_relay_ready()) {
         /* without the relay the message could not be persisted: refuse it
@@ -140,12 +141,14 @@ ngx_http_minichat_message_send(ngx_http_minichat_message_t *m, ngx_http_minichat
     keys[6] = "rl";
     keys[7] = "gen";
     keys[8] = "logbytes";
+    *ngx_http_minichat_durable_key(pend, a->room) = '\0';
+    keys[9] = (const char *) pend;
     *ngx_http_minichat_room_idem_key(idem[0], a->ts, 0) = '\0';
     *ngx_http_minichat_room_idem_key(idem[1], a->ts, 1) = '\0';
 
     script.sha1 = MINICHAT_LUA_SEND_SHA1;
     script.src = MINICHAT_LUA_SEND_SRC;
-    script.nkeys = 9;
+    script.nkeys = 10;
     script.keys = keys;
     script.gen = 1;
     script.issued = &a->admitted;
@@ -215,13 +218,12 @@ ngx_http_minichat_admitted(redisReply *reply, ngx_int_t rc, void *data)
     a->seq = (uint64_t) reply->element[1]->integer;
     a->ts = (uint64_t) reply->element[2]->integer;
 
-    n = 0;
-    if (status == 1) {
-        n = ngx_http_minichat_reply_ids(reply, 3, &recipients);
-        if (n < 0) {
-            ngx_http_minichat_admit_done(a, NGX_ERROR, "unavailable", "out of memory; retry with the same cid");
-            return;
-        }
+    /* a retry (status 2) is published again as a repair: the reorderers
+     * deliver it where it was never delivered, so it needs the members too */
+    n = ngx_http_minichat_reply_ids(reply, 3, &recipients);
+    if (n < 0) {
+        ngx_http_minichat_admit_done(a, NGX_ERROR, "unavailable", "out of memory; retry with the same cid");
+        return;
     }
 
     if (status == 1) {
@@ -277,6 +279,9 @@ ngx_http_minichat_published(Minichat__LocalFrame *result, void *data)
         ngx_http_minichat_admit_done(a, NGX_ERROR, "unavailable", "message not stored; retry with the same cid");
         return;
     }
+
+    /* durable: the sweeper need not publish it again */
+    ngx_http_minichat_durable_done(a->room, a->seq);
 
     ngx_http_minichat_admit_done(a, NGX_OK, NULL, NULL);
 }

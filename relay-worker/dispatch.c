@@ -7,10 +7,14 @@
  * the workers through the link by connection id.
  *
  *   publish      a chat message with a seq (kind "", "text" or "system",
- *                which travels along to Kafka and the peers): Kafka (its delivery report
- *                answers the worker), every peer, and this node's workers
- *                through the per-room reorderer.  A persist_only publish (a
- *                retried send) goes to Kafka alone.  A message stamped
+ *                which travels along to Kafka and the peers): Kafka first;
+ *                its delivery report answers the worker and, once the
+ *                message is durable, hands it to every peer and to this
+ *                node's workers through the per-room reorderer, so nobody
+ *                sees a message Kafka has not taken.  A persist_only
+ *                publish (a retried send, or the module's sweeper) goes
+ *                the same way as a repair: the reorderers release it only
+ *                where its seq was skipped (nobody there got it).  A message stamped
  *                (admitted_at) longer than publish_max_age_ms ago is
  *                refused: a Redis failover since may have issued its seq
  *                again; the client's retry gets a fresh stamp.
@@ -83,8 +87,8 @@ static int dispatch_set_origin(Minichat__ChatMessage *m)
  * persistence) the peers and this node's workers in room order. */
 static void on_publish(const link_from_t *from, Minichat__ChatMessage *m, uint64_t req_id)
 {
-    uint8_t *frame, *msg;
-    size_t len, msg_len;
+    kafka_fanout_t fan;
+    uint8_t *msg;
     int64_t age;
 
     if (m->room == 0 || m->seq == 0) {
@@ -114,13 +118,6 @@ static void on_publish(const link_from_t *from, Minichat__ChatMessage *m, uint64
             return;
         }
     }
-    if (m->persist_only) {
-        /* a retried send: its first publish may never have arrived, so
-         * it goes to Kafka again (the consumer's INSERT IGNORE absorbs a
-         * repeat); clients saw it live or will recover it */
-        kafka_produce(m, from->id, req_id);
-        return;
-    }
     if (dispatch_set_origin(m) != 0) {
         mc_error("dispatch: out of memory");
         if (req_id) {
@@ -128,19 +125,34 @@ static void on_publish(const link_from_t *from, Minichat__ChatMessage *m, uint64
         }
         return;
     }
-    /* LocalFrame{deliver = m}: field 4 */
-    frame = dispatch_wrap(m, 4, &len, &msg, &msg_len);
-    if (frame == NULL) {
+    /* LocalFrame{deliver = m}: field 4; it waits for Kafka's word */
+    fan.repair = m->persist_only;
+    fan.frame = dispatch_wrap(m, 4, &fan.len, &msg, &fan.msg_len);
+    if (fan.frame == NULL) {
         mc_error("dispatch: out of memory");
         if (req_id) {
             kafka_answer(from->id, req_id, "unavailable: out of memory");
         }
         return;
     }
-    order_push(m->room, m->seq, frame, len);
-    peers_push(msg, msg_len);
-    free(frame);
-    kafka_produce(m, from->id, req_id);
+    fan.msg_off = (size_t)(msg - fan.frame);
+    kafka_produce(m, from->id, req_id, &fan);
+}
+
+/* A message is durable in Kafka: the peers and this node's workers may
+ * have it.  A repair (persist_only: a retried send, or the sweeper's) goes
+ * the same way; the reorderers release it only where nobody had it. */
+static void dispatch_durable(uint64_t room, uint64_t seq, const kafka_fanout_t *fan)
+{
+    order_push(room, seq, fan->frame, fan->len, fan->repair);
+    peers_push(fan->frame + fan->msg_off, fan->msg_len);
+    peers_kick();
+}
+
+int dispatch_init(void)
+{
+    kafka_set_durable_handler(dispatch_durable);
+    return 0;
 }
 
 /* Handles an ephemeral event: the peers and every local worker. */

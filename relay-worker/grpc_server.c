@@ -174,7 +174,7 @@ static long rpc_deliver(const uint8_t *p, size_t n, const char *caller)
         mc_frame_put_header(frames + len, (uint32_t)(h + m));
         memcpy(frames + len + MC_FRAME_HDR, hdr, h);
         minichat__chat_message__pack(msg, frames + len + MC_FRAME_HDR + h);
-        order_push(msg->room, msg->seq, frames + len, MC_FRAME_HDR + h + m);
+        order_push(msg->room, msg->seq, frames + len, MC_FRAME_HDR + h + m, msg->persist_only);
         len += MC_FRAME_HDR + h + m;
     }
     link_broadcast(0, frames + ev_off, ev_len);

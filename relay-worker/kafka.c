@@ -7,6 +7,12 @@
  * without duplicating or reordering within a partition.  Everything runs on
  * the main thread: produce() from the publish path, poll() once per epoll
  * round (delivery reports and logs come back there), flush() on shutdown.
+ * A message's fan-out (the peers and this node's reorderer) waits for its
+ * delivery report: recipients see only what Kafka has, so what they see is
+ * stored.  A retriable failure (a timeout, a leader moving) is produced
+ * again while the message may still be published (publish_max_age_ms after
+ * its seq was assigned); later, the module's sweeper publishes it again
+ * from Redis.  A fatal producer error stops the relay-worker.
  * Delivery failures are counted and logged at error level, at most once a
  * second, with the running count.
  */
@@ -26,6 +32,8 @@
 #include "minichat/clock.h"
 #include "minichat/log.h"
 #include "relay.h"
+
+#define KAFKA_TRIES_MAX 5   /* produce calls per message, the first included */
 
 static rd_kafka_t *kafka_rk;
 static int kafka_evfd = -1;
@@ -47,13 +55,82 @@ static void kafka_fail(const char *what, const char *reason)
 }
 
 /* Who waits for a message's delivery report: the nginx worker connection
- * and its request id.  The worker acks its client only on success. */
+ * and its request id (0: nobody), and the fan-out that waits for the
+ * message to be durable.  The worker acks its client only on success. */
 typedef struct {
     uint64_t conn_id;
     uint64_t req_id;
     uint64_t room, seq;
     uint64_t admitted_at;   /* the message's stamp (wall ms), 0: none */
+    unsigned tries;         /* produce calls so far */
+    kafka_fanout_t fan;     /* fan.frame NULL: nothing to fan out */
 } kafka_waiter_t;
+
+static kafka_durable_pt kafka_on_durable;
+static uint64_t kafka_reproduced;
+
+void kafka_set_durable_handler(kafka_durable_pt fn)
+{
+    kafka_on_durable = fn;
+}
+
+/* Frees a waiter and its fan-out (main thread). */
+static void kafka_waiter_free(kafka_waiter_t *w)
+{
+    if (w) {
+        free(w->fan.frame);
+        free(w);
+    }
+}
+
+int kafka_err_retriable(int err)
+{
+    switch ((rd_kafka_resp_err_t)err) {
+    /* librdkafka's own: the broker or the network did not answer in time */
+    case RD_KAFKA_RESP_ERR__MSG_TIMED_OUT:
+    case RD_KAFKA_RESP_ERR__TIMED_OUT:
+    case RD_KAFKA_RESP_ERR__TIMED_OUT_QUEUE:
+    case RD_KAFKA_RESP_ERR__TRANSPORT:
+    case RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN:
+    case RD_KAFKA_RESP_ERR__QUEUE_FULL:
+    case RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION:
+    /* the broker's: leadership moving, replicas catching up */
+    case RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT:
+    case RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS:
+    case RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS_AFTER_APPEND:
+    case RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE:
+    case RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION:
+    case RD_KAFKA_RESP_ERR_NETWORK_EXCEPTION:
+    case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
+    case RD_KAFKA_RESP_ERR_BROKER_NOT_AVAILABLE:
+    case RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS:
+        return 1;
+    default:
+        /* too large, not authorised, purged at shutdown, fatal: producing
+         * the same bytes again cannot succeed */
+        return 0;
+    }
+}
+
+/* Produces the same bytes again for a retriable failure while the message
+ * may still be published (publish_max_age_ms after its seq was assigned).
+ * Returns 1 when it is on its way again, 0 when the failure stands. */
+static int kafka_reproduce(const rd_kafka_message_t *m, kafka_waiter_t *w)
+{
+    if (w == NULL || !kafka_err_retriable(m->err) || w->tries >= KAFKA_TRIES_MAX
+        || (w->admitted_at && mc_wall_ms() - (int64_t)w->admitted_at > relay_conf.publish_max_age_ms)) {
+        return 0;
+    }
+    if (rd_kafka_produce(kafka_rkt, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY, m->payload, m->len, m->key,
+                         m->key_len, w) != 0) {
+        return 0;
+    }
+    w->tries++;
+    kafka_reproduced++;
+    mc_warn("kafka: room %" PRIu64 " seq %" PRIu64 ": %s, produced again", w->room, w->seq,
+            rd_kafka_err2str(m->err));
+    return 1;
+}
 
 /* Tells the waiting worker whether Kafka has the message (main thread). */
 void kafka_answer(uint64_t conn_id, uint64_t req_id, const char *error)
@@ -84,6 +161,9 @@ static void kafka_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 
     (void)rk;
     (void)opaque;
+    if (m->err && kafka_reproduce(m, w)) {
+        return;
+    }
     if (m->err) {
         kafka_fail("delivery failed", rd_kafka_err2str(m->err));
     } else {
@@ -96,10 +176,18 @@ static void kafka_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
                     (long long)(mc_wall_ms() - (int64_t)w->admitted_at), relay_conf.publish_max_age_ms);
         }
     }
-    if (w) {
-        kafka_answer(w->conn_id, w->req_id, m->err ? rd_kafka_err2str(m->err) : NULL);
-        free(w);
+    if (w == NULL) {
+        return;
     }
+    /* durable: now the recipients may see it (they never see a message
+     * that Kafka refused), then the sender gets its ack */
+    if (!m->err && w->fan.frame && kafka_on_durable) {
+        kafka_on_durable(w->room, w->seq, &w->fan);
+    }
+    if (w->req_id) {
+        kafka_answer(w->conn_id, w->req_id, m->err ? rd_kafka_err2str(m->err) : NULL);
+    }
+    kafka_waiter_free(w);
 }
 
 /* Routes librdkafka's own log lines through mc_log. */
@@ -205,7 +293,7 @@ int kafka_init(const relay_conf_t *rc)
     return 0;
 }
 
-void kafka_produce(Minichat__ChatMessage *m, uint64_t conn_id, uint64_t req_id)
+void kafka_produce(Minichat__ChatMessage *m, uint64_t conn_id, uint64_t req_id, kafka_fanout_t *fan)
 {
     size_t n_rcpt = m->n_recipients, n;
     uint64_t *rcpt = m->recipients;
@@ -214,11 +302,16 @@ void kafka_produce(Minichat__ChatMessage *m, uint64_t conn_id, uint64_t req_id)
     uint8_t *buf;
     int klen, tries;
 
-    if (req_id) {
-        w = malloc(sizeof(*w));
+    if (req_id || (fan && fan->frame)) {
+        w = calloc(1, sizeof(*w));
         if (w == NULL) {
             kafka_fail("produce", "out of memory");
-            kafka_answer(conn_id, req_id, "out of memory");
+            if (req_id) {
+                kafka_answer(conn_id, req_id, "out of memory");
+            }
+            if (fan) {
+                free(fan->frame);
+            }
             return;
         }
         w->conn_id = conn_id;
@@ -226,6 +319,12 @@ void kafka_produce(Minichat__ChatMessage *m, uint64_t conn_id, uint64_t req_id)
         w->room = m->room;
         w->seq = m->seq;
         w->admitted_at = m->admitted_at;
+        w->tries = 1;
+        if (fan) {
+            w->fan = *fan;   /* the waiter owns the frame now */
+        }
+    } else if (fan) {
+        free(fan->frame);
     }
 
     m->n_recipients = 0;
@@ -239,10 +338,10 @@ void kafka_produce(Minichat__ChatMessage *m, uint64_t conn_id, uint64_t req_id)
     m->recipients = rcpt;
     if (buf == NULL) {
         kafka_fail("produce", "out of memory");
-        if (w) {
+        if (w && req_id) {
             kafka_answer(conn_id, req_id, "out of memory");
-            free(w);
         }
+        kafka_waiter_free(w);
         return;
     }
     klen = snprintf(key, sizeof(key), "%" PRIu64, m->room);
@@ -259,10 +358,10 @@ void kafka_produce(Minichat__ChatMessage *m, uint64_t conn_id, uint64_t req_id)
         rd_kafka_poll(kafka_rk, 0); /* serve delivery reports; never wait: local delivery must not stall */
     }
     kafka_fail("produce", rd_kafka_err2str(rd_kafka_last_error()));
-    if (w) {
+    if (w && req_id) {
         kafka_answer(conn_id, req_id, rd_kafka_err2str(rd_kafka_last_error()));
-        free(w);
     }
+    kafka_waiter_free(w);
     free(buf);
 }
 
@@ -290,8 +389,8 @@ void kafka_close(void)
         rd_kafka_purge(kafka_rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
         rd_kafka_poll(kafka_rk, 0);
     }
-    mc_info("kafka: produced %" PRIu64 ", delivered %" PRIu64 ", failed %" PRIu64, kafka_produced, kafka_delivered,
-            kafka_failed);
+    mc_info("kafka: produced %" PRIu64 ", delivered %" PRIu64 ", failed %" PRIu64 ", produced again %" PRIu64,
+            kafka_produced, kafka_delivered, kafka_failed, kafka_reproduced);
     rd_kafka_topic_destroy(kafka_rkt);
     rd_kafka_destroy(kafka_rk);
     kafka_rkt = NULL;

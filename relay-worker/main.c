@@ -391,7 +391,7 @@ int main(int argc, char **argv)
         goto out;
     }
     if (signals_init() != 0 || peer_tls_init(&relay_conf) != 0 || order_init(&relay_conf.order) != 0
-        || kafka_init(&relay_conf) != 0 || rpc_start(relay_conf.grpc_listen) != 0
+        || kafka_init(&relay_conf) != 0 || dispatch_init() != 0 || rpc_start(relay_conf.grpc_listen) != 0
         || peers_init(relay_conf.peers, relay_conf.node) != 0
         || db_jobs_start(&relay_conf) != 0 || link_listen(relay_conf.unix_socket, &handler) != 0) {
         goto stop;

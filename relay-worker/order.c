@@ -110,7 +110,7 @@ int order_init(const mc_reorder_conf_t *conf)
     return 0;
 }
 
-void order_push(uint64_t room, uint64_t seq, const uint8_t *frame, size_t len)
+void order_push(uint64_t room, uint64_t seq, const uint8_t *frame, size_t len, int repair)
 {
     order_item_t *it = malloc(sizeof(*it) + len);
 
@@ -123,7 +123,11 @@ void order_push(uint64_t room, uint64_t seq, const uint8_t *frame, size_t len)
     memcpy(it->data, frame, len);
 
     pthread_mutex_lock(&order_lock);
-    (void)mc_reorder_push(order, room, seq, it, mc_now_ms());
+    if (repair) {
+        (void)mc_reorder_push_repair(order, room, seq, it, mc_now_ms());
+    } else {
+        (void)mc_reorder_push(order, room, seq, it, mc_now_ms());
+    }
     order_flush_locked();
     pthread_mutex_unlock(&order_lock);
 }

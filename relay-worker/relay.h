@@ -132,13 +132,16 @@ void link_close_all(void);
 void link_stats(uint64_t *conns, uint64_t *dropped, uint64_t *refused);
 
 /* dispatch.c: the LocalFrame handler (main thread) */
+/* Registers the durable handler with the producer (before the first frame). */
+int dispatch_init(void);
 int dispatch_frame(const link_from_t *from, Minichat__LocalFrame *f);
 void dispatch_read_done(void);
 
 /* kafka.c */
 /* order.c: every message for local delivery, released per room in seq order */
 int order_init(const mc_reorder_conf_t *conf);
-void order_push(uint64_t room, uint64_t seq, const uint8_t *frame, size_t len);
+/* repair: the message was published again (see mc_reorder_push_repair). */
+void order_push(uint64_t room, uint64_t seq, const uint8_t *frame, size_t len, int repair);
 long order_tick(uint64_t now);
 void order_stats(mc_reorder_stats_t *st);
 void order_close(void);
@@ -146,7 +149,23 @@ void order_close(void);
 int kafka_init(const relay_conf_t *conf);
 /* Produces m; when req_id is set, the worker on conn_id gets a PublishResult
  * with that req_id once Kafka has it or failed to take it. */
-void kafka_produce(Minichat__ChatMessage *m, uint64_t conn_id, uint64_t req_id);
+/* What waits for a message to be durable: its LocalFrame.deliver (length
+ * header included, malloc'ed) for this node's reorderer, and within it the
+ * packed ChatMessage for the peers. */
+typedef struct {
+    uint8_t *frame;
+    size_t len;
+    size_t msg_off, msg_len;
+    int repair;               /* a message published again (mc_reorder_push_repair) */
+} kafka_fanout_t;
+typedef void (*kafka_durable_pt)(uint64_t room, uint64_t seq, const kafka_fanout_t *fan);
+void kafka_set_durable_handler(kafka_durable_pt fn);
+/* Produces m; a delivery report answers (conn_id, req_id) when req_id is
+ * not 0, and on success hands fan (taken over, may be NULL) to the durable
+ * handler. */
+void kafka_produce(Minichat__ChatMessage *m, uint64_t conn_id, uint64_t req_id, kafka_fanout_t *fan);
+/* 1 when a delivery error is worth producing the message again. */
+int kafka_err_retriable(int err);   /* an rd_kafka_resp_err_t */
 /* Sends a PublishResult (error NULL = ok) to the worker on conn_id. */
 void kafka_answer(uint64_t conn_id, uint64_t req_id, const char *error);
 void kafka_poll(void);

@@ -29,6 +29,10 @@ typedef struct room_s {
     held_t *held;
     size_t n_held;
     int waiting;
+    /* seqs skipped as gaps, [lo, hi) each, the newest MC_REORDER_SKIPS
+     * ranges: a repair of one of them is still released (out of order) */
+    uint64_t skip_lo[MC_REORDER_SKIPS], skip_hi[MC_REORDER_SKIPS];
+    unsigned skip_next;                   /* ring index of the next range */
 } room_t;
 
 struct mc_reorder_s {
@@ -230,6 +234,17 @@ static void refuse_far_held(mc_reorder_t *r, room_t *st)
     }
 }
 
+/* Remembers that [lo, hi) was skipped, forgetting the oldest range. */
+static void skip_note(room_t *st, uint64_t lo, uint64_t hi)
+{
+    if (lo >= hi) {
+        return;
+    }
+    st->skip_lo[st->skip_next] = lo;
+    st->skip_hi[st->skip_next] = hi;
+    st->skip_next = (st->skip_next + 1) % MC_REORDER_SKIPS;
+}
+
 /* Moves the room's position to its lowest waiting seq, counting what is skipped. */
 static void skip_gap(mc_reorder_t *r, room_t *st)
 {
@@ -238,8 +253,13 @@ static void skip_gap(mc_reorder_t *r, room_t *st)
     }
     if (st->next) {
         r->stats.skipped += st->held->seq - st->next;
+        skip_note(st, st->next, st->held->seq);
     } else {
         refuse_far_held(r, st);
+        /* the room starts past 1: what came before it never reached this
+         * node (or did before the room was forgotten), so a repair of it
+         * may still be released */
+        skip_note(st, 1, st->held->seq);
     }
     st->next = st->held->seq;
     release(r, st);
@@ -332,6 +352,54 @@ int mc_reorder_push(mc_reorder_t *r, uint64_t room, uint64_t seq, void *item, ui
          * without progress leaves an overdue deadline as it is) */
         wait_set(r, st, now_ms + r->conf.gap_ms);
     }
+    return 0;
+}
+
+/* Takes seq out of the room's skipped ranges; returns 1 when it was there. */
+static int unskip(room_t *st, uint64_t seq)
+{
+    unsigned i;
+
+    for (i = 0; i < MC_REORDER_SKIPS; i++) {
+        if (seq < st->skip_lo[i] || seq >= st->skip_hi[i]) {
+            continue;
+        }
+        if (seq == st->skip_lo[i]) {
+            st->skip_lo[i]++;
+        } else if (seq == st->skip_hi[i] - 1) {
+            st->skip_hi[i]--;
+        }
+        /* a seq inside a range stays in it: a second repair of it would be
+         * released again, which a client that keeps seqs ignores */
+        return 1;
+    }
+    return 0;
+}
+
+int mc_reorder_push_repair(mc_reorder_t *r, uint64_t room, uint64_t seq, void *item, uint64_t now_ms)
+{
+    room_t *st;
+    size_t b = bucket_of(r, room);
+
+    for (st = r->buckets[b]; st; st = st->hnext) {
+        if (st->room == room) {
+            break;
+        }
+    }
+    if (st == NULL || st->next == 0 || seq >= st->next) {
+        return mc_reorder_push(r, room, seq, item, now_ms);
+    }
+    if (!unskip(st, seq)) {
+        r->stats.late++;
+        r->drop(r->ctx, room, seq, item);
+        return 0;
+    }
+    st->last_seen = now_ms;
+    lru_unlink(r, st);
+    lru_append(r, st);
+    r->stats.repaired++;
+    r->stats.released++;
+    r->emit(r->ctx, room, seq, item);
     return 0;
 }
 

@@ -99,6 +99,30 @@ static redisReply *node(const char *host, int port)
     return r_arr(3, r_str(host), r_int(port), r_str("07c37dfeb235213a872192d90877d0cd55635b91"));
 }
 
+START_TEST(test_slot_tags_cover_every_slot)
+{
+    char tag[MC_REDIS_SLOT_TAG_MAX], key[32];
+    unsigned slot;
+    size_t n;
+    int kn;
+
+    for (slot = 0; slot < MC_REDIS_SLOTS; slot++) {
+        n = mc_redis_slot_tag(slot, tag);
+        ck_assert_uint_gt(n, 1);
+        ck_assert_uint_lt(n, MC_REDIS_SLOT_TAG_MAX);
+        ck_assert_uint_eq(strlen(tag), n);
+        ck_assert_ptr_null(strchr(tag, '{'));
+        ck_assert_ptr_null(strchr(tag, '}'));
+        /* used as a hashtag, it lands on its slot */
+        kn = snprintf(key, sizeof(key), "{%s}:pend", tag);
+        ck_assert_uint_eq(mc_redis_slot(key, (size_t)kn), slot);
+    }
+    /* the same tag every time, and the first numbers first */
+    ck_assert_uint_eq(mc_redis_slot_tag(mc_redis_slot("p0", 2), tag), 2);
+    ck_assert_str_eq(tag, "p0");
+}
+END_TEST
+
 START_TEST(test_slotmap_parse)
 {
     mc_redis_slotmap_t *m = malloc(sizeof(*m));
@@ -244,6 +268,7 @@ static Suite *redis_cluster_suite(void)
 
     tcase_add_test(tc, test_slot_known);
     tcase_add_test(tc, test_slot_hashtag_rules);
+    tcase_add_test(tc, test_slot_tags_cover_every_slot);
     tcase_add_test(tc, test_slotmap_parse);
     tcase_add_test(tc, test_slotmap_malformed);
     tcase_add_test(tc, test_redirect);

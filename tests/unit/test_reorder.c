@@ -109,8 +109,8 @@ static void done(mc_reorder_t *r)
     evs_reset();
 }
 
-/* Pushes a fresh item; returns what mc_reorder_push returned. */
-static int push_rc(mc_reorder_t *r, uint64_t room, uint64_t seq, uint64_t now)
+/* A fresh item, counted live until the reorderer hands it back. */
+static item_t *new_item(uint64_t room, uint64_t seq)
 {
     item_t *it = malloc(sizeof(*it));
 
@@ -118,7 +118,13 @@ static int push_rc(mc_reorder_t *r, uint64_t room, uint64_t seq, uint64_t now)
     it->room = room;
     it->seq = seq;
     live_items++;
-    return mc_reorder_push(r, room, seq, it, now);
+    return it;
+}
+
+/* Pushes a fresh item; returns what mc_reorder_push returned. */
+static int push_rc(mc_reorder_t *r, uint64_t room, uint64_t seq, uint64_t now)
+{
+    return mc_reorder_push(r, room, seq, new_item(room, seq), now);
 }
 
 static void push(mc_reorder_t *r, uint64_t room, uint64_t seq, uint64_t now)
@@ -961,6 +967,127 @@ END_TEST
  * be skipped long before gap_ms.  Here 4 has been missing for 40 ms (since 5
  * arrived) and is the room's next seq for only 10 ms when it is skipped.
  */
+
+/* Pushes a fresh item as a repair. */
+static void repair(mc_reorder_t *r, uint64_t room, uint64_t seq, uint64_t now)
+{
+    ck_assert_int_eq(mc_reorder_push_repair(r, room, seq, new_item(room, seq), now), 0);
+}
+
+START_TEST(test_repair_of_skipped_released_once)
+{
+    mc_reorder_t *r = mk(NULL);
+
+    push(r, 9, 1, 0);
+    push(r, 9, 4, 0);
+    mc_reorder_tick(r, 100);
+    EXPECT_EMIT(0, 9, 1, 4);
+    /* 2 and 3 were skipped: their repairs are released out of order, once */
+    repair(r, 9, 3, 110);
+    EXPECT_EMIT(0, 9, 1, 4, 3);
+    repair(r, 9, 3, 111);
+    EXPECT_DROP(0, 9, 3);
+    repair(r, 9, 2, 112);
+    EXPECT_EMIT(0, 9, 1, 4, 3, 2);
+    /* a repair of a seq that was released is a repeat: dropped */
+    repair(r, 9, 1, 113);
+    repair(r, 9, 4, 114);
+    EXPECT_DROP(0, 9, 3, 1, 4);
+    ck_assert_uint_eq(stats_of(r).repaired, 2);
+    /* the same seq pushed plainly (not as a repair) after its gap is late */
+    push(r, 9, 5, 120);
+    EXPECT_EMIT(0, 9, 1, 4, 3, 2, 5);
+    done(r);
+}
+END_TEST
+
+START_TEST(test_repair_in_order_is_a_push)
+{
+    mc_reorder_t *r = mk(NULL);
+
+    /* a room not known here: an ordinary first message */
+    repair(r, 9, 1, 0);
+    EXPECT_EMIT(0, 9, 1);
+    /* at the position: released in order */
+    repair(r, 9, 2, 1);
+    EXPECT_EMIT(0, 9, 1, 2);
+    /* past it: held like any message, and the gap fills */
+    repair(r, 9, 4, 2);
+    EXPECT_EMIT(0, 9, 1, 2);
+    push(r, 9, 3, 3);
+    EXPECT_EMIT(0, 9, 1, 2, 3, 4);
+    ck_assert_uint_eq(stats_of(r).repaired, 0);
+    done(r);
+}
+END_TEST
+
+START_TEST(test_repair_remembers_newest_skips)
+{
+    mc_reorder_t *r = mk(NULL);
+    uint64_t i, now = 0;
+
+    push(r, 9, 1, now);
+    /* MC_REORDER_SKIPS + 1 single-seq gaps: 2, 4, 6, ... */
+    for (i = 0; i < MC_REORDER_SKIPS + 1; i++) {
+        push(r, 9, 3 + 2 * i, now);
+        now += 100;
+        mc_reorder_tick(r, now);
+    }
+    ck_assert_uint_eq(stats_of(r).skipped, MC_REORDER_SKIPS + 1);
+    /* the oldest skip is forgotten: its repair is dropped as late */
+    repair(r, 9, 2, now);
+    EXPECT_DROP(0, 9, 2);
+    /* the newest are remembered */
+    repair(r, 9, 2 + 2 * MC_REORDER_SKIPS, now);
+    ck_assert_uint_eq(emitted.v[emitted.n - 1].seq, 2 + 2 * MC_REORDER_SKIPS);
+    ck_assert_uint_eq(stats_of(r).repaired, 1);
+    done(r);
+}
+END_TEST
+
+START_TEST(test_repair_before_the_first_hold)
+{
+    mc_reorder_t *r = mk(NULL);
+
+    /* the room starts at 3 after its first hold: 1 and 2 never came here */
+    push(r, 9, 3, 0);
+    mc_reorder_tick(r, 50);
+    EXPECT_EMIT(0, 9, 3);
+    repair(r, 9, 1, 60);
+    repair(r, 9, 2, 61);
+    EXPECT_EMIT(0, 9, 3, 1, 2);
+    repair(r, 9, 2, 62);
+    EXPECT_DROP(0, 9, 2);
+    /* a room that starts at 1 has nothing before it */
+    push(r, 8, 1, 70);
+    repair(r, 8, 1, 71);
+    ck_assert_uint_eq(dropped.n, 2);
+    ck_assert_uint_eq(dropped.v[1].room, 8);
+    ck_assert_uint_eq(dropped.v[1].seq, 1);
+    done(r);
+}
+END_TEST
+
+START_TEST(test_repair_inside_a_range)
+{
+    mc_reorder_t *r = mk(NULL);
+
+    push(r, 9, 1, 0);
+    push(r, 9, 6, 0);
+    mc_reorder_tick(r, 100);   /* 2..5 skipped */
+    repair(r, 9, 4, 110);
+    repair(r, 9, 5, 111);
+    repair(r, 9, 2, 112);
+    repair(r, 9, 3, 113);
+    EXPECT_EMIT(0, 9, 1, 6, 4, 5, 2, 3);
+    /* the ends shrank to nothing: repeats of them are dropped */
+    repair(r, 9, 5, 114);
+    repair(r, 9, 2, 115);
+    EXPECT_DROP(0, 9, 5, 2);
+    done(r);
+}
+END_TEST
+
 START_TEST(test_bug_new_gap_inherits_deadline)
 {
     mc_reorder_t *r = mk(NULL);
@@ -1063,6 +1190,11 @@ int main(void)
     tcase_add_test(tc, test_ahead_edge);
     tcase_add_test(tc, test_ahead_refused_at_first_hold);
     tcase_add_test(tc, test_ahead_unbounded);
+    tcase_add_test(tc, test_repair_of_skipped_released_once);
+    tcase_add_test(tc, test_repair_in_order_is_a_push);
+    tcase_add_test(tc, test_repair_remembers_newest_skips);
+    tcase_add_test(tc, test_repair_inside_a_range);
+    tcase_add_test(tc, test_repair_before_the_first_hold);
     suite_add_tcase(s, tc);
 
     tcase_set_timeout(tp, 60);

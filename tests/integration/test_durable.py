@@ -1,0 +1,191 @@
+"""Durability before delivery, and the repair of admitted messages whose
+hand-off failed (issue 8):
+
+- recipients see a message only once Kafka has it (the relay-worker fans out
+  from the delivery report), so they never see one that will not be stored;
+- a message Redis admitted but the relay-worker refused (it arrived after
+  publish_max_age_ms) is published again by the module's sweeper from the
+  room's recent log, reaches MySQL once and reaches the recipients, though
+  the client never retries;
+- a retry with the same cid repairs it the same way, once;
+- the dedup window's limit: a retry after minichat_dedup_ttl is a new
+  message (stated in docs/protocol.md).
+"""
+
+import asyncio
+import os
+import signal
+
+from conftest import (TOP, cid, connect, create_room, query, redis, run_async, uid, wait_until)
+
+
+RUN = os.environ.get("MINICHAT_RUN", os.path.join(TOP, ".run"))
+
+
+def _pid(path):
+    with open(os.path.join(RUN, path)) as f:
+        return int(f.read().strip())
+
+
+def relay_pid(node):
+    return _pid("relay-%s/relay.pid" % node)
+
+
+def kafka_pid():
+    return _pid("kafka/kafka.pid")
+
+
+def stored(room):
+    return [(r["seq"], r["client_msg_id"], r["body"])
+            for r in query("SELECT seq, client_msg_id, body FROM messages WHERE room_id=%s ORDER BY seq", (room,))]
+
+
+async def stopped_relay_send(client, room, body, msg_cid, node="a", pause=1.6):
+    """Sends while node's relay-worker is stopped for `pause` seconds (longer
+    than publish_max_age_ms, 1 s): Redis admits the message, the relay-worker
+    then refuses it as too old, and the client is told `unavailable`."""
+    pid = relay_pid(node)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        rid = client.next_id()
+        await client.send({"op": "send", "id": rid, "room": room, "cid": msg_cid, "body": body})
+        await asyncio.sleep(pause)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    reply = await client.expect("error", id=rid, timeout=15)
+    assert reply["code"] == "unavailable", reply
+    return reply
+
+
+async def msg_count(client, room, seq, seconds, want):
+    """Reads for `seconds`, then asserts that client got `want` msg frames
+    for (room, seq) in all."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            break
+        try:
+            await client.recv(timeout=left)
+        except asyncio.TimeoutError:
+            break
+    got = [f for f in client.frames if f.get("op") == "msg" and f.get("room") == room and f.get("seq") == seq]
+    assert len(got) == want, got
+
+
+async def three_members():
+    """A room of three: the sender on node a, members on b and a; seq 1
+    sent and delivered.  Returns (room, sender, [recipients])."""
+    u1, u2, u3 = uid(), uid(), uid()
+    room = create_room(u1, [u1, u2, u3])
+    c1 = await connect(u1, "a")
+    c2 = await connect(u2, "b")
+    c3 = await connect(u3, "a")
+    ack = await c1.send_msg(room, "one")
+    assert ack["op"] == "ack" and ack["seq"] == 1, ack
+    for c in (c2, c3):
+        await c.expect("msg", room=room, seq=1)
+    return room, c1, [c2, c3]
+
+
+@run_async
+async def test_recipients_see_a_message_only_once_kafka_has_it():
+    room, c1, (c2, c3) = await three_members()
+    try:
+        kp = kafka_pid()
+        os.kill(kp, signal.SIGSTOP)
+        try:
+            rid = c1.next_id()
+            c = cid()
+            await c1.send({"op": "send", "id": rid, "room": room, "cid": c, "body": "held"})
+            # admitted in Redis at once, but not durable: nobody sees it
+            await msg_count(c2, room, 2, 2.0, 0)
+            await msg_count(c3, room, 2, 0.1, 0)
+            assert not [f for f in c1.frames if f.get("id") == rid], c1.frames[-5:]
+        finally:
+            os.kill(kp, signal.SIGCONT)
+
+        # once Kafka has it (the ack, or the sweeper's repair after a timeout)
+        for rc in (c2, c3):
+            m = await rc.expect("msg", room=room, seq=2, timeout=40)
+            assert m["body"] == "held" and m["cid"] == c, m
+        wait_until(lambda: [s for s, _, _ in stored(room)] == [1, 2], timeout=40, what="seqs 1 and 2 stored")
+    finally:
+        for cl in (c1, c2, c3):
+            await cl.close()
+
+
+@run_async
+async def test_admitted_message_the_relay_refused_is_published_again_by_the_sweeper():
+    room, c1, (c2, c3) = await three_members()
+    try:
+        lost_cid = cid()
+        await stopped_relay_send(c1, room, "two", lost_cid)
+        # the client never retries; the next message goes through normally
+        ack = await c1.send_msg(room, "three")
+        assert ack["op"] == "ack" and ack["seq"] == 3, ack
+        for c in (c2, c3):
+            await c.expect("msg", room=room, seq=3)
+
+        # the sweeper (minichat_repair_after 4s on the dev stack) publishes
+        # seq 2 again from the recent log: stored once, and delivered to the
+        # recipients who were skipped past it
+        for c in (c2, c3):
+            m = await c.expect("msg", room=room, seq=2, timeout=40)
+            assert m["body"] == "two" and m["cid"] == lost_cid and m["from"] == c1.user, m
+        wait_until(lambda: [(s, b) for s, _, b in stored(room)] == [(1, "one"), (2, "two"), (3, "three")],
+                   timeout=40, what="seqs 1..3 stored once each")
+        assert stored(room)[1][1] == lost_cid
+        # delivered once: no second repair reaches anybody
+        await msg_count(c2, room, 2, 6.0, 1)
+    finally:
+        for cl in (c1, c2, c3):
+            await cl.close()
+
+
+@run_async
+async def test_retry_with_the_same_cid_repairs_for_the_recipients_once():
+    room, c1, recipients = await three_members()
+    try:
+        c = cid()
+        await stopped_relay_send(c1, room, "two", c)
+        # the retry is answered from the cid: the same seq, published again
+        ack = await c1.send_msg(room, "two", msg_cid=c)
+        assert ack["op"] == "ack" and ack["seq"] == 2, ack
+        for rc in recipients:
+            m = await rc.expect("msg", room=room, seq=2, timeout=20)
+            assert m["body"] == "two" and m["cid"] == c, m
+        wait_until(lambda: [s for s, _, _ in stored(room)] == [1, 2], timeout=40, what="seqs 1 and 2 stored")
+        # the retry's ack took the note out: the sweeper does not deliver it again
+        for rc in recipients:
+            await msg_count(rc, room, 2, 7.0 if rc is recipients[0] else 0.1, 1)
+        assert [s for s, _, _ in stored(room)] == [1, 2]
+    finally:
+        for cl in [c1] + recipients:
+            await cl.close()
+
+
+@run_async
+async def test_a_retry_after_the_dedup_window_is_a_new_message():
+    """The stated limit: the cid is remembered for minichat_dedup_ttl (at
+    least); a retry after that gets a new seq and is stored again.  The
+    window's expiry is simulated by deleting the room's cid buckets."""
+    u1 = uid()
+    room = create_room(u1, [u1])
+    c1 = await connect(u1, "a")
+    try:
+        c = cid()
+        a1 = await c1.send_msg(room, "x", msg_cid=c)
+        a2 = await c1.send_msg(room, "x", msg_cid=c)
+        assert a1["seq"] == a2["seq"] == 1, (a1, a2)
+        for key in redis_keys("{r:%d}:idem:*" % room):
+            redis("DEL", key)
+        a3 = await c1.send_msg(room, "x", msg_cid=c)
+        assert a3["op"] == "ack" and a3["seq"] == 2, a3
+        wait_until(lambda: stored(room) == [(1, c, "x"), (2, c, "x")], timeout=40, what="both stored")
+    finally:
+        await c1.close()
+
+
+def redis_keys(pattern):
+    return redis("KEYS", pattern)
