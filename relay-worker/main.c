@@ -76,7 +76,7 @@ static void usage(FILE *out)
             "      local_outbuf_max_mb (64), peer_queue_max (100000), peer_queue_max_mb (256),\n"
             "      peer_batch_kb (1024), peer_timeout_ms (5000), peer_max_age_ms (10000),\n"
             "      publish_max_age_ms (1000),\n"
-            "      order_first_hold_ms (500), order_gap_ms (500), order_idle_ms (600000),\n"
+            "      order_first_hold_ms (500), order_gap_ms (2000), order_idle_ms (600000),\n"
             "      order_max_held (10000), order_max_rooms (1000000), order_max_ahead (10000),\n"
             "      db_threads (2), db_queue_max (10000), kafka_consumer_group (minichat-roomlist),\n"
             "      rebuild_wait_ms (5000)\n");
@@ -180,7 +180,7 @@ static int conf_read(const mc_conf_t *c)
         || conf_int(c, "peer_max_age_ms", 10000, 100, 3600000, &relay_conf.peer_max_age_ms) != 0
         || conf_int(c, "publish_max_age_ms", 1000, 100, 600000, &relay_conf.publish_max_age_ms) != 0
         || conf_int(c, "order_first_hold_ms", 500, 0, 10000, &first_hold) != 0
-        || conf_int(c, "order_gap_ms", 500, 1, 60000, &gap) != 0
+        || conf_int(c, "order_gap_ms", 2000, 1, 60000, &gap) != 0
         || conf_int(c, "order_idle_ms", 600000, 1000, 86400000, &idle) != 0
         || conf_int(c, "order_max_held", 10000, 1, 10000000, &held) != 0
         || conf_int(c, "order_max_rooms", 1000000, 1000, 100000000, &rooms) != 0

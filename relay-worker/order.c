@@ -40,6 +40,7 @@ static mc_reorder_t *order;
 static mc_buf_t order_out; /* released frames, broadcast at the next flush */
 static uint64_t order_out_failed;
 static uint64_t order_refused_seen; /* stats.refused when order_drop last ran */
+static int order_repair;            /* the message being pushed is a repair (under order_lock) */
 
 /* Appends a released message to the pending broadcast. */
 static void order_emit(void *ctx, uint64_t room, uint64_t seq, void *item)
@@ -76,9 +77,13 @@ static void order_drop(void *ctx, uint64_t room, uint64_t seq, void *item)
         free(item);
         return;
     }
-    /* a repeat (a retried peer batch) is normal; a late first delivery is a
-     * loss for live clients: say so, at most once a second */
-    if (now - logged_at >= 1000) {
+    /* a repair of a seq released here (a retry of a delivered message) is
+     * normal, and so is a repeat (a retried peer batch); a late first
+     * delivery is a loss for live clients: say so, at most once a second */
+    if (order_repair) {
+        mc_debug("order: room %llu seq %llu published again, delivered here before", (unsigned long long)room,
+                 (unsigned long long)seq);
+    } else if (now - logged_at >= 1000) {
         logged_at = now;
         mc_warn("order: room %llu seq %llu arrived after the room had moved past it; not delivered live "
                 "(a repeat, or later than order_gap_ms / order_first_hold_ms)",
@@ -123,11 +128,9 @@ void order_push(uint64_t room, uint64_t seq, const uint8_t *frame, size_t len, i
     memcpy(it->data, frame, len);
 
     pthread_mutex_lock(&order_lock);
-    if (repair) {
-        (void)mc_reorder_push_repair(order, room, seq, it, mc_now_ms());
-    } else {
-        (void)mc_reorder_push(order, room, seq, it, mc_now_ms());
-    }
+    order_repair = repair;
+    (void)mc_reorder_push(order, room, seq, it, mc_now_ms());
+    order_repair = 0;
     order_flush_locked();
     pthread_mutex_unlock(&order_lock);
 }

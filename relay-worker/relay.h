@@ -140,7 +140,8 @@ void dispatch_read_done(void);
 /* kafka.c */
 /* order.c: every message for local delivery, released per room in seq order */
 int order_init(const mc_reorder_conf_t *conf);
-/* repair: the message was published again (see mc_reorder_push_repair). */
+/* repair: the message was published again (a retry, the sweeper): dropping
+ * it as delivered before is normal, not logged as a loss. */
 void order_push(uint64_t room, uint64_t seq, const uint8_t *frame, size_t len, int repair);
 long order_tick(uint64_t now);
 void order_stats(mc_reorder_stats_t *st);

@@ -30,7 +30,7 @@ typedef struct room_s {
     size_t n_held;
     int waiting;
     /* seqs skipped as gaps, [lo, hi) each, the newest MC_REORDER_SKIPS
-     * ranges: a repair of one of them is still released (out of order) */
+     * ranges: one of them arriving late is still released (out of order) */
     uint64_t skip_lo[MC_REORDER_SKIPS], skip_hi[MC_REORDER_SKIPS];
     unsigned skip_next;                   /* ring index of the next range */
 } room_t;
@@ -289,6 +289,27 @@ static int hold(mc_reorder_t *r, room_t *st, uint64_t seq, void *item)
     return 0;
 }
 
+/* Takes seq out of the room's skipped ranges; returns 1 when it was there. */
+static int unskip(room_t *st, uint64_t seq)
+{
+    unsigned i;
+
+    for (i = 0; i < MC_REORDER_SKIPS; i++) {
+        if (seq < st->skip_lo[i] || seq >= st->skip_hi[i]) {
+            continue;
+        }
+        if (seq == st->skip_lo[i]) {
+            st->skip_lo[i]++;
+        } else if (seq == st->skip_hi[i] - 1) {
+            st->skip_hi[i]--;
+        }
+        /* a seq inside a range stays in it: a second copy of it would be
+         * released again, which a client that keeps seqs ignores */
+        return 1;
+    }
+    return 0;
+}
+
 int mc_reorder_push(mc_reorder_t *r, uint64_t room, uint64_t seq, void *item, uint64_t now_ms)
 {
     room_t *st;
@@ -304,6 +325,13 @@ int mc_reorder_push(mc_reorder_t *r, uint64_t room, uint64_t seq, void *item, ui
     lru_unlink(r, st);
     lru_append(r, st);
 
+    if (st->next && seq < st->next && unskip(st, seq)) {
+        /* skipped here: nobody on this node has it, better late than never */
+        r->stats.recovered++;
+        r->stats.released++;
+        r->emit(r->ctx, room, seq, item);
+        return 0;
+    }
     if (st->next && seq < st->next) {
         r->stats.late++;
         r->drop(r->ctx, room, seq, item);
@@ -352,54 +380,6 @@ int mc_reorder_push(mc_reorder_t *r, uint64_t room, uint64_t seq, void *item, ui
          * without progress leaves an overdue deadline as it is) */
         wait_set(r, st, now_ms + r->conf.gap_ms);
     }
-    return 0;
-}
-
-/* Takes seq out of the room's skipped ranges; returns 1 when it was there. */
-static int unskip(room_t *st, uint64_t seq)
-{
-    unsigned i;
-
-    for (i = 0; i < MC_REORDER_SKIPS; i++) {
-        if (seq < st->skip_lo[i] || seq >= st->skip_hi[i]) {
-            continue;
-        }
-        if (seq == st->skip_lo[i]) {
-            st->skip_lo[i]++;
-        } else if (seq == st->skip_hi[i] - 1) {
-            st->skip_hi[i]--;
-        }
-        /* a seq inside a range stays in it: a second repair of it would be
-         * released again, which a client that keeps seqs ignores */
-        return 1;
-    }
-    return 0;
-}
-
-int mc_reorder_push_repair(mc_reorder_t *r, uint64_t room, uint64_t seq, void *item, uint64_t now_ms)
-{
-    room_t *st;
-    size_t b = bucket_of(r, room);
-
-    for (st = r->buckets[b]; st; st = st->hnext) {
-        if (st->room == room) {
-            break;
-        }
-    }
-    if (st == NULL || st->next == 0 || seq >= st->next) {
-        return mc_reorder_push(r, room, seq, item, now_ms);
-    }
-    if (!unskip(st, seq)) {
-        r->stats.late++;
-        r->drop(r->ctx, room, seq, item);
-        return 0;
-    }
-    st->last_seen = now_ms;
-    lru_unlink(r, st);
-    lru_append(r, st);
-    r->stats.repaired++;
-    r->stats.released++;
-    r->emit(r->ctx, room, seq, item);
     return 0;
 }
 

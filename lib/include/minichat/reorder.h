@@ -23,10 +23,12 @@
  * ends) is dropped and counted as refused.  A room this reorderer has never
  * seen has no position to measure against: its first message is trusted.
  *
- * A seq skipped as a gap may be repaired later (the sender retried, or a
- * sweeper published it again once it was durable): mc_reorder_push_repair()
- * releases such a message out of order, once, while the room remembers the
- * skip, and drops the repair of a seq it did release.
+ * A seq skipped as a gap may still come: late (a slow source), or published
+ * again (the sender retried, or a sweeper repaired it).  While the room
+ * remembers the skip (its last MC_REORDER_SKIPS skipped ranges, including
+ * the seqs before the room's first hold), such a message is released at
+ * once, out of order, and taken out of the range; a message below the
+ * position that was released before is dropped as late.
  *
  * Not thread-safe: one owner thread, or the caller's lock.
  */
@@ -60,7 +62,7 @@ typedef struct {
     uint64_t refused;        /* dropped: seq more than max_ahead past the position */
     uint64_t rooms;          /* rooms remembered now */
     uint64_t held;           /* messages waiting now */
-    uint64_t repaired;       /* repairs of skipped seqs, released out of order */
+    uint64_t recovered;      /* skipped seqs that came late, released out of order */
 } mc_reorder_stats_t;
 
 /* Returns a new reorderer or NULL when out of memory. */
@@ -71,22 +73,15 @@ void mc_reorder_free(mc_reorder_t *r);
 
 #define MC_REORDER_AHEAD 1
 
-/* Offers one message; emits what is now in order.  Returns 0 (released,
- * held, or dropped as late or duplicate), MC_REORDER_AHEAD when the seq is
+/* Offers one message; emits what is now in order (and a skipped seq come
+ * late, out of order).  Returns 0 (released, held, or dropped as late or
+ * duplicate), MC_REORDER_AHEAD when the seq is
  * more than max_ahead past the room's position (dropped through drop), or
  * -1 when out of memory (the item is then dropped through drop). */
 int mc_reorder_push(mc_reorder_t *r, uint64_t room, uint64_t seq, void *item, uint64_t now_ms);
 
-/* How many skipped ranges a room remembers for repairs. */
+/* How many skipped ranges a room remembers for late arrivals. */
 #define MC_REORDER_SKIPS 4
-
-/* Offers a repair: a message published again because its first hand-off
- * may have failed (a retried send, the sweeper).  Below the room's position
- * it is released at once, out of order, when its seq was skipped as a gap
- * (nobody here got it) and dropped as late otherwise (it was released
- * before); at or past the position, or in a room not known here, it is an
- * ordinary push.  Returns as mc_reorder_push(). */
-int mc_reorder_push_repair(mc_reorder_t *r, uint64_t room, uint64_t seq, void *item, uint64_t now_ms);
 
 /* Releases rooms whose wait expired and forgets idle rooms. */
 void mc_reorder_tick(mc_reorder_t *r, uint64_t now_ms);
