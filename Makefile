@@ -205,7 +205,9 @@ token: $(B)/bin/minichat-token
 	@$(B)/bin/minichat-token --secret-file $(TOP)/conf/dev-jwt-secret $(USER)
 
 # The suite runs twice: against a single Redis over plain ws:// and http://,
-# then against a Redis Cluster over wss:// and https:// (TLS=1; the harness
+# then against a Redis Cluster over wss:// and https:// (TLS=1, which also
+# has the relay-workers and the consumer reach Kafka and MySQL over TLS,
+# docs/operations-security.md; the harness
 # trusts the stack's dev CA, test_tls.py checks that TLS is really on, and
 # the few tests that cannot run over TLS skip with their reason).
 # test_cluster.py runs only in the cluster pass.  The browser tests (the

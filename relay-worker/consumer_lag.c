@@ -33,7 +33,7 @@ struct consumer_lag_s {
     char *topic;
 };
 
-consumer_lag_t *consumer_lag_new(const char *brokers, const char *group, const char *topic)
+consumer_lag_t *consumer_lag_new(const char *brokers, const mc_kafka_sec_t *sec, const char *group, const char *topic)
 {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     consumer_lag_t *l = calloc(1, sizeof(*l));
@@ -46,6 +46,10 @@ consumer_lag_t *consumer_lag_new(const char *brokers, const char *group, const c
         || rd_kafka_conf_set(conf, "group.id", group, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK
         || rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK
         || rd_kafka_conf_set(conf, "client.id", "minichat-relay-lag", errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK) {
+        mc_error("kafka: lag check: %s", errstr);
+        goto err;
+    }
+    if (mc_kafka_sec_apply(sec, conf, errstr, sizeof(errstr)) != 0) {
         mc_error("kafka: lag check: %s", errstr);
         goto err;
     }

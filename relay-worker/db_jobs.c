@@ -30,6 +30,7 @@
 #include <mysql.h>
 
 #include "minichat/frame.h"
+#include "minichat/db_conf.h"
 #include "minichat/log.h"
 #include "queries.h"
 #include "relay.h"
@@ -232,6 +233,34 @@ static void db_thread_free(db_thread_t *t)
     memset(t, 0, sizeof(*t));
 }
 
+int db_check_start(const relay_conf_t *conf)
+{
+    mc_db_t *db;
+    unsigned int err;
+
+    if (conf->db.primary == NULL || conf->db.primary[0] == '\0') {
+        return 0;
+    }
+    db = mc_db_new(&conf->db);
+    if (db == NULL) {
+        mc_error("db: cannot set up the database router");
+        return -1;
+    }
+    if (mc_db_conn(db, MC_DB_PRIMARY) != NULL) {
+        mc_db_free(db);
+        return 0;
+    }
+    err = mc_db_connect_errno(db);
+    mc_db_free(db);
+    if (mc_db_error_is_config(err)) {
+        mc_error("db: the primary refuses these settings (error %u above): check mysql_user, mysql_password or "
+                 "mysql_password_file, mysql_database and mysql_ssl*", err);
+        return -1;
+    }
+    mc_warn("db: primary not reachable yet; requests will try again");
+    return 0;
+}
+
 int db_jobs_start(const relay_conf_t *conf)
 {
     db_thread_t *t;
@@ -251,7 +280,8 @@ int db_jobs_start(const relay_conf_t *conf)
         }
         t->q.rebuild_wait_ms = conf->rebuild_wait_ms;
         if (conf->rebuild_wait_ms > 0 && conf->kafka_brokers != NULL && conf->kafka_brokers[0] != '\0') {
-            t->q.lag = consumer_lag_new(conf->kafka_brokers, conf->kafka_consumer_group, conf->kafka_topic);
+            t->q.lag = consumer_lag_new(conf->kafka_brokers, &conf->kafka_sec, conf->kafka_consumer_group,
+                                     conf->kafka_topic);
             if (t->q.lag == NULL) {
                 goto err;
             }

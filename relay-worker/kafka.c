@@ -250,6 +250,11 @@ int kafka_init(const relay_conf_t *rc)
         rd_kafka_conf_destroy(conf);
         return -1;
     }
+    if (mc_kafka_sec_apply(&rc->kafka_sec, conf, errstr, sizeof(errstr)) != 0) {
+        mc_error("kafka: %s", errstr);
+        rd_kafka_conf_destroy(conf);
+        return -1;
+    }
     rd_kafka_conf_set_dr_msg_cb(conf, kafka_dr_cb);
     rd_kafka_conf_set_log_cb(conf, kafka_log_cb);
     rd_kafka_conf_set_error_cb(conf, kafka_error_cb);
@@ -267,8 +272,9 @@ int kafka_init(const relay_conf_t *rc)
         kafka_rk = NULL;
         return -1;
     }
-    mc_info("kafka: producing to \"%s\" on %s (linger.ms=%lld, message.timeout.ms=%lld)", rc->kafka_topic,
-            rc->kafka_brokers, rc->kafka_linger_ms, rc->kafka_timeout_ms);
+    mc_info("kafka: producing to \"%s\" on %s over %s (linger.ms=%lld, message.timeout.ms=%lld)", rc->kafka_topic,
+            rc->kafka_brokers, mc_kafka_protocol_name(rc->kafka_sec.protocol), rc->kafka_linger_ms,
+            rc->kafka_timeout_ms);
     /* delivery reports wake the epoll loop at once: the ack of every send
      * waits for its report, so a poll every tick would add up to a tick */
     kafka_evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);

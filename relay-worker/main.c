@@ -27,6 +27,8 @@
 
 #include "minichat/clock.h"
 #include "minichat/conf.h"
+#include "minichat/db_conf.h"
+#include "minichat/kafka_sec.h"
 #include "minichat/log.h"
 #include "relay.h"
 
@@ -40,12 +42,16 @@ volatile sig_atomic_t relay_stop;
 static int main_epfd = -1;
 static int main_sigfd = -1;
 static int main_sig_ev; /* its address marks the signalfd in epoll */
+static mc_db_conf_t main_db_conf; /* owns the password read from mysql_password_file */
+
+/* how long the start-up probe waits for a Kafka broker over TLS/SASL */
+#define MAIN_KAFKA_PROBE_MS 5000
 
 static const char *const main_keys[] = {
     "node", "unix_socket", "unix_socket_mode", "unix_socket_group", "allowed_peers", "grpc_listen", "peers",
     "peer_tls_ca", "peer_tls_cert", "peer_tls_key", "peer_tls_names",
-    "kafka_brokers", "kafka_topic", "kafka_linger_ms", "kafka_message_timeout_ms",
-    "mysql_primary", "mysql_replica", "mysql_user", "mysql_password", "mysql_database", "log_level",
+    "kafka_brokers", "kafka_topic", "kafka_linger_ms", "kafka_message_timeout_ms", MC_KAFKA_SEC_CONF_KEYS,
+    MC_DB_CONF_KEYS, "log_level",
     "local_outbuf_max_mb", "peer_queue_max", "peer_queue_max_mb", "peer_batch_kb", "peer_timeout_ms",
     "peer_max_age_ms", "order_first_hold_ms", "order_gap_ms", "order_idle_ms", "order_max_held", "order_max_rooms", "order_max_ahead",
     "db_threads", "db_queue_max", "kafka_consumer_group", "rebuild_wait_ms", "publish_max_age_ms", NULL};
@@ -71,7 +77,11 @@ static void usage(FILE *out)
             "      relay-workers; unset: in the clear), peer_tls_names (names,...; default: the\n"
             "      peers' node names), kafka_brokers,\n"
             "      kafka_topic, kafka_linger_ms (1), kafka_message_timeout_ms (30000),\n"
-            "      mysql_primary, mysql_replica, mysql_user, mysql_password, mysql_database,\n"
+            "      kafka_security_protocol (plaintext|ssl|sasl_plaintext|sasl_ssl), kafka_ssl_ca,\n"
+            "      kafka_ssl_cert, kafka_ssl_key, kafka_sasl_mechanism (PLAIN), kafka_sasl_username,\n"
+            "      kafka_sasl_password_file (docs/operations-security.md),\n"
+            "      mysql_primary, mysql_replica, mysql_user, mysql_password or mysql_password_file,\n"
+            "      mysql_database, mysql_ssl (off|on|verify), mysql_ssl_ca, mysql_ssl_cert, mysql_ssl_key,\n"
             "      log_level (debug|info|warn|error),\n"
             "      local_outbuf_max_mb (64), peer_queue_max (100000), peer_queue_max_mb (256),\n"
             "      peer_batch_kb (1024), peer_timeout_ms (5000), peer_max_age_ms (10000),\n"
@@ -133,6 +143,7 @@ static int conf_read(const mc_conf_t *c)
     static const char *const levels[] = {"debug", "info", "warn", "error"};
     const char *lvl = mc_conf_get(c, "log_level", "info");
     long long outbuf, qmax, qmb, batch_kb, first_hold, gap, idle, held, rooms, ahead, db_threads, db_queue;
+    char err[512];
     int i;
 
     for (i = 0; i < 4 && strcmp(lvl, levels[i]) != 0; i++) {
@@ -154,11 +165,12 @@ static int conf_read(const mc_conf_t *c)
     relay_conf.kafka_brokers = mc_conf_get(c, "kafka_brokers", NULL);
     relay_conf.kafka_topic = mc_conf_get(c, "kafka_topic", "minichat.messages");
     relay_conf.kafka_consumer_group = mc_conf_get(c, "kafka_consumer_group", "minichat-roomlist");
-    relay_conf.db.primary = mc_conf_get(c, "mysql_primary", NULL);
-    relay_conf.db.replica = mc_conf_get(c, "mysql_replica", NULL);
-    relay_conf.db.user = mc_conf_get(c, "mysql_user", "root");
-    relay_conf.db.password = mc_conf_get(c, "mysql_password", "");
-    relay_conf.db.database = mc_conf_get(c, "mysql_database", "minichat");
+    if (mc_db_conf_read(c, &main_db_conf, err, sizeof(err)) != 0
+        || mc_kafka_sec_read(c, &relay_conf.kafka_sec, err, sizeof(err)) != 0) {
+        mc_error("config: %s", err);
+        return -1;
+    }
+    relay_conf.db = main_db_conf.db;
     if (relay_conf.node == NULL || relay_conf.node[0] == '\0' || strlen(relay_conf.node) > 63) {
         mc_error("config: node is required (at most 63 characters)");
         return -1;
@@ -202,6 +214,31 @@ static int conf_read(const mc_conf_t *c)
     relay_conf.peer_queue_max = (size_t)qmax;
     relay_conf.peer_queue_bytes = (size_t)qmb << 20;
     relay_conf.peer_batch_bytes = (size_t)batch_kb << 10;
+    return 0;
+}
+
+/* With TLS or SASL to Kafka, connects once now: a wrong CA, certificate or
+ * password stops the start with the broker's reason; brokers that are not
+ * up yet only get a warning (librdkafka keeps trying).  Returns 0 or -1. */
+static int kafka_check_start(void)
+{
+    char err[512];
+    int rc;
+
+    if (relay_conf.kafka_sec.protocol == MC_KAFKA_PLAINTEXT) {
+        return 0;
+    }
+    rc = mc_kafka_sec_probe(&relay_conf.kafka_sec, relay_conf.kafka_brokers, MAIN_KAFKA_PROBE_MS, err, sizeof(err));
+    if (rc < 0) {
+        mc_error("kafka: cannot connect over %s: %s (check kafka_ssl_ca, kafka_ssl_cert/key and the kafka_sasl_* "
+                 "keys)", mc_kafka_protocol_name(relay_conf.kafka_sec.protocol), err);
+        return -1;
+    }
+    if (rc > 0) {
+        mc_warn("kafka: %s; carrying on, producing once a broker answers", err);
+    } else {
+        mc_info("kafka: brokers answer over %s", mc_kafka_protocol_name(relay_conf.kafka_sec.protocol));
+    }
     return 0;
 }
 
@@ -381,6 +418,8 @@ int main(int argc, char **argv)
         return 1;
     }
     if (conf_read(conf) != 0) {
+        mc_kafka_sec_free(&relay_conf.kafka_sec);
+        mc_db_conf_free(&main_db_conf);
         mc_conf_free(conf);
         return 1;
     }
@@ -390,8 +429,9 @@ int main(int argc, char **argv)
         mc_error("epoll_create1: %s", strerror(errno));
         goto out;
     }
-    if (signals_init() != 0 || peer_tls_init(&relay_conf) != 0 || order_init(&relay_conf.order) != 0
-        || kafka_init(&relay_conf) != 0 || dispatch_init() != 0 || rpc_start(relay_conf.grpc_listen) != 0
+    if (signals_init() != 0 || peer_tls_init(&relay_conf) != 0 || kafka_check_start() != 0
+        || db_check_start(&relay_conf) != 0 || order_init(&relay_conf.order) != 0 || kafka_init(&relay_conf) != 0
+        || dispatch_init() != 0 || rpc_start(relay_conf.grpc_listen) != 0
         || peers_init(relay_conf.peers, relay_conf.node) != 0
         || db_jobs_start(&relay_conf) != 0 || link_listen(relay_conf.unix_socket, &handler) != 0) {
         goto stop;
@@ -421,6 +461,8 @@ out:
     if (main_epfd >= 0) {
         close(main_epfd);
     }
+    mc_kafka_sec_free(&relay_conf.kafka_sec);
+    mc_db_conf_free(&main_db_conf);
     mc_conf_free(conf);
     return rc;
 }

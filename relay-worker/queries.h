@@ -28,6 +28,7 @@
 #include "minichat.pb-c.h"
 #include "minichat/buf.h"
 #include "minichat/db.h"
+#include "minichat/kafka_sec.h"
 
 #define DBQ_MAX_MEMBERS 10000
 
@@ -104,7 +105,7 @@ const char *q_ban(dbq_t *q, const Minichat__BanRequest *req, Minichat__BanResult
 const char *q_history(dbq_t *q, const Minichat__HistoryRequest *req, Minichat__HistoryResult *res);
 
 /* --- consumer_lag.c: has the roomlist-consumer caught up? --- */
-consumer_lag_t *consumer_lag_new(const char *brokers, const char *group, const char *topic);
+consumer_lag_t *consumer_lag_new(const char *brokers, const mc_kafka_sec_t *sec, const char *group, const char *topic);
 /* Waits until the group's committed offsets reach the topic's high
  * watermarks as they are now, at most wait_ms.  Returns 0, or -1 when it
  * did not (or Kafka could not tell). */

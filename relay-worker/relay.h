@@ -43,6 +43,7 @@
 
 #include "minichat.pb-c.h"
 #include "minichat/db.h"
+#include "minichat/kafka_sec.h"
 #include "minichat/reorder.h"
 #include "minichat/sock_access.h"
 
@@ -83,6 +84,7 @@ typedef struct {
     const char *kafka_topic;
     long long kafka_linger_ms;
     long long kafka_timeout_ms;  /* message.timeout.ms: a message not acked by then fails */
+    mc_kafka_sec_t kafka_sec;  /* TLS and SASL to the brokers, for every Kafka handle */
     mc_db_config_t db;
     size_t local_outbuf_max;   /* bytes queued for one nginx worker before it is dropped */
     size_t peer_queue_max;     /* messages queued for one peer before the oldest are dropped */
@@ -213,6 +215,9 @@ void peers_stats(uint64_t *sent, uint64_t *dropped, uint64_t *failed_calls);
 /* db_jobs.c: the DB threads and their bounded job queue (the SQL itself is
  * in queries_*.c, see queries.h) */
 int db_jobs_start(const relay_conf_t *conf);
+/* Connects to the primary once: a wrong password, user, database or TLS
+ * setting stops the start (-1); a primary that is merely down is a warning. */
+int db_check_start(const relay_conf_t *conf);
 /* Returns 1 for a LocalFrame body that is a database request. */
 int db_jobs_accepts(int body_case);
 /* Queues a database request and takes ownership of req; the result (or an

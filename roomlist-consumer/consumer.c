@@ -113,6 +113,11 @@ int rc_consumer_init(rc_consumer_t *c, const rc_consumer_config_t *cfg, rc_store
         rd_kafka_conf_destroy(conf);
         goto err;
     }
+    if (mc_kafka_sec_apply(cfg->sec, conf, errstr, sizeof(errstr)) != 0) {
+        mc_error("kafka: %s", errstr);
+        rd_kafka_conf_destroy(conf);
+        goto err;
+    }
     rd_kafka_conf_set_log_cb(conf, consumer_log_cb);
     rd_kafka_conf_set_rebalance_cb(conf, consumer_rebalance_cb);
     rd_kafka_conf_set_opaque(conf, c);

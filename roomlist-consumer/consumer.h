@@ -10,11 +10,13 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "minichat/kafka_sec.h"
 #include "minichat/msgbatch.h"
 #include "store.h"
 
 typedef struct {
     const char *brokers;
+    const mc_kafka_sec_t *sec;   /* TLS and SASL to the brokers */
     const char *topic;
     const char *group;
     const char *instance;   /* group.instance.id (static membership), "" for none */

@@ -27,6 +27,8 @@
 #include "readflush.h"
 #include "minichat/conf.h"
 #include "minichat/db.h"
+#include "minichat/db_conf.h"
+#include "minichat/kafka_sec.h"
 #include "minichat/log.h"
 #include "store.h"
 
@@ -34,9 +36,12 @@
 
 static volatile sig_atomic_t run = 1;
 
+/* how long the start-up probe waits for a Kafka broker over TLS/SASL */
+#define RC_KAFKA_PROBE_MS 5000
+
 static const char *const known_keys[] = {
-    "kafka_brokers", "kafka_topic",    "kafka_group", "kafka_instance_id", "kafka_session_timeout_ms", "mysql_primary", "mysql_replica", "mysql_user",
-    "mysql_password", "mysql_database", "batch_size", "batch_ms",      "members_interval_ms", "stats_interval",
+    "kafka_brokers", "kafka_topic",    "kafka_group", "kafka_instance_id", "kafka_session_timeout_ms",
+    MC_KAFKA_SEC_CONF_KEYS, MC_DB_CONF_KEYS, "batch_size", "batch_ms",      "members_interval_ms", "stats_interval",
     "log_level",      "redis",          "read_flush_ms", "redis_tls", "redis_tls_verify", "redis_tls_ca_file",
     "redis_tls_certificate", "redis_tls_certificate_key", "redis_tls_name", NULL,
 };
@@ -65,6 +70,14 @@ static void usage(FILE *f)
                "  mysql_primary   host:port of the primary                   (127.0.0.1:3306)\n"
                "  mysql_replica   host:port of a replica (unused for writes) ()\n"
                "  mysql_user, mysql_password, mysql_database                 (root, \"\", minichat)\n"
+               "  mysql_password_file  the password from a file instead (newline stripped)\n"
+               "  mysql_ssl       off, on (encrypted) or verify (and the certificate checked\n"
+               "                  against mysql_ssl_ca and the host name)          (off)\n"
+               "  mysql_ssl_ca, mysql_ssl_cert, mysql_ssl_key   PEM files\n"
+               "  kafka_security_protocol  plaintext, ssl, sasl_plaintext or sasl_ssl (plaintext)\n"
+               "  kafka_ssl_ca, kafka_ssl_cert, kafka_ssl_key   PEM files\n"
+               "  kafka_sasl_mechanism (PLAIN), kafka_sasl_username, kafka_sasl_password_file\n"
+               "                  (docs/operations-security.md)\n"
                "  batch_size      records per transaction at most            (2000)\n"
                "  batch_ms        longest wait for a batch to fill, in ms    (20)\n"
                "  members_interval_ms  least time between two updates of one room's\n"
@@ -136,6 +149,8 @@ int main(int argc, char **argv)
     char err[512];
     mc_conf_t *conf = NULL;
     mc_db_t *db = NULL;
+    mc_db_conf_t dconf;
+    mc_kafka_sec_t ksec;
     mc_db_config_t dbc;
     rc_consumer_config_t cc;
     rc_consumer_t consumer;
@@ -165,6 +180,8 @@ int main(int argc, char **argv)
     }
 
     mc_log_init("roomlist-consumer", MC_LOG_INFO);
+    memset(&dconf, 0, sizeof(dconf));
+    memset(&ksec, 0, sizeof(ksec));
 
     conf = mc_conf_load(path, known_keys, err, sizeof(err));
     if (conf == NULL) {
@@ -197,24 +214,48 @@ int main(int argc, char **argv)
     sa.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa, NULL);
 
-    dbc.primary = mc_conf_get(conf, "mysql_primary", "127.0.0.1:3306");
-    dbc.replica = mc_conf_get(conf, "mysql_replica", "");
-    dbc.user = mc_conf_get(conf, "mysql_user", "root");
-    dbc.password = mc_conf_get(conf, "mysql_password", "");
-    dbc.database = mc_conf_get(conf, "mysql_database", "minichat");
+    if (mc_db_conf_read(conf, &dconf, err, sizeof(err)) != 0 || mc_kafka_sec_read(conf, &ksec, err, sizeof(err)) != 0) {
+        mc_error("config: %s", err);
+        goto done;
+    }
+    dbc = dconf.db;
+    if (dbc.primary == NULL) {
+        dbc.primary = "127.0.0.1:3306";
+    }
     db = mc_db_new(&dbc);
     if (db == NULL) {
         goto done;
     }
-    rc_store_init(&store, db, RC_MAX_STMT_BYTES, members_ms);
 
-    /* connect now so that a wrong address or password shows at start-up; a
-     * database that is merely down is retried batch by batch */
+    /* connect now so that a wrong password, database or TLS setting shows at
+     * start-up and stops it; a database that is merely down is retried batch
+     * by batch */
     if (mc_db_conn(db, MC_DB_PRIMARY) == NULL) {
+        if (mc_db_error_is_config(mc_db_connect_errno(db))) {
+            mc_error("the primary refuses these settings (error %u above): check mysql_user, mysql_password or "
+                     "mysql_password_file, mysql_database and mysql_ssl*", mc_db_connect_errno(db));
+            goto done;
+        }
         mc_warn("primary not reachable yet; batches will wait for it");
     }
 
     cc.brokers = mc_conf_get(conf, "kafka_brokers", "127.0.0.1:9092");
+    cc.sec = &ksec;
+    if (ksec.protocol != MC_KAFKA_PLAINTEXT) {
+        /* a wrong CA, certificate or password stops the start here; brokers
+         * not up yet are waited for by librdkafka */
+        i = mc_kafka_sec_probe(&ksec, cc.brokers, RC_KAFKA_PROBE_MS, err, sizeof(err));
+        if (i < 0) {
+            mc_error("kafka: cannot connect over %s: %s (check kafka_ssl_ca, kafka_ssl_cert/key and the "
+                     "kafka_sasl_* keys)", mc_kafka_protocol_name(ksec.protocol), err);
+            goto done;
+        }
+        if (i > 0) {
+            mc_warn("kafka: %s; carrying on", err);
+        }
+    }
+    rc_store_init(&store, db, RC_MAX_STMT_BYTES, members_ms);
+
     cc.topic = mc_conf_get(conf, "kafka_topic", "minichat.messages");
     cc.group = mc_conf_get(conf, "kafka_group", "minichat-roomlist");
     cc.instance = mc_conf_get(conf, "kafka_instance_id", "");
@@ -268,6 +309,8 @@ int main(int argc, char **argv)
 
 done:
     mc_db_free(db);
+    mc_kafka_sec_free(&ksec);
+    mc_db_conf_free(&dconf);
     mc_conf_free(conf);
     return rc;
 }

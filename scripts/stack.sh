@@ -15,7 +15,16 @@
 #                  replicas on 127.0.0.1:17000-17005 (bus ports 17100-17105)
 #   mysql-primary  127.0.0.1:13306  (MariaDB, binlog, GTID)
 #   mysql-replica  127.0.0.1:13307  (read-only replica of the primary)
-#   kafka          127.0.0.1:19092  (KRaft broker+controller, controller 19093)
+#   kafka          127.0.0.1:19092  (KRaft broker+controller, controller 19093),
+#                  TLS listener 19094 (client certificates required) and
+#                  SASL_SSL listener 19095 (PLAIN, user "minichat")
+#   MariaDB and Kafka serve TLS with certificates of a backend dev CA made
+#   by openssl into .run/backend/ on first start (backend_tls_setup), which
+#   also holds the password of the MySQL user minichat_svc (REQUIRE SSL) and
+#   of the Kafka SASL user.  With MINICHAT_TLS=1 the relay-workers and the
+#   consumer use them: Kafka over TLS with a client certificate, MySQL as
+#   minichat_svc with mysql_ssl = verify (docs/operations-security.md);
+#   otherwise plaintext, as root.
 #   relay-a/b      gRPC 127.0.0.1:17051/17052 with mutual TLS (a mesh CA and
 #                  a certificate per node made by openssl into .run/mesh/ on
 #                  first start), unix socket .run/relay-X/relay.sock
@@ -56,6 +65,8 @@ MYSQL_PRIMARY_PORT=$((13306 + OFF))
 MYSQL_REPLICA_PORT=$((13307 + OFF))
 KAFKA_PORT=$((19092 + OFF))
 KAFKA_CONTROLLER_PORT=$((19093 + OFF))
+KAFKA_SSL_PORT=$((19094 + OFF))
+KAFKA_SASL_PORT=$((19095 + OFF))
 KAFKA_TOPIC=minichat.messages
 KAFKA_PARTITIONS=4
 # below the ephemeral range (32768-60999), so no client socket can hold it
@@ -76,6 +87,11 @@ fi
 TLS_DIR=$RUN/tls
 # the relay-workers' CA and certificates for their mutual TLS (mesh_setup)
 MESH_DIR=$RUN/mesh
+# the backend dev CA, MariaDB's and Kafka's certificates, the services'
+# client certificate and the backend passwords (backend_tls_setup)
+BACKEND_DIR=$RUN/backend
+MYSQL_SVC_USER=minichat_svc
+KAFKA_SASL_USER=minichat
 if [ "$TLS" = 1 ]; then SCHEME=https WS_SCHEME=wss; else SCHEME=http WS_SCHEME=ws; fi
 SECRET_FILE=$CONF/dev-jwt-secret
 
@@ -183,6 +199,12 @@ stop_pid() {
     say "stopped $name"
 }
 
+# tls_pick A [B]: A with MINICHAT_TLS=1, else B (default empty): how the
+# services reach Kafka and MySQL in this mode
+tls_pick() { if [ "$TLS" = 1 ]; then echo "$1"; else echo "${2:-}"; fi; }
+# the brokers the services use: the TLS listener with MINICHAT_TLS=1
+kafka_brokers() { echo "127.0.0.1:$(tls_pick "$KAFKA_SSL_PORT" "$KAFKA_PORT")"; }
+
 # render TEMPLATE OUT [EXTRA SED ARGS...]: substitute the @VARS@ we know.
 render() {
     local in=$1 out=$2
@@ -194,7 +216,17 @@ render() {
         -e "s|@MYSQL_REPLICA_PORT@|$MYSQL_REPLICA_PORT|g" \
         -e "s|@KAFKA_PORT@|$KAFKA_PORT|g" \
         -e "s|@KAFKA_CONTROLLER_PORT@|$KAFKA_CONTROLLER_PORT|g" \
-        -e "s|@KAFKA_BROKERS@|127.0.0.1:$KAFKA_PORT|g" \
+        -e "s|@KAFKA_BROKERS@|$(kafka_brokers)|g" \
+        -e "s|@KAFKA_SSL_PORT@|$KAFKA_SSL_PORT|g" -e "s|@KAFKA_SASL_PORT@|$KAFKA_SASL_PORT|g" \
+        -e "s|@BACKEND_DIR@|$BACKEND_DIR|g" \
+        -e "s|@KAFKA_SECURITY_PROTOCOL@|$(tls_pick ssl plaintext)|g" \
+        -e "s|@KAFKA_SSL_CA@|$(tls_pick "$BACKEND_DIR/ca.crt")|g" \
+        -e "s|@KAFKA_SSL_CERT@|$(tls_pick "$BACKEND_DIR/service.crt")|g" \
+        -e "s|@KAFKA_SSL_KEY@|$(tls_pick "$BACKEND_DIR/service.key")|g" \
+        -e "s|@MYSQL_USER@|$(tls_pick $MYSQL_SVC_USER root)|g" \
+        -e "s|@MYSQL_PASSWORD_FILE@|$(tls_pick "$BACKEND_DIR/mysql-svc.password")|g" \
+        -e "s|@MYSQL_SSL@|$(tls_pick verify off)|g" \
+        -e "s|@MYSQL_SSL_CA@|$(tls_pick "$BACKEND_DIR/ca.crt")|g" \
         -e "s|@KAFKA_TOPIC@|$KAFKA_TOPIC|g" \
         -e "s|@MODULE@|$MODULE|g" -e "s|@SECRET_FILE@|$SECRET_FILE|g" \
         "$@" "$in" > "$out.tmp"
@@ -393,6 +425,7 @@ mysql_launch() {
         --bind-address=127.0.0.1 --server-id=$sid --pid-file="$d/mysqld.pid" --user=root \
         --log-error="$d/error.log" --gtid-strict-mode=1 --skip-name-resolve \
         --max-connections=1000 --innodb-buffer-pool-size=256M "${extra[@]}" \
+        --ssl-ca="$BACKEND_DIR/ca.crt" --ssl-cert="$BACKEND_DIR/mysql.crt" --ssl-key="$BACKEND_DIR/mysql.key" \
         < /dev/null >> "$d/launch.log" 2>&1 9>&- &
     # mariadbd writes the same pid there once it is up; write it now so that a
     # failed start can still be stopped.
@@ -441,6 +474,21 @@ mysql_migrate() {
     done
 }
 
+# mysql_service_user: the services' own MySQL user for MINICHAT_TLS=1,
+# minichat_svc@127.0.0.1, REQUIRE SSL, all rights on minichat.*, its
+# password from $BACKEND_DIR (set again at every start, in case the file was
+# made anew).  Made on the primary; it replicates.  The password goes to the
+# client on stdin, not on its command line.
+mysql_service_user() {
+    local pw
+    pw=$(cat "$BACKEND_DIR/mysql-svc.password")
+    sql primary <<EOF || fail mysql-primary "$(mysql_dir primary)/error.log" "cannot create the MySQL user $MYSQL_SVC_USER"
+CREATE USER IF NOT EXISTS '$MYSQL_SVC_USER'@'127.0.0.1' IDENTIFIED BY '$pw' REQUIRE SSL;
+ALTER USER '$MYSQL_SVC_USER'@'127.0.0.1' IDENTIFIED BY '$pw' REQUIRE SSL;
+GRANT ALL PRIVILEGES ON minichat.* TO '$MYSQL_SVC_USER'@'127.0.0.1';
+EOF
+}
+
 replica_field() {
     sql replica -e 'SHOW SLAVE STATUS\G' 2>/dev/null | sed -n "s/^ *$1: //p"
 }
@@ -466,6 +514,7 @@ mysql_setup() {
     elif [ "$(replica_field Slave_SQL_Running)" != Yes ] || [ "$(replica_field Slave_IO_Running)" != Yes ]; then
         sql replica -e 'START SLAVE' > /dev/null 2>&1 || true
     fi
+    mysql_service_user
     mysql_migrate
     # The replica is ready when both threads run and it has applied
     # everything the primary has written so far (the migrations included).
@@ -524,7 +573,9 @@ kafka_launch() {
     port_open $KAFKA_PORT && die "kafka: port $KAFKA_PORT is taken by a process the stack did not start"
     port_open $KAFKA_CONTROLLER_PORT && die "kafka: port $KAFKA_CONTROLLER_PORT is taken by a process the stack did not start"
     mkdir -p "$KAFKA_DIR/data"
-    render "$CONF/kafka.properties.in" "$KAFKA_DIR/server.properties"
+    render "$CONF/kafka.properties.in" "$KAFKA_DIR/server.properties" \
+        -e "s|@KAFKA_SASL_USER@|$KAFKA_SASL_USER|g" -e "s|@KAFKA_SASL_PASSWORD@|$(cat "$BACKEND_DIR/kafka-sasl.password")|g"
+    chmod 600 "$KAFKA_DIR/server.properties"
     render "$CONF/kafka-log4j2.properties.in" "$KAFKA_DIR/log4j2.properties"
     sed -e 's|^appender.file.fileName = .*|appender.file.fileName = '"$KAFKA_DIR"'/tools.log|' \
         "$KAFKA_DIR/log4j2.properties" > "$KAFKA_DIR/tools-log4j2.properties"
@@ -744,6 +795,36 @@ tls_setup() {
     say "made a dev CA and a server certificate for 127.0.0.1 in $TLS_DIR (trust ca.crt)"
 }
 
+# backend_tls_setup: the backend dev CA in $BACKEND_DIR ("MiniChat dev
+# backend CA", not nginx's or the mesh's), MariaDB's and Kafka's server
+# certificates (SAN IP:127.0.0.1 and localhost: the services check the
+# name), one client certificate for the services (Kafka's TLS listener
+# requires one), Kafka's PEM keystore (key then certificate in one file),
+# and two random passwords: the MySQL user minichat_svc's and the Kafka SASL
+# user's (mode 0600).  Made once, again when a certificate expires within a
+# day (a restart of MariaDB and Kafka then picks them up).  DEV STACK ONLY.
+backend_tls_setup() {
+    local t=$BACKEND_DIR.new
+    cert_fresh "$BACKEND_DIR/ca.crt" "$BACKEND_DIR/mysql.crt" "$BACKEND_DIR/kafka.crt" "$BACKEND_DIR/service.crt" \
+        && [ -s "$BACKEND_DIR/mysql-svc.password" ] && [ -s "$BACKEND_DIR/kafka-sasl.password" ] && return 0
+    command -v openssl > /dev/null || die "openssl not installed; run scripts/setup.sh"
+    rm -rf "$t"
+    mkdir -p "$t"
+    chmod 700 "$t"
+    { dev_ca "$t" "MiniChat dev backend CA" &&
+      dev_cert "$t" mysql localhost serverAuth "IP:127.0.0.1, DNS:localhost" &&
+      dev_cert "$t" kafka localhost serverAuth "IP:127.0.0.1, DNS:localhost" &&
+      dev_cert "$t" service minichat-service clientAuth "DNS:minichat-service" &&
+      cat "$t/kafka.key" "$t/kafka.crt" > "$t/kafka-keystore.pem" &&
+      openssl rand -hex 16 > "$t/mysql-svc.password" &&
+      openssl rand -hex 16 > "$t/kafka-sasl.password" &&
+      chmod 600 "$t"/*.key "$t"/*.password "$t/kafka-keystore.pem"
+    } > "$t/openssl.log" 2>&1 || fail backend-tls "$t/openssl.log" "openssl could not make the backend certificates"
+    rm -rf "$BACKEND_DIR"
+    mv "$t" "$BACKEND_DIR"
+    say "made a backend CA, MariaDB and Kafka certificates and service passwords in $BACKEND_DIR"
+}
+
 # mesh_setup: the relay-workers' own CA (not nginx's: a client-facing
 # certificate must not open the mesh) and one certificate per node in
 # $MESH_DIR, each naming its node (CN and DNS SAN "a" / "b") for both server
@@ -846,6 +927,8 @@ preflight() {
     check_port mysql-replica $MYSQL_REPLICA_PORT "$(mysql_pid replica)"
     check_port kafka $KAFKA_PORT "$(kafka_pid)"
     check_port kafka-controller $KAFKA_CONTROLLER_PORT "$(kafka_pid)"
+    check_port kafka-ssl $KAFKA_SSL_PORT "$(kafka_pid)"
+    check_port kafka-sasl $KAFKA_SASL_PORT "$(kafka_pid)"
     for n in a b; do
         check_port "relay-$n" "$(relay_port $n)" "$(live_pid "$RUN/relay-$n/relay.pid" "$RUN/relay-$n/relay-worker.conf")"
         check_port "nginx-$n" "$(nginx_port $n)" "$(nginx_pid $n)"
@@ -879,6 +962,7 @@ cmd_start() {
     echo "$TLS" > "$RUN/.tls-mode"
 
     preflight
+    backend_tls_setup
     if [ "$REDIS_MODE" = cluster ]; then cluster_launch; else redis_launch; fi
     mysql_launch primary
     mysql_launch replica
@@ -992,7 +1076,9 @@ PY
   MySQL       mariadb -h127.0.0.1 -P$MYSQL_PRIMARY_PORT -uroot minichat   (primary; root has no password)
               mariadb -h127.0.0.1 -P$MYSQL_REPLICA_PORT -uroot minichat   (replica, read-only)
   Redis       $(if [ "$REDIS_MODE" = cluster ]; then echo "redis-cli -c -p $CLUSTER_PORT   (cluster of $CLUSTER_NODES nodes from $CLUSTER_PORT)"; else echo "redis-cli -p $REDIS_PORT"; fi)
-  Kafka       127.0.0.1:$KAFKA_PORT, topic $KAFKA_TOPIC
+  Kafka       127.0.0.1:$KAFKA_PORT, topic $KAFKA_TOPIC (TLS on $KAFKA_SSL_PORT, SASL over TLS on $KAFKA_SASL_PORT)
+  Backend TLS the services reach Kafka and MySQL $(tls_pick "over TLS (user $MYSQL_SVC_USER, verify)" "in plaintext (TLS=1: over TLS)");
+              CA, certificates and passwords in ${BACKEND_DIR#$top/}/ (docs/operations-security.md)
   Logs        ${RUN#$top/}/*/ (nginx-a/error.log, relay-a/relay.log, kafka/server.log, ...)
 
   make status | make stop          (bash scripts/stack.sh reset wipes all data)

@@ -16,6 +16,13 @@
  * MC_DB_IDLE_PING seconds is pinged before it is handed out, so that a server
  * restart or a wait_timeout is noticed here rather than by the first query.
  *
+ * With mysql_ssl on or verify every connection is made over TLS
+ * (MYSQL_OPT_SSL_ENFORCE: no fallback to plain text).  libmariadb checks the
+ * server's certificate chain whenever a CA is given; verify
+ * (MYSQL_OPT_SSL_VERIFY_SERVER_CERT) also checks its name against the host
+ * the router connects to.  The cipher is logged with each connect.  The password
+ * is never logged.
+ *
  * A replica request is served by the primary when no replica is configured or
  * the replica cannot be reached; after a failed replica connect the replica
  * is not tried again for MC_DB_REPLICA_RETRY seconds, so that a dead replica
@@ -33,6 +40,7 @@
 #include <mysql.h>
 
 #include "minichat/db.h"
+#include "minichat/db_conf.h"
 #include "minichat/log.h"
 
 #define MC_DB_CONNECT_TIMEOUT 3   /* seconds */
@@ -57,6 +65,11 @@ struct mc_db_s {
     char *user;
     char *password;
     char *database;
+    mc_db_ssl_t ssl;
+    char *ssl_ca;               /* NULL for none, as the three below */
+    char *ssl_cert;
+    char *ssl_key;
+    unsigned int connect_errno; /* of the last failed connect, 0 after a good one */
 };
 
 static pthread_once_t mc_db_once = PTHREAD_ONCE_INIT;
@@ -67,6 +80,8 @@ static MYSQL *mc_db_open(mc_db_t *db, mc_db_server_t *s);
 static MYSQL *mc_db_server_conn(mc_db_t *db, mc_db_server_t *s);
 static void mc_db_close(mc_db_server_t *s);
 static char *mc_db_strdup(const char *s);
+static int mc_db_opt_strdup(char **out, const char *s);
+static int mc_db_set_tls(mc_db_t *db, MYSQL *m);
 
 /* Initializes libmariadb once per process, before any thread opens a connection. */
 static void mc_db_library_init(void)
@@ -80,6 +95,18 @@ static void mc_db_library_init(void)
 static char *mc_db_strdup(const char *s)
 {
     return strdup(s != NULL ? s : "");
+}
+
+/* Sets *out to a copy of s, or to NULL when s is NULL or "".  Returns 0,
+ * or -1 when out of memory. */
+static int mc_db_opt_strdup(char **out, const char *s)
+{
+    *out = NULL;
+    if (s == NULL || s[0] == '\0') {
+        return 0;
+    }
+    *out = strdup(s);
+    return *out != NULL ? 0 : -1;
 }
 
 /* Fills host/port or socket from "host:port", "host" or "/path/to/socket".
@@ -153,6 +180,11 @@ mc_db_t *mc_db_new(const mc_db_config_t *cfg)
     if (db->user == NULL || db->password == NULL || db->database == NULL) {
         goto err;
     }
+    db->ssl = cfg->ssl;
+    if (mc_db_opt_strdup(&db->ssl_ca, cfg->ssl_ca) != 0 || mc_db_opt_strdup(&db->ssl_cert, cfg->ssl_cert) != 0
+        || mc_db_opt_strdup(&db->ssl_key, cfg->ssl_key) != 0) {
+        goto err;
+    }
     return db;
 
 err:
@@ -173,8 +205,14 @@ void mc_db_free(mc_db_t *db)
         free(db->servers[i].socket);
     }
     free(db->user);
+    if (db->password != NULL) {
+        explicit_bzero(db->password, strlen(db->password));
+    }
     free(db->password);
     free(db->database);
+    free(db->ssl_ca);
+    free(db->ssl_cert);
+    free(db->ssl_key);
     free(db);
 }
 
@@ -185,6 +223,24 @@ static void mc_db_close(mc_db_server_t *s)
         mysql_close(s->conn);
         s->conn = NULL;
     }
+}
+
+/* Sets the TLS options of mysql_ssl on a new handle.  Returns 0 or -1. */
+static int mc_db_set_tls(mc_db_t *db, MYSQL *m)
+{
+    my_bool on = 1, verify = db->ssl == MC_DB_SSL_VERIFY;
+
+    if (db->ssl == MC_DB_SSL_OFF) {
+        return 0;
+    }
+    if (mysql_options(m, MYSQL_OPT_SSL_ENFORCE, &on) != 0
+        || mysql_options(m, MYSQL_OPT_SSL_VERIFY_SERVER_CERT, &verify) != 0
+        || (db->ssl_ca != NULL && mysql_options(m, MYSQL_OPT_SSL_CA, db->ssl_ca) != 0)
+        || (db->ssl_cert != NULL && mysql_options(m, MYSQL_OPT_SSL_CERT, db->ssl_cert) != 0)
+        || (db->ssl_key != NULL && mysql_options(m, MYSQL_OPT_SSL_KEY, db->ssl_key) != 0)) {
+        return -1;
+    }
+    return 0;
 }
 
 /* Returns a new connection to the server with the router's options, or NULL
@@ -207,7 +263,8 @@ static MYSQL *mc_db_open(mc_db_t *db, mc_db_server_t *s)
         || mysql_options(m, MYSQL_OPT_WRITE_TIMEOUT, &rw_timeout) != 0
         || mysql_options(m, MYSQL_OPT_RECONNECT, &reconnect) != 0
         || mysql_options(m, MYSQL_SET_CHARSET_NAME, "utf8mb4") != 0
-        || mysql_options(m, MYSQL_INIT_COMMAND, "SET time_zone = '+00:00'") != 0)
+        || mysql_options(m, MYSQL_INIT_COMMAND, "SET time_zone = '+00:00'") != 0
+        || mc_db_set_tls(db, m) != 0)
     {
         mc_error("db: mysql_options() failed for %s", s->name);
         mysql_close(m);
@@ -215,14 +272,18 @@ static MYSQL *mc_db_open(mc_db_t *db, mc_db_server_t *s)
     }
 
     if (mysql_real_connect(m, s->host, db->user, db->password, db->database, s->port, s->socket, 0) == NULL) {
-        mc_error("db: cannot connect to %s %s:%u: %s (%u)", s->name, s->host != NULL ? s->host : s->socket,
-                 s->port, mysql_error(m), mysql_errno(m));
+        db->connect_errno = mysql_errno(m);
+        mc_error("db: cannot connect to %s %s:%u as \"%s\" (mysql_ssl %s): %s (%u)", s->name,
+                 s->host != NULL ? s->host : s->socket, s->port, db->user, mc_db_ssl_name(db->ssl), mysql_error(m),
+                 mysql_errno(m));
         mysql_close(m);
         return NULL;
     }
+    db->connect_errno = 0;
 
-    mc_info("db: connected to %s %s:%u (server %s)", s->name, s->host != NULL ? s->host : s->socket, s->port,
-            mysql_get_server_info(m));
+    mc_info("db: connected to %s %s:%u as \"%s\" (server %s, tls %s)", s->name,
+            s->host != NULL ? s->host : s->socket, s->port, db->user, mysql_get_server_info(m),
+            mysql_get_ssl_cipher(m) != NULL ? mysql_get_ssl_cipher(m) : "off");
     return m;
 }
 
@@ -283,4 +344,9 @@ void mc_db_reset(mc_db_t *db, mc_db_role_t role)
         return;
     }
     mc_db_close(&db->servers[MC_DB_PRIMARY]);
+}
+
+unsigned int mc_db_connect_errno(const mc_db_t *db)
+{
+    return db->connect_errno;
 }

@@ -8,7 +8,8 @@
  * It talks to Redis ({u:<user>}:ban and :strikes, see lua/limit.lua) and to
  * the MySQL primary (users.status, banned_until, strikes) directly, with
  * a blocking Redis connection (lib/src/redis_conn.c, plain TCP or TLS) and
- * libmariadb.  A lifted user may connect at once; the connections the ban
+ * a connection of the services' MySQL router (lib/src/db.c: the same
+ * options, TLS with --mysql-ssl on|verify as the services' mysql_ssl).  A lifted user may connect at once; the connections the ban
  * closed stay closed.  Exit status: 0 done,
  * 1 a store failed (the other may have changed: run it again), 2 usage.
  */
@@ -18,15 +19,21 @@
 
 #include <hiredis/hiredis.h>
 
-#include "minichat/redis_sync.h"
 #include <mysql.h>
 
+#include "minichat/db.h"
+#include "minichat/db_conf.h"
 #include "minichat/decimal.h"
+#include "minichat/log.h"
+#include "minichat/redis_sync.h"
+#include "minichat/secret.h"
 
 static void usage(void)
 {
     fprintf(stderr, "usage: minichat-ban [--redis HOST:PORT[,HOST:PORT...]] [--mysql HOST:PORT] [--mysql-user USER]\n"
                     "                    [--mysql-password-file FILE] [--database NAME]\n"
+                    "                    [--mysql-ssl off|on|verify [--mysql-ssl-ca FILE]\n"
+                    "                     [--mysql-ssl-cert FILE --mysql-ssl-key FILE]]\n"
                     "                    [--redis-tls --redis-tls-ca-file FILE [--redis-tls-name NAME]\n"
                     "                     [--redis-tls-certificate FILE --redis-tls-certificate-key FILE]\n"
                     "                     [--redis-tls-no-verify]] show|lift|forgive USER_ID\n"
@@ -50,23 +57,18 @@ static int split_addr(const char *s, char *host, size_t hostlen, unsigned *port)
     return 0;
 }
 
-/* Reads a password file (trailing whitespace stripped) into buf. */
-static int read_password(const char *path, char *buf, size_t len)
+/* Sets *out from "off", "on" or "verify".  Returns 0 or -1. */
+static int parse_ssl(const char *s, mc_db_ssl_t *out)
 {
-    FILE *f = fopen(path, "r");
-    size_t n;
+    mc_db_ssl_t m;
 
-    if (f == NULL) {
-        perror(path);
-        return -1;
+    for (m = MC_DB_SSL_OFF; m <= MC_DB_SSL_VERIFY; m++) {
+        if (strcmp(s, mc_db_ssl_name(m)) == 0) {
+            *out = m;
+            return 0;
+        }
     }
-    n = fread(buf, 1, len - 1, f);
-    fclose(f);
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ')) {
-        n--;
-    }
-    buf[n] = '\0';
-    return 0;
+    return -1;
 }
 
 /* One command from words; a word "%1" or "%2" stands for the key k1 or k2.
@@ -178,7 +180,9 @@ int main(int argc, char **argv)
 {
     const char *redis = "127.0.0.1:16379", *mysql = "127.0.0.1:13306", *muser = "root", *pwfile = NULL;
     const char *database = "minichat", *cmd = NULL, *uarg = NULL;
-    char mhost[256], password[256] = "";
+    char mhost[256], *password = NULL;
+    mc_db_config_t dbc = {0};
+    mc_db_t *db;
     unsigned mport;
     uint64_t user;
     mc_redis_conn_t *rc;
@@ -199,6 +203,17 @@ int main(int argc, char **argv)
             pwfile = argv[++i];
         } else if (strcmp(argv[i], "--database") == 0 && i + 1 < argc) {
             database = argv[++i];
+        } else if (strcmp(argv[i], "--mysql-ssl") == 0 && i + 1 < argc) {
+            if (parse_ssl(argv[++i], &dbc.ssl) != 0) {
+                usage();
+                return 2;
+            }
+        } else if (strcmp(argv[i], "--mysql-ssl-ca") == 0 && i + 1 < argc) {
+            dbc.ssl_ca = argv[++i];
+        } else if (strcmp(argv[i], "--mysql-ssl-cert") == 0 && i + 1 < argc) {
+            dbc.ssl_cert = argv[++i];
+        } else if (strcmp(argv[i], "--mysql-ssl-key") == 0 && i + 1 < argc) {
+            dbc.ssl_key = argv[++i];
         } else if (strcmp(argv[i], "--redis-tls") == 0) {
             tls.on = 1;
         } else if (strcmp(argv[i], "--redis-tls-no-verify") == 0) {
@@ -228,7 +243,12 @@ int main(int argc, char **argv)
         usage();
         return 2;
     }
-    if (pwfile && read_password(pwfile, password, sizeof(password)) != 0) {
+    if (dbc.ssl == MC_DB_SSL_VERIFY && dbc.ssl_ca == NULL) {
+        fprintf(stderr, "minichat-ban: --mysql-ssl verify needs --mysql-ssl-ca\n");
+        return 2;
+    }
+    if (pwfile && (password = mc_secret_read(pwfile, rerr, sizeof(rerr))) == NULL) {
+        fprintf(stderr, "minichat-ban: --mysql-password-file: %s\n", rerr);
         return 2;
     }
     if (tls.on && mc_redis_tls_check(&tls, rerr, sizeof(rerr)) != 0) {
@@ -248,18 +268,21 @@ int main(int argc, char **argv)
     }
     mc_redis_conn_close(rc);
 
-    m = mysql_init(NULL);
+    mc_log_init("minichat-ban", MC_LOG_WARN);
+    dbc.primary = mysql;
+    dbc.user = muser;
+    dbc.password = password != NULL ? password : "";
+    dbc.database = database;
+    db = mc_db_new(&dbc);
+    m = db != NULL ? mc_db_conn(db, MC_DB_PRIMARY) : NULL;
     if (m == NULL) {
-        fprintf(stderr, "mysql: out of memory\n");
-        return 1;
-    }
-    if (mysql_real_connect(m, mhost, muser, password, database, mport, NULL, 0) == NULL) {
-        fprintf(stderr, "mysql %s: %s\n", mysql, mysql_error(m));
+        fprintf(stderr, "mysql %s: cannot connect (the line above says why)\n", mysql);
         rcode = 1;
     } else if (mysql_part(m, cmd, (unsigned long long)user, forgive) != 0) {
         rcode = 1;
     }
-    mysql_close(m);
+    mc_db_free(db);
+    mc_secret_free(password);
 
     return rcode;
 }

@@ -1,0 +1,121 @@
+/*
+ * The mysql_* keys of the services' config files (see minichat/db_conf.h).
+ * Everything that can be checked without a server is checked here, at
+ * start-up: the TLS mode, that verify has a CA, that a certificate comes
+ * with its key, that every named file can be read, that the password comes
+ * from one place only.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include <errmsg.h>
+#include <mysqld_error.h>
+
+#include "minichat/db_conf.h"
+#include "minichat/secret.h"
+
+static const char *const mc_db_ssl_names[] = {"off", "on", "verify"};
+
+const char *mc_db_ssl_name(mc_db_ssl_t ssl)
+{
+    return (unsigned)ssl < 3 ? mc_db_ssl_names[ssl] : "?";
+}
+
+/* Returns the value of key, or NULL when absent or empty. */
+static const char *mc_db_conf_path(const mc_conf_t *c, const char *key)
+{
+    const char *v = mc_conf_get(c, key, NULL);
+
+    return v != NULL && v[0] != '\0' ? v : NULL;
+}
+
+/* Checks that the file named by key, if any, is readable.  Returns 0 or -1. */
+static int mc_db_conf_file(const char *key, const char *path, char *err, size_t err_size)
+{
+    char why[300];
+
+    if (path != NULL && mc_file_readable(path, why, sizeof(why)) != 0) {
+        snprintf(err, err_size, "%s: %s", key, why);
+        return -1;
+    }
+    return 0;
+}
+
+int mc_db_conf_read(const mc_conf_t *c, mc_db_conf_t *dc, char *err, size_t err_size)
+{
+    const char *mode = mc_conf_get(c, "mysql_ssl", "off");
+    const char *pw_file = mc_db_conf_path(c, "mysql_password_file");
+    char why[300];
+    int i;
+
+    memset(dc, 0, sizeof(*dc));
+    dc->db.primary = mc_conf_get(c, "mysql_primary", NULL);
+    dc->db.replica = mc_conf_get(c, "mysql_replica", NULL);
+    dc->db.user = mc_conf_get(c, "mysql_user", "root");
+    dc->db.database = mc_conf_get(c, "mysql_database", "minichat");
+    dc->db.password = mc_conf_get(c, "mysql_password", "");
+    dc->db.ssl_ca = mc_db_conf_path(c, "mysql_ssl_ca");
+    dc->db.ssl_cert = mc_db_conf_path(c, "mysql_ssl_cert");
+    dc->db.ssl_key = mc_db_conf_path(c, "mysql_ssl_key");
+
+    for (i = 0; i < 3 && strcmp(mode, mc_db_ssl_names[i]) != 0; i++) {
+    }
+    if (i == 3) {
+        snprintf(err, err_size, "mysql_ssl \"%s\" is not off, on or verify", mode);
+        return -1;
+    }
+    dc->db.ssl = (mc_db_ssl_t)i;
+
+    if (dc->db.ssl == MC_DB_SSL_OFF && (dc->db.ssl_ca || dc->db.ssl_cert || dc->db.ssl_key)) {
+        snprintf(err, err_size, "mysql_ssl_ca, mysql_ssl_cert and mysql_ssl_key need mysql_ssl on or verify");
+        return -1;
+    }
+    if (dc->db.ssl == MC_DB_SSL_VERIFY && dc->db.ssl_ca == NULL) {
+        snprintf(err, err_size, "mysql_ssl verify needs mysql_ssl_ca (the CA that signed the servers' certificates)");
+        return -1;
+    }
+    if ((dc->db.ssl_cert == NULL) != (dc->db.ssl_key == NULL)) {
+        snprintf(err, err_size, "mysql_ssl_cert and mysql_ssl_key go together: set both or neither");
+        return -1;
+    }
+    if (mc_db_conf_file("mysql_ssl_ca", dc->db.ssl_ca, err, err_size) != 0
+        || mc_db_conf_file("mysql_ssl_cert", dc->db.ssl_cert, err, err_size) != 0
+        || mc_db_conf_file("mysql_ssl_key", dc->db.ssl_key, err, err_size) != 0) {
+        return -1;
+    }
+
+    if (pw_file != NULL) {
+        if (dc->db.password[0] != '\0') {
+            snprintf(err, err_size, "set mysql_password or mysql_password_file, not both");
+            return -1;
+        }
+        dc->password = mc_secret_read(pw_file, why, sizeof(why));
+        if (dc->password == NULL) {
+            snprintf(err, err_size, "mysql_password_file: %s", why);
+            return -1;
+        }
+        dc->db.password = dc->password;
+    }
+    return 0;
+}
+
+void mc_db_conf_free(mc_db_conf_t *dc)
+{
+    mc_secret_free(dc->password);
+    dc->password = NULL;
+    dc->db.password = NULL;
+}
+
+int mc_db_error_is_config(unsigned int err)
+{
+    switch (err) {
+    case ER_DBACCESS_DENIED_ERROR:   /* 1044: no rights on the database */
+    case ER_ACCESS_DENIED_ERROR:     /* 1045: wrong user or password, or a REQUIRE SSL user without TLS */
+    case ER_BAD_DB_ERROR:            /* 1049: unknown database */
+    case CR_SSL_CONNECTION_ERROR:    /* 2026: TLS refused, or the certificate or its name not trusted */
+    case CR_AUTH_PLUGIN_CANNOT_LOAD: /* 2059 */
+        return 1;
+    default:
+        return 0;
+    }
+}
