@@ -11,6 +11,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include "minichat/msgbatch.h"
+#include "push.h"
 #include "store.h"
 
 typedef struct {
@@ -27,6 +28,7 @@ typedef struct {
 typedef struct {
     rd_kafka_t *rk;
     rc_store_t *store;
+    rc_push_t *push;                           /* NULL: pushes are off */
     rc_consumer_config_t cfg;
     volatile sig_atomic_t *run;
 
@@ -42,8 +44,12 @@ typedef struct {
     uint64_t commits_failed;
 } rc_consumer_t;
 
+/* Routes librdkafka's own log lines (syslog levels) through mc_log; for
+ * every Kafka handle of the process. */
+void rc_kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf);
+
 /* Creates the Kafka consumer and subscribes.  Returns 0, or -1 after logging why. */
-int rc_consumer_init(rc_consumer_t *c, const rc_consumer_config_t *cfg, rc_store_t *store,
+int rc_consumer_init(rc_consumer_t *c, const rc_consumer_config_t *cfg, rc_store_t *store, rc_push_t *push,
                      volatile sig_atomic_t *run);
 
 /* Consumes and persists until *run becomes 0, then flushes what is left,
