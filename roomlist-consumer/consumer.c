@@ -37,9 +37,9 @@
  */
 #include <inttypes.h>
 #include <string.h>
-#include <syslog.h>
 
 #include "consumer.h"
+#include "kafka_log.h"
 #include "minichat/clock.h"
 #include "minichat/log.h"
 
@@ -59,14 +59,6 @@ static void consumer_reset_batch(rc_consumer_t *c);
 static void consumer_pause(rc_consumer_t *c, int pause);
 static int64_t consumer_lag(rc_consumer_t *c);
 static void consumer_stats(rc_consumer_t *c);
-
-void rc_kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
-{
-    int l = level <= LOG_ERR ? MC_LOG_ERROR : level == LOG_WARNING ? MC_LOG_WARN : level <= LOG_INFO ? MC_LOG_INFO
-                                                                                                       : MC_LOG_DEBUG;
-
-    mc_log(l, "kafka: %s: %s: %s", rd_kafka_name(rk), fac, buf);
-}
 
 /* Sets one librdkafka property.  Returns 0, or -1 after logging why. */
 static int consumer_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value)

@@ -44,10 +44,6 @@ typedef struct {
     uint64_t commits_failed;
 } rc_consumer_t;
 
-/* Routes librdkafka's own log lines (syslog levels) through mc_log; for
- * every Kafka handle of the process. */
-void rc_kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf);
-
 /* Creates the Kafka consumer and subscribes.  Returns 0, or -1 after logging why. */
 int rc_consumer_init(rc_consumer_t *c, const rc_consumer_config_t *cfg, rc_store_t *store, rc_push_t *push,
                      volatile sig_atomic_t *run);

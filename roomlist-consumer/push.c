@@ -54,7 +54,7 @@
 #include <errmsg.h>
 #include <librdkafka/rdkafka.h>
 
-#include "consumer.h"
+#include "kafka_log.h"
 #include "minichat/buf.h"
 #include "minichat/clock.h"
 #include "minichat/log.h"
