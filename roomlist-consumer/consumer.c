@@ -431,17 +431,18 @@ static int64_t consumer_lag(rc_consumer_t *c)
 static void consumer_stats(rc_consumer_t *c)
 {
     rc_store_t *st = c->store;
-    rc_push_stats_t none = {0, 0, 0, 0, 0};
+    rc_push_stats_t none = {0, 0, 0, 0, 0, 0};
     const rc_push_stats_t *ps = c->push != NULL ? rc_push_stats(c->push) : &none;
 
     mc_info("stats: consumed %" PRIu64 ", rows new %" PRIu64 " dup %" PRIu64 ", batches %" PRIu64
             ", rooms moved %" PRIu64 ", members set %" PRIu64 " (%zu rooms pending), store failures %" PRIu64
             ", malformed %" PRIu64 ", commit failures %" PRIu64 ", lag %" PRId64 ", pushed %" PRIu64
-            " (online skipped %" PRIu64 ", large-room messages %" PRIu64 ", presence errors %" PRIu64
+            " (online skipped %" PRIu64 ", large-room messages %" PRIu64 ", stale messages %" PRIu64
+            ", presence errors %" PRIu64
             ", push failures %" PRIu64 ")",
             c->consumed, st->rows_new, st->rows_dup, st->batches, st->rooms_moved, st->members_set,
             rc_store_pending(st), st->failures, c->malformed, c->commits_failed, consumer_lag(c), ps->pushed,
-            ps->online, ps->large, ps->presence_errors, ps->failed);
+            ps->online, ps->large, ps->stale, ps->presence_errors, ps->failed);
 }
 
 int rc_consumer_run(rc_consumer_t *c)

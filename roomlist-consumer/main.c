@@ -42,7 +42,7 @@ static const char *const known_keys[] = {
     "mysql_password", "mysql_database", "batch_size", "batch_ms",      "members_interval_ms", "stats_interval",
     "log_level",      "redis",          "read_flush_ms", "redis_tls", "redis_tls_verify", "redis_tls_ca_file",
     "redis_tls_certificate", "redis_tls_certificate_key", "redis_tls_name", "push_topic", "push_max_recipients",
-    "push_timeout_ms", NULL,
+    "push_timeout_ms", "push_max_age_ms", NULL,
 };
 
 static void usage(FILE *f);
@@ -86,6 +86,8 @@ static void usage(FILE *f)
                "  push_max_recipients  a room with more members gets no push events (1000)\n"
                "  push_timeout_ms longest wait for a batch's push events to be\n"
                "                  delivered before the batch is retried      (10000)\n"
+               "  push_max_age_ms no push events for messages older than this,\n"
+               "                  0 for any age                              (600000)\n"
                "  log_level       debug, info, warn or error                 (info)\n");
 }
 
@@ -154,7 +156,7 @@ int main(int argc, char **argv)
     rc_push_config_t pc;
     rc_push_t *push = NULL;
     struct sigaction sa;
-    long long batch_size, batch_ms, members_ms, stats_s, session_ms, flush_ms, push_max, push_timeout;
+    long long batch_size, batch_ms, members_ms, stats_s, session_ms, flush_ms, push_max, push_timeout, push_age;
     static char session_buf[24];
     int i, level, rc = 1;
 
@@ -197,7 +199,8 @@ int main(int argc, char **argv)
         || get_int(conf, "stats_interval", 10, 0, 86400, &stats_s) != 0
         || get_int(conf, "read_flush_ms", 1000, 10, 3600000, &flush_ms) != 0
         || get_int(conf, "push_max_recipients", 1000, 1, 10000, &push_max) != 0
-        || get_int(conf, "push_timeout_ms", 10000, 1000, 300000, &push_timeout) != 0)
+        || get_int(conf, "push_timeout_ms", 10000, 1000, 300000, &push_timeout) != 0
+        || get_int(conf, "push_max_age_ms", 600000, 0, 604800000, &push_age) != 0)
     {
         goto done;
     }
@@ -275,6 +278,7 @@ int main(int argc, char **argv)
     pc.tls = rfc.tls;
     pc.max_recipients = (size_t)push_max;
     pc.timeout_ms = (int)push_timeout;
+    pc.max_age_ms = push_age;
     if (pc.topic[0] == '\0') {
         mc_info("push_topic is empty: no offline-push events");
     } else {

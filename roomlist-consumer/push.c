@@ -40,6 +40,11 @@
  * store's writes are idempotent) and pushes it again, so an event is
  * delivered at least once; a gateway drops repeats by (user, room, seq).
  *
+ * Old messages: a consumer that was down for an hour, or a new group
+ * reading the topic from its start, would wake users about messages long
+ * read elsewhere.  A message older than max_age_ms (by its ts) gets no
+ * events (counted as stale).
+ *
  * Redis down: the batch's pushes are skipped, logged and counted
  * (presence_errors), and the batch completes.  Holding it would stop
  * persistence and room lists for a feature that is best effort by nature
@@ -81,6 +86,7 @@ struct rc_push_s {
     mc_redis_tls_t tls;
     size_t max;
     int timeout_ms;
+    int64_t max_age_ms;
     mc_redis_conn_t *redis;
 
     push_member_t *members;   /* the batch's rooms' members, by room then user */
@@ -107,7 +113,7 @@ static int push_presence(rc_push_t *p);
 static void push_redis_fail(rc_push_t *p, const char *what, const redisReply *r);
 static int push_is_online(const rc_push_t *p, uint64_t user);
 static int push_produce(rc_push_t *p, uint64_t user, const mc_msgrow_t *row, int64_t deadline);
-static int push_events(rc_push_t *p, const mc_msgbatch_t *b);
+static int push_events(rc_push_t *p, const mc_msgbatch_t *b, size_t *produced);
 static int cmp_u64(const void *a, const void *b);
 
 /* Counts each event's outcome (called from rd_kafka_poll/flush on this thread). */
@@ -150,6 +156,7 @@ rc_push_t *rc_push_new(const rc_push_config_t *cfg)
     }
     p->max = cfg->max_recipients;
     p->timeout_ms = cfg->timeout_ms;
+    p->max_age_ms = cfg->max_age_ms;
     p->tls = cfg->tls;
     p->addr = strdup(cfg->redis);
     if (p->addr == NULL) {
@@ -538,17 +545,23 @@ static int push_produce(rc_push_t *p, uint64_t user, const mc_msgrow_t *row, int
 
 /* Produces the batch's events and waits for their delivery.  Returns 0,
  * or -1 when one was not produced or not delivered. */
-static int push_events(rc_push_t *p, const mc_msgbatch_t *b)
+static int push_events(rc_push_t *p, const mc_msgbatch_t *b, size_t *produced)
 {
     const mc_msgrow_t *row;
     size_t i, k, lo = 0, hi = 0;
-    int64_t deadline = mc_now_ms() + p->timeout_ms;
+    int64_t deadline = mc_now_ms() + p->timeout_ms, wall = mc_wall_ms();
     rd_kafka_resp_err_t err;
 
     p->undelivered = 0;
     for (i = 0; i < b->n; i++) {
         row = &b->rows[i];
         if (row->kind != MC_MSG_TEXT) {
+            continue;
+        }
+        if (p->max_age_ms > 0 && (int64_t)row->ts + p->max_age_ms < wall) {
+            /* a replay of old records (a consumer that was down, a new
+             * group): nobody wants a notification about them now */
+            p->st.stale++;
             continue;
         }
         /* both lists are sorted by room: move the window to this row's room */
@@ -573,6 +586,7 @@ static int push_events(rc_push_t *p, const mc_msgbatch_t *b)
             if (push_produce(p, p->members[k].user, row, deadline) != 0) {
                 return -1;
             }
+            (*produced)++;
         }
         rd_kafka_poll(p->rk, 0);
     }
@@ -586,6 +600,9 @@ static int push_events(rc_push_t *p, const mc_msgbatch_t *b)
 
 int rc_push_batch(rc_push_t *p, mc_db_t *db, const mc_msgbatch_t *b)
 {
+    int64_t start = mc_now_ms(), members_ms, presence_ms;
+    size_t produced = 0;
+
     if (push_members(p, db, b) != 0) {
         p->st.failed++;
         return -1;
@@ -593,6 +610,7 @@ int rc_push_batch(rc_push_t *p, mc_db_t *db, const mc_msgbatch_t *b)
     if (p->nmembers == 0) {
         return 0;
     }
+    members_ms = mc_now_ms();
     if (push_users(p) != 0) {
         mc_error("push: out of memory collecting %zu members", p->nmembers);
         p->st.failed++;
@@ -603,9 +621,14 @@ int rc_push_batch(rc_push_t *p, mc_db_t *db, const mc_msgbatch_t *b)
         mc_warn("push: no events for this batch of %zu messages: presence unknown", b->n);
         return 0;
     }
-    if (push_events(p, b) != 0) {
+    presence_ms = mc_now_ms();
+    if (push_events(p, b, &produced) != 0) {
         p->st.failed++;
         return -1;
     }
+    mc_debug("push: %zu messages, %zu members (%zu users): %zu events; members %lld ms, presence %lld ms, "
+             "events delivered %lld ms",
+             b->n, p->nmembers, p->nusers, produced, (long long)(members_ms - start),
+             (long long)(presence_ms - members_ms), (long long)(mc_now_ms() - presence_ms));
     return 0;
 }

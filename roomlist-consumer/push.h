@@ -22,12 +22,14 @@ typedef struct {
     mc_redis_tls_t tls;       /* its strings must outlive the pusher */
     size_t max_recipients;    /* a room with more members than this gets no events */
     int timeout_ms;           /* longest wait for a batch's events to be delivered */
+    int64_t max_age_ms;       /* no events for messages older than this (by ts); 0: any age */
 } rc_push_config_t;
 
 typedef struct {
     uint64_t pushed;          /* events delivered */
     uint64_t online;          /* recipients skipped because they were online */
     uint64_t large;           /* messages without events: their room has too many members */
+    uint64_t stale;           /* messages without events: older than max_age_ms */
     uint64_t presence_errors; /* batches without events: Redis could not say who is online */
     uint64_t failed;          /* batches held because an event was not delivered */
 } rc_push_stats_t;

@@ -8,6 +8,7 @@ jars, one JVM started before the sends), keys and values as lines."""
 import json
 import os
 import queue
+import re
 import subprocess
 import threading
 import time
@@ -152,3 +153,73 @@ def test_no_events_when_everybody_is_online(reader):
             await cc.close()
 
     scenario()
+
+
+# --- a roomlist-consumer of its own ------------------------------------------
+# These run a second consumer, in a consumer group of its own (so it reads
+# the messages topic from its start and takes nothing from the stack's
+# consumer), with one setting changed, and read its stats line.
+
+STATS = re.compile(r"stats: consumed (\d+),.* lag (-?\d+), pushed (\d+) \(online skipped \d+, large-room messages \d+, "
+                   r"stale messages (\d+), presence errors (\d+), push failures (\d+)\)")
+
+
+def own_consumer_stats(tmp_path, changes):
+    """Runs build/bin/roomlist-consumer with the stack's configuration and
+    `changes` (key -> value) until it has consumed the whole topic (lag 0);
+    returns its last stats as a dict."""
+    with open(os.path.join(RUN, "consumer", "roomlist-consumer.conf")) as f:
+        lines = f.read().splitlines()
+    group = "test-push-%d" % uid()
+    changes = dict(changes, kafka_group=group, kafka_instance_id=group, stats_interval="1",
+                   read_flush_ms="3600000")
+    conf = [line for line in lines if line.split("=")[0].strip() not in changes]
+    conf += ["%s = %s" % kv for kv in changes.items()]
+    path = tmp_path / "roomlist-consumer.conf"
+    path.write_text("\n".join(conf) + "\n")
+    log = tmp_path / "consumer.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([os.path.join(TOP, "build", "bin", "roomlist-consumer"), "-c", str(path)],
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        def caught_up():
+            assert proc.poll() is None, log.read_text()[-2000:]
+            found = STATS.findall(log.read_text())
+            if found and int(found[-1][0]) > 0 and int(found[-1][1]) == 0:
+                return found[-1]
+            return None
+        last = wait_until(caught_up, timeout=60, interval=0.2, what="the own consumer caught up")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert proc.returncode == 0, log.read_text()[-2000:]
+    keys = ("consumed", "lag", "pushed", "stale", "presence_errors", "push_failures")
+    return dict(zip(keys, map(int, last)))
+
+
+def send_one_with_offline_member():
+    """One text message in a room with a member who never connects."""
+    @run_async
+    async def send():
+        a, b = uid(), uid()
+        room = create_room(a, [a, b], node="a")
+        ca = await connect(a, "a")
+        try:
+            ack = await ca.request({"op": "send", "id": 1, "room": room, "cid": cid(), "body": "x"})
+            assert ack["op"] == "ack", ack
+        finally:
+            await ca.close()
+    send()
+
+
+def test_redis_down_skips_pushes_and_completes_batches(tmp_path):
+    send_one_with_offline_member()
+    st = own_consumer_stats(tmp_path, {"redis": "127.0.0.1:1", "push_max_age_ms": "0"})
+    # every batch completed (lag 0) without events and without a retry
+    assert st["presence_errors"] > 0 and st["pushed"] == 0 and st["push_failures"] == 0, st
+
+
+def test_old_messages_get_no_events(tmp_path):
+    send_one_with_offline_member()
+    st = own_consumer_stats(tmp_path, {"push_max_age_ms": "1"})
+    assert st["stale"] > 0 and st["pushed"] == 0 and st["push_failures"] == 0, st
