@@ -466,7 +466,8 @@ static int push_presence(rc_push_t *p)
     lens[0] = 7;
     argv[1] = PUSH_PRESENCE_KEY;
     lens[1] = sizeof(PUSH_PRESENCE_KEY) - 1;
-    now = mc_now_ms();
+    /* scores are nginx's wall clock, not this process's monotonic one */
+    now = mc_wall_ms();
     for (i = 0; i < p->nusers; i += n) {
         n = p->nusers - i < PUSH_ZMSCORE_CHUNK ? p->nusers - i : PUSH_ZMSCORE_CHUNK;
         /* the connection copies a command when appending: ids serves every chunk */

@@ -128,6 +128,26 @@ def test_offline_members_get_events(reader):
     scenario()
 
 
+def test_expired_presence_counts_as_offline(reader):
+    """A user whose node was killed stays in {presence}:online until the
+    sweep, with an expiry in the past: it is offline for pushes at once."""
+    @run_async
+    async def scenario():
+        a, e = uid(), uid()
+        room = create_room(a, [a, e], node="a")
+        redis("ZADD", "{presence}:online", int(time.time() * 1000) - 60000, e)
+        ca = await connect(a, "a")
+        try:
+            ack = await ca.request({"op": "send", "id": 1, "room": room, "cid": cid(), "body": "you there?"})
+            assert ack["op"] == "ack", ack
+            reader.wait_for(for_message(e, room, 1), "member e, listed with an expired entry")
+        finally:
+            await ca.close()
+            redis("ZREM", "{presence}:online", e)
+
+    scenario()
+
+
 def test_no_events_when_everybody_is_online(reader):
     @run_async
     async def scenario():
