@@ -26,15 +26,20 @@
  * only ever committed for rows already in MySQL, so no interleaving of owners
  * can lose a record.  Both the eager and the cooperative protocols are served.
  *
+ * With push_topic set, a batch also pushes events for its offline
+ * recipients (push.c) between the store's COMMIT and the offset commit; a
+ * push that must be retried retries the whole batch (the store's writes
+ * are idempotent).
+ *
  * On SIGTERM/SIGINT the loop ends, the batch is flushed (a few attempts only,
  * so a dead database cannot block shutdown; what is left is re-read at the
  * next start), and the consumer leaves the group and is destroyed.
  */
 #include <inttypes.h>
 #include <string.h>
-#include <syslog.h>
 
 #include "consumer.h"
+#include "kafka_log.h"
 #include "minichat/clock.h"
 #include "minichat/log.h"
 
@@ -43,7 +48,6 @@
 #define RC_BACKOFF_MAX_MS 5000
 #define RC_SHUTDOWN_ATTEMPTS 3
 
-static void consumer_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf);
 static void consumer_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts,
                                   void *opaque);
 static int consumer_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value);
@@ -55,15 +59,6 @@ static void consumer_reset_batch(rc_consumer_t *c);
 static void consumer_pause(rc_consumer_t *c, int pause);
 static int64_t consumer_lag(rc_consumer_t *c);
 static void consumer_stats(rc_consumer_t *c);
-
-/* Routes librdkafka's own log lines (syslog levels) through mc_log. */
-static void consumer_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
-{
-    int l = level <= LOG_ERR ? MC_LOG_ERROR : level == LOG_WARNING ? MC_LOG_WARN : level <= LOG_INFO ? MC_LOG_INFO
-                                                                                                       : MC_LOG_DEBUG;
-
-    mc_log(l, "kafka: %s: %s: %s", rd_kafka_name(rk), fac, buf);
-}
 
 /* Sets one librdkafka property.  Returns 0, or -1 after logging why. */
 static int consumer_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value)
@@ -77,7 +72,7 @@ static int consumer_conf_set(rd_kafka_conf_t *conf, const char *name, const char
     return 0;
 }
 
-int rc_consumer_init(rc_consumer_t *c, const rc_consumer_config_t *cfg, rc_store_t *store,
+int rc_consumer_init(rc_consumer_t *c, const rc_consumer_config_t *cfg, rc_store_t *store, rc_push_t *push,
                      volatile sig_atomic_t *run)
 {
     rd_kafka_conf_t *conf;
@@ -88,6 +83,7 @@ int rc_consumer_init(rc_consumer_t *c, const rc_consumer_config_t *cfg, rc_store
     memset(c, 0, sizeof(*c));
     c->cfg = *cfg;
     c->store = store;
+    c->push = push;
     c->run = run;
     mc_msgbatch_init(&c->batch);
     c->offsets = rd_kafka_topic_partition_list_new(16);
@@ -118,7 +114,7 @@ int rc_consumer_init(rc_consumer_t *c, const rc_consumer_config_t *cfg, rc_store
         rd_kafka_conf_destroy(conf);
         goto err;
     }
-    rd_kafka_conf_set_log_cb(conf, consumer_log_cb);
+    rd_kafka_conf_set_log_cb(conf, rc_kafka_log_cb);
     rd_kafka_conf_set_rebalance_cb(conf, consumer_rebalance_cb);
     rd_kafka_conf_set_opaque(conf, c);
 
@@ -373,7 +369,11 @@ static int consumer_flush(rc_consumer_t *c, int max_attempts)
     c->flushing = 1;
 
     for (;;) {
-        if (rc_store_write(c->store, &c->batch) == 0) {
+        /* the offsets are committed once the rows are in MySQL and the
+         * batch's push events are delivered (push.c) */
+        if (rc_store_write(c->store, &c->batch) == 0
+            && (c->push == NULL || rc_push_batch(c->push, c->store->db, &c->batch) == 0))
+        {
             consumer_commit(c);
             consumer_reset_batch(c);
             rc = 0;
@@ -383,7 +383,7 @@ static int consumer_flush(rc_consumer_t *c, int max_attempts)
         if ((max_attempts > 0 && attempts >= max_attempts) || (max_attempts == 0 && !*c->run)) {
             break;
         }
-        mc_warn("store: batch of %zu rows failed (attempt %d); retrying in %d ms", c->batch.n, attempts, backoff);
+        mc_warn("batch of %zu rows failed (attempt %d); retrying in %d ms", c->batch.n, attempts, backoff);
 
         /* keep serving the group while we wait; paused partitions deliver only what was already fetched */
         consumer_pause(c, 1);
@@ -436,12 +436,18 @@ static int64_t consumer_lag(rc_consumer_t *c)
 static void consumer_stats(rc_consumer_t *c)
 {
     rc_store_t *st = c->store;
+    rc_push_stats_t none = {0, 0, 0, 0, 0, 0};
+    const rc_push_stats_t *ps = c->push != NULL ? rc_push_stats(c->push) : &none;
 
     mc_info("stats: consumed %" PRIu64 ", rows new %" PRIu64 " dup %" PRIu64 ", batches %" PRIu64
             ", rooms moved %" PRIu64 ", members set %" PRIu64 " (%zu rooms pending), store failures %" PRIu64
-            ", malformed %" PRIu64 ", commit failures %" PRIu64 ", lag %" PRId64,
+            ", malformed %" PRIu64 ", commit failures %" PRIu64 ", lag %" PRId64 ", pushed %" PRIu64
+            " (online skipped %" PRIu64 ", large-room messages %" PRIu64 ", stale messages %" PRIu64
+            ", presence errors %" PRIu64
+            ", push failures %" PRIu64 ")",
             c->consumed, st->rows_new, st->rows_dup, st->batches, st->rooms_moved, st->members_set,
-            rc_store_pending(st), st->failures, c->malformed, c->commits_failed, consumer_lag(c));
+            rc_store_pending(st), st->failures, c->malformed, c->commits_failed, consumer_lag(c), ps->pushed,
+            ps->online, ps->large, ps->stale, ps->presence_errors, ps->failed);
 }
 
 int rc_consumer_run(rc_consumer_t *c)

@@ -12,6 +12,7 @@
 
 #include "minichat/kafka_sec.h"
 #include "minichat/msgbatch.h"
+#include "push.h"
 #include "store.h"
 
 typedef struct {
@@ -29,6 +30,7 @@ typedef struct {
 typedef struct {
     rd_kafka_t *rk;
     rc_store_t *store;
+    rc_push_t *push;                           /* NULL: pushes are off */
     rc_consumer_config_t cfg;
     volatile sig_atomic_t *run;
 
@@ -45,7 +47,7 @@ typedef struct {
 } rc_consumer_t;
 
 /* Creates the Kafka consumer and subscribes.  Returns 0, or -1 after logging why. */
-int rc_consumer_init(rc_consumer_t *c, const rc_consumer_config_t *cfg, rc_store_t *store,
+int rc_consumer_init(rc_consumer_t *c, const rc_consumer_config_t *cfg, rc_store_t *store, rc_push_t *push,
                      volatile sig_atomic_t *run);
 
 /* Consumes and persists until *run becomes 0, then flushes what is left,

@@ -14,6 +14,9 @@
  * marks them in {dirty}:read, and readflush.c moves them into
  * room_members.last_read_seq every read_flush_ms, on its own thread.
  *
+ * With push_topic set, every batch also produces offline-push events for
+ * the members of its rooms who are connected nowhere (push.c).
+ *
  * This file reads the configuration, sets up logging, signals and the
  * database router, starts the flusher, and runs the loop until SIGTERM or
  * SIGINT; then the flusher runs a last round and stops.
@@ -43,7 +46,8 @@ static const char *const known_keys[] = {
     "kafka_brokers", "kafka_topic",    "kafka_group", "kafka_instance_id", "kafka_session_timeout_ms",
     MC_KAFKA_SEC_CONF_KEYS, MC_DB_CONF_KEYS, "batch_size", "batch_ms",      "members_interval_ms", "stats_interval",
     "log_level",      "redis",          "read_flush_ms", "redis_tls", "redis_tls_verify", "redis_tls_ca_file",
-    "redis_tls_certificate", "redis_tls_certificate_key", "redis_tls_name", NULL,
+    "redis_tls_certificate", "redis_tls_certificate_key", "redis_tls_name", "push_topic", "push_max_recipients",
+    "push_timeout_ms", "push_max_age_ms", NULL,
 };
 
 static void usage(FILE *f);
@@ -90,6 +94,13 @@ static void usage(FILE *f)
                "  redis_tls_verify  check Redis's certificate against the CA  (on)\n"
                "  redis_tls_ca_file, redis_tls_certificate, redis_tls_certificate_key, redis_tls_name\n"
                "                  the CA (PEM), a client certificate and key, the name to check\n"
+               "  push_topic      topic of offline-push events (docs/push.md); empty\n"
+               "                  turns pushes off                           (minichat.push)\n"
+               "  push_max_recipients  a room with more members gets no push events (1000)\n"
+               "  push_timeout_ms longest wait for a batch's push events to be\n"
+               "                  delivered before the batch is retried      (10000)\n"
+               "  push_max_age_ms no push events for messages older than this,\n"
+               "                  0 for any age                              (600000)\n"
                "  log_level       debug, info, warn or error                 (info)\n");
 }
 
@@ -157,8 +168,10 @@ int main(int argc, char **argv)
     rc_store_t store;
     rc_readflush_config_t rfc;
     rc_readflush_t *rf = NULL;
+    rc_push_config_t pc;
+    rc_push_t *push = NULL;
     struct sigaction sa;
-    long long batch_size, batch_ms, members_ms, stats_s, session_ms, flush_ms;
+    long long batch_size, batch_ms, members_ms, stats_s, session_ms, flush_ms, push_max, push_timeout, push_age;
     static char session_buf[24];
     int i, level, rc = 1;
 
@@ -201,7 +214,10 @@ int main(int argc, char **argv)
         || get_int(conf, "batch_ms", 20, 0, 60000, &batch_ms) != 0
         || get_int(conf, "members_interval_ms", 1000, 0, 3600000, &members_ms) != 0
         || get_int(conf, "stats_interval", 10, 0, 86400, &stats_s) != 0
-        || get_int(conf, "read_flush_ms", 1000, 10, 3600000, &flush_ms) != 0)
+        || get_int(conf, "read_flush_ms", 1000, 10, 3600000, &flush_ms) != 0
+        || get_int(conf, "push_max_recipients", 1000, 1, 10000, &push_max) != 0
+        || get_int(conf, "push_timeout_ms", 10000, 1000, 300000, &push_timeout) != 0
+        || get_int(conf, "push_max_age_ms", 600000, 0, 604800000, &push_age) != 0)
     {
         goto done;
     }
@@ -296,12 +312,34 @@ int main(int argc, char **argv)
         }
     }
 
-    if (rc_consumer_init(&consumer, &cc, &store, &run) != 0) {
+    /* offline push: its own producer, and the same Redis for presence */
+    pc.brokers = cc.brokers;
+    pc.sec = &ksec;
+    pc.topic = mc_conf_get(conf, "push_topic", "minichat.push");
+    pc.redis = rfc.redis;
+    pc.tls = rfc.tls;
+    pc.max_recipients = (size_t)push_max;
+    pc.timeout_ms = (int)push_timeout;
+    pc.max_age_ms = push_age;
+    if (pc.topic[0] == '\0') {
+        mc_info("push_topic is empty: no offline-push events");
+    } else {
+        push = rc_push_new(&pc);
+        if (push == NULL) {
+            rc_readflush_stop(rf);
+            rc_store_free(&store);
+            goto done;
+        }
+    }
+
+    if (rc_consumer_init(&consumer, &cc, &store, push, &run) != 0) {
+        rc_push_free(push);
         rc_readflush_stop(rf);
         rc_store_free(&store);
         goto done;
     }
     rc = rc_consumer_run(&consumer) == 0 ? 0 : 1;
+    rc_push_free(push);
     /* one last round of read marks after SIGTERM */
     rc_readflush_stop(rf);
     rc_store_free(&store);

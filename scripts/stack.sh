@@ -68,6 +68,8 @@ KAFKA_CONTROLLER_PORT=$((19093 + OFF))
 KAFKA_SSL_PORT=$((19094 + OFF))
 KAFKA_SASL_PORT=$((19095 + OFF))
 KAFKA_TOPIC=minichat.messages
+# offline-push events of the roomlist-consumer (docs/push.md)
+KAFKA_PUSH_TOPIC=minichat.push
 KAFKA_PARTITIONS=4
 # below the ephemeral range (32768-60999), so no client socket can hold it
 RELAY_A_PORT=$((17051 + OFF))
@@ -227,7 +229,7 @@ render() {
         -e "s|@MYSQL_PASSWORD_FILE@|$(tls_pick "$BACKEND_DIR/mysql-svc.password")|g" \
         -e "s|@MYSQL_SSL@|$(tls_pick verify off)|g" \
         -e "s|@MYSQL_SSL_CA@|$(tls_pick "$BACKEND_DIR/ca.crt")|g" \
-        -e "s|@KAFKA_TOPIC@|$KAFKA_TOPIC|g" \
+        -e "s|@KAFKA_TOPIC@|$KAFKA_TOPIC|g" -e "s|@KAFKA_PUSH_TOPIC@|$KAFKA_PUSH_TOPIC|g" \
         -e "s|@MODULE@|$MODULE|g" -e "s|@SECRET_FILE@|$SECRET_FILE|g" \
         "$@" "$in" > "$out.tmp"
     mv "$out.tmp" "$out"
@@ -587,7 +589,7 @@ kafka_launch() {
         kafka_java kafka.tools.StorageTool format --standalone -t "$id" \
             -c "$KAFKA_DIR/server.properties" > "$KAFKA_DIR/format.log" 2>&1 \
             || fail kafka "$KAFKA_DIR/format.log" "storage format failed"
-        rm -f "$KAFKA_DIR/topics.ok"
+        rm -f "$KAFKA_DIR"/topic-*.ok
     fi
     : > "$KAFKA_DIR/stdout.log"
     [ -s "$KAFKA_DIR/server.log" ] && mv -f "$KAFKA_DIR/server.log" "$KAFKA_DIR/server.log.prev"
@@ -613,15 +615,19 @@ kafka_ready() {
             fail kafka "$KAFKA_DIR/server.log" "broker exited during start-up"
         }
     fi
-    if [ ! -f "$KAFKA_DIR/topics.ok" ]; then
-        # One JVM: creating the topic also proves that the admin API works.
+    # One JVM per topic, once per data directory (a marker per topic: a
+    # stack made before the push topic existed gets it at its next start);
+    # creating a topic also proves that the admin API works.
+    local t
+    for t in $KAFKA_TOPIC $KAFKA_PUSH_TOPIC; do
+        [ -f "$KAFKA_DIR/topic-$t.ok" ] && continue
         kafka_java org.apache.kafka.tools.TopicCommand \
-            --bootstrap-server 127.0.0.1:$KAFKA_PORT --create --if-not-exists --topic $KAFKA_TOPIC \
+            --bootstrap-server 127.0.0.1:$KAFKA_PORT --create --if-not-exists --topic $t \
             --partitions $KAFKA_PARTITIONS --replication-factor 1 > "$KAFKA_DIR/topic.log" 2>&1 \
-            || fail kafka "$KAFKA_DIR/topic.log" "cannot create topic $KAFKA_TOPIC"
-        touch "$KAFKA_DIR/topics.ok"
-    fi
-    [ -n "${KAFKA_LAUNCHED:-}" ] && say "kafka ready on 127.0.0.1:$KAFKA_PORT (topic $KAFKA_TOPIC)"
+            || fail kafka "$KAFKA_DIR/topic.log" "cannot create topic $t"
+        touch "$KAFKA_DIR/topic-$t.ok"
+    done
+    [ -n "${KAFKA_LAUNCHED:-}" ] && say "kafka ready on 127.0.0.1:$KAFKA_PORT (topics $KAFKA_TOPIC, $KAFKA_PUSH_TOPIC)"
     return 0
 }
 
@@ -1076,7 +1082,7 @@ PY
   MySQL       mariadb -h127.0.0.1 -P$MYSQL_PRIMARY_PORT -uroot minichat   (primary; root has no password)
               mariadb -h127.0.0.1 -P$MYSQL_REPLICA_PORT -uroot minichat   (replica, read-only)
   Redis       $(if [ "$REDIS_MODE" = cluster ]; then echo "redis-cli -c -p $CLUSTER_PORT   (cluster of $CLUSTER_NODES nodes from $CLUSTER_PORT)"; else echo "redis-cli -p $REDIS_PORT"; fi)
-  Kafka       127.0.0.1:$KAFKA_PORT, topic $KAFKA_TOPIC (TLS on $KAFKA_SSL_PORT, SASL over TLS on $KAFKA_SASL_PORT)
+  Kafka       127.0.0.1:$KAFKA_PORT, topics $KAFKA_TOPIC and $KAFKA_PUSH_TOPIC (offline push, docs/push.md; TLS on $KAFKA_SSL_PORT, SASL over TLS on $KAFKA_SASL_PORT)
   Backend TLS the services reach Kafka and MySQL $(tls_pick "over TLS (user $MYSQL_SVC_USER, verify)" "in plaintext (TLS=1: over TLS)");
               CA, certificates and passwords in ${BACKEND_DIR#$top/}/ (docs/operations-security.md)
   Logs        ${RUN#$top/}/*/ (nginx-a/error.log, relay-a/relay.log, kafka/server.log, ...)
