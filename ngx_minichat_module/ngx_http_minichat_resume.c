@@ -10,6 +10,15 @@
  * sends the replay, then the held messages above the replay's last seq, and
  * from then on drops any live message of that room at or below the last seq
  * it sent.  So the client sees the room in seq order without a duplicate.
+ *
+ * Live delivery is not always in order: a seq skipped as a gap (its source
+ * was slow, or it was lost and published again) comes later, out of order.
+ * So "sent" is not "at or below the highest seq sent": the state keeps the
+ * highest seq below which everything was sent (contig) and which of the 64
+ * seqs above it were.  A replay sends what was not, so a resume over a gap
+ * fills it; a seq beyond that window may be sent twice, which the client
+ * drops (protocol.md: dedupe by seq).
+ *
  * The per-room state exists only on connections that resumed.
  */
 #include "ngx_http_minichat_module.h"
@@ -23,6 +32,8 @@
 typedef struct {
     uint64_t     room;
     uint64_t     last;       /* highest seq sent to the client */
+    uint64_t     contig;     /* every seq up to this one was sent (or the client said it had it) */
+    uint64_t     above;      /* bit i: seq contig + 1 + i was sent */
     ngx_uint_t   holding;    /* the replay is in flight */
     u_char      *held;       /* [seq:8][len:4][frame] ... */
     size_t       held_len;
@@ -49,6 +60,64 @@ static ngx_http_minichat_resume_room_t *ngx_http_minichat_resume_add(ngx_http_mi
 static void ngx_http_minichat_resume_reply(redisReply *reply, ngx_int_t rc, void *data);
 static void ngx_http_minichat_resume_release(ngx_http_minichat_ws_t *ws, ngx_http_minichat_resume_room_t *st);
 static void ngx_http_minichat_resume_forget(ngx_http_minichat_ws_t *ws, uint64_t room);
+
+
+/* Returns 1 when seq went out on this connection (or the client had it). */
+static ngx_uint_t
+ngx_http_minichat_resume_was_sent(const ngx_http_minichat_resume_room_t *st, uint64_t seq)
+{
+    if (seq <= st->contig) {
+        return 1;
+    }
+
+    return seq - st->contig <= 64 && (st->above >> (seq - st->contig - 1) & 1);
+}
+
+
+/* Moves contig past the seqs of the window that went out. */
+static void
+ngx_http_minichat_resume_advance(ngx_http_minichat_resume_room_t *st)
+{
+    while (st->above & 1) {
+        st->contig++;
+        st->above >>= 1;
+    }
+}
+
+
+/* Notes that seq went out. */
+static void
+ngx_http_minichat_resume_mark(ngx_http_minichat_resume_room_t *st, uint64_t seq)
+{
+    if (seq > st->last) {
+        st->last = seq;
+    }
+
+    if (seq <= st->contig || seq - st->contig > 64) {
+        return;   /* beyond the window: it may go out twice, never not at all */
+    }
+
+    st->above |= (uint64_t) 1 << (seq - st->contig - 1);
+    ngx_http_minichat_resume_advance(st);
+}
+
+
+/* Every seq up to `upto` went out or the client has it. */
+static void
+ngx_http_minichat_resume_mark_upto(ngx_http_minichat_resume_room_t *st, uint64_t upto)
+{
+    if (upto <= st->contig) {
+        return;
+    }
+
+    st->above = upto - st->contig >= 64 ? 0 : st->above >> (upto - st->contig);
+    st->contig = upto;
+    ngx_http_minichat_resume_advance(st);
+
+    if (upto > st->last) {
+        st->last = upto;
+    }
+}
 
 
 static const char  *ngx_http_minichat_resume_keys[] = { "members", "seq", "log", "epoch" };
@@ -188,7 +257,7 @@ ngx_http_minichat_resume_reply(redisReply *reply, ngx_int_t rc, void *data)
             if (e->type != REDIS_REPLY_STRING) {
                 continue;
             }
-            if (r->from + 1 + (i - 4) <= st->last) {
+            if (ngx_http_minichat_resume_was_sent(st, r->from + 1 + (i - 4))) {
                 continue;
             }
             if (ngx_http_minichat_conn_text(ws, (u_char *) e->str, e->len) != NGX_OK) {
@@ -197,7 +266,8 @@ ngx_http_minichat_resume_reply(redisReply *reply, ngx_int_t rc, void *data)
         }
     }
 
-    st->last = ngx_max(st->last, last);
+    /* the client has every seq up to `last` now (or pages history for them) */
+    ngx_http_minichat_resume_mark_upto(st, last);
 
     p = ngx_sprintf(buf, ",\"room\":%uL,\"recovered\":%s,\"seq\":%uL,\"epoch\":\"", r->room,
                     recovered ? "true" : "false", last);
@@ -253,10 +323,10 @@ ngx_http_minichat_resume_release(ngx_http_minichat_ws_t *ws, ngx_http_minichat_r
     for (p = held; p + 12 <= end; p += 12 + len) {
         ngx_memcpy(&seq, p, 8);
         ngx_memcpy(&len, p + 8, 4);
-        if (seq <= st->last) {
+        if (ngx_http_minichat_resume_was_sent(st, seq)) {
             continue;
         }
-        st->last = seq;
+        ngx_http_minichat_resume_mark(st, seq);
         if (ngx_http_minichat_conn_queue(ws, p + 12, len) != NGX_OK) {
             break;
         }
@@ -282,10 +352,10 @@ ngx_http_minichat_resume_filter(ngx_http_minichat_ws_t *ws, uint64_t room, uint6
     }
 
     if (!st->holding) {
-        if (seq <= st->last) {
+        if (ngx_http_minichat_resume_was_sent(st, seq)) {
             return 1;
         }
-        st->last = seq;
+        ngx_http_minichat_resume_mark(st, seq);
         return 0;
     }
 

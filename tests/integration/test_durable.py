@@ -166,6 +166,35 @@ async def test_retry_with_the_same_cid_repairs_for_the_recipients_once():
 
 
 @run_async
+async def test_a_resume_over_a_gap_replays_the_missing_seq_and_the_repair_is_not_sent_again():
+    """A connection that resumed a room keeps what it sent; a later live
+    gap (seq 3 before seq 2, which is stuck) must not make the next resume
+    skip seq 2 as if it had gone out (found by make chaos)."""
+    room, c1, (c2, c3) = await three_members()
+    try:
+        r = await c2.request({"op": "resume", "rooms": {str(room): 0}})
+        assert r["op"] == "resumed" and r["recovered"] is True and r["seq"] == 1, r
+
+        stuck = cid()
+        await stopped_relay_send(c1, room, "two", stuck)
+        ack = await c1.send_msg(room, "three")
+        assert ack["seq"] == 3, ack
+        await c2.expect("msg", room=room, seq=3)
+
+        # seq 2 is in the recent log (admitted): the resume replays it
+        r = await c2.request({"op": "resume", "rooms": {str(room): 1}})
+        assert r["op"] == "resumed" and r["recovered"] is True and r["seq"] == 3, r
+        m = await c2.expect("msg", room=room, seq=2, timeout=2)
+        assert m["cid"] == stuck, m
+        # the sweeper's repair reaches c3 live, and not c2 a second time
+        await c3.expect("msg", room=room, seq=2, timeout=40)
+        await msg_count(c2, room, 2, 1.0, 1)
+    finally:
+        for cl in (c1, c2, c3):
+            await cl.close()
+
+
+@run_async
 async def test_a_retry_after_the_dedup_window_is_a_new_message():
     """The stated limit: the cid is remembered for minichat_dedup_ttl (at
     least); a retry after that gets a new seq and is stored again.  The
