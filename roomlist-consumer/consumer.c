@@ -248,6 +248,7 @@ static int consumer_handle(rc_consumer_t *c, rd_kafka_message_t *rkm)
         if (rkm->err == RD_KAFKA_RESP_ERR__FATAL) {
             rd_kafka_fatal_error(c->rk, errstr, sizeof(errstr));
             mc_error("kafka: fatal error: %s", errstr);
+            c->fatal = 1;
             return -1;
         }
         mc_warn("kafka: consume error: %s", rd_kafka_message_errstr(rkm));
@@ -388,10 +389,10 @@ static int consumer_flush(rc_consumer_t *c, int max_attempts)
         /* keep serving the group while we wait; paused partitions deliver only what was already fetched */
         consumer_pause(c, 1);
         until = mc_now_ms() + backoff;
-        while (mc_now_ms() < until && (max_attempts > 0 || *c->run)) {
+        while (mc_now_ms() < until && (max_attempts > 0 || (*c->run && !c->fatal))) {
             rkm = rd_kafka_consumer_poll(c->rk, RC_POLL_MS);
             if (rkm != NULL) {
-                if (consumer_handle(c, rkm) != 0) {
+                if (consumer_handle(c, rkm) != 0 && !c->fatal) {
                     *c->run = 0;
                 }
                 rd_kafka_message_destroy(rkm);
@@ -460,7 +461,7 @@ int rc_consumer_run(rc_consumer_t *c)
     next_stats = mc_now_ms() + (int64_t)c->cfg.stats_s * 1000;
     next_members = mc_now_ms();
 
-    while (*c->run) {
+    while (*c->run && !c->fatal) {
         timeout = RC_POLL_MS;
         if (c->records > 0) {
             timeout = c->first_ms + c->cfg.batch_ms - mc_now_ms();
@@ -471,7 +472,9 @@ int rc_consumer_run(rc_consumer_t *c)
         if (rkm != NULL) {
             if (consumer_handle(c, rkm) != 0) {
                 rc = -1;
-                *c->run = 0;
+                if (!c->fatal) {
+                    *c->run = 0;
+                }
             }
             rd_kafka_message_destroy(rkm);
         }

@@ -40,6 +40,7 @@ typedef struct {
     int64_t first_ms;                          /* when the batch's first record arrived */
     int flushing;                              /* inside rc_consumer_flush() */
     int paused;                                /* the assignment is paused while the store fails */
+    int fatal;                                 /* Kafka reported a fatal error: this handle is done */
 
     uint64_t malformed;
     uint64_t consumed;
@@ -50,8 +51,10 @@ typedef struct {
 int rc_consumer_init(rc_consumer_t *c, const rc_consumer_config_t *cfg, rc_store_t *store, rc_push_t *push,
                      volatile sig_atomic_t *run);
 
-/* Consumes and persists until *run becomes 0, then flushes what is left,
- * leaves the group and destroys the consumer.  Returns 0, or -1 after a fatal error. */
+/* Consumes and persists until *run becomes 0 or Kafka reports a fatal
+ * error (c->fatal set: the caller may make a new consumer), then flushes
+ * what is left, leaves the group and destroys the consumer.  Returns 0, or
+ * -1 after an error. */
 int rc_consumer_run(rc_consumer_t *c);
 
 #endif

@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "consumer.h"
 #include "readflush.h"
@@ -41,6 +42,7 @@ static volatile sig_atomic_t run = 1;
 
 /* how long the start-up probe waits for a Kafka broker over TLS/SASL */
 #define RC_KAFKA_PROBE_MS 5000
+#define RC_RESTART_MS 1000   /* pause before a new Kafka consumer after a fatal error */
 
 static const char *const known_keys[] = {
     "kafka_brokers", "kafka_topic",    "kafka_group", "kafka_instance_id", "kafka_session_timeout_ms",
@@ -332,13 +334,25 @@ int main(int argc, char **argv)
         }
     }
 
-    if (rc_consumer_init(&consumer, &cc, &store, push, &run) != 0) {
-        rc_push_free(push);
-        rc_readflush_stop(rf);
-        rc_store_free(&store);
-        goto done;
+    for (;;) {
+        if (rc_consumer_init(&consumer, &cc, &store, push, &run) != 0) {
+            rc_push_free(push);
+            rc_readflush_stop(rf);
+            rc_store_free(&store);
+            goto done;
+        }
+        rc = rc_consumer_run(&consumer) == 0 ? 0 : 1;
+        if (!consumer.fatal || !run) {
+            break;
+        }
+        /* a fatal error ends a handle, not the service: a Kafka restart
+         * once fenced this static member ("Static consumer fenced by other
+         * consumer with same group.instance.id") and nothing restarted the
+         * process.  Offsets are committed only after MySQL, so a new handle
+         * reads again what was not written. */
+        mc_warn("kafka: making a new consumer in %d ms after the fatal error", RC_RESTART_MS);
+        usleep(RC_RESTART_MS * 1000);
     }
-    rc = rc_consumer_run(&consumer) == 0 ? 0 : 1;
     rc_push_free(push);
     /* one last round of read marks after SIGTERM */
     rc_readflush_stop(rf);
