@@ -45,7 +45,7 @@ static const char *const main_keys[] = {
     "node", "unix_socket", "unix_socket_mode", "unix_socket_group", "allowed_peers", "grpc_listen", "peers",
     "peer_tls_ca", "peer_tls_cert", "peer_tls_key", "peer_tls_names",
     "kafka_brokers", "kafka_topic", "kafka_linger_ms", "kafka_message_timeout_ms",
-    "mysql_primary", "mysql_replica", "mysql_user", "mysql_password", "mysql_database", "log_level",
+    MC_DB_CONF_KEYS, "log_level",
     "local_outbuf_max_mb", "peer_queue_max", "peer_queue_max_mb", "peer_batch_kb", "peer_timeout_ms",
     "peer_max_age_ms", "order_first_hold_ms", "order_gap_ms", "order_idle_ms", "order_max_held", "order_max_rooms", "order_max_ahead",
     "db_threads", "db_queue_max", "kafka_consumer_group", "rebuild_wait_ms", "publish_max_age_ms", NULL};
@@ -71,7 +71,9 @@ static void usage(FILE *out)
             "      relay-workers; unset: in the clear), peer_tls_names (names,...; default: the\n"
             "      peers' node names), kafka_brokers,\n"
             "      kafka_topic, kafka_linger_ms (1), kafka_message_timeout_ms (30000),\n"
-            "      mysql_primary, mysql_replica, mysql_user, mysql_password, mysql_database,\n"
+            "      mysql_primary, mysql_replicas (host:port,...; mysql_replica: one), mysql_user,\n"
+            "      mysql_password, mysql_database, mysql_replica_max_lag_ms (2000),\n"
+            "      mysql_replica_check_ms (250), mysql_read_your_writes_ms (2000),\n"
             "      log_level (debug|info|warn|error),\n"
             "      local_outbuf_max_mb (64), peer_queue_max (100000), peer_queue_max_mb (256),\n"
             "      peer_batch_kb (1024), peer_timeout_ms (5000), peer_max_age_ms (10000),\n"
@@ -154,11 +156,9 @@ static int conf_read(const mc_conf_t *c)
     relay_conf.kafka_brokers = mc_conf_get(c, "kafka_brokers", NULL);
     relay_conf.kafka_topic = mc_conf_get(c, "kafka_topic", "minichat.messages");
     relay_conf.kafka_consumer_group = mc_conf_get(c, "kafka_consumer_group", "minichat-roomlist");
-    relay_conf.db.primary = mc_conf_get(c, "mysql_primary", NULL);
-    relay_conf.db.replica = mc_conf_get(c, "mysql_replica", NULL);
-    relay_conf.db.user = mc_conf_get(c, "mysql_user", "root");
-    relay_conf.db.password = mc_conf_get(c, "mysql_password", "");
-    relay_conf.db.database = mc_conf_get(c, "mysql_database", "minichat");
+    if (mc_db_config_read(c, NULL, &relay_conf.db) != 0) {
+        return -1;
+    }
     if (relay_conf.node == NULL || relay_conf.node[0] == '\0' || strlen(relay_conf.node) > 63) {
         mc_error("config: node is required (at most 63 characters)");
         return -1;

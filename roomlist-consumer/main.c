@@ -35,8 +35,8 @@
 static volatile sig_atomic_t run = 1;
 
 static const char *const known_keys[] = {
-    "kafka_brokers", "kafka_topic",    "kafka_group", "kafka_instance_id", "kafka_session_timeout_ms", "mysql_primary", "mysql_replica", "mysql_user",
-    "mysql_password", "mysql_database", "batch_size", "batch_ms",      "members_interval_ms", "stats_interval",
+    "kafka_brokers", "kafka_topic",    "kafka_group", "kafka_instance_id", "kafka_session_timeout_ms", MC_DB_CONF_KEYS,
+    "batch_size", "batch_ms",      "members_interval_ms", "stats_interval",
     "log_level",      "redis",          "read_flush_ms", "redis_tls", "redis_tls_verify", "redis_tls_ca_file",
     "redis_tls_certificate", "redis_tls_certificate_key", "redis_tls_name", NULL,
 };
@@ -63,7 +63,7 @@ static void usage(FILE *f)
                "  kafka_session_timeout_ms  how long the group waits for a silent\n"
                "                  member before giving its partitions away      (10000)\n"
                "  mysql_primary   host:port of the primary                   (127.0.0.1:3306)\n"
-               "  mysql_replica   host:port of a replica (unused for writes) ()\n"
+               "  mysql_replicas  host:port,... of replicas (unused: every statement here writes) ()\n"
                "  mysql_user, mysql_password, mysql_database                 (root, \"\", minichat)\n"
                "  batch_size      records per transaction at most            (2000)\n"
                "  batch_ms        longest wait for a batch to fill, in ms    (20)\n"
@@ -197,11 +197,9 @@ int main(int argc, char **argv)
     sa.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa, NULL);
 
-    dbc.primary = mc_conf_get(conf, "mysql_primary", "127.0.0.1:3306");
-    dbc.replica = mc_conf_get(conf, "mysql_replica", "");
-    dbc.user = mc_conf_get(conf, "mysql_user", "root");
-    dbc.password = mc_conf_get(conf, "mysql_password", "");
-    dbc.database = mc_conf_get(conf, "mysql_database", "minichat");
+    if (mc_db_config_read(conf, "127.0.0.1:3306", &dbc) != 0) {
+        goto done;
+    }
     db = mc_db_new(&dbc);
     if (db == NULL) {
         goto done;
