@@ -7,20 +7,25 @@
  * replica that is idle and behind can read 0), and is NULL when replication
  * stopped.  A MariaDB primary's @@gtid_binlog_pos names, per replication
  * domain, the seq_no of the last transaction it wrote; a replica's
- * @@gtid_slave_pos the last one it applied.  Every check_ms the router
- * reads both and remembers the primary's position with the time it read it.
- * A replica lags by more than max_lag_ms exactly when some position the
- * primary had max_lag_ms ago is not yet applied on it; positions only grow,
- * so it is enough to test the newest sample that is at least max_lag_ms old,
- * and to forget the older ones.  The resolution is check_ms; the cost is two
- * one-row SELECTs per replica per check_ms per router, and nothing on the
- * path of a query.  No heartbeat writer is needed, and an idle primary
- * means no lag whatever the clocks say.
+ * @@gtid_slave_pos the last one it applied.  At most every check_ms (when
+ * a read comes) the router reads both and remembers the primary's position
+ * with the time it read it.  If the replica has applied the newest sample,
+ * it is in step.  Otherwise the newest sample it has applied was taken at
+ * t, and what it misses was written after t: its lag is at most now - t,
+ * and it counts as lagging when that bound passes max_lag_ms.  Positions
+ * only grow, so samples older than that one never decide again and are
+ * dropped.  The bound errs on the safe side: after a quiet spell (no reads,
+ * so no samples) a replica that is a moment behind counts as lagging until
+ * the next check, one check_ms later, finds it past a recent sample.  The
+ * cost is two one-row SELECTs per replica per check_ms per router, and
+ * nothing on the path of a query; no heartbeat writer is needed, and an
+ * idle primary means no lag whatever the clocks say.
  *
- * Until a sample is max_lag_ms old (just after start), the replica counts as
- * lagging unless it has applied the oldest sample: unknown is treated as
- * behind.  A replica whose replication stopped (either thread) lags, and so
- * does one whose measurement failed, until the next measurement.
+ * A replica that has applied none of the samples (just after start, or
+ * after MC_DB_LAG_SAMPLES checks without catching up) counts as lagging:
+ * unknown is treated as behind.  A replica whose replication stopped
+ * (either thread) lags, and so does one whose measurement failed, until
+ * the next measurement.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -144,7 +149,8 @@ int mc_db_route_lag_measure(mc_db_route_t *rt, int i, int64_t now_ms, const mc_g
                             const mc_gtid_pos_t *replica, int running)
 {
     mc_db_replica_state_t *r = &rt->r[i];
-    size_t k, old = 0;
+    size_t k, n;
+    int covered = -1;
 
     if (r->nsamples == MC_DB_LAG_SAMPLES) {
         memmove(&r->samples[0], &r->samples[1], (MC_DB_LAG_SAMPLES - 1) * sizeof(r->samples[0]));
@@ -155,17 +161,22 @@ int mc_db_route_lag_measure(mc_db_route_t *rt, int i, int64_t now_ms, const mc_g
     r->nsamples++;
     r->checked_ms = now_ms;
 
-    /* forget the samples older than the newest one that is max_lag_ms old:
-     * positions only grow, so that one decides; when none is that old yet
-     * the oldest decides (behind it counts as lagging) */
-    for (k = 0; k < r->nsamples && now_ms - r->samples[k].t_ms >= rt->max_lag_ms; k++) {
-        old = k;
+    /* the newest sample the replica has applied */
+    for (k = r->nsamples; k > 0; k--) {
+        if (mc_gtid_covers(replica, &r->samples[k - 1].pos)) {
+            covered = (int)(k - 1);
+            break;
+        }
     }
-    if (old > 0) {
-        memmove(&r->samples[0], &r->samples[old], (r->nsamples - old) * sizeof(r->samples[0]));
-        r->nsamples -= old;
+    if (!running || covered < 0) {
+        r->lagging = 1; /* stopped, or behind everything we saw */
+    } else {
+        r->lagging = covered + 1 < (int)r->nsamples && now_ms - r->samples[covered].t_ms > rt->max_lag_ms;
+        /* the older samples are applied too and will never decide again */
+        n = r->nsamples - (size_t)covered;
+        memmove(&r->samples[0], &r->samples[covered], n * sizeof(r->samples[0]));
+        r->nsamples = n;
     }
-    r->lagging = !running || !mc_gtid_covers(replica, &r->samples[0].pos);
     return r->lagging;
 }
 

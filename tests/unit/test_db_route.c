@@ -150,6 +150,25 @@ START_TEST(test_lag_verdicts)
 }
 END_TEST
 
+START_TEST(test_lag_after_quiet_spell)
+{
+    mc_db_route_t rt;
+    mc_gtid_pos_t old = pos("0-1-10"), now = pos("0-1-20"), mid = pos("0-1-15");
+
+    mc_db_route_init(&rt, 1, 5000, 2000, 250);
+    ck_assert_int_eq(mc_db_route_lag_measure(&rt, 0, 1000, &old, &old, 1), 0);
+    /* no reads for a minute; the replica is behind the primary now: all we
+     * know is that it is in step with a sample a minute old */
+    ck_assert_int_eq(mc_db_route_lag_measure(&rt, 0, 61000, &now, &mid, 1), 1);
+    /* one check later it has applied what the primary had then */
+    ck_assert_int_eq(mc_db_route_lag_measure(&rt, 0, 61250, &now, &now, 1), 0);
+    /* within the bound behind the last sample it applied */
+    ck_assert_int_eq(mc_db_route_lag_measure(&rt, 0, 63000, &(mc_gtid_pos_t){1, {0}, {30}}, &now, 1), 0);
+    ck_assert_int_eq(mc_db_route_lag_measure(&rt, 0, 63300, &(mc_gtid_pos_t){1, {0}, {31}}, &now, 1), 1);
+}
+END_TEST
+END_TEST
+
 START_TEST(test_lag_samples_bounded)
 {
     mc_db_route_t rt;
@@ -226,6 +245,7 @@ int main(void)
     tcase_add_test(tc, test_round_robin_and_down);
     tcase_add_test(tc, test_lag_due);
     tcase_add_test(tc, test_lag_verdicts);
+    tcase_add_test(tc, test_lag_after_quiet_spell);
     tcase_add_test(tc, test_lag_samples_bounded);
     tcase_add_test(tc, test_ryw_window);
     tcase_add_test(tc, test_ryw_overflow);

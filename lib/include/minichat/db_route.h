@@ -66,8 +66,9 @@ int mc_db_route_lag_due(const mc_db_route_t *rt, int i, int64_t now_ms);
 
 /* Records one measurement of replica i: the primary's position now, the
  * replica's applied position now, and whether its replication runs.  The
- * replica lags when replication stopped, or when a primary position seen at
- * least max_lag_ms ago is not yet applied on it.  Returns the lagging flag. */
+ * replica lags when replication stopped, when it has applied none of the
+ * primary positions sampled, or when the newest one it applied is older
+ * than max_lag_ms (and not the one just taken).  Returns the lagging flag. */
 int mc_db_route_lag_measure(mc_db_route_t *rt, int i, int64_t now_ms, const mc_gtid_pos_t *primary,
                             const mc_gtid_pos_t *replica, int running);
 
