@@ -45,13 +45,3 @@ size_t mc_db_rows_bucket(size_t n)
     }
     return b;
 }
-
-size_t mc_db_rows_floor(size_t n)
-{
-    size_t b = 1;
-
-    while (b * 4 <= n && b * 4 <= MC_DB_ROWS_MAX) {
-        b *= 4;
-    }
-    return b;
-}

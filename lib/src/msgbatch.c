@@ -6,9 +6,9 @@
  * mc_msgbatch_t, sorts it by (room, seq), and runs in one transaction:
  *
  *   INSERT IGNORE INTO messages (...) VALUES (?,...), (?,...), ...
- *       -- statements of 1024, 256, 64, 16, 4 or 1 rows, as many as the
- *       -- bytes allow; PRIMARY KEY(room_id, seq) plus IGNORE turns a
- *       -- redelivered record into a no-op.
+ *       -- as many rows as the bytes allow, at most MC_MSGBATCH_INSERT_ROWS;
+ *       -- PRIMARY KEY(room_id, seq) plus IGNORE turns a redelivered record
+ *       -- into a no-op.
  *   UPDATE rooms r JOIN (<one row per room>) v ...
  *       SET r.last_seq = v.seq, ... WHERE r.last_seq < v.seq
  *   UPDATE room_members m JOIN rooms r ... SET m.last_message_at = r.last_message_at
@@ -16,10 +16,15 @@
  *
  * Every value is a parameter of a prepared statement (db_arg.h): text goes
  * to the server as utf8mb4 in the binary protocol, no escaping rule applies
- * and NUL bytes pass.  A statement's text depends only on its row count,
- * rounded to a power of 4, so a connection prepares at most a dozen of them
- * whatever the batches look like: the insert takes the largest size that
- * fits, the updates pad their rows with a repeat of the last one.
+ * and NUL bytes pass.  A statement's text depends only on its row count.
+ * The insert has one text per count: under load every batch is full
+ * (batch_size rows), so one statement, prepared once, carries them all in
+ * one round trip, which kept the text-SQL throughput (splitting batches
+ * into power-of-4 statements cost about a quarter of it); a light load's
+ * odd counts are prepared as they come, which costs what parsing the text
+ * did, and the connection's statement cache (64) bounds them.  The updates
+ * pad their rows to a power of 4 with a repeat of the last one, so they
+ * need at most six texts each.
  *
  * The per-room row carries the batch's highest seq for the room, its time and
  * a preview of the room's last text message in the batch: a system message
@@ -212,14 +217,13 @@ int mc_msgbatch_insert_stmt(const mc_msgbatch_t *b, size_t *next, size_t max_byt
     if (*next >= b->n) {
         return 0;
     }
-    /* the rows that fit, then the largest statement size not above that */
-    for (k = 0; *next + k < b->n && k < MC_DB_ROWS_MAX; k++) {
+    /* as many rows as fit */
+    for (k = 0; *next + k < b->n && k < MC_MSGBATCH_INSERT_ROWS; k++) {
         bytes += row_bytes(&b->rows[*next + k]);
         if (k > 0 && bytes > max_bytes) {
             break;
         }
     }
-    k = mc_db_rows_floor(k);
     if (mc_buf_append(sql, head, sizeof(head) - 1) != 0) {
         return -1;
     }

@@ -105,8 +105,8 @@ START_TEST(test_insert_stmt)
     mc_msgbatch_sort(&b);
     ck_assert_uint_eq(b.rows[0].seq, 1);
 
-    /* two rows: one statement of one row, then another (powers of 4) */
-    ck_assert_int_eq(mc_msgbatch_insert_stmt(&b, &next, 1 << 20, &s, &a), 0);
+    /* a byte bound of one row: one statement per row */
+    ck_assert_int_eq(mc_msgbatch_insert_stmt(&b, &next, 10, &s, &a), 0);
     ck_assert_uint_eq(next, 1);
     ck_assert_str_eq(s.data, "INSERT IGNORE INTO messages (room_id, seq, sender_id, kind, body, client_msg_id, "
                              "created_at) VALUES (?,?,?,?,?,?,COALESCE(FROM_UNIXTIME(? / 1000), NOW(3)))");
@@ -118,14 +118,20 @@ START_TEST(test_insert_stmt)
     arg_text(&a, 4, "\\");
     arg_text(&a, 5, "c1");
     ck_assert_int_eq(a.v[6].type, MC_DB_ARG_NULL); /* time 0: now */
-    ck_assert_int_eq(mc_msgbatch_insert_stmt(&b, &next, 1 << 20, &s, &a), 0);
+    ck_assert_int_eq(mc_msgbatch_insert_stmt(&b, &next, 10, &s, &a), 0);
     ck_assert_uint_eq(next, 2);
     arg_u64(&a, 1, 2);
     arg_text(&a, 4, "it's"); /* quotes are values, not SQL */
     arg_text(&a, 5, "c'2");
     arg_u64(&a, 6, 1732500000007ULL);
-    ck_assert_int_eq(mc_msgbatch_insert_stmt(&b, &next, 1 << 20, &s, &a), 0);
+    ck_assert_int_eq(mc_msgbatch_insert_stmt(&b, &next, 10, &s, &a), 0);
     ck_assert_uint_eq(s.len, 0);
+    /* room enough: both rows in one statement */
+    next = 0;
+    ck_assert_int_eq(mc_msgbatch_insert_stmt(&b, &next, 1 << 20, &s, &a), 0);
+    ck_assert_uint_eq(next, 2);
+    ck_assert_int_eq(count(s.data, "(?,?,?,?,?,?,"), 2);
+    ck_assert_uint_eq(a.n, 14);
     mc_buf_free(&s);
     mc_db_args_free(&a);
     mc_msgbatch_free(&b);
@@ -143,30 +149,30 @@ START_TEST(test_insert_stmt_split)
 
     memset(body, 'x', sizeof(body));
     mc_msgbatch_init(&b);
-    for (i = 1; i <= 3000; i++) {
+    for (i = 1; i <= 10000; i++) {
         ck_assert_int_eq(mc_msgbatch_add(&b, 1 + i % 7, i, 1, 1732500000000ULL + i, "c", 1, body, sizeof(body)), 0);
     }
     mc_msgbatch_sort(&b);
 
-    /* within the bytes: 1024 (the most) x 2, 256 x 3, 64 x 2, 16 x 3, 4 x 2 */
+    /* within the bytes: MC_MSGBATCH_INSERT_ROWS at most */
     while (next < b.n) {
         before = next;
         ck_assert_int_eq(mc_msgbatch_insert_stmt(&b, &next, 1 << 22, &s, &a), 0);
         k = next - before;
-        ck_assert(k == 1024 || k == 256 || k == 64 || k == 16 || k == 4 || k == 1);
+        ck_assert_uint_eq(k, stmts < 2 ? MC_MSGBATCH_INSERT_ROWS : 10000 - 2 * MC_MSGBATCH_INSERT_ROWS);
         ck_assert_int_eq(count(s.data, "INSERT IGNORE"), 1);
         ck_assert_int_eq(count(s.data, "(?,?,?,?,?,?,"), (int)k);
         ck_assert_uint_eq(a.n, 7 * k);
         rows += k;
         stmts++;
     }
-    ck_assert_uint_eq(rows, 3000);
-    ck_assert_uint_eq(stmts, 2 + 3 + 2 + 3 + 2);
+    ck_assert_uint_eq(rows, 10000);
+    ck_assert_uint_eq(stmts, 3);
 
-    /* a byte bound: fewer rows per statement */
+    /* a byte bound: 165 bytes a row (100 + 1 + 64), 16 KiB hold 99 */
     next = 0;
     ck_assert_int_eq(mc_msgbatch_insert_stmt(&b, &next, 16 * 1024, &s, &a), 0);
-    ck_assert_uint_eq(next, 64);
+    ck_assert_uint_eq(next, 16 * 1024 / 165);
     /* a row larger than the bound still goes, alone */
     next = 0;
     ck_assert_int_eq(mc_msgbatch_insert_stmt(&b, &next, 10, &s, &a), 0);
@@ -290,11 +296,6 @@ START_TEST(test_buckets)
     ck_assert_uint_eq(mc_db_rows_bucket(5), 16);
     ck_assert_uint_eq(mc_db_rows_bucket(1000), 1024);
     ck_assert_uint_eq(mc_db_rows_bucket(5000), 1024);
-    ck_assert_uint_eq(mc_db_rows_floor(1), 1);
-    ck_assert_uint_eq(mc_db_rows_floor(3), 1);
-    ck_assert_uint_eq(mc_db_rows_floor(4), 4);
-    ck_assert_uint_eq(mc_db_rows_floor(1023), 256);
-    ck_assert_uint_eq(mc_db_rows_floor(5000), 1024);
 }
 END_TEST
 
@@ -394,14 +395,13 @@ START_TEST(test_kind_persisted)
     ck_assert_int_eq(b.rows[2].kind, MC_MSG_TEXT);
 
     ck_assert_int_eq(mc_msgbatch_insert_stmt(&b, &next, 1 << 20, &s, &a), 0);
+    ck_assert_uint_eq(a.n, 21);
     arg_u64(&a, 1, 1);
     arg_text(&a, 3, "text");
-    ck_assert_int_eq(mc_msgbatch_insert_stmt(&b, &next, 1 << 20, &s, &a), 0);
-    arg_u64(&a, 1, 2);
-    arg_text(&a, 3, "system");
-    ck_assert_int_eq(mc_msgbatch_insert_stmt(&b, &next, 1 << 20, &s, &a), 0);
-    arg_u64(&a, 1, 3);
-    arg_text(&a, 3, "text");
+    arg_u64(&a, 8, 2);
+    arg_text(&a, 10, "system");
+    arg_u64(&a, 15, 3);
+    arg_text(&a, 17, "text");
 
     /* a plain add is text */
     ck_assert_int_eq(mc_msgbatch_add(&b, 1, 1, 1, 1, "c", 1, "x", 1), MC_MSGBATCH_OK);

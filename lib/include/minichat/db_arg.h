@@ -5,11 +5,10 @@
  * pointers, not copies: they must live until the statement ran.
  *
  * Statement shapes: a statement for n rows has its own text, and every text
- * is one prepared statement per connection.  So row counts are rounded to a
- * few sizes (powers of 4 up to MC_DB_ROWS_MAX): a builder either pads a
- * statement to mc_db_rows_bucket(n) rows by repeating its last row (where a
- * repeat is harmless: an UPDATE's derived table, an IN list) or splits n into
- * mc_db_rows_floor() pieces (an INSERT, where a repeat would cost bytes).
+ * is one prepared statement per connection.  Where a repeated row is
+ * harmless (an UPDATE's derived table, an IN list) a builder pads its rows
+ * to mc_db_rows_bucket(n), a power of 4 up to MC_DB_ROWS_MAX, by repeating
+ * the last one, so a few texts serve every count.
  */
 #ifndef MINICHAT_DB_ARG_H
 #define MINICHAT_DB_ARG_H
@@ -48,7 +47,5 @@ void mc_db_args_free(mc_db_args_t *a);
 
 /* Returns the smallest power of 4 >= n, at most MC_DB_ROWS_MAX (n >= 1). */
 size_t mc_db_rows_bucket(size_t n);
-/* Returns the largest power of 4 <= n, at most MC_DB_ROWS_MAX (n >= 1). */
-size_t mc_db_rows_floor(size_t n);
 
 #endif

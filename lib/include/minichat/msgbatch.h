@@ -65,10 +65,12 @@ int mc_msgbatch_add_packed(mc_msgbatch_t *b, const void *data, size_t len);
  * append to the index and concurrent batches lock rows in the same order. */
 void mc_msgbatch_sort(mc_msgbatch_t *b);
 
+/* the most rows one INSERT carries (7 values each, under the protocol's 65535) */
+#define MC_MSGBATCH_INSERT_ROWS 4096
+
 /* Writes into sql and args (replacing them) one INSERT IGNORE for rows
- * from *next on: the largest power of 4 of rows (at most MC_DB_ROWS_MAX)
- * whose values stay within max_bytes (but always at least one row); advances
- * *next.  Returns 0 or -1 when out of memory; sql is left empty when no row
+ * from *next on: as many (at most MC_MSGBATCH_INSERT_ROWS) as stay within
+ * max_bytes of values (but always at least one row); advances *next.  Returns 0 or -1 when out of memory; sql is left empty when no row
  * is left. */
 int mc_msgbatch_insert_stmt(const mc_msgbatch_t *b, size_t *next, size_t max_bytes, mc_buf_t *sql,
                             mc_db_args_t *args);
