@@ -54,8 +54,8 @@ static void exec_oom(mc_db_status_t *st)
     snprintf(st->msg, sizeof(st->msg), "out of memory");
 }
 
-/* Binds the arguments.  Returns 0, or -1 with st set. */
-static int exec_bind(MYSQL_STMT *stmt, const mc_db_arg_t *args, size_t nargs, mc_db_status_t *st)
+/* Binds the arguments and executes the statement.  Returns 0, or -1 with st set. */
+static int exec_run(MYSQL_STMT *stmt, const mc_db_arg_t *args, size_t nargs, mc_db_status_t *st)
 {
     MYSQL_BIND *b;
     unsigned long *lens;
@@ -69,6 +69,10 @@ static int exec_bind(MYSQL_STMT *stmt, const mc_db_arg_t *args, size_t nargs, mc
         return -1;
     }
     if (nargs == 0) {
+        if (mysql_stmt_execute(stmt) != 0) {
+            exec_error(st, stmt);
+            return -1;
+        }
         return 0;
     }
     b = calloc(nargs, sizeof(*b));
@@ -271,7 +275,7 @@ int mc_db_exec(mc_db_t *db, mc_db_role_t role, uint64_t user, const char *sql, s
     if (stmt == NULL) {
         return -1;
     }
-    if (exec_bind(stmt, args, nargs, st) != 0) {
+    if (exec_run(stmt, args, nargs, st) != 0) {
         if (st->err >= CR_MIN_ERROR && !mc_db_conn_lost(st->err)) {
             mc_db_stmts_drop(mc_db_stmts(db, role), stmt); /* prepared afresh next time */
         }

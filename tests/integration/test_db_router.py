@@ -119,3 +119,19 @@ def test_own_write_reads_back_at_once():
     finally:
         restore_replication()
     assert behind in listed(other)
+
+
+def test_a_retried_create_rolls_back_its_room():
+    """A create with a key that exists already runs in a transaction that is
+    rolled back: one room row, however often it is retried (statements
+    without values, START TRANSACTION and ROLLBACK, must really run)."""
+    a, b = uid(), uid()
+    key = "rb-%d" % uid()
+    first = None
+    for _ in range(3):
+        st, body = rest("POST", "/api/rooms", "a", token(a), {"title": "t", "members": [b]},
+                        headers={"Idempotency-Key": key})
+        assert st == 201, body
+        first = first or body["id"]
+        assert body["id"] == first
+    assert [r["id"] for r in query("SELECT id FROM rooms WHERE created_by=%s", (a,))] == [first]
