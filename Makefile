@@ -101,7 +101,12 @@ $(B)/bin/loadgen: $(LOADGEN_OBJ) $(LIB)
 	@mkdir -p $(@D)
 	$(CC) $(OPT) $(EXTRA_LDFLAGS) -o $@ $(LOADGEN_OBJ) $(LIB) $(LIBDEPS)
 
-bench-tools: $(B)/bin/loadgen
+# kafka_fill: fills the messages topic for bench/consumer_rate.sh
+$(B)/bin/kafka_fill: bench/kafka_fill.c $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) $(shell pkg-config --cflags rdkafka) -o $@ $< $(LIB) $(shell pkg-config --libs rdkafka) $(LIBDEPS)
+
+bench-tools: $(B)/bin/loadgen $(B)/bin/kafka_fill
 
 # 10,000 then 100,000 idle connections on one node (bench/idle.sh; starts
 # the stack if needed, replaces node a's nginx for the run).  N="10000"

@@ -8,7 +8,9 @@
  * ownership).  The queue is a mutex + condvar list with a bound
  * (db_queue_max); past it a request is answered at once with
  * "unavailable: database busy".  db_threads threads take jobs in turn, each
- * with its own mc_db router (primary/replica connections) and, when Kafka is
+ * with its own mc_db router (its own connections to the primary and every
+ * replica, kept between jobs: db_threads x (1 + replicas) connections in
+ * all; one table of recent writers shared for read-your-writes) and, when Kafka is
  * configured and rebuild_wait_ms > 0, its own consumer-lag handle.  A job
  * calls its query function (queries_*.c), which fills the result from the
  * job's arena; the result is packed and sent to the connection that asked, by
@@ -57,6 +59,8 @@ static int db_stopping;
 static int db_nthreads;
 static db_thread_t db_threads[DB_THREADS_MAX];
 static const relay_conf_t *db_conf;
+static mc_db_ryw_t *db_ryw;     /* the recent writers, shared by the threads' routers */
+static mc_db_config_t db_cfg;   /* relay_conf.db with db_ryw */
 
 /* Sends a packed result frame to the connection that asked. */
 static void db_send(uint64_t conn_id, const Minichat__LocalFrame *f)
@@ -271,9 +275,17 @@ int db_jobs_start(const relay_conf_t *conf)
         mc_warn("db: no mysql_primary, every database request will fail");
         return 0;
     }
+    /* a slot per writer of a busy window: 64k users writing within it */
+    db_ryw = mc_db_ryw_new(conf->db.ryw_ms, 65536);
+    if (db_ryw == NULL) {
+        mc_error("db: out of memory");
+        return -1;
+    }
+    db_cfg = conf->db;
+    db_cfg.ryw = db_ryw;
     for (i = 0; i < conf->db_threads && i < DB_THREADS_MAX; i++) {
         t = &db_threads[i];
-        t->q.db = mc_db_new(&conf->db);
+        t->q.db = mc_db_new(&db_cfg);
         if (t->q.db == NULL) {
             mc_error("db: cannot set up the database router");
             goto err;
@@ -293,8 +305,9 @@ int db_jobs_start(const relay_conf_t *conf)
         }
         db_nthreads++;
     }
-    mc_info("db: %d threads, queue bound %zu, rebuild wait %lld ms", db_nthreads, conf->db_queue_max,
-            conf->rebuild_wait_ms);
+    mc_info("db: %d threads, queue bound %zu, rebuild wait %lld ms, replica lag bound %lld ms,"
+            " read-your-writes %lld ms", db_nthreads, conf->db_queue_max, conf->rebuild_wait_ms,
+            (long long)conf->db.max_lag_ms, (long long)conf->db.ryw_ms);
     return 0;
 err:
     db_thread_free(&db_threads[i]);
@@ -323,4 +336,6 @@ void db_jobs_stop(void)
     }
     db_tail = NULL;
     db_njobs = 0;
+    mc_db_ryw_free(db_ryw);
+    db_ryw = NULL;
 }

@@ -1,7 +1,8 @@
 /*
  * The toolkit of the query functions (see queries.h): a per-job arena for
- * the results, one growable SQL buffer per thread, and the statement runners
- * that classify MySQL errors.
+ * the results, one growable statement text and value list per thread, and
+ * the statement runners (prepared statements through mc_db_exec) that
+ * classify MySQL errors.
  *
  * Error handling in one place: every failed statement is logged here with
  * its MySQL error; a lost connection (server gone, lost, commands out of
@@ -62,6 +63,8 @@ void dbq_reset(dbq_t *q)
     q->retry = 0;
     q->in_txn = 0;
     q->last_errno = 0;
+    q->user = 0;
+    q->nargs = 0;
     if (q->sql.cap > 1 << 20) {
         mc_buf_free(&q->sql); /* give a big statement's memory back */
     }
@@ -72,112 +75,99 @@ void dbq_free(dbq_t *q)
 {
     dbq_reset(q);
     free(q->blocks);
+    free(q->args);
+    q->args = NULL;
+    q->acap = 0;
     mc_buf_free(&q->sql);
     q->blocks = NULL;
     q->cap = 0;
 }
 
-/* Makes room for n more bytes (and a NUL).  Returns 0, or -1 with sql_oom set. */
-static int sql_reserve(dbq_t *q, size_t n)
+/* Appends SQL text; after a failure nothing more is appended. */
+static void sql_append(dbq_t *q, const char *text)
 {
-    if (q->sql_oom || mc_buf_reserve(&q->sql, n) != 0) {
-        q->sql_oom = 1;
-        return -1;
-    }
-    return 0;
-}
-
-/* Appends printf-style output; after a failure nothing more is appended. */
-static void sql_vappend(dbq_t *q, const char *fmt, va_list ap)
-{
-    if (q->sql_oom || mc_buf_vappendf(&q->sql, fmt, ap) != 0) {
+    if (q->sql_oom || mc_buf_append_str(&q->sql, text) != 0) {
         q->sql_oom = 1;
     }
 }
 
-void dbq_sql(dbq_t *q, const char *fmt, ...)
+void dbq_sql(dbq_t *q, const char *text)
 {
-    va_list ap;
-
     mc_buf_reset(&q->sql);
+    q->nargs = 0;
     q->sql_oom = 0;
-    va_start(ap, fmt);
-    sql_vappend(q, fmt, ap);
-    va_end(ap);
+    sql_append(q, text);
 }
 
-void dbq_sqlf(dbq_t *q, const char *fmt, ...)
+void dbq_sqlf(dbq_t *q, const char *text)
 {
-    va_list ap;
-
-    va_start(ap, fmt);
-    sql_vappend(q, fmt, ap);
-    va_end(ap);
+    sql_append(q, text);
 }
 
-void dbq_sql_hex(dbq_t *q, const char *s, size_t n, int utf8)
+/* Adds one value.  After a failure the statement is refused when run. */
+static void arg_add(dbq_t *q, mc_db_arg_t a)
 {
-    static const char hex[] = "0123456789abcdef";
-    char *p;
-    size_t i;
+    mc_db_arg_t *na;
+    size_t ncap;
 
-    if (n == 0) {
-        dbq_sqlf(q, "%s", utf8 ? "_utf8mb4 ''" : "''"); /* X'' is a binary string */
+    if (q->sql_oom) {
         return;
     }
-    if (sql_reserve(q, 2 * n + 16) != 0) {
-        return;
+    if (q->nargs == q->acap) {
+        ncap = q->acap ? 2 * q->acap : 64;
+        na = realloc(q->args, ncap * sizeof(*na));
+        if (na == NULL) {
+            q->sql_oom = 1;
+            return;
+        }
+        q->args = na;
+        q->acap = ncap;
     }
-    p = q->sql.data + q->sql.len;
-    if (utf8) {
-        memcpy(p, "_utf8mb4 ", 9);
-        p += 9;
-    }
-    *p++ = 'X';
-    *p++ = '\'';
-    for (i = 0; i < n; i++) {
-        *p++ = hex[(unsigned char)s[i] >> 4];
-        *p++ = hex[(unsigned char)s[i] & 0xf];
-    }
-    *p++ = '\'';
-    *p = '\0';
-    q->sql.len = (size_t)(p - q->sql.data);
+    q->args[q->nargs++] = a;
 }
 
-/* Returns 1 when a MySQL error means the connection is gone. */
-static int conn_lost(unsigned err)
+void dbq_arg_u64(dbq_t *q, uint64_t v)
 {
-    return err == CR_SERVER_GONE_ERROR || err == CR_SERVER_LOST || err == CR_CONNECTION_ERROR
-           || err == CR_CONN_HOST_ERROR || err == CR_COMMANDS_OUT_OF_SYNC || err == CR_SERVER_LOST_EXTENDED;
+    arg_add(q, MC_DB_U64(v));
 }
 
-/* Runs the statement; returns the connection on success, else NULL. */
-static MYSQL *run(dbq_t *q, mc_db_role_t role, int committing)
+void dbq_arg_text(dbq_t *q, const char *s, size_t n)
 {
-    MYSQL *m;
-    unsigned err;
+    arg_add(q, MC_DB_TEXT(s, n));
+}
 
+void dbq_arg_blob(dbq_t *q, const char *s, size_t n)
+{
+    arg_add(q, MC_DB_BLOB(s, n));
+}
+
+void dbq_arg_null(dbq_t *q)
+{
+    arg_add(q, MC_DB_NULL);
+}
+
+/* Runs the statement, storing rows when rows is non-NULL.  Returns 0 or -1. */
+static int run(dbq_t *q, mc_db_role_t role, int committing, mc_db_rows_t **rows)
+{
     if (q->sql_oom) {
         mc_error("db: out of memory building a statement");
         q->last_errno = CR_OUT_OF_MEMORY;
-        return NULL;
+        return -1;
     }
-    m = mc_db_conn(q->db, role);
-    if (m == NULL) {
-        q->last_errno = CR_CONNECTION_ERROR;
+    if (mc_db_exec(q->db, role, role == MC_DB_REPLICA ? q->user : 0, q->sql.data, q->sql.len, q->args, q->nargs,
+                   rows, &q->st) == 0) {
+        return 0;
+    }
+    q->last_errno = q->st.err;
+    if (q->last_errno == CR_CONNECTION_ERROR) {
         q->in_txn = 0;
-        return NULL;
+        return -1;
     }
-    if (mysql_real_query(m, q->sql.data, (unsigned long)q->sql.len) == 0) {
-        return m;
-    }
-    err = mysql_errno(m);
-    q->last_errno = err ? err : CR_UNKNOWN_ERROR;
     /* a duplicate key is an answer (an idempotent retry), not a failure */
-    mc_log(q->last_errno == ER_DUP_ENTRY ? MC_LOG_INFO : MC_LOG_ERROR, "db: %s: query failed: %u %s",
-           role == MC_DB_PRIMARY ? "primary" : "replica", q->last_errno, mysql_error(m));
-    mc_debug("db: the query was: %.*s", (int)(q->sql.len > 300 ? 300 : q->sql.len), q->sql.data);
-    if (conn_lost(q->last_errno)) {
+    mc_log(q->last_errno == ER_DUP_ENTRY ? MC_LOG_INFO : MC_LOG_ERROR, "db: %s: statement failed: %u %s",
+           role == MC_DB_PRIMARY ? "primary" : "replica", q->last_errno, q->st.msg);
+    mc_debug("db: the statement was: %.*s", (int)(q->sql.len > 300 ? 300 : q->sql.len), q->sql.data);
+    if (mc_db_conn_lost(q->last_errno)) {
         mc_db_reset(q->db, role);
         if (role == MC_DB_PRIMARY && !committing) {
             q->retry = 1;
@@ -186,32 +176,24 @@ static MYSQL *run(dbq_t *q, mc_db_role_t role, int committing)
             q->in_txn = 0;
         }
     }
-    return NULL;
+    return -1;
 }
 
 int dbq_exec(dbq_t *q, mc_db_role_t role)
 {
-    return run(q, role, 0) != NULL ? 0 : -1;
+    return run(q, role, 0, NULL);
 }
 
-MYSQL_RES *dbq_select(dbq_t *q, mc_db_role_t role)
+mc_db_rows_t *dbq_select(dbq_t *q, mc_db_role_t role)
 {
-    MYSQL *m = run(q, role, 0);
-    MYSQL_RES *res;
+    mc_db_rows_t *rows = NULL;
 
-    if (m == NULL) {
-        return NULL;
-    }
-    res = mysql_store_result(m);
-    if (res == NULL) {
-        q->last_errno = mysql_errno(m) ? mysql_errno(m) : CR_OUT_OF_MEMORY;
-        mc_error("db: reading a result: %u %s", q->last_errno, mysql_error(m));
-        if (conn_lost(q->last_errno)) {
-            mc_db_reset(q->db, role);
-            q->retry = role == MC_DB_PRIMARY;
-        }
-    }
-    return res;
+    return run(q, role, 0, &rows) == 0 ? rows : NULL;
+}
+
+void dbq_wrote(dbq_t *q, uint64_t user)
+{
+    mc_db_wrote(q->db, user);
 }
 
 int dbq_begin(dbq_t *q)
@@ -228,7 +210,7 @@ int dbq_commit(dbq_t *q)
 {
     dbq_sql(q, "COMMIT");
     q->in_txn = 0;
-    return run(q, MC_DB_PRIMARY, 1) != NULL ? 0 : -1;
+    return run(q, MC_DB_PRIMARY, 1, NULL);
 }
 
 const char *dbq_fail(dbq_t *q)
@@ -266,16 +248,16 @@ int dbq_has(const uint64_t *ids, size_t n, uint64_t id)
     return n > 0 && bsearch(&id, ids, n, sizeof(uint64_t), cmp_u64) != NULL;
 }
 
-int dbq_ids(dbq_t *q, MYSQL_RES *res, uint64_t **out, size_t *n)
+int dbq_ids(dbq_t *q, mc_db_rows_t *res, uint64_t **out, size_t *n)
 {
-    MYSQL_ROW row;
-    uint64_t *ids = dbq_alloc(q, (mysql_num_rows(res) + 1) * sizeof(uint64_t));
+    char **row;
+    uint64_t *ids = dbq_alloc(q, (mc_db_rows_count(res) + 1) * sizeof(uint64_t));
     size_t k = 0;
 
     if (ids == NULL) {
         return -1;
     }
-    while ((row = mysql_fetch_row(res)) != NULL) {
+    while ((row = mc_db_rows_next(res)) != NULL) {
         ids[k++] = dbq_u64(row[0]);
     }
     *out = ids;

@@ -8,10 +8,14 @@
  * Whatever it allocates for the result comes from the job's arena
  * (dbq_alloc), freed once the answer is sent.
  *
- * SQL is built in the job's buffer (dbq_sql*) and run with dbq_exec or
- * dbq_select on the primary or the replica through the mc_db router.  Numbers
- * are printed; strings only ever go in as hex literals (dbq_sql_hex), so no
- * metacharacter can break out of a literal.  When the primary's connection is
+ * A statement's text is built in the job's buffer (dbq_sql*) with a ? for
+ * every value, the values are added in order (dbq_arg_*), and it runs as a
+ * prepared statement (mc_db_exec, cached per connection) with dbq_exec or
+ * dbq_select on the primary or a replica through the mc_db router: no value
+ * ever becomes SQL text.  A text whose shape depends on a count (n member
+ * rows) is one statement per count, each cached.  Reads for a user (q->user)
+ * go to the primary for a moment after that user's own write (dbq_wrote).
+ * When the primary's connection is
  * lost before a COMMIT was sent, the helper sets `retry` and the job runs
  * once more on a fresh connection (nothing was committed); a lost COMMIT is
  * not retried (the outcome is unknown).
@@ -43,7 +47,11 @@ typedef struct {
     size_t nblocks, cap;
     /* the statement being built */
     mc_buf_t sql;
+    mc_db_arg_t *args;         /* its values, in ? order */
+    size_t nargs, acap;
     int sql_oom;               /* an append failed: the statement is refused when run */
+    uint64_t user;             /* the job's user for read-your-writes (0: none) */
+    mc_db_status_t st;         /* of the last statement: affected rows, insert id, error */
     /* state of the current run */
     int retry;                 /* run the job again: the connection was lost before COMMIT */
     int in_txn;                /* a transaction is open on the primary */
@@ -60,19 +68,27 @@ char *dbq_strndup(dbq_t *q, const char *s, size_t n);
 void dbq_reset(dbq_t *q);
 void dbq_free(dbq_t *q);
 
-/* Starts a new statement, printf-style. */
-void dbq_sql(dbq_t *q, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Appends to the statement, printf-style (numbers and SQL text only). */
-void dbq_sqlf(dbq_t *q, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Appends s[0..n) as a hex literal: _utf8mb4 X'..' when utf8, else X'..'. */
-void dbq_sql_hex(dbq_t *q, const char *s, size_t n, int utf8);
+/* Starts a new statement (SQL text only: values are ? and dbq_arg_*). */
+void dbq_sql(dbq_t *q, const char *text);
+/* Appends SQL text. */
+void dbq_sqlf(dbq_t *q, const char *text);
+/* Adds the value of the next ?: a number, utf8mb4 text, bytes, or NULL.
+ * Text and bytes are not copied: they must live until the statement ran. */
+void dbq_arg_u64(dbq_t *q, uint64_t v);
+void dbq_arg_text(dbq_t *q, const char *s, size_t n);
+void dbq_arg_blob(dbq_t *q, const char *s, size_t n);
+void dbq_arg_null(dbq_t *q);
 
-/* Runs the statement on the role's connection.  Returns 0, or -1 with a log
- * line and last_errno set (a lost connection is reset, and `retry` set for the
- * primary when no COMMIT was in flight). */
+/* Runs the statement on the role's connection.  Returns 0 (q->st.affected,
+ * q->st.insert_id), or -1 with a log line and last_errno set (a lost
+ * connection is reset, and `retry` set for the primary when no COMMIT was in
+ * flight). */
 int dbq_exec(dbq_t *q, mc_db_role_t role);
-/* Runs a SELECT and stores its rows.  Returns them, or NULL as dbq_exec fails. */
-MYSQL_RES *dbq_select(dbq_t *q, mc_db_role_t role);
+/* Runs a SELECT and stores its rows.  Returns them (mc_db_rows_free), or NULL
+ * as dbq_exec fails. */
+mc_db_rows_t *dbq_select(dbq_t *q, mc_db_role_t role);
+/* Records, after its COMMIT, that the job wrote for user (read-your-writes). */
+void dbq_wrote(dbq_t *q, uint64_t user);
 int dbq_begin(dbq_t *q);
 int dbq_commit(dbq_t *q);
 /* Ends a failed job: rolls an open transaction back (when the connection is
@@ -85,7 +101,7 @@ uint64_t dbq_u64(const char *s);
 int dbq_has(const uint64_t *ids, size_t n, uint64_t id);
 /* Reads the first column of every row as ids into an arena array (*out,
  * *n).  Returns 0, or -1 when out of memory. */
-int dbq_ids(dbq_t *q, MYSQL_RES *res, uint64_t **out, size_t *n);
+int dbq_ids(dbq_t *q, mc_db_rows_t *res, uint64_t **out, size_t *n);
 
 /* --- queries_rooms.c: creating and changing rooms (primary) --- */
 const char *q_create_room(dbq_t *q, const Minichat__CreateRoomRequest *req, Minichat__CreateRoomResult *res);

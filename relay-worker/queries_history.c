@@ -40,20 +40,21 @@ static int history_page(dbq_t *q, mc_db_role_t role, const Minichat__HistoryRequ
                         Minichat__HistoryResult *res, int *complete)
 {
     Minichat__ChatMessage *m;
-    MYSQL_RES *r;
-    MYSQL_ROW row;
-    unsigned long *len;
+    mc_db_rows_t *r;
+    char **row;
+    const unsigned long *len;
     uint64_t *seqs;
     size_t n, i, bytes = 0;
 
-    dbq_sql(q,
-            "SELECT seq, sender_id, client_msg_id, body, CAST(ROUND(UNIX_TIMESTAMP(created_at) * 1000) AS UNSIGNED),"
-            " kind FROM messages WHERE room_id=%" PRIu64 " AND seq < %" PRIu64 " ORDER BY seq DESC LIMIT %u",
-            req->room, req->before, limit);
+    dbq_sql(q, "SELECT seq, sender_id, client_msg_id, body, CAST(ROUND(UNIX_TIMESTAMP(created_at) * 1000) AS UNSIGNED),"
+               " kind FROM messages WHERE room_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?");
+    dbq_arg_u64(q, req->room);
+    dbq_arg_u64(q, req->before);
+    dbq_arg_u64(q, limit);
     if ((r = dbq_select(q, role)) == NULL) {
         return -1;
     }
-    n = mysql_num_rows(r);
+    n = mc_db_rows_count(r);
     seqs = dbq_alloc(q, (n + 1) * sizeof(uint64_t));
     res->messages = dbq_alloc(q, (n + 1) * sizeof(Minichat__ChatMessage *));
     m = dbq_alloc(q, (n + 1) * sizeof(Minichat__ChatMessage));
@@ -61,8 +62,8 @@ static int history_page(dbq_t *q, mc_db_role_t role, const Minichat__HistoryRequ
         goto oom;
     }
     res->n_messages = 0;
-    for (i = 0; (row = mysql_fetch_row(r)) != NULL; i++) {
-        len = mysql_fetch_lengths(r);
+    for (i = 0; (row = mc_db_rows_next(r)) != NULL; i++) {
+        len = mc_db_rows_lengths(r);
         seqs[i] = dbq_u64(row[0]);
         bytes += len[2] + len[3] + 64;
         if (bytes > HISTORY_BYTES_MAX && i > 0) {
@@ -81,11 +82,11 @@ static int history_page(dbq_t *q, mc_db_role_t role, const Minichat__HistoryRequ
         }
         res->messages[res->n_messages++] = &m[i];
     }
-    mysql_free_result(r);
+    mc_db_rows_free(r);
     *complete = mc_history_complete(req->before, limit, seqs, n);
     return 0;
 oom:
-    mysql_free_result(r);
+    mc_db_rows_free(r);
     q->last_errno = CR_OUT_OF_MEMORY;
     return -1;
 }

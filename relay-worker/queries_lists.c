@@ -34,7 +34,7 @@
 
 /* Fills a summary from columns id, kind, title, last_seq, last_read_seq,
  * last_message_at (ms), last_preview, members.  Returns 0 or -1. */
-static int summary(dbq_t *q, MYSQL_ROW row, Minichat__RoomSummary *s)
+static int summary(dbq_t *q, char **row, Minichat__RoomSummary *s)
 {
     minichat__room_summary__init(s);
     s->id = dbq_u64(row[0]);
@@ -53,8 +53,8 @@ const char *q_rooms(dbq_t *q, const Minichat__RoomsRequest *req, Minichat__Rooms
     uint64_t at = 0, after = 0, last_at = 0, last_id = 0;
     uint32_t limit = req->limit ? req->limit : ROOMS_LIMIT_DEFAULT;
     mc_db_role_t role = MC_DB_REPLICA;
-    MYSQL_RES *r;
-    MYSQL_ROW row;
+    mc_db_rows_t *r;
+    char **row;
     char *cursor;
     size_t n;
 
@@ -67,24 +67,28 @@ const char *q_rooms(dbq_t *q, const Minichat__RoomsRequest *req, Minichat__Rooms
     if (limit > ROOMS_LIMIT_MAX) {
         limit = ROOMS_LIMIT_MAX;
     }
+    q->user = req->user; /* after the user's own write, from the primary */
     for (;;) {
         dbq_sql(q,
                 "SELECT m.room_id, r.kind, r.title, r.last_seq, m.last_read_seq, " MS("r.last_message_at") ","
                 " r.last_preview,"
                 " (SELECT COUNT(*) FROM room_members c WHERE c.room_id = m.room_id AND c.left_at IS NULL),"
                 " " MS("m.last_message_at") " FROM room_members m FORCE INDEX (my_rooms)"
-                " JOIN rooms r ON r.id = m.room_id WHERE m.user_id=%" PRIu64 " AND m.left_at IS NULL",
-                req->user);
+                " JOIN rooms r ON r.id = m.room_id WHERE m.user_id = ? AND m.left_at IS NULL");
+        dbq_arg_u64(q, req->user);
         if (after != 0 && at != 0) {
             /* below the cursor; rows without a time (older data) sort last */
-            dbq_sqlf(q,
-                     " AND (m.last_message_at < FROM_UNIXTIME(%" PRIu64 ".%03u) OR (m.last_message_at ="
-                     " FROM_UNIXTIME(%" PRIu64 ".%03u) AND m.room_id < %" PRIu64 ") OR m.last_message_at IS NULL)",
-                     at / 1000, (unsigned)(at % 1000), at / 1000, (unsigned)(at % 1000), after);
+            dbq_sqlf(q, " AND (m.last_message_at < FROM_UNIXTIME(? / 1000) OR (m.last_message_at ="
+                        " FROM_UNIXTIME(? / 1000) AND m.room_id < ?) OR m.last_message_at IS NULL)");
+            dbq_arg_u64(q, at);
+            dbq_arg_u64(q, at);
+            dbq_arg_u64(q, after);
         } else if (after != 0) {
-            dbq_sqlf(q, " AND m.last_message_at IS NULL AND m.room_id < %" PRIu64, after);
+            dbq_sqlf(q, " AND m.last_message_at IS NULL AND m.room_id < ?");
+            dbq_arg_u64(q, after);
         }
-        dbq_sqlf(q, " ORDER BY m.last_message_at DESC, m.room_id DESC LIMIT %u", limit + 1);
+        dbq_sqlf(q, " ORDER BY m.last_message_at DESC, m.room_id DESC LIMIT ?");
+        dbq_arg_u64(q, limit + 1);
         if ((r = dbq_select(q, role)) != NULL || role == MC_DB_PRIMARY) {
             break;
         }
@@ -93,12 +97,12 @@ const char *q_rooms(dbq_t *q, const Minichat__RoomsRequest *req, Minichat__Rooms
     if (r == NULL) {
         return dbq_fail(q);
     }
-    n = mysql_num_rows(r);
+    n = mc_db_rows_count(r);
     res->rooms = dbq_alloc(q, (n + 1) * sizeof(Minichat__RoomSummary *));
     if (res->rooms == NULL) {
         goto oom;
     }
-    while ((row = mysql_fetch_row(r)) != NULL && res->n_rooms < limit) {
+    while ((row = mc_db_rows_next(r)) != NULL && res->n_rooms < limit) {
         res->rooms[res->n_rooms] = dbq_alloc(q, sizeof(Minichat__RoomSummary));
         if (res->rooms[res->n_rooms] == NULL || summary(q, row, res->rooms[res->n_rooms]) != 0) {
             goto oom;
@@ -116,58 +120,58 @@ const char *q_rooms(dbq_t *q, const Minichat__RoomsRequest *req, Minichat__Rooms
         mc_cursor_encode(last_at, last_id, cursor);
         res->next_cursor = cursor;
     }
-    mysql_free_result(r);
+    mc_db_rows_free(r);
     return NULL;
 oom:
-    mysql_free_result(r);
+    mc_db_rows_free(r);
     return "unavailable: out of memory";
 }
 
 const char *q_room_info(dbq_t *q, const Minichat__RoomInfoRequest *req, Minichat__RoomInfoResult *res)
 {
     Minichat__RoomMember *mb;
-    MYSQL_RES *r;
-    MYSQL_ROW row;
+    mc_db_rows_t *r;
+    char **row;
     size_t n, i;
     int member = 0;
 
     if (req->room == 0 || req->user == 0) {
         return "bad_request: no room or user";
     }
-    dbq_sql(q,
-            "SELECT id, kind, title, last_seq, 0, " MS("last_message_at") ", last_preview, 0, created_by, "
-            MS("created_at") " FROM rooms WHERE id=%" PRIu64,
-            req->room);
+    dbq_sql(q, "SELECT id, kind, title, last_seq, 0, " MS("last_message_at") ", last_preview, 0, created_by, "
+               MS("created_at") " FROM rooms WHERE id = ?");
+    dbq_arg_u64(q, req->room);
     if ((r = dbq_select(q, MC_DB_PRIMARY)) == NULL) {
         return dbq_fail(q);
     }
-    row = mysql_fetch_row(r);
+    row = mc_db_rows_next(r);
     if (row == NULL) {
-        mysql_free_result(r);
+        mc_db_rows_free(r);
         return "forbidden: not a member of this room";
     }
     res->room = dbq_alloc(q, sizeof(Minichat__RoomSummary));
     if (res->room == NULL || summary(q, row, res->room) != 0) {
-        mysql_free_result(r);
+        mc_db_rows_free(r);
         return "unavailable: out of memory";
     }
     res->created_by = dbq_u64(row[8]);
     res->created_at = dbq_u64(row[9]);
-    mysql_free_result(r);
+    mc_db_rows_free(r);
 
-    dbq_sql(q, "SELECT user_id, last_read_seq, joined_seq FROM room_members WHERE room_id=%" PRIu64
-               " AND left_at IS NULL ORDER BY user_id", req->room);
+    dbq_sql(q, "SELECT user_id, last_read_seq, joined_seq FROM room_members WHERE room_id = ?"
+               " AND left_at IS NULL ORDER BY user_id");
+    dbq_arg_u64(q, req->room);
     if ((r = dbq_select(q, MC_DB_PRIMARY)) == NULL) {
         return dbq_fail(q);
     }
-    n = mysql_num_rows(r);
+    n = mc_db_rows_count(r);
     res->members = dbq_alloc(q, (n + 1) * sizeof(Minichat__RoomMember *));
     mb = dbq_alloc(q, (n + 1) * sizeof(Minichat__RoomMember));
     if (res->members == NULL || mb == NULL) {
-        mysql_free_result(r);
+        mc_db_rows_free(r);
         return "unavailable: out of memory";
     }
-    for (i = 0; (row = mysql_fetch_row(r)) != NULL; i++) {
+    for (i = 0; (row = mc_db_rows_next(r)) != NULL; i++) {
         minichat__room_member__init(&mb[i]);
         mb[i].user = dbq_u64(row[0]);
         mb[i].last_read_seq = dbq_u64(row[1]);
@@ -180,7 +184,7 @@ const char *q_room_info(dbq_t *q, const Minichat__RoomInfoRequest *req, Minichat
     }
     res->n_members = i;
     res->room->members = (uint32_t)i;
-    mysql_free_result(r);
+    mc_db_rows_free(r);
     if (!member) {
         return "forbidden: not a member of this room";
     }
@@ -190,7 +194,7 @@ const char *q_room_info(dbq_t *q, const Minichat__RoomInfoRequest *req, Minichat
 const char *q_contacts(dbq_t *q, const Minichat__ContactsRequest *req, Minichat__ContactsResult *res)
 {
     uint32_t limit = req->limit ? req->limit : CONTACTS_LIMIT_MAX;
-    MYSQL_RES *r;
+    mc_db_rows_t *r;
     int rc;
 
     if (req->user == 0) {
@@ -199,11 +203,12 @@ const char *q_contacts(dbq_t *q, const Minichat__ContactsRequest *req, Minichat_
     if (limit > CONTACTS_LIMIT_MAX) {
         limit = CONTACTS_LIMIT_MAX;
     }
-    dbq_sql(q,
-            "SELECT DISTINCT b.user_id FROM room_members a FORCE INDEX (my_rooms)"
-            " JOIN room_members b ON b.room_id = a.room_id AND b.left_at IS NULL"
-            " WHERE a.user_id=%" PRIu64 " AND a.left_at IS NULL AND b.user_id <> %" PRIu64 " LIMIT %u",
-            req->user, req->user, limit);
+    dbq_sql(q, "SELECT DISTINCT b.user_id FROM room_members a FORCE INDEX (my_rooms)"
+               " JOIN room_members b ON b.room_id = a.room_id AND b.left_at IS NULL"
+               " WHERE a.user_id = ? AND a.left_at IS NULL AND b.user_id <> ? LIMIT ?");
+    dbq_arg_u64(q, req->user);
+    dbq_arg_u64(q, req->user);
+    dbq_arg_u64(q, limit);
     /* the primary: a user who just joined a room (a replica may lag behind the
      * invite) must hear of the user's presence at once */
     r = dbq_select(q, MC_DB_PRIMARY);
@@ -211,6 +216,6 @@ const char *q_contacts(dbq_t *q, const Minichat__ContactsRequest *req, Minichat_
         return dbq_fail(q);
     }
     rc = dbq_ids(q, r, &res->users, &res->n_users);
-    mysql_free_result(r);
+    mc_db_rows_free(r);
     return rc == 0 ? NULL : "unavailable: out of memory";
 }

@@ -53,14 +53,18 @@ static const char *bad_request(dbq_t *q, const char *why)
     return s;
 }
 
-/* Appends "(room, user, read, joined, NOW(3)), ..." for the ids. */
+/* Appends "(?,?,?,?,NOW(3)), ..." and the values (room, user, read,
+ * joined) for the ids: one statement text per count, each prepared once. */
 static void member_values(dbq_t *q, uint64_t room, const uint64_t *ids, size_t n, uint64_t seq)
 {
     size_t i;
 
     for (i = 0; i < n; i++) {
-        dbq_sqlf(q, "%s(%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",NOW(3))", i ? "," : "", room, ids[i], seq,
-                 seq);
+        dbq_sqlf(q, i ? ",(?,?,?,?,NOW(3))" : "(?,?,?,?,NOW(3))");
+        dbq_arg_u64(q, room);
+        dbq_arg_u64(q, ids[i]);
+        dbq_arg_u64(q, seq);
+        dbq_arg_u64(q, seq);
     }
 }
 
@@ -68,17 +72,18 @@ static void member_values(dbq_t *q, uint64_t room, const uint64_t *ids, size_t n
  * Returns 0 or -1. */
 static int current_members(dbq_t *q, uint64_t room, int lock, uint64_t **ids, size_t *n)
 {
-    MYSQL_RES *res;
+    mc_db_rows_t *res;
     int rc;
 
-    dbq_sql(q, "SELECT user_id FROM room_members WHERE room_id=%" PRIu64 " AND left_at IS NULL ORDER BY user_id%s",
-            room, lock ? " FOR UPDATE" : "");
+    dbq_sql(q, lock ? "SELECT user_id FROM room_members WHERE room_id = ? AND left_at IS NULL ORDER BY user_id FOR UPDATE"
+                    : "SELECT user_id FROM room_members WHERE room_id = ? AND left_at IS NULL ORDER BY user_id");
+    dbq_arg_u64(q, room);
     res = dbq_select(q, MC_DB_PRIMARY);
     if (res == NULL) {
         return -1;
     }
     rc = dbq_ids(q, res, ids, n);
-    mysql_free_result(res);
+    mc_db_rows_free(res);
     return rc;
 }
 
@@ -86,16 +91,16 @@ static int current_members(dbq_t *q, uint64_t room, int lock, uint64_t **ids, si
 static uint64_t insert_room(dbq_t *q, int group, const char *title, uint64_t creator, const uint64_t *members,
                             size_t n)
 {
-    MYSQL *m;
     uint64_t id;
 
-    dbq_sql(q, "INSERT INTO rooms (kind, title, created_by) VALUES ('%s', ", group ? "group" : "direct");
-    dbq_sql_hex(q, title, strlen(title), 1);
-    dbq_sqlf(q, ", %" PRIu64 ")", creator);
-    if (dbq_exec(q, MC_DB_PRIMARY) != 0 || (m = mc_db_conn(q->db, MC_DB_PRIMARY)) == NULL) {
+    dbq_sql(q, "INSERT INTO rooms (kind, title, created_by) VALUES (?, ?, ?)");
+    dbq_arg_text(q, group ? "group" : "direct", group ? 5 : 6);
+    dbq_arg_text(q, title, strlen(title));
+    dbq_arg_u64(q, creator);
+    if (dbq_exec(q, MC_DB_PRIMARY) != 0) {
         return 0;
     }
-    id = mysql_insert_id(m);
+    id = q->st.insert_id;
     dbq_sql(q, "INSERT INTO room_members (room_id, user_id, last_read_seq, joined_seq, last_message_at) VALUES ");
     member_values(q, id, members, n, 0);
     if (dbq_exec(q, MC_DB_PRIMARY) != 0) {
@@ -107,20 +112,21 @@ static uint64_t insert_room(dbq_t *q, int group, const char *title, uint64_t cre
 /* The room an earlier request with the same (creator, key) made, or 0. */
 static uint64_t earlier_room(dbq_t *q, uint64_t creator, const char *key)
 {
-    MYSQL_RES *res;
-    MYSQL_ROW row;
+    mc_db_rows_t *res;
+    char **row;
     uint64_t id = 0;
 
-    dbq_sql(q, "SELECT room_id FROM room_requests WHERE creator_id=%" PRIu64 " AND idem_key=", creator);
-    dbq_sql_hex(q, key, strlen(key), 0);
+    dbq_sql(q, "SELECT room_id FROM room_requests WHERE creator_id = ? AND idem_key = ?");
+    dbq_arg_u64(q, creator);
+    dbq_arg_blob(q, key, strlen(key));
     res = dbq_select(q, MC_DB_PRIMARY);
     if (res == NULL) {
         return 0;
     }
-    if ((row = mysql_fetch_row(res)) != NULL) {
+    if ((row = mc_db_rows_next(res)) != NULL) {
         id = dbq_u64(row[0]);
     }
-    mysql_free_result(res);
+    mc_db_rows_free(res);
     return id;
 }
 
@@ -128,7 +134,7 @@ const char *q_create_room(dbq_t *q, const Minichat__CreateRoomRequest *req, Mini
 {
     const char *title = req->title ? req->title : "", *key = req->idempotency_key ? req->idempotency_key : "", *why;
     uint64_t *members, id;
-    size_t n;
+    size_t n, i;
     int group;
 
     if ((why = mc_room_check_kind(req->kind)) != NULL) {
@@ -141,7 +147,7 @@ const char *q_create_room(dbq_t *q, const Minichat__CreateRoomRequest *req, Mini
         return bad_request(q, why);
     }
     if (strlen(key) > MC_ROOM_IDEM_MAX) {
-        /* any bytes (a hex literal in SQL); printable ASCII is the REST API's rule */
+        /* any bytes (a blob parameter); printable ASCII is the REST API's rule */
         return "bad_request: idempotency key longer than 64 bytes";
     }
     members = dbq_alloc(q, (req->n_members + 1) * sizeof(uint64_t));
@@ -162,9 +168,10 @@ const char *q_create_room(dbq_t *q, const Minichat__CreateRoomRequest *req, Mini
         return dbq_fail(q);
     }
     if (key[0] != '\0') {
-        dbq_sql(q, "INSERT INTO room_requests (creator_id, idem_key, room_id) VALUES (%" PRIu64 ", ", req->creator);
-        dbq_sql_hex(q, key, strlen(key), 0);
-        dbq_sqlf(q, ", %" PRIu64 ")", id);
+        dbq_sql(q, "INSERT INTO room_requests (creator_id, idem_key, room_id) VALUES (?, ?, ?)");
+        dbq_arg_u64(q, req->creator);
+        dbq_arg_blob(q, key, strlen(key));
+        dbq_arg_u64(q, id);
         if (dbq_exec(q, MC_DB_PRIMARY) != 0) {
             if (q->last_errno != ER_DUP_ENTRY) {
                 return dbq_fail(q);
@@ -189,6 +196,9 @@ const char *q_create_room(dbq_t *q, const Minichat__CreateRoomRequest *req, Mini
     }
     mc_info("db: created %s room %" PRIu64 " by %" PRIu64 " with %zu members", group ? "group" : "direct", id,
             req->creator, n);
+    for (i = 0; i < n; i++) {
+        dbq_wrote(q, members[i]); /* the creator and the members see the new room at once */
+    }
     res->id = id;
     res->members = members;
     res->n_members = n;
@@ -199,8 +209,8 @@ const char *q_invite(dbq_t *q, const Minichat__InviteRequest *req, Minichat__Inv
 {
     uint64_t *cur, *all, *added, id;
     size_t ncur, nall, nadded, ninv, i;
-    MYSQL_RES *r;
-    MYSQL_ROW row;
+    mc_db_rows_t *r;
+    char **row;
     const char *why;
     char *title;
     int group;
@@ -220,19 +230,20 @@ const char *q_invite(dbq_t *q, const Minichat__InviteRequest *req, Minichat__Inv
     if (dbq_begin(q) != 0) {
         return dbq_fail(q);
     }
-    dbq_sql(q, "SELECT kind, title FROM rooms WHERE id=%" PRIu64 " FOR UPDATE", req->room);
+    dbq_sql(q, "SELECT kind, title FROM rooms WHERE id = ? FOR UPDATE");
+    dbq_arg_u64(q, req->room);
     if ((r = dbq_select(q, MC_DB_PRIMARY)) == NULL) {
         return dbq_fail(q);
     }
-    row = mysql_fetch_row(r);
+    row = mc_db_rows_next(r);
     if (row == NULL) {
-        mysql_free_result(r);
+        mc_db_rows_free(r);
         (void)dbq_fail(q);
         return "not_found: no such room";
     }
     group = row[0] && strcmp(row[0], "group") == 0;
     title = dbq_strndup(q, row[1] ? row[1] : "", row[1] ? strlen(row[1]) : 0);
-    mysql_free_result(r);
+    mc_db_rows_free(r);
     if (title == NULL || current_members(q, req->room, 1, &cur, &ncur) != 0) {
         return dbq_fail(q);
     }
@@ -282,6 +293,10 @@ const char *q_invite(dbq_t *q, const Minichat__InviteRequest *req, Minichat__Inv
     if (nadded > 0) {
         mc_info("db: %zu members invited by %" PRIu64 " to room %" PRIu64 "%s", nadded, req->user, id,
                 res->created ? " (a new group room)" : "");
+        dbq_wrote(q, req->user);
+        for (i = 0; i < nadded; i++) {
+            dbq_wrote(q, added[i]);
+        }
     }
     res->room = id;
     res->added = added;
@@ -293,23 +308,24 @@ const char *q_invite(dbq_t *q, const Minichat__InviteRequest *req, Minichat__Inv
 
 const char *q_leave(dbq_t *q, const Minichat__LeaveRequest *req, Minichat__LeaveResult *res)
 {
-    MYSQL_RES *r;
-    MYSQL_ROW row;
-    MYSQL *m;
+    mc_db_rows_t *r;
+    char **row;
     const char *err = NULL;
 
     if (req->room == 0 || req->user == 0) {
         return "bad_request: a leave needs a room and a user";
     }
     if (req->left_seq) {
-        dbq_sql(q,
-                "UPDATE room_members SET left_at=NOW(3), left_seq=%" PRIu64 " WHERE room_id=%" PRIu64
-                " AND user_id=%" PRIu64 " AND left_at IS NULL",
-                req->left_seq, req->room, req->user);
-        if (dbq_exec(q, MC_DB_PRIMARY) != 0 || (m = mc_db_conn(q->db, MC_DB_PRIMARY)) == NULL) {
+        dbq_sql(q, "UPDATE room_members SET left_at = NOW(3), left_seq = ? WHERE room_id = ?"
+                   " AND user_id = ? AND left_at IS NULL");
+        dbq_arg_u64(q, req->left_seq);
+        dbq_arg_u64(q, req->room);
+        dbq_arg_u64(q, req->user);
+        if (dbq_exec(q, MC_DB_PRIMARY) != 0) {
             return dbq_fail(q);
         }
-        if (mysql_affected_rows(m) == 1) {
+        if (q->st.affected == 1) {
+            dbq_wrote(q, req->user);
             mc_info("db: user %" PRIu64 " left room %" PRIu64 " at seq %" PRIu64, req->user, req->room,
                     req->left_seq);
             res->left_seq = req->left_seq;
@@ -319,25 +335,26 @@ const char *q_leave(dbq_t *q, const Minichat__LeaveRequest *req, Minichat__Leave
     /* not a current member: a user who left already gets that leave back (a
      * retried leave finishes what the first one started); anyone else is
      * refused */
-    dbq_sql(q, "SELECT left_seq FROM room_members WHERE room_id=%" PRIu64 " AND user_id=%" PRIu64
-               " AND left_at IS NOT NULL", req->room, req->user);
+    dbq_sql(q, "SELECT left_seq FROM room_members WHERE room_id = ? AND user_id = ? AND left_at IS NOT NULL");
+    dbq_arg_u64(q, req->room);
+    dbq_arg_u64(q, req->user);
     if ((r = dbq_select(q, MC_DB_PRIMARY)) == NULL) {
         return dbq_fail(q);
     }
-    row = mysql_fetch_row(r);
+    row = mc_db_rows_next(r);
     if (row == NULL) {
         err = "forbidden: not a member of this room";
     } else {
         res->left_seq = dbq_u64(row[0]);
     }
-    mysql_free_result(r);
+    mc_db_rows_free(r);
     return err;
 }
 
 const char *q_room_state(dbq_t *q, const Minichat__RoomStateRequest *req, Minichat__RoomStateResult *res)
 {
-    MYSQL_RES *r;
-    MYSQL_ROW row;
+    mc_db_rows_t *r;
+    char **row;
     size_t n, i;
 
     if (req->room == 0) {
@@ -346,29 +363,29 @@ const char *q_room_state(dbq_t *q, const Minichat__RoomStateRequest *req, Minich
     if (q->lag != NULL && consumer_lag_wait(q->lag, q->rebuild_wait_ms) != 0) {
         return "unavailable: consumer lagging";
     }
-    dbq_sql(q,
-            "SELECT GREATEST(r.last_seq, COALESCE((SELECT MAX(seq) FROM messages WHERE room_id=r.id), 0))"
-            " FROM rooms r WHERE r.id=%" PRIu64,
-            req->room);
+    dbq_sql(q, "SELECT GREATEST(r.last_seq, COALESCE((SELECT MAX(seq) FROM messages WHERE room_id = r.id), 0))"
+               " FROM rooms r WHERE r.id = ?");
+    dbq_arg_u64(q, req->room);
     if ((r = dbq_select(q, MC_DB_PRIMARY)) == NULL) {
         return dbq_fail(q);
     }
-    row = mysql_fetch_row(r);
+    row = mc_db_rows_next(r);
     if (row != NULL) {
         res->found = 1;
         res->last_seq = dbq_u64(row[0]);
     }
-    mysql_free_result(r);
+    mc_db_rows_free(r);
     if (!res->found) {
         return NULL;
     }
 
-    dbq_sql(q, "SELECT user_id, left_at IS NULL, left_seq, last_read_seq FROM room_members WHERE room_id=%" PRIu64
-               " ORDER BY user_id", req->room);
+    dbq_sql(q, "SELECT user_id, left_at IS NULL, left_seq, last_read_seq FROM room_members WHERE room_id = ?"
+               " ORDER BY user_id");
+    dbq_arg_u64(q, req->room);
     if ((r = dbq_select(q, MC_DB_PRIMARY)) == NULL) {
         return dbq_fail(q);
     }
-    n = mysql_num_rows(r);
+    n = mc_db_rows_count(r);
     res->members = dbq_alloc(q, (n + 1) * sizeof(uint64_t));
     res->left = dbq_alloc(q, (n + 1) * sizeof(uint64_t));
     res->left_seq = dbq_alloc(q, (n + 1) * sizeof(uint64_t));
@@ -376,10 +393,10 @@ const char *q_room_state(dbq_t *q, const Minichat__RoomStateRequest *req, Minich
     res->read_seq = dbq_alloc(q, (n + 1) * sizeof(uint64_t));
     if (res->members == NULL || res->left == NULL || res->left_seq == NULL || res->read_user == NULL
         || res->read_seq == NULL) {
-        mysql_free_result(r);
+        mc_db_rows_free(r);
         return "unavailable: out of memory";
     }
-    for (i = 0; (row = mysql_fetch_row(r)) != NULL; i++) {
+    for (i = 0; (row = mc_db_rows_next(r)) != NULL; i++) {
         if (dbq_u64(row[1])) {
             res->members[res->n_members++] = dbq_u64(row[0]);
         } else {
@@ -393,25 +410,27 @@ const char *q_room_state(dbq_t *q, const Minichat__RoomStateRequest *req, Minich
             res->n_read_seq = res->n_read_user;
         }
     }
-    mysql_free_result(r);
+    mc_db_rows_free(r);
 
     /* the latest cids: a send retried across the loss is still the same message */
     dbq_sql(q, "SELECT sender_id, client_msg_id, seq, CAST(UNIX_TIMESTAMP(created_at) * 1000 AS UNSIGNED)"
-               " FROM messages WHERE room_id=%" PRIu64 " ORDER BY seq DESC LIMIT %d", req->room, Q_IDEM_RECENT);
+               " FROM messages WHERE room_id = ? ORDER BY seq DESC LIMIT ?");
+    dbq_arg_u64(q, req->room);
+    dbq_arg_u64(q, Q_IDEM_RECENT);
     if ((r = dbq_select(q, MC_DB_PRIMARY)) == NULL) {
         return dbq_fail(q);
     }
-    n = mysql_num_rows(r);
+    n = mc_db_rows_count(r);
     res->idem_sender = dbq_alloc(q, (n + 1) * sizeof(uint64_t));
     res->idem_cid = dbq_alloc(q, (n + 1) * sizeof(char *));
     res->idem_seq = dbq_alloc(q, (n + 1) * sizeof(uint64_t));
     res->idem_ts = dbq_alloc(q, (n + 1) * sizeof(uint64_t));
     if (res->idem_sender == NULL || res->idem_cid == NULL || res->idem_seq == NULL || res->idem_ts == NULL) {
-        mysql_free_result(r);
+        mc_db_rows_free(r);
         return "unavailable: out of memory";
     }
-    while ((row = mysql_fetch_row(r)) != NULL) {
-        unsigned long *lens = mysql_fetch_lengths(r);
+    while ((row = mc_db_rows_next(r)) != NULL) {
+        const unsigned long *lens = mc_db_rows_lengths(r);
 
         if (row[1] == NULL || (res->idem_cid[res->n_idem_cid] = dbq_strndup(q, row[1], lens[1])) == NULL) {
             continue;
@@ -421,6 +440,6 @@ const char *q_room_state(dbq_t *q, const Minichat__RoomStateRequest *req, Minich
         res->idem_seq[res->n_idem_seq++] = dbq_u64(row[2]);
         res->idem_ts[res->n_idem_ts++] = row[3] ? dbq_u64(row[3]) : 0;
     }
-    mysql_free_result(r);
+    mc_db_rows_free(r);
     return NULL;
 }

@@ -22,24 +22,25 @@ const char *q_ban(dbq_t *q, const Minichat__BanRequest *req, Minichat__BanResult
     if (req->user == 0) {
         return "bad_request: no user";
     }
+    /* times as ms since the epoch: FROM_UNIXTIME(ms / 1000) keeps the milliseconds */
     if (req->banned) {
-        dbq_sql(q, "INSERT INTO users (id, status, banned_until, strikes) VALUES (%" PRIu64 ", 'banned', ", req->user);
+        dbq_sql(q, "INSERT INTO users (id, status, banned_until, strikes) VALUES (?, 'banned', FROM_UNIXTIME(? / 1000), ?)"
+                   " ON DUPLICATE KEY UPDATE status = 'banned', banned_until = VALUES(banned_until),"
+                   " strikes = GREATEST(strikes, VALUES(strikes))");
+        dbq_arg_u64(q, req->user);
         if (req->until) {
-            dbq_sqlf(q, "FROM_UNIXTIME(%" PRIu64 ".%03u)", req->until / 1000, (unsigned)(req->until % 1000));
+            dbq_arg_u64(q, req->until);
         } else {
-            dbq_sqlf(q, "NULL");
+            dbq_arg_null(q); /* permanent */
         }
-        dbq_sqlf(q,
-                 ", %u) ON DUPLICATE KEY UPDATE status = 'banned', banned_until = VALUES(banned_until),"
-                 " strikes = GREATEST(strikes, VALUES(strikes))",
-                 (unsigned)req->strikes);
+        dbq_arg_u64(q, req->strikes);
     } else {
         /* one second of slack for the clocks of Redis and MySQL */
-        dbq_sql(q,
-                "UPDATE users SET status = 'active', banned_until = NULL WHERE id = %" PRIu64
-                " AND status = 'banned' AND banned_until IS NOT NULL"
-                " AND banned_until <= FROM_UNIXTIME(%" PRIu64 ".%03u) + INTERVAL 1 SECOND",
-                req->user, req->until / 1000, (unsigned)(req->until % 1000));
+        dbq_sql(q, "UPDATE users SET status = 'active', banned_until = NULL WHERE id = ?"
+                   " AND status = 'banned' AND banned_until IS NOT NULL"
+                   " AND banned_until <= FROM_UNIXTIME(? / 1000) + INTERVAL 1 SECOND");
+        dbq_arg_u64(q, req->user);
+        dbq_arg_u64(q, req->until);
     }
     if (dbq_exec(q, MC_DB_PRIMARY) != 0) {
         return dbq_fail(q);

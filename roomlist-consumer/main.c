@@ -74,7 +74,7 @@ static void usage(FILE *f)
                "  kafka_session_timeout_ms  how long the group waits for a silent\n"
                "                  member before giving its partitions away      (10000)\n"
                "  mysql_primary   host:port of the primary                   (127.0.0.1:3306)\n"
-               "  mysql_replica   host:port of a replica (unused for writes) ()\n"
+               "  mysql_replicas  host:port,... of replicas (unused: every statement here writes) ()\n"
                "  mysql_user, mysql_password, mysql_database                 (root, \"\", minichat)\n"
                "  mysql_password_file  the password from a file instead (newline stripped)\n"
                "  mysql_ssl       off, on (encrypted) or verify (and the certificate checked\n"

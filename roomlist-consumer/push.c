@@ -97,6 +97,7 @@ struct rc_push_s {
     size_t nusers;
     size_t users_cap;
     mc_buf_t sql;
+    mc_db_args_t args;        /* the rooms of the members query */
     mc_buf_t event;
 
     uint64_t undelivered;     /* delivery reports with an error */
@@ -107,6 +108,8 @@ static void push_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaq
 static int push_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value);
 static int push_check_topic(rc_push_t *p, const char *topic);
 static int push_members(rc_push_t *p, mc_db_t *db, const mc_msgbatch_t *b);
+static int push_members_query(rc_push_t *p, mc_db_t *db, size_t k, size_t n, size_t bucket, mc_db_rows_t **rows,
+                              mc_db_status_t *st);
 static int push_add_member(rc_push_t *p, uint64_t room, uint64_t user, uint64_t joined);
 static int push_users(rc_push_t *p);
 static int push_presence(rc_push_t *p);
@@ -266,6 +269,7 @@ void rc_push_free(rc_push_t *p)
         mc_redis_conn_close(p->redis);
     }
     mc_buf_free(&p->sql);
+    mc_db_args_free(&p->args);
     mc_buf_free(&p->event);
     free(p->members);
     free(p->users);
@@ -309,69 +313,91 @@ static int push_add_member(rc_push_t *p, uint64_t room, uint64_t user, uint64_t 
  * why. */
 static int push_members(rc_push_t *p, mc_db_t *db, const mc_msgbatch_t *b)
 {
-    MYSQL *m;
-    MYSQL_RES *res;
-    MYSQL_ROW row;
+    mc_db_rows_t *rows = NULL;
+    mc_db_status_t st;
+    char **row;
     uint64_t last = 0;
-    size_t i, rooms = 0;
+    size_t i, k, rooms = 0, bucket;
     int rc = 0;
 
     p->nmembers = 0;
-    mc_buf_reset(&p->sql);
-    if (mc_buf_append_str(&p->sql, "SELECT room_id, user_id, joined_seq FROM (SELECT room_id, user_id, joined_seq, "
-                                   "ROW_NUMBER() OVER (PARTITION BY room_id ORDER BY user_id) AS n FROM room_members "
-                                   "WHERE left_at IS NULL AND room_id IN (")
-        != 0)
-    {
-        goto nomem;
-    }
+    mc_db_args_reset(&p->args);
     for (i = 0; i < b->n; i++) {
         if (b->rows[i].kind != MC_MSG_TEXT || (rooms > 0 && b->rows[i].room == last)) {
             continue;
         }
         last = b->rows[i].room;
-        if (mc_buf_appendf(&p->sql, "%s%" PRIu64, rooms > 0 ? "," : "", last) != 0) {
-            goto nomem;
+        if (mc_db_args_add(&p->args, MC_DB_U64(last)) != 0) {
+            mc_error("push: out of memory building the members query");
+            return -1;
         }
         rooms++;
     }
-    if (rooms == 0) {
-        return 0;
+    /* a prepared statement per power of 4 of rooms, the list padded with
+     * its last room (a repeat in IN changes nothing), so that a connection
+     * keeps a handful of statements whatever the batches */
+    for (k = 0; k < rooms; k += bucket) {
+        bucket = mc_db_rows_bucket(rooms - k);
+        if (push_members_query(p, db, k, rooms - k < bucket ? rooms - k : bucket, bucket, &rows, &st) != 0) {
+            mc_error("push: members query failed: %s (%u)", st.msg, st.err);
+            if (mc_db_conn_lost(st.err)) {
+                mc_db_reset(db, MC_DB_PRIMARY);
+            }
+            return -1;
+        }
+        while (rc == 0 && (row = mc_db_rows_next(rows)) != NULL) {
+            if (row[0] == NULL || row[1] == NULL || row[2] == NULL) {
+                continue;
+            }
+            if (push_add_member(p, strtoull(row[0], NULL, 10), strtoull(row[1], NULL, 10),
+                                strtoull(row[2], NULL, 10)) != 0)
+            {
+                mc_error("push: out of memory reading members");
+                rc = -1;
+            }
+        }
+        mc_db_rows_free(rows);
+        rows = NULL;
+        if (rc != 0) {
+            return rc;
+        }
     }
-    if (mc_buf_appendf(&p->sql, ")) m WHERE n <= %zu ORDER BY room_id, user_id", p->max + 1) != 0) {
-        goto nomem;
-    }
+    return 0;
+}
 
-    m = mc_db_conn(db, MC_DB_PRIMARY);
-    if (m == NULL) {
-        mc_error("push: primary unreachable for the members of %zu rooms", rooms);
+/* Runs the members query for the rooms p->args[k .. k+n), padded to
+ * `bucket` placeholders with the last of them.  Returns what mc_db_exec
+ * returns. */
+static int push_members_query(rc_push_t *p, mc_db_t *db, size_t k, size_t n, size_t bucket, mc_db_rows_t **rows,
+                              mc_db_status_t *st)
+{
+    mc_db_arg_t *v;
+    size_t i;
+    int rc, bad;
+
+    mc_buf_reset(&p->sql);
+    v = malloc((bucket + 1) * sizeof(*v));
+    bad = v == NULL
+          || mc_buf_append_str(&p->sql, "SELECT room_id, user_id, joined_seq FROM (SELECT room_id, user_id, "
+                                        "joined_seq, ROW_NUMBER() OVER (PARTITION BY room_id ORDER BY user_id) AS n "
+                                        "FROM room_members WHERE left_at IS NULL AND room_id IN (") != 0;
+    for (i = 0; !bad && i < bucket; i++) {
+        v[i] = p->args.v[k + (i < n ? i : n - 1)];
+        bad = mc_buf_append_str(&p->sql, i ? ",?" : "?") != 0;
+    }
+    if (!bad) {
+        v[bucket] = MC_DB_U64(p->max + 1);
+        bad = mc_buf_append_str(&p->sql, ")) m WHERE n <= ? ORDER BY room_id, user_id") != 0;
+    }
+    if (bad) {
+        free(v);
+        st->err = 0;
+        snprintf(st->msg, sizeof(st->msg), "out of memory");
         return -1;
     }
-    if (mysql_real_query(m, p->sql.data, p->sql.len) != 0 || (res = mysql_store_result(m)) == NULL) {
-        mc_error("push: members query failed: %s (%u)", mysql_error(m), mysql_errno(m));
-        if (mysql_errno(m) >= CR_MIN_ERROR) {
-            mc_db_reset(db, MC_DB_PRIMARY);
-        }
-        return -1;
-    }
-    while ((row = mysql_fetch_row(res)) != NULL) {
-        if (row[0] == NULL || row[1] == NULL || row[2] == NULL) {
-            continue;
-        }
-        if (push_add_member(p, strtoull(row[0], NULL, 10), strtoull(row[1], NULL, 10), strtoull(row[2], NULL, 10))
-            != 0)
-        {
-            mc_error("push: out of memory reading members");
-            rc = -1;
-            break;
-        }
-    }
-    mysql_free_result(res);
+    rc = mc_db_exec(db, MC_DB_PRIMARY, 0, p->sql.data, p->sql.len, v, bucket + 1, rows, st);
+    free(v);
     return rc;
-
-nomem:
-    mc_error("push: out of memory building the members query");
-    return -1;
 }
 
 /* Collects the distinct members of rooms within the limit into p->users.

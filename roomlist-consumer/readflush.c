@@ -9,7 +9,8 @@
  *      logged and deleted, never written;
  *   3. merges marks of the same member to the highest, and in one
  *      transaction on the primary runs the forward-only UPDATE of
- *      room_members.last_read_seq, 1000 marks per statement, then COMMIT;
+ *      room_members.last_read_seq (a prepared statement, up to 1024 marks
+ *      each), then COMMIT;
  *   4. only after the COMMIT deletes each field it saw with a one-key script
  *      that deletes only while the field still holds the value it saw: a
  *      newer read that arrived meanwhile keeps its mark for the next round.
@@ -63,7 +64,6 @@
 #define RF_KEY "{dirty}:read"
 #define RF_SCAN_COUNT "1000"
 #define RF_MAX_MARKS 50000
-#define RF_ROWS_PER_STMT 1000
 #define RF_PIPELINE 1000        /* delete scripts in flight at once */
 #define RF_REDIS_TIMEOUT_MS 2000
 #define RF_BACKOFF_MIN_MS 100
@@ -106,6 +106,7 @@ struct rc_readflush_s {
     size_t cap;
     mc_readmark_t *marks;   /* the good entries, merged */
     mc_buf_t sql;
+    mc_db_args_t args;
 
     uint64_t rounds;        /* rounds that wrote something */
     uint64_t moved;         /* room_members rows moved forward */
@@ -124,7 +125,6 @@ static int rf_scan(rc_readflush_t *rf);
 static int rf_add(rc_readflush_t *rf, const redisReply *f, const redisReply *v);
 static size_t rf_parse(rc_readflush_t *rf, size_t *nbad);
 static int rf_write(rc_readflush_t *rf, size_t nmarks, uint64_t *moved);
-static int rf_query(MYSQL *m, const char *what, const char *sql, size_t len);
 static int rf_delete(rc_readflush_t *rf, int bad, size_t *deleted, size_t *kept);
 
 rc_readflush_t *rc_readflush_start(const rc_readflush_config_t *cfg)
@@ -210,6 +210,7 @@ static void rf_free(rc_readflush_t *rf)
     mc_db_free(rf->db);
     mc_buf_free(&rf->strs);
     mc_buf_free(&rf->sql);
+    mc_db_args_free(&rf->args);
     free(rf->entries);
     free(rf->marks);
     free(rf->addr);
@@ -448,50 +449,41 @@ static size_t rf_parse(rc_readflush_t *rf, size_t *nbad)
     return mc_readmark_merge(marks, n);
 }
 
-/* Runs one statement.  Returns 0, or -1 after logging the error. */
-static int rf_query(MYSQL *m, const char *what, const char *sql, size_t len)
-{
-    if (mysql_real_query(m, sql, len) != 0) {
-        mc_error("readflush: %s failed: %s (%u)", what, mysql_error(m), mysql_errno(m));
-        return -1;
-    }
-    return 0;
-}
-
 /* Writes the merged marks in one transaction on the primary.  Returns 0
  * once committed (*moved: rows that moved), or -1 after rolling back. */
 static int rf_write(rc_readflush_t *rf, size_t nmarks, uint64_t *moved)
 {
-    MYSQL *m;
+    mc_db_status_t st;
     size_t next = 0;
 
-    m = mc_db_conn(rf->db, MC_DB_PRIMARY);
-    if (m == NULL) {
+    memset(&st, 0, sizeof(st));
+    if (mc_db_conn(rf->db, MC_DB_PRIMARY) == NULL) {
         rf->failures++;
         mc_error("readflush: primary unreachable; %zu marks wait for the next round", nmarks);
         return -1;
     }
-    if (rf_query(m, "start transaction", "START TRANSACTION", 17) != 0) {
+    if (mc_db_write(rf->db, "readflush: start transaction", "START TRANSACTION", 17, NULL, &st) != 0) {
         goto err;
     }
     while (next < nmarks) {
-        if (mc_readmark_sql(rf->marks, nmarks, &next, RF_ROWS_PER_STMT, &rf->sql) != 0) {
+        if (mc_readmark_stmt(rf->marks, nmarks, &next, &rf->sql, &rf->args) != 0) {
             mc_error("readflush: out of memory building the update");
             goto err;
         }
-        if (rf_query(m, "room_members read update", rf->sql.data, rf->sql.len) != 0) {
+        if (mc_db_write(rf->db, "readflush: room_members read update", rf->sql.data, rf->sql.len, &rf->args, &st)
+            != 0) {
             goto err;
         }
-        *moved += mysql_affected_rows(m);
+        *moved += st.affected;
     }
-    if (rf_query(m, "commit", "COMMIT", 6) != 0) {
+    if (mc_db_write(rf->db, "readflush: commit", "COMMIT", 6, NULL, &st) != 0) {
         goto err;
     }
     return 0;
 
 err:
     rf->failures++;
-    if (mysql_errno(m) >= CR_MIN_ERROR || mysql_query(m, "ROLLBACK") != 0) {
+    if (st.err >= CR_MIN_ERROR || mc_db_write(rf->db, "readflush: rollback", "ROLLBACK", 8, NULL, &st) != 0) {
         /* the connection is gone or unusable: the server rolls back on its own */
         mc_db_reset(rf->db, MC_DB_PRIMARY);
     }

@@ -1,10 +1,10 @@
 /*
  * The roomlist-consumer's database side: one transaction per batch on the
- * primary, built from the statements of msgbatch.c:
+ * primary, built from the prepared statements of msgbatch.c:
  *
  *   START TRANSACTION
- *   INSERT IGNORE INTO messages ...     (one or more, split at max_stmt_bytes)
- *   UPDATE rooms ... forward-only
+ *   INSERT IGNORE INTO messages ...     (power-of-4 row counts, within max_stmt_bytes)
+ *   UPDATE rooms ... forward-only       (one per 1024 rooms)
  *   UPDATE room_members ... forward-only, for the rooms that are due
  *   COMMIT
  *
@@ -38,9 +38,10 @@
 #include "minichat/log.h"
 #include "store.h"
 
-static int store_query(MYSQL *m, const char *what, const char *sql, size_t len);
+static int store_query(rc_store_t *st, const char *what, const char *sql);
 static int store_due_reserve(rc_store_t *st, size_t n);
-static void store_fail(rc_store_t *st, MYSQL *m);
+static int store_members(rc_store_t *st, uint64_t *members);
+static void store_fail(rc_store_t *st);
 
 void rc_store_init(rc_store_t *st, mc_db_t *db, size_t max_stmt_bytes, int64_t members_interval_ms)
 {
@@ -53,8 +54,7 @@ void rc_store_init(rc_store_t *st, mc_db_t *db, size_t max_stmt_bytes, int64_t m
 void rc_store_free(rc_store_t *st)
 {
     mc_buf_free(&st->sql);
-    mc_buf_free(&st->members);
-    mc_buf_free(&st->rooms);
+    mc_db_args_free(&st->args);
     mc_debounce_free(&st->debounce);
     free(st->due);
     st->due = NULL;
@@ -65,12 +65,31 @@ size_t rc_store_pending(const rc_store_t *st)
     return mc_debounce_dirty(&st->debounce);
 }
 
-/* Runs one statement.  Returns 0, or -1 after logging the error. */
-static int store_query(MYSQL *m, const char *what, const char *sql, size_t len)
+/* Runs a statement without values (sql) or the one built in st->sql with
+ * st->args (sql NULL).  Returns 0, or -1 after logging the error. */
+static int store_query(rc_store_t *st, const char *what, const char *sql)
 {
-    if (mysql_real_query(m, sql, len) != 0) {
-        mc_error("store: %s failed: %s (%u)", what, mysql_error(m), mysql_errno(m));
-        return -1;
+    if (sql != NULL) {
+        return mc_db_write(st->db, what, sql, strlen(sql), NULL, &st->status);
+    }
+    return mc_db_write(st->db, what, st->sql.data, st->sql.len, &st->args, &st->status);
+}
+
+/* Runs the room_members updates for the due rooms.  Returns 0 (*members:
+ * rows changed) or -1. */
+static int store_members(rc_store_t *st, uint64_t *members)
+{
+    size_t next = 0;
+
+    while (next < st->ndue) {
+        if (mc_members_stmt(st->due, st->ndue, &next, &st->sql, &st->args) != 0) {
+            mc_error("store: out of memory building the room_members update");
+            return -1;
+        }
+        if (store_query(st, "room_members update", NULL) != 0) {
+            return -1;
+        }
+        *members += st->status.affected;
     }
     return 0;
 }
@@ -99,10 +118,10 @@ static int store_due_reserve(rc_store_t *st, size_t n)
 
 /* Rolls back after a failed statement, resetting a broken connection, and
  * puts the due rooms back into the debouncer. */
-static void store_fail(rc_store_t *st, MYSQL *m)
+static void store_fail(rc_store_t *st)
 {
     st->failures++;
-    if (mysql_errno(m) >= 2000 || mysql_query(m, "ROLLBACK") != 0) {
+    if (st->status.err >= 2000 || store_query(st, "rollback", "ROLLBACK") != 0) {
         /* the connection is gone or unusable: the server rolls back on its own */
         mc_db_reset(st->db, MC_DB_PRIMARY);
     }
@@ -114,17 +133,14 @@ static void store_fail(rc_store_t *st, MYSQL *m)
 
 int rc_store_write(rc_store_t *st, mc_msgbatch_t *b)
 {
-    MYSQL *m;
     size_t i, next = 0;
-    uint64_t inserted = 0, moved, members;
+    uint64_t inserted = 0, moved = 0, members;
     int64_t now;
 
     if (b->n == 0) {
         return 0;
     }
-
-    m = mc_db_conn(st->db, MC_DB_PRIMARY);
-    if (m == NULL) {
+    if (mc_db_conn(st->db, MC_DB_PRIMARY) == NULL) {
         st->failures++;
         return -1;
     }
@@ -132,29 +148,31 @@ int rc_store_write(rc_store_t *st, mc_msgbatch_t *b)
     mc_msgbatch_sort(b);
     st->ndue = 0;
 
-    if (store_query(m, "start transaction", "START TRANSACTION", 17) != 0) {
+    if (store_query(st, "start transaction", "START TRANSACTION") != 0) {
         goto err;
     }
 
     while (next < b->n) {
-        if (mc_msgbatch_insert_sql(b, &next, st->max_stmt_bytes, &st->sql) != 0) {
+        if (mc_msgbatch_insert_stmt(b, &next, st->max_stmt_bytes, &st->sql, &st->args) != 0) {
             mc_error("store: out of memory building insert");
             goto err;
         }
-        if (store_query(m, "insert", st->sql.data, st->sql.len) != 0) {
+        if (store_query(st, "insert", NULL) != 0) {
             goto err;
         }
-        inserted += mysql_affected_rows(m);
+        inserted += st->status.affected;
     }
 
-    if (mc_msgbatch_rooms_sql(b, &st->rooms) != 0) {
-        mc_error("store: out of memory building the rooms update");
-        goto err;
+    for (next = 0; next < b->n;) {
+        if (mc_msgbatch_rooms_stmt(b, &next, &st->sql, &st->args) != 0) {
+            mc_error("store: out of memory building the rooms update");
+            goto err;
+        }
+        if (store_query(st, "rooms update", NULL) != 0) {
+            goto err;
+        }
+        moved += st->status.affected;
     }
-    if (store_query(m, "rooms update", st->rooms.data, st->rooms.len) != 0) {
-        goto err;
-    }
-    moved = mysql_affected_rows(m);
 
     /* the batch's rooms that are due, then older dirty rooms whose time has come */
     now = mc_now_ms();
@@ -172,18 +190,11 @@ int rc_store_write(rc_store_t *st, mc_msgbatch_t *b)
     st->ndue += mc_debounce_take(&st->debounce, now, 0, st->due + st->ndue, st->due_cap - st->ndue);
 
     members = 0;
-    if (st->ndue > 0) {
-        if (mc_members_sql(st->due, st->ndue, &st->members) != 0) {
-            mc_error("store: out of memory building the room_members update");
-            goto err;
-        }
-        if (store_query(m, "room_members update", st->members.data, st->members.len) != 0) {
-            goto err;
-        }
-        members = mysql_affected_rows(m);
+    if (store_members(st, &members) != 0) {
+        goto err;
     }
 
-    if (store_query(m, "commit", "COMMIT", 6) != 0) {
+    if (store_query(st, "commit", "COMMIT") != 0) {
         goto err;
     }
 
@@ -198,19 +209,18 @@ int rc_store_write(rc_store_t *st, mc_msgbatch_t *b)
     return 0;
 
 err:
-    store_fail(st, m);
+    store_fail(st);
     return -1;
 }
 
 int rc_store_flush_members(rc_store_t *st, int force)
 {
-    MYSQL *m;
+    uint64_t members = 0;
 
     if (mc_debounce_dirty(&st->debounce) == 0) {
         return 0;
     }
-    m = mc_db_conn(st->db, MC_DB_PRIMARY);
-    if (m == NULL) {
+    if (mc_db_conn(st->db, MC_DB_PRIMARY) == NULL) {
         return -1;
     }
 
@@ -224,20 +234,17 @@ int rc_store_flush_members(rc_store_t *st, int force)
         return 0;
     }
 
-    if (mc_members_sql(st->due, st->ndue, &st->members) != 0) {
-        mc_error("store: out of memory building the room_members update");
+    /* autocommit: each statement is its own transaction (forward-only, so a
+     * failure halfway leaves nothing wrong, only rooms to do again) */
+    if (store_members(st, &members) != 0) {
         goto err;
     }
-    /* autocommit: one statement is its own transaction */
-    if (store_query(m, "room_members update", st->members.data, st->members.len) != 0) {
-        goto err;
-    }
-    st->members_set += mysql_affected_rows(m);
+    st->members_set += members;
     mc_debug("store: deferred room_members update for %zu rooms", st->ndue);
     st->ndue = 0;
     return 0;
 
 err:
-    store_fail(st, m);
+    store_fail(st);
     return -1;
 }

@@ -13,9 +13,9 @@
 
 typedef struct {
     mc_db_t *db;
-    mc_buf_t sql;           /* INSERT statements, reused between batches */
-    mc_buf_t members;       /* the room_members UPDATE */
-    mc_buf_t rooms;         /* the rooms UPDATE */
+    mc_buf_t sql;           /* the statement being run, reused between batches */
+    mc_db_args_t args;      /* its values */
+    mc_db_status_t status;  /* of the last statement */
     size_t max_stmt_bytes;  /* an INSERT is split before it grows past this */
     mc_debounce_t debounce; /* rooms whose members' last_message_at is behind */
     uint64_t *due;          /* rooms whose members are updated in this transaction */

@@ -29,6 +29,21 @@ static const char *mc_db_conf_path(const mc_conf_t *c, const char *key)
     return v != NULL && v[0] != '\0' ? v : NULL;
 }
 
+/* Reads an integer key in [min, max].  Returns 0, or -1 with the reason in err. */
+static int mc_db_conf_int(const mc_conf_t *c, const char *key, long long def, long long min, long long max,
+                          int64_t *out, char *err, size_t err_size)
+{
+    int ok = 1;
+    long long v = mc_conf_get_int(c, key, def, &ok);
+
+    if (!ok || v < min || v > max) {
+        snprintf(err, err_size, "%s must be a number in [%lld, %lld]", key, min, max);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
 /* Checks that the file named by key, if any, is readable.  Returns 0 or -1. */
 static int mc_db_conf_file(const char *key, const char *path, char *err, size_t err_size)
 {
@@ -45,12 +60,30 @@ int mc_db_conf_read(const mc_conf_t *c, mc_db_conf_t *dc, char *err, size_t err_
 {
     const char *mode = mc_conf_get(c, "mysql_ssl", "off");
     const char *pw_file = mc_db_conf_path(c, "mysql_password_file");
+    const char *one = mc_conf_get(c, "mysql_replica", "");
+    const char *many = mc_conf_get(c, "mysql_replicas", "");
     char why[300];
     int i;
 
     memset(dc, 0, sizeof(*dc));
     dc->db.primary = mc_conf_get(c, "mysql_primary", NULL);
-    dc->db.replica = mc_conf_get(c, "mysql_replica", NULL);
+    if (one[0] != '\0' && many[0] != '\0') {
+        snprintf(err, err_size, "mysql_replica and mysql_replicas are both set; keep mysql_replicas");
+        return -1;
+    }
+    dc->db.replicas = many[0] != '\0' ? many : one;
+    dc->db.ryw = NULL;
+    if (mc_db_conf_int(c, "mysql_replica_max_lag_ms", 2000, 0, 3600000, &dc->db.max_lag_ms, err, err_size) != 0
+        || mc_db_conf_int(c, "mysql_replica_check_ms", 250, 10, 60000, &dc->db.lag_check_ms, err, err_size) != 0
+        || mc_db_conf_int(c, "mysql_read_your_writes_ms", 2000, 0, 3600000, &dc->db.ryw_ms, err, err_size) != 0)
+    {
+        return -1;
+    }
+    if (dc->db.max_lag_ms > 0 && dc->db.lag_check_ms * 60 < dc->db.max_lag_ms) {
+        /* the lag samples cover MC_DB_LAG_SAMPLES checks */
+        snprintf(err, err_size, "mysql_replica_check_ms must be at least mysql_replica_max_lag_ms / 60");
+        return -1;
+    }
     dc->db.user = mc_conf_get(c, "mysql_user", "root");
     dc->db.database = mc_conf_get(c, "mysql_database", "minichat");
     dc->db.password = mc_conf_get(c, "mysql_password", "");

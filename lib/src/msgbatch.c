@@ -1,16 +1,30 @@
 /*
- * Batches of chat messages and the SQL that persists them (see msgbatch.h).
+ * Batches of chat messages and the statements that persist them (see
+ * msgbatch.h).
  *
  * The roomlist-consumer collects a few hundred Kafka records into an
  * mc_msgbatch_t, sorts it by (room, seq), and runs in one transaction:
  *
- *   INSERT IGNORE INTO messages (...) VALUES (...), (...), ...
- *       -- as many statements as the packet limit needs; PRIMARY KEY(room_id,
- *       -- seq) plus IGNORE turns a redelivered record into a no-op.
+ *   INSERT IGNORE INTO messages (...) VALUES (?,...), (?,...), ...
+ *       -- as many rows as the bytes allow, at most MC_MSGBATCH_INSERT_ROWS;
+ *       -- PRIMARY KEY(room_id, seq) plus IGNORE turns a redelivered record
+ *       -- into a no-op.
  *   UPDATE rooms r JOIN (<one row per room>) v ...
  *       SET r.last_seq = v.seq, ... WHERE r.last_seq < v.seq
  *   UPDATE room_members m JOIN rooms r ... SET m.last_message_at = r.last_message_at
- *       WHERE m.room_id IN (...) AND ... m.last_message_at < r.last_message_at
+ *       WHERE m.room_id IN (?, ...) AND ... m.last_message_at < r.last_message_at
+ *
+ * Every value is a parameter of a prepared statement (db_arg.h): text goes
+ * to the server as utf8mb4 in the binary protocol, no escaping rule applies
+ * and NUL bytes pass.  A statement's text depends only on its row count.
+ * The insert has one text per count: under load every batch is full
+ * (batch_size rows), so one statement, prepared once, carries them all in
+ * one round trip, which kept the text-SQL throughput (splitting batches
+ * into power-of-4 statements cost about a quarter of it); a light load's
+ * odd counts are prepared as they come, which costs what parsing the text
+ * did, and the connection's statement cache (64) bounds them.  The updates
+ * pad their rows to a power of 4 with a repeat of the last one, so they
+ * need at most six texts each.
  *
  * The per-room row carries the batch's highest seq for the room, its time and
  * a preview of the room's last text message in the batch: a system message
@@ -21,12 +35,10 @@
  * time, whatever batch it runs in, and also only forward: so it can be
  * deferred and coalesced (see debounce.c) without ever writing a stale value.
  *
- * Strings go into the SQL as _utf8mb4 X'<hex>' literals: no escaping rule
- * depends on the connection or on NO_BACKSLASH_ESCAPES, and NUL bytes pass.
  * Text is made valid UTF-8 on the way in (invalid bytes become U+FFFD) so a
  * bad record can never fail a batch forever in strict mode.  Times are
- * FROM_UNIXTIME(<s>.<ms>) so that the milliseconds are exact; a time of 0 or
- * one past TIMESTAMP's 2038 limit becomes NOW(3).
+ * FROM_UNIXTIME(ms / 1000) so that the milliseconds are exact; a time of 0
+ * or one past TIMESTAMP's 2038 limit is sent as NULL and becomes NOW(3).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -37,47 +49,21 @@
 
 #define MC_TS_MAX_SECONDS 2147483647ULL
 
-static int sql_append_str(mc_buf_t *buf, const char *s, size_t len);
-static int sql_append_time(mc_buf_t *buf, uint64_t ts);
-static size_t row_sql_size(const mc_msgrow_t *r);
+static int arg_time(mc_db_args_t *a, uint64_t ts);
+static size_t row_bytes(const mc_msgrow_t *r);
 static int row_cmp(const void *a, const void *b);
-static int rooms_values_sql(const mc_msgbatch_t *b, mc_buf_t *out);
+static int room_args(mc_db_args_t *args, const mc_msgrow_t *r, const mc_msgrow_t *t);
 
-/* Appends s as a _utf8mb4 X'..' literal.  Returns 0 or -1. */
-static int sql_append_str(mc_buf_t *buf, const char *s, size_t len)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    static const char pre[] = "_utf8mb4 X'";
-    const unsigned char *u = (const unsigned char *)s;
-    char *p;
-    size_t i;
-
-    if (mc_buf_reserve(buf, sizeof(pre) - 1 + 2 * len + 1) != 0) {
-        return -1;
-    }
-    p = buf->data + buf->len;
-    memcpy(p, pre, sizeof(pre) - 1);
-    p += sizeof(pre) - 1;
-    for (i = 0; i < len; i++) {
-        *p++ = hex[u[i] >> 4];
-        *p++ = hex[u[i] & 0x0f];
-    }
-    *p++ = '\'';
-    buf->len = (size_t)(p - buf->data);
-    buf->data[buf->len] = '\0';
-    return 0;
-}
-
-/* Appends the SQL expression for a millisecond time.  Returns 0 or -1. */
-static int sql_append_time(mc_buf_t *buf, uint64_t ts)
+/* Adds a millisecond time as the value of COALESCE(FROM_UNIXTIME(? / 1000),
+ * NOW(3)): NULL (now) for a time TIMESTAMP cannot hold.  Returns 0 or -1. */
+static int arg_time(mc_db_args_t *a, uint64_t ts)
 {
     /* TIMESTAMP starts at 1970-01-01 00:00:01: anything earlier would make
      * strict mode reject the batch, forever */
     if (ts < 1000 || ts / 1000 >= MC_TS_MAX_SECONDS) {
-        return mc_buf_append(buf, "NOW(3)", 6);
+        return mc_db_args_add(a, MC_DB_NULL);
     }
-    return mc_buf_appendf(buf, "FROM_UNIXTIME(%llu.%03llu)", (unsigned long long)(ts / 1000),
-                          (unsigned long long)(ts % 1000));
+    return mc_db_args_add(a, MC_DB_U64(ts));
 }
 
 void mc_msgbatch_init(mc_msgbatch_t *b)
@@ -211,57 +197,89 @@ size_t mc_msgbatch_rooms(const mc_msgbatch_t *b)
     return n;
 }
 
-/* Returns an upper bound of the SQL bytes of one row's VALUES tuple. */
-static size_t row_sql_size(const mc_msgrow_t *r)
+/* Returns an upper bound of the bytes one row's values take on the wire. */
+static size_t row_bytes(const mc_msgrow_t *r)
 {
-    return 3 * 21 + 2 * (r->cid_len + r->body_len) + 2 * 12 + 48 + 16;
+    return r->cid_len + r->body_len + 64;
 }
 
-int mc_msgbatch_insert_sql(const mc_msgbatch_t *b, size_t *next, size_t max_bytes, mc_buf_t *out)
+int mc_msgbatch_insert_stmt(const mc_msgbatch_t *b, size_t *next, size_t max_bytes, mc_buf_t *sql,
+                            mc_db_args_t *args)
 {
     static const char head[] =
         "INSERT IGNORE INTO messages (room_id, seq, sender_id, kind, body, client_msg_id, created_at) VALUES ";
+    static const char tuple[] = "(?,?,?,?,?,?,COALESCE(FROM_UNIXTIME(? / 1000), NOW(3)))";
     const mc_msgrow_t *r;
-    size_t i;
+    size_t i, k, bytes = 0;
 
-    mc_buf_reset(out);
-    if (mc_buf_append(out, head, sizeof(head) - 1) != 0) {
-        return -1;
+    mc_buf_reset(sql);
+    mc_db_args_reset(args);
+    if (*next >= b->n) {
+        return 0;
     }
-
-    for (i = *next; i < b->n; i++) {
-        r = &b->rows[i];
-        if (i > *next && out->len + row_sql_size(r) > max_bytes) {
+    /* as many rows as fit */
+    for (k = 0; *next + k < b->n && k < MC_MSGBATCH_INSERT_ROWS; k++) {
+        bytes += row_bytes(&b->rows[*next + k]);
+        if (k > 0 && bytes > max_bytes) {
             break;
         }
-        if (mc_buf_appendf(out, "%s(%llu,%llu,%llu,'%s',", i > *next ? "," : "", (unsigned long long)r->room,
-                           (unsigned long long)r->seq, (unsigned long long)r->sender,
-                           r->kind == MC_MSG_SYSTEM ? "system" : "text") != 0
-            || sql_append_str(out, r->body, r->body_len) != 0 || mc_buf_append(out, ",", 1) != 0
-            || sql_append_str(out, r->cid, r->cid_len) != 0 || mc_buf_append(out, ",", 1) != 0
-            || sql_append_time(out, r->ts) != 0 || mc_buf_append(out, ")", 1) != 0)
+    }
+    if (mc_buf_append(sql, head, sizeof(head) - 1) != 0) {
+        return -1;
+    }
+    for (i = *next; i < *next + k; i++) {
+        r = &b->rows[i];
+        if ((i > *next && mc_buf_append(sql, ",", 1) != 0) || mc_buf_append(sql, tuple, sizeof(tuple) - 1) != 0
+            || mc_db_args_add(args, MC_DB_U64(r->room)) != 0 || mc_db_args_add(args, MC_DB_U64(r->seq)) != 0
+            || mc_db_args_add(args, MC_DB_U64(r->sender)) != 0
+            || mc_db_args_add(args, r->kind == MC_MSG_SYSTEM ? MC_DB_TEXT("system", 6) : MC_DB_TEXT("text", 4)) != 0
+            || mc_db_args_add(args, MC_DB_TEXT(r->body, r->body_len)) != 0
+            || mc_db_args_add(args, MC_DB_TEXT(r->cid, r->cid_len)) != 0 || arg_time(args, r->ts) != 0)
         {
             return -1;
         }
     }
-
-    *next = i;
+    *next += k;
     return 0;
 }
 
-/* Appends the derived table "(SELECT id, seq, at, preview UNION ALL ...) v"
- * with one row per room: the room's last row in the sorted batch, and the
- * preview of the room's last text message in the batch (NULL when the batch
- * has only system messages for the room).  Returns 0 or -1. */
-static int rooms_values_sql(const mc_msgbatch_t *b, mc_buf_t *out)
+/* Adds one room's derived-table values: the room's last row r and the
+ * preview of its last text message t (NULL when there is none).  Returns 0 or -1. */
+static int room_args(mc_db_args_t *args, const mc_msgrow_t *r, const mc_msgrow_t *t)
 {
-    const mc_msgrow_t *r, *t;
-    size_t i, k, start = 0, first = 1;
-
-    if (mc_buf_append(out, "(", 1) != 0) {
+    if (mc_db_args_add(args, MC_DB_U64(r->room)) != 0 || mc_db_args_add(args, MC_DB_U64(r->seq)) != 0
+        || arg_time(args, r->ts) != 0)
+    {
         return -1;
     }
-    for (i = 0; i < b->n; i++) {
+    if (t == NULL) {
+        return mc_db_args_add(args, MC_DB_NULL);
+    }
+    return mc_db_args_add(args, MC_DB_TEXT(t->body, mc_utf8_prefix(t->body, t->body_len, MC_MSGBATCH_PREVIEW_CHARS)));
+}
+
+int mc_msgbatch_rooms_stmt(const mc_msgbatch_t *b, size_t *next, mc_buf_t *sql, mc_db_args_t *args)
+{
+    static const char head[] =
+        "UPDATE rooms r JOIN (SELECT CAST(? AS UNSIGNED) AS id, CAST(? AS UNSIGNED) AS seq,"
+        " COALESCE(FROM_UNIXTIME(? / 1000), NOW(3)) AS at, ? AS preview";
+    static const char more[] = " UNION ALL SELECT ?, ?, COALESCE(FROM_UNIXTIME(? / 1000), NOW(3)), ?";
+    static const char tail[] =
+        ") v ON r.id = v.id SET r.last_seq = v.seq, r.last_message_at = v.at,"
+        " r.last_preview = COALESCE(LEFT(v.preview, 191), r.last_preview)"
+        " WHERE r.last_seq < v.seq";
+    const mc_msgrow_t *r = NULL, *t = NULL;
+    size_t i, k, rooms = 0, start = *next, bucket;
+
+    mc_buf_reset(sql);
+    mc_db_args_reset(args);
+    if (*next >= b->n) {
+        return 0;
+    }
+    if (mc_buf_append(sql, head, sizeof(head) - 1) != 0) {
+        return -1;
+    }
+    for (i = *next; i < b->n && rooms < MC_DB_ROWS_MAX; i++) {
         if (i + 1 < b->n && b->rows[i + 1].room == b->rows[i].room) {
             continue;
         }
@@ -273,45 +291,24 @@ static int rooms_values_sql(const mc_msgbatch_t *b, mc_buf_t *out)
                 break;
             }
         }
-        if (mc_buf_appendf(out, first ? "SELECT %llu AS id, %llu AS seq, " : " UNION ALL SELECT %llu, %llu, ",
-                           (unsigned long long)r->room, (unsigned long long)r->seq) != 0
-            || sql_append_time(out, r->ts) != 0 || (first && mc_buf_append(out, " AS at", 6) != 0)
-            || mc_buf_append(out, ", ", 2) != 0
-            || (t != NULL
-                    ? sql_append_str(out, t->body, mc_utf8_prefix(t->body, t->body_len, MC_MSGBATCH_PREVIEW_CHARS))
-                    : mc_buf_append(out, "NULL", 4))
-                   != 0
-            || (first && mc_buf_append(out, " AS preview", 11) != 0))
-        {
+        if ((rooms > 0 && mc_buf_append(sql, more, sizeof(more) - 1) != 0) || room_args(args, r, t) != 0) {
             return -1;
         }
-        first = 0;
+        rooms++;
         start = i + 1;
     }
-    return mc_buf_append(out, ") v", 3);
+    /* pad to the statement's size with the last room again: a repeated row
+     * of the derived table updates its room once, to the same values */
+    for (bucket = mc_db_rows_bucket(rooms); rooms < bucket; rooms++) {
+        if (mc_buf_append(sql, more, sizeof(more) - 1) != 0 || room_args(args, r, t) != 0) {
+            return -1;
+        }
+    }
+    *next = start;
+    return mc_buf_append(sql, tail, sizeof(tail) - 1);
 }
 
-int mc_msgbatch_rooms_sql(const mc_msgbatch_t *b, mc_buf_t *out)
-{
-    static const char head[] = "UPDATE rooms r JOIN ";
-    static const char tail[] =
-        " ON r.id = v.id SET r.last_seq = v.seq, r.last_message_at = v.at,"
-        " r.last_preview = COALESCE(LEFT(v.preview, 191), r.last_preview)"
-        " WHERE r.last_seq < v.seq";
-
-    mc_buf_reset(out);
-    if (b->n == 0) {
-        return 0;
-    }
-    if (mc_buf_append(out, head, sizeof(head) - 1) != 0 || rooms_values_sql(b, out) != 0
-        || mc_buf_append(out, tail, sizeof(tail) - 1) != 0)
-    {
-        return -1;
-    }
-    return 0;
-}
-
-int mc_members_sql(const uint64_t *rooms, size_t n, mc_buf_t *out)
+int mc_members_stmt(const uint64_t *rooms, size_t n, size_t *next, mc_buf_t *sql, mc_db_args_t *args)
 {
     static const char head[] =
         "UPDATE room_members m JOIN rooms r ON r.id = m.room_id SET m.last_message_at = r.last_message_at"
@@ -319,19 +316,26 @@ int mc_members_sql(const uint64_t *rooms, size_t n, mc_buf_t *out)
     static const char tail[] =
         ") AND m.left_at IS NULL AND r.last_message_at IS NOT NULL"
         " AND (m.last_message_at IS NULL OR m.last_message_at < r.last_message_at)";
-    size_t i;
+    size_t i, k, bucket;
 
-    mc_buf_reset(out);
-    if (n == 0) {
+    mc_buf_reset(sql);
+    mc_db_args_reset(args);
+    if (*next >= n) {
         return 0;
     }
-    if (mc_buf_append(out, head, sizeof(head) - 1) != 0) {
+    k = n - *next < MC_DB_ROWS_MAX ? n - *next : MC_DB_ROWS_MAX;
+    bucket = mc_db_rows_bucket(k);
+    if (mc_buf_append(sql, head, sizeof(head) - 1) != 0) {
         return -1;
     }
-    for (i = 0; i < n; i++) {
-        if (mc_buf_appendf(out, i > 0 ? ",%llu" : "%llu", (unsigned long long)rooms[i]) != 0) {
+    for (i = 0; i < bucket; i++) {
+        /* padded with the last room again: IN ignores the repeat */
+        if (mc_buf_append(sql, i > 0 ? ",?" : "?", i > 0 ? 2 : 1) != 0
+            || mc_db_args_add(args, MC_DB_U64(rooms[*next + (i < k ? i : k - 1)])) != 0)
+        {
             return -1;
         }
     }
-    return mc_buf_append(out, tail, sizeof(tail) - 1);
+    *next += k;
+    return mc_buf_append(sql, tail, sizeof(tail) - 1);
 }

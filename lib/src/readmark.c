@@ -4,17 +4,19 @@
  *
  * Everything in the hash came from Redis, which anyone with access can
  * write, so fields and values are parsed strictly (digits only, no overflow)
- * and only numbers ever reach the SQL text.  The statement is
+ * and reach MySQL only as numeric parameters of the prepared statement
  *
- *   UPDATE room_members m JOIN (SELECT CAST(r AS UNSIGNED) AS room_id, ...
- *       UNION ALL SELECT r, u, s ...) v ON m.room_id = v.room_id AND m.user_id = v.user_id
+ *   UPDATE room_members m JOIN (SELECT CAST(? AS UNSIGNED) AS room_id, ...
+ *       UNION ALL SELECT ?, ?, ? ...) v ON m.room_id = v.room_id AND m.user_id = v.user_id
  *   SET m.last_read_seq = GREATEST(m.last_read_seq, v.seq) WHERE m.last_read_seq < v.seq
  *
  * GREATEST and the WHERE both say "forward only"; the WHERE also keeps rows
  * that would not move out of the write (and out of the binlog).  A
  * multi-table UPDATE changes each row at most once, so two marks for the
  * same member in one derived table would leave the row at whichever matched
- * first: mc_readmark_merge() folds them into the highest beforehand.  The
+ * first: mc_readmark_merge() folds them into the highest beforehand (the
+ * padding to a power-of-4 row count, db_arg.h, repeats the last mark with
+ * its own seq, which changes nothing).  The
  * CAST in the first row makes the derived table's columns BIGINT UNSIGNED
  * like the key, so the join stays an eq_ref on the primary key.
  */
@@ -76,38 +78,38 @@ size_t mc_readmark_merge(mc_readmark_t *marks, size_t n)
     return k + 1;
 }
 
-int mc_readmark_sql(const mc_readmark_t *marks, size_t n, size_t *next, size_t max_rows, mc_buf_t *out)
+int mc_readmark_stmt(const mc_readmark_t *marks, size_t n, size_t *next, mc_buf_t *sql, mc_db_args_t *args)
 {
-    static const char head[] = "UPDATE room_members m JOIN (";
+    static const char head[] =
+        "UPDATE room_members m JOIN (SELECT CAST(? AS UNSIGNED) AS room_id, CAST(? AS UNSIGNED) AS user_id,"
+        " CAST(? AS UNSIGNED) AS seq";
+    static const char more[] = " UNION ALL SELECT ?, ?, ?";
     static const char tail[] =
         ") v ON m.room_id = v.room_id AND m.user_id = v.user_id"
         " SET m.last_read_seq = GREATEST(m.last_read_seq, v.seq) WHERE m.last_read_seq < v.seq";
     const mc_readmark_t *r;
-    size_t i, end;
+    size_t i, k, bucket;
 
-    mc_buf_reset(out);
+    mc_buf_reset(sql);
+    mc_db_args_reset(args);
     if (*next >= n) {
         return 0;
     }
-    end = max_rows > 0 && n - *next > max_rows ? *next + max_rows : n;
-    if (mc_buf_append(out, head, sizeof(head) - 1) != 0) {
+    k = n - *next < MC_DB_ROWS_MAX ? n - *next : MC_DB_ROWS_MAX;
+    bucket = mc_db_rows_bucket(k);
+    if (mc_buf_append(sql, head, sizeof(head) - 1) != 0) {
         return -1;
     }
-    for (i = *next; i < end; i++) {
-        r = &marks[i];
-        if (mc_buf_appendf(out,
-                           i == *next ? "SELECT CAST(%llu AS UNSIGNED) AS room_id, CAST(%llu AS UNSIGNED) AS user_id,"
-                                        " CAST(%llu AS UNSIGNED) AS seq"
-                                      : " UNION ALL SELECT %llu, %llu, %llu",
-                           (unsigned long long)r->room, (unsigned long long)r->user, (unsigned long long)r->seq)
-            != 0)
+    for (i = 0; i < bucket; i++) {
+        /* padded with the last mark again: the same member to the same seq */
+        r = &marks[*next + (i < k ? i : k - 1)];
+        if ((i > 0 && mc_buf_append(sql, more, sizeof(more) - 1) != 0)
+            || mc_db_args_add(args, MC_DB_U64(r->room)) != 0 || mc_db_args_add(args, MC_DB_U64(r->user)) != 0
+            || mc_db_args_add(args, MC_DB_U64(r->seq)) != 0)
         {
             return -1;
         }
     }
-    if (mc_buf_append(out, tail, sizeof(tail) - 1) != 0) {
-        return -1;
-    }
-    *next = end;
-    return 0;
+    *next += k;
+    return mc_buf_append(sql, tail, sizeof(tail) - 1);
 }

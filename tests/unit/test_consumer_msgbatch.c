@@ -1,7 +1,8 @@
 /*
  * Unit tests for lib/src/msgbatch.c: the row mapping from packed ChatMessages
- * and the SQL the roomlist-consumer sends for a batch.  The statements are
- * checked as text here; scripts and integration tests run them against MariaDB.
+ * and the prepared statements the roomlist-consumer runs for a batch: their
+ * texts, values and row-count buckets are checked here; integration tests
+ * run them against MariaDB.
  */
 #include <check.h>
 #include <stdlib.h>
@@ -74,10 +75,28 @@ START_TEST(test_add_packed)
 }
 END_TEST
 
-START_TEST(test_insert_sql)
+/* Checks that args[i] is the number v. */
+static void arg_u64(const mc_db_args_t *a, size_t i, uint64_t v)
+{
+    ck_assert_uint_lt(i, a->n);
+    ck_assert_int_eq(a->v[i].type, MC_DB_ARG_U64);
+    ck_assert_uint_eq(a->v[i].u64, v);
+}
+
+/* Checks that args[i] is the text t. */
+static void arg_text(const mc_db_args_t *a, size_t i, const char *t)
+{
+    ck_assert_uint_lt(i, a->n);
+    ck_assert_int_eq(a->v[i].type, MC_DB_ARG_TEXT);
+    ck_assert_uint_eq(a->v[i].len, strlen(t));
+    ck_assert_int_eq(memcmp(a->v[i].s, t, strlen(t)), 0);
+}
+
+START_TEST(test_insert_stmt)
 {
     mc_msgbatch_t b;
     mc_buf_t s = {0};
+    mc_db_args_t a = {0};
     size_t next = 0;
 
     mc_msgbatch_init(&b);
@@ -86,61 +105,93 @@ START_TEST(test_insert_sql)
     mc_msgbatch_sort(&b);
     ck_assert_uint_eq(b.rows[0].seq, 1);
 
-    ck_assert_int_eq(mc_msgbatch_insert_sql(&b, &next, 1 << 20, &s), 0);
-    ck_assert_uint_eq(next, 2);
-    ck_assert_uint_eq(s.len, strlen(s.data));
+    /* a byte bound of one row: one statement per row */
+    ck_assert_int_eq(mc_msgbatch_insert_stmt(&b, &next, 10, &s, &a), 0);
+    ck_assert_uint_eq(next, 1);
     ck_assert_str_eq(s.data, "INSERT IGNORE INTO messages (room_id, seq, sender_id, kind, body, client_msg_id, "
-                             "created_at) VALUES (7,1,42,'text',_utf8mb4 X'5C',_utf8mb4 X'6331',NOW(3)),"
-                             "(7,2,42,'text',_utf8mb4 X'69742773',_utf8mb4 X'632732',"
-                             "FROM_UNIXTIME(1732500000.007))");
+                             "created_at) VALUES (?,?,?,?,?,?,COALESCE(FROM_UNIXTIME(? / 1000), NOW(3)))");
+    ck_assert_uint_eq(a.n, 7);
+    arg_u64(&a, 0, 7);
+    arg_u64(&a, 1, 1);
+    arg_u64(&a, 2, 42);
+    arg_text(&a, 3, "text");
+    arg_text(&a, 4, "\\");
+    arg_text(&a, 5, "c1");
+    ck_assert_int_eq(a.v[6].type, MC_DB_ARG_NULL); /* time 0: now */
+    ck_assert_int_eq(mc_msgbatch_insert_stmt(&b, &next, 10, &s, &a), 0);
+    ck_assert_uint_eq(next, 2);
+    arg_u64(&a, 1, 2);
+    arg_text(&a, 4, "it's"); /* quotes are values, not SQL */
+    arg_text(&a, 5, "c'2");
+    arg_u64(&a, 6, 1732500000007ULL);
+    ck_assert_int_eq(mc_msgbatch_insert_stmt(&b, &next, 10, &s, &a), 0);
+    ck_assert_uint_eq(s.len, 0);
+    /* room enough: both rows in one statement */
+    next = 0;
+    ck_assert_int_eq(mc_msgbatch_insert_stmt(&b, &next, 1 << 20, &s, &a), 0);
+    ck_assert_uint_eq(next, 2);
+    ck_assert_int_eq(count(s.data, "(?,?,?,?,?,?,"), 2);
+    ck_assert_uint_eq(a.n, 14);
     mc_buf_free(&s);
+    mc_db_args_free(&a);
     mc_msgbatch_free(&b);
 }
 END_TEST
 
-START_TEST(test_insert_sql_split)
+START_TEST(test_insert_stmt_split)
 {
     mc_msgbatch_t b;
     mc_buf_t s = {0};
-    size_t next = 0, rows = 0, stmts = 0, before;
+    mc_db_args_t a = {0};
+    size_t next = 0, rows = 0, stmts = 0, before, k;
     char body[100];
     uint64_t i;
 
     memset(body, 'x', sizeof(body));
     mc_msgbatch_init(&b);
-    for (i = 1; i <= 1000; i++) {
+    for (i = 1; i <= 10000; i++) {
         ck_assert_int_eq(mc_msgbatch_add(&b, 1 + i % 7, i, 1, 1732500000000ULL + i, "c", 1, body, sizeof(body)), 0);
     }
     mc_msgbatch_sort(&b);
 
+    /* within the bytes: MC_MSGBATCH_INSERT_ROWS at most */
     while (next < b.n) {
         before = next;
-        ck_assert_int_eq(mc_msgbatch_insert_sql(&b, &next, 16 * 1024, &s), 0);
-        ck_assert_uint_gt(next, before);
-        ck_assert_uint_le(s.len, 16 * 1024);
+        ck_assert_int_eq(mc_msgbatch_insert_stmt(&b, &next, 1 << 22, &s, &a), 0);
+        k = next - before;
+        ck_assert_uint_eq(k, stmts < 2 ? MC_MSGBATCH_INSERT_ROWS : 10000 - 2 * MC_MSGBATCH_INSERT_ROWS);
         ck_assert_int_eq(count(s.data, "INSERT IGNORE"), 1);
-        rows += (size_t)count(s.data, "'text'");
+        ck_assert_int_eq(count(s.data, "(?,?,?,?,?,?,"), (int)k);
+        ck_assert_uint_eq(a.n, 7 * k);
+        rows += k;
         stmts++;
     }
-    ck_assert_uint_eq(rows, 1000);
-    ck_assert_uint_gt(stmts, 5);
+    ck_assert_uint_eq(rows, 10000);
+    ck_assert_uint_eq(stmts, 3);
 
-    /* a row larger than the limit still goes, alone */
+    /* a byte bound: 165 bytes a row (100 + 1 + 64), 16 KiB hold 99 */
     next = 0;
-    ck_assert_int_eq(mc_msgbatch_insert_sql(&b, &next, 10, &s), 0);
+    ck_assert_int_eq(mc_msgbatch_insert_stmt(&b, &next, 16 * 1024, &s, &a), 0);
+    ck_assert_uint_eq(next, 16 * 1024 / 165);
+    /* a row larger than the bound still goes, alone */
+    next = 0;
+    ck_assert_int_eq(mc_msgbatch_insert_stmt(&b, &next, 10, &s, &a), 0);
     ck_assert_uint_eq(next, 1);
     mc_buf_free(&s);
+    mc_db_args_free(&a);
     mc_msgbatch_free(&b);
 }
 END_TEST
 
-START_TEST(test_rooms_sql)
+START_TEST(test_rooms_stmt)
 {
     mc_msgbatch_t b;
     mc_buf_t r = {0};
+    mc_db_args_t a = {0};
+    size_t next = 0;
 
     mc_msgbatch_init(&b);
-    ck_assert_int_eq(mc_msgbatch_rooms_sql(&b, &r), 0);
+    ck_assert_int_eq(mc_msgbatch_rooms_stmt(&b, &next, &r, &a), 0);
     ck_assert_uint_eq(r.len, 0);
 
     ck_assert_int_eq(mc_msgbatch_add(&b, 5, 10, 1, 1000, "a", 1, "ten", 3), 0);
@@ -150,32 +201,101 @@ START_TEST(test_rooms_sql)
     mc_msgbatch_sort(&b);
     ck_assert_uint_eq(mc_msgbatch_rooms(&b), 2);
 
-    /* one row per room: its highest seq, with that message's time and preview */
-    ck_assert_int_eq(mc_msgbatch_rooms_sql(&b, &r), 0);
-    ck_assert_str_eq(r.data, "UPDATE rooms r JOIN (SELECT 3 AS id, 4 AS seq, FROM_UNIXTIME(2.000) AS at, "
-                             "_utf8mb4 X'666F7572' AS preview UNION ALL SELECT 5, 12, FROM_UNIXTIME(3.000), "
-                             "_utf8mb4 X'7477656C7665') v ON r.id = v.id SET r.last_seq = v.seq, "
+    /* one row per room: its highest seq, with that message's time and
+     * preview; two rooms padded to four rows with the last one again */
+    ck_assert_int_eq(mc_msgbatch_rooms_stmt(&b, &next, &r, &a), 0);
+    ck_assert_uint_eq(next, 4);
+    ck_assert_str_eq(r.data, "UPDATE rooms r JOIN (SELECT CAST(? AS UNSIGNED) AS id, CAST(? AS UNSIGNED) AS seq, "
+                             "COALESCE(FROM_UNIXTIME(? / 1000), NOW(3)) AS at, ? AS preview"
+                             " UNION ALL SELECT ?, ?, COALESCE(FROM_UNIXTIME(? / 1000), NOW(3)), ?"
+                             " UNION ALL SELECT ?, ?, COALESCE(FROM_UNIXTIME(? / 1000), NOW(3)), ?"
+                             " UNION ALL SELECT ?, ?, COALESCE(FROM_UNIXTIME(? / 1000), NOW(3)), ?"
+                             ") v ON r.id = v.id SET r.last_seq = v.seq, "
                              "r.last_message_at = v.at, r.last_preview = COALESCE(LEFT(v.preview, 191), r.last_preview) "
                              "WHERE r.last_seq < v.seq");
+    ck_assert_uint_eq(a.n, 16);
+    arg_u64(&a, 0, 3);
+    arg_u64(&a, 1, 4);
+    arg_u64(&a, 2, 2000);
+    arg_text(&a, 3, "four");
+    arg_u64(&a, 4, 5);
+    arg_u64(&a, 5, 12);
+    arg_u64(&a, 6, 3000);
+    arg_text(&a, 7, "twelve");
+    arg_u64(&a, 12, 5);
+    arg_text(&a, 15, "twelve");
+    ck_assert_int_eq(mc_msgbatch_rooms_stmt(&b, &next, &r, &a), 0);
+    ck_assert_uint_eq(r.len, 0);
     mc_buf_free(&r);
+    mc_db_args_free(&a);
     mc_msgbatch_free(&b);
 }
 END_TEST
 
-START_TEST(test_members_sql)
+START_TEST(test_rooms_stmt_chunks)
+{
+    mc_msgbatch_t b;
+    mc_buf_t r = {0};
+    mc_db_args_t a = {0};
+    size_t next = 0, stmts = 0;
+    uint64_t i;
+
+    mc_msgbatch_init(&b);
+    for (i = 1; i <= 1500; i++) {
+        ck_assert_int_eq(mc_msgbatch_add(&b, i, 1, 1, 1000, "c", 1, "x", 1), 0);
+        ck_assert_int_eq(mc_msgbatch_add(&b, i, 2, 1, 2000, "c", 1, "y", 1), 0);
+    }
+    mc_msgbatch_sort(&b);
+    while (next < b.n) {
+        ck_assert_int_eq(mc_msgbatch_rooms_stmt(&b, &next, &r, &a), 0);
+        /* 1024 rooms, then 476 padded to 1024 */
+        ck_assert_uint_eq(a.n, 4 * 1024);
+        ck_assert_uint_eq(next, stmts == 0 ? 2048 : 3000);
+        arg_u64(&a, 0, stmts == 0 ? 1 : 1025);
+        arg_u64(&a, 1, 2);
+        stmts++;
+    }
+    ck_assert_uint_eq(stmts, 2);
+    arg_u64(&a, 4 * 1023, 1500); /* the padding repeats the last room */
+    mc_buf_free(&r);
+    mc_db_args_free(&a);
+    mc_msgbatch_free(&b);
+}
+END_TEST
+
+START_TEST(test_members_stmt)
 {
     uint64_t rooms[] = {3, 18446744073709551615ULL};
     mc_buf_t m = {0};
+    mc_db_args_t a = {0};
+    size_t next = 0;
 
-    ck_assert_int_eq(mc_members_sql(rooms, 0, &m), 0);
+    ck_assert_int_eq(mc_members_stmt(rooms, 0, &next, &m, &a), 0);
     ck_assert_uint_eq(m.len, 0);
-    ck_assert_int_eq(mc_members_sql(rooms, 2, &m), 0);
+    ck_assert_int_eq(mc_members_stmt(rooms, 2, &next, &m, &a), 0);
+    ck_assert_uint_eq(next, 2);
     ck_assert_str_eq(m.data, "UPDATE room_members m JOIN rooms r ON r.id = m.room_id "
                              "SET m.last_message_at = r.last_message_at "
-                             "WHERE m.room_id IN (3,18446744073709551615) AND m.left_at IS NULL "
+                             "WHERE m.room_id IN (?,?,?,?) AND m.left_at IS NULL "
                              "AND r.last_message_at IS NOT NULL "
                              "AND (m.last_message_at IS NULL OR m.last_message_at < r.last_message_at)");
+    arg_u64(&a, 0, 3);
+    arg_u64(&a, 1, 18446744073709551615ULL);
+    arg_u64(&a, 2, 18446744073709551615ULL);
+    arg_u64(&a, 3, 18446744073709551615ULL);
     mc_buf_free(&m);
+    mc_db_args_free(&a);
+}
+END_TEST
+
+START_TEST(test_buckets)
+{
+    ck_assert_uint_eq(mc_db_rows_bucket(1), 1);
+    ck_assert_uint_eq(mc_db_rows_bucket(2), 4);
+    ck_assert_uint_eq(mc_db_rows_bucket(4), 4);
+    ck_assert_uint_eq(mc_db_rows_bucket(5), 16);
+    ck_assert_uint_eq(mc_db_rows_bucket(1000), 1024);
+    ck_assert_uint_eq(mc_db_rows_bucket(5000), 1024);
 }
 END_TEST
 
@@ -183,8 +303,9 @@ START_TEST(test_preview_truncated_by_characters)
 {
     mc_msgbatch_t b;
     mc_buf_t r = {0};
+    mc_db_args_t a = {0};
     char body[600];
-    const char *x, *end;
+    size_t next = 0;
     int i;
 
     for (i = 0; i < 300; i++) {
@@ -192,15 +313,11 @@ START_TEST(test_preview_truncated_by_characters)
     }
     mc_msgbatch_init(&b);
     ck_assert_int_eq(mc_msgbatch_add(&b, 1, 1, 1, 1, "c", 1, body, sizeof(body)), 0);
-    ck_assert_int_eq(mc_msgbatch_rooms_sql(&b, &r), 0);
-
-    x = strstr(r.data, "X'");
-    ck_assert_ptr_nonnull(x);
-    x += 2;
-    end = strchr(x, '\'');
-    ck_assert_ptr_nonnull(end);
-    ck_assert_int_eq(end - x, 191 * 2 * 2);
+    ck_assert_int_eq(mc_msgbatch_rooms_stmt(&b, &next, &r, &a), 0);
+    ck_assert_int_eq(a.v[3].type, MC_DB_ARG_TEXT);
+    ck_assert_uint_eq(a.v[3].len, 191 * 2);
     mc_buf_free(&r);
+    mc_db_args_free(&a);
     mc_msgbatch_free(&b);
 }
 END_TEST
@@ -260,6 +377,7 @@ START_TEST(test_kind_persisted)
     size_t len, next = 0;
     mc_msgbatch_t b;
     mc_buf_t s = MC_BUF_INIT;
+    mc_db_args_t a = {0};
 
     mc_msgbatch_init(&b);
     len = pack_kind(buf, 9, 1, "", "hi");
@@ -276,15 +394,19 @@ START_TEST(test_kind_persisted)
     ck_assert_int_eq(b.rows[1].kind, MC_MSG_SYSTEM);
     ck_assert_int_eq(b.rows[2].kind, MC_MSG_TEXT);
 
-    ck_assert_int_eq(mc_msgbatch_insert_sql(&b, &next, 1 << 20, &s), 0);
-    ck_assert_int_eq(count(s.data, "'text'"), 2);
-    ck_assert_int_eq(count(s.data, "'system'"), 1);
-    ck_assert_ptr_nonnull(strstr(s.data, "(9,2,42,'system',"));
-    ck_assert_ptr_nonnull(strstr(s.data, "(9,3,42,'text',"));
+    ck_assert_int_eq(mc_msgbatch_insert_stmt(&b, &next, 1 << 20, &s, &a), 0);
+    ck_assert_uint_eq(a.n, 21);
+    arg_u64(&a, 1, 1);
+    arg_text(&a, 3, "text");
+    arg_u64(&a, 8, 2);
+    arg_text(&a, 10, "system");
+    arg_u64(&a, 15, 3);
+    arg_text(&a, 17, "text");
 
     /* a plain add is text */
     ck_assert_int_eq(mc_msgbatch_add(&b, 1, 1, 1, 1, "c", 1, "x", 1), MC_MSGBATCH_OK);
     ck_assert_int_eq(b.rows[3].kind, MC_MSG_TEXT);
+    mc_db_args_free(&a);
     mc_buf_free(&s);
     mc_msgbatch_free(&b);
 }
@@ -293,9 +415,10 @@ END_TEST
 START_TEST(test_system_keeps_preview)
 {
     uint8_t buf[256];
-    size_t len;
+    size_t len, next = 0;
     mc_msgbatch_t b;
     mc_buf_t r = MC_BUF_INIT;
+    mc_db_args_t a = {0};
 
     mc_msgbatch_init(&b);
     /* room 4: text then a later system message: the room moves to seq 6,
@@ -307,12 +430,15 @@ START_TEST(test_system_keeps_preview)
     len = pack_kind(buf, 5, 1, "system", "{}");
     ck_assert_int_eq(mc_msgbatch_add_packed(&b, buf, len), MC_MSGBATCH_OK);
     mc_msgbatch_sort(&b);
-    ck_assert_int_eq(mc_msgbatch_rooms_sql(&b, &r), 0);
-    ck_assert_str_eq(r.data, "UPDATE rooms r JOIN (SELECT 4 AS id, 6 AS seq, FROM_UNIXTIME(1732500000.000) AS at, "
-                             "_utf8mb4 X'666F7572' AS preview UNION ALL SELECT 5, 1, FROM_UNIXTIME(1732500000.000), "
-                             "NULL) v ON r.id = v.id SET r.last_seq = v.seq, r.last_message_at = v.at, "
-                             "r.last_preview = COALESCE(LEFT(v.preview, 191), r.last_preview) "
-                             "WHERE r.last_seq < v.seq");
+    ck_assert_int_eq(mc_msgbatch_rooms_stmt(&b, &next, &r, &a), 0);
+    arg_u64(&a, 0, 4);
+    arg_u64(&a, 1, 6);
+    arg_u64(&a, 2, 1732500000000ULL);
+    arg_text(&a, 3, "four");
+    arg_u64(&a, 4, 5);
+    arg_u64(&a, 5, 1);
+    ck_assert_int_eq(a.v[7].type, MC_DB_ARG_NULL);
+    mc_db_args_free(&a);
     mc_buf_free(&r);
     mc_msgbatch_free(&b);
 }
@@ -325,10 +451,12 @@ static Suite *msgbatch_suite(void)
 
     tcase_add_test(tc, test_add_rejects_missing_keys);
     tcase_add_test(tc, test_add_packed);
-    tcase_add_test(tc, test_insert_sql);
-    tcase_add_test(tc, test_insert_sql_split);
-    tcase_add_test(tc, test_rooms_sql);
-    tcase_add_test(tc, test_members_sql);
+    tcase_add_test(tc, test_insert_stmt);
+    tcase_add_test(tc, test_insert_stmt_split);
+    tcase_add_test(tc, test_rooms_stmt);
+    tcase_add_test(tc, test_rooms_stmt_chunks);
+    tcase_add_test(tc, test_members_stmt);
+    tcase_add_test(tc, test_buckets);
     tcase_add_test(tc, test_preview_truncated_by_characters);
     tcase_add_test(tc, test_clear_and_reuse);
     tcase_add_test(tc, test_kind_parse);

@@ -80,20 +80,31 @@ START_TEST(test_sql)
 {
     mc_readmark_t m[] = {{3, 9, 1}, {5, 1, 7}, {18446744073709551615ULL, 2, 12}};
     mc_buf_t s = MC_BUF_INIT;
+    mc_db_args_t a = {0};
     size_t next = 0;
+    static const uint64_t want[] = {3, 9, 1, 5, 1, 7, 18446744073709551615ULL, 2, 12,
+                                    18446744073709551615ULL, 2, 12};
+    size_t i;
 
-    ck_assert_int_eq(mc_readmark_sql(m, 3, &next, 1000, &s), 0);
+    ck_assert_int_eq(mc_readmark_stmt(m, 3, &next, &s, &a), 0);
     ck_assert_uint_eq(next, 3);
-    ck_assert_str_eq(s.data, "UPDATE room_members m JOIN (SELECT CAST(3 AS UNSIGNED) AS room_id, "
-                             "CAST(9 AS UNSIGNED) AS user_id, CAST(1 AS UNSIGNED) AS seq "
-                             "UNION ALL SELECT 5, 1, 7 UNION ALL SELECT 18446744073709551615, 2, 12) v "
+    /* three marks padded to four rows with the last one again */
+    ck_assert_str_eq(s.data, "UPDATE room_members m JOIN (SELECT CAST(? AS UNSIGNED) AS room_id, "
+                             "CAST(? AS UNSIGNED) AS user_id, CAST(? AS UNSIGNED) AS seq "
+                             "UNION ALL SELECT ?, ?, ? UNION ALL SELECT ?, ?, ? UNION ALL SELECT ?, ?, ?) v "
                              "ON m.room_id = v.room_id AND m.user_id = v.user_id "
                              "SET m.last_read_seq = GREATEST(m.last_read_seq, v.seq) "
                              "WHERE m.last_read_seq < v.seq");
+    ck_assert_uint_eq(a.n, 12);
+    for (i = 0; i < 12; i++) {
+        ck_assert_int_eq(a.v[i].type, MC_DB_ARG_U64);
+        ck_assert_uint_eq(a.v[i].u64, want[i]);
+    }
     /* nothing left: an empty statement */
-    ck_assert_int_eq(mc_readmark_sql(m, 3, &next, 1000, &s), 0);
+    ck_assert_int_eq(mc_readmark_stmt(m, 3, &next, &s, &a), 0);
     ck_assert_uint_eq(s.len, 0);
     mc_buf_free(&s);
+    mc_db_args_free(&a);
 }
 END_TEST
 
@@ -101,7 +112,8 @@ START_TEST(test_sql_chunks)
 {
     mc_readmark_t *m;
     mc_buf_t s = MC_BUF_INIT;
-    size_t next = 0, rows = 0, stmts = 0, i;
+    mc_db_args_t a = {0};
+    size_t next = 0, stmts = 0, i;
 
     m = malloc(2500 * sizeof(*m));
     ck_assert_ptr_nonnull(m);
@@ -110,16 +122,20 @@ START_TEST(test_sql_chunks)
         m[i].user = 1 + i % 10;
         m[i].seq = i;
     }
+    /* 1024, 1024, then 452 padded to 1024 */
     while (next < 2500) {
-        ck_assert_int_eq(mc_readmark_sql(m, 2500, &next, 1000, &s), 0);
+        ck_assert_int_eq(mc_readmark_stmt(m, 2500, &next, &s, &a), 0);
         ck_assert_int_eq(count(s.data, "UPDATE room_members"), 1);
-        rows += (size_t)count(s.data, "SELECT");
+        ck_assert_int_eq(count(s.data, "SELECT"), 1024);
+        ck_assert_uint_eq(a.n, 3 * 1024);
         stmts++;
+        ck_assert_uint_eq(next, stmts < 3 ? 1024 * stmts : 2500);
     }
-    ck_assert_uint_eq(rows, 2500);
     ck_assert_uint_eq(stmts, 3);
+    ck_assert_uint_eq(a.v[3 * 1023 + 2].u64, 2499);
     free(m);
     mc_buf_free(&s);
+    mc_db_args_free(&a);
 }
 END_TEST
 

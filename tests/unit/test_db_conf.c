@@ -70,11 +70,36 @@ static void teardown(void)
     mc_conf_free(conf);
 }
 
+START_TEST(test_replicas_and_bounds)
+{
+    /* mysql_replica is the one-item spelling of mysql_replicas */
+    ck_assert_int_eq(read_conf("mysql_replica = 127.0.0.1:3307\n"), 0);
+    ck_assert_str_eq(dc.db.replicas, "127.0.0.1:3307");
+    mc_conf_free(conf);
+    ck_assert_int_eq(read_conf("mysql_replicas = a:1,b:2\nmysql_replica_max_lag_ms = 0\n"), 0);
+    ck_assert_str_eq(dc.db.replicas, "a:1,b:2");
+    ck_assert_int_eq(dc.db.max_lag_ms, 0);
+    mc_conf_free(conf);
+    ck_assert_int_eq(read_conf("mysql_replica = a:1\nmysql_replicas = b:2\n"), -1);
+    ck_assert_ptr_nonnull(strstr(err, "both set"));
+    mc_conf_free(conf);
+    ck_assert_int_eq(read_conf("mysql_read_your_writes_ms = -1\n"), -1);
+    ck_assert_ptr_nonnull(strstr(err, "mysql_read_your_writes_ms"));
+    mc_conf_free(conf);
+    /* lag samples must cover the bound */
+    ck_assert_int_eq(read_conf("mysql_replica_max_lag_ms = 60000\nmysql_replica_check_ms = 10\n"), -1);
+    ck_assert_ptr_nonnull(strstr(err, "mysql_replica_check_ms"));
+}
+END_TEST
+
 START_TEST(test_defaults)
 {
     ck_assert_int_eq(read_conf("mysql_primary = 127.0.0.1:3306\n"), 0);
     ck_assert_str_eq(dc.db.primary, "127.0.0.1:3306");
-    ck_assert_ptr_null(dc.db.replica);
+    ck_assert_str_eq(dc.db.replicas, "");
+    ck_assert_int_eq(dc.db.max_lag_ms, 2000);
+    ck_assert_int_eq(dc.db.lag_check_ms, 250);
+    ck_assert_int_eq(dc.db.ryw_ms, 2000);
     ck_assert_str_eq(dc.db.user, "root");
     ck_assert_str_eq(dc.db.password, "");
     ck_assert_str_eq(dc.db.database, "minichat");
@@ -192,6 +217,7 @@ static Suite *db_conf_suite(void)
 
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_defaults);
+    tcase_add_test(tc, test_replicas_and_bounds);
     tcase_add_test(tc, test_verify_with_files);
     tcase_add_test(tc, test_on_without_ca);
     tcase_add_test(tc, test_bad_mode);

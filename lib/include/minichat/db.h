@@ -1,30 +1,51 @@
 /*
- * The primary/replica router for MySQL (libmariadb, blocking API): writes and
- * reads that must see them go to the primary, other reads to a replica, and
- * to the primary when no replica answers.  Connections are opened lazily and
- * reopened after a lost connection.  One mc_db_t per thread.
+ * The primary/replica router for MySQL (libmariadb, blocking API).
+ *
+ * Writes, transactions and reads that must see them go to the primary;
+ * other reads go to the replicas in turn, skipping one that is down or lags
+ * past max_lag_ms, and to the primary when none is usable.  A read for a
+ * user who wrote through the process's routers within the read-your-writes
+ * window goes to the primary too.  Connections are opened lazily, kept and
+ * reused, and reopened after a lost connection.  One mc_db_t per thread: a
+ * router and its connections are never shared (the read-your-writes table
+ * is, see db_ryw.h).
+ *
+ * Every statement that carries data is a prepared statement (mc_db_exec in
+ * db_exec.c), cached per connection (db_stmt.h).
  */
 #ifndef MINICHAT_DB_H
 #define MINICHAT_DB_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 #include <mysql.h>
+
+#include "minichat/conf.h"
+#include "minichat/db_arg.h"
+#include "minichat/db_ryw.h"
+#include "minichat/db_stmt.h"
 
 /* TLS to the servers (mysql_ssl): off; on: encrypted, the certificate's
  * chain checked against ssl_ca when one is given (libmariadb), its name not;
  * verify: encrypted, the chain checked against ssl_ca and the name against
- * the host of mysql_primary / mysql_replica. */
+ * the host of mysql_primary / mysql_replicas. */
 typedef enum { MC_DB_SSL_OFF, MC_DB_SSL_ON, MC_DB_SSL_VERIFY } mc_db_ssl_t;
 
 typedef struct {
-    const char *primary;  /* "host:port" */
-    const char *replica;  /* "host:port" or NULL/"" for none */
+    const char *primary;    /* "host:port", "host" or "/unix/socket" */
+    const char *replicas;   /* a list of those, or NULL/"" for none */
     const char *user;
     const char *password;
     const char *database;
     mc_db_ssl_t ssl;
-    const char *ssl_ca;   /* PEM files, NULL or "" for none */
+    const char *ssl_ca;     /* PEM files, NULL or "" for none */
     const char *ssl_cert;
     const char *ssl_key;
+    int64_t max_lag_ms;     /* a replica further behind is skipped; 0: lag not measured */
+    int64_t lag_check_ms;   /* at most one lag measurement per replica per this */
+    int64_t ryw_ms;         /* read-your-writes window (for the caller's mc_db_ryw_new) */
+    mc_db_ryw_t *ryw;       /* the process's recent writers, or NULL: read-your-writes off */
 } mc_db_config_t;
 
 typedef struct mc_db_s mc_db_t;
@@ -34,17 +55,70 @@ typedef enum { MC_DB_PRIMARY, MC_DB_REPLICA } mc_db_role_t;
 mc_db_t *mc_db_new(const mc_db_config_t *cfg);
 void mc_db_free(mc_db_t *db);
 
-/* Returns a live connection for the role (a replica request falls back to the
- * primary when the replica cannot be reached), or NULL when none can be had. */
-MYSQL *mc_db_conn(mc_db_t *db, mc_db_role_t role);
+/* Returns a live connection for the role, or NULL when none can be had.  A
+ * replica request for user (0: nobody in particular) is served by the
+ * primary when the user wrote within the read-your-writes window, or when
+ * no replica is usable. */
+MYSQL *mc_db_conn_for(mc_db_t *db, mc_db_role_t role, uint64_t user);
+#define mc_db_conn(db, role) mc_db_conn_for((db), (role), 0)
 
-/* Marks the role's connection broken after an error such as CR_SERVER_GONE_ERROR
- * so that the next mc_db_conn() reconnects. */
+/* The statement cache of the connection the last mc_db_conn_for() of the
+ * role handed out. */
+mc_db_stmts_t *mc_db_stmts(mc_db_t *db, mc_db_role_t role);
+
+/* Returns 1 when the last REPLICA request was served by a replica, 0 when
+ * by the primary. */
+int mc_db_served_by_replica(const mc_db_t *db);
+
+/* Records that user wrote (after the COMMIT): the user's reads go to the
+ * primary for the read-your-writes window. */
+void mc_db_wrote(mc_db_t *db, uint64_t user);
+
+/* Marks the connection last handed out for the role broken (after an error
+ * such as CR_SERVER_GONE_ERROR) so that the next request reconnects; a
+ * replica is also paused as down. */
 void mc_db_reset(mc_db_t *db, mc_db_role_t role);
+
+/* Returns 1 when a MySQL error code means the connection is gone. */
+int mc_db_conn_lost(unsigned err);
 
 /* The libmariadb error number of the last failed connect (0 after a
  * successful one), for telling a wrong password or certificate from a
  * server that is merely down (mc_db_error_is_config() in db_conf.h). */
 unsigned int mc_db_connect_errno(const mc_db_t *db);
+
+/* --- db_exec.c: prepared statements with typed parameters --- */
+
+/* The rows of a result, every column as a NUL-terminated string (NULL for
+ * SQL NULL), read one after another with mc_db_rows_next. */
+typedef struct mc_db_rows_s mc_db_rows_t;
+
+typedef struct {
+    unsigned err;             /* of the last failed statement (0: none) */
+    char msg[256];
+    uint64_t affected;        /* rows of the last statement */
+    uint64_t insert_id;
+} mc_db_status_t;
+
+/* Runs sql[0..len) with its ? parameters as a prepared statement on the
+ * role's connection (for user, see mc_db_conn_for).  With rows non-NULL the
+ * result is stored in a new *rows (mc_db_rows_free).  Returns 0, or -1 with
+ * st->err set; a lost connection is NOT reset here (the caller decides, see
+ * mc_db_conn_lost). */
+int mc_db_exec(mc_db_t *db, mc_db_role_t role, uint64_t user, const char *sql, size_t len, const mc_db_arg_t *args,
+               size_t nargs, mc_db_rows_t **rows, mc_db_status_t *st);
+
+/* mc_db_exec on the primary without rows, for a writer's statement (the
+ * text in sql, the values in args, either may be NULL/empty); a failure is
+ * logged as "<what> failed".  Returns 0 (st->affected) or -1. */
+int mc_db_write(mc_db_t *db, const char *what, const char *sql, size_t len, const mc_db_args_t *args,
+                mc_db_status_t *st);
+
+size_t mc_db_rows_count(const mc_db_rows_t *r);
+/* Returns the next row (columns as strings, NULL for SQL NULL) or NULL at the end. */
+char **mc_db_rows_next(mc_db_rows_t *r);
+/* Returns the byte lengths of the row mc_db_rows_next returned last. */
+const unsigned long *mc_db_rows_lengths(const mc_db_rows_t *r);
+void mc_db_rows_free(mc_db_rows_t *r);
 
 #endif

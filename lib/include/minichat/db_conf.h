@@ -2,7 +2,12 @@
  * The mysql_* keys of the services' config files, read in one place for
  * relay-worker and roomlist-consumer:
  *
- *   mysql_primary, mysql_replica   host:port (or /socket)
+ *   mysql_primary                  host:port (or /socket)
+ *   mysql_replicas                 a list of those, read in turn; mysql_replica:
+ *                                  the older spelling for one (not both)
+ *   mysql_replica_max_lag_ms       a replica further behind is skipped (2000; 0: not measured)
+ *   mysql_replica_check_ms         at most one lag measurement per replica per this (250)
+ *   mysql_read_your_writes_ms      a user's reads go to the primary this long after its write (2000)
  *   mysql_user, mysql_database     (root, minichat)
  *   mysql_password                 the password itself (dev; default "")
  *   mysql_password_file            a file holding the password (trailing
@@ -24,8 +29,9 @@
 
 /* The keys above, for a service's list of known keys. */
 #define MC_DB_CONF_KEYS                                                                                            \
-    "mysql_primary", "mysql_replica", "mysql_user", "mysql_password", "mysql_password_file", "mysql_database",    \
-        "mysql_ssl", "mysql_ssl_ca", "mysql_ssl_cert", "mysql_ssl_key"
+    "mysql_primary", "mysql_replica", "mysql_replicas", "mysql_user", "mysql_password", "mysql_password_file",    \
+        "mysql_database", "mysql_ssl", "mysql_ssl_ca", "mysql_ssl_cert", "mysql_ssl_key", "mysql_replica_max_lag_ms", \
+        "mysql_replica_check_ms", "mysql_read_your_writes_ms"
 
 typedef struct {
     mc_db_config_t db;   /* strings point into the mc_conf_t and into password */

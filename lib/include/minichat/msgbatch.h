@@ -1,10 +1,10 @@
 /*
- * A batch of chat messages on their way from Kafka to MySQL, and the SQL that
- * persists it: multi-row INSERT IGNORE statements for `messages`, and
- * forward-only UPDATEs of `rooms` and `room_members`.  Pure code (no
- * connection needed): strings are sent as _utf8mb4 X'..' hex literals, which
- * are safe whatever the server's sql_mode, and invalid UTF-8 is replaced by
- * U+FFFD before it gets there.
+ * A batch of chat messages on their way from Kafka to MySQL, and the
+ * prepared statements that persist it: multi-row INSERT IGNORE statements
+ * for `messages`, and forward-only UPDATEs of `rooms` and `room_members`.
+ * Pure code (no connection needed): each builder writes a statement text
+ * with ? placeholders and its values (db_arg.h); invalid UTF-8 is replaced
+ * by U+FFFD before it gets there.
  */
 #ifndef MINICHAT_MSGBATCH_H
 #define MINICHAT_MSGBATCH_H
@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "minichat/buf.h"
+#include "minichat/db_arg.h"
 
 /* messages.kind */
 enum { MC_MSG_TEXT = 0, MC_MSG_SYSTEM = 1 };
@@ -64,22 +65,30 @@ int mc_msgbatch_add_packed(mc_msgbatch_t *b, const void *data, size_t len);
  * append to the index and concurrent batches lock rows in the same order. */
 void mc_msgbatch_sort(mc_msgbatch_t *b);
 
-/* Writes into out (replacing its contents) one INSERT IGNORE for rows from
- * *next on, stopping before the statement would exceed max_bytes (but always
- * taking at least one row), and advances *next.  Returns 0 or -1 when out of
- * memory. */
-int mc_msgbatch_insert_sql(const mc_msgbatch_t *b, size_t *next, size_t max_bytes, mc_buf_t *out);
+/* the most rows one INSERT carries (7 values each, under the protocol's 65535) */
+#define MC_MSGBATCH_INSERT_ROWS 4096
 
-/* Writes into out the forward-only UPDATE of rooms (last_seq, last_message_at,
- * and last_preview from the last text message, kept when the batch has only
- * system messages for the room) for a sorted batch.  Returns 0 or -1 when out of memory; out is
- * left empty for an empty batch. */
-int mc_msgbatch_rooms_sql(const mc_msgbatch_t *b, mc_buf_t *out);
+/* Writes into sql and args (replacing them) one INSERT IGNORE for rows
+ * from *next on: as many (at most MC_MSGBATCH_INSERT_ROWS) as stay within
+ * max_bytes of values (but always at least one row); advances *next.  Returns 0 or -1 when out of memory; sql is left empty when no row
+ * is left. */
+int mc_msgbatch_insert_stmt(const mc_msgbatch_t *b, size_t *next, size_t max_bytes, mc_buf_t *sql,
+                            mc_db_args_t *args);
 
-/* Writes into out the UPDATE that copies rooms.last_message_at forward into
- * room_members.last_message_at for the members (who have not left) of the n
- * rooms.  Returns 0 or -1 when out of memory; out is left empty when n is 0. */
-int mc_members_sql(const uint64_t *rooms, size_t n, mc_buf_t *out);
+/* Writes into sql and args the forward-only UPDATE of rooms (last_seq,
+ * last_message_at, and last_preview from the last text message, kept when
+ * the batch has only system messages for the room) for the rooms of a
+ * sorted batch from row *next on, at most MC_DB_ROWS_MAX rooms, padded to a
+ * power of 4; advances *next to the first row of the next room left.
+ * Returns 0 or -1 when out of memory; sql is left empty when no row is left. */
+int mc_msgbatch_rooms_stmt(const mc_msgbatch_t *b, size_t *next, mc_buf_t *sql, mc_db_args_t *args);
+
+/* Writes into sql and args the UPDATE that copies rooms.last_message_at
+ * forward into room_members.last_message_at for the members (who have not
+ * left) of rooms[*next..n), at most MC_DB_ROWS_MAX of them, padded to a
+ * power of 4; advances *next.  Returns 0 or -1 when out of memory; sql is
+ * left empty when no room is left. */
+int mc_members_stmt(const uint64_t *rooms, size_t n, size_t *next, mc_buf_t *sql, mc_db_args_t *args);
 
 /* Returns the number of distinct rooms in a sorted batch. */
 size_t mc_msgbatch_rooms(const mc_msgbatch_t *b);

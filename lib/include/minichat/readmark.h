@@ -3,7 +3,8 @@
  * The module records a user's read pointer as the field "<room>:<user>" with
  * the value "<seq>" in the hash {dirty}:read; the roomlist-consumer's flusher
  * parses the fields, merges duplicates and writes them with one forward-only
- * UPDATE of room_members per chunk.  Pure code: parsing and SQL text only.
+ * UPDATE of room_members per chunk.  Pure code: parsing, and the prepared
+ * statement's text and values.
  */
 #ifndef MINICHAT_READMARK_H
 #define MINICHAT_READMARK_H
@@ -12,6 +13,7 @@
 #include <stdint.h>
 
 #include "minichat/buf.h"
+#include "minichat/db_arg.h"
 
 typedef struct {
     uint64_t room;
@@ -27,10 +29,11 @@ int mc_readmark_parse(const char *field, size_t flen, const char *value, size_t 
  * the same member into one with the highest seq.  Returns the new count. */
 size_t mc_readmark_merge(mc_readmark_t *marks, size_t n);
 
-/* Writes into out (replacing its contents) one forward-only UPDATE of
- * room_members.last_read_seq for marks[*next ..], at most max_rows of them,
- * and advances *next.  Rows for users who are not members match nothing.
- * Returns 0 or -1 when out of memory; out is empty when *next >= n. */
-int mc_readmark_sql(const mc_readmark_t *marks, size_t n, size_t *next, size_t max_rows, mc_buf_t *out);
+/* Writes into sql and args (replacing them) one forward-only UPDATE of
+ * room_members.last_read_seq for marks[*next ..], at most MC_DB_ROWS_MAX of
+ * them, padded to a power of 4 (db_arg.h), and advances *next.  Rows for
+ * users who are not members match nothing.  Returns 0 or -1 when out of
+ * memory; sql is empty when *next >= n. */
+int mc_readmark_stmt(const mc_readmark_t *marks, size_t n, size_t *next, mc_buf_t *sql, mc_db_args_t *args);
 
 #endif

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Persistence throughput of the roomlist-consumer (a measurement, not a
+# test): MSGS messages for ROOMS fresh rooms go straight into Kafka
+# (bench/kafka_fill.c), and the time until MySQL holds them all is printed
+# as rows/s.  Run against a started dev stack with the stack's env, e.g.
+#   MINICHAT_PORT_OFFSET=N MINICHAT_RUN=/tmp/mc-x bash bench/consumer_rate.sh [MSGS] [ROOMS] [BODY_BYTES]
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+MSGS=${1:-100000}
+ROOMS=${2:-100}
+BODY=${3:-100}
+OFF=${MINICHAT_PORT_OFFSET:-0}
+PRIMARY_PORT=$((13306 + OFF))
+KAFKA=127.0.0.1:$((19092 + OFF))
+sql() { mariadb --no-defaults --protocol=TCP -h127.0.0.1 -P"$PRIMARY_PORT" -uroot minichat -N -e "$1"; }
+
+make -s -C "$top" "$top/build/bin/kafka_fill" > /dev/null
+base=$(sql "SELECT COALESCE(MAX(id), 0) + 1000 FROM rooms")
+vals=$(seq "$base" $((base + ROOMS - 1)) | sed "s/.*/(&,'group','bench',1)/" | paste -sd,)
+sql "INSERT INTO rooms (id, kind, title, created_by) VALUES $vals"
+
+t0=$(date +%s%N)
+"$top/build/bin/kafka_fill" "$KAFKA" minichat.messages "$base" "$ROOMS" "$MSGS" "$BODY"
+t1=$(date +%s%N)
+while :; do
+    n=$(sql "SELECT COUNT(*) FROM messages WHERE room_id BETWEEN $base AND $((base + ROOMS - 1))")
+    [ "$n" -ge "$MSGS" ] && break
+    sleep 0.05
+done
+t2=$(date +%s%N)
+echo "produced $MSGS messages into Kafka in $(( (t1 - t0) / 1000000 )) ms;" \
+     "all in MySQL after $(( (t2 - t0) / 1000000 )) ms: $(( MSGS * 1000000000 / (t2 - t0) )) rows/s"

@@ -1,0 +1,339 @@
+/*
+ * Prepared statements with typed parameters, and their rows as strings (see
+ * db.h).  No value ever becomes SQL text: numbers travel as 64-bit integers,
+ * text as utf8mb4 strings, bytes as blobs, in the binary protocol; the SQL
+ * of a statement is a fixed text with ? placeholders, prepared once per
+ * connection (db_stmt.c) and executed as often as needed.
+ *
+ * Rows are stored on the client (mysql_stmt_store_result) and copied into
+ * one block per result, every column converted to a NUL-terminated string
+ * by libmariadb: a column is first fetched into a 64-byte slot, and one
+ * that does not fit (a message body) is fetched again at its full length
+ * with mysql_stmt_fetch_column.  So a caller walks rows as it walked
+ * MYSQL_ROWs, and a result costs its own bytes, whatever the column types
+ * declare (MEDIUMTEXT would ask for 16 MiB buffers).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <errmsg.h>
+
+#include "minichat/buf.h"
+#include "minichat/db.h"
+#include "minichat/log.h"
+
+#define DB_EXEC_SLOT 64
+#define DB_EXEC_NULL ((size_t)-1)
+
+typedef struct {
+    size_t off;            /* in data, or DB_EXEC_NULL */
+    unsigned long len;
+} exec_cell_t;
+
+struct mc_db_rows_s {
+    size_t n;              /* rows */
+    size_t ncols;
+    size_t cur;            /* rows handed out by mc_db_rows_next */
+    char **cell;           /* n * ncols, NULL for SQL NULL */
+    unsigned long *len;    /* n * ncols */
+    mc_buf_t data;
+};
+
+/* Records a statement's error in st. */
+static void exec_error(mc_db_status_t *st, MYSQL_STMT *stmt)
+{
+    st->err = mysql_stmt_errno(stmt) ? mysql_stmt_errno(stmt) : CR_UNKNOWN_ERROR;
+    snprintf(st->msg, sizeof(st->msg), "%s", mysql_stmt_error(stmt));
+}
+
+/* Records "out of memory" in st. */
+static void exec_oom(mc_db_status_t *st)
+{
+    st->err = CR_OUT_OF_MEMORY;
+    snprintf(st->msg, sizeof(st->msg), "out of memory");
+}
+
+/* Binds the arguments and executes the statement.  Returns 0, or -1 with st set. */
+static int exec_run(MYSQL_STMT *stmt, const mc_db_arg_t *args, size_t nargs, mc_db_status_t *st)
+{
+    MYSQL_BIND *b;
+    unsigned long *lens;
+    size_t i;
+    int rc;
+
+    if (mysql_stmt_param_count(stmt) != nargs) {
+        st->err = CR_PARAMS_NOT_BOUND;
+        snprintf(st->msg, sizeof(st->msg), "the statement takes %lu parameters, %zu given",
+                 mysql_stmt_param_count(stmt), nargs);
+        return -1;
+    }
+    if (nargs == 0) {
+        if (mysql_stmt_execute(stmt) != 0) {
+            exec_error(st, stmt);
+            return -1;
+        }
+        return 0;
+    }
+    b = calloc(nargs, sizeof(*b));
+    lens = calloc(nargs, sizeof(*lens));
+    if (b == NULL || lens == NULL) {
+        free(b);
+        free(lens);
+        exec_oom(st);
+        return -1;
+    }
+    for (i = 0; i < nargs; i++) {
+        switch (args[i].type) {
+        case MC_DB_ARG_U64:
+            b[i].buffer_type = MYSQL_TYPE_LONGLONG;
+            b[i].buffer = (void *)&args[i].u64;
+            b[i].is_unsigned = 1;
+            break;
+        case MC_DB_ARG_TEXT:
+        case MC_DB_ARG_BLOB:
+            b[i].buffer_type = args[i].type == MC_DB_ARG_TEXT ? MYSQL_TYPE_STRING : MYSQL_TYPE_BLOB;
+            b[i].buffer = (void *)(args[i].s != NULL ? args[i].s : "");
+            lens[i] = args[i].s != NULL ? args[i].len : 0;
+            b[i].buffer_length = lens[i];
+            b[i].length = &lens[i];
+            break;
+        default:
+            b[i].buffer_type = MYSQL_TYPE_NULL;
+            break;
+        }
+    }
+    /* libmariadb copies what it needs when the statement is executed */
+    rc = mysql_stmt_bind_param(stmt, b);
+    if (rc == 0) {
+        rc = mysql_stmt_execute(stmt);
+    }
+    if (rc != 0) {
+        exec_error(st, stmt);
+    }
+    free(b);
+    free(lens);
+    return rc != 0 ? -1 : 0;
+}
+
+/* Appends one fetched row to r.  Returns 0, or -1 with st set. */
+static int exec_row(mc_db_rows_t *r, MYSQL_STMT *stmt, MYSQL_BIND *rb, char *slots, unsigned long *lens,
+                    my_bool *nulls, exec_cell_t **offs, size_t *ocap, mc_db_status_t *st)
+{
+    MYSQL_BIND one;
+    unsigned long got;
+    my_bool isnull, err;
+    exec_cell_t *p;
+    size_t c, k;
+
+    if ((r->n + 1) * r->ncols > *ocap) {
+        k = *ocap ? 2 * *ocap : 16 * r->ncols;
+        p = realloc(*offs, k * sizeof(**offs));
+        if (p == NULL) {
+            exec_oom(st);
+            return -1;
+        }
+        *offs = p;
+        *ocap = k;
+    }
+    for (c = 0; c < r->ncols; c++) {
+        k = r->n * r->ncols + c;
+        if (nulls[c]) {
+            (*offs)[k].off = DB_EXEC_NULL;
+            continue;
+        }
+        if (mc_buf_reserve(&r->data, lens[c] + 1) != 0) {
+            exec_oom(st);
+            return -1;
+        }
+        (*offs)[k].off = r->data.len;
+        (*offs)[k].len = lens[c];
+        if (lens[c] < DB_EXEC_SLOT) {
+            memcpy(r->data.data + r->data.len, slots + c * DB_EXEC_SLOT, lens[c]);
+        } else {
+            one = rb[c];
+            one.buffer = r->data.data + r->data.len;
+            one.buffer_length = lens[c] + 1;
+            one.length = &got;
+            one.is_null = &isnull;
+            one.error = &err;
+            if (mysql_stmt_fetch_column(stmt, &one, (unsigned)c, 0) != 0) {
+                exec_error(st, stmt);
+                return -1;
+            }
+        }
+        r->data.len += lens[c];
+        r->data.data[r->data.len++] = '\0';
+    }
+    r->n++;
+    return 0;
+}
+
+/* Stores the statement's result set in a new *out.  Returns 0, or -1 with st set. */
+static int exec_fetch(MYSQL_STMT *stmt, mc_db_rows_t **out, mc_db_status_t *st)
+{
+    mc_db_rows_t *r;
+    MYSQL_BIND *rb = NULL;
+    char *slots = NULL;
+    unsigned long *lens = NULL;
+    my_bool *nulls = NULL, *errs = NULL;
+    exec_cell_t *offs = NULL;
+    size_t ocap = 0, c, k;
+    int rc = -1, f;
+
+    r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        exec_oom(st);
+        return -1;
+    }
+    r->ncols = mysql_stmt_field_count(stmt);
+    if (mysql_stmt_store_result(stmt) != 0) {
+        exec_error(st, stmt);
+        goto done;
+    }
+    if (r->ncols > 0) {
+        rb = calloc(r->ncols, sizeof(*rb));
+        slots = malloc(r->ncols * DB_EXEC_SLOT);
+        lens = calloc(r->ncols, sizeof(*lens));
+        nulls = calloc(r->ncols, sizeof(*nulls));
+        errs = calloc(r->ncols, sizeof(*errs));
+        if (rb == NULL || slots == NULL || lens == NULL || nulls == NULL || errs == NULL) {
+            exec_oom(st);
+            goto done;
+        }
+        for (c = 0; c < r->ncols; c++) {
+            rb[c].buffer_type = MYSQL_TYPE_STRING;
+            rb[c].buffer = slots + c * DB_EXEC_SLOT;
+            rb[c].buffer_length = DB_EXEC_SLOT;
+            rb[c].length = &lens[c];
+            rb[c].is_null = &nulls[c];
+            rb[c].error = &errs[c];
+        }
+        if (mysql_stmt_bind_result(stmt, rb) != 0) {
+            exec_error(st, stmt);
+            goto done;
+        }
+        while ((f = mysql_stmt_fetch(stmt)) == 0 || f == MYSQL_DATA_TRUNCATED) {
+            if (exec_row(r, stmt, rb, slots, lens, nulls, &offs, &ocap, st) != 0) {
+                goto done;
+            }
+        }
+        if (f != MYSQL_NO_DATA) {
+            exec_error(st, stmt);
+            goto done;
+        }
+    }
+    r->cell = calloc(r->n * r->ncols + 1, sizeof(*r->cell));
+    r->len = calloc(r->n * r->ncols + 1, sizeof(*r->len));
+    if (r->cell == NULL || r->len == NULL) {
+        exec_oom(st);
+        goto done;
+    }
+    for (k = 0; k < r->n * r->ncols; k++) {
+        if (offs[k].off != DB_EXEC_NULL) {
+            r->cell[k] = r->data.data + offs[k].off;
+            r->len[k] = offs[k].len;
+        }
+    }
+    rc = 0;
+done:
+    mysql_stmt_free_result(stmt);
+    free(rb);
+    free(slots);
+    free(lens);
+    free(nulls);
+    free(errs);
+    free(offs);
+    if (rc != 0) {
+        mc_db_rows_free(r);
+        r = NULL;
+    }
+    *out = r;
+    return rc;
+}
+
+int mc_db_exec(mc_db_t *db, mc_db_role_t role, uint64_t user, const char *sql, size_t len, const mc_db_arg_t *args,
+               size_t nargs, mc_db_rows_t **rows, mc_db_status_t *st)
+{
+    MYSQL_STMT *stmt;
+    MYSQL *m;
+
+    st->err = 0;
+    st->msg[0] = '\0';
+    st->affected = 0;
+    st->insert_id = 0;
+    if (rows != NULL) {
+        *rows = NULL;
+    }
+    m = mc_db_conn_for(db, role, user);
+    if (m == NULL) {
+        st->err = CR_CONNECTION_ERROR;
+        snprintf(st->msg, sizeof(st->msg), "database unreachable");
+        return -1;
+    }
+    stmt = mc_db_stmts_get(mc_db_stmts(db, role), m, sql, len, &st->err, st->msg, sizeof(st->msg));
+    if (stmt == NULL) {
+        return -1;
+    }
+    if (exec_run(stmt, args, nargs, st) != 0) {
+        if (st->err >= CR_MIN_ERROR && !mc_db_conn_lost(st->err)) {
+            mc_db_stmts_drop(mc_db_stmts(db, role), stmt); /* prepared afresh next time */
+        }
+        return -1;
+    }
+    st->affected = mysql_stmt_affected_rows(stmt);
+    st->insert_id = mysql_stmt_insert_id(stmt);
+    if (mysql_stmt_field_count(stmt) == 0) {
+        return 0;
+    }
+    if (rows != NULL) {
+        return exec_fetch(stmt, rows, st);
+    }
+    if (mysql_stmt_store_result(stmt) != 0) {
+        exec_error(st, stmt);
+        mysql_stmt_free_result(stmt);
+        return -1;
+    }
+    mysql_stmt_free_result(stmt);
+    return 0;
+}
+
+int mc_db_write(mc_db_t *db, const char *what, const char *sql, size_t len, const mc_db_args_t *args,
+                mc_db_status_t *st)
+{
+    if (mc_db_exec(db, MC_DB_PRIMARY, 0, sql, len, args != NULL ? args->v : NULL, args != NULL ? args->n : 0, NULL,
+                   st) != 0) {
+        mc_error("db: %s failed: %s (%u)", what, st->msg, st->err);
+        return -1;
+    }
+    return 0;
+}
+
+size_t mc_db_rows_count(const mc_db_rows_t *r)
+{
+    return r != NULL ? r->n : 0;
+}
+
+char **mc_db_rows_next(mc_db_rows_t *r)
+{
+    if (r == NULL || r->cur >= r->n || r->ncols == 0) {
+        return NULL;
+    }
+    return &r->cell[r->cur++ * r->ncols];
+}
+
+const unsigned long *mc_db_rows_lengths(const mc_db_rows_t *r)
+{
+    return r->cur > 0 ? &r->len[(r->cur - 1) * r->ncols] : r->len;
+}
+
+void mc_db_rows_free(mc_db_rows_t *r)
+{
+    if (r == NULL) {
+        return;
+    }
+    free(r->cell);
+    free(r->len);
+    mc_buf_free(&r->data);
+    free(r);
+}
