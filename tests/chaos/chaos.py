@@ -38,8 +38,9 @@ RECOVERY_TIMEOUT = 120.0
 
 
 class Run:
-    def __init__(self, rooms=3, rate=5.0, settle=3.0, log=print):
+    def __init__(self, rooms=3, rate=5.0, settle=3.0, give_up=False, log=print):
         self.nrooms = rooms
+        self.give_up = give_up
         self.rate = rate
         self.settle = settle
         self.log = log
@@ -52,11 +53,14 @@ class Run:
     async def start(self):
         la, lb = uid(), uid()
         for _ in range(self.nrooms):
-            sa, sb = uid(), uid()
-            room = await asyncio.to_thread(create_room, sa, [sb, la, lb])
+            sa, sb, sg = uid(), uid(), uid()
+            room = await asyncio.to_thread(create_room, sa, [sb, sg, la, lb])
             self.rooms.append(room)
             self.senders += [traffic.Sender(sa, "a", room, self.rate, self.ledger),
                              traffic.Sender(sb, "b", room, self.rate, self.ledger)]
+            if self.give_up:
+                # one client per room that never retries, on node a
+                self.senders.append(traffic.Sender(sg, "a", room, self.rate, self.ledger, give_up=True))
         self.listeners = [traffic.Listener(la, "a", self.rooms), traffic.Listener(lb, "b", self.rooms)]
         for x in self.listeners + self.senders:
             await x.start()
@@ -68,8 +72,8 @@ class Run:
         wrote after `since`; None after RECOVERY_TIMEOUT."""
         deadline = time.monotonic() + RECOVERY_TIMEOUT
         while time.monotonic() < deadline:
-            if all(s.last_ack_sent >= since for s in self.senders):
-                return max(s.last_ack for s in self.senders) - since
+            if all(s.last_ack_sent >= since for s in self.senders if not s.give_up):
+                return max(s.last_ack for s in self.senders if not s.give_up) - since
             await asyncio.sleep(0.05)
         return None
 
@@ -126,8 +130,8 @@ class Run:
         return any(r.bad() or r.unrecovered for r in self.results) or bool(self.ledger.refused)
 
 
-async def run(fault_list, rooms, rate, settle, warmup):
-    r = Run(rooms, rate, settle)
+async def run(fault_list, rooms, rate, settle, warmup, give_up=False):
+    r = Run(rooms, rate, settle, give_up)
     try:
         await r.start()
         await asyncio.sleep(warmup)
@@ -145,8 +149,8 @@ async def run(fault_list, rooms, rate, settle, warmup):
     print()
     print(audit.table(r.results))
     print()
-    print("attempts %d for %d messages; refused %d; resumes %d; reconnects %d"
-          % (r.ledger.attempts, r.ledger.sends, len(r.ledger.refused),
+    print("attempts %d for %d messages; abandoned %d; refused %d; resumes %d; reconnects %d"
+          % (r.ledger.attempts, r.ledger.sends, r.ledger.abandoned, len(r.ledger.refused),
              r.results[-1].resumes, sum(x.conn.connects - 1 for x in r.senders + r.listeners)))
     for x in r.ledger.refused[:10]:
         print("refused: room %d cid %s: %r" % x)
@@ -173,9 +177,11 @@ def main():
     ap.add_argument("--settle", type=float, default=3.0, help="seconds of traffic after each recovery")
     ap.add_argument("--warmup", type=float, default=3.0)
     ap.add_argument("--faults", default="all", help="all, or parts of fault names, comma-separated")
+    ap.add_argument("--give-up", action="store_true",
+                    help="add per room a sender on node a that never retries (abandons a failed send)")
     a = ap.parse_args()
     try:
-        r = asyncio.run(run(pick(a.faults), a.rooms, a.rate, a.settle, a.warmup))
+        r = asyncio.run(run(pick(a.faults), a.rooms, a.rate, a.settle, a.warmup, a.give_up))
     except Exception as e:  # noqa: BLE001 - a harness failure, not a finding
         print("chaos: harness error: %r" % (e,), file=sys.stderr)
         sys.exit(2)

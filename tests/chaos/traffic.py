@@ -7,6 +7,8 @@ a careful client of docs/protocol.md would be:
   a dropped connection (reconnecting with `?sid=` first), until it is acked
   ("What the client must do", 6).  Every ack is recorded as (room, seq,
   cid); an ack that names another seq for a cid already acked is a conflict.
+  A give-up sender (`--give-up`) is the client that does not retry: it
+  abandons a message at its first failure.
 - A Listener is one user on one node, a member of every room, who sends
   nothing.  It keeps per room the last seq it holds in order, parks a msg
   above last + 1, and asks `resume` from `last` for the gap; a msg at or
@@ -136,6 +138,7 @@ class Ledger:
         self.attempts = 0        # send frames written, retries included
         self.conflicts = []
         self.refused = []        # replies no retry can fix (bad_request, ...)
+        self.abandoned = 0       # messages a give-up sender never got acked
 
     def ack(self, room, sender, msg_cid, seq):
         key = (room, sender, msg_cid)
@@ -150,13 +153,17 @@ class Ledger:
 
 
 class Sender:
-    """One user sending to one room at `rate` messages a second."""
+    """One user sending to one room at `rate` messages a second.  With
+    `give_up`, a client that does not retry: a message that got no ack at
+    the first try is abandoned (counted in the ledger) and the next one
+    goes out with a new cid."""
 
-    def __init__(self, user, node, room, rate, ledger):
+    def __init__(self, user, node, room, rate, ledger, give_up=False):
         self.conn = Conn(user, node)
         self.room = room
         self.rate = rate
         self.ledger = ledger
+        self.give_up = give_up
         self.stopping = False
         self.task = None
         self.pending = None          # cid of the message not acked yet
@@ -191,6 +198,12 @@ class Sender:
                 self.ledger.ack(self.room, self.conn.user, msg_cid, r["seq"])
                 self.pending = None
                 self.last_ack, self.last_ack_sent = time.monotonic(), sent_at
+                return
+            if self.give_up:
+                self.ledger.abandoned += 1
+                self.pending = None
+                if r is None and self.conn.alive():
+                    await self.conn.close()
                 return
             if r is not None and r.get("op") == "error":
                 code = r.get("code")
