@@ -253,6 +253,7 @@ class Listener:
         self.conn = Conn(user, node, self._on_frame)
         self.rooms = {r: RoomView() for r in rooms}
         self.task = None
+        self.resumes = set()     # resume tasks in flight (the loop keeps weak references only)
         self.stopping = False
 
     async def start(self):
@@ -280,11 +281,16 @@ class Listener:
             if not self.conn.alive():
                 await self.conn.open()
                 for room in self.rooms:
-                    asyncio.create_task(self._resume(room))
+                    self._spawn(room)
             for room, v in self.rooms.items():
                 if v.parked and not v.resuming:
-                    asyncio.create_task(self._resume(room))
+                    self._spawn(room)
             await asyncio.sleep(0.1)
+
+    def _spawn(self, room):
+        t = asyncio.create_task(self._resume(room))
+        self.resumes.add(t)
+        t.add_done_callback(self.resumes.discard)
 
     async def _resume(self, room):
         """One `resume` of one room from what we hold; history pages when
@@ -331,7 +337,11 @@ class Listener:
         await asyncio.gather(*(self._resume(room) for room in self.rooms))
 
     async def stop(self):
+        """Stop at once (a reconnect in progress is abandoned)."""
         self.stopping = True
-        if self.task is not None:
-            await asyncio.gather(self.task, return_exceptions=True)
+        for t in [self.task] + list(self.resumes):
+            if t is not None:
+                t.cancel()
+        await asyncio.gather(*[t for t in [self.task] + list(self.resumes) if t is not None],
+                             return_exceptions=True)
         await self.conn.close()
