@@ -31,7 +31,7 @@ MOD_SRC    := $(wildcard ngx_minichat_module/*.c ngx_minichat_module/*.h) ngx_mi
 UNIT_TESTS := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
 
 .PHONY: all setup module run stop status test test-unit test-unit-asan test-integration integration-pass token \
-        conformance fuzz fuzz-build fuzz-seeds fuzz-targets clean bench-tools bench-idle
+        conformance fuzz fuzz-build fuzz-seeds fuzz-targets clean bench-tools bench-idle chaos
 
 all: $(LIB) $(B)/bin/relay-worker $(B)/bin/roomlist-consumer $(B)/bin/minichat-token $(B)/bin/minichat-ban $(MODULE) \
      bench-tools $(B)/bin/relay-forge
@@ -238,6 +238,23 @@ integration-pass:
 conformance: setup all
 	@MINICHAT_REDIS=$(REDIS) MINICHAT_TLS=0 bash scripts/stack.sh start
 	@bash scripts/conformance.sh $(CASES)
+
+# Fault injection under steady sends on both nodes (tests/chaos/chaos.py,
+# docs/chaos.md): kill -9 each relay-worker, the roomlist-consumer and an
+# nginx worker, restart Kafka, stop and lag the MySQL replica, cut the
+# relay-workers' link; after each, MySQL must hold exactly the acked
+# messages and every listener every stored one, in order.  Prints a table;
+# fails on any loss, duplicate, hole or missed delivery.  Starts the stack
+# if needed and leaves it running (make stop).  FAULTS="relay,Kafka" runs
+# fewer; GIVE_UP=1 adds per room a client that never retries a failed send;
+# make test runs a short version (test_chaos_short.py).
+FAULTS  ?= all
+GIVE_UP ?= 0
+
+chaos: setup all
+	@MINICHAT_REDIS=$(REDIS) MINICHAT_TLS=$(TLS) bash scripts/stack.sh start
+	MINICHAT_REDIS=$(REDIS) MINICHAT_TLS=$(TLS) /usr/bin/python3 tests/chaos/chaos.py --faults "$(FAULTS)" \
+	  $(if $(filter 1,$(GIVE_UP)),--give-up)
 
 test: setup
 	$(MAKE) all

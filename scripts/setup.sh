@@ -30,6 +30,9 @@ pkgs=(
     # `make fuzz` and the seed-corpus pass of `make test` build libFuzzer
     # targets (fuzz/) with clang; libFuzzer's runtime is in compiler-rt
     clang libclang-rt-14-dev
+    # the chaos run (tests/chaos/, make chaos and test_chaos_short.py) cuts
+    # the relay-workers' link with a table of its own
+    nftables
 )
 
 # Node.js and npm for the `ws` interoperability test.  A machine may already
