@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "minichat/kafka_sec.h"
+#include "conf_files.h"
 
 static const char *const KEYS[] = {MC_KAFKA_SEC_CONF_KEYS, NULL};
 static char tmp_dir[64];
@@ -19,35 +20,16 @@ static char err[512];
 static mc_conf_t *conf;
 static mc_kafka_sec_t ks;
 
-/* Writes content to tmp_dir/name. */
 static void put(const char *name, const char *content)
 {
-    char path[128];
-    int fd;
-
-    snprintf(path, sizeof(path), "%s/%s", tmp_dir, name);
-    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    ck_assert_int_ge(fd, 0);
-    ck_assert_int_eq(write(fd, content, strlen(content)), (ssize_t)strlen(content));
-    ck_assert_int_eq(close(fd), 0);
+    tf_put(tmp_dir, name, content);
 }
 
 /* Loads a config whose text has "@D@" replaced by tmp_dir and reads it.
  * Returns what mc_kafka_sec_read() returns. */
 static int read_conf(const char *text)
 {
-    char buf[2048], path[128];
-    const char *p, *at;
-    size_t n = 0;
-
-    for (p = text; (at = strstr(p, "@D@")) != NULL; p = at + 3) {
-        n += (size_t)snprintf(buf + n, sizeof(buf) - n, "%.*s%s", (int)(at - p), p, tmp_dir);
-    }
-    snprintf(buf + n, sizeof(buf) - n, "%s", p);
-    put("svc.conf", buf);
-    snprintf(path, sizeof(path), "%s/svc.conf", tmp_dir);
-    conf = mc_conf_load(path, KEYS, err, sizeof(err));
-    ck_assert_msg(conf != NULL, "%s", err);
+    conf = tf_load(tmp_dir, text, KEYS, err, sizeof(err));
     return mc_kafka_sec_read(conf, &ks, err, sizeof(err));
 }
 
