@@ -143,33 +143,35 @@ err:
     return -1;
 }
 
-static int mysql_part(MYSQL *m, const char *cmd, unsigned long long user, int forgive)
+static int mysql_part(mc_db_t *db, const char *cmd, unsigned long long user, int forgive)
 {
-    char sql[256];
-    MYSQL_RES *res;
-    MYSQL_ROW row;
+    static const char show[] = "SELECT status, COALESCE(banned_until, ''), strikes FROM users WHERE id=?";
+    static const char lift[] = "UPDATE users SET status='active', banned_until=NULL WHERE id=?";
+    static const char lift_forgive[] = "UPDATE users SET status='active', banned_until=NULL, strikes=0 WHERE id=?";
+    mc_db_arg_t id = MC_DB_U64(user);
+    mc_db_rows_t *rows = NULL;
+    mc_db_status_t st;
+    char **row;
 
     if (strcmp(cmd, "show") == 0) {
-        snprintf(sql, sizeof(sql), "SELECT status, COALESCE(banned_until, ''), strikes FROM users WHERE id=%llu",
-                 user);
-        if (mysql_query(m, sql) != 0 || (res = mysql_store_result(m)) == NULL) {
-            fprintf(stderr, "mysql: %s\n", mysql_error(m));
+        if (mc_db_exec(db, MC_DB_PRIMARY, 0, show, sizeof(show) - 1, &id, 1, &rows, &st) != 0) {
+            fprintf(stderr, "mysql: %s (%u)\n", st.msg, st.err);
             return -1;
         }
-        row = mysql_fetch_row(res);
+        row = mc_db_rows_next(rows);
         if (row) {
-            printf("mysql: status %s, banned_until %s, strikes %s\n", row[0], row[1][0] ? row[1] : "-", row[2]);
+            printf("mysql: status %s, banned_until %s, strikes %s\n", row[0] ? row[0] : "-",
+                   row[1] && row[1][0] ? row[1] : "-", row[2] ? row[2] : "-");
         } else {
             printf("mysql: no users row (never banned)\n");
         }
-        mysql_free_result(res);
+        mc_db_rows_free(rows);
         return 0;
     }
 
-    snprintf(sql, sizeof(sql), "UPDATE users SET status='active', banned_until=NULL%s WHERE id=%llu",
-             forgive ? ", strikes=0" : "", user);
-    if (mysql_query(m, sql) != 0) {
-        fprintf(stderr, "mysql: %s\n", mysql_error(m));
+    if (mc_db_exec(db, MC_DB_PRIMARY, 0, forgive ? lift_forgive : lift,
+                   forgive ? sizeof(lift_forgive) - 1 : sizeof(lift) - 1, &id, 1, NULL, &st) != 0) {
+        fprintf(stderr, "mysql: %s (%u)\n", st.msg, st.err);
         return -1;
     }
     printf("mysql: users.status active\n");
@@ -278,7 +280,7 @@ int main(int argc, char **argv)
     if (m == NULL) {
         fprintf(stderr, "mysql %s: cannot connect (the line above says why)\n", mysql);
         rcode = 1;
-    } else if (mysql_part(m, cmd, (unsigned long long)user, forgive) != 0) {
+    } else if (mysql_part(db, cmd, (unsigned long long)user, forgive) != 0) {
         rcode = 1;
     }
     mc_db_free(db);
