@@ -5,11 +5,12 @@
  * A connection goes NEW -> CONNECTING (non-blocking connect from its
  * source address) -> UPGRADING (request written, waiting for the 101) ->
  * OPENING (upgraded, waiting for the protocol's ready events: MiniChat's
- * hello; Centrifugo's connect and subscribe replies) -> OPEN.  A refusal that asks to come back (429, 503), a refused
- * or reset connect and a handshake that outlives its timeout go to
- * WAIT_RETRY for a while, up to cfg->retries times, then FAILED.  An OPEN
- * connection that the server closes is CLOSED and stays closed: a load
- * generator that quietly reconnected would hide what is being measured.
+ * hello; Centrifugo's connect and subscribe replies) -> OPEN.  A refusal
+ * that asks to come back (429, 503), a refused or reset connect and a
+ * handshake that outlives its timeout go to WAIT_RETRY for a while, up to
+ * cfg->retries times, then FAILED.  An OPEN connection that the server
+ * closes is CLOSED and stays closed: a load generator that quietly
+ * reconnected would hide what is being measured.
  *
  * Memory per connection is a small struct; input and output buffers exist
  * only while a partial frame or an unsent write waits (bytes read go to
@@ -413,6 +414,15 @@ static void on_msg(runner_t *r, conn_t *c, const lg_event_t *ev)
     }
 }
 
+/* A ping to answer: a WebSocket one, or the protocol's own. */
+static void count_ping(runner_t *r, conn_t *c)
+{
+    if (c->pings < UINT16_MAX) {
+        c->pings++;
+    }
+    r->st->pings++;
+}
+
 /* One message from the server.  Returns 0 or -1 (connection gone). */
 static int on_message(runner_t *r, conn_t *c, const char *p, size_t n)
 {
@@ -447,10 +457,7 @@ static int on_message(runner_t *r, conn_t *c, const char *p, size_t n)
         report(r, REP_ERROR, "user %" PRIu64 ": %.*s", conn_user(r, c), (int)(n > 200 ? 200 : n), p);
         break;
     case LG_EV_PING:
-        if (c->pings < UINT16_MAX) {
-            c->pings++;
-        }
-        r->st->pings++;
+        count_ping(r, c);
         if (r->cfg->proto->pong
             && send_frame(r, c, MC_WS_OP_TEXT, r->cfg->proto->pong, strlen(r->cfg->proto->pong)) != 0) {
             lost(r, c, "cannot answer a ping");
@@ -521,10 +528,7 @@ static ssize_t frames(runner_t *r, conn_t *c, const char *p, size_t n)
             }
             break;
         case MC_WS_OP_PING:
-            if (c->pings < UINT16_MAX) {
-                c->pings++;
-            }
-            r->st->pings++;
+            count_ping(r, c);
             if (send_frame(r, c, MC_WS_OP_PONG, pl, (size_t)f.payload_len) != 0) {
                 lost(r, c, "cannot answer a ping");
                 return -1;
