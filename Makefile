@@ -147,6 +147,11 @@ $(B)/tests/test_relay_kafka: tests/unit/test_relay_kafka.c relay-worker/kafka.c 
 	$(CC) $(CFLAGS_ALL) $(shell pkg-config --cflags rdkafka) -o $@ $< $(LIB) \
 	  $(shell pkg-config --libs check hiredis rdkafka) $(LIBDEPS)
 
+# the load generator's protocol tables, compiled into their test
+$(B)/tests/test_loadgen_proto: tests/unit/test_loadgen_proto.c $(wildcard bench/loadgen/*.c bench/loadgen/*.h) $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(shell pkg-config --libs check) $(LIBDEPS)
+
 $(B)/tests/%: tests/unit/%.c $(LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(shell pkg-config --libs check hiredis) $(LIBDEPS)

@@ -15,8 +15,9 @@
  * protocol (lg_proto_t): how a user authenticates, how a room is made, what
  * a sent message looks like and what a frame from the server means.  The
  * runner knows only the events a protocol reports (ready, msg, ack,
- * error), so a second protocol (Centrifugo's JSON, issue 9) is one more
- * table.  Only MiniChat's v1 is built (proto_minichat.c).
+ * ping, error), so each protocol is one table: MiniChat's v1
+ * (proto_minichat.c) and Centrifugo's JSON protocol (proto_centrifugo.c,
+ * issue 9, to compare the two on the same load).  `--proto` picks one.
  *
  * Modes:
  *   idle     open N connections, hold them (answering pings), report.
@@ -52,7 +53,7 @@ typedef struct {
     const lg_proto_t *proto;
     struct in_addr dst;
     uint16_t port;
-    const char *path;       /* the WebSocket path, "/ws" */
+    const char *path;       /* the WebSocket path (the protocol's own by default) */
     int conns;              /* idle: connections; deliver: receiving members */
     int procs;
     int src_addrs;          /* 127.0.0.2 .. 127.0.0.(1 + src_addrs) */
@@ -118,7 +119,7 @@ typedef struct {
 } lg_shared_t;
 
 /* What a protocol makes of one text message from the server. */
-enum { LG_EV_OTHER, LG_EV_READY, LG_EV_MSG, LG_EV_ACK, LG_EV_ERROR };
+enum { LG_EV_OTHER, LG_EV_READY, LG_EV_MSG, LG_EV_ACK, LG_EV_ERROR, LG_EV_PING };
 
 typedef struct {
     int type;
@@ -131,16 +132,27 @@ typedef struct {
 
 struct lg_proto_s {
     const char *name;
+    /* The WebSocket path when --path is not given. */
+    const char *path;
     /* The Sec-WebSocket-Protocol to offer, or NULL. */
     const char *subprotocol;
+    /* 1 when the server may put several messages into one text frame, one
+     * per line (Centrifugo merges queued pushes so). */
+    int lines;
+    /* The text payload that answers an LG_EV_PING (an application-level
+     * ping), or NULL when the protocol has none. */
+    const char *pong;
     /* Appends the upgrade request's authentication header lines (each
-     * ending in CRLF) for user.  Returns 0 or -1. */
+     * ending in CRLF) for user, or NULL.  Returns 0 or -1. */
     int (*auth_headers)(const lg_config_t *cfg, uint64_t user, mc_buf_t *out);
-    /* Appends the payload of the first text message after the upgrade, if
-     * the protocol needs one (a connect command); NULL when not. */
-    int (*on_open)(const lg_config_t *cfg, uint64_t user, mc_buf_t *out);
+    /* Appends the payload of the first text message after the upgrade
+     * (commands: connect, subscribe to room when room is not 0), or NULL
+     * when the protocol needs none.  Returns -1, or how many LG_EV_READY
+     * events (replies) make the connection open. */
+    int (*on_open)(const lg_config_t *cfg, uint64_t user, uint64_t room, mc_buf_t *out);
     /* Makes a room owned by owner with members (blocking, before the
-     * connections open).  Returns 0 and the room's id, or -1 with err. */
+     * connections open).  Returns 0 and the room's id (not 0), or -1 with
+     * err. */
     int (*make_room)(const lg_config_t *cfg, uint64_t owner, const uint64_t *members, size_t n, uint64_t *room,
                      char *err, size_t err_size);
     /* Parses one text message from the server.  Returns 0, or -1 when it
@@ -152,6 +164,21 @@ struct lg_proto_s {
 };
 
 extern const lg_proto_t lg_proto_minichat;
+extern const lg_proto_t lg_proto_centrifugo;
+
+/* Reading frames by their fields (scan.c). */
+#define LG_BODY_TAG "lg "
+/* Finds key (with its quotes and colon) in p[0..n); returns the byte after
+ * it or NULL. */
+const char *lg_field(const char *p, size_t n, const char *key);
+/* Reads an unsigned decimal at q (inside p[0..n); q may be NULL).
+ * Returns 0 or -1. */
+int lg_number(const char *p, size_t n, const char *q, uint64_t *v);
+/* Appends the body of message k sent at sent_us.  Returns 0 or -1. */
+int lg_body_append(mc_buf_t *out, uint64_t k, int64_t sent_us);
+/* Fills ev->k, ev->sent_us and ev->ours when p[0..n) has a "body" the
+ * load generator wrote; leaves ev alone otherwise. */
+void lg_body_read(const char *p, size_t n, lg_event_t *ev);
 
 /* Runs runner `idx` of cfg->procs until the parent says stop.  Returns the
  * process exit status. */

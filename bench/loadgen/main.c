@@ -28,8 +28,8 @@ static void usage(void)
     fprintf(stderr,
             "usage: loadgen idle|deliver --port P --secret-file F [options]\n"
             "  --host A              server address (127.0.0.1)\n"
-            "  --path P              WebSocket path (/ws)\n"
-            "  --proto NAME          protocol (minichat)\n"
+            "  --path P              WebSocket path (/ws; centrifugo: /connection/websocket)\n"
+            "  --proto NAME          protocol: minichat (default) or centrifugo\n"
             "  --conns N             idle: connections; deliver: receiving members (1000)\n"
             "  --procs P             runner processes, each under %d connections (as needed)\n"
             "  --src-addrs A         source addresses 127.0.0.2 .. 127.0.0.(A+1) (one per 20000)\n"
@@ -94,7 +94,6 @@ static void parse_args(int argc, char **argv, lg_config_t *cfg)
 
     memset(cfg, 0, sizeof(*cfg));
     cfg->proto = &lg_proto_minichat;
-    cfg->path = "/ws";
     cfg->conns = 1000;
     cfg->connect_rate = 2000;
     cfg->inflight = 256;
@@ -130,8 +129,12 @@ static void parse_args(int argc, char **argv, lg_config_t *cfg)
         } else if (strcmp(a, "--path") == 0) {
             cfg->path = v;
         } else if (strcmp(a, "--proto") == 0) {
-            if (strcmp(v, "minichat") != 0) {
-                fprintf(stderr, "loadgen: unknown protocol \"%s\" (known: minichat)\n", v);
+            if (strcmp(v, "minichat") == 0) {
+                cfg->proto = &lg_proto_minichat;
+            } else if (strcmp(v, "centrifugo") == 0) {
+                cfg->proto = &lg_proto_centrifugo;
+            } else {
+                fprintf(stderr, "loadgen: unknown protocol \"%s\" (known: minichat, centrifugo)\n", v);
                 exit(2);
             }
         } else if (strcmp(a, "--secret-file") == 0) {
@@ -179,6 +182,9 @@ static void parse_args(int argc, char **argv, lg_config_t *cfg)
     if (cfg->port == 0 || secret_file == NULL) {
         usage();
         exit(2);
+    }
+    if (cfg->path == NULL) {
+        cfg->path = cfg->proto->path;
     }
     if (inet_pton(AF_INET, host, &cfg->dst) != 1) {
         fprintf(stderr, "loadgen: --host must be an IPv4 address, got \"%s\"\n", host);

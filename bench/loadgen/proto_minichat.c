@@ -3,12 +3,8 @@
  * a JWT in `Authorization: Bearer`, rooms made with `POST /api/rooms`,
  * `send` requests out, `hello` / `msg` / `ack` / `error` in.
  *
- * The frames are read by looking for the fields the load generator needs,
- * not through a JSON tree: the server writes them, the checks are on
- * numbers, and a hundred thousand connections make parsing cost count.
- * The body of a message the load generator sent is "lg <k> <sent_us>"
- * (no character that JSON escapes), so it is read the same way; any other
- * body (a system message) is reported as not ours.
+ * Frames are read by their fields (scan.c); a body other than the load
+ * generator's own (a system message) is reported as not ours.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -19,34 +15,6 @@
 #include "minichat/jwt.h"
 
 #include "loadgen.h"
-
-#define BODY_TAG "lg "
-
-/* Finds key (with its quotes and colon) in p[0..n); returns the byte after
- * it or NULL. */
-static const char *field(const char *p, size_t n, const char *key)
-{
-    const char *f = memmem(p, n, key, strlen(key));
-
-    return f ? f + strlen(key) : NULL;
-}
-
-/* Reads an unsigned decimal at q (inside p[0..n)).  Returns 0 or -1. */
-static int number(const char *p, size_t n, const char *q, uint64_t *v)
-{
-    const char *end = p + n;
-    uint64_t x = 0;
-
-    if (q == NULL || q >= end || *q < '0' || *q > '9') {
-        return -1;
-    }
-    while (q < end && *q >= '0' && *q <= '9') {
-        x = x * 10 + (uint64_t)(*q - '0');
-        q++;
-    }
-    *v = x;
-    return 0;
-}
 
 static int mc_auth_headers(const lg_config_t *cfg, uint64_t user, mc_buf_t *out)
 {
@@ -90,7 +58,7 @@ static int mc_make_room(const lg_config_t *cfg, uint64_t owner, const uint64_t *
         nanosleep(&retry_pause, NULL);
     }
     if (status == 201 || status == 200) {
-        if (number(ans.data, ans.len, field(ans.data, ans.len, "\"id\":"), &id) == 0) {
+        if (lg_number(ans.data, ans.len, lg_field(ans.data, ans.len, "\"id\":"), &id) == 0) {
             *room = id;
             rc = 0;
         } else {
@@ -111,46 +79,36 @@ done:
 
 static int mc_parse(const char *p, size_t n, lg_event_t *ev)
 {
-    const char *b;
-    uint64_t v;
-
     memset(ev, 0, sizeof(*ev));
     if (n < 10 || p[0] != '{') {
         return -1;
     }
-    if (field(p, n, "\"op\":\"msg\"")) {
+    if (lg_field(p, n, "\"op\":\"msg\"")) {
         ev->type = LG_EV_MSG;
-        if (number(p, n, field(p, n, "\"room\":"), &ev->room) != 0
-            || number(p, n, field(p, n, "\"seq\":"), &ev->seq) != 0) {
+        if (lg_number(p, n, lg_field(p, n, "\"room\":"), &ev->room) != 0
+            || lg_number(p, n, lg_field(p, n, "\"seq\":"), &ev->seq) != 0) {
             return -1;
         }
-        b = field(p, n, "\"body\":\"" BODY_TAG);
-        if (b != NULL && number(p, n, b, &ev->k) == 0) {
-            b = memchr(b, ' ', (size_t)(p + n - b));
-            if (b != NULL && number(p, n, b + 1, &v) == 0) {
-                ev->sent_us = (int64_t)v;
-                ev->ours = 1;
-            }
-        }
+        lg_body_read(p, n, ev);
         return 0;
     }
-    if (field(p, n, "\"op\":\"ack\"")) {
+    if (lg_field(p, n, "\"op\":\"ack\"")) {
         ev->type = LG_EV_ACK;
-        if (number(p, n, field(p, n, "\"room\":"), &ev->room) != 0
-            || number(p, n, field(p, n, "\"seq\":"), &ev->seq) != 0) {
+        if (lg_number(p, n, lg_field(p, n, "\"room\":"), &ev->room) != 0
+            || lg_number(p, n, lg_field(p, n, "\"seq\":"), &ev->seq) != 0) {
             return -1;
         }
         return 0;
     }
-    if (field(p, n, "\"op\":\"hello\"")) {
+    if (lg_field(p, n, "\"op\":\"hello\"")) {
         ev->type = LG_EV_READY;
         return 0;
     }
-    if (field(p, n, "\"op\":\"error\"")) {
+    if (lg_field(p, n, "\"op\":\"error\"")) {
         ev->type = LG_EV_ERROR;
         return 0;
     }
-    if (field(p, n, "\"op\":\"")) {
+    if (lg_field(p, n, "\"op\":\"")) {
         ev->type = LG_EV_OTHER; /* presence, read, typing, ... */
         return 0;
     }
@@ -160,12 +118,23 @@ static int mc_parse(const char *p, size_t n, lg_event_t *ev)
 static int mc_encode_send(uint64_t room, uint64_t user, uint64_t k, uint64_t id, int64_t sent_us, mc_buf_t *out)
 {
     /* cid: unique per user and room for the run (users are fresh each run) */
-    return mc_buf_appendf(out,
-                          "{\"op\":\"send\",\"id\":%" PRIu64 ",\"room\":%" PRIu64 ",\"cid\":\"lg-%" PRIu64 "-%" PRIu64
-                          "\",\"body\":\"" BODY_TAG "%" PRIu64 " %" PRId64 "\"}",
-                          id, room, user, k, k, sent_us);
+    if (mc_buf_appendf(out,
+                       "{\"op\":\"send\",\"id\":%" PRIu64 ",\"room\":%" PRIu64 ",\"cid\":\"lg-%" PRIu64 "-%" PRIu64
+                       "\",\"body\":\"",
+                       id, room, user, k)
+            != 0
+        || lg_body_append(out, k, sent_us) != 0) {
+        return -1;
+    }
+    return mc_buf_append_str(out, "\"}");
 }
 
 const lg_proto_t lg_proto_minichat = {
-    "minichat", "minichat.v1", mc_auth_headers, NULL, mc_make_room, mc_parse, mc_encode_send,
+    .name = "minichat",
+    .path = "/ws",
+    .subprotocol = "minichat.v1",
+    .auth_headers = mc_auth_headers,
+    .make_room = mc_make_room,
+    .parse = mc_parse,
+    .encode_send = mc_encode_send,
 };

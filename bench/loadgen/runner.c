@@ -4,12 +4,13 @@
  *
  * A connection goes NEW -> CONNECTING (non-blocking connect from its
  * source address) -> UPGRADING (request written, waiting for the 101) ->
- * OPENING (upgraded, waiting for the protocol's ready event: MiniChat's
- * hello) -> OPEN.  A refusal that asks to come back (429, 503), a refused
- * or reset connect and a handshake that outlives its timeout go to
- * WAIT_RETRY for a while, up to cfg->retries times, then FAILED.  An OPEN
- * connection that the server closes is CLOSED and stays closed: a load
- * generator that quietly reconnected would hide what is being measured.
+ * OPENING (upgraded, waiting for the protocol's ready events: MiniChat's
+ * hello; Centrifugo's connect and subscribe replies) -> OPEN.  A refusal
+ * that asks to come back (429, 503), a refused or reset connect and a
+ * handshake that outlives its timeout go to WAIT_RETRY for a while, up to
+ * cfg->retries times, then FAILED.  An OPEN connection that the server
+ * closes is CLOSED and stays closed: a load generator that quietly
+ * reconnected would hide what is being measured.
  *
  * Memory per connection is a small struct; input and output buffers exist
  * only while a partial frame or an unsent write waits (bytes read go to
@@ -56,6 +57,7 @@ typedef struct {
     uint8_t state;
     uint8_t sender;
     uint8_t polling_out;
+    uint8_t ready_left; /* OPENING: ready events still to come */
     uint16_t tries;
     uint16_t pings;
     uint32_t g;         /* member index, or room index for a sender */
@@ -316,7 +318,8 @@ static void connected(runner_t *r, conn_t *c)
             != 0
         || (cfg->proto->subprotocol
             && mc_buf_appendf(&req, "Sec-WebSocket-Protocol: %s\r\n", cfg->proto->subprotocol) != 0)
-        || cfg->proto->auth_headers(cfg, conn_user(r, c), &req) != 0 || mc_buf_append_str(&req, "\r\n") != 0) {
+        || (cfg->proto->auth_headers && cfg->proto->auth_headers(cfg, conn_user(r, c), &req) != 0)
+        || mc_buf_append_str(&req, "\r\n") != 0) {
         mc_buf_free(&req);
         retry_later(r, c, 1000, "out of memory");
         return;
@@ -334,7 +337,7 @@ static ssize_t upgrade_answer(runner_t *r, conn_t *c, const char *p, size_t n)
 {
     const char *end = memmem(p, n, "\r\n\r\n", 4), *h;
     mc_buf_t first = MC_BUF_INIT;
-    int status = 0;
+    int status = 0, ready;
     long retry_s;
 
     if (end == NULL) {
@@ -355,13 +358,15 @@ static ssize_t upgrade_answer(runner_t *r, conn_t *c, const char *p, size_t n)
             return -1;
         }
         c->state = CS_OPENING;
+        c->ready_left = 1;
         if (r->cfg->proto->on_open) {
-            if (r->cfg->proto->on_open(r->cfg, conn_user(r, c), &first) != 0
-                || send_frame(r, c, MC_WS_OP_TEXT, first.data, first.len) != 0) {
+            ready = r->cfg->proto->on_open(r->cfg, conn_user(r, c), r->nrooms > 0 ? r->rooms[c->room].id : 0, &first);
+            if (ready < 1 || ready > UINT8_MAX || send_frame(r, c, MC_WS_OP_TEXT, first.data, first.len) != 0) {
                 mc_buf_free(&first);
                 retry_later(r, c, 1000, "cannot send the first message");
                 return -1;
             }
+            c->ready_left = (uint8_t)ready;
             mc_buf_free(&first);
         }
         return end + 4 - p;
@@ -409,8 +414,17 @@ static void on_msg(runner_t *r, conn_t *c, const lg_event_t *ev)
     }
 }
 
-/* One text message from the server.  Returns 0 or -1 (connection gone). */
-static int on_text(runner_t *r, conn_t *c, const char *p, size_t n)
+/* A ping to answer: a WebSocket one, or the protocol's own. */
+static void count_ping(runner_t *r, conn_t *c)
+{
+    if (c->pings < UINT16_MAX) {
+        c->pings++;
+    }
+    r->st->pings++;
+}
+
+/* One message from the server.  Returns 0 or -1 (connection gone). */
+static int on_message(runner_t *r, conn_t *c, const char *p, size_t n)
 {
     lg_event_t ev;
 
@@ -422,7 +436,7 @@ static int on_text(runner_t *r, conn_t *c, const char *p, size_t n)
     }
     switch (ev.type) {
     case LG_EV_READY:
-        if (c->state == CS_OPENING) {
+        if (c->state == CS_OPENING && --c->ready_left == 0) {
             r->inflight--;
             c->state = CS_OPEN;
             r->st->open++;
@@ -442,8 +456,39 @@ static int on_text(runner_t *r, conn_t *c, const char *p, size_t n)
         r->st->errors++;
         report(r, REP_ERROR, "user %" PRIu64 ": %.*s", conn_user(r, c), (int)(n > 200 ? 200 : n), p);
         break;
+    case LG_EV_PING:
+        count_ping(r, c);
+        if (r->cfg->proto->pong
+            && send_frame(r, c, MC_WS_OP_TEXT, r->cfg->proto->pong, strlen(r->cfg->proto->pong)) != 0) {
+            lost(r, c, "cannot answer a ping");
+            return -1;
+        }
+        break;
     default:
         break;
+    }
+    return 0;
+}
+
+/* One text frame from the server: one message, or one per line when the
+ * protocol batches.  Returns 0 or -1 (connection gone). */
+static int on_text(runner_t *r, conn_t *c, const char *p, size_t n)
+{
+    const char *nl;
+    size_t len;
+
+    if (!r->cfg->proto->lines) {
+        return on_message(r, c, p, n);
+    }
+    while (n > 0) {
+        nl = memchr(p, '\n', n);
+        len = nl ? (size_t)(nl - p) : n;
+        if (len > 0 && on_message(r, c, p, len) != 0) {
+            return -1;
+        }
+        len += nl ? 1 : 0;
+        p += len;
+        n -= len;
     }
     return 0;
 }
@@ -478,13 +523,12 @@ static ssize_t frames(runner_t *r, conn_t *c, const char *p, size_t n)
                 lost(r, c, "a fragmented message (the load generator reads whole frames only)");
                 return -1;
             }
-            on_text(r, c, pl, (size_t)f.payload_len);
+            if (on_text(r, c, pl, (size_t)f.payload_len) != 0) {
+                return -1;
+            }
             break;
         case MC_WS_OP_PING:
-            if (c->pings < UINT16_MAX) {
-                c->pings++;
-            }
-            r->st->pings++;
+            count_ping(r, c);
             if (send_frame(r, c, MC_WS_OP_PONG, pl, (size_t)f.payload_len) != 0) {
                 lost(r, c, "cannot answer a ping");
                 return -1;
