@@ -23,6 +23,8 @@ CONS_SRC   := $(wildcard roomlist-consumer/*.c)
 CONS_OBJ   := $(patsubst roomlist-consumer/%.c,$(B)/roomlist-consumer/%.o,$(CONS_SRC))
 LOADGEN_SRC := $(wildcard bench/loadgen/*.c)
 LOADGEN_OBJ := $(patsubst bench/loadgen/%.c,$(B)/loadgen/%.o,$(LOADGEN_SRC))
+FLOOR_SRC  := $(wildcard bench/floor/*.c)
+FLOOR_OBJ  := $(patsubst bench/floor/%.c,$(B)/floor/%.o,$(FLOOR_SRC))
 
 MODULE     := $(B)/nginx/ngx_http_minichat_module.so
 NGX_SRC    := /usr/share/nginx/src
@@ -101,12 +103,21 @@ $(B)/bin/loadgen: $(LOADGEN_OBJ) $(LIB)
 	@mkdir -p $(@D)
 	$(CC) $(OPT) $(EXTRA_LDFLAGS) -o $@ $(LOADGEN_OBJ) $(LIB) $(LIBDEPS)
 
+# floor: the raw epoll broadcaster make bench compares with (bench/floor/floor.h)
+$(B)/floor/%.o: bench/floor/%.c bench/floor/floor.h $(wildcard lib/include/minichat/*.h)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(B)/bin/floor: $(FLOOR_OBJ) $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(OPT) $(EXTRA_LDFLAGS) -o $@ $(FLOOR_OBJ) $(LIB) $(LIBDEPS)
+
 # kafka_fill: fills the messages topic for bench/consumer_rate.sh
 $(B)/bin/kafka_fill: bench/kafka_fill.c $(LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_ALL) $(shell pkg-config --cflags rdkafka) -o $@ $< $(LIB) $(shell pkg-config --libs rdkafka) $(LIBDEPS)
 
-bench-tools: $(B)/bin/loadgen $(B)/bin/kafka_fill
+bench-tools: $(B)/bin/loadgen $(B)/bin/kafka_fill $(B)/bin/floor
 
 # 10,000 then 100,000 idle connections on one node (bench/idle.sh; starts
 # the stack if needed, replaces node a's nginx for the run).  N="10000"
