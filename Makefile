@@ -33,7 +33,7 @@ MOD_SRC    := $(wildcard ngx_minichat_module/*.c ngx_minichat_module/*.h) ngx_mi
 UNIT_TESTS := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
 
 .PHONY: all setup module run stop status test test-unit test-unit-asan test-integration integration-pass token \
-        conformance fuzz fuzz-build fuzz-seeds fuzz-targets clean bench-tools bench-idle chaos
+        conformance fuzz fuzz-build fuzz-seeds fuzz-targets clean bench-tools bench-idle bench chaos
 
 all: $(LIB) $(B)/bin/relay-worker $(B)/bin/roomlist-consumer $(B)/bin/minichat-token $(B)/bin/minichat-ban $(MODULE) \
      bench-tools $(B)/bin/relay-forge
@@ -124,6 +124,14 @@ bench-tools: $(B)/bin/loadgen $(B)/bin/kafka_fill $(B)/bin/floor
 # runs fewer.
 bench-idle: setup all
 	@bash bench/idle.sh $(N)
+
+# issue 9's scenarios, MiniChat beside the floor (bench/floor) and
+# Centrifugo (when built: bench/centrifugo/) in one run; one table printed,
+# JSON and Markdown in bench/results/ (bench/README.md).  Starts the stack
+# if needed and leaves it running.  make test runs only its smoke mode
+# (tests/integration/test_bench_smoke.py).
+bench: setup all
+	@bash bench/bench.sh
 
 # --- nginx module (out of tree, with Debian's configure flags) ---------------
 # nginx's configure rewrites object paths with sed expressions that also hit
