@@ -30,9 +30,11 @@
 #   floor      build/bin/floor on 8092 + offset: the one process;
 #   Centrifugo when bench/centrifugo/run.sh and a binary under
 #              .cache/centrifugo/ exist (skipped with a note otherwise):
-#              `run.sh start`, the process listening on CENTRIFUGO_PORT
-#              (18000 + offset), tokens signed with CENTRIFUGO_SECRET_FILE
-#              (conf/dev-jwt-secret), `run.sh stop` at the end.
+#              `run.sh start` (127.0.0.1:18000 + offset, or
+#              MINICHAT_CENTRIFUGO_PORT; tokens signed with
+#              conf/dev-jwt-secret), the process of its pid file
+#              ($MINICHAT_RUN/centrifugo/centrifugo.pid), `run.sh stop`
+#              at the end.
 # Scenarios 1, 3, 4 and 5 are not side by side yet: the table says so and
 # names the script that measures MiniChat alone today.
 #
@@ -66,8 +68,9 @@ floor_bin=$top/build/bin/floor
 node_a_port=$((8080 + off))
 floor_port=$((8092 + off))
 mc_port=$((8093 + off))
-cf_port=${CENTRIFUGO_PORT:-$((18000 + off))}
-cf_secret=${CENTRIFUGO_SECRET_FILE:-$secret}
+# bench/centrifugo/run.sh's port and key (the dev stack's JWT secret)
+cf_port=${MINICHAT_CENTRIFUGO_PORT:-$((18000 + off))}
+cf_secret=$secret
 work=$run_dir/bench
 records=$work/records.jsonl
 hz=$(getconf CLK_TCK)
@@ -160,7 +163,10 @@ pids_of() {
     local p d
     case $1 in
         floor) echo "floor:$(pidfile "$work/floor.pid")" ;;
-        centrifugo) echo "centrifugo:$(listener_pid "$cf_port")" ;;
+        centrifugo)
+            p=$(live "$run_dir/centrifugo/centrifugo.pid" centrifugo)
+            echo "centrifugo:${p:-$(listener_pid "$cf_port")}"
+            ;;
         minichat)
             for p in $(pgrep -P "$(pidfile "$work/nginx/nginx.pid")"); do echo "nginx:$p"; done
             p=$(live "$run_dir/relay-a/relay.pid" relay-worker); [ -n "$p" ] && echo "relay:$p"
@@ -249,7 +255,7 @@ scenario_2() {
     start_floor
     start_minichat
     if [ "$smoke" = 0 ]; then
-        if [ -f "$top/bench/centrifugo/run.sh" ] && ls "$top"/.cache/centrifugo/centrifugo* > /dev/null 2>&1; then
+        if [ -f "$top/bench/centrifugo/run.sh" ] && ls "$top"/.cache/centrifugo/*/centrifugo > /dev/null 2>&1; then
             if bash "$top/bench/centrifugo/run.sh" start > "$work/centrifugo.log" 2>&1; then
                 cf_started=1
                 systems="$systems centrifugo"
