@@ -23,6 +23,8 @@ CONS_SRC   := $(wildcard roomlist-consumer/*.c)
 CONS_OBJ   := $(patsubst roomlist-consumer/%.c,$(B)/roomlist-consumer/%.o,$(CONS_SRC))
 LOADGEN_SRC := $(wildcard bench/loadgen/*.c)
 LOADGEN_OBJ := $(patsubst bench/loadgen/%.c,$(B)/loadgen/%.o,$(LOADGEN_SRC))
+FLOOR_SRC  := $(wildcard bench/floor/*.c)
+FLOOR_OBJ  := $(patsubst bench/floor/%.c,$(B)/floor/%.o,$(FLOOR_SRC))
 
 MODULE     := $(B)/nginx/ngx_http_minichat_module.so
 NGX_SRC    := /usr/share/nginx/src
@@ -31,7 +33,7 @@ MOD_SRC    := $(wildcard ngx_minichat_module/*.c ngx_minichat_module/*.h) ngx_mi
 UNIT_TESTS := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
 
 .PHONY: all setup module run stop status test test-unit test-unit-asan test-integration integration-pass token \
-        conformance fuzz fuzz-build fuzz-seeds fuzz-targets clean bench-tools bench-idle chaos
+        conformance fuzz fuzz-build fuzz-seeds fuzz-targets clean bench-tools bench-idle bench chaos
 
 all: $(LIB) $(B)/bin/relay-worker $(B)/bin/roomlist-consumer $(B)/bin/minichat-token $(B)/bin/minichat-ban $(MODULE) \
      bench-tools $(B)/bin/relay-forge
@@ -101,18 +103,35 @@ $(B)/bin/loadgen: $(LOADGEN_OBJ) $(LIB)
 	@mkdir -p $(@D)
 	$(CC) $(OPT) $(EXTRA_LDFLAGS) -o $@ $(LOADGEN_OBJ) $(LIB) $(LIBDEPS)
 
+# floor: the raw epoll broadcaster make bench compares with (bench/floor/floor.h)
+$(B)/floor/%.o: bench/floor/%.c bench/floor/floor.h $(wildcard lib/include/minichat/*.h)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(B)/bin/floor: $(FLOOR_OBJ) $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(OPT) $(EXTRA_LDFLAGS) -o $@ $(FLOOR_OBJ) $(LIB) $(LIBDEPS)
+
 # kafka_fill: fills the messages topic for bench/consumer_rate.sh
 $(B)/bin/kafka_fill: bench/kafka_fill.c $(LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_ALL) $(shell pkg-config --cflags rdkafka) -o $@ $< $(LIB) $(shell pkg-config --libs rdkafka) $(LIBDEPS)
 
-bench-tools: $(B)/bin/loadgen $(B)/bin/kafka_fill
+bench-tools: $(B)/bin/loadgen $(B)/bin/kafka_fill $(B)/bin/floor
 
 # 10,000 then 100,000 idle connections on one node (bench/idle.sh; starts
 # the stack if needed, replaces node a's nginx for the run).  N="10000"
 # runs fewer.
 bench-idle: setup all
 	@bash bench/idle.sh $(N)
+
+# issue 9's scenarios, MiniChat beside the floor (bench/floor) and
+# Centrifugo (when built: bench/centrifugo/) in one run; one table printed,
+# JSON and Markdown in bench/results/ (bench/README.md).  Starts the stack
+# if needed and leaves it running.  make test runs only its smoke mode
+# (tests/integration/test_bench_smoke.py).
+bench: setup all
+	@bash bench/bench.sh
 
 # --- nginx module (out of tree, with Debian's configure flags) ---------------
 # nginx's configure rewrites object paths with sed expressions that also hit

@@ -109,6 +109,8 @@ typedef struct {
     uint64_t rooms;        /* rooms made */
     uint64_t sent, acked, expected, received, out_of_order, errors;
     uint64_t pss_kb;       /* this runner's own memory, once connected */
+    int64_t first_send_us; /* the first send, the last delivery (CLOCK_MONOTONIC; 0: none) */
+    int64_t last_rx_us;
     lg_hist_t latency;
 } lg_stats_t;
 

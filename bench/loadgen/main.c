@@ -244,6 +244,12 @@ static void sum(const lg_shared_t *sh, int procs, lg_stats_t *t)
         t->out_of_order += s->out_of_order;
         t->errors += s->errors;
         t->pss_kb += s->pss_kb;
+        if (s->first_send_us != 0 && (t->first_send_us == 0 || s->first_send_us < t->first_send_us)) {
+            t->first_send_us = s->first_send_us;
+        }
+        if (s->last_rx_us > t->last_rx_us) {
+            t->last_rx_us = s->last_rx_us;
+        }
         if (s->target > 0 && s->min_pings < t->min_pings) {
             t->min_pings = s->min_pings;
         }
@@ -288,6 +294,7 @@ static int waiting_for(const lg_shared_t *sh, int procs, int ph)
 static int report(const lg_config_t *cfg, const lg_stats_t *t, int timed_out)
 {
     uint64_t want_msgs = cfg->mode == LG_MODE_DELIVER ? t->rooms * (uint64_t)cfg->messages : 0;
+    int64_t span_us;
     int ok;
 
     printf("loadgen: result mode=%s conns=%" PRIu64 " open=%" PRIu64 " failed=%" PRIu64 " closed=%" PRIu64
@@ -302,6 +309,11 @@ static int report(const lg_config_t *cfg, const lg_stats_t *t, int timed_out)
         printf("loadgen: latency_us p50=%" PRIu64 " p99=%" PRIu64 " p99.9=%" PRIu64 " max=%" PRIu64 " n=%" PRIu64 "\n",
                lg_hist_quantile(&t->latency, 0.5), lg_hist_quantile(&t->latency, 0.99),
                lg_hist_quantile(&t->latency, 0.999), t->latency.max, t->latency.n);
+        /* deliveries over the time from the first send to the last
+         * delivery: what the server kept up with (make bench's rate) */
+        span_us = t->first_send_us && t->last_rx_us > t->first_send_us ? t->last_rx_us - t->first_send_us : 0;
+        printf("loadgen: rate span_ms=%.1f deliveries_per_s=%.0f\n", (double)span_us / 1000,
+               span_us ? (double)t->received * 1e6 / (double)span_us : 0.0);
     }
     printf("loadgen: memory loadgen_pss_kb=%" PRIu64 " per_conn_bytes=%" PRIu64 "\n", t->pss_kb,
            t->opened ? t->pss_kb * 1024 / t->opened : 0);

@@ -404,6 +404,7 @@ static void on_msg(runner_t *r, conn_t *c, const lg_event_t *ev)
     } else {
         r->st->received++;
         now = mc_now_us();
+        r->st->last_rx_us = now;
         lg_hist_add(&r->st->latency, now > ev->sent_us ? (uint64_t)(now - ev->sent_us) : 0);
     }
     if (ev->seq > c->last_seq) {
@@ -706,6 +707,9 @@ static int send_due(runner_t *r)
                 || send_frame(r, s, MC_WS_OP_TEXT, r->payload.data, r->payload.len) != 0) {
                 lost(r, s, "cannot send");
                 break;
+            }
+            if (r->st->first_send_us == 0) {
+                r->st->first_send_us = now;
             }
             s->next_k++;
             r->st->sent++;

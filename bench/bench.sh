@@ -1,0 +1,307 @@
+#!/usr/bin/env bash
+# make bench: issue 9's scenarios against MiniChat, the floor (bench/floor,
+# a raw epoll broadcaster of our own) and Centrifugo v6 in the same run,
+# with the systems side by side and their ratios in one table.
+#
+#   bash bench/bench.sh [--smoke] [--out DIR] [--scenarios "1 2 3 4 5"]
+#   make bench                 (the full run; results in bench/results/)
+#
+# Run with this stack's MINICHAT_PORT_OFFSET and MINICHAT_RUN exported; the
+# stack is started when node a does not answer.  Each scenario is a
+# function; what it measures goes, one JSON object a line, into a records
+# file that bench/report.py turns into the table (printed), and
+# <out>/<date>-<host>.json and .md, with the machine noted (nproc, CPU
+# model, kernel, load average at the start and the end).
+#
+# Scenario 2, fan-out: one room of MEMBERS (1,000) receiving members plus
+# its owner, who sends MESSAGES (1,000) at each of RATES (50 100 200 400)
+# messages a second, one loadgen run (bench/loadgen, deliver mode) per
+# system and rate.  Per run: deliveries a second (deliveries over the time
+# from the first send to the last delivery), delivered of offered, p50/p99
+# send->receive latency, and the CPU time of every process on the path per
+# million deliveries (/proc/PID/stat utime + stime, from the moment every
+# connection is open to the end of the run, connection closes included):
+#   MiniChat   a bench nginx with node a's configuration on its own port
+#              (8093 + offset) minus every minichat_limit_* line (the dev
+#              stack's 50 messages/s per sender would refuse the load) and
+#              access_log off, on the stack's relay-worker a, Redis, Kafka,
+#              roomlist-consumer and MariaDB primary: all counted ("path"),
+#              the nginx workers also on their own ("front");
+#   floor      build/bin/floor on 8092 + offset: the one process;
+#   Centrifugo when bench/centrifugo/run.sh and a binary under
+#              .cache/centrifugo/ exist (skipped with a note otherwise):
+#              `run.sh start` (127.0.0.1:18000 + offset, or
+#              MINICHAT_CENTRIFUGO_PORT; tokens signed with
+#              conf/dev-jwt-secret), the process of its pid file
+#              ($MINICHAT_RUN/centrifugo/centrifugo.pid), `run.sh stop`
+#              at the end.
+# Scenarios 1, 3, 4 and 5 are not side by side yet: the table says so and
+# names the script that measures MiniChat alone today.
+#
+# --smoke (make test, tests/integration/test_bench_smoke.py): scenario 2
+# only, 20 members, 10 messages at 20/s, MiniChat and the floor: a check
+# that the tool works, not a measurement.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+off=${MINICHAT_PORT_OFFSET:-0}
+run_dir=${MINICHAT_RUN:-$top/.run}
+out_dir=$top/bench/results
+scenarios="1 2 3 4 5"
+smoke=0
+while [ $# -gt 0 ]; do
+    case $1 in
+        --smoke) smoke=1; shift ;;
+        --out) out_dir=${2:?--out needs a directory}; shift 2 ;;
+        --scenarios) scenarios=${2:?--scenarios needs a list}; shift 2 ;;
+        *) echo "usage: bench.sh [--smoke] [--out DIR] [--scenarios \"1 2 3 4 5\"]" >&2; exit 2 ;;
+    esac
+done
+if [ "$smoke" = 1 ]; then
+    members=${MEMBERS:-20} messages=${MESSAGES:-10} rates=${RATES:-20} scenarios=2
+else
+    members=${MEMBERS:-1000} messages=${MESSAGES:-1000} rates=${RATES:-50 100 200 400}
+fi
+wait_s=${WAIT:-15}
+secret=$top/conf/dev-jwt-secret
+loadgen=$top/build/bin/loadgen
+floor_bin=$top/build/bin/floor
+node_a_port=$((8080 + off))
+floor_port=$((8092 + off))
+mc_port=$((8093 + off))
+# bench/centrifugo/run.sh's port and key (the dev stack's JWT secret)
+cf_port=${MINICHAT_CENTRIFUGO_PORT:-$((18000 + off))}
+cf_secret=$secret
+work=$run_dir/bench
+records=$work/records.jsonl
+hz=$(getconf CLK_TCK)
+
+say() { printf 'bench: %s\n' "$*"; }
+die() { printf 'bench: ERROR: %s\n' "$*" >&2; exit 1; }
+
+[ -x "$loadgen" ] && [ -x "$floor_bin" ] || die "build/bin/loadgen or build/bin/floor missing: make all"
+mkdir -p "$work" "$out_dir"
+: > "$records"
+
+# --- the machine ------------------------------------------------------------
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+machine() {
+    printf '{"host":"%s","nproc":%d,"model_name":"%s","kernel":"%s","loadavg_%s":"%s"}\n' \
+        "$(hostname)" "$(nproc)" "$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1 | tr -d '"\\')" \
+        "$(uname -r)" "$1" "$(loadavg)"
+}
+machine start > "$work/machine-start.json"
+say "machine: $(nproc) CPUs, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), kernel $(uname -r)," \
+    "load average $(loadavg)"
+
+# --- CPU time of processes --------------------------------------------------
+# cpu_ms PID...: user + system time so far, in ms (the comm field may hold
+# spaces: fields are counted after its closing parenthesis)
+cpu_ms() {
+    local t=0 p v
+    for p in "$@"; do
+        v=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}') || v=0
+        t=$((t + ${v:-0}))
+    done
+    echo $((t * 1000 / hz))
+}
+pidfile() { [ -s "$1" ] && tr -dc '0-9' < "$1" || true; }
+# live PIDFILE PATTERN: the pid in the file when it runs a command line
+# holding PATTERN (a stale file may name a recycled pid)
+live() {
+    local p
+    p=$(pidfile "$1")
+    [ -n "$p" ] && tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -qF -- "$2" && echo "$p"
+    return 0
+}
+listener_pid() { ss -Hltnp "sport = :$1" 2>/dev/null | sed -n 's/.*pid=\([0-9]*\).*/\1/p' | head -1; }
+
+# --- the systems --------------------------------------------------------------
+cleanup() {
+    local p
+    p=$(pidfile "$work/floor.pid"); [ -n "$p" ] && kill "$p" 2>/dev/null || true
+    p=$(pidfile "$work/nginx/nginx.pid")
+    if [ -n "$p" ] && kill -QUIT "$p" 2>/dev/null; then
+        for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    fi
+    [ "${cf_started:-0}" = 1 ] && bash "$top/bench/centrifugo/run.sh" stop > /dev/null 2>&1 || true
+    rm -f "$work/floor.pid"
+}
+trap cleanup EXIT
+
+start_floor() {
+    "$floor_bin" --port "$floor_port" --secret-file "$secret" > "$work/floor.log" 2>&1 &
+    echo $! > "$work/floor.pid"
+    for _ in $(seq 50); do grep -q '^floor: listening' "$work/floor.log" && return 0; sleep 0.1; done
+    cat "$work/floor.log" >&2
+    die "the floor did not start"
+}
+
+# a bench nginx: node a's configuration, its own port, pid and logs, no
+# limits, no access log (the module, the relay-worker and Redis are the
+# stack's)
+start_minichat() {
+    local bd=$work/nginx
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$node_a_port") 2>/dev/null; then
+        say "starting the stack (scripts/stack.sh start)"
+        bash "$top/scripts/stack.sh" start > "$work/stack.log" 2>&1 || { tail -20 "$work/stack.log" >&2; die "the stack did not start"; }
+    fi
+    if grep -Eq '^ *listen 127\.0\.0\.1:[0-9]+ ssl' "$run_dir/nginx-a/nginx.conf"; then
+        die "the stack runs with TLS (MINICHAT_TLS=1); the load generator speaks ws:// only"
+    fi
+    mkdir -p "$bd"
+    sed -e "s|^pid .*|pid $bd/nginx.pid;|" -e "s|^error_log .*|error_log $bd/error.log notice;|" \
+        -e "s|access_log .*|access_log off;|" -e '/minichat_limit_/d' \
+        -e "s|^\( *\)listen 127.0.0.1:[0-9]*;|\1listen 127.0.0.1:$mc_port;|" \
+        "$run_dir/nginx-a/nginx.conf" > "$bd/nginx.conf"
+    /usr/sbin/nginx -p "$bd" -c "$bd/nginx.conf" -e "$bd/error.log" || die "the bench nginx did not start ($bd/error.log)"
+    for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$mc_port") 2>/dev/null && return 0; sleep 0.1; done
+    die "the bench nginx does not answer on $mc_port"
+}
+
+# The pids of a system, as "group:pid" words.
+pids_of() {
+    local p d
+    case $1 in
+        floor) echo "floor:$(pidfile "$work/floor.pid")" ;;
+        centrifugo)
+            p=$(live "$run_dir/centrifugo/centrifugo.pid" centrifugo)
+            echo "centrifugo:${p:-$(listener_pid "$cf_port")}"
+            ;;
+        minichat)
+            for p in $(pgrep -P "$(pidfile "$work/nginx/nginx.pid")"); do echo "nginx:$p"; done
+            p=$(live "$run_dir/relay-a/relay.pid" relay-worker); [ -n "$p" ] && echo "relay:$p"
+            for d in "$run_dir/redis" "$run_dir"/redis-cluster/*; do
+                p=$(live "$d/redis.pid" redis-server); [ -n "$p" ] && echo "redis:$p"
+            done
+            p=$(live "$run_dir/kafka/kafka.pid" kafka.Kafka); [ -n "$p" ] && echo "kafka:$p"
+            p=$(live "$run_dir/consumer/consumer.pid" roomlist-consumer); [ -n "$p" ] && echo "consumer:$p"
+            p=$(live "$run_dir/mysql-primary/mysqld.pid" mariadbd); [ -n "$p" ] && echo "mysql:$p"
+            ;;
+    esac
+    return 0
+}
+
+# cpu_groups "group:pid"...: prints "group=ms" per group.
+cpu_groups() {
+    local w g groups=""
+    for w in "$@"; do g=${w%%:*}; case " $groups " in *" $g "*) ;; *) groups="$groups $g" ;; esac; done
+    for g in $groups; do
+        local pids=()
+        for w in "$@"; do [ "${w%%:*}" = "$g" ] && pids+=("${w#*:}"); done
+        echo "$g=$(cpu_ms "${pids[@]}")"
+    done
+}
+
+# field LOG LINE KEY: the value of KEY=... on the last `loadgen: LINE ...`
+# line, or null (JSON) when there is none.
+field() {
+    awk -v line="$2" -v key="$3" '$1 == "loadgen:" && $2 == line {
+        for (i = 3; i <= NF; i++) if (index($i, key "=") == 1) v = substr($i, length(key) + 2) }
+        END { print (v == "" ? "null" : v) }' "$1"
+}
+
+# fanout_run SYSTEM PORT PATH PROTO SECRET RATE N/TOTAL: one loadgen run,
+# one record.
+fanout_run() {
+    local sys=$1 port=$2 path=$3 proto=$4 sec=$5 rate=$6 step=$7
+    local log=$work/fanout-$sys-$rate.log ready=$work/ready lpid c0 c1 g pass i
+    local -a pids before after
+    rm -f "$ready"
+    say "[$step] fan-out $sys: $members members, $messages messages at $rate/s"
+    "$loadgen" deliver --proto "$proto" --port "$port" --path "$path" --secret-file "$sec" \
+        --conns "$members" --room-size "$members" --messages "$messages" --msg-rate "$rate" \
+        --hold 2 --wait "$wait_s" --ready-file "$ready" --progress 5 > "$log" 2>&1 &
+    lpid=$!
+    while [ ! -e "$ready" ] && kill -0 "$lpid" 2>/dev/null; do sleep 0.1; done
+    mapfile -t pids < <(pids_of "$sys")
+    mapfile -t before < <(cpu_groups "${pids[@]}")
+    # progress while it runs: the load generator's own lines, every 5 s
+    i=0
+    while kill -0 "$lpid" 2>/dev/null; do
+        sleep 0.2
+        i=$((i + 1))
+        if [ $((i % 25)) = 0 ]; then
+            tail -1 "$log" | grep '^loadgen: ' | sed 's/^loadgen: /bench:     /' || true
+        fi
+    done
+    wait "$lpid" || true
+    mapfile -t after < <(cpu_groups "${pids[@]}")
+    grep -q '^loadgen: PASS' "$log" && pass=true || pass=false
+    {
+        printf '{"scenario":2,"system":"%s","rate":%s,"members":%s,"messages":%s,"pass":%s' \
+            "$sys" "$rate" "$members" "$messages" "$pass"
+        printf ',"sent":%s,"acked":%s,"offered":%s,"delivered":%s,"out_of_order":%s' \
+            "$(field "$log" deliver sent)" "$(field "$log" deliver acked)" "$(field "$log" deliver expected)" \
+            "$(field "$log" deliver received)" "$(field "$log" deliver out_of_order)"
+        printf ',"deliveries_per_s":%s,"span_ms":%s,"p50_us":%s,"p99_us":%s,"p999_us":%s,"cpu_ms":{' \
+            "$(field "$log" rate deliveries_per_s)" "$(field "$log" rate span_ms)" "$(field "$log" latency_us p50)" \
+            "$(field "$log" latency_us p99)" "$(field "$log" latency_us p99.9)"
+        local first=1
+        for i in "${!after[@]}"; do
+            g=${after[$i]%%=*}
+            c1=${after[$i]#*=}
+            c0=${before[$i]#*=}
+            [ $first = 1 ] || printf ','
+            printf '"%s":%d' "$g" $((c1 - c0))
+            first=0
+        done
+        printf '},"log":"%s"}\n' "$log"
+    } >> "$records"
+    say "[$step] $(python3 "$top/bench/report.py" --line "$(tail -1 "$records")")"
+}
+
+scenario_2() {
+    local systems="minichat floor" n=0 total sys rate
+    start_floor
+    start_minichat
+    if [ "$smoke" = 0 ]; then
+        if [ -f "$top/bench/centrifugo/run.sh" ] && ls "$top"/.cache/centrifugo/*/centrifugo > /dev/null 2>&1; then
+            if bash "$top/bench/centrifugo/run.sh" start > "$work/centrifugo.log" 2>&1; then
+                cf_started=1
+                systems="$systems centrifugo"
+            else
+                say "Centrifugo did not start ($work/centrifugo.log): skipped"
+                printf '{"scenario":2,"system":"centrifugo","skipped":"did not start"}\n' >> "$records"
+            fi
+        else
+            say "Centrifugo: no bench/centrifugo/run.sh or no binary under .cache/centrifugo/: skipped"
+            printf '{"scenario":2,"system":"centrifugo","skipped":"not built (bench/centrifugo/build.sh)"}\n' >> "$records"
+        fi
+    fi
+    total=$(( $(wc -w <<< "$systems") * $(wc -w <<< "$rates") ))
+    for rate in $rates; do
+        for sys in $systems; do
+            n=$((n + 1))
+            case $sys in
+                minichat) fanout_run minichat "$mc_port" /ws minichat "$secret" "$rate" "$n/$total" ;;
+                floor) fanout_run floor "$floor_port" /ws minichat "$secret" "$rate" "$n/$total" ;;
+                centrifugo) fanout_run centrifugo "$cf_port" /connection/websocket centrifugo "$cf_secret" "$rate" "$n/$total" ;;
+            esac
+        done
+    done
+    kill "$(pidfile "$work/floor.pid")" 2>/dev/null || true
+    for _ in $(seq 50); do grep -q '^floor: result' "$work/floor.log" && break; sleep 0.1; done
+    grep '^floor: result' "$work/floor.log" | sed 's/^floor: /bench: floor /' || true
+}
+
+not_yet() {
+    printf '{"scenario":%d,"status":"not yet","note":"%s"}\n' "$1" "$2" >> "$records"
+}
+scenario_1() { not_yet 1 "MiniChat alone: bench/idle_memory.py, bench/idle.sh"; }
+scenario_3() { not_yet 3 "not measured side by side yet"; }
+scenario_4() { not_yet 4 "MiniChat against redis-benchmark: bench/ratelimit.sh"; }
+scenario_5() { not_yet 5 "MiniChat alone: bench/consumer_rate.sh"; }
+
+for s in $scenarios; do
+    case $s in
+        1|2|3|4|5) "scenario_$s" ;;
+        *) die "no scenario \"$s\" (1 to 5)" ;;
+    esac
+done
+
+machine end > "$work/machine-end.json"
+stamp=$(date -u +%Y-%m-%dT%H%M%SZ)
+base=$out_dir/$stamp-$(hostname)$([ "$smoke" = 1 ] && echo -smoke || true)
+python3 "$top/bench/report.py" --records "$records" --machine "$work/machine-start.json" "$work/machine-end.json" \
+    --mode "$([ "$smoke" = 1 ] && echo smoke || echo full)" --json "$base.json" --md "$base.md"
+say "results: $base.json, $base.md"

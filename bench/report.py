@@ -1,0 +1,225 @@
+#!/usr/bin/env python3
+"""The report of bench/bench.sh: its records in, one table out.
+
+  report.py --line RECORD_JSON
+      one progress line for a finished run
+  report.py --records F --machine START END --mode full|smoke --json OUT --md OUT
+      prints the Markdown report and writes it to OUT.md, with everything
+      measured in OUT.json
+
+Records are JSON objects, one a line, as bench.sh writes them: a fan-out
+run (scenario 2) has system, rate, offered, delivered, deliveries_per_s,
+p50_us, p99_us and cpu_ms per group of processes; a scenario not measured
+yet has status "not yet" and a note.  CPU per million deliveries is CPU
+seconds over delivered / 1e6, i.e. CPU microseconds per delivery.
+"""
+
+import argparse
+import datetime
+import json
+import sys
+
+SYSTEMS = ("minichat", "floor", "centrifugo")
+NAMES = {"minichat": "MiniChat", "floor": "floor", "centrifugo": "Centrifugo"}
+# the process that takes the clients' sockets, per system
+FRONT = {"minichat": "nginx", "floor": "floor", "centrifugo": "centrifugo"}
+# MiniChat's processes in the order a message meets them
+PATH_ORDER = ("nginx", "redis", "relay", "kafka", "consumer", "mysql")
+SCENARIOS = {
+    1: "idle connections: worker memory per connection",
+    2: "fan-out: one room of 1,000 members on one node",
+    3: "cross-node latency: 2-member room, 1,000 msg/s",
+    4: "rate-limit decisions per second through nginx",
+    5: "persistence into MariaDB; history page p99",
+}
+
+
+def per_million(cpu_ms, delivered):
+    """CPU seconds per million deliveries (= CPU us per delivery), or None."""
+    if not delivered or cpu_ms is None:
+        return None
+    return cpu_ms * 1000.0 / delivered
+
+
+def derive(r):
+    """Adds the derived figures to a fan-out record."""
+    cpu = r.get("cpu_ms") or {}
+    r["cpu_s_per_m_path"] = per_million(sum(cpu.values()) if cpu else None, r.get("delivered"))
+    r["cpu_s_per_m_front"] = per_million(cpu.get(FRONT[r["system"]]), r.get("delivered"))
+    r["cpu_s_per_m_by_process"] = {g: per_million(ms, r.get("delivered")) for g, ms in cpu.items()}
+    return r
+
+
+def fmt(v, digits=1):
+    if v is None:
+        return "—"
+    if isinstance(v, str):
+        return v
+    if abs(v) >= 1000:
+        return "{:,.0f}".format(v)
+    return "{:.{}f}".format(v, digits)
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def line(r):
+    r = derive(r)
+    return ("fan-out %s %s msg/s: %s of %s delivered (%s), %s deliveries/s, p50 %s ms p99 %s ms, "
+            "%s CPU s per million deliveries (%s in %s)" % (
+                NAMES[r["system"]], r["rate"], r.get("delivered"), r.get("offered"),
+                "PASS" if r.get("pass") else "FAIL", fmt(r.get("deliveries_per_s"), 0),
+                fmt(ms(r.get("p50_us")), 2), fmt(ms(r.get("p99_us")), 2), fmt(r["cpu_s_per_m_path"], 2),
+                fmt(r["cpu_s_per_m_front"], 2), FRONT[r["system"]]))
+
+
+def ms(us):
+    return None if us is None else us / 1000.0
+
+
+def fanout_tables(runs, skipped):
+    rates = sorted({r["rate"] for r in runs})
+    present = [s for s in SYSTEMS if any(r["system"] == s for r in runs)]
+    out = ["## Scenario 2 — %s" % SCENARIOS[2], ""]
+    by = {(r["system"], r["rate"]): r for r in runs}
+    if runs:
+        r0 = runs[0]
+        out.append("%d members + the sender, %d messages per step; CPU of every process on the path "
+                   "(MiniChat: bench nginx workers, relay-worker, Redis, Kafka, roomlist-consumer, MariaDB "
+                   "primary; floor and Centrifugo: their one process), from all connected to the end of the run."
+                   % (r0["members"], r0["messages"]))
+        out.append("")
+    for s, why in skipped:
+        out.append("%s: skipped — %s." % (NAMES[s], why))
+        out.append("")
+    head = "| msg/s | | " + " | ".join(NAMES[s] for s in present)
+    sep = "| ---: | --- | " + " | ".join("---:" for _ in present)
+    ratios = [(a, b) for a, b in (("minichat", "floor"), ("minichat", "centrifugo")) if a in present and b in present]
+    head += "".join(" | %s/%s" % (NAMES[a], NAMES[b]) for a, b in ratios) + " |"
+    sep += "".join(" | ---:" for _ in ratios) + " |"
+    out += [head, sep]
+    metrics = (
+        ("delivered / offered", lambda r: "%s / %s" % (r.get("delivered"), r.get("offered")), None),
+        ("deliveries/s", lambda r: r.get("deliveries_per_s"), 0),
+        ("p50 ms", lambda r: ms(r.get("p50_us")), 2),
+        ("p99 ms", lambda r: ms(r.get("p99_us")), 2),
+        ("CPU s / M deliveries (path)", lambda r: r["cpu_s_per_m_path"], 2),
+        ("CPU s / M deliveries (front)", lambda r: r["cpu_s_per_m_front"], 2),
+    )
+    for rate in rates:
+        for i, (name, get, digits) in enumerate(metrics):
+            cells = []
+            for s in present:
+                r = by.get((s, rate))
+                v = get(r) if r else None
+                cells.append(fmt(v, digits) if digits is not None else (v or "—"))
+            rc = []
+            for a, b in ratios:
+                ra, rb = by.get((a, rate)), by.get((b, rate))
+                if digits is None or ra is None or rb is None:
+                    rc.append("")
+                else:
+                    x = ratio(get(ra), get(rb))
+                    rc.append("" if x is None else "%.2f×" % x)
+            out.append("| %s | %s | %s%s |" % (rate if i == 0 else "", name, " | ".join(cells),
+                                                "".join(" | " + c for c in rc)))
+    mc = [by[("minichat", rate)] for rate in rates if ("minichat", rate) in by]
+    if mc:
+        seen = {g for r in mc for g in (r.get("cpu_ms") or {})}
+        groups = [g for g in PATH_ORDER if g in seen] + sorted(seen - set(PATH_ORDER))
+        out += ["", "MiniChat's CPU s per million deliveries by process:", "",
+                "| msg/s | " + " | ".join(groups) + " |", "| ---: | " + " | ".join("---:" for _ in groups) + " |"]
+        for r in mc:
+            out.append("| %s | %s |" % (r["rate"], " | ".join(fmt(r["cpu_s_per_m_by_process"].get(g), 2)
+                                                               for g in groups)))
+    return out
+
+
+def fanout_ratios(runs):
+    """Per rate, MiniChat's figures over the floor's and Centrifugo's."""
+    by = {(r["system"], r["rate"]): r for r in runs}
+    out = []
+    for rate in sorted({r["rate"] for r in runs}):
+        mc = by.get(("minichat", rate))
+        for other in ("floor", "centrifugo"):
+            o = by.get((other, rate))
+            if mc is None or o is None:
+                continue
+            out.append({"rate": rate, "of": "minichat/" + other,
+                        "deliveries_per_s": ratio(mc.get("deliveries_per_s"), o.get("deliveries_per_s")),
+                        "p50": ratio(mc.get("p50_us"), o.get("p50_us")),
+                        "p99": ratio(mc.get("p99_us"), o.get("p99_us")),
+                        "cpu_path": ratio(mc["cpu_s_per_m_path"], o["cpu_s_per_m_path"]),
+                        "cpu_front": ratio(mc["cpu_s_per_m_front"], o["cpu_s_per_m_front"])})
+    return out
+
+
+def report(args):
+    records = []
+    with open(args.records) as f:
+        for ln in f:
+            if ln.strip():
+                records.append(json.loads(ln))
+    with open(args.machine[0]) as f:
+        machine = json.load(f)
+    with open(args.machine[1]) as f:
+        machine["loadavg_end"] = json.load(f)["loadavg_end"]
+    runs = [derive(r) for r in records if r.get("scenario") == 2 and "rate" in r]
+    skipped = [(r["system"], r["skipped"]) for r in records if r.get("scenario") == 2 and "skipped" in r]
+    stubs = {r["scenario"]: r for r in records if r.get("status") == "not yet"}
+    result = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "mode": args.mode,
+        "machine": machine,
+        "scenarios": {},
+    }
+    if runs or skipped:
+        result["scenarios"]["2"] = {"title": SCENARIOS[2], "runs": runs, "skipped": dict(skipped),
+                                    "ratios": fanout_ratios(runs)}
+    for n, r in stubs.items():
+        result["scenarios"][str(n)] = {"title": SCENARIOS[n], "status": "not yet", "note": r["note"]}
+
+    md = ["# MiniChat benchmark (%s)" % args.mode, "",
+          "Machine: %s, %d CPUs (%s), kernel %s; load average %s at the start, %s at the end. One run on a "
+          "shared box: compare the systems within a row, not across runs." % (
+              machine["host"], machine["nproc"], machine["model_name"], machine["kernel"],
+              machine["loadavg_start"], machine["loadavg_end"]), ""]
+    if runs or skipped:
+        md += fanout_tables(runs, skipped) + [""]
+    if stubs:
+        md += ["## Not side by side yet", "", "| scenario | status |", "| --- | --- |"]
+        for n in sorted(stubs):
+            md.append("| %d. %s | not yet — %s |" % (n, SCENARIOS[n], stubs[n]["note"]))
+        md.append("")
+    text = "\n".join(md)
+    with open(args.json, "w") as f:
+        json.dump(result, f, indent=1)
+        f.write("\n")
+    with open(args.md, "w") as f:
+        f.write(text)
+    print(text)
+    return 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--line")
+    ap.add_argument("--records")
+    ap.add_argument("--machine", nargs=2)
+    ap.add_argument("--mode", default="full")
+    ap.add_argument("--json")
+    ap.add_argument("--md")
+    args = ap.parse_args()
+    if args.line:
+        print(line(json.loads(args.line)))
+        return 0
+    if not (args.records and args.machine and args.json and args.md):
+        ap.error("--records, --machine, --json and --md go together")
+    return report(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

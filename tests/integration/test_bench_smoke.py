@@ -1,0 +1,68 @@
+"""make bench's smoke mode (bench/bench.sh --smoke) against the running stack.
+
+The tool must keep working: it runs scenario 2 (fan-out) tiny -- 20
+members, 10 messages -- against MiniChat (a bench nginx with node a's
+configuration) and the floor (build/bin/floor), prints the side-by-side
+table and writes the JSON and Markdown report.  Checked here: the report's
+shape, that every offered delivery was delivered on both systems, and that
+the bench nginx logged nothing alarming.  No number is judged: the rates
+and CPU figures of a smoke run on a shared box mean nothing.
+"""
+
+import glob
+import json
+import os
+import re
+import subprocess
+
+import pytest
+
+from conftest import RUN, TLS, TOP
+
+# the load generator speaks ws:// only; make test's plain pass runs this
+pytestmark = pytest.mark.skipif(TLS, reason="bench/loadgen speaks ws:// only")
+
+MEMBERS, MESSAGES = 20, 10
+
+
+def test_smoke_run_reports_every_delivery(tmp_path):
+    p = subprocess.run(["bash", os.path.join(TOP, "bench", "bench.sh"), "--smoke", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    out = p.stdout
+    # progress while it runs, then the table with both systems and their ratio
+    assert re.search(r"^bench: \[1/2\] fan-out minichat", out, re.M), out
+    assert re.search(r"^bench: \[2/2\] fan-out floor", out, re.M), out
+    assert re.search(r"^\| msg/s \| \| MiniChat \| floor \| MiniChat/floor \|$", out, re.M), out
+    assert re.search(r"^\| 20 \| delivered / offered \| 200 / 200 \| 200 / 200 \|", out, re.M), out
+
+    reports = glob.glob(str(tmp_path / "*-smoke.json"))
+    assert len(reports) == 1, reports
+    assert os.path.exists(reports[0][:-len(".json")] + ".md")
+    with open(reports[0]) as f:
+        r = json.load(f)
+    assert r["mode"] == "smoke"
+    m = r["machine"]
+    for key in ("host", "nproc", "model_name", "kernel", "loadavg_start", "loadavg_end"):
+        assert key in m, (key, m)
+    assert m["nproc"] >= 1
+    runs = r["scenarios"]["2"]["runs"]
+    assert sorted(x["system"] for x in runs) == ["floor", "minichat"], runs
+    for x in runs:
+        assert x["pass"] is True, x
+        assert x["sent"] == x["acked"] == MESSAGES, x
+        assert x["offered"] == x["delivered"] == MEMBERS * MESSAGES, x
+        assert x["out_of_order"] == 0, x
+        for key in ("deliveries_per_s", "p50_us", "p99_us", "cpu_ms", "cpu_s_per_m_path", "cpu_s_per_m_front"):
+            assert key in x, (key, x)
+        assert 0 < x["p50_us"] <= x["p99_us"], x
+    mc = next(x for x in runs if x["system"] == "minichat")
+    # every process on MiniChat's path was found and measured
+    assert {"nginx", "relay", "redis", "kafka", "consumer", "mysql"} <= set(mc["cpu_ms"]), mc["cpu_ms"]
+    fl = next(x for x in runs if x["system"] == "floor")
+    assert set(fl["cpu_ms"]) == {"floor"}, fl["cpu_ms"]
+
+    # the bench nginx quit cleanly (the harness's check-logs.sh sees only the nodes' logs)
+    with open(os.path.join(RUN, "bench", "nginx", "error.log")) as f:
+        bad = [ln for ln in f if re.search(r"\[(alert|crit|emerg)\]", ln)]
+    assert not bad, bad
