@@ -1,13 +1,14 @@
 /*
- * For the unit tests of config-key parsers (test_db_conf.c,
- * test_kafka_sec.c): files written into a test's temporary directory, and a
- * config loaded from text whose "@D@" stands for that directory.  Header
- * only: each test includes it once.
+ * For the unit tests that read files (test_db_conf.c, test_kafka_sec.c,
+ * test_secret.c): a suite run in a temporary directory made for it, files
+ * written into that directory, and a config loaded from text whose "@D@"
+ * stands for it.  Header only: each test includes it once.
  */
 #ifndef MINICHAT_TEST_CONF_FILES_H
 #define MINICHAT_TEST_CONF_FILES_H
 
 #include <check.h>
+#include <stdlib.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -16,7 +17,7 @@
 #include "minichat/conf.h"
 
 /* Writes content to dir/name. */
-static void tf_put(const char *dir, const char *name, const char *content)
+static inline void tf_put(const char *dir, const char *name, const char *content)
 {
     char path[256];
     int fd;
@@ -30,7 +31,7 @@ static void tf_put(const char *dir, const char *name, const char *content)
 
 /* Writes text, "@D@" replaced by dir, to dir/svc.conf and loads it with the
  * known keys; fails the test when it does not load. */
-static mc_conf_t *tf_load(const char *dir, const char *text, const char *const *keys, char *err, size_t errlen)
+static inline mc_conf_t *tf_load(const char *dir, const char *text, const char *const *keys, char *err, size_t errlen)
 {
     char buf[2048], path[256];
     const char *p, *at;
@@ -46,6 +47,31 @@ static mc_conf_t *tf_load(const char *dir, const char *text, const char *const *
     conf = mc_conf_load(path, keys, err, errlen);
     ck_assert_msg(conf != NULL, "%s", err);
     return conf;
+}
+
+/* Makes dir from its template ("/tmp/name_XXXXXX", rewritten in place),
+ * runs the suite, removes the files named in `names` and the directory.
+ * Returns main()'s exit status. */
+static inline int tf_run(Suite *suite, char *dir, const char *const *names)
+{
+    SRunner *sr = srunner_create(suite);
+    char path[256];
+    int failed, i;
+
+    if (mkdtemp(dir) == NULL) {
+        perror("mkdtemp");
+        srunner_free(sr);
+        return EXIT_FAILURE;
+    }
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    for (i = 0; names[i] != NULL; i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+        unlink(path);
+    }
+    rmdir(dir);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
 #endif

@@ -217,23 +217,7 @@ static Suite *db_conf_suite(void)
 int main(void)
 {
     static const char *const names[] = {"ca.pem", "cert.pem", "key.pem", "pw", "empty", "svc.conf", NULL};
-    SRunner *sr = srunner_create(db_conf_suite());
-    char path[128];
-    int failed, i;
 
     strcpy(tmp_dir, "/tmp/mc_test_db_conf_XXXXXX");
-    if (mkdtemp(tmp_dir) == NULL) {
-        perror("mkdtemp");
-        srunner_free(sr);
-        return EXIT_FAILURE;
-    }
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    for (i = 0; names[i] != NULL; i++) {
-        snprintf(path, sizeof(path), "%s/%s", tmp_dir, names[i]);
-        unlink(path);
-    }
-    rmdir(tmp_dir);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return tf_run(db_conf_suite(), tmp_dir, names);
 }

@@ -223,23 +223,7 @@ static Suite *kafka_sec_suite(void)
 int main(void)
 {
     static const char *const names[] = {"ca.pem", "cert.pem", "key.pem", "pw", "svc.conf", NULL};
-    SRunner *sr = srunner_create(kafka_sec_suite());
-    char path[128];
-    int failed, i;
 
     strcpy(tmp_dir, "/tmp/mc_test_kafka_sec_XXXXXX");
-    if (mkdtemp(tmp_dir) == NULL) {
-        perror("mkdtemp");
-        srunner_free(sr);
-        return EXIT_FAILURE;
-    }
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    for (i = 0; names[i] != NULL; i++) {
-        snprintf(path, sizeof(path), "%s/%s", tmp_dir, names[i]);
-        unlink(path);
-    }
-    rmdir(tmp_dir);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return tf_run(kafka_sec_suite(), tmp_dir, names);
 }

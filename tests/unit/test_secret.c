@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "minichat/secret.h"
+#include "conf_files.h"
 
 static char tmp_dir[64];
 
@@ -118,23 +119,7 @@ static Suite *secret_suite(void)
 int main(void)
 {
     static const char *const names[] = {"a", "b", "c", "e", "n", "two", "nul", "big", "max", "ok", NULL};
-    SRunner *sr = srunner_create(secret_suite());
-    char path[128];
-    int failed, i;
 
     strcpy(tmp_dir, "/tmp/mc_test_secret_XXXXXX");
-    if (mkdtemp(tmp_dir) == NULL) {
-        perror("mkdtemp");
-        srunner_free(sr);
-        return EXIT_FAILURE;
-    }
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    for (i = 0; names[i] != NULL; i++) {
-        snprintf(path, sizeof(path), "%s/%s", tmp_dir, names[i]);
-        unlink(path);
-    }
-    rmdir(tmp_dir);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return tf_run(secret_suite(), tmp_dir, names);
 }
