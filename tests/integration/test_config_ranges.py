@@ -17,6 +17,8 @@ BAD = [
     ("minichat_dedup_ttl 0", 'invalid "minichat_dedup_ttl" "0": must be between 1m and 30d'),
     ("minichat_dedup_ttl 31d", 'invalid "minichat_dedup_ttl" "31d": must be between 1m and 30d'),
     ("minichat_relay_timeout 0", 'invalid "minichat_relay_timeout" "0": must be between 10ms and 10m'),
+    ("minichat_repair_after 1s", 'invalid "minichat_repair_after" "1s": must be between 2s and 1h, or 0 (off)'),
+    ("minichat_repair_after 2h", 'invalid "minichat_repair_after" "2h": must be between 2s and 1h, or 0 (off)'),
     ("minichat_redis_timeout 11m", 'invalid "minichat_redis_timeout" "11m": must be between 10ms and 10m'),
     ("minichat_redis_connect_timeout 5ms",
      'invalid "minichat_redis_connect_timeout" "5ms": must be between 10ms and 10m'),
@@ -72,6 +74,7 @@ def test_values_in_range_pass():
     rc, out = OwnNginx([
         "minichat_reconnect_interval 10ms",
         "minichat_dedup_ttl 1m",
+        "minichat_repair_after 0",
         "minichat_typing_interval 0",
         "minichat_redis_timeout 10m",
         "minichat_jwt_issuer https://auth.example",
