@@ -7,11 +7,13 @@
  * the workers through the link by connection id.
  *
  *   publish      a chat message with a seq (kind "", "text" or "system",
- *                which travels along to Kafka and the peers): Kafka first;
- *                its delivery report answers the worker and, once the
- *                message is durable, hands it to every peer and to this
- *                node's workers through the per-room reorderer, so nobody
- *                sees a message Kafka has not taken.  A persist_only
+ *                which travels along to Kafka and the peers): to every
+ *                peer and to this node's workers through the per-room
+ *                reorderer, and to Kafka, whose delivery report answers
+ *                the worker.  With `fanout = admitted` (the default) the
+ *                peers and workers get it at once; with `fanout = durable`
+ *                only from the delivery report, so nobody sees a message
+ *                Kafka has not taken.  A persist_only
  *                publish (a retried send, or the module's sweeper) goes
  *                the same way as a repair: the reorderers release it only
  *                where its seq was skipped (nobody there got it).  A message stamped
@@ -83,6 +85,8 @@ static int dispatch_set_origin(Minichat__ChatMessage *m)
     return 0;
 }
 
+static void dispatch_durable(uint64_t room, uint64_t seq, const kafka_fanout_t *fan);
+
 /* Handles a publish: Kafka, then (unless it only repeats a message for
  * persistence) the peers and this node's workers in room order. */
 static void on_publish(const link_from_t *from, Minichat__ChatMessage *m, uint64_t req_id)
@@ -136,6 +140,14 @@ static void on_publish(const link_from_t *from, Minichat__ChatMessage *m, uint64
         return;
     }
     fan.msg_off = (size_t)(msg - fan.frame);
+    if (!relay_conf.fanout_durable && !fan.repair) {
+        /* fanout = admitted: the recipients get it now, beside Kafka; the
+         * sender's ack still waits for Kafka */
+        dispatch_durable(m->room, m->seq, &fan);
+        free(fan.frame);
+        kafka_produce(m, from->id, req_id, NULL);
+        return;
+    }
     kafka_produce(m, from->id, req_id, &fan);
 }
 
@@ -152,6 +164,8 @@ static void dispatch_durable(uint64_t room, uint64_t seq, const kafka_fanout_t *
 int dispatch_init(void)
 {
     kafka_set_durable_handler(dispatch_durable);
+    mc_info("dispatch: recipients get a message %s", relay_conf.fanout_durable
+            ? "once Kafka has it (fanout = durable)" : "when it is admitted, beside Kafka (fanout = admitted)");
     return 0;
 }
 

@@ -7,9 +7,10 @@
  * without duplicating or reordering within a partition.  Everything runs on
  * the main thread: produce() from the publish path, poll() once per epoll
  * round (delivery reports and logs come back there), flush() on shutdown.
- * A message's fan-out (the peers and this node's reorderer) waits for its
- * delivery report: recipients see only what Kafka has, so what they see is
- * stored.  A retriable failure (a timeout, a leader moving) is produced
+ * With `fanout = durable` a message's fan-out (the peers and this node's
+ * reorderer) waits for its delivery report, in its waiter: recipients see
+ * only what Kafka has (dispatch.c fans out at once otherwise, and repairs
+ * always wait here).  A retriable failure (a timeout, a leader moving) is produced
  * again while the message may still be published (publish_max_age_ms after
  * its seq was assigned); later, the module's sweeper publishes it again
  * from Redis.  A fatal producer error stops the relay-worker.

@@ -54,7 +54,7 @@ static const char *const main_keys[] = {
     MC_DB_CONF_KEYS, "log_level",
     "local_outbuf_max_mb", "peer_queue_max", "peer_queue_max_mb", "peer_batch_kb", "peer_timeout_ms",
     "peer_max_age_ms", "order_first_hold_ms", "order_gap_ms", "order_idle_ms", "order_max_held", "order_max_rooms", "order_max_ahead",
-    "db_threads", "db_queue_max", "kafka_consumer_group", "rebuild_wait_ms", "publish_max_age_ms", NULL};
+    "db_threads", "db_queue_max", "kafka_consumer_group", "rebuild_wait_ms", "publish_max_age_ms", "fanout", NULL};
 
 int relay_epoll_fd(void)
 {
@@ -87,7 +87,7 @@ static void usage(FILE *out)
             "      log_level (debug|info|warn|error),\n"
             "      local_outbuf_max_mb (64), peer_queue_max (100000), peer_queue_max_mb (256),\n"
             "      peer_batch_kb (1024), peer_timeout_ms (5000), peer_max_age_ms (10000),\n"
-            "      publish_max_age_ms (1000),\n"
+            "      publish_max_age_ms (1000), fanout (admitted|durable; admitted),\n"
             "      order_first_hold_ms (500), order_gap_ms (2000), order_idle_ms (600000),\n"
             "      order_max_held (10000), order_max_rooms (1000000), order_max_ahead (10000),\n"
             "      db_threads (2), db_queue_max (10000), kafka_consumer_group (minichat-roomlist),\n"
@@ -145,6 +145,7 @@ static int conf_read(const mc_conf_t *c)
     static const char *const levels[] = {"debug", "info", "warn", "error"};
     const char *lvl = mc_conf_get(c, "log_level", "info");
     long long outbuf, qmax, qmb, batch_kb, first_hold, gap, idle, held, rooms, ahead, db_threads, db_queue;
+    const char *fanout;
     char err[512];
     int i;
 
@@ -202,6 +203,13 @@ static int conf_read(const mc_conf_t *c)
         || conf_int(c, "db_threads", 2, 1, 16, &db_threads) != 0
         || conf_int(c, "db_queue_max", 10000, 1, 10000000, &db_queue) != 0
         || conf_int(c, "rebuild_wait_ms", 5000, 0, 600000, &relay_conf.rebuild_wait_ms) != 0) {
+        return -1;
+    }
+    fanout = mc_conf_get(c, "fanout", "admitted");
+    if (strcmp(fanout, "durable") == 0) {
+        relay_conf.fanout_durable = 1;
+    } else if (strcmp(fanout, "admitted") != 0) {
+        mc_error("config: fanout must be \"admitted\" or \"durable\", not \"%s\"", fanout);
         return -1;
     }
     relay_conf.order.first_hold_ms = (uint64_t)first_hold;

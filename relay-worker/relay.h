@@ -93,6 +93,8 @@ typedef struct {
     long long peer_timeout_ms; /* deadline of one Deliver call */
     long long peer_max_age_ms; /* queued longer than this: too old for live delivery, dropped */
     long long publish_max_age_ms; /* a seq assigned longer ago than this is not published (dispatch.c) */
+    int fanout_durable;        /* fanout = durable: recipients get a message once Kafka has it;
+                                * admitted (0, the default): at once, beside Kafka (dispatch.c) */
     mc_reorder_conf_t order;   /* per-room ordering of local delivery (order.c) */
     int db_threads;            /* threads running database requests */
     size_t db_queue_max;       /* database requests waiting before more are refused */

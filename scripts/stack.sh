@@ -27,7 +27,9 @@
 #   otherwise plaintext, as root.
 #   relay-a/b      gRPC 127.0.0.1:17051/17052 with mutual TLS (a mesh CA and
 #                  a certificate per node made by openssl into .run/mesh/ on
-#                  first start), unix socket .run/relay-X/relay.sock
+#                  first start), unix socket .run/relay-X/relay.sock;
+#                  MINICHAT_RELAY_FANOUT=durable starts them with
+#                  `fanout = durable` (default admitted)
 #   consumer       roomlist-consumer
 #   nginx-a/b      http://127.0.0.1:8080 / :8081 (the web client at /, demo tokens);
 #                  with MINICHAT_TLS=1 (make run TLS=1) the same ports speak
@@ -87,6 +89,8 @@ if [ -z "$TLS" ]; then
     esac
 fi
 TLS_DIR=$RUN/tls
+# the relay-workers' fanout key (admitted or durable) for those started now
+RELAY_FANOUT=${MINICHAT_RELAY_FANOUT:-admitted}
 # the relay-workers' CA and certificates for their mutual TLS (mesh_setup)
 MESH_DIR=$RUN/mesh
 # the backend dev CA, MariaDB's and Kafka's certificates, the services'
@@ -668,7 +672,7 @@ relay_start() {
     render "$CONF/relay-worker.conf.in" "$d/relay-worker.conf" \
         -e "s|@NODE@|$node|g" -e "s|@GRPC_PORT@|$port|g" -e "s|@PEER_NODE@|$peer|g" \
         -e "s|@PEER_PORT@|$(relay_port "$peer")|g" -e "s|@RELAY_SOCK@|$d/relay.sock|g" \
-        -e "s|@MESH_DIR@|$MESH_DIR|g" -e "s|@PREFIX@|$d|g"
+        -e "s|@MESH_DIR@|$MESH_DIR|g" -e "s|@PREFIX@|$d|g" -e "s|@FANOUT@|$RELAY_FANOUT|g"
     setsid "$BIN/relay-worker" -c "$d/relay-worker.conf" < /dev/null >> "$d/relay.log" 2>&1 9>&- &
     pid=$!
     echo "$pid" > "$d/relay.pid"

@@ -65,9 +65,11 @@ def _signal(pidfile, pattern, sig, timeout=30):
     _wait_gone(pid, timeout)
 
 
-def stack_start():
-    """What an operator's supervisor does: start what is not running."""
-    r = subprocess.run(["bash", STACK, "start"], capture_output=True, text=True, timeout=300)
+def stack_start(**env):
+    """What an operator's supervisor does: start what is not running (with
+    env added to the environment, e.g. MINICHAT_RELAY_FANOUT)."""
+    r = subprocess.run(["bash", STACK, "start"], capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, **env))
     if r.returncode != 0:
         raise RuntimeError("stack.sh start failed:\n%s%s" % (r.stdout[-2000:], r.stderr[-2000:]))
 

@@ -1,8 +1,11 @@
 """Durability before delivery, and the repair of admitted messages whose
 hand-off failed (issue 8):
 
-- recipients see a message only once Kafka has it (the relay-worker fans out
-  from the delivery report), so they never see one that will not be stored;
+- with the relay-worker's default `fanout = admitted`, recipients get a
+  message at once, while the sender's ack waits for Kafka;
+- with `fanout = durable`, recipients see a message only once Kafka has it
+  (the relay-worker fans out from the delivery report), so they never see
+  one that will not be stored;
 - a message Redis admitted but the relay-worker refused (it arrived after
   publish_max_age_ms) is published again by the module's sweeper from the
   room's recent log, reaches MySQL once and reaches the recipients, though
@@ -13,10 +16,16 @@ hand-off failed (issue 8):
 """
 
 import asyncio
+import contextlib
 import os
 import signal
+import sys
 
-from conftest import (TOP, cid, connect, create_room, query, redis, run_async, uid, wait_until)
+from conftest import (TOP, cid, connect, create_room, query, redis, rest, run_async, token, uid, wait_until)
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "chaos"))
+
+import faults  # noqa: E402
 
 
 RUN = os.environ.get("MINICHAT_RUN", os.path.join(TOP, ".run"))
@@ -81,15 +90,87 @@ async def three_members():
     c1 = await connect(u1, "a")
     c2 = await connect(u2, "b")
     c3 = await connect(u3, "a")
-    ack = await c1.send_msg(room, "one")
+    # right after a relay-worker restart the workers may still be
+    # reconnecting: a send is refused `unavailable` until they are
+    first = cid()
+    for _ in range(50):
+        ack = await c1.send_msg(room, "one", msg_cid=first)
+        if ack.get("code") != "unavailable":
+            break
+        await asyncio.sleep(0.2)
     assert ack["op"] == "ack" and ack["seq"] == 1, ack
     for c in (c2, c3):
         await c.expect("msg", room=room, seq=1)
     return room, c1, [c2, c3]
 
 
+def restart_relay(node, fanout):
+    """Stops node's relay-worker and starts it again with `fanout = ...`
+    (the nginx workers reconnect on their own)."""
+    d = "relay-%s" % node
+    faults._signal(os.path.join(d, "relay.pid"), os.path.join(RUN, d, "relay-worker.conf"), signal.SIGTERM)
+    faults.stack_start(MINICHAT_RELAY_FANOUT=fanout)
+    with open(os.path.join(RUN, d, "relay-worker.conf")) as f:
+        assert "fanout = %s\n" % fanout in f.read()
+    # every nginx worker of the node has its relay link again (reconnect
+    # every 500 ms): a relay request answered on each of several tries
+    ok = [0]
+
+    def linked():
+        status, _ = rest("GET", "/api/rooms?limit=1", node, token(uid()))
+        ok[0] = ok[0] + 1 if status == 200 else 0
+        return ok[0] >= 8
+    wait_until(linked, timeout=30, interval=0.1, what="node %s's workers linked to the relay-worker" % node)
+
+
+@contextlib.contextmanager
+def durable_fanout(node="a"):
+    """node's relay-worker runs with `fanout = durable` inside, and with the
+    default (admitted) again afterwards."""
+    restart_relay(node, "durable")
+    try:
+        yield
+    finally:
+        restart_relay(node, "admitted")
+
+
 @run_async
-async def test_recipients_see_a_message_only_once_kafka_has_it():
+async def test_admitted_fanout_delivers_before_kafka_has_it_and_acks_after():
+    room, c1, (c2, c3) = await three_members()
+    try:
+        kp = kafka_pid()
+        os.kill(kp, signal.SIGSTOP)
+        try:
+            rid = c1.next_id()
+            c = cid()
+            await c1.send({"op": "send", "id": rid, "room": room, "cid": c, "body": "early"})
+            # admitted in Redis: the recipients on both nodes have it now
+            for rc in (c2, c3):
+                m = await rc.expect("msg", room=room, seq=2, timeout=10)
+                assert m["body"] == "early" and m["cid"] == c, m
+            # the sender's ack waits for Kafka
+            await asyncio.sleep(0.5)
+            assert not [f for f in c1.frames if f.get("id") == rid], c1.frames[-5:]
+        finally:
+            os.kill(kp, signal.SIGCONT)
+        ack = await c1.expect("ack", id=rid, timeout=20)
+        assert ack["seq"] == 2, ack
+        wait_until(lambda: [s for s, _, _ in stored(room)] == [1, 2], timeout=40, what="seqs 1 and 2 stored")
+        # once each
+        await msg_count(c2, room, 2, 0.5, 1)
+        await msg_count(c3, room, 2, 0.1, 1)
+    finally:
+        for cl in (c1, c2, c3):
+            await cl.close()
+
+
+@run_async
+async def test_durable_fanout_recipients_see_a_message_only_once_kafka_has_it():
+    with durable_fanout("a"):
+        await _recipients_wait_for_kafka()
+
+
+async def _recipients_wait_for_kafka():
     room, c1, (c2, c3) = await three_members()
     try:
         kp = kafka_pid()
