@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 
 from conftest import (TOP, cid, connect, create_room, query, redis, rest, run_async, token, uid, wait_until)
@@ -299,3 +300,16 @@ async def test_a_retry_after_the_dedup_window_is_a_new_message():
 
 def redis_keys(pattern):
     return redis("KEYS", pattern)
+
+
+def test_an_unknown_fanout_is_refused_at_start(tmp_path):
+    with open(os.path.join(RUN, "relay-a", "relay-worker.conf")) as f:
+        text = f.read()
+    assert "\nfanout = " in text
+    conf = tmp_path / "relay-worker.conf"
+    conf.write_text("\n".join("fanout = soon" if line.startswith("fanout = ") else line
+                              for line in text.split("\n")))
+    p = subprocess.run([os.path.join(TOP, "build", "bin", "relay-worker"), "-c", str(conf)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1, p.stderr
+    assert 'config: fanout must be "admitted" or "durable", not "soon"' in p.stderr, p.stderr
