@@ -1035,6 +1035,7 @@ ngx_http_minichat_exit_process(ngx_cycle_t *cycle)
 
     /* echo locations compress without the rest of the module */
     ngx_http_minichat_deflate_exit();
+    ngx_http_minichat_conn_exit();
 
     if (ngx_http_minichat_mcf == NULL || !ngx_http_minichat_mcf->enabled) {
         return;

@@ -358,6 +358,7 @@ void ngx_http_minichat_conn_abort(ngx_http_minichat_ws_t *ws);
 void ngx_http_minichat_conn_linger_read(ngx_http_minichat_ws_t *ws);
 /* Frees the connection's memory once it is closed and nothing refers to it. */
 void ngx_http_minichat_conn_release(ngx_http_minichat_ws_t *ws);
+void ngx_http_minichat_conn_exit(void);
 
 /* ngx_http_minichat_flush.c: one write per connection per event-loop turn */
 ngx_int_t ngx_http_minichat_flush_later(ngx_http_minichat_ws_t *ws);
