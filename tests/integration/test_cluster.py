@@ -195,9 +195,16 @@ async def wait_delivered(receivers, senders):
 async def test_reshard_under_load_is_invisible_to_clients():
     wait_until(cluster_settled, 30, what="every cluster node to agree on the masters")
     rooms = []
-    u1, u2, u3, u4 = uid(), uid(), uid(), uid()
+    # two senders of their own per room: one user sending into all eight
+    # rooms would pass the dev stack's 50 messages/s per user, and enough
+    # refusals on a loaded box become a ban (minichat_limit_strikes)
+    pairs = {}
+    u3, u4 = uid(), uid()
     for _ in range(8):
-        rooms.append(create_room(u1, [u1, u2, u3, u4]))
+        sa, sb = uid(), uid()
+        room = create_room(sa, [sa, sb, u3, u4])
+        rooms.append(room)
+        pairs[room] = (sa, sb)
     # the reshard takes the lowest slots of its source: move enough of them to
     # carry the room that sits nearest the start of its master's range
     nodes = [n for n in cluster_nodes() if n["master"]]
@@ -216,8 +223,8 @@ async def test_reshard_under_load_is_invisible_to_clients():
     senders = []
     try:
         for room in rooms:
-            senders.append(Sender(await connect(u1, "a"), room, "a"))
-            senders.append(Sender(await connect(u2, "b"), room, "b"))
+            senders.append(Sender(await connect(pairs[room][0], "a"), room, "a"))
+            senders.append(Sender(await connect(pairs[room][1], "b"), room, "b"))
         rtasks = [asyncio.ensure_future(rc.run()) for rc in receivers]
         tasks = [asyncio.ensure_future(s.run()) for s in senders]
         await asyncio.sleep(0.5)
