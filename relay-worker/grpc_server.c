@@ -13,8 +13,10 @@
  * every local nginx worker in seq order; ephemeral events in the batch (kind
  * read, typing, presence: seq 0) skip the reorderer and go to every local
  * worker at once as `event` frames (one buffer, one write per worker, in the
- * batch's order); then the ack is sent.  Senders keep one call
- * in flight per peer, so a peer's batches arrive in order.
+ * batch's order); then the ack is sent.  Senders keep up to four calls
+ * in flight per peer (grpc_peer.c); they arrive in order but for a rare
+ * crossing, which the reorderer puts right (it holds a later seq until the
+ * earlier one comes, order_gap_ms at most).
  *
  * Callers: with mutual TLS on (peer_tls.c) the handshake already refused
  * anyone without a certificate of the mesh's CA; a call from a certificate
