@@ -46,8 +46,9 @@
 --       values: [sender, cid, body, ts_ms, log_max, idem_ttl_seconds, room, kind, interval_us, burst,
 --                log_bytes, replid]
 --               (sender, ts_ms and room are decimal digits; kind is "text" or "system")
---output: {1, seq, ts, member, member, ...}  a new message, with the members (strings) to deliver to
---        {2, seq, ts, member, member, ...}  the same (sender, cid) was admitted before: its seq and ts, and
+--output: {1, seq, ts, "m1,m2,..."}        a new message, with the members to deliver to (one string:
+--                                            a room of 1,000 costs one reply element, not 1,000)
+--        {2, seq, ts, "m1,m2,..."}        the same (sender, cid) was admitted before: its seq and ts, and
 --                                            the members now (a retry is published again to them)
 --        {-1}                                the sender is not a member of the room
 --        {-2}                                the room is not loaded (rebuild it from MySQL, then retry)
@@ -79,11 +80,8 @@ local prev = redis.call('HGET', idem, field) or redis.call('HGET', idem_prev, fi
 if prev then
     -- a retry: published again as a repair, to the members as they are now
     local sep = string.find(prev, ':', 1, true)
-    local out = {2, tonumber(string.sub(prev, 1, sep - 1)), tonumber(string.sub(prev, sep + 1))}
-    for _, m in ipairs(redis.call('SMEMBERS', members)) do
-        out[#out + 1] = m
-    end
-    return out
+    return {2, tonumber(string.sub(prev, 1, sep - 1)), tonumber(string.sub(prev, sep + 1)),
+            table.concat(redis.call('SMEMBERS', members), ',')}
 end
 
 if interval > 0 then
@@ -150,8 +148,4 @@ if seq > cur then
     redis.call('HSET', readk, sender, seq)
 end
 
-local r = {1, seq, tonumber(ts)}
-for _, m in ipairs(redis.call('SMEMBERS', members)) do
-    r[#r + 1] = m
-end
-return r
+return {1, seq, tonumber(ts), table.concat(redis.call('SMEMBERS', members), ',')}

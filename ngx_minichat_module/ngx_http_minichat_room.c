@@ -488,8 +488,49 @@ ngx_http_minichat_reply_id(redisReply *r)
 }
 
 
-/* Collects the member ids of reply->element[from..]; returns the count, with
- * *out allocated (NULL when zero), or -1 when out of memory. */
+/* Collects the member ids of a comma-separated list (send.lua's one
+ * string: "11,12,13"); ids that do not parse are skipped.  Returns the
+ * count, with *out allocated (NULL when zero), or -1 when out of memory. */
+static ngx_int_t
+ngx_http_minichat_reply_id_list(const char *s, size_t len, uint64_t **out)
+{
+    const char  *p, *end = s + len, *comma;
+    size_t       n, cap;
+    uint64_t    *ids, v;
+
+    *out = NULL;
+
+    if (len == 0) {
+        return 0;
+    }
+
+    for (p = s, cap = 1; p < end; p++) {
+        cap += *p == ',';
+    }
+
+    ids = ngx_alloc(cap * sizeof(uint64_t), ngx_cycle->log);
+    if (ids == NULL) {
+        return -1;
+    }
+
+    for (p = s, n = 0; p < end; p = comma + 1) {
+        comma = memchr(p, ',', end - p);
+        if (comma == NULL) {
+            comma = end;
+        }
+        if (comma - p <= 20 && mc_parse_u64(p, comma - p, &v) == 0 && v) {
+            ids[n++] = v;
+        }
+    }
+
+    *out = ids;
+    return (ngx_int_t) n;
+}
+
+
+/* Collects the member ids of reply->element[from..] (one id each), or of
+ * the one comma-separated string there; returns the count, with *out
+ * allocated (NULL when zero), or -1 when out of memory. */
 ngx_int_t
 ngx_http_minichat_reply_ids(redisReply *reply, size_t from, uint64_t **out)
 {
@@ -500,6 +541,10 @@ ngx_http_minichat_reply_ids(redisReply *reply, size_t from, uint64_t **out)
 
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements <= from) {
         return 0;
+    }
+
+    if (reply->elements == from + 1 && reply->element[from]->type == REDIS_REPLY_STRING) {
+        return ngx_http_minichat_reply_id_list(reply->element[from]->str, reply->element[from]->len, out);
     }
 
     ids = ngx_alloc((reply->elements - from) * sizeof(uint64_t), ngx_cycle->log);
