@@ -4,7 +4,7 @@
 --
 --input: keys: [{r:<room>}:members, {r:<room>}:seq, {r:<room>}:read]
 --       values: [user, seq]
---output: {1, pointer, moved, member, member, ...}  moved is 1 when the pointer changed
+--output: {1, pointer, moved, "m1,m2,..."}       moved is 1 when the pointer changed; the members in one string
 --        {-1}                                    the user is not a member
 --        {-2}                                    the room is not loaded
 local members, seqk, readk = KEYS[1], KEYS[2], KEYS[3]
@@ -31,7 +31,5 @@ if want > cur then
 else
     r = {1, cur, 0}
 end
-for _, m in ipairs(redis.call('SMEMBERS', members)) do
-    r[#r + 1] = m
-end
+r[4] = table.concat(redis.call('SMEMBERS', members), ',')
 return r

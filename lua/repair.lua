@@ -13,7 +13,7 @@
 --
 --input: keys: [{r:<room>}:seq, {r:<room>}:log, {r:<room>}:members, {r:<room>}:gen, {<roomtag>}:pend]
 --       values: [seq, member ("<room>:<seq>"), replid]
---output: {1, entry, member, member, ...}  publish entry again, to these members
+--output: {1, entry, "m1,m2,..."}              publish entry again, to these members (one string)
 --        {0}                              confirmed meanwhile: nothing to do
 --        {-2}                             the room is not loaded
 --        {-4}                             the room's generation is not this master's
@@ -39,8 +39,4 @@ if #entry == 0 then
     return {-5}
 end
 
-local out = {1, entry[1]}
-for _, m in ipairs(redis.call('SMEMBERS', members)) do
-    out[#out + 1] = m
-end
-return out
+return {1, entry[1], table.concat(redis.call('SMEMBERS', members), ',')}

@@ -3,7 +3,7 @@
 --
 --input: keys: [{r:<room>}:members, {r:<room>}:seq, {r:<room>}:typing:<user>]
 --       values: [user, throttle_ms (0: no throttle)]
---output: {1, member, member, ...}  tell these members
+--output: {1, "m1,m2,..."}          tell these members (one string)
 --        {0}                       throttled: an event went out less than throttle_ms ago
 --        {-1}                      the user is not a member
 --        {-2}                      the room is not loaded
@@ -16,8 +16,4 @@ end
 if tonumber(ARGV[2]) > 0 and not redis.call('SET', KEYS[3], '1', 'PX', ARGV[2], 'NX') then
     return {0}
 end
-local r = {1}
-for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-    r[#r + 1] = m
-end
-return r
+return {1, table.concat(redis.call('SMEMBERS', KEYS[1]), ',')}
