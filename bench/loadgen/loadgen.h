@@ -26,7 +26,10 @@
  *            a rate; every member checks that it got every message of its
  *            room once and in order; the body carries the send time
  *            (CLOCK_MONOTONIC, the same clock in every process of the
- *            host) for send->receive latency.
+ *            host) for send->receive latency.  The senders may connect
+ *            to another server than the members (--sender-host,
+ *            --sender-port): another node of the same system, so that
+ *            every message crosses from one node to the other.
  */
 #ifndef LOADGEN_H
 #define LOADGEN_H
@@ -51,8 +54,10 @@ typedef struct lg_proto_s lg_proto_t;
 typedef struct {
     lg_mode_t mode;
     const lg_proto_t *proto;
-    struct in_addr dst;
+    struct in_addr dst;     /* the members' server (and the REST calls') */
     uint16_t port;
+    struct in_addr sender_dst; /* the senders' server: the members' unless --sender-host/--sender-port */
+    uint16_t sender_port;
     const char *path;       /* the WebSocket path (the protocol's own by default) */
     int conns;              /* idle: connections; deliver: receiving members */
     int procs;

@@ -28,6 +28,8 @@ static void usage(void)
     fprintf(stderr,
             "usage: loadgen idle|deliver --port P --secret-file F [options]\n"
             "  --host A              server address (127.0.0.1)\n"
+            "  --sender-host A       deliver: the senders' server address (--host)\n"
+            "  --sender-port P       deliver: the senders' server port (--port): another node\n"
             "  --path P              WebSocket path (/ws; centrifugo: /connection/websocket)\n"
             "  --proto NAME          protocol: minichat (default) or centrifugo\n"
             "  --conns N             idle: connections; deliver: receiving members (1000)\n"
@@ -89,7 +91,7 @@ static int read_secret(const char *path, lg_config_t *cfg)
 
 static void parse_args(int argc, char **argv, lg_config_t *cfg)
 {
-    const char *secret_file = NULL, *host = "127.0.0.1", *a, *v;
+    const char *secret_file = NULL, *host = "127.0.0.1", *sender_host = NULL, *a, *v;
     int i, procs = 0, src = 0, total;
 
     memset(cfg, 0, sizeof(*cfg));
@@ -126,6 +128,10 @@ static void parse_args(int argc, char **argv, lg_config_t *cfg)
             host = v;
         } else if (strcmp(a, "--port") == 0) {
             cfg->port = (uint16_t)num(a, v, 1, 65535);
+        } else if (strcmp(a, "--sender-host") == 0) {
+            sender_host = v;
+        } else if (strcmp(a, "--sender-port") == 0) {
+            cfg->sender_port = (uint16_t)num(a, v, 1, 65535);
         } else if (strcmp(a, "--path") == 0) {
             cfg->path = v;
         } else if (strcmp(a, "--proto") == 0) {
@@ -189,6 +195,18 @@ static void parse_args(int argc, char **argv, lg_config_t *cfg)
     if (inet_pton(AF_INET, host, &cfg->dst) != 1) {
         fprintf(stderr, "loadgen: --host must be an IPv4 address, got \"%s\"\n", host);
         exit(2);
+    }
+    if ((sender_host || cfg->sender_port) && cfg->mode != LG_MODE_DELIVER) {
+        fprintf(stderr, "loadgen: --sender-host and --sender-port are for deliver (idle has no senders)\n");
+        exit(2);
+    }
+    cfg->sender_dst = cfg->dst;
+    if (sender_host && inet_pton(AF_INET, sender_host, &cfg->sender_dst) != 1) {
+        fprintf(stderr, "loadgen: --sender-host must be an IPv4 address, got \"%s\"\n", sender_host);
+        exit(2);
+    }
+    if (cfg->sender_port == 0) {
+        cfg->sender_port = cfg->port;
     }
     if (read_secret(secret_file, cfg) != 0) {
         exit(2);
@@ -349,6 +367,9 @@ int main(int argc, char **argv)
            "\n",
            cfg.mode == LG_MODE_IDLE ? "idle" : "deliver", lg_total_conns(&cfg), lg_rooms(&cfg), inet_ntoa(cfg.dst),
            cfg.port, cfg.path, cfg.procs, cfg.src_addrs, cfg.user_base);
+    if (cfg.sender_dst.s_addr != cfg.dst.s_addr || cfg.sender_port != cfg.port) {
+        printf("loadgen: senders to %s:%u\n", inet_ntoa(cfg.sender_dst), cfg.sender_port);
+    }
     fflush(stdout);
 
     signal(SIGINT, on_signal);

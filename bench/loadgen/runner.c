@@ -16,6 +16,11 @@
  * only while a partial frame or an unsent write waits (bytes read go to
  * one scratch buffer per process first).
  *
+ * Senders connect to cfg->sender_dst:sender_port, members to cfg->dst:port
+ * (the same server unless a run puts them on two nodes).  Sends are paced
+ * to the microsecond (epoll_pwait2 until the next one is due) and stamped
+ * with CLOCK_MONOTONIC just before they are written.
+ *
  * Connects are paced (cfg->connect_rate, shared out among the runners)
  * and capped in flight (cfg->inflight), so that the server's listen
  * backlog and its upgrade path see a steady stream rather than a wall of
@@ -252,8 +257,8 @@ static void conn_start(runner_t *r, conn_t *c)
     src.sin_addr.s_addr = htonl(0x7f000002u + (uint32_t)(num % (uint64_t)r->cfg->src_addrs));
     memset(&dst, 0, sizeof(dst));
     dst.sin_family = AF_INET;
-    dst.sin_port = htons(r->cfg->port);
-    dst.sin_addr = r->cfg->dst;
+    dst.sin_port = htons(c->sender ? r->cfg->sender_port : r->cfg->port);
+    dst.sin_addr = c->sender ? r->cfg->sender_dst : r->cfg->dst;
     if (bind(c->fd, (struct sockaddr *)&src, sizeof(src)) != 0) {
         retry_later(r, c, 1000, strerror(errno));
         return;
@@ -314,7 +319,8 @@ static void connected(runner_t *r, conn_t *c)
     if (mc_buf_appendf(&req,
                        "GET %s HTTP/1.1\r\nHost: %s:%u\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                        "Sec-WebSocket-Key: " WS_KEY "\r\nSec-WebSocket-Version: 13\r\n",
-                       cfg->path, inet_ntoa(cfg->dst), cfg->port)
+                       cfg->path, inet_ntoa(c->sender ? cfg->sender_dst : cfg->dst),
+                       c->sender ? cfg->sender_port : cfg->port)
             != 0
         || (cfg->proto->subprotocol
             && mc_buf_appendf(&req, "Sec-WebSocket-Protocol: %s\r\n", cfg->proto->subprotocol) != 0)
@@ -680,19 +686,22 @@ static uint64_t self_pss_kb(void)
 /* Senders send what is due by now.  Each room's schedule is shifted by its
  * share of one period (room g of R starts g/R periods late), so R rooms at
  * a rate each offer an even R x rate sends a second, not R sends at once
- * every period.  Returns 1 when every message of this runner was acked and
- * delivered. */
-static int send_due(runner_t *r)
+ * every period: message k of room g is due (k + g/R) periods after the
+ * start.  Sets *next_us to when the next send of a sender that may send
+ * falls due (INT64_MAX: none; one waiting for acks is woken by them).
+ * Returns 1 when every message of this runner was acked and delivered. */
+static int send_due(runner_t *r, int64_t *next_us)
 {
     const lg_config_t *cfg = r->cfg;
-    int64_t now = mc_now_us();
+    int64_t now = mc_now_us(), at;
     double periods = (double)(now - r->send_start_us) / 1e6 * cfg->msg_rate;
     int rooms = lg_rooms(cfg);
     int i, all_acked = 1;
 
+    *next_us = INT64_MAX;
     for (i = 0; i < r->nrooms; i++) {
         conn_t *s = r->rooms[i].sender;
-        double shifted = periods - (double)(r->room0 + i) / rooms;
+        double shift = (double)(r->room0 + i) / rooms, shifted = periods - shift;
         uint64_t due = shifted < 0 ? 0 : (uint64_t)shifted + 1;
 
         if (due > (uint64_t)cfg->messages) {
@@ -713,6 +722,12 @@ static int send_due(runner_t *r)
             }
             s->next_k++;
             r->st->sent++;
+        }
+        if (s->state == CS_OPEN && s->next_k < (uint32_t)cfg->messages && s->next_k - s->acked < SEND_WINDOW) {
+            at = r->send_start_us + (int64_t)(((double)s->next_k + shift) / cfg->msg_rate * 1e6);
+            if (at < *next_us) {
+                *next_us = at;
+            }
         }
         if (s->acked < (uint32_t)cfg->messages) {
             all_acked = 0;
@@ -816,8 +831,9 @@ static void finish(runner_t *r)
 int lg_runner_run(const lg_config_t *cfg, lg_shared_t *sh, int idx)
 {
     struct epoll_event evs[512];
+    struct timespec wait;
     runner_t *r = calloc(1, sizeof(runner_t));
-    int64_t last_tick = 0, now;
+    int64_t last_tick = 0, now, next_send_us = INT64_MAX, wait_us;
     int n, i;
 
     if (r == NULL) {
@@ -840,7 +856,17 @@ int lg_runner_run(const lg_config_t *cfg, lg_shared_t *sh, int idx)
     r->t0_ms = mc_now_ms();
 
     while (!__atomic_load_n(&sh->stop, __ATOMIC_RELAXED)) {
-        n = epoll_wait(r->ep, evs, 512, r->st->phase == LG_PH_SENDING ? 5 : 50);
+        /* while sending, wake (to the microsecond) when the next send is
+         * due: a millisecond timeout would send 1,000 messages a second
+         * in bursts */
+        wait_us = 50000;
+        if (r->st->phase == LG_PH_SENDING) {
+            wait_us = next_send_us == INT64_MAX ? 5000 : next_send_us - mc_now_us();
+            wait_us = wait_us < 0 ? 0 : wait_us > 5000 ? 5000 : wait_us;
+        }
+        wait.tv_sec = 0;
+        wait.tv_nsec = (long)wait_us * 1000;
+        n = epoll_pwait2(r->ep, evs, 512, &wait, NULL);
         for (i = 0; i < n; i++) {
             event(r, evs[i].data.ptr, evs[i].events);
         }
@@ -860,7 +886,7 @@ int lg_runner_run(const lg_config_t *cfg, lg_shared_t *sh, int idx)
             r->send_start_us = mc_now_us();
             r->send_deadline_ms = now + (int64_t)(((double)cfg->messages / cfg->msg_rate + cfg->wait) * 1000);
         }
-        if (r->st->phase == LG_PH_SENDING && (send_due(r) || now >= r->send_deadline_ms)) {
+        if (r->st->phase == LG_PH_SENDING && (send_due(r, &next_send_us) || now >= r->send_deadline_ms)) {
             r->st->phase = LG_PH_DONE;
         }
     }

@@ -11,6 +11,7 @@ the tool prints are not judged here.
 """
 
 import os
+import socket
 import subprocess
 
 import pytest
@@ -59,6 +60,33 @@ def test_deliver_every_message_in_order():
     assert int(lat["n"]) == 2000 and 0 < int(lat["p50"]) <= int(lat["p99"]) <= int(lat["max"]), lat
 
 
+def test_deliver_with_the_sender_on_another_node():
+    # make bench's scenario 3: the member on node a, the sender on node b,
+    # so every message crosses the relay-workers; 20/s stays under the dev
+    # stack's rate limit
+    p = run("deliver", "--conns", "1", "--room-size", "1", "--messages", "20", "--msg-rate", "20",
+            "--sender-port", str(NGINX_PORTS["b"]), "--progress", "5")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "loadgen: senders to 127.0.0.1:%d\n" % NGINX_PORTS["b"] in p.stdout, p.stdout
+    d = fields(p.stdout, "deliver")
+    assert d["sent"] == d["acked"] == d["expected"] == d["received"] == "20", d
+    assert (d["missing"], d["out_of_order"]) == ("0", "0"), d
+
+
+def test_the_sender_connects_to_the_sender_port():
+    # a port that refuses connections (bound, never listening) for the
+    # sender only: the member opens on node a, the sender fails, the run
+    # fails
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        p = run("deliver", "--conns", "1", "--room-size", "1", "--messages", "1", "--retries", "0",
+                "--sender-port", str(s.getsockname()[1]), "--progress", "5")
+    assert p.returncode == 1, p.stdout + p.stderr
+    r = fields(p.stdout, "result")
+    assert (r["conns"], r["open"], r["failed"]) == ("2", "1", "1"), r
+    assert p.stdout.rstrip().endswith("loadgen: FAIL")
+
+
 def test_refused_upgrades_fail_the_run(tmp_path):
     # tokens signed with another secret: every upgrade is a 401, which is
     # not retried; the run says so and exits 1
@@ -77,7 +105,12 @@ def test_bad_options_are_refused():
                       (["deliver", "--room-size", "1001"], "--room-size must be a number from 1 to 1000"),
                       (["idle", "--proto", "mqtt"], 'unknown protocol "mqtt"'),
                       (["idle", "--hold"], "--hold needs a value"),
-                      (["storm"], "usage: loadgen")):
+                      (["storm"], "usage: loadgen"),
+                      (["deliver", "--sender-port", "0"], "--sender-port must be a number from 1 to 65535"),
+                      (["deliver", "--port", "1", "--secret-file", SECRET_FILE, "--sender-host", "node-b"],
+                       '--sender-host must be an IPv4 address, got "node-b"'),
+                      (["idle", "--port", "1", "--secret-file", SECRET_FILE, "--sender-port", "2"],
+                       "--sender-host and --sender-port are for deliver")):
         p = subprocess.run([LOADGEN, *args], capture_output=True, text=True, timeout=10)
         assert p.returncode == 2 and msg in p.stderr, (args, p.stderr)
 
