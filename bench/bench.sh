@@ -35,12 +35,14 @@
 #              conf/dev-jwt-secret), the process of its pid file
 #              ($MINICHAT_RUN/centrifugo/centrifugo.pid), `run.sh stop`
 #              at the end.
-# Scenarios 1, 3, 4 and 5 are not side by side yet: the table says so and
-# names the script that measures MiniChat alone today.
+# Scenario 3, cross-node latency: bench/scenario_3.sh (its header says
+# what it runs).  Scenarios 1, 4 and 5 are not side by side yet: the table
+# says so and names the script that measures MiniChat alone today.
 #
-# --smoke (make test, tests/integration/test_bench_smoke.py): scenario 2
-# only, 20 members, 10 messages at 20/s, MiniChat and the floor: a check
-# that the tool works, not a measurement.
+# --smoke (make test, tests/integration/test_bench_smoke.py): scenario 2,
+# 20 members, 10 messages at 20/s, MiniChat and the floor, and scenario 3,
+# 100 messages at 100/s, MiniChat only: a check that the tool works, not a
+# measurement.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 off=${MINICHAT_PORT_OFFSET:-0}
@@ -57,7 +59,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 if [ "$smoke" = 1 ]; then
-    members=${MEMBERS:-20} messages=${MESSAGES:-10} rates=${RATES:-20} scenarios=2
+    members=${MEMBERS:-20} messages=${MESSAGES:-10} rates=${RATES:-20} scenarios="2 3"
 else
     members=${MEMBERS:-1000} messages=${MESSAGES:-1000} rates=${RATES:-50 100 200 400}
 fi
@@ -119,11 +121,14 @@ listener_pid() { ss -Hltnp "sport = :$1" 2>/dev/null | sed -n 's/.*pid=\([0-9]*\
 cleanup() {
     local p
     p=$(pidfile "$work/floor.pid"); [ -n "$p" ] && kill "$p" 2>/dev/null || true
-    p=$(pidfile "$work/nginx/nginx.pid")
-    if [ -n "$p" ] && kill -QUIT "$p" 2>/dev/null; then
-        for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    fi
+    for p in "$work"/nginx*/nginx.pid; do
+        p=$(pidfile "$p")
+        if [ -n "$p" ] && kill -QUIT "$p" 2>/dev/null; then
+            for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        fi
+    done
     [ "${cf_started:-0}" = 1 ] && bash "$top/bench/centrifugo/run.sh" stop > /dev/null 2>&1 || true
+    [ "${cf2_started:-0}" = 1 ] && NODES=2 bash "$top/bench/centrifugo/run.sh" stop > /dev/null 2>&1 || true
     rm -f "$work/floor.pid"
 }
 trap cleanup EXIT
@@ -136,26 +141,29 @@ start_floor() {
     die "the floor did not start"
 }
 
-# a bench nginx: node a's configuration, its own port, pid and logs, no
-# limits, no access log (the module, the relay-worker and Redis are the
+# start_minichat [NODE PORT]: a bench nginx: NODE's configuration (a, on
+# mc_port), its own port, pid and logs (under $work/nginx, or nginx-NODE),
+# no limits, no access log (the module, the relay-worker and Redis are the
 # stack's)
 start_minichat() {
-    local bd=$work/nginx
+    local node=${1:-a} port=${2:-$mc_port} bd=$work/nginx
+    [ "$node" = a ] || bd=$work/nginx-$node
+    [ -n "$(live "$bd/nginx.pid" "-c $bd/nginx.conf")" ] && return 0
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$node_a_port") 2>/dev/null; then
         say "starting the stack (scripts/stack.sh start)"
         bash "$top/scripts/stack.sh" start > "$work/stack.log" 2>&1 || { tail -20 "$work/stack.log" >&2; die "the stack did not start"; }
     fi
-    if grep -Eq '^ *listen 127\.0\.0\.1:[0-9]+ ssl' "$run_dir/nginx-a/nginx.conf"; then
+    if grep -Eq '^ *listen 127\.0\.0\.1:[0-9]+ ssl' "$run_dir/nginx-$node/nginx.conf"; then
         die "the stack runs with TLS (MINICHAT_TLS=1); the load generator speaks ws:// only"
     fi
     mkdir -p "$bd"
     sed -e "s|^pid .*|pid $bd/nginx.pid;|" -e "s|^error_log .*|error_log $bd/error.log notice;|" \
         -e "s|access_log .*|access_log off;|" -e '/minichat_limit_/d' \
-        -e "s|^\( *\)listen 127.0.0.1:[0-9]*;|\1listen 127.0.0.1:$mc_port;|" \
-        "$run_dir/nginx-a/nginx.conf" > "$bd/nginx.conf"
+        -e "s|^\( *\)listen 127.0.0.1:[0-9]*;|\1listen 127.0.0.1:$port;|" \
+        "$run_dir/nginx-$node/nginx.conf" > "$bd/nginx.conf"
     /usr/sbin/nginx -p "$bd" -c "$bd/nginx.conf" -e "$bd/error.log" || die "the bench nginx did not start ($bd/error.log)"
-    for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$mc_port") 2>/dev/null && return 0; sleep 0.1; done
-    die "the bench nginx does not answer on $mc_port"
+    for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0; sleep 0.1; done
+    die "the bench nginx does not answer on $port"
 }
 
 # The pids of a system, as "group:pid" words.
@@ -200,6 +208,20 @@ field() {
         END { print (v == "" ? "null" : v) }' "$1"
 }
 
+# follow_loadgen PID LOG: waits for the load generator, showing its latest
+# progress line every 5 s while it runs
+follow_loadgen() {
+    local i=0
+    while kill -0 "$1" 2>/dev/null; do
+        sleep 0.2
+        i=$((i + 1))
+        if [ $((i % 25)) = 0 ]; then
+            tail -1 "$2" | grep '^loadgen: ' | sed 's/^loadgen: /bench:     /' || true
+        fi
+    done
+    wait "$1" || true
+}
+
 # fanout_run SYSTEM PORT PATH PROTO SECRET RATE N/TOTAL: one loadgen run,
 # one record.
 fanout_run() {
@@ -215,16 +237,7 @@ fanout_run() {
     while [ ! -e "$ready" ] && kill -0 "$lpid" 2>/dev/null; do sleep 0.1; done
     mapfile -t pids < <(pids_of "$sys")
     mapfile -t before < <(cpu_groups "${pids[@]}")
-    # progress while it runs: the load generator's own lines, every 5 s
-    i=0
-    while kill -0 "$lpid" 2>/dev/null; do
-        sleep 0.2
-        i=$((i + 1))
-        if [ $((i % 25)) = 0 ]; then
-            tail -1 "$log" | grep '^loadgen: ' | sed 's/^loadgen: /bench:     /' || true
-        fi
-    done
-    wait "$lpid" || true
+    follow_loadgen "$lpid" "$log"
     mapfile -t after < <(cpu_groups "${pids[@]}")
     grep -q '^loadgen: PASS' "$log" && pass=true || pass=false
     {
@@ -288,7 +301,7 @@ not_yet() {
     printf '{"scenario":%d,"status":"not yet","note":"%s"}\n' "$1" "$2" >> "$records"
 }
 scenario_1() { not_yet 1 "MiniChat alone: bench/idle_memory.py, bench/idle.sh"; }
-scenario_3() { not_yet 3 "not measured side by side yet"; }
+source "$top/bench/scenario_3.sh"
 scenario_4() { not_yet 4 "MiniChat against redis-benchmark: bench/ratelimit.sh"; }
 scenario_5() { not_yet 5 "MiniChat alone: bench/consumer_rate.sh"; }
 

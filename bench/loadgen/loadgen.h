@@ -113,6 +113,7 @@ typedef struct {
     uint64_t min_pings;    /* fewest pings answered by an open connection (at the end) */
     uint64_t rooms;        /* rooms made */
     uint64_t sent, acked, expected, received, out_of_order, errors;
+    uint64_t late;         /* sends that left over 1 ms after their schedule */
     uint64_t pss_kb;       /* this runner's own memory, once connected */
     int64_t first_send_us; /* the first send, the last delivery (CLOCK_MONOTONIC; 0: none) */
     int64_t last_rx_us;

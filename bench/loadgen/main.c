@@ -256,6 +256,7 @@ static void sum(const lg_shared_t *sh, int procs, lg_stats_t *t)
         t->pings += s->pings;
         t->rooms += s->rooms;
         t->sent += s->sent;
+        t->late += s->late;
         t->acked += s->acked;
         t->expected += s->expected;
         t->received += s->received;
@@ -321,9 +322,10 @@ static int report(const lg_config_t *cfg, const lg_stats_t *t, int timed_out)
            t->pings, t->min_pings, t->errors, cfg->procs, cfg->src_addrs);
     if (cfg->mode == LG_MODE_DELIVER) {
         printf("loadgen: deliver rooms=%" PRIu64 " room_size=%d messages=%d sent=%" PRIu64 " acked=%" PRIu64
-               " expected=%" PRIu64 " received=%" PRIu64 " missing=%" PRIu64 " out_of_order=%" PRIu64 "\n",
+               " expected=%" PRIu64 " received=%" PRIu64 " missing=%" PRIu64 " out_of_order=%" PRIu64
+               " late_sends=%" PRIu64 "\n",
                t->rooms, cfg->room_size, cfg->messages, t->sent, t->acked, t->expected, t->received,
-               t->expected - (t->received < t->expected ? t->received : t->expected), t->out_of_order);
+               t->expected - (t->received < t->expected ? t->received : t->expected), t->out_of_order, t->late);
         printf("loadgen: latency_us p50=%" PRIu64 " p99=%" PRIu64 " p99.9=%" PRIu64 " max=%" PRIu64 " n=%" PRIu64 "\n",
                lg_hist_quantile(&t->latency, 0.5), lg_hist_quantile(&t->latency, 0.99),
                lg_hist_quantile(&t->latency, 0.999), t->latency.max, t->latency.n);

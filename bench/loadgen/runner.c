@@ -709,9 +709,14 @@ static int send_due(runner_t *r, int64_t *next_us)
         }
 
         while (s->state == CS_OPEN && s->next_k < due && s->next_k - s->acked < SEND_WINDOW) {
+            at = mc_now_us();
+            /* behind its schedule by over a millisecond: the window of
+             * unacked sends (or the loop) held it back */
+            if (at - r->send_start_us - (int64_t)(((double)s->next_k + shift) / cfg->msg_rate * 1e6) > 1000) {
+                r->st->late++;
+            }
             mc_buf_reset(&r->payload);
-            if (cfg->proto->encode_send(r->rooms[i].id, conn_user(r, s), s->next_k, s->next_k + 1, mc_now_us(),
-                                        &r->payload)
+            if (cfg->proto->encode_send(r->rooms[i].id, conn_user(r, s), s->next_k, s->next_k + 1, at, &r->payload)
                     != 0
                 || send_frame(r, s, MC_WS_OP_TEXT, r->payload.data, r->payload.len) != 0) {
                 lost(r, s, "cannot send");

@@ -2,10 +2,13 @@
 
 The tool must keep working: it runs scenario 2 (fan-out) tiny -- 20
 members, 10 messages -- against MiniChat (a bench nginx with node a's
-configuration) and the floor (build/bin/floor), prints the side-by-side
-table and writes the JSON and Markdown report.  Checked here: the report's
-shape, that every offered delivery was delivered on both systems, and that
-the bench nginx logged nothing alarming.  No number is judged: the rates
+configuration) and the floor (build/bin/floor), and scenario 3 (cross-node
+latency) tiny -- 100 messages at 100/s from node a to node b -- against
+MiniChat alone (a second bench nginx with node b's configuration), prints
+the side-by-side tables and writes the JSON and Markdown report.  Checked
+here: the report's shape, that every offered delivery was delivered, that
+the floor is n/a in scenario 3, and that the bench nginx logged nothing
+alarming.  No number is judged: the rates
 and CPU figures of a smoke run on a shared box mean nothing.
 """
 
@@ -62,7 +65,19 @@ def test_smoke_run_reports_every_delivery(tmp_path):
     fl = next(x for x in runs if x["system"] == "floor")
     assert set(fl["cpu_ms"]) == {"floor"}, fl["cpu_ms"]
 
+    # scenario 3: the sender on node a's bench nginx, the member on node b's
+    assert re.search(r"^bench: \[1/1\] cross-node minichat: 100 messages at 100/s", out, re.M), out
+    assert re.search(r"^\| delivered / offered \| 100 / 100 \| n/a \|$", out, re.M), out
+    s3 = r["scenarios"]["3"]
+    assert "no second node" in s3["skipped"]["floor"], s3["skipped"]
+    assert [x["system"] for x in s3["runs"]] == ["minichat"], s3["runs"]
+    x = s3["runs"][0]
+    assert x["pass"] is True and x["sent"] == x["acked"] == x["offered"] == x["delivered"] == 100, x
+    assert 0 < x["p50_us"] <= x["p99_us"] <= x["p999_us"] <= x["max_us"], x
+    assert {"nginx-a", "nginx-b", "relay-a", "relay-b", "redis", "kafka"} <= set(x["cpu_ms"]), x["cpu_ms"]
+
     # the bench nginx quit cleanly (the harness's check-logs.sh sees only the nodes' logs)
-    with open(os.path.join(RUN, "bench", "nginx", "error.log")) as f:
-        bad = [ln for ln in f if re.search(r"\[(alert|crit|emerg)\]", ln)]
-    assert not bad, bad
+    for node in ("nginx", "nginx-b"):
+        with open(os.path.join(RUN, "bench", node, "error.log")) as f:
+            bad = [ln for ln in f if re.search(r"\[(alert|crit|emerg)\]", ln)]
+        assert not bad, (node, bad)
