@@ -35,12 +35,14 @@
 #              conf/dev-jwt-secret), the process of its pid file
 #              ($MINICHAT_RUN/centrifugo/centrifugo.pid), `run.sh stop`
 #              at the end.
-# Scenarios 1, 3, 4 and 5 are not side by side yet: the table says so and
-# names the script that measures MiniChat alone today.
+# Scenario 1, idle memory per connection, is bench/scenario_1.sh (it says
+# what it measures).  Scenarios 3, 4 and 5 are not side by side yet: the table says so and names the script that
+# measures MiniChat alone today.
 #
-# --smoke (make test, tests/integration/test_bench_smoke.py): scenario 2
-# only, 20 members, 10 messages at 20/s, MiniChat and the floor: a check
-# that the tool works, not a measurement.
+# --smoke (make test, tests/integration/test_bench_smoke.py): scenario 1
+# with 50 connections held 2 s and scenario 2 with 20 members, 10 messages
+# at 20/s, MiniChat and the floor: a check that the tool works, not a
+# measurement.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 off=${MINICHAT_PORT_OFFSET:-0}
@@ -57,7 +59,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 if [ "$smoke" = 1 ]; then
-    members=${MEMBERS:-20} messages=${MESSAGES:-10} rates=${RATES:-20} scenarios=2
+    members=${MEMBERS:-20} messages=${MESSAGES:-10} rates=${RATES:-20} scenarios="1 2"
 else
     members=${MEMBERS:-1000} messages=${MESSAGES:-1000} rates=${RATES:-50 100 200 400}
 fi
@@ -128,7 +130,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# start_floor, start_minichat: idempotent, so that scenarios share them
 start_floor() {
+    [ -n "$(live "$work/floor.pid" "$floor_bin")" ] && return 0
     "$floor_bin" --port "$floor_port" --secret-file "$secret" > "$work/floor.log" 2>&1 &
     echo $! > "$work/floor.pid"
     for _ in $(seq 50); do grep -q '^floor: listening' "$work/floor.log" && return 0; sleep 0.1; done
@@ -141,6 +145,7 @@ start_floor() {
 # stack's)
 start_minichat() {
     local bd=$work/nginx
+    [ -n "$(live "$bd/nginx.pid" "-c $bd/nginx.conf")" ] && return 0
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$node_a_port") 2>/dev/null; then
         say "starting the stack (scripts/stack.sh start)"
         bash "$top/scripts/stack.sh" start > "$work/stack.log" 2>&1 || { tail -20 "$work/stack.log" >&2; die "the stack did not start"; }
@@ -156,6 +161,23 @@ start_minichat() {
     /usr/sbin/nginx -p "$bd" -c "$bd/nginx.conf" -e "$bd/error.log" || die "the bench nginx did not start ($bd/error.log)"
     for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$mc_port") 2>/dev/null && return 0; sleep 0.1; done
     die "the bench nginx does not answer on $mc_port"
+}
+
+# start_centrifugo SCENARIO: Centrifugo running (idempotent), or a record
+# saying why SCENARIO skips it and a non-zero status
+start_centrifugo() {
+    if [ -f "$top/bench/centrifugo/run.sh" ] && ls "$top"/.cache/centrifugo/*/centrifugo > /dev/null 2>&1; then
+        if bash "$top/bench/centrifugo/run.sh" start > "$work/centrifugo.log" 2>&1; then
+            cf_started=1
+            return 0
+        fi
+        say "Centrifugo did not start ($work/centrifugo.log): skipped"
+        printf '{"scenario":%d,"system":"centrifugo","skipped":"did not start"}\n' "$1" >> "$records"
+    else
+        say "Centrifugo: no bench/centrifugo/run.sh or no binary under .cache/centrifugo/: skipped"
+        printf '{"scenario":%d,"system":"centrifugo","skipped":"not built (bench/centrifugo/build.sh)"}\n' "$1" >> "$records"
+    fi
+    return 1
 }
 
 # The pids of a system, as "group:pid" words.
@@ -192,10 +214,11 @@ cpu_groups() {
     done
 }
 
-# field LOG LINE KEY: the value of KEY=... on the last `loadgen: LINE ...`
-# line, or null (JSON) when there is none.
+# field LOG LINE KEY [PREFIX]: the value of KEY=... on the last `loadgen:
+# LINE ...` line (PREFIX instead of loadgen:), or null (JSON) when there is
+# none.
 field() {
-    awk -v line="$2" -v key="$3" '$1 == "loadgen:" && $2 == line {
+    awk -v line="$2" -v key="$3" -v pre="${4:-loadgen:}" '$1 == pre && $2 == line {
         for (i = 3; i <= NF; i++) if (index($i, key "=") == 1) v = substr($i, length(key) + 2) }
         END { print (v == "" ? "null" : v) }' "$1"
 }
@@ -255,18 +278,7 @@ scenario_2() {
     start_floor
     start_minichat
     if [ "$smoke" = 0 ]; then
-        if [ -f "$top/bench/centrifugo/run.sh" ] && ls "$top"/.cache/centrifugo/*/centrifugo > /dev/null 2>&1; then
-            if bash "$top/bench/centrifugo/run.sh" start > "$work/centrifugo.log" 2>&1; then
-                cf_started=1
-                systems="$systems centrifugo"
-            else
-                say "Centrifugo did not start ($work/centrifugo.log): skipped"
-                printf '{"scenario":2,"system":"centrifugo","skipped":"did not start"}\n' >> "$records"
-            fi
-        else
-            say "Centrifugo: no bench/centrifugo/run.sh or no binary under .cache/centrifugo/: skipped"
-            printf '{"scenario":2,"system":"centrifugo","skipped":"not built (bench/centrifugo/build.sh)"}\n' >> "$records"
-        fi
+        start_centrifugo 2 && systems="$systems centrifugo"
     fi
     total=$(( $(wc -w <<< "$systems") * $(wc -w <<< "$rates") ))
     for rate in $rates; do
@@ -287,7 +299,7 @@ scenario_2() {
 not_yet() {
     printf '{"scenario":%d,"status":"not yet","note":"%s"}\n' "$1" "$2" >> "$records"
 }
-scenario_1() { not_yet 1 "MiniChat alone: bench/idle_memory.py, bench/idle.sh"; }
+source "$top/bench/scenario_1.sh"
 scenario_3() { not_yet 3 "not measured side by side yet"; }
 scenario_4() { not_yet 4 "MiniChat against redis-benchmark: bench/ratelimit.sh"; }
 scenario_5() { not_yet 5 "MiniChat alone: bench/consumer_rate.sh"; }

@@ -10,7 +10,9 @@
 Records are JSON objects, one a line, as bench.sh writes them: a fan-out
 run (scenario 2) has system, rate, offered, delivered, deliveries_per_s,
 p50_us, p99_us and cpu_ms per group of processes; a scenario not measured
-yet has status "not yet" and a note.  CPU per million deliveries is CPU
+yet has status "not yet" and a note.  Idle runs (scenario 1) have the
+memory of the processes holding the sockets before and after (kB); their
+section is render_s1.  CPU per million deliveries is CPU
 seconds over delivered / 1e6, i.e. CPU microseconds per delivery.
 """
 
@@ -157,6 +159,104 @@ def fanout_ratios(runs):
     return out
 
 
+def idle_per_conn(r, kind="pss"):
+    """Bytes of memory per open connection of an idle run (kind pss, rss or
+    redis_pss), or None."""
+    before, after, n = r.get(kind + "_before_kb"), r.get(kind + "_after_kb"), r.get("open")
+    if before is None or after is None or not n:
+        return None
+    return (after - before) * 1024.0 / n
+
+
+def line_s1(r):
+    if "skipped" in r:
+        return "idle %s at %s: skipped (%s)" % (NAMES[r["system"]], "{:,}".format(r["conns"]), r["skipped"])
+    return ("idle %s: %s of %s open (%s), %s closed, fewest pings answered %s, %s B Pss / %s B RSS per connection "
+            "(%s %s process(es))" % (
+                NAMES[r["system"]], r.get("open"), r.get("conns"), "PASS" if r.get("pass") else "FAIL",
+                r.get("closed"), r.get("min_pings"), fmt(idle_per_conn(r), 0), fmt(idle_per_conn(r, "rss"), 0),
+                r.get("procs"), r.get("measured")))
+
+
+def render_s1(recs):
+    """Scenario 1's section: (its JSON, its Markdown lines)."""
+    big = [r for r in recs if r.get("conns") == 100000 and r.get("system") == "minichat"
+           and ("skipped" in r or r.get("via"))]
+    runs = [r for r in recs if r not in big and "skipped" not in r]
+    skipped = [(r["system"], r["skipped"]) for r in recs if r not in big and "skipped" in r]
+    for r in runs + big:
+        for kind in ("pss", "rss", "redis_pss"):
+            r[kind + "_per_conn_bytes"] = idle_per_conn(r, kind)
+    by = {r["system"]: r for r in runs}
+    present = [s for s in SYSTEMS if s in by]
+    ratios = [(a, b) for a, b in (("minichat", "floor"), ("minichat", "centrifugo")) if a in by and b in by]
+    out = ["## Scenario 1 — %s" % SCENARIOS[1], ""]
+    if runs:
+        r0 = runs[0]
+        out += ["%s idle authenticated connections per system (as many users, no room), held %s s after the last "
+                "opened; memory (Pss, RSS: /proc/PID/smaps_rollup, summed) of the processes holding the sockets, "
+                "taken before the load generator started and %s s into the hold, over the connections "
+                "open." % ("{:,}".format(r0["conns"]), r0["hold_s"], r0.get("measured_at_s")), ""]
+    for s, why in skipped:
+        out += ["%s: skipped — %s." % (NAMES[s], why), ""]
+    if present:
+        out.append("| | " + " | ".join(NAMES[s] for s in present)
+                   + "".join(" | %s/%s" % (NAMES[a], NAMES[b]) for a, b in ratios) + " |")
+        out.append("| --- | " + " | ".join("---:" for _ in present) + "".join(" | ---:" for _ in ratios) + " |")
+
+        def row(name, get, ratio_of=None):
+            cells = [get(by[s]) for s in present]
+            rc = []
+            for a, b in ratios:
+                x = ratio(ratio_of(by[a]), ratio_of(by[b])) if ratio_of else None
+                rc.append("" if x is None else "%.2f×" % x)
+            out.append("| %s | %s%s |" % (name, " | ".join(cells), "".join(" | " + c for c in rc)))
+
+        row("open of asked (pass)", lambda r: "%s of %s (%s)" % (r.get("open"), r.get("conns"),
+                                                                 "PASS" if r.get("pass") else "FAIL"))
+        row("closed / fewest pings answered",
+            lambda r: "%s / %s%s" % (r.get("closed"), r.get("min_pings"),
+                                     "" if r.get("min_pings_asked") else " (none asked)"))
+        row("processes measured", lambda r: "%s %s" % (r.get("procs"), r.get("measured")))
+        row("Pss before → after (MB)", lambda r: "%s → %s" % (
+            fmt(r["pss_before_kb"] / 1024.0), fmt(None if r.get("pss_after_kb") is None else r["pss_after_kb"] / 1024.0)))
+        row("**Pss per connection (B)**", lambda r: fmt(r["pss_per_conn_bytes"], 0), lambda r: r["pss_per_conn_bytes"])
+        row("RSS per connection (B)", lambda r: fmt(r["rss_per_conn_bytes"], 0), lambda r: r["rss_per_conn_bytes"])
+        if any(r.get("redis_pss_per_conn_bytes") is not None for r in runs):
+            row("+ Redis Pss per connection (B)", lambda r: fmt(r.get("redis_pss_per_conn_bytes"), 0))
+        out.append("")
+        mc = by.get("minichat")
+        if mc and mc["pss_per_conn_bytes"] is not None:
+            out += ["The brief's target, at most 2 KiB (2,048 B) per idle connection: MiniChat %s B at %s — %s. "
+                    "MiniChat's Redis row is the sessions and presence its connections keep there, not counted "
+                    "in the workers' figure (the floor keeps nothing; Centrifugo's memory engine keeps its "
+                    "state in its own process)." % (
+                        fmt(mc["pss_per_conn_bytes"], 0), "{:,}".format(mc["conns"]),
+                        "holds" if mc["pss_per_conn_bytes"] <= 2048 else "does not hold"), ""]
+    for r in big:
+        if "skipped" in r:
+            out += ["MiniChat alone at 100,000 connections: skipped (%s)." % r["skipped"], ""]
+        else:
+            out += ["MiniChat alone at 100,000 connections (bench/idle.sh: %s nginx workers, reuseport, several "
+                    "source addresses): %s of 100,000 open in %s s (%s), %s closed, fewest pings answered %s; "
+                    "workers' Pss %s → %s MB, **%s B per connection**." % (
+                        r.get("procs"), r.get("open"), fmt(r.get("open_s")), "PASS" if r.get("pass") else "FAIL",
+                        r.get("closed"), r.get("min_pings"),
+                        fmt(None if r.get("pss_before_kb") is None else r["pss_before_kb"] / 1024.0),
+                        fmt(None if r.get("pss_after_kb") is None else r["pss_after_kb"] / 1024.0),
+                        fmt(r["pss_per_conn_bytes"], 0)), ""]
+    result = {"title": SCENARIOS[1], "runs": runs, "skipped": dict(skipped), "at_100k": big[0] if big else None,
+              "ratios": [{"of": "%s/%s" % (a, b),
+                          "pss_per_conn": ratio(by[a]["pss_per_conn_bytes"], by[b]["pss_per_conn_bytes"]),
+                          "rss_per_conn": ratio(by[a]["rss_per_conn_bytes"], by[b]["rss_per_conn_bytes"])}
+                         for a, b in ratios]}
+    return result, out
+
+
+RENDER = {1: render_s1}
+LINE = {1: line_s1}
+
+
 def report(args):
     records = []
     with open(args.records) as f:
@@ -181,12 +281,18 @@ def report(args):
                                     "ratios": fanout_ratios(runs)}
     for n, r in stubs.items():
         result["scenarios"][str(n)] = {"title": SCENARIOS[n], "status": "not yet", "note": r["note"]}
+    sections = {}
+    for n, render in RENDER.items():
+        recs = [r for r in records if r.get("scenario") == n and r.get("status") != "not yet"]
+        if recs:
+            result["scenarios"][str(n)], sections[n] = render(recs)
 
     md = ["# MiniChat benchmark (%s)" % args.mode, "",
           "Machine: %s, %d CPUs (%s), kernel %s; load average %s at the start, %s at the end. One run on a "
           "shared box: compare the systems within a row, not across runs." % (
               machine["host"], machine["nproc"], machine["model_name"], machine["kernel"],
               machine["loadavg_start"], machine["loadavg_end"]), ""]
+    md += sections.get(1, [])
     if runs or skipped:
         md += fanout_tables(runs, skipped) + [""]
     if stubs:
@@ -214,7 +320,8 @@ def main():
     ap.add_argument("--md")
     args = ap.parse_args()
     if args.line:
-        print(line(json.loads(args.line)))
+        rec = json.loads(args.line)
+        print(LINE.get(rec.get("scenario"), line)(rec))
         return 0
     if not (args.records and args.machine and args.json and args.md):
         ap.error("--records, --machine, --json and --md go together")
