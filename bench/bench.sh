@@ -35,8 +35,10 @@
 #              conf/dev-jwt-secret), the process of its pid file
 #              ($MINICHAT_RUN/centrifugo/centrifugo.pid), `run.sh stop`
 #              at the end.
-# Scenario 1, idle memory per connection, is bench/scenario_1.sh (it says
-# what it measures).  Scenarios 3, 4 and 5 are not side by side yet: the table says so and names the script that
+# Scenario 1, idle memory per connection, is bench/scenario_1.sh and
+# scenario 4, rate-limit decisions against redis-benchmark, is
+# bench/scenario_4.sh (each says what it measures).  Scenarios 3 and 5 are
+# not side by side yet: the table says so and names the script that
 # measures MiniChat alone today.
 #
 # --smoke (make test, tests/integration/test_bench_smoke.py): scenario 1
@@ -301,7 +303,7 @@ not_yet() {
 }
 source "$top/bench/scenario_1.sh"
 scenario_3() { not_yet 3 "not measured side by side yet"; }
-scenario_4() { not_yet 4 "MiniChat against redis-benchmark: bench/ratelimit.sh"; }
+source "$top/bench/scenario_4.sh"
 scenario_5() { not_yet 5 "MiniChat alone: bench/consumer_rate.sh"; }
 
 for s in $scenarios; do

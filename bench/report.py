@@ -11,8 +11,9 @@ Records are JSON objects, one a line, as bench.sh writes them: a fan-out
 run (scenario 2) has system, rate, offered, delivered, deliveries_per_s,
 p50_us, p99_us and cpu_ms per group of processes; a scenario not measured
 yet has status "not yet" and a note.  Idle runs (scenario 1) have the
-memory of the processes holding the sockets before and after (kB); their
-section is render_s1.  CPU per million deliveries is CPU
+memory of the processes holding the sockets before and after (kB), and
+rate-limit runs (scenario 4) bench/ratelimit.sh's medians, runs and CPU
+per decision; their sections are render_s1 and render_s4.  CPU per million deliveries is CPU
 seconds over delivered / 1e6, i.e. CPU microseconds per delivery.
 """
 
@@ -253,8 +254,67 @@ def render_s1(recs):
     return result, out
 
 
-RENDER = {1: render_s1}
-LINE = {1: line_s1}
+# Scenario 4's loads, as bench/ratelimit.sh names them
+RL_LOADS = (
+    ("redis_benchmark", "redis-benchmark: EVALSHA limit.lua, random keys, 256 clients × 16 pipelined"),
+    ("ws", "MiniChat, WebSocket: `send`s refused by the limit, 64 connections × 32 in flight"),
+    ("rest_h2", "MiniChat, REST over h2c: 256 connections × 16 streams"),
+    ("rest_h1", "MiniChat, REST over HTTP/1.1: 256 connections × 16 pipelined"),
+    ("floor_h2", "nginx's h2c floor: a 404 before the token, no Redis"),
+    ("floor_h1", "nginx's HTTP/1.1 floor: a 404 before the token, no Redis"),
+)
+RL_NOT_APPLICABLE = {
+    "floor": "has no rate limiter: it takes every send",
+    "centrifugo": "its open-source edition has no per-user rate limiter of this kind: operation rate limits, "
+                  "Redis throttling and the rate-limit API are Centrifugo PRO features "
+                  "(centrifugal.dev/docs/pro/rate_limiting, /docs/pro/distributed_rate_limit)",
+}
+
+
+def rl_ratio(r, key):
+    return ratio((r.get("median") or {}).get(key), (r.get("median") or {}).get("redis_benchmark"))
+
+
+def line_s4(r):
+    m = r.get("median") or {}
+    return ("rate limit, medians of %s: redis-benchmark %s/s; through nginx WebSocket %s/s (%s%%), REST h2c %s/s (%s%%)"
+            % (r.get("runs"), fmt(m.get("redis_benchmark"), 0), fmt(m.get("ws"), 0),
+               fmt(None if rl_ratio(r, "ws") is None else 100 * rl_ratio(r, "ws"), 0), fmt(m.get("rest_h2"), 0),
+               fmt(None if rl_ratio(r, "rest_h2") is None else 100 * rl_ratio(r, "rest_h2"), 0)))
+
+
+def render_s4(recs):
+    """Scenario 4's section: (its JSON, its Markdown lines)."""
+    r = recs[-1]
+    r["of_redis_benchmark"] = {k: rl_ratio(r, k) for k, _ in RL_LOADS if k != "redis_benchmark"}
+    out = ["## Scenario 4 — %s" % SCENARIOS[4], "",
+           "lua/limit.lua's decisions per second, median of %s runs of %s s each (bench/ratelimit.sh); CPU µs per "
+           "decision of Redis / the bench nginx's workers / the load generator (all on the same 2 cores)."
+           % (r.get("runs"), r.get("seconds")), "",
+           "| load | decisions/s | runs | / redis-benchmark | CPU µs per decision (Redis / nginx / load) |",
+           "| --- | ---: | --- | ---: | --- |"]
+    for key, name in RL_LOADS:
+        cpu = (r.get("cpu_us") or {}).get(key)
+        x = rl_ratio(r, key) if key != "redis_benchmark" else None
+        out.append("| %s | %s | %s | %s | %s |" % (
+            name, fmt((r.get("median") or {}).get(key), 0),
+            ", ".join(fmt(v, 0) for v in (r.get("runs_each") or {}).get(key, [])),
+            "" if x is None else "%.0f%%" % (100 * x),
+            "—" if not cpu else "%s / %s / %s" % (cpu["redis"], cpu["nginx"], cpu["load"])))
+    for s in ("floor", "centrifugo"):
+        out.append("| %s | n/a | | | %s |" % (NAMES[s], RL_NOT_APPLICABLE[s]))
+    ws, h2 = rl_ratio(r, "ws"), rl_ratio(r, "rest_h2")
+    if ws is not None and h2 is not None:
+        out += ["", "The brief's target, decisions through nginx at least 80%% of redis-benchmark's: WebSocket "
+                "%.0f%% (%s), REST h2c %.0f%% (%s)." % (100 * ws, "holds" if ws >= 0.8 else "does not hold",
+                                                        100 * h2, "holds" if h2 >= 0.8 else "does not hold")]
+    out.append("")
+    result = dict(r, title=SCENARIOS[4], not_applicable=RL_NOT_APPLICABLE)
+    return result, out
+
+
+RENDER = {1: render_s1, 4: render_s4}
+LINE = {1: line_s1, 4: line_s4}
 
 
 def report(args):
@@ -295,6 +355,7 @@ def report(args):
     md += sections.get(1, [])
     if runs or skipped:
         md += fanout_tables(runs, skipped) + [""]
+    md += sections.get(4, [])
     if stubs:
         md += ["## Not side by side yet", "", "| scenario | status |", "| --- | --- |"]
         for n in sorted(stubs):
