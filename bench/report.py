@@ -213,7 +213,7 @@ def render_s1(recs):
                 rc.append("" if x is None else "%.2f×" % x)
             out.append("| %s | %s%s |" % (name, " | ".join(cells), "".join(" | " + c for c in rc)))
 
-        row("open of asked (pass)", lambda r: "%s of %s (%s)" % (r.get("open"), r.get("conns"),
+        row("open of asked (pass)", lambda r: "%s of %s (%s)" % (fmt(r.get("open"), 0), fmt(r.get("conns"), 0),
                                                                  "PASS" if r.get("pass") else "FAIL"))
         row("closed / fewest pings answered",
             lambda r: "%s / %s%s" % (r.get("closed"), r.get("min_pings"),
@@ -241,7 +241,7 @@ def render_s1(recs):
             out += ["MiniChat alone at 100,000 connections (bench/idle.sh: %s nginx workers, reuseport, several "
                     "source addresses): %s of 100,000 open in %s s (%s), %s closed, fewest pings answered %s; "
                     "workers' Pss %s → %s MB, **%s B per connection**." % (
-                        r.get("procs"), r.get("open"), fmt(r.get("open_s")), "PASS" if r.get("pass") else "FAIL",
+                        r.get("procs"), fmt(r.get("open"), 0), fmt(r.get("open_s")), "PASS" if r.get("pass") else "FAIL",
                         r.get("closed"), r.get("min_pings"),
                         fmt(None if r.get("pss_before_kb") is None else r["pss_before_kb"] / 1024.0),
                         fmt(None if r.get("pss_after_kb") is None else r["pss_after_kb"] / 1024.0),
@@ -275,6 +275,19 @@ def rl_ratio(r, key):
     return ratio((r.get("median") or {}).get(key), (r.get("median") or {}).get("redis_benchmark"))
 
 
+def rl_cpu_bound(cpu):
+    """The rate that CPU per decision allows on two cores of our own: Redis
+    runs the script on one core at most, and everything shares the two (as
+    bench/ratelimit.sh's "2-core max"), or None."""
+    if not cpu:
+        return None
+    total = cpu["redis"] + cpu["nginx"] + cpu["load"]
+    bounds = [2e6 / total] if total > 0 else []
+    if cpu["redis"] > 0:
+        bounds.append(1e6 / cpu["redis"])
+    return min(bounds) if bounds else None
+
+
 def line_s4(r):
     m = r.get("median") or {}
     return ("rate limit, medians of %s: redis-benchmark %s/s; through nginx WebSocket %s/s (%s%%), REST h2c %s/s (%s%%)"
@@ -289,27 +302,42 @@ def render_s4(recs):
     r["of_redis_benchmark"] = {k: rl_ratio(r, k) for k, _ in RL_LOADS if k != "redis_benchmark"}
     out = ["## Scenario 4 — %s" % SCENARIOS[4], "",
            "lua/limit.lua's decisions per second, median of %s runs of %s s each (bench/ratelimit.sh); CPU µs per "
-           "decision of Redis / the bench nginx's workers / the load generator (all on the same 2 cores)."
+           "decision of Redis / the bench nginx's workers / the load generator (all on the same 2 cores), and the "
+           "rate that CPU allows on two cores of our own (at most 1e6 / Redis µs, and 2e6 / total µs), which a "
+           "shared box moves much less than the rates. The WebSocket load is the refusal path (64 users refused "
+           "again and again: no write in Redis); the REST loads, like redis-benchmark's random keys, mostly the "
+           "allowed path with a new key: REST h2c is the row to compare."
            % (r.get("runs"), r.get("seconds")), "",
-           "| load | decisions/s | runs | / redis-benchmark | CPU µs per decision (Redis / nginx / load) |",
-           "| --- | ---: | --- | ---: | --- |"]
+           "| load | decisions/s | runs | / redis-benchmark | CPU µs per decision (Redis / nginx / load) "
+           "| CPU-bound rate, 2 cores | / redis-benchmark's |",
+           "| --- | ---: | --- | ---: | --- | ---: | ---: |"]
+    cpu_of = r.get("cpu_us") or {}
+    rb_bound = rl_cpu_bound(cpu_of.get("redis_benchmark"))
     for key, name in RL_LOADS:
-        cpu = (r.get("cpu_us") or {}).get(key)
+        cpu = cpu_of.get(key)
         x = rl_ratio(r, key) if key != "redis_benchmark" else None
-        out.append("| %s | %s | %s | %s | %s |" % (
+        bound = rl_cpu_bound(cpu)
+        y = ratio(bound, rb_bound) if key != "redis_benchmark" else None
+        out.append("| %s | %s | %s | %s | %s | %s | %s |" % (
             name, fmt((r.get("median") or {}).get(key), 0),
             ", ".join(fmt(v, 0) for v in (r.get("runs_each") or {}).get(key, [])),
             "" if x is None else "%.0f%%" % (100 * x),
-            "—" if not cpu else "%s / %s / %s" % (cpu["redis"], cpu["nginx"], cpu["load"])))
+            "—" if not cpu else "%s / %s / %s" % (cpu["redis"], cpu["nginx"], cpu["load"]),
+            fmt(bound, 0), "" if y is None else "%.0f%%" % (100 * y)))
     for s in ("floor", "centrifugo"):
-        out.append("| %s | n/a | | | %s |" % (NAMES[s], RL_NOT_APPLICABLE[s]))
+        out.append("| %s | n/a | | | %s | | |" % (NAMES[s], RL_NOT_APPLICABLE[s]))
     ws, h2 = rl_ratio(r, "ws"), rl_ratio(r, "rest_h2")
+    h2_bound = ratio(rl_cpu_bound(cpu_of.get("rest_h2")), rb_bound)
     if ws is not None and h2 is not None:
-        out += ["", "The brief's target, decisions through nginx at least 80%% of redis-benchmark's: WebSocket "
-                "%.0f%% (%s), REST h2c %.0f%% (%s)." % (100 * ws, "holds" if ws >= 0.8 else "does not hold",
-                                                        100 * h2, "holds" if h2 >= 0.8 else "does not hold")]
+        out += ["", "The brief's target, decisions through nginx at least 80%% of redis-benchmark's: measured, "
+                "WebSocket %.0f%% (%s), REST h2c %.0f%% (%s); REST h2c as its CPU allows, %s." % (
+                    100 * ws, "holds" if ws >= 0.8 else "does not hold", 100 * h2,
+                    "holds" if h2 >= 0.8 else "does not hold",
+                    "—" if h2_bound is None else "%.0f%% (%s)" % (100 * h2_bound,
+                                                                   "holds" if h2_bound >= 0.8 else "does not hold"))]
     out.append("")
-    result = dict(r, title=SCENARIOS[4], not_applicable=RL_NOT_APPLICABLE)
+    result = dict(r, title=SCENARIOS[4], not_applicable=RL_NOT_APPLICABLE,
+                  cpu_bound_per_s={k: rl_cpu_bound(cpu_of.get(k)) for k, _ in RL_LOADS})
     return result, out
 
 

@@ -47,6 +47,16 @@ group_of() {
     return 0
 }
 
+# progress_from LOG: the load generator's last line, when it is new
+last_progress=""
+progress_from() {
+    local l
+    l=$(tail -1 "$1" 2>/dev/null | grep '^loadgen: ') || return 0
+    [ "$l" != "$last_progress" ] || return 0
+    last_progress=$l
+    echo "bench:     ${l#loadgen: }"
+}
+
 # idle_run SYSTEM PORT PATH PROTO MIN_PINGS STEP: one loadgen idle run,
 # one record
 idle_run() {
@@ -79,7 +89,7 @@ idle_run() {
     while [ ! -e "$ready" ] && kill -0 "$lpid" 2>/dev/null; do
         sleep 0.2
         i=$((i + 1))
-        [ $((i % 25)) = 0 ] && { tail -1 "$log" | grep '^loadgen: ' | sed 's/^loadgen: /bench:     /' || true; }
+        [ $((i % 25)) = 0 ] && progress_from "$log"
     done
     if [ -e "$ready" ]; then
         open=$(awk '{print $2}' "$ready")
@@ -124,7 +134,7 @@ idle_100k() {
     while kill -0 "$ipid" 2>/dev/null; do
         sleep 0.2
         i=$((i + 1))
-        [ $((i % 50)) = 0 ] && { tail -1 "$lg_log" 2>/dev/null | grep '^loadgen: ' | sed 's/^loadgen: /bench:     /' || true; }
+        [ $((i % 50)) = 0 ] && progress_from "$lg_log"
     done
     wait "$ipid" || rc=$?
     grep -E "^idle: (workers' Pss|PASS|FAIL)" "$log" | sed 's/^idle: /bench:     /' || true
