@@ -35,13 +35,16 @@
 #              conf/dev-jwt-secret), the process of its pid file
 #              ($MINICHAT_RUN/centrifugo/centrifugo.pid), `run.sh stop`
 #              at the end.
-# Scenario 3, cross-node latency: bench/scenario_3.sh (its header says
-# what it runs).  Scenarios 1, 4 and 5 are not side by side yet: the table
+# Scenario 1, idle memory per connection, is bench/scenario_1.sh,
+# scenario 3, cross-node latency, bench/scenario_3.sh, and scenario 4,
+# rate-limit decisions against redis-benchmark, bench/scenario_4.sh (each
+# says what it measures).  Scenario 5 is not side by side yet: the table
 # says so and names the script that measures MiniChat alone today.
 #
-# --smoke (make test, tests/integration/test_bench_smoke.py): scenario 2,
-# 20 members, 10 messages at 20/s, MiniChat and the floor, and scenario 3,
-# 100 messages at 100/s, MiniChat only: a check that the tool works, not a
+# --smoke (make test, tests/integration/test_bench_smoke.py): scenario 1
+# with 50 connections held 2 s, scenario 2 with 20 members, 10 messages at
+# 20/s, MiniChat and the floor, and scenario 3, 100 messages at 100/s,
+# MiniChat only: a check that the tool works, not a
 # measurement.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -59,7 +62,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 if [ "$smoke" = 1 ]; then
-    members=${MEMBERS:-20} messages=${MESSAGES:-10} rates=${RATES:-20} scenarios="2 3"
+    members=${MEMBERS:-20} messages=${MESSAGES:-10} rates=${RATES:-20} scenarios="1 2 3"
 else
     members=${MEMBERS:-1000} messages=${MESSAGES:-1000} rates=${RATES:-50 100 200 400}
 fi
@@ -133,7 +136,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# start_floor, start_minichat: idempotent, so that scenarios share them
 start_floor() {
+    [ -n "$(live "$work/floor.pid" "$floor_bin")" ] && return 0
     "$floor_bin" --port "$floor_port" --secret-file "$secret" > "$work/floor.log" 2>&1 &
     echo $! > "$work/floor.pid"
     for _ in $(seq 50); do grep -q '^floor: listening' "$work/floor.log" && return 0; sleep 0.1; done
@@ -157,6 +162,7 @@ start_minichat() {
         die "the stack runs with TLS (MINICHAT_TLS=1); the load generator speaks ws:// only"
     fi
     mkdir -p "$bd"
+    : > "$bd/error.log"   # this run's lines only (the smoke test reads them)
     sed -e "s|^pid .*|pid $bd/nginx.pid;|" -e "s|^error_log .*|error_log $bd/error.log notice;|" \
         -e "s|access_log .*|access_log off;|" -e '/minichat_limit_/d' \
         -e "s|^\( *\)listen 127.0.0.1:[0-9]*;|\1listen 127.0.0.1:$port;|" \
@@ -164,6 +170,23 @@ start_minichat() {
     /usr/sbin/nginx -p "$bd" -c "$bd/nginx.conf" -e "$bd/error.log" || die "the bench nginx did not start ($bd/error.log)"
     for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0; sleep 0.1; done
     die "the bench nginx does not answer on $port"
+}
+
+# start_centrifugo SCENARIO: Centrifugo running (idempotent), or a record
+# saying why SCENARIO skips it and a non-zero status
+start_centrifugo() {
+    if [ -f "$top/bench/centrifugo/run.sh" ] && ls "$top"/.cache/centrifugo/*/centrifugo > /dev/null 2>&1; then
+        if bash "$top/bench/centrifugo/run.sh" start > "$work/centrifugo.log" 2>&1; then
+            cf_started=1
+            return 0
+        fi
+        say "Centrifugo did not start ($work/centrifugo.log): skipped"
+        printf '{"scenario":%d,"system":"centrifugo","skipped":"did not start"}\n' "$1" >> "$records"
+    else
+        say "Centrifugo: no bench/centrifugo/run.sh or no binary under .cache/centrifugo/: skipped"
+        printf '{"scenario":%d,"system":"centrifugo","skipped":"not built (bench/centrifugo/build.sh)"}\n' "$1" >> "$records"
+    fi
+    return 1
 }
 
 # The pids of a system, as "group:pid" words.
@@ -200,10 +223,11 @@ cpu_groups() {
     done
 }
 
-# field LOG LINE KEY: the value of KEY=... on the last `loadgen: LINE ...`
-# line, or null (JSON) when there is none.
+# field LOG LINE KEY [PREFIX]: the value of KEY=... on the last `loadgen:
+# LINE ...` line (PREFIX instead of loadgen:), or null (JSON) when there is
+# none.
 field() {
-    awk -v line="$2" -v key="$3" '$1 == "loadgen:" && $2 == line {
+    awk -v line="$2" -v key="$3" -v pre="${4:-loadgen:}" '$1 == pre && $2 == line {
         for (i = 3; i <= NF; i++) if (index($i, key "=") == 1) v = substr($i, length(key) + 2) }
         END { print (v == "" ? "null" : v) }' "$1"
 }
@@ -268,18 +292,7 @@ scenario_2() {
     start_floor
     start_minichat
     if [ "$smoke" = 0 ]; then
-        if [ -f "$top/bench/centrifugo/run.sh" ] && ls "$top"/.cache/centrifugo/*/centrifugo > /dev/null 2>&1; then
-            if bash "$top/bench/centrifugo/run.sh" start > "$work/centrifugo.log" 2>&1; then
-                cf_started=1
-                systems="$systems centrifugo"
-            else
-                say "Centrifugo did not start ($work/centrifugo.log): skipped"
-                printf '{"scenario":2,"system":"centrifugo","skipped":"did not start"}\n' >> "$records"
-            fi
-        else
-            say "Centrifugo: no bench/centrifugo/run.sh or no binary under .cache/centrifugo/: skipped"
-            printf '{"scenario":2,"system":"centrifugo","skipped":"not built (bench/centrifugo/build.sh)"}\n' >> "$records"
-        fi
+        start_centrifugo 2 && systems="$systems centrifugo"
     fi
     total=$(( $(wc -w <<< "$systems") * $(wc -w <<< "$rates") ))
     for rate in $rates; do
@@ -300,9 +313,9 @@ scenario_2() {
 not_yet() {
     printf '{"scenario":%d,"status":"not yet","note":"%s"}\n' "$1" "$2" >> "$records"
 }
-scenario_1() { not_yet 1 "MiniChat alone: bench/idle_memory.py, bench/idle.sh"; }
+source "$top/bench/scenario_1.sh"
 source "$top/bench/scenario_3.sh"
-scenario_4() { not_yet 4 "MiniChat against redis-benchmark: bench/ratelimit.sh"; }
+source "$top/bench/scenario_4.sh"
 scenario_5() { not_yet 5 "MiniChat alone: bench/consumer_rate.sh"; }
 
 for s in $scenarios; do

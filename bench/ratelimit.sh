@@ -20,7 +20,9 @@
 # only after the previous answer is written, so every answer is its own
 # write (see bench/ratelimit_load.c).  Both REST rows are printed, with the
 # HTTP floor of each (a 404 before the token is read, no Redis).
-# A measurement, not a test: it prints tables and asserts nothing.  Needs
+# A measurement, not a test: it prints tables, then the same figures as
+# `ratelimit: median|runs|cpu_us KEY=VALUE ...` lines for make bench
+# (bench/scenario_4.sh), and asserts nothing.  Needs
 # the stack running (scripts/stack.sh start, with the same
 # MINICHAT_PORT_OFFSET and MINICHAT_RUN) and `make`.
 #
@@ -170,6 +172,23 @@ ratio "nginx REST h2c / redis" "$n2m" "$rm"
 ratio "nginx REST HTTP/1.1 / redis" "$nm" "$rm"
 ratio "nginx REST h2c / h2c floor" "$n2m" "$f2m"
 ratio "nginx REST HTTP/1.1 / HTTP/1.1 floor" "$nm" "$fm"
+
+# the same, one line each for bench/scenario_4.sh (make bench): the median
+# rates, every run's rates (comma-separated), and the median CPU us per
+# decision as redis/nginx/load
+keys=(rb ws rest2 rest floor2 floor)
+names=(redis_benchmark ws rest_h2 rest_h1 floor_h2 floor_h1)
+line_of() {
+    local i out="ratelimit: $1 runs=$runs"
+    for i in "${!keys[@]}"; do out="$out ${names[$i]}=$("$2" "${keys[$i]}")"; done
+    echo "$out"
+}
+all_runs() { tr ' ' '\n' <<< "${runs_of[$1]}" | grep . | paste -sd, -; }
+cpu_of() { echo "$(med "${1}_cpu" 1)/$(med "${1}_cpu" 2)/$(med "${1}_cpu" 3)"; }
+echo
+line_of median med
+line_of runs all_runs
+line_of cpu_us cpu_of
 
 # CPU per decision says what the rates would be on two cores of our own:
 # Redis runs the script on one core at most, and everything shares the two

@@ -11,7 +11,10 @@ Records are JSON objects, one a line, as bench.sh writes them: a fan-out
 run (scenario 2) has system, rate, offered, delivered, deliveries_per_s,
 p50_us, p99_us and cpu_ms per group of processes; a cross-node run
 (scenario 3) has system, round, p50_us, p99_us, p999_us, max_us and cpu_ms,
-and the table shows the median of the rounds (render_s3); a scenario not
+and the table shows the median of the rounds (render_s3); idle runs
+(scenario 1) have the memory of the processes holding the sockets before
+and after (kB), and rate-limit runs (scenario 4) bench/ratelimit.sh's
+medians, runs and CPU per decision (render_s1, render_s4); a scenario not
 measured yet has status "not yet" and a note.  CPU per million deliveries is CPU
 seconds over delivered / 1e6, i.e. CPU microseconds per delivery.
 """
@@ -288,6 +291,191 @@ def render_s3(summary):
     return out
 
 
+def idle_per_conn(r, kind="pss"):
+    """Bytes of memory per open connection of an idle run (kind pss, rss or
+    redis_pss), or None."""
+    before, after, n = r.get(kind + "_before_kb"), r.get(kind + "_after_kb"), r.get("open")
+    if before is None or after is None or not n:
+        return None
+    return (after - before) * 1024.0 / n
+
+
+def line_s1(r):
+    if "skipped" in r:
+        return "idle %s at %s: skipped (%s)" % (NAMES[r["system"]], "{:,}".format(r["conns"]), r["skipped"])
+    return ("idle %s: %s of %s open (%s), %s closed, fewest pings answered %s, %s B Pss / %s B RSS per connection "
+            "(%s %s process(es))" % (
+                NAMES[r["system"]], r.get("open"), r.get("conns"), "PASS" if r.get("pass") else "FAIL",
+                r.get("closed"), r.get("min_pings"), fmt(idle_per_conn(r), 0), fmt(idle_per_conn(r, "rss"), 0),
+                r.get("procs"), r.get("measured")))
+
+
+def render_s1(recs):
+    """Scenario 1's section: (its JSON, its Markdown lines)."""
+    big = [r for r in recs if r.get("conns") == 100000 and r.get("system") == "minichat"
+           and ("skipped" in r or r.get("via"))]
+    runs = [r for r in recs if r not in big and "skipped" not in r]
+    skipped = [(r["system"], r["skipped"]) for r in recs if r not in big and "skipped" in r]
+    for r in runs + big:
+        for kind in ("pss", "rss", "redis_pss"):
+            r[kind + "_per_conn_bytes"] = idle_per_conn(r, kind)
+    by = {r["system"]: r for r in runs}
+    present = [s for s in SYSTEMS if s in by]
+    ratios = [(a, b) for a, b in (("minichat", "floor"), ("minichat", "centrifugo")) if a in by and b in by]
+    out = ["## Scenario 1 — %s" % SCENARIOS[1], ""]
+    if runs:
+        r0 = runs[0]
+        out += ["%s idle authenticated connections per system (as many users, no room), held %s s after the last "
+                "opened; memory (Pss, RSS: /proc/PID/smaps_rollup, summed) of the processes holding the sockets, "
+                "taken before the load generator started and %s s into the hold, over the connections "
+                "open." % ("{:,}".format(r0["conns"]), r0["hold_s"], r0.get("measured_at_s")), ""]
+    for s, why in skipped:
+        out += ["%s: skipped — %s." % (NAMES[s], why), ""]
+    if present:
+        out.append("| | " + " | ".join(NAMES[s] for s in present)
+                   + "".join(" | %s/%s" % (NAMES[a], NAMES[b]) for a, b in ratios) + " |")
+        out.append("| --- | " + " | ".join("---:" for _ in present) + "".join(" | ---:" for _ in ratios) + " |")
+
+        def row(name, get, ratio_of=None):
+            cells = [get(by[s]) for s in present]
+            rc = []
+            for a, b in ratios:
+                x = ratio(ratio_of(by[a]), ratio_of(by[b])) if ratio_of else None
+                rc.append("" if x is None else "%.2f×" % x)
+            out.append("| %s | %s%s |" % (name, " | ".join(cells), "".join(" | " + c for c in rc)))
+
+        row("open of asked (pass)", lambda r: "%s of %s (%s)" % (fmt(r.get("open"), 0), fmt(r.get("conns"), 0),
+                                                                 "PASS" if r.get("pass") else "FAIL"))
+        row("closed / fewest pings answered",
+            lambda r: "%s / %s%s" % (r.get("closed"), r.get("min_pings"),
+                                     "" if r.get("min_pings_asked") else " (none asked)"))
+        row("processes measured", lambda r: "%s %s" % (r.get("procs"), r.get("measured")))
+        row("Pss before → after (MB)", lambda r: "%s → %s" % (
+            fmt(r["pss_before_kb"] / 1024.0), fmt(None if r.get("pss_after_kb") is None else r["pss_after_kb"] / 1024.0)))
+        row("**Pss per connection (B)**", lambda r: fmt(r["pss_per_conn_bytes"], 0), lambda r: r["pss_per_conn_bytes"])
+        row("RSS per connection (B)", lambda r: fmt(r["rss_per_conn_bytes"], 0), lambda r: r["rss_per_conn_bytes"])
+        if any(r.get("redis_pss_per_conn_bytes") is not None for r in runs):
+            row("+ Redis Pss per connection (B)", lambda r: fmt(r.get("redis_pss_per_conn_bytes"), 0))
+        out.append("")
+        mc = by.get("minichat")
+        if mc and mc["pss_per_conn_bytes"] is not None:
+            out += ["The brief's target, at most 2 KiB (2,048 B) per idle connection: MiniChat %s B at %s — %s. "
+                    "MiniChat's Redis row is the sessions and presence its connections keep there, not counted "
+                    "in the workers' figure (the floor keeps nothing; Centrifugo's memory engine keeps its "
+                    "state in its own process)." % (
+                        fmt(mc["pss_per_conn_bytes"], 0), "{:,}".format(mc["conns"]),
+                        "holds" if mc["pss_per_conn_bytes"] <= 2048 else "does not hold"), ""]
+    for r in big:
+        if "skipped" in r:
+            out += ["MiniChat alone at 100,000 connections: skipped (%s)." % r["skipped"], ""]
+        else:
+            out += ["MiniChat alone at 100,000 connections (bench/idle.sh: %s nginx workers, reuseport, several "
+                    "source addresses): %s of 100,000 open in %s s (%s), %s closed, fewest pings answered %s; "
+                    "workers' Pss %s → %s MB, **%s B per connection**." % (
+                        r.get("procs"), fmt(r.get("open"), 0), fmt(r.get("open_s")), "PASS" if r.get("pass") else "FAIL",
+                        r.get("closed"), r.get("min_pings"),
+                        fmt(None if r.get("pss_before_kb") is None else r["pss_before_kb"] / 1024.0),
+                        fmt(None if r.get("pss_after_kb") is None else r["pss_after_kb"] / 1024.0),
+                        fmt(r["pss_per_conn_bytes"], 0)), ""]
+    result = {"title": SCENARIOS[1], "runs": runs, "skipped": dict(skipped), "at_100k": big[0] if big else None,
+              "ratios": [{"of": "%s/%s" % (a, b),
+                          "pss_per_conn": ratio(by[a]["pss_per_conn_bytes"], by[b]["pss_per_conn_bytes"]),
+                          "rss_per_conn": ratio(by[a]["rss_per_conn_bytes"], by[b]["rss_per_conn_bytes"])}
+                         for a, b in ratios]}
+    return result, out
+
+
+# Scenario 4's loads, as bench/ratelimit.sh names them
+RL_LOADS = (
+    ("redis_benchmark", "redis-benchmark: EVALSHA limit.lua, random keys, 256 clients × 16 pipelined"),
+    ("ws", "MiniChat, WebSocket: `send`s refused by the limit, 64 connections × 32 in flight"),
+    ("rest_h2", "MiniChat, REST over h2c: 256 connections × 16 streams"),
+    ("rest_h1", "MiniChat, REST over HTTP/1.1: 256 connections × 16 pipelined"),
+    ("floor_h2", "nginx's h2c floor: a 404 before the token, no Redis"),
+    ("floor_h1", "nginx's HTTP/1.1 floor: a 404 before the token, no Redis"),
+)
+RL_NOT_APPLICABLE = {
+    "floor": "has no rate limiter: it takes every send",
+    "centrifugo": "its open-source edition has no per-user rate limiter of this kind: operation rate limits, "
+                  "Redis throttling and the rate-limit API are Centrifugo PRO features "
+                  "(centrifugal.dev/docs/pro/rate_limiting, /docs/pro/distributed_rate_limit)",
+}
+
+
+def rl_ratio(r, key):
+    return ratio((r.get("median") or {}).get(key), (r.get("median") or {}).get("redis_benchmark"))
+
+
+def rl_cpu_bound(cpu):
+    """The rate that CPU per decision allows on two cores of our own: Redis
+    runs the script on one core at most, and everything shares the two (as
+    bench/ratelimit.sh's "2-core max"), or None."""
+    if not cpu:
+        return None
+    total = cpu["redis"] + cpu["nginx"] + cpu["load"]
+    bounds = [2e6 / total] if total > 0 else []
+    if cpu["redis"] > 0:
+        bounds.append(1e6 / cpu["redis"])
+    return min(bounds) if bounds else None
+
+
+def line_s4(r):
+    m = r.get("median") or {}
+    return ("rate limit, medians of %s: redis-benchmark %s/s; through nginx WebSocket %s/s (%s%%), REST h2c %s/s (%s%%)"
+            % (r.get("runs"), fmt(m.get("redis_benchmark"), 0), fmt(m.get("ws"), 0),
+               fmt(None if rl_ratio(r, "ws") is None else 100 * rl_ratio(r, "ws"), 0), fmt(m.get("rest_h2"), 0),
+               fmt(None if rl_ratio(r, "rest_h2") is None else 100 * rl_ratio(r, "rest_h2"), 0)))
+
+
+def render_s4(recs):
+    """Scenario 4's section: (its JSON, its Markdown lines)."""
+    r = recs[-1]
+    r["of_redis_benchmark"] = {k: rl_ratio(r, k) for k, _ in RL_LOADS if k != "redis_benchmark"}
+    out = ["## Scenario 4 — %s" % SCENARIOS[4], "",
+           "lua/limit.lua's decisions per second, median of %s runs of %s s each (bench/ratelimit.sh); CPU µs per "
+           "decision of Redis / the bench nginx's workers / the load generator (all on the same 2 cores), and the "
+           "rate that CPU allows on two cores of our own (at most 1e6 / Redis µs, and 2e6 / total µs), which a "
+           "shared box moves much less than the rates. The WebSocket load is the refusal path (64 users refused "
+           "again and again: no write in Redis); the REST loads, like redis-benchmark's random keys, mostly the "
+           "allowed path with a new key: REST h2c is the row to compare."
+           % (r.get("runs"), r.get("seconds")), "",
+           "| load | decisions/s | runs | / redis-benchmark | CPU µs per decision (Redis / nginx / load) "
+           "| CPU-bound rate, 2 cores | / redis-benchmark's |",
+           "| --- | ---: | --- | ---: | --- | ---: | ---: |"]
+    cpu_of = r.get("cpu_us") or {}
+    rb_bound = rl_cpu_bound(cpu_of.get("redis_benchmark"))
+    for key, name in RL_LOADS:
+        cpu = cpu_of.get(key)
+        x = rl_ratio(r, key) if key != "redis_benchmark" else None
+        bound = rl_cpu_bound(cpu)
+        y = ratio(bound, rb_bound) if key != "redis_benchmark" else None
+        out.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+            name, fmt((r.get("median") or {}).get(key), 0),
+            ", ".join(fmt(v, 0) for v in (r.get("runs_each") or {}).get(key, [])),
+            "" if x is None else "%.0f%%" % (100 * x),
+            "—" if not cpu else "%s / %s / %s" % (cpu["redis"], cpu["nginx"], cpu["load"]),
+            fmt(bound, 0), "" if y is None else "%.0f%%" % (100 * y)))
+    for s in ("floor", "centrifugo"):
+        out.append("| %s | n/a | | | %s | | |" % (NAMES[s], RL_NOT_APPLICABLE[s]))
+    ws, h2 = rl_ratio(r, "ws"), rl_ratio(r, "rest_h2")
+    h2_bound = ratio(rl_cpu_bound(cpu_of.get("rest_h2")), rb_bound)
+    if ws is not None and h2 is not None:
+        out += ["", "The brief's target, decisions through nginx at least 80%% of redis-benchmark's: measured, "
+                "WebSocket %.0f%% (%s), REST h2c %.0f%% (%s); REST h2c as its CPU allows, %s." % (
+                    100 * ws, "holds" if ws >= 0.8 else "does not hold", 100 * h2,
+                    "holds" if h2 >= 0.8 else "does not hold",
+                    "—" if h2_bound is None else "%.0f%% (%s)" % (100 * h2_bound,
+                                                                   "holds" if h2_bound >= 0.8 else "does not hold"))]
+    out.append("")
+    result = dict(r, title=SCENARIOS[4], not_applicable=RL_NOT_APPLICABLE,
+                  cpu_bound_per_s={k: rl_cpu_bound(cpu_of.get(k)) for k, _ in RL_LOADS})
+    return result, out
+
+
+RENDER = {1: render_s1, 4: render_s4}
+LINE = {1: line_s1, 4: line_s4}
+
+
 def report(args):
     records = []
     with open(args.records) as f:
@@ -316,16 +504,23 @@ def report(args):
         result["scenarios"]["3"] = summary_s3(s3, s3_skipped)
     for n, r in stubs.items():
         result["scenarios"][str(n)] = {"title": SCENARIOS[n], "status": "not yet", "note": r["note"]}
+    sections = {}
+    for n, render in RENDER.items():
+        recs = [r for r in records if r.get("scenario") == n and r.get("status") != "not yet"]
+        if recs:
+            result["scenarios"][str(n)], sections[n] = render(recs)
 
     md = ["# MiniChat benchmark (%s)" % args.mode, "",
           "Machine: %s, %d CPUs (%s), kernel %s; load average %s at the start, %s at the end. One run on a "
           "shared box: compare the systems within a row, not across runs." % (
               machine["host"], machine["nproc"], machine["model_name"], machine["kernel"],
               machine["loadavg_start"], machine["loadavg_end"]), ""]
+    md += sections.get(1, [])
     if runs or skipped:
         md += fanout_tables(runs, skipped) + [""]
     if "3" in result["scenarios"]:
         md += render_s3(result["scenarios"]["3"])
+    md += sections.get(4, [])
     if stubs:
         md += ["## Not side by side yet", "", "| scenario | status |", "| --- | --- |"]
         for n in sorted(stubs):
@@ -351,8 +546,8 @@ def main():
     ap.add_argument("--md")
     args = ap.parse_args()
     if args.line:
-        r = json.loads(args.line)
-        print(line_s3(r) if r.get("scenario") == 3 else line(r))
+        rec = json.loads(args.line)
+        print(line_s3(rec) if rec.get("scenario") == 3 else LINE.get(rec.get("scenario"), line)(rec))
         return 0
     if not (args.records and args.machine and args.json and args.md):
         ap.error("--records, --machine, --json and --md go together")

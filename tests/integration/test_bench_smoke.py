@@ -1,14 +1,15 @@
 """make bench's smoke mode (bench/bench.sh --smoke) against the running stack.
 
-The tool must keep working: it runs scenario 2 (fan-out) tiny -- 20
-members, 10 messages -- against MiniChat (a bench nginx with node a's
-configuration) and the floor (build/bin/floor), and scenario 3 (cross-node
-latency) tiny -- 100 messages at 100/s from node a to node b -- against
-MiniChat alone (a second bench nginx with node b's configuration), prints
-the side-by-side tables and writes the JSON and Markdown report.  Checked
-here: the report's shape, that every offered delivery was delivered, that
-the floor is n/a in scenario 3, and that the bench nginx logged nothing
-alarming.  No number is judged: the rates
+The tool must keep working: it runs scenario 1 (idle connections) tiny --
+50 connections held 2 s -- and scenario 2 (fan-out) tiny -- 20 members, 10
+messages -- against MiniChat (a bench nginx with node a's configuration)
+and the floor (build/bin/floor), and scenario 3 (cross-node latency) tiny
+-- 100 messages at 100/s from node a to node b -- against MiniChat alone (a
+second bench nginx with node b's configuration), prints the side-by-side
+tables and writes the JSON and Markdown report.  Checked here: the report's
+shape, that every idle connection opened and stayed open and every offered
+delivery was delivered, that the floor is n/a in scenario 3, and that the
+bench nginx logged nothing alarming.  No number is judged: the rates
 and CPU figures of a smoke run on a shared box mean nothing.
 """
 
@@ -26,6 +27,7 @@ from conftest import RUN, TLS, TOP
 pytestmark = pytest.mark.skipif(TLS, reason="bench/loadgen speaks ws:// only")
 
 MEMBERS, MESSAGES = 20, 10
+IDLE = 50
 
 
 def test_smoke_run_reports_every_delivery(tmp_path):
@@ -38,6 +40,9 @@ def test_smoke_run_reports_every_delivery(tmp_path):
     assert re.search(r"^bench: \[2/2\] fan-out floor", out, re.M), out
     assert re.search(r"^\| msg/s \| \| MiniChat \| floor \| MiniChat/floor \|$", out, re.M), out
     assert re.search(r"^\| 20 \| delivered / offered \| 200 / 200 \| 200 / 200 \|", out, re.M), out
+    assert re.search(r"^bench: \[1/2\] idle minichat: %d connections" % IDLE, out, re.M), out
+    assert re.search(r"^\| open of asked \(pass\) \| %d of %d \(PASS\) \| %d of %d \(PASS\) \|" % ((IDLE,) * 4),
+                     out, re.M), out
 
     reports = glob.glob(str(tmp_path / "*-smoke.json"))
     assert len(reports) == 1, reports
@@ -59,6 +64,13 @@ def test_smoke_run_reports_every_delivery(tmp_path):
         for key in ("deliveries_per_s", "p50_us", "p99_us", "cpu_ms", "cpu_s_per_m_path", "cpu_s_per_m_front"):
             assert key in x, (key, x)
         assert 0 < x["p50_us"] <= x["p99_us"], x
+    idle = r["scenarios"]["1"]["runs"]
+    assert sorted(x["system"] for x in idle) == ["floor", "minichat"], idle
+    for x in idle:
+        assert x["pass"] is True, x
+        assert x["open"] == x["conns"] == IDLE and x["failed"] == 0 and x["closed"] == 0, x
+        assert x["pss_before_kb"] > 0 and x["pss_after_kb"] > 0 and "pss_per_conn_bytes" in x, x
+    assert {x["measured"] for x in idle} == {"nginx", "floor"}, idle
     mc = next(x for x in runs if x["system"] == "minichat")
     # every process on MiniChat's path was found and measured
     assert {"nginx", "relay", "redis", "kafka", "consumer", "mysql"} <= set(mc["cpu_ms"]), mc["cpu_ms"]
