@@ -35,7 +35,9 @@
 #              conf/dev-jwt-secret), the process of its pid file
 #              ($MINICHAT_RUN/centrifugo/centrifugo.pid), `run.sh stop`
 #              at the end.
-# Scenarios 1, 3, 4 and 5 are not side by side yet: the table says so and
+# Scenario 5, persistence and history at depth, lives in
+# bench/scenario_5.sh (sourced below; its header says what it measures).
+# Scenarios 1, 3 and 4 are not side by side yet: the table says so and
 # names the script that measures MiniChat alone today.
 #
 # --smoke (make test, tests/integration/test_bench_smoke.py): scenario 2
@@ -290,7 +292,8 @@ not_yet() {
 scenario_1() { not_yet 1 "MiniChat alone: bench/idle_memory.py, bench/idle.sh"; }
 scenario_3() { not_yet 3 "not measured side by side yet"; }
 scenario_4() { not_yet 4 "MiniChat against redis-benchmark: bench/ratelimit.sh"; }
-scenario_5() { not_yet 5 "MiniChat alone: bench/consumer_rate.sh"; }
+# shellcheck source=bench/scenario_5.sh
+source "$top/bench/scenario_5.sh"
 
 for s in $scenarios; do
     case $s in

@@ -67,6 +67,8 @@ def ratio(a, b):
 
 
 def line(r):
+    if r.get("scenario") == 5:
+        return line_s5(r)
     r = derive(r)
     return ("fan-out %s %s msg/s: %s of %s delivered (%s), %s deliveries/s, p50 %s ms p99 %s ms, "
             "%s CPU s per million deliveries (%s in %s)" % (
@@ -157,6 +159,96 @@ def fanout_ratios(runs):
     return out
 
 
+S5_TARGET_RATIO = 2.0 / 3.0   # the brief: persistence >= 2/3 of the raw insert
+S5_TARGET_P99_US = 1000       # the brief: a history page p99 <= 1 ms at any depth
+S5_CPU_GROUPS = ("consumer", "mysql", "kafka")
+
+
+def s5_rate(r):
+    """Rows per second of a persistence record, or None."""
+    return r["rows"] * 1000.0 / r["ms"] if r.get("ms") else None
+
+
+def s5_us_per_row(r, group):
+    """CPU microseconds of a group of processes per row stored, or None."""
+    cpu = (r.get("cpu_ms") or {}).get(group)
+    return None if cpu is None or not r.get("rows") else cpu * 1000.0 / r["rows"]
+
+
+def line_s5(r):
+    if r["part"] == "persist":
+        return ("persistence %s: %s of %s rows in %s ms, %s rows/s; CPU us per row: %s" % (
+            r["system"], r.get("stored"), r["rows"], r["ms"], fmt(s5_rate(r), 0),
+            ", ".join("%s %s" % (g, fmt(s5_us_per_row(r, g), 2)) for g in S5_CPU_GROUPS
+                      if g in (r.get("cpu_ms") or {}))))
+    return ("history at before=%s of %s rows: %s pages, %s errors, p50 %s ms p99 %s ms p99.9 %s ms; "
+            "replica statements %s, Redis log %s entries" % (
+                r["depth"], fmt(r["rows"], 0), r["pages"], r["errors"], fmt(ms(r["p50_us"]), 3),
+                fmt(ms(r["p99_us"]), 3), fmt(ms(r["p999_us"]), 3), r["replica_stmts"], r["redis_log"]))
+
+
+def s5_result(recs):
+    """Scenario 5's JSON: the records, the ratio and the targets met."""
+    by = {r["system"]: r for r in recs if r["part"] == "persist"}
+    hist = [r for r in recs if r["part"] == "history"]
+    cons, raw = by.get("consumer"), by.get("raw")
+    rat = ratio(s5_rate(cons), s5_rate(raw)) if cons and raw else None
+    depths = [r for r in hist if r["depth"] != "all"]
+    worst = max((r["p99_us"] for r in depths), default=None)
+    return {"title": SCENARIOS[5], "persistence": list(by.values()), "history": hist,
+            "consumer_over_raw": rat, "persistence_target_met": None if rat is None else rat >= S5_TARGET_RATIO,
+            "history_p99_worst_us": worst,
+            "history_target_met": None if worst is None else worst <= S5_TARGET_P99_US,
+            "history_from_mysql": all(r["replica_stmts"] >= sum(x["pages"] for x in depths) for r in hist)
+            if hist else None,
+            "floor": "n/a: the floor stores nothing",
+            "centrifugo": "n/a: Centrifugo keeps history in memory or Redis only, no database"}
+
+
+def render_s5(res):
+    """Scenario 5's Markdown."""
+    out = ["## Scenario 5 — %s" % SCENARIOS[5], "",
+           "The floor and Centrifugo: n/a (the floor stores nothing; Centrifugo keeps history in memory or "
+           "Redis only, it has no database to persist into or page from).", ""]
+    per = {r["system"]: r for r in res["persistence"]}
+    if per:
+        r0 = next(iter(per.values()))
+        out += ["Persistence: %d rows of %d-byte bodies for %d rooms into the stack's MariaDB primary (binlog "
+                "on, ROW, replicated), from the first produce to the last row stored; CPU in µs per row."
+                % (r0["rows"], r0["body_bytes"], r0["rooms"]), "",
+                "| writer | rows stored | ms | rows/s | consumer µs/row | MariaDB µs/row | Kafka µs/row |",
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        names = {"consumer": "Kafka → roomlist-consumer", "raw": "raw 1,000-row INSERT IGNORE"}
+        for sysname in ("consumer", "raw"):
+            r = per.get(sysname)
+            if r:
+                out.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+                    names[sysname], r.get("stored"), r["ms"], fmt(s5_rate(r), 0),
+                    fmt(s5_us_per_row(r, "consumer"), 2), fmt(s5_us_per_row(r, "mysql"), 2),
+                    fmt(s5_us_per_row(r, "kafka"), 2)))
+        if res["consumer_over_raw"] is not None:
+            out += ["", "consumer / raw: **%.2f×** (target ≥ 0.67: %s)." % (
+                res["consumer_over_raw"], "met" if res["persistence_target_met"] else "missed")]
+        out.append("")
+    if res["history"]:
+        r0 = res["history"][0]
+        out += ["History: REST pages of 50 (bench nginx → Redis → relay-worker → MariaDB replica), one at a "
+                "time, paging back from each `before`, in a room of %s rows." % fmt(r0["rows"], 0), "",
+                "| from before | pages | errors | p50 ms | p99 ms | p99.9 ms | max ms |",
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for r in res["history"]:
+            out.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+                r["depth"], r["pages"], r["errors"], fmt(ms(r["p50_us"]), 3), fmt(ms(r["p99_us"]), 3),
+                fmt(ms(r["p999_us"]), 3), fmt(ms(r["max_us"]), 3)))
+        out += ["", "Path: the room's Redis log held %s entries; the replica ran %s statements during the run "
+                "(%s). Worst p99 %s ms (target ≤ 1 ms: %s)." % (
+                    r0["redis_log"], r0["replica_stmts"],
+                    "every page from MySQL" if res["history_from_mysql"] else "NOT every page from MySQL",
+                    fmt(ms(res["history_p99_worst_us"]), 3), "met" if res["history_target_met"] else "missed"),
+                ""]
+    return out
+
+
 def report(args):
     records = []
     with open(args.records) as f:
@@ -170,6 +262,7 @@ def report(args):
     runs = [derive(r) for r in records if r.get("scenario") == 2 and "rate" in r]
     skipped = [(r["system"], r["skipped"]) for r in records if r.get("scenario") == 2 and "skipped" in r]
     stubs = {r["scenario"]: r for r in records if r.get("status") == "not yet"}
+    s5 = [r for r in records if r.get("scenario") == 5 and "part" in r]
     result = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "mode": args.mode,
@@ -179,6 +272,8 @@ def report(args):
     if runs or skipped:
         result["scenarios"]["2"] = {"title": SCENARIOS[2], "runs": runs, "skipped": dict(skipped),
                                     "ratios": fanout_ratios(runs)}
+    if s5:
+        result["scenarios"]["5"] = s5_result(s5)
     for n, r in stubs.items():
         result["scenarios"][str(n)] = {"title": SCENARIOS[n], "status": "not yet", "note": r["note"]}
 
@@ -189,6 +284,8 @@ def report(args):
               machine["loadavg_start"], machine["loadavg_end"]), ""]
     if runs or skipped:
         md += fanout_tables(runs, skipped) + [""]
+    if s5:
+        md += render_s5(result["scenarios"]["5"])
     if stubs:
         md += ["## Not side by side yet", "", "| scenario | status |", "| --- | --- |"]
         for n in sorted(stubs):

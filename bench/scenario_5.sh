@@ -1,0 +1,225 @@
+# Scenario 5 of make bench: persistence and history at depth.  Sourced by
+# bench/bench.sh, whose helpers (say, die, cpu_ms, live, start_minichat,
+# the records file) it uses; bench/README.md says what each figure is.
+#
+# (a) Persistence.  S5_MSGS (200,000) messages for S5_ROOMS (100) fresh
+#     rooms, S5_BODY (100) bytes each, go straight into Kafka
+#     (build/bin/kafka_fill, as bench/consumer_rate.sh does) and the
+#     roomlist-consumer writes them into the stack's MariaDB primary: rows
+#     a second from the first produce to the last row in MySQL.  Then the
+#     reference: the same rows written by build/bin/raw_insert as 1,000-row
+#     `INSERT IGNORE` statements into a copy of `messages` (CREATE TABLE
+#     ... LIKE) in the same server, binlog on as always (it replicates to
+#     the replica like the consumer's rows).  CPU of the consumer, the
+#     primary and Kafka per row (/proc/PID/stat) in each phase.  The rooms,
+#     their rows and the copy are deleted afterwards.
+# (b) History at depth.  One room holding S5_DEPTH (10,000,000) messages,
+#     made once and kept in the stack's MariaDB (both servers) for later
+#     runs: the rooms and room_members rows are ordinary replicated writes;
+#     the messages are written on the primary and on the replica each by
+#     itself with sql_log_bin=0 (INSERT ... SELECT from the SEQUENCE engine's
+#     seq_A_to_B, 500,000 rows a transaction), so nothing of them enters a
+#     binlog: no GTID is spent, the replica's GTID position stays the
+#     primary's (gtid_strict_mode holds), and no 1.5 GB of row events cross
+#     to the replica.  A run that stops midway resumes from the highest seq
+#     each server holds.  Then build/bin/history_load asks S5_PAGES (1,000)
+#     pages of 50 through the bench nginx (REST history: nginx -> Redis's
+#     history script -> relay-worker -> the replica), paging back from
+#     the newest, the middle and the oldest 50,000 messages.  The room's
+#     Redis recent log is empty (the room is rebuilt from MySQL, nobody
+#     sends to it), so every page is a MySQL page; the run checks it: the
+#     log's size is recorded, and the replica's Com_stmt_execute must grow
+#     by at least the number of pages.
+s5_msgs=${S5_MSGS:-200000}
+s5_rooms=${S5_ROOMS:-100}
+s5_body=${S5_BODY:-100}
+s5_depth=${S5_DEPTH:-10000000}
+s5_pages=${S5_PAGES:-1000}
+s5_limit=50
+s5_user=990000005
+s5_title=bench-s5-depth-$s5_depth   # one room per depth: Redis caches its last seq
+s5_chunk=500000
+s5_primary=$((13306 + off))
+s5_replica=$((13307 + off))
+s5_kafka=127.0.0.1:$((19092 + off))
+
+# s5_sql PORT SQL: one statement batch as root, rows tab-separated.
+s5_sql() { mariadb --no-defaults --protocol=TCP -h127.0.0.1 -P"$1" -uroot minichat -N -e "$2"; }
+s5_now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+# s5_replica_wait: until the replica applied everything the primary logged.
+s5_replica_wait() {
+    local pos
+    pos=$(s5_sql "$s5_primary" 'SELECT @@gtid_binlog_pos')
+    [ "$(s5_sql "$s5_replica" "SELECT MASTER_GTID_WAIT('$pos', 300)")" = 0 ] || die "the replica did not catch up"
+}
+
+# s5_pids: the consumer's, the primary's and Kafka's pids as group:pid.
+s5_pids() {
+    local p
+    p=$(live "$run_dir/consumer/consumer.pid" roomlist-consumer); [ -n "$p" ] && echo "consumer:$p"
+    p=$(live "$run_dir/mysql-primary/mysqld.pid" mariadbd); [ -n "$p" ] && echo "mysql:$p"
+    p=$(live "$run_dir/kafka/kafka.pid" kafka.Kafka); [ -n "$p" ] && echo "kafka:$p"
+    return 0
+}
+
+# s5_cpu_json BEFORE AFTER: {"group":ms,...} from two cpu_groups outputs.
+s5_cpu_json() {
+    local -a b a
+    local i first=1
+    mapfile -t b <<< "$1"
+    mapfile -t a <<< "$2"
+    printf '{'
+    for i in "${!a[@]}"; do
+        [ -n "${a[$i]}" ] || continue
+        [ $first = 1 ] || printf ','
+        printf '"%s":%d' "${a[$i]%%=*}" $((${a[$i]#*=} - ${b[$i]#*=}))
+        first=0
+    done
+    printf '}'
+}
+
+# s5_persistence: phase (a), two records.
+s5_persistence() {
+    local base last t0 t1 t2 n c0 c1 log=$work/s5-raw.log
+    local -a pids
+    make -s -C "$top" "$top/build/bin/kafka_fill" "$top/build/bin/raw_insert" > /dev/null
+    mapfile -t pids < <(s5_pids)
+    base=$(s5_sql "$s5_primary" "SELECT COALESCE(MAX(id), 0) + 1000 FROM rooms")
+    last=$((base + s5_rooms - 1))
+    s5_sql "$s5_primary" "INSERT INTO rooms (id, kind, title, created_by) SELECT seq, 'group', 'bench-s5', 1
+        FROM seq_${base}_to_${last}"
+    s5_replica_wait
+
+    say "[5] persistence: $s5_msgs messages of $s5_body bytes for $s5_rooms rooms through Kafka and the consumer"
+    c0=$(cpu_groups "${pids[@]}")
+    t0=$(s5_now_ms)
+    "$top/build/bin/kafka_fill" "$s5_kafka" minichat.messages "$base" "$s5_rooms" "$s5_msgs" "$s5_body" \
+        > "$work/s5-fill.log" 2>&1 || die "kafka_fill failed ($work/s5-fill.log)"
+    t1=$(s5_now_ms)
+    # the highest seq of each room, summed: 100 index lookups, not a scan
+    # (seqs are dense per room and every room's rows arrive in order)
+    while :; do
+        n=$(s5_sql "$s5_primary" "SELECT COALESCE(SUM((SELECT MAX(seq) FROM messages WHERE room_id = r.id)), 0)
+            FROM rooms r WHERE r.id BETWEEN $base AND $last")
+        [ "$n" -ge "$s5_msgs" ] && break
+        [ $(($(s5_now_ms) - t0)) -lt 600000 ] || die "the consumer stored $n of $s5_msgs rows in 600 s"
+        sleep 0.1
+    done
+    t2=$(s5_now_ms)
+    c1=$(cpu_groups "${pids[@]}")
+    n=$(s5_sql "$s5_primary" "SELECT COUNT(*) FROM messages WHERE room_id BETWEEN $base AND $last")
+    printf '{"scenario":5,"part":"persist","system":"consumer","rows":%s,"rooms":%s,"body_bytes":%s,"stored":%s' \
+        "$s5_msgs" "$s5_rooms" "$s5_body" "$n" >> "$records"
+    printf ',"produce_ms":%d,"ms":%d,"cpu_ms":%s}\n' $((t1 - t0)) $((t2 - t0)) "$(s5_cpu_json "$c0" "$c1")" >> "$records"
+    say "[5] $(python3 "$top/bench/report.py" --line "$(tail -1 "$records")")"
+    s5_replica_wait
+
+    say "[5] persistence: the same rows as 1,000-row INSERT IGNORE statements (build/bin/raw_insert)"
+    s5_sql "$s5_primary" "DROP TABLE IF EXISTS bench_raw_messages; CREATE TABLE bench_raw_messages LIKE messages"
+    s5_replica_wait
+    c0=$(cpu_groups "${pids[@]}")
+    t0=$(s5_now_ms)
+    "$top/build/bin/raw_insert" 127.0.0.1 "$s5_primary" bench_raw_messages "$base" "$s5_rooms" "$s5_msgs" \
+        "$s5_body" 1000 > "$log" 2>&1 || die "raw_insert failed ($log)"
+    t2=$(s5_now_ms)
+    c1=$(cpu_groups "${pids[@]}")
+    n=$(s5_sql "$s5_primary" "SELECT COUNT(*) FROM bench_raw_messages")
+    printf '{"scenario":5,"part":"persist","system":"raw","rows":%s,"rooms":%s,"body_bytes":%s,"stored":%s' \
+        "$s5_msgs" "$s5_rooms" "$s5_body" "$n" >> "$records"
+    printf ',"ms":%d,"cpu_ms":%s}\n' $((t2 - t0)) "$(s5_cpu_json "$c0" "$c1")" >> "$records"
+    say "[5] $(python3 "$top/bench/report.py" --line "$(tail -1 "$records")")"
+
+    s5_replica_wait
+    s5_sql "$s5_primary" "DROP TABLE bench_raw_messages;
+        DELETE FROM messages WHERE room_id BETWEEN $base AND $last;
+        DELETE FROM rooms WHERE id BETWEEN $base AND $last"
+}
+
+# s5_load SERVER_PORT ROOM: the room's messages up to S5_DEPTH on one
+# server, without the binlog, from the highest seq it holds.
+s5_load() {
+    local port=$1 room=$2 have a b
+    have=$(s5_sql "$port" "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE room_id = $room")
+    for ((a = have + 1; a <= s5_depth; a += s5_chunk)); do
+        b=$((a + s5_chunk - 1 < s5_depth ? a + s5_chunk - 1 : s5_depth))
+        s5_sql "$port" "SET sql_log_bin = 0; INSERT IGNORE INTO messages
+            (room_id, seq, sender_id, kind, body, client_msg_id, created_at)
+            SELECT $room, seq, $s5_user, 'text', CONCAT('message ', seq, ' ', REPEAT('x', 84)),
+                   CONCAT('s5-', seq), NOW(3) FROM seq_${a}_to_${b}" || return 1
+    done
+}
+
+# s5_room: prints the id of the deep room, made and filled when missing.
+s5_room() {
+    local room hp hr t0
+    room=$(s5_sql "$s5_primary" "SELECT id FROM rooms WHERE title = '$s5_title' AND created_by = $s5_user
+        ORDER BY id LIMIT 1")
+    if [ -z "$room" ]; then
+        room=$(s5_sql "$s5_primary" "INSERT INTO rooms (kind, title, created_by, last_seq, last_message_at)
+            VALUES ('group', '$s5_title', $s5_user, $s5_depth, NOW(3));
+            INSERT INTO room_members (room_id, user_id, last_read_seq, joined_seq)
+            VALUES (LAST_INSERT_ID(), $s5_user, $s5_depth, 0);
+            SELECT LAST_INSERT_ID()")
+        s5_replica_wait
+    fi
+    hp=$(s5_sql "$s5_primary" "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE room_id = $room")
+    hr=$(s5_sql "$s5_replica" "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE room_id = $room")
+    if [ "$hp" != "$s5_depth" ] || [ "$hr" != "$s5_depth" ]; then
+        say "[5] loading room $room to $s5_depth messages (primary has $hp, replica $hr; kept for later runs)" >&2
+        t0=$(s5_now_ms)
+        s5_load "$s5_primary" "$room" > "$work/s5-load-primary.log" 2>&1 &
+        local lp=$!
+        s5_load "$s5_replica" "$room" > "$work/s5-load-replica.log" 2>&1 || die "loading the replica failed"
+        wait "$lp" || die "loading the primary failed ($work/s5-load-primary.log)"
+        say "[5] loaded in $(( ($(s5_now_ms) - t0) / 1000 )) s" >&2
+    else
+        say "[5] room $room holds $s5_depth messages on both servers (cached)" >&2
+    fi
+    echo "$room"
+}
+
+# s5_stmts: the replica's prepared-statement executions so far.
+s5_stmts() { s5_sql "$s5_replica" "SHOW GLOBAL STATUS LIKE 'Com_stmt_execute'" | cut -f2; }
+
+# s5_redis_log ROOM: the number of entries in the room's recent log.
+s5_redis_log() {
+    local port=$((16379 + off))
+    [ -d "$run_dir/redis-cluster" ] && port=$((17000 + off))
+    redis-cli -c -h 127.0.0.1 -p "$port" ZCARD "{r:$1}:log" 2>/dev/null || echo null
+}
+
+# s5_history: phase (b), one record per depth.
+s5_history() {
+    local room s0 s1 log=$work/s5-history.log oldest=$((s5_pages * s5_limit + 1)) befores d
+    make -s -C "$top" "$top/build/bin/history_load" > /dev/null
+    room=$(s5_room)
+    [ "$oldest" -le "$s5_depth" ] || oldest=$((s5_depth + 1))
+    befores="$((s5_depth + 1)),$((s5_depth / 2)),$oldest"
+    say "[5] history: $s5_pages pages of $s5_limit from each of before = $befores (room $room, $s5_depth messages)"
+    (exec 3<>"/dev/tcp/127.0.0.1/$mc_port") 2>/dev/null || start_minichat
+    s0=$(s5_stmts)
+    "$top/build/bin/history_load" --port "$mc_port" --secret-file "$secret" --user "$s5_user" --room "$room" \
+        --befores "$befores" --pages "$s5_pages" --limit "$s5_limit" > "$log" 2>&1 || die "history_load failed ($log)"
+    s1=$(s5_stmts)
+    grep '^history_load: before=' "$log" | sed 's/^/bench:     /' || true
+    while read -r _ depth pages errors p50 p99 p999 max; do
+        d=${depth#depth=}
+        printf '{"scenario":5,"part":"history","depth":"%s","rows":%s,"room":%s,"pages":%s,"errors":%s' \
+            "$d" "$s5_depth" "$room" "${pages#pages=}" "${errors#errors=}" >> "$records"
+        printf ',"p50_us":%s,"p99_us":%s,"p999_us":%s,"max_us":%s,"replica_stmts":%d,"redis_log":%s}\n' \
+            "${p50#p50_us=}" "${p99#p99_us=}" "${p999#p999_us=}" "${max#max_us=}" $((s1 - s0)) \
+            "$(s5_redis_log "$room")" >> "$records"
+        say "[5] $(python3 "$top/bench/report.py" --line "$(tail -1 "$records")")"
+    done < <(grep '^history_load: depth=' "$log")
+}
+
+scenario_5() {
+    if [ "$smoke" = 1 ]; then
+        return 0
+    fi
+    # the stack (start_minichat starts it when node a does not answer)
+    (exec 3<>"/dev/tcp/127.0.0.1/$mc_port") 2>/dev/null || start_minichat
+    s5_persistence
+    s5_history
+}
