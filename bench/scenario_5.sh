@@ -12,7 +12,8 @@
 #     ... LIKE) in the same server, binlog on as always (it replicates to
 #     the replica like the consumer's rows).  CPU of the consumer, the
 #     primary and Kafka per row (/proc/PID/stat) in each phase.  The rooms,
-#     their rows and the copy are deleted afterwards.
+#     their rows and the copy are deleted afterwards.  S5_REPEAT (3) rounds,
+#     each on fresh rooms; the report quotes the medians (the box is shared).
 # (b) History at depth.  One room holding S5_DEPTH (10,000,000) messages,
 #     made once and kept in the stack's MariaDB (both servers) for later
 #     runs: the rooms and room_members rows are ordinary replicated writes;
@@ -29,12 +30,15 @@
 #     Redis recent log is empty (the room is rebuilt from MySQL, nobody
 #     sends to it), so every page is a MySQL page; the run checks it: the
 #     log's size is recorded, and the replica's Com_stmt_execute must grow
-#     by at least the number of pages.
+#     by at least the number of pages.  The CPU of the bench nginx's
+#     workers, Redis, relay-worker a and the replica over the run is
+#     recorded too (per page in the report).
 s5_msgs=${S5_MSGS:-200000}
 s5_rooms=${S5_ROOMS:-100}
 s5_body=${S5_BODY:-100}
 s5_depth=${S5_DEPTH:-10000000}
 s5_pages=${S5_PAGES:-1000}
+s5_repeat=${S5_REPEAT:-3}
 s5_limit=50
 s5_user=990000005
 s5_title=bench-s5-depth-$s5_depth   # one room per depth: Redis caches its last seq
@@ -79,11 +83,20 @@ s5_cpu_json() {
     printf '}'
 }
 
-# s5_persistence: phase (a), two records.
+# s5_persistence: phase (a), S5_REPEAT rounds of two records each (the box
+# is shared: the report takes the medians).
 s5_persistence() {
-    local base last t0 t1 t2 n c0 c1 log=$work/s5-raw.log
-    local -a pids
+    local i
     make -s -C "$top" "$top/build/bin/kafka_fill" "$top/build/bin/raw_insert" > /dev/null
+    for ((i = 1; i <= s5_repeat; i++)); do
+        s5_round "$i"
+    done
+}
+
+# s5_round N: the consumer, then the raw insert, on the same fresh rooms.
+s5_round() {
+    local round=$1 base last t0 t1 t2 n c0 c1 log=$work/s5-raw.log
+    local -a pids
     mapfile -t pids < <(s5_pids)
     base=$(s5_sql "$s5_primary" "SELECT COALESCE(MAX(id), 0) + 1000 FROM rooms")
     last=$((base + s5_rooms - 1))
@@ -91,14 +104,14 @@ s5_persistence() {
         FROM seq_${base}_to_${last}"
     s5_replica_wait
 
-    say "[5] persistence: $s5_msgs messages of $s5_body bytes for $s5_rooms rooms through Kafka and the consumer"
+    say "[5] persistence $round/$s5_repeat: $s5_msgs messages of $s5_body bytes for $s5_rooms rooms through Kafka and the consumer"
     c0=$(cpu_groups "${pids[@]}")
     t0=$(s5_now_ms)
     "$top/build/bin/kafka_fill" "$s5_kafka" minichat.messages "$base" "$s5_rooms" "$s5_msgs" "$s5_body" \
         > "$work/s5-fill.log" 2>&1 || die "kafka_fill failed ($work/s5-fill.log)"
     t1=$(s5_now_ms)
-    # the highest seq of each room, summed: 100 index lookups, not a scan
-    # (seqs are dense per room and every room's rows arrive in order)
+    # the highest seq of each room, summed: an index lookup per room, not a
+    # scan (seqs are dense per room and every room's rows arrive in order)
     while :; do
         n=$(s5_sql "$s5_primary" "SELECT COALESCE(SUM((SELECT MAX(seq) FROM messages WHERE room_id = r.id)), 0)
             FROM rooms r WHERE r.id BETWEEN $base AND $last")
@@ -109,13 +122,14 @@ s5_persistence() {
     t2=$(s5_now_ms)
     c1=$(cpu_groups "${pids[@]}")
     n=$(s5_sql "$s5_primary" "SELECT COUNT(*) FROM messages WHERE room_id BETWEEN $base AND $last")
-    printf '{"scenario":5,"part":"persist","system":"consumer","rows":%s,"rooms":%s,"body_bytes":%s,"stored":%s' \
-        "$s5_msgs" "$s5_rooms" "$s5_body" "$n" >> "$records"
-    printf ',"produce_ms":%d,"ms":%d,"cpu_ms":%s}\n' $((t1 - t0)) $((t2 - t0)) "$(s5_cpu_json "$c0" "$c1")" >> "$records"
+    printf '{"scenario":5,"part":"persist","system":"consumer","round":%d,"rows":%s,"rooms":%s,"body_bytes":%s' \
+        "$round" "$s5_msgs" "$s5_rooms" "$s5_body" >> "$records"
+    printf ',"stored":%s,"produce_ms":%d,"ms":%d,"cpu_ms":%s}\n' "$n" $((t1 - t0)) $((t2 - t0)) \
+        "$(s5_cpu_json "$c0" "$c1")" >> "$records"
     say "[5] $(python3 "$top/bench/report.py" --line "$(tail -1 "$records")")"
     s5_replica_wait
 
-    say "[5] persistence: the same rows as 1,000-row INSERT IGNORE statements (build/bin/raw_insert)"
+    say "[5] persistence $round/$s5_repeat: the same rows as 1,000-row INSERT IGNORE statements (build/bin/raw_insert)"
     s5_sql "$s5_primary" "DROP TABLE IF EXISTS bench_raw_messages; CREATE TABLE bench_raw_messages LIKE messages"
     s5_replica_wait
     c0=$(cpu_groups "${pids[@]}")
@@ -125,9 +139,9 @@ s5_persistence() {
     t2=$(s5_now_ms)
     c1=$(cpu_groups "${pids[@]}")
     n=$(s5_sql "$s5_primary" "SELECT COUNT(*) FROM bench_raw_messages")
-    printf '{"scenario":5,"part":"persist","system":"raw","rows":%s,"rooms":%s,"body_bytes":%s,"stored":%s' \
-        "$s5_msgs" "$s5_rooms" "$s5_body" "$n" >> "$records"
-    printf ',"ms":%d,"cpu_ms":%s}\n' $((t2 - t0)) "$(s5_cpu_json "$c0" "$c1")" >> "$records"
+    printf '{"scenario":5,"part":"persist","system":"raw","round":%d,"rows":%s,"rooms":%s,"body_bytes":%s' \
+        "$round" "$s5_msgs" "$s5_rooms" "$s5_body" >> "$records"
+    printf ',"stored":%s,"ms":%d,"cpu_ms":%s}\n' "$n" $((t2 - t0)) "$(s5_cpu_json "$c0" "$c1")" >> "$records"
     say "[5] $(python3 "$top/bench/report.py" --line "$(tail -1 "$records")")"
 
     s5_replica_wait
@@ -189,27 +203,46 @@ s5_redis_log() {
     redis-cli -c -h 127.0.0.1 -p "$port" ZCARD "{r:$1}:log" 2>/dev/null || echo null
 }
 
-# s5_history: phase (b), one record per depth.
+# s5_history_pids: the processes a history page goes through, group:pid.
+s5_history_pids() {
+    local p d
+    for p in $(pgrep -P "$(pidfile "$work/nginx/nginx.pid")"); do echo "nginx:$p"; done
+    for d in "$run_dir/redis" "$run_dir"/redis-cluster/*; do
+        p=$(live "$d/redis.pid" redis-server); [ -n "$p" ] && echo "redis:$p"
+    done
+    p=$(live "$run_dir/relay-a/relay.pid" relay-worker); [ -n "$p" ] && echo "relay:$p"
+    p=$(live "$run_dir/mysql-replica/mysqld.pid" mariadbd); [ -n "$p" ] && echo "replica:$p"
+    return 0
+}
+
+# s5_history: phase (b), one record per depth and one for all of them.
 s5_history() {
-    local room s0 s1 log=$work/s5-history.log oldest=$((s5_pages * s5_limit + 1)) befores d
+    local room s0 s1 c0 c1 log=$work/s5-history.log oldest=$((s5_pages * s5_limit + 1)) befores d
+    local -a pids
     make -s -C "$top" "$top/build/bin/history_load" > /dev/null
     room=$(s5_room)
     [ "$oldest" -le "$s5_depth" ] || oldest=$((s5_depth + 1))
     befores="$((s5_depth + 1)),$((s5_depth / 2)),$oldest"
     say "[5] history: $s5_pages pages of $s5_limit from each of before = $befores (room $room, $s5_depth messages)"
     (exec 3<>"/dev/tcp/127.0.0.1/$mc_port") 2>/dev/null || start_minichat
+    mapfile -t pids < <(s5_history_pids)
+    c0=$(cpu_groups "${pids[@]}")
     s0=$(s5_stmts)
     "$top/build/bin/history_load" --port "$mc_port" --secret-file "$secret" --user "$s5_user" --room "$room" \
         --befores "$befores" --pages "$s5_pages" --limit "$s5_limit" > "$log" 2>&1 || die "history_load failed ($log)"
     s1=$(s5_stmts)
+    c1=$(cpu_groups "${pids[@]}")
     grep '^history_load: before=' "$log" | sed 's/^/bench:     /' || true
     while read -r _ depth pages errors p50 p99 p999 max; do
         d=${depth#depth=}
         printf '{"scenario":5,"part":"history","depth":"%s","rows":%s,"room":%s,"pages":%s,"errors":%s' \
             "$d" "$s5_depth" "$room" "${pages#pages=}" "${errors#errors=}" >> "$records"
-        printf ',"p50_us":%s,"p99_us":%s,"p999_us":%s,"max_us":%s,"replica_stmts":%d,"redis_log":%s}\n' \
+        printf ',"p50_us":%s,"p99_us":%s,"p999_us":%s,"max_us":%s,"replica_stmts":%d,"redis_log":%s' \
             "${p50#p50_us=}" "${p99#p99_us=}" "${p999#p999_us=}" "${max#max_us=}" $((s1 - s0)) \
             "$(s5_redis_log "$room")" >> "$records"
+        # the CPU of the whole run, on the "all" line only
+        [ "$d" = all ] && printf ',"cpu_ms":%s' "$(s5_cpu_json "$c0" "$c1")" >> "$records"
+        printf '}\n' >> "$records"
         say "[5] $(python3 "$top/bench/report.py" --line "$(tail -1 "$records")")"
     done < <(grep '^history_load: depth=' "$log")
 }
