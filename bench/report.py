@@ -264,9 +264,9 @@ def render_s5(res):
             out.append("| %s | %s | %s | %s | %s | %s | %s |" % (
                 r["depth"], r["pages"], r["errors"], fmt(ms(r["p50_us"]), 3), fmt(ms(r["p99_us"]), 3),
                 fmt(ms(r["p999_us"]), 3), fmt(ms(r["max_us"]), 3)))
-        out += ["", "Path: the room's Redis log held %s entries; the replica ran %s statements during the run "
-                "(%s). Worst p99 %s ms (target ≤ 1 ms: %s)." % (
-                    r0["redis_log"], r0["replica_stmts"],
+        out += ["", "Path: the room's Redis log held %s entries; the replica ran %s statements during the run, "
+                "the primary %s (%s). Worst p99 %s ms (target ≤ 1 ms: %s)." % (
+                    r0["redis_log"], r0["replica_stmts"], r0.get("primary_stmts", "—"),
                     "every page from MySQL" if res["history_from_mysql"] else "NOT every page from MySQL",
                     fmt(ms(res["history_p99_worst_us"]), 3), "met" if res["history_target_met"] else "missed"),
                 ""]

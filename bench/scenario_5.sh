@@ -30,7 +30,8 @@
 #     Redis recent log is empty (the room is rebuilt from MySQL, nobody
 #     sends to it), so every page is a MySQL page; the run checks it: the
 #     log's size is recorded, and the replica's Com_stmt_execute must grow
-#     by at least the number of pages.  The CPU of the bench nginx's
+#     by at least the number of pages (the primary's is recorded too: the
+#     router reads the primary when the replica lags).  The CPU of the bench nginx's
 #     workers, Redis, relay-worker a and the replica over the run is
 #     recorded too (per page in the report).
 s5_msgs=${S5_MSGS:-200000}
@@ -193,8 +194,8 @@ s5_room() {
     echo "$room"
 }
 
-# s5_stmts: the replica's prepared-statement executions so far.
-s5_stmts() { s5_sql "$s5_replica" "SHOW GLOBAL STATUS LIKE 'Com_stmt_execute'" | cut -f2; }
+# s5_stmts PORT: a server's prepared-statement executions so far.
+s5_stmts() { s5_sql "$1" "SHOW GLOBAL STATUS LIKE 'Com_stmt_execute'" | cut -f2; }
 
 # s5_redis_log ROOM: the number of entries in the room's recent log.
 s5_redis_log() {
@@ -217,29 +218,33 @@ s5_history_pids() {
 
 # s5_history: phase (b), one record per depth and one for all of them.
 s5_history() {
-    local room s0 s1 c0 c1 log=$work/s5-history.log oldest=$((s5_pages * s5_limit + 1)) befores d
+    local room s0 s1 p0 p1 c0 c1 log=$work/s5-history.log oldest=$((s5_pages * s5_limit + 1)) befores d
     local -a pids
     make -s -C "$top" "$top/build/bin/history_load" > /dev/null
     room=$(s5_room)
+    s5_replica_wait # the persistence rounds' deletes, or the replica lags and the router reads the primary
     [ "$oldest" -le "$s5_depth" ] || oldest=$((s5_depth + 1))
     befores="$((s5_depth + 1)),$((s5_depth / 2)),$oldest"
     say "[5] history: $s5_pages pages of $s5_limit from each of before = $befores (room $room, $s5_depth messages)"
     (exec 3<>"/dev/tcp/127.0.0.1/$mc_port") 2>/dev/null || start_minichat
     mapfile -t pids < <(s5_history_pids)
     c0=$(cpu_groups "${pids[@]}")
-    s0=$(s5_stmts)
+    s0=$(s5_stmts "$s5_replica")
+    p0=$(s5_stmts "$s5_primary")
     "$top/build/bin/history_load" --port "$mc_port" --secret-file "$secret" --user "$s5_user" --room "$room" \
         --befores "$befores" --pages "$s5_pages" --limit "$s5_limit" > "$log" 2>&1 || die "history_load failed ($log)"
-    s1=$(s5_stmts)
+    s1=$(s5_stmts "$s5_replica")
+    p1=$(s5_stmts "$s5_primary")
     c1=$(cpu_groups "${pids[@]}")
     grep '^history_load: before=' "$log" | sed 's/^/bench:     /' || true
     while read -r _ depth pages errors p50 p99 p999 max; do
         d=${depth#depth=}
         printf '{"scenario":5,"part":"history","depth":"%s","rows":%s,"room":%s,"pages":%s,"errors":%s' \
             "$d" "$s5_depth" "$room" "${pages#pages=}" "${errors#errors=}" >> "$records"
-        printf ',"p50_us":%s,"p99_us":%s,"p999_us":%s,"max_us":%s,"replica_stmts":%d,"redis_log":%s' \
-            "${p50#p50_us=}" "${p99#p99_us=}" "${p999#p999_us=}" "${max#max_us=}" $((s1 - s0)) \
-            "$(s5_redis_log "$room")" >> "$records"
+        printf ',"p50_us":%s,"p99_us":%s,"p999_us":%s,"max_us":%s,"replica_stmts":%d,"primary_stmts":%d' \
+            "${p50#p50_us=}" "${p99#p99_us=}" "${p999#p999_us=}" "${max#max_us=}" $((s1 - s0)) $((p1 - p0)) \
+            >> "$records"
+        printf ',"redis_log":%s' "$(s5_redis_log "$room")" >> "$records"
         # the CPU of the whole run, on the "all" line only
         [ "$d" = all ] && printf ',"cpu_ms":%s' "$(s5_cpu_json "$c0" "$c1")" >> "$records"
         printf '}\n' >> "$records"
