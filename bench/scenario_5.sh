@@ -31,15 +31,21 @@
 #     sends to it), so every page is a MySQL page; the run checks it: the
 #     log's size is recorded, and the replica's Com_stmt_execute must grow
 #     by at least the number of pages (the primary's is recorded too: the
-#     router reads the primary when the replica lags).  The CPU of the bench nginx's
-#     workers, Redis, relay-worker a and the replica over the run is
-#     recorded too (per page in the report).
+#     router reads the primary when the replica lags).  The CPU of the
+#     bench nginx's workers, Redis, relay-worker a and the replica over the
+#     run is recorded too (per page in the report).
 s5_msgs=${S5_MSGS:-200000}
 s5_rooms=${S5_ROOMS:-100}
 s5_body=${S5_BODY:-100}
 s5_depth=${S5_DEPTH:-10000000}
 s5_pages=${S5_PAGES:-1000}
 s5_repeat=${S5_REPEAT:-3}
+for _v in "S5_MSGS=$s5_msgs" "S5_ROOMS=$s5_rooms" "S5_BODY=$s5_body" "S5_DEPTH=$s5_depth" "S5_PAGES=$s5_pages" \
+    "S5_REPEAT=$s5_repeat"; do
+    [[ ${_v#*=} =~ ^[1-9][0-9]{0,8}$ ]] || die "${_v%%=*} must be a whole number from 1 to 999999999, not \"${_v#*=}\""
+done
+[ "$s5_rooms" -le 1000000 ] && [ "$s5_body" -le 65536 ] && [ "$s5_depth" -ge 2 ] \
+    || die "S5_ROOMS is at most 1000000, S5_BODY at most 65536, S5_DEPTH at least 2"
 s5_limit=50
 s5_user=990000005
 s5_title=bench-s5-depth-$s5_depth   # one room per depth: Redis caches its last seq
