@@ -14,6 +14,10 @@
 #     primary and Kafka per row (/proc/PID/stat) in each phase.  The rooms,
 #     their rows and the copy are deleted afterwards.  S5_REPEAT (3) rounds,
 #     each on fresh rooms; the report quotes the medians (the box is shared).
+#     Then, once the stack's consumer group has committed them, the messages
+#     topic's records are deleted (Kafka's DeleteRecordsCommand up to the
+#     end), so that a new consumer group reading from the start does not
+#     meet millions of them.
 # (b) History at depth.  One room holding S5_DEPTH (10,000,000) messages,
 #     made once and kept in the stack's MariaDB (both servers) for later
 #     runs: the rooms and room_members rows are ordinary replicated writes;
@@ -98,6 +102,45 @@ s5_persistence() {
     for ((i = 1; i <= s5_repeat; i++)); do
         s5_round "$i"
     done
+    s5_kafka_trim
+}
+
+# s5_kafka JAVA_CLASS ARGS...: one of Kafka's command-line tools, as
+# scripts/stack.sh runs them.
+s5_kafka() {
+    timeout 120 java -Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC \
+        -Dlog4j2.configurationFile="$run_dir/kafka/tools-log4j2.properties" -cp "$top/.cache/kafka/libs/*" "$@"
+}
+
+# s5_kafka_trim: once the stack's consumer group has committed everything,
+# deletes the messages topic's records up to its end.  The rounds leave
+# S5_REPEAT x S5_MSGS records there, and a consumer of a new group (a test's
+# own roomlist-consumer, tests/integration/test_push.py) reads the topic
+# from its start: millions of records it would take minutes to go through.
+s5_kafka_trim() {
+    local t0 n json p lag
+    t0=$(s5_now_ms)
+    while :; do
+        lag=$(s5_kafka org.apache.kafka.tools.consumer.group.ConsumerGroupCommand --bootstrap-server "$s5_kafka" \
+            --describe --group minichat-roomlist 2> /dev/null | awk '$2 == "minichat.messages" { s += $6 } END { print s + 0 }')
+        [ "$lag" = 0 ] && break
+        [ $(($(s5_now_ms) - t0)) -lt 60000 ] || { say "[5] the consumer group still lags ($lag): the topic is left as it is"; return 0; }
+        sleep 1
+    done
+    n=$(s5_kafka org.apache.kafka.tools.TopicCommand --bootstrap-server "$s5_kafka" --describe \
+        --topic minichat.messages 2> /dev/null | sed -n 's/.*PartitionCount: *\([0-9]*\).*/\1/p')
+    [ -n "$n" ] || { say "[5] cannot read the topic's partitions: the topic is left as it is"; return 0; }
+    json='{"version":1,"partitions":['
+    for ((p = 0; p < n; p++)); do
+        json+=$([ $p = 0 ] || echo ,)'{"topic":"minichat.messages","partition":'$p',"offset":-1}'
+    done
+    echo "$json]}" > "$work/s5-delete-records.json"
+    if s5_kafka org.apache.kafka.tools.DeleteRecordsCommand --bootstrap-server "$s5_kafka" \
+        --offset-json-file "$work/s5-delete-records.json" > "$work/s5-delete-records.log" 2>&1; then
+        say "[5] deleted the messages topic's consumed records ($n partitions)"
+    else
+        say "[5] could not delete the topic's records ($work/s5-delete-records.log)"
+    fi
 }
 
 # s5_round N: the consumer, then the raw insert, on the same fresh rooms.
