@@ -117,7 +117,16 @@ $(B)/bin/kafka_fill: bench/kafka_fill.c $(LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_ALL) $(shell pkg-config --cflags rdkafka) -o $@ $< $(LIB) $(shell pkg-config --libs rdkafka) $(LIBDEPS)
 
-bench-tools: $(B)/bin/loadgen $(B)/bin/kafka_fill $(B)/bin/floor
+# raw_insert and history_load: scenario 5 of make bench (bench/scenario_5.sh)
+$(B)/bin/raw_insert: bench/raw_insert.c $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(LIBDEPS)
+
+$(B)/bin/history_load: bench/history_load.c $(B)/loadgen/hist.o $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) -I$(TOP)/bench -o $@ $< $(B)/loadgen/hist.o $(LIB) $(LIBDEPS)
+
+bench-tools: $(B)/bin/loadgen $(B)/bin/kafka_fill $(B)/bin/floor $(B)/bin/raw_insert $(B)/bin/history_load
 
 # 10,000 then 100,000 idle connections on one node (bench/idle.sh; starts
 # the stack if needed, replaces node a's nginx for the run).  N="10000"

@@ -36,10 +36,10 @@
 #              ($MINICHAT_RUN/centrifugo/centrifugo.pid), `run.sh stop`
 #              at the end.
 # Scenario 1, idle memory per connection, is bench/scenario_1.sh,
-# scenario 3, cross-node latency, bench/scenario_3.sh, and scenario 4,
-# rate-limit decisions against redis-benchmark, bench/scenario_4.sh (each
-# says what it measures).  Scenario 5 is not side by side yet: the table
-# says so and names the script that measures MiniChat alone today.
+# scenario 3, cross-node latency, bench/scenario_3.sh, scenario 4,
+# rate-limit decisions against redis-benchmark, bench/scenario_4.sh, and
+# scenario 5, persistence and history at depth, bench/scenario_5.sh (each
+# says what it measures).
 #
 # --smoke (make test, tests/integration/test_bench_smoke.py): scenario 1
 # with 50 connections held 2 s, scenario 2 with 20 members, 10 messages at
@@ -316,7 +316,7 @@ not_yet() {
 source "$top/bench/scenario_1.sh"
 source "$top/bench/scenario_3.sh"
 source "$top/bench/scenario_4.sh"
-scenario_5() { not_yet 5 "MiniChat alone: bench/consumer_rate.sh"; }
+source "$top/bench/scenario_5.sh"
 
 for s in $scenarios; do
     case $s in

@@ -72,6 +72,8 @@ def ratio(a, b):
 
 
 def line(r):
+    if r.get("scenario") == 5:
+        return line_s5(r)
     r = derive(r)
     return ("fan-out %s %s msg/s: %s of %s delivered (%s), %s deliveries/s, p50 %s ms p99 %s ms, "
             "%s CPU s per million deliveries (%s in %s)" % (
@@ -169,6 +171,33 @@ S3_TARGET_P99_US = 1000  # the brief's cross-node p99 at 1k msg/s
 # the processes in the order a message meets them
 S3_PATH_ORDER = ("nginx-a", "redis", "relay-a", "kafka", "relay-b", "nginx-b", "consumer", "mysql",
                  "centrifugo-1", "centrifugo-2")
+
+S5_TARGET_RATIO = 2.0 / 3.0   # the brief: persistence >= 2/3 of the raw insert
+S5_TARGET_P99_US = 1000       # the brief: a history page p99 <= 1 ms at any depth
+S5_CPU_GROUPS = ("consumer", "mysql", "kafka")
+
+
+def s5_rate(r):
+    """Rows per second of a persistence record, or None."""
+    return r["rows"] * 1000.0 / r["ms"] if r.get("ms") else None
+
+
+def s5_us_per_row(r, group):
+    """CPU microseconds of a group of processes per row stored, or None."""
+    cpu = (r.get("cpu_ms") or {}).get(group)
+    return None if cpu is None or not r.get("rows") else cpu * 1000.0 / r["rows"]
+
+
+def line_s5(r):
+    if r["part"] == "persist":
+        return ("persistence %s: %s of %s rows in %s ms, %s rows/s; CPU us per row: %s" % (
+            r["system"], r.get("stored"), r["rows"], r["ms"], fmt(s5_rate(r), 0),
+            ", ".join("%s %s" % (g, fmt(s5_us_per_row(r, g), 2)) for g in S5_CPU_GROUPS
+                      if g in (r.get("cpu_ms") or {}))))
+    return ("history at before=%s of %s rows: %s pages, %s errors, p50 %s ms p99 %s ms p99.9 %s ms; "
+            "replica statements %s, Redis log %s entries" % (
+                r["depth"], fmt(r["rows"], 0), r["pages"], r["errors"], fmt(ms(r["p50_us"]), 3),
+                fmt(ms(r["p99_us"]), 3), fmt(ms(r["p999_us"]), 3), r["replica_stmts"], r["redis_log"]))
 
 
 def median(xs):
@@ -476,6 +505,89 @@ RENDER = {1: render_s1, 4: render_s4}
 LINE = {1: line_s1, 4: line_s4}
 
 
+def s5_result(recs):
+    """Scenario 5's JSON: the records, the medians, the ratio and the targets met."""
+    per = [r for r in recs if r["part"] == "persist"]
+    hist = [r for r in recs if r["part"] == "history"]
+    med = {}
+    for sysname in ("consumer", "raw"):
+        runs = [r for r in per if r["system"] == sysname]
+        if runs:
+            med[sysname] = {"rows_per_s": median(s5_rate(r) for r in runs), "runs": len(runs),
+                            "us_per_row": {g: median(s5_us_per_row(r, g) for r in runs) for g in S5_CPU_GROUPS}}
+    rounds = {}
+    for r in per:
+        rounds.setdefault(r.get("round", 1), {})[r["system"]] = r
+    round_ratios = [ratio(s5_rate(x["consumer"]), s5_rate(x["raw"])) for x in rounds.values()
+                    if "consumer" in x and "raw" in x]
+    rat = median(round_ratios)
+    depths = [r for r in hist if r["depth"] != "all"]
+    worst = max((r["p99_us"] for r in depths), default=None)
+    return {"title": SCENARIOS[5], "persistence": per, "persistence_medians": med, "history": hist,
+            "consumer_over_raw": rat, "consumer_over_raw_by_round": round_ratios, "persistence_target_met": None if rat is None else rat >= S5_TARGET_RATIO,
+            "history_p99_worst_us": worst,
+            "history_target_met": None if worst is None else worst <= S5_TARGET_P99_US,
+            "history_from_mysql": all(r["replica_stmts"] >= sum(x["pages"] for x in depths) for r in hist)
+            if hist else None,
+            "floor": "n/a: the floor stores nothing",
+            "centrifugo": "n/a: Centrifugo keeps history in memory or Redis only, no database"}
+
+
+def render_s5(res):
+    """Scenario 5's Markdown."""
+    out = ["## Scenario 5 — %s" % SCENARIOS[5], "",
+           "The floor and Centrifugo: n/a (the floor stores nothing; Centrifugo keeps history in memory or "
+           "Redis only, it has no database to persist into or page from).", ""]
+    per = res["persistence"]
+    if per:
+        r0 = per[0]
+        out += ["Persistence: %d rows of %d-byte bodies for %d rooms into the stack's MariaDB primary (binlog "
+                "on, ROW, replicated), from the first produce (or statement) to the last row stored, in %d "
+                "round(s), each the consumer then the raw insert; CPU in µs per row."
+                % (r0["rows"], r0["body_bytes"], r0["rooms"], len({r.get("round", 1) for r in per})), "",
+                "| round | writer | rows stored | ms | rows/s | consumer µs/row | MariaDB µs/row | Kafka µs/row |",
+                "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        names = {"consumer": "Kafka → roomlist-consumer", "raw": "raw 1,000-row INSERT IGNORE"}
+        for r in per:
+            out.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                r.get("round", 1), names[r["system"]], r.get("stored"), r["ms"], fmt(s5_rate(r), 0),
+                fmt(s5_us_per_row(r, "consumer"), 2), fmt(s5_us_per_row(r, "mysql"), 2),
+                fmt(s5_us_per_row(r, "kafka"), 2)))
+        for sysname in ("consumer", "raw"):
+            m = res["persistence_medians"].get(sysname)
+            if m:
+                out.append("| median | %s | | | **%s** | %s | %s | %s |" % (
+                    names[sysname], fmt(m["rows_per_s"], 0), fmt(m["us_per_row"]["consumer"], 2),
+                    fmt(m["us_per_row"]["mysql"], 2), fmt(m["us_per_row"]["kafka"], 2)))
+        if res["consumer_over_raw"] is not None:
+            out += ["", "consumer / raw, median of the rounds (%s): **%.2f×** (target ≥ 0.67: %s)." % (
+                ", ".join("%.2f" % x for x in res["consumer_over_raw_by_round"]), res["consumer_over_raw"],
+                "met" if res["persistence_target_met"] else "missed")]
+        out.append("")
+    if res["history"]:
+        r0 = res["history"][0]
+        out += ["History: REST pages of 50 (bench nginx → Redis → relay-worker → MariaDB replica), one at a "
+                "time, paging back from each `before`, in a room of %s rows." % fmt(r0["rows"], 0), "",
+                "| from before | pages | errors | p50 ms | p99 ms | p99.9 ms | max ms |",
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for r in res["history"]:
+            out.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+                r["depth"], r["pages"], r["errors"], fmt(ms(r["p50_us"]), 3), fmt(ms(r["p99_us"]), 3),
+                fmt(ms(r["p999_us"]), 3), fmt(ms(r["max_us"]), 3)))
+        out += ["", "Path: the room's Redis log held %s entries; the replica ran %s statements during the run, "
+                "the primary %s (%s). Worst p99 %s ms (target ≤ 1 ms: %s)." % (
+                    r0["redis_log"], r0["replica_stmts"], r0.get("primary_stmts", "—"),
+                    "every page from MySQL" if res["history_from_mysql"] else "NOT every page from MySQL",
+                    fmt(ms(res["history_p99_worst_us"]), 3), "met" if res["history_target_met"] else "missed"),
+                ""]
+        total = [r for r in res["history"] if r["depth"] == "all" and r.get("cpu_ms")]
+        if total:
+            t = total[0]
+            out += ["CPU per page (µs, the whole run): " + ", ".join(
+                "%s %s" % (g, fmt(v * 1000.0 / t["pages"], 0)) for g, v in t["cpu_ms"].items()) + ".", ""]
+    return out
+
+
 def report(args):
     records = []
     with open(args.records) as f:
@@ -491,6 +603,7 @@ def report(args):
     stubs = {r["scenario"]: r for r in records if r.get("status") == "not yet"}
     s3 = [derive_s3(r) for r in records if r.get("scenario") == 3 and "round" in r]
     s3_skipped = [(r["system"], r["skipped"]) for r in records if r.get("scenario") == 3 and "skipped" in r]
+    s5 = [r for r in records if r.get("scenario") == 5 and "part" in r]
     result = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "mode": args.mode,
@@ -502,6 +615,8 @@ def report(args):
                                     "ratios": fanout_ratios(runs)}
     if s3 or s3_skipped:
         result["scenarios"]["3"] = summary_s3(s3, s3_skipped)
+    if s5:
+        result["scenarios"]["5"] = s5_result(s5)
     for n, r in stubs.items():
         result["scenarios"][str(n)] = {"title": SCENARIOS[n], "status": "not yet", "note": r["note"]}
     sections = {}
@@ -521,6 +636,8 @@ def report(args):
     if "3" in result["scenarios"]:
         md += render_s3(result["scenarios"]["3"])
     md += sections.get(4, [])
+    if s5:
+        md += render_s5(result["scenarios"]["5"])
     if stubs:
         md += ["## Not side by side yet", "", "| scenario | status |", "| --- | --- |"]
         for n in sorted(stubs):

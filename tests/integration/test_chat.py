@@ -60,6 +60,22 @@ async def test_user_id_above_2_53_is_not_rounded():
 
 
 @run_async
+async def test_stored_time_is_the_acks_to_the_millisecond():
+    # the consumer sends each row's time as decimal seconds (lib/src/msgbatch.c)
+    sender = uid()
+    room = create_room(sender, [sender, uid()])
+    c = await connect(sender, "a")
+    try:
+        acks = await send_n(c, room, 5)
+    finally:
+        await c.close()
+    persisted(room, 5)
+    rows = query("SELECT seq, CAST(ROUND(UNIX_TIMESTAMP(created_at) * 1000) AS UNSIGNED) AS ms FROM messages"
+                 " WHERE room_id=%s ORDER BY seq", (room,))
+    assert [(r["seq"], r["ms"]) for r in rows] == [(a["seq"], a["ts"]) for a in acks], (rows, acks)
+
+
+@run_async
 async def test_read_pointer_moves_forward_only_and_members_are_told():
     a, b = uid(), uid()
     room = create_room(a, [a, b])

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "minichat.pb-c.h"
+#include "minichat/clock.h"
 #include "minichat/msgbatch.h"
 
 /* Returns the number of non-overlapping occurrences of needle in hay. */
@@ -97,6 +98,7 @@ START_TEST(test_insert_stmt)
     mc_msgbatch_t b;
     mc_buf_t s = {0};
     mc_db_args_t a = {0};
+    long long secs;
     size_t next = 0;
 
     mc_msgbatch_init(&b);
@@ -109,7 +111,7 @@ START_TEST(test_insert_stmt)
     ck_assert_int_eq(mc_msgbatch_insert_stmt(&b, &next, 10, &s, &a), 0);
     ck_assert_uint_eq(next, 1);
     ck_assert_str_eq(s.data, "INSERT IGNORE INTO messages (room_id, seq, sender_id, kind, body, client_msg_id, "
-                             "created_at) VALUES (?,?,?,?,?,?,COALESCE(FROM_UNIXTIME(? / 1000), NOW(3)))");
+                             "created_at) VALUES (?,?,?,?,?,?,FROM_UNIXTIME(?))");
     ck_assert_uint_eq(a.n, 7);
     arg_u64(&a, 0, 7);
     arg_u64(&a, 1, 1);
@@ -117,13 +119,19 @@ START_TEST(test_insert_stmt)
     arg_text(&a, 3, "text");
     arg_text(&a, 4, "\\");
     arg_text(&a, 5, "c1");
-    ck_assert_int_eq(a.v[6].type, MC_DB_ARG_NULL); /* time 0: now */
+    /* time 0: now, as decimal seconds with milliseconds */
+    ck_assert_int_eq(a.v[6].type, MC_DB_ARG_TEXT);
+    ck_assert_uint_eq(a.v[6].len, 14);
+    ck_assert_int_eq(a.v[6].s[10], '.');
+    secs = strtoll(a.v[6].s, NULL, 10);
+    ck_assert_int_le(secs, mc_wall_ms() / 1000);
+    ck_assert_int_ge(secs, mc_wall_ms() / 1000 - 60);
     ck_assert_int_eq(mc_msgbatch_insert_stmt(&b, &next, 10, &s, &a), 0);
     ck_assert_uint_eq(next, 2);
     arg_u64(&a, 1, 2);
     arg_text(&a, 4, "it's"); /* quotes are values, not SQL */
     arg_text(&a, 5, "c'2");
-    arg_u64(&a, 6, 1732500000007ULL);
+    arg_text(&a, 6, "1732500000.007"); /* the milliseconds exact, as FROM_UNIXTIME() reads them */
     ck_assert_int_eq(mc_msgbatch_insert_stmt(&b, &next, 10, &s, &a), 0);
     ck_assert_uint_eq(s.len, 0);
     /* room enough: both rows in one statement */

@@ -23,6 +23,8 @@ typedef struct {
     uint64_t seq;
     uint64_t sender;
     uint64_t ts;       /* milliseconds since the epoch */
+    char at[24];       /* the stored time as decimal seconds, "1732500000.007", for FROM_UNIXTIME(?) */
+    size_t at_len;
     int kind;          /* MC_MSG_TEXT or MC_MSG_SYSTEM */
     char *cid;         /* valid UTF-8, owned */
     size_t cid_len;

@@ -1,0 +1,312 @@
+# Scenario 5 of make bench: persistence and history at depth.  Sourced by
+# bench/bench.sh, whose helpers (say, die, cpu_ms, live, start_minichat,
+# the records file) it uses; bench/README.md says what each figure is.
+#
+# (a) Persistence.  S5_MSGS (200,000) messages for S5_ROOMS (100) fresh
+#     rooms, S5_BODY (100) bytes each, go straight into Kafka
+#     (build/bin/kafka_fill, as bench/consumer_rate.sh does) and the
+#     roomlist-consumer writes them into the stack's MariaDB primary: rows
+#     a second from the first produce to the last row in MySQL.  Then the
+#     reference: the same rows written by build/bin/raw_insert as 1,000-row
+#     `INSERT IGNORE` statements into a copy of `messages` (CREATE TABLE
+#     ... LIKE) in the same server, binlog on as always (it replicates to
+#     the replica like the consumer's rows).  CPU of the consumer, the
+#     primary and Kafka per row (/proc/PID/stat) in each phase.  The rooms,
+#     their rows and the copy are deleted afterwards.  S5_REPEAT (3) rounds,
+#     each on fresh rooms; the report quotes the medians (the box is shared).
+#     Then, once the stack's consumer group has committed them, the messages
+#     topic's records are deleted (Kafka's DeleteRecordsCommand up to the
+#     end), so that a new consumer group reading from the start does not
+#     meet millions of them.
+# (b) History at depth.  One room holding S5_DEPTH (10,000,000) messages,
+#     made once and kept in the stack's MariaDB (both servers) for later
+#     runs: the rooms and room_members rows are ordinary replicated writes;
+#     the messages are written on the primary and on the replica each by
+#     itself with sql_log_bin=0 (INSERT ... SELECT from the SEQUENCE engine's
+#     seq_A_to_B, 500,000 rows a transaction), so nothing of them enters a
+#     binlog: no GTID is spent, the replica's GTID position stays the
+#     primary's (gtid_strict_mode holds), and no 1.5 GB of row events cross
+#     to the replica.  A run that stops midway resumes from the highest seq
+#     each server holds.  Then build/bin/history_load asks S5_PAGES (1,000)
+#     pages of 50 through the bench nginx (REST history: nginx -> Redis's
+#     history script -> relay-worker -> the replica), paging back from
+#     the newest, the middle and the oldest 50,000 messages.  The room's
+#     Redis recent log is empty (the room is rebuilt from MySQL, nobody
+#     sends to it), so every page is a MySQL page; the run checks it: the
+#     log's size is recorded, and the replica's Com_stmt_execute must grow
+#     by at least the number of pages (the primary's is recorded too: the
+#     router reads the primary when the replica lags).  The CPU of the
+#     bench nginx's workers, Redis, relay-worker a and the replica over the
+#     run is recorded too (per page in the report).
+s5_msgs=${S5_MSGS:-200000}
+s5_rooms=${S5_ROOMS:-100}
+s5_body=${S5_BODY:-100}
+s5_depth=${S5_DEPTH:-10000000}
+s5_pages=${S5_PAGES:-1000}
+s5_repeat=${S5_REPEAT:-3}
+for _v in "S5_MSGS=$s5_msgs" "S5_ROOMS=$s5_rooms" "S5_BODY=$s5_body" "S5_DEPTH=$s5_depth" "S5_PAGES=$s5_pages" \
+    "S5_REPEAT=$s5_repeat"; do
+    [[ ${_v#*=} =~ ^[1-9][0-9]{0,8}$ ]] || die "${_v%%=*} must be a whole number from 1 to 999999999, not \"${_v#*=}\""
+done
+[ "$s5_rooms" -le 1000000 ] && [ "$s5_body" -le 65536 ] && [ "$s5_depth" -ge 2 ] \
+    || die "S5_ROOMS is at most 1000000, S5_BODY at most 65536, S5_DEPTH at least 2"
+s5_limit=50
+s5_user=990000005
+s5_title=bench-s5-depth-$s5_depth   # one room per depth: Redis caches its last seq
+s5_chunk=500000
+s5_primary=$((13306 + off))
+s5_replica=$((13307 + off))
+s5_kafka=127.0.0.1:$((19092 + off))
+
+# s5_sql PORT SQL: one statement batch as root, rows tab-separated.
+s5_sql() { mariadb --no-defaults --protocol=TCP -h127.0.0.1 -P"$1" -uroot minichat -N -e "$2"; }
+s5_now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+# s5_replica_wait: until the replica applied everything the primary logged.
+s5_replica_wait() {
+    local pos
+    pos=$(s5_sql "$s5_primary" 'SELECT @@gtid_binlog_pos')
+    [ "$(s5_sql "$s5_replica" "SELECT MASTER_GTID_WAIT('$pos', 300)")" = 0 ] || die "the replica did not catch up"
+}
+
+# s5_pids: the consumer's, the primary's and Kafka's pids as group:pid.
+s5_pids() {
+    local p
+    p=$(live "$run_dir/consumer/consumer.pid" roomlist-consumer); [ -n "$p" ] && echo "consumer:$p"
+    p=$(live "$run_dir/mysql-primary/mysqld.pid" mariadbd); [ -n "$p" ] && echo "mysql:$p"
+    p=$(live "$run_dir/kafka/kafka.pid" kafka.Kafka); [ -n "$p" ] && echo "kafka:$p"
+    return 0
+}
+
+# s5_cpu_json BEFORE AFTER: {"group":ms,...} from two cpu_groups outputs.
+s5_cpu_json() {
+    local -a b a
+    local i first=1
+    mapfile -t b <<< "$1"
+    mapfile -t a <<< "$2"
+    printf '{'
+    for i in "${!a[@]}"; do
+        [ -n "${a[$i]}" ] || continue
+        [ $first = 1 ] || printf ','
+        printf '"%s":%d' "${a[$i]%%=*}" $((${a[$i]#*=} - ${b[$i]#*=}))
+        first=0
+    done
+    printf '}'
+}
+
+# s5_persistence: phase (a), S5_REPEAT rounds of two records each (the box
+# is shared: the report takes the medians).
+s5_persistence() {
+    local i
+    make -s -C "$top" "$top/build/bin/kafka_fill" "$top/build/bin/raw_insert" > /dev/null
+    for ((i = 1; i <= s5_repeat; i++)); do
+        s5_round "$i"
+    done
+    s5_kafka_trim
+}
+
+# s5_kafka JAVA_CLASS ARGS...: one of Kafka's command-line tools, as
+# scripts/stack.sh runs them.
+s5_kafka() {
+    timeout 120 java -Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC \
+        -Dlog4j2.configurationFile="$run_dir/kafka/tools-log4j2.properties" -cp "$top/.cache/kafka/libs/*" "$@"
+}
+
+# s5_kafka_trim: once the stack's consumer group has committed everything,
+# deletes the messages topic's records up to its end.  The rounds leave
+# S5_REPEAT x S5_MSGS records there, and a consumer of a new group (a test's
+# own roomlist-consumer, tests/integration/test_push.py) reads the topic
+# from its start: millions of records it would take minutes to go through.
+s5_kafka_trim() {
+    local t0 n json p lag
+    t0=$(s5_now_ms)
+    while :; do
+        lag=$(s5_kafka org.apache.kafka.tools.consumer.group.ConsumerGroupCommand --bootstrap-server "$s5_kafka" \
+            --describe --group minichat-roomlist 2> /dev/null | awk '$2 == "minichat.messages" { s += $6 } END { print s + 0 }')
+        [ "$lag" = 0 ] && break
+        [ $(($(s5_now_ms) - t0)) -lt 60000 ] || { say "[5] the consumer group still lags ($lag): the topic is left as it is"; return 0; }
+        sleep 1
+    done
+    n=$(s5_kafka org.apache.kafka.tools.TopicCommand --bootstrap-server "$s5_kafka" --describe \
+        --topic minichat.messages 2> /dev/null | sed -n 's/.*PartitionCount: *\([0-9]*\).*/\1/p')
+    [ -n "$n" ] || { say "[5] cannot read the topic's partitions: the topic is left as it is"; return 0; }
+    json='{"version":1,"partitions":['
+    for ((p = 0; p < n; p++)); do
+        json+=$([ $p = 0 ] || echo ,)'{"topic":"minichat.messages","partition":'$p',"offset":-1}'
+    done
+    echo "$json]}" > "$work/s5-delete-records.json"
+    if s5_kafka org.apache.kafka.tools.DeleteRecordsCommand --bootstrap-server "$s5_kafka" \
+        --offset-json-file "$work/s5-delete-records.json" > "$work/s5-delete-records.log" 2>&1; then
+        say "[5] deleted the messages topic's consumed records ($n partitions)"
+    else
+        say "[5] could not delete the topic's records ($work/s5-delete-records.log)"
+    fi
+}
+
+# s5_round N: the consumer, then the raw insert, on the same fresh rooms.
+s5_round() {
+    local round=$1 base last t0 t1 t2 n c0 c1 log=$work/s5-raw.log
+    local -a pids
+    mapfile -t pids < <(s5_pids)
+    base=$(s5_sql "$s5_primary" "SELECT COALESCE(MAX(id), 0) + 1000 FROM rooms")
+    last=$((base + s5_rooms - 1))
+    s5_sql "$s5_primary" "INSERT INTO rooms (id, kind, title, created_by) SELECT seq, 'group', 'bench-s5', 1
+        FROM seq_${base}_to_${last}"
+    s5_replica_wait
+
+    say "[5] persistence $round/$s5_repeat: $s5_msgs messages of $s5_body bytes for $s5_rooms rooms through Kafka and the consumer"
+    c0=$(cpu_groups "${pids[@]}")
+    t0=$(s5_now_ms)
+    "$top/build/bin/kafka_fill" "$s5_kafka" minichat.messages "$base" "$s5_rooms" "$s5_msgs" "$s5_body" \
+        > "$work/s5-fill.log" 2>&1 || die "kafka_fill failed ($work/s5-fill.log)"
+    t1=$(s5_now_ms)
+    # the highest seq of each room, summed: an index lookup per room, not a
+    # scan (seqs are dense per room and every room's rows arrive in order)
+    while :; do
+        n=$(s5_sql "$s5_primary" "SELECT COALESCE(SUM((SELECT MAX(seq) FROM messages WHERE room_id = r.id)), 0)
+            FROM rooms r WHERE r.id BETWEEN $base AND $last")
+        [ "$n" -ge "$s5_msgs" ] && break
+        [ $(($(s5_now_ms) - t0)) -lt 600000 ] || die "the consumer stored $n of $s5_msgs rows in 600 s"
+        sleep 0.1
+    done
+    t2=$(s5_now_ms)
+    c1=$(cpu_groups "${pids[@]}")
+    n=$(s5_sql "$s5_primary" "SELECT COUNT(*) FROM messages WHERE room_id BETWEEN $base AND $last")
+    printf '{"scenario":5,"part":"persist","system":"consumer","round":%d,"rows":%s,"rooms":%s,"body_bytes":%s' \
+        "$round" "$s5_msgs" "$s5_rooms" "$s5_body" >> "$records"
+    printf ',"stored":%s,"produce_ms":%d,"ms":%d,"cpu_ms":%s}\n' "$n" $((t1 - t0)) $((t2 - t0)) \
+        "$(s5_cpu_json "$c0" "$c1")" >> "$records"
+    say "[5] $(python3 "$top/bench/report.py" --line "$(tail -1 "$records")")"
+    s5_replica_wait
+
+    say "[5] persistence $round/$s5_repeat: the same rows as 1,000-row INSERT IGNORE statements (build/bin/raw_insert)"
+    s5_sql "$s5_primary" "DROP TABLE IF EXISTS bench_raw_messages; CREATE TABLE bench_raw_messages LIKE messages"
+    s5_replica_wait
+    c0=$(cpu_groups "${pids[@]}")
+    t0=$(s5_now_ms)
+    "$top/build/bin/raw_insert" 127.0.0.1 "$s5_primary" bench_raw_messages "$base" "$s5_rooms" "$s5_msgs" \
+        "$s5_body" 1000 > "$log" 2>&1 || die "raw_insert failed ($log)"
+    t2=$(s5_now_ms)
+    c1=$(cpu_groups "${pids[@]}")
+    n=$(s5_sql "$s5_primary" "SELECT COUNT(*) FROM bench_raw_messages")
+    printf '{"scenario":5,"part":"persist","system":"raw","round":%d,"rows":%s,"rooms":%s,"body_bytes":%s' \
+        "$round" "$s5_msgs" "$s5_rooms" "$s5_body" >> "$records"
+    printf ',"stored":%s,"ms":%d,"cpu_ms":%s}\n' "$n" $((t2 - t0)) "$(s5_cpu_json "$c0" "$c1")" >> "$records"
+    say "[5] $(python3 "$top/bench/report.py" --line "$(tail -1 "$records")")"
+
+    s5_replica_wait
+    s5_sql "$s5_primary" "DROP TABLE bench_raw_messages;
+        DELETE FROM messages WHERE room_id BETWEEN $base AND $last;
+        DELETE FROM rooms WHERE id BETWEEN $base AND $last"
+}
+
+# s5_load SERVER_PORT ROOM: the room's messages up to S5_DEPTH on one
+# server, without the binlog, from the highest seq it holds.
+s5_load() {
+    local port=$1 room=$2 have a b
+    have=$(s5_sql "$port" "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE room_id = $room")
+    for ((a = have + 1; a <= s5_depth; a += s5_chunk)); do
+        b=$((a + s5_chunk - 1 < s5_depth ? a + s5_chunk - 1 : s5_depth))
+        s5_sql "$port" "SET sql_log_bin = 0; INSERT IGNORE INTO messages
+            (room_id, seq, sender_id, kind, body, client_msg_id, created_at)
+            SELECT $room, seq, $s5_user, 'text', CONCAT('message ', seq, ' ', REPEAT('x', 84)),
+                   CONCAT('s5-', seq), NOW(3) FROM seq_${a}_to_${b}" || return 1
+    done
+}
+
+# s5_room: prints the id of the deep room, made and filled when missing.
+s5_room() {
+    local room hp hr t0
+    room=$(s5_sql "$s5_primary" "SELECT id FROM rooms WHERE title = '$s5_title' AND created_by = $s5_user
+        ORDER BY id LIMIT 1")
+    if [ -z "$room" ]; then
+        room=$(s5_sql "$s5_primary" "INSERT INTO rooms (kind, title, created_by, last_seq, last_message_at)
+            VALUES ('group', '$s5_title', $s5_user, $s5_depth, NOW(3));
+            INSERT INTO room_members (room_id, user_id, last_read_seq, joined_seq)
+            VALUES (LAST_INSERT_ID(), $s5_user, $s5_depth, 0);
+            SELECT LAST_INSERT_ID()")
+        s5_replica_wait
+    fi
+    hp=$(s5_sql "$s5_primary" "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE room_id = $room")
+    hr=$(s5_sql "$s5_replica" "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE room_id = $room")
+    if [ "$hp" != "$s5_depth" ] || [ "$hr" != "$s5_depth" ]; then
+        say "[5] loading room $room to $s5_depth messages (primary has $hp, replica $hr; kept for later runs)" >&2
+        t0=$(s5_now_ms)
+        s5_load "$s5_primary" "$room" > "$work/s5-load-primary.log" 2>&1 &
+        local lp=$!
+        s5_load "$s5_replica" "$room" > "$work/s5-load-replica.log" 2>&1 || die "loading the replica failed"
+        wait "$lp" || die "loading the primary failed ($work/s5-load-primary.log)"
+        say "[5] loaded in $(( ($(s5_now_ms) - t0) / 1000 )) s" >&2
+    else
+        say "[5] room $room holds $s5_depth messages on both servers (cached)" >&2
+    fi
+    echo "$room"
+}
+
+# s5_stmts PORT: a server's prepared-statement executions so far.
+s5_stmts() { s5_sql "$1" "SHOW GLOBAL STATUS LIKE 'Com_stmt_execute'" | cut -f2; }
+
+# s5_redis_log ROOM: the number of entries in the room's recent log.
+s5_redis_log() {
+    local port=$((16379 + off))
+    [ -d "$run_dir/redis-cluster" ] && port=$((17000 + off))
+    redis-cli -c -h 127.0.0.1 -p "$port" ZCARD "{r:$1}:log" 2>/dev/null || echo null
+}
+
+# s5_history_pids: the processes a history page goes through, group:pid.
+s5_history_pids() {
+    local p d
+    for p in $(pgrep -P "$(pidfile "$work/nginx/nginx.pid")"); do echo "nginx:$p"; done
+    for d in "$run_dir/redis" "$run_dir"/redis-cluster/*; do
+        p=$(live "$d/redis.pid" redis-server); [ -n "$p" ] && echo "redis:$p"
+    done
+    p=$(live "$run_dir/relay-a/relay.pid" relay-worker); [ -n "$p" ] && echo "relay:$p"
+    p=$(live "$run_dir/mysql-replica/mysqld.pid" mariadbd); [ -n "$p" ] && echo "replica:$p"
+    return 0
+}
+
+# s5_history: phase (b), one record per depth and one for all of them.
+s5_history() {
+    local room s0 s1 p0 p1 c0 c1 log=$work/s5-history.log oldest=$((s5_pages * s5_limit + 1)) befores d
+    local -a pids
+    make -s -C "$top" "$top/build/bin/history_load" > /dev/null
+    room=$(s5_room)
+    s5_replica_wait # the persistence rounds' deletes, or the replica lags and the router reads the primary
+    [ "$oldest" -le "$s5_depth" ] || oldest=$((s5_depth + 1))
+    befores="$((s5_depth + 1)),$((s5_depth / 2)),$oldest"
+    say "[5] history: $s5_pages pages of $s5_limit from each of before = $befores (room $room, $s5_depth messages)"
+    (exec 3<>"/dev/tcp/127.0.0.1/$mc_port") 2>/dev/null || start_minichat
+    mapfile -t pids < <(s5_history_pids)
+    c0=$(cpu_groups "${pids[@]}")
+    s0=$(s5_stmts "$s5_replica")
+    p0=$(s5_stmts "$s5_primary")
+    "$top/build/bin/history_load" --port "$mc_port" --secret-file "$secret" --user "$s5_user" --room "$room" \
+        --befores "$befores" --pages "$s5_pages" --limit "$s5_limit" > "$log" 2>&1 || die "history_load failed ($log)"
+    s1=$(s5_stmts "$s5_replica")
+    p1=$(s5_stmts "$s5_primary")
+    c1=$(cpu_groups "${pids[@]}")
+    grep '^history_load: before=' "$log" | sed 's/^/bench:     /' || true
+    while read -r _ depth pages errors p50 p99 p999 max; do
+        d=${depth#depth=}
+        printf '{"scenario":5,"part":"history","depth":"%s","rows":%s,"room":%s,"pages":%s,"errors":%s' \
+            "$d" "$s5_depth" "$room" "${pages#pages=}" "${errors#errors=}" >> "$records"
+        printf ',"p50_us":%s,"p99_us":%s,"p999_us":%s,"max_us":%s,"replica_stmts":%d,"primary_stmts":%d' \
+            "${p50#p50_us=}" "${p99#p99_us=}" "${p999#p999_us=}" "${max#max_us=}" $((s1 - s0)) $((p1 - p0)) \
+            >> "$records"
+        printf ',"redis_log":%s' "$(s5_redis_log "$room")" >> "$records"
+        # the CPU of the whole run, on the "all" line only
+        [ "$d" = all ] && printf ',"cpu_ms":%s' "$(s5_cpu_json "$c0" "$c1")" >> "$records"
+        printf '}\n' >> "$records"
+        say "[5] $(python3 "$top/bench/report.py" --line "$(tail -1 "$records")")"
+    done < <(grep '^history_load: depth=' "$log")
+}
+
+scenario_5() {
+    if [ "$smoke" = 1 ]; then
+        return 0
+    fi
+    # the stack (start_minichat starts it when node a does not answer)
+    (exec 3<>"/dev/tcp/127.0.0.1/$mc_port") 2>/dev/null || start_minichat
+    s5_persistence
+    s5_history
+}
