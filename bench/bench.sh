@@ -234,6 +234,31 @@ field() {
 
 # follow_loadgen PID LOG: waits for the load generator, showing its latest
 # progress line every 5 s while it runs
+# measure_loadgen PID LOG PIDS_FN SYSTEM: once the load generator PID has
+# written $ready (every connection open), the CPU of SYSTEM's processes
+# (PIDS_FN SYSTEM) until it ends, with its progress lines; sets before[],
+# after[] (cpu_groups) and pass (true/false) for the caller's record
+measure_loadgen() {
+    local lpid=$1 log=$2 pids
+    while [ ! -e "$ready" ] && kill -0 "$lpid" 2>/dev/null; do sleep 0.1; done
+    mapfile -t pids < <("$3" "$4")
+    mapfile -t before < <(cpu_groups "${pids[@]}")
+    follow_loadgen "$lpid" "$log"
+    mapfile -t after < <(cpu_groups "${pids[@]}")
+    grep -q '^loadgen: PASS' "$log" && pass=true || pass=false
+}
+
+# cpu_json: the CPU ms each group spent between before[] and after[], as
+# JSON members ("nginx":123,"redis":45)
+cpu_json() {
+    local i first=1
+    for i in "${!after[@]}"; do
+        [ $first = 1 ] || printf ','
+        printf '"%s":%d' "${after[$i]%%=*}" $((${after[$i]#*=} - ${before[$i]#*=}))
+        first=0
+    done
+}
+
 follow_loadgen() {
     local i=0
     while kill -0 "$1" 2>/dev/null; do
@@ -250,20 +275,14 @@ follow_loadgen() {
 # one record.
 fanout_run() {
     local sys=$1 port=$2 path=$3 proto=$4 sec=$5 rate=$6 step=$7
-    local log=$work/fanout-$sys-$rate.log ready=$work/ready lpid c0 c1 g pass i
-    local -a pids before after
+    local log=$work/fanout-$sys-$rate.log ready=$work/ready pass
+    local -a before after
     rm -f "$ready"
     say "[$step] fan-out $sys: $members members, $messages messages at $rate/s"
     "$loadgen" deliver --proto "$proto" --port "$port" --path "$path" --secret-file "$sec" \
         --conns "$members" --room-size "$members" --messages "$messages" --msg-rate "$rate" \
         --hold 2 --wait "$wait_s" --ready-file "$ready" --progress 5 > "$log" 2>&1 &
-    lpid=$!
-    while [ ! -e "$ready" ] && kill -0 "$lpid" 2>/dev/null; do sleep 0.1; done
-    mapfile -t pids < <(pids_of "$sys")
-    mapfile -t before < <(cpu_groups "${pids[@]}")
-    follow_loadgen "$lpid" "$log"
-    mapfile -t after < <(cpu_groups "${pids[@]}")
-    grep -q '^loadgen: PASS' "$log" && pass=true || pass=false
+    measure_loadgen $! "$log" pids_of "$sys"
     {
         printf '{"scenario":2,"system":"%s","rate":%s,"members":%s,"messages":%s,"pass":%s' \
             "$sys" "$rate" "$members" "$messages" "$pass"
@@ -273,15 +292,7 @@ fanout_run() {
         printf ',"deliveries_per_s":%s,"span_ms":%s,"p50_us":%s,"p99_us":%s,"p999_us":%s,"cpu_ms":{' \
             "$(field "$log" rate deliveries_per_s)" "$(field "$log" rate span_ms)" "$(field "$log" latency_us p50)" \
             "$(field "$log" latency_us p99)" "$(field "$log" latency_us p99.9)"
-        local first=1
-        for i in "${!after[@]}"; do
-            g=${after[$i]%%=*}
-            c1=${after[$i]#*=}
-            c0=${before[$i]#*=}
-            [ $first = 1 ] || printf ','
-            printf '"%s":%d' "$g" $((c1 - c0))
-            first=0
-        done
+        cpu_json
         printf '},"log":"%s"}\n' "$log"
     } >> "$records"
     say "[$step] $(python3 "$top/bench/report.py" --line "$(tail -1 "$records")")"

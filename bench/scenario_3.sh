@@ -67,20 +67,14 @@ s3_pids() {
 # run, one record.
 s3_run() {
     local sys=$1 proto=$2 path=$3 sport=$4 mport=$5 round=$6 step=$7
-    local log=$work/crossnode-$sys-$round.log ready=$work/ready lpid pass i first=1
-    local -a pids before after
+    local log=$work/crossnode-$sys-$round.log ready=$work/ready pass
+    local -a before after
     rm -f "$ready"
     say "[$step] cross-node $sys: $s3_messages messages at $s3_rate/s, sender on :$sport, member on :$mport"
     "$loadgen" deliver --proto "$proto" --port "$mport" --sender-port "$sport" --path "$path" \
         --secret-file "$secret" --conns 1 --room-size 1 --messages "$s3_messages" --msg-rate "$s3_rate" \
         --hold 1 --wait "$wait_s" --ready-file "$ready" --progress 5 > "$log" 2>&1 &
-    lpid=$!
-    while [ ! -e "$ready" ] && kill -0 "$lpid" 2>/dev/null; do sleep 0.1; done
-    mapfile -t pids < <(s3_pids "$sys")
-    mapfile -t before < <(cpu_groups "${pids[@]}")
-    follow_loadgen "$lpid" "$log"
-    mapfile -t after < <(cpu_groups "${pids[@]}")
-    grep -q '^loadgen: PASS' "$log" && pass=true || pass=false
+    measure_loadgen $! "$log" s3_pids "$sys"
     {
         printf '{"scenario":3,"system":"%s","round":%d,"rate":%s,"messages":%s,"pass":%s' \
             "$sys" "$round" "$s3_rate" "$s3_messages" "$pass"
@@ -91,11 +85,7 @@ s3_run() {
         printf ',"span_ms":%s,"p50_us":%s,"p99_us":%s,"p999_us":%s,"max_us":%s,"cpu_ms":{' \
             "$(field "$log" rate span_ms)" "$(field "$log" latency_us p50)" "$(field "$log" latency_us p99)" \
             "$(field "$log" latency_us p99.9)" "$(field "$log" latency_us max)"
-        for i in "${!after[@]}"; do
-            [ $first = 1 ] || printf ','
-            printf '"%s":%d' "${after[$i]%%=*}" $((${after[$i]#*=} - ${before[$i]#*=}))
-            first=0
-        done
+        cpu_json
         printf '},"log":"%s"}\n' "$log"
     } >> "$records"
     say "[$step] $(python3 "$top/bench/report.py" --line "$(tail -1 "$records")")"
