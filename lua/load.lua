@@ -18,11 +18,16 @@
 -- The cids of the room's latest messages go into the current idem bucket
 -- (see send.lua), so a send retried across the loss is still recognised.
 --
+-- The room's members version {r:<room>}:mver becomes mver, a random number
+-- the module draws for each load (join.lua and leave.lua add one to it):
+-- a rebuilt member set must not come back under a version a worker may
+-- still hold for the set before the loss.
+--
 --input: keys: [{r:<room>}:seq, {r:<room>}:members, {r:<room>}:left, {r:<room>}:read,
 --              {r:<room>}:epoch, {r:<room>}:log, {r:<room>}:idem:<n>, {r:<room>}:gen,
---              {r:<room>}:logbytes]
+--              {r:<room>}:logbytes, {r:<room>}:mver]
 --       values: [last_seq, epoch, n, member * n, k, (user, left_seq) * k, j, (user, read_seq) * j,
---                i, ("sender:cid", "seq:ts") * i, idem_ttl_seconds, replid]
+--                i, ("sender:cid", "seq:ts") * i, idem_ttl_seconds, mver, replid]
 --output: 1 loaded now, 2 revalidated now (it was loaded under another generation),
 --        0 it was loaded under this generation already (nothing changed)
 local replid = ARGV[#ARGV]
@@ -73,6 +78,7 @@ if loaded and tonumber(loaded) > seq then
 end
 
 redis.call('SET', KEYS[5], ARGV[2])
+redis.call('SET', KEYS[10], ARGV[#ARGV - 1])
 redis.call('SET', KEYS[8], replid)
 redis.call('SET', KEYS[1], string.format('%.0f', seq))
 if loaded then

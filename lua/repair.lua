@@ -11,15 +11,20 @@
 -- revalidates a room a failover may have set back before it republishes
 -- one of its seqs.
 --
---input: keys: [{r:<room>}:seq, {r:<room>}:log, {r:<room>}:members, {r:<room>}:gen, {<roomtag>}:pend]
---       values: [seq, member ("<room>:<seq>"), replid]
---output: {1, entry, "m1,m2,..."}              publish entry again, to these members (one string)
+-- The members come as in send.lua: the room's members version, then the
+-- members only when it is not the one the caller holds.
+--
+--input: keys: [{r:<room>}:seq, {r:<room>}:log, {r:<room>}:members, {r:<room>}:gen, {<roomtag>}:pend,
+--              {r:<room>}:mver]
+--       values: [seq, member ("<room>:<seq>"), held_mver, replid]
+--output: {1, entry, mver[, "m1,m2,..."]}  publish entry again, to the members (one string, when
+--                                         mver is not held_mver)
 --        {0}                              confirmed meanwhile: nothing to do
 --        {-2}                             the room is not loaded
 --        {-4}                             the room's generation is not this master's
 --        {-5}                             not in the recent log any more: lost (taken out of the index)
-local seqk, logk, members, genk, pendk = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local seq, member, replid = ARGV[1], ARGV[2], ARGV[3]
+local seqk, logk, members, genk, pendk, mverk = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local seq, member, held, replid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 
 if redis.call('ZSCORE', pendk, member) == false then
     return {0}
@@ -39,4 +44,8 @@ if #entry == 0 then
     return {-5}
 end
 
-return {1, entry[1], table.concat(redis.call('SMEMBERS', members), ',')}
+local ver = redis.call('GET', mverk)
+if ver and ver == held then
+    return {1, entry[1], ver}
+end
+return {1, entry[1], ver or '', table.concat(redis.call('SMEMBERS', members), ',')}

@@ -40,28 +40,46 @@
 -- takes it out once the relay-worker says Kafka has the message; what
 -- stays there too long, its sweeper publishes again from the recent log.
 --
+-- The members to deliver to: the room's members version ({r:<room>}:mver,
+-- changed by load.lua, join.lua and leave.lua whenever the member set
+-- changes) is answered every time, the members themselves (one string: a
+-- room of 1,000 costs one reply element, not 1,000) only when mver is not
+-- the version the caller holds (held_mver; empty: none held).  See
+-- ngx_http_minichat_members.c.
+--
 --input: keys: [{r:<room>}:members, {r:<room>}:seq, {r:<room>}:idem:<n>, {r:<room>}:idem:<n-1>,
 --              {r:<room>}:log, {r:<room>}:read, {r:<room>}:rl, {r:<room>}:gen, {r:<room>}:logbytes,
---              {<roomtag>}:pend]
+--              {<roomtag>}:pend, {r:<room>}:mver]
 --       values: [sender, cid, body, ts_ms, log_max, idem_ttl_seconds, room, kind, interval_us, burst,
---                log_bytes, replid]
+--                log_bytes, held_mver, replid]
 --               (sender, ts_ms and room are decimal digits; kind is "text" or "system")
---output: {1, seq, ts, "m1,m2,..."}        a new message, with the members to deliver to (one string:
---                                            a room of 1,000 costs one reply element, not 1,000)
---        {2, seq, ts, "m1,m2,..."}        the same (sender, cid) was admitted before: its seq and ts, and
---                                            the members now (a retry is published again to them)
+--output: {1, seq, ts, mver[, "m1,m2,..."]}  a new message; the members version, and the members to
+--                                            deliver to when mver is not held_mver ("" when the
+--                                            room has no version: the members always follow)
+--        {2, seq, ts, mver[, "m1,m2,..."]}  the same (sender, cid) was admitted before: its seq and ts,
+--                                            and the members now (a retry is published again to them)
 --        {-1}                                the sender is not a member of the room
 --        {-2}                                the room is not loaded (rebuild it from MySQL, then retry)
 --        {-3, retry_after_ms}                refused by the room's rate limit
 --        {-4}                                the room's generation is not this master's (revalidate, then retry)
 local members, seqk, idem, idem_prev, logk, readk = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local rl, genk, bytesk, pendk = KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local rl, genk, bytesk, pendk, mverk = KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
 local sender, cid, body, ts = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local log_max, idem_ttl = tonumber(ARGV[5]), tonumber(ARGV[6])
 local room, kind = ARGV[7], ARGV[8]
 local interval, burst = tonumber(ARGV[9]), tonumber(ARGV[10])
 local log_bytes = tonumber(ARGV[11])
-local replid = ARGV[12]
+local held, replid = ARGV[12], ARGV[13]
+
+-- appends the members version to r, and the members unless held
+local function with_members(r)
+    local ver = redis.call('GET', mverk)
+    r[#r + 1] = ver or ''
+    if not ver or ver ~= held then
+        r[#r + 1] = table.concat(redis.call('SMEMBERS', members), ',')
+    end
+    return r
+end
 
 if redis.call('EXISTS', seqk) == 0 then
     return {-2}
@@ -80,8 +98,7 @@ local prev = redis.call('HGET', idem, field) or redis.call('HGET', idem_prev, fi
 if prev then
     -- a retry: published again as a repair, to the members as they are now
     local sep = string.find(prev, ':', 1, true)
-    return {2, tonumber(string.sub(prev, 1, sep - 1)), tonumber(string.sub(prev, sep + 1)),
-            table.concat(redis.call('SMEMBERS', members), ',')}
+    return with_members({2, tonumber(string.sub(prev, 1, sep - 1)), tonumber(string.sub(prev, sep + 1))})
 end
 
 if interval > 0 then
@@ -148,4 +165,4 @@ if seq > cur then
     redis.call('HSET', readk, sender, seq)
 end
 
-return {1, seq, tonumber(ts), table.concat(redis.call('SMEMBERS', members), ',')}
+return with_members({1, seq, tonumber(ts)})

@@ -44,18 +44,18 @@ static const char *ngx_http_minichat_api_members(ngx_http_request_t *r, ngx_http
 
 
 static const char  *ngx_http_minichat_seq_keys[] = { "members", "seq", "gen" };
-static const char  *ngx_http_minichat_change_keys[] = { "members", "seq", "left", "read" };
+static const char  *ngx_http_minichat_change_keys[] = { "members", "seq", "left", "read", "mver" };
 
 static const ngx_http_minichat_script_t  ngx_http_minichat_script_seq = {
     MINICHAT_LUA_SEQ_SHA1, MINICHAT_LUA_SEQ_SRC, 3, ngx_http_minichat_seq_keys, 1, NULL
 };
 
 static const ngx_http_minichat_script_t  ngx_http_minichat_script_join = {
-    MINICHAT_LUA_JOIN_SHA1, MINICHAT_LUA_JOIN_SRC, 4, ngx_http_minichat_change_keys, 0, NULL
+    MINICHAT_LUA_JOIN_SHA1, MINICHAT_LUA_JOIN_SRC, 5, ngx_http_minichat_change_keys, 0, NULL
 };
 
 static const ngx_http_minichat_script_t  ngx_http_minichat_script_leave = {
-    MINICHAT_LUA_LEAVE_SHA1, MINICHAT_LUA_LEAVE_SRC, 4, ngx_http_minichat_change_keys, 0, NULL
+    MINICHAT_LUA_LEAVE_SHA1, MINICHAT_LUA_LEAVE_SRC, 5, ngx_http_minichat_change_keys, 0, NULL
 };
 
 

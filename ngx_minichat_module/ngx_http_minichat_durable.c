@@ -47,6 +47,7 @@ typedef struct {
     uint64_t                         room;
     uint64_t                         seq;
     uint64_t                         issued;   /* when repair.lua was issued (its stamp) */
+    ngx_http_minichat_members_t     *members;  /* held: its version went to repair.lua */
 } ngx_http_minichat_repair_t;
 
 
@@ -239,11 +240,12 @@ ngx_http_minichat_durable_listed(redisReply *reply, void *data)
 static void
 ngx_http_minichat_durable_repair(uint64_t room, uint64_t seq)
 {
-    const char                   *keys[5];
+    const char                   *keys[6];
     ngx_http_minichat_script_t    script;
     ngx_http_minichat_repair_t   *rp;
-    const char                   *av[2];
-    size_t                        al[2];
+    const char                   *av[3];
+    size_t                        al[3];
+    ngx_str_t                     ver;
     u_char                        seqs[NGX_INT64_LEN], member[2 * NGX_INT64_LEN + 2];
     u_char                        pend[NGX_HTTP_MINICHAT_DURABLE_KEY_LEN];
 
@@ -255,6 +257,7 @@ ngx_http_minichat_durable_repair(uint64_t room, uint64_t seq)
     rp->room = room;
     rp->seq = seq;
     rp->issued = 0;
+    rp->members = ngx_http_minichat_members_hold(room);
 
     /* the pending index is not a room key: the room layer takes a name
      * starting with '{' as the whole key */
@@ -264,20 +267,25 @@ ngx_http_minichat_durable_repair(uint64_t room, uint64_t seq)
     keys[2] = "members";
     keys[3] = "gen";
     keys[4] = (const char *) pend;
+    keys[5] = "mver";
 
     av[0] = (const char *) seqs;
     al[0] = ngx_sprintf(seqs, "%uL", seq) - seqs;
     av[1] = (const char *) member;
     al[1] = ngx_sprintf(member, "%uL:%uL", room, seq) - member;
+    ver = ngx_http_minichat_members_version(rp->members);
+    av[2] = (const char *) ver.data;
+    al[2] = ver.len;
 
     script.sha1 = MINICHAT_LUA_REPAIR_SHA1;
     script.src = MINICHAT_LUA_REPAIR_SRC;
-    script.nkeys = 5;
+    script.nkeys = 6;
     script.keys = keys;
     script.gen = 1;
     script.issued = &rp->issued;
 
-    if (ngx_http_minichat_room_script(room, &script, 2, av, al, ngx_http_minichat_durable_found, rp) != NGX_OK) {
+    if (ngx_http_minichat_room_script(room, &script, 3, av, al, ngx_http_minichat_durable_found, rp) != NGX_OK) {
+        ngx_http_minichat_members_release(rp->members);
         ngx_free(rp);
         return;
     }
@@ -294,11 +302,11 @@ ngx_http_minichat_durable_found(redisReply *reply, ngx_int_t rc, void *data)
     ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
     Minichat__LocalFrame            f = MINICHAT__LOCAL_FRAME__INIT;
     Minichat__ChatMessage           m = MINICHAT__CHAT_MESSAGE__INIT;
-    uint64_t                       *recipients = NULL;
+    const uint64_t                 *recipients;
     json_t                         *entry = NULL, *v;
     json_error_t                    err;
     long long                       status;
-    ngx_int_t                       n;
+    size_t                          n;
 
     if (rc != NGX_OK || reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements < 1
         || reply->element[0]->type != REDIS_REPLY_INTEGER)
@@ -327,10 +335,10 @@ ngx_http_minichat_durable_found(redisReply *reply, ngx_int_t rc, void *data)
         goto done;
     }
 
-    n = ngx_http_minichat_reply_ids(reply, 2, &recipients);
-    if (n < 0) {
+    if (ngx_http_minichat_members_reply(rp->room, &rp->members, reply, 2) != NGX_OK) {
         goto done;
     }
+    recipients = ngx_http_minichat_members_ids(rp->members, &n);
 
     m.room = rp->room;
     m.seq = rp->seq;
@@ -343,8 +351,8 @@ ngx_http_minichat_durable_found(redisReply *reply, ngx_int_t rc, void *data)
     m.ts = json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t) json_integer_value(v) : 0;
     v = json_object_get(entry, "kind");
     m.kind = (char *) (json_is_string(v) && ngx_strcmp(json_string_value(v), "system") == 0 ? "system" : "");
-    m.recipients = recipients;
-    m.n_recipients = (size_t) n;
+    m.recipients = (uint64_t *) recipients;
+    m.n_recipients = n;
     m.origin_node = (char *) mcf->node.data;
     m.origin_conn = 0;            /* every connection of the sender gets it too */
     m.persist_only = 1;           /* a repair: delivered only where it was skipped */
@@ -360,16 +368,16 @@ ngx_http_minichat_durable_found(redisReply *reply, ngx_int_t rc, void *data)
     f.publish = &m;
 
     if (ngx_http_minichat_relay_request(&f, ngx_http_minichat_durable_published, rp) == NGX_OK) {
-        ngx_free(recipients);
+        /* the request holds a packed copy of the list */
+        ngx_http_minichat_members_release(rp->members);
+        rp->members = NULL;
         json_decref(entry);
         return;   /* still in flight */
     }
 
 done:
 
-    if (recipients) {
-        ngx_free(recipients);
-    }
+    ngx_http_minichat_members_release(rp->members);
     if (entry) {
         json_decref(entry);
     }

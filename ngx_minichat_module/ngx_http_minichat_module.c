@@ -38,6 +38,10 @@ static ngx_conf_num_bounds_t ngx_http_minichat_log_max_bounds = {
     ngx_conf_check_num_bounds, 1, 1000000
 };
 
+static ngx_conf_num_bounds_t ngx_http_minichat_members_cache_bounds = {
+    ngx_conf_check_num_bounds, 0, 1000000
+};
+
 static ngx_http_minichat_bounds_t ngx_http_minichat_max_message_bounds = {
     ngx_http_minichat_bounds_size, 128, 1024 * 1024, 0, "between 128 and 1m"
 };
@@ -192,6 +196,13 @@ static ngx_command_t ngx_http_minichat_commands[] = {
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_minichat_main_conf_t, log_bytes),
       &ngx_http_minichat_log_bytes_bounds },
+
+    { ngx_string("minichat_members_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_minichat_main_conf_t, members_cache),
+      &ngx_http_minichat_members_cache_bounds },
 
     { ngx_string("minichat_dedup_ttl"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -528,6 +539,7 @@ ngx_http_minichat_create_main_conf(ngx_conf_t *cf)
     mcf->send_queue_size = NGX_CONF_UNSET_SIZE;
     mcf->log_max = NGX_CONF_UNSET_UINT;
     mcf->log_bytes = NGX_CONF_UNSET_SIZE;
+    mcf->members_cache = NGX_CONF_UNSET_UINT;
     mcf->idem_ttl = NGX_CONF_UNSET;
     mcf->reconnect = NGX_CONF_UNSET_MSEC;
     mcf->relay_timeout = NGX_CONF_UNSET_MSEC;
@@ -569,6 +581,7 @@ ngx_http_minichat_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_size_value(mcf->send_queue_size, 1024 * 1024);
     ngx_conf_init_uint_value(mcf->log_max, 1000);
     ngx_conf_init_size_value(mcf->log_bytes, 1024 * 1024);
+    ngx_conf_init_uint_value(mcf->members_cache, 1024);
     ngx_conf_init_value(mcf->idem_ttl, 86400);
     ngx_conf_init_msec_value(mcf->reconnect, 500);
     ngx_conf_init_msec_value(mcf->relay_timeout, 5000);
@@ -1043,6 +1056,7 @@ ngx_http_minichat_exit_process(ngx_cycle_t *cycle)
 
     ngx_http_minichat_presence_exit();
     ngx_http_minichat_durable_exit();
+    ngx_http_minichat_members_exit();
     ngx_http_minichat_relay_exit();
     ngx_http_minichat_redis_exit();
     ngx_http_minichat_auth_exit();

@@ -68,6 +68,7 @@ typedef struct {
     size_t max_message_size;
     size_t send_queue_size;
     ngx_uint_t log_max;          /* entries in a room's recent log */
+    ngx_uint_t members_cache;    /* rooms whose members a worker keeps (0: none) */
     size_t log_bytes;            /* bytes of entries in a room's recent log */
     time_t idem_ttl;
     ngx_msec_t reconnect;
@@ -396,6 +397,16 @@ ngx_int_t ngx_http_minichat_room_script(uint64_t room, const ngx_http_minichat_s
 /* A user id from a reply element (a decimal string or an integer); 0 when not one. */
 uint64_t ngx_http_minichat_reply_id(redisReply *r);
 ngx_int_t ngx_http_minichat_reply_ids(redisReply *reply, size_t from, uint64_t **out);
+
+/* the members cache (ngx_http_minichat_members.c) */
+typedef struct ngx_http_minichat_members_s ngx_http_minichat_members_t;
+ngx_http_minichat_members_t *ngx_http_minichat_members_hold(uint64_t room);
+ngx_str_t ngx_http_minichat_members_version(ngx_http_minichat_members_t *m);
+ngx_int_t ngx_http_minichat_members_reply(uint64_t room, ngx_http_minichat_members_t **held, redisReply *reply,
+    size_t from);
+const uint64_t *ngx_http_minichat_members_ids(ngx_http_minichat_members_t *m, size_t *n);
+void ngx_http_minichat_members_release(ngx_http_minichat_members_t *m);
+void ngx_http_minichat_members_exit(void);
 /* Loads a room into Redis from what MySQL holds (load.lua: a no-op when it
  * is loaded already; a new epoch); a new room is seq 0 and its members. */
 ngx_int_t ngx_http_minichat_room_load(uint64_t room, Minichat__RoomStateResult *st,

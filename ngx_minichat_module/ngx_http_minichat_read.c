@@ -17,6 +17,7 @@ typedef struct {
     uint64_t                    room;
     uint64_t                    user;
     uint64_t                    origin_conn;
+    ngx_http_minichat_members_t *members;  /* held: its version went to read.lua */
 } ngx_http_minichat_read_t;
 
 
@@ -25,10 +26,10 @@ static void ngx_http_minichat_read_done(ngx_int_t rc, const char *code, const ch
     void *data);
 
 
-static const char  *ngx_http_minichat_read_keys[] = { "members", "seq", "read" };
+static const char  *ngx_http_minichat_read_keys[] = { "members", "seq", "read", "mver" };
 
 static const ngx_http_minichat_script_t  ngx_http_minichat_script_read = {
-    MINICHAT_LUA_READ_SHA1, MINICHAT_LUA_READ_SRC, 3, ngx_http_minichat_read_keys, 0, NULL
+    MINICHAT_LUA_READ_SHA1, MINICHAT_LUA_READ_SRC, 4, ngx_http_minichat_read_keys, 0, NULL
 };
 
 
@@ -37,9 +38,10 @@ ngx_http_minichat_read_move(uint64_t room, uint64_t user, uint64_t seq, uint64_t
     ngx_http_minichat_read_pt handler, void *data)
 {
     ngx_http_minichat_read_t  *rd;
-    const char                *av[2];
-    size_t                     al[2];
+    const char                *av[3];
+    size_t                     al[3];
     u_char                     u[NGX_INT64_LEN], s[NGX_INT64_LEN];
+    ngx_str_t                  ver;
 
     rd = ngx_alloc(sizeof(ngx_http_minichat_read_t), ngx_cycle->log);
     if (rd == NULL) {
@@ -51,16 +53,21 @@ ngx_http_minichat_read_move(uint64_t room, uint64_t user, uint64_t seq, uint64_t
     rd->room = room;
     rd->user = user;
     rd->origin_conn = origin_conn;
+    rd->members = ngx_http_minichat_members_hold(room);
 
     av[0] = (const char *) u;
     al[0] = ngx_sprintf(u, "%uL", user) - u;
     av[1] = (const char *) s;
     al[1] = ngx_sprintf(s, "%uL", seq) - s;
+    ver = ngx_http_minichat_members_version(rd->members);
+    av[2] = (const char *) ver.data;
+    al[2] = ver.len;
 
-    if (ngx_http_minichat_room_script(room, &ngx_http_minichat_script_read, 2, av, al,
+    if (ngx_http_minichat_room_script(room, &ngx_http_minichat_script_read, 3, av, al,
                                       ngx_http_minichat_read_reply, rd)
         != NGX_OK)
     {
+        ngx_http_minichat_members_release(rd->members);
         ngx_free(rd);
         return NGX_ERROR;
     }
@@ -75,8 +82,9 @@ ngx_http_minichat_read_reply(redisReply *reply, ngx_int_t rc, void *data)
     ngx_http_minichat_read_t       *rd = data;
     ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
     Minichat__ChatMessage           e = MINICHAT__CHAT_MESSAGE__INIT;
-    uint64_t                       *members, pointer;
-    ngx_int_t                       n;
+    const uint64_t                 *members;
+    uint64_t                        pointer;
+    size_t                          n;
 
     if (rc == NGX_DECLINED) {
         rd->handler(NGX_DECLINED, "not_found", "no such room", 0, rd->data);
@@ -105,20 +113,20 @@ ngx_http_minichat_read_reply(redisReply *reply, ngx_int_t rc, void *data)
     if (reply->element[2]->integer == 1) {
         ngx_http_minichat_read_mark(rd->room, rd->user, pointer);
 
-        n = ngx_http_minichat_reply_ids(reply, 3, &members);
-        if (n > 0) {
-            e.kind = "read";
-            e.room = rd->room;
-            e.sender = rd->user;
-            e.seq_read = pointer;
-            e.recipients = members;
-            e.n_recipients = (size_t) n;
-            e.origin_node = (char *) mcf->node.data;
-            e.origin_conn = rd->origin_conn;
-            (void) ngx_http_minichat_event_send(&e);
-        }
-        if (members) {
-            ngx_free(members);
+        /* the event is best effort: a reply without members tells nobody */
+        if (ngx_http_minichat_members_reply(rd->room, &rd->members, reply, 3) == NGX_OK) {
+            members = ngx_http_minichat_members_ids(rd->members, &n);
+            if (n > 0) {
+                e.kind = "read";
+                e.room = rd->room;
+                e.sender = rd->user;
+                e.seq_read = pointer;
+                e.recipients = (uint64_t *) members;
+                e.n_recipients = n;
+                e.origin_node = (char *) mcf->node.data;
+                e.origin_conn = rd->origin_conn;
+                (void) ngx_http_minichat_event_send(&e);
+            }
         }
     }
 
@@ -126,6 +134,7 @@ ngx_http_minichat_read_reply(redisReply *reply, ngx_int_t rc, void *data)
 
 done:
 
+    ngx_http_minichat_members_release(rd->members);
     ngx_free(rd);
 }
 

@@ -314,7 +314,7 @@ ngx_http_minichat_room_load(uint64_t room, Minichat__RoomStateResult *st, ngx_ht
     const char                    **argv = NULL;
     size_t                         *argvlen = NULL, n, i, k, strs;
     u_char                         *nums = NULL, *p, epoch[16];
-    u_char                          keys[9][sizeof("{r:}:logbytes") + 2 * NGX_INT64_LEN];
+    u_char                          keys[10][sizeof("{r:}:logbytes") + 2 * NGX_INT64_LEN];
     ngx_int_t                       rc;
 
     if (st->n_left != st->n_left_seq || st->n_read_user != st->n_read_seq
@@ -325,9 +325,9 @@ ngx_http_minichat_room_load(uint64_t room, Minichat__RoomStateResult *st, ngx_ht
         return NGX_ERROR;
     }
 
-    /* 9 keys; last_seq, epoch, n, members, k, (user, seq) * k, j, (user, seq) * j,
-     * i, ("sender:cid", "seq:ts") * i, idem_ttl; the replid follows */
-    n = 9 + 7 + st->n_members + 2 * st->n_left + 2 * st->n_read_user + 2 * st->n_idem_cid;
+    /* 10 keys; last_seq, epoch, n, members, k, (user, seq) * k, j, (user, seq) * j,
+     * i, ("sender:cid", "seq:ts") * i, idem_ttl, mver; the replid follows */
+    n = 10 + 8 + st->n_members + 2 * st->n_left + 2 * st->n_read_user + 2 * st->n_idem_cid;
     strs = n * (2 * NGX_INT64_LEN + 2);
     for (i = 0; i < st->n_idem_cid; i++) {
         strs += ngx_strlen(st->idem_cid[i]);
@@ -352,9 +352,11 @@ ngx_http_minichat_room_load(uint64_t room, Minichat__RoomStateResult *st, ngx_ht
     argvlen[7] = ngx_sprintf(keys[7], "{r:%uL}:gen", room) - keys[7];
     argv[8] = (const char *) keys[8];
     argvlen[8] = ngx_sprintf(keys[8], "{r:%uL}:logbytes", room) - keys[8];
+    argv[9] = (const char *) keys[9];
+    argvlen[9] = ngx_sprintf(keys[9], "{r:%uL}:mver", room) - keys[9];
 
     p = nums;
-    k = 9;
+    k = 10;
 
 #define ngx_http_minichat_push(fmt, ...)                                       \
     argv[k] = (const char *) p;                                                \
@@ -393,9 +395,14 @@ ngx_http_minichat_room_load(uint64_t room, Minichat__RoomStateResult *st, ngx_ht
 
     ngx_http_minichat_push("%T", mcf->idem_ttl);
 
+    /* a fresh members version (lua/load.lua): 62 random bits, so that INCR
+     * never overflows and a rebuilt set does not meet a version a worker
+     * holds from before */
+    ngx_http_minichat_push("%uL", (((uint64_t) ngx_random() << 31) ^ (uint64_t) ngx_random()) & 0x3fffffffffffffffULL);
+
 #undef ngx_http_minichat_push
 
-    rc = ngx_http_minichat_redis_script_gen(MINICHAT_LUA_LOAD_SHA1, MINICHAT_LUA_LOAD_SRC, 9, (int) k, argv, argvlen,
+    rc = ngx_http_minichat_redis_script_gen(MINICHAT_LUA_LOAD_SHA1, MINICHAT_LUA_LOAD_SRC, 10, (int) k, argv, argvlen,
                                             handler, data);
 
 done:

@@ -34,6 +34,7 @@ typedef struct {
     uint64_t                    admitted;   /* wall ms: the send script's last issue */
     uint64_t                    seq;
     ngx_uint_t                  system;
+    ngx_http_minichat_members_t *members;  /* held: its version went to send.lua */
     ngx_str_t                   cid;
     ngx_str_t                   body;
 } ngx_http_minichat_admit_t;
@@ -67,8 +68,9 @@ ngx_http_minichat_message_send(ngx_http_minichat_message_t *m, ngx_http_minichat
     ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
     ngx_http_minichat_admit_t      *a;
     ngx_http_minichat_script_t      script;
-    const char                     *av[11], *keys[10];
-    size_t                          al[11];
+    const char                     *av[12], *keys[11];
+    size_t                          al[12];
+    ngx_str_t                       ver;
     u_char                          nums[8][NGX_INT64_LEN + 1];
     u_char                          idem[2][sizeof("idem:") + NGX_INT64_LEN];
     u_char                          pend[NGX_HTTP_MINICHAT_DURABLE_KEY_LEN];
@@ -93,6 +95,7 @@ ngx_http_minichat_message_send(ngx_http_minichat_message_t *m, ngx_http_minichat
     a->admitted = a->ts;
     a->seq = 0;
     a->system = (m->kind && ngx_strcmp(m->kind, "system") == 0);
+    a->members = ngx_http_minichat_members_hold(a->room);
     a->cid.data = (u_char *) (a + 1);
     a->cid.len = m->cid.len;
     a->body.data = a->cid.data + m->cid.len + 1;
@@ -100,7 +103,7 @@ ngx_http_minichat_message_send(ngx_http_minichat_message_t *m, ngx_http_minichat
     *ngx_cpymem(a->cid.data, m->cid.data, m->cid.len) = '\0';
     *ngx_cpymem(a->body.data, m->body.data, m->body.len) = '\0';
 
-    /* sender, cid, body, ts, log_max, idem_ttl, room, kind, (the room's limit), log_bytes */
+    /* sender, cid, body, ts, log_max, idem_ttl, room, kind, (the room's limit), log_bytes, held_mver */
     av[0] = (const char *) nums[0];
     al[0] = ngx_sprintf(nums[0], "%uL", a->sender) - nums[0];
     av[1] = (const char *) a->cid.data;
@@ -130,6 +133,9 @@ ngx_http_minichat_message_send(ngx_http_minichat_message_t *m, ngx_http_minichat
     }
     av[10] = (const char *) nums[7];
     al[10] = ngx_sprintf(nums[7], "%uz", mcf->log_bytes) - nums[7];
+    ver = ngx_http_minichat_members_version(a->members);
+    av[11] = (const char *) ver.data;
+    al[11] = ver.len;
 
     /* the cid buckets of now and of the interval before */
     keys[0] = "members";
@@ -143,19 +149,21 @@ ngx_http_minichat_message_send(ngx_http_minichat_message_t *m, ngx_http_minichat
     keys[8] = "logbytes";
     *ngx_http_minichat_durable_key(pend, a->room) = '\0';
     keys[9] = (const char *) pend;
+    keys[10] = "mver";
     *ngx_http_minichat_room_idem_key(idem[0], a->ts, 0) = '\0';
     *ngx_http_minichat_room_idem_key(idem[1], a->ts, 1) = '\0';
 
     script.sha1 = MINICHAT_LUA_SEND_SHA1;
     script.src = MINICHAT_LUA_SEND_SRC;
-    script.nkeys = 10;
+    script.nkeys = 11;
     script.keys = keys;
     script.gen = 1;
     script.issued = &a->admitted;
 
-    if (ngx_http_minichat_room_script(a->room, &script, 11, av, al, ngx_http_minichat_admitted, a)
+    if (ngx_http_minichat_room_script(a->room, &script, 12, av, al, ngx_http_minichat_admitted, a)
         != NGX_OK)
     {
+        ngx_http_minichat_members_release(a->members);
         ngx_free(a);
         return NGX_ERROR;
     }
@@ -171,9 +179,9 @@ ngx_http_minichat_admitted(redisReply *reply, ngx_int_t rc, void *data)
     ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
     Minichat__LocalFrame            f = MINICHAT__LOCAL_FRAME__INIT;
     Minichat__ChatMessage           m = MINICHAT__CHAT_MESSAGE__INIT;
-    uint64_t                       *recipients = NULL;
+    const uint64_t                 *recipients;
     long long                       status;
-    ngx_int_t                       n;
+    size_t                          n;
 
     if (rc == NGX_DECLINED) {
         ngx_http_minichat_admit_done(a, NGX_DECLINED, "not_found", "no such room");
@@ -220,11 +228,13 @@ ngx_http_minichat_admitted(redisReply *reply, ngx_int_t rc, void *data)
 
     /* a retry (status 2) is published again as a repair: the reorderers
      * deliver it where it was never delivered, so it needs the members too */
-    n = ngx_http_minichat_reply_ids(reply, 3, &recipients);
-    if (n < 0) {
-        ngx_http_minichat_admit_done(a, NGX_ERROR, "unavailable", "out of memory; retry with the same cid");
+    if (ngx_http_minichat_members_reply(a->room, &a->members, reply, 3) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0, "minichat: room %uL seq %uL: no members from send script",
+                      a->room, a->seq);
+        ngx_http_minichat_admit_done(a, NGX_ERROR, "unavailable", "storage error; retry with the same cid");
         return;
     }
+    recipients = ngx_http_minichat_members_ids(a->members, &n);
 
     if (status == 1) {
         /* send.lua moved the sender's read pointer: MySQL gets it too */
@@ -237,8 +247,8 @@ ngx_http_minichat_admitted(redisReply *reply, ngx_int_t rc, void *data)
     m.cid = (char *) a->cid.data;
     m.body = (char *) a->body.data;
     m.ts = a->ts;
-    m.recipients = recipients;
-    m.n_recipients = (size_t) n;
+    m.recipients = (uint64_t *) recipients;
+    m.n_recipients = n;
     m.origin_node = (char *) mcf->node.data;
     m.origin_conn = a->origin_conn;
     m.persist_only = (status == 2);
@@ -251,9 +261,9 @@ ngx_http_minichat_admitted(redisReply *reply, ngx_int_t rc, void *data)
     /* the ack waits for the relay-worker's word that Kafka has the message */
     rc = ngx_http_minichat_relay_request(&f, ngx_http_minichat_published, a);
 
-    if (recipients) {
-        ngx_free(recipients);
-    }
+    /* the request holds a packed copy: the list is not needed past here */
+    ngx_http_minichat_members_release(a->members);
+    a->members = NULL;
 
     if (rc != NGX_OK) {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
@@ -291,6 +301,7 @@ static void
 ngx_http_minichat_admit_done(ngx_http_minichat_admit_t *a, ngx_int_t rc, const char *code, const char *text)
 {
     a->handler(rc, code, text, a->seq, a->ts, a->data);
+    ngx_http_minichat_members_release(a->members);
     ngx_free(a);
 }
 
