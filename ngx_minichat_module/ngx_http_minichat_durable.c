@@ -87,19 +87,15 @@ ngx_http_minichat_durable_key(u_char *p, uint64_t room)
 void
 ngx_http_minichat_durable_done(uint64_t room, uint64_t seq)
 {
-    const char  *av[3];
-    size_t       al[3];
-    u_char       key[NGX_HTTP_MINICHAT_DURABLE_KEY_LEN], member[2 * NGX_INT64_LEN + 2];
+    ngx_str_t  m;
+    u_char     key[NGX_HTTP_MINICHAT_DURABLE_KEY_LEN], member[2 * NGX_INT64_LEN + 2];
 
-    av[0] = "ZREM";
-    al[0] = 4;
-    av[1] = (const char *) key;
-    al[1] = ngx_http_minichat_durable_key(key, room) - key;
-    av[2] = (const char *) member;
-    al[2] = ngx_sprintf(member, "%uL:%uL", room, seq) - member;
+    m.data = member;
+    m.len = ngx_sprintf(member, "%uL:%uL", room, seq) - member;
 
-    /* not waited for: a note left behind only costs a repeat, stored once */
-    (void) ngx_http_minichat_redis_argv(3, av, al, NULL, NULL);
+    /* write-behind, gathered with the others of this index: a note left
+     * behind only costs a repeat, stored once */
+    ngx_http_minichat_defer("ZREM", key, ngx_http_minichat_durable_key(key, room) - key, &m, 1);
 }
 
 

@@ -1057,6 +1057,7 @@ ngx_http_minichat_exit_process(ngx_cycle_t *cycle)
     ngx_http_minichat_presence_exit();
     ngx_http_minichat_durable_exit();
     ngx_http_minichat_members_exit();
+    ngx_http_minichat_defer_flush();
     ngx_http_minichat_relay_exit();
     ngx_http_minichat_redis_exit();
     ngx_http_minichat_auth_exit();

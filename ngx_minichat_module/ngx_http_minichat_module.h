@@ -398,6 +398,11 @@ ngx_int_t ngx_http_minichat_room_script(uint64_t room, const ngx_http_minichat_s
 uint64_t ngx_http_minichat_reply_id(redisReply *r);
 ngx_int_t ngx_http_minichat_reply_ids(redisReply *reply, size_t from, uint64_t **out);
 
+/* write-behind commands (ngx_http_minichat_defer.c) */
+void ngx_http_minichat_defer(const char *cmd, const u_char *key, size_t key_len, const ngx_str_t *args,
+    ngx_uint_t n);
+void ngx_http_minichat_defer_flush(void);
+
 /* the members cache (ngx_http_minichat_members.c) */
 typedef struct ngx_http_minichat_members_s ngx_http_minichat_members_t;
 ngx_http_minichat_members_t *ngx_http_minichat_members_hold(uint64_t room);

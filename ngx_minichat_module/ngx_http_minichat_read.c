@@ -144,20 +144,16 @@ done:
 void
 ngx_http_minichat_read_mark(uint64_t room, uint64_t user, uint64_t seq)
 {
-    const char  *av[4];
-    size_t       al[4];
-    u_char       field[2 * NGX_INT64_LEN + 2], val[NGX_INT64_LEN];
+    ngx_str_t  fv[2];
+    u_char     field[2 * NGX_INT64_LEN + 2], val[NGX_INT64_LEN];
 
-    av[0] = "HSET";
-    al[0] = 4;
-    av[1] = "{dirty}:read";
-    al[1] = sizeof("{dirty}:read") - 1;
-    av[2] = (const char *) field;
-    al[2] = ngx_sprintf(field, "%uL:%uL", room, user) - field;
-    av[3] = (const char *) val;
-    al[3] = ngx_sprintf(val, "%uL", seq) - val;
+    fv[0].data = field;
+    fv[0].len = ngx_sprintf(field, "%uL:%uL", room, user) - field;
+    fv[1].data = val;
+    fv[1].len = ngx_sprintf(val, "%uL", seq) - val;
 
-    (void) ngx_http_minichat_redis_argv(4, av, al, NULL, NULL);
+    /* write-behind: the flusher takes it seconds later anyway */
+    ngx_http_minichat_defer("HSET", (u_char *) "{dirty}:read", sizeof("{dirty}:read") - 1, fv, 2);
 }
 
 
