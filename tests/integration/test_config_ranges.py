@@ -31,6 +31,7 @@ BAD = [
     ("minichat_max_message_size 2m", 'invalid "minichat_max_message_size" "2m": must be between 128 and 1m'),
     ("minichat_send_queue_size 100", 'invalid "minichat_send_queue_size" "100": must be between 256 and 1g'),
     ("minichat_recent_log_size 0", "value must be between 1 and 1000000"),
+    ("minichat_members_cache 1000001", "value must be between 0 and 1000000"),
     ("minichat_recent_log_bytes 10", 'invalid "minichat_recent_log_bytes" "10": must be between 1k and 1g'),
     ("minichat_ws_echo_max_message_size 65m",
      'invalid "minichat_ws_echo_max_message_size" "65m": must be between 128 and 64m'),

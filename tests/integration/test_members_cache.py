@@ -8,7 +8,10 @@ version a worker still holds."""
 
 import asyncio
 
+import pytest
+
 from conftest import connect, create_room, redis, rest, run_async, token, uid
+from own_nginx import OwnNginx, ws_connect
 
 # connections per sender and node: the stack's nginx runs 2 workers and a
 # connection lands on either, so several make both workers hold the room
@@ -197,3 +200,53 @@ async def test_retried_send_answers_the_same_ack():
         assert [f.get("seq") for f in cb.frames if f.get("op") == "msg"].count(first["seq"]) == 1, cb.frames
     finally:
         await close_all(conns + [cb])
+
+
+@pytest.mark.parametrize("size", [0, 1])
+@run_async
+async def test_a_tiny_cache_or_none_still_delivers_to_the_members_now(size):
+    """minichat_members_cache 1: three rooms in turn evict each other's
+    entry while sends on it are in flight; 0: no cache, every send gets the
+    list.  Members change between the rounds; each round's sends reach
+    exactly the members of that moment."""
+    a, b, c = uid(), uid(), uid()
+    rooms = [create_room(a, [a, b]) for _ in range(3)]
+    n = OwnNginx([], extra=["minichat_members_cache %d" % size]).start()
+    conns = []
+    try:
+        sender = await ws_connect(n.port, a)
+        cb, cc = await connect(b, "b"), await connect(c, "b")
+        conns = [sender, cb, cc]
+        for rnd in range(3):
+            if rnd == 1:
+                for room in rooms:
+                    st, _ = rest("POST", "/api/rooms/%d/invite" % room, "a", token(a), {"members": [c]})
+                    assert st == 200
+            if rnd == 2:
+                for room in rooms:
+                    st, r = rest("POST", "/api/rooms/%d/leave" % room, "a", token(c))
+                    assert st == 200, (st, r)
+            # several sends per room in flight at once, rooms interleaved
+            reqs = []
+            for i in range(4):
+                for room in rooms:
+                    req = {"op": "send", "id": sender.next_id(), "room": room, "cid": "r%d-%d" % (rnd, i),
+                           "body": "round %d" % rnd}
+                    await sender.send(req)
+                    reqs.append(req)
+            acks = []
+            for req in reqs:
+                ack = await sender.expect("ack", id=req["id"])
+                acks.append((req["room"], ack["seq"]))
+            for room, seq in acks:
+                await cb.expect("msg", room=room, seq=seq)
+                if rnd == 1:
+                    await cc.expect("msg", room=room, seq=seq)
+            if rnd == 2:
+                await asyncio.sleep(0.5)
+                got = {(f["room"], f["seq"]) for f in cc.frames if f.get("op") == "msg"}
+                assert not got & set(acks), sorted(got & set(acks))
+    finally:
+        await close_all(conns)
+        bad = n.stop()
+        assert not bad, bad
