@@ -10,7 +10,8 @@
 Records are JSON objects, one a line, as bench.sh writes them: a fan-out
 run (scenario 2) has system, rate, offered, delivered, deliveries_per_s,
 p50_us, p99_us and cpu_ms per group of processes; a cross-node run
-(scenario 3) has system, round, p50_us, p99_us, p999_us, max_us and cpu_ms,
+(scenario 3) has system, round, p50_us, p99_us, p999_us, max_us, ack_p50_us,
+ack_p99_us and cpu_ms,
 and the table shows the median of the rounds (render_s3); idle runs
 (scenario 1) have the memory of the processes holding the sockets before
 and after (kB), and rate-limit runs (scenario 4) bench/ratelimit.sh's
@@ -219,10 +220,11 @@ def derive_s3(r):
 def line_s3(r):
     r = derive_s3(r)
     return ("cross-node %s run %s: %s of %s delivered (%s), p50 %s ms p99 %s ms p99.9 %s ms max %s ms, "
-            "%s CPU us per message" % (
+            "ack p50 %s ms p99 %s ms, %s CPU us per message" % (
                 NAMES[r["system"]], r["round"], r.get("delivered"), r.get("offered"),
                 "PASS" if r.get("pass") else "FAIL", fmt(ms(r.get("p50_us")), 3), fmt(ms(r.get("p99_us")), 3),
-                fmt(ms(r.get("p999_us")), 3), fmt(ms(r.get("max_us")), 3), fmt(r["cpu_us_per_msg_path"], 1)))
+                fmt(ms(r.get("p999_us")), 3), fmt(ms(r.get("max_us")), 3), fmt(ms(r.get("ack_p50_us")), 3),
+                fmt(ms(r.get("ack_p99_us")), 3), fmt(r["cpu_us_per_msg_path"], 1)))
 
 
 def summary_s3(runs, skipped):
@@ -245,6 +247,8 @@ def summary_s3(runs, skipped):
             "p99_us": median(r.get("p99_us") for r in rs),
             "p999_us": median(r.get("p999_us") for r in rs),
             "max_us": median(r.get("max_us") for r in rs),
+            "ack_p50_us": median(r.get("ack_p50_us") for r in rs),
+            "ack_p99_us": median(r.get("ack_p99_us") for r in rs),
             "cpu_us_per_msg_path": median(r["cpu_us_per_msg_path"] for r in rs),
             "cpu_us_per_msg_by_process": {g: median(r["cpu_us_per_msg_by_process"].get(g) for r in rs)
                                           for g in groups},
@@ -252,7 +256,8 @@ def summary_s3(runs, skipped):
     mc, cf = out.get("minichat"), out.get("centrifugo")
     ratios = None
     if mc and cf:
-        ratios = {k: ratio(mc[k], cf[k]) for k in ("p50_us", "p99_us", "p999_us", "max_us", "cpu_us_per_msg_path")}
+        ratios = {k: ratio(mc[k], cf[k]) for k in ("p50_us", "p99_us", "p999_us", "max_us", "ack_p50_us", "ack_p99_us",
+                                                   "cpu_us_per_msg_path")}
     return {"title": SCENARIOS[3], "runs": runs, "skipped": dict(skipped), "medians": out,
             "minichat_over_centrifugo": ratios, "target_p99_us": S3_TARGET_P99_US}
 
@@ -281,6 +286,7 @@ def render_s3(summary):
     out.append("| --- | " + " | ".join("---:" for _ in cols) + (" | ---: |" if both else " |"))
     metrics = (("delivered / offered", None), ("sends > 1 ms late", "late_sends"), ("p50 ms", "p50_us"),
                ("p99 ms", "p99_us"), ("p99.9 ms", "p999_us"), ("max ms", "max_us"),
+               ("sender's ack p50 ms", "ack_p50_us"), ("sender's ack p99 ms", "ack_p99_us"),
                ("CPU µs / message (path)", "cpu_us_per_msg_path"))
     for name, key in metrics:
         cells = []

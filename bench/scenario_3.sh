@@ -8,7 +8,7 @@
 # (10,000) at S3_RATE (1,000) messages a second, paced to the microsecond
 # by the load generator, which stamps each send with CLOCK_MONOTONIC; the
 # member's receive time minus that stamp is the latency (p50, p99, p99.9,
-# max).  A send the load generator's window of 32 unacked sends held back
+# max); the sender's ack latency (send -> its ack: p50, p99) beside it.  A send the load generator's window of 32 unacked sends held back
 # over 1 ms past its schedule is counted (late_sends): latency is measured
 # from the actual send, so many late sends mean the offered rate was not
 # kept.  S3_RUNS (3) runs per system, alternating between the systems so
@@ -82,6 +82,7 @@ s3_run() {
             "$(field "$log" deliver sent)" "$(field "$log" deliver acked)" "$(field "$log" deliver expected)" \
             "$(field "$log" deliver received)" "$(field "$log" deliver out_of_order)" \
             "$(field "$log" deliver late_sends)"
+        printf ',"ack_p50_us":%s,"ack_p99_us":%s' "$(field "$log" ack_us p50)" "$(field "$log" ack_us p99)"
         printf ',"span_ms":%s,"p50_us":%s,"p99_us":%s,"p999_us":%s,"max_us":%s,"cpu_ms":{' \
             "$(field "$log" rate span_ms)" "$(field "$log" latency_us p50)" "$(field "$log" latency_us p99)" \
             "$(field "$log" latency_us p99.9)" "$(field "$log" latency_us max)"

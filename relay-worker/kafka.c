@@ -7,6 +7,11 @@
  * without duplicating or reordering within a partition.  Everything runs on
  * the main thread: produce() from the publish path, poll() once per epoll
  * round (delivery reports and logs come back there), flush() on shutdown.
+ * The producer waits kafka_linger_ms (5) to put several messages in one
+ * ProduceRequest (fewer requests, wakeups and syscalls per message in both
+ * the relay-worker and the broker, for at most that much more on the
+ * sender's ack), and the acks one poll answers leave corked: one write per
+ * nginx worker (worker_link.c).
  * With `fanout = durable` a message's fan-out (the peers and this node's
  * reorderer) waits for its delivery report, in its waiter: recipients see
  * only what Kafka has (dispatch.c fans out at once otherwise, and repairs
@@ -375,7 +380,11 @@ void kafka_produce(Minichat__ChatMessage *m, uint64_t conn_id, uint64_t req_id, 
 void kafka_poll(void)
 {
     if (kafka_rk != NULL) {
+        /* a poll serves a batch of delivery reports, one ack each: they
+         * leave together, one write per worker */
+        link_cork();
         rd_kafka_poll(kafka_rk, 0);
+        link_uncork();
     }
 }
 

@@ -76,7 +76,7 @@ static void usage(FILE *out)
             "      peer_tls_ca, peer_tls_cert, peer_tls_key (PEM files: mutual TLS between\n"
             "      relay-workers; unset: in the clear), peer_tls_names (names,...; default: the\n"
             "      peers' node names), kafka_brokers,\n"
-            "      kafka_topic, kafka_linger_ms (1), kafka_message_timeout_ms (30000),\n"
+            "      kafka_topic, kafka_linger_ms (5), kafka_message_timeout_ms (30000),\n"
             "      kafka_security_protocol (plaintext|ssl|sasl_plaintext|sasl_ssl), kafka_ssl_ca,\n"
             "      kafka_ssl_cert, kafka_ssl_key, kafka_sasl_mechanism (PLAIN), kafka_sasl_username,\n"
             "      kafka_sasl_password_file (docs/operations-security.md),\n"
@@ -185,7 +185,7 @@ static int conf_read(const mc_conf_t *c)
     if (conf_socket_access(c) != 0) {
         return -1;
     }
-    if (conf_int(c, "kafka_linger_ms", 1, 0, 10000, &relay_conf.kafka_linger_ms) != 0
+    if (conf_int(c, "kafka_linger_ms", 5, 0, 10000, &relay_conf.kafka_linger_ms) != 0
         || conf_int(c, "kafka_message_timeout_ms", 30000, 1000, 900000, &relay_conf.kafka_timeout_ms) != 0
         || conf_int(c, "local_outbuf_max_mb", 64, 1, 4096, &outbuf) != 0
         || conf_int(c, "peer_queue_max", 100000, 1, 100000000, &qmax) != 0

@@ -133,6 +133,10 @@ int link_send(uint64_t conn_id, const uint8_t *frame, size_t len);
 /* Queues frames for every connection that said hello but except_id (0: all). */
 void link_broadcast(uint64_t except_id, const uint8_t *frames, size_t len);
 void link_close_all(void);
+/* Cork the calling thread's writes to the workers: they queue until
+ * link_uncork(), which sends each connection's queue with one send(). */
+void link_cork(void);
+void link_uncork(void);
 void link_stats(uint64_t *conns, uint64_t *dropped, uint64_t *refused);
 
 /* dispatch.c: the LocalFrame handler (main thread) */

@@ -27,6 +27,14 @@
  * else only when allowed_peers lists its uid or one of its groups.  A
  * refused peer is closed at once, logged once at warn and counted.
  *
+ * Corking (link_cork/link_uncork): a thread that is about to answer many
+ * frames at once (the main thread serving a batch of Kafka delivery
+ * reports, one ack each) corks first: its writes then only queue in the
+ * output buffers, and uncorking sends each buffer with one send(), so the
+ * worker wakes and reads once per batch instead of once per frame.  The
+ * cork is the calling thread's own; other threads' writes queue behind
+ * what is corked (never ahead of it) and arm EPOLLOUT as usual.
+ *
  * Only the main thread frees a connection.  Another thread that must give up
  * on one marks it dead and shuts the socket down, which wakes the main thread
  * with EPOLLHUP.  Other threads name connections by id, never by pointer.
@@ -84,6 +92,7 @@ static uint64_t link_refused; /* connections refused by their credentials */
 static link_listener_t link_listener = {LINK_LISTEN, -1};
 static char link_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 static link_handler_t link_handler;
+static __thread int link_corked; /* this thread queues its writes until link_uncork() */
 
 static void conn_close(link_conn_t *c);
 
@@ -171,7 +180,7 @@ static void conn_write_locked(link_conn_t *c, const uint8_t *p, size_t n)
     if (c->dead || n == 0) {
         return;
     }
-    if (c->out.len == c->out_off) {
+    if (c->out.len == c->out_off && !link_corked) {
         w = send(c->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
             mc_warn("link: send to worker %s/%u: %s", c->node, c->pid, strerror(errno));
@@ -198,7 +207,31 @@ static void conn_write_locked(link_conn_t *c, const uint8_t *p, size_t n)
         conn_kill_locked(c);
         return;
     }
-    conn_arm_locked(c);
+    if (!link_corked) {
+        conn_arm_locked(c); /* corked: link_uncork() sends it, or arms */
+    }
+}
+
+void link_cork(void)
+{
+    link_corked = 1;
+}
+
+void link_uncork(void)
+{
+    size_t i;
+
+    if (!link_corked) {
+        return;
+    }
+    link_corked = 0;
+    pthread_mutex_lock(&link_lock);
+    for (i = 0; i < link_nconns; i++) {
+        if (!link_conns[i]->dead && link_conns[i]->out.len > link_conns[i]->out_off && !link_conns[i]->want_out) {
+            (void)conn_flush_locked(link_conns[i]); /* a broken one is marked dead; the main thread closes it */
+        }
+    }
+    pthread_mutex_unlock(&link_lock);
 }
 
 int link_send(uint64_t conn_id, const uint8_t *frame, size_t len)

@@ -118,6 +118,7 @@ typedef struct {
     int64_t first_send_us; /* the first send, the last delivery (CLOCK_MONOTONIC; 0: none) */
     int64_t last_rx_us;
     lg_hist_t latency;
+    lg_hist_t ack_latency; /* a sender's send -> its ack */
 } lg_stats_t;
 
 typedef struct {

@@ -273,6 +273,7 @@ static void sum(const lg_shared_t *sh, int procs, lg_stats_t *t)
             t->min_pings = s->min_pings;
         }
         lg_hist_merge(&t->latency, &s->latency);
+        lg_hist_merge(&t->ack_latency, &s->ack_latency);
     }
     if (t->min_pings == UINT64_MAX) {
         t->min_pings = 0;
@@ -329,6 +330,9 @@ static int report(const lg_config_t *cfg, const lg_stats_t *t, int timed_out)
         printf("loadgen: latency_us p50=%" PRIu64 " p99=%" PRIu64 " p99.9=%" PRIu64 " max=%" PRIu64 " n=%" PRIu64 "\n",
                lg_hist_quantile(&t->latency, 0.5), lg_hist_quantile(&t->latency, 0.99),
                lg_hist_quantile(&t->latency, 0.999), t->latency.max, t->latency.n);
+        printf("loadgen: ack_us p50=%" PRIu64 " p99=%" PRIu64 " p99.9=%" PRIu64 " max=%" PRIu64 " n=%" PRIu64 "\n",
+               lg_hist_quantile(&t->ack_latency, 0.5), lg_hist_quantile(&t->ack_latency, 0.99),
+               lg_hist_quantile(&t->ack_latency, 0.999), t->ack_latency.max, t->ack_latency.n);
         /* deliveries over the time from the first send to the last
          * delivery: what the server kept up with (make bench's rate) */
         span_us = t->first_send_us && t->last_rx_us > t->first_send_us ? t->last_rx_us - t->first_send_us : 0;

@@ -78,6 +78,7 @@ typedef struct {
 typedef struct {
     uint64_t id;
     conn_t *sender;
+    int64_t sent_at[SEND_WINDOW]; /* send k's time at k % SEND_WINDOW, for its ack's latency */
 } room_t;
 
 typedef struct {
@@ -455,6 +456,13 @@ static int on_message(runner_t *r, conn_t *c, const char *p, size_t n)
         break;
     case LG_EV_ACK:
         if (c->sender) {
+            /* a sender's acks come in the order of its sends (one room,
+             * one sequence): this ack answers send number c->acked */
+            int64_t at = r->rooms[c->room].sent_at[c->acked % SEND_WINDOW], now = mc_now_us();
+
+            if (c->acked < c->next_k) {
+                lg_hist_add(&r->st->ack_latency, now > at ? (uint64_t)(now - at) : 0);
+            }
             c->acked++;
             r->st->acked++;
         }
@@ -725,6 +733,7 @@ static int send_due(runner_t *r, int64_t *next_us)
             if (r->st->first_send_us == 0) {
                 r->st->first_send_us = now;
             }
+            r->rooms[i].sent_at[s->next_k % SEND_WINDOW] = at;
             s->next_k++;
             r->st->sent++;
         }
