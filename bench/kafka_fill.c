@@ -4,7 +4,11 @@
  * so that bench/consumer_rate.sh can time the roomlist-consumer alone.
  * Seqs are dense per room (1, 2, ...), the key is the room id in decimal.
  *
- *   kafka_fill BROKERS TOPIC ROOM_BASE ROOMS MSGS BODY_BYTES
+ *   kafka_fill BROKERS TOPIC ROOM_BASE ROOMS MSGS BODY_BYTES [RATE]
+ *
+ * RATE (messages a second) paces the messages evenly, for the consumer's
+ * cost per row at a light load; without it (or 0) they go as fast as
+ * librdkafka takes them.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -20,7 +24,8 @@ int main(int argc, char **argv)
 {
     Minichat__ChatMessage m = MINICHAT__CHAT_MESSAGE__INIT;
     char errstr[512], key[24], cid[32], *body;
-    unsigned long long base, rooms, msgs, blen, i;
+    unsigned long long base, rooms, msgs, blen, rate = 0, i;
+    int64_t t0, due;
     rd_kafka_conf_t *conf;
     rd_kafka_topic_t *rkt;
     rd_kafka_t *rk;
@@ -28,9 +33,16 @@ int main(int argc, char **argv)
     size_t n;
     int klen;
 
-    if (argc != 7) {
-        fprintf(stderr, "usage: kafka_fill BROKERS TOPIC ROOM_BASE ROOMS MSGS BODY_BYTES\n");
+    if (argc != 7 && argc != 8) {
+        fprintf(stderr, "usage: kafka_fill BROKERS TOPIC ROOM_BASE ROOMS MSGS BODY_BYTES [RATE]\n");
         return 2;
+    }
+    if (argc == 8) {
+        rate = strtoull(argv[7], NULL, 10);
+        if (rate > 1000000) {
+            fprintf(stderr, "kafka_fill: RATE is at most 1000000 messages a second\n");
+            return 2;
+        }
     }
     base = strtoull(argv[3], NULL, 10);
     rooms = strtoull(argv[4], NULL, 10);
@@ -63,7 +75,14 @@ int main(int argc, char **argv)
     }
     rkt = rd_kafka_topic_new(rk, argv[2], NULL);
 
+    t0 = mc_now_ms();
     for (i = 0; i < msgs; i++) {
+        if (rate > 0) {
+            due = t0 + (int64_t)(i * 1000 / rate);
+            while (mc_now_ms() < due) {
+                rd_kafka_poll(rk, (int)(due - mc_now_ms()));
+            }
+        }
         m.room = base + i % rooms;
         m.seq = i / rooms + 1;
         m.sender = 1;

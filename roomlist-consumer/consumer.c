@@ -4,12 +4,33 @@
  * A high-level consumer in group `minichat-roomlist` with auto-commit off
  * reads topic `minichat.messages`, whose records are keyed by room and hold one
  * packed ChatMessage each.  Records are unpacked into an mc_msgbatch_t until
- * the batch holds batch_size records or batch_ms have passed since its first
- * record; then the store writes the batch in one transaction on the primary,
- * and only after COMMIT are the batch's offsets committed to Kafka,
- * synchronously and for the partitions we still own.  That order gives
- * at-least-once delivery into MySQL, and the store's INSERT IGNORE on
- * (room_id, seq) with forward-only updates turns it into exactly-once rows.
+ * the batch holds batch_size records, or batch_ms have passed since its first
+ * record was produced and no fetched record is ready (so a backlog makes
+ * full batches); then the store writes the batch in one transaction on the primary,
+ * and only after COMMIT are the batch's offsets committed to Kafka, for the
+ * partitions we still own.  That order gives at-least-once delivery into
+ * MySQL, and the store's INSERT IGNORE on (room_id, seq) with forward-only
+ * updates turns it into exactly-once rows.
+ *
+ * In steady state the offset commit is asynchronous: the loop goes on to the
+ * next batch instead of waiting a round trip to the group coordinator (one
+ * of the seven round trips a batch used to wait for).  A commit that fails
+ * or is lost only makes the records be read again, which the rows'
+ * idempotence makes harmless; failures are counted from the commit callback.
+ * Before partitions are revoked and at shutdown the offsets are committed
+ * synchronously, all of them sent since the last synchronous commit (the
+ * `sent` list): requests to the coordinator are answered in order, so when
+ * that commit returns the earlier asynchronous ones are settled too, and the
+ * next owner starts where we stopped.
+ *
+ * At a light load each record used to wake the consumer on its own (a
+ * fetch answered as soon as one record was there: about 100 CPU-us per
+ * record at 400 a second).  So the broker is asked to hold a fetch until
+ * it has RC_FETCH_MIN_BYTES or batch_ms have passed (at most a second;
+ * librdkafka's defaults when batch_ms is 0), and the batch's wait
+ * counts from its first record's produce time (its Kafka timestamp, at
+ * most batch_ms back), not from its arrival: a record held in the fetch
+ * has already waited, and the two waits do not add up.
  *
  * A record that does not unpack is logged with its partition and offset and
  * skipped: its offset is committed with the batch, so it is not read again.
@@ -36,6 +57,7 @@
  * next start), and the consumer leaves the group and is destroyed.
  */
 #include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "consumer.h"
@@ -47,14 +69,23 @@
 #define RC_BACKOFF_MIN_MS 100
 #define RC_BACKOFF_MAX_MS 5000
 #define RC_SHUTDOWN_ATTEMPTS 3
+#define RC_FETCH_MIN_BYTES "65536"  /* a fetch is answered at this much data, or after batch_ms ... */
+#define RC_FETCH_WAIT_MAX_MS 1000    /* ... or this, if shorter (below socket.timeout.ms, and the batch's
+                                        wait counts from the produce time anyway) */
 
 static void consumer_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts,
                                   void *opaque);
 static int consumer_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value);
 static int consumer_handle(rc_consumer_t *c, rd_kafka_message_t *rkm);
+static int64_t consumer_batch_start(rc_consumer_t *c, const rd_kafka_message_t *rkm);
 static int consumer_track(rc_consumer_t *c, const char *topic, int32_t partition, int64_t offset);
 static int consumer_flush(rc_consumer_t *c, int max_attempts);
-static void consumer_commit(rc_consumer_t *c);
+static void consumer_commit(rc_consumer_t *c, int sync);
+static void consumer_settle(rc_consumer_t *c);
+static int consumer_send(rc_consumer_t *c, const rd_kafka_topic_partition_list_t *offsets, int sync);
+static int consumer_merge(rd_kafka_topic_partition_list_t *into, const rd_kafka_topic_partition_list_t *from);
+static void consumer_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *offsets,
+                               void *opaque);
 static void consumer_reset_batch(rc_consumer_t *c);
 static void consumer_pause(rc_consumer_t *c, int pause);
 static int64_t consumer_lag(rc_consumer_t *c);
@@ -78,17 +109,20 @@ int rc_consumer_init(rc_consumer_t *c, const rc_consumer_config_t *cfg, rc_store
     rd_kafka_conf_t *conf;
     rd_kafka_topic_partition_list_t *topics;
     rd_kafka_resp_err_t err;
-    char errstr[512];
+    char errstr[512], fetch_wait[16];
 
     memset(c, 0, sizeof(*c));
+    snprintf(fetch_wait, sizeof(fetch_wait), "%d",
+             cfg->batch_ms < RC_FETCH_WAIT_MAX_MS ? cfg->batch_ms : RC_FETCH_WAIT_MAX_MS);
     c->cfg = *cfg;
     c->store = store;
     c->push = push;
     c->run = run;
     mc_msgbatch_init(&c->batch);
     c->offsets = rd_kafka_topic_partition_list_new(16);
-    if (c->offsets == NULL) {
-        return -1;
+    c->sent = rd_kafka_topic_partition_list_new(16);
+    if (c->offsets == NULL || c->sent == NULL) {
+        goto err;
     }
 
     conf = rd_kafka_conf_new();
@@ -102,6 +136,9 @@ int rc_consumer_init(rc_consumer_t *c, const rc_consumer_config_t *cfg, rc_store
         || consumer_conf_set(conf, "enable.auto.offset.store", "false") != 0
         || consumer_conf_set(conf, "auto.offset.reset", "earliest") != 0
         || consumer_conf_set(conf, "session.timeout.ms", cfg->session_timeout_ms) != 0
+        /* batch_ms 0 asks for no wait: librdkafka's fetch defaults then */
+        || (cfg->batch_ms > 0 && consumer_conf_set(conf, "fetch.min.bytes", RC_FETCH_MIN_BYTES) != 0)
+        || (cfg->batch_ms > 0 && consumer_conf_set(conf, "fetch.wait.max.ms", fetch_wait) != 0)
         /* static membership: a restarted instance takes its partitions
          * back at once instead of after the session timeout */
         || (cfg->instance[0] && consumer_conf_set(conf, "group.instance.id", cfg->instance) != 0))
@@ -116,6 +153,7 @@ int rc_consumer_init(rc_consumer_t *c, const rc_consumer_config_t *cfg, rc_store
     }
     rd_kafka_conf_set_log_cb(conf, rc_kafka_log_cb);
     rd_kafka_conf_set_rebalance_cb(conf, consumer_rebalance_cb);
+    rd_kafka_conf_set_offset_commit_cb(conf, consumer_commit_cb);
     rd_kafka_conf_set_opaque(conf, c);
 
     c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
@@ -149,8 +187,14 @@ err:
         rd_kafka_destroy(c->rk);
         c->rk = NULL;
     }
-    rd_kafka_topic_partition_list_destroy(c->offsets);
+    if (c->offsets != NULL) {
+        rd_kafka_topic_partition_list_destroy(c->offsets);
+    }
+    if (c->sent != NULL) {
+        rd_kafka_topic_partition_list_destroy(c->sent);
+    }
     c->offsets = NULL;
+    c->sent = NULL;
     return -1;
 }
 
@@ -189,6 +233,8 @@ static void consumer_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_ka
         }
         if (!c->flushing) {
             rc_store_flush_members(c->store, 1);
+            /* settle the asynchronous commits of earlier batches */
+            consumer_settle(c);
         }
         if (coop) {
             error = rd_kafka_incremental_unassign(rk, parts);
@@ -233,6 +279,26 @@ static int consumer_track(rc_consumer_t *c, const char *topic, int32_t partition
     return 0;
 }
 
+/* Returns when a batch whose first record is rkm began, on mc_now_ms()'s
+ * clock: the record's produce time (its Kafka timestamp) when that is older
+ * than its arrival, since the fetch may have held it up to batch_ms
+ * already; never more than batch_ms before now, so a producer's clock ahead
+ * of ours or behind it can only make the wait shorter, never longer. */
+static int64_t consumer_batch_start(rc_consumer_t *c, const rd_kafka_message_t *rkm)
+{
+    int64_t now = mc_now_ms(), ts, age;
+
+    ts = rd_kafka_message_timestamp(rkm, NULL);
+    if (ts <= 0) {
+        return now;
+    }
+    age = mc_wall_ms() - ts;
+    if (age <= 0) {
+        return now;
+    }
+    return now - (age < c->cfg.batch_ms ? age : c->cfg.batch_ms);
+}
+
 /* Adds one consumed record (or logs a consume error).  Returns 0, or -1 on a
  * fatal error (the record is then not part of the batch). */
 static int consumer_handle(rc_consumer_t *c, rd_kafka_message_t *rkm)
@@ -271,7 +337,7 @@ static int consumer_handle(rc_consumer_t *c, rd_kafka_message_t *rkm)
         return -1;
     }
     if (c->records == 0) {
-        c->first_ms = mc_now_ms();
+        c->first_ms = consumer_batch_start(c, rkm);
     }
     c->records++;
     c->consumed++;
@@ -289,42 +355,68 @@ static void consumer_reset_batch(rc_consumer_t *c)
     }
 }
 
-/* Commits the batch's offsets, synchronously, for the partitions we still own. */
-static void consumer_commit(rc_consumer_t *c)
+/* Raises into's offsets to from's, adding its partitions.  Returns 0 or -1 when out of memory. */
+static int consumer_merge(rd_kafka_topic_partition_list_t *into, const rd_kafka_topic_partition_list_t *from)
+{
+    rd_kafka_topic_partition_t *p, *q;
+    int i;
+
+    for (i = 0; i < from->cnt; i++) {
+        p = &from->elems[i];
+        q = rd_kafka_topic_partition_list_find(into, p->topic, p->partition);
+        if (q == NULL) {
+            q = rd_kafka_topic_partition_list_add(into, p->topic, p->partition);
+            if (q == NULL) {
+                return -1;
+            }
+            q->offset = p->offset;
+        } else if (p->offset > q->offset) {
+            q->offset = p->offset;
+        }
+    }
+    return 0;
+}
+
+/* Commits offsets for the partitions we still own: synchronously (waiting
+ * for the coordinator's answer) or not.  Returns 0, or -1 when nothing could
+ * be sent (a failure reported later is counted by consumer_commit_cb). */
+static int consumer_send(rc_consumer_t *c, const rd_kafka_topic_partition_list_t *offsets, int sync)
 {
     rd_kafka_topic_partition_list_t *owned = NULL, *commit = NULL;
     rd_kafka_topic_partition_t *p, *q;
     rd_kafka_resp_err_t err;
-    int i;
+    int i, rc = -1;
 
-    if (c->offsets->cnt == 0) {
-        return;
+    if (offsets->cnt == 0) {
+        return 0;
     }
     err = rd_kafka_assignment(c->rk, &owned);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         mc_warn("kafka: cannot read the assignment: %s", rd_kafka_err2str(err));
         goto done;
     }
-    commit = rd_kafka_topic_partition_list_new(c->offsets->cnt);
+    commit = rd_kafka_topic_partition_list_new(offsets->cnt);
     if (commit == NULL) {
         goto done;
     }
-    for (i = 0; i < c->offsets->cnt; i++) {
-        p = &c->offsets->elems[i];
+    for (i = 0; i < offsets->cnt; i++) {
+        p = &offsets->elems[i];
         if (rd_kafka_topic_partition_list_find(owned, p->topic, p->partition) != NULL) {
             q = rd_kafka_topic_partition_list_add(commit, p->topic, p->partition);
             q->offset = p->offset;
         }
     }
+    rc = 0;
     if (commit->cnt == 0) {
         mc_info("kafka: batch partitions no longer assigned; offsets left to the new owner");
         goto done;
     }
-    err = rd_kafka_commit(c->rk, commit, 0);
+    err = rd_kafka_commit(c->rk, commit, sync ? 0 : 1);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        c->commits_failed++;
+        /* a synchronous failure is also reported to consumer_commit_cb, which counts it */
         mc_warn("kafka: offset commit failed: %s (the rows are written; records will be re-read)",
                 rd_kafka_err2str(err));
+        rc = -1;
     }
 
 done:
@@ -333,6 +425,62 @@ done:
     }
     if (commit != NULL) {
         rd_kafka_topic_partition_list_destroy(commit);
+    }
+    return rc;
+}
+
+/* Commits the offsets of the batch just written: asynchronously in steady
+ * state (remembered in c->sent for consumer_settle), or synchronously
+ * together with every asynchronous commit since the last synchronous one. */
+static void consumer_commit(rc_consumer_t *c, int sync)
+{
+    if (consumer_merge(c->sent, c->offsets) != 0) {
+        /* without the record, settle cannot repeat this commit: wait for it now */
+        mc_warn("kafka: out of memory remembering offsets; committing synchronously");
+        consumer_send(c, c->offsets, 1);
+        return;
+    }
+    if (sync) {
+        consumer_settle(c);
+    } else {
+        consumer_send(c, c->offsets, 0);
+    }
+}
+
+/* Commits synchronously every offset committed asynchronously since the
+ * last synchronous commit: when it returns, the coordinator has answered
+ * them all (it answers one member's requests in order). */
+static void consumer_settle(rc_consumer_t *c)
+{
+    consumer_send(c, c->sent, 1);
+    while (c->sent->cnt > 0) {
+        rd_kafka_topic_partition_list_del_by_idx(c->sent, c->sent->cnt - 1);
+    }
+}
+
+/* Counts failed offset commits, asynchronous or not (served by rd_kafka_consumer_poll). */
+static void consumer_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *offsets,
+                               void *opaque)
+{
+    rc_consumer_t *c = opaque;
+    int i;
+
+    (void)rk;
+    if (err == RD_KAFKA_RESP_ERR__NO_OFFSET) {
+        return;
+    }
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR && offsets != NULL) {
+        for (i = 0; i < offsets->cnt; i++) {
+            if (offsets->elems[i].err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+                err = offsets->elems[i].err;
+                break;
+            }
+        }
+    }
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        c->commits_failed++;
+        mc_warn("kafka: offset commit failed: %s (the rows are written; records will be re-read)",
+                rd_kafka_err2str(err));
     }
 }
 
@@ -375,7 +523,8 @@ static int consumer_flush(rc_consumer_t *c, int max_attempts)
         if (rc_store_write(c->store, &c->batch) == 0
             && (c->push == NULL || rc_push_batch(c->push, c->store->db, &c->batch) == 0))
         {
-            consumer_commit(c);
+            /* asynchronous in the loop (max_attempts 0), synchronous at revocation and shutdown */
+            consumer_commit(c, max_attempts != 0);
             consumer_reset_batch(c);
             rc = 0;
             break;
@@ -456,7 +605,7 @@ int rc_consumer_run(rc_consumer_t *c)
     rd_kafka_message_t *rkm;
     rd_kafka_resp_err_t err;
     int64_t now, next_stats, next_members, timeout;
-    int rc = 0;
+    int rc = 0, got;
 
     next_stats = mc_now_ms() + (int64_t)c->cfg.stats_s * 1000;
     next_members = mc_now_ms();
@@ -469,6 +618,7 @@ int rc_consumer_run(rc_consumer_t *c)
         }
 
         rkm = rd_kafka_consumer_poll(c->rk, (int)timeout);
+        got = rkm != NULL;
         if (rkm != NULL) {
             if (consumer_handle(c, rkm) != 0) {
                 rc = -1;
@@ -479,8 +629,10 @@ int rc_consumer_run(rc_consumer_t *c)
             rd_kafka_message_destroy(rkm);
         }
 
+        /* a batch closes when full, or once its wait has passed and no
+         * fetched record is ready (a backlog fills batches to batch_size) */
         now = mc_now_ms();
-        if (c->records > 0 && (c->records >= c->cfg.batch_size || now - c->first_ms >= c->cfg.batch_ms)) {
+        if (c->records > 0 && (c->records >= c->cfg.batch_size || (now - c->first_ms >= c->cfg.batch_ms && !got))) {
             consumer_flush(c, 0);
         }
         if (c->records == 0 && now >= next_members) {
@@ -498,6 +650,7 @@ int rc_consumer_run(rc_consumer_t *c)
     if (consumer_flush(c, RC_SHUTDOWN_ATTEMPTS) != 0) {
         mc_warn("%zu records not written; they will be read again at the next start", c->records);
     }
+    consumer_settle(c);
     if (rc_store_flush_members(c->store, 1) != 0) {
         mc_warn("the members of %zu rooms keep an older last_message_at until their next message",
                 rc_store_pending(c->store));
@@ -514,6 +667,8 @@ int rc_consumer_run(rc_consumer_t *c)
     c->rk = NULL;
     mc_msgbatch_free(&c->batch);
     rd_kafka_topic_partition_list_destroy(c->offsets);
+    rd_kafka_topic_partition_list_destroy(c->sent);
     c->offsets = NULL;
+    c->sent = NULL;
     return rc;
 }

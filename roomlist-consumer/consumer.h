@@ -36,6 +36,8 @@ typedef struct {
 
     mc_msgbatch_t batch;
     rd_kafka_topic_partition_list_t *offsets;  /* per partition: next offset after the batch */
+    rd_kafka_topic_partition_list_t *sent;     /* per partition: the offsets committed asynchronously
+                                                  since the last synchronous commit */
     size_t records;                            /* records in the batch, malformed ones included */
     int64_t first_ms;                          /* when the batch's first record arrived */
     int flushing;                              /* inside rc_consumer_flush() */
