@@ -34,18 +34,28 @@ typedef struct {
 } ngx_http_minichat_history_t;
 
 
-/* The page's JSON while it is built. */
+/* The page's JSON while it is built: one buffer sized before the first
+ * byte is written (the fields around the messages, then each message's
+ * exact upper bound), so a page is rendered in one pass and never copied
+ * or grown on the way. */
 typedef struct {
     u_char  *buf;
-    size_t   len;
-    size_t   cap;
+    u_char  *last;
+    u_char  *msgs;       /* where the messages start */
 } ngx_http_minichat_out_t;
+
+
+/* What a message adds besides its own JSON: the comma before it and its
+ * unread count ("}" becomes ",\"unread\":N}"). */
+#define NGX_HTTP_MINICHAT_HISTORY_MSG_EXTRA  (sizeof(",,\"unread\":") + NGX_SIZE_T_LEN)
 
 
 static size_t ngx_http_minichat_history_budget(void);
 static void ngx_http_minichat_history_reply(redisReply *reply, ngx_int_t rc, void *data);
 static void ngx_http_minichat_history_rows(Minichat__LocalFrame *result, void *data);
-static ngx_int_t ngx_http_minichat_out_add(ngx_http_minichat_out_t *o, const u_char *p, size_t n);
+static ngx_int_t ngx_http_minichat_history_open(ngx_http_minichat_history_t *h, ngx_http_minichat_out_t *o,
+    size_t msgs);
+static void ngx_http_minichat_history_unread(ngx_http_minichat_out_t *o, size_t unread);
 static void ngx_http_minichat_history_finish(ngx_http_minichat_history_t *h, ngx_http_minichat_out_t *o);
 static void ngx_http_minichat_history_fail(ngx_http_minichat_history_t *h, ngx_int_t rc, const char *code,
     const char *text);
@@ -120,8 +130,7 @@ ngx_http_minichat_history_reply(redisReply *reply, ngx_int_t rc, void *data)
     redisReply                   *e;
     uint64_t                     *seqs = NULL;
     size_t                       *unread = NULL;
-    u_char                        num[sizeof(",\"unread\":}") + NGX_INT64_LEN];
-    size_t                        i, n, first, count;
+    size_t                        i, first, count, bytes;
     ngx_uint_t                    covered;
 
     if (rc == NGX_DECLINED) {
@@ -191,7 +200,10 @@ ngx_http_minichat_history_reply(redisReply *reply, ngx_int_t rc, void *data)
     count = reply->elements - first;
     h->lo = h->before - count;
 
-    ngx_memzero(&o, sizeof(o));
+    bytes = 0;
+    for (i = 0; i < count; i++) {
+        bytes += reply->element[first + i]->len + NGX_HTTP_MINICHAT_HISTORY_MSG_EXTRA;
+    }
 
     if (count) {
         seqs = ngx_alloc(count * (sizeof(uint64_t) + sizeof(size_t)), ngx_cycle->log);
@@ -206,28 +218,29 @@ ngx_http_minichat_history_reply(redisReply *reply, ngx_int_t rc, void *data)
         (void) mc_unread_walk(h->pointers, h->n_pointers, seqs, count, unread);
     }
 
+    if (ngx_http_minichat_history_open(h, &o, bytes) != NGX_OK) {
+        if (seqs) {
+            ngx_free(seqs);
+        }
+        ngx_http_minichat_history_fail(h, NGX_ERROR, "unavailable", "out of memory");
+        return;
+    }
+
     for (i = 0; i < count; i++) {
         e = reply->element[first + i];
         if (e->type != REDIS_REPLY_STRING || e->len < 2 || e->str[e->len - 1] != '}') {
             continue;
         }
-        if (o.len && o.len + e->len > ngx_http_minichat_history_budget()) {
+        if (o.last > o.msgs && (size_t) (o.last - o.msgs) + e->len > ngx_http_minichat_history_budget()) {
             /* the rest is the next page: the client's queue must hold this one */
             h->lo = seqs[i - 1];
             break;
         }
-        n = ngx_sprintf(num, ",\"unread\":%uz}", unread[i]) - num;
-        if ((o.len > 0 && ngx_http_minichat_out_add(&o, (u_char *) ",", 1) != NGX_OK)
-            || ngx_http_minichat_out_add(&o, (u_char *) e->str, e->len - 1) != NGX_OK
-            || ngx_http_minichat_out_add(&o, num, n) != NGX_OK)
-        {
-            ngx_free(seqs);
-            if (o.buf) {
-                ngx_free(o.buf);
-            }
-            ngx_http_minichat_history_fail(h, NGX_ERROR, "unavailable", "out of memory");
-            return;
+        if (o.last > o.msgs) {
+            *o.last++ = ',';
         }
+        o.last = ngx_cpymem(o.last, e->str, e->len);
+        ngx_http_minichat_history_unread(&o, unread[i]);
     }
 
     if (seqs) {
@@ -246,9 +259,8 @@ ngx_http_minichat_history_rows(Minichat__LocalFrame *result, void *data)
     Minichat__HistoryResult      *hr;
     Minichat__ChatMessage        *m;
     uint64_t                     *seqs = NULL;
-    size_t                       *unread = NULL;
-    u_char                       *buf = NULL, *p;
-    size_t                        i, n, cap = 0;
+    size_t                       *unread = NULL, *jlen = NULL;
+    size_t                        i, n, bytes, budget;
     uint64_t                      last_seq = h->before;
 
     hr = result ? result->history_result : NULL;
@@ -260,15 +272,17 @@ ngx_http_minichat_history_rows(Minichat__LocalFrame *result, void *data)
         return;
     }
 
-    ngx_memzero(&o, sizeof(o));
     n = hr->n_messages;
+    bytes = 0;
 
     if (n) {
-        seqs = ngx_alloc(n * (sizeof(uint64_t) + sizeof(size_t)), ngx_cycle->log);
+        seqs = ngx_alloc(n * (sizeof(uint64_t) + 2 * sizeof(size_t)), ngx_cycle->log);
         if (seqs == NULL) {
-            goto nomem;
+            ngx_http_minichat_history_fail(h, NGX_ERROR, "unavailable", "out of memory");
+            return;
         }
         unread = (size_t *) (seqs + n);
+        jlen = unread + n;
         for (i = 0; i < n; i++) {
             seqs[i] = hr->messages[i]->seq;
         }
@@ -277,131 +291,102 @@ ngx_http_minichat_history_rows(Minichat__LocalFrame *result, void *data)
                           h->room);
             ngx_memzero(unread, n * sizeof(size_t));
         }
-    }
 
-    for (i = 0; i < n; i++) {
-        m = hr->messages[i];
-        if (m->seq >= h->before || m->seq < h->lo) {
-            continue;
-        }
-        if (m->cid == NULL || m->body == NULL) {
-            continue;
-        }
-        if (o.len && o.len + ngx_http_minichat_msg_json_len(m) > ngx_http_minichat_history_budget()) {
-            /* the rest is the next page: the client's queue must hold this one */
-            h->lo = last_seq;
-            break;
-        }
-        last_seq = m->seq;
-        m->room = h->room;
-
-        if (ngx_http_minichat_msg_json_len(m) + 32 > cap) {
-            if (buf) {
-                ngx_free(buf);
+        /* each message's JSON length, once: it sizes the buffer and the budget */
+        for (i = 0; i < n; i++) {
+            m = hr->messages[i];
+            if (m->seq >= h->before || m->seq < h->lo || m->cid == NULL || m->body == NULL) {
+                jlen[i] = 0;
+                continue;
             }
-            cap = ngx_http_minichat_msg_json_len(m) + 32;
-            buf = ngx_alloc(cap, ngx_cycle->log);
-            if (buf == NULL) {
-                goto nomem;
-            }
-        }
-
-        p = ngx_http_minichat_msg_json(buf, m);
-        p = ngx_sprintf(p - 1, ",\"unread\":%uz}", unread[i]);
-
-        if ((o.len > 0 && ngx_http_minichat_out_add(&o, (u_char *) ",", 1) != NGX_OK)
-            || ngx_http_minichat_out_add(&o, buf, p - buf) != NGX_OK)
-        {
-            goto nomem;
+            m->room = h->room;
+            jlen[i] = ngx_http_minichat_msg_json_len(m);
+            bytes += jlen[i] + NGX_HTTP_MINICHAT_HISTORY_MSG_EXTRA;
         }
     }
 
-    if (buf) {
-        ngx_free(buf);
-    }
-    if (seqs) {
-        ngx_free(seqs);
-    }
-
-    ngx_http_minichat_history_finish(h, &o);
-    return;
-
-nomem:
-
-    if (buf) {
-        ngx_free(buf);
-    }
-    if (seqs) {
-        ngx_free(seqs);
-    }
-    if (o.buf) {
-        ngx_free(o.buf);
-    }
-    ngx_http_minichat_history_fail(h, NGX_ERROR, "unavailable", "out of memory");
-}
-
-
-static ngx_int_t
-ngx_http_minichat_out_add(ngx_http_minichat_out_t *o, const u_char *p, size_t n)
-{
-    u_char  *nb;
-    size_t   cap;
-
-    if (o->len + n > o->cap) {
-        cap = ngx_max(o->cap * 2, ngx_max(o->len + n, 4096));
-        nb = ngx_alloc(cap, ngx_cycle->log);
-        if (nb == NULL) {
-            return NGX_ERROR;
-        }
-        if (o->buf) {
-            ngx_memcpy(nb, o->buf, o->len);
-            ngx_free(o->buf);
-        }
-        o->buf = nb;
-        o->cap = cap;
-    }
-
-    ngx_memcpy(o->buf + o->len, p, n);
-    o->len += n;
-
-    return NGX_OK;
-}
-
-
-/* Wraps the messages into the page's fields and hands them over. */
-static void
-ngx_http_minichat_history_finish(ngx_http_minichat_history_t *h, ngx_http_minichat_out_t *o)
-{
-    u_char  *page, *p;
-    size_t   len;
-
-    len = sizeof("\"room\":,\"messages\":[],\"more\":false,\"last_seq\":,\"epoch\":\"\"") + 2 * NGX_INT64_LEN
-          + sizeof(h->epoch) + o->len;
-
-    page = ngx_alloc(len, ngx_cycle->log);
-    if (page == NULL) {
-        if (o->buf) {
-            ngx_free(o->buf);
+    if (ngx_http_minichat_history_open(h, &o, bytes) != NGX_OK) {
+        if (seqs) {
+            ngx_free(seqs);
         }
         ngx_http_minichat_history_fail(h, NGX_ERROR, "unavailable", "out of memory");
         return;
     }
 
-    p = ngx_sprintf(page, "\"room\":%uL,\"messages\":[", h->room);
-    if (o->len) {
-        p = ngx_cpymem(p, o->buf, o->len);
+    budget = ngx_http_minichat_history_budget();
+
+    for (i = 0; i < n; i++) {
+        if (jlen[i] == 0) {
+            continue;
+        }
+        m = hr->messages[i];
+        if (o.last > o.msgs && (size_t) (o.last - o.msgs) + jlen[i] > budget) {
+            /* the rest is the next page: the client's queue must hold this one */
+            h->lo = last_seq;
+            break;
+        }
+        last_seq = m->seq;
+
+        if (o.last > o.msgs) {
+            *o.last++ = ',';
+        }
+        o.last = ngx_http_minichat_msg_json(o.last, m);
+        ngx_http_minichat_history_unread(&o, unread[i]);
     }
-    p = ngx_sprintf(p, "],\"more\":%s,\"last_seq\":%uL,\"epoch\":\"", h->lo > 1 ? "true" : "false", h->last_seq);
+
+    if (seqs) {
+        ngx_free(seqs);
+    }
+
+    ngx_http_minichat_history_finish(h, &o);
+}
+
+
+/* Allocates the page for msgs bytes of messages at most and writes the
+ * fields before them. */
+static ngx_int_t
+ngx_http_minichat_history_open(ngx_http_minichat_history_t *h, ngx_http_minichat_out_t *o, size_t msgs)
+{
+    size_t  len;
+
+    len = sizeof("\"room\":,\"messages\":[],\"more\":false,\"last_seq\":,\"epoch\":\"\"") + 2 * NGX_INT64_LEN
+          + 6 * sizeof(h->epoch) + msgs;
+
+    o->buf = ngx_alloc(len, ngx_cycle->log);
+    if (o->buf == NULL) {
+        return NGX_ERROR;
+    }
+
+    o->last = ngx_sprintf(o->buf, "\"room\":%uL,\"messages\":[", h->room);
+    o->msgs = o->last;
+
+    return NGX_OK;
+}
+
+
+/* Turns the closing brace of the message just written into its unread
+ * count and the brace. */
+static void
+ngx_http_minichat_history_unread(ngx_http_minichat_out_t *o, size_t unread)
+{
+    o->last = ngx_sprintf(o->last - 1, ",\"unread\":%uz}", unread);
+}
+
+
+/* Writes the fields after the messages and hands the page over. */
+static void
+ngx_http_minichat_history_finish(ngx_http_minichat_history_t *h, ngx_http_minichat_out_t *o)
+{
+    u_char  *p;
+
+    p = ngx_sprintf(o->last, "],\"more\":%s,\"last_seq\":%uL,\"epoch\":\"", h->lo > 1 ? "true" : "false",
+                    h->last_seq);
     p = ngx_http_minichat_json_escape(p, h->epoch, h->epoch_len);
     *p++ = '"';
 
-    if (o->buf) {
-        ngx_free(o->buf);
-    }
+    h->handler(NGX_OK, NULL, NULL, o->buf, p - o->buf, h->data);
 
-    h->handler(NGX_OK, NULL, NULL, page, p - page, h->data);
-
-    ngx_free(page);
+    ngx_free(o->buf);
     if (h->pointers) {
         ngx_free(h->pointers);
     }

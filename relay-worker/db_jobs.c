@@ -17,6 +17,13 @@
  * id: if the worker went away meanwhile the answer is dropped with a log
  * line.  A connection lost before COMMIT runs the job once more.
  *
+ * Each thread's router measures the replicas' lag (lib/src/db.c) after a
+ * job, when one is due, rather than before the next (lag_between): a
+ * stream of history pages no longer has one page in ~100 carry the three
+ * round trips of a measurement.  After a quiet spell longer than
+ * MC_DB_LAG_STALE check periods the first read measures before it reads,
+ * as every read did before: an idle relay-worker sends nothing.
+ *
  * Jobs are independent: two threads may run two requests of one worker at
  * the same time; the transactions' row locks order what must be ordered.
  * On shutdown the threads finish their current job; queued jobs are
@@ -188,8 +195,8 @@ void db_jobs_submit(uint64_t conn_id, Minichat__LocalFrame *req)
     }
     db_tail = j;
     db_njobs++;
-    pthread_cond_signal(&db_cond);
     pthread_mutex_unlock(&db_lock);
+    pthread_cond_signal(&db_cond); /* after the unlock: the woken thread does not wait for the lock */
 }
 
 static void db_job_free(db_job_t *j)
@@ -198,12 +205,17 @@ static void db_job_free(db_job_t *j)
     free(j);
 }
 
+/* A DB thread: takes jobs in turn; measures the replicas' lag (when due)
+ * after a job, so that no request waits for it. */
 static void *db_loop(void *arg)
 {
     db_thread_t *t = arg;
     db_job_t *j;
 
     mysql_thread_init();
+    if (db_cfg.lag_between) {
+        mc_db_lag_refresh(t->q.db);
+    }
     pthread_mutex_lock(&db_lock);
     while (!db_stopping) {
         if (db_head == NULL) {
@@ -219,6 +231,9 @@ static void *db_loop(void *arg)
         pthread_mutex_unlock(&db_lock);
         db_answer(&t->q, j->conn_id, j->req, NULL);
         db_job_free(j);
+        if (db_cfg.lag_between) {
+            mc_db_lag_refresh(t->q.db);
+        }
         pthread_mutex_lock(&db_lock);
     }
     pthread_mutex_unlock(&db_lock);
@@ -283,6 +298,7 @@ int db_jobs_start(const relay_conf_t *conf)
     }
     db_cfg = conf->db;
     db_cfg.ryw = db_ryw;
+    db_cfg.lag_between = conf->db.max_lag_ms > 0;
     for (i = 0; i < conf->db_threads && i < DB_THREADS_MAX; i++) {
         t = &db_threads[i];
         t->q.db = mc_db_new(&db_cfg);

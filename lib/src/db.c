@@ -35,7 +35,9 @@
  * A replica request: when the user wrote within the read-your-writes window
  * it goes to the primary.  Otherwise the replicas whose lag measurement is
  * due are measured (db_route.c explains the GTID method; the statements are
- * fixed texts without input), then the next usable replica in turn is
+ * fixed texts without input; with lag_between the caller measures them with
+ * mc_db_lag_refresh between requests, and a request measures only a verdict
+ * gone stale), then the next usable replica in turn is
  * connected; one that cannot be reached is paused for MC_DB_REPLICA_RETRY_MS
  * and the next one tried; with none left the primary answers.
  */
@@ -188,6 +190,7 @@ mc_db_t *mc_db_new(const mc_db_config_t *cfg)
         n++;
     }
     mc_db_route_init(&db->route, n, MC_DB_REPLICA_RETRY_MS, cfg->max_lag_ms, cfg->lag_check_ms);
+    db->route.between = cfg->lag_between;
     db->ryw = cfg->ryw;
 
     db->user = strdup(cfg->user != NULL ? cfg->user : "");
@@ -452,7 +455,7 @@ static MYSQL *mc_db_replica_conn(mc_db_t *db, int64_t now)
     int k;
 
     for (i = 0; i < db->route.n; i++) {
-        if (now >= db->route.r[i].down_until_ms && mc_db_route_lag_due(&db->route, (int)i, now)) {
+        if (now >= db->route.r[i].down_until_ms && mc_db_route_lag_due_read(&db->route, (int)i, now)) {
             mc_db_measure(db, (int)i, now);
         }
     }
@@ -470,6 +473,18 @@ static MYSQL *mc_db_replica_conn(mc_db_t *db, int64_t now)
         mc_warn("db: %s unreachable, not read from for %d ms", db->replica[k].name, MC_DB_REPLICA_RETRY_MS);
     }
     return NULL;
+}
+
+void mc_db_lag_refresh(mc_db_t *db)
+{
+    int64_t now = mc_now_ms();
+    size_t i;
+
+    for (i = 0; i < db->route.n; i++) {
+        if (now >= db->route.r[i].down_until_ms && mc_db_route_lag_due(&db->route, (int)i, now)) {
+            mc_db_measure(db, (int)i, now);
+        }
+    }
 }
 
 MYSQL *mc_db_conn_for(mc_db_t *db, mc_db_role_t role, uint64_t user)

@@ -7,8 +7,10 @@
  * replica that is idle and behind can read 0), and is NULL when replication
  * stopped.  A MariaDB primary's @@gtid_binlog_pos names, per replication
  * domain, the seq_no of the last transaction it wrote; a replica's
- * @@gtid_slave_pos the last one it applied.  At most every check_ms (when
- * a read comes) the router reads both and remembers the primary's position
+ * @@gtid_slave_pos the last one it applied.  At most every check_ms (just
+ * before a read, or, with between set, after a read, and before one only
+ * after a quiet spell: the relay-worker's DB threads, so that pages do not
+ * wait for the extra round trips) the router reads both and remembers the primary's position
  * with the time it read it.  If the replica has applied the newest sample,
  * it is in step.  Otherwise the newest sample it has applied was taken at
  * t, and what it misses was written after t: its lag is at most now - t,
@@ -17,8 +19,8 @@
  * dropped.  The bound errs on the safe side: after a quiet spell (no reads,
  * so no samples) a replica that is a moment behind counts as lagging until
  * the next check, one check_ms later, finds it past a recent sample.  The
- * cost is two one-row SELECTs per replica per check_ms per router, and
- * nothing on the path of a query; no heartbeat writer is needed, and an
+ * cost is two one-row SELECTs per replica per check_ms per router (and
+ * SHOW SLAVE STATUS, db.c); no heartbeat writer is needed, and an
  * idle primary means no lag whatever the clocks say.
  *
  * A replica that has applied none of the samples (just after start, or
@@ -143,6 +145,15 @@ void mc_db_route_down(mc_db_route_t *rt, int i, int64_t now_ms)
 int mc_db_route_lag_due(const mc_db_route_t *rt, int i, int64_t now_ms)
 {
     return rt->max_lag_ms > 0 && (rt->r[i].checked_ms == 0 || now_ms - rt->r[i].checked_ms >= rt->check_ms);
+}
+
+int mc_db_route_lag_due_read(const mc_db_route_t *rt, int i, int64_t now_ms)
+{
+    if (!rt->between) {
+        return mc_db_route_lag_due(rt, i, now_ms);
+    }
+    return rt->max_lag_ms > 0
+           && (rt->r[i].checked_ms == 0 || now_ms - rt->r[i].checked_ms >= MC_DB_LAG_STALE * rt->check_ms);
 }
 
 int mc_db_route_lag_measure(mc_db_route_t *rt, int i, int64_t now_ms, const mc_gtid_pos_t *primary,

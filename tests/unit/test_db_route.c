@@ -106,6 +106,26 @@ START_TEST(test_lag_due)
 }
 END_TEST
 
+/* Measured between reads: a read measures only a verdict 2 periods old. */
+START_TEST(test_lag_due_read)
+{
+    mc_db_route_t rt;
+
+    mc_db_route_init(&rt, 1, 5000, 2000, 250);
+    ck_assert_int_eq(mc_db_route_lag_due_read(&rt, 0, 100), 1); /* as before: due */
+    rt.between = 1;
+    ck_assert_int_eq(mc_db_route_lag_due_read(&rt, 0, 100), 1); /* never measured */
+    mc_db_route_lag_unknown(&rt, 0, 100);
+    ck_assert_int_eq(mc_db_route_lag_due(&rt, 0, 350), 1);      /* due for the refresh after a read */
+    ck_assert_int_eq(mc_db_route_lag_due_read(&rt, 0, 350), 0); /* but not for the read itself */
+    ck_assert_int_eq(mc_db_route_lag_due_read(&rt, 0, 599), 0);
+    ck_assert_int_eq(mc_db_route_lag_due_read(&rt, 0, 600), 1); /* stale: the read measures */
+    mc_db_route_init(&rt, 1, 5000, 0, 250);
+    rt.between = 1;
+    ck_assert_int_eq(mc_db_route_lag_due_read(&rt, 0, 100), 0);
+}
+END_TEST
+
 START_TEST(test_lag_verdicts)
 {
     mc_db_route_t rt;
@@ -244,6 +264,7 @@ int main(void)
     tcase_add_test(tc, test_gtid_covers);
     tcase_add_test(tc, test_round_robin_and_down);
     tcase_add_test(tc, test_lag_due);
+    tcase_add_test(tc, test_lag_due_read);
     tcase_add_test(tc, test_lag_verdicts);
     tcase_add_test(tc, test_lag_after_quiet_spell);
     tcase_add_test(tc, test_lag_samples_bounded);

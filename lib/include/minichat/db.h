@@ -46,6 +46,8 @@ typedef struct {
     int64_t lag_check_ms;   /* at most one lag measurement per replica per this */
     int64_t ryw_ms;         /* read-your-writes window (for the caller's mc_db_ryw_new) */
     mc_db_ryw_t *ryw;       /* the process's recent writers, or NULL: read-your-writes off */
+    int lag_between;        /* the caller measures lag between reads (mc_db_lag_refresh); a read then
+                               measures only a verdict MC_DB_LAG_STALE checks old */
 } mc_db_config_t;
 
 typedef struct mc_db_s mc_db_t;
@@ -54,6 +56,11 @@ typedef enum { MC_DB_PRIMARY, MC_DB_REPLICA } mc_db_role_t;
 
 mc_db_t *mc_db_new(const mc_db_config_t *cfg);
 void mc_db_free(mc_db_t *db);
+
+/* Measures the lag of every reachable replica whose measurement is due
+ * (at most one per replica per lag_check_ms): for a caller with
+ * lag_between, after a request or while idle. */
+void mc_db_lag_refresh(mc_db_t *db);
 
 /* Returns a live connection for the role, or NULL when none can be had.  A
  * replica request for user (0: nobody in particular) is served by the

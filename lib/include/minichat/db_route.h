@@ -15,6 +15,7 @@
 #define MC_DB_REPLICAS_MAX 16
 #define MC_DB_GTID_DOMAINS 8   /* replication domains a position may name */
 #define MC_DB_LAG_SAMPLES 64   /* primary positions remembered per replica */
+#define MC_DB_LAG_STALE 2      /* check_ms periods without a measurement before a read measures it itself */
 
 /* A MariaDB GTID position ("0-1-42,1-2-7"): per domain, the highest seq_no. */
 typedef struct {
@@ -42,6 +43,7 @@ typedef struct {
     int64_t retry_ms;                /* a down replica's pause */
     int64_t max_lag_ms;              /* lag past this: skipped (0: lag never checked) */
     int64_t check_ms;                /* at most one lag measurement per replica per check_ms */
+    int between;                     /* lags are measured between reads (mc_db_lag_refresh), not by them */
     mc_db_replica_state_t r[MC_DB_REPLICAS_MAX];
 } mc_db_route_t;
 
@@ -63,6 +65,12 @@ void mc_db_route_down(mc_db_route_t *rt, int i, int64_t now_ms);
 
 /* Returns 1 when replica i's lag is due to be measured (never, or check_ms ago). */
 int mc_db_route_lag_due(const mc_db_route_t *rt, int i, int64_t now_ms);
+
+/* Returns 1 when a read must measure replica i's lag before it picks a
+ * replica: when it is due, or, with between set, only when no measurement
+ * was taken in MC_DB_LAG_STALE check_ms (the thread that measures between
+ * reads was kept busy). */
+int mc_db_route_lag_due_read(const mc_db_route_t *rt, int i, int64_t now_ms);
 
 /* Records one measurement of replica i: the primary's position now, the
  * replica's applied position now, and whether its replication runs.  The
