@@ -180,6 +180,29 @@ static int peer_open(peer_t *p)
     return 0;
 }
 
+int peers_check(const char *spec, const char *self, char *err, size_t err_size)
+{
+    const char *rest = spec, *s;
+    size_t n = 0, len;
+    peer_t p;
+
+    while ((s = mc_conf_list_next(&rest, &len)) != NULL) {
+        if (n++ == PEER_MAX) {
+            snprintf(err, err_size, "peers: more than %d peers", PEER_MAX);
+            return -1;
+        }
+        if (peer_parse(&p, s, len) != 0) {
+            snprintf(err, err_size, "peers: bad peer \"%.*s\" (want node@host:port)", (int)len, s);
+            return -1;
+        }
+        if (self != NULL && strcmp(p.name, self) == 0) {
+            snprintf(err, err_size, "peers: \"%s\" is this node", p.name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int peers_init(const char *spec, const char *self)
 {
     const char *rest = spec, *s, *e;

@@ -64,12 +64,14 @@ int relay_epoll_fd(void)
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: relay-worker -c FILE\n"
+            "usage: relay-worker [-t] -c FILE\n"
             "\n"
             "Relays MiniChat messages between this node's nginx workers (unix socket),\n"
             "the other nodes (gRPC) and Kafka, and answers their MySQL requests.\n"
             "\n"
             "  -c, --config FILE   config file (key = value), see conf/relay-worker.conf.in\n"
+            "  -t, --test          check the config file and exit: every error with its file\n"
+            "                      and line, exit status 1 when there is one (nothing is connected)\n"
             "  -h, --help          this text\n"
             "\n"
             "keys: node, unix_socket, grpc_listen, peers (node@host:port,...),\n"
@@ -94,24 +96,9 @@ static void usage(FILE *out)
             "      rebuild_wait_ms (5000)\n");
 }
 
-/* Reads an integer key within [min, max].  Returns 0 or -1 with a log line. */
-static int conf_int(const mc_conf_t *c, const char *key, long long def, long long min, long long max,
-                    long long *out)
-{
-    int ok = 1;
-
-    *out = mc_conf_get_int(c, key, def, &ok);
-    if (!ok || *out < min || *out > max) {
-        mc_error("config: %s must be a number in [%lld, %lld]", key, min, max);
-        return -1;
-    }
-    return 0;
-}
-
 /* Fills the unix socket's access settings of relay_conf: the file's mode
- * and group, and the peers allowed besides root and our own user.
- * Returns 0 or -1 with a log line. */
-static int conf_socket_access(const mc_conf_t *c)
+ * and group, and the peers allowed besides root and our own user. */
+static void conf_socket_access(mc_conf_t *c)
 {
     const char *mode = mc_conf_get(c, "unix_socket_mode", "0660");
     const char *group = mc_conf_get(c, "unix_socket_group", "");
@@ -119,43 +106,61 @@ static int conf_socket_access(const mc_conf_t *c)
     char err[256];
 
     if (mc_sock_mode_parse(mode, &relay_conf.unix_socket_mode, err, sizeof(err)) != 0) {
-        mc_error("config: unix_socket_mode: %s", err);
-        return -1;
-    }
-    if (relay_conf.unix_socket_mode & 0002) {
+        mc_conf_error(c, "unix_socket_mode", "unix_socket_mode: %s", err);
+    } else if (relay_conf.unix_socket_mode & 0002) {
         mc_warn("config: unix_socket_mode %04o lets every local user connect; only allowed_peers keeps them out",
                 (unsigned)relay_conf.unix_socket_mode);
     }
     relay_conf.unix_socket_chgrp = group[0] != '\0';
     if (relay_conf.unix_socket_chgrp
         && mc_sock_group_parse(group, &relay_conf.unix_socket_group, err, sizeof(err)) != 0) {
-        mc_error("config: unix_socket_group: %s", err);
-        return -1;
+        mc_conf_error(c, "unix_socket_group", "unix_socket_group: %s", err);
     }
     if (mc_sock_peers_parse(peers, &relay_conf.allowed_peers, err, sizeof(err)) != 0) {
-        mc_error("config: allowed_peers: %s", err);
-        return -1;
+        mc_conf_error(c, "allowed_peers", "allowed_peers: %s", err);
     }
-    return 0;
 }
 
-/* Fills relay_conf from the file.  Returns 0 or -1 with a log line. */
-static int conf_read(const mc_conf_t *c)
+/* The peers list and the peer TLS keys: what can be checked without a
+ * network (peer_tls_init reads and checks the PEM files themselves). */
+static void conf_peers(mc_conf_t *c)
+{
+    int set = (relay_conf.peer_tls_ca != NULL) + (relay_conf.peer_tls_cert != NULL) + (relay_conf.peer_tls_key != NULL);
+    char err[256];
+
+    if (relay_conf.node != NULL && peers_check(relay_conf.peers, relay_conf.node, err, sizeof(err)) != 0) {
+        mc_conf_error(c, "peers", "%s", err);
+    }
+    if (set == 0 && relay_conf.peer_tls_names != NULL) {
+        mc_conf_error(c, "peer_tls_names", "peer_tls_names needs peer_tls_ca, peer_tls_cert and peer_tls_key");
+    }
+    if (set != 0 && set != 3) {
+        mc_conf_error(c, relay_conf.peer_tls_ca ? "peer_tls_ca" : relay_conf.peer_tls_cert ? "peer_tls_cert"
+                                                                                          : "peer_tls_key",
+                      "peer_tls_ca, peer_tls_cert and peer_tls_key go together (set all three or none)");
+    }
+    mc_conf_file(c, "peer_tls_ca");
+    mc_conf_file(c, "peer_tls_cert");
+    mc_conf_file(c, "peer_tls_key");
+}
+
+/* Fills relay_conf from the file, recording every error in c (the caller
+ * logs them).  Returns 0 or -1. */
+static int conf_read(mc_conf_t *c)
 {
     static const char *const levels[] = {"debug", "info", "warn", "error"};
     const char *lvl = mc_conf_get(c, "log_level", "info");
     long long outbuf, qmax, qmb, batch_kb, first_hold, gap, idle, held, rooms, ahead, db_threads, db_queue;
     const char *fanout;
-    char err[512];
     int i;
 
     for (i = 0; i < 4 && strcmp(lvl, levels[i]) != 0; i++) {
     }
     if (i == 4) {
-        mc_error("config: log_level \"%s\" is not debug, info, warn or error", lvl);
-        return -1;
+        mc_conf_error(c, "log_level", "log_level \"%s\" is not debug, info, warn or error", lvl);
+    } else {
+        mc_log_init("relay-worker", i);
     }
-    mc_log_init("relay-worker", i);
 
     relay_conf.node = mc_conf_get(c, "node", NULL);
     relay_conf.unix_socket = mc_conf_get(c, "unix_socket", NULL);
@@ -168,49 +173,47 @@ static int conf_read(const mc_conf_t *c)
     relay_conf.kafka_brokers = mc_conf_get(c, "kafka_brokers", NULL);
     relay_conf.kafka_topic = mc_conf_get(c, "kafka_topic", "minichat.messages");
     relay_conf.kafka_consumer_group = mc_conf_get(c, "kafka_consumer_group", "minichat-roomlist");
-    if (mc_db_conf_read(c, &main_db_conf, err, sizeof(err)) != 0
-        || mc_kafka_sec_read(c, &relay_conf.kafka_sec, err, sizeof(err)) != 0) {
-        mc_error("config: %s", err);
-        return -1;
-    }
+    mc_db_conf_read(c, &main_db_conf);
+    mc_kafka_sec_read(c, &relay_conf.kafka_sec);
     relay_conf.db = main_db_conf.db;
     if (relay_conf.node == NULL || relay_conf.node[0] == '\0' || strlen(relay_conf.node) > 63) {
-        mc_error("config: node is required (at most 63 characters)");
-        return -1;
+        mc_conf_error(c, "node", "node is required (at most 63 characters)");
+        relay_conf.node = NULL;
     }
-    if (relay_conf.unix_socket == NULL || relay_conf.grpc_listen == NULL || relay_conf.kafka_brokers == NULL) {
-        mc_error("config: unix_socket, grpc_listen and kafka_brokers are required");
-        return -1;
+    if (relay_conf.unix_socket == NULL) {
+        mc_conf_error(c, NULL, "unix_socket is required");
     }
-    if (conf_socket_access(c) != 0) {
-        return -1;
+    if (relay_conf.grpc_listen == NULL) {
+        mc_conf_error(c, NULL, "grpc_listen is required");
     }
-    if (conf_int(c, "kafka_linger_ms", 5, 0, 10000, &relay_conf.kafka_linger_ms) != 0
-        || conf_int(c, "kafka_message_timeout_ms", 30000, 1000, 900000, &relay_conf.kafka_timeout_ms) != 0
-        || conf_int(c, "local_outbuf_max_mb", 64, 1, 4096, &outbuf) != 0
-        || conf_int(c, "peer_queue_max", 100000, 1, 100000000, &qmax) != 0
-        || conf_int(c, "peer_queue_max_mb", 256, 8, 65536, &qmb) != 0
-        || conf_int(c, "peer_batch_kb", 1024, 1, 32768, &batch_kb) != 0
-        || conf_int(c, "peer_timeout_ms", 5000, 10, 600000, &relay_conf.peer_timeout_ms) != 0
-        || conf_int(c, "peer_max_age_ms", 10000, 100, 3600000, &relay_conf.peer_max_age_ms) != 0
-        || conf_int(c, "publish_max_age_ms", 1000, 100, 600000, &relay_conf.publish_max_age_ms) != 0
-        || conf_int(c, "order_first_hold_ms", 500, 0, 10000, &first_hold) != 0
-        || conf_int(c, "order_gap_ms", 2000, 1, 60000, &gap) != 0
-        || conf_int(c, "order_idle_ms", 600000, 1000, 86400000, &idle) != 0
-        || conf_int(c, "order_max_held", 10000, 1, 10000000, &held) != 0
-        || conf_int(c, "order_max_rooms", 1000000, 1000, 100000000, &rooms) != 0
-        || conf_int(c, "order_max_ahead", 10000, 100, 1000000000, &ahead) != 0
-        || conf_int(c, "db_threads", 2, 1, 16, &db_threads) != 0
-        || conf_int(c, "db_queue_max", 10000, 1, 10000000, &db_queue) != 0
-        || conf_int(c, "rebuild_wait_ms", 5000, 0, 600000, &relay_conf.rebuild_wait_ms) != 0) {
-        return -1;
+    if (relay_conf.kafka_brokers == NULL) {
+        mc_conf_error(c, NULL, "kafka_brokers is required");
     }
+    conf_socket_access(c);
+    conf_peers(c);
+    mc_conf_int(c, "kafka_linger_ms", 5, 0, 10000, &relay_conf.kafka_linger_ms);
+    mc_conf_int(c, "kafka_message_timeout_ms", 30000, 1000, 900000, &relay_conf.kafka_timeout_ms);
+    mc_conf_int(c, "local_outbuf_max_mb", 64, 1, 4096, &outbuf);
+    mc_conf_int(c, "peer_queue_max", 100000, 1, 100000000, &qmax);
+    mc_conf_int(c, "peer_queue_max_mb", 256, 8, 65536, &qmb);
+    mc_conf_int(c, "peer_batch_kb", 1024, 1, 32768, &batch_kb);
+    mc_conf_int(c, "peer_timeout_ms", 5000, 10, 600000, &relay_conf.peer_timeout_ms);
+    mc_conf_int(c, "peer_max_age_ms", 10000, 100, 3600000, &relay_conf.peer_max_age_ms);
+    mc_conf_int(c, "publish_max_age_ms", 1000, 100, 600000, &relay_conf.publish_max_age_ms);
+    mc_conf_int(c, "order_first_hold_ms", 500, 0, 10000, &first_hold);
+    mc_conf_int(c, "order_gap_ms", 2000, 1, 60000, &gap);
+    mc_conf_int(c, "order_idle_ms", 600000, 1000, 86400000, &idle);
+    mc_conf_int(c, "order_max_held", 10000, 1, 10000000, &held);
+    mc_conf_int(c, "order_max_rooms", 1000000, 1000, 100000000, &rooms);
+    mc_conf_int(c, "order_max_ahead", 10000, 100, 1000000000, &ahead);
+    mc_conf_int(c, "db_threads", 2, 1, 16, &db_threads);
+    mc_conf_int(c, "db_queue_max", 10000, 1, 10000000, &db_queue);
+    mc_conf_int(c, "rebuild_wait_ms", 5000, 0, 600000, &relay_conf.rebuild_wait_ms);
     fanout = mc_conf_get(c, "fanout", "admitted");
     if (strcmp(fanout, "durable") == 0) {
         relay_conf.fanout_durable = 1;
     } else if (strcmp(fanout, "admitted") != 0) {
-        mc_error("config: fanout must be \"admitted\" or \"durable\", not \"%s\"", fanout);
-        return -1;
+        mc_conf_error(c, "fanout", "fanout must be \"admitted\" or \"durable\", not \"%s\"", fanout);
     }
     relay_conf.order.first_hold_ms = (uint64_t)first_hold;
     relay_conf.order.gap_ms = (uint64_t)gap;
@@ -224,7 +227,7 @@ static int conf_read(const mc_conf_t *c)
     relay_conf.peer_queue_max = (size_t)qmax;
     relay_conf.peer_queue_bytes = (size_t)qmb << 20;
     relay_conf.peer_batch_bytes = (size_t)batch_kb << 10;
-    return 0;
+    return mc_conf_nerrors(c) ? -1 : 0;
 }
 
 /* With TLS or SASL to Kafka, connects once now: a wrong CA, certificate or
@@ -396,19 +399,22 @@ static void drain(int ms)
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {{"config", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'}, {"test", no_argument, NULL, 't'},
+                                         {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
     static const link_handler_t handler = {dispatch_frame, dispatch_read_done};
     const char *path = NULL;
     mc_conf_t *conf;
     char err[512];
-    int opt, rc = 1;
+    int opt, rc = 1, test = 0;
 
     mc_log_init("relay-worker", MC_LOG_INFO);
-    while ((opt = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "c:th", opts, NULL)) != -1) {
         switch (opt) {
         case 'c':
             path = optarg;
+            break;
+        case 't':
+            test = 1;
             break;
         case 'h':
             usage(stdout);
@@ -425,14 +431,25 @@ int main(int argc, char **argv)
     conf = mc_conf_load(path, main_keys, err, sizeof(err));
     if (conf == NULL) {
         mc_error("config: %s", err);
+        if (test) {
+            fprintf(stderr, "relay-worker: configuration file %s test failed\n", path);
+        }
         return 1;
     }
-    if (conf_read(conf) != 0) {
+    conf_read(conf);
+    /* -t also reads and checks the peer TLS files, as a start would */
+    rc = mc_conf_log_errors(conf) != 0 || (test && peer_tls_init(&relay_conf) != 0);
+    if (rc != 0 || test) {
+        if (test) {
+            fprintf(stderr, "relay-worker: configuration file %s test %s\n", path, rc ? "failed" : "is successful");
+        }
+        peer_tls_free();
         mc_kafka_sec_free(&relay_conf.kafka_sec);
         mc_db_conf_free(&main_db_conf);
         mc_conf_free(conf);
-        return 1;
+        return rc;
     }
+    rc = 1;
 
     main_epfd = epoll_create1(EPOLL_CLOEXEC);
     if (main_epfd < 0) {

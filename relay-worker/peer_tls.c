@@ -172,19 +172,12 @@ int peer_tls_init(const relay_conf_t *conf)
 {
     int set = (conf->peer_tls_ca != NULL) + (conf->peer_tls_cert != NULL) + (conf->peer_tls_key != NULL);
 
+    /* main.c's conf_peers has refused names without TLS and a partial set */
     if (set == 0) {
-        if (conf->peer_tls_names != NULL) {
-            mc_error("config: peer_tls_names needs peer_tls_ca, peer_tls_cert and peer_tls_key");
-            return -1;
-        }
         mc_warn("peers are not authenticated: peer_tls_ca, peer_tls_cert and peer_tls_key are unset, so gRPC "
                 "between relay-workers is in the clear and anyone who reaches %s can deliver messages",
                 conf->grpc_listen);
         return 0;
-    }
-    if (set != 3) {
-        mc_error("config: peer_tls_ca, peer_tls_cert and peer_tls_key go together (set all three or none)");
-        return -1;
     }
     tls_ca = pem_read("peer_tls_ca", conf->peer_tls_ca);
     tls_cert = tls_ca ? pem_read("peer_tls_cert", conf->peer_tls_cert) : NULL;

@@ -210,6 +210,9 @@ int peer_tls_caller(struct grpc_call *call, char *name, size_t size);
 void peer_tls_free(void);
 
 /* grpc_peer.c: the client side, one queue and one call in flight per peer */
+/* Checks a peers list ("node@host:port,...") without opening anything.
+ * Returns 0, or -1 with the reason in err. */
+int peers_check(const char *spec, const char *self, char *err, size_t err_size);
 int peers_init(const char *spec, const char *self);
 void peers_push(const uint8_t *msg, size_t len);
 void peers_kick(void);

@@ -59,18 +59,31 @@ static const char *const known_keys[] = {
     "push_timeout_ms", "push_max_age_ms", NULL,
 };
 
+/* Everything the file says, read and checked before anything starts. */
+typedef struct {
+    int level;
+    long long batch_size, batch_ms, members_ms, stats_s, session_ms, flush_ms, push_max, push_timeout, push_age;
+    mc_db_conf_t dconf;
+    mc_kafka_sec_t ksec;
+    const char *brokers, *topic, *group, *instance, *push_topic;
+    rc_readflush_config_t rfc;
+} rc_settings_t;
+
 static void usage(FILE *f);
 static void on_signal(int sig);
 static int parse_level(const char *s);
-static int get_flag(const mc_conf_t *conf, const char *key, int def, int *out);
-static int get_int(const mc_conf_t *conf, const char *key, long long def, long long min, long long max,
-                   long long *out);
+static int conf_read(mc_conf_t *conf, rc_settings_t *st);
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: roomlist-consumer -c FILE\n"
+    fprintf(f, "usage: roomlist-consumer [-t] -c FILE\n"
                "\n"
                "Consumes chat messages from Kafka and writes them and the room lists to MySQL.\n"
+               "\n"
+               "  -c, --config FILE   the config file\n"
+               "  -t, --test          check the config file and exit: every error with its file\n"
+               "                      and line, exit status 1 when there is one (nothing is connected)\n"
+               "  -h, --help          this text\n"
                "\n"
                "FILE holds `key = value` lines:\n"
                "  kafka_brokers   bootstrap brokers, host:port[,host:port]   (127.0.0.1:9092)\n"
@@ -134,63 +147,88 @@ static int parse_level(const char *s)
     return -1;
 }
 
-/* Reads an integer key within [min, max].  Returns 0, or -1 after logging why. */
-/* An on/off setting.  Returns 0, or -1 after logging a bad value. */
-static int get_flag(const mc_conf_t *conf, const char *key, int def, int *out)
+/* Fills st from the file, recording every error in conf (the caller logs
+ * them); files the keys name must be readable.  Returns 0 or -1. */
+static int conf_read(mc_conf_t *conf, rc_settings_t *st)
 {
-    const char *v = mc_conf_get(conf, key, def ? "on" : "off");
+    const char *level_name = mc_conf_get(conf, "log_level", "info");
+    rc_readflush_config_t *rfc = &st->rfc;
 
-    if (strcmp(v, "on") == 0) {
-        *out = 1;
-    } else if (strcmp(v, "off") == 0) {
-        *out = 0;
-    } else {
-        mc_error("invalid %s \"%s\" (want on or off)", key, v);
-        return -1;
+    st->level = parse_level(level_name);
+    if (st->level < 0) {
+        mc_conf_error(conf, "log_level", "log_level \"%s\" is not debug, info, warn or error", level_name);
+        st->level = MC_LOG_INFO;
     }
-    return 0;
-}
+    mc_conf_int(conf, "batch_size", 2000, 1, 100000, &st->batch_size);
+    mc_conf_int(conf, "batch_ms", RC_BATCH_MS, 0, 60000, &st->batch_ms);
+    mc_conf_int(conf, "members_interval_ms", 1000, 0, 3600000, &st->members_ms);
+    mc_conf_int(conf, "stats_interval", 10, 0, 86400, &st->stats_s);
+    mc_conf_int(conf, "read_flush_ms", 1000, 10, 3600000, &st->flush_ms);
+    mc_conf_int(conf, "push_max_recipients", 1000, 1, 10000, &st->push_max);
+    mc_conf_int(conf, "push_timeout_ms", 10000, 1000, 300000, &st->push_timeout);
+    mc_conf_int(conf, "push_max_age_ms", 600000, 0, 604800000, &st->push_age);
+    mc_conf_int(conf, "kafka_session_timeout_ms", 10000, 6000, 300000, &st->session_ms);
+    mc_db_conf_read(conf, &st->dconf);
+    mc_kafka_sec_read(conf, &st->ksec);
 
-static int get_int(const mc_conf_t *conf, const char *key, long long def, long long min, long long max,
-                   long long *out)
-{
-    int ok = 1;
-
-    *out = mc_conf_get_int(conf, key, def, &ok);
-    if (!ok || *out < min || *out > max) {
-        mc_error("invalid %s \"%s\" (want %lld..%lld)", key, mc_conf_get(conf, key, ""), min, max);
-        return -1;
+    st->brokers = mc_conf_get(conf, "kafka_brokers", "127.0.0.1:9092");
+    st->topic = mc_conf_get(conf, "kafka_topic", "minichat.messages");
+    st->group = mc_conf_get(conf, "kafka_group", "minichat-roomlist");
+    st->instance = mc_conf_get(conf, "kafka_instance_id", "");
+    st->push_topic = mc_conf_get(conf, "push_topic", "minichat.push");
+    if (st->brokers[0] == '\0') {
+        mc_conf_error(conf, "kafka_brokers", "kafka_brokers must not be empty");
     }
-    return 0;
+    if (st->topic[0] == '\0') {
+        mc_conf_error(conf, "kafka_topic", "kafka_topic must not be empty");
+    }
+    if (st->group[0] == '\0') {
+        mc_conf_error(conf, "kafka_group", "kafka_group must not be empty");
+    }
+
+    /* read pointers: the Redis of {dirty}:read, on its own thread */
+    rfc->redis = mc_conf_get(conf, "redis", "127.0.0.1:6379");
+    mc_conf_flag(conf, "redis_tls", 0, &rfc->tls.on);
+    mc_conf_flag(conf, "redis_tls_verify", 1, &rfc->tls.verify);
+    rfc->tls.ca_file = mc_conf_get(conf, "redis_tls_ca_file", "");
+    rfc->tls.cert_file = mc_conf_get(conf, "redis_tls_certificate", "");
+    rfc->tls.key_file = mc_conf_get(conf, "redis_tls_certificate_key", "");
+    rfc->tls.name = mc_conf_get(conf, "redis_tls_name", "");
+    mc_conf_file(conf, "redis_tls_ca_file");
+    mc_conf_file(conf, "redis_tls_certificate");
+    mc_conf_file(conf, "redis_tls_certificate_key");
+    rfc->interval_ms = (int)st->flush_ms;
+    return mc_conf_nerrors(conf) ? -1 : 0;
 }
 
 int main(int argc, char **argv)
 {
-    const char *path = NULL, *level_name;
+    const char *path = NULL;
     char err[512];
     mc_conf_t *conf = NULL;
     mc_db_t *db = NULL;
-    mc_db_conf_t dconf;
-    mc_kafka_sec_t ksec;
+    rc_settings_t st;
     mc_db_config_t dbc;
     rc_consumer_config_t cc;
     rc_consumer_t consumer;
     rc_store_t store;
-    rc_readflush_config_t rfc;
     rc_readflush_t *rf = NULL;
     rc_push_config_t pc;
     rc_push_t *push = NULL;
     struct sigaction sa;
-    long long batch_size, batch_ms, members_ms, stats_s, session_ms, flush_ms, push_max, push_timeout, push_age;
     static char session_buf[24];
-    int i, level, rc = 1;
+    int i, rc = 1, test = 0;
 
     for (i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             usage(stdout);
             return 0;
         }
-        if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
+        if (strcmp(argv[i], "-t") == 0 || strcmp(argv[i], "--test") == 0) {
+            test = 1;
+            continue;
+        }
+        if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc) {
             path = argv[++i];
             continue;
         }
@@ -203,34 +241,26 @@ int main(int argc, char **argv)
     }
 
     mc_log_init("roomlist-consumer", MC_LOG_INFO);
-    memset(&dconf, 0, sizeof(dconf));
-    memset(&ksec, 0, sizeof(ksec));
+    memset(&st, 0, sizeof(st));
 
     conf = mc_conf_load(path, known_keys, err, sizeof(err));
     if (conf == NULL) {
-        mc_error("%s", err);
-        return 1;
+        mc_error("config: %s", err);
+    } else if (conf_read(conf, &st) == 0 && mc_conf_log_errors(conf) == 0) {
+        rc = 0;
+    } else {
+        mc_conf_log_errors(conf);
     }
-
-    level_name = mc_conf_get(conf, "log_level", "info");
-    level = parse_level(level_name);
-    if (level < 0) {
-        mc_error("invalid log_level \"%s\"", level_name);
+    if (test) {
+        fprintf(stderr, "roomlist-consumer: configuration file %s test %s\n", path,
+                rc == 0 ? "is successful" : "failed");
         goto done;
     }
-    mc_log_init("roomlist-consumer", level);
-
-    if (get_int(conf, "batch_size", 2000, 1, 100000, &batch_size) != 0
-        || get_int(conf, "batch_ms", RC_BATCH_MS, 0, 60000, &batch_ms) != 0
-        || get_int(conf, "members_interval_ms", 1000, 0, 3600000, &members_ms) != 0
-        || get_int(conf, "stats_interval", 10, 0, 86400, &stats_s) != 0
-        || get_int(conf, "read_flush_ms", 1000, 10, 3600000, &flush_ms) != 0
-        || get_int(conf, "push_max_recipients", 1000, 1, 10000, &push_max) != 0
-        || get_int(conf, "push_timeout_ms", 10000, 1000, 300000, &push_timeout) != 0
-        || get_int(conf, "push_max_age_ms", 600000, 0, 604800000, &push_age) != 0)
-    {
+    if (rc != 0) {
         goto done;
     }
+    rc = 1;
+    mc_log_init("roomlist-consumer", st.level);
 
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;
@@ -240,11 +270,7 @@ int main(int argc, char **argv)
     sa.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa, NULL);
 
-    if (mc_db_conf_read(conf, &dconf, err, sizeof(err)) != 0 || mc_kafka_sec_read(conf, &ksec, err, sizeof(err)) != 0) {
-        mc_error("config: %s", err);
-        goto done;
-    }
-    dbc = dconf.db;
+    dbc = st.dconf.db;
     if (dbc.primary == NULL) {
         dbc.primary = "127.0.0.1:3306";
     }
@@ -265,57 +291,38 @@ int main(int argc, char **argv)
         mc_warn("primary not reachable yet; batches will wait for it");
     }
 
-    cc.brokers = mc_conf_get(conf, "kafka_brokers", "127.0.0.1:9092");
-    cc.sec = &ksec;
-    if (ksec.protocol != MC_KAFKA_PLAINTEXT) {
+    cc.brokers = st.brokers;
+    cc.sec = &st.ksec;
+    if (st.ksec.protocol != MC_KAFKA_PLAINTEXT) {
         /* a wrong CA, certificate or password stops the start here; brokers
          * not up yet are waited for by librdkafka */
-        i = mc_kafka_sec_probe(&ksec, cc.brokers, RC_KAFKA_PROBE_MS, err, sizeof(err));
+        i = mc_kafka_sec_probe(&st.ksec, cc.brokers, RC_KAFKA_PROBE_MS, err, sizeof(err));
         if (i < 0) {
             mc_error("kafka: cannot connect over %s: %s (check kafka_ssl_ca, kafka_ssl_cert/key and the "
-                     "kafka_sasl_* keys)", mc_kafka_protocol_name(ksec.protocol), err);
+                     "kafka_sasl_* keys)", mc_kafka_protocol_name(st.ksec.protocol), err);
             goto done;
         }
         if (i > 0) {
             mc_warn("kafka: %s; carrying on", err);
         }
     }
-    rc_store_init(&store, db, RC_MAX_STMT_BYTES, members_ms);
+    rc_store_init(&store, db, RC_MAX_STMT_BYTES, st.members_ms);
 
-    cc.topic = mc_conf_get(conf, "kafka_topic", "minichat.messages");
-    cc.group = mc_conf_get(conf, "kafka_group", "minichat-roomlist");
-    cc.instance = mc_conf_get(conf, "kafka_instance_id", "");
-    if (get_int(conf, "kafka_session_timeout_ms", 10000, 6000, 300000, &session_ms) != 0) {
-        rc_store_free(&store);
-        goto done;
-    }
-    snprintf(session_buf, sizeof(session_buf), "%lld", session_ms);
+    cc.topic = st.topic;
+    cc.group = st.group;
+    cc.instance = st.instance;
+    snprintf(session_buf, sizeof(session_buf), "%lld", st.session_ms);
     cc.session_timeout_ms = session_buf;
-    if (cc.brokers[0] == '\0' || cc.topic[0] == '\0' || cc.group[0] == '\0') {
-        mc_error("kafka_brokers, kafka_topic and kafka_group must not be empty");
-        rc_store_free(&store);
-        goto done;
-    }
-    cc.batch_size = (size_t)batch_size;
-    cc.batch_ms = (int)batch_ms;
-    cc.stats_s = (int)stats_s;
+    cc.batch_size = (size_t)st.batch_size;
+    cc.batch_ms = (int)st.batch_ms;
+    cc.stats_s = (int)st.stats_s;
 
     /* read pointers: on their own thread, with their own connections */
-    rfc.redis = mc_conf_get(conf, "redis", "127.0.0.1:6379");
-    if (get_flag(conf, "redis_tls", 0, &rfc.tls.on) != 0 || get_flag(conf, "redis_tls_verify", 1, &rfc.tls.verify) != 0) {
-        rc_store_free(&store);
-        goto done;
-    }
-    rfc.tls.ca_file = mc_conf_get(conf, "redis_tls_ca_file", "");
-    rfc.tls.cert_file = mc_conf_get(conf, "redis_tls_certificate", "");
-    rfc.tls.key_file = mc_conf_get(conf, "redis_tls_certificate_key", "");
-    rfc.tls.name = mc_conf_get(conf, "redis_tls_name", "");
-    rfc.interval_ms = (int)flush_ms;
-    rfc.db = dbc;
-    if (rfc.redis[0] == '\0') {
+    st.rfc.db = dbc;
+    if (st.rfc.redis[0] == '\0') {
         mc_warn("redis is empty: read pointers are not written back to MySQL");
     } else {
-        rf = rc_readflush_start(&rfc);
+        rf = rc_readflush_start(&st.rfc);
         if (rf == NULL) {
             rc_store_free(&store);
             goto done;
@@ -324,13 +331,13 @@ int main(int argc, char **argv)
 
     /* offline push: its own producer, and the same Redis for presence */
     pc.brokers = cc.brokers;
-    pc.sec = &ksec;
-    pc.topic = mc_conf_get(conf, "push_topic", "minichat.push");
-    pc.redis = rfc.redis;
-    pc.tls = rfc.tls;
-    pc.max_recipients = (size_t)push_max;
-    pc.timeout_ms = (int)push_timeout;
-    pc.max_age_ms = push_age;
+    pc.sec = &st.ksec;
+    pc.topic = st.push_topic;
+    pc.redis = st.rfc.redis;
+    pc.tls = st.rfc.tls;
+    pc.max_recipients = (size_t)st.push_max;
+    pc.timeout_ms = (int)st.push_timeout;
+    pc.max_age_ms = st.push_age;
     if (pc.topic[0] == '\0') {
         mc_info("push_topic is empty: no offline-push events");
     } else {
@@ -369,8 +376,8 @@ int main(int argc, char **argv)
 
 done:
     mc_db_free(db);
-    mc_kafka_sec_free(&ksec);
-    mc_db_conf_free(&dconf);
+    mc_kafka_sec_free(&st.ksec);
+    mc_db_conf_free(&st.dconf);
     mc_conf_free(conf);
     return rc;
 }

@@ -2,25 +2,37 @@
  * `key = value` configuration files for the services.  The whole file is read
  * at start-up into an array of pairs; lookups are linear, which is fine for a
  * few dozen keys read once.  Keys not in the caller's list are rejected so a
- * misspelt setting is an error, not a silent default.
+ * misspelt setting is an error, not a silent default.  Each pair keeps its
+ * line, so that an error about a value can say where it was set.
  */
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "minichat/conf.h"
+#include "minichat/log.h"
+#include "minichat/secret.h"
 
 typedef struct {
     char *key;
     char *value;
+    int line;
 } mc_conf_pair_t;
 
 struct mc_conf_s {
     mc_conf_pair_t *pairs;
     size_t n;
+    char *path;
+    char *errors[MC_CONF_MAX_ERRORS];
+    int error_lines[MC_CONF_MAX_ERRORS];
+    size_t nerrors;
 };
+
+static void conf_add_error(mc_conf_t *c, int line, const char *fmt, va_list ap);
 
 static char *trim(char *s)
 {
@@ -46,13 +58,45 @@ static int known(const char *key, const char *const *known_keys)
     return 0;
 }
 
+/* Records "PATH[:LINE]: message" (line 0: none). */
+static void conf_add_error(mc_conf_t *c, int line, const char *fmt, va_list ap)
+{
+    char msg[768], where[300];
+
+    if (c->nerrors++ >= MC_CONF_MAX_ERRORS) {
+        return;
+    }
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    c->error_lines[c->nerrors - 1] = line;
+    if (line > 0) {
+        snprintf(where, sizeof(where), "%s:%d", c->path, line);
+    } else {
+        snprintf(where, sizeof(where), "%s", c->path);
+    }
+    c->errors[c->nerrors - 1] = malloc(strlen(where) + strlen(msg) + 3);
+    if (c->errors[c->nerrors - 1] != NULL) {
+        sprintf(c->errors[c->nerrors - 1], "%s: %s", where, msg);
+    }
+}
+
+static void conf_line_error(mc_conf_t *c, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void conf_line_error(mc_conf_t *c, int line, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    conf_add_error(c, line, fmt, ap);
+    va_end(ap);
+}
+
 mc_conf_t *mc_conf_load(const char *path, const char *const *known_keys, char *err, size_t err_size)
 {
     char line[4096], *p, *eq, *key, *value;
     mc_conf_pair_t *np;
     mc_conf_t *c;
     FILE *f;
-    int lineno = 0;
+    int lineno = 0, skipping = 0;
 
     f = fopen(path, "r");
     if (f == NULL) {
@@ -61,17 +105,24 @@ mc_conf_t *mc_conf_load(const char *path, const char *const *known_keys, char *e
     }
 
     c = calloc(1, sizeof(*c));
-    if (c == NULL) {
+    if (c == NULL || (c->path = strdup(path)) == NULL) {
         snprintf(err, err_size, "out of memory");
+        free(c);
         fclose(f);
         return NULL;
     }
 
     while (fgets(line, sizeof(line), f)) {
+        if (skipping) {
+            /* the rest of a line that was too long */
+            skipping = strchr(line, '\n') == NULL;
+            continue;
+        }
         lineno++;
         if (strchr(line, '\n') == NULL && !feof(f)) {
-            snprintf(err, err_size, "%s:%d: line too long", path, lineno);
-            goto err;
+            conf_line_error(c, lineno, "line too long (at most %zu bytes)", sizeof(line) - 2);
+            skipping = 1;
+            continue;
         }
         p = strchr(line, '#');
         if (p) {
@@ -83,51 +134,158 @@ mc_conf_t *mc_conf_load(const char *path, const char *const *known_keys, char *e
         }
         eq = strchr(p, '=');
         if (eq == NULL) {
-            snprintf(err, err_size, "%s:%d: expected \"key = value\"", path, lineno);
-            goto err;
+            conf_line_error(c, lineno, "expected \"key = value\"");
+            continue;
         }
         *eq = '\0';
         key = trim(p);
         value = trim(eq + 1);
         if (!known(key, known_keys)) {
-            snprintf(err, err_size, "%s:%d: unknown key \"%s\"", path, lineno, key);
-            goto err;
+            conf_line_error(c, lineno, "unknown key \"%s\"", key);
+            continue;
         }
         np = realloc(c->pairs, (c->n + 1) * sizeof(*np));
         if (np == NULL) {
-            snprintf(err, err_size, "out of memory");
-            goto err;
+            goto oom;
         }
         c->pairs = np;
         c->pairs[c->n].key = strdup(key);
         c->pairs[c->n].value = strdup(value);
+        c->pairs[c->n].line = lineno;
         c->n++;
         if (c->pairs[c->n - 1].key == NULL || c->pairs[c->n - 1].value == NULL) {
-            snprintf(err, err_size, "out of memory");
-            goto err;
+            goto oom;
         }
+    }
+    if (ferror(f)) {
+        snprintf(err, err_size, "cannot read \"%s\": %s", path, strerror(errno));
+        goto fail;
     }
 
     fclose(f);
     return c;
 
-err:
+oom:
+    snprintf(err, err_size, "out of memory");
+fail:
     fclose(f);
     mc_conf_free(c);
     return NULL;
 }
 
-const char *mc_conf_get(const mc_conf_t *c, const char *key, const char *def)
+/* Returns the pair that sets key (the last one), or NULL. */
+static const mc_conf_pair_t *conf_find(const mc_conf_t *c, const char *key)
 {
     size_t i;
 
     /* the last occurrence wins, as in nginx's include-then-override habit */
     for (i = c->n; i > 0; i--) {
         if (strcmp(c->pairs[i - 1].key, key) == 0) {
-            return c->pairs[i - 1].value;
+            return &c->pairs[i - 1];
         }
     }
-    return def;
+    return NULL;
+}
+
+void mc_conf_error(mc_conf_t *c, const char *key, const char *fmt, ...)
+{
+    const mc_conf_pair_t *p = key ? conf_find(c, key) : NULL;
+    va_list ap;
+
+    va_start(ap, fmt);
+    conf_add_error(c, p ? p->line : 0, fmt, ap);
+    va_end(ap);
+}
+
+size_t mc_conf_nerrors(const mc_conf_t *c)
+{
+    return c->nerrors;
+}
+
+const char *mc_conf_error_at(const mc_conf_t *c, size_t i)
+{
+    if (i >= c->nerrors) {
+        return NULL;
+    }
+    if (i >= MC_CONF_MAX_ERRORS || c->errors[i] == NULL) {
+        return "(more errors)";
+    }
+    return c->errors[i];
+}
+
+size_t mc_conf_log_errors(const mc_conf_t *c)
+{
+    size_t i, kept = c->nerrors < MC_CONF_MAX_ERRORS ? c->nerrors : MC_CONF_MAX_ERRORS;
+    int line, next = 0;
+
+    /* in file order, the errors without a line (missing keys) last: one pass
+     * per line that has errors, over at most MC_CONF_MAX_ERRORS of them */
+    for (line = 0; line >= 0; line = next) {
+        next = -1;
+        for (i = 0; i < kept; i++) {
+            int l = c->error_lines[i] > 0 ? c->error_lines[i] : INT_MAX;
+
+            if (l == line) {
+                mc_error("config: %s", mc_conf_error_at(c, i));
+            } else if (l > line && (next < 0 || l < next)) {
+                next = l;
+            }
+        }
+    }
+    if (c->nerrors > MC_CONF_MAX_ERRORS) {
+        mc_error("config: %s: %zu more errors", c->path, c->nerrors - MC_CONF_MAX_ERRORS);
+    }
+    return c->nerrors;
+}
+
+int mc_conf_int(mc_conf_t *c, const char *key, long long def, long long min, long long max, long long *out)
+{
+    int ok = 1;
+    long long v = mc_conf_get_int(c, key, def, &ok);
+
+    if (!ok || v < min || v > max) {
+        mc_conf_error(c, key, "%s \"%s\" must be a number in [%lld, %lld]", key, mc_conf_get(c, key, ""), min,
+                      max);
+        *out = def;
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int mc_conf_flag(mc_conf_t *c, const char *key, int def, int *out)
+{
+    const char *v = mc_conf_get(c, key, def ? "on" : "off");
+
+    if (strcmp(v, "on") == 0) {
+        *out = 1;
+    } else if (strcmp(v, "off") == 0) {
+        *out = 0;
+    } else {
+        mc_conf_error(c, key, "%s \"%s\" must be on or off", key, v);
+        *out = def;
+        return -1;
+    }
+    return 0;
+}
+
+int mc_conf_file(mc_conf_t *c, const char *key)
+{
+    const char *path = mc_conf_get(c, key, NULL);
+    char why[300];
+
+    if (path != NULL && path[0] != '\0' && mc_file_readable(path, why, sizeof(why)) != 0) {
+        mc_conf_error(c, key, "%s: %s", key, why);
+        return -1;
+    }
+    return 0;
+}
+
+const char *mc_conf_get(const mc_conf_t *c, const char *key, const char *def)
+{
+    const mc_conf_pair_t *p = conf_find(c, key);
+
+    return p ? p->value : def;
 }
 
 long long mc_conf_get_int(const mc_conf_t *c, const char *key, long long def, int *ok)
@@ -161,7 +319,11 @@ void mc_conf_free(mc_conf_t *c)
         free(c->pairs[i].key);
         free(c->pairs[i].value);
     }
+    for (i = 0; i < c->nerrors && i < MC_CONF_MAX_ERRORS; i++) {
+        free(c->errors[i]);
+    }
     free(c->pairs);
+    free(c->path);
     free(c);
 }
 

@@ -3,7 +3,8 @@
  * Everything that can be checked without a server is checked here, at
  * start-up: the TLS mode, that verify has a CA, that a certificate comes
  * with its key, that every named file can be read, that the password comes
- * from one place only.
+ * from one place only.  Every error is recorded in the mc_conf_t with the
+ * line of the key it is about (mc_conf_error), so one run reports them all.
  */
 #include <stdio.h>
 #include <string.h>
@@ -29,61 +30,34 @@ static const char *mc_db_conf_path(const mc_conf_t *c, const char *key)
     return v != NULL && v[0] != '\0' ? v : NULL;
 }
 
-/* Reads an integer key in [min, max].  Returns 0, or -1 with the reason in err. */
-static int mc_db_conf_int(const mc_conf_t *c, const char *key, long long def, long long min, long long max,
-                          int64_t *out, char *err, size_t err_size)
-{
-    int ok = 1;
-    long long v = mc_conf_get_int(c, key, def, &ok);
-
-    if (!ok || v < min || v > max) {
-        snprintf(err, err_size, "%s must be a number in [%lld, %lld]", key, min, max);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-/* Checks that the file named by key, if any, is readable.  Returns 0 or -1. */
-static int mc_db_conf_file(const char *key, const char *path, char *err, size_t err_size)
-{
-    char why[300];
-
-    if (path != NULL && mc_file_readable(path, why, sizeof(why)) != 0) {
-        snprintf(err, err_size, "%s: %s", key, why);
-        return -1;
-    }
-    return 0;
-}
-
-int mc_db_conf_read(const mc_conf_t *c, mc_db_conf_t *dc, char *err, size_t err_size)
+int mc_db_conf_read(mc_conf_t *c, mc_db_conf_t *dc)
 {
     const char *mode = mc_conf_get(c, "mysql_ssl", "off");
     const char *pw_file = mc_db_conf_path(c, "mysql_password_file");
     const char *one = mc_conf_get(c, "mysql_replica", "");
     const char *many = mc_conf_get(c, "mysql_replicas", "");
+    size_t errors = mc_conf_nerrors(c);
+    long long lag, check, ryw;
     char why[300];
     int i;
 
     memset(dc, 0, sizeof(*dc));
     dc->db.primary = mc_conf_get(c, "mysql_primary", NULL);
     if (one[0] != '\0' && many[0] != '\0') {
-        snprintf(err, err_size, "mysql_replica and mysql_replicas are both set; keep mysql_replicas");
-        return -1;
+        mc_conf_error(c, "mysql_replica", "mysql_replica and mysql_replicas are both set; keep mysql_replicas");
     }
     dc->db.replicas = many[0] != '\0' ? many : one;
     dc->db.ryw = NULL;
-    if (mc_db_conf_int(c, "mysql_replica_max_lag_ms", 2000, 0, 3600000, &dc->db.max_lag_ms, err, err_size) != 0
-        || mc_db_conf_int(c, "mysql_replica_check_ms", 250, 10, 60000, &dc->db.lag_check_ms, err, err_size) != 0
-        || mc_db_conf_int(c, "mysql_read_your_writes_ms", 2000, 0, 3600000, &dc->db.ryw_ms, err, err_size) != 0)
-    {
-        return -1;
-    }
-    if (dc->db.max_lag_ms > 0 && dc->db.lag_check_ms * 60 < dc->db.max_lag_ms) {
+    if (mc_conf_int(c, "mysql_replica_max_lag_ms", 2000, 0, 3600000, &lag) == 0
+        && mc_conf_int(c, "mysql_replica_check_ms", 250, 10, 60000, &check) == 0 && lag > 0 && check * 60 < lag) {
         /* the lag samples cover MC_DB_LAG_SAMPLES checks */
-        snprintf(err, err_size, "mysql_replica_check_ms must be at least mysql_replica_max_lag_ms / 60");
-        return -1;
+        mc_conf_error(c, "mysql_replica_check_ms",
+                      "mysql_replica_check_ms must be at least mysql_replica_max_lag_ms / 60");
     }
+    mc_conf_int(c, "mysql_read_your_writes_ms", 2000, 0, 3600000, &ryw);
+    dc->db.max_lag_ms = lag;
+    dc->db.lag_check_ms = check;
+    dc->db.ryw_ms = ryw;
     dc->db.user = mc_conf_get(c, "mysql_user", "root");
     dc->db.database = mc_conf_get(c, "mysql_database", "minichat");
     dc->db.password = mc_conf_get(c, "mysql_password", "");
@@ -94,42 +68,40 @@ int mc_db_conf_read(const mc_conf_t *c, mc_db_conf_t *dc, char *err, size_t err_
     for (i = 0; i < 3 && strcmp(mode, mc_db_ssl_names[i]) != 0; i++) {
     }
     if (i == 3) {
-        snprintf(err, err_size, "mysql_ssl \"%s\" is not off, on or verify", mode);
-        return -1;
+        mc_conf_error(c, "mysql_ssl", "mysql_ssl \"%s\" is not off, on or verify", mode);
+        i = 0;
     }
     dc->db.ssl = (mc_db_ssl_t)i;
 
     if (dc->db.ssl == MC_DB_SSL_OFF && (dc->db.ssl_ca || dc->db.ssl_cert || dc->db.ssl_key)) {
-        snprintf(err, err_size, "mysql_ssl_ca, mysql_ssl_cert and mysql_ssl_key need mysql_ssl on or verify");
-        return -1;
+        mc_conf_error(c, dc->db.ssl_ca ? "mysql_ssl_ca" : dc->db.ssl_cert ? "mysql_ssl_cert" : "mysql_ssl_key",
+                      "mysql_ssl_ca, mysql_ssl_cert and mysql_ssl_key need mysql_ssl on or verify");
     }
     if (dc->db.ssl == MC_DB_SSL_VERIFY && dc->db.ssl_ca == NULL) {
-        snprintf(err, err_size, "mysql_ssl verify needs mysql_ssl_ca (the CA that signed the servers' certificates)");
-        return -1;
+        mc_conf_error(c, "mysql_ssl",
+                      "mysql_ssl verify needs mysql_ssl_ca (the CA that signed the servers' certificates)");
     }
     if ((dc->db.ssl_cert == NULL) != (dc->db.ssl_key == NULL)) {
-        snprintf(err, err_size, "mysql_ssl_cert and mysql_ssl_key go together: set both or neither");
-        return -1;
+        mc_conf_error(c, dc->db.ssl_cert ? "mysql_ssl_cert" : "mysql_ssl_key",
+                      "mysql_ssl_cert and mysql_ssl_key go together: set both or neither");
     }
-    if (mc_db_conf_file("mysql_ssl_ca", dc->db.ssl_ca, err, err_size) != 0
-        || mc_db_conf_file("mysql_ssl_cert", dc->db.ssl_cert, err, err_size) != 0
-        || mc_db_conf_file("mysql_ssl_key", dc->db.ssl_key, err, err_size) != 0) {
-        return -1;
-    }
+    mc_conf_file(c, "mysql_ssl_ca");
+    mc_conf_file(c, "mysql_ssl_cert");
+    mc_conf_file(c, "mysql_ssl_key");
 
     if (pw_file != NULL) {
         if (dc->db.password[0] != '\0') {
-            snprintf(err, err_size, "set mysql_password or mysql_password_file, not both");
-            return -1;
+            mc_conf_error(c, "mysql_password_file", "set mysql_password or mysql_password_file, not both");
+        } else {
+            dc->password = mc_secret_read(pw_file, why, sizeof(why));
+            if (dc->password == NULL) {
+                mc_conf_error(c, "mysql_password_file", "mysql_password_file: %s", why);
+            } else {
+                dc->db.password = dc->password;
+            }
         }
-        dc->password = mc_secret_read(pw_file, why, sizeof(why));
-        if (dc->password == NULL) {
-            snprintf(err, err_size, "mysql_password_file: %s", why);
-            return -1;
-        }
-        dc->db.password = dc->password;
     }
-    return 0;
+    return mc_conf_nerrors(c) > errors ? -1 : 0;
 }
 
 void mc_db_conf_free(mc_db_conf_t *dc)

@@ -26,22 +26,11 @@ static const char *mc_kafka_conf_str(const mc_conf_t *c, const char *key)
     return v != NULL && v[0] != '\0' ? v : NULL;
 }
 
-/* Checks that the file named by key, if any, is readable.  Returns 0 or -1. */
-static int mc_kafka_conf_file(const char *key, const char *path, char *err, size_t err_size)
-{
-    char why[300];
-
-    if (path != NULL && mc_file_readable(path, why, sizeof(why)) != 0) {
-        snprintf(err, err_size, "%s: %s", key, why);
-        return -1;
-    }
-    return 0;
-}
-
-int mc_kafka_sec_read(const mc_conf_t *c, mc_kafka_sec_t *s, char *err, size_t err_size)
+int mc_kafka_sec_read(mc_conf_t *c, mc_kafka_sec_t *s)
 {
     const char *proto = mc_conf_get(c, "kafka_security_protocol", "plaintext");
     const char *pw_file = mc_kafka_conf_str(c, "kafka_sasl_password_file");
+    size_t errors = mc_conf_nerrors(c);
     char why[300];
     int i, tls, sasl;
 
@@ -49,14 +38,17 @@ int mc_kafka_sec_read(const mc_conf_t *c, mc_kafka_sec_t *s, char *err, size_t e
     for (i = 0; i < 4 && strcmp(proto, mc_kafka_protocols[i]) != 0; i++) {
     }
     if (i == 4) {
-        snprintf(err, err_size, "kafka_security_protocol \"%s\" is not plaintext, ssl, sasl_plaintext or sasl_ssl",
-                 proto);
+        mc_conf_error(c, "kafka_security_protocol",
+                      "kafka_security_protocol \"%s\" is not plaintext, ssl, sasl_plaintext or sasl_ssl", proto);
+        /* what the other keys need depends on it: only their files are checked */
+        mc_conf_file(c, "kafka_ssl_ca");
+        mc_conf_file(c, "kafka_ssl_cert");
+        mc_conf_file(c, "kafka_ssl_key");
         return -1;
     }
     s->protocol = (mc_kafka_protocol_t)i;
     tls = s->protocol == MC_KAFKA_SSL || s->protocol == MC_KAFKA_SASL_SSL;
     sasl = s->protocol == MC_KAFKA_SASL_PLAINTEXT || s->protocol == MC_KAFKA_SASL_SSL;
-
     s->ssl_ca = mc_kafka_conf_str(c, "kafka_ssl_ca");
     s->ssl_cert = mc_kafka_conf_str(c, "kafka_ssl_cert");
     s->ssl_key = mc_kafka_conf_str(c, "kafka_ssl_key");
@@ -64,18 +56,18 @@ int mc_kafka_sec_read(const mc_conf_t *c, mc_kafka_sec_t *s, char *err, size_t e
     s->sasl_username = mc_kafka_conf_str(c, "kafka_sasl_username");
 
     if (!tls && (s->ssl_ca || s->ssl_cert || s->ssl_key)) {
-        snprintf(err, err_size, "kafka_ssl_ca, kafka_ssl_cert and kafka_ssl_key need kafka_security_protocol ssl "
-                                "or sasl_ssl, not %s", proto);
-        return -1;
+        mc_conf_error(c, s->ssl_ca ? "kafka_ssl_ca" : s->ssl_cert ? "kafka_ssl_cert" : "kafka_ssl_key",
+                      "kafka_ssl_ca, kafka_ssl_cert and kafka_ssl_key need kafka_security_protocol ssl or "
+                      "sasl_ssl, not %s", proto);
     }
     if ((s->ssl_cert == NULL) != (s->ssl_key == NULL)) {
-        snprintf(err, err_size, "kafka_ssl_cert and kafka_ssl_key go together: set both or neither");
-        return -1;
+        mc_conf_error(c, s->ssl_cert ? "kafka_ssl_cert" : "kafka_ssl_key",
+                      "kafka_ssl_cert and kafka_ssl_key go together: set both or neither");
     }
     if (!sasl && (s->sasl_mechanism || s->sasl_username || pw_file)) {
-        snprintf(err, err_size, "kafka_sasl_* keys need kafka_security_protocol sasl_plaintext or sasl_ssl, not %s",
-                 proto);
-        return -1;
+        mc_conf_error(c, s->sasl_mechanism ? "kafka_sasl_mechanism"
+                         : s->sasl_username ? "kafka_sasl_username" : "kafka_sasl_password_file",
+                      "kafka_sasl_* keys need kafka_security_protocol sasl_plaintext or sasl_ssl, not %s", proto);
     }
     if (sasl) {
         if (s->sasl_mechanism == NULL) {
@@ -84,29 +76,26 @@ int mc_kafka_sec_read(const mc_conf_t *c, mc_kafka_sec_t *s, char *err, size_t e
         for (i = 0; i < 3 && strcmp(s->sasl_mechanism, mc_kafka_mechanisms[i]) != 0; i++) {
         }
         if (i == 3) {
-            snprintf(err, err_size, "kafka_sasl_mechanism \"%s\" is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
-                     s->sasl_mechanism);
-            return -1;
+            mc_conf_error(c, "kafka_sasl_mechanism",
+                          "kafka_sasl_mechanism \"%s\" is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+                          s->sasl_mechanism);
         }
         if (s->sasl_username == NULL || pw_file == NULL) {
-            snprintf(err, err_size, "kafka_security_protocol %s needs kafka_sasl_username and "
-                                    "kafka_sasl_password_file", proto);
-            return -1;
+            mc_conf_error(c, "kafka_security_protocol",
+                          "kafka_security_protocol %s needs kafka_sasl_username and kafka_sasl_password_file",
+                          proto);
         }
     }
-    if (mc_kafka_conf_file("kafka_ssl_ca", s->ssl_ca, err, err_size) != 0
-        || mc_kafka_conf_file("kafka_ssl_cert", s->ssl_cert, err, err_size) != 0
-        || mc_kafka_conf_file("kafka_ssl_key", s->ssl_key, err, err_size) != 0) {
-        return -1;
-    }
-    if (sasl) {
+    mc_conf_file(c, "kafka_ssl_ca");
+    mc_conf_file(c, "kafka_ssl_cert");
+    mc_conf_file(c, "kafka_ssl_key");
+    if (sasl && pw_file != NULL) {
         s->sasl_password = mc_secret_read(pw_file, why, sizeof(why));
         if (s->sasl_password == NULL) {
-            snprintf(err, err_size, "kafka_sasl_password_file: %s", why);
-            return -1;
+            mc_conf_error(c, "kafka_sasl_password_file", "kafka_sasl_password_file: %s", why);
         }
     }
-    return 0;
+    return mc_conf_nerrors(c) > errors ? -1 : 0;
 }
 
 void mc_kafka_sec_free(mc_kafka_sec_t *s)

@@ -189,7 +189,7 @@ def relay_conf(tmp_path, extra):
 BAD_CONFIGS = [
     ("peer_tls_ca = {mesh}/ca.crt\n", "peer_tls_ca, peer_tls_cert and peer_tls_key go together"),
     ("peer_tls_ca = {mesh}/missing.crt\npeer_tls_cert = {mesh}/relay-a.crt\npeer_tls_key = {mesh}/relay-a.key\n",
-     'peer_tls_ca "{mesh}/missing.crt": No such file or directory'),
+     'peer_tls_ca: cannot open "{mesh}/missing.crt": No such file or directory'),
     ("peer_tls_ca = {mesh}/ca.crt\npeer_tls_cert = {mesh}/relay-a.crt\npeer_tls_key = {mesh}/relay-b.key\n",
      "peer_tls_key does not match peer_tls_cert"),
     ("peer_tls_ca = {mesh}/ca.crt\npeer_tls_cert = {mesh}/ca.crt\npeer_tls_key = {mesh}/relay-a.crt\n",
@@ -197,7 +197,7 @@ BAD_CONFIGS = [
     ("peer_tls_ca = {conf}\npeer_tls_cert = {mesh}/relay-a.crt\npeer_tls_key = {mesh}/relay-a.key\n",
      "is not a PEM file"),
     ("peer_tls_names = b\n", "peer_tls_names needs peer_tls_ca, peer_tls_cert and peer_tls_key"),
-    ("order_max_ahead = 5\n", "order_max_ahead must be a number in [100, 1000000000]"),
+    ("order_max_ahead = 5\n", 'order_max_ahead "5" must be a number in [100, 1000000000]'),
 ]
 
 

@@ -49,6 +49,18 @@ static inline mc_conf_t *tf_load(const char *dir, const char *text, const char *
     return conf;
 }
 
+/* Copies every error recorded in conf into buf, one per line. */
+static inline const char *tf_errors(const mc_conf_t *conf, char *buf, size_t size)
+{
+    size_t i, n = 0;
+
+    buf[0] = '\0';
+    for (i = 0; i < mc_conf_nerrors(conf) && n < size; i++) {
+        n += (size_t)snprintf(buf + n, size - n, "%s\n", mc_conf_error_at(conf, i));
+    }
+    return buf;
+}
+
 /* Makes dir from its template ("/tmp/name_XXXXXX", rewritten in place),
  * runs the suite, removes the files named in `names` and the directory.
  * Returns main()'s exit status. */

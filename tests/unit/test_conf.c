@@ -73,21 +73,25 @@ static mc_conf_t *load_ok(const char *content)
     return c;
 }
 
-/* Loads content with KEYS; asserts failure and returns the message. */
+/* Loads content with KEYS; asserts that it was read with errors and returns
+ * them, one per line. */
 static const char *load_err(const char *content, const char **path)
 {
-    static char err[512];
+    static char errs[2048];
+    char err[512] = "";
+    size_t i, n = 0;
     mc_conf_t *c;
 
-    err[0] = '\0';
     *path = write_tmp(content);
     c = mc_conf_load(*path, KEYS, err, sizeof(err));
-    if (c != NULL) {
-        mc_conf_free(c);
-        ck_abort_msg("load of a bad file succeeded");
+    ck_assert_msg(c != NULL, "load failed: %s", err);
+    ck_assert_msg(mc_conf_nerrors(c) > 0, "no error recorded");
+    errs[0] = '\0';
+    for (i = 0; i < mc_conf_nerrors(c) && n < sizeof(errs); i++) {
+        n += (size_t)snprintf(errs + n, sizeof(errs) - n, "%s\n", mc_conf_error_at(c, i));
     }
-    ck_assert_str_ne(err, "");
-    return err;
+    mc_conf_free(c);
+    return errs;
 }
 
 START_TEST(test_basic_values)
@@ -203,9 +207,13 @@ START_TEST(test_unknown_key_first_line_and_no_keys)
 
     /* a NULL list knows no key at all */
     c = mc_conf_load(path, NULL, err, sizeof(err));
-    ck_assert_ptr_null(c);
-    ck_assert_ptr_nonnull(strstr(err, ":1:"));
-    ck_assert_ptr_nonnull(strstr(err, "\"name\""));
+    ck_assert_ptr_nonnull(c);
+    ck_assert_uint_eq(mc_conf_nerrors(c), 1);
+    ck_assert_ptr_nonnull(strstr(mc_conf_error_at(c, 0), ":1:"));
+    ck_assert_ptr_nonnull(strstr(mc_conf_error_at(c, 0), "\"name\""));
+    /* an unknown key is not kept */
+    ck_assert_ptr_null(mc_conf_get(c, "name", NULL));
+    mc_conf_free(c);
 
     /* an empty key is unknown too */
     {
@@ -245,22 +253,22 @@ END_TEST
 
 START_TEST(test_error_truncated_to_err_size)
 {
-    char err[8];
-    const char *path = write_tmp("bogus = 1\n");
+    char err[8], path[128];
     mc_conf_t *c;
 
+    snprintf(path, sizeof(path), "%s/missing.conf", tmp_dir);
     memset(err, 'Z', sizeof(err));
     c = mc_conf_load(path, KEYS, err, sizeof(err));
     ck_assert_ptr_null(c);
     ck_assert_uint_eq(strlen(err), sizeof(err) - 1);
-    ck_assert_int_eq(strncmp(err, path, sizeof(err) - 1), 0);
+    ck_assert_int_eq(strncmp(err, "cannot open", sizeof(err) - 1), 0);
 }
 END_TEST
 
 START_TEST(test_line_too_long)
 {
     size_t n = 5000;
-    char *content = malloc(n + 32);
+    char *content = malloc(n + 48);
     char err[256] = "";
     const char *path;
     mc_conf_t *c;
@@ -269,12 +277,20 @@ START_TEST(test_line_too_long)
     strcpy(content, "name = ok\nurl = ");
     memset(content + strlen(content), 'x', n);
     strcpy(content + 16 + n, "\n");
+    strcat(content, "port = 7\n");
     path = write_tmp(content);
     free(content);
     c = mc_conf_load(path, KEYS, err, sizeof(err));
-    ck_assert_ptr_null(c);
-    ck_assert_ptr_nonnull(strstr(err, ":2:"));
-    ck_assert_ptr_nonnull(strstr(err, "line too long"));
+    ck_assert_ptr_nonnull(c);
+    ck_assert_uint_eq(mc_conf_nerrors(c), 1);
+    ck_assert_ptr_nonnull(strstr(mc_conf_error_at(c, 0), ":2:"));
+    ck_assert_ptr_nonnull(strstr(mc_conf_error_at(c, 0), "line too long"));
+    /* the rest of the long line is skipped, not read as lines of its own;
+     * the next line is line 3 and is read */
+    ck_assert_ptr_null(mc_conf_get(c, "url", NULL));
+    ck_assert_str_eq(mc_conf_get(c, "port", ""), "7");
+    ck_assert_str_eq(mc_conf_get(c, "name", ""), "ok");
+    mc_conf_free(c);
 
     /* a long line under the limit is fine */
     content = malloc(4000);
@@ -287,6 +303,112 @@ START_TEST(test_line_too_long)
     c = mc_conf_load(path, KEYS, err, sizeof(err));
     ck_assert_msg(c != NULL, "%s", err);
     ck_assert_uint_eq(strlen(mc_conf_get(c, "url", "")), 3000);
+    mc_conf_free(c);
+}
+END_TEST
+
+/* Every bad line is recorded with its line, and the good lines around
+ * them are still read: one run lists everything wrong with a file. */
+START_TEST(test_every_error_recorded)
+{
+    char err[256] = "";
+    const char *path = write_tmp("name = a\n"          /* 1 */
+                                 "bogus = 1\n"         /* 2 */
+                                 "port = 80\n"         /* 3 */
+                                 "listen 1.2.3.4\n"    /* 4 */
+                                 "\n"                  /* 5 */
+                                 "other = 2\n"         /* 6 */
+                                 "timeout = 5\n");     /* 7 */
+    char want[160];
+    mc_conf_t *c = mc_conf_load(path, KEYS, err, sizeof(err));
+
+    ck_assert_ptr_nonnull(c);
+    ck_assert_uint_eq(mc_conf_nerrors(c), 3);
+    snprintf(want, sizeof(want), "%s:2: unknown key \"bogus\"", path);
+    ck_assert_str_eq(mc_conf_error_at(c, 0), want);
+    snprintf(want, sizeof(want), "%s:4: expected \"key = value\"", path);
+    ck_assert_str_eq(mc_conf_error_at(c, 1), want);
+    snprintf(want, sizeof(want), "%s:6: unknown key \"other\"", path);
+    ck_assert_str_eq(mc_conf_error_at(c, 2), want);
+    ck_assert_ptr_null(mc_conf_error_at(c, 3));
+    ck_assert_str_eq(mc_conf_get(c, "name", ""), "a");
+    ck_assert_str_eq(mc_conf_get(c, "port", ""), "80");
+    ck_assert_str_eq(mc_conf_get(c, "timeout", ""), "5");
+    ck_assert_uint_eq(mc_conf_log_errors(c), 3);
+    mc_conf_free(c);
+}
+END_TEST
+
+/* Errors about values: the line where the key was set last, or the file
+ * alone for a key that is not set; the typed readers report and keep the
+ * default. */
+START_TEST(test_value_errors)
+{
+    char err[256] = "", want[200];
+    const char *path = write_tmp("port = 1\nport = 99999\nname = maybe\ntimeout = 5x\n"
+                                 "path = /nonexistent/file.pem\nempty =\nurl = on\n");
+    mc_conf_t *c = mc_conf_load(path, KEYS, err, sizeof(err));
+    long long v = -1;
+    int f = -1;
+
+    ck_assert_ptr_nonnull(c);
+    ck_assert_uint_eq(mc_conf_nerrors(c), 0);
+
+    ck_assert_int_eq(mc_conf_int(c, "port", 7, 1, 65535, &v), -1);
+    ck_assert_int_eq(v, 7);
+    snprintf(want, sizeof(want), "%s:2: port \"99999\" must be a number in [1, 65535]", path);
+    ck_assert_str_eq(mc_conf_error_at(c, 0), want);
+    ck_assert_int_eq(mc_conf_int(c, "timeout", 3, 0, 10, &v), -1);
+    ck_assert_ptr_nonnull(strstr(mc_conf_error_at(c, 1), ":4: timeout \"5x\""));
+    ck_assert_int_eq(mc_conf_int(c, "listen", 42, 0, 100, &v), 0);   /* absent: the default */
+    ck_assert_int_eq(v, 42);
+
+    ck_assert_int_eq(mc_conf_flag(c, "name", 1, &f), -1);
+    ck_assert_int_eq(f, 1);
+    ck_assert_ptr_nonnull(strstr(mc_conf_error_at(c, 2), ":3: name \"maybe\" must be on or off"));
+    ck_assert_int_eq(mc_conf_flag(c, "url", 0, &f), 0);
+    ck_assert_int_eq(f, 1);
+    ck_assert_int_eq(mc_conf_flag(c, "listen", 0, &f), 0);
+    ck_assert_int_eq(f, 0);
+
+    ck_assert_int_eq(mc_conf_file(c, "path"), -1);
+    ck_assert_ptr_nonnull(strstr(mc_conf_error_at(c, 3), ":5: path: cannot open \"/nonexistent/file.pem\""));
+    ck_assert_int_eq(mc_conf_file(c, "empty"), 0);    /* set but empty: no file */
+    ck_assert_int_eq(mc_conf_file(c, "listen"), 0);   /* not set */
+
+    mc_conf_error(c, "listen", "listen is required");
+    snprintf(want, sizeof(want), "%s: listen is required", path);
+    ck_assert_str_eq(mc_conf_error_at(c, 4), want);
+    mc_conf_error(c, NULL, "a %s of %d", "clash", 2);
+    snprintf(want, sizeof(want), "%s: a clash of 2", path);
+    ck_assert_str_eq(mc_conf_error_at(c, 5), want);
+    ck_assert_uint_eq(mc_conf_nerrors(c), 6);
+    mc_conf_free(c);
+}
+END_TEST
+
+/* A file of nothing but errors: memory stays bounded, the count is right. */
+START_TEST(test_error_cap)
+{
+    size_t i, n = 3 * MC_CONF_MAX_ERRORS;
+    char *content = malloc(n * 8 + 1), err[256] = "";
+    const char *path;
+    mc_conf_t *c;
+
+    ck_assert_ptr_nonnull(content);
+    content[0] = '\0';
+    for (i = 0; i < n; i++) {
+        strcat(content, "x = 1\n");
+    }
+    path = write_tmp(content);
+    free(content);
+    c = mc_conf_load(path, KEYS, err, sizeof(err));
+    ck_assert_ptr_nonnull(c);
+    ck_assert_uint_eq(mc_conf_nerrors(c), n);
+    ck_assert_ptr_nonnull(strstr(mc_conf_error_at(c, MC_CONF_MAX_ERRORS - 1), "unknown key"));
+    ck_assert_str_eq(mc_conf_error_at(c, MC_CONF_MAX_ERRORS), "(more errors)");
+    ck_assert_str_eq(mc_conf_error_at(c, n - 1), "(more errors)");
+    ck_assert_ptr_null(mc_conf_error_at(c, n));
     mc_conf_free(c);
 }
 END_TEST
@@ -424,6 +546,9 @@ static Suite *conf_suite(void)
     tcase_add_test(tc, test_missing_file);
     tcase_add_test(tc, test_error_truncated_to_err_size);
     tcase_add_test(tc, test_line_too_long);
+    tcase_add_test(tc, test_every_error_recorded);
+    tcase_add_test(tc, test_value_errors);
+    tcase_add_test(tc, test_error_cap);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("get_int");

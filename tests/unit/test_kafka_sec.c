@@ -26,11 +26,15 @@ static void put(const char *name, const char *content)
 }
 
 /* Loads a config whose text has "@D@" replaced by tmp_dir and reads it.
- * Returns what mc_kafka_sec_read() returns. */
+ * Returns what mc_kafka_sec_read() returns; err holds the errors it recorded. */
 static int read_conf(const char *text)
 {
+    int rc;
+
     conf = tf_load(tmp_dir, text, KEYS, err, sizeof(err));
-    return mc_kafka_sec_read(conf, &ks, err, sizeof(err));
+    rc = mc_kafka_sec_read(conf, &ks);
+    tf_errors(conf, err, sizeof(err));
+    return rc;
 }
 
 static void setup(void)

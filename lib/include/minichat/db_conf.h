@@ -40,9 +40,9 @@ typedef struct {
 
 /* Fills dc from the config (mysql_primary stays NULL when absent: the caller
  * decides its default).  Files named by the keys must be readable now.
- * Returns 0, or -1 with a message in err (never holding the password);
- * dc needs mc_db_conf_free() either way. */
-int mc_db_conf_read(const mc_conf_t *c, mc_db_conf_t *dc, char *err, size_t err_size);
+ * Returns 0, or -1 after recording every error in c (mc_conf_error; the
+ * messages never hold the password); dc needs mc_db_conf_free() either way. */
+int mc_db_conf_read(mc_conf_t *c, mc_db_conf_t *dc);
 /* Wipes and frees the password read from a file. */
 void mc_db_conf_free(mc_db_conf_t *dc);
 /* Returns "off", "on" or "verify". */

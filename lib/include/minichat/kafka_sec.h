@@ -48,9 +48,9 @@ typedef struct {
 } mc_kafka_sec_t;
 
 /* Fills s from the config.  Files named by the keys must be readable now.
- * Returns 0, or -1 with a message in err (never holding the password); s
- * needs mc_kafka_sec_free() either way. */
-int mc_kafka_sec_read(const mc_conf_t *c, mc_kafka_sec_t *s, char *err, size_t err_size);
+ * Returns 0, or -1 after recording every error in c (mc_conf_error; the
+ * messages never hold the password); s needs mc_kafka_sec_free() either way. */
+int mc_kafka_sec_read(mc_conf_t *c, mc_kafka_sec_t *s);
 void mc_kafka_sec_free(mc_kafka_sec_t *s);
 /* Returns "plaintext", "ssl", "sasl_plaintext" or "sasl_ssl". */
 const char *mc_kafka_protocol_name(mc_kafka_protocol_t p);
