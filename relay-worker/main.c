@@ -2,10 +2,10 @@
  * relay-worker: start-up, the main loop and shutdown (see relay.h for the
  * threads and what each file does).
  *
- * Start-up reads the config, blocks SIGTERM/SIGINT in every thread (the
- * threads that grpc, librdkafka and we create inherit the mask) and takes
- * them through a signalfd in the epoll loop, so that stopping is just another
- * event.  The loop waits at most 100 ms, so that Kafka's delivery reports
+ * Start-up reads the config, blocks SIGTERM/SIGINT/SIGHUP in every thread
+ * (the threads that grpc, librdkafka and we create inherit the mask) and
+ * takes them through a signalfd in the epoll loop, so that stopping, and
+ * reading the config again on SIGHUP, are just other events.  The loop waits at most 100 ms, so that Kafka's delivery reports
  * are polled and due peer retries start on time; it logs a stats line every
  * minute when something moved.
  *
@@ -43,6 +43,10 @@ static int main_epfd = -1;
 static int main_sigfd = -1;
 static int main_sig_ev; /* its address marks the signalfd in epoll */
 static mc_db_conf_t main_db_conf; /* owns the password read from mysql_password_file */
+static const char *main_conf_path;
+static mc_conf_t *main_conf;      /* the file relay_conf points into */
+/* what a SIGHUP applies; every other key waits for a restart */
+static const char *const main_live_keys[] = {"log_level", "log_file", NULL};
 
 /* how long the start-up probe waits for a Kafka broker over TLS/SASL */
 #define MAIN_KAFKA_PROBE_MS 5000
@@ -51,7 +55,7 @@ static const char *const main_keys[] = {
     "node", "unix_socket", "unix_socket_mode", "unix_socket_group", "allowed_peers", "grpc_listen", "peers",
     "peer_tls_ca", "peer_tls_cert", "peer_tls_key", "peer_tls_names",
     "kafka_brokers", "kafka_topic", "kafka_linger_ms", "kafka_message_timeout_ms", MC_KAFKA_SEC_CONF_KEYS,
-    MC_DB_CONF_KEYS, "log_level",
+    MC_DB_CONF_KEYS, "log_level", "log_file",
     "local_outbuf_max_mb", "peer_queue_max", "peer_queue_max_mb", "peer_batch_kb", "peer_timeout_ms",
     "peer_max_age_ms", "order_first_hold_ms", "order_gap_ms", "order_idle_ms", "order_max_held", "order_max_rooms", "order_max_ahead",
     "db_threads", "db_queue_max", "kafka_consumer_group", "rebuild_wait_ms", "publish_max_age_ms", "fanout", NULL};
@@ -72,6 +76,9 @@ static void usage(FILE *out)
             "  -c, --config FILE   config file (key = value), see conf/relay-worker.conf.in\n"
             "  -t, --test          check the config file and exit: every error with its file\n"
             "                      and line, exit status 1 when there is one (nothing is connected)\n"
+            "\n"
+            "SIGHUP reads the file again: log_level and log_file change (the log file is\n"
+            "reopened, for logrotate); other keys wait for a restart and are named.\n"
             "  -h, --help          this text\n"
             "\n"
             "keys: node, unix_socket, grpc_listen, peers (node@host:port,...),\n"
@@ -86,7 +93,7 @@ static void usage(FILE *out)
             "      mysql_password or mysql_password_file, mysql_database, mysql_replica_max_lag_ms (2000),\n"
             "      mysql_replica_check_ms (250), mysql_read_your_writes_ms (2000),\n"
             "      mysql_ssl (off|on|verify), mysql_ssl_ca, mysql_ssl_cert, mysql_ssl_key,\n"
-            "      log_level (debug|info|warn|error),\n"
+            "      log_level (debug|info|warn|error), log_file (besides stderr; none),\n"
             "      local_outbuf_max_mb (64), peer_queue_max (100000), peer_queue_max_mb (256),\n"
             "      peer_batch_kb (1024), peer_timeout_ms (5000), peer_max_age_ms (10000),\n"
             "      publish_max_age_ms (1000), fanout (admitted|durable; admitted),\n"
@@ -96,46 +103,46 @@ static void usage(FILE *out)
             "      rebuild_wait_ms (5000)\n");
 }
 
-/* Fills the unix socket's access settings of relay_conf: the file's mode
+/* Fills the unix socket's access settings of rc: the file's mode
  * and group, and the peers allowed besides root and our own user. */
-static void conf_socket_access(mc_conf_t *c)
+static void conf_socket_access(mc_conf_t *c, relay_conf_t *rc)
 {
     const char *mode = mc_conf_get(c, "unix_socket_mode", "0660");
     const char *group = mc_conf_get(c, "unix_socket_group", "");
     const char *peers = mc_conf_get(c, "allowed_peers", "");
     char err[256];
 
-    if (mc_sock_mode_parse(mode, &relay_conf.unix_socket_mode, err, sizeof(err)) != 0) {
+    if (mc_sock_mode_parse(mode, &rc->unix_socket_mode, err, sizeof(err)) != 0) {
         mc_conf_error(c, "unix_socket_mode", "unix_socket_mode: %s", err);
-    } else if (relay_conf.unix_socket_mode & 0002) {
+    } else if (rc->unix_socket_mode & 0002) {
         mc_warn("config: unix_socket_mode %04o lets every local user connect; only allowed_peers keeps them out",
-                (unsigned)relay_conf.unix_socket_mode);
+                (unsigned)rc->unix_socket_mode);
     }
-    relay_conf.unix_socket_chgrp = group[0] != '\0';
-    if (relay_conf.unix_socket_chgrp
-        && mc_sock_group_parse(group, &relay_conf.unix_socket_group, err, sizeof(err)) != 0) {
+    rc->unix_socket_chgrp = group[0] != '\0';
+    if (rc->unix_socket_chgrp
+        && mc_sock_group_parse(group, &rc->unix_socket_group, err, sizeof(err)) != 0) {
         mc_conf_error(c, "unix_socket_group", "unix_socket_group: %s", err);
     }
-    if (mc_sock_peers_parse(peers, &relay_conf.allowed_peers, err, sizeof(err)) != 0) {
+    if (mc_sock_peers_parse(peers, &rc->allowed_peers, err, sizeof(err)) != 0) {
         mc_conf_error(c, "allowed_peers", "allowed_peers: %s", err);
     }
 }
 
 /* The peers list and the peer TLS keys: what can be checked without a
  * network (peer_tls_init reads and checks the PEM files themselves). */
-static void conf_peers(mc_conf_t *c)
+static void conf_peers(mc_conf_t *c, relay_conf_t *rc)
 {
-    int set = (relay_conf.peer_tls_ca != NULL) + (relay_conf.peer_tls_cert != NULL) + (relay_conf.peer_tls_key != NULL);
+    int set = (rc->peer_tls_ca != NULL) + (rc->peer_tls_cert != NULL) + (rc->peer_tls_key != NULL);
     char err[256];
 
-    if (relay_conf.node != NULL && peers_check(relay_conf.peers, relay_conf.node, err, sizeof(err)) != 0) {
+    if (rc->node != NULL && peers_check(rc->peers, rc->node, err, sizeof(err)) != 0) {
         mc_conf_error(c, "peers", "%s", err);
     }
-    if (set == 0 && relay_conf.peer_tls_names != NULL) {
+    if (set == 0 && rc->peer_tls_names != NULL) {
         mc_conf_error(c, "peer_tls_names", "peer_tls_names needs peer_tls_ca, peer_tls_cert and peer_tls_key");
     }
     if (set != 0 && set != 3) {
-        mc_conf_error(c, relay_conf.peer_tls_ca ? "peer_tls_ca" : relay_conf.peer_tls_cert ? "peer_tls_cert"
+        mc_conf_error(c, rc->peer_tls_ca ? "peer_tls_ca" : rc->peer_tls_cert ? "peer_tls_cert"
                                                                                           : "peer_tls_key",
                       "peer_tls_ca, peer_tls_cert and peer_tls_key go together (set all three or none)");
     }
@@ -144,62 +151,61 @@ static void conf_peers(mc_conf_t *c)
     mc_conf_file(c, "peer_tls_key");
 }
 
-/* Fills relay_conf from the file, recording every error in c (the caller
- * logs them).  Returns 0 or -1. */
-static int conf_read(mc_conf_t *c)
+/* Fills rc and dc (the mysql_* keys) from the file, recording every error
+ * in c (the caller logs them).  Returns 0 or -1; rc->kafka_sec and dc need
+ * freeing either way. */
+static int conf_read(mc_conf_t *c, relay_conf_t *rc, mc_db_conf_t *dc)
 {
-    static const char *const levels[] = {"debug", "info", "warn", "error"};
     const char *lvl = mc_conf_get(c, "log_level", "info");
     long long outbuf, qmax, qmb, batch_kb, first_hold, gap, idle, held, rooms, ahead, db_threads, db_queue;
     const char *fanout;
-    int i;
 
-    for (i = 0; i < 4 && strcmp(lvl, levels[i]) != 0; i++) {
-    }
-    if (i == 4) {
+    memset(rc, 0, sizeof(*rc));
+    rc->log_level = mc_log_level_named(lvl);
+    if (rc->log_level < 0) {
         mc_conf_error(c, "log_level", "log_level \"%s\" is not debug, info, warn or error", lvl);
-    } else {
-        mc_log_init("relay-worker", i);
+        rc->log_level = MC_LOG_INFO;
     }
+    rc->log_file = mc_conf_get(c, "log_file", "");
 
-    relay_conf.node = mc_conf_get(c, "node", NULL);
-    relay_conf.unix_socket = mc_conf_get(c, "unix_socket", NULL);
-    relay_conf.grpc_listen = mc_conf_get(c, "grpc_listen", NULL);
-    relay_conf.peers = mc_conf_get(c, "peers", "");
-    relay_conf.peer_tls_ca = mc_conf_get(c, "peer_tls_ca", NULL);
-    relay_conf.peer_tls_cert = mc_conf_get(c, "peer_tls_cert", NULL);
-    relay_conf.peer_tls_key = mc_conf_get(c, "peer_tls_key", NULL);
-    relay_conf.peer_tls_names = mc_conf_get(c, "peer_tls_names", NULL);
-    relay_conf.kafka_brokers = mc_conf_get(c, "kafka_brokers", NULL);
-    relay_conf.kafka_topic = mc_conf_get(c, "kafka_topic", "minichat.messages");
-    relay_conf.kafka_consumer_group = mc_conf_get(c, "kafka_consumer_group", "minichat-roomlist");
-    mc_db_conf_read(c, &main_db_conf);
-    mc_kafka_sec_read(c, &relay_conf.kafka_sec);
-    relay_conf.db = main_db_conf.db;
-    if (relay_conf.node == NULL || relay_conf.node[0] == '\0' || strlen(relay_conf.node) > 63) {
+    rc->node = mc_conf_get(c, "node", NULL);
+    rc->unix_socket = mc_conf_get(c, "unix_socket", NULL);
+    rc->grpc_listen = mc_conf_get(c, "grpc_listen", NULL);
+    rc->peers = mc_conf_get(c, "peers", "");
+    rc->peer_tls_ca = mc_conf_get(c, "peer_tls_ca", NULL);
+    rc->peer_tls_cert = mc_conf_get(c, "peer_tls_cert", NULL);
+    rc->peer_tls_key = mc_conf_get(c, "peer_tls_key", NULL);
+    rc->peer_tls_names = mc_conf_get(c, "peer_tls_names", NULL);
+    rc->kafka_brokers = mc_conf_get(c, "kafka_brokers", NULL);
+    rc->kafka_topic = mc_conf_get(c, "kafka_topic", "minichat.messages");
+    rc->kafka_consumer_group = mc_conf_get(c, "kafka_consumer_group", "minichat-roomlist");
+    mc_db_conf_read(c, dc);
+    mc_kafka_sec_read(c, &rc->kafka_sec);
+    rc->db = dc->db;
+    if (rc->node == NULL || rc->node[0] == '\0' || strlen(rc->node) > 63) {
         mc_conf_error(c, "node", "node is required (at most 63 characters)");
-        relay_conf.node = NULL;
+        rc->node = NULL;
     }
-    if (relay_conf.unix_socket == NULL) {
+    if (rc->unix_socket == NULL) {
         mc_conf_error(c, NULL, "unix_socket is required");
     }
-    if (relay_conf.grpc_listen == NULL) {
+    if (rc->grpc_listen == NULL) {
         mc_conf_error(c, NULL, "grpc_listen is required");
     }
-    if (relay_conf.kafka_brokers == NULL) {
+    if (rc->kafka_brokers == NULL) {
         mc_conf_error(c, NULL, "kafka_brokers is required");
     }
-    conf_socket_access(c);
-    conf_peers(c);
-    mc_conf_int(c, "kafka_linger_ms", 5, 0, 10000, &relay_conf.kafka_linger_ms);
-    mc_conf_int(c, "kafka_message_timeout_ms", 30000, 1000, 900000, &relay_conf.kafka_timeout_ms);
+    conf_socket_access(c, rc);
+    conf_peers(c, rc);
+    mc_conf_int(c, "kafka_linger_ms", 5, 0, 10000, &rc->kafka_linger_ms);
+    mc_conf_int(c, "kafka_message_timeout_ms", 30000, 1000, 900000, &rc->kafka_timeout_ms);
     mc_conf_int(c, "local_outbuf_max_mb", 64, 1, 4096, &outbuf);
     mc_conf_int(c, "peer_queue_max", 100000, 1, 100000000, &qmax);
     mc_conf_int(c, "peer_queue_max_mb", 256, 8, 65536, &qmb);
     mc_conf_int(c, "peer_batch_kb", 1024, 1, 32768, &batch_kb);
-    mc_conf_int(c, "peer_timeout_ms", 5000, 10, 600000, &relay_conf.peer_timeout_ms);
-    mc_conf_int(c, "peer_max_age_ms", 10000, 100, 3600000, &relay_conf.peer_max_age_ms);
-    mc_conf_int(c, "publish_max_age_ms", 1000, 100, 600000, &relay_conf.publish_max_age_ms);
+    mc_conf_int(c, "peer_timeout_ms", 5000, 10, 600000, &rc->peer_timeout_ms);
+    mc_conf_int(c, "peer_max_age_ms", 10000, 100, 3600000, &rc->peer_max_age_ms);
+    mc_conf_int(c, "publish_max_age_ms", 1000, 100, 600000, &rc->publish_max_age_ms);
     mc_conf_int(c, "order_first_hold_ms", 500, 0, 10000, &first_hold);
     mc_conf_int(c, "order_gap_ms", 2000, 1, 60000, &gap);
     mc_conf_int(c, "order_idle_ms", 600000, 1000, 86400000, &idle);
@@ -208,25 +214,25 @@ static int conf_read(mc_conf_t *c)
     mc_conf_int(c, "order_max_ahead", 10000, 100, 1000000000, &ahead);
     mc_conf_int(c, "db_threads", 2, 1, 16, &db_threads);
     mc_conf_int(c, "db_queue_max", 10000, 1, 10000000, &db_queue);
-    mc_conf_int(c, "rebuild_wait_ms", 5000, 0, 600000, &relay_conf.rebuild_wait_ms);
+    mc_conf_int(c, "rebuild_wait_ms", 5000, 0, 600000, &rc->rebuild_wait_ms);
     fanout = mc_conf_get(c, "fanout", "admitted");
     if (strcmp(fanout, "durable") == 0) {
-        relay_conf.fanout_durable = 1;
+        rc->fanout_durable = 1;
     } else if (strcmp(fanout, "admitted") != 0) {
         mc_conf_error(c, "fanout", "fanout must be \"admitted\" or \"durable\", not \"%s\"", fanout);
     }
-    relay_conf.order.first_hold_ms = (uint64_t)first_hold;
-    relay_conf.order.gap_ms = (uint64_t)gap;
-    relay_conf.order.idle_ms = (uint64_t)idle;
-    relay_conf.order.max_held = (size_t)held;
-    relay_conf.order.max_rooms = (size_t)rooms;
-    relay_conf.order.max_ahead = (uint64_t)ahead;
-    relay_conf.db_threads = (int)db_threads;
-    relay_conf.db_queue_max = (size_t)db_queue;
-    relay_conf.local_outbuf_max = (size_t)outbuf << 20;
-    relay_conf.peer_queue_max = (size_t)qmax;
-    relay_conf.peer_queue_bytes = (size_t)qmb << 20;
-    relay_conf.peer_batch_bytes = (size_t)batch_kb << 10;
+    rc->order.first_hold_ms = (uint64_t)first_hold;
+    rc->order.gap_ms = (uint64_t)gap;
+    rc->order.idle_ms = (uint64_t)idle;
+    rc->order.max_held = (size_t)held;
+    rc->order.max_rooms = (size_t)rooms;
+    rc->order.max_ahead = (uint64_t)ahead;
+    rc->db_threads = (int)db_threads;
+    rc->db_queue_max = (size_t)db_queue;
+    rc->local_outbuf_max = (size_t)outbuf << 20;
+    rc->peer_queue_max = (size_t)qmax;
+    rc->peer_queue_bytes = (size_t)qmb << 20;
+    rc->peer_batch_bytes = (size_t)batch_kb << 10;
     return mc_conf_nerrors(c) ? -1 : 0;
 }
 
@@ -266,6 +272,7 @@ static int signals_init(void)
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
     if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0) {
         return -1;
     }
@@ -283,11 +290,57 @@ static int signals_init(void)
     return 0;
 }
 
+/* Opens the log file the config names (reopens it when it is the same:
+ * logrotate's way) and sets the level.  Returns 0 or -1 with a log line. */
+static int log_apply(const relay_conf_t *rc)
+{
+    char err[512];
+
+    if (mc_log_file(rc->log_file, err, sizeof(err)) != 0) {
+        mc_error("config: log_file: %s", err);
+        return -1;
+    }
+    mc_log_set_level(rc->log_level);
+    return 0;
+}
+
+/* SIGHUP: reads the file again.  A file with errors changes nothing (they
+ * are logged); a good one reopens the log file and sets the level, and each
+ * other key that changed is named as waiting for a restart. */
+static void reload(void)
+{
+    relay_conf_t next;
+    mc_db_conf_t next_db;
+    mc_conf_t *c;
+    char err[512];
+
+    mc_info("got SIGHUP: reading %s again", main_conf_path);
+    c = mc_conf_load(main_conf_path, main_keys, err, sizeof(err));
+    if (c == NULL) {
+        mc_error("reload: config: %s; the running config stays", err);
+        return;
+    }
+    if (conf_read(c, &next, &next_db) != 0) {
+        mc_conf_log_errors(c);
+        mc_error("reload: %s has errors; the running config stays", main_conf_path);
+    } else if (log_apply(&next) == 0) {
+        mc_conf_warn_restart_keys(main_conf, c, main_keys, main_live_keys);
+        mc_info("reload: done (log_level %s, log_file \"%s\")", mc_conf_get(c, "log_level", "info"), next.log_file);
+    }
+    mc_kafka_sec_free(&next.kafka_sec);
+    mc_db_conf_free(&next_db);
+    mc_conf_free(c);
+}
+
 static void on_signal(void)
 {
     struct signalfd_siginfo si;
 
     while (read(main_sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        if (si.ssi_signo == SIGHUP) {
+            reload();
+            continue;
+        }
         mc_info("got signal %u, stopping", si.ssi_signo);
         relay_stop = 1;
     }
@@ -436,9 +489,9 @@ int main(int argc, char **argv)
         }
         return 1;
     }
-    conf_read(conf);
-    /* -t also reads and checks the peer TLS files, as a start would */
-    rc = mc_conf_log_errors(conf) != 0 || (test && peer_tls_init(&relay_conf) != 0);
+    conf_read(conf, &relay_conf, &main_db_conf);
+    /* -t also opens the log file and reads the peer TLS files, as a start would */
+    rc = mc_conf_log_errors(conf) != 0 || log_apply(&relay_conf) != 0 || (test && peer_tls_init(&relay_conf) != 0);
     if (rc != 0 || test) {
         if (test) {
             fprintf(stderr, "relay-worker: configuration file %s test %s\n", path, rc ? "failed" : "is successful");
@@ -450,6 +503,8 @@ int main(int argc, char **argv)
         return rc;
     }
     rc = 1;
+    main_conf_path = path;
+    main_conf = conf;
 
     main_epfd = epoll_create1(EPOLL_CLOEXEC);
     if (main_epfd < 0) {

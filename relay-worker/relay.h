@@ -100,6 +100,8 @@ typedef struct {
     size_t db_queue_max;       /* database requests waiting before more are refused */
     const char *kafka_consumer_group; /* the roomlist-consumer's group: a room state waits for it */
     long long rebuild_wait_ms; /* how long a room state waits for that group; 0: no wait */
+    int log_level;             /* MC_LOG_*; log_level and log_file change on SIGHUP (main.c) */
+    const char *log_file;      /* "" : stderr only */
 } relay_conf_t;
 
 extern relay_conf_t relay_conf;

@@ -21,6 +21,7 @@
  * database router, starts the flusher, and runs the loop until SIGTERM or
  * SIGINT; then the flusher runs a last round and stops.
  */
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,12 +57,13 @@ static const char *const known_keys[] = {
     MC_KAFKA_SEC_CONF_KEYS, MC_DB_CONF_KEYS, "batch_size", "batch_ms",      "members_interval_ms", "stats_interval",
     "log_level",      "redis",          "read_flush_ms", "redis_tls", "redis_tls_verify", "redis_tls_ca_file",
     "redis_tls_certificate", "redis_tls_certificate_key", "redis_tls_name", "push_topic", "push_max_recipients",
-    "push_timeout_ms", "push_max_age_ms", NULL,
+    "push_timeout_ms", "push_max_age_ms", "log_file", NULL,
 };
 
 /* Everything the file says, read and checked before anything starts. */
 typedef struct {
     int level;
+    const char *log_file;
     long long batch_size, batch_ms, members_ms, stats_s, session_ms, flush_ms, push_max, push_timeout, push_age;
     mc_db_conf_t dconf;
     mc_kafka_sec_t ksec;
@@ -71,8 +73,14 @@ typedef struct {
 
 static void usage(FILE *f);
 static void on_signal(int sig);
-static int parse_level(const char *s);
 static int conf_read(mc_conf_t *conf, rc_settings_t *st);
+static int log_apply(const rc_settings_t *st);
+static void *hup_thread(void *arg);
+
+/* what a SIGHUP applies; every other key waits for a restart */
+static const char *const live_keys[] = {"log_level", "log_file", NULL};
+static const char *conf_path;
+static mc_conf_t *running_conf;
 
 static void usage(FILE *f)
 {
@@ -84,6 +92,9 @@ static void usage(FILE *f)
                "  -t, --test          check the config file and exit: every error with its file\n"
                "                      and line, exit status 1 when there is one (nothing is connected)\n"
                "  -h, --help          this text\n"
+               "\n"
+               "SIGHUP reads the file again: log_level and log_file change (the log file is\n"
+               "reopened, for logrotate); other keys wait for a restart and are named.\n"
                "\n"
                "FILE holds `key = value` lines:\n"
                "  kafka_brokers   bootstrap brokers, host:port[,host:port]   (127.0.0.1:9092)\n"
@@ -124,27 +135,14 @@ static void usage(FILE *f)
                "                  delivered before the batch is retried      (10000)\n"
                "  push_max_age_ms no push events for messages older than this,\n"
                "                  0 for any age                              (600000)\n"
-               "  log_level       debug, info, warn or error                 (info)\n");
+               "  log_level       debug, info, warn or error                 (info)\n"
+               "  log_file        a file to log to besides stderr            ()\n");
 }
 
 static void on_signal(int sig)
 {
     (void)sig;
     run = 0;
-}
-
-/* Returns the MC_LOG_* level named s, or -1. */
-static int parse_level(const char *s)
-{
-    static const char *const names[] = {"debug", "info", "warn", "error"};
-    int i;
-
-    for (i = 0; i < 4; i++) {
-        if (strcmp(s, names[i]) == 0) {
-            return i;
-        }
-    }
-    return -1;
 }
 
 /* Fills st from the file, recording every error in conf (the caller logs
@@ -154,7 +152,9 @@ static int conf_read(mc_conf_t *conf, rc_settings_t *st)
     const char *level_name = mc_conf_get(conf, "log_level", "info");
     rc_readflush_config_t *rfc = &st->rfc;
 
-    st->level = parse_level(level_name);
+    memset(st, 0, sizeof(*st));
+    st->level = mc_log_level_named(level_name);
+    st->log_file = mc_conf_get(conf, "log_file", "");
     if (st->level < 0) {
         mc_conf_error(conf, "log_level", "log_level \"%s\" is not debug, info, warn or error", level_name);
         st->level = MC_LOG_INFO;
@@ -201,6 +201,60 @@ static int conf_read(mc_conf_t *conf, rc_settings_t *st)
     return mc_conf_nerrors(conf) ? -1 : 0;
 }
 
+/* Opens (or reopens) the log file and sets the level.  Returns 0 or -1
+ * with a log line. */
+static int log_apply(const rc_settings_t *st)
+{
+    char err[512];
+
+    if (mc_log_file(st->log_file, err, sizeof(err)) != 0) {
+        mc_error("config: log_file: %s", err);
+        return -1;
+    }
+    mc_log_set_level(st->level);
+    return 0;
+}
+
+/* SIGHUP, taken by this thread alone (every other thread blocks it): reads
+ * the file again; a file with errors changes nothing, a good one reopens
+ * the log file and sets the level, and each other key that changed is
+ * named as waiting for a restart. */
+static void *hup_thread(void *arg)
+{
+    sigset_t set;
+    rc_settings_t next;
+    mc_conf_t *c;
+    char err[512];
+    int sig;
+
+    (void)arg;
+    sigemptyset(&set);
+    sigaddset(&set, SIGHUP);
+    for (;;) {
+        if (sigwait(&set, &sig) != 0) {   /* a cancellation point: the thread ends here */
+            continue;
+        }
+        mc_info("got SIGHUP: reading %s again", conf_path);
+        c = mc_conf_load(conf_path, known_keys, err, sizeof(err));
+        if (c == NULL) {
+            mc_error("reload: config: %s; the running config stays", err);
+            continue;
+        }
+        if (conf_read(c, &next) != 0) {
+            mc_conf_log_errors(c);
+            mc_error("reload: %s has errors; the running config stays", conf_path);
+        } else if (log_apply(&next) == 0) {
+            mc_conf_warn_restart_keys(running_conf, c, known_keys, live_keys);
+            mc_info("reload: done (log_level %s, log_file \"%s\")", mc_conf_get(c, "log_level", "info"),
+                    next.log_file);
+        }
+        mc_kafka_sec_free(&next.ksec);
+        mc_db_conf_free(&next.dconf);
+        mc_conf_free(c);
+    }
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
     const char *path = NULL;
@@ -217,7 +271,9 @@ int main(int argc, char **argv)
     rc_push_t *push = NULL;
     struct sigaction sa;
     static char session_buf[24];
-    int i, rc = 1, test = 0;
+    sigset_t hup;
+    pthread_t hup_tid;
+    int i, rc = 1, test = 0, hup_started = 0;
 
     for (i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
@@ -242,12 +298,16 @@ int main(int argc, char **argv)
 
     mc_log_init("roomlist-consumer", MC_LOG_INFO);
     memset(&st, 0, sizeof(st));
+    /* SIGHUP goes to hup_thread only: blocked here, before any thread exists */
+    sigemptyset(&hup);
+    sigaddset(&hup, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &hup, NULL);
 
     conf = mc_conf_load(path, known_keys, err, sizeof(err));
     if (conf == NULL) {
         mc_error("config: %s", err);
     } else if (conf_read(conf, &st) == 0 && mc_conf_log_errors(conf) == 0) {
-        rc = 0;
+        rc = log_apply(&st) == 0 ? 0 : 1;
     } else {
         mc_conf_log_errors(conf);
     }
@@ -260,7 +320,13 @@ int main(int argc, char **argv)
         goto done;
     }
     rc = 1;
-    mc_log_init("roomlist-consumer", st.level);
+    conf_path = path;
+    running_conf = conf;
+    if (pthread_create(&hup_tid, NULL, hup_thread, NULL) != 0) {
+        mc_error("cannot start the SIGHUP thread");
+        goto done;
+    }
+    hup_started = 1;
 
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;
@@ -375,6 +441,10 @@ int main(int argc, char **argv)
     mc_info("exiting with status %d", rc);
 
 done:
+    if (hup_started) {
+        pthread_cancel(hup_tid);
+        pthread_join(hup_tid, NULL);
+    }
     mc_db_free(db);
     mc_kafka_sec_free(&st.ksec);
     mc_db_conf_free(&st.dconf);

@@ -328,6 +328,25 @@ void mc_conf_free(mc_conf_t *c)
 }
 
 
+size_t mc_conf_warn_restart_keys(const mc_conf_t *running, const mc_conf_t *next, const char *const *keys,
+                                 const char *const *live)
+{
+    const char *a, *b;
+    size_t n = 0;
+
+    for (; keys && *keys; keys++) {
+        a = mc_conf_get(running, *keys, NULL);
+        b = mc_conf_get(next, *keys, NULL);
+        if (known(*keys, live) || (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0)) {
+            continue;
+        }
+        /* values may be secrets' file names, never secrets: print the key only */
+        mc_warn("reload: %s changed in %s; it takes effect at the next restart", *keys, next->path);
+        n++;
+    }
+    return n;
+}
+
 const char *mc_conf_list_next(const char **s, size_t *len)
 {
     const char *p = *s, *e;

@@ -228,15 +228,17 @@ def test_own_relay_group_and_supplementary_groups(own_relay):
 
 
 @pytest.mark.parametrize("extra, message", [
-    ("unix_socket_mode = 0668", "config: unix_socket_mode: file mode \"0668\" is not octal in [0, 0777]"),
-    ("unix_socket_group = no-such-group-mc", "config: unix_socket_group: no group \"no-such-group-mc\""),
+    ("unix_socket_mode = 0668", "unix_socket_mode: file mode \"0668\" is not octal in [0, 0777]"),
+    ("unix_socket_group = no-such-group-mc", "unix_socket_group: no group \"no-such-group-mc\""),
     ("allowed_peers = user:nobody, www-data",
-     "config: allowed_peers: \"www-data\" is not user:NAME, uid:N, group:NAME or gid:N"),
-    ("allowed_peers = uid:65534,,gid:33", "config: allowed_peers: empty item in \"uid:65534,,gid:33\""),
+     "allowed_peers: \"www-data\" is not user:NAME, uid:N, group:NAME or gid:N"),
+    ("allowed_peers = uid:65534,,gid:33", "allowed_peers: empty item in \"uid:65534,,gid:33\""),
 ])
 def test_bad_access_config_is_refused_at_start(own_dir, extra, message):
     conf = own_conf(own_dir, extra)
     p = subprocess.run([RELAY_BIN, "-c", conf], capture_output=True, text=True, timeout=60)
     assert p.returncode == 1
-    assert message in p.stderr, p.stderr
+    with open(conf) as f:
+        line = len(f.read().splitlines())     # extra is the last line
+    assert "config: %s:%d: %s" % (conf, line, message) in p.stderr, p.stderr
     assert not os.path.exists(os.path.join(own_dir, "relay.sock"))

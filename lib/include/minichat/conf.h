@@ -47,6 +47,12 @@ const char *mc_conf_get(const mc_conf_t *c, const char *key, const char *def);
 /* Returns the integer value or def; *ok is set to 0 when the value is not a number. */
 long long mc_conf_get_int(const mc_conf_t *c, const char *key, long long def, int *ok);
 void mc_conf_free(mc_conf_t *c);
+/* For a reload: logs a warning for each of keys whose value differs
+ * between the running file and the new one (set, unset or changed), except
+ * the live ones (applied by the reload), and returns how many: those take
+ * effect at the next restart. */
+size_t mc_conf_warn_restart_keys(const mc_conf_t *running, const mc_conf_t *next, const char *const *keys,
+                                 const char *const *live);
 /* The next item of a list value ("a, b c"): items are separated by commas
  * and/or spaces.  Returns the item's start and sets *len, advancing *s past
  * it; NULL when no item is left. */
