@@ -126,6 +126,65 @@ class KillConsumer(Fault):
         stack_start()
 
 
+class RestartRelay(Fault):
+    """An operator's restart of relay-worker `node`: SIGTERM (it drains:
+    queued peer batches and Kafka get up to a few seconds), then a start.
+    Meanwhile the node's nginx workers answer sends `unavailable`, and
+    reconnect once it is back."""
+
+    def __init__(self, node):
+        self.node = node
+        self.name = "restart relay-worker %s" % node
+
+    def inject(self):
+        d = "relay-%s" % self.node
+        _signal(os.path.join(d, "relay.pid"), os.path.join(RUN, d, "relay-worker.conf"), signal.SIGTERM)
+
+    def repair(self):
+        stack_start()
+
+
+class RestartConsumer(Fault):
+    """A rolling restart of the consumer (one instance here): SIGTERM, which
+    commits what it stored and leaves the group, then a start."""
+    name = "restart roomlist-consumer"
+
+    def inject(self):
+        _signal("consumer/consumer.pid", os.path.join(RUN, "consumer", "roomlist-consumer.conf"), signal.SIGTERM)
+
+    def repair(self):
+        stack_start()
+
+
+class ReloadNginx(Fault):
+    """`nginx -s reload` on node `node`: new workers start, the old ones close
+    their WebSockets with 1001 and exit; clients reconnect and resume on the
+    new workers.  Repaired when the old workers are gone."""
+
+    def __init__(self, node="a"):
+        self.node = node
+        self.name = "nginx -s reload on %s" % node
+        self.old = []
+
+    def _workers(self):
+        master = _pid("nginx-%s/nginx.pid" % self.node, "nginx")
+        out = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split()
+        return [int(p) for p in out]
+
+    def inject(self):
+        prefix = os.path.join(RUN, "nginx-" + self.node)
+        self.old = self._workers()
+        subprocess.run(["/usr/sbin/nginx", "-p", prefix, "-c", os.path.join(prefix, "nginx.conf"),
+                        "-e", os.path.join(prefix, "error.log"), "-s", "reload"], check=True, timeout=10,
+                       capture_output=True)
+
+    def repair(self):
+        for pid in self.old:
+            _wait_gone(pid, 30)
+        if not [p for p in self._workers() if p not in self.old]:
+            raise RuntimeError("nginx-%s has no new worker after the reload" % self.node)
+
+
 class KillNginxWorker(Fault):
     """One worker of node `node`'s nginx; its master forks another.  The
     master logs the death at [alert], which scripts/check-logs.sh counts as

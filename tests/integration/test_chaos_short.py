@@ -21,8 +21,12 @@ import faults  # noqa: E402
 # reorderers skip and release late; `make chaos` holds it past
 # peer_max_age_ms), and a client per room that never retries a failed send
 # leaves admitted messages to the module's sweeper.
+# The operator's changes of issue 10 (a reload of nginx, a restart of a
+# relay-worker, a rolling restart of the consumer) go through the same
+# audit: nothing acked is lost or stored twice, listeners miss nothing.
 SHORT = [faults.KillRelay("a"), faults.KillRelay("b"), faults.KillConsumer(), faults.ReplicaLag(hold=3.0),
-         faults.CutRelayLink(hold=4.0)]
+         faults.CutRelayLink(hold=4.0), faults.ReloadNginx("a"), faults.RestartRelay("b"),
+         faults.RestartConsumer()]
 
 
 def test_chaos_short():
