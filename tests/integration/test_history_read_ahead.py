@@ -105,3 +105,38 @@ async def test_a_former_member_reads_ahead_only_up_to_its_leave():
         await ca.close()
         await cb.close()
         await cd.close()
+
+
+@run_async
+async def test_escaped_bodies_come_back_the_same_from_the_log_and_from_mysql():
+    """Quotes, backslashes and control characters in a body and a cid: the
+    delivery, a page from the log and pages from MySQL (read ahead) all
+    give back exactly what was sent."""
+    a = uid()
+    room = create_room(a, [a, uid()])
+    ca = await connect(a, "a")
+    bodies = ['say "hi"\\n', "tab\there\nnew line\r\b\f", "ctl \x01\x1f\x7f end", "plain é 한국어 ✓", '\\"\\\\']
+    try:
+        for i, body in enumerate(bodies):
+            r = await ca.send_msg(room, body, msg_cid='c"%d\\' % i)
+            assert r["op"] == "ack", r
+        want = list(reversed(bodies))
+        h = await ca.request({"op": "history", "room": room, "limit": 10})
+        assert [m["body"] for m in h["messages"]] == want, h
+        persisted(room, len(bodies))
+        redis("DEL", "{r:%d}:log" % room)
+        for _ in range(2):
+            seqs, got = [], []
+            before = None
+            while True:
+                req = {"op": "history", "room": room, "limit": 2}
+                if before:
+                    req["before"] = before
+                h = await ca.request(req)
+                got += [(m["body"], m["cid"]) for m in h["messages"]]
+                if not h["more"]:
+                    break
+                before = h["messages"][-1]["seq"]
+            assert got == [(b, 'c"%d\\' % (len(bodies) - 1 - i)) for i, b in enumerate(want)], got
+    finally:
+        await ca.close()
