@@ -9,6 +9,21 @@
  * page comes from MySQL through the relay-worker (a replica, the primary
  * when the replica is down or lags).  Every message carries `unread`: how
  * many current members have not read it (lib/src/unread.c).
+ *
+ * Reading ahead.  A page from MySQL used to wait for the script's answer
+ * before the relay-worker was asked: two round trips one after the other.
+ * When this worker saw the same user's page of the same room below the log
+ * before (the hints below: the user is a member, or was one, and pages at
+ * or below that `before` are older than the log, whose oldest seq only
+ * rises), the relay request leaves together with the script, for the page
+ * the script would ask for.  The script still decides: its rows are used
+ * only when the script answered 1, not covered, with the same `before`
+ * (so the same [lo, before), inside what the user may read); otherwise
+ * they are dropped when they come (a forbidden user gets its error, a page
+ * the log holds comes from the log, a clamped `before` is asked again).
+ * Rows that come before the script's answer wait for it.  A page thus
+ * lives until both answers came back (`waiting`); its caller's handler is
+ * called once, as soon as the page is known.
  */
 #include "ngx_http_minichat_module.h"
 #include "minichat/unread.h"
@@ -17,12 +32,21 @@
 
 #define NGX_HTTP_MINICHAT_HISTORY_DEFAULT  50
 #define NGX_HTTP_MINICHAT_HISTORY_MAX      MC_OP_HISTORY_MAX
+#define NGX_HTTP_MINICHAT_HISTORY_HINTS    1024    /* a power of two */
 
 
 typedef struct {
     ngx_http_minichat_history_pt   handler;
     void                          *data;
     uint64_t                       room;
+    uint64_t                       user;
+    uint64_t                       ahead;        /* the `before` read ahead, 0 when none */
+    Minichat__HistoryResult       *early;        /* rows read ahead that came before the script */
+    ngx_uint_t                     waiting;      /* answers still to come: the script's, the relay's */
+    unsigned                       scripted:1;   /* the script answered */
+    unsigned                       use_ahead:1;  /* the script wants the rows read ahead */
+    unsigned                       early_set:1;  /* the read ahead answered (early, NULL on failure) */
+    unsigned                       answered:1;   /* the handler was called */
     uint64_t                       last_seq;
     uint64_t                       before;
     uint64_t                       lo;
@@ -50,15 +74,31 @@ typedef struct {
 #define NGX_HTTP_MINICHAT_HISTORY_MSG_EXTRA  (sizeof(",,\"unread\":") + NGX_SIZE_T_LEN)
 
 
+/* A user's page of a room that was older than the recent log: pages at or
+ * below `below` are older than the log too (until a room reload puts older
+ * messages back in the log, when a read ahead is wasted, never wrong). */
+typedef struct {
+    uint64_t  room;
+    uint64_t  user;
+    uint64_t  below;
+} ngx_http_minichat_history_hint_t;
+
+
+static ngx_http_minichat_history_hint_t *ngx_http_minichat_history_hint(uint64_t room, uint64_t user);
+static void ngx_http_minichat_history_read_ahead(ngx_http_minichat_history_t *h, uint64_t before);
 static size_t ngx_http_minichat_history_budget(void);
 static void ngx_http_minichat_history_reply(redisReply *reply, ngx_int_t rc, void *data);
+static void ngx_http_minichat_history_parse(ngx_http_minichat_history_t *h, redisReply *reply, ngx_int_t rc);
+static void ngx_http_minichat_history_ahead_rows(Minichat__LocalFrame *result, void *data);
 static void ngx_http_minichat_history_rows(Minichat__LocalFrame *result, void *data);
+static void ngx_http_minichat_history_render(ngx_http_minichat_history_t *h, Minichat__HistoryResult *hr);
 static ngx_int_t ngx_http_minichat_history_open(ngx_http_minichat_history_t *h, ngx_http_minichat_out_t *o,
     size_t msgs);
 static void ngx_http_minichat_history_unread(ngx_http_minichat_out_t *o, size_t unread);
 static void ngx_http_minichat_history_finish(ngx_http_minichat_history_t *h, ngx_http_minichat_out_t *o);
 static void ngx_http_minichat_history_fail(ngx_http_minichat_history_t *h, ngx_int_t rc, const char *code,
     const char *text);
+static void ngx_http_minichat_history_release(ngx_http_minichat_history_t *h);
 
 
 static const char  *ngx_http_minichat_history_keys[] = { "members", "seq", "left", "log", "read", "epoch" };
@@ -66,6 +106,10 @@ static const char  *ngx_http_minichat_history_keys[] = { "members", "seq", "left
 static const ngx_http_minichat_script_t  ngx_http_minichat_script_history = {
     MINICHAT_LUA_HISTORY_SHA1, MINICHAT_LUA_HISTORY_SRC, 6, ngx_http_minichat_history_keys, 0, NULL
 };
+
+
+/* direct-mapped by (room, user): a collision forgets a hint, nothing more */
+static ngx_http_minichat_history_hint_t  ngx_http_minichat_history_hints[NGX_HTTP_MINICHAT_HISTORY_HINTS];
 
 
 ngx_int_t
@@ -90,6 +134,7 @@ ngx_http_minichat_history_page(uint64_t room, uint64_t user, uint64_t before, ng
     h->handler = handler;
     h->data = data;
     h->room = room;
+    h->user = user;
     h->limit = limit;
 
     av[0] = (const char *) u;
@@ -99,6 +144,10 @@ ngx_http_minichat_history_page(uint64_t room, uint64_t user, uint64_t before, ng
     av[2] = (const char *) l;
     al[2] = ngx_sprintf(l, "%ui", limit) - l;
 
+    /* the script's answer, and this function's own hold until it returns
+     * (whatever a script call may answer at once) */
+    h->waiting = 2;
+
     if (ngx_http_minichat_room_script(room, &ngx_http_minichat_script_history, 3, av, al,
                                       ngx_http_minichat_history_reply, h)
         != NGX_OK)
@@ -107,7 +156,59 @@ ngx_http_minichat_history_page(uint64_t room, uint64_t user, uint64_t before, ng
         return NGX_ERROR;
     }
 
+    if (!h->scripted) {
+        ngx_http_minichat_history_read_ahead(h, before);
+    }
+
+    ngx_http_minichat_history_release(h);
+
     return NGX_OK;
+}
+
+
+static ngx_http_minichat_history_hint_t *
+ngx_http_minichat_history_hint(uint64_t room, uint64_t user)
+{
+    uint64_t  k;
+
+    k = (room * 0x9e3779b97f4a7c15ULL) ^ (user * 0xc2b2ae3d27d4eb4fULL);
+
+    return &ngx_http_minichat_history_hints[(k >> 32) & (NGX_HTTP_MINICHAT_HISTORY_HINTS - 1)];
+}
+
+
+/* Asks the relay-worker for the page [lo, before) now, when this user's
+ * earlier page of the room says it is older than the log; the script's
+ * answer decides later whether the rows are used. */
+static void
+ngx_http_minichat_history_read_ahead(ngx_http_minichat_history_t *h, uint64_t before)
+{
+    ngx_http_minichat_history_hint_t  *hint;
+    Minichat__LocalFrame               f = MINICHAT__LOCAL_FRAME__INIT;
+    Minichat__HistoryRequest           hr = MINICHAT__HISTORY_REQUEST__INIT;
+
+    if (!ngx_http_minichat_conf()->history_read_ahead) {
+        return;
+    }
+
+    hint = ngx_http_minichat_history_hint(h->room, h->user);
+
+    if (before < 2 || hint->room != h->room || hint->user != h->user || before > hint->below) {
+        return;
+    }
+
+    hr.room = h->room;
+    hr.before = before;
+    hr.limit = (uint32_t) (before - (before > h->limit ? before - h->limit : 1));
+    f.body_case = MINICHAT__LOCAL_FRAME__BODY_HISTORY;
+    f.history = &hr;
+
+    if (ngx_http_minichat_relay_request(&f, ngx_http_minichat_history_ahead_rows, h) != NGX_OK) {
+        return;    /* the page goes the usual way */
+    }
+
+    h->ahead = before;
+    h->waiting++;
 }
 
 
@@ -124,6 +225,19 @@ static void
 ngx_http_minichat_history_reply(redisReply *reply, ngx_int_t rc, void *data)
 {
     ngx_http_minichat_history_t  *h = data;
+
+    h->scripted = 1;
+    ngx_http_minichat_history_parse(h, reply, rc);
+    ngx_http_minichat_history_release(h);
+}
+
+
+/* Reads the script's answer: an error, the page from the log, or a page
+ * from MySQL (read ahead already, or asked now). */
+static void
+ngx_http_minichat_history_parse(ngx_http_minichat_history_t *h, redisReply *reply, ngx_int_t rc)
+{
+    ngx_http_minichat_history_hint_t  *hint;
     ngx_http_minichat_out_t       o;
     Minichat__LocalFrame          f = MINICHAT__LOCAL_FRAME__INIT;
     Minichat__HistoryRequest      hr = MINICHAT__HISTORY_REQUEST__INIT;
@@ -180,21 +294,45 @@ ngx_http_minichat_history_reply(redisReply *reply, ngx_int_t rc, void *data)
     }
     mc_unread_sort(h->pointers, h->n_pointers);
 
+    hint = ngx_http_minichat_history_hint(h->room, h->user);
+
     if (!covered) {
         /* older than the recent log: MySQL through the relay-worker */
+        if (hint->room != h->room || hint->user != h->user || hint->below < h->before) {
+            hint->room = h->room;
+            hint->user = h->user;
+            hint->below = h->before;
+        }
+
+        h->lo = h->before > h->limit ? h->before - h->limit : 1;
+
+        if (h->ahead == h->before) {
+            /* the page read ahead is this one */
+            h->use_ahead = 1;
+            if (h->early_set) {
+                ngx_http_minichat_history_render(h, h->early);
+            }
+            return;
+        }
+
         hr.room = h->room;
         hr.before = h->before;
         f.body_case = MINICHAT__LOCAL_FRAME__BODY_HISTORY;
         f.history = &hr;
 
         /* the same page as the script's: [lo, before) */
-        h->lo = h->before > h->limit ? h->before - h->limit : 1;
         hr.limit = (uint32_t) (h->before - h->lo);
 
         if (ngx_http_minichat_relay_request(&f, ngx_http_minichat_history_rows, h) != NGX_OK) {
             ngx_http_minichat_history_fail(h, NGX_ERROR, "unavailable", "relay-worker unavailable; retry");
+            return;
         }
+        h->waiting++;
         return;
+    }
+
+    if (hint->room == h->room && hint->user == h->user && hint->below >= h->before) {
+        hint->room = 0;    /* the log holds this page again (a reload): no more reading ahead */
     }
 
     count = reply->elements - first;
@@ -251,19 +389,53 @@ ngx_http_minichat_history_reply(redisReply *reply, ngx_int_t rc, void *data)
 }
 
 
+/* The rows read ahead: kept until the script answered, used when it asks
+ * for this page, dropped otherwise. */
+static void
+ngx_http_minichat_history_ahead_rows(Minichat__LocalFrame *result, void *data)
+{
+    ngx_http_minichat_history_t  *h = data;
+    Minichat__HistoryResult      *hr;
+
+    hr = result && result->body_case == MINICHAT__LOCAL_FRAME__BODY_HISTORY_RESULT ? result->history_result : NULL;
+
+    if (!h->scripted) {
+        if (hr) {
+            result->history_result = NULL;    /* ours now: freed with the page */
+        }
+        h->early = hr;
+        h->early_set = 1;
+
+    } else if (h->use_ahead && !h->answered) {
+        ngx_http_minichat_history_render(h, hr);
+    }
+
+    ngx_http_minichat_history_release(h);
+}
+
+
+/* The rows asked for after the script's answer. */
 static void
 ngx_http_minichat_history_rows(Minichat__LocalFrame *result, void *data)
 {
     ngx_http_minichat_history_t  *h = data;
+
+    ngx_http_minichat_history_render(h, result && result->body_case == MINICHAT__LOCAL_FRAME__BODY_HISTORY_RESULT
+                                        ? result->history_result : NULL);
+    ngx_http_minichat_history_release(h);
+}
+
+
+/* Answers the page from MySQL's rows (NULL: no answer). */
+static void
+ngx_http_minichat_history_render(ngx_http_minichat_history_t *h, Minichat__HistoryResult *hr)
+{
     ngx_http_minichat_out_t       o;
-    Minichat__HistoryResult      *hr;
     Minichat__ChatMessage        *m;
     uint64_t                     *seqs = NULL;
     size_t                       *unread = NULL, *jlen = NULL;
     size_t                        i, n, bytes, budget;
     uint64_t                      last_seq = h->before;
-
-    hr = result ? result->history_result : NULL;
 
     if (hr == NULL || (hr->error && hr->error[0])) {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0, "minichat: room %uL: history from mysql failed: %s",
@@ -384,21 +556,40 @@ ngx_http_minichat_history_finish(ngx_http_minichat_history_t *h, ngx_http_minich
     p = ngx_http_minichat_json_escape(p, h->epoch, h->epoch_len);
     *p++ = '"';
 
+    h->answered = 1;
     h->handler(NGX_OK, NULL, NULL, o->buf, p - o->buf, h->data);
 
     ngx_free(o->buf);
-    if (h->pointers) {
-        ngx_free(h->pointers);
-    }
-    ngx_free(h);
 }
 
 
 static void
 ngx_http_minichat_history_fail(ngx_http_minichat_history_t *h, ngx_int_t rc, const char *code, const char *text)
 {
+    h->answered = 1;
     h->handler(rc, code, text, NULL, 0, h->data);
+}
 
+
+/* One answer (the script's or the relay-worker's) is in: the page goes
+ * when none is still to come. */
+static void
+ngx_http_minichat_history_release(ngx_http_minichat_history_t *h)
+{
+    if (--h->waiting) {
+        return;
+    }
+
+    if (!h->answered) {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0, "minichat: room %uL: history page left unanswered",
+                      h->room);
+        h->answered = 1;
+        h->handler(NGX_ERROR, "unavailable", "history unavailable; retry", NULL, 0, h->data);
+    }
+
+    if (h->early) {
+        minichat__history_result__free_unpacked(h->early, NULL);
+    }
     if (h->pointers) {
         ngx_free(h->pointers);
     }

@@ -204,6 +204,13 @@ static ngx_command_t ngx_http_minichat_commands[] = {
       offsetof(ngx_http_minichat_main_conf_t, members_cache),
       &ngx_http_minichat_members_cache_bounds },
 
+    { ngx_string("minichat_history_read_ahead"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_minichat_main_conf_t, history_read_ahead),
+      NULL },
+
     { ngx_string("minichat_dedup_ttl"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_sec_slot,
@@ -540,6 +547,7 @@ ngx_http_minichat_create_main_conf(ngx_conf_t *cf)
     mcf->log_max = NGX_CONF_UNSET_UINT;
     mcf->log_bytes = NGX_CONF_UNSET_SIZE;
     mcf->members_cache = NGX_CONF_UNSET_UINT;
+    mcf->history_read_ahead = NGX_CONF_UNSET;
     mcf->idem_ttl = NGX_CONF_UNSET;
     mcf->reconnect = NGX_CONF_UNSET_MSEC;
     mcf->relay_timeout = NGX_CONF_UNSET_MSEC;
@@ -582,6 +590,7 @@ ngx_http_minichat_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(mcf->log_max, 1000);
     ngx_conf_init_size_value(mcf->log_bytes, 1024 * 1024);
     ngx_conf_init_uint_value(mcf->members_cache, 1024);
+    ngx_conf_init_value(mcf->history_read_ahead, 1);
     ngx_conf_init_value(mcf->idem_ttl, 86400);
     ngx_conf_init_msec_value(mcf->reconnect, 500);
     ngx_conf_init_msec_value(mcf->relay_timeout, 5000);

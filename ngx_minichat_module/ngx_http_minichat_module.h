@@ -69,6 +69,7 @@ typedef struct {
     size_t send_queue_size;
     ngx_uint_t log_max;          /* entries in a room's recent log */
     ngx_uint_t members_cache;    /* rooms whose members a worker keeps (0: none) */
+    ngx_flag_t history_read_ahead; /* MySQL pages asked for beside the history script */
     size_t log_bytes;            /* bytes of entries in a room's recent log */
     time_t idem_ttl;
     ngx_msec_t reconnect;
