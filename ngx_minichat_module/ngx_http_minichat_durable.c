@@ -349,6 +349,7 @@ ngx_http_minichat_durable_found(redisReply *reply, ngx_int_t rc, void *data)
     m.kind = (char *) (json_is_string(v) && ngx_strcmp(json_string_value(v), "system") == 0 ? "system" : "");
     m.recipients = (uint64_t *) recipients;
     m.n_recipients = n;
+    m.members_ver = ngx_http_minichat_members_ver(rp->members);
     m.origin_node = (char *) mcf->node.data;
     m.origin_conn = 0;            /* every connection of the sender gets it too */
     m.persist_only = 1;           /* a repair: delivered only where it was skipped */

@@ -98,6 +98,30 @@ ngx_http_minichat_members_version(ngx_http_minichat_members_t *m)
 }
 
 
+/* The version of a held entry as a number, for the relay-worker link
+ * (ChatMessage.members_ver): 0 for none, or for a list that was not cached
+ * under a version. */
+uint64_t
+ngx_http_minichat_members_ver(ngx_http_minichat_members_t *m)
+{
+    uint64_t  v = 0;
+    size_t    i;
+
+    if (m == NULL || m->ver_len == 0 || m->ver_len > NGX_INT64_LEN - 1) {
+        return 0;
+    }
+
+    for (i = 0; i < m->ver_len; i++) {
+        if (m->ver[i] < '0' || m->ver[i] > '9') {
+            return 0;
+        }
+        v = v * 10 + (m->ver[i] - '0');   /* at most 19 digits: no overflow */
+    }
+
+    return v;
+}
+
+
 void
 ngx_http_minichat_members_release(ngx_http_minichat_members_t *m)
 {

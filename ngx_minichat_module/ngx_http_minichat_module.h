@@ -411,6 +411,7 @@ ngx_str_t ngx_http_minichat_members_version(ngx_http_minichat_members_t *m);
 ngx_int_t ngx_http_minichat_members_reply(uint64_t room, ngx_http_minichat_members_t **held, redisReply *reply,
     size_t from);
 const uint64_t *ngx_http_minichat_members_ids(ngx_http_minichat_members_t *m, size_t *n);
+uint64_t ngx_http_minichat_members_ver(ngx_http_minichat_members_t *m);
 void ngx_http_minichat_members_release(ngx_http_minichat_members_t *m);
 void ngx_http_minichat_members_exit(void);
 /* Loads a room into Redis from what MySQL holds (load.lua: a no-op when it

@@ -13,6 +13,7 @@
 
 #include "ngx_http_minichat_module.h"
 #include "minichat/frame.h"
+#include "minichat/member_slots.h"
 
 
 #define NGX_HTTP_MINICHAT_RELAY_OUT_MAX  (64 * 1024 * 1024)
@@ -41,6 +42,9 @@ typedef struct {
 
     ngx_queue_t                  pending;
     uint64_t                     next_req_id;
+
+    mc_mslots_t                  sent;      /* member lists the relay-worker holds from us */
+    mc_mslots_t                  recv;      /* member lists it sent us */
     unsigned                     connected:1;
     unsigned                     down_logged:1;
 } ngx_http_minichat_relay_t;
@@ -51,7 +55,9 @@ static void ngx_http_minichat_relay_close(const char *why);
 static void ngx_http_minichat_relay_reconnect_handler(ngx_event_t *ev);
 static void ngx_http_minichat_relay_read_handler(ngx_event_t *ev);
 static void ngx_http_minichat_relay_write_handler(ngx_event_t *ev);
+static ngx_int_t ngx_http_minichat_relay_queue(Minichat__LocalFrame *frame);
 static ngx_int_t ngx_http_minichat_relay_flush(void);
+static void ngx_http_minichat_relay_deliver(Minichat__ChatMessage *m);
 static void ngx_http_minichat_relay_dispatch(Minichat__LocalFrame *f);
 static void ngx_http_minichat_relay_timeout(ngx_event_t *ev);
 static void ngx_http_minichat_relay_finish(ngx_http_minichat_relay_req_t *req, Minichat__LocalFrame *f);
@@ -112,6 +118,9 @@ ngx_http_minichat_relay_exit(void)
         ngx_free(rl->out);
         rl->out = NULL;
     }
+
+    mc_mslots_clear(&rl->sent);
+    mc_mslots_clear(&rl->recv);
 }
 
 
@@ -192,6 +201,10 @@ ngx_http_minichat_relay_connect(void)
     rl->out_pos = 0;
     rl->out_len = 0;
     rl->connected = 1;
+
+    /* a new connection: the relay-worker's tables for it start empty too */
+    mc_mslots_clear(&rl->sent);
+    mc_mslots_clear(&rl->recv);
     rl->down_logged = 0;
 
     /* the hello is queued first; it leaves as soon as the connect completes */
@@ -259,8 +272,53 @@ ngx_http_minichat_relay_reconnect_handler(ngx_event_t *ev)
 }
 
 
+/*
+ * Queues a frame.  A publish whose member list the relay-worker holds under
+ * the message's members version (it came on this connection before) leaves
+ * without it, recipients_cached set; one that carries its list makes the
+ * relay-worker hold it from now on (minichat/member_slots.h).
+ */
 ngx_int_t
 ngx_http_minichat_relay_send(Minichat__LocalFrame *frame)
+{
+    ngx_http_minichat_relay_t  *rl = &ngx_http_minichat_relay;
+    Minichat__ChatMessage      *m;
+    uint64_t                   *ids;
+    ngx_int_t                   rc;
+    size_t                      n;
+
+    if (frame->body_case != MINICHAT__LOCAL_FRAME__BODY_PUBLISH || frame->publish->members_ver == 0) {
+        return ngx_http_minichat_relay_queue(frame);
+    }
+
+    m = frame->publish;
+
+    if (!mc_mslots_has(&rl->sent, m->room, m->members_ver)) {
+        rc = ngx_http_minichat_relay_queue(frame);
+        if (rc == NGX_OK) {
+            mc_mslots_sent(&rl->sent, m->room, m->members_ver, m->n_recipients);
+        }
+        return rc;
+    }
+
+    ids = m->recipients;
+    n = m->n_recipients;
+    m->recipients = NULL;
+    m->n_recipients = 0;
+    m->recipients_cached = 1;
+
+    rc = ngx_http_minichat_relay_queue(frame);
+
+    m->recipients = ids;
+    m->n_recipients = n;
+    m->recipients_cached = 0;
+
+    return rc;
+}
+
+
+static ngx_int_t
+ngx_http_minichat_relay_queue(Minichat__LocalFrame *frame)
 {
     ngx_http_minichat_relay_t  *rl = &ngx_http_minichat_relay;
     size_t                      len, need, cap;
@@ -537,7 +595,7 @@ ngx_http_minichat_relay_dispatch(Minichat__LocalFrame *f)
     switch (f->body_case) {
 
     case MINICHAT__LOCAL_FRAME__BODY_DELIVER:
-        ngx_http_minichat_deliver(f->deliver);
+        ngx_http_minichat_relay_deliver(f->deliver);
         return;
 
     case MINICHAT__LOCAL_FRAME__BODY_EVENT:
@@ -570,4 +628,46 @@ ngx_http_minichat_relay_dispatch(Minichat__LocalFrame *f)
                       (int) f->body_case);
         return;
     }
+}
+
+
+/* Delivers a chat message with its member list: the one it carries (kept
+ * when it has a version), or, with recipients_cached, the one the
+ * relay-worker sent before under its version.  A list left out that this
+ * worker does not hold means the two ends' tables disagree: the link starts
+ * again (both empty), and the message reaches no one here; its recipients
+ * resume over the gap. */
+static void
+ngx_http_minichat_relay_deliver(Minichat__ChatMessage *m)
+{
+    ngx_http_minichat_relay_t  *rl = &ngx_http_minichat_relay;
+    const uint64_t             *ids;
+    size_t                      n;
+
+    if (!m->recipients_cached) {
+        if (mc_mslots_store(&rl->recv, m->room, m->members_ver, m->recipients, m->n_recipients) != 0) {
+            ngx_log_error(NGX_LOG_ERR, rl->log, 0, "minichat: out of memory keeping room %uL's member list",
+                          (uint64_t) m->room);
+        }
+        ngx_http_minichat_deliver(m);
+        return;
+    }
+
+    ids = mc_mslots_find(&rl->recv, m->room, m->members_ver, &n);
+    if (ids == NULL) {
+        ngx_log_error(NGX_LOG_ERR, rl->log, 0, "minichat: relay-worker left out room %uL's members (version %uL), "
+                      "which this worker does not hold; seq %uL not delivered here", (uint64_t) m->room,
+                      (uint64_t) m->members_ver, (uint64_t) m->seq);
+        ngx_http_minichat_relay_close("member lists out of step");
+        return;
+    }
+
+    m->recipients = (uint64_t *) ids;
+    m->n_recipients = n;
+
+    ngx_http_minichat_deliver(m);
+
+    /* the list is the table's: the unpacked message must not free it */
+    m->recipients = NULL;
+    m->n_recipients = 0;
 }

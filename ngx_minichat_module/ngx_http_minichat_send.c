@@ -249,6 +249,7 @@ ngx_http_minichat_admitted(redisReply *reply, ngx_int_t rc, void *data)
     m.ts = a->ts;
     m.recipients = (uint64_t *) recipients;
     m.n_recipients = n;
+    m.members_ver = ngx_http_minichat_members_ver(a->members);
     m.origin_node = (char *) mcf->node.data;
     m.origin_conn = a->origin_conn;
     m.persist_only = (status == 2);

@@ -19,7 +19,11 @@
  *                where its seq was skipped (nobody there got it).  A message stamped
  *                (admitted_at) longer than publish_max_age_ms ago is
  *                refused: a Redis failover since may have issued its seq
- *                again; the client's retry gets a fresh stamp.
+ *                again; the client's retry gets a fresh stamp.  A
+ *                publish that left its member list out (recipients_cached)
+ *                gets the list this connection sent before under its
+ *                members_ver (minichat/member_slots.h); one it never sent
+ *                closes the link.
  *   event        an ephemeral event (kind read, typing, presence or ban, seq 0):
  *                every peer (in the same queues and batches as messages) and
  *                every worker of this node as LocalFrame{event}, the origin
@@ -65,6 +69,41 @@ static uint8_t *dispatch_wrap(const Minichat__ChatMessage *m, uint32_t field, si
     return buf;
 }
 
+/* Fills in a publish's member list when the worker left it out
+ * (recipients_cached: the list it sent before under m->members_ver), or
+ * keeps the list it carries for later.  Returns 1 when m now borrows the
+ * connection's list (dispatch_members_return() before freeing m), 0 when
+ * m is as it came, or -1 when the worker left out a list it never sent (its
+ * tables and ours disagree: the link starts again). */
+static int dispatch_members_take(const link_from_t *from, Minichat__ChatMessage *m)
+{
+    const uint64_t *ids;
+    size_t n = 0;
+
+    if (!m->recipients_cached) {
+        if (mc_mslots_store(from->members, m->room, m->members_ver, m->recipients, m->n_recipients) != 0) {
+            mc_error("dispatch: out of memory keeping room %llu's member list", (unsigned long long)m->room);
+        }
+        return 0;
+    }
+    ids = mc_mslots_find(from->members, m->room, m->members_ver, &n);
+    if (ids == NULL) {
+        mc_error("dispatch: worker %s/%u left out room %llu's members (version %llu) it never sent; closing its "
+                 "link", from->node, from->pid, (unsigned long long)m->room, (unsigned long long)m->members_ver);
+        return -1;
+    }
+    m->recipients = (uint64_t *)ids;
+    m->n_recipients = n;
+    m->recipients_cached = 0;
+    return 1;
+}
+
+static void dispatch_members_return(Minichat__ChatMessage *m)
+{
+    m->recipients = NULL;
+    m->n_recipients = 0;
+}
+
 /* Names this node as a message's origin unless the worker did.  Returns 0,
  * or -1 when out of memory. */
 static int dispatch_set_origin(Minichat__ChatMessage *m)
@@ -92,7 +131,6 @@ static void dispatch_durable(uint64_t room, uint64_t seq, const kafka_fanout_t *
 static void on_publish(const link_from_t *from, Minichat__ChatMessage *m, uint64_t req_id)
 {
     kafka_fanout_t fan;
-    uint8_t *msg;
     int64_t age;
 
     if (m->room == 0 || m->seq == 0) {
@@ -129,9 +167,9 @@ static void on_publish(const link_from_t *from, Minichat__ChatMessage *m, uint64
         }
         return;
     }
-    /* LocalFrame{deliver = m}: field 4; it waits for Kafka's word */
+    /* the message as the workers and peers get it; it may wait for Kafka's word */
     fan.repair = m->persist_only;
-    fan.frame = dispatch_wrap(m, 4, &fan.len, &msg, &fan.msg_len);
+    fan.frame = msg_pack(m, &fan.msg.len, &fan.msg.rcpt_off);
     if (fan.frame == NULL) {
         mc_error("dispatch: out of memory");
         if (req_id) {
@@ -139,7 +177,10 @@ static void on_publish(const link_from_t *from, Minichat__ChatMessage *m, uint64
         }
         return;
     }
-    fan.msg_off = (size_t)(msg - fan.frame);
+    fan.msg.msg = fan.frame;
+    fan.msg.room = m->room;
+    fan.msg.ver = m->members_ver;
+    fan.msg.n_rcpt = m->n_recipients;
     if (!relay_conf.fanout_durable && !fan.repair) {
         /* fanout = admitted: the recipients get it now, beside Kafka; the
          * sender's ack still waits for Kafka */
@@ -156,8 +197,9 @@ static void on_publish(const link_from_t *from, Minichat__ChatMessage *m, uint64
  * the same way; the reorderers release it only where nobody had it. */
 static void dispatch_durable(uint64_t room, uint64_t seq, const kafka_fanout_t *fan)
 {
-    order_push(room, seq, fan->frame, fan->len, fan->repair);
-    peers_push(fan->frame + fan->msg_off, fan->msg_len);
+    (void)room; /* fan->msg.room */
+    order_push(seq, &fan->msg, fan->repair);
+    peers_push(fan->msg.msg, fan->msg.len);
     peers_kick();
 }
 
@@ -205,13 +247,26 @@ static void on_event(const link_from_t *from, Minichat__ChatMessage *m)
 
 int dispatch_frame(const link_from_t *from, Minichat__LocalFrame *f)
 {
+    int borrowed;
+
     if (db_jobs_accepts((int)f->body_case)) {
         db_jobs_submit(from->id, f);
         return 0;
     }
     switch (f->body_case) {
     case MINICHAT__LOCAL_FRAME__BODY_PUBLISH:
+        borrowed = dispatch_members_take(from, f->publish);
+        if (borrowed < 0) {
+            if (f->req_id) {
+                kafka_answer(from->id, f->req_id, "unavailable: member list out of step; retry with the same cid");
+            }
+            minichat__local_frame__free_unpacked(f, NULL);
+            return -1;
+        }
         on_publish(from, f->publish, f->req_id);
+        if (borrowed) {
+            dispatch_members_return(f->publish);
+        }
         break;
     case MINICHAT__LOCAL_FRAME__BODY_EVENT:
         on_event(from, f->event);

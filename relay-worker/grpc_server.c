@@ -9,8 +9,9 @@
  * The server has one registered method, /minichat.Relay/Deliver (unary,
  * RelayBatch -> RelayAck), and keeps exactly one request outstanding: when a
  * call arrives, the next request is posted first, then the batch's messages
- * go to the per-room reorderer as `deliver` frames, which releases them to
- * every local nginx worker in seq order; ephemeral events in the batch (kind
+ * go to the per-room reorderer (packed with their member list last,
+ * msg_pack.c), which releases them to every local nginx worker in seq order
+ * as `deliver` frames; ephemeral events in the batch (kind
  * read, typing, presence: seq 0) skip the reorderer and go to every local
  * worker at once as `event` frames (one buffer, one write per worker, in the
  * batch's order); then the ack is sent.  Senders keep up to four calls
@@ -130,7 +131,8 @@ static long rpc_deliver(const uint8_t *p, size_t n, const char *caller)
     Minichat__RelayBatch *b = minichat__relay_batch__unpack(NULL, n, p);
     Minichat__ChatMessage *msg;
     uint8_t *frames, hdr[MC_PB_LD_HDR_MAX];
-    size_t i, cap = 0, len = 0, ev_off, ev_len = 0, m, h;
+    size_t i, cap = 0, ev_off, ev_len = 0, m, h;
+    link_msg_t lm;
     int event;
 
     if (b == NULL) {
@@ -144,15 +146,15 @@ static long rpc_deliver(const uint8_t *p, size_t n, const char *caller)
     for (i = 0; i < b->n_messages; i++) {
         cap += MC_FRAME_HDR + MC_PB_LD_HDR_MAX + minichat__chat_message__get_packed_size(b->messages[i]);
     }
-    /* deliver frames are built at the front and handed over one by one;
-     * event frames gather at the back (ev_off on) and leave in one write */
-    frames = malloc(cap ? 2 * cap : 1);
+    /* messages are packed one by one for the reorderer; event frames
+     * gather here and leave in one write */
+    frames = malloc(cap ? cap : 1);
     if (frames == NULL) {
         mc_error("grpc: out of memory, %zu messages from \"%s\" lost", b->n_messages, b->from_node);
         minichat__relay_batch__free_unpacked(b, NULL);
         return 0;
     }
-    ev_off = cap;
+    ev_off = 0;
     for (i = 0; i < b->n_messages; i++) {
         msg = b->messages[i];
         event = relay_is_event_kind(msg->kind);
@@ -173,11 +175,19 @@ static long rpc_deliver(const uint8_t *p, size_t n, const char *caller)
             ev_len += MC_FRAME_HDR + h + m;
             continue;
         }
-        mc_frame_put_header(frames + len, (uint32_t)(h + m));
-        memcpy(frames + len + MC_FRAME_HDR, hdr, h);
-        minichat__chat_message__pack(msg, frames + len + MC_FRAME_HDR + h);
-        order_push(msg->room, msg->seq, frames + len, MC_FRAME_HDR + h + m, msg->persist_only);
-        len += MC_FRAME_HDR + h + m;
+        /* the list last, so that a worker that holds it gets the message without it */
+        msg->recipients_cached = 0; /* a peer's message always carries its list */
+        lm.msg = msg_pack(msg, &lm.len, &lm.rcpt_off);
+        if (lm.msg == NULL) {
+            mc_error("grpc: out of memory, room %llu seq %llu from \"%s\" not delivered here",
+                     (unsigned long long)msg->room, (unsigned long long)msg->seq, b->from_node);
+            continue;
+        }
+        lm.room = msg->room;
+        lm.ver = msg->members_ver;
+        lm.n_rcpt = msg->n_recipients;
+        order_push(msg->seq, &lm, msg->persist_only);
+        free((void *)lm.msg);
     }
     link_broadcast(0, frames + ev_off, ev_len);
     free(frames);

@@ -18,7 +18,7 @@
  *
  * Both the main thread (local publishes, ticks) and the completion-queue
  * thread (peer batches) push; order_lock serialises them.  Lock order:
- * order_lock, then worker_link.c's lock inside link_broadcast().
+ * order_lock, then worker_link.c's lock inside link_deliver().
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -31,13 +31,14 @@
 #include "minichat/reorder.h"
 
 typedef struct {
-    size_t len;
+    link_msg_t msg;   /* msg.msg points into data */
     uint8_t data[];
 } order_item_t;
 
 static pthread_mutex_t order_lock = PTHREAD_MUTEX_INITIALIZER;
 static mc_reorder_t *order;
-static mc_buf_t order_out; /* released frames, broadcast at the next flush */
+static mc_buf_t order_out; /* released items (pointers), sent at the next flush */
+static mc_buf_t order_msgs; /* their link_msg_t, built at the flush */
 static uint64_t order_out_failed;
 static uint64_t order_refused_seen; /* stats.refused when order_drop last ran */
 static int order_repair;            /* the message being pushed is a repair (under order_lock) */
@@ -48,12 +49,12 @@ static void order_emit(void *ctx, uint64_t room, uint64_t seq, void *item)
     order_item_t *it = item;
 
     (void)ctx;
-    if (mc_buf_append(&order_out, it->data, it->len) != 0) {
+    if (mc_buf_append(&order_out, &it, sizeof(it)) != 0) {
         order_out_failed++;
         mc_error("order: out of memory, room %llu seq %llu not delivered locally", (unsigned long long)room,
                  (unsigned long long)seq);
+        free(it);
     }
-    free(it);
 }
 
 static void order_drop(void *ctx, uint64_t room, uint64_t seq, void *item)
@@ -92,15 +93,33 @@ static void order_drop(void *ctx, uint64_t room, uint64_t seq, void *item)
     free(item);
 }
 
-/* Sends what was released; called with order_lock held. */
+/* Sends what was released, in one write per worker; called with order_lock
+ * held. */
 static void order_flush_locked(void)
 {
-    if (order_out.len) {
-        link_broadcast(0, (const uint8_t *)order_out.data, order_out.len);
-        mc_buf_reset(&order_out);
+    order_item_t **items = (order_item_t **)order_out.data;
+    size_t i, n = order_out.len / sizeof(*items);
+
+    if (n == 0) {
+        return;
     }
-    if (order_out.cap > (4u << 20)) {
-        /* a burst grew it; give the memory back */
+    mc_buf_reset(&order_msgs);
+    if (mc_buf_reserve(&order_msgs, n * sizeof(link_msg_t)) != 0) {
+        order_out_failed += n;
+        mc_error("order: out of memory, %zu released messages not delivered locally", n);
+    } else {
+        for (i = 0; i < n; i++) {
+            (void)mc_buf_append(&order_msgs, &items[i]->msg, sizeof(link_msg_t)); /* reserved above */
+        }
+        link_deliver((const link_msg_t *)order_msgs.data, n);
+    }
+    for (i = 0; i < n; i++) {
+        free(items[i]);
+    }
+    mc_buf_reset(&order_out);
+    if (order_msgs.cap > (1u << 20)) {
+        /* a burst grew them; give the memory back */
+        mc_buf_free(&order_msgs);
         mc_buf_free(&order_out);
     }
 }
@@ -115,21 +134,22 @@ int order_init(const mc_reorder_conf_t *conf)
     return 0;
 }
 
-void order_push(uint64_t room, uint64_t seq, const uint8_t *frame, size_t len, int repair)
+void order_push(uint64_t seq, const link_msg_t *msg, int repair)
 {
-    order_item_t *it = malloc(sizeof(*it) + len);
+    order_item_t *it = malloc(sizeof(*it) + msg->len);
 
     if (it == NULL) {
-        mc_error("order: out of memory, room %llu seq %llu not delivered locally", (unsigned long long)room,
+        mc_error("order: out of memory, room %llu seq %llu not delivered locally", (unsigned long long)msg->room,
                  (unsigned long long)seq);
         return;
     }
-    it->len = len;
-    memcpy(it->data, frame, len);
+    it->msg = *msg;
+    memcpy(it->data, msg->msg, msg->len);
+    it->msg.msg = it->data;
 
     pthread_mutex_lock(&order_lock);
     order_repair = repair;
-    (void)mc_reorder_push(order, room, seq, it, mc_now_ms());
+    (void)mc_reorder_push(order, msg->room, seq, it, mc_now_ms());
     order_repair = 0;
     order_flush_locked();
     pthread_mutex_unlock(&order_lock);
@@ -160,5 +180,6 @@ void order_close(void)
     mc_reorder_free(order);
     order = NULL;
     mc_buf_free(&order_out);
+    mc_buf_free(&order_msgs);
     pthread_mutex_unlock(&order_lock);
 }

@@ -7,7 +7,8 @@
  * Files, and which way calls run (never back up the list):
  *  - main.c: start-up, the epoll loop, shutdown; wires the others together;
  *  - dispatch.c: what each LocalFrame from a worker asks for, and which
- *    service does it;
+ *    service does it; msg_pack.c: a chat message packed once for the
+ *    workers and the peers, its member list last;
  *  - the services: kafka.c (producer), grpc_peer.c (client side, one queue
  *    per peer), grpc_server.c (receiving side), peer_tls.c (the mesh's
  *    mutual TLS and which callers are peers), order.c (per-room order of
@@ -44,6 +45,7 @@
 #include "minichat.pb-c.h"
 #include "minichat/db.h"
 #include "minichat/kafka_sec.h"
+#include "minichat/member_slots.h"
 #include "minichat/reorder.h"
 #include "minichat/sock_access.h"
 
@@ -117,7 +119,20 @@ typedef struct {
     uint64_t id;
     const char *node;
     unsigned pid;
+    mc_mslots_t *members; /* the member lists it sent on this connection (main thread) */
 } link_from_t;
+
+/* A chat message for this node's workers (msg_pack.c's layout): msg[0 ..
+ * rcpt_off) is the packed ChatMessage without its list, msg[rcpt_off ..
+ * len) the list's field (n_rcpt ids) under members version ver (0: none). */
+typedef struct {
+    uint64_t room;
+    uint64_t ver;
+    size_t n_rcpt;
+    const uint8_t *msg;
+    size_t len;
+    size_t rcpt_off;
+} link_msg_t;
 
 typedef struct {
     /* Handles one frame other than hello and takes ownership of f.  Returns
@@ -134,6 +149,10 @@ void link_on_event(void *ptr, uint32_t events);
 int link_send(uint64_t conn_id, const uint8_t *frame, size_t len);
 /* Queues frames for every connection that said hello but except_id (0: all). */
 void link_broadcast(uint64_t except_id, const uint8_t *frames, size_t len);
+/* Sends chat messages to every connection that said hello, as
+ * LocalFrame.deliver, one write per connection; a connection that holds a
+ * message's list under its version gets the message without it. */
+void link_deliver(const link_msg_t *msgs, size_t n);
 void link_close_all(void);
 /* Cork the calling thread's writes to the workers: they queue until
  * link_uncork(), which sends each connection's queue with one send(). */
@@ -150,9 +169,16 @@ void dispatch_read_done(void);
 /* kafka.c */
 /* order.c: every message for local delivery, released per room in seq order */
 int order_init(const mc_reorder_conf_t *conf);
-/* repair: the message was published again (a retry, the sweeper): dropping
- * it as delivered before is normal, not logged as a loss. */
-void order_push(uint64_t room, uint64_t seq, const uint8_t *frame, size_t len, int repair);
+/* Takes a copy of msg->msg, to be released in room msg->room's seq order.
+ * repair: the message was published again (a retry, the
+ * sweeper): dropping it as delivered before is normal, not logged as a
+ * loss. */
+void order_push(uint64_t seq, const link_msg_t *msg, int repair);
+
+/* msg_pack.c: packs m (its list cleared in the copy, never in m) with the
+ * list's field last; *rcpt_off is where that field starts.  Returns a
+ * malloc'ed buffer, or NULL when out of memory. */
+uint8_t *msg_pack(Minichat__ChatMessage *m, size_t *len, size_t *rcpt_off);
 long order_tick(uint64_t now);
 void order_stats(mc_reorder_stats_t *st);
 void order_close(void);
@@ -160,13 +186,11 @@ void order_close(void);
 int kafka_init(const relay_conf_t *conf);
 /* Produces m; when req_id is set, the worker on conn_id gets a PublishResult
  * with that req_id once Kafka has it or failed to take it. */
-/* What waits for a message to be durable: its LocalFrame.deliver (length
- * header included, malloc'ed) for this node's reorderer, and within it the
- * packed ChatMessage for the peers. */
+/* What waits for a message to be durable: the packed message (msg_pack())
+ * for this node's reorderer and for the peers. */
 typedef struct {
-    uint8_t *frame;
-    size_t len;
-    size_t msg_off, msg_len;
+    uint8_t *frame;           /* malloc'ed: the message as msg_pack() packs it */
+    link_msg_t msg;           /* msg.msg == frame */
     int repair;               /* a message published again (mc_reorder_push_repair) */
 } kafka_fanout_t;
 typedef void (*kafka_durable_pt)(uint64_t room, uint64_t seq, const kafka_fanout_t *fan);

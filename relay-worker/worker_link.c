@@ -35,6 +35,12 @@
  * cork is the calling thread's own; other threads' writes queue behind
  * what is corked (never ahead of it) and arm EPOLLOUT as usual.
  *
+ * Member lists (link_deliver): each connection keeps a mirror of the lists
+ * its worker holds from us and a table of those the worker sent us
+ * (minichat/member_slots.h); a chat message whose list the worker holds
+ * under the same members version leaves without it.  Both start empty with
+ * the connection, as the worker's own tables do.
+ *
  * Only the main thread frees a connection.  Another thread that must give up
  * on one marks it dead and shuts the socket down, which wakes the main thread
  * with EPOLLHUP.  Other threads name connections by id, never by pointer.
@@ -53,6 +59,7 @@
 #include "minichat/buf.h"
 #include "minichat/frame.h"
 #include "minichat/log.h"
+#include "minichat/relay_queue.h"
 #include "relay.h"
 
 #define LINK_MAX_CONNS 1024
@@ -76,6 +83,8 @@ typedef struct {
     int want_out;
     mc_buf_t out;   /* out.data[out_off..out.len) waits for the socket */
     size_t out_off;
+    mc_mslots_t sent; /* member lists this worker holds from us (under link_lock) */
+    mc_mslots_t recv; /* member lists it sent us (main thread) */
 } link_conn_t;
 
 typedef struct {
@@ -92,6 +101,7 @@ static uint64_t link_refused; /* connections refused by their credentials */
 static link_listener_t link_listener = {LINK_LISTEN, -1};
 static char link_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 static link_handler_t link_handler;
+static mc_buf_t link_scratch; /* one connection's deliver frames (under link_lock) */
 static __thread int link_corked; /* this thread queues its writes until link_uncork() */
 
 static void conn_close(link_conn_t *c);
@@ -267,6 +277,68 @@ void link_broadcast(uint64_t except_id, const uint8_t *frames, size_t len)
     pthread_mutex_unlock(&link_lock);
 }
 
+/* Appends msg to link_scratch as c gets it: without its list when c holds
+ * it under the message's version, else whole (and c holds it from now on).
+ * Returns 0, or -1 when out of memory (lock held). */
+static int conn_deliver_frame_locked(link_conn_t *c, const link_msg_t *msg)
+{
+    static const uint8_t cached[3] = {0x90, 0x01, 0x01}; /* recipients_cached (18) = true */
+    uint8_t hdr[MC_FRAME_HDR + MC_PB_LD_HDR_MAX];
+    const uint8_t *tail;
+    size_t body, tail_len, h;
+    int has = mc_mslots_has(&c->sent, msg->room, msg->ver);
+
+    tail = has ? cached : msg->msg + msg->rcpt_off;
+    tail_len = has ? sizeof(cached) : msg->len - msg->rcpt_off;
+    body = msg->rcpt_off + tail_len;
+    /* LocalFrame{deliver = message}: field 4 */
+    h = mc_pb_ld_header(hdr + MC_FRAME_HDR, 4, body);
+    mc_frame_put_header(hdr, (uint32_t)(h + body));
+    if (mc_buf_reserve(&link_scratch, MC_FRAME_HDR + h + body) != 0) {
+        return -1;
+    }
+    (void)mc_buf_append(&link_scratch, hdr, MC_FRAME_HDR + h); /* reserved above */
+    (void)mc_buf_append(&link_scratch, msg->msg, msg->rcpt_off);
+    (void)mc_buf_append(&link_scratch, tail, tail_len);
+    if (!has) {
+        mc_mslots_sent(&c->sent, msg->room, msg->ver, msg->n_rcpt);
+    }
+    return 0;
+}
+
+void link_deliver(const link_msg_t *msgs, size_t n)
+{
+    link_conn_t *c;
+    size_t i, j;
+
+    if (n == 0) {
+        return;
+    }
+    pthread_mutex_lock(&link_lock);
+    for (i = 0; i < link_nconns; i++) {
+        c = link_conns[i];
+        if (!c->hello || c->dead) {
+            continue;
+        }
+        mc_buf_reset(&link_scratch);
+        for (j = 0; j < n; j++) {
+            if (conn_deliver_frame_locked(c, &msgs[j]) != 0) {
+                /* its mirror no longer matches what it will get: start again */
+                mc_error("link: out of memory for worker %s/%u's messages, dropping it", c->node, c->pid);
+                conn_kill_locked(c);
+                break;
+            }
+        }
+        if (j == n) {
+            conn_write_locked(c, (const uint8_t *)link_scratch.data, link_scratch.len);
+        }
+    }
+    if (link_scratch.cap > 4 * LINK_READ_MIN) {
+        mc_buf_free(&link_scratch);
+    }
+    pthread_mutex_unlock(&link_lock);
+}
+
 void link_stats(uint64_t *conns, uint64_t *dropped, uint64_t *refused)
 {
     pthread_mutex_lock(&link_lock);
@@ -296,6 +368,7 @@ static int on_frame(link_conn_t *c, const uint8_t *p, size_t n)
         from.id = c->id;
         from.node = c->node;
         from.pid = c->pid;
+        from.members = &c->recv;
         return link_handler.frame(&from, f);
     }
     if (c->hello) {
@@ -511,6 +584,7 @@ static void conn_close(link_conn_t *c)
     }
     free(c->in);
     mc_buf_free(&c->out);
+    mc_mslots_clear(&c->recv);
     free(c);
 }
 
@@ -638,4 +712,5 @@ void link_close_all(void)
     for (i = 0; i < LINK_MAX_CONNS; i++) {
         link_conns[i] = NULL;
     }
+    mc_buf_free(&link_scratch);
 }

@@ -91,7 +91,7 @@ SCHEMAS = {
     "ChatMessage": {1: ("room", "u"), 2: ("seq", "u"), 3: ("sender", "u"), 4: ("cid", "s"), 5: ("body", "s"),
                     6: ("ts", "u"), 7: ("recipients", "ru"), 8: ("origin_node", "s"), 9: ("origin_conn", "u"),
                     10: ("persist_only", "b"), 11: ("kind", "s"), 12: ("seq_read", "u"), 13: ("online", "b"),
-                    14: ("last_seen", "u")},
+                    14: ("last_seen", "u"), 17: ("members_ver", "u"), 18: ("recipients_cached", "b")},
     "CreateRoomResult": {1: ("id", "u"), 2: ("error", "s"), 3: ("existed", "b"), 4: ("members", "ru")},
     "PublishResult": {1: ("ok", "b"), 2: ("error", "s")},
     "RoomStateResult": {1: ("error", "s"), 2: ("found", "b"), 3: ("last_seq", "u"), 4: ("members", "ru"),

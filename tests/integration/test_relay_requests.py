@@ -118,7 +118,8 @@ def test_history_pages(link):
     assert m[0]["kind"] == "system" and m[1]["kind"] == "text", m
     assert m[1] == {"room": room, "seq": 7, "sender": u, "cid": "c7", "body": "body 7 'x\"\\", "ts": 1732500000007,
                     "recipients": [], "origin_node": "", "origin_conn": 0, "persist_only": False, "kind": "text",
-                    "seq_read": 0, "online": False, "last_seen": 0}, m[1]
+                    "seq_read": 0, "online": False, "last_seen": 0, "members_ver": 0,
+                    "recipients_cached": False}, m[1]
     assert link.history(0, 5)["error"].startswith("bad_request:")
 
 

@@ -87,7 +87,8 @@ static void on_durable(uint64_t room, uint64_t seq, const kafka_fanout_t *fan)
 {
     ck_assert_uint_eq(room, 12);
     ck_assert_ptr_nonnull(fan->frame);
-    ck_assert_uint_eq(fan->len, 5);
+    ck_assert_uint_eq(fan->msg.len, 5);
+    ck_assert_ptr_eq(fan->msg.msg, fan->frame);
     durable_n++;
     durable_seq = seq;
 }
@@ -151,9 +152,10 @@ static void produce(uint64_t seq, uint64_t admitted_at)
     fan.frame = malloc(5);
     ck_assert_ptr_nonnull(fan.frame);
     memcpy(fan.frame, "frame", 5);
-    fan.len = 5;
-    fan.msg_off = 0;
-    fan.msg_len = 5;
+    memset(&fan.msg, 0, sizeof(fan.msg));
+    fan.msg.msg = fan.frame;
+    fan.msg.len = 5;
+    fan.msg.rcpt_off = 5;
     fan.repair = 0;
     kafka_produce(&m, 7, 100 + seq, &fan);
 }
