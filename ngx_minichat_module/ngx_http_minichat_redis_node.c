@@ -52,6 +52,16 @@
  * used after it.  Room scripts that rest on the room's seq carry the id,
  * and are held by the user until it is known (see lua/send.lua).
  *
+ * The scripts.  Behind the handshake, and whenever the node may have
+ * changed role, every script of lua/ is loaded (SCRIPT LOAD), before any
+ * command of the user can reach the node: the user's EVALSHA then finds its
+ * script.  The EVAL fallback on NOSCRIPT (ngx_http_minichat_redis.c) sends
+ * a command again after the commands behind it, which may already have run:
+ * a client's later send, issued between the NOSCRIPT of its earlier one and
+ * that one's EVAL, took the lower seq (two bench runs right after a stack
+ * restart showed it, when every first EVALSHA met an empty script cache).
+ * The fallback stays for a cache flushed under a live connection.
+ *
  * Redis has no command timeouts.  A watchdog drops the connection when the
  * oldest outstanding command of a ready node has waited longer than
  * minichat_redis_timeout: every waiting caller then gets its NULL reply (an
@@ -62,6 +72,7 @@
 #include "ngx_http_minichat_module.h"
 #include "ngx_http_minichat_redis.h"
 #include "minichat/resp.h"
+#include "lua_scripts.h"
 
 
 /* bytes read per c->recv call (a loop reads until NGX_AGAIN) */
@@ -77,6 +88,9 @@ static void ngx_http_minichat_redis_node_reconnect_handler(ngx_event_t *ev);
 static void ngx_http_minichat_redis_node_connect_timeout(ngx_event_t *ev);
 static void ngx_http_minichat_redis_node_connected(ngx_http_minichat_redis_node_t *node);
 static void ngx_http_minichat_redis_node_tls_done(ngx_connection_t *c);
+static void ngx_http_minichat_redis_node_load_scripts(ngx_http_minichat_redis_node_t *node);
+static void ngx_http_minichat_redis_node_loaded(ngx_http_minichat_redis_node_t *node, redisReply *reply,
+    ngx_http_minichat_redis_pending_t *p);
 static void ngx_http_minichat_redis_node_hello(ngx_http_minichat_redis_node_t *node, redisReply *reply,
     ngx_http_minichat_redis_pending_t *p);
 static void ngx_http_minichat_redis_node_info(ngx_http_minichat_redis_node_t *node, redisReply *reply,
@@ -599,6 +613,11 @@ ngx_http_minichat_redis_node_learn(ngx_http_minichat_redis_node_t *node, ngx_uin
         return;
     }
 
+    if (forget) {
+        /* a new connection, or a promoted replica with a cache of its own */
+        ngx_http_minichat_redis_node_load_scripts(node);
+    }
+
     if (ngx_http_minichat_redis_node_command(node, ngx_http_minichat_redis_node_info, NULL, 2, av, al)
         != NGX_OK)
     {
@@ -607,6 +626,46 @@ ngx_http_minichat_redis_node_learn(ngx_http_minichat_redis_node_t *node, ngx_uin
     }
 
     node->info_pending++;
+}
+
+
+/* SCRIPT LOAD of every script, queued behind what is queued already (the
+ * handshake on a new connection), so before the user's next command. */
+static void
+ngx_http_minichat_redis_node_load_scripts(ngx_http_minichat_redis_node_t *node)
+{
+    static const char  *scripts[] = MINICHAT_LUA_ALL_SRC;
+    const char         *av[3];
+    size_t              al[3];
+    ngx_uint_t          i;
+
+    av[0] = "SCRIPT";
+    al[0] = 6;
+    av[1] = "LOAD";
+    al[1] = 4;
+
+    for (i = 0; scripts[i]; i++) {
+        av[2] = scripts[i];
+        al[2] = ngx_strlen(scripts[i]);
+
+        if (ngx_http_minichat_redis_node_command(node, ngx_http_minichat_redis_node_loaded, NULL, 3, av, al)
+            != NGX_OK)
+        {
+            /* the EVAL fallback covers it */
+            return;
+        }
+    }
+}
+
+
+static void
+ngx_http_minichat_redis_node_loaded(ngx_http_minichat_redis_node_t *node, redisReply *reply,
+    ngx_http_minichat_redis_pending_t *p)
+{
+    if (reply && reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, node->log, 0, "minichat: redis %s:%d: SCRIPT LOAD failed: %s", node->host,
+                      node->port, reply->str);
+    }
 }
 
 

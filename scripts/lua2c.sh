@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Compiles lua/*.lua into a C header of {name, sha1, source} records, so the
-# nginx module can EVALSHA each script and fall back to EVAL on NOSCRIPT.
+# nginx module can EVALSHA each script and fall back to EVAL on NOSCRIPT, and
+# a list of all the sources (MINICHAT_LUA_ALL_SRC) to load behind every
+# Redis handshake.
 set -euo pipefail
 dir=$1 out=$2
 tmp=$out.tmp
@@ -16,6 +18,13 @@ tmp=$out.tmp
         sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/    "/' -e 's/$/\\n" \\/' "$f"
         echo "    \"\""
     done
+    # every script's source, for loading them all behind each Redis handshake
+    echo "#define MINICHAT_LUA_ALL_SRC { \\"
+    for f in "$dir"/*.lua; do
+        name=$(basename "$f" .lua)
+        echo "    MINICHAT_LUA_${name^^}_SRC, \\"
+    done
+    echo "    NULL }"
     echo "#endif"
 } > "$tmp"
 mv "$tmp" "$out"
