@@ -11,6 +11,8 @@
  *       -- into a no-op.
  *   UPDATE rooms r JOIN (<one row per room>) v ...
  *       SET r.last_seq = v.seq, ... WHERE r.last_seq < v.seq
+ *       -- or, when the batch holds one room, UPDATE rooms SET ...
+ *       -- WHERE id = ? AND last_seq < ?
  *   UPDATE room_members m JOIN rooms r ... SET m.last_message_at = r.last_message_at
  *       WHERE m.room_id IN (?, ...) AND ... m.last_message_at < r.last_message_at
  *
@@ -64,6 +66,7 @@ static void row_at(mc_msgrow_t *r);
 static size_t row_bytes(const mc_msgrow_t *r);
 static int row_cmp(const void *a, const void *b);
 static int room_args(mc_db_args_t *args, const mc_msgrow_t *r, const mc_msgrow_t *t);
+static int rooms_one_stmt(const mc_msgbatch_t *b, size_t *next, mc_buf_t *sql, mc_db_args_t *args);
 
 /* Adds a millisecond time as the value of COALESCE(FROM_UNIXTIME(? / 1000),
  * NOW(3)): NULL (now) for a time TIMESTAMP cannot hold.  Returns 0 or -1. */
@@ -285,6 +288,37 @@ static int room_args(mc_db_args_t *args, const mc_msgrow_t *r, const mc_msgrow_t
     return mc_db_args_add(args, MC_DB_TEXT(t->body, mc_utf8_prefix(t->body, t->body_len, MC_MSGBATCH_PREVIEW_CHARS)));
 }
 
+/* mc_msgbatch_rooms_stmt() for rows from *next on that are all one room's
+ * (sorted): a single-table UPDATE by primary key, where the derived table
+ * of the general form costs MariaDB a temporary table and a join per batch
+ * (a tenth of its CPU at 400 messages/s into one room). */
+static int rooms_one_stmt(const mc_msgbatch_t *b, size_t *next, mc_buf_t *sql, mc_db_args_t *args)
+{
+    static const char one[] =
+        "UPDATE rooms SET last_seq = ?, last_message_at = COALESCE(FROM_UNIXTIME(? / 1000), NOW(3)),"
+        " last_preview = COALESCE(LEFT(?, 191), last_preview) WHERE id = ? AND last_seq < ?";
+    const mc_msgrow_t *r = &b->rows[b->n - 1], *t = NULL;
+    size_t k;
+
+    for (k = b->n; k > *next; k--) {
+        if (b->rows[k - 1].kind == MC_MSG_TEXT) {
+            t = &b->rows[k - 1];
+            break;
+        }
+    }
+    if (mc_buf_append(sql, one, sizeof(one) - 1) != 0 || mc_db_args_add(args, MC_DB_U64(r->seq)) != 0
+        || arg_time(args, r->ts) != 0
+        || mc_db_args_add(args, t == NULL ? MC_DB_NULL
+                                          : MC_DB_TEXT(t->body, mc_utf8_prefix(t->body, t->body_len,
+                                                                               MC_MSGBATCH_PREVIEW_CHARS))) != 0
+        || mc_db_args_add(args, MC_DB_U64(r->room)) != 0 || mc_db_args_add(args, MC_DB_U64(r->seq)) != 0)
+    {
+        return -1;
+    }
+    *next = b->n;
+    return 0;
+}
+
 int mc_msgbatch_rooms_stmt(const mc_msgbatch_t *b, size_t *next, mc_buf_t *sql, mc_db_args_t *args)
 {
     static const char head[] =
@@ -302,6 +336,9 @@ int mc_msgbatch_rooms_stmt(const mc_msgbatch_t *b, size_t *next, mc_buf_t *sql, 
     mc_db_args_reset(args);
     if (*next >= b->n) {
         return 0;
+    }
+    if (b->rows[*next].room == b->rows[b->n - 1].room) {
+        return rooms_one_stmt(b, next, sql, args);
     }
     if (mc_buf_append(sql, head, sizeof(head) - 1) != 0) {
         return -1;

@@ -12,6 +12,8 @@
 #include "minichat/clock.h"
 #include "minichat/msgbatch.h"
 
+static size_t pack_kind(uint8_t *buf, uint64_t room, uint64_t seq, const char *kind, const char *body);
+
 /* Returns the number of non-overlapping occurrences of needle in hay. */
 static int count(const char *hay, const char *needle)
 {
@@ -240,6 +242,52 @@ START_TEST(test_rooms_stmt)
 }
 END_TEST
 
+START_TEST(test_rooms_stmt_one_room)
+{
+    uint8_t buf[256];
+    size_t len, next = 0;
+    mc_msgbatch_t b;
+    mc_buf_t r = MC_BUF_INIT;
+    mc_db_args_t a = {0};
+
+    mc_msgbatch_init(&b);
+    ck_assert_int_eq(mc_msgbatch_add(&b, 5, 11, 1, 4000, "d", 1, "eleven", 6), 0);
+    ck_assert_int_eq(mc_msgbatch_add(&b, 5, 12, 1, 3000, "c", 1, "twelve", 6), 0);
+    len = pack_kind(buf, 5, 13, "system", "{}");
+    ck_assert_int_eq(mc_msgbatch_add_packed(&b, buf, len), MC_MSGBATCH_OK);
+    mc_msgbatch_sort(&b);
+
+    /* one room: a single-table UPDATE by id, forward only; the room moves
+     * to the system message's seq and time, the preview is the last text */
+    ck_assert_int_eq(mc_msgbatch_rooms_stmt(&b, &next, &r, &a), 0);
+    ck_assert_uint_eq(next, 3);
+    ck_assert_str_eq(r.data, "UPDATE rooms SET last_seq = ?, last_message_at = COALESCE(FROM_UNIXTIME(? / 1000), "
+                             "NOW(3)), last_preview = COALESCE(LEFT(?, 191), last_preview) "
+                             "WHERE id = ? AND last_seq < ?");
+    ck_assert_uint_eq(a.n, 5);
+    arg_u64(&a, 0, 13);
+    arg_u64(&a, 1, 1732500000000ULL);
+    arg_text(&a, 2, "twelve");
+    arg_u64(&a, 3, 5);
+    arg_u64(&a, 4, 13);
+    ck_assert_int_eq(mc_msgbatch_rooms_stmt(&b, &next, &r, &a), 0);
+    ck_assert_uint_eq(r.len, 0);
+
+    /* only system messages, and a time TIMESTAMP cannot hold: no preview, now */
+    mc_msgbatch_clear(&b);
+    ck_assert_int_eq(mc_msgbatch_add_packed(&b, buf, len), MC_MSGBATCH_OK);
+    b.rows[0].ts = 0;
+    next = 0;
+    ck_assert_int_eq(mc_msgbatch_rooms_stmt(&b, &next, &r, &a), 0);
+    ck_assert_int_eq(a.v[1].type, MC_DB_ARG_NULL);
+    ck_assert_int_eq(a.v[2].type, MC_DB_ARG_NULL);
+    arg_u64(&a, 3, 5);
+    mc_db_args_free(&a);
+    mc_buf_free(&r);
+    mc_msgbatch_free(&b);
+}
+END_TEST
+
 START_TEST(test_rooms_stmt_chunks)
 {
     mc_msgbatch_t b;
@@ -321,6 +369,12 @@ START_TEST(test_preview_truncated_by_characters)
     }
     mc_msgbatch_init(&b);
     ck_assert_int_eq(mc_msgbatch_add(&b, 1, 1, 1, 1, "c", 1, body, sizeof(body)), 0);
+    ck_assert_int_eq(mc_msgbatch_rooms_stmt(&b, &next, &r, &a), 0);
+    ck_assert_int_eq(a.v[2].type, MC_DB_ARG_TEXT); /* one room: seq, time, preview, id, seq */
+    ck_assert_uint_eq(a.v[2].len, 191 * 2);
+    /* two rooms: the derived table's preview */
+    ck_assert_int_eq(mc_msgbatch_add(&b, 2, 1, 1, 1, "c", 1, body, sizeof(body)), 0);
+    next = 0;
     ck_assert_int_eq(mc_msgbatch_rooms_stmt(&b, &next, &r, &a), 0);
     ck_assert_int_eq(a.v[3].type, MC_DB_ARG_TEXT);
     ck_assert_uint_eq(a.v[3].len, 191 * 2);
@@ -462,6 +516,7 @@ static Suite *msgbatch_suite(void)
     tcase_add_test(tc, test_insert_stmt);
     tcase_add_test(tc, test_insert_stmt_split);
     tcase_add_test(tc, test_rooms_stmt);
+    tcase_add_test(tc, test_rooms_stmt_one_room);
     tcase_add_test(tc, test_rooms_stmt_chunks);
     tcase_add_test(tc, test_members_stmt);
     tcase_add_test(tc, test_buckets);

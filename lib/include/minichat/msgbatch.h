@@ -81,7 +81,9 @@ int mc_msgbatch_insert_stmt(const mc_msgbatch_t *b, size_t *next, size_t max_byt
  * last_message_at, and last_preview from the last text message, kept when
  * the batch has only system messages for the room) for the rooms of a
  * sorted batch from row *next on, at most MC_DB_ROWS_MAX rooms, padded to a
- * power of 4; advances *next to the first row of the next room left.
+ * power of 4 (rows of one room only: a single-table UPDATE by id, values
+ * seq, time, preview, id, seq); advances *next to the first row of the
+ * next room left.
  * Returns 0 or -1 when out of memory; sql is left empty when no row is left. */
 int mc_msgbatch_rooms_stmt(const mc_msgbatch_t *b, size_t *next, mc_buf_t *sql, mc_db_args_t *args);
 
