@@ -258,7 +258,12 @@ async def test_room_limit_counts_every_sender_and_spends_no_seq():
     assert refused and all(r["code"] == "rate_limited" and r["retry_after_ms"] >= 1 for r in refused), refused[:3]
     ts = sorted(a["ts"] for a in acks)
     expected = ROOM_BURST + 1 + math.floor((ts[-1] - ts[0]) * ROOM_RATE / 1000.0)
-    assert abs(len(acks) - expected) <= 1, (len(acks), expected, ts[-1] - ts[0])
+    # GCRA is exact within one, but `ts` is the worker's clock when it issued
+    # the script and GCRA runs on Redis's when the script runs: on a loaded
+    # box the first and the last send wait differently in between (a 10 ms
+    # slot each way), so two more either side; a limiter per node or per
+    # sender would be off by a hundred
+    assert abs(len(acks) - expected) <= 3, (len(acks), expected, ts[-1] - ts[0])
     assert sorted(a["seq"] for a in acks) == list(range(1, len(acks) + 1))
     wait_until(lambda: query("SELECT COUNT(*) AS n FROM messages WHERE room_id=%s", (room,))[0]["n"] == len(acks),
                what="MySQL holds exactly the acked messages")
