@@ -199,6 +199,8 @@ ngx_http_minichat_conn_error_num(ngx_http_minichat_ws_t *ws, int64_t id, ngx_uin
         return NGX_ERROR;
     }
 
+    ngx_http_minichat_metrics_error(code);
+
     p = ngx_sprintf(buf, "{\"op\":\"error\",");
     if (has_id) {
         p = ngx_sprintf(p, "\"id\":%L,", id);
@@ -267,6 +269,19 @@ ngx_http_minichat_conn_queue(ngx_http_minichat_ws_t *ws, const u_char *data, siz
 }
 
 
+ngx_int_t
+ngx_http_minichat_conn_queue_frame(ngx_http_minichat_ws_t *ws, const u_char *frame, size_t len)
+{
+    if (ngx_http_minichat_conn_queue(ws, frame, len) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_minichat_count(frames_out, 1);
+
+    return NGX_OK;
+}
+
+
 /* Queues one unfragmented frame (a data frame or a pong) and writes what
  * the socket takes, header and payload in one write.  A data frame is
  * compressed when the connection negotiated permessage-deflate and the
@@ -289,7 +304,7 @@ ngx_http_minichat_conn_frame(ngx_http_minichat_ws_t *ws, ngx_uint_t opcode, cons
     if (ws->deflate_bits && (opcode == MC_WS_OP_TEXT || opcode == MC_WS_OP_BINARY)) {
         cache.n = 0;
         if (ngx_http_minichat_deflate_pick(&cache, ws, opcode, data, len, &frame, &n) == NGX_OK) {
-            rc = ngx_http_minichat_conn_queue(ws, frame, n);
+            rc = ngx_http_minichat_conn_queue_frame(ws, frame, n);
             ngx_http_minichat_deflate_cache_free(&cache);
             return rc;
         }
@@ -309,6 +324,8 @@ ngx_http_minichat_conn_frame(ngx_http_minichat_ws_t *ws, ngx_uint_t opcode, cons
     {
         return NGX_ERROR;
     }
+
+    ngx_http_minichat_count(frames_out, 1);
 
     return ngx_http_minichat_conn_send(ws, waiting);
 }
@@ -440,6 +457,7 @@ ngx_http_minichat_conn_flush(ngx_http_minichat_ws_t *ws)
         }
 
         ws->out_pos += n;
+        ngx_http_minichat_count(bytes_out, n);
     }
 
     /* drained: an idle connection holds no output buffer */
@@ -623,6 +641,9 @@ ngx_http_minichat_conn_close(ngx_http_minichat_ws_t *ws, ngx_uint_t code, const 
     waiting = ws->out_pos < ws->out_len;
     ws->closing = 1;
 
+    ngx_http_minichat_count(frames_out, 1);
+    ngx_http_minichat_metrics_close(code);
+
     /* (closing: the frame is never refused for the queue's bound) */
     if (ngx_http_minichat_conn_append(ws, frame, 4 + n) != NGX_OK
         || ngx_http_minichat_conn_send(ws, waiting) != NGX_OK)
@@ -740,6 +761,8 @@ ngx_http_minichat_conn_hello(ngx_http_minichat_ws_t *ws, const u_char *payload, 
             ws->hello_pending = 0;
             return NGX_ERROR;
         }
+
+        ngx_http_minichat_count(frames_out, 1);
 
         if (tail) {
             p = ngx_alloc(tail, ngx_cycle->log);

@@ -317,6 +317,7 @@ ngx_http_minichat_ipcap_acquire(ngx_http_request_t *r, ngx_http_minichat_ipcap_s
 
     } else if (s->count >= mcf->ipcap_max) {
         ngx_shmtx_unlock(&ctx->shpool->mutex);
+        ngx_http_minichat_count(limited[NGX_HTTP_MINICHAT_LIMITED_PER_IP], 1);
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "minichat: websocket refused: %ui connections from %V already (minichat_max_connections_per_ip)",
                       mcf->ipcap_max, &c->addr_text);

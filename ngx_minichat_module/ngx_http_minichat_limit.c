@@ -46,6 +46,7 @@ typedef struct {
     void                        *data;
     uint64_t                     user;    /* 0: an address limit */
     ngx_msec_t                   start;   /* when the check was issued */
+    ngx_uint_t                   limited; /* NGX_HTTP_MINICHAT_LIMITED_*: the counter of a refusal */
 } ngx_http_minichat_limit_call_t;
 
 
@@ -413,6 +414,9 @@ ngx_http_minichat_limit_user(uint64_t user, ngx_uint_t kind, ngx_http_minichat_l
     call->data = data;
     call->user = user;
     call->start = ngx_current_msec;
+    call->limited = kind == NGX_HTTP_MINICHAT_LIMIT_MESSAGES ? NGX_HTTP_MINICHAT_LIMITED_MESSAGES
+                    : kind == NGX_HTTP_MINICHAT_LIMIT_REST ? NGX_HTTP_MINICHAT_LIMITED_REST
+                    : NGX_HTTP_MINICHAT_LIMITED_USER_CONNECTIONS;
 
     if (ngx_http_minichat_redis_script(MINICHAT_LUA_LIMIT_SHA1, MINICHAT_LUA_LIMIT_SRC, 3, (int) n, av, al,
                                        ngx_http_minichat_limit_reply, call)
@@ -455,6 +459,7 @@ ngx_http_minichat_limit_addr(ngx_str_t *addr, ngx_http_minichat_limit_pt handler
     call->data = data;
     call->user = 0;
     call->start = ngx_current_msec;
+    call->limited = NGX_HTTP_MINICHAT_LIMITED_CONNECTIONS;
 
     if (ngx_http_minichat_redis_script(MINICHAT_LUA_GCRA_SHA1, MINICHAT_LUA_GCRA_SRC, 1, 3, av, al,
                                        ngx_http_minichat_limit_reply, call)
@@ -497,6 +502,7 @@ ngx_http_minichat_limit_reply(redisReply *reply, void *data)
     void                            *hdata = call->data;
     uint64_t                         user = call->user;
     ngx_msec_t                       start = call->start;
+    ngx_uint_t                       counter = call->limited;
     long long                        status, a, b;
     ngx_int_t                        rc;
     uint64_t                         value = 0;
@@ -528,6 +534,7 @@ ngx_http_minichat_limit_reply(redisReply *reply, void *data)
     case 1:
         rc = NGX_BUSY;
         value = a > 0 ? (uint64_t) a : 1;
+        ngx_http_minichat_count(limited[counter], 1);
         if (b == 1 && user) {
             ngx_http_minichat_limit_record(user, 0, 0, 0);
         }

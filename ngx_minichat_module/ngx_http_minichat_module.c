@@ -3,8 +3,9 @@
  *
  * Directives live at the http level (one chat service per nginx); locations
  * opt in with `minichat_ws` (the WebSocket endpoint), `minichat_api` (the
- * REST endpoints) and `minichat_ws_echo` (an echo WebSocket for conformance
- * tests); the location-level settings are the echo's message limit and
+ * REST endpoints), `minichat_metrics` (Prometheus's text) and
+ * `minichat_ws_echo` (an echo WebSocket for conformance tests); the
+ * location-level settings are the echo's message limit and
  * permessage-deflate's (minichat_ws_deflate*).  Each worker opens its Redis and relay connections in
  * init_process and closes them in exit_process, so a graceful quit leaves no
  * socket behind.
@@ -463,6 +464,13 @@ static ngx_command_t ngx_http_minichat_commands[] = {
       offsetof(ngx_http_minichat_loc_conf_t, deflate_client_takeover),
       NULL },
 
+    { ngx_string("minichat_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_minichat_metrics_conf,
+      0,
+      0,
+      NULL },
+
     { ngx_string("minichat_api"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_minichat_api,
@@ -529,6 +537,7 @@ ngx_http_minichat_create_main_conf(ngx_conf_t *cf)
      *     mcf->jwt_audience = { 0, NULL };
      *     mcf->allowed_origins = NULL;
      *     mcf->ipcap_zone = NULL;
+     *     mcf->metrics_zone = NULL;
      *     mcf->enabled = 0;
      *     mcf->redis_seeds = NULL;
      *     mcf->redis_user = { 0, NULL };
@@ -618,6 +627,10 @@ ngx_http_minichat_init_main_conf(ngx_conf_t *cf, void *conf)
     }
 
     if (ngx_http_minichat_ipcap_merge(cf, mcf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_minichat_metrics_merge(cf, mcf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
     }
 
@@ -1023,6 +1036,9 @@ ngx_http_minichat_init_process(ngx_cycle_t *cycle)
 
     /* taken from this cycle only: a failed reload leaves no stale pointer */
     ngx_http_minichat_mcf = mcf;
+
+    /* echo locations count too */
+    ngx_http_minichat_metrics_init(mcf);
 
     if (mcf == NULL || !mcf->enabled) {
         return NGX_OK;

@@ -106,6 +106,7 @@ typedef struct {
     ngx_uint_t ipcap_max;        /* minichat_max_connections_per_ip; 0: off */
     size_t ipcap_zone_size;      /* minichat_max_connections_per_ip_zone */
     ngx_shm_zone_t *ipcap_zone;  /* NULL while the cap is off (_ipcap.c) */
+    ngx_shm_zone_t *metrics_zone; /* the counters (_metrics.c) */
 } ngx_http_minichat_main_conf_t;
 
 /* A location's settings. */
@@ -179,6 +180,7 @@ struct ngx_http_minichat_ws_s {
     unsigned echo:1;          /* an echo endpoint's connection: no user, session or ops */
     unsigned expiry_armed:1;  /* the read timer was set for exp, not for the tick */
     unsigned flush_queued:1;  /* on the worker's flush list (_flush.c): not freed until it passed */
+    unsigned counted:1;       /* in minichat_connections_open: taken out once, when it closes */
 };
 
 extern ngx_module_t ngx_http_minichat_module;
@@ -218,6 +220,68 @@ ngx_int_t ngx_http_minichat_ipcap_acquire(ngx_http_request_t *r, ngx_http_minich
 ngx_int_t ngx_http_minichat_ipcap_refuse(ngx_http_request_t *r);
 /* Gives a slot back once (*slot is cleared); NULL is nothing to give. */
 void ngx_http_minichat_ipcap_release(ngx_http_minichat_ipcap_slot_t **slot);
+
+/* ngx_http_minichat_metrics.c: counters in shared memory, added to by
+ * every worker with one atomic add per event, served by minichat_metrics
+ * (docs/metrics.md) */
+#define NGX_HTTP_MINICHAT_ERRORS   9   /* error codes, "other" last */
+#define NGX_HTTP_MINICHAT_CLOSES   12  /* close codes, "other" last */
+#define NGX_HTTP_MINICHAT_BUCKETS  15  /* histogram bounds; +Inf is one more */
+#define NGX_HTTP_MINICHAT_LIMITED_MESSAGES         0
+#define NGX_HTTP_MINICHAT_LIMITED_REST             1
+#define NGX_HTTP_MINICHAT_LIMITED_USER_CONNECTIONS 2
+#define NGX_HTTP_MINICHAT_LIMITED_CONNECTIONS      3
+#define NGX_HTTP_MINICHAT_LIMITED_ROOM_MESSAGES    4
+#define NGX_HTTP_MINICHAT_LIMITED_PER_IP           5
+#define NGX_HTTP_MINICHAT_LIMITS                   6
+
+typedef struct {
+    ngx_atomic_t buckets[NGX_HTTP_MINICHAT_BUCKETS + 1]; /* each its own range, not cumulative */
+    ngx_atomic_t sum_us;
+} ngx_http_minichat_histogram_t;
+
+typedef struct {
+    ngx_atomic_t layout;      /* NGX_HTTP_MINICHAT_METRICS_LAYOUT of the build that made it */
+    ngx_atomic_t conn_open;   /* a gauge: added to and taken from */
+    ngx_atomic_t conn_opened;
+    ngx_atomic_t frames_in;
+    ngx_atomic_t frames_out;
+    ngx_atomic_t bytes_in;
+    ngx_atomic_t bytes_out;
+    ngx_atomic_t sends;
+    ngx_atomic_t acks;
+    ngx_atomic_t deliveries;
+    ngx_atomic_t errors[NGX_HTTP_MINICHAT_ERRORS];
+    ngx_atomic_t closes[NGX_HTTP_MINICHAT_CLOSES];
+    ngx_atomic_t limited[NGX_HTTP_MINICHAT_LIMITS];
+    ngx_http_minichat_histogram_t redis;
+    ngx_http_minichat_histogram_t relay;
+} ngx_http_minichat_metrics_t;
+
+extern ngx_http_minichat_metrics_t *ngx_http_minichat_metrics;
+
+/* Adds n to a counter of the set (nothing outside a worker). */
+#define ngx_http_minichat_count(field, n)                                                      \
+    do {                                                                                       \
+        if (ngx_http_minichat_metrics) {                                                       \
+            (void) ngx_atomic_fetch_add(&ngx_http_minichat_metrics->field, (ngx_atomic_int_t) (n)); \
+        }                                                                                      \
+    } while (0)
+
+/* Observes a round trip begun at start_us (mc_now_us()) in a histogram. */
+#define ngx_http_minichat_observe(hist, start_us)                                              \
+    do {                                                                                       \
+        if (ngx_http_minichat_metrics) {                                                       \
+            ngx_http_minichat_metrics_observe(&ngx_http_minichat_metrics->hist, start_us);     \
+        }                                                                                      \
+    } while (0)
+
+char *ngx_http_minichat_metrics_merge(ngx_conf_t *cf, ngx_http_minichat_main_conf_t *mcf);
+char *ngx_http_minichat_metrics_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+void ngx_http_minichat_metrics_init(ngx_http_minichat_main_conf_t *mcf);
+void ngx_http_minichat_metrics_error(const char *code);
+void ngx_http_minichat_metrics_close(ngx_uint_t code);
+void ngx_http_minichat_metrics_observe(ngx_http_minichat_histogram_t *h, int64_t start_us);
 
 /* ngx_http_minichat_module.c */
 ngx_http_minichat_main_conf_t *ngx_http_minichat_conf(void);
@@ -338,6 +402,8 @@ void ngx_http_minichat_deflate_exit(void);
 
 /* ngx_http_minichat_conn.c: a client connection's output and lifetime */
 ngx_int_t ngx_http_minichat_conn_queue(ngx_http_minichat_ws_t *ws, const u_char *data, size_t len);
+/* The same for bytes that are one whole frame, counted as one sent. */
+ngx_int_t ngx_http_minichat_conn_queue_frame(ngx_http_minichat_ws_t *ws, const u_char *frame, size_t len);
 /* Queues one frame (data or pong); refused (NGX_ERROR) once the connection is closing. */
 ngx_int_t ngx_http_minichat_conn_frame(ngx_http_minichat_ws_t *ws, ngx_uint_t opcode, const u_char *data,
     size_t len);

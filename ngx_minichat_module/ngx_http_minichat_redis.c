@@ -57,6 +57,7 @@
  */
 #include "ngx_http_minichat_module.h"
 #include "ngx_http_minichat_redis.h"
+#include "minichat/clock.h"
 
 
 #define NGX_HTTP_MINICHAT_REDIS_NODES      64
@@ -86,6 +87,7 @@ typedef struct {
     ngx_http_minichat_redis_pending_t  pending;    /* first: the reply's privdata;
                                                       its queue is also `retrying`'s */
     ngx_msec_t                  start;      /* first issued */
+    int64_t                     issued_us;  /* first issued, mc_now_us(): the round trip's start */
     ngx_event_t                 retry;
     ngx_http_minichat_redis_pt  handler;
     void                       *data;
@@ -344,6 +346,7 @@ ngx_http_minichat_redis_cmd(const char *sha1, const char *src, int nkeys, int ar
     cmd->argvlen = (size_t *) (cmd->argv + n);
     cmd->start = ngx_http_minichat_redis.op_start ? ngx_http_minichat_redis.op_start : ngx_current_msec;
     cmd->node = -1;
+    cmd->issued_us = mc_now_us();
     cmd->retry.handler = ngx_http_minichat_redis_retry_handler;
     cmd->retry.data = cmd;
     cmd->retry.log = ngx_http_minichat_redis.log;
@@ -811,6 +814,10 @@ ngx_http_minichat_redis_retry_handler(ngx_event_t *ev)
 static void
 ngx_http_minichat_redis_finish(ngx_http_minichat_redis_cmd_t *cmd, redisReply *reply)
 {
+    if (reply) {
+        ngx_http_minichat_observe(redis, cmd->issued_us);
+    }
+
     if (cmd->handler) {
         cmd->handler(reply, cmd->data);
 

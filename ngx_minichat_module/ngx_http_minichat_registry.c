@@ -166,7 +166,9 @@ ngx_http_minichat_visit_msg(ngx_http_minichat_ws_t *ws, void *data)
         return;
     }
 
-    (void) ngx_http_minichat_conn_queue(ws, frame, len);
+    if (ngx_http_minichat_conn_queue_frame(ws, frame, len) == NGX_OK) {
+        ngx_http_minichat_count(deliveries, 1);
+    }
 }
 
 
@@ -213,7 +215,7 @@ ngx_http_minichat_visit_event(ngx_http_minichat_ws_t *ws, void *data)
         len = f->len;
         (void) ngx_http_minichat_deflate_pick(&f->deflated, ws, MC_WS_OP_TEXT, f->frame + f->hlen,
                                               f->len - f->hlen, &frame, &len);
-        (void) ngx_http_minichat_conn_queue(ws, frame, len);
+        (void) ngx_http_minichat_conn_queue_frame(ws, frame, len);
     }
 }
 

@@ -12,6 +12,7 @@
 #include <sys/un.h>
 
 #include "ngx_http_minichat_module.h"
+#include "minichat/clock.h"
 #include "minichat/frame.h"
 #include "minichat/member_slots.h"
 
@@ -25,6 +26,7 @@ typedef struct {
     ngx_http_minichat_relay_pt   handler;
     void                        *data;
     ngx_event_t                  timer;
+    int64_t                      sent_us;  /* mc_now_us() when sent: the round trip's start */
 } ngx_http_minichat_relay_req_t;
 
 
@@ -408,6 +410,7 @@ ngx_http_minichat_relay_request(Minichat__LocalFrame *frame, ngx_http_minichat_r
     req->timer.handler = ngx_http_minichat_relay_timeout;
     req->timer.data = req;
     req->timer.log = rl->log;
+    req->sent_us = mc_now_us();
 
     frame->req_id = req->req_id;
 
@@ -442,6 +445,10 @@ ngx_http_minichat_relay_finish(ngx_http_minichat_relay_req_t *req, Minichat__Loc
 
     if (req->timer.timer_set) {
         ngx_del_timer(&req->timer);
+    }
+
+    if (f) {
+        ngx_http_minichat_observe(relay, req->sent_us);
     }
 
     req->handler(f, req->data);

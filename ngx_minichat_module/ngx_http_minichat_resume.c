@@ -327,9 +327,10 @@ ngx_http_minichat_resume_release(ngx_http_minichat_ws_t *ws, ngx_http_minichat_r
             continue;
         }
         ngx_http_minichat_resume_mark(st, seq);
-        if (ngx_http_minichat_conn_queue(ws, p + 12, len) != NGX_OK) {
+        if (ngx_http_minichat_conn_queue_frame(ws, p + 12, len) != NGX_OK) {
             break;
         }
+        ngx_http_minichat_count(deliveries, 1);
     }
 
     ngx_free(held);

@@ -210,6 +210,7 @@ ngx_http_minichat_admitted(redisReply *reply, ngx_int_t rc, void *data)
         /* the room's limit: the handler gets retry_after_ms in seq */
         a->seq = (reply->elements >= 2 && reply->element[1]->type == REDIS_REPLY_INTEGER
                   && reply->element[1]->integer > 0) ? (uint64_t) reply->element[1]->integer : 1;
+        ngx_http_minichat_count(limited[NGX_HTTP_MINICHAT_LIMITED_ROOM_MESSAGES], 1);
         ngx_http_minichat_admit_done(a, NGX_BUSY, "rate_limited", "too many messages in this room; retry after "
                                      "retry_after_ms");
         return;
@@ -225,6 +226,8 @@ ngx_http_minichat_admitted(redisReply *reply, ngx_int_t rc, void *data)
 
     a->seq = (uint64_t) reply->element[1]->integer;
     a->ts = (uint64_t) reply->element[2]->integer;
+
+    ngx_http_minichat_count(sends, 1);
 
     /* a retry (status 2) is published again as a repair: the reorderers
      * deliver it where it was never delivered, so it needs the members too */
@@ -454,7 +457,9 @@ ngx_http_minichat_send_done(ngx_int_t rc, const char *code, const char *text, ui
             p = ngx_sprintf(ack, ",\"room\":%uL,\"cid\":\"", s->room);
             p = ngx_http_minichat_json_escape(p, s->cid, s->cid_len);
             p = ngx_sprintf(p, "\",\"seq\":%uL,\"ts\":%uL", seq, ts);
-            (void) ngx_http_minichat_req_reply(&s->rq, "ack", ack, p - ack);
+            if (ngx_http_minichat_req_reply(&s->rq, "ack", ack, p - ack) == NGX_OK) {
+                ngx_http_minichat_count(acks, 1);
+            }
 
         } else if (rc == NGX_BUSY) {
             (void) ngx_http_minichat_conn_error_num(ws, s->rq.id, s->rq.has_id, code, text, "retry_after_ms", seq);

@@ -618,6 +618,10 @@ ngx_http_minichat_ws_upgrade(ngx_http_minichat_ws_t *ws, ngx_uint_t protocol)
         ngx_log_error(NGX_LOG_INFO, c->log, 0, "minichat: TCP_NODELAY failed");
     }
 
+    ws->counted = 1;
+    ngx_http_minichat_count(conn_opened, 1);
+    ngx_http_minichat_count(conn_open, 1);
+
     return NGX_OK;
 }
 
@@ -775,6 +779,11 @@ ngx_http_minichat_ws_finish(ngx_http_minichat_ws_t *ws)
 
     ngx_http_minichat_ipcap_release(&ws->ipcap);
 
+    if (ws->counted) {
+        ws->counted = 0;
+        ngx_http_minichat_count(conn_open, -1);
+    }
+
     if (!ws->echo) {
         ngx_log_error(NGX_LOG_INFO, ws->connection->log, 0, "minichat: user %uL disconnected", ws->user);
     }
@@ -900,7 +909,7 @@ ngx_http_minichat_ws_read_frames(ngx_http_minichat_ws_t *ws)
         if (mcf->ping_interval && !ws->got_data && !ws->closing) {
             u_char  ping[2] = { 0x80 | MC_WS_OP_PING, 0 };
 
-            if (ngx_http_minichat_conn_queue(ws, ping, 2) != NGX_OK) {
+            if (ngx_http_minichat_conn_queue_frame(ws, ping, 2) != NGX_OK) {
                 return;
             }
             ws->ping_sent = 1;
@@ -955,6 +964,7 @@ ngx_http_minichat_ws_read_frames(ngx_http_minichat_ws_t *ws)
         }
 
         ws->in_len += n;
+        ngx_http_minichat_count(bytes_in, n);
         ws->got_data = 1;
         ws->ping_sent = 0;
     }
@@ -1046,6 +1056,7 @@ ngx_http_minichat_ws_process(ngx_http_minichat_ws_t *ws)
         }
 
         mc_ws_unmask(ws->in + off + f.header_len, f.payload_len, f.mask, 0);
+        ngx_http_minichat_count(frames_in, 1);
 
         if (ngx_http_minichat_ws_frame(ws, &f, ws->in + off + f.header_len) != NGX_OK) {
             return NGX_ERROR;

@@ -31,7 +31,8 @@
 #                  MINICHAT_RELAY_FANOUT=durable starts them with
 #                  `fanout = durable` (default admitted)
 #   consumer       roomlist-consumer
-#   nginx-a/b      http://127.0.0.1:8080 / :8081 (the web client at /, demo tokens);
+#   nginx-a/b      http://127.0.0.1:8080 / :8081 (the web client at /, demo tokens,
+#                  metrics at /metrics with a scrape config in .run/prometheus.yml);
 #                  with MINICHAT_TLS=1 (make run TLS=1) the same ports speak
 #                  https:// and wss:// only (HTTP/2 by ALPN for REST), with a
 #                  server certificate of a dev CA made by openssl into
@@ -951,6 +952,18 @@ preflight() {
     [ $bad = 0 ] || die "free those ports (ss -ltnp) or pick others with MINICHAT_PORT_OFFSET"
 }
 
+# prometheus_config: $RUN/prometheus.yml, a scrape config for both nginx
+# nodes' /metrics (`prometheus --config.file=$RUN/prometheus.yml`; the
+# stack does not run Prometheus itself).
+prometheus_config() {
+    [ -f "$CONF/prometheus.yml.in" ] || return 0
+    local tls_args=(-e "/^@TLS@/d")
+    [ "$TLS" = 1 ] && tls_args=(-e "s|^@TLS@||" -e "s|@TLS_CA@|$TLS_DIR/ca.crt|g")
+    render "$CONF/prometheus.yml.in" "$RUN/prometheus.yml" \
+        -e "s|@SCHEME@|$SCHEME|g" -e "s|@NGINX_A_PORT@|$NGINX_A_PORT|g" -e "s|@NGINX_B_PORT@|$NGINX_B_PORT|g" \
+        "${tls_args[@]}"
+}
+
 cmd_start() {
     local t0
     t0=$(now_ms)
@@ -997,6 +1010,7 @@ cmd_start() {
         demo_tokens
         if [ "$TLS" = 1 ]; then tls_setup; fi
         for n in a b; do nginx_start "$n"; done
+        prometheus_config
     else
         warn "conf/nginx.conf.in missing; not starting nginx"
     fi
