@@ -39,7 +39,7 @@ int mc_db_conf_read(mc_conf_t *c, mc_db_conf_t *dc)
     size_t errors = mc_conf_nerrors(c);
     long long lag, check, ryw;
     char why[300];
-    int i;
+    int i, lag_ok, check_ok;
 
     memset(dc, 0, sizeof(*dc));
     dc->db.primary = mc_conf_get(c, "mysql_primary", NULL);
@@ -48,8 +48,11 @@ int mc_db_conf_read(mc_conf_t *c, mc_db_conf_t *dc)
     }
     dc->db.replicas = many[0] != '\0' ? many : one;
     dc->db.ryw = NULL;
-    if (mc_conf_int(c, "mysql_replica_max_lag_ms", 2000, 0, 3600000, &lag) == 0
-        && mc_conf_int(c, "mysql_replica_check_ms", 250, 10, 60000, &check) == 0 && lag > 0 && check * 60 < lag) {
+    /* both parsed whatever the other says: each reports its own error, and
+       neither is left unset */
+    lag_ok = mc_conf_int(c, "mysql_replica_max_lag_ms", 2000, 0, 3600000, &lag) == 0;
+    check_ok = mc_conf_int(c, "mysql_replica_check_ms", 250, 10, 60000, &check) == 0;
+    if (lag_ok && check_ok && lag > 0 && check * 60 < lag) {
         /* the lag samples cover MC_DB_LAG_SAMPLES checks */
         mc_conf_error(c, "mysql_replica_check_ms",
                       "mysql_replica_check_ms must be at least mysql_replica_max_lag_ms / 60");
