@@ -64,6 +64,9 @@ export class MiniChatClient {
     this.ws = null;
     this.attempt = 0;                 // failed connects since the last hello
     this.timer = null;                // reconnect timer
+    this.opening = false;             // a connect is waiting for its token
+    this.closing = false;             // close() or a close that must not be retried
+    this.bannedUntil = null;          // from a `banned` error, for the 4003 close
     this.nextId = 1;
     this.pending = new Map();         // request id -> {resolve, reject, timer, each}
     this.outbox = new Map();          // cid -> {room, body, cid, resolve, reject, timer, inflight}
@@ -111,19 +114,22 @@ export class MiniChatClient {
   connect() {
     clearTimeout(this.timer);
     this.timer = null;
-    if (this.ws) return;
     this.closing = false;
+    if (this.ws || this.opening) return;
     this.open();
   }
 
   async open() {
     this.setState('connecting', { attempt: this.attempt });
     let token;
+    this.opening = true;              // while the token function runs: connect() does nothing
     try {
       token = typeof this.token === 'function' ? await this.token({ attempt: this.attempt }) : this.token;
     } catch (e) {
       this.emit('error', new MiniChatError('unauthorized', 'token: ' + e.message));
       return this.retry({});
+    } finally {
+      this.opening = false;
     }
     if (this.closing || this.ws) return;
     let url = this.url;
