@@ -312,4 +312,6 @@ def test_an_unknown_fanout_is_refused_at_start(tmp_path):
     p = subprocess.run([os.path.join(TOP, "build", "bin", "relay-worker"), "-c", str(conf)],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 1, p.stderr
-    assert 'config: fanout must be "admitted" or "durable", not "soon"' in p.stderr, p.stderr
+    # the error names the file and line since relay-worker -t (ac0c566)
+    assert 'config: %s:' % conf in p.stderr, p.stderr
+    assert 'fanout must be "admitted" or "durable", not "soon"' in p.stderr, p.stderr
