@@ -249,11 +249,12 @@ token: $(B)/bin/minichat-token
 # trusts the stack's dev CA, test_tls.py checks that TLS is really on, and
 # the few tests that cannot run over TLS skip with their reason).
 # test_cluster.py runs only in the cluster pass.  The browser tests (the
-# page, and the browser's own WebSocket in test_browser_interop.py) and the
-# Autobahn run (test_conformance.py, against the echo endpoint, which never
+# page, the client library in test_client_js.py, and the browser's own
+# WebSocket in test_browser_interop.py) and the Autobahn run (test_conformance.py, against the echo endpoint, which never
 # touches Redis) run in the single pass only: they test the page and the
 # frame code, not Redis.
-CLUSTER_PYTEST_ARGS := --ignore=test_browser.py --ignore=test_browser_interop.py --ignore=test_conformance.py
+CLUSTER_PYTEST_ARGS := --ignore=test_browser.py --ignore=test_browser_interop.py --ignore=test_client_js.py \
+                       --ignore=test_conformance.py
 
 test-integration: all
 	@$(MAKE) --no-print-directory integration-pass REDIS=single TLS=0 PYTEST_ARGS=
