@@ -61,6 +61,39 @@ static u_char *ngx_http_minichat_metrics_histogram(u_char *p, u_char *last, cons
 ngx_http_minichat_metrics_t  *ngx_http_minichat_metrics;
 
 
+/* The families of one sample each, in the order they are printed. */
+typedef struct {
+    const char  *name;
+    const char  *help;
+    size_t       offset;      /* of its ngx_atomic_t in ngx_http_minichat_metrics_t */
+    unsigned     gauge:1;
+} ngx_http_minichat_metric_plain_t;
+
+#define NGX_HTTP_MINICHAT_METRIC(name, field, gauge, help)                                                      \
+    { name, help, offsetof(ngx_http_minichat_metrics_t, field), gauge }
+
+static const ngx_http_minichat_metric_plain_t  ngx_http_minichat_metrics_plain[] = {
+    NGX_HTTP_MINICHAT_METRIC("minichat_connections_open", conn_open, 1,
+                             "WebSocket connections open now, on every worker"),
+    NGX_HTTP_MINICHAT_METRIC("minichat_connections_opened_total", conn_opened, 0,
+                             "WebSocket connections upgraded (101 sent)"),
+    NGX_HTTP_MINICHAT_METRIC("minichat_ws_frames_received_total", frames_in, 0,
+                             "WebSocket frames received from clients"),
+    NGX_HTTP_MINICHAT_METRIC("minichat_ws_frames_sent_total", frames_out, 0,
+                             "WebSocket frames queued for clients"),
+    NGX_HTTP_MINICHAT_METRIC("minichat_ws_received_bytes_total", bytes_in, 0,
+                             "Bytes read from WebSocket connections after the upgrade"),
+    NGX_HTTP_MINICHAT_METRIC("minichat_ws_sent_bytes_total", bytes_out, 0,
+                             "Bytes written to WebSocket connections, the 101 response included"),
+    NGX_HTTP_MINICHAT_METRIC("minichat_sends_admitted_total", sends, 0,
+                             "Messages the send script gave a seq (retries of a cid included)"),
+    NGX_HTTP_MINICHAT_METRIC("minichat_acks_sent_total", acks, 0,
+                             "Acks queued for senders (the message is durable)"),
+    NGX_HTTP_MINICHAT_METRIC("minichat_deliveries_total", deliveries, 0,
+                             "Live msg frames queued for recipients on this node"),
+};
+
+
 /* The closed sets behind the labels; the last entry of each is "other". */
 static const char  *ngx_http_minichat_error_codes[NGX_HTTP_MINICHAT_ERRORS] = {
     "bad_request", "unauthorized", "forbidden", "not_found", "too_large", "rate_limited", "unavailable",
@@ -250,11 +283,14 @@ ngx_http_minichat_metrics_observe(ngx_http_minichat_histogram_t *h, int64_t star
 static ngx_int_t
 ngx_http_minichat_metrics_handler(ngx_http_request_t *r)
 {
-    ngx_http_minichat_metrics_t  *m = ngx_http_minichat_metrics;
-    ngx_int_t                     rc;
-    ngx_buf_t                    *b;
-    ngx_chain_t                   out;
-    u_char                       *p, *last;
+    ngx_http_minichat_metrics_t             *m = ngx_http_minichat_metrics;
+    const ngx_http_minichat_metric_plain_t  *pm;
+    ngx_atomic_uint_t                        v;
+    ngx_uint_t                               i;
+    ngx_int_t                                rc;
+    ngx_buf_t                               *b;
+    ngx_chain_t                              out;
+    u_char                                  *p, *last;
 
     if (!(r->method & (NGX_HTTP_GET | NGX_HTTP_HEAD))) {
         return NGX_HTTP_NOT_ALLOWED;
@@ -278,41 +314,14 @@ ngx_http_minichat_metrics_handler(ngx_http_request_t *r)
     p = b->pos;
     last = b->end;
 
-    p = ngx_http_minichat_metrics_family(p, last, "minichat_connections_open", "gauge",
-                                         "WebSocket connections open now, on every worker");
-    p = ngx_slprintf(p, last, "minichat_connections_open %A\n", (ngx_atomic_int_t) m->conn_open);
-
-    p = ngx_http_minichat_metrics_family(p, last, "minichat_connections_opened_total", "counter",
-                                         "WebSocket connections upgraded (101 sent)");
-    p = ngx_slprintf(p, last, "minichat_connections_opened_total %uA\n", m->conn_opened);
-
-    p = ngx_http_minichat_metrics_family(p, last, "minichat_ws_frames_received_total", "counter",
-                                         "WebSocket frames received from clients");
-    p = ngx_slprintf(p, last, "minichat_ws_frames_received_total %uA\n", m->frames_in);
-
-    p = ngx_http_minichat_metrics_family(p, last, "minichat_ws_frames_sent_total", "counter",
-                                         "WebSocket frames queued for clients");
-    p = ngx_slprintf(p, last, "minichat_ws_frames_sent_total %uA\n", m->frames_out);
-
-    p = ngx_http_minichat_metrics_family(p, last, "minichat_ws_received_bytes_total", "counter",
-                                         "Bytes read from WebSocket connections after the upgrade");
-    p = ngx_slprintf(p, last, "minichat_ws_received_bytes_total %uA\n", m->bytes_in);
-
-    p = ngx_http_minichat_metrics_family(p, last, "minichat_ws_sent_bytes_total", "counter",
-                                         "Bytes written to WebSocket connections, the 101 response included");
-    p = ngx_slprintf(p, last, "minichat_ws_sent_bytes_total %uA\n", m->bytes_out);
-
-    p = ngx_http_minichat_metrics_family(p, last, "minichat_sends_admitted_total", "counter",
-                                         "Messages the send script gave a seq (retries of a cid included)");
-    p = ngx_slprintf(p, last, "minichat_sends_admitted_total %uA\n", m->sends);
-
-    p = ngx_http_minichat_metrics_family(p, last, "minichat_acks_sent_total", "counter",
-                                         "Acks queued for senders (the message is durable)");
-    p = ngx_slprintf(p, last, "minichat_acks_sent_total %uA\n", m->acks);
-
-    p = ngx_http_minichat_metrics_family(p, last, "minichat_deliveries_total", "counter",
-                                         "Live msg frames queued for recipients on this node");
-    p = ngx_slprintf(p, last, "minichat_deliveries_total %uA\n", m->deliveries);
+    for (i = 0; i < sizeof(ngx_http_minichat_metrics_plain) / sizeof(ngx_http_minichat_metrics_plain[0]); i++) {
+        pm = &ngx_http_minichat_metrics_plain[i];
+        v = *(ngx_atomic_t *) ((u_char *) m + pm->offset);
+        p = ngx_http_minichat_metrics_family(p, last, pm->name, pm->gauge ? "gauge" : "counter", pm->help);
+        /* a gauge is added to and taken from: signed */
+        p = pm->gauge ? ngx_slprintf(p, last, "%s %A\n", pm->name, (ngx_atomic_int_t) v)
+                      : ngx_slprintf(p, last, "%s %uA\n", pm->name, v);
+    }
 
     p = ngx_http_minichat_metrics_family(p, last, "minichat_ws_errors_total", "counter",
                                          "Error frames sent to WebSocket clients, by code");
