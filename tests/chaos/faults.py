@@ -104,56 +104,43 @@ class Fault:
 
 
 class KillRelay(Fault):
+    """kill -9 of relay-worker `node`, then a start, as a supervisor would."""
+    sig, verb = signal.SIGKILL, "kill -9"
+
     def __init__(self, node):
         self.node = node
-        self.name = "kill -9 relay-worker %s" % node
+        self.name = "%s relay-worker %s" % (self.verb, node)
 
     def inject(self):
         d = "relay-%s" % self.node
-        _signal(os.path.join(d, "relay.pid"), os.path.join(RUN, d, "relay-worker.conf"), signal.SIGKILL)
+        _signal(os.path.join(d, "relay.pid"), os.path.join(RUN, d, "relay-worker.conf"), self.sig)
 
     def repair(self):
         stack_start()
 
 
-class KillConsumer(Fault):
-    name = "kill -9 roomlist-consumer"
-
-    def inject(self):
-        _signal("consumer/consumer.pid", os.path.join(RUN, "consumer", "roomlist-consumer.conf"), signal.SIGKILL)
-
-    def repair(self):
-        stack_start()
-
-
-class RestartRelay(Fault):
+class RestartRelay(KillRelay):
     """An operator's restart of relay-worker `node`: SIGTERM (it drains:
     queued peer batches and Kafka get up to a few seconds), then a start.
     Meanwhile the node's nginx workers answer sends `unavailable`, and
     reconnect once it is back."""
+    sig, verb = signal.SIGTERM, "restart"
 
-    def __init__(self, node):
-        self.node = node
-        self.name = "restart relay-worker %s" % node
+
+class KillConsumer(Fault):
+    sig, name = signal.SIGKILL, "kill -9 roomlist-consumer"
 
     def inject(self):
-        d = "relay-%s" % self.node
-        _signal(os.path.join(d, "relay.pid"), os.path.join(RUN, d, "relay-worker.conf"), signal.SIGTERM)
+        _signal("consumer/consumer.pid", os.path.join(RUN, "consumer", "roomlist-consumer.conf"), self.sig)
 
     def repair(self):
         stack_start()
 
 
-class RestartConsumer(Fault):
+class RestartConsumer(KillConsumer):
     """A rolling restart of the consumer (one instance here): SIGTERM, which
     commits what it stored and leaves the group, then a start."""
-    name = "restart roomlist-consumer"
-
-    def inject(self):
-        _signal("consumer/consumer.pid", os.path.join(RUN, "consumer", "roomlist-consumer.conf"), signal.SIGTERM)
-
-    def repair(self):
-        stack_start()
+    sig, name = signal.SIGTERM, "restart roomlist-consumer"
 
 
 class ReloadNginx(Fault):
