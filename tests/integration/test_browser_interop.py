@@ -11,17 +11,17 @@ Python peer on node b, and closes; what was negotiated is read from the
 101 as DevTools' Network domain saw it (webSocketHandshakeResponseReceived)
 and from the page's own `ws.extensions`.
 
-Like test_browser.py, this runs in the single-Redis pass only (Makefile
-CLUSTER_PYTEST_ARGS): it tests the browser's frames, not Redis.
+It runs in both passes: over ws:// on the single-Redis stack, over wss://
+(the dev certificate pinned in Chromium) on the cluster stack.
 """
 
 import contextlib
 import json
 
 from cdp import Browser
-from conftest import NGINX_PORTS, cid, connect, create_room, run_async, token, uid
+from conftest import NGINX_PORTS, cid, connect, create_room, http_url, run_async, token, uid
 from own_nginx import OwnNginx, upgrade_when_ready
-from test_browser import header
+from test_browser import header, server_spki
 
 WAIT = 20.0
 PMD_ANSWER = "permessage-deflate; server_no_context_takeover"
@@ -31,7 +31,7 @@ PMD_ANSWER = "permessage-deflate; server_no_context_takeover"
 OPEN_JS = """
 new Promise((resolve, reject) => {
   const mc = window.mc = { frames: [], closed: null };
-  mc.ws = new WebSocket('ws://' + location.host + '/ws', ['minichat.v1', 'bearer.' + %s]);
+  mc.ws = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws', ['minichat.v1', 'bearer.' + %s]);
   mc.ws.onmessage = (e) => mc.frames.push(JSON.parse(e.data));
   mc.ws.onclose = (e) => { mc.closed = { code: e.code, reason: e.reason }; reject(new Error('closed ' + e.code)); };
   mc.ws.onopen = () => resolve({ protocol: mc.ws.protocol, extensions: mc.ws.extensions });
@@ -54,7 +54,7 @@ async def page_session(port, deflate_expected):
     async with chromium(port) as browser:
         page = await browser.new_page("user %d" % a)
         try:
-            await page.goto("http://127.0.0.1:%d/healthz" % port)
+            await page.goto(http_url(port, "/healthz"))
             opened = await page.eval(OPEN_JS % json.dumps(token(a)))
             hello = await page.wait_for(frame_js("hello"), WAIT, "hello")
             assert hello["user"] == a, hello
@@ -102,7 +102,7 @@ async def page_session(port, deflate_expected):
 
 @contextlib.asynccontextmanager
 async def chromium(port):
-    browser = Browser(list(NGINX_PORTS.values()) + [port])
+    browser = Browser(list(NGINX_PORTS.values()) + [port], trust_spki=server_spki())
     try:
         await browser.start()
         yield browser

@@ -17,7 +17,8 @@ node b is the other member of the room.  What the library must show:
 
 Reconnects are held back by a gate in the page (the `token` function waits
 for it), so that messages are certainly sent while the page is offline.
-Like test_browser.py, this runs in the single-Redis pass only.
+Like test_browser.py, this runs in both passes: over ws:// with single
+Redis, over wss:// with the Redis Cluster.
 """
 
 import json
