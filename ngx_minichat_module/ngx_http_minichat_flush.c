@@ -10,6 +10,14 @@
  * instead of a write (and a segment, with TCP_NODELAY) each.  The delay is
  * none: the write still happens before the worker sleeps again.
  *
+ * With `minichat_flush_window` set, a busy worker writes at most once per
+ * window: a frame queued less than a window after the last flush waits for
+ * a timer at the window's end, so that the messages of several turns leave
+ * in one write per connection (at 400 messages a second into a room, a 5ms
+ * window sends two or three messages per write instead of one).  The first
+ * frame after a quiet window still leaves in its own turn: a worker that is
+ * not busy adds no delay.
+ *
  * The list holds connection pointers; a listed connection is not freed
  * (`flush_queued` keeps release away) until the flush has passed it.
  */
@@ -23,6 +31,7 @@ static ngx_http_minichat_ws_t  **ngx_http_minichat_flush_list;
 static ngx_uint_t                ngx_http_minichat_flush_n;
 static ngx_uint_t                ngx_http_minichat_flush_cap;
 static ngx_event_t               ngx_http_minichat_flush_ev;
+static ngx_msec_t                ngx_http_minichat_flush_last;
 
 
 /* Lists ws for the end of this turn.  NGX_ERROR only when out of memory;
@@ -32,6 +41,7 @@ ngx_http_minichat_flush_later(ngx_http_minichat_ws_t *ws)
 {
     ngx_http_minichat_ws_t  **list;
     ngx_uint_t                cap;
+    ngx_msec_t                window, since;
 
     if (ws->flush_queued) {
         return NGX_OK;
@@ -54,10 +64,20 @@ ngx_http_minichat_flush_later(ngx_http_minichat_ws_t *ws)
     ngx_http_minichat_flush_list[ngx_http_minichat_flush_n++] = ws;
     ws->flush_queued = 1;
 
-    if (!ngx_http_minichat_flush_ev.posted) {
+    if (!ngx_http_minichat_flush_ev.posted && !ngx_http_minichat_flush_ev.timer_set) {
         ngx_http_minichat_flush_ev.handler = ngx_http_minichat_flush_handler;
         ngx_http_minichat_flush_ev.log = ngx_cycle->log;
-        ngx_post_event(&ngx_http_minichat_flush_ev, &ngx_posted_events);
+        /* a pending flush must not hold a graceful shutdown back */
+        ngx_http_minichat_flush_ev.cancelable = 1;
+
+        window = ngx_http_minichat_conf()->flush_window;
+        since = ngx_current_msec - ngx_http_minichat_flush_last;
+
+        if (window == 0 || since >= window) {
+            ngx_post_event(&ngx_http_minichat_flush_ev, &ngx_posted_events);
+        } else {
+            ngx_add_timer(&ngx_http_minichat_flush_ev, window - since);
+        }
     }
 
     return NGX_OK;
@@ -74,6 +94,8 @@ ngx_http_minichat_flush_handler(ngx_event_t *ev)
     ngx_uint_t               i;
 
     (void) ev;
+
+    ngx_http_minichat_flush_last = ngx_current_msec;
 
     for (i = 0; i < ngx_http_minichat_flush_n; i++) {
         ws = ngx_http_minichat_flush_list[i];
@@ -107,6 +129,9 @@ ngx_http_minichat_flush_exit(void)
 {
     if (ngx_http_minichat_flush_ev.posted) {
         ngx_delete_posted_event(&ngx_http_minichat_flush_ev);
+    }
+    if (ngx_http_minichat_flush_ev.timer_set) {
+        ngx_del_timer(&ngx_http_minichat_flush_ev);
     }
 
     ngx_http_minichat_flush_handler(&ngx_http_minichat_flush_ev);

@@ -87,6 +87,10 @@ static ngx_http_minichat_bounds_t ngx_http_minichat_typing_bounds = {
     ngx_http_minichat_bounds_msec, 10, 3600000, 1, "0 (off) or between 10ms and 1h"
 };
 
+static ngx_http_minichat_bounds_t ngx_http_minichat_flush_window_bounds = {
+    ngx_http_minichat_bounds_msec, 1, 100, 1, "0 (off) or between 1ms and 100ms"
+};
+
 static ngx_http_minichat_bounds_t ngx_http_minichat_ping_bounds = {
     ngx_http_minichat_bounds_msec, 1000, 3600000, 1, "0 (off) or between 1s and 1h"
 };
@@ -331,6 +335,13 @@ static ngx_command_t ngx_http_minichat_commands[] = {
       offsetof(ngx_http_minichat_main_conf_t, typing_interval),
       &ngx_http_minichat_typing_bounds },
 
+    { ngx_string("minichat_flush_window"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_minichat_main_conf_t, flush_window),
+      &ngx_http_minichat_flush_window_bounds },
+
     { ngx_string("minichat_ping_interval"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
@@ -569,6 +580,7 @@ ngx_http_minichat_create_main_conf(ngx_conf_t *cf)
     mcf->redis_tls_verify = NGX_CONF_UNSET;
     mcf->session_ttl = NGX_CONF_UNSET_MSEC;
     mcf->typing_interval = NGX_CONF_UNSET_MSEC;
+    mcf->flush_window = NGX_CONF_UNSET_MSEC;
 
     mcf->limit_messages.burst = NGX_CONF_UNSET_UINT;
     mcf->limit_room_messages.burst = NGX_CONF_UNSET_UINT;
@@ -621,6 +633,7 @@ ngx_http_minichat_init_main_conf(ngx_conf_t *cf, void *conf)
 
     ngx_conf_init_msec_value(mcf->session_ttl, 60000);
     ngx_conf_init_msec_value(mcf->typing_interval, 2000);
+    ngx_conf_init_msec_value(mcf->flush_window, 0);
 
     if (ngx_http_minichat_limit_merge(cf, mcf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;

@@ -80,6 +80,7 @@ typedef struct {
     ngx_msec_t redis_timeout;
     ngx_msec_t session_ttl;      /* sessions and presence devices expire this long after their last refresh */
     ngx_msec_t typing_interval;  /* at most one typing event per user and room this often */
+    ngx_msec_t flush_window;     /* writes to clients at most this often per worker when busy; 0: every turn */
     ngx_flag_t enabled; /* set by ngx_pcalloc(); 1 once minichat_redis is given */
     ngx_array_t *redis_seeds;         /* of ngx_http_minichat_redis_addr_t; NULL: one Redis */
     ngx_str_t redis_user;             /* AUTH user (Redis 6 ACL); empty: AUTH password */

@@ -1,0 +1,78 @@
+"""minichat_flush_window: a busy worker writes to a client at most once per
+window, so that frames queued over several turns leave in one write.
+
+An nginx of the test's own (one worker) with a 100ms window; a member reads
+with a raw socket and notes which recv() each frame came in.  The sender's
+first message after a quiet period leaves at once (its own read); the next
+two, sent 5ms apart inside the window, wait for the window's end and leave
+together (one read holds both).  All three arrive, in seq order.
+"""
+
+import asyncio
+import json
+
+from conftest import cid, create_room, run_async, uid
+from own_nginx import OwnNginx, upgrade_when_ready, ws_connect
+from test_ws_protocol import RawWS
+
+
+class CountingWS(RawWS):
+    """RawWS that numbers its recv() calls; frame() answers the number of the
+    read that completed the last frame taken."""
+
+    reads = 0
+
+    def _read(self, n):
+        while len(self.buf) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("connection closed")
+            self.reads += 1
+            self.buf += chunk
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+
+def msgs_with_reads(ws, count):
+    """The next `count` msg frames, each as (frame, number of its read)."""
+    out = []
+    while len(out) < count:
+        opcode, payload = ws.recv_frame()
+        if opcode != 0x1:
+            continue
+        f = json.loads(payload)
+        if f.get("op") == "msg":
+            out.append((f, ws.reads))
+    return out
+
+
+@run_async
+async def test_frames_inside_the_window_leave_in_one_write():
+    n = OwnNginx(["minichat_flush_window 100ms"]).start()
+    try:
+        a, b = uid(), uid()
+        room = create_room(a, [a, b])
+        assert upgrade_when_ready(n.port, uid())[0] == 101
+        member = CountingWS(b, port=n.port)
+        sender = await ws_connect(n.port, a)
+        await asyncio.sleep(0.3)   # windows with nothing written
+        # the member reads in a thread of its own from before the first send
+        reading = asyncio.get_running_loop().run_in_executor(None, msgs_with_reads, member, 3)
+        for i in range(3):
+            await sender.send({"op": "send", "id": 10 + i, "room": room, "cid": cid(), "body": "m%d" % i})
+            await asyncio.sleep(0.005)
+        got = await reading
+        assert [f["body"] for f, _ in got] == ["m0", "m1", "m2"], got
+        seqs = [f["seq"] for f, _ in got]
+        assert seqs == sorted(seqs), got
+        first, second, third = [r for _, r in got]
+        assert first < second, "the first message after a quiet window waits for nothing: %r" % got
+        assert second == third, "two messages inside one window leave in one write: %r" % got
+        for i in range(3):
+            ack = await sender.expect("ack", id=10 + i)
+            assert ack["seq"] == seqs[i], ack
+        await sender.close()
+        member.close()
+    finally:
+        bad = n.stop()
+    assert not bad, bad
