@@ -63,6 +63,8 @@ static ngx_int_t ngx_http_minichat_server_unban(ngx_http_request_t *r, ngx_http_
     json_t *body);
 static ngx_int_t ngx_http_minichat_server_ban_state(ngx_http_request_t *r, ngx_http_minichat_api_t *ctx,
     json_t *body);
+static ngx_int_t ngx_http_minichat_server_script(ngx_http_request_t *r, ngx_http_minichat_api_t *ctx,
+    const char *op, uint64_t dur_ms, ngx_http_minichat_ban_pt handler);
 static void ngx_http_minichat_server_banned(ngx_int_t rc, ngx_http_minichat_ban_state_t *st, void *data);
 static void ngx_http_minichat_server_recorded(ngx_int_t rc, void *data);
 static void ngx_http_minichat_server_state(ngx_int_t rc, ngx_http_minichat_ban_state_t *st, void *data);
@@ -561,6 +563,23 @@ ngx_http_minichat_server_disconnect(ngx_http_request_t *r, ngx_http_minichat_api
 
 /* --- ban, unban, state -------------------------------------------------- */
 
+/* Runs lua/ban.lua with op for the request's user; handler answers. */
+static ngx_int_t
+ngx_http_minichat_server_script(ngx_http_request_t *r, ngx_http_minichat_api_t *ctx, const char *op,
+    uint64_t dur_ms, ngx_http_minichat_ban_pt handler)
+{
+    ngx_http_minichat_api_start(ctx);
+
+    if (ngx_http_minichat_ban_script(ctx->user, op, dur_ms, handler, ctx->live) != NGX_OK) {
+        ctx->live->pending--;
+        return ngx_http_minichat_api_refuse(r, NGX_HTTP_SERVICE_UNAVAILABLE, "unavailable",
+                                            "redis unavailable; retry");
+    }
+
+    return NGX_DONE;
+}
+
+
 static ngx_int_t
 ngx_http_minichat_server_ban(ngx_http_request_t *r, ngx_http_minichat_api_t *ctx, json_t *root)
 {
@@ -591,18 +610,7 @@ ngx_http_minichat_server_ban(ngx_http_request_t *r, ngx_http_minichat_api_t *ctx
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0, "minichat: server api: ban user %uL for good", ctx->user);
     }
 
-    ngx_http_minichat_api_start(ctx);
-
-    if (ngx_http_minichat_ban_script(ctx->user, "ban", (uint64_t) secs * 1000, ngx_http_minichat_server_banned,
-                                     ctx->live)
-        != NGX_OK)
-    {
-        ctx->live->pending--;
-        return ngx_http_minichat_api_refuse(r, NGX_HTTP_SERVICE_UNAVAILABLE, "unavailable",
-                                            "redis unavailable; retry");
-    }
-
-    return NGX_DONE;
+    return ngx_http_minichat_server_script(r, ctx, "ban", (uint64_t) secs * 1000, ngx_http_minichat_server_banned);
 }
 
 
@@ -680,30 +688,14 @@ ngx_http_minichat_server_unban(ngx_http_request_t *r, ngx_http_minichat_api_t *c
 {
     ngx_log_error(NGX_LOG_WARN, r->connection->log, 0, "minichat: server api: unban user %uL", ctx->user);
 
-    ngx_http_minichat_api_start(ctx);
-
-    if (ngx_http_minichat_ban_script(ctx->user, "lift", 0, ngx_http_minichat_server_banned, ctx->live) != NGX_OK) {
-        ctx->live->pending--;
-        return ngx_http_minichat_api_refuse(r, NGX_HTTP_SERVICE_UNAVAILABLE, "unavailable",
-                                            "redis unavailable; retry");
-    }
-
-    return NGX_DONE;
+    return ngx_http_minichat_server_script(r, ctx, "lift", 0, ngx_http_minichat_server_banned);
 }
 
 
 static ngx_int_t
 ngx_http_minichat_server_ban_state(ngx_http_request_t *r, ngx_http_minichat_api_t *ctx, json_t *root)
 {
-    ngx_http_minichat_api_start(ctx);
-
-    if (ngx_http_minichat_ban_script(ctx->user, "get", 0, ngx_http_minichat_server_state, ctx->live) != NGX_OK) {
-        ctx->live->pending--;
-        return ngx_http_minichat_api_refuse(r, NGX_HTTP_SERVICE_UNAVAILABLE, "unavailable",
-                                            "redis unavailable; retry");
-    }
-
-    return NGX_DONE;
+    return ngx_http_minichat_server_script(r, ctx, "get", 0, ngx_http_minichat_server_state);
 }
 
 
