@@ -175,11 +175,12 @@ async def test_disconnect_closes_the_user_everywhere_and_the_user_comes_back():
     ca, cb = await connect(user, "a"), await connect(user, "b")
     other = await connect(bystander, "a")
     try:
-        status, body = srv("POST", "/users/%d/disconnect" % user, "b", {"reason": "account moved"})
+        why = "account moved \u2014 \"see\" mail"
+        status, body = srv("POST", "/users/%d/disconnect" % user, "b", {"reason": why})
         assert status == 202 and body == {"user": user}, (status, body)
         for c in (ca, cb):
             code, reason = await closed_with(c)
-            assert (code, reason) == (4005, "account moved"), (code, reason)
+            assert (code, reason) == (4005, why), (code, reason)
         # without a body: the default reason
         again = await connect(user, "b")
         status, _ = srv("POST", "/users/%d/disconnect" % user, "a")
@@ -210,7 +211,8 @@ async def test_ban_closes_refuses_and_unban_lets_back_at_once():
     ca, cb = await connect(user, "a"), await connect(user, "b")
 
     t0 = time.time() * 1000
-    status, body = srv("POST", "/users/%d/ban" % user, "a", {"duration": 3600, "reason": "spam"})
+    why = 'spam: "links" \\ \u00e9'
+    status, body = srv("POST", "/users/%d/ban" % user, "a", {"duration": 3600, "reason": why})
     assert status == 200, (status, body)
     assert body["user"] == user and body["banned"] is True, body
     assert t0 + 3590 * 1000 <= body["until"] <= time.time() * 1000 + 3600 * 1000 + 1000, body
@@ -219,7 +221,7 @@ async def test_ban_closes_refuses_and_unban_lets_back_at_once():
         code, _ = await closed_with(c)
         assert code == 4003, code
         err = [f for f in c.frames if f.get("op") == "error" and f.get("code") == "banned"]
-        assert err and err[0]["message"] == "spam" and err[0]["until"] == body["until"], c.frames
+        assert err and err[0]["message"] == why and err[0]["until"] == body["until"], c.frames
     for node in ("a", "b"):
         assert await ws_status(node, token(user)) == 403
         status, refused = rest("GET", "/api/rooms", node, token(user))
