@@ -83,7 +83,7 @@ $(B)/bin/minichat-token: lib/tools/minichat-token.c $(LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(LIBDEPS)
 
-$(B)/bin/minichat-ban: lib/tools/minichat-ban.c $(LIB)
+$(B)/bin/minichat-ban: lib/tools/minichat-ban.c $(LIB) $(GEN)/lua_scripts.h
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_ALL) $(shell pkg-config --cflags hiredis) -o $@ $< $(LIB) $(shell pkg-config --libs hiredis) $(LIBDEPS)
 

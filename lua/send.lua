@@ -52,13 +52,15 @@
 --              {<roomtag>}:pend, {r:<room>}:mver]
 --       values: [sender, cid, body, ts_ms, log_max, idem_ttl_seconds, room, kind, interval_us, burst,
 --                log_bytes, held_mver, replid]
---               (sender, ts_ms and room are decimal digits; kind is "text" or "system")
+--               (sender, ts_ms and room are decimal digits; kind is "text" or "system";
+--               sender 0 with kind "system": the server API, not a member, no read pointer)
 --output: {1, seq, ts, mver[, "m1,m2,..."]}  a new message; the members version, and the members to
 --                                            deliver to when mver is not held_mver ("" when the
 --                                            room has no version: the members always follow)
 --        {2, seq, ts, mver[, "m1,m2,..."]}  the same (sender, cid) was admitted before: its seq and ts,
 --                                            and the members now (a retry is published again to them)
---        {-1}                                the sender is not a member of the room
+--        {-1}                                the sender is not a member of the room (nor sender 0
+--                                            with kind "system")
 --        {-2}                                the room is not loaded (rebuild it from MySQL, then retry)
 --        {-3, retry_after_ms}                refused by the room's rate limit
 --        {-4}                                the room's generation is not this master's (revalidate, then retry)
@@ -89,7 +91,10 @@ if redis.call('GET', genk) ~= replid then
     return {-4}
 end
 
-if redis.call('SISMEMBER', members, sender) == 0 then
+-- sender 0 is the app's backend (the server API), a member of no room:
+-- its system messages go to the members as they are
+local backend = kind == 'system' and sender == '0'
+if not backend and redis.call('SISMEMBER', members, sender) == 0 then
     return {-1}
 end
 
@@ -160,9 +165,11 @@ if drop > 0 then
 end
 redis.call('SET', bytesk, bytes - freed)
 
-local cur = tonumber(redis.call('HGET', readk, sender) or '0')
-if seq > cur then
-    redis.call('HSET', readk, sender, seq)
+if not backend then
+    local cur = tonumber(redis.call('HGET', readk, sender) or '0')
+    if seq > cur then
+        redis.call('HSET', readk, sender, seq)
+    end
 end
 
 return with_members({1, seq, tonumber(ts)})

@@ -34,7 +34,7 @@ typedef struct {
     ngx_uint_t                    method;
     const char                   *path;     /* after /api/rooms; "" or "/<id>…" */
     ngx_http_minichat_api_pt      handler;
-    ngx_uint_t                    body;     /* reads a JSON body first */
+    ngx_uint_t                    body;     /* NGX_HTTP_MINICHAT_API_NO_BODY, _BODY */
 } ngx_http_minichat_route_t;
 
 
@@ -110,13 +110,11 @@ ngx_http_minichat_api_handler(ngx_http_request_t *r)
 {
     ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
     ngx_http_minichat_route_t      *rt;
-    ngx_http_minichat_api_t        *ctx;
-    ngx_pool_cleanup_t             *cln;
     ngx_str_t                       token, suffix;
     const char                     *err, *path;
     uint64_t                        user, room;
     ngx_uint_t                      path_found = 0;
-    ngx_int_t                       rc, auth;
+    ngx_int_t                       auth;
     time_t                          exp;
 
     if (mcf == NULL || !mcf->enabled) {
@@ -162,8 +160,28 @@ ngx_http_minichat_api_handler(ngx_http_request_t *r)
         return ngx_http_minichat_api_error(r, NGX_HTTP_UNAUTHORIZED, "unauthorized", err);
     }
 
+    return ngx_http_minichat_api_begin(r, rt->handler, rt->body, user, room, 0);
+}
+
+
+/* Runs a routed, authenticated request: checks the body's size, gives the
+ * request a context that may outlive it, reads the JSON body when the route
+ * takes one, and runs handler; server is 0 for the user API (the caller's
+ * per-user limit runs first), or the server API's endpoint + 1 (no limit;
+ * its answers are counted).  Returns what a content handler returns. */
+ngx_int_t
+ngx_http_minichat_api_begin(ngx_http_request_t *r, ngx_http_minichat_api_pt handler, ngx_uint_t body,
+    uint64_t user, uint64_t room, ngx_uint_t server)
+{
+    ngx_http_minichat_api_t  *ctx;
+    ngx_pool_cleanup_t       *cln;
+    ngx_int_t                 rc;
+
     if (r->headers_in.content_length_n > NGX_HTTP_MINICHAT_API_BODY_MAX) {
         ngx_http_discard_request_body(r);
+        if (server) {
+            ngx_http_minichat_metrics_server_api(server - 1, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE);
+        }
         return ngx_http_minichat_api_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, "too_large",
                                            "request body over 64 KiB");
     }
@@ -191,10 +209,12 @@ ngx_http_minichat_api_handler(ngx_http_request_t *r)
     ctx->live->ctx = ctx;
     ctx->user = user;
     ctx->room = room;
-    ctx->handler = rt->handler;
+    ctx->handler = handler;
+    ctx->server = server;
+    ctx->body_optional = (body == NGX_HTTP_MINICHAT_API_BODY_OPTIONAL);
     ngx_http_set_ctx(r, ctx, ngx_http_minichat_module);
 
-    if (!rt->body) {
+    if (body == NGX_HTTP_MINICHAT_API_NO_BODY) {
         ngx_http_discard_request_body(r);
         rc = ngx_http_minichat_api_run(r, ctx, NULL);
         if (rc == NGX_DONE) {
@@ -234,6 +254,14 @@ ngx_http_minichat_api_body(ngx_http_request_t *r)
             goto finalize;
         }
         len += cl->buf->last - cl->buf->pos;
+    }
+
+    if (len == 0 && ctx->body_optional) {
+        rc = ngx_http_minichat_api_run(r, ctx, NULL);
+        if (rc == NGX_DONE) {
+            return;
+        }
+        goto finalize;
     }
 
     if (len == 0 || len > NGX_HTTP_MINICHAT_API_BODY_MAX) {
@@ -285,7 +313,7 @@ ngx_http_minichat_api_run(ngx_http_request_t *r, ngx_http_minichat_api_t *ctx, j
 {
     ngx_int_t  rc;
 
-    if (!ngx_http_minichat_limit_user_on(NGX_HTTP_MINICHAT_LIMIT_REST)) {
+    if (ctx->server || !ngx_http_minichat_limit_user_on(NGX_HTTP_MINICHAT_LIMIT_REST)) {
         return ctx->handler(r, ctx, body);
     }
 
@@ -474,6 +502,31 @@ ngx_http_minichat_api_fail_relay(ngx_http_request_t *r, const char *error)
 }
 
 
+/* The first request header called name (case-insensitive), or NULL. */
+ngx_table_elt_t *
+ngx_http_minichat_api_header(ngx_http_request_t *r, const char *name)
+{
+    ngx_list_part_t  *part = &r->headers_in.headers.part;
+    ngx_table_elt_t  *h = part->elts;
+    size_t            len = ngx_strlen(name);
+    ngx_uint_t        i;
+
+    for (i = 0; /* void */; i++) {
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
+            }
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+        if (h[i].key.len == len && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0) {
+            return &h[i];
+        }
+    }
+}
+
+
 /* Reads a query argument as a positive integer: NGX_OK, NGX_DECLINED when
  * absent, NGX_ERROR when malformed. */
 ngx_int_t
@@ -496,9 +549,15 @@ ngx_http_minichat_api_arg(ngx_http_request_t *r, const char *name, uint64_t *val
 static ngx_int_t
 ngx_http_minichat_api_json(ngx_http_request_t *r, ngx_uint_t status, const u_char *body, size_t len)
 {
-    ngx_buf_t    *b;
-    ngx_chain_t   out;
-    ngx_int_t     rc;
+    ngx_http_minichat_api_t  *ctx;
+    ngx_buf_t                *b;
+    ngx_chain_t               out;
+    ngx_int_t                 rc;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_minichat_module);
+    if (ctx && ctx->server) {
+        ngx_http_minichat_metrics_server_api(ctx->server - 1, status);
+    }
 
     r->headers_out.status = status;
     r->headers_out.content_length_n = len;

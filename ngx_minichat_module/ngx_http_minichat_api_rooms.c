@@ -71,7 +71,7 @@ ngx_http_minichat_api_create(ngx_http_request_t *r, ngx_http_minichat_api_t *ctx
     const char                  *kind, *title, *err;
     u_char                       title_buf[MC_ROOM_TITLE_MAX * 4 + 1];
     u_char                       key[MC_ROOM_IDEM_MAX + 1];
-    size_t                       i, n, klen = 0;
+    size_t                       n, klen = 0;
 
     v = json_object_get(root, "kind");
     kind = v ? json_string_value(v) : "group";
@@ -90,28 +90,7 @@ ngx_http_minichat_api_create(ngx_http_request_t *r, ngx_http_minichat_api_t *ctx
     ngx_cpystrn(title_buf, (u_char *) title, sizeof(title_buf));
 
     /* the client's key makes a retry return the same room */
-    h = NULL;
-    {
-        ngx_list_part_t  *part = &r->headers_in.headers.part;
-        ngx_table_elt_t  *hh = part->elts;
-
-        for (i = 0; /* void */; i++) {
-            if (i >= part->nelts) {
-                if (part->next == NULL) {
-                    break;
-                }
-                part = part->next;
-                hh = part->elts;
-                i = 0;
-            }
-            if (hh[i].key.len == sizeof("Idempotency-Key") - 1
-                && ngx_strncasecmp(hh[i].key.data, (u_char *) "Idempotency-Key", hh[i].key.len) == 0)
-            {
-                h = &hh[i];
-                break;
-            }
-        }
-    }
+    h = ngx_http_minichat_api_header(r, "Idempotency-Key");
 
     v = json_object_get(root, "idempotency_key");
     if (h || v) {

@@ -16,7 +16,7 @@
  * A refusal by a per-user limit counts toward a strike; a strike bans the
  * user (limit.lua answers 3).  This file then tells every node (a "ban"
  * event: each closes the user's connections with 4003) and MySQL (a
- * BanRequest through the relay-worker: users.status).  A ban that ran out
+ * BanRequest through the relay-worker: users.status), both through _ban.c.  A ban that ran out
  * in Redis is reported by the next check of that user, and MySQL is told
  * (BanRequest with banned = false).
  *
@@ -55,8 +55,6 @@ static void ngx_http_minichat_limit_reply(redisReply *reply, void *data);
 static void ngx_http_minichat_limit_answer(ngx_http_minichat_limit_pt handler, ngx_msec_t start, ngx_int_t rc,
     uint64_t value, void *data);
 static void ngx_http_minichat_limit_banned(uint64_t user, uint64_t until, ngx_uint_t strikes);
-static void ngx_http_minichat_limit_record(uint64_t user, ngx_uint_t banned, uint64_t until, ngx_uint_t strikes);
-static void ngx_http_minichat_limit_recorded(Minichat__LocalFrame *result, void *data);
 
 
 static const char  *ngx_http_minichat_limit_names[] = { "msg", "rest", "conn" };
@@ -527,7 +525,7 @@ ngx_http_minichat_limit_reply(redisReply *reply, void *data)
     case 0:
         rc = NGX_OK;
         if (a == 1 && user) {
-            ngx_http_minichat_limit_record(user, 0, 0, 0);
+            (void) ngx_http_minichat_ban_record(user, 0, 0, 0, 0, NULL, NULL);
         }
         break;
 
@@ -536,7 +534,7 @@ ngx_http_minichat_limit_reply(redisReply *reply, void *data)
         value = a > 0 ? (uint64_t) a : 1;
         ngx_http_minichat_count(limited[counter], 1);
         if (b == 1 && user) {
-            ngx_http_minichat_limit_record(user, 0, 0, 0);
+            (void) ngx_http_minichat_ban_record(user, 0, 0, 0, 0, NULL, NULL);
         }
         break;
 
@@ -576,71 +574,13 @@ ngx_http_minichat_limit_answer(ngx_http_minichat_limit_pt handler, ngx_msec_t st
 
 
 /* A strike banned the user: every node closes the user's connections, and
- * MySQL records the ban. */
+ * MySQL records the ban (_ban.c). */
 static void
 ngx_http_minichat_limit_banned(uint64_t user, uint64_t until, ngx_uint_t strikes)
 {
-    ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
-    Minichat__ChatMessage           e = MINICHAT__CHAT_MESSAGE__INIT;
-
     ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0, "minichat: user %uL banned (strike %ui) until %uL%s", user,
                   strikes, until, until ? "" : " (permanent)");
 
-    e.kind = "ban";
-    e.sender = user;
-    e.recipients = &user;
-    e.n_recipients = 1;
-    e.ban_until = until;
-    e.origin_node = (char *) mcf->node.data;
-
-    if (ngx_http_minichat_event_send(&e) != NGX_OK) {
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "minichat: ban of user %uL not announced: relay-worker unavailable", user);
-    }
-
-    ngx_http_minichat_limit_record(user, 1, until, strikes);
-}
-
-
-static void
-ngx_http_minichat_limit_record(uint64_t user, ngx_uint_t banned, uint64_t until, ngx_uint_t strikes)
-{
-    Minichat__LocalFrame  f = MINICHAT__LOCAL_FRAME__INIT;
-    Minichat__BanRequest  br = MINICHAT__BAN_REQUEST__INIT;
-    uint64_t             *u;
-
-    br.user = user;
-    br.banned = banned;
-    br.strikes = strikes;
-    /* an expired ban: whatever ban MySQL holds that ended by now */
-    br.until = banned ? until : ngx_http_minichat_now_ms();
-
-    f.body_case = MINICHAT__LOCAL_FRAME__BODY_BAN;
-    f.ban = &br;
-
-    u = ngx_alloc(sizeof(uint64_t), ngx_cycle->log);
-    if (u == NULL) {
-        return;
-    }
-    *u = user;
-
-    if (ngx_http_minichat_relay_request(&f, ngx_http_minichat_limit_recorded, u) != NGX_OK) {
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "minichat: ban state of user %uL not recorded in mysql: relay-worker unavailable", user);
-        ngx_free(u);
-    }
-}
-
-
-static void
-ngx_http_minichat_limit_recorded(Minichat__LocalFrame *result, void *data)
-{
-    uint64_t  *u = data;
-
-    if (result == NULL || result->ban_result == NULL || (result->ban_result->error && result->ban_result->error[0])) {
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0, "minichat: ban state of user %uL not recorded in mysql: %s",
-                      *u, result && result->ban_result ? result->ban_result->error : "no answer from relay-worker");
-    }
-
-    ngx_free(u);
+    (void) ngx_http_minichat_ban_announce(user, "ban", until, NULL);
+    (void) ngx_http_minichat_ban_record(user, 1, 0, until, strikes, NULL, NULL);
 }

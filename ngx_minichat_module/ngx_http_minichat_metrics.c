@@ -38,6 +38,8 @@
 /* the longest text a scrape can make: every line is far below 256 bytes */
 #define NGX_HTTP_MINICHAT_METRICS_TEXT    (256 * (64 + NGX_HTTP_MINICHAT_ERRORS + NGX_HTTP_MINICHAT_CLOSES \
                                                   + NGX_HTTP_MINICHAT_LIMITS \
+                                                  + NGX_HTTP_MINICHAT_SERVER_API_ENDPOINTS \
+                                                    * NGX_HTTP_MINICHAT_SERVER_API_OUTCOMES \
                                                   + 2 * (NGX_HTTP_MINICHAT_BUCKETS + 4)))
 
 
@@ -103,16 +105,25 @@ static const char  *ngx_http_minichat_error_codes[NGX_HTTP_MINICHAT_ERRORS] = {
 static const ngx_uint_t  ngx_http_minichat_close_codes[NGX_HTTP_MINICHAT_CLOSES - 1] = {
     MC_WS_CLOSE_NORMAL, MC_WS_CLOSE_GOING_AWAY, MC_WS_CLOSE_PROTOCOL, MC_WS_CLOSE_UNSUPPORTED,
     MC_WS_CLOSE_BAD_DATA, MC_WS_CLOSE_POLICY, MC_WS_CLOSE_TOO_BIG, MC_WS_CLOSE_INTERNAL, MC_WS_CLOSE_TRY_LATER,
-    NGX_HTTP_MINICHAT_CLOSE_EXPIRED, NGX_HTTP_MINICHAT_CLOSE_BANNED
+    NGX_HTTP_MINICHAT_CLOSE_EXPIRED, NGX_HTTP_MINICHAT_CLOSE_BANNED, NGX_HTTP_MINICHAT_CLOSE_DISCONNECTED
 };
 
 static const char  *ngx_http_minichat_close_names[NGX_HTTP_MINICHAT_CLOSES] = {
-    "1000", "1001", "1002", "1003", "1007", "1008", "1009", "1011", "1013", "4001", "4003", "other"
+    "1000", "1001", "1002", "1003", "1007", "1008", "1009", "1011", "1013", "4001", "4003", "4005", "other"
 };
 
 /* indexed by NGX_HTTP_MINICHAT_LIMITED_* */
 static const char  *ngx_http_minichat_limit_labels[NGX_HTTP_MINICHAT_LIMITS] = {
     "messages", "rest", "user_connections", "connections", "room_messages", "connections_per_ip"
+};
+
+/* indexed by NGX_HTTP_MINICHAT_SERVER_API_* and by outcome */
+static const char  *ngx_http_minichat_server_api_labels[NGX_HTTP_MINICHAT_SERVER_API_ENDPOINTS] = {
+    "publish", "disconnect", "ban", "unban", "ban_state", "other"
+};
+
+static const char  *ngx_http_minichat_server_api_outcomes[NGX_HTTP_MINICHAT_SERVER_API_OUTCOMES] = {
+    "2xx", "4xx", "5xx"
 };
 
 /* bucket bounds: in microseconds to compare, in seconds to print */
@@ -256,6 +267,20 @@ ngx_http_minichat_metrics_close(ngx_uint_t code)
 }
 
 
+void
+ngx_http_minichat_metrics_server_api(ngx_uint_t endpoint, ngx_uint_t status)
+{
+    ngx_uint_t  outcome;
+
+    if (ngx_http_minichat_metrics == NULL || endpoint >= NGX_HTTP_MINICHAT_SERVER_API_ENDPOINTS) {
+        return;
+    }
+
+    outcome = status < 300 ? 0 : status < 500 ? 1 : 2;
+    (void) ngx_atomic_fetch_add(&ngx_http_minichat_metrics->server_api[endpoint][outcome], 1);
+}
+
+
 /* One observation of a round trip that began at start_us (mc_now_us()). */
 void
 ngx_http_minichat_metrics_observe(ngx_http_minichat_histogram_t *h, int64_t start_us)
@@ -286,7 +311,7 @@ ngx_http_minichat_metrics_handler(ngx_http_request_t *r)
     ngx_http_minichat_metrics_t             *m = ngx_http_minichat_metrics;
     const ngx_http_minichat_metric_plain_t  *pm;
     ngx_atomic_uint_t                        v;
-    ngx_uint_t                               i;
+    ngx_uint_t                               i, j;
     ngx_int_t                                rc;
     ngx_buf_t                               *b;
     ngx_chain_t                              out;
@@ -337,6 +362,16 @@ ngx_http_minichat_metrics_handler(ngx_http_request_t *r)
                                          "Requests and upgrades a limit refused, by limit");
     p = ngx_http_minichat_metrics_labelled(p, last, "minichat_rate_limited_total", "limit",
                                            ngx_http_minichat_limit_labels, m->limited, NGX_HTTP_MINICHAT_LIMITS);
+
+    p = ngx_http_minichat_metrics_family(p, last, "minichat_server_api_requests_total", "counter",
+                                         "Answers of the server API, by endpoint and status class");
+    for (i = 0; i < NGX_HTTP_MINICHAT_SERVER_API_ENDPOINTS; i++) {
+        for (j = 0; j < NGX_HTTP_MINICHAT_SERVER_API_OUTCOMES; j++) {
+            p = ngx_slprintf(p, last, "minichat_server_api_requests_total{endpoint=\"%s\",status=\"%s\"} %uA\n",
+                             ngx_http_minichat_server_api_labels[i], ngx_http_minichat_server_api_outcomes[j],
+                             m->server_api[i][j]);
+        }
+    }
 
     p = ngx_http_minichat_metrics_family(p, last, "minichat_redis_round_trip_seconds", "histogram",
                                          "Redis commands from first issue to the reply (redirects included)");

@@ -3,10 +3,12 @@
  *
  * Directives live at the http level (one chat service per nginx); locations
  * opt in with `minichat_ws` (the WebSocket endpoint), `minichat_api` (the
- * REST endpoints), `minichat_metrics` (Prometheus's text) and
+ * REST endpoints), `minichat_server_api` (the app backend's endpoints,
+ * _server_api.c), `minichat_metrics` (Prometheus's text) and
  * `minichat_ws_echo` (an echo WebSocket for conformance tests); the
- * location-level settings are the echo's message limit and
- * permessage-deflate's (minichat_ws_deflate*).  Each worker opens its Redis and relay connections in
+ * location-level settings are the echo's message limit,
+ * permessage-deflate's (minichat_ws_deflate*) and the server API's keys
+ * (minichat_server_api_key_file).  Each worker opens its Redis and relay connections in
  * init_process and closes them in exit_process, so a graceful quit leaves no
  * socket behind.
  *
@@ -489,6 +491,20 @@ static ngx_command_t ngx_http_minichat_commands[] = {
       0,
       NULL },
 
+    { ngx_string("minichat_server_api"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_minichat_server_api_conf,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("minichat_server_api_key_file"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_minichat_server_api_keys_conf,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
       ngx_null_command
 };
 
@@ -726,6 +742,7 @@ ngx_http_minichat_create_loc_conf(ngx_conf_t *cf)
     lcf->deflate_threshold = NGX_CONF_UNSET_SIZE;
     lcf->deflate_level = NGX_CONF_UNSET_UINT;
     lcf->deflate_client_takeover = NGX_CONF_UNSET;
+    lcf->server_api_keys = NGX_CONF_UNSET_PTR;
 
     return lcf;
 }
@@ -755,7 +772,7 @@ ngx_http_minichat_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
-    return NGX_CONF_OK;
+    return ngx_http_minichat_server_api_merge(cf, prev, conf);
 }
 
 

@@ -34,6 +34,7 @@
 #define NGX_HTTP_MINICHAT_MAX_INFLIGHT 64   /* sends awaiting Redis per connection */
 #define NGX_HTTP_MINICHAT_CLOSE_EXPIRED 4001 /* WebSocket close code: the token expired */
 #define NGX_HTTP_MINICHAT_CLOSE_BANNED 4003 /* WebSocket close code: the user was banned */
+#define NGX_HTTP_MINICHAT_CLOSE_DISCONNECTED 4005 /* WebSocket close code: the server API disconnected the user */
 #define NGX_HTTP_MINICHAT_LINGER_TIME 2000  /* ms to wait for the client's EOF after our close frame */
 #define NGX_HTTP_MINICHAT_UPGRADE_REQUIRED 426 /* a WebSocket version other than 13 */
 #define NGX_HTTP_MINICHAT_SUBPROTOCOL "minichat.v1"
@@ -117,6 +118,8 @@ typedef struct {
     size_t deflate_threshold;      /* messages shorter than this go out uncompressed */
     ngx_uint_t deflate_level;      /* zlib level 1..9 */
     ngx_flag_t deflate_client_takeover; /* off: the response asks client_no_context_takeover */
+    ngx_uint_t server_api;         /* minichat_server_api is here (set by ngx_pcalloc() otherwise) */
+    ngx_array_t *server_api_keys;  /* SHA-256 digests of the keys (u_char[32] each) */
 } ngx_http_minichat_loc_conf_t;
 
 typedef struct ngx_http_minichat_inflater_s ngx_http_minichat_inflater_t;
@@ -226,7 +229,7 @@ void ngx_http_minichat_ipcap_release(ngx_http_minichat_ipcap_slot_t **slot);
  * every worker with one atomic add per event, served by minichat_metrics
  * (docs/metrics.md) */
 #define NGX_HTTP_MINICHAT_ERRORS   9   /* error codes, "other" last */
-#define NGX_HTTP_MINICHAT_CLOSES   12  /* close codes, "other" last */
+#define NGX_HTTP_MINICHAT_CLOSES   13  /* close codes, "other" last */
 #define NGX_HTTP_MINICHAT_BUCKETS  15  /* histogram bounds; +Inf is one more */
 #define NGX_HTTP_MINICHAT_LIMITED_MESSAGES         0
 #define NGX_HTTP_MINICHAT_LIMITED_REST             1
@@ -235,6 +238,15 @@ void ngx_http_minichat_ipcap_release(ngx_http_minichat_ipcap_slot_t **slot);
 #define NGX_HTTP_MINICHAT_LIMITED_ROOM_MESSAGES    4
 #define NGX_HTTP_MINICHAT_LIMITED_PER_IP           5
 #define NGX_HTTP_MINICHAT_LIMITS                   6
+/* the server API's endpoints, as counted */
+#define NGX_HTTP_MINICHAT_SERVER_API_PUBLISH     0
+#define NGX_HTTP_MINICHAT_SERVER_API_DISCONNECT  1
+#define NGX_HTTP_MINICHAT_SERVER_API_BAN         2
+#define NGX_HTTP_MINICHAT_SERVER_API_UNBAN       3
+#define NGX_HTTP_MINICHAT_SERVER_API_BAN_STATE   4
+#define NGX_HTTP_MINICHAT_SERVER_API_OTHER       5   /* no such endpoint, a method not taken */
+#define NGX_HTTP_MINICHAT_SERVER_API_ENDPOINTS   6
+#define NGX_HTTP_MINICHAT_SERVER_API_OUTCOMES    3   /* 2xx, 4xx, 5xx */
 
 typedef struct {
     ngx_atomic_t buckets[NGX_HTTP_MINICHAT_BUCKETS + 1]; /* each its own range, not cumulative */
@@ -255,6 +267,7 @@ typedef struct {
     ngx_atomic_t errors[NGX_HTTP_MINICHAT_ERRORS];
     ngx_atomic_t closes[NGX_HTTP_MINICHAT_CLOSES];
     ngx_atomic_t limited[NGX_HTTP_MINICHAT_LIMITS];
+    ngx_atomic_t server_api[NGX_HTTP_MINICHAT_SERVER_API_ENDPOINTS][NGX_HTTP_MINICHAT_SERVER_API_OUTCOMES];
     ngx_http_minichat_histogram_t redis;
     ngx_http_minichat_histogram_t relay;
 } ngx_http_minichat_metrics_t;
@@ -282,6 +295,8 @@ char *ngx_http_minichat_metrics_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *c
 void ngx_http_minichat_metrics_init(ngx_http_minichat_main_conf_t *mcf);
 void ngx_http_minichat_metrics_error(const char *code);
 void ngx_http_minichat_metrics_close(ngx_uint_t code);
+/* One answer of the server API: endpoint NGX_HTTP_MINICHAT_SERVER_API_*, an HTTP status. */
+void ngx_http_minichat_metrics_server_api(ngx_uint_t endpoint, ngx_uint_t status);
 void ngx_http_minichat_metrics_observe(ngx_http_minichat_histogram_t *h, int64_t start_us);
 
 /* ngx_http_minichat_module.c */
@@ -514,6 +529,28 @@ ngx_int_t ngx_http_minichat_limit_addr(ngx_str_t *addr, ngx_http_minichat_limit_
 /* The room limit's two send.lua arguments (interval_us, burst). */
 void ngx_http_minichat_limit_room_args(u_char *interval, size_t *ilen, u_char *burst, size_t *blen);
 
+/* ngx_http_minichat_ban.c: bans (Redis, every node, MySQL) and disconnects */
+#define NGX_HTTP_MINICHAT_REASON_MAX 100   /* bytes of a ban's or disconnect's reason */
+typedef struct {
+    ngx_uint_t banned;
+    uint64_t until;        /* the ban's end in ms; 0: permanent (or not banned) */
+    ngx_uint_t strikes;
+} ngx_http_minichat_ban_state_t;
+/* rc NGX_OK with the state after the op, or NGX_ERROR (st NULL): Redis failed. */
+typedef void (*ngx_http_minichat_ban_pt)(ngx_int_t rc, ngx_http_minichat_ban_state_t *st, void *data);
+typedef void (*ngx_http_minichat_recorded_pt)(ngx_int_t rc, void *data);
+/* Runs lua/ban.lua: op "ban" (dur_ms; 0 permanent), "lift", "forgive" or
+ * "get".  NGX_OK (handler will be called) or NGX_ERROR (Redis is down). */
+ngx_int_t ngx_http_minichat_ban_script(uint64_t user, const char *op, uint64_t dur_ms,
+    ngx_http_minichat_ban_pt handler, void *data);
+/* Tells every node: kind "ban" (close with 4003; until as the error's) or
+ * "disconnect" (close with 4005); reason NULL or empty: the default text. */
+ngx_int_t ngx_http_minichat_ban_announce(uint64_t user, const char *kind, uint64_t until, const ngx_str_t *reason);
+/* Records a ban (banned), an expired ban (neither) or a lift by hand (lift)
+ * in MySQL; handler (or NULL) hears NGX_OK or NGX_ERROR, which is logged. */
+ngx_int_t ngx_http_minichat_ban_record(uint64_t user, ngx_uint_t banned, ngx_uint_t lift, uint64_t until,
+    ngx_uint_t strikes, ngx_http_minichat_recorded_pt handler, void *data);
+
 /* ngx_http_minichat_send.c: admitting a message (WebSocket send, system messages) */
 typedef struct {
     uint64_t room;
@@ -626,9 +663,21 @@ struct ngx_http_minichat_api_s {
     ngx_uint_t created;
     ngx_uint_t existed;
     json_t *body;                /* held while the per-user limit is checked */
+    ngx_uint_t server;           /* 0: the user API; the server API's endpoint + 1 */
+    ngx_uint_t banned;           /* the server API: the state a ban or unban left */
+    ngx_uint_t body_optional;    /* an empty body runs the handler with NULL */
+    ngx_str_t text;              /* the server API: a publish's body, a reason */
+    uint64_t until;              /* the server API: a ban's end in ms (0: permanent) */
 };
 
 ngx_int_t ngx_http_minichat_api_handler(ngx_http_request_t *r);
+/* A route's body: none (discarded), a JSON object, or an optional one. */
+#define NGX_HTTP_MINICHAT_API_NO_BODY        0
+#define NGX_HTTP_MINICHAT_API_BODY           1
+#define NGX_HTTP_MINICHAT_API_BODY_OPTIONAL  2
+ngx_int_t ngx_http_minichat_api_begin(ngx_http_request_t *r, ngx_http_minichat_api_pt handler, ngx_uint_t body,
+    uint64_t user, uint64_t room, ngx_uint_t server);
+ngx_table_elt_t *ngx_http_minichat_api_header(ngx_http_request_t *r, const char *name);
 ngx_int_t ngx_http_minichat_api_start(ngx_http_minichat_api_t *ctx);
 ngx_http_request_t *ngx_http_minichat_api_resume(ngx_http_minichat_api_live_t *live);
 void ngx_http_minichat_api_finish(ngx_http_request_t *r, ngx_uint_t status, const u_char *body, size_t len);
@@ -657,6 +706,13 @@ ngx_int_t ngx_http_minichat_api_invite(ngx_http_request_t *r, ngx_http_minichat_
 ngx_int_t ngx_http_minichat_api_leave(ngx_http_request_t *r, ngx_http_minichat_api_t *ctx, json_t *body);
 ngx_int_t ngx_http_minichat_api_messages(ngx_http_request_t *r, ngx_http_minichat_api_t *ctx, json_t *body);
 ngx_int_t ngx_http_minichat_api_read(ngx_http_request_t *r, ngx_http_minichat_api_t *ctx, json_t *body);
+
+/* ngx_http_minichat_server_api.c: the server API (docs/protocol.md "Server API") */
+char *ngx_http_minichat_server_api_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+char *ngx_http_minichat_server_api_keys_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+char *ngx_http_minichat_server_api_merge(ngx_conf_t *cf, ngx_http_minichat_loc_conf_t *prev,
+    ngx_http_minichat_loc_conf_t *conf);
+ngx_int_t ngx_http_minichat_server_api_handler(ngx_http_request_t *r);
 
 
 

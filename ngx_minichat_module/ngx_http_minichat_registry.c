@@ -197,9 +197,22 @@ ngx_http_minichat_visit_ban(ngx_http_minichat_ws_t *ws, void *data)
 
     ws->banned = 1;
     (void) ngx_http_minichat_conn_error_num(ws, 0, 0, "banned",
-                                            e->ban_until ? "banned until \"until\" (ms)" : "banned permanently",
+                                            e->body && e->body[0] ? e->body
+                                            : e->ban_until ? "banned until \"until\" (ms)" : "banned permanently",
                                             "until", e->ban_until);
     ngx_http_minichat_conn_close(ws, NGX_HTTP_MINICHAT_CLOSE_BANNED, "banned");
+}
+
+
+/* A disconnect by the server API: the close says why (the reason given, at
+ * most NGX_HTTP_MINICHAT_REASON_MAX bytes of UTF-8, fits a close frame). */
+static void
+ngx_http_minichat_visit_disconnect(ngx_http_minichat_ws_t *ws, void *data)
+{
+    Minichat__ChatMessage  *e = data;
+
+    ngx_http_minichat_conn_close(ws, NGX_HTTP_MINICHAT_CLOSE_DISCONNECTED,
+                                 e->body && e->body[0] ? e->body : "disconnected by the server");
 }
 
 
@@ -245,6 +258,12 @@ ngx_http_minichat_deliver_event(Minichat__ChatMessage *e)
         ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0, "minichat: closing the connections of banned user %uL",
                       (uint64_t) e->sender);
         ngx_http_minichat_visit(e, ngx_http_minichat_visit_ban, e);
+        return;
+
+    } else if (ngx_strcmp(e->kind, "disconnect") == 0) {
+        ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0, "minichat: closing the connections of user %uL: "
+                      "disconnected by the server api", (uint64_t) e->sender);
+        ngx_http_minichat_visit(e, ngx_http_minichat_visit_disconnect, e);
         return;
 
     } else if (ngx_strcmp(e->kind, "presence") == 0) {

@@ -11,7 +11,9 @@
  * MySQL.  A repeated cid is answered with the first seq and published again
  * for persistence only, which repairs a first hand-off that failed.
  *
- * System messages (a leave, a join) take the same path with kind "system".
+ * System messages (a leave, a join, the server API's publish) take the same
+ * path with kind "system"; the server API's have sender 0, a member of no
+ * room (send.lua lets it in and moves no read pointer for it).
  *
  * Limits: a `send` first runs the sender's per-user limit (lua/limit.lua on
  * the {u:<user>} slot, a round trip of its own, and only when a per-user
@@ -239,8 +241,9 @@ ngx_http_minichat_admitted(redisReply *reply, ngx_int_t rc, void *data)
     }
     recipients = ngx_http_minichat_members_ids(a->members, &n);
 
-    if (status == 1) {
-        /* send.lua moved the sender's read pointer: MySQL gets it too */
+    if (status == 1 && a->sender != 0) {
+        /* send.lua moved the sender's read pointer: MySQL gets it too (the
+         * server API's sender 0 has none) */
         ngx_http_minichat_read_mark(a->room, a->sender, a->seq);
     }
 

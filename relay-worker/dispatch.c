@@ -24,7 +24,7 @@
  *                gets the list this connection sent before under its
  *                members_ver (minichat/member_slots.h); one it never sent
  *                closes the link.
- *   event        an ephemeral event (kind read, typing, presence or ban, seq 0):
+ *   event        an ephemeral event (kind read, typing, presence, ban or disconnect, seq 0):
  *                every peer (in the same queues and batches as messages) and
  *                every worker of this node as LocalFrame{event}, the origin
  *                worker included (it skips the origin connection); never
@@ -218,7 +218,8 @@ static void on_event(const link_from_t *from, Minichat__ChatMessage *m)
     size_t len, msg_len;
 
     if (!relay_is_event_kind(m->kind) || m->seq != 0
-        || (m->room == 0 && strcmp(m->kind, "presence") != 0 && strcmp(m->kind, "ban") != 0))
+        || (m->room == 0 && strcmp(m->kind, "presence") != 0 && strcmp(m->kind, "ban") != 0
+            && strcmp(m->kind, "disconnect") != 0))
     {
         mc_warn("dispatch: worker %s/%u sent an invalid event (kind \"%s\", room %llu, seq %llu), ignored",
                 from->node, from->pid, m->kind ? m->kind : "", (unsigned long long)m->room,

@@ -5,6 +5,9 @@
  * holds; banned_until is its end (NULL: permanent) and strikes the count so
  * far.  A user row is created when the user has none (ids come from JWTs).
  *
+ * An unban by hand (the server API: `lift`) makes the user active whatever
+ * ban is recorded, with the statement minichat-ban runs (minichat/ban.h).
+ *
  * Lifting an expired ban names the time by which it ended, so a ban written
  * later (a new strike whose job ran first) is never lifted by mistake.
  */
@@ -12,6 +15,8 @@
 #include <stdio.h>
 
 #include <mysql.h>
+
+#include "minichat/ban.h"
 
 #include "queries.h"
 
@@ -23,7 +28,10 @@ const char *q_ban(dbq_t *q, const Minichat__BanRequest *req, Minichat__BanResult
         return "bad_request: no user";
     }
     /* times as ms since the epoch: FROM_UNIXTIME(ms / 1000) keeps the milliseconds */
-    if (req->banned) {
+    if (req->lift) {
+        dbq_sql(q, MC_BAN_SQL_LIFT);
+        dbq_arg_u64(q, req->user);
+    } else if (req->banned) {
         dbq_sql(q, "INSERT INTO users (id, status, banned_until, strikes) VALUES (?, 'banned', FROM_UNIXTIME(? / 1000), ?)"
                    " ON DUPLICATE KEY UPDATE status = 'banned', banned_until = VALUES(banned_until),"
                    " strikes = GREATEST(strikes, VALUES(strikes))");

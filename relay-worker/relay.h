@@ -58,12 +58,13 @@ struct relay_tag_s {
 };
 
 /* Returns 1 for the kinds of ChatMessage that are ephemeral events (seq 0,
- * never persisted, never reordered): "read", "typing", "presence". */
+ * never persisted, never reordered): "read", "typing", "presence", "ban",
+ * "disconnect". */
 static inline int relay_is_event_kind(const char *kind)
 {
     return kind != NULL
            && (strcmp(kind, "read") == 0 || strcmp(kind, "typing") == 0 || strcmp(kind, "presence") == 0
-               || strcmp(kind, "ban") == 0);
+               || strcmp(kind, "ban") == 0 || strcmp(kind, "disconnect") == 0);
 }
 
 /* the largest RelayBatch either side of a Deliver call accepts */

@@ -101,6 +101,8 @@ MYSQL_SVC_USER=minichat_svc
 KAFKA_SASL_USER=minichat
 if [ "$TLS" = 1 ]; then SCHEME=https WS_SCHEME=wss; else SCHEME=http WS_SCHEME=ws; fi
 SECRET_FILE=$CONF/dev-jwt-secret
+# the server API's keys (server_api_keys), made once per run directory
+SERVER_API_KEYS=$RUN/server-api.keys
 
 # Timeouts (seconds) for readiness checks.
 T_REDIS=${T_REDIS:-15}
@@ -241,6 +243,7 @@ render() {
         -e "s|@MYSQL_SSL_CA@|$(tls_pick "$BACKEND_DIR/ca.crt")|g" \
         -e "s|@KAFKA_TOPIC@|$KAFKA_TOPIC|g" -e "s|@KAFKA_PUSH_TOPIC@|$KAFKA_PUSH_TOPIC|g" \
         -e "s|@MODULE@|$MODULE|g" -e "s|@SECRET_FILE@|$SECRET_FILE|g" \
+        -e "s|@SERVER_API_KEYS@|$SERVER_API_KEYS|g" \
         "$@" "$in" > "$out.tmp"
     mv "$out.tmp" "$out"
 }
@@ -894,6 +897,17 @@ demo_tokens() {
     mv "$f.tmp" "$f"
 }
 
+# DEV STACK ONLY: one random key for the server API (/server/), kept across
+# restarts; owner-only, as nginx refuses a key file others can read.  Tests
+# and tools read it from here.
+server_api_keys() {
+    [ -s "$SERVER_API_KEYS" ] && return 0
+    mkdir -p "$RUN"
+    ( umask 077 && openssl rand -hex 32 > "$SERVER_API_KEYS.tmp" ) \
+        || die "openssl could not make the server API key"
+    mv "$SERVER_API_KEYS.tmp" "$SERVER_API_KEYS"
+}
+
 nginx_stop() {
     local node=$1 d pid
     d=$RUN/nginx-$node
@@ -1008,6 +1022,7 @@ cmd_start() {
     if svc_ok roomlist-consumer; then consumer_start; fi
     if [ -f "$CONF/nginx.conf.in" ]; then
         demo_tokens
+        server_api_keys
         if [ "$TLS" = 1 ]; then tls_setup; fi
         for n in a b; do nginx_start "$n"; done
         prometheus_config

@@ -5,7 +5,8 @@
  *   minichat-ban [options] lift USER_ID    end the ban now (Redis and MySQL)
  *   minichat-ban [options] forgive USER_ID lift, and forget the strikes too
  *
- * It talks to Redis ({u:<user>}:ban and :strikes, see lua/limit.lua) and to
+ * It talks to Redis ({u:<user>}:ban and :strikes, see lua/limit.lua, through
+ * lua/ban.lua: the same script the module's server API runs) and to
  * the MySQL primary (users.status, banned_until, strikes) directly, with
  * a blocking Redis connection (lib/src/redis_conn.c, plain TCP or TLS) and
  * a connection of the services' MySQL router (lib/src/db.c: the same
@@ -21,12 +22,15 @@
 
 #include <mysql.h>
 
+#include "minichat/ban.h"
 #include "minichat/db.h"
 #include "minichat/db_conf.h"
 #include "minichat/decimal.h"
 #include "minichat/log.h"
 #include "minichat/redis_sync.h"
 #include "minichat/secret.h"
+
+#include "lua_scripts.h"
 
 static void usage(void)
 {
@@ -71,83 +75,75 @@ static int parse_ssl(const char *s, mc_db_ssl_t *out)
     return -1;
 }
 
-/* One command from words; a word "%1" or "%2" stands for the key k1 or k2.
- * Returns the reply or NULL. */
-static redisReply *cmd_words(mc_redis_conn_t *rc, const char *k1, const char *k2, int n, const char *const *words)
+/* Runs lua/ban.lua (the module's server API runs the same script) with op
+ * on the user's keys: out = {banned, until_ms, strikes}.  Returns 0 or -1. */
+static int ban_script(mc_redis_conn_t *rc, const char *op, unsigned long long user, long long out[3])
 {
-    const char *argv[4];
-    size_t argvlen[4];
-    int i;
+    const char *argv[7];
+    size_t argvlen[7];
+    char ban[64], strikes[64];
+    redisReply *r;
+    size_t i;
 
-    for (i = 0; i < n && i < 4; i++) {
-        argv[i] = strcmp(words[i], "%1") == 0 ? k1 : strcmp(words[i], "%2") == 0 ? k2 : words[i];
+    snprintf(ban, sizeof(ban), "{u:%llu}:ban", user);
+    snprintf(strikes, sizeof(strikes), "{u:%llu}:strikes", user);
+    argv[0] = "EVAL";
+    argv[1] = MINICHAT_LUA_BAN_SRC;
+    argv[2] = "2";
+    argv[3] = ban;
+    argv[4] = strikes;
+    argv[5] = op;
+    argv[6] = "0";
+    for (i = 0; i < 7; i++) {
         argvlen[i] = strlen(argv[i]);
     }
-    return mc_redis_conn_command(rc, i, argv, argvlen);
+
+    r = mc_redis_conn_command(rc, 7, argv, argvlen);
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
+        fprintf(stderr, "redis: %s\n", r && r->type == REDIS_REPLY_ERROR ? r->str
+                                       : r ? "unexpected reply from ban.lua" : mc_redis_conn_error(rc));
+        if (r) {
+            freeReplyObject(r);
+        }
+        return -1;
+    }
+    for (i = 0; i < 3; i++) {
+        out[i] = r->element[i]->type == REDIS_REPLY_INTEGER ? r->element[i]->integer : 0;
+    }
+    freeReplyObject(r);
+    return 0;
 }
 
 static int redis_part(mc_redis_conn_t *rc, const char *cmd, unsigned long long user, int forgive)
 {
-    static const char *const get_ban[] = {"GET", "%1"};
-    static const char *const get_strikes[] = {"HGET", "%2", "n"};
-    static const char *const del_both[] = {"DEL", "%1", "%2"};
-    static const char *const del_ban[] = {"DEL", "%1"};
-    static const char *const hdel_until[] = {"HDEL", "%2", "until"};
-    char ban[64], strikes[64];
-    redisReply *r;
-
-    snprintf(ban, sizeof(ban), "{u:%llu}:ban", user);
-    snprintf(strikes, sizeof(strikes), "{u:%llu}:strikes", user);
+    long long st[3];
 
     if (strcmp(cmd, "show") == 0) {
-        r = cmd_words(rc, ban, strikes, 2, get_ban);
-        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-            goto err;
+        if (ban_script(rc, "get", user, st) != 0) {
+            return -1;
         }
-        if (r->type == REDIS_REPLY_STRING) {
-            printf("redis: banned until %s%s\n", r->str, strcmp(r->str, "0") == 0 ? " (permanent)" : " (ms)");
+        if (st[0]) {
+            printf("redis: banned until %lld%s\n", st[1], st[1] == 0 ? " (permanent)" : " (ms)");
         } else {
             printf("redis: not banned\n");
         }
-        freeReplyObject(r);
-        r = cmd_words(rc, ban, strikes, 3, get_strikes);
-        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-            goto err;
-        }
-        printf("redis: strikes %s\n", r->type == REDIS_REPLY_STRING ? r->str : "0");
-        freeReplyObject(r);
+        printf("redis: strikes %lld\n", st[2]);
         return 0;
     }
 
     /* lift: the ban key, and the `until` limit.lua would report as expired */
-    r = forgive ? cmd_words(rc, ban, strikes, 3, del_both) : cmd_words(rc, ban, strikes, 2, del_ban);
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        goto err;
-    }
-    freeReplyObject(r);
-    if (!forgive) {
-        r = cmd_words(rc, ban, strikes, 3, hdel_until);
-        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-            goto err;
-        }
-        freeReplyObject(r);
+    if (ban_script(rc, forgive ? "forgive" : "lift", user, st) != 0) {
+        return -1;
     }
     printf("redis: ban lifted%s\n", forgive ? ", strikes forgotten" : "");
     return 0;
-
-err:
-    fprintf(stderr, "redis: %s\n", r ? r->str : mc_redis_conn_error(rc));
-    if (r) {
-        freeReplyObject(r);
-    }
-    return -1;
 }
 
 static int mysql_part(mc_db_t *db, const char *cmd, unsigned long long user, int forgive)
 {
     static const char show[] = "SELECT status, COALESCE(banned_until, ''), strikes FROM users WHERE id=?";
-    static const char lift[] = "UPDATE users SET status='active', banned_until=NULL WHERE id=?";
-    static const char lift_forgive[] = "UPDATE users SET status='active', banned_until=NULL, strikes=0 WHERE id=?";
+    static const char lift[] = MC_BAN_SQL_LIFT;
+    static const char lift_forgive[] = MC_BAN_SQL_FORGIVE;
     mc_db_arg_t id = MC_DB_U64(user);
     mc_db_rows_t *rows = NULL;
     mc_db_status_t st;
