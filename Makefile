@@ -33,7 +33,7 @@ MOD_SRC    := $(wildcard ngx_minichat_module/*.c ngx_minichat_module/*.h) ngx_mi
 UNIT_TESTS := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
 
 .PHONY: all setup module run stop status test test-unit test-unit-asan test-integration integration-pass token \
-        conformance fuzz fuzz-build fuzz-seeds fuzz-targets clean bench-tools bench-idle bench chaos
+        conformance fuzz fuzz-build fuzz-seeds fuzz-targets clean bench-tools bench-idle bench chaos deb
 
 all: $(LIB) $(B)/bin/relay-worker $(B)/bin/roomlist-consumer $(B)/bin/minichat-token $(B)/bin/minichat-ban $(MODULE) \
      bench-tools $(B)/bin/relay-forge
@@ -147,14 +147,21 @@ bench: setup all
 # ".c", ".cc" or ".S" inside directory names (a checkout in /tmp/tmp.Sx...
 # builds objects into a path that does not exist).  It is therefore given
 # the checkout through a symlink whose name has no dot.
+# The module's config finds libminichat.a and the generated headers in
+# MINICHAT_BUILD (this B).  NGX_CC_OPT and NGX_LD_OPT, when set, go to
+# configure as --with-cc-opt and --with-ld-opt (the Debian package build
+# passes dpkg-buildflags' hardening flags there, as Debian's own modules do).
 NGX_LINK   := /tmp/minichat-nginx-$(shell printf %s "$(TOP)" | md5sum | cut -c1-16)
 NGX_BUILD  := $(NGX_LINK)$(patsubst $(TOP)%,%,$(B))/nginx
+NGX_CC_OPT ?=
+NGX_LD_OPT ?=
 
 $(B)/nginx/Makefile: ngx_minichat_module/config
 	@mkdir -p $(B)/nginx
 	ln -sfn $(TOP) $(NGX_LINK)
 	cd $(NGX_SRC) && source ./conf_flags && \
-	  ./configure "$${NGX_CONF_FLAGS[@]}" \
+	  MINICHAT_BUILD=$(NGX_LINK)$(patsubst $(TOP)%,%,$(B)) ./configure "$${NGX_CONF_FLAGS[@]}" \
+	    $(if $(NGX_CC_OPT),--with-cc-opt="$(NGX_CC_OPT)") $(if $(NGX_LD_OPT),--with-ld-opt="$(NGX_LD_OPT)") \
 	    --add-dynamic-module=$(NGX_LINK)/ngx_minichat_module --builddir=$(NGX_BUILD) > $(B)/nginx/configure.log 2>&1 \
 	  || { tail -30 $(B)/nginx/configure.log; exit 1; }
 
@@ -167,6 +174,21 @@ $(MODULE): $(B)/nginx/Makefile $(MOD_SRC) $(LIB) $(GEN)/lua_scripts.h
 	  || { cat $(B)/nginx/build.log | grep -v '^make' | tail -40; exit 1; }
 
 module: $(MODULE)
+
+# --- Debian packages ---------------------------------------------------------
+# libnginx-mod-http-minichat, minichat-relay-worker, minichat-roomlist-consumer
+# and minichat-common from debian/ (docs/operations.md, "Install from
+# packages") into build/deb/, with their .buildinfo and .changes; nothing is
+# written beside the checkout.  debian/rules builds into build/debian.
+DEB_OUT    := $(B)/deb
+
+deb:
+	@rm -rf $(DEB_OUT) && mkdir -p $(DEB_OUT)
+	DEB_DIR=$(DEB_OUT) dpkg-buildpackage -b --no-sign -j2 \
+	  --buildinfo-option=-u$(DEB_OUT) --buildinfo-file=$(DEB_OUT)/minichat.buildinfo \
+	  --changes-option=-u$(DEB_OUT) --changes-file=$(DEB_OUT)/minichat.changes > $(B)/deb.log 2>&1 \
+	  || { tail -40 $(B)/deb.log; exit 1; }
+	@ls -1 $(DEB_OUT)/*.deb
 
 # --- unit tests (check), plain and under ASan/UBSan --------------------------
 # the relay-worker's producer, compiled into its test against librdkafka's mock cluster
@@ -253,8 +275,10 @@ token: $(B)/bin/minichat-token
 # WebSocket in test_browser_interop.py) run in both: ws:// on the single
 # stack, wss:// with the dev certificate pinned on the cluster stack.  The
 # Autobahn run (test_conformance.py, against the echo endpoint, which never
-# touches Redis) runs in the single pass only: it tests the frame code.
-CLUSTER_PYTEST_ARGS := --ignore=test_conformance.py
+# touches Redis) runs in the single pass only: it tests the frame code.  So
+# does the package test (test_packages.py: make deb, apt-get install, the
+# installed programs against the plain stack).
+CLUSTER_PYTEST_ARGS := --ignore=test_conformance.py --ignore=test_packages.py
 
 test-integration: all
 	@$(MAKE) --no-print-directory integration-pass REDIS=single TLS=0 PYTEST_ARGS=

@@ -33,6 +33,9 @@ pkgs=(
     # the chaos run (tests/chaos/, make chaos and test_chaos_short.py) cuts
     # the relay-workers' link with a table of its own
     nftables
+    # `make deb` (debian/; dh_nginx comes with nginx-dev) and
+    # tests/integration/test_packages.py, which installs what it built
+    debhelper dpkg-dev
 )
 
 # Node.js and npm for the `ws` interoperability test.  A machine may already
