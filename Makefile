@@ -81,11 +81,11 @@ $(B)/bin/roomlist-consumer: $(CONS_OBJ) $(LIB)
 
 $(B)/bin/minichat-token: lib/tools/minichat-token.c $(LIB)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(LIBDEPS)
+	$(CC) $(CFLAGS_ALL) $(EXTRA_LDFLAGS) -o $@ $< $(LIB) $(LIBDEPS)
 
 $(B)/bin/minichat-ban: lib/tools/minichat-ban.c $(LIB) $(GEN)/lua_scripts.h
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_ALL) $(shell pkg-config --cflags hiredis) -o $@ $< $(LIB) $(shell pkg-config --libs hiredis) $(LIBDEPS)
+	$(CC) $(CFLAGS_ALL) $(EXTRA_LDFLAGS) $(shell pkg-config --cflags hiredis) -o $@ $< $(LIB) $(shell pkg-config --libs hiredis) $(LIBDEPS)
 
 # relay-forge: a gRPC caller that is not a relay-worker, for the mesh's mTLS
 # tests (tests/integration/test_peer_tls.py)

@@ -15,8 +15,8 @@ file in /etc/nginx/modules-enabled, its workers as www-data, as Debian's
 nginx runs them.  A message sent there is acked, delivered and stored.
 
 On the way out everything is stopped and the packages are purged; the
-minichat user is removed again when this run made it, so the machine is left
-as it was.  Needs root (apt-get, setpriv); runs in the single-Redis pass
+minichat user is removed again when this run (or an interrupted one) made
+it, so the machine is left as it was.  Needs root (apt-get, setpriv); runs in the single-Redis pass
 only (the Makefile's CLUSTER_PYTEST_ARGS).
 """
 
@@ -169,14 +169,17 @@ def packages():
         deb_dir = os.path.join(TOP, "build", "deb")
     debs = sorted(glob.glob(os.path.join(deb_dir, "*.deb")))
     assert sorted(re.sub(r"_.*", "", os.path.basename(d)) for d in debs) == sorted(PACKAGES), debs
-    user_before = user_exists("minichat")
+    # a minichat user that is there while none of the packages is belongs to
+    # someone else and stays; one made by this run or left with the
+    # packages of an interrupted run goes with them
+    keep_user = user_exists("minichat") and not any(installed(p) for p in PACKAGES)
     purge()
     # installed from their paths: apt resolves their dependencies (nginx's
     # ABI, the libraries) from what the machine has
     run(APT + ["install", "--no-install-recommends"] + debs)
     yield {"debs": debs}
     purge()
-    if not user_before and user_exists("minichat"):
+    if not keep_user and user_exists("minichat"):
         run(["userdel", "minichat"], check=False)
         run(["groupdel", "minichat"], check=False)
 
