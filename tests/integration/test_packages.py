@@ -197,6 +197,11 @@ def test_installed_files(packages):
     # Debian's own nginx.conf loads every enabled module: with this one
     # loaded and no minichat_* directive it must still pass its check
     run([NGINX, "-t", "-q"])
+    # and the dev stack's nodes load build/'s module only, never the enabled one
+    for n in ("a", "b"):
+        with open(os.path.join(RUN, "nginx-" + n, "nginx.conf")) as f:
+            conf = f.read()
+        assert "modules-enabled" not in conf and "/usr/lib/nginx/modules" not in conf, n
     # the configs are conffiles; the migrations and tools are there
     conffiles = run(["dpkg-query", "-W", "-f=${Conffiles}\n", "minichat-relay-worker",
                      "minichat-roomlist-consumer"]).stdout
