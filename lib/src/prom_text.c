@@ -38,7 +38,7 @@ static int prom_escape(mc_buf_t *b, const char *s, const char *special)
     return mc_buf_append(b, run, (size_t)(s - run));
 }
 
-/* Appends a number: whole values as integers, others with 9 digits. */
+/* Appends a number: whole values as integers, others with 15 digits. */
 static int prom_number(mc_buf_t *b, double v)
 {
     if (isnan(v)) {
@@ -51,7 +51,7 @@ static int prom_number(mc_buf_t *b, double v)
     if (v > -9007199254740992.0 && v < 9007199254740992.0 && v == (double)(int64_t)v) {
         return mc_buf_appendf(b, "%.0f", v);
     }
-    return mc_buf_appendf(b, "%.9g", v);
+    return mc_buf_appendf(b, "%.15g", v);
 }
 
 int mc_prom_family(mc_buf_t *b, const char *name, const char *type, const char *help)

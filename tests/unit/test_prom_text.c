@@ -18,7 +18,7 @@ START_TEST(test_family_and_sample)
     ck_assert_int_eq(mc_prom_sample(&b, "x_total", l, 2, 0.25), 0);
     ck_assert_int_eq(mc_prom_sample(&b, "x_total", l, 1, 18446744073709551615.0), 0);
     ck_assert_str_eq(b.data, "# HELP x_total Things\\\\done\\nhere\n# TYPE x_total counter\n"
-                             "x_total 42\nx_total{peer=\"b\",state=\"up\"} 0.25\nx_total{peer=\"b\"} 1.84467441e+19\n");
+                             "x_total 42\nx_total{peer=\"b\",state=\"up\"} 0.25\nx_total{peer=\"b\"} 1.84467440737096e+19\n");
     mc_buf_free(&b);
 }
 END_TEST

@@ -7,7 +7,7 @@
  * Label values are escaped as the format asks (backslash, double quote and
  * newline get a backslash); label and family names are the caller's
  * constants and are not checked.  Values print as integers when they are
- * whole (below 2^53), otherwise with 9 significant digits.
+ * whole (below 2^53), otherwise with 15 significant digits.
  *
  * A histogram keeps one counter per bucket, not cumulative: an observation
  * is two relaxed atomic adds (its bucket and the sum), without a lock.  The
