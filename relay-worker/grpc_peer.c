@@ -70,6 +70,7 @@ typedef struct {
     long batch_count;
     int has_batch;
     uint64_t batch_at;   /* when the batch's oldest message was queued */
+    int64_t call_us;     /* when its call started (mc_now_us) */
     int busy;            /* the call is in flight */
     grpc_call *call;
     grpc_byte_buffer *send_bb;
@@ -97,7 +98,7 @@ struct peer_s {
     int stopping;
     uint64_t last_ok;    /* mc_now_ms() of the last call that ended OK (0: none yet) */
     /* counters */
-    uint64_t sent, failed_calls, drop_logged_at;
+    uint64_t sent, calls, failed_calls, drop_logged_at;
 };
 
 static peer_t *peers;
@@ -292,7 +293,10 @@ static int peer_call_locked(peer_t *p, peer_slot_t *sl)
         return -1;
     }
     sl->busy = 1;
+    sl->call_us = mc_now_us();
     p->busy++;
+    p->calls++;
+    mc_hist_observe(&relay_hists.peer_batch, (uint64_t)sl->batch_count);
     return 0;
 }
 
@@ -399,6 +403,7 @@ static void peer_call_done(relay_tag_t *tag, int ok)
     pthread_mutex_lock(&p->lock);
     sl->busy = 0;
     p->busy--;
+    mc_hist_observe(&relay_hists.peer_call, (uint64_t)(mc_now_us() - sl->call_us));
     if (ok && sl->status == GRPC_STATUS_OK) {
         p->sent += (uint64_t)sl->batch_count;
         p->last_ok = now;
@@ -607,6 +612,7 @@ size_t peers_status(peer_status_t *out, size_t max)
         out[i].inflight = p->busy;
         out[i].retrying = p->failed;
         out[i].sent = p->sent;
+        out[i].calls = p->calls;
         out[i].dropped = p->queue.dropped;
         out[i].failed_calls = p->failed_calls;
         pthread_mutex_unlock(&p->lock);

@@ -70,6 +70,7 @@ typedef struct {
     uint64_t req_id;
     uint64_t room, seq;
     uint64_t admitted_at;   /* the message's stamp (wall ms), 0: none */
+    int64_t produced_us;    /* when it was first produced (mc_now_us), for the latency histogram */
     unsigned tries;         /* produce calls so far */
     kafka_fanout_t fan;     /* fan.frame NULL: nothing to fan out */
 } kafka_waiter_t;
@@ -178,6 +179,9 @@ static void kafka_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
         kafka_delivered++;
         kafka_brokers_down = 0;
         kafka_last_delivered = mc_now_ms();
+        if (w != NULL) {
+            mc_hist_observe(&relay_hists.kafka_produce, (uint64_t)(mc_now_us() - w->produced_us));
+        }
         /* dispatch.c refused it if it came this late; Kafka took this long
          * on its own: a Redis failover meanwhile could reissue its seq */
         if (w && w->admitted_at && mc_wall_ms() - (int64_t)w->admitted_at > relay_conf.publish_max_age_ms) {
@@ -336,6 +340,7 @@ void kafka_produce(Minichat__ChatMessage *m, uint64_t conn_id, uint64_t req_id, 
         w->room = m->room;
         w->seq = m->seq;
         w->admitted_at = m->admitted_at;
+        w->produced_us = mc_now_us();
         w->tries = 1;
         if (fan) {
             w->fan = *fan;   /* the waiter owns the frame now */

@@ -92,19 +92,92 @@ static json_t *status_workers(void)
                      "refused", (json_int_t)refused);
 }
 
+static json_t *status_db(void)
+{
+    db_jobs_stats_t st;
+    json_t *reps, *o;
+    size_t i;
+
+    db_jobs_stats(&st);
+    reps = json_array();
+    for (i = 0; reps != NULL && st.health_known && i < st.health.replicas; i++) {
+        if (json_array_append_new(reps, json_string(mc_db_health_name(st.health.replica[i]))) != 0) {
+            json_decref(reps);
+            reps = NULL;
+        }
+    }
+    o = json_pack("{s:b, s:s, s:o, s:i, s:I, s:I, s:I}", "configured", st.threads > 0, "primary",
+                  st.health_known ? mc_db_health_name(st.health.primary) : "unknown", "replicas", reps, "threads",
+                  st.threads, "queued", (json_int_t)st.queued, "unavailable", (json_int_t)st.unavailable, "busy",
+                  (json_int_t)st.busy);
+    return o;
+}
+
+static json_t *status_order(void)
+{
+    mc_reorder_stats_t os;
+
+    order_stats(&os);
+    return json_pack("{s:I, s:I, s:I, s:I, s:I}", "rooms", (json_int_t)os.rooms, "held", (json_int_t)os.held,
+                     "released", (json_int_t)os.released, "skipped", (json_int_t)os.skipped, "late",
+                     (json_int_t)os.late);
+}
+
+/* Appends the reasons the process is not ready to a (none: ready). */
+static void status_unready(json_t *a)
+{
+    kafka_state_t ks;
+
+    kafka_state(&ks);
+    if (ks.fatal) {
+        json_array_append_new(a, json_string("kafka: the producer hit a fatal error"));
+    } else if (ks.brokers_down) {
+        json_array_append_new(a, json_string("kafka: all brokers are down"));
+    }
+    if (!link_listening()) {
+        json_array_append_new(a, json_string("worker socket: not listening (starting or stopping)"));
+    }
+}
+
+int relay_ready(mc_buf_t *why)
+{
+    json_t *a = json_array(), *o;
+    char *s;
+    int rc;
+
+    if (a == NULL) {
+        return -1;
+    }
+    status_unready(a);
+    if (json_array_size(a) == 0) {
+        json_decref(a);
+        return 1;
+    }
+    o = json_pack("{s:b, s:o}", "ready", 0, "reasons", a);
+    s = o != NULL ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(o);
+    rc = s != NULL && mc_buf_append_str(why, s) == 0 ? 0 : -1;
+    free(s);
+    return rc;
+}
+
 int relay_status_json(mc_buf_t *out)
 {
     uint64_t now = mc_now_ms();
-    json_t *o;
+    json_t *o, *unready = json_array();
     char *s = NULL;
     int rc = -1;
 
     mc_buf_reset(out);
+    if (unready != NULL) {
+        status_unready(unready);
+    }
     /* "o" steals each part, NULL included (then the pack fails) */
-    o = json_pack("{s:s, s:s, s:s, s:i, s:I, s:o, s:o, s:o}", "service", "relay-worker", "node", relay_conf.node,
-                  "build", MC_BUILD, "pid", (int)getpid(), "uptime_s",
-                  (json_int_t)((now - status_started_ms) / 1000), "peers", status_peers(now), "kafka",
-                  status_kafka(now), "workers", status_workers());
+    o = json_pack("{s:s, s:s, s:s, s:i, s:I, s:b, s:o, s:o, s:o, s:o, s:o, s:o}", "service", "relay-worker", "node",
+                  relay_conf.node, "build", MC_BUILD, "pid", (int)getpid(), "uptime_s",
+                  (json_int_t)((now - status_started_ms) / 1000), "ready", unready != NULL
+                  && json_array_size(unready) == 0, "unready", unready, "peers", status_peers(now), "kafka",
+                  status_kafka(now), "db", status_db(), "workers", status_workers(), "order", status_order());
     if (o != NULL) {
         s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
     }
