@@ -75,7 +75,7 @@ $(B)/bin/relay-worker: $(RELAY_OBJ) $(LIB)
 
 $(B)/roomlist-consumer/%.o: roomlist-consumer/%.c $(wildcard roomlist-consumer/*.h) $(wildcard lib/include/minichat/*.h) $(GEN)/minichat.pb-c.h
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_ALL) $(shell pkg-config --cflags rdkafka hiredis) -c $< -o $@
+	$(CC) $(CFLAGS_ALL) -DMC_BUILD='"$(MC_BUILD)"' $(shell pkg-config --cflags rdkafka hiredis) -c $< -o $@
 
 $(B)/bin/roomlist-consumer: $(CONS_OBJ) $(LIB)
 	@mkdir -p $(@D)

@@ -8,7 +8,11 @@
  * request that announces one (Content-Length other than 0,
  * Transfer-Encoding) is refused rather than read.  Level-triggered epoll;
  * each client is in the set for reading until its head is whole, then for
- * writing only.
+ * writing only.  Once the answer has left, our side is shut down and what
+ * the client sent beyond its head is read and dropped until it closes (at
+ * most HTTP_LINGER_MS and HTTP_LINGER_BYTES): closing with unread bytes
+ * would make the kernel send a reset, and a client may lose the answer to
+ * it (an oversize head, a body we refused).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -26,10 +30,14 @@
 #include "minichat/prom_text.h"
 
 #define HTTP_ACCEPTS_PER_RUN 64
+#define HTTP_LINGER_MS 1000            /* reading what a client sent past its answer, at most */
+#define HTTP_LINGER_BYTES (64 * 1024)
 
 typedef struct {
     int fd;                 /* -1: the slot is free */
     int writing;            /* the answer is built and leaving */
+    int draining;           /* the answer left: reading what else came until EOF (lingering close) */
+    size_t drained;
     int64_t deadline;       /* mc_now_ms() past which it is closed */
     size_t in_len;
     size_t out_off;
@@ -40,8 +48,9 @@ typedef struct {
 struct mc_http_s {
     int epfd;
     int lfd;
+    int nclients;
+    int full;               /* every slot taken: the listener is out of the epoll set */
     mc_http_handler_t h;
-    uint64_t answered[6];
     http_client_t c[MC_HTTP_CLIENTS];
 };
 
@@ -331,17 +340,27 @@ int mc_http_fd(const mc_http_t *s)
     return s->epfd;
 }
 
-uint64_t mc_http_answered(const mc_http_t *s, int cls)
+/* Stops or starts watching the listener (every slot taken, or one free). */
+static void http_listen_pause(mc_http_t *s, int full)
 {
-    return cls >= 0 && cls < 6 ? __atomic_load_n(&s->answered[cls], __ATOMIC_RELAXED) : 0;
+    struct epoll_event ev;
+
+    ev.events = full ? 0 : EPOLLIN;
+    ev.data.ptr = s;
+    if (epoll_ctl(s->epfd, EPOLL_CTL_MOD, s->lfd, &ev) == 0) {
+        s->full = full;
+    }
 }
 
 static void http_close(mc_http_t *s, http_client_t *c)
 {
-    (void)s;
     close(c->fd); /* leaves the epoll set with it */
     c->fd = -1;
     mc_buf_free(&c->out);
+    s->nclients--;
+    if (s->full) {
+        http_listen_pause(s, 0);
+    }
 }
 
 /* Writes what the socket takes of the answer; closes the client when all
@@ -363,7 +382,40 @@ static void http_write(mc_http_t *s, http_client_t *c)
         }
         c->out_off += (size_t)n;
     }
+    if (c->out_off == c->out.len && shutdown(c->fd, SHUT_WR) == 0) {
+        struct epoll_event ev;
+
+        ev.events = EPOLLIN;
+        ev.data.ptr = c;
+        if (epoll_ctl(s->epfd, EPOLL_CTL_MOD, c->fd, &ev) == 0) {
+            c->draining = 1;
+            c->drained = 0;
+            c->deadline = mc_now_ms() + HTTP_LINGER_MS;
+            return;
+        }
+    }
     http_close(s, c);
+}
+
+/* Reads and drops what the client still sends; closes it at its EOF, on an
+ * error, or past HTTP_LINGER_BYTES. */
+static void http_drain(mc_http_t *s, http_client_t *c)
+{
+    ssize_t n;
+
+    for (;;) {
+        n = recv(c->fd, c->in, sizeof(c->in), MSG_DONTWAIT);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            return;
+        }
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0 || (c->drained += (size_t)n) > HTTP_LINGER_BYTES) {
+            http_close(s, c);
+            return;
+        }
+    }
 }
 
 /* Reads what the client sent; once its head is whole (or bad), builds the
@@ -389,7 +441,6 @@ static void http_read(mc_http_t *s, http_client_t *c)
         return;
     }
     st = mc_http_respond(&s->h, &req, st, &c->out);
-    __atomic_fetch_add(&s->answered[st / 100 < 6 ? st / 100 : 5], 1, __ATOMIC_RELAXED);
     c->writing = 1;
     ev.events = EPOLLOUT;
     ev.data.ptr = c;
@@ -400,21 +451,16 @@ static void http_read(mc_http_t *s, http_client_t *c)
     http_write(s, c);
 }
 
-/* Takes the waiting connections: into free slots, or answered 503 and
- * closed when every slot is taken. */
+/* Takes the waiting connections into free slots.  With every slot taken
+ * the listener leaves the epoll set: the next connections wait in the
+ * kernel's backlog until a client is done or closed as idle. */
 static void http_accept(mc_http_t *s)
 {
-    static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 5\r\nConnection: close\r\n\r\n"
-                               "busy\n";
     struct epoll_event ev;
     http_client_t *c;
     int fd, i, k;
 
     for (k = 0; k < HTTP_ACCEPTS_PER_RUN; k++) {
-        fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            return; /* EAGAIN, or a connection that went away meanwhile */
-        }
         c = NULL;
         for (i = 0; i < MC_HTTP_CLIENTS && c == NULL; i++) {
             if (s->c[i].fd < 0) {
@@ -422,17 +468,21 @@ static void http_accept(mc_http_t *s)
             }
         }
         if (c == NULL) {
-            (void)!send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-            __atomic_fetch_add(&s->answered[5], 1, __ATOMIC_RELAXED);
-            close(fd);
-            continue;
+            http_listen_pause(s, 1);
+            return;
+        }
+        fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            return; /* EAGAIN, or a connection that went away meanwhile */
         }
         c->fd = fd;
         c->writing = 0;
+        c->draining = 0;
         c->in_len = 0;
         c->out_off = 0;
         mc_buf_init(&c->out);
         c->deadline = mc_now_ms() + MC_HTTP_IDLE_MS;
+        s->nclients++;
         ev.events = EPOLLIN;
         ev.data.ptr = c;
         if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
@@ -458,7 +508,9 @@ void mc_http_run(mc_http_t *s, int timeout_ms)
         if (c->fd < 0) {
             continue;
         }
-        if (c->writing) {
+        if (c->draining) {
+            http_drain(s, c);
+        } else if (c->writing) {
             http_write(s, c);
         } else {
             http_read(s, c);

@@ -9,11 +9,13 @@
  * It never blocks its caller: the listener and the clients are
  * non-blocking and sit in the server's own epoll set, whose descriptor
  * (mc_http_fd) the caller watches in its loop, or a thread of its own waits
- * on with mc_http_run(s, timeout).  At most MC_HTTP_CLIENTS clients at once
- * (the next ones get a 503 and are closed); a client that has not sent a
- * whole request within MC_HTTP_IDLE_MS, or not taken its answer by then, is
- * closed.  The handler callbacks run on the thread that calls mc_http_run;
- * each builds its answer into a buffer it is given (empty on entry).
+ * on with mc_http_run(s, timeout).  At most MC_HTTP_CLIENTS clients at once:
+ * the next ones wait in the kernel's listen backlog until one is done.  A
+ * client that has not sent a whole request within MC_HTTP_IDLE_MS, or not
+ * taken its answer by then, is closed (so silent clients cannot hold the
+ * slots for long).  The handler callbacks run on the thread that calls
+ * mc_http_run; each builds its answer into a buffer it is given (empty on
+ * entry).
  */
 #ifndef MINICHAT_HTTP_MINI_H
 #define MINICHAT_HTTP_MINI_H
@@ -80,8 +82,6 @@ int mc_http_fd(const mc_http_t *s);
 /* Waits up to timeout_ms (0: not at all) for events, handles them, and
  * closes clients past MC_HTTP_IDLE_MS. */
 void mc_http_run(mc_http_t *s, int timeout_ms);
-/* Requests answered so far, by class (2xx, 4xx, 5xx as index 2, 4, 5). */
-uint64_t mc_http_answered(const mc_http_t *s, int cls);
 /* Closes the listener and every client and frees s (NULL is fine). */
 void mc_http_stop(mc_http_t *s);
 
