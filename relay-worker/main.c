@@ -398,29 +398,11 @@ static void dispatch(const struct epoll_event *evs, int n)
     kafka_poll();
 }
 
-static int http_metrics(void *ctx, mc_buf_t *out)
-{
-    (void)ctx;
-    return relay_metrics_text(out);
-}
-
-static int http_status(void *ctx, mc_buf_t *out)
-{
-    (void)ctx;
-    return relay_status_json(out);
-}
-
-static int http_ready(void *ctx, mc_buf_t *out)
-{
-    (void)ctx;
-    return relay_ready(out);
-}
-
 /* Starts the operator endpoints when http_listen is set, in our epoll set.
  * Returns 0 or -1 (a port taken: the start fails, as for grpc_listen). */
 static int http_start(void)
 {
-    static const mc_http_handler_t handler = {NULL, http_metrics, http_status, http_ready};
+    static const mc_http_handler_t handler = {relay_metrics_text, relay_status_json, relay_ready};
     struct epoll_event ev;
     char err[256];
 

@@ -184,6 +184,8 @@ static int metrics_db(mc_buf_t *b)
     return 0;
 }
 
+#define NSINGLES(t) (sizeof(t) / sizeof((t)[0]))
+
 int relay_metrics_text(mc_buf_t *out)
 {
     mc_prom_label_t info[2] = {{"node", relay_conf.node}, {"build", MC_BUILD}};
@@ -195,56 +197,58 @@ int relay_metrics_text(mc_buf_t *out)
     link_stats(&conns, &dropped, &refused);
     kafka_state(&ks);
     order_stats(&os);
-    if (mc_prom_family(out, "minichat_relay_build_info", "gauge", "Always 1: the node and build of this process") != 0
-        || mc_prom_sample(out, "minichat_relay_build_info", info, 2, 1) != 0
-        || mc_prom_single(out, "minichat_relay_start_time_seconds", "gauge", "When the process started (Unix time)",
-                          metrics_start_time) != 0
-        || mc_prom_single(out, "minichat_relay_worker_connections", "gauge",
-                          "nginx worker connections on the unix socket", (double)conns) != 0
-        || mc_prom_single(out, "minichat_relay_worker_dropped_total", "counter",
-                          "nginx worker connections closed for a full output buffer (local_outbuf_max_mb)",
-                          (double)dropped) != 0
-        || mc_prom_single(out, "minichat_relay_worker_refused_total", "counter",
-                          "Connections to the unix socket refused by their credentials (allowed_peers)",
-                          (double)refused) != 0
-        || metrics_peers(out, now) != 0
-        || metrics_hist(out, "minichat_relay_peer_batch_messages", "Messages per Deliver call (every peer)",
-                        &relay_hists.peer_batch) != 0
-        || metrics_hist(out, "minichat_relay_peer_call_duration_seconds",
-                        "A Deliver call from start to status (every peer)", &relay_hists.peer_call) != 0
-        || mc_prom_single(out, "minichat_relay_kafka_up", "gauge",
-                          "1 while the producer is usable: no fatal error, and brokers not all down", !ks.fatal
-                          && !ks.brokers_down) != 0
-        || mc_prom_single(out, "minichat_relay_kafka_produced_total", "counter", "Messages handed to the producer",
-                          (double)ks.produced) != 0
-        || mc_prom_single(out, "minichat_relay_kafka_delivered_total", "counter",
-                          "Messages Kafka acknowledged", (double)ks.delivered) != 0
-        || mc_prom_single(out, "minichat_relay_kafka_failed_total", "counter",
-                          "Produce errors: refused by the producer or failed delivery reports", (double)ks.failed)
-               != 0
-        || mc_prom_single(out, "minichat_relay_kafka_pending_messages", "gauge",
-                          "Messages produced and not yet acknowledged or failed", (double)ks.pending) != 0
-        || metrics_hist(out, "minichat_relay_kafka_produce_duration_seconds",
-                        "From the first produce of a message someone waits for to its successful delivery report",
-                        &relay_hists.kafka_produce) != 0
-        || mc_prom_single(out, "minichat_relay_order_released_total", "counter",
-                          "Messages the per-room reorderer released to this node's workers", (double)os.released)
-               != 0
-        || mc_prom_single(out, "minichat_relay_order_held_messages", "gauge",
-                          "Messages held for a lower seq now", (double)os.held) != 0
-        || mc_prom_single(out, "minichat_relay_order_rooms", "gauge", "Rooms the reorderer remembers now",
-                          (double)os.rooms) != 0
-        || mc_prom_single(out, "minichat_relay_order_skipped_total", "counter",
-                          "Seqs never seen, skipped after order_gap_ms or order_max_held", (double)os.skipped) != 0
-        || mc_prom_single(out, "minichat_relay_order_late_total", "counter",
-                          "Messages dropped as late or duplicate (seq below the room's position)", (double)os.late)
-               != 0
-        || mc_prom_single(out, "minichat_relay_order_refused_total", "counter",
-                          "Messages refused: seq more than order_max_ahead past the position", (double)os.refused)
-               != 0
-        || metrics_db(out) != 0) {
-        mc_buf_reset(out);
-        return -1;
+    {
+        const mc_prom_single_t process[] = {
+            {"minichat_relay_start_time_seconds", "gauge", "When the process started (Unix time)",
+             metrics_start_time},
+            {"minichat_relay_worker_connections", "gauge", "nginx worker connections on the unix socket",
+             (double)conns},
+            {"minichat_relay_worker_dropped_total", "counter",
+             "nginx worker connections closed for a full output buffer (local_outbuf_max_mb)", (double)dropped},
+            {"minichat_relay_worker_refused_total", "counter",
+             "Connections to the unix socket refused by their credentials (allowed_peers)", (double)refused},
+        };
+        const mc_prom_single_t kafka[] = {
+            {"minichat_relay_kafka_up", "gauge",
+             "1 while the producer is usable: no fatal error, and brokers not all down",
+             !ks.fatal && !ks.brokers_down},
+            {"minichat_relay_kafka_produced_total", "counter", "Messages handed to the producer",
+             (double)ks.produced},
+            {"minichat_relay_kafka_delivered_total", "counter", "Messages Kafka acknowledged", (double)ks.delivered},
+            {"minichat_relay_kafka_failed_total", "counter",
+             "Produce errors: refused by the producer or failed delivery reports", (double)ks.failed},
+            {"minichat_relay_kafka_pending_messages", "gauge", "Messages produced and not yet acknowledged or failed",
+             (double)ks.pending},
+        };
+        const mc_prom_single_t order[] = {
+            {"minichat_relay_order_released_total", "counter",
+             "Messages the per-room reorderer released to this node's workers", (double)os.released},
+            {"minichat_relay_order_held_messages", "gauge", "Messages held for a lower seq now", (double)os.held},
+            {"minichat_relay_order_rooms", "gauge", "Rooms the reorderer remembers now", (double)os.rooms},
+            {"minichat_relay_order_skipped_total", "counter",
+             "Seqs never seen, skipped after order_gap_ms or order_max_held", (double)os.skipped},
+            {"minichat_relay_order_late_total", "counter",
+             "Messages dropped as late or duplicate (seq below the room's position)", (double)os.late},
+            {"minichat_relay_order_refused_total", "counter",
+             "Messages refused: seq more than order_max_ahead past the position", (double)os.refused},
+        };
+
+        if (mc_prom_family(out, "minichat_relay_build_info", "gauge", "Always 1: the node and build of this process")
+                != 0
+            || mc_prom_sample(out, "minichat_relay_build_info", info, 2, 1) != 0
+            || mc_prom_singles(out, process, NSINGLES(process)) != 0 || metrics_peers(out, now) != 0
+            || metrics_hist(out, "minichat_relay_peer_batch_messages", "Messages per Deliver call (every peer)",
+                            &relay_hists.peer_batch) != 0
+            || metrics_hist(out, "minichat_relay_peer_call_duration_seconds",
+                            "A Deliver call from start to status (every peer)", &relay_hists.peer_call) != 0
+            || mc_prom_singles(out, kafka, NSINGLES(kafka)) != 0
+            || metrics_hist(out, "minichat_relay_kafka_produce_duration_seconds",
+                            "From the first produce of a message someone waits for to its successful delivery "
+                            "report", &relay_hists.kafka_produce) != 0
+            || mc_prom_singles(out, order, NSINGLES(order)) != 0 || metrics_db(out) != 0) {
+            mc_buf_reset(out);
+            return -1;
+        }
     }
     return 0;
 }

@@ -263,24 +263,6 @@ static void *hup_thread(void *arg)
 
 static volatile int http_run = 1;
 
-static int http_metrics(void *ctx, mc_buf_t *out)
-{
-    (void)ctx;
-    return rc_metrics_text(out);
-}
-
-static int http_status(void *ctx, mc_buf_t *out)
-{
-    (void)ctx;
-    return rc_status_json(out);
-}
-
-static int http_ready(void *ctx, mc_buf_t *out)
-{
-    (void)ctx;
-    return rc_ready(out);
-}
-
 /* The operator endpoints' thread: serves until http_run is cleared. */
 static void *http_thread(void *arg)
 {
@@ -310,7 +292,7 @@ int main(int argc, char **argv)
     static char session_buf[24];
     sigset_t hup;
     pthread_t hup_tid, http_tid;
-    static const mc_http_handler_t http_handler = {NULL, http_metrics, http_status, http_ready};
+    static const mc_http_handler_t http_handler = {rc_metrics_text, rc_status_json, rc_ready};
     mc_http_t *http = NULL;
     int i, rc = 1, test = 0, hup_started = 0, http_started = 0;
 

@@ -112,9 +112,58 @@ static int metrics_push(mc_buf_t *b, const rc_snapshot_t *s)
     return 0;
 }
 
+/* The families of one sample each, from snapshot s and the flusher's rf. */
+static int metrics_singles(mc_buf_t *b, const rc_snapshot_t *s, const rc_readflush_stats_t *rf)
+{
+    const mc_prom_single_t kafka[] = {
+        {"minichat_consumer_assigned_partitions", "gauge", "Partitions assigned to this member of the group",
+         (double)s->nparts},
+    };
+    const mc_prom_single_t counts[] = {
+        {"minichat_consumer_records_total", "counter", "Records consumed from Kafka", (double)s->consumed},
+        {"minichat_consumer_malformed_total", "counter", "Records skipped: not a ChatMessage", (double)s->malformed},
+        {"minichat_consumer_batches_total", "counter", "Batches committed to MySQL", (double)s->batches},
+        {"minichat_consumer_batch_retries_total", "counter",
+         "Batch writes retried after a failed transaction or push", (double)s->retries},
+        {"minichat_consumer_store_failures_total", "counter", "Batch transactions rolled back",
+         (double)s->store_failures},
+        {"minichat_consumer_commit_failures_total", "counter", "Offset commits Kafka refused",
+         (double)s->commits_failed},
+    };
+    const mc_prom_single_t state[] = {
+        {"minichat_consumer_db_up", "gauge", "1 when the consumer's last connect to the primary succeeded",
+         s->db_primary == MC_DB_UP},
+        {"minichat_consumer_last_batch_age_seconds", "gauge",
+         "Seconds since a batch was last committed (-1: none yet)",
+         s->last_batch_ms ? (double)(mc_now_ms() - s->last_batch_ms) / 1000.0 : -1},
+        {"minichat_consumer_read_flush_rounds_total", "counter", "Read-pointer flushes that wrote something",
+         (double)rf->rounds},
+        {"minichat_consumer_read_flush_rows_total", "counter",
+         "room_members rows whose last_read_seq the flusher moved", (double)rf->moved},
+        {"minichat_consumer_read_flush_failures_total", "counter", "Read-pointer transactions rolled back",
+         (double)rf->failures},
+    };
+    mc_prom_label_t rows[2] = {{"result", "new"}, {"result", "duplicate"}};
+
+    if (mc_prom_singles(b, kafka, sizeof(kafka) / sizeof(kafka[0])) != 0 || metrics_lag(b, s) != 0
+        || mc_prom_singles(b, counts, sizeof(counts) / sizeof(counts[0])) != 0
+        || mc_prom_family(b, "minichat_consumer_rows_total", "counter",
+                          "Message rows written: new, or already present (a record read again)") != 0
+        || mc_prom_sample(b, "minichat_consumer_rows_total", &rows[0], 1, (double)s->rows_new) != 0
+        || mc_prom_sample(b, "minichat_consumer_rows_total", &rows[1], 1, (double)s->rows_dup) != 0
+        || mc_prom_family(b, "minichat_consumer_batch_rows", "histogram", "Rows per committed batch") != 0
+        || mc_prom_hist(b, "minichat_consumer_batch_rows", NULL, 0, &rc_hists.batch_rows) != 0
+        || mc_prom_family(b, "minichat_consumer_db_write_duration_seconds", "histogram",
+                          "One batch's transaction on the primary, failed ones included") != 0
+        || mc_prom_hist(b, "minichat_consumer_db_write_duration_seconds", NULL, 0, &rc_hists.db_write) != 0
+        || mc_prom_singles(b, state, sizeof(state) / sizeof(state[0])) != 0) {
+        return -1;
+    }
+    return 0;
+}
+
 int rc_metrics_text(mc_buf_t *out)
 {
-    mc_prom_label_t rows[2] = {{"result", "new"}, {"result", "duplicate"}};
     rc_readflush_stats_t rf = {0, 0, 0};
     rc_snapshot_t *s = malloc(sizeof(*s));
     int rc = -1;
@@ -127,48 +176,11 @@ int rc_metrics_text(mc_buf_t *out)
     if (rc_rf != NULL) {
         rc_readflush_stats(rc_rf, &rf);
     }
-    if (mc_prom_single(out, "minichat_consumer_assigned_partitions", "gauge",
-                       "Partitions assigned to this member of the group", (double)s->nparts) != 0
-        || metrics_lag(out, s) != 0
-        || mc_prom_single(out, "minichat_consumer_records_total", "counter", "Records consumed from Kafka",
-                          (double)s->consumed) != 0
-        || mc_prom_single(out, "minichat_consumer_malformed_total", "counter",
-                          "Records skipped: not a ChatMessage", (double)s->malformed) != 0
-        || mc_prom_family(out, "minichat_consumer_rows_total", "counter",
-                          "Message rows written: new, or already present (a record read again)") != 0
-        || mc_prom_sample(out, "minichat_consumer_rows_total", &rows[0], 1, (double)s->rows_new) != 0
-        || mc_prom_sample(out, "minichat_consumer_rows_total", &rows[1], 1, (double)s->rows_dup) != 0
-        || mc_prom_single(out, "minichat_consumer_batches_total", "counter", "Batches committed to MySQL",
-                          (double)s->batches) != 0
-        || mc_prom_single(out, "minichat_consumer_batch_retries_total", "counter",
-                          "Batch writes retried after a failed transaction or push", (double)s->retries) != 0
-        || mc_prom_single(out, "minichat_consumer_store_failures_total", "counter",
-                          "Batch transactions rolled back", (double)s->store_failures) != 0
-        || mc_prom_single(out, "minichat_consumer_commit_failures_total", "counter",
-                          "Offset commits Kafka refused", (double)s->commits_failed) != 0
-        || mc_prom_family(out, "minichat_consumer_batch_rows", "histogram", "Rows per committed batch") != 0
-        || mc_prom_hist(out, "minichat_consumer_batch_rows", NULL, 0, &rc_hists.batch_rows) != 0
-        || mc_prom_family(out, "minichat_consumer_db_write_duration_seconds", "histogram",
-                          "One batch's transaction on the primary, failed ones included") != 0
-        || mc_prom_hist(out, "minichat_consumer_db_write_duration_seconds", NULL, 0, &rc_hists.db_write) != 0
-        || mc_prom_single(out, "minichat_consumer_db_up", "gauge",
-                          "1 when the consumer's last connect to the primary succeeded", s->db_primary == MC_DB_UP)
-               != 0
-        || mc_prom_single(out, "minichat_consumer_last_batch_age_seconds", "gauge",
-                          "Seconds since a batch was last committed (-1: none yet)",
-                          s->last_batch_ms ? (double)(mc_now_ms() - s->last_batch_ms) / 1000.0 : -1) != 0
-        || mc_prom_single(out, "minichat_consumer_read_flush_rounds_total", "counter",
-                          "Read-pointer flushes that wrote something", (double)rf.rounds) != 0
-        || mc_prom_single(out, "minichat_consumer_read_flush_rows_total", "counter",
-                          "room_members rows whose last_read_seq the flusher moved", (double)rf.moved) != 0
-        || mc_prom_single(out, "minichat_consumer_read_flush_failures_total", "counter",
-                          "Read-pointer transactions rolled back", (double)rf.failures) != 0
-        || metrics_push(out, s) != 0) {
+    if (metrics_singles(out, s, &rf) == 0 && metrics_push(out, s) == 0) {
+        rc = 0;
+    } else {
         mc_buf_reset(out);
-        goto done;
     }
-    rc = 0;
-done:
     free(s);
     return rc;
 }

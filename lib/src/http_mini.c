@@ -264,13 +264,13 @@ int mc_http_respond(const mc_http_handler_t *h, const mc_http_req_t *req, int st
     if (status == 0 && !req->get) {
         status = 405;
     } else if (status == 0 && http_path_is(req, "/metrics") && h->metrics != NULL) {
-        status = h->metrics(h->ctx, &body) == 0 ? 200 : 500;
+        status = h->metrics(&body) == 0 ? 200 : 500;
         type = MC_PROM_CONTENT_TYPE;
     } else if (status == 0 && http_path_is(req, "/status") && h->status != NULL) {
-        status = h->status(h->ctx, &body) == 0 ? 200 : 500;
+        status = h->status(&body) == 0 ? 200 : 500;
         type = "application/json";
     } else if (status == 0 && http_path_is(req, "/ready") && h->ready != NULL) {
-        rc = h->ready(h->ctx, &body);
+        rc = h->ready(&body);
         status = rc == 1 ? 200 : rc == 0 ? 503 : 500;
         if (rc == 1) {
             mc_buf_reset(&body);

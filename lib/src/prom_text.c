@@ -107,6 +107,18 @@ int mc_prom_single(mc_buf_t *b, const char *name, const char *type, const char *
     return 0;
 }
 
+int mc_prom_singles(mc_buf_t *b, const mc_prom_single_t *f, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        if (mc_prom_single(b, f[i].name, f[i].type, f[i].help, f[i].value) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
 void mc_hist_init(mc_hist_t *h, const uint64_t *bounds, size_t n, double scale)
 {
     memset(h, 0, sizeof(*h));

@@ -19,6 +19,7 @@ import sys
 import time
 
 from conftest import OFF, RUN, TOP, connect, create_room, rest, run_async, token, uid, wait_until
+from own_nginx import free_port
 from relaylink import Link
 from test_metrics import check_histograms, parse
 
@@ -249,14 +250,6 @@ def test_peer_down_then_up():
         faults.stack_start()
     wait_until(lambda: status("relay-a")["peers"][0]["state"] == "up", timeout=30, what="b up again on a's status")
     assert get("relay-b", "/ready")[0] == 200
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def test_consumer_without_partitions_is_not_ready(tmp_path):

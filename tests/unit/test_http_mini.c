@@ -11,21 +11,18 @@
 
 static int t_ready_flag;
 
-static int t_metrics(void *ctx, mc_buf_t *out)
+static int t_metrics(mc_buf_t *out)
 {
-    (void)ctx;
     return mc_buf_append_str(out, "m 1\n");
 }
 
-static int t_status(void *ctx, mc_buf_t *out)
+static int t_status(mc_buf_t *out)
 {
-    (void)ctx;
     return mc_buf_append_str(out, "{\"ok\":true}");
 }
 
-static int t_ready(void *ctx, mc_buf_t *out)
+static int t_ready(mc_buf_t *out)
 {
-    (void)ctx;
     if (t_ready_flag < 0) {
         return -1;
     }
@@ -35,7 +32,7 @@ static int t_ready(void *ctx, mc_buf_t *out)
     return t_ready_flag;
 }
 
-static const mc_http_handler_t t_handler = {NULL, t_metrics, t_status, t_ready};
+static const mc_http_handler_t t_handler = {t_metrics, t_status, t_ready};
 
 /* Parses and answers req; returns the status, the answer in out. */
 static int t_answer(const char *raw, mc_buf_t *out)

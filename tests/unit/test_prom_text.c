@@ -37,6 +37,18 @@ START_TEST(test_label_escaping)
 }
 END_TEST
 
+START_TEST(test_singles_table)
+{
+    const mc_prom_single_t t[] = {{"a_total", "counter", "A", 1}, {"b", "gauge", "B", -1.5}};
+    mc_buf_t b = MC_BUF_INIT;
+
+    ck_assert_int_eq(mc_prom_singles(&b, t, 2), 0);
+    ck_assert_str_eq(b.data, "# HELP a_total A\n# TYPE a_total counter\na_total 1\n"
+                             "# HELP b B\n# TYPE b gauge\nb -1.5\n");
+    mc_buf_free(&b);
+}
+END_TEST
+
 START_TEST(test_histogram)
 {
     static const uint64_t bounds[] = {1000, 5000};
@@ -88,6 +100,7 @@ static Suite *prom_suite(void)
 
     tcase_add_test(tc, test_family_and_sample);
     tcase_add_test(tc, test_label_escaping);
+    tcase_add_test(tc, test_singles_table);
     tcase_add_test(tc, test_histogram);
     tcase_add_test(tc, test_histogram_bounds_cut);
     suite_add_tcase(s, tc);

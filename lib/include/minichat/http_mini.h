@@ -32,13 +32,12 @@
 #define MC_HTTP_IDLE_MS 5000
 
 typedef struct {
-    void *ctx;
     /* Each returns 0, or -1 on failure (answered 500). */
-    int (*metrics)(void *ctx, mc_buf_t *out);
-    int (*status)(void *ctx, mc_buf_t *out);
+    int (*metrics)(mc_buf_t *out);
+    int (*status)(mc_buf_t *out);
     /* Returns 1 when ready (the body is "ready"), 0 when not, with a short
      * JSON object saying why in out, or -1 on failure. */
-    int (*ready)(void *ctx, mc_buf_t *out);
+    int (*ready)(mc_buf_t *out);
 } mc_http_handler_t;
 
 typedef struct {

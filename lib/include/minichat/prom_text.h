@@ -42,6 +42,15 @@ int mc_prom_sample(mc_buf_t *b, const char *name, const mc_prom_label_t *labels,
 /* A family with a single unlabelled sample: family lines and the sample. */
 int mc_prom_single(mc_buf_t *b, const char *name, const char *type, const char *help, double value);
 
+/* Such families one after another, from a table.  Returns 0 or -1. */
+typedef struct {
+    const char *name;
+    const char *type;
+    const char *help;
+    double value;
+} mc_prom_single_t;
+int mc_prom_singles(mc_buf_t *b, const mc_prom_single_t *f, size_t n);
+
 #define MC_HIST_BUCKETS_MAX 24
 
 typedef struct {
