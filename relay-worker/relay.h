@@ -20,11 +20,15 @@
  *    (transport, and who may connect: the socket file's mode and group, the
  *    peer's credentials against allowed_peers); it hands received frames to the handler main.c gave
  *    it (the dispatcher) through a function pointer, and everyone answers
- *    the workers through link_send()/link_broadcast().
+ *    the workers through link_send()/link_broadcast();
+ *  - metrics.c and status.c: what the operator endpoints show (/metrics;
+ *    /status and /ready), read from the others' stats functions; main.c
+ *    serves them on http_listen (lib/src/http_mini.c) from its epoll loop,
+ *    and dispatch.c answers LocalFrame status_req with the status JSON.
  *
  * Threads:
- *  - main: the epoll loop (unix socket, signals, peer retry timers) and the
- *    Kafka producer's poll;
+ *  - main: the epoll loop (unix socket, signals, peer retry timers, the
+ *    operator endpoints) and the Kafka producer's poll;
  *  - cq: grpc_completion_queue_next() on the one completion queue shared by
  *    the server and every peer channel; each tag is a relay_tag_t whose
  *    callback runs on this thread;

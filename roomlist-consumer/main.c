@@ -17,9 +17,14 @@
  * With push_topic set, every batch also produces offline-push events for
  * the members of its rooms who are connected nowhere (push.c).
  *
+ * With http_listen set, a thread of its own serves /metrics, /status and
+ * /ready (lib/src/http_mini.c) from the snapshot the consumer thread
+ * publishes (metrics.h).
+ *
  * This file reads the configuration, sets up logging, signals and the
- * database router, starts the flusher, and runs the loop until SIGTERM or
- * SIGINT; then the flusher runs a last round and stops.
+ * database router, starts the flusher and the HTTP thread, and runs the
+ * loop until SIGTERM or SIGINT; then the flusher runs a last round and
+ * stops.
  */
 #include <pthread.h>
 #include <signal.h>
