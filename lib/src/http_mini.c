@@ -48,7 +48,6 @@ typedef struct {
 struct mc_http_s {
     int epfd;
     int lfd;
-    int nclients;
     int full;               /* every slot taken: the listener is out of the epoll set */
     mc_http_handler_t h;
     http_client_t c[MC_HTTP_CLIENTS];
@@ -357,7 +356,6 @@ static void http_close(mc_http_t *s, http_client_t *c)
     close(c->fd); /* leaves the epoll set with it */
     c->fd = -1;
     mc_buf_free(&c->out);
-    s->nclients--;
     if (s->full) {
         http_listen_pause(s, 0);
     }
@@ -482,7 +480,6 @@ static void http_accept(mc_http_t *s)
         c->out_off = 0;
         mc_buf_init(&c->out);
         c->deadline = mc_now_ms() + MC_HTTP_IDLE_MS;
-        s->nclients++;
         ev.events = EPOLLIN;
         ev.data.ptr = c;
         if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
