@@ -33,6 +33,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <jansson.h>
 #include <librdkafka/rdkafka.h>
 
 #include "minichat/clock.h"
@@ -40,6 +41,7 @@
 #include "relay.h"
 
 #define KAFKA_TRIES_MAX 5   /* produce calls per message, the first included */
+#define KAFKA_STATS_MS "1000" /* statistics.interval.ms: how soon a broker back up clears brokers_down */
 
 static rd_kafka_t *kafka_rk;
 static int kafka_evfd = -1;
@@ -212,6 +214,30 @@ static void kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const
            : level <= LOG_INFO ? MC_LOG_INFO : MC_LOG_DEBUG, "kafka: %s: %s", fac, buf);
 }
 
+/* librdkafka's statistics (every KAFKA_STATS_MS), read for one thing: is a
+ * broker connection up again?  librdkafka reports "all brokers down"
+ * (kafka_error_cb) but never that one came back, and an idle producer
+ * delivers nothing that would say so: without this, /ready stayed 503
+ * after Kafka returned until the next message, which an unready node may
+ * never get. */
+static int kafka_stats_cb(rd_kafka_t *rk, char *text, size_t len, void *opaque)
+{
+    json_t *root = json_loadb(text, len, 0, NULL), *b;
+    const char *name, *state;
+
+    (void)rk;
+    (void)opaque;
+    json_object_foreach(json_object_get(root, "brokers"), name, b) {
+        state = json_string_value(json_object_get(b, "state"));
+        if (strstr(name, "/internal") == NULL && state != NULL && strcmp(state, "UP") == 0) {
+            kafka_brokers_down = 0;
+            break;
+        }
+    }
+    json_decref(root);
+    return 0; /* librdkafka frees text */
+}
+
 static void kafka_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
     (void)opaque;
@@ -261,7 +287,8 @@ int kafka_init(const relay_conf_t *rc)
         || kafka_set(conf, "enable.idempotence", "true") != 0 || kafka_set(conf, "acks", "all") != 0
         || kafka_set(conf, "linger.ms", linger) != 0 || kafka_set(conf, "message.timeout.ms", timeout) != 0 || kafka_set(conf, "compression.type", "lz4") != 0
         || kafka_set(conf, "queue.buffering.max.messages", "1000000") != 0
-        || kafka_set(conf, "queue.buffering.max.kbytes", "262144") != 0) {
+        || kafka_set(conf, "queue.buffering.max.kbytes", "262144") != 0
+        || kafka_set(conf, "statistics.interval.ms", KAFKA_STATS_MS) != 0) {
         rd_kafka_conf_destroy(conf);
         return -1;
     }
@@ -273,6 +300,7 @@ int kafka_init(const relay_conf_t *rc)
     rd_kafka_conf_set_dr_msg_cb(conf, kafka_dr_cb);
     rd_kafka_conf_set_log_cb(conf, kafka_log_cb);
     rd_kafka_conf_set_error_cb(conf, kafka_error_cb);
+    rd_kafka_conf_set_stats_cb(conf, kafka_stats_cb);
 
     kafka_rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
     if (kafka_rk == NULL) {

@@ -285,3 +285,25 @@ def test_consumer_without_partitions_is_not_ready(tmp_path):
         p.send_signal(signal.SIGTERM)
         assert p.wait(timeout=30) == 0
         log.close()
+
+
+def test_relay_unready_while_kafka_is_down():
+    """Kafka stopped: the relay-workers' producers find every broker down,
+    /ready answers 503 naming Kafka and minichat_relay_kafka_up is 0.  Kafka
+    back: both are ready again without a message going through (an idle
+    producer delivers nothing; its statistics say a broker is up)."""
+    faults.RestartKafka().inject()
+    try:
+        def unready():
+            st, _, body = get("relay-a", "/ready")
+            return st == 503 and "kafka: all brokers are down" in json.loads(body)["reasons"]
+        wait_until(unready, timeout=60, what="relay-a unready without Kafka")
+        series, _ = scrape("relay-a")
+        assert val(series, "minichat_relay_kafka_up") == 0
+        assert status("relay-a")["kafka"]["state"] == "brokers_down"
+    finally:
+        faults.stack_start()
+
+    for svc in ("relay-a", "relay-b"):
+        wait_until(lambda: get(svc, "/ready")[0] == 200, timeout=60, what="%s ready again" % svc)
+    assert val(scrape("relay-a")[0], "minichat_relay_kafka_up") == 1
