@@ -96,6 +96,20 @@ def frame_seeds():
     }
 
 
+def http_seeds():
+    # what a scraper, a probe and a confused client send to http_listen
+    return {
+        "metrics": b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:17061\r\nAccept: */*\r\n\r\n",
+        "ready_10": b"GET /ready?x=1 HTTP/1.0\n\n",
+        "post_body": b"POST /status HTTP/1.1\r\nContent-Length: 4\r\n\r\nabcd",
+        "chunked": b"GET /status HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "folded": b"GET / HTTP/1.1\r\nA: b\r\n c\r\n\r\n",
+        "tls_hello": b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + bytes(range(32)) + b"\r\n\r\n",
+        "long_header": b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 4200 + b"\r\n\r\n",
+        "http2": b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    }
+
+
 def op_seeds():
     ops = [
         {"op": "send", "id": 7, "room": 12, "cid": "client-unique", "body": "hi"},
@@ -176,6 +190,8 @@ def main():
     if os.path.exists(os.path.join(TOP, "fuzz_text.c")):
         write("fuzz_text", text_seeds())
     write("fuzz_inflate", inflate_seeds())
+    write("fuzz_http", {"%s_%d" % (n, i): c + d
+                        for n, d in http_seeds().items() for i, c in enumerate(CUTS[:2])})
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@
 
 #include <mysql.h>
 
+#include "minichat/clock.h"
 #include "minichat/frame.h"
 #include "minichat/db_conf.h"
 #include "minichat/log.h"
@@ -68,6 +69,34 @@ static db_thread_t db_threads[DB_THREADS_MAX];
 static const relay_conf_t *db_conf;
 static mc_db_ryw_t *db_ryw;     /* the recent writers, shared by the threads' routers */
 static mc_db_config_t db_cfg;   /* relay_conf.db with db_ryw */
+/* what the requests found, under db_lock (db_jobs_stats) */
+static uint64_t db_ok, db_failed, db_unavailable, db_busy;
+static int db_health_known;
+static mc_db_health_t db_health;
+
+/* Counts the answer of a request that ran on a DB thread (q; NULL: it was
+ * answered without running, counted elsewhere or not at all) by its error
+ * (NULL or "" for none), and keeps the servers as q's router found them. */
+static void db_count(dbq_t *q, const char *error)
+{
+    mc_db_health_t h;
+
+    if (q == NULL) {
+        return;
+    }
+    mc_db_health(q->db, &h);
+    pthread_mutex_lock(&db_lock);
+    if (error == NULL || error[0] == '\0') {
+        db_ok++;
+    } else if (strncmp(error, "unavailable", 11) == 0) {
+        db_unavailable++;
+    } else {
+        db_failed++;
+    }
+    db_health = h;
+    db_health_known = 1;
+    pthread_mutex_unlock(&db_lock);
+}
 
 /* Sends a packed result frame to the connection that asked. */
 static void db_send(uint64_t conn_id, const Minichat__LocalFrame *f)
@@ -105,6 +134,7 @@ static void db_send(uint64_t conn_id, const Minichat__LocalFrame *f)
             }                                                                                                          \
         }                                                                                                              \
         r.error = (char *)(e ? e : "");                                                                                \
+        db_count(q, e);                                                                                                \
         f.body_case = MINICHAT__LOCAL_FRAME__BODY_##RES;                                                               \
         f.rfield = &r;                                                                                                 \
         db_send(conn_id, &f);                                                                                          \
@@ -174,6 +204,7 @@ void db_jobs_submit(uint64_t conn_id, Minichat__LocalFrame *req)
     j = calloc(1, sizeof(*j));
     pthread_mutex_lock(&db_lock);
     if (j == NULL || db_njobs >= db_conf->db_queue_max || db_stopping) {
+        db_busy += !db_stopping;
         pthread_mutex_unlock(&db_lock);
         if (j != NULL && !db_stopping) {
             mc_error("db: %zu requests waiting for the database, refusing more", db_njobs);
@@ -211,6 +242,7 @@ static void *db_loop(void *arg)
 {
     db_thread_t *t = arg;
     db_job_t *j;
+    int64_t t0;
 
     mysql_thread_init();
     if (db_cfg.lag_between) {
@@ -229,7 +261,9 @@ static void *db_loop(void *arg)
         }
         db_njobs--;
         pthread_mutex_unlock(&db_lock);
+        t0 = mc_now_us();
         db_answer(&t->q, j->conn_id, j->req, NULL);
+        mc_hist_observe(&relay_hists.db_request, (uint64_t)(mc_now_us() - t0));
         db_job_free(j);
         if (db_cfg.lag_between) {
             mc_db_lag_refresh(t->q.db);
@@ -354,4 +388,18 @@ void db_jobs_stop(void)
     db_njobs = 0;
     mc_db_ryw_free(db_ryw);
     db_ryw = NULL;
+}
+
+void db_jobs_stats(db_jobs_stats_t *st)
+{
+    pthread_mutex_lock(&db_lock);
+    st->threads = db_nthreads;
+    st->queued = db_njobs;
+    st->ok = db_ok;
+    st->failed = db_failed;
+    st->unavailable = db_unavailable;
+    st->busy = db_busy;
+    st->health_known = db_health_known;
+    st->health = db_health;
+    pthread_mutex_unlock(&db_lock);
 }

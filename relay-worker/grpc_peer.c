@@ -53,7 +53,7 @@
 #include "minichat/relay_queue.h"
 #include "relay.h"
 
-#define PEER_MAX 64
+#define PEER_MAX PEERS_MAX
 #define PEER_BACKOFF_MIN 100
 #define PEER_BACKOFF_MAX 2000
 #define PEER_BATCH_ITEMS 10000
@@ -70,6 +70,7 @@ typedef struct {
     long batch_count;
     int has_batch;
     uint64_t batch_at;   /* when the batch's oldest message was queued */
+    int64_t call_us;     /* when its call started (mc_now_us) */
     int busy;            /* the call is in flight */
     grpc_call *call;
     grpc_byte_buffer *send_bb;
@@ -95,8 +96,9 @@ struct peer_s {
     unsigned backoff;
     int down;
     int stopping;
+    uint64_t last_ok;    /* mc_now_ms() of the last call that ended OK (0: none yet) */
     /* counters */
-    uint64_t sent, failed_calls, drop_logged_at;
+    uint64_t sent, calls, failed_calls, drop_logged_at;
 };
 
 static peer_t *peers;
@@ -291,7 +293,10 @@ static int peer_call_locked(peer_t *p, peer_slot_t *sl)
         return -1;
     }
     sl->busy = 1;
+    sl->call_us = mc_now_us();
     p->busy++;
+    p->calls++;
+    mc_hist_observe(&relay_hists.peer_batch, (uint64_t)sl->batch_count);
     return 0;
 }
 
@@ -398,8 +403,10 @@ static void peer_call_done(relay_tag_t *tag, int ok)
     pthread_mutex_lock(&p->lock);
     sl->busy = 0;
     p->busy--;
+    mc_hist_observe(&relay_hists.peer_call, (uint64_t)(mc_now_us() - sl->call_us));
     if (ok && sl->status == GRPC_STATUS_OK) {
         p->sent += (uint64_t)sl->batch_count;
+        p->last_ok = now;
         peer_drop_batch_locked(sl);
         if (!p->failed) {
             p->backoff = 0;
@@ -586,4 +593,29 @@ void peers_stats(uint64_t *sent, uint64_t *dropped, uint64_t *failed_calls)
         *failed_calls += peers[i].failed_calls;
         pthread_mutex_unlock(&peers[i].lock);
     }
+}
+
+size_t peers_status(peer_status_t *out, size_t max)
+{
+    size_t i;
+    peer_t *p;
+
+    for (i = 0; i < npeers && i < max; i++) {
+        p = &peers[i];
+        pthread_mutex_lock(&p->lock);
+        snprintf(out[i].node, sizeof(out[i].node), "%s", p->name);
+        snprintf(out[i].target, sizeof(out[i].target), "%s", p->target);
+        out[i].state = p->down ? PEER_DOWN : p->last_ok ? PEER_UP : PEER_UNKNOWN;
+        out[i].last_ok_ms = p->last_ok;
+        out[i].queued = p->queue.count;
+        out[i].queued_bytes = p->queue.bytes;
+        out[i].inflight = p->busy;
+        out[i].retrying = p->failed;
+        out[i].sent = p->sent;
+        out[i].calls = p->calls;
+        out[i].dropped = p->queue.dropped;
+        out[i].failed_calls = p->failed_calls;
+        pthread_mutex_unlock(&p->lock);
+    }
+    return i;
 }

@@ -33,6 +33,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <jansson.h>
 #include <librdkafka/rdkafka.h>
 
 #include "minichat/clock.h"
@@ -40,6 +41,7 @@
 #include "relay.h"
 
 #define KAFKA_TRIES_MAX 5   /* produce calls per message, the first included */
+#define KAFKA_STATS_MS "1000" /* statistics.interval.ms: how soon a broker back up clears brokers_down */
 
 static rd_kafka_t *kafka_rk;
 static int kafka_evfd = -1;
@@ -47,6 +49,8 @@ int kafka_fatal;
 static rd_kafka_topic_t *kafka_rkt;
 static uint64_t kafka_produced, kafka_delivered, kafka_failed;
 static uint64_t kafka_last_fail_log;
+static int kafka_brokers_down;          /* all brokers were down, no delivery since */
+static uint64_t kafka_last_delivered;   /* mc_now_ms() of the last successful delivery report */
 
 /* Logs a failure, at most once a second (main thread). */
 static void kafka_fail(const char *what, const char *reason)
@@ -68,6 +72,7 @@ typedef struct {
     uint64_t req_id;
     uint64_t room, seq;
     uint64_t admitted_at;   /* the message's stamp (wall ms), 0: none */
+    int64_t produced_us;    /* when it was first produced (mc_now_us), for the latency histogram */
     unsigned tries;         /* produce calls so far */
     kafka_fanout_t fan;     /* fan.frame NULL: nothing to fan out */
 } kafka_waiter_t;
@@ -174,6 +179,11 @@ static void kafka_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
         kafka_fail("delivery failed", rd_kafka_err2str(m->err));
     } else {
         kafka_delivered++;
+        kafka_brokers_down = 0;
+        kafka_last_delivered = mc_now_ms();
+        if (w != NULL) {
+            mc_hist_observe(&relay_hists.kafka_produce, (uint64_t)(mc_now_us() - w->produced_us));
+        }
         /* dispatch.c refused it if it came this late; Kafka took this long
          * on its own: a Redis failover meanwhile could reissue its seq */
         if (w && w->admitted_at && mc_wall_ms() - (int64_t)w->admitted_at > relay_conf.publish_max_age_ms) {
@@ -204,6 +214,30 @@ static void kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const
            : level <= LOG_INFO ? MC_LOG_INFO : MC_LOG_DEBUG, "kafka: %s: %s", fac, buf);
 }
 
+/* librdkafka's statistics (every KAFKA_STATS_MS), read for one thing: is a
+ * broker connection up again?  librdkafka reports "all brokers down"
+ * (kafka_error_cb) but never that one came back, and an idle producer
+ * delivers nothing that would say so: without this, /ready stayed 503
+ * after Kafka returned until the next message, which an unready node may
+ * never get. */
+static int kafka_stats_cb(rd_kafka_t *rk, char *text, size_t len, void *opaque)
+{
+    json_t *root = json_loadb(text, len, 0, NULL), *b;
+    const char *name, *state;
+
+    (void)rk;
+    (void)opaque;
+    json_object_foreach(json_object_get(root, "brokers"), name, b) {
+        state = json_string_value(json_object_get(b, "state"));
+        if (strstr(name, "/internal") == NULL && state != NULL && strcmp(state, "UP") == 0) {
+            kafka_brokers_down = 0;
+            break;
+        }
+    }
+    json_decref(root);
+    return 0; /* librdkafka frees text */
+}
+
 static void kafka_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
     (void)opaque;
@@ -219,6 +253,7 @@ static void kafka_error_cb(rd_kafka_t *rk, int err, const char *reason, void *op
         return;
     }
     if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
+        kafka_brokers_down = 1;
         mc_warn("kafka: %s", reason);
         return;
     }
@@ -252,7 +287,8 @@ int kafka_init(const relay_conf_t *rc)
         || kafka_set(conf, "enable.idempotence", "true") != 0 || kafka_set(conf, "acks", "all") != 0
         || kafka_set(conf, "linger.ms", linger) != 0 || kafka_set(conf, "message.timeout.ms", timeout) != 0 || kafka_set(conf, "compression.type", "lz4") != 0
         || kafka_set(conf, "queue.buffering.max.messages", "1000000") != 0
-        || kafka_set(conf, "queue.buffering.max.kbytes", "262144") != 0) {
+        || kafka_set(conf, "queue.buffering.max.kbytes", "262144") != 0
+        || kafka_set(conf, "statistics.interval.ms", KAFKA_STATS_MS) != 0) {
         rd_kafka_conf_destroy(conf);
         return -1;
     }
@@ -264,6 +300,7 @@ int kafka_init(const relay_conf_t *rc)
     rd_kafka_conf_set_dr_msg_cb(conf, kafka_dr_cb);
     rd_kafka_conf_set_log_cb(conf, kafka_log_cb);
     rd_kafka_conf_set_error_cb(conf, kafka_error_cb);
+    rd_kafka_conf_set_stats_cb(conf, kafka_stats_cb);
 
     kafka_rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
     if (kafka_rk == NULL) {
@@ -331,6 +368,7 @@ void kafka_produce(Minichat__ChatMessage *m, uint64_t conn_id, uint64_t req_id, 
         w->room = m->room;
         w->seq = m->seq;
         w->admitted_at = m->admitted_at;
+        w->produced_us = mc_now_us();
         w->tries = 1;
         if (fan) {
             w->fan = *fan;   /* the waiter owns the frame now */
@@ -442,4 +480,15 @@ void kafka_on_event(void)
     while (read(kafka_evfd, &v, sizeof(v)) > 0) {
     }
     kafka_poll();
+}
+
+void kafka_state(kafka_state_t *st)
+{
+    st->fatal = kafka_fatal;
+    st->brokers_down = kafka_brokers_down;
+    st->last_delivered_ms = kafka_last_delivered;
+    st->pending = (uint64_t)kafka_pending();
+    st->produced = kafka_produced;
+    st->delivered = kafka_delivered;
+    st->failed = kafka_failed;
 }

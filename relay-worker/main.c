@@ -42,6 +42,8 @@ volatile sig_atomic_t relay_stop;
 static int main_epfd = -1;
 static int main_sigfd = -1;
 static int main_sig_ev; /* its address marks the signalfd in epoll */
+static mc_http_t *main_http; /* the operator endpoints (http_listen), or NULL */
+static int main_http_ev; /* its address marks main_http's epoll set in ours */
 static mc_db_conf_t main_db_conf; /* owns the password read from mysql_password_file */
 static const char *main_conf_path;
 static mc_conf_t *main_conf;      /* the file relay_conf points into */
@@ -58,7 +60,8 @@ static const char *const main_keys[] = {
     MC_DB_CONF_KEYS, "log_level", "log_file",
     "local_outbuf_max_mb", "peer_queue_max", "peer_queue_max_mb", "peer_batch_kb", "peer_timeout_ms",
     "peer_max_age_ms", "order_first_hold_ms", "order_gap_ms", "order_idle_ms", "order_max_held", "order_max_rooms", "order_max_ahead",
-    "db_threads", "db_queue_max", "kafka_consumer_group", "rebuild_wait_ms", "publish_max_age_ms", "fanout", NULL};
+    "db_threads", "db_queue_max", "kafka_consumer_group", "rebuild_wait_ms", "publish_max_age_ms", "fanout",
+    "http_listen", NULL};
 
 int relay_epoll_fd(void)
 {
@@ -100,7 +103,8 @@ static void usage(FILE *out)
             "      order_first_hold_ms (500), order_gap_ms (2000), order_idle_ms (600000),\n"
             "      order_max_held (10000), order_max_rooms (1000000), order_max_ahead (10000),\n"
             "      db_threads (2), db_queue_max (10000), kafka_consumer_group (minichat-roomlist),\n"
-            "      rebuild_wait_ms (5000)\n");
+            "      rebuild_wait_ms (5000), http_listen (ADDRESS:PORT of /metrics, /status and\n"
+            "      /ready; off)\n");
 }
 
 /* Fills the unix socket's access settings of rc: the file's mode
@@ -197,6 +201,7 @@ static int conf_read(mc_conf_t *c, relay_conf_t *rc, mc_db_conf_t *dc)
     }
     conf_socket_access(c, rc);
     conf_peers(c, rc);
+    rc->http_on = mc_http_conf_listen(c, "http_listen", &rc->http_listen) == 1;
     mc_conf_int(c, "kafka_linger_ms", 5, 0, 10000, &rc->kafka_linger_ms);
     mc_conf_int(c, "kafka_message_timeout_ms", 30000, 1000, 900000, &rc->kafka_timeout_ms);
     mc_conf_int(c, "local_outbuf_max_mb", 64, 1, 4096, &outbuf);
@@ -382,6 +387,8 @@ static void dispatch(const struct epoll_event *evs, int n)
     for (i = 0; i < n; i++) {
         if (evs[i].data.ptr == &main_sig_ev) {
             on_signal();
+        } else if (evs[i].data.ptr == &main_http_ev) {
+            mc_http_run(main_http, 0);
         } else if (kafka_is_event(evs[i].data.ptr)) {
             kafka_on_event();
         } else {
@@ -391,11 +398,37 @@ static void dispatch(const struct epoll_event *evs, int n)
     kafka_poll();
 }
 
+/* Starts the operator endpoints when http_listen is set, in our epoll set.
+ * Returns 0 or -1 (a port taken: the start fails, as for grpc_listen). */
+static int http_start(void)
+{
+    static const mc_http_handler_t handler = {relay_metrics_text, relay_status_json, relay_ready};
+    struct epoll_event ev;
+    char err[256];
+
+    if (!relay_conf.http_on) {
+        return 0;
+    }
+    main_http = mc_http_start(&relay_conf.http_listen, &handler, err, sizeof(err));
+    if (main_http == NULL) {
+        mc_error("http: %s", err);
+        return -1;
+    }
+    ev.events = EPOLLIN;
+    ev.data.ptr = &main_http_ev;
+    if (epoll_ctl(main_epfd, EPOLL_CTL_ADD, mc_http_fd(main_http), &ev) != 0) {
+        mc_error("http: epoll_ctl: %s", strerror(errno));
+        return -1;
+    }
+    mc_info("http: /metrics, /status and /ready on %s", relay_conf.http_listen.text);
+    return 0;
+}
+
 /* The epoll loop: runs until a stop signal. */
 static void main_loop(void)
 {
     struct epoll_event evs[MAIN_EVENTS];
-    uint64_t now, next_stats = mc_now_ms() + MAIN_STATS_MS;
+    uint64_t now, next_stats = mc_now_ms() + MAIN_STATS_MS, next_http = 0;
     long wait, order_wait;
     int n;
 
@@ -415,6 +448,10 @@ static void main_loop(void)
         }
         dispatch(evs, n);
         now = mc_now_ms();
+        if (main_http != NULL && now >= next_http) {
+            next_http = now + 1000;
+            mc_http_run(main_http, 0); /* closes idle clients */
+        }
         if (now >= next_stats) {
             next_stats = now + MAIN_STATS_MS;
             log_stats();
@@ -506,6 +543,8 @@ int main(int argc, char **argv)
     main_conf_path = path;
     main_conf = conf;
 
+    relay_status_start();
+    relay_metrics_init();
     main_epfd = epoll_create1(EPOLL_CLOEXEC);
     if (main_epfd < 0) {
         mc_error("epoll_create1: %s", strerror(errno));
@@ -515,7 +554,8 @@ int main(int argc, char **argv)
         || db_check_start(&relay_conf) != 0 || order_init(&relay_conf.order) != 0 || kafka_init(&relay_conf) != 0
         || dispatch_init() != 0 || rpc_start(relay_conf.grpc_listen) != 0
         || peers_init(relay_conf.peers, relay_conf.node) != 0
-        || db_jobs_start(&relay_conf) != 0 || link_listen(relay_conf.unix_socket, &handler) != 0) {
+        || db_jobs_start(&relay_conf) != 0 || link_listen(relay_conf.unix_socket, &handler) != 0
+        || http_start() != 0) {
         goto stop;
     }
     mc_info("ready: node \"%s\", unix socket %s, grpc %s, peers \"%s\"", relay_conf.node, relay_conf.unix_socket,
@@ -535,6 +575,8 @@ stop:
     link_close_all();
     order_close();
     peer_tls_free();
+    mc_http_stop(main_http);
+    main_http = NULL;
     mc_info("stopped");
 out:
     if (main_sigfd >= 0) {

@@ -20,11 +20,15 @@
  *    (transport, and who may connect: the socket file's mode and group, the
  *    peer's credentials against allowed_peers); it hands received frames to the handler main.c gave
  *    it (the dispatcher) through a function pointer, and everyone answers
- *    the workers through link_send()/link_broadcast().
+ *    the workers through link_send()/link_broadcast();
+ *  - metrics.c and status.c: what the operator endpoints show (/metrics;
+ *    /status and /ready), read from the others' stats functions; main.c
+ *    serves them on http_listen (lib/src/http_mini.c) from its epoll loop,
+ *    and dispatch.c answers LocalFrame status_req with the status JSON.
  *
  * Threads:
- *  - main: the epoll loop (unix socket, signals, peer retry timers) and the
- *    Kafka producer's poll;
+ *  - main: the epoll loop (unix socket, signals, peer retry timers, the
+ *    operator endpoints) and the Kafka producer's poll;
  *  - cq: grpc_completion_queue_next() on the one completion queue shared by
  *    the server and every peer channel; each tag is a relay_tag_t whose
  *    callback runs on this thread;
@@ -43,9 +47,12 @@
 #include <string.h>
 
 #include "minichat.pb-c.h"
+#include "minichat/buf.h"
 #include "minichat/db.h"
+#include "minichat/http_mini.h"
 #include "minichat/kafka_sec.h"
 #include "minichat/member_slots.h"
+#include "minichat/prom_text.h"
 #include "minichat/reorder.h"
 #include "minichat/sock_access.h"
 
@@ -103,6 +110,8 @@ typedef struct {
     size_t db_queue_max;       /* database requests waiting before more are refused */
     const char *kafka_consumer_group; /* the roomlist-consumer's group: a room state waits for it */
     long long rebuild_wait_ms; /* how long a room state waits for that group; 0: no wait */
+    int http_on;               /* http_listen is set: /metrics, /status, /ready (lib/src/http_mini.c) */
+    mc_http_addr_t http_listen;
     int log_level;             /* MC_LOG_*; log_level and log_file change on SIGHUP (main.c) */
     const char *log_file;      /* "" : stderr only */
 } relay_conf_t;
@@ -145,6 +154,8 @@ typedef struct {
 
 int link_listen(const char *path, const link_handler_t *handler);
 void link_stop_accepting(void);
+/* 1 while the socket takes new connections (main thread) */
+int link_listening(void);
 void link_on_event(void *ptr, uint32_t events);
 /* Queues frames for one connection; returns 0, or -1 when it is gone. */
 int link_send(uint64_t conn_id, const uint8_t *frame, size_t len);
@@ -211,6 +222,15 @@ int kafka_pending(void);          /* messages not yet delivered or failed */    
 void kafka_on_event(void);
 void kafka_close(void);
 void kafka_stats(uint64_t *produced, uint64_t *delivered, uint64_t *failed);
+typedef struct {
+    int fatal;                  /* the producer hit a fatal error (the process is stopping) */
+    int brokers_down;           /* librdkafka said all brokers are down, and nothing was delivered since */
+    uint64_t last_delivered_ms; /* mc_now_ms() of the last successful delivery report; 0: none */
+    uint64_t pending;           /* messages produced and not yet delivered or failed */
+    uint64_t produced, delivered, failed;
+} kafka_state_t;
+/* The producer's state (main thread). */
+void kafka_state(kafka_state_t *st);
 
 /* grpc_server.c: the server and the completion-queue thread */
 int rpc_start(const char *listen_addr);
@@ -248,6 +268,24 @@ int peers_idle(void);
 void peers_shutdown(void);
 void peers_stats(uint64_t *sent, uint64_t *dropped, uint64_t *failed_calls);
 
+/* One peer as peers_status() saw it. */
+typedef enum { PEER_UNKNOWN, PEER_UP, PEER_DOWN } peer_state_t;
+typedef struct {
+    char node[64];
+    char target[256];
+    peer_state_t state;   /* UNKNOWN: no call has ended yet; DOWN: the last failed, batches are retried */
+    uint64_t last_ok_ms;  /* mc_now_ms() when a call last ended OK; 0: never */
+    size_t queued;        /* messages waiting in its queue */
+    size_t queued_bytes;
+    int inflight;         /* Deliver calls in flight */
+    int retrying;         /* batches waiting for a retry */
+    uint64_t sent, dropped, calls, failed_calls;
+} peer_status_t;
+/* Copies the state of up to max peers, in the order of the peers key, into
+ * out (each under its lock: any thread).  Returns how many. */
+size_t peers_status(peer_status_t *out, size_t max);
+#define PEERS_MAX 64
+
 /* db_jobs.c: the DB threads and their bounded job queue (the SQL itself is
  * in queries_*.c, see queries.h) */
 int db_jobs_start(const relay_conf_t *conf);
@@ -260,6 +298,40 @@ int db_jobs_accepts(int body_case);
  * "unavailable: ..." error when the queue is full) goes to conn_id. */
 void db_jobs_submit(uint64_t conn_id, Minichat__LocalFrame *req);
 void db_jobs_stop(void);
+typedef struct {
+    int threads;              /* 0: no database configured */
+    uint64_t queued;          /* requests waiting now */
+    uint64_t ok, failed, unavailable, busy; /* answered: ok, with the request's own error, with a database
+                                             * error, refused at once (queue full) */
+    int health_known;         /* a DB thread has run a request */
+    mc_db_health_t health;    /* the servers as the last request found them */
+} db_jobs_stats_t;
+/* The queue and what the requests found (any thread). */
+void db_jobs_stats(db_jobs_stats_t *st);
+
+/* metrics.c: the /metrics page (docs/metrics.md) and the histograms the
+ * other files observe into (any thread) */
+typedef struct {
+    mc_hist_t peer_batch;     /* messages per Deliver call */
+    mc_hist_t peer_call;      /* a Deliver call's duration, us */
+    mc_hist_t kafka_produce;  /* produce to successful delivery report, us */
+    mc_hist_t db_request;     /* a database request's run on its thread, us */
+} relay_hists_t;
+extern relay_hists_t relay_hists;
+void relay_metrics_init(void);
+/* Replaces out's contents with the page.  Returns 0 or -1 (main thread). */
+int relay_metrics_text(mc_buf_t *out);
+
+/* status.c: the relay-worker's state as one JSON object (docs/operations.md
+ * "Status and readiness"), for the HTTP /status page and LocalFrame.status */
+/* Records when the process started (main, before the services). */
+void relay_status_start(void);
+/* Replaces out's contents with the status JSON.  Returns 0, or -1 when out
+ * of memory (out is then empty). */
+int relay_status_json(mc_buf_t *out);
+/* Returns 1 when ready (the Kafka producer usable, the worker socket
+ * listening), else 0 with a JSON object naming the reasons in why. */
+int relay_ready(mc_buf_t *why);
 
 /* Packs a LocalFrame with its length header into a malloc'ed buffer; returns
  * NULL when out of memory. */

@@ -698,6 +698,11 @@ void link_stop_accepting(void)
     }
 }
 
+int link_listening(void)
+{
+    return link_listener.fd >= 0;
+}
+
 void link_close_all(void)
 {
     size_t i;

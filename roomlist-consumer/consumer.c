@@ -58,9 +58,11 @@
  */
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "consumer.h"
+#include "metrics.h"
 #include "kafka_log.h"
 #include "minichat/clock.h"
 #include "minichat/log.h"
@@ -90,6 +92,7 @@ static void consumer_reset_batch(rc_consumer_t *c);
 static void consumer_pause(rc_consumer_t *c, int pause);
 static int64_t consumer_lag(rc_consumer_t *c);
 static void consumer_stats(rc_consumer_t *c);
+static void consumer_publish(rc_consumer_t *c, int running);
 
 /* Sets one librdkafka property.  Returns 0, or -1 after logging why. */
 static int consumer_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value)
@@ -509,8 +512,8 @@ static void consumer_pause(rc_consumer_t *c, int pause)
 static int consumer_flush(rc_consumer_t *c, int max_attempts)
 {
     rd_kafka_message_t *rkm;
-    int attempts = 0, backoff = RC_BACKOFF_MIN_MS, rc = -1;
-    int64_t until;
+    int attempts = 0, backoff = RC_BACKOFF_MIN_MS, rc = -1, stored;
+    int64_t until, t0;
 
     if (c->records == 0) {
         return 0;
@@ -520,9 +523,13 @@ static int consumer_flush(rc_consumer_t *c, int max_attempts)
     for (;;) {
         /* the offsets are committed once the rows are in MySQL and the
          * batch's push events are delivered (push.c) */
-        if (rc_store_write(c->store, &c->batch) == 0
-            && (c->push == NULL || rc_push_batch(c->push, c->store->db, &c->batch) == 0))
+        t0 = mc_now_us();
+        stored = rc_store_write(c->store, &c->batch) == 0;
+        mc_hist_observe(&rc_hists.db_write, (uint64_t)(mc_now_us() - t0));
+        if (stored && (c->push == NULL || rc_push_batch(c->push, c->store->db, &c->batch) == 0))
         {
+            mc_hist_observe(&rc_hists.batch_rows, (uint64_t)c->batch.n);
+            c->last_batch_ms = mc_now_ms();
             /* asynchronous in the loop (max_attempts 0), synchronous at revocation and shutdown */
             consumer_commit(c, max_attempts != 0);
             consumer_reset_batch(c);
@@ -534,6 +541,8 @@ static int consumer_flush(rc_consumer_t *c, int max_attempts)
             break;
         }
         mc_warn("batch of %zu rows failed (attempt %d); retrying in %d ms", c->batch.n, attempts, backoff);
+        c->retries++;
+        consumer_publish(c, 1);
 
         /* keep serving the group while we wait; paused partitions deliver only what was already fetched */
         consumer_pause(c, 1);
@@ -557,29 +566,94 @@ static int consumer_flush(rc_consumer_t *c, int max_attempts)
     return rc;
 }
 
-/* Returns the records behind the high watermarks of our partitions, or -1 when unknown. */
-static int64_t consumer_lag(rc_consumer_t *c)
+/* Fills s with our partitions, their positions and lag (from the high
+ * watermarks of the last fetch: no request to the brokers).  Returns the
+ * total lag, or -1 when the assignment is unknown. */
+static int64_t consumer_partitions(rc_consumer_t *c, rc_snapshot_t *s)
 {
     rd_kafka_topic_partition_list_t *owned = NULL;
     rd_kafka_topic_partition_t *p;
+    rc_part_state_t *ps;
     int64_t lag = 0, lo, hi;
     int i;
 
+    s->nparts = 0;
+    s->assignment_known = 0;
     if (rd_kafka_assignment(c->rk, &owned) != RD_KAFKA_RESP_ERR_NO_ERROR) {
         return -1;
     }
+    s->assignment_known = 1;
     rd_kafka_position(c->rk, owned);
     for (i = 0; i < owned->cnt; i++) {
         p = &owned->elems[i];
+        ps = s->nparts < RC_SNAPSHOT_PARTS ? &s->parts[s->nparts++] : NULL;
+        if (ps != NULL) {
+            ps->partition = p->partition;
+            ps->offset = p->offset >= 0 ? p->offset : -1;
+            ps->lag = -1;
+        }
         if (rd_kafka_get_watermark_offsets(c->rk, p->topic, p->partition, &lo, &hi) != RD_KAFKA_RESP_ERR_NO_ERROR) {
             continue;
         }
-        if (p->offset >= 0 && hi > p->offset) {
-            lag += hi - p->offset; /* an unknown position (not fetched yet) counts as none */
+        if (p->offset >= 0) {
+            /* an unknown position (not fetched yet) counts as none */
+            lag += hi > p->offset ? hi - p->offset : 0;
+            if (ps != NULL) {
+                ps->lag = hi > p->offset ? hi - p->offset : 0;
+            }
         }
     }
     rd_kafka_topic_partition_list_destroy(owned);
     return lag;
+}
+
+/* Returns the records behind the high watermarks of our partitions, or -1 when unknown. */
+static int64_t consumer_lag(rc_consumer_t *c)
+{
+    rc_snapshot_t *s = malloc(sizeof(*s));
+    int64_t lag;
+
+    if (s == NULL) {
+        return -1;
+    }
+    lag = consumer_partitions(c, s);
+    free(s);
+    return lag;
+}
+
+/* Publishes the state for the HTTP thread (metrics.h); running 0 says the
+ * consumer is stopping. */
+static void consumer_publish(rc_consumer_t *c, int running)
+{
+    rc_snapshot_t *s = calloc(1, sizeof(*s));
+    mc_db_health_t h;
+
+    if (s == NULL) {
+        return;
+    }
+    s->running = running;
+    if (running) {
+        consumer_partitions(c, s);
+    }
+    s->consumed = c->consumed;
+    s->malformed = c->malformed;
+    s->commits_failed = c->commits_failed;
+    s->retries = c->retries;
+    s->rows_new = c->store->rows_new;
+    s->rows_dup = c->store->rows_dup;
+    s->batches = c->store->batches;
+    s->store_failures = c->store->failures;
+    s->rooms_moved = c->store->rooms_moved;
+    s->members_set = c->store->members_set;
+    s->push_on = c->push != NULL;
+    if (c->push != NULL) {
+        s->push = *rc_push_stats(c->push);
+    }
+    s->last_batch_ms = c->last_batch_ms;
+    mc_db_health(c->store->db, &h);
+    s->db_primary = h.primary;
+    rc_metrics_publish(s);
+    free(s);
 }
 
 /* Logs the counters. */
@@ -604,7 +678,7 @@ int rc_consumer_run(rc_consumer_t *c)
 {
     rd_kafka_message_t *rkm;
     rd_kafka_resp_err_t err;
-    int64_t now, next_stats, next_members, timeout;
+    int64_t now, next_stats, next_members, next_publish = 0, timeout;
     int rc = 0, got;
 
     next_stats = mc_now_ms() + (int64_t)c->cfg.stats_s * 1000;
@@ -644,9 +718,14 @@ int rc_consumer_run(rc_consumer_t *c)
             consumer_stats(c);
             next_stats = now + (int64_t)c->cfg.stats_s * 1000;
         }
+        if (now >= next_publish) {
+            consumer_publish(c, 1);
+            next_publish = now + RC_SNAPSHOT_MS;
+        }
     }
 
     mc_info("shutting down");
+    consumer_publish(c, 0);
     if (consumer_flush(c, RC_SHUTDOWN_ATTEMPTS) != 0) {
         mc_warn("%zu records not written; they will be read again at the next start", c->records);
     }
@@ -659,6 +738,7 @@ int rc_consumer_run(rc_consumer_t *c)
         consumer_stats(c);
     }
 
+    consumer_publish(c, 0);
     err = rd_kafka_consumer_close(c->rk);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         mc_warn("kafka: consumer close: %s", rd_kafka_err2str(err));

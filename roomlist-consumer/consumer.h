@@ -47,6 +47,8 @@ typedef struct {
     uint64_t malformed;
     uint64_t consumed;
     uint64_t commits_failed;
+    uint64_t retries;                          /* batch writes retried */
+    int64_t last_batch_ms;                     /* mc_now_ms() of the last committed batch, 0: none */
 } rc_consumer_t;
 
 /* Creates the Kafka consumer and subscribes.  Returns 0, or -1 after logging why. */

@@ -17,9 +17,14 @@
  * With push_topic set, every batch also produces offline-push events for
  * the members of its rooms who are connected nowhere (push.c).
  *
+ * With http_listen set, a thread of its own serves /metrics, /status and
+ * /ready (lib/src/http_mini.c) from the snapshot the consumer thread
+ * publishes (metrics.h).
+ *
  * This file reads the configuration, sets up logging, signals and the
- * database router, starts the flusher, and runs the loop until SIGTERM or
- * SIGINT; then the flusher runs a last round and stops.
+ * database router, starts the flusher and the HTTP thread, and runs the
+ * loop until SIGTERM or SIGINT; then the flusher runs a last round and
+ * stops.
  */
 #include <pthread.h>
 #include <signal.h>
@@ -29,10 +34,12 @@
 #include <unistd.h>
 
 #include "consumer.h"
+#include "metrics.h"
 #include "readflush.h"
 #include "minichat/conf.h"
 #include "minichat/db.h"
 #include "minichat/db_conf.h"
+#include "minichat/http_mini.h"
 #include "minichat/kafka_sec.h"
 #include "minichat/log.h"
 #include "store.h"
@@ -57,7 +64,7 @@ static const char *const known_keys[] = {
     MC_KAFKA_SEC_CONF_KEYS, MC_DB_CONF_KEYS, "batch_size", "batch_ms",      "members_interval_ms", "stats_interval",
     "log_level",      "redis",          "read_flush_ms", "redis_tls", "redis_tls_verify", "redis_tls_ca_file",
     "redis_tls_certificate", "redis_tls_certificate_key", "redis_tls_name", "push_topic", "push_max_recipients",
-    "push_timeout_ms", "push_max_age_ms", "log_file", NULL,
+    "push_timeout_ms", "push_max_age_ms", "log_file", "http_listen", NULL,
 };
 
 /* Everything the file says, read and checked before anything starts. */
@@ -69,6 +76,8 @@ typedef struct {
     mc_kafka_sec_t ksec;
     const char *brokers, *topic, *group, *instance, *push_topic;
     rc_readflush_config_t rfc;
+    int http_on;              /* http_listen set: /metrics, /status, /ready */
+    mc_http_addr_t http_listen;
 } rc_settings_t;
 
 static void usage(FILE *f);
@@ -136,7 +145,8 @@ static void usage(FILE *f)
                "  push_max_age_ms no push events for messages older than this,\n"
                "                  0 for any age                              (600000)\n"
                "  log_level       debug, info, warn or error                 (info)\n"
-               "  log_file        a file to log to besides stderr            ()\n");
+               "  log_file        a file to log to besides stderr            ()\n"
+               "  http_listen     ADDRESS:PORT of /metrics, /status and /ready (off)\n");
 }
 
 static void on_signal(int sig)
@@ -198,6 +208,7 @@ static int conf_read(mc_conf_t *conf, rc_settings_t *st)
     mc_conf_file(conf, "redis_tls_certificate");
     mc_conf_file(conf, "redis_tls_certificate_key");
     rfc->interval_ms = (int)st->flush_ms;
+    st->http_on = mc_http_conf_listen(conf, "http_listen", &st->http_listen) == 1;
     return mc_conf_nerrors(conf) ? -1 : 0;
 }
 
@@ -255,6 +266,19 @@ static void *hup_thread(void *arg)
     return NULL;
 }
 
+static volatile int http_run = 1;
+
+/* The operator endpoints' thread: serves until http_run is cleared. */
+static void *http_thread(void *arg)
+{
+    mc_http_t *h = arg;
+
+    while (__atomic_load_n(&http_run, __ATOMIC_RELAXED)) {
+        mc_http_run(h, 200);
+    }
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
     const char *path = NULL;
@@ -272,8 +296,10 @@ int main(int argc, char **argv)
     struct sigaction sa;
     static char session_buf[24];
     sigset_t hup;
-    pthread_t hup_tid;
-    int i, rc = 1, test = 0, hup_started = 0;
+    pthread_t hup_tid, http_tid;
+    static const mc_http_handler_t http_handler = {rc_metrics_text, rc_status_json, rc_ready};
+    mc_http_t *http = NULL;
+    int i, rc = 1, test = 0, hup_started = 0, http_started = 0;
 
     for (i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
@@ -415,6 +441,29 @@ int main(int argc, char **argv)
         }
     }
 
+    rc_metrics_init(cc.group, cc.instance, cc.topic, rf);
+    if (st.http_on) {
+        /* SIGTERM and SIGINT stay with the main thread: its poll loop sees run */
+        sigset_t stop;
+
+        http = mc_http_start(&st.http_listen, &http_handler, err, sizeof(err));
+        sigemptyset(&stop);
+        sigaddset(&stop, SIGTERM);
+        sigaddset(&stop, SIGINT);
+        pthread_sigmask(SIG_BLOCK, &stop, NULL);
+        http_started = http != NULL && pthread_create(&http_tid, NULL, http_thread, http) == 0;
+        pthread_sigmask(SIG_UNBLOCK, &stop, NULL);
+        if (!http_started) {
+            mc_error("http: %s", http == NULL ? err : "cannot start its thread");
+            mc_http_stop(http);
+            rc_push_free(push);
+            rc_readflush_stop(rf);
+            rc_store_free(&store);
+            goto done;
+        }
+        mc_info("http: /metrics, /status and /ready on %s", st.http_listen.text);
+    }
+
     for (;;) {
         if (rc_consumer_init(&consumer, &cc, &store, push, &run) != 0) {
             rc_push_free(push);
@@ -441,6 +490,11 @@ int main(int argc, char **argv)
     mc_info("exiting with status %d", rc);
 
 done:
+    if (http_started) {
+        __atomic_store_n(&http_run, 0, __ATOMIC_RELAXED);
+        pthread_join(http_tid, NULL);
+        mc_http_stop(http);
+    }
     if (hup_started) {
         pthread_cancel(hup_tid);
         pthread_join(hup_tid, NULL);

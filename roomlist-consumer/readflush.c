@@ -290,8 +290,8 @@ static int rf_round(rc_readflush_t *rf)
         }
     }
 
-    rf->rounds++;
-    rf->moved += moved;
+    __atomic_fetch_add(&rf->rounds, 1, __ATOMIC_RELAXED);   /* read by rc_readflush_stats */
+    __atomic_fetch_add(&rf->moved, moved, __ATOMIC_RELAXED);
     rf->deleted += deleted;
     rf->kept += kept;
     mc_debug("readflush: %zu marks for %zu members written (%llu rows moved), %zu deleted, %zu kept for a newer "
@@ -458,7 +458,7 @@ static int rf_write(rc_readflush_t *rf, size_t nmarks, uint64_t *moved)
 
     memset(&st, 0, sizeof(st));
     if (mc_db_conn(rf->db, MC_DB_PRIMARY) == NULL) {
-        rf->failures++;
+        __atomic_fetch_add(&rf->failures, 1, __ATOMIC_RELAXED);
         mc_error("readflush: primary unreachable; %zu marks wait for the next round", nmarks);
         return -1;
     }
@@ -482,7 +482,7 @@ static int rf_write(rc_readflush_t *rf, size_t nmarks, uint64_t *moved)
     return 0;
 
 err:
-    rf->failures++;
+    __atomic_fetch_add(&rf->failures, 1, __ATOMIC_RELAXED);
     if (st.err >= CR_MIN_ERROR || mc_db_write(rf->db, "readflush: rollback", "ROLLBACK", 8, NULL, &st) != 0) {
         /* the connection is gone or unusable: the server rolls back on its own */
         mc_db_reset(rf->db, MC_DB_PRIMARY);
@@ -556,4 +556,11 @@ static int rf_delete(rc_readflush_t *rf, int bad, size_t *deleted, size_t *kept)
         }
     }
     return 0;
+}
+
+void rc_readflush_stats(const rc_readflush_t *rf, rc_readflush_stats_t *out)
+{
+    out->rounds = __atomic_load_n(&rf->rounds, __ATOMIC_RELAXED);
+    out->moved = __atomic_load_n(&rf->moved, __ATOMIC_RELAXED);
+    out->failures = __atomic_load_n(&rf->failures, __ATOMIC_RELAXED);
 }

@@ -23,6 +23,14 @@ typedef struct {
  * out of memory); a Redis or MySQL that is merely down is retried. */
 rc_readflush_t *rc_readflush_start(const rc_readflush_config_t *cfg);
 
+typedef struct {
+    uint64_t rounds;          /* rounds that wrote something */
+    uint64_t moved;           /* room_members rows moved forward */
+    uint64_t failures;        /* rolled back transactions */
+} rc_readflush_stats_t;
+/* The flusher's counters (any thread). */
+void rc_readflush_stats(const rc_readflush_t *rf, rc_readflush_stats_t *out);
+
 /* Asks the thread to run one last round and stop, waits for it, and frees
  * everything.  NULL is ignored. */
 void rc_readflush_stop(rc_readflush_t *rf);

@@ -29,8 +29,10 @@
 #                  a certificate per node made by openssl into .run/mesh/ on
 #                  first start), unix socket .run/relay-X/relay.sock;
 #                  MINICHAT_RELAY_FANOUT=durable starts them with
-#                  `fanout = durable` (default admitted)
-#   consumer       roomlist-consumer
+#                  `fanout = durable` (default admitted); /metrics, /status
+#                  and /ready on http://127.0.0.1:17061/17062
+#   consumer       roomlist-consumer; /metrics, /status and /ready on
+#                  http://127.0.0.1:17063
 #   nginx-a/b      http://127.0.0.1:8080 / :8081 (the web client at /, demo tokens,
 #                  metrics at /metrics with a scrape config in .run/prometheus.yml);
 #                  with MINICHAT_TLS=1 (make run TLS=1) the same ports speak
@@ -77,6 +79,10 @@ KAFKA_PARTITIONS=4
 # below the ephemeral range (32768-60999), so no client socket can hold it
 RELAY_A_PORT=$((17051 + OFF))
 RELAY_B_PORT=$((17052 + OFF))
+# the services' /metrics, /status and /ready (http_listen)
+RELAY_A_HTTP_PORT=$((17061 + OFF))
+RELAY_B_HTTP_PORT=$((17062 + OFF))
+CONSUMER_HTTP_PORT=$((17063 + OFF))
 NGINX_A_PORT=$((8080 + OFF))
 NGINX_B_PORT=$((8081 + OFF))
 MODULE=$top/build/nginx/ngx_http_minichat_module.so
@@ -652,6 +658,7 @@ kafka_stop() {
 # relay-workers and the roomlist-consumer
 
 relay_port() { if [ "$1" = a ]; then echo $RELAY_A_PORT; else echo $RELAY_B_PORT; fi; }
+relay_http_port() { if [ "$1" = a ]; then echo $RELAY_A_HTTP_PORT; else echo $RELAY_B_HTTP_PORT; fi; }
 peer_of() { if [ "$1" = a ]; then echo b; else echo a; fi; }
 
 svc_ok() { [ -f "$CONF/$1.conf.in" ] || { warn "conf/$1.conf.in missing; not starting $1"; return 1; }
@@ -681,7 +688,8 @@ relay_start() {
     render "$CONF/relay-worker.conf.in" "$d/relay-worker.conf" \
         -e "s|@NODE@|$node|g" -e "s|@GRPC_PORT@|$port|g" -e "s|@PEER_NODE@|$peer|g" \
         -e "s|@PEER_PORT@|$(relay_port "$peer")|g" -e "s|@RELAY_SOCK@|$d/relay.sock|g" \
-        -e "s|@MESH_DIR@|$MESH_DIR|g" -e "s|@PREFIX@|$d|g" -e "s|@FANOUT@|$RELAY_FANOUT|g"
+        -e "s|@MESH_DIR@|$MESH_DIR|g" -e "s|@PREFIX@|$d|g" -e "s|@FANOUT@|$RELAY_FANOUT|g" \
+        -e "s|@HTTP_PORT@|$(relay_http_port "$node")|g"
     setsid "$BIN/relay-worker" -c "$d/relay-worker.conf" < /dev/null >> "$d/relay.log" 2>&1 9>&- &
     pid=$!
     echo "$pid" > "$d/relay.pid"
@@ -705,7 +713,7 @@ consumer_start() {
     fi
     mkdir -p "$d"
     render "$CONF/roomlist-consumer.conf.in" "$d/roomlist-consumer.conf" \
-        -e "s|@NODE@|c1|g" -e "s|@PREFIX@|$d|g"
+        -e "s|@NODE@|c1|g" -e "s|@PREFIX@|$d|g" -e "s|@HTTP_PORT@|$CONSUMER_HTTP_PORT|g"
     [ -s "$d/consumer.log" ] && mv -f "$d/consumer.log" "$d/consumer.log.prev"
     touch "$d/consumer.log"
     off=$(( $(stat -c %s "$d/consumer.log") + 1 ))
@@ -959,22 +967,28 @@ preflight() {
     check_port kafka-controller $KAFKA_CONTROLLER_PORT "$(kafka_pid)"
     check_port kafka-ssl $KAFKA_SSL_PORT "$(kafka_pid)"
     check_port kafka-sasl $KAFKA_SASL_PORT "$(kafka_pid)"
+    check_port consumer-http $CONSUMER_HTTP_PORT "$(live_pid "$RUN/consumer/consumer.pid" "$RUN/consumer/roomlist-consumer.conf")"
     for n in a b; do
         check_port "relay-$n" "$(relay_port $n)" "$(live_pid "$RUN/relay-$n/relay.pid" "$RUN/relay-$n/relay-worker.conf")"
+        check_port "relay-$n-http" "$(relay_http_port $n)" \
+            "$(live_pid "$RUN/relay-$n/relay.pid" "$RUN/relay-$n/relay-worker.conf")"
         check_port "nginx-$n" "$(nginx_port $n)" "$(nginx_pid $n)"
     done
     [ $bad = 0 ] || die "free those ports (ss -ltnp) or pick others with MINICHAT_PORT_OFFSET"
 }
 
 # prometheus_config: $RUN/prometheus.yml, a scrape config for both nginx
-# nodes' /metrics (`prometheus --config.file=$RUN/prometheus.yml`; the
-# stack does not run Prometheus itself).
+# nodes', both relay-workers' and the consumer's /metrics
+# (`prometheus --config.file=$RUN/prometheus.yml`; the stack does not run
+# Prometheus itself).
 prometheus_config() {
     [ -f "$CONF/prometheus.yml.in" ] || return 0
     local tls_args=(-e "/^@TLS@/d")
     [ "$TLS" = 1 ] && tls_args=(-e "s|^@TLS@||" -e "s|@TLS_CA@|$TLS_DIR/ca.crt|g")
     render "$CONF/prometheus.yml.in" "$RUN/prometheus.yml" \
         -e "s|@SCHEME@|$SCHEME|g" -e "s|@NGINX_A_PORT@|$NGINX_A_PORT|g" -e "s|@NGINX_B_PORT@|$NGINX_B_PORT|g" \
+        -e "s|@RELAY_A_HTTP_PORT@|$RELAY_A_HTTP_PORT|g" -e "s|@RELAY_B_HTTP_PORT@|$RELAY_B_HTTP_PORT|g" \
+        -e "s|@CONSUMER_HTTP_PORT@|$CONSUMER_HTTP_PORT|g" \
         "${tls_args[@]}"
 }
 

@@ -71,6 +71,7 @@ typedef struct {
     mc_db_stmts_t stmts; /* the connection's prepared statements */
     time_t last_used;
     int no_status;       /* SHOW SLAVE STATUS is not allowed: running assumed */
+    mc_db_health_state_t health; /* of the last connect, or DOWN after a reset (mc_db_health) */
 } mc_db_server_t;
 
 struct mc_db_s {
@@ -317,6 +318,7 @@ static MYSQL *mc_db_open(mc_db_t *db, mc_db_server_t *s)
 
     if (mysql_real_connect(m, s->host, db->user, db->password, db->database, s->port, s->socket, 0) == NULL) {
         db->connect_errno = mysql_errno(m);
+        s->health = MC_DB_DOWN;
         mc_error("db: cannot connect to %s %s:%u as \"%s\" (mysql_ssl %s): %s (%u)", s->name,
                  s->host != NULL ? s->host : s->socket, s->port, db->user, mc_db_ssl_name(db->ssl), mysql_error(m),
                  mysql_errno(m));
@@ -324,6 +326,7 @@ static MYSQL *mc_db_open(mc_db_t *db, mc_db_server_t *s)
         return NULL;
     }
     db->connect_errno = 0;
+    s->health = MC_DB_UP;
 
     mc_info("db: connected to %s %s:%u as \"%s\" (server %s, tls %s)", s->name,
             s->host != NULL ? s->host : s->socket, s->port, db->user, mysql_get_server_info(m),
@@ -522,8 +525,38 @@ void mc_db_reset(mc_db_t *db, mc_db_role_t role)
     mc_db_server_t *s = db->handed[role] != NULL ? db->handed[role] : &db->primary;
 
     mc_db_close(s);
+    s->health = MC_DB_DOWN;
     if (s != &db->primary) {
         mc_db_route_down(&db->route, (int)(s - db->replica), mc_now_ms());
+    }
+}
+
+void mc_db_health(const mc_db_t *db, mc_db_health_t *out)
+{
+    int64_t now = mc_now_ms();
+    size_t i;
+
+    memset(out, 0, sizeof(*out));
+    out->primary = db->primary.health;
+    out->replicas = db->route.n;
+    for (i = 0; i < db->route.n; i++) {
+        out->replica[i] = db->route.r[i].down_until_ms > now ? MC_DB_DOWN
+                          : db->route.r[i].lagging          ? MC_DB_LAGGING
+                                                            : db->replica[i].health;
+    }
+}
+
+const char *mc_db_health_name(mc_db_health_state_t s)
+{
+    switch (s) {
+    case MC_DB_UP:
+        return "up";
+    case MC_DB_DOWN:
+        return "down";
+    case MC_DB_LAGGING:
+        return "lagging";
+    default:
+        return "unknown";
     }
 }
 

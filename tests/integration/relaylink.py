@@ -110,6 +110,7 @@ SCHEMAS = {
                      5: ("members", "ru")},
     "LeaveResult": {1: ("error", "s"), 2: ("left_seq", "u")},
     "ContactsResult": {1: ("error", "s"), 2: ("users", "ru")},
+    "StatusResult": {1: ("json", "s")},
 }
 
 # LocalFrame body fields relay -> nginx, and their message types
@@ -118,6 +119,7 @@ FRAME_BODIES = {4: ("deliver", "ChatMessage"), 6: ("create_room_result", "Create
                 11: ("history_result", "HistoryResult"), 13: ("rooms_result", "RoomsResult"),
                 15: ("room_info_result", "RoomInfoResult"), 17: ("invite_result", "InviteResult"),
                 19: ("leave_result", "LeaveResult"), 21: ("contacts_result", "ContactsResult"),
+                41: ("status", "StatusResult"),
                 22: ("event", "ChatMessage")}
 
 
@@ -170,8 +172,8 @@ def decode_frame(b):
 # --- the link ----------------------------------------------------------------
 
 # LocalFrame request fields
-CREATE_ROOM, PUBLISH, ROOM_STATE, HISTORY, ROOMS, ROOM_INFO, INVITE, LEAVE, CONTACTS, EVENT = \
-    5, 3, 8, 10, 12, 14, 16, 18, 20, 22
+CREATE_ROOM, PUBLISH, ROOM_STATE, HISTORY, ROOMS, ROOM_INFO, INVITE, LEAVE, CONTACTS, EVENT, STATUS_REQ = \
+    5, 3, 8, 10, 12, 14, 16, 18, 20, 22, 40
 
 
 class Link:
@@ -256,3 +258,7 @@ class Link:
 
     def contacts(self, user, limit=0):
         return self.request(CONTACTS, [(1, user), (2, limit)])
+
+    def status(self):
+        """The relay-worker's status JSON text (StatusRequest is empty)."""
+        return self.request(STATUS_REQ, [])["json"]

@@ -35,6 +35,7 @@ RELAY_LINES = [
     ("kafka_ssl_ca = {dir}/missing-ca.pem", 'kafka_ssl_ca: cannot open "{dir}/missing-ca.pem": No such file or directory'),
     ("log_level = loud", 'log_level "loud" is not debug, info, warn or error'),
     ("order_gap_ms = 2000", None),
+    ("http_listen = 127.0.0.1:99999", 'http_listen: "127.0.0.1:99999": the port must be 1..65535'),
 ]
 
 CONSUMER_LINES = [
@@ -49,6 +50,7 @@ CONSUMER_LINES = [
     ("what is this", 'expected "key = value"'),
     ("mysql_password = x", None),
     ("mysql_password_file = {dir}/pw", "set mysql_password or mysql_password_file, not both"),
+    ("http_listen = localhost:9100", 'http_listen: "localhost:9100": "localhost" is not a numeric IP address'),
 ]
 
 

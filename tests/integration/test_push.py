@@ -192,7 +192,7 @@ def own_consumer_stats(tmp_path, changes):
         lines = f.read().splitlines()
     group = "test-push-%d" % uid()
     changes = dict(changes, kafka_group=group, kafka_instance_id=group, stats_interval="1",
-                   read_flush_ms="3600000")
+                   read_flush_ms="3600000", http_listen="off")  # the stack's consumer has the port
     conf = [line for line in lines if line.split("=")[0].strip() not in changes]
     conf += ["%s = %s" % kv for kv in changes.items()]
     path = tmp_path / "roomlist-consumer.conf"

@@ -129,7 +129,7 @@ def own_conf(d, extra):
     conf = os.path.join(d, "relay-worker.conf")
     with open(conf, "w") as f:
         f.write(base + "\n# test_relay_socket_access.py\nnode = access\nunix_socket = %s\n"
-                "grpc_listen = 127.0.0.1:%d\npeers =\n%s\n" % (os.path.join(d, "relay.sock"), free_port(), extra))
+                "grpc_listen = 127.0.0.1:%d\npeers =\nhttp_listen = off\n%s\n" % (os.path.join(d, "relay.sock"), free_port(), extra))
     return conf
 
 

@@ -27,6 +27,7 @@
 
 relay_conf_t relay_conf;
 volatile sig_atomic_t relay_stop;
+relay_hists_t relay_hists; /* metrics.c's; all-zero histograms count into their +Inf bucket */
 
 static int test_epfd = -1;
 static int answers_n, answers_ok;

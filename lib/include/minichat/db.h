@@ -23,6 +23,7 @@
 
 #include "minichat/conf.h"
 #include "minichat/db_arg.h"
+#include "minichat/db_route.h"
 #include "minichat/db_ryw.h"
 #include "minichat/db_stmt.h"
 
@@ -93,6 +94,20 @@ int mc_db_conn_lost(unsigned err);
  * successful one), for telling a wrong password or certificate from a
  * server that is merely down (mc_db_error_is_config() in db_conf.h). */
 unsigned int mc_db_connect_errno(const mc_db_t *db);
+
+/* How the router last found its servers: UNKNOWN before the first
+ * connect; UP connected; DOWN the last connect failed or the connection was
+ * reset; LAGGING (replicas) too far behind to read from. */
+typedef enum { MC_DB_UNKNOWN, MC_DB_UP, MC_DB_DOWN, MC_DB_LAGGING } mc_db_health_state_t;
+typedef struct {
+    mc_db_health_state_t primary;
+    size_t replicas;
+    mc_db_health_state_t replica[MC_DB_REPLICAS_MAX];
+} mc_db_health_t;
+/* A picture of the router's servers (on the router's own thread: copy it
+ * out for others). */
+void mc_db_health(const mc_db_t *db, mc_db_health_t *out);
+const char *mc_db_health_name(mc_db_health_state_t s);
 
 /* --- db_exec.c: prepared statements with typed parameters --- */
 

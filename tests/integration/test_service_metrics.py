@@ -1,0 +1,309 @@
+"""The relay-workers' and the roomlist-consumer's operator endpoints
+(http_listen; docs/metrics.md, docs/operations.md "Status and readiness"):
+GET /metrics in Prometheus text 0.0.4, /status as JSON, /ready as 200
+"ready" or 503 with the reasons, on 127.0.0.1:17061/17062 (relay-workers a
+and b) and 17063 (the consumer), plus the port offset.
+
+The text is parsed with test_metrics.py's strict parser.  Each family is
+shown to move when its event happens, comparing a scrape before with one
+after (other tests share the stack).  Bad requests get their status and the
+service keeps answering.  Stopping relay-worker b shows b down on a's page;
+a consumer whose topic does not exist is not ready.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from conftest import OFF, RUN, TOP, connect, create_room, rest, run_async, token, uid, wait_until
+from own_nginx import free_port
+from relaylink import Link
+from test_metrics import check_histograms, parse
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "chaos"))
+
+import faults  # noqa: E402
+
+PORTS = {"relay-a": 17061 + OFF, "relay-b": 17062 + OFF, "consumer": 17063 + OFF}
+CONSUMER_BIN = os.path.join(TOP, "build", "bin", "roomlist-consumer")
+
+
+def raw(port, data, read=True, timeout=10):
+    """Sends bytes to 127.0.0.1:port; returns (status, headers text, body) of the answer."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        s.sendall(data)
+        if not read:
+            return None
+        out = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        s.close()
+    head, _, body = out.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), head.decode(), body.decode()
+
+
+def get(svc, path):
+    return raw(PORTS[svc], ("GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path).encode())
+
+
+def scrape(svc):
+    status, head, text = get(svc, "/metrics")
+    assert status == 200, (status, text[:300])
+    assert "Content-Type: text/plain; version=0.0.4" in head, head
+    series, types = parse(text)
+    check_histograms(series, types)
+    return series, types
+
+
+def val(series, name, default=None, **labels):
+    key = (name, tuple(sorted(labels.items())))
+    if default is not None:
+        return series.get(key, default)
+    return series[key]
+
+
+def status(svc):
+    st, head, body = get(svc, "/status")
+    assert st == 200 and "application/json" in head, (st, head)
+    return json.loads(body)
+
+
+def test_families_and_format():
+    relay = ("minichat_relay_build_info", "minichat_relay_worker_connections", "minichat_relay_peer_up",
+             "minichat_relay_peer_queue_messages", "minichat_relay_peer_messages_sent_total",
+             "minichat_relay_peer_calls_total", "minichat_relay_peer_calls_failed_total",
+             "minichat_relay_peer_batch_messages", "minichat_relay_peer_call_duration_seconds",
+             "minichat_relay_kafka_up", "minichat_relay_kafka_produced_total", "minichat_relay_kafka_failed_total",
+             "minichat_relay_kafka_pending_messages", "minichat_relay_kafka_produce_duration_seconds",
+             "minichat_relay_order_held_messages", "minichat_relay_order_skipped_total",
+             "minichat_relay_order_late_total", "minichat_relay_db_requests_total",
+             "minichat_relay_db_queue_requests", "minichat_relay_db_request_duration_seconds")
+    for svc in ("relay-a", "relay-b"):
+        _, types = scrape(svc)
+        for f in relay:
+            assert f in types, (svc, f)
+        assert types["minichat_relay_kafka_produce_duration_seconds"] == "histogram"
+    _, types = scrape("consumer")
+    for f in ("minichat_consumer_assigned_partitions", "minichat_consumer_lag_records", "minichat_consumer_rows_total",
+              "minichat_consumer_batch_rows", "minichat_consumer_db_write_duration_seconds",
+              "minichat_consumer_batch_retries_total", "minichat_consumer_read_flush_rounds_total",
+              "minichat_consumer_push_events_total", "minichat_consumer_last_batch_age_seconds"):
+        assert f in types, f
+
+
+@run_async
+async def test_a_message_moves_relay_and_consumer_counters():
+    sender, reader = uid(), uid()
+    room = create_room(sender, [sender, reader])
+    cs = await connect(sender, "a")
+    cr = await connect(reader, "b")
+    a0, _ = scrape("relay-a")
+    b0, _ = scrape("relay-b")
+    c0, _ = scrape("consumer")
+    try:
+        ack = await cs.send_msg(room, "counted by the services")
+        assert ack["op"] == "ack", ack
+        await cr.expect("msg", room=room, seq=ack["seq"])
+    finally:
+        await cs.close()
+        await cr.close()
+    a1, _ = scrape("relay-a")
+    b1, _ = scrape("relay-b")
+    d = lambda s1, s0, name, **lb: val(s1, name, **lb) - val(s0, name, **lb)  # noqa: E731
+    assert d(a1, a0, "minichat_relay_kafka_produced_total") >= 1
+    assert d(a1, a0, "minichat_relay_kafka_delivered_total") >= 1
+    assert d(a1, a0, "minichat_relay_kafka_produce_duration_seconds_count") >= 1
+    assert d(a1, a0, "minichat_relay_peer_messages_sent_total", peer="b") >= 1
+    assert d(a1, a0, "minichat_relay_peer_calls_total", peer="b") >= 1
+    assert d(a1, a0, "minichat_relay_peer_batch_messages_count") >= 1
+    assert d(a1, a0, "minichat_relay_peer_call_duration_seconds_count") >= 1
+    assert val(a1, "minichat_relay_peer_up", peer="b") == 1
+    assert val(a1, "minichat_relay_peer_last_success_age_seconds", peer="b") < 60
+    assert val(a1, "minichat_relay_worker_connections") >= 1
+    assert val(a1, "minichat_relay_kafka_up") == 1
+    # b's reorderer released it to b's workers
+    assert d(b1, b0, "minichat_relay_order_released_total") >= 1
+    # the consumer wrote it
+    def written():
+        c1, _ = scrape("consumer")
+        return (d(c1, c0, "minichat_consumer_rows_total", result="new") >= 1
+                and d(c1, c0, "minichat_consumer_records_total") >= 1
+                and d(c1, c0, "minichat_consumer_batches_total") >= 1
+                and d(c1, c0, "minichat_consumer_batch_rows_count") >= 1
+                and d(c1, c0, "minichat_consumer_db_write_duration_seconds_count") >= 1
+                and 0 <= val(c1, "minichat_consumer_last_batch_age_seconds") < 60)
+    wait_until(written, what="the consumer's counters moved")
+    c1, _ = scrape("consumer")
+    lags = [v for (name, labels), v in c1.items() if name == "minichat_consumer_lag_records"]
+    assert lags and all(v >= 0 for v in lags), lags
+    # a partition nothing was read from since its assignment has no position, so no lag yet
+    assert val(c1, "minichat_consumer_assigned_partitions") >= len(lags)
+
+
+def test_db_requests_counted():
+    user = uid()
+    a0, _ = scrape("relay-a")
+    st, _ = rest("GET", "/api/rooms?limit=5", "a", token(user))
+    assert st == 200, st
+    a1, _ = scrape("relay-a")
+    assert val(a1, "minichat_relay_db_requests_total", result="ok") - \
+        val(a0, "minichat_relay_db_requests_total", result="ok") >= 1
+    assert val(a1, "minichat_relay_db_request_duration_seconds_count") - \
+        val(a0, "minichat_relay_db_request_duration_seconds_count") >= 1
+    assert val(a1, "minichat_relay_db_server_up", server="primary") == 1
+    assert status("relay-a")["db"]["primary"] == "up"
+
+
+def test_status_and_ready():
+    for svc, node, peer in (("relay-a", "a", "b"), ("relay-b", "b", "a")):
+        st, head, body = get(svc, "/ready")
+        assert st == 200 and body == "ready\n", (svc, st, body)
+        s = status(svc)
+        assert s["service"] == "relay-worker" and s["node"] == node and s["ready"] is True, s
+        assert s["uptime_s"] >= 0 and s["build"], s
+        assert [p["node"] for p in s["peers"]] == [peer], s["peers"]
+        assert s["peers"][0]["state"] in ("up", "unknown"), s["peers"]
+        assert s["kafka"]["state"] == "ok", s["kafka"]
+        assert s["workers"]["connections"] >= 1, s["workers"]
+        assert s["db"]["configured"] is True, s["db"]
+    st, _, body = get("consumer", "/ready")
+    assert st == 200 and body == "ready\n", (st, body)
+    s = status("consumer")
+    assert s["service"] == "roomlist-consumer" and s["ready"] is True and s["unready"] == [], s
+    assert s["group"] == "minichat-roomlist" and s["db"]["primary"] == "up", s
+    assert len(s["partitions"]) >= 1, s
+
+
+def test_status_over_the_worker_link():
+    """LocalFrame status_req (40) is answered with the /status JSON (41)."""
+    link = Link("a", name="test-status")
+    try:
+        s = json.loads(link.status())
+    finally:
+        link.close()
+    assert s["service"] == "relay-worker" and s["node"] == "a", s
+    assert s["workers"]["connections"] >= 1 and s["peers"][0]["node"] == "b", s
+
+
+def test_bad_requests_answered_and_service_survives():
+    for svc in ("relay-a", "consumer"):
+        port = PORTS[svc]
+        st, head, _ = raw(port, b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+        assert st == 405 and "Allow: GET" in head, (st, head)
+        assert raw(port, b"GET /nothing-here HTTP/1.1\r\n\r\n")[0] == 404
+        assert raw(port, b"GET /metrics HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789")[0] == 413
+        assert raw(port, b"GET /metrics HTTP/1.1\r\n" + b"X-Pad: " + b"a" * 5000 + b"\r\n\r\n")[0] == 431
+        assert raw(port, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n")[0] == 400
+        assert raw(port, b"GET /ready HTTP/2.0\r\n\r\n")[0] == 505
+        assert raw(port, b"GET /ready HTTP/1.0\n\n")[0] == 200
+        # a client that sends half a request and goes away, and one that sends nothing
+        raw(port, b"GET /met", read=False)
+        idle = socket.create_connection(("127.0.0.1", port))
+        # more silent clients than it serves at once: a request behind them
+        # waits in the backlog until they are closed as idle (5 s), then is
+        # answered; the silent ones see their connection closed
+        held = [socket.create_connection(("127.0.0.1", port), timeout=20) for _ in range(20)]
+        try:
+            assert raw(port, b"GET /ready HTTP/1.1\r\n\r\n", timeout=30)[0] == 200
+            assert held[0].recv(100) == b""
+        finally:
+            for s in held:
+                s.close()
+            idle.close()
+        scrape(svc)
+
+
+def test_peer_down_then_up():
+    """relay-worker b stopped: a's Deliver calls to b fail, b shows down on
+    a's page (a stays ready: peers are best-effort); b back: up again."""
+    sender, reader = uid(), uid()
+    room = create_room(sender, [sender, reader])
+    faults._signal("relay-b/relay.pid", os.path.join(RUN, "relay-b", "relay-worker.conf"), signal.SIGTERM)
+    try:
+        @run_async
+        async def send():
+            cs = await connect(sender, "a")
+            try:
+                ack = await cs.send_msg(room, "while b is down")
+                assert ack["op"] == "ack", ack
+            finally:
+                await cs.close()
+        send()
+
+        def down():
+            s = status("relay-a")
+            return s["peers"][0]["state"] == "down"
+        wait_until(down, timeout=30, what="b down on a's status")
+        series, _ = scrape("relay-a")
+        assert val(series, "minichat_relay_peer_up", peer="b") == 0
+        assert val(series, "minichat_relay_peer_calls_failed_total", peer="b") >= 1
+        assert get("relay-a", "/ready")[0] == 200
+    finally:
+        faults.stack_start()
+    wait_until(lambda: status("relay-a")["peers"][0]["state"] == "up", timeout=30, what="b up again on a's status")
+    assert get("relay-b", "/ready")[0] == 200
+
+
+def test_consumer_without_partitions_is_not_ready(tmp_path):
+    """A member with nothing assigned (its topic does not exist) answers
+    /ready 503 naming why, and its /status says so; SIGTERM stops it."""
+    with open(os.path.join(RUN, "consumer", "roomlist-consumer.conf")) as f:
+        lines = f.read().splitlines()
+    port = free_port()
+    group = "test-svc-ready-%d" % uid()
+    changes = {"kafka_topic": "minichat.no-such-topic-%d" % uid(), "kafka_group": group,
+               "kafka_instance_id": group, "redis": "", "push_topic": "", "http_listen": "127.0.0.1:%d" % port}
+    conf = [ln for ln in lines if ln.split("=")[0].strip() not in changes]
+    conf += ["%s = %s" % kv for kv in changes.items()]
+    path = tmp_path / "roomlist-consumer.conf"
+    path.write_text("\n".join(conf) + "\n")
+    log = open(tmp_path / "consumer.log", "w")
+    p = subprocess.Popen([CONSUMER_BIN, "-c", str(path)], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    try:
+        def answering():
+            try:
+                return raw(port, b"GET /ready HTTP/1.1\r\n\r\n")
+            except OSError:
+                return None
+        wait_until(answering, timeout=30, what="the consumer's http port")
+        time.sleep(1.5)  # a few snapshots: still nothing assigned
+        st, head, body = answering()
+        assert st == 503 and "application/json" in head, (st, body)
+        reasons = json.loads(body)["reasons"]
+        assert "kafka: no partitions assigned" in reasons, reasons
+        s = json.loads(raw(port, b"GET /status HTTP/1.1\r\n\r\n")[2])
+        assert s["ready"] is False and s["partitions"] == [] and s["group"] == group, s
+    finally:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=30) == 0
+        log.close()
+
+
+def test_relay_unready_while_kafka_is_down():
+    """Kafka stopped: the relay-workers' producers find every broker down,
+    /ready answers 503 naming Kafka and minichat_relay_kafka_up is 0.  Kafka
+    back: both are ready again without a message going through (an idle
+    producer delivers nothing; its statistics say a broker is up)."""
+    faults.RestartKafka().inject()
+    try:
+        def unready():
+            st, _, body = get("relay-a", "/ready")
+            return st == 503 and "kafka: all brokers are down" in json.loads(body)["reasons"]
+        wait_until(unready, timeout=60, what="relay-a unready without Kafka")
+        series, _ = scrape("relay-a")
+        assert val(series, "minichat_relay_kafka_up") == 0
+        assert status("relay-a")["kafka"]["state"] == "brokers_down"
+    finally:
+        faults.stack_start()
+
+    for svc in ("relay-a", "relay-b"):
+        wait_until(lambda: get(svc, "/ready")[0] == 200, timeout=60, what="%s ready again" % svc)
+    assert val(scrape("relay-a")[0], "minichat_relay_kafka_up") == 1
