@@ -22,7 +22,10 @@ a=$(mktemp); b=$(mktemp); names=$(mktemp)
 trap 'rm -f "$a" "$b" "$names"' EXIT
 
 # names: "tid<TAB>full name" of a JVM's threads (a dump's nid is the tid).
-if command -v jcmd > /dev/null && jcmd "$pid" Thread.print > "$names" 2> /dev/null; then
+# Only a JVM is asked: jcmd attaches by sending SIGQUIT, which ends any
+# other process (it stopped Redis in the middle of a benchmark run).
+is_jvm() { [ -r "/proc/$pid/maps" ] && grep -q 'libjvm\.so' "/proc/$pid/maps"; }
+if command -v jcmd > /dev/null && is_jvm && jcmd "$pid" Thread.print > "$names" 2> /dev/null; then
     sed -nE 's/^"([^"]*)".* nid=(0x[0-9a-f]+).*/\2\t\1/p' "$names" \
         | while IFS=$'\t' read -r nid name; do printf '%d\t%s\n' "$nid" "$name"; done > "$names.tmp"
     mv -f "$names.tmp" "$names"

@@ -202,8 +202,7 @@ static void dispatch_durable(uint64_t room, uint64_t seq, const kafka_fanout_t *
 {
     (void)room; /* fan->msg.room */
     order_push(seq, &fan->msg, fan->repair);
-    peers_push(fan->msg.msg, fan->msg.len);
-    peers_kick();
+    peers_push(fan->msg.msg, fan->msg.len); /* main.c's dispatch() kicks the peers once per round */
 }
 
 int dispatch_init(void)

@@ -4,7 +4,8 @@
  *
  * Order: a peer's messages leave in the order they were published here.  The
  * main thread pushes messages (peers_push) and then kicks the peers
- * (peers_kick) once per read, so one call carries everything that arrived
+ * (peers_kick) once per read and once per round of its epoll loop (after
+ * the delivery reports), so one call carries everything that arrived
  * together.  A call is started while fewer than PEER_INFLIGHT are in flight;
  * when all are, new messages wait in the queue and the next completion (on
  * the cq thread) sends all of them as the next batch.  Under load this

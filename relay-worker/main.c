@@ -379,11 +379,15 @@ static void log_stats(void)
             (unsigned long long)v[12], (unsigned long long)os.rooms, (unsigned long long)os.held);
 }
 
-/* Handles n ready events: signals, Kafka's queue, worker connections. */
+/* Handles n ready events: signals, Kafka's queue, worker connections.  The
+ * round's writes to the workers leave corked (one write per worker for
+ * everything the round released or answered), and the peers are kicked
+ * once, so that what the round queued for them leaves in one call. */
 static void dispatch(const struct epoll_event *evs, int n)
 {
     int i;
 
+    link_cork();
     for (i = 0; i < n; i++) {
         if (evs[i].data.ptr == &main_sig_ev) {
             on_signal();
@@ -396,6 +400,8 @@ static void dispatch(const struct epoll_event *evs, int n)
         }
     }
     kafka_poll();
+    link_uncork();
+    peers_kick();
 }
 
 /* Starts the operator endpoints when http_listen is set, in our epoll set.

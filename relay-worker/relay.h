@@ -167,7 +167,8 @@ void link_broadcast(uint64_t except_id, const uint8_t *frames, size_t len);
 void link_deliver(const link_msg_t *msgs, size_t n);
 void link_close_all(void);
 /* Cork the calling thread's writes to the workers: they queue until
- * link_uncork(), which sends each connection's queue with one send(). */
+ * link_uncork(), which sends each connection's queue with one send().
+ * Corks nest: the outermost link_uncork() sends. */
 void link_cork(void);
 void link_uncork(void);
 void link_stats(uint64_t *conns, uint64_t *dropped, uint64_t *refused);

@@ -32,8 +32,12 @@
  * reports, one ack each) corks first: its writes then only queue in the
  * output buffers, and uncorking sends each buffer with one send(), so the
  * worker wakes and reads once per batch instead of once per frame.  The
- * cork is the calling thread's own; other threads' writes queue behind
- * what is corked (never ahead of it) and arm EPOLLOUT as usual.
+ * cork is the calling thread's own and nests (the writes leave at the
+ * outermost uncork); other threads' writes queue behind what is corked
+ * (never ahead of it) and arm EPOLLOUT as usual.  The main thread corks
+ * each round of its epoll loop, the cq thread each run of completions that
+ * were ready together (grpc_server.c), so that messages that arrived
+ * together reach each worker in one write.
  *
  * Member lists (link_deliver): each connection keeps a mirror of the lists
  * its worker holds from us and a table of those the worker sent us
@@ -102,7 +106,7 @@ static link_listener_t link_listener = {LINK_LISTEN, -1};
 static char link_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 static link_handler_t link_handler;
 static mc_buf_t link_scratch; /* one connection's deliver frames (under link_lock) */
-static __thread int link_corked; /* this thread queues its writes until link_uncork() */
+static __thread int link_corked; /* this thread queues its writes until as many link_uncork() */
 
 static void conn_close(link_conn_t *c);
 
@@ -224,17 +228,16 @@ static void conn_write_locked(link_conn_t *c, const uint8_t *p, size_t n)
 
 void link_cork(void)
 {
-    link_corked = 1;
+    link_corked++;
 }
 
 void link_uncork(void)
 {
     size_t i;
 
-    if (!link_corked) {
+    if (link_corked == 0 || --link_corked > 0) {
         return;
     }
-    link_corked = 0;
     pthread_mutex_lock(&link_lock);
     for (i = 0; i < link_nconns; i++) {
         if (!link_conns[i]->dead && link_conns[i]->out.len > link_conns[i]->out_off && !link_conns[i]->want_out) {
@@ -570,6 +573,11 @@ static void conn_close(link_conn_t *c)
     size_t i;
 
     pthread_mutex_lock(&link_lock);
+    if (!c->dead && c->out.len > c->out_off) {
+        /* what the round answered before giving up on the worker (corked
+         * writes: an error frame, say) still goes, as far as it fits */
+        (void)conn_flush_locked(c);
+    }
     for (i = 0; i < link_nconns; i++) {
         if (link_conns[i] == c) {
             link_conns[i] = link_conns[--link_nconns];
