@@ -37,7 +37,7 @@
 #define NGX_HTTP_MINICHAT_METRICS_LAYOUT  (0x6d630000 + sizeof(ngx_http_minichat_metrics_t))
 /* the longest text a scrape can make: every line is far below 256 bytes */
 #define NGX_HTTP_MINICHAT_METRICS_TEXT    (256 * (64 + NGX_HTTP_MINICHAT_ERRORS + NGX_HTTP_MINICHAT_CLOSES \
-                                                  + NGX_HTTP_MINICHAT_LIMITS \
+                                                  + NGX_HTTP_MINICHAT_LIMITS + NGX_HTTP_MINICHAT_BANNED \
                                                   + 2 * (NGX_HTTP_MINICHAT_BUCKETS + 4)))
 
 
@@ -91,6 +91,10 @@ static const ngx_http_minichat_metric_plain_t  ngx_http_minichat_metrics_plain[]
                              "Acks queued for senders (the message is durable)"),
     NGX_HTTP_MINICHAT_METRIC("minichat_deliveries_total", deliveries, 0,
                              "Live msg frames queued for recipients on this node"),
+    NGX_HTTP_MINICHAT_METRIC("minichat_send_queue_bytes", queued_bytes, 1,
+                             "Bytes queued for WebSocket clients and not yet written, on every worker"),
+    NGX_HTTP_MINICHAT_METRIC("minichat_slow_clients_closed_total", slow_closed, 0,
+                             "Connections closed because they did not read (send queue full, close not taken)"),
 };
 
 
@@ -113,6 +117,11 @@ static const char  *ngx_http_minichat_close_names[NGX_HTTP_MINICHAT_CLOSES] = {
 /* indexed by NGX_HTTP_MINICHAT_LIMITED_* */
 static const char  *ngx_http_minichat_limit_labels[NGX_HTTP_MINICHAT_LIMITS] = {
     "messages", "rest", "user_connections", "connections", "room_messages", "connections_per_ip"
+};
+
+/* indexed by NGX_HTTP_MINICHAT_BANNED_* */
+static const char  *ngx_http_minichat_banned_labels[NGX_HTTP_MINICHAT_BANNED] = {
+    "refused", "closed"
 };
 
 /* bucket bounds: in microseconds to compare, in seconds to print */
@@ -337,6 +346,11 @@ ngx_http_minichat_metrics_handler(ngx_http_request_t *r)
                                          "Requests and upgrades a limit refused, by limit");
     p = ngx_http_minichat_metrics_labelled(p, last, "minichat_rate_limited_total", "limit",
                                            ngx_http_minichat_limit_labels, m->limited, NGX_HTTP_MINICHAT_LIMITS);
+
+    p = ngx_http_minichat_metrics_family(p, last, "minichat_banned_total", "counter",
+                                         "Requests and upgrades refused, and connections closed, because of a ban");
+    p = ngx_http_minichat_metrics_labelled(p, last, "minichat_banned_total", "action",
+                                           ngx_http_minichat_banned_labels, m->banned, NGX_HTTP_MINICHAT_BANNED);
 
     p = ngx_http_minichat_metrics_family(p, last, "minichat_redis_round_trip_seconds", "histogram",
                                          "Redis commands from first issue to the reply (redirects included)");

@@ -471,6 +471,20 @@ static ngx_command_t ngx_http_minichat_commands[] = {
       0,
       NULL },
 
+    { ngx_string("minichat_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_minichat_status_conf,
+      0,
+      0,
+      NULL },
+
+    { ngx_string("minichat_ready"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_minichat_ready_conf,
+      0,
+      0,
+      NULL },
+
     { ngx_string("minichat_api"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_minichat_api,
