@@ -16,6 +16,8 @@ LIBDEPS     = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lmariadb -lpthread
 LIB_SRC    := $(wildcard lib/src/*.c)
 LIB_OBJ    := $(patsubst lib/src/%.c,$(B)/lib/%.o,$(LIB_SRC)) $(B)/lib/minichat.pb-c.o
 LIB        := $(B)/libminichat.a
+# what the services' /status pages name as their build
+MC_BUILD   := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
 
 RELAY_SRC  := $(wildcard relay-worker/*.c)
 RELAY_OBJ  := $(patsubst relay-worker/%.c,$(B)/relay-worker/%.o,$(RELAY_SRC))
@@ -65,7 +67,7 @@ $(LIB): $(LIB_OBJ)
 # --- services ---------------------------------------------------------------
 $(B)/relay-worker/%.o: relay-worker/%.c $(wildcard relay-worker/*.h) $(wildcard lib/include/minichat/*.h) $(GEN)/minichat.pb-c.h
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_ALL) $(shell pkg-config --cflags grpc rdkafka) -c $< -o $@
+	$(CC) $(CFLAGS_ALL) -DMC_BUILD='"$(MC_BUILD)"' $(shell pkg-config --cflags grpc rdkafka) -c $< -o $@
 
 $(B)/bin/relay-worker: $(RELAY_OBJ) $(LIB)
 	@mkdir -p $(@D)

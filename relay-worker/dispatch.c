@@ -30,6 +30,8 @@
  *                worker included (it skips the origin connection); never
  *                Kafka, never the reorderer: an event has no seq to order by
  *                and nothing to persist.
+ *   status_req   the relay-worker's status JSON (status.c), answered at once
+ *                as LocalFrame{status} with the request's req_id.
  *   create_room, room_state, history, rooms, room_info, invite, leave,
  *   contacts, ban  the DB job queue (db_jobs.c) takes the frame over and
  *                answers the worker from a DB thread.
@@ -40,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "minichat/buf.h"
 #include "minichat/clock.h"
 #include "minichat/frame.h"
 #include "minichat/log.h"
@@ -245,6 +248,33 @@ static void on_event(const link_from_t *from, Minichat__ChatMessage *m)
     free(frame);
 }
 
+/* Answers a status request with the status JSON. */
+static void on_status(const link_from_t *from, uint64_t req_id)
+{
+    Minichat__LocalFrame f = MINICHAT__LOCAL_FRAME__INIT;
+    Minichat__StatusResult r = MINICHAT__STATUS_RESULT__INIT;
+    mc_buf_t json = MC_BUF_INIT;
+    uint8_t *frame;
+    size_t len;
+
+    if (relay_status_json(&json) != 0) {
+        mc_error("dispatch: out of memory building the status for worker %s/%u", from->node, from->pid);
+        return;
+    }
+    r.json = json.data;
+    f.req_id = req_id;
+    f.body_case = MINICHAT__LOCAL_FRAME__BODY_STATUS;
+    f.status = &r;
+    frame = relay_pack_frame(&f, &len);
+    mc_buf_free(&json);
+    if (frame == NULL) {
+        mc_error("dispatch: out of memory answering worker %s/%u's status request", from->node, from->pid);
+        return;
+    }
+    (void)link_send(from->id, frame, len);
+    free(frame);
+}
+
 int dispatch_frame(const link_from_t *from, Minichat__LocalFrame *f)
 {
     int borrowed;
@@ -270,6 +300,9 @@ int dispatch_frame(const link_from_t *from, Minichat__LocalFrame *f)
         break;
     case MINICHAT__LOCAL_FRAME__BODY_EVENT:
         on_event(from, f->event);
+        break;
+    case MINICHAT__LOCAL_FRAME__BODY_STATUS_REQ:
+        on_status(from, f->req_id);
         break;
     default:
         mc_warn("dispatch: unexpected frame (case %d) from worker %s/%u, ignored", (int)f->body_case, from->node,

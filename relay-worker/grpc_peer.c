@@ -53,7 +53,7 @@
 #include "minichat/relay_queue.h"
 #include "relay.h"
 
-#define PEER_MAX 64
+#define PEER_MAX PEERS_MAX
 #define PEER_BACKOFF_MIN 100
 #define PEER_BACKOFF_MAX 2000
 #define PEER_BATCH_ITEMS 10000
@@ -95,6 +95,7 @@ struct peer_s {
     unsigned backoff;
     int down;
     int stopping;
+    uint64_t last_ok;    /* mc_now_ms() of the last call that ended OK (0: none yet) */
     /* counters */
     uint64_t sent, failed_calls, drop_logged_at;
 };
@@ -400,6 +401,7 @@ static void peer_call_done(relay_tag_t *tag, int ok)
     p->busy--;
     if (ok && sl->status == GRPC_STATUS_OK) {
         p->sent += (uint64_t)sl->batch_count;
+        p->last_ok = now;
         peer_drop_batch_locked(sl);
         if (!p->failed) {
             p->backoff = 0;
@@ -586,4 +588,28 @@ void peers_stats(uint64_t *sent, uint64_t *dropped, uint64_t *failed_calls)
         *failed_calls += peers[i].failed_calls;
         pthread_mutex_unlock(&peers[i].lock);
     }
+}
+
+size_t peers_status(peer_status_t *out, size_t max)
+{
+    size_t i;
+    peer_t *p;
+
+    for (i = 0; i < npeers && i < max; i++) {
+        p = &peers[i];
+        pthread_mutex_lock(&p->lock);
+        snprintf(out[i].node, sizeof(out[i].node), "%s", p->name);
+        snprintf(out[i].target, sizeof(out[i].target), "%s", p->target);
+        out[i].state = p->down ? PEER_DOWN : p->last_ok ? PEER_UP : PEER_UNKNOWN;
+        out[i].last_ok_ms = p->last_ok;
+        out[i].queued = p->queue.count;
+        out[i].queued_bytes = p->queue.bytes;
+        out[i].inflight = p->busy;
+        out[i].retrying = p->failed;
+        out[i].sent = p->sent;
+        out[i].dropped = p->queue.dropped;
+        out[i].failed_calls = p->failed_calls;
+        pthread_mutex_unlock(&p->lock);
+    }
+    return i;
 }

@@ -47,6 +47,8 @@ int kafka_fatal;
 static rd_kafka_topic_t *kafka_rkt;
 static uint64_t kafka_produced, kafka_delivered, kafka_failed;
 static uint64_t kafka_last_fail_log;
+static int kafka_brokers_down;          /* all brokers were down, no delivery since */
+static uint64_t kafka_last_delivered;   /* mc_now_ms() of the last successful delivery report */
 
 /* Logs a failure, at most once a second (main thread). */
 static void kafka_fail(const char *what, const char *reason)
@@ -174,6 +176,8 @@ static void kafka_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
         kafka_fail("delivery failed", rd_kafka_err2str(m->err));
     } else {
         kafka_delivered++;
+        kafka_brokers_down = 0;
+        kafka_last_delivered = mc_now_ms();
         /* dispatch.c refused it if it came this late; Kafka took this long
          * on its own: a Redis failover meanwhile could reissue its seq */
         if (w && w->admitted_at && mc_wall_ms() - (int64_t)w->admitted_at > relay_conf.publish_max_age_ms) {
@@ -219,6 +223,7 @@ static void kafka_error_cb(rd_kafka_t *rk, int err, const char *reason, void *op
         return;
     }
     if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
+        kafka_brokers_down = 1;
         mc_warn("kafka: %s", reason);
         return;
     }
@@ -442,4 +447,15 @@ void kafka_on_event(void)
     while (read(kafka_evfd, &v, sizeof(v)) > 0) {
     }
     kafka_poll();
+}
+
+void kafka_state(kafka_state_t *st)
+{
+    st->fatal = kafka_fatal;
+    st->brokers_down = kafka_brokers_down;
+    st->last_delivered_ms = kafka_last_delivered;
+    st->pending = (uint64_t)kafka_pending();
+    st->produced = kafka_produced;
+    st->delivered = kafka_delivered;
+    st->failed = kafka_failed;
 }

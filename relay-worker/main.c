@@ -506,6 +506,7 @@ int main(int argc, char **argv)
     main_conf_path = path;
     main_conf = conf;
 
+    relay_status_start();
     main_epfd = epoll_create1(EPOLL_CLOEXEC);
     if (main_epfd < 0) {
         mc_error("epoll_create1: %s", strerror(errno));

@@ -43,6 +43,7 @@
 #include <string.h>
 
 #include "minichat.pb-c.h"
+#include "minichat/buf.h"
 #include "minichat/db.h"
 #include "minichat/kafka_sec.h"
 #include "minichat/member_slots.h"
@@ -210,6 +211,15 @@ int kafka_pending(void);          /* messages not yet delivered or failed */    
 void kafka_on_event(void);
 void kafka_close(void);
 void kafka_stats(uint64_t *produced, uint64_t *delivered, uint64_t *failed);
+typedef struct {
+    int fatal;                  /* the producer hit a fatal error (the process is stopping) */
+    int brokers_down;           /* librdkafka said all brokers are down, and nothing was delivered since */
+    uint64_t last_delivered_ms; /* mc_now_ms() of the last successful delivery report; 0: none */
+    uint64_t pending;           /* messages produced and not yet delivered or failed */
+    uint64_t produced, delivered, failed;
+} kafka_state_t;
+/* The producer's state (main thread). */
+void kafka_state(kafka_state_t *st);
 
 /* grpc_server.c: the server and the completion-queue thread */
 int rpc_start(const char *listen_addr);
@@ -247,6 +257,24 @@ int peers_idle(void);
 void peers_shutdown(void);
 void peers_stats(uint64_t *sent, uint64_t *dropped, uint64_t *failed_calls);
 
+/* One peer as peers_status() saw it. */
+typedef enum { PEER_UNKNOWN, PEER_UP, PEER_DOWN } peer_state_t;
+typedef struct {
+    char node[64];
+    char target[256];
+    peer_state_t state;   /* UNKNOWN: no call has ended yet; DOWN: the last failed, batches are retried */
+    uint64_t last_ok_ms;  /* mc_now_ms() when a call last ended OK; 0: never */
+    size_t queued;        /* messages waiting in its queue */
+    size_t queued_bytes;
+    int inflight;         /* Deliver calls in flight */
+    int retrying;         /* batches waiting for a retry */
+    uint64_t sent, dropped, failed_calls;
+} peer_status_t;
+/* Copies the state of up to max peers, in the order of the peers key, into
+ * out (each under its lock: any thread).  Returns how many. */
+size_t peers_status(peer_status_t *out, size_t max);
+#define PEERS_MAX 64
+
 /* db_jobs.c: the DB threads and their bounded job queue (the SQL itself is
  * in queries_*.c, see queries.h) */
 int db_jobs_start(const relay_conf_t *conf);
@@ -259,6 +287,14 @@ int db_jobs_accepts(int body_case);
  * "unavailable: ..." error when the queue is full) goes to conn_id. */
 void db_jobs_submit(uint64_t conn_id, Minichat__LocalFrame *req);
 void db_jobs_stop(void);
+
+/* status.c: the relay-worker's state as one JSON object (docs/operations.md
+ * "Status and readiness"), for the HTTP /status page and LocalFrame.status */
+/* Records when the process started (main, before the services). */
+void relay_status_start(void);
+/* Replaces out's contents with the status JSON.  Returns 0, or -1 when out
+ * of memory (out is then empty). */
+int relay_status_json(mc_buf_t *out);
 
 /* Packs a LocalFrame with its length header into a malloc'ed buffer; returns
  * NULL when out of memory. */
