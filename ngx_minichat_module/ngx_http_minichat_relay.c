@@ -634,6 +634,7 @@ ngx_http_minichat_relay_dispatch(Minichat__LocalFrame *f)
     case MINICHAT__LOCAL_FRAME__BODY_LEAVE_RESULT:
     case MINICHAT__LOCAL_FRAME__BODY_CONTACTS_RESULT:
     case MINICHAT__LOCAL_FRAME__BODY_BAN_RESULT:
+    case MINICHAT__LOCAL_FRAME__BODY_STATUS:
         /* results mostly come back in request order: the match is near the head */
         for (q = ngx_queue_head(&rl->pending); q != ngx_queue_sentinel(&rl->pending); q = ngx_queue_next(q)) {
             req = ngx_queue_data(q, ngx_http_minichat_relay_req_t, queue);

@@ -21,15 +21,21 @@
  * It is built in one buffer on the request's pool; its size is bounded by
  * the number of Redis nodes (at most NGX_HTTP_MINICHAT_STATUS_NODES are
  * listed, the count says how many there are).
+ *
+ * The relay-worker's own status (its peers and their health, Kafka, its
+ * worker links) comes over the worker's link: a LocalFrame status_req,
+ * answered with the JSON of the relay-worker's status page, which goes in
+ * as "relay_worker" once it is checked to be one JSON object.  The page
+ * waits for it at most minichat_relay_timeout; without an answer (the link
+ * down, a timeout, a lost link) "relay_worker" says so in an "error" field
+ * and the rest of the page is served as it is.
  */
 #include "ngx_http_minichat_module.h"
 #include "minichat/redis_cluster.h"
 
 
-/* the build's name (git describe), when the Makefile gave it */
-#ifndef NGX_HTTP_MINICHAT_BUILD
-#define NGX_HTTP_MINICHAT_BUILD  "unknown"
-#endif
+/* MC_BUILD_NAME: the build's name (git describe), written by the Makefile */
+#include "minichat_build.h"
 
 #define NGX_HTTP_MINICHAT_STATUS_NODES  64
 /* the page without the Redis nodes: node name and relay path escaped (6
@@ -45,6 +51,16 @@ static ngx_int_t ngx_http_minichat_status_method(ngx_http_request_t *r);
 static const char *ngx_http_minichat_status_unready(void);
 static u_char *ngx_http_minichat_status_redis(u_char *p, u_char *last);
 static u_char *ngx_http_minichat_status_string(u_char *p, u_char *last, const u_char *s, size_t n);
+static void ngx_http_minichat_status_relay_done(Minichat__LocalFrame *result, void *data);
+static void ngx_http_minichat_status_finish(ngx_http_request_t *r, ngx_str_t *page, const char *error,
+    const char *json, size_t len);
+
+
+/* A page waiting for the relay-worker's part. */
+typedef struct {
+    ngx_http_request_t  *request;
+    ngx_str_t            page;     /* the fields so far, without the closing brace */
+} ngx_http_minichat_status_wait_t;
 
 
 /* minichat_status: the location serves the status page */
@@ -151,14 +167,18 @@ ngx_http_minichat_ready_handler(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_minichat_status_handler(ngx_http_request_t *r)
 {
-    ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
-    ngx_core_conf_t                *ccf;
-    const char                     *why;
-    uint64_t                        since;
-    ngx_uint_t                      up;
-    ngx_int_t                       rc, open;
-    size_t                          size;
-    u_char                         *buf, *p, *last;
+    ngx_http_minichat_main_conf_t    *mcf = ngx_http_minichat_conf();
+    ngx_http_minichat_status_wait_t  *wait;
+    Minichat__LocalFrame              f = MINICHAT__LOCAL_FRAME__INIT;
+    Minichat__StatusRequest           sreq = MINICHAT__STATUS_REQUEST__INIT;
+    ngx_core_conf_t                  *ccf;
+    ngx_str_t                         page;
+    const char                       *why;
+    uint64_t                          since;
+    ngx_uint_t                        up;
+    ngx_int_t                         rc, open;
+    size_t                            size;
+    u_char                           *buf, *p, *last;
 
     rc = ngx_http_minichat_status_method(r);
     if (rc != NGX_OK) {
@@ -184,7 +204,7 @@ ngx_http_minichat_status_handler(ngx_http_request_t *r)
     }
 
     p = ngx_slprintf(p, last, ",\"build\":\"%s\",\"nginx\":\"%s\",\"pid\":%P,\"worker\":%i,\"workers\":%i",
-                     NGX_HTTP_MINICHAT_BUILD, NGINX_VERSION, ngx_pid, (ngx_int_t) ngx_worker,
+                     MC_BUILD_NAME, NGINX_VERSION, ngx_pid, (ngx_int_t) ngx_worker,
                      ccf ? ccf->worker_processes : 0);
 
     p = ngx_slprintf(p, last, ",\"ready\":%s", why ? "false" : "true");
@@ -209,14 +229,109 @@ ngx_http_minichat_status_handler(ngx_http_request_t *r)
         }
     }
 
-    p = ngx_slprintf(p, last, "}");
-
     if (p == last) {
         ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0, "minichat: status longer than %uz bytes", size);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    return ngx_http_minichat_api_reply(r, NGX_HTTP_OK, buf, p - buf);
+    page.data = buf;
+    page.len = p - buf;
+
+    if (mcf == NULL || !mcf->enabled || mcf->relay_path.len == 0) {
+        p = ngx_slprintf(p, last, "}");
+        return ngx_http_minichat_api_reply(r, NGX_HTTP_OK, buf, p - buf);
+    }
+
+    wait = ngx_palloc(r->pool, sizeof(ngx_http_minichat_status_wait_t));
+    if (wait == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+    wait->request = r;
+    wait->page = page;
+
+    f.body_case = MINICHAT__LOCAL_FRAME__BODY_STATUS_REQ;
+    f.status_req = &sreq;
+
+    if (ngx_http_minichat_relay_request(&f, ngx_http_minichat_status_relay_done, wait) != NGX_OK) {
+        /* answered now: the link is down */
+        r->main->count++;
+        ngx_http_minichat_status_finish(r, &page, "relay-worker link down", NULL, 0);
+        return NGX_DONE;
+    }
+
+    r->main->count++;
+
+    return NGX_DONE;
+}
+
+
+/* The relay-worker's answer (result NULL: none came). */
+static void
+ngx_http_minichat_status_relay_done(Minichat__LocalFrame *result, void *data)
+{
+    ngx_http_minichat_status_wait_t  *wait = data;
+    json_t                           *o;
+    const char                       *s;
+    size_t                            n;
+
+    if (result == NULL) {
+        ngx_http_minichat_status_finish(wait->request, &wait->page, "no answer from the relay-worker", NULL, 0);
+        return;
+    }
+
+    if (result->body_case != MINICHAT__LOCAL_FRAME__BODY_STATUS || result->status->json == NULL) {
+        ngx_http_minichat_status_finish(wait->request, &wait->page, "the relay-worker answered something else",
+                                        NULL, 0);
+        return;
+    }
+
+    s = result->status->json;
+    n = ngx_strlen(s);
+
+    /* embedded as it came: only a JSON object keeps the page JSON */
+    o = json_loadb(s, n, 0, NULL);
+    if (o == NULL || !json_is_object(o)) {
+        json_decref(o);
+        ngx_http_minichat_status_finish(wait->request, &wait->page, "the relay-worker's status is not a JSON object",
+                                        NULL, 0);
+        return;
+    }
+    json_decref(o);
+
+    ngx_http_minichat_status_finish(wait->request, &wait->page, NULL, s, n);
+}
+
+
+/* Ends the page with "relay_worker": the relay-worker's JSON, or an object
+ * with error, and answers it. */
+static void
+ngx_http_minichat_status_finish(ngx_http_request_t *r, ngx_str_t *page, const char *error, const char *json,
+    size_t len)
+{
+    size_t   size;
+    u_char  *buf, *p;
+
+    size = page->len + sizeof(",\"relay_worker\":{\"error\":\"\"}}") + (error ? ngx_strlen(error) : 0) + len;
+
+    buf = ngx_pnalloc(r->pool, size);
+    if (buf == NULL) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        ngx_http_run_posted_requests(r->connection);
+        return;
+    }
+
+    p = ngx_cpymem(buf, page->data, page->len);
+    p = ngx_cpymem(p, ",\"relay_worker\":", sizeof(",\"relay_worker\":") - 1);
+
+    if (error) {
+        p = ngx_sprintf(p, "{\"error\":\"%s\"}", error);
+    } else {
+        p = ngx_cpymem(p, json, len);
+    }
+
+    *p++ = '}';
+
+    ngx_http_minichat_api_finish(r, NGX_HTTP_OK, buf, p - buf);
 }
 
 

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from conftest import (NGINX_PORTS, REDIS_MODE, connect, http_connection, run_async, uid, wait_until)
+from conftest import (NGINX_PORTS, REDIS_MODE, connect, create_room, http_connection, run_async, uid, wait_until)
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "chaos"))
 
@@ -84,6 +84,32 @@ def test_status_fields_on_both_nodes():
         assert relay["state"] == "up" and relay["path"].endswith(".sock"), relay
         assert relay["since_ms"] > 0, relay
 
+        # the relay-worker's own status, asked over the worker's link
+        rw = s["relay_worker"]
+        assert rw["service"] == "relay-worker" and rw["node"] == node, rw
+        assert rw["build"] == s["build"], (rw["build"], s["build"])
+        other = "b" if node == "a" else "a"
+        assert [p["node"] for p in rw["peers"]] == [other], rw
+        assert rw["workers"]["connections"] >= s["workers"], rw
+
+
+@run_async
+async def test_status_shows_the_peer_up_once_a_message_crossed():
+    sender, reader = uid(), uid()
+    room = create_room(sender, [sender, reader])
+    cs = await connect(sender, "a")
+    cr = await connect(reader, "b")
+    try:
+        ack = await cs.send_msg(room, "across")
+        assert ack["op"] == "ack", ack
+        await cr.expect("msg", room=room, seq=ack["seq"])
+    finally:
+        await cs.close()
+        await cr.close()
+    peer = status("a")["relay_worker"]["peers"][0]
+    assert peer["node"] == "b" and peer["state"] == "up", peer
+    assert peer["sent"] >= 1 and peer["last_ok_age_ms"] is not None, peer
+
 
 @run_async
 async def test_status_counts_connections():
@@ -122,9 +148,11 @@ def test_ready_is_503_while_the_relay_worker_is_stopped():
         s = status("a")
         assert s["ready"] is False and s["reason"] == "relay-worker link down", s
         assert s["relay"]["state"] == "down", s
+        assert s["relay_worker"] == {"error": "relay-worker link down"}, s
         assert ready("b") == (200, {"ready": True})
     finally:
         fault.repair()
     wait_until(in_a_row(lambda: ready("a")[0] == 200), timeout=30, what="node a ready again")
     s = status("a")
     assert s["relay"]["state"] == "up" and s["ready"] is True, s
+    assert s["relay_worker"]["service"] == "relay-worker", s
