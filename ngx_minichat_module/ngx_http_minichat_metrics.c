@@ -48,7 +48,6 @@ typedef struct {
 
 
 static ngx_int_t ngx_http_minichat_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data);
-static ngx_int_t ngx_http_minichat_metrics_handler(ngx_http_request_t *r);
 static u_char *ngx_http_minichat_metrics_family(u_char *p, u_char *last, const char *name, const char *type,
     const char *help);
 static u_char *ngx_http_minichat_metrics_labelled(u_char *p, u_char *last, const char *name, const char *label,
@@ -212,19 +211,6 @@ ngx_http_minichat_metrics_init(ngx_http_minichat_main_conf_t *mcf)
 }
 
 
-/* minichat_metrics: the location serves the metrics */
-char *
-ngx_http_minichat_metrics_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_core_loc_conf_t  *clcf;
-
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-    clcf->handler = ngx_http_minichat_metrics_handler;
-
-    return NGX_CONF_OK;
-}
-
-
 /* An error frame sent, by its code. */
 void
 ngx_http_minichat_metrics_error(const char *code)
@@ -288,8 +274,8 @@ ngx_http_minichat_metrics_observe(ngx_http_minichat_histogram_t *h, int64_t star
 }
 
 
-/* GET (or HEAD) answers the text; any other method 405. */
-static ngx_int_t
+/* minichat_metrics: GET (or HEAD) answers the text; any other method 405. */
+ngx_int_t
 ngx_http_minichat_metrics_handler(ngx_http_request_t *r)
 {
     ngx_http_minichat_metrics_t             *m = ngx_http_minichat_metrics;

@@ -284,7 +284,7 @@ extern ngx_http_minichat_metrics_t *ngx_http_minichat_metrics;
     } while (0)
 
 char *ngx_http_minichat_metrics_merge(ngx_conf_t *cf, ngx_http_minichat_main_conf_t *mcf);
-char *ngx_http_minichat_metrics_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+ngx_int_t ngx_http_minichat_metrics_handler(ngx_http_request_t *r);
 void ngx_http_minichat_metrics_init(ngx_http_minichat_main_conf_t *mcf);
 void ngx_http_minichat_metrics_error(const char *code);
 void ngx_http_minichat_metrics_close(ngx_uint_t code);
@@ -292,8 +292,8 @@ void ngx_http_minichat_metrics_observe(ngx_http_minichat_histogram_t *h, int64_t
 
 /* ngx_http_minichat_status.c: the status page and the readiness answer
  * (minichat_status, minichat_ready; docs/operations.md) */
-char *ngx_http_minichat_status_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
-char *ngx_http_minichat_ready_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+ngx_int_t ngx_http_minichat_status_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_minichat_ready_handler(ngx_http_request_t *r);
 
 /* ngx_http_minichat_module.c */
 ngx_http_minichat_main_conf_t *ngx_http_minichat_conf(void);

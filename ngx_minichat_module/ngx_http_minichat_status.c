@@ -45,8 +45,6 @@
                                                 "\"slots\":},") + 64 + 2 * NGX_INT_T_LEN)
 
 
-static ngx_int_t ngx_http_minichat_status_handler(ngx_http_request_t *r);
-static ngx_int_t ngx_http_minichat_ready_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_minichat_status_method(ngx_http_request_t *r);
 static const char *ngx_http_minichat_status_unready(void);
 static u_char *ngx_http_minichat_status_redis(u_char *p, u_char *last);
@@ -61,32 +59,6 @@ typedef struct {
     ngx_http_request_t  *request;
     ngx_str_t            page;     /* the fields so far, without the closing brace */
 } ngx_http_minichat_status_wait_t;
-
-
-/* minichat_status: the location serves the status page */
-char *
-ngx_http_minichat_status_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_core_loc_conf_t  *clcf;
-
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-    clcf->handler = ngx_http_minichat_status_handler;
-
-    return NGX_CONF_OK;
-}
-
-
-/* minichat_ready: the location serves the readiness answer */
-char *
-ngx_http_minichat_ready_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_core_loc_conf_t  *clcf;
-
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-    clcf->handler = ngx_http_minichat_ready_handler;
-
-    return NGX_CONF_OK;
-}
 
 
 /* GET and HEAD only; NGX_OK or the status that refuses the request. */
@@ -140,7 +112,8 @@ ngx_http_minichat_status_unready(void)
 }
 
 
-static ngx_int_t
+/* minichat_ready */
+ngx_int_t
 ngx_http_minichat_ready_handler(ngx_http_request_t *r)
 {
     u_char      buf[sizeof("{\"ready\":false,\"reason\":\"\"}") + 128], *p;
@@ -164,7 +137,8 @@ ngx_http_minichat_ready_handler(ngx_http_request_t *r)
 }
 
 
-static ngx_int_t
+/* minichat_status */
+ngx_int_t
 ngx_http_minichat_status_handler(ngx_http_request_t *r)
 {
     ngx_http_minichat_main_conf_t    *mcf = ngx_http_minichat_conf();
