@@ -17,6 +17,7 @@ from conftest import (NGINX_PORTS, REDIS_MODE, connect, create_room, http_connec
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "chaos"))
 
 import faults  # noqa: E402
+from own_nginx import OwnNginx, free_port  # noqa: E402
 
 SLOTS = 16384
 
@@ -158,3 +159,21 @@ def test_ready_is_503_while_the_relay_worker_is_stopped():
     s = status("a")
     assert s["relay"]["state"] == "up" and s["ready"] is True, s
     assert s["relay_worker"]["service"] == "relay-worker", s
+
+
+def test_ready_is_503_without_redis():
+    """An nginx of our own whose Redis is not there (nothing listens on the
+    port): unready with the reason, and the status page shows the node down
+    (or connecting, between two tries), while /healthz still answers."""
+    node = OwnNginx([], redis="127.0.0.1:%d" % free_port()).start()
+    try:
+        st, _, body = node.get("/ready")
+        assert st == 503 and body == {"ready": False, "reason": "redis not connected"}, (st, body)
+        st, _, s = node.get("/status")
+        assert st == 200 and s["ready"] is False and s["reason"] == "redis not connected", s
+        assert s["redis"]["mode"] == "single", s
+        assert [n["state"] for n in s["redis"]["nodes"]] in (["down"], ["connecting"]), s
+        assert node.get("/healthz")[0] == 200
+    finally:
+        bad = node.stop()
+        assert not bad, bad
