@@ -18,6 +18,12 @@ LIB_OBJ    := $(patsubst lib/src/%.c,$(B)/lib/%.o,$(LIB_SRC)) $(B)/lib/minichat.
 LIB        := $(B)/libminichat.a
 # what the services' /status pages name as their build
 MC_BUILD   := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
+# the module's (nginx's Makefile compiles it, with its own flags): a header,
+# rewritten only when the name changes, so the module is rebuilt only then
+BUILD_H    := $(GEN)/minichat_build.h
+BUILD_H_NEW := \#define MC_BUILD_NAME "$(MC_BUILD)"
+$(shell mkdir -p $(GEN) && { [ "$$(cat $(BUILD_H) 2>/dev/null)" = '$(BUILD_H_NEW)' ] \
+          || printf '%s\n' '$(BUILD_H_NEW)' > $(BUILD_H); })
 
 RELAY_SRC  := $(wildcard relay-worker/*.c)
 RELAY_OBJ  := $(patsubst relay-worker/%.c,$(B)/relay-worker/%.o,$(RELAY_SRC))
@@ -167,7 +173,7 @@ $(B)/nginx/Makefile: ngx_minichat_module/config
 	    --add-dynamic-module=$(NGX_LINK)/ngx_minichat_module --builddir=$(NGX_BUILD) > $(B)/nginx/configure.log 2>&1 \
 	  || { tail -30 $(B)/nginx/configure.log; exit 1; }
 
-$(MODULE): $(B)/nginx/Makefile $(MOD_SRC) $(LIB) $(GEN)/lua_scripts.h
+$(MODULE): $(B)/nginx/Makefile $(MOD_SRC) $(LIB) $(GEN)/lua_scripts.h $(BUILD_H)
 	ln -sfn $(TOP) $(NGX_LINK)
 	@# nginx's Makefile links the module from its own objects only: a newer
 	@# libminichat.a or Lua header would not relink or rebuild it

@@ -34,6 +34,16 @@
  * The connection struct is heap-allocated and outlives its connection
  * while replies for it are pending (`pending`); release frees it once it
  * is closed and nothing refers to it.
+ *
+ * minichat_send_queue_bytes (docs/metrics.md) is kept exact without an
+ * atomic add per frame: the worker counts the bytes in its `out`s in a
+ * plain variable (added where bytes are appended, taken where they are
+ * written or dropped with the connection) and adds the difference to the
+ * shared gauge once it may be looked at: once per flush pass (a fan-out's
+ * thousand appends and writes cost one atomic add), and at once on the
+ * paths that leave bytes waiting outside that pass (a client that does not
+ * read, a write event, a release).  Between two of those points the gauge
+ * lags the worker by the bytes of one turn at most.
  */
 #include "ngx_http_minichat_module.h"
 #include "minichat/blockpool.h"
@@ -53,12 +63,20 @@ static ngx_int_t ngx_http_minichat_conn_linger(ngx_http_minichat_ws_t *ws);
 static ngx_int_t ngx_http_minichat_conn_tls_shutdown(ngx_connection_t *c);
 #endif
 static ngx_uint_t ngx_http_minichat_conn_full(ngx_http_minichat_ws_t *ws, size_t len);
+static void ngx_http_minichat_conn_slow(ngx_http_minichat_ws_t *ws);
 static u_char *ngx_http_minichat_out_alloc(size_t cap, ngx_log_t *log);
 static void ngx_http_minichat_out_free(ngx_http_minichat_ws_t *ws);
 
 
+static ngx_int_t ngx_http_minichat_conn_write_out(ngx_http_minichat_ws_t *ws);
+
+
 static mc_blockpool_t  *ngx_http_minichat_out_pool;
 static ngx_uint_t       ngx_http_minichat_out_pool_gone;   /* the worker exits */
+
+/* bytes in this worker's `out`s, and how many of them the shared gauge has */
+static ngx_atomic_int_t  ngx_http_minichat_queued;
+static ngx_atomic_int_t  ngx_http_minichat_queued_shown;
 
 
 /* A buffer of cap bytes for `out`: a pooled block when cap is the block
@@ -122,10 +140,31 @@ ngx_http_minichat_conn_exit(void)
 
 
 void
+ngx_http_minichat_conn_queued_show(void)
+{
+    ngx_atomic_int_t  delta;
+
+    delta = ngx_http_minichat_queued - ngx_http_minichat_queued_shown;
+    if (delta == 0) {
+        return;
+    }
+
+    ngx_http_minichat_queued_shown = ngx_http_minichat_queued;
+    ngx_http_minichat_count(queued_bytes, delta);
+}
+
+
+void
 ngx_http_minichat_conn_release(ngx_http_minichat_ws_t *ws)
 {
     if (!ws->closed || ws->pending || ws->flush_queued) {
         return;
+    }
+
+    if (ws->out_len > ws->out_pos) {
+        /* never written: the connection went with them */
+        ngx_http_minichat_queued -= (ngx_atomic_int_t) (ws->out_len - ws->out_pos);
+        ngx_http_minichat_conn_queued_show();
     }
 
     if (ws->in) {
@@ -341,10 +380,13 @@ static ngx_int_t
 ngx_http_minichat_conn_send(ngx_http_minichat_ws_t *ws, ngx_uint_t waiting)
 {
     if (ws->deferred || ws->hello_pending || waiting) {
+        /* the bytes wait for a write event or the handler's end */
+        ngx_http_minichat_conn_queued_show();
         return NGX_OK;
     }
 
     if (ngx_http_minichat_flush_later(ws) == NGX_OK) {
+        /* shown at the end of the flush pass */
         return NGX_OK;
     }
 
@@ -391,6 +433,7 @@ ngx_http_minichat_conn_append(ngx_http_minichat_ws_t *ws, const u_char *data, si
 
     ngx_memcpy(ws->out + ws->out_len, data, len);
     ws->out_len += len;
+    ngx_http_minichat_queued += (ngx_atomic_int_t) len;
 
     return NGX_OK;
 }
@@ -422,9 +465,24 @@ ngx_http_minichat_conn_full(ngx_http_minichat_ws_t *ws, size_t len)
 
     ngx_log_error(NGX_LOG_INFO, ws->connection->log, 0,
                   "minichat: user %uL is not reading, %uz bytes queued; closing with 1008", ws->user, used);
+    ngx_http_minichat_conn_slow(ws);
     ngx_http_minichat_conn_close(ws, MC_WS_CLOSE_POLICY, "send queue full");
 
     return 1;
+}
+
+
+/* The connection is closed because it does not read: its send queue
+ * overflowed, or the close frame did not leave in time.  Counted once. */
+static void
+ngx_http_minichat_conn_slow(ngx_http_minichat_ws_t *ws)
+{
+    if (ws->slow) {
+        return;
+    }
+
+    ws->slow = 1;
+    ngx_http_minichat_count(slow_closed, 1);
 }
 
 
@@ -432,6 +490,25 @@ ngx_http_minichat_conn_full(ngx_http_minichat_ws_t *ws, size_t len)
  * socket) or NGX_ERROR when the connection was closed. */
 ngx_int_t
 ngx_http_minichat_conn_flush(ngx_http_minichat_ws_t *ws)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_minichat_conn_write_out(ws);
+    ngx_http_minichat_conn_queued_show();
+
+    return rc;
+}
+
+
+ngx_int_t
+ngx_http_minichat_conn_flush_listed(ngx_http_minichat_ws_t *ws)
+{
+    return ngx_http_minichat_conn_write_out(ws);
+}
+
+
+static ngx_int_t
+ngx_http_minichat_conn_write_out(ngx_http_minichat_ws_t *ws)
 {
     ngx_connection_t  *c = ws->connection;
     ssize_t            n;
@@ -457,6 +534,7 @@ ngx_http_minichat_conn_flush(ngx_http_minichat_ws_t *ws)
         }
 
         ws->out_pos += n;
+        ngx_http_minichat_queued -= (ngx_atomic_int_t) n;
         ngx_http_minichat_count(bytes_out, n);
     }
 
@@ -609,6 +687,7 @@ ngx_http_minichat_conn_write(ngx_event_t *wev)
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "minichat: user %uL did not take the close frame within %M ms; dropped", ws->user,
                       (ngx_msec_t) NGX_HTTP_MINICHAT_LINGER_TIME);
+        ngx_http_minichat_conn_slow(ws);
         ngx_http_minichat_conn_abort(ws);
         return;
     }

@@ -107,12 +107,13 @@ ngx_http_minichat_flush_handler(ngx_event_t *ev)
         }
 
         ws->pending++;
-        (void) ngx_http_minichat_conn_flush(ws);
+        (void) ngx_http_minichat_conn_flush_listed(ws);
         ws->pending--;
         ngx_http_minichat_conn_release(ws);
     }
 
     ngx_http_minichat_flush_n = 0;
+    ngx_http_minichat_conn_queued_show();
 
     /* a burst's list need not stay: keep a small one */
     if (ngx_http_minichat_flush_cap > 4096) {

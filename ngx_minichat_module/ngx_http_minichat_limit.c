@@ -541,11 +541,13 @@ ngx_http_minichat_limit_reply(redisReply *reply, void *data)
     case 2:
         rc = NGX_DECLINED;
         value = a > 0 ? (uint64_t) a : 0;
+        ngx_http_minichat_count(banned[NGX_HTTP_MINICHAT_BANNED_REFUSED], 1);
         break;
 
     case 3:
         rc = NGX_DECLINED;
         value = a > 0 ? (uint64_t) a : 0;
+        ngx_http_minichat_count(banned[NGX_HTTP_MINICHAT_BANNED_REFUSED], 1);
         ngx_http_minichat_limit_banned(user, value, b > 0 ? (ngx_uint_t) b : 1);
         break;
 

@@ -37,7 +37,7 @@
 #define NGX_HTTP_MINICHAT_METRICS_LAYOUT  (0x6d630000 + sizeof(ngx_http_minichat_metrics_t))
 /* the longest text a scrape can make: every line is far below 256 bytes */
 #define NGX_HTTP_MINICHAT_METRICS_TEXT    (256 * (64 + NGX_HTTP_MINICHAT_ERRORS + NGX_HTTP_MINICHAT_CLOSES \
-                                                  + NGX_HTTP_MINICHAT_LIMITS \
+                                                  + NGX_HTTP_MINICHAT_LIMITS + NGX_HTTP_MINICHAT_BANNED \
                                                   + NGX_HTTP_MINICHAT_SERVER_API_ENDPOINTS \
                                                     * NGX_HTTP_MINICHAT_SERVER_API_OUTCOMES \
                                                   + 2 * (NGX_HTTP_MINICHAT_BUCKETS + 4)))
@@ -50,7 +50,6 @@ typedef struct {
 
 
 static ngx_int_t ngx_http_minichat_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data);
-static ngx_int_t ngx_http_minichat_metrics_handler(ngx_http_request_t *r);
 static u_char *ngx_http_minichat_metrics_family(u_char *p, u_char *last, const char *name, const char *type,
     const char *help);
 static u_char *ngx_http_minichat_metrics_labelled(u_char *p, u_char *last, const char *name, const char *label,
@@ -93,6 +92,10 @@ static const ngx_http_minichat_metric_plain_t  ngx_http_minichat_metrics_plain[]
                              "Acks queued for senders (the message is durable)"),
     NGX_HTTP_MINICHAT_METRIC("minichat_deliveries_total", deliveries, 0,
                              "Live msg frames queued for recipients on this node"),
+    NGX_HTTP_MINICHAT_METRIC("minichat_send_queue_bytes", queued_bytes, 1,
+                             "Bytes queued for WebSocket clients and not yet written, on every worker"),
+    NGX_HTTP_MINICHAT_METRIC("minichat_slow_clients_closed_total", slow_closed, 0,
+                             "Connections closed because they did not read (send queue full, close not taken)"),
 };
 
 
@@ -124,6 +127,11 @@ static const char  *ngx_http_minichat_server_api_labels[NGX_HTTP_MINICHAT_SERVER
 
 static const char  *ngx_http_minichat_server_api_outcomes[NGX_HTTP_MINICHAT_SERVER_API_OUTCOMES] = {
     "2xx", "4xx", "5xx"
+};
+
+/* indexed by NGX_HTTP_MINICHAT_BANNED_* */
+static const char  *ngx_http_minichat_banned_labels[NGX_HTTP_MINICHAT_BANNED] = {
+    "refused", "closed"
 };
 
 /* bucket bounds: in microseconds to compare, in seconds to print */
@@ -214,19 +222,6 @@ ngx_http_minichat_metrics_init(ngx_http_minichat_main_conf_t *mcf)
 }
 
 
-/* minichat_metrics: the location serves the metrics */
-char *
-ngx_http_minichat_metrics_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_core_loc_conf_t  *clcf;
-
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-    clcf->handler = ngx_http_minichat_metrics_handler;
-
-    return NGX_CONF_OK;
-}
-
-
 /* An error frame sent, by its code. */
 void
 ngx_http_minichat_metrics_error(const char *code)
@@ -304,8 +299,8 @@ ngx_http_minichat_metrics_observe(ngx_http_minichat_histogram_t *h, int64_t star
 }
 
 
-/* GET (or HEAD) answers the text; any other method 405. */
-static ngx_int_t
+/* minichat_metrics: GET (or HEAD) answers the text; any other method 405. */
+ngx_int_t
 ngx_http_minichat_metrics_handler(ngx_http_request_t *r)
 {
     ngx_http_minichat_metrics_t             *m = ngx_http_minichat_metrics;
@@ -372,6 +367,10 @@ ngx_http_minichat_metrics_handler(ngx_http_request_t *r)
                              m->server_api[i][j]);
         }
     }
+    p = ngx_http_minichat_metrics_family(p, last, "minichat_banned_total", "counter",
+                                         "Requests and upgrades refused, and connections closed, because of a ban");
+    p = ngx_http_minichat_metrics_labelled(p, last, "minichat_banned_total", "action",
+                                           ngx_http_minichat_banned_labels, m->banned, NGX_HTTP_MINICHAT_BANNED);
 
     p = ngx_http_minichat_metrics_family(p, last, "minichat_redis_round_trip_seconds", "histogram",
                                          "Redis commands from first issue to the reply (redirects included)");

@@ -28,12 +28,20 @@ static char *ngx_http_minichat_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *c
 static char *ngx_http_minichat_relay(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_http_minichat_secret_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_http_minichat_redis_password_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
-static char *ngx_http_minichat_ws(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
-static char *ngx_http_minichat_ws_echo(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
-static char *ngx_http_minichat_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_http_minichat_location(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_http_minichat_allowed_origins(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_minichat_init_process(ngx_cycle_t *cycle);
 static void ngx_http_minichat_exit_process(ngx_cycle_t *cycle);
+
+
+/* The handlers of the locations (minichat_ws, ...): the post field of
+ * their commands, for ngx_http_minichat_location. */
+static ngx_http_handler_pt  ngx_http_minichat_ws_content = ngx_http_minichat_ws_handler;
+static ngx_http_handler_pt  ngx_http_minichat_echo_content = ngx_http_minichat_echo_handler;
+static ngx_http_handler_pt  ngx_http_minichat_api_content = ngx_http_minichat_api_handler;
+static ngx_http_handler_pt  ngx_http_minichat_metrics_content = ngx_http_minichat_metrics_handler;
+static ngx_http_handler_pt  ngx_http_minichat_status_content = ngx_http_minichat_status_handler;
+static ngx_http_handler_pt  ngx_http_minichat_ready_content = ngx_http_minichat_ready_handler;
 
 
 /* Every directive's range (docs/directives.md lists them). */
@@ -430,17 +438,17 @@ static ngx_command_t ngx_http_minichat_commands[] = {
 
     { ngx_string("minichat_ws"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
-      ngx_http_minichat_ws,
+      ngx_http_minichat_location,
       0,
       0,
-      NULL },
+      &ngx_http_minichat_ws_content },
 
     { ngx_string("minichat_ws_echo"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
-      ngx_http_minichat_ws_echo,
+      ngx_http_minichat_location,
       0,
       0,
-      NULL },
+      &ngx_http_minichat_echo_content },
 
     { ngx_string("minichat_ws_echo_max_message_size"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -479,17 +487,31 @@ static ngx_command_t ngx_http_minichat_commands[] = {
 
     { ngx_string("minichat_metrics"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
-      ngx_http_minichat_metrics_conf,
+      ngx_http_minichat_location,
       0,
       0,
-      NULL },
+      &ngx_http_minichat_metrics_content },
+
+    { ngx_string("minichat_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_minichat_location,
+      0,
+      0,
+      &ngx_http_minichat_status_content },
+
+    { ngx_string("minichat_ready"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_minichat_location,
+      0,
+      0,
+      &ngx_http_minichat_ready_content },
 
     { ngx_string("minichat_api"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
-      ngx_http_minichat_api,
+      ngx_http_minichat_location,
       0,
       0,
-      NULL },
+      &ngx_http_minichat_api_content },
 
     { ngx_string("minichat_server_api"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
@@ -999,37 +1021,16 @@ ngx_http_minichat_allowed_origins(ngx_conf_t *cf, ngx_command_t *cmd, void *conf
 }
 
 
+/* A location directive without arguments (minichat_ws, minichat_api,
+ * ...): the location's content handler is the one its command's post field
+ * points to. */
 static char *
-ngx_http_minichat_ws(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+ngx_http_minichat_location(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_core_loc_conf_t  *clcf;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-    clcf->handler = ngx_http_minichat_ws_handler;
-
-    return NGX_CONF_OK;
-}
-
-
-static char *
-ngx_http_minichat_ws_echo(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_core_loc_conf_t  *clcf;
-
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-    clcf->handler = ngx_http_minichat_echo_handler;
-
-    return NGX_CONF_OK;
-}
-
-
-static char *
-ngx_http_minichat_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_core_loc_conf_t  *clcf;
-
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-    clcf->handler = ngx_http_minichat_api_handler;
+    clcf->handler = *(ngx_http_handler_pt *) cmd->post;
 
     return NGX_CONF_OK;
 }

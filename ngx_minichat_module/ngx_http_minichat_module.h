@@ -185,6 +185,7 @@ struct ngx_http_minichat_ws_s {
     unsigned expiry_armed:1;  /* the read timer was set for exp, not for the tick */
     unsigned flush_queued:1;  /* on the worker's flush list (_flush.c): not freed until it passed */
     unsigned counted:1;       /* in minichat_connections_open: taken out once, when it closes */
+    unsigned slow:1;          /* closed for not reading: counted in minichat_slow_clients_closed_total */
 };
 
 extern ngx_module_t ngx_http_minichat_module;
@@ -247,6 +248,9 @@ void ngx_http_minichat_ipcap_release(ngx_http_minichat_ipcap_slot_t **slot);
 #define NGX_HTTP_MINICHAT_SERVER_API_OTHER       5   /* no such endpoint, a method not taken */
 #define NGX_HTTP_MINICHAT_SERVER_API_ENDPOINTS   6
 #define NGX_HTTP_MINICHAT_SERVER_API_OUTCOMES    3   /* 2xx, 4xx, 5xx */
+#define NGX_HTTP_MINICHAT_BANNED_REFUSED           0   /* a request or upgrade refused: banned */
+#define NGX_HTTP_MINICHAT_BANNED_CLOSED            1   /* a connection closed by a ban (4003) */
+#define NGX_HTTP_MINICHAT_BANNED                   2
 
 typedef struct {
     ngx_atomic_t buckets[NGX_HTTP_MINICHAT_BUCKETS + 1]; /* each its own range, not cumulative */
@@ -268,6 +272,9 @@ typedef struct {
     ngx_atomic_t closes[NGX_HTTP_MINICHAT_CLOSES];
     ngx_atomic_t limited[NGX_HTTP_MINICHAT_LIMITS];
     ngx_atomic_t server_api[NGX_HTTP_MINICHAT_SERVER_API_ENDPOINTS][NGX_HTTP_MINICHAT_SERVER_API_OUTCOMES];
+    ngx_atomic_t banned[NGX_HTTP_MINICHAT_BANNED];
+    ngx_atomic_t queued_bytes; /* a gauge: bytes in connections' send queues (_conn.c) */
+    ngx_atomic_t slow_closed;  /* connections closed because they did not read */
     ngx_http_minichat_histogram_t redis;
     ngx_http_minichat_histogram_t relay;
 } ngx_http_minichat_metrics_t;
@@ -291,13 +298,18 @@ extern ngx_http_minichat_metrics_t *ngx_http_minichat_metrics;
     } while (0)
 
 char *ngx_http_minichat_metrics_merge(ngx_conf_t *cf, ngx_http_minichat_main_conf_t *mcf);
-char *ngx_http_minichat_metrics_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+ngx_int_t ngx_http_minichat_metrics_handler(ngx_http_request_t *r);
 void ngx_http_minichat_metrics_init(ngx_http_minichat_main_conf_t *mcf);
 void ngx_http_minichat_metrics_error(const char *code);
 void ngx_http_minichat_metrics_close(ngx_uint_t code);
 /* One answer of the server API: endpoint NGX_HTTP_MINICHAT_SERVER_API_*, an HTTP status. */
 void ngx_http_minichat_metrics_server_api(ngx_uint_t endpoint, ngx_uint_t status);
 void ngx_http_minichat_metrics_observe(ngx_http_minichat_histogram_t *h, int64_t start_us);
+
+/* ngx_http_minichat_status.c: the status page and the readiness answer
+ * (minichat_status, minichat_ready; docs/operations.md) */
+ngx_int_t ngx_http_minichat_status_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_minichat_ready_handler(ngx_http_request_t *r);
 
 /* ngx_http_minichat_module.c */
 ngx_http_minichat_main_conf_t *ngx_http_minichat_conf(void);
@@ -311,6 +323,24 @@ typedef void (*ngx_http_minichat_redis_pt)(redisReply *reply, void *data);
 ngx_int_t ngx_http_minichat_redis_init(ngx_cycle_t *cycle);
 void ngx_http_minichat_redis_exit(void);
 ngx_int_t ngx_http_minichat_redis_ready(void);
+/* What this worker sees of Redis, for the status page (_status.c). */
+typedef struct {
+    const char *host;     /* numeric */
+    ngx_int_t port;
+    ngx_uint_t slots;     /* cluster: slots the map gives it */
+    unsigned connected:1; /* a connection exists (it may be connecting) */
+    unsigned ready:1;     /* AUTH/PING answered: takes commands */
+    unsigned master:1;    /* answered INFO as a master */
+} ngx_http_minichat_redis_node_status_t;
+typedef struct {
+    ngx_uint_t cluster;
+    ngx_uint_t mapped;       /* cluster: a slot map was read */
+    ngx_uint_t slots_ready;  /* cluster: slots whose master is ready */
+    ngx_uint_t nnodes;       /* all the worker knows, even beyond max */
+} ngx_http_minichat_redis_status_t;
+/* Fills st and up to max nodes; returns how many nodes it filled. */
+ngx_uint_t ngx_http_minichat_redis_status(ngx_http_minichat_redis_status_t *st,
+    ngx_http_minichat_redis_node_status_t *nodes, ngx_uint_t max);
 /* Sends a command; handler is called once with the reply, or NULL when the
  * connection fails first.  Returns NGX_ERROR when Redis is not connected. */
 ngx_int_t ngx_http_minichat_redis_argv(int argc, const char **argv, const size_t *argvlen,
@@ -333,6 +363,9 @@ typedef void (*ngx_http_minichat_relay_pt)(Minichat__LocalFrame *result, void *d
 ngx_int_t ngx_http_minichat_relay_init(ngx_cycle_t *cycle);
 void ngx_http_minichat_relay_exit(void);
 ngx_int_t ngx_http_minichat_relay_ready(void);
+/* 1 when the link is up, 0 when down; since: the wall-clock ms of the
+ * last change (or of the worker's start). */
+ngx_uint_t ngx_http_minichat_relay_state(uint64_t *since);
 ngx_int_t ngx_http_minichat_relay_send(Minichat__LocalFrame *frame);
 /* Sends a request frame; handler gets the result frame, or NULL on timeout
  * or a lost connection.  Returns NGX_ERROR when the relay is not connected. */
@@ -364,6 +397,8 @@ ngx_int_t ngx_http_minichat_verify_token(ngx_str_t *token, uint64_t *user, time_
 /* ngx_http_minichat_ws.c: the WebSocket endpoint, the upgrade and the
  * reading side of every WebSocket connection */
 ngx_int_t ngx_http_minichat_ws_handler(ngx_http_request_t *r);
+/* this worker's WebSocket connections open now (those in minichat_connections_open) */
+extern ngx_uint_t ngx_http_minichat_ws_open;
 /* NGX_OK, or the status that refuses the upgrade (pass it to _refuse). */
 ngx_int_t ngx_http_minichat_ws_handshake(ngx_http_request_t *r);
 ngx_int_t ngx_http_minichat_ws_refuse(ngx_http_request_t *r, ngx_int_t status);
@@ -443,6 +478,11 @@ void ngx_http_minichat_conn_linger_read(ngx_http_minichat_ws_t *ws);
 /* Frees the connection's memory once it is closed and nothing refers to it. */
 void ngx_http_minichat_conn_release(ngx_http_minichat_ws_t *ws);
 void ngx_http_minichat_conn_exit(void);
+/* Brings minichat_send_queue_bytes up to this worker's own exact count
+ * (one atomic add, when it changed); _flush.c calls it once per pass. */
+void ngx_http_minichat_conn_queued_show(void);
+/* The writes of _flush.c's pass, which shows the count once at its end. */
+ngx_int_t ngx_http_minichat_conn_flush_listed(ngx_http_minichat_ws_t *ws);
 
 /* ngx_http_minichat_flush.c: one write per connection per event-loop turn */
 ngx_int_t ngx_http_minichat_flush_later(ngx_http_minichat_ws_t *ws);

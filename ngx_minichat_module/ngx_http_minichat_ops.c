@@ -41,6 +41,7 @@ ngx_http_minichat_ops_message(ngx_http_minichat_ws_t *ws, u_char *data, size_t l
     if (ws->banned && op->kind != MC_OP_NONE) {
         /* the ban event came; the close follows once the queue drains */
         mc_op_free(op);
+        ngx_http_minichat_count(banned[NGX_HTTP_MINICHAT_BANNED_REFUSED], 1);
         return ngx_http_minichat_conn_error_num(ws, rq.id, rq.has_id, "banned", "banned", "until", 0);
     }
 

@@ -241,6 +241,53 @@ ngx_http_minichat_redis_ready(void)
 }
 
 
+ngx_uint_t
+ngx_http_minichat_redis_status(ngx_http_minichat_redis_status_t *st, ngx_http_minichat_redis_node_status_t *nodes,
+    ngx_uint_t max)
+{
+    ngx_http_minichat_redis_t       *rd = &ngx_http_minichat_redis;
+    ngx_http_minichat_redis_node_t  *node;
+    ngx_uint_t                       i, n;
+    int16_t                          owner;
+
+    st->cluster = rd->cluster;
+    st->mapped = rd->mapped;
+    st->slots_ready = 0;
+    st->nnodes = rd->nnodes;
+
+    n = ngx_min(max, rd->nnodes);
+
+    for (i = 0; i < n; i++) {
+        node = &rd->nodes[i];
+        nodes[i].host = node->host;
+        nodes[i].port = node->port;
+        nodes[i].slots = 0;
+        nodes[i].connected = node->conn != NULL;
+        nodes[i].ready = node->ready;
+        nodes[i].master = node->replid_known;
+    }
+
+    if (!rd->cluster) {
+        return n;
+    }
+
+    for (i = 0; i < MC_REDIS_SLOTS; i++) {
+        owner = rd->slots[i];
+        if (owner < 0 || (ngx_uint_t) owner >= rd->nnodes) {
+            continue;
+        }
+        if ((ngx_uint_t) owner < n) {
+            nodes[owner].slots++;
+        }
+        if (rd->nodes[owner].ready) {
+            st->slots_ready++;
+        }
+    }
+
+    return n;
+}
+
+
 /* Returns the index of a new node, or -1 when the table is full. */
 static ngx_int_t
 ngx_http_minichat_redis_add_node(const char *host, int port)

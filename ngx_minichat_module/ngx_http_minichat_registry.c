@@ -195,6 +195,9 @@ ngx_http_minichat_visit_ban(ngx_http_minichat_ws_t *ws, void *data)
 {
     Minichat__ChatMessage  *e = data;
 
+    if (!ws->banned && !ws->closing && !ws->closed) {
+        ngx_http_minichat_count(banned[NGX_HTTP_MINICHAT_BANNED_CLOSED], 1);
+    }
     ws->banned = 1;
     (void) ngx_http_minichat_conn_error_num(ws, 0, 0, "banned",
                                             e->body && e->body[0] ? e->body

@@ -47,6 +47,7 @@ typedef struct {
 
     mc_mslots_t                  sent;      /* member lists the relay-worker holds from us */
     mc_mslots_t                  recv;      /* member lists it sent us */
+    uint64_t                     since;     /* wall-clock ms of the last up or down */
     unsigned                     connected:1;
     unsigned                     down_logged:1;
 } ngx_http_minichat_relay_t;
@@ -77,6 +78,7 @@ ngx_http_minichat_relay_init(ngx_cycle_t *cycle)
     ngx_memzero(rl, sizeof(ngx_http_minichat_relay_t));
 
     rl->log = cycle->log;
+    rl->since = ngx_http_minichat_now_ms();
     ngx_queue_init(&rl->pending);
     rl->next_req_id = 1;
 
@@ -129,6 +131,15 @@ ngx_http_minichat_relay_exit(void)
 ngx_int_t
 ngx_http_minichat_relay_ready(void)
 {
+    return ngx_http_minichat_relay.connected;
+}
+
+
+ngx_uint_t
+ngx_http_minichat_relay_state(uint64_t *since)
+{
+    *since = ngx_http_minichat_relay.since;
+
     return ngx_http_minichat_relay.connected;
 }
 
@@ -203,6 +214,7 @@ ngx_http_minichat_relay_connect(void)
     rl->out_pos = 0;
     rl->out_len = 0;
     rl->connected = 1;
+    rl->since = ngx_http_minichat_now_ms();
 
     /* a new connection: the relay-worker's tables for it start empty too */
     mc_mslots_clear(&rl->sent);
@@ -248,6 +260,9 @@ ngx_http_minichat_relay_close(const char *why)
         rl->conn = NULL;
     }
 
+    if (rl->connected) {
+        rl->since = ngx_http_minichat_now_ms();
+    }
     rl->connected = 0;
     rl->in_len = 0;
     rl->out_pos = 0;
@@ -619,6 +634,7 @@ ngx_http_minichat_relay_dispatch(Minichat__LocalFrame *f)
     case MINICHAT__LOCAL_FRAME__BODY_LEAVE_RESULT:
     case MINICHAT__LOCAL_FRAME__BODY_CONTACTS_RESULT:
     case MINICHAT__LOCAL_FRAME__BODY_BAN_RESULT:
+    case MINICHAT__LOCAL_FRAME__BODY_STATUS:
         /* results mostly come back in request order: the match is near the head */
         for (q = ngx_queue_head(&rl->pending); q != ngx_queue_sentinel(&rl->pending); q = ngx_queue_next(q)) {
             req = ngx_queue_data(q, ngx_http_minichat_relay_req_t, queue);

@@ -93,6 +93,8 @@ static ngx_int_t ngx_http_minichat_ws_protocol_token(ngx_http_request_t *r, ngx_
 
 static uint64_t     ngx_http_minichat_ws_counter;
 
+ngx_uint_t          ngx_http_minichat_ws_open;
+
 
 ngx_int_t
 ngx_http_minichat_ws_handler(ngx_http_request_t *r)
@@ -619,6 +621,7 @@ ngx_http_minichat_ws_upgrade(ngx_http_minichat_ws_t *ws, ngx_uint_t protocol)
     }
 
     ws->counted = 1;
+    ngx_http_minichat_ws_open++;
     ngx_http_minichat_count(conn_opened, 1);
     ngx_http_minichat_count(conn_open, 1);
 
@@ -781,6 +784,7 @@ ngx_http_minichat_ws_finish(ngx_http_minichat_ws_t *ws)
 
     if (ws->counted) {
         ws->counted = 0;
+        ngx_http_minichat_ws_open--;
         ngx_http_minichat_count(conn_open, -1);
     }
 

@@ -1,5 +1,6 @@
 """The module's metrics (docs/metrics.md): `location = /metrics {
-minichat_metrics; }` on both nodes of the dev stack.
+minichat_metrics; }` on both nodes of the dev stack (and on an nginx of the
+test's own for the send queue, where only its connection counts).
 
 The text is parsed strictly (Prometheus's text format 0.0.4): every sample
 belongs to a family declared by a TYPE line before it, no series appears
@@ -16,8 +17,13 @@ import re
 
 import websockets
 
-from conftest import (NGINX_PORTS, SUBPROTOCOL, connect, create_room, http_connection, run_async, token, uid,
-                      wait_until, ws_open, ws_url)
+from conftest import (NGINX_PORTS, SUBPROTOCOL, connect, create_room, http_connection, redis, rest, run_async, token,
+                      uid, wait_until, ws_open, ws_url)
+
+from own_nginx import OwnNginx, raw_upgrade
+from test_limits import earn_strike
+from test_server_close import PING, Sender
+from test_ws_protocol import RawWS
 
 
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})? (\S+)$')
@@ -114,6 +120,7 @@ def test_text_format_on_both_nodes():
         series, types = parse(text)
         check_histograms(series, types)
         for family in ("minichat_connections_open", "minichat_connections_opened_total",
+                       "minichat_send_queue_bytes", "minichat_slow_clients_closed_total", "minichat_banned_total",
                        "minichat_ws_frames_received_total", "minichat_ws_frames_sent_total",
                        "minichat_ws_received_bytes_total", "minichat_ws_sent_bytes_total",
                        "minichat_sends_admitted_total", "minichat_acks_sent_total", "minichat_deliveries_total",
@@ -121,6 +128,7 @@ def test_text_format_on_both_nodes():
                        "minichat_redis_round_trip_seconds", "minichat_relay_round_trip_seconds"):
             assert family in types, family
         assert types["minichat_connections_open"] == "gauge"
+        assert types["minichat_send_queue_bytes"] == "gauge"
         assert types["minichat_redis_round_trip_seconds"] == "histogram"
 
 
@@ -263,3 +271,81 @@ def test_rest_refusals_are_counted():
     assert refused == 1
     after = scrape("a")
     assert delta(before, after, "minichat_rate_limited_total", limit="rest") >= refused
+
+
+def own_scrape(node):
+    status, _, text = node.get("/metrics")
+    assert status == 200, (status, text[:200])
+    series, types = parse(text)
+    check_histograms(series, types)
+    return series
+
+
+def test_send_queue_bytes_and_slow_clients_closed():
+    """On an nginx of our own (one worker, a small sndbuf, a 256k send
+    queue; only our connection counts): a client that stops reading and
+    keeps sending pings has its pongs queued, so minichat_send_queue_bytes
+    rises while it lives; once its queue overflows it is closed (1008, then
+    dropped after 2 s as it still does not read), counted once in
+    minichat_slow_clients_closed_total, and the gauge is back to 0."""
+    node = OwnNginx(["minichat_max_message_size 4k", "minichat_send_queue_size 256k"],
+                    listen_params=["sndbuf=8k"]).start()
+    try:
+        before = own_scrape(node)
+        assert value(before, "minichat_send_queue_bytes") == 0, before
+        ws = RawWS(uid(), port=node.port, rcvbuf=4096)
+        try:
+            # 76k of pongs: more than the kernel buffers hold, less than the queue
+            burst = Sender(ws, PING, count=600)
+            burst.start()
+            burst.join(30)
+            assert burst.error is None and burst.sent == 600, burst.error
+            wait_until(lambda: value(own_scrape(node), "minichat_send_queue_bytes") >= 20000,
+                       what="pongs queued for a client that does not read")
+            assert delta(before, own_scrape(node), "minichat_slow_clients_closed_total") == 0
+
+            flood = Sender(ws, PING, count=6000)
+            flood.start()
+            flood.join(30)
+            wait_until(lambda: delta(before, own_scrape(node), "minichat_slow_clients_closed_total") == 1,
+                       what="the slow client closed")
+            # dropped once the close frame has not left for 2 s: nothing queued is left
+            wait_until(lambda: value(own_scrape(node), "minichat_send_queue_bytes") == 0,
+                       what="the send queue gauge back to 0")
+            after = own_scrape(node)
+            assert delta(before, after, "minichat_slow_clients_closed_total") == 1
+            assert delta(before, after, "minichat_ws_closes_total", code="1008") == 1
+        finally:
+            ws.close()
+    finally:
+        bad = node.stop()
+        assert not bad, bad
+
+
+@run_async
+async def test_bans_are_counted():
+    """A banned user's upgrade and REST request are refused (403) and
+    counted as refused; a ban earned by strikes closes the user's
+    connections on both nodes (4003), counted as closed on each."""
+    user = uid()
+    redis("SET", "{u:%d}:ban" % user, "0")      # banned permanently
+    try:
+        before = scrape("a")
+        status, _, body = raw_upgrade(NGINX_PORTS["a"], user)
+        assert status == 403 and body["code"] == "banned", (status, body)
+        status, body = rest("GET", "/api/rooms", "a", token(user))
+        assert status == 403 and body["code"] == "banned", (status, body)
+        after = scrape("a")
+        assert delta(before, after, "minichat_banned_total", action="refused") >= 2
+    finally:
+        redis("DEL", "{u:%d}:ban" % user)
+
+    user, other = uid(), uid()
+    room = create_room(user, [user, other])
+    a0, b0 = scrape("a"), scrape("b")
+    _, code = await earn_strike(user, room, "a")
+    assert code == 4003
+    a1, b1 = scrape("a"), scrape("b")
+    assert delta(a0, a1, "minichat_banned_total", action="closed") >= 1    # the flooding connection
+    assert delta(b0, b1, "minichat_banned_total", action="closed") >= 1    # the idle one on b
+    assert delta(a0, a1, "minichat_banned_total", action="refused") >= 1   # the refusal that made the strike
