@@ -97,10 +97,6 @@ static ngx_http_minichat_bounds_t ngx_http_minichat_typing_bounds = {
     ngx_http_minichat_bounds_msec, 10, 3600000, 1, "0 (off) or between 10ms and 1h"
 };
 
-static ngx_http_minichat_bounds_t ngx_http_minichat_flush_window_bounds = {
-    ngx_http_minichat_bounds_msec, 1, 100, 1, "0 (off) or between 1ms and 100ms"
-};
-
 static ngx_http_minichat_bounds_t ngx_http_minichat_ping_bounds = {
     ngx_http_minichat_bounds_msec, 1000, 3600000, 1, "0 (off) or between 1s and 1h"
 };
@@ -346,11 +342,11 @@ static ngx_command_t ngx_http_minichat_commands[] = {
       &ngx_http_minichat_typing_bounds },
 
     { ngx_string("minichat_flush_window"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_minichat_flush_window,
       NGX_HTTP_MAIN_CONF_OFFSET,
-      offsetof(ngx_http_minichat_main_conf_t, flush_window),
-      &ngx_http_minichat_flush_window_bounds },
+      0,
+      NULL },
 
     { ngx_string("minichat_ping_interval"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -619,6 +615,7 @@ ngx_http_minichat_create_main_conf(ngx_conf_t *cf)
     mcf->session_ttl = NGX_CONF_UNSET_MSEC;
     mcf->typing_interval = NGX_CONF_UNSET_MSEC;
     mcf->flush_window = NGX_CONF_UNSET_MSEC;
+    mcf->flush_busy = NGX_CONF_UNSET_UINT;
 
     mcf->limit_messages.burst = NGX_CONF_UNSET_UINT;
     mcf->limit_room_messages.burst = NGX_CONF_UNSET_UINT;
@@ -672,6 +669,7 @@ ngx_http_minichat_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(mcf->session_ttl, 60000);
     ngx_conf_init_msec_value(mcf->typing_interval, 2000);
     ngx_conf_init_msec_value(mcf->flush_window, 0);
+    ngx_conf_init_uint_value(mcf->flush_busy, NGX_HTTP_MINICHAT_FLUSH_BUSY);
 
     if (ngx_http_minichat_limit_merge(cf, mcf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;

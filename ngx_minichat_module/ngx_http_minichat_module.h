@@ -36,6 +36,7 @@
 #define NGX_HTTP_MINICHAT_CLOSE_BANNED 4003 /* WebSocket close code: the user was banned */
 #define NGX_HTTP_MINICHAT_CLOSE_DISCONNECTED 4005 /* WebSocket close code: the server API disconnected the user */
 #define NGX_HTTP_MINICHAT_LINGER_TIME 2000  /* ms to wait for the client's EOF after our close frame */
+#define NGX_HTTP_MINICHAT_FLUSH_BUSY  64    /* minichat_flush_window: a pass this big makes a worker busy */
 #define NGX_HTTP_MINICHAT_UPGRADE_REQUIRED 426 /* a WebSocket version other than 13 */
 #define NGX_HTTP_MINICHAT_SUBPROTOCOL "minichat.v1"
 /* a Sec-WebSocket-Protocol entry "bearer.<JWT>" carries the token */
@@ -82,6 +83,7 @@ typedef struct {
     ngx_msec_t session_ttl;      /* sessions and presence devices expire this long after their last refresh */
     ngx_msec_t typing_interval;  /* at most one typing event per user and room this often */
     ngx_msec_t flush_window;     /* writes to clients at most this often per worker when busy; 0: every turn */
+    ngx_uint_t flush_busy;       /* busy: the last write pass wrote to at least this many connections */
     ngx_flag_t enabled; /* set by ngx_pcalloc(); 1 once minichat_redis is given */
     ngx_array_t *redis_seeds;         /* of ngx_http_minichat_redis_addr_t; NULL: one Redis */
     ngx_str_t redis_user;             /* AUTH user (Redis 6 ACL); empty: AUTH password */
@@ -486,6 +488,7 @@ ngx_int_t ngx_http_minichat_conn_flush_listed(ngx_http_minichat_ws_t *ws);
 
 /* ngx_http_minichat_flush.c: one write per connection per event-loop turn */
 ngx_int_t ngx_http_minichat_flush_later(ngx_http_minichat_ws_t *ws);
+char *ngx_http_minichat_flush_window(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 void ngx_http_minichat_flush_exit(void);
 /* The reply to a request: an error, or a JSON object whose first field is "op". */
 ngx_int_t ngx_http_minichat_req_error(ngx_http_minichat_req_t *rq, const char *code, const char *message);

@@ -2,10 +2,13 @@
 window, so that frames queued over several turns leave in one write.
 
 An nginx of the test's own (one worker) with a 100ms window; a member reads
-with a raw socket and notes which recv() each frame came in.  The sender's
-first message after a quiet period leaves at once (its own read); the next
-two, sent 5ms apart inside the window, wait for the window's end and leave
-together (one read holds both).  All three arrive, in seq order.
+with a raw socket and notes which recv() each frame came in.  With busy=1
+(every write pass makes the worker busy) the sender's first message after a
+quiet period leaves at once (its own read); the next two, sent 5ms apart
+inside the window, wait for the window's end and leave together (one read
+holds both).  With the default busy=64, passes that write to two
+connections leave the worker not busy: nothing waits, each message has its
+own read.  All three arrive, in seq order, either way.
 """
 
 import asyncio
@@ -46,9 +49,10 @@ def msgs_with_reads(ws, count):
     return out
 
 
-@run_async
-async def test_frames_inside_the_window_leave_in_one_write():
-    n = OwnNginx(["minichat_flush_window 100ms"]).start()
+async def three_messages(directive):
+    """The three messages of the docstring through an nginx with `directive`:
+    [(frame, read number)] as the member got them."""
+    n = OwnNginx([directive]).start()
     try:
         a, b = uid(), uid()
         room = create_room(a, [a, b])
@@ -65,9 +69,6 @@ async def test_frames_inside_the_window_leave_in_one_write():
         assert [f["body"] for f, _ in got] == ["m0", "m1", "m2"], got
         seqs = [f["seq"] for f, _ in got]
         assert seqs == sorted(seqs), got
-        first, second, third = [r for _, r in got]
-        assert first < second, "the first message after a quiet window waits for nothing: %r" % got
-        assert second == third, "two messages inside one window leave in one write: %r" % got
         for i in range(3):
             ack = await sender.expect("ack", id=10 + i)
             assert ack["seq"] == seqs[i], ack
@@ -76,3 +77,19 @@ async def test_frames_inside_the_window_leave_in_one_write():
     finally:
         bad = n.stop()
     assert not bad, bad
+    return got
+
+
+@run_async
+async def test_frames_inside_the_window_leave_in_one_write():
+    got = await three_messages("minichat_flush_window 100ms busy=1")
+    first, second, third = [r for _, r in got]
+    assert first < second, "the first message after a quiet window waits for nothing: %r" % got
+    assert second == third, "two messages inside one window leave in one write: %r" % got
+
+
+@run_async
+async def test_a_worker_writing_to_few_connections_is_not_held():
+    got = await three_messages("minichat_flush_window 100ms")
+    first, second, third = [r for _, r in got]
+    assert first < second < third, "small passes do not make the worker busy: %r" % got
