@@ -7,8 +7,8 @@ with a raw socket and notes which recv() each frame came in.  With busy=1
 quiet period leaves at once (its own read); the next two, sent 5ms apart
 inside the window, wait for the window's end and leave together (one read
 holds both).  With the default busy=64, passes that write to two
-connections leave the worker not busy: nothing waits, each message has its
-own read.  All three arrive, in seq order, either way.
+connections leave the worker not busy: nothing waits, and messages sent
+40ms apart (two of them inside one window) each have their own read.  All three arrive, in seq order, either way.
 """
 
 import asyncio
@@ -49,9 +49,9 @@ def msgs_with_reads(ws, count):
     return out
 
 
-async def three_messages(directive):
-    """The three messages of the docstring through an nginx with `directive`:
-    [(frame, read number)] as the member got them."""
+async def three_messages(directive, gap):
+    """The three messages of the docstring, sent `gap` seconds apart, through
+    an nginx with `directive`: [(frame, read number)] as the member got them."""
     n = OwnNginx([directive]).start()
     try:
         a, b = uid(), uid()
@@ -64,7 +64,7 @@ async def three_messages(directive):
         reading = asyncio.get_running_loop().run_in_executor(None, msgs_with_reads, member, 3)
         for i in range(3):
             await sender.send({"op": "send", "id": 10 + i, "room": room, "cid": cid(), "body": "m%d" % i})
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(gap)
         got = await reading
         assert [f["body"] for f, _ in got] == ["m0", "m1", "m2"], got
         seqs = [f["seq"] for f, _ in got]
@@ -82,7 +82,7 @@ async def three_messages(directive):
 
 @run_async
 async def test_frames_inside_the_window_leave_in_one_write():
-    got = await three_messages("minichat_flush_window 100ms busy=1")
+    got = await three_messages("minichat_flush_window 100ms busy=1", 0.005)
     first, second, third = [r for _, r in got]
     assert first < second, "the first message after a quiet window waits for nothing: %r" % got
     assert second == third, "two messages inside one window leave in one write: %r" % got
@@ -90,6 +90,6 @@ async def test_frames_inside_the_window_leave_in_one_write():
 
 @run_async
 async def test_a_worker_writing_to_few_connections_is_not_held():
-    got = await three_messages("minichat_flush_window 100ms")
+    got = await three_messages("minichat_flush_window 100ms", 0.04)
     first, second, third = [r for _, r in got]
     assert first < second < third, "small passes do not make the worker busy: %r" % got
