@@ -70,6 +70,11 @@ def val(series, name, default=None, **labels):
     return series[key]
 
 
+def d(after, before, name, **labels):
+    """How far a counter moved between two scrapes."""
+    return val(after, name, **labels) - val(before, name, **labels)
+
+
 def status(svc):
     st, head, body = get(svc, "/status")
     assert st == 200 and "application/json" in head, (st, head)
@@ -101,8 +106,8 @@ def test_families_and_format():
 
 @run_async
 async def test_a_message_moves_relay_and_consumer_counters():
-    sender, reader = uid(), uid()
-    room = create_room(sender, [sender, reader])
+    sender, reader, away = uid(), uid(), uid()     # away never connects: an offline push for it
+    room = create_room(sender, [sender, reader, away])
     cs = await connect(sender, "a")
     cr = await connect(reader, "b")
     a0, _ = scrape("relay-a")
@@ -117,7 +122,6 @@ async def test_a_message_moves_relay_and_consumer_counters():
         await cr.close()
     a1, _ = scrape("relay-a")
     b1, _ = scrape("relay-b")
-    d = lambda s1, s0, name, **lb: val(s1, name, **lb) - val(s0, name, **lb)  # noqa: E731
     assert d(a1, a0, "minichat_relay_kafka_produced_total") >= 1
     assert d(a1, a0, "minichat_relay_kafka_delivered_total") >= 1
     assert d(a1, a0, "minichat_relay_kafka_produce_duration_seconds_count") >= 1
@@ -139,7 +143,8 @@ async def test_a_message_moves_relay_and_consumer_counters():
                 and d(c1, c0, "minichat_consumer_batches_total") >= 1
                 and d(c1, c0, "minichat_consumer_batch_rows_count") >= 1
                 and d(c1, c0, "minichat_consumer_db_write_duration_seconds_count") >= 1
-                and 0 <= val(c1, "minichat_consumer_last_batch_age_seconds") < 60)
+                and 0 <= val(c1, "minichat_consumer_last_batch_age_seconds") < 60
+                and d(c1, c0, "minichat_consumer_push_events_total", result="pushed") >= 1)
     wait_until(written, what="the consumer's counters moved")
     c1, _ = scrape("consumer")
     lags = [v for (name, labels), v in c1.items() if name == "minichat_consumer_lag_records"]
@@ -226,17 +231,20 @@ def test_peer_down_then_up():
     a's page (a stays ready: peers are best-effort); b back: up again."""
     sender, reader = uid(), uid()
     room = create_room(sender, [sender, reader])
+
+    @run_async
+    async def send(body):
+        cs = await connect(sender, "a")
+        try:
+            ack = await cs.send_msg(room, body)
+            assert ack["op"] == "ack", ack
+        finally:
+            await cs.close()
+
+    before, _ = scrape("relay-a")
     faults._signal("relay-b/relay.pid", os.path.join(RUN, "relay-b", "relay-worker.conf"), signal.SIGTERM)
     try:
-        @run_async
-        async def send():
-            cs = await connect(sender, "a")
-            try:
-                ack = await cs.send_msg(room, "while b is down")
-                assert ack["op"] == "ack", ack
-            finally:
-                await cs.close()
-        send()
+        send("while b is down")
 
         def down():
             s = status("relay-a")
@@ -246,10 +254,21 @@ def test_peer_down_then_up():
         assert val(series, "minichat_relay_peer_up", peer="b") == 0
         assert val(series, "minichat_relay_peer_calls_failed_total", peer="b") >= 1
         assert get("relay-a", "/ready")[0] == 200
+        # older than peer_max_age_ms (10 s) while b is away: dropped
+        wait_until(lambda: d(scrape("relay-a")[0], before, "minichat_relay_peer_messages_dropped_total",
+                             peer="b") >= 1, timeout=40, what="the message to b dropped as too old")
     finally:
         faults.stack_start()
-    wait_until(lambda: status("relay-a")["peers"][0]["state"] == "up", timeout=30, what="b up again on a's status")
+    # the message above was dropped: a new one makes the next call to b
+    send("after b is back")
+    wait_until(lambda: status("relay-a")["peers"][0]["state"] == "up", timeout=60, what="b up again on a's status")
     assert get("relay-b", "/ready")[0] == 200
+    # nothing left waiting for b
+    def drained():
+        s, _ = scrape("relay-a")
+        return [val(s, n, peer="b") for n in ("minichat_relay_peer_queue_messages", "minichat_relay_peer_queue_bytes",
+                                              "minichat_relay_peer_calls_in_flight")] == [0, 0, 0]
+    wait_until(drained, what="a's queue to b empty")
 
 
 def test_consumer_without_partitions_is_not_ready(tmp_path):
@@ -307,3 +326,105 @@ def test_relay_unready_while_kafka_is_down():
     for svc in ("relay-a", "relay-b"):
         wait_until(lambda: get(svc, "/ready")[0] == 200, timeout=60, what="%s ready again" % svc)
     assert val(scrape("relay-a")[0], "minichat_relay_kafka_up") == 1
+
+
+
+def test_identity_gauges():
+    """build_info is 1 with the node and the build /status gives;
+    start_time_seconds is when /status says the process started."""
+    for svc, node in (("relay-a", "a"), ("relay-b", "b")):
+        s = status(svc)
+        series, _ = scrape(svc)
+        info = [(dict(labels), v) for (name, labels), v in series.items() if name == "minichat_relay_build_info"]
+        assert info == [({"node": node, "build": s["build"]}, 1)], info
+        started = val(series, "minichat_relay_start_time_seconds")
+        # /status's uptime is whole seconds, read a moment before the scrape
+        assert time.time() - s["uptime_s"] - 5 <= started <= time.time() - s["uptime_s"] + 1, (started, s)
+
+
+def forge(room, seq, member, sender, body):
+    """One Deliver call to relay-worker a with node b's certificate, as b
+    would make it (tests/tools/relay-forge.c); must end OK."""
+    from test_peer_tls import FORGE, MESH, RELAY_A
+    p = subprocess.run([FORGE, "--target", RELAY_A, "--from", "b", "--room", str(room), "--seq", str(seq),
+                        "--recipient", str(member), "--sender", str(sender), "--body", body,
+                        "--ca", os.path.join(MESH, "ca.crt"), "--name", "a",
+                        "--cert", os.path.join(MESH, "relay-b.crt"), "--key", os.path.join(MESH, "relay-b.key")],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, (p.returncode, p.stdout, p.stderr)
+
+
+@run_async
+async def test_reorderer_counts_held_skipped_late_refused():
+    """Peer batches forged into a fresh room on relay-worker a: seq 1 is
+    released (the room remembered), seq 3 is held for the missing 2, 2 is
+    skipped after order_gap_ms and 3 released, 3 again is late, and a seq
+    more than order_max_ahead (10000) past the position is refused."""
+    sender, member = uid(), uid()
+    room = create_room(sender, [sender, member])
+    cm = await connect(member, "a")
+    try:
+        s0, _ = scrape("relay-a")
+        forge(room, 1, member, sender, "forged 1")
+        await cm.expect("msg", room=room, seq=1)
+        s1, _ = scrape("relay-a")
+        assert d(s1, s0, "minichat_relay_order_released_total") >= 1
+        assert val(s1, "minichat_relay_order_rooms") >= 1
+
+        forge(room, 3, member, sender, "forged 3")
+        # held until the gap is skipped (2 s): seen held, or already skipped
+        held = []
+        def held_or_skipped():
+            s, _ = scrape("relay-a")
+            held.append(val(s, "minichat_relay_order_held_messages"))
+            return held[-1] >= 1 or d(s, s1, "minichat_relay_order_skipped_total") >= 1
+        wait_until(held_or_skipped, what="seq 3 held")
+        await cm.expect("msg", room=room, seq=3)
+        s2, _ = scrape("relay-a")
+        assert max(held) >= 1, held
+        assert d(s2, s1, "minichat_relay_order_skipped_total") >= 1
+
+        forge(room, 3, member, sender, "forged 3 again")
+        forge(room, 3 + 10001 + 1, member, sender, "forged far ahead")
+        wait_until(lambda: d(scrape("relay-a")[0], s2, "minichat_relay_order_late_total") >= 1
+                   and d(scrape("relay-a")[0], s2, "minichat_relay_order_refused_total") >= 1,
+                   what="a late and a refused message counted")
+        assert not [f for f in cm.frames if f.get("body") in ("forged 3 again", "forged far ahead")], cm.frames
+    finally:
+        await cm.close()
+
+
+def test_consumer_gauges():
+    """db_up is 1 with the primary up; assigned_partitions is the number of
+    partitions /status lists; the relay-workers' DB queue is empty at rest."""
+    series, _ = scrape("consumer")
+    s = status("consumer")
+    assert s["db"]["primary"] == "up", s
+    assert val(series, "minichat_consumer_db_up") == 1
+    assert val(series, "minichat_consumer_assigned_partitions") == len(s["partitions"]) >= 1, s["partitions"]
+    for svc in ("relay-a", "relay-b"):
+        assert val(scrape(svc)[0], "minichat_relay_db_queue_requests") == 0
+
+
+@run_async
+async def test_read_pointer_flush_counted():
+    """A `read` is flushed to room_members within read_flush_ms (1 s): one
+    round that moved at least this row."""
+    sender, reader = uid(), uid()
+    room = create_room(sender, [sender, reader])
+    cs = await connect(sender, "a")
+    cr = await connect(reader, "b")
+    try:
+        ack = await cs.send_msg(room, "to be read")
+        await cr.expect("msg", room=room, seq=ack["seq"])
+        c0, _ = scrape("consumer")
+        r = await cr.request({"op": "read", "room": room, "seq": ack["seq"]})
+        assert r["op"] == "ok", r
+    finally:
+        await cs.close()
+        await cr.close()
+    wait_until(lambda: d(scrape("consumer")[0], c0, "minichat_consumer_read_flush_rounds_total") >= 1
+               and d(scrape("consumer")[0], c0, "minichat_consumer_read_flush_rows_total") >= 1,
+               what="a read-pointer flush counted")
+    c1, _ = scrape("consumer")
+    assert d(c1, c0, "minichat_consumer_read_flush_failures_total") == 0
