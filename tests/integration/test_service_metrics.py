@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from conftest import OFF, RUN, TOP, connect, create_room, rest, run_async, token, uid, wait_until
+from conftest import OFF, RUN, TOP, connect, create_room, db, query, rest, run_async, token, uid, wait_until
 from own_nginx import free_port
 from relaylink import Link
 from test_metrics import check_histograms, parse
@@ -428,3 +428,67 @@ async def test_read_pointer_flush_counted():
                what="a read-pointer flush counted")
     c1, _ = scrape("consumer")
     assert d(c1, c0, "minichat_consumer_read_flush_failures_total") == 0
+
+
+def consumer_batch_waiting(room):
+    """The processlist row of the consumer's batch statement waiting on the
+    lock this test holds, or None."""
+    rows = query("SELECT ID, INFO FROM information_schema.PROCESSLIST WHERE COMMAND <> 'Sleep' AND "
+                 "(INFO LIKE 'INSERT IGNORE INTO messages%%' OR INFO LIKE 'UPDATE rooms%%') AND TIME >= 1")
+    return rows[0] if rows else None
+
+
+@run_async
+async def test_consumer_store_failure_and_retry_counted():
+    """The room's `rooms` row locked by a session of the test's own, a
+    message's batch waits on it; its connection killed mid-transaction, the
+    batch is rolled back (store_failures) and written again once the
+    consumer has reconnected (batch_retries); with the lock released it is
+    stored, once."""
+    sender, reader = uid(), uid()
+    room = create_room(sender, [sender, reader])
+    lock = db()
+    lock.autocommit(False)
+    try:
+        with lock.cursor() as cur:
+            cur.execute("SELECT id FROM rooms WHERE id=%s FOR UPDATE", (room,))
+            assert cur.fetchall()
+        c0, _ = scrape("consumer")
+        cs = await connect(sender, "a")
+        try:
+            ack = await cs.send_msg(room, "written twice, stored once")
+            assert ack["op"] == "ack", ack
+        finally:
+            await cs.close()
+        first = wait_until(lambda: consumer_batch_waiting(room), what="the consumer's batch waiting on the lock")
+        query("KILL %d" % first["ID"])
+        wait_until(lambda: d(scrape("consumer")[0], c0, "minichat_consumer_store_failures_total") >= 1,
+                   what="the rolled back batch counted")
+        wait_until(lambda: d(scrape("consumer")[0], c0, "minichat_consumer_batch_retries_total") >= 1,
+                   what="the batch written again")
+    finally:
+        lock.rollback()
+        lock.close()
+    wait_until(lambda: [r["seq"] for r in query("SELECT seq FROM messages WHERE room_id=%s", (room,))]
+               == [ack["seq"]], what="the message stored once")
+    wait_until(lambda: val(scrape("consumer")[0], "minichat_consumer_db_up") == 1, what="the consumer's DB up again")
+
+
+def test_a_record_that_is_not_a_chat_message_is_counted_malformed():
+    """A line of text put on the messages topic with Kafka's console
+    producer (the stack's Kafka jars, as test_push.py reads): the consumer
+    skips it, counted in malformed_total, and keeps consuming."""
+    c0, _ = scrape("consumer")
+    log4j = os.path.join(RUN, "kafka", "tools-log4j2.properties")
+    args = ["java", "-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"]
+    if os.path.exists(log4j):
+        args.append("-Dlog4j2.configurationFile=" + log4j)
+    args += ["-cp", os.path.join(TOP, ".cache", "kafka", "libs", "*"), "org.apache.kafka.tools.ConsoleProducer",
+             "--bootstrap-server", "127.0.0.1:%d" % (19092 + OFF), "--topic", "minichat.messages"]
+    # '\x0e' opens field 1 with wire type 6, which protobuf does not have
+    p = subprocess.run(args, input=b"\x0enot a chat message\n", capture_output=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    wait_until(lambda: d(scrape("consumer")[0], c0, "minichat_consumer_malformed_total") == 1, timeout=30,
+               what="the record counted as malformed")
+    c1, _ = scrape("consumer")
+    assert d(c1, c0, "minichat_consumer_records_total") >= 1
