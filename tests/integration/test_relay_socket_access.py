@@ -129,7 +129,8 @@ def own_conf(d, extra):
     conf = os.path.join(d, "relay-worker.conf")
     with open(conf, "w") as f:
         f.write(base + "\n# test_relay_socket_access.py\nnode = access\nunix_socket = %s\n"
-                "grpc_listen = 127.0.0.1:%d\npeers =\nhttp_listen = off\n%s\n" % (os.path.join(d, "relay.sock"), free_port(), extra))
+                "grpc_listen = 127.0.0.1:%d\npeers =\nhttp_listen = 127.0.0.1:%d\n%s\n"
+                % (os.path.join(d, "relay.sock"), free_port(), free_port(), extra))
     return conf
 
 
@@ -199,12 +200,27 @@ def test_peer_not_allowed_is_disconnected_and_logged(dev_relay):
     and logs its pid, uid and gid."""
     path, log = dev_relay
     off = log_size(log)
+    before = refused_count(path)
     r = as_user(path, NOBODY, NOGROUP, groups=[os.stat(path).st_gid])
     assert r["connect"] == "ok", r
     assert r["closed"] and r["reply"] == 0, r
     line = refusal_line(r["pid"], NOBODY, NOGROUP)
     wait_until(lambda: line in log_since(log, off), what="the refusal in %s" % log)
     assert log_since(log, off).count(line) == 1
+    assert refused_count(path) == before + 1
+
+
+def refused_count(sock):
+    """minichat_relay_worker_refused_total of the relay-worker whose socket
+    is sock, from its /metrics (http_listen in its config beside it)."""
+    from test_metrics import parse
+    from test_service_metrics import raw
+    with open(os.path.join(os.path.dirname(sock), "relay-worker.conf")) as f:
+        listen = [ln.split("=", 1)[1].strip() for ln in f if ln.startswith("http_listen")][-1]
+    status, _, text = raw(int(listen.rsplit(":", 1)[1]), b"GET /metrics HTTP/1.1\r\n\r\n")
+    assert status == 200, status
+    series, _ = parse(text)
+    return series[("minichat_relay_worker_refused_total", ())]
 
 
 def test_own_relay_group_and_supplementary_groups(own_relay):
