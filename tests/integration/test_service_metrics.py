@@ -21,6 +21,7 @@ import time
 from conftest import OFF, RUN, TOP, connect, create_room, db, query, rest, run_async, token, uid, wait_until
 from own_nginx import free_port
 from relaylink import Link
+from test_relay_socket_access import own_dir, run_relay  # noqa: F401 (a fixture)
 from test_metrics import check_histograms, parse
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "chaos"))
@@ -320,12 +321,29 @@ def test_relay_unready_while_kafka_is_down():
         series, _ = scrape("relay-a")
         assert val(series, "minichat_relay_kafka_up") == 0
         assert status("relay-a")["kafka"]["state"] == "brokers_down"
+
+        # a message sent now waits in the producer (kafka_message_timeout_ms
+        # is 30 s): pending; its answer does not matter here
+        @run_async
+        async def send_one():
+            sender = uid()
+            room = create_room(sender, [sender, uid()])
+            cs = await connect(sender, "a")
+            try:
+                await cs.send({"op": "send", "id": 1, "room": room, "cid": "pending", "body": "while Kafka is down"})
+                wait_until(lambda: val(scrape("relay-a")[0], "minichat_relay_kafka_pending_messages") >= 1,
+                           what="a message pending in relay-a's producer")
+            finally:
+                await cs.close()
+        send_one()
     finally:
         faults.stack_start()
 
     for svc in ("relay-a", "relay-b"):
         wait_until(lambda: get(svc, "/ready")[0] == 200, timeout=60, what="%s ready again" % svc)
     assert val(scrape("relay-a")[0], "minichat_relay_kafka_up") == 1
+    wait_until(lambda: val(scrape("relay-a")[0], "minichat_relay_kafka_pending_messages") == 0, timeout=60,
+               what="nothing pending once Kafka is back")
 
 
 
@@ -492,3 +510,74 @@ def test_a_record_that_is_not_a_chat_message_is_counted_malformed():
                what="the record counted as malformed")
     c1, _ = scrape("consumer")
     assert d(c1, c0, "minichat_consumer_records_total") >= 1
+
+
+def scrape_beside(sock):
+    """The /metrics series of a relay-worker of a test's own, whose socket is
+    sock: its http_listen is in the relay-worker.conf beside the socket."""
+    with open(os.path.join(os.path.dirname(sock), "relay-worker.conf")) as f:
+        listen = [ln.split("=", 1)[1].strip() for ln in f if ln.startswith("http_listen")][-1]
+    st, _, text = raw(int(listen.rsplit(":", 1)[1]), b"GET /metrics HTTP/1.1\r\n\r\n")
+    assert st == 200, st
+    series, types = parse(text)
+    check_histograms(series, types)
+    return series
+
+
+def own_link(sock, name):
+    """A relaylink.Link to a relay-worker of the test's own."""
+    import relaylink
+    real = relaylink.sock_path
+    relaylink.sock_path = lambda node: sock
+    try:
+        return relaylink.Link(name=name)
+    finally:
+        relaylink.sock_path = real
+
+
+def test_a_worker_link_that_does_not_read_is_dropped(own_dir):
+    """A relay-worker of the test's own with local_outbuf_max_mb = 1: a link
+    that never reads while another sends events (each to every link, ~40 KB
+    with its recipients) passes the bound and is closed, counted once."""
+    from relaylink import EVENT
+    with run_relay(own_dir, "local_outbuf_max_mb = 1\n") as (sock, _):
+        idle, busy = own_link(sock, "idle"), own_link(sock, "busy")
+        try:
+            before = scrape_beside(sock)
+            assert val(before, "minichat_relay_worker_connections") == 2
+            recipients = list(range(10 ** 9, 10 ** 9 + 8000))
+            for i in range(100):       # ~4 MB in all: past 1 MB plus the socket buffers
+                busy.send_message(EVENT, [(1, 1), (3, 1), (7, recipients), (8, "access"), (11, "typing")])
+                busy._read(0.01)       # the busy link reads what it gets back
+                busy.frames.clear()
+                if val(scrape_beside(sock), "minichat_relay_worker_dropped_total") >= 1:
+                    break
+            after = scrape_beside(sock)
+            assert d(after, before, "minichat_relay_worker_dropped_total") == 1
+            assert val(after, "minichat_relay_worker_connections") == 1
+        finally:
+            idle.close()
+            busy.close()
+
+
+def test_a_produce_that_fails_is_counted(own_dir):
+    """A relay-worker of the test's own producing to a topic Kafka does not
+    have, with kafka_message_timeout_ms = 1000: a publish is pending, then
+    its delivery fails; the publisher is told so, and it is counted."""
+    from test_relay_member_lists import publish
+    topic = "minichat.no-such-topic-%d" % uid()
+    with run_relay(own_dir, "kafka_topic = %s\nkafka_message_timeout_ms = 1000\n" % topic) as (sock, _):
+        w = own_link(sock, "w")
+        try:
+            before = scrape_beside(sock)
+            u = uid()
+            publish(w, 10 ** 12 + u, 1, u, 1, members=[u], req_id=5)
+            res = w.wait(lambda f: f[0] == 5, timeout=30)
+            assert res[1] == "publish_result" and not res[2]["ok"], res
+            after = scrape_beside(sock)
+            assert d(after, before, "minichat_relay_kafka_produced_total") == 1
+            assert d(after, before, "minichat_relay_kafka_failed_total") == 1
+            assert d(after, before, "minichat_relay_kafka_delivered_total") == 0
+            assert val(after, "minichat_relay_kafka_pending_messages") == 0
+        finally:
+            w.close()
