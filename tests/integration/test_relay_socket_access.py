@@ -194,33 +194,26 @@ def test_unprivileged_user_cannot_connect(dev_relay):
     assert r["connect"] == "EACCES", r
 
 
+def refused(sock):
+    """minichat_relay_worker_refused_total of the relay-worker whose socket is sock."""
+    from test_service_metrics import scrape_beside
+    return scrape_beside(sock)[("minichat_relay_worker_refused_total", ())]
+
+
 def test_peer_not_allowed_is_disconnected_and_logged(dev_relay):
     """nobody with the socket's group as a supplementary group passes the
     mode; the relay-worker closes it on accept (no reply to its request)
     and logs its pid, uid and gid."""
     path, log = dev_relay
     off = log_size(log)
-    before = refused_count(path)
+    before = refused(path)
     r = as_user(path, NOBODY, NOGROUP, groups=[os.stat(path).st_gid])
     assert r["connect"] == "ok", r
     assert r["closed"] and r["reply"] == 0, r
     line = refusal_line(r["pid"], NOBODY, NOGROUP)
     wait_until(lambda: line in log_since(log, off), what="the refusal in %s" % log)
     assert log_since(log, off).count(line) == 1
-    assert refused_count(path) == before + 1
-
-
-def refused_count(sock):
-    """minichat_relay_worker_refused_total of the relay-worker whose socket
-    is sock, from its /metrics (http_listen in its config beside it)."""
-    from test_metrics import parse
-    from test_service_metrics import raw
-    with open(os.path.join(os.path.dirname(sock), "relay-worker.conf")) as f:
-        listen = [ln.split("=", 1)[1].strip() for ln in f if ln.startswith("http_listen")][-1]
-    status, _, text = raw(int(listen.rsplit(":", 1)[1]), b"GET /metrics HTTP/1.1\r\n\r\n")
-    assert status == 200, status
-    series, _ = parse(text)
-    return series[("minichat_relay_worker_refused_total", ())]
+    assert refused(path) == before + 1
 
 
 def test_own_relay_group_and_supplementary_groups(own_relay):
