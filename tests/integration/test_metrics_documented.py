@@ -101,3 +101,34 @@ def test_every_documented_family_is_served_and_nothing_else():
                     problems.append("%s: %s has labels %s, documented %s"
                                     % (endpoint, name, sorted(labels), sorted(doc[name][1])))
     assert not problems, "\n".join(problems)
+
+
+def test_every_family_has_a_tested_by_row_naming_real_tests():
+    """The page's "Tested by" table names every family of the three tables
+    once, and every test it names exists in the file it names."""
+    with open(DOC) as f:
+        text = f.read()
+    tables = documented(text)
+    tested, problems = {}, []
+    rows = text.split("## Tested by", 1)[1].split("\n## ", 1)[0]
+    here = os.path.dirname(os.path.abspath(__file__))
+    for line in rows.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) != 3 or cells[0] not in ENDPOINTS:
+            continue
+        for name in re.findall(r"`(minichat_[a-z0-9_]+)`", cells[1]):
+            if name in tested.setdefault(cells[0], set()):
+                problems.append("%s twice" % name)
+            tested[cells[0]].add(name)
+        path = None
+        for path_, test in re.findall(r"(test_[a-z0-9_]+\.py)?::(test_[a-z0-9_]+)", cells[2]):
+            path = path_ or path
+            with open(os.path.join(here, path)) as f:
+                if not re.search(r"^(async )?def %s\(" % test, f.read(), re.M):
+                    problems.append("%s::%s does not exist" % (path, test))
+    for program, doc in tables.items():
+        for name in sorted(set(doc) - tested.get(program, set())):
+            problems.append("%s: %s has no row in \"Tested by\"" % (program, name))
+        for name in sorted(tested.get(program, set()) - set(doc)):
+            problems.append("%s: %s in \"Tested by\" is in no table" % (program, name))
+    assert not problems, "\n".join(problems)
