@@ -8,7 +8,12 @@ The text is parsed with test_metrics.py's strict parser.  Each family is
 shown to move when its event happens, comparing a scrape before with one
 after (other tests share the stack).  Bad requests get their status and the
 service keeps answering.  Stopping relay-worker b shows b down on a's page;
-a consumer whose topic does not exist is not ready.
+a consumer whose topic does not exist is not ready.  What the stack cannot
+show without breaking it for everyone (a worker link dropped for not
+reading, a produce that fails) runs on a relay-worker of the test's own
+(test_relay_socket_access.run_relay); the reorderer is fed forged peer
+batches (build/bin/relay-forge).  docs/metrics.md "Tested by" lists which
+test moves each family.
 """
 import json
 import os
