@@ -75,6 +75,10 @@ $(B)/relay-worker/%.o: relay-worker/%.c $(wildcard relay-worker/*.h) $(wildcard 
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_ALL) -DMC_BUILD='"$(MC_BUILD)"' $(shell pkg-config --cflags grpc rdkafka) -c $< -o $@
 
+# the objects that print MC_BUILD are built again when the name changes
+# (BUILD_H is rewritten only then), so /status and /metrics name one build
+$(B)/relay-worker/metrics.o $(B)/relay-worker/status.o $(B)/roomlist-consumer/status.o: $(BUILD_H)
+
 $(B)/bin/relay-worker: $(RELAY_OBJ) $(LIB)
 	@mkdir -p $(@D)
 	$(CC) $(OPT) $(EXTRA_LDFLAGS) -o $@ $(RELAY_OBJ) $(LIB) $(shell pkg-config --libs grpc rdkafka) $(LIBDEPS)

@@ -4,7 +4,8 @@
 // hides the parts every app gets wrong on its own (docs/client.md):
 //
 // - Reconnect with jittered exponential backoff, honouring the close codes:
-//   client bugs (1002, 1003, 1007) and a ban (4003) stop it; an expired
+//   client bugs (1002, 1003, 1007), a ban (4003) and a disconnect by the
+//   app's backend (4005) stop it until the app calls connect(); an expired
 //   token (4001) reconnects only when `token` is a function that can mint a
 //   new one; everything else (1001 reload, 1006 network, 1008 slow reader,
 //   1009, 1011) reconnects with `?sid=`.
@@ -19,7 +20,9 @@
 //
 // Works in browsers and in Node 18+ (pass `WebSocket`, e.g. from `ws`).
 
-const FATAL_CLOSES = new Set([1002, 1003, 1007, 4003]);   // do not reconnect
+// Do not reconnect: a client bug would loop, a ban keeps the user out, and
+// after 4005 the app decides when the user comes back (protocol.md).
+const FATAL_CLOSES = new Set([1002, 1003, 1007, 4003, 4005]);
 const RESUME_BATCH = 100;                                  // rooms per resume request
 const TYPING_EVERY_MS = 2000;                              // the server's typing interval
 

@@ -13,7 +13,12 @@ node b is the other member of the room.  What the library must show:
 - a send made while disconnected, or whose ack was lost, is sent again with
   the same cid and stored once;
 - a close the client must not retry (4001, the token expired, with a fixed
-  token) stops it.
+  token) stops it;
+- a disconnect by the app's backend (server API, close 4005) stops it with
+  the close's code and reason: it stays closed (nothing blocks its
+  reconnects, so a retry would show) until the app calls connect(), then it
+  resumes with the same session id, delivers what was sent meanwhile once
+  each, in order, and sends what was written while it was closed.
 
 Reconnects are held back by a gate in the page (the `token` function waits
 for it), so that messages are certainly sent while the page is offline.
@@ -21,11 +26,13 @@ Like test_browser.py, this runs in both passes: over ws:// with single
 Redis, over wss:// with the Redis Cluster.
 """
 
+import asyncio
 import json
 
 from conftest import NGINX_PORTS, create_room, connect, http_url, query, run_async, token, uid, wait_until
 from test_browser import chromium
 from test_reload import reload_nginx
+from test_server_api import srv
 
 WAIT = 20.0
 
@@ -142,9 +149,10 @@ async def test_receive_and_send():
             await peer.close()
 
 
-async def check_resume_after(page, peer, room, disconnect):
+async def check_resume_after(page, peer, room, disconnect, reconnect=None):
     """Messages sent while the page is offline arrive once each, in order,
-    after the library reconnects; `disconnect` takes the page offline."""
+    after the library reconnects; `disconnect` takes the page offline,
+    `reconnect` (default: open the gate) brings it back."""
     first = await peer.send_msg(room, "before")
     await page.wait_for("t.msgs.some((m) => m.seq === %d)" % first["seq"], WAIT, "the live message")
 
@@ -155,7 +163,10 @@ async def check_resume_after(page, peer, room, disconnect):
     assert [x["seq"] for x in missed] == list(range(first["seq"] + 1, first["seq"] + 6)), missed
     assert await page.eval("c.state") != "online"
 
-    await page.eval("t.open()")
+    if reconnect is None:
+        await page.eval("t.open()")
+    else:
+        await reconnect()
     await wait_online_again(page, 2)
     # the resume after the hello brings them, before any new live message
     await page.wait_for("t.msgs.some((m) => m.seq === %d)" % missed[-1]["seq"], WAIT, "the missed messages")
@@ -307,3 +318,47 @@ async def test_token_expired_stops_without_a_new_token():
             assert page.exceptions == [], page.exceptions
         finally:
             await page.close()
+
+
+@run_async
+async def test_disconnect_by_the_backend_4005_stops_until_connect():
+    a, b = uid(), uid()
+    room = create_room(a, [a, b])
+    other = create_room(a, [a, b])      # the send while closed goes here, not between the resumed seqs
+    peer = await connect(b, "b")
+    why = "moved to another device"
+    async with chromium() as browser:
+        page = await open_client(browser, a)
+        try:
+            async def disconnect():
+                status, body = srv("POST", "/users/%d/disconnect" % a, "b", {"reason": why})
+                assert status == 202 and body == {"user": a}, (status, body)
+                closed = await page.wait_for("t.states.find((s) => s.state === 'closed') || null", WAIT,
+                                             "close 4005")
+                assert (closed["code"], closed["reason"]) == (4005, why), closed
+                # written while closed: kept, sent after connect()
+                await page.eval("window.p1 = c.send(%d, 'written while closed'); true" % other)
+
+            async def reconnect():
+                # the gate open, a reconnect would go through at once (backoff
+                # 100 ms .. 1 s): give it several chances, then it must still
+                # be closed, with nothing tried since the close
+                await page.eval("t.open()")
+                await asyncio.sleep(2.5)
+                states = [s["state"] for s in await page.eval("t.states")]
+                assert states == ["connecting", "online", "closed"], states
+                assert await page.eval("c.state") == "closed"
+                assert await page.eval("c.unacked().length") == 1
+                await page.eval("c.connect()")
+
+            await check_resume_after(page, peer, room, disconnect, reconnect)
+            states = [s["state"] for s in await page.eval("t.states")]
+            assert states == ["connecting", "online", "closed", "connecting", "online"], states
+            one = await page.eval("p1")
+            assert one["room"] == other, one
+            pm = await peer.expect("msg", room=other, seq=one["seq"])
+            assert pm["body"] == "written while closed" and pm["cid"] == one["cid"], pm
+            assert await page.eval("c.unacked()") == []
+        finally:
+            await page.close()
+            await peer.close()

@@ -139,6 +139,8 @@ def test_newer_read_during_flush_keeps_its_mark(locks):
 
 
 def test_database_failure_leaves_marks(locks):
+    from test_service_metrics import d, scrape
+    before, _ = scrape("consumer")
     room, (u1, u2, _) = room_of()
     lock = RowLock(room, u1)
     locks.append(lock)
@@ -153,6 +155,8 @@ def test_database_failure_leaves_marks(locks):
     assert second["ID"] != first["ID"]
     assert mark_value(room, u1) == "11" and mark_value(room, u2) == "12"
     assert last_read(room, u2) == 0                     # the rolled back transaction wrote nothing
+    # counted in the consumer's metrics (docs/metrics.md)
+    assert d(scrape("consumer")[0], before, "minichat_consumer_read_flush_failures_total") >= 1
     lock.release()
     wait_until(lambda: last_read(room, u1) == 11 and last_read(room, u2) == 12, what="both written after the retry")
     wait_until(lambda: mark_value(room, u1) is None and mark_value(room, u2) is None, what="marks deleted")

@@ -129,7 +129,8 @@ def own_conf(d, extra):
     conf = os.path.join(d, "relay-worker.conf")
     with open(conf, "w") as f:
         f.write(base + "\n# test_relay_socket_access.py\nnode = access\nunix_socket = %s\n"
-                "grpc_listen = 127.0.0.1:%d\npeers =\nhttp_listen = off\n%s\n" % (os.path.join(d, "relay.sock"), free_port(), extra))
+                "grpc_listen = 127.0.0.1:%d\npeers =\nhttp_listen = 127.0.0.1:%d\n%s\n"
+                % (os.path.join(d, "relay.sock"), free_port(), free_port(), extra))
     return conf
 
 
@@ -193,18 +194,26 @@ def test_unprivileged_user_cannot_connect(dev_relay):
     assert r["connect"] == "EACCES", r
 
 
+def refused(sock):
+    """minichat_relay_worker_refused_total of the relay-worker whose socket is sock."""
+    from test_service_metrics import scrape_beside
+    return scrape_beside(sock)[("minichat_relay_worker_refused_total", ())]
+
+
 def test_peer_not_allowed_is_disconnected_and_logged(dev_relay):
     """nobody with the socket's group as a supplementary group passes the
     mode; the relay-worker closes it on accept (no reply to its request)
     and logs its pid, uid and gid."""
     path, log = dev_relay
     off = log_size(log)
+    before = refused(path)
     r = as_user(path, NOBODY, NOGROUP, groups=[os.stat(path).st_gid])
     assert r["connect"] == "ok", r
     assert r["closed"] and r["reply"] == 0, r
     line = refusal_line(r["pid"], NOBODY, NOGROUP)
     wait_until(lambda: line in log_since(log, off), what="the refusal in %s" % log)
     assert log_since(log, off).count(line) == 1
+    assert refused(path) == before + 1
 
 
 def test_own_relay_group_and_supplementary_groups(own_relay):
