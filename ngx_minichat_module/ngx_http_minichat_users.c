@@ -55,6 +55,7 @@ static void ngx_http_minichat_users_flush_handler(ngx_event_t *ev);
 static ngx_int_t ngx_http_minichat_users_send(Minichat__UserSet *us, uint64_t batch);
 static void ngx_http_minichat_users_answered(Minichat__LocalFrame *result, void *data);
 static void ngx_http_minichat_users_release(uint64_t upto);
+static void ngx_http_minichat_users_all(void);
 
 
 static ngx_http_minichat_users_t  ngx_http_minichat_users;
@@ -181,6 +182,7 @@ ngx_http_minichat_users_flush_handler(ngx_event_t *ev)
         u->lost = 0;
         mc_buf_reset(&u->changed);
         ngx_http_minichat_relay_restart("out of memory for the users set");
+        ngx_http_minichat_users_release(u->batch++);
         return;
     }
 
@@ -259,14 +261,36 @@ ngx_http_minichat_users_answered(Minichat__LocalFrame *result, void *data)
 
     } else if (u->peer == NGX_HTTP_MINICHAT_USERS_UNKNOWN && ngx_http_minichat_relay_ready()) {
         /* the link is up and never answered: a relay-worker that sends
-         * every message; stop telling it */
+         * every message (an older one), or one too slow to trust with a
+         * set that would go stale: stop telling it, and tell it to drop
+         * what it has (an older one ignores that too) */
         ngx_log_error(NGX_LOG_WARN, u->flush.log, 0, "minichat: the relay-worker does not answer users frames "
-                      "(an older version?): it sends this worker every message");
+                      "(an older version?): it is asked for every message on this link");
         u->peer = NGX_HTTP_MINICHAT_USERS_NO;
         mc_buf_reset(&u->changed);
+        ngx_http_minichat_users_all();
     }
 
     ngx_http_minichat_users_release(batch);
+}
+
+
+/* Asks the relay-worker for every message again (no answer expected). */
+static void
+ngx_http_minichat_users_all(void)
+{
+    Minichat__LocalFrame  f = MINICHAT__LOCAL_FRAME__INIT;
+    Minichat__UserSet     us = MINICHAT__USER_SET__INIT;
+
+    us.all = 1;
+    f.body_case = MINICHAT__LOCAL_FRAME__BODY_USERS;
+    f.users = &us;
+
+    if (ngx_http_minichat_relay_send(&f) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ERR, ngx_http_minichat_users.flush.log, 0,
+                      "minichat: cannot ask the relay-worker for every message; restarting the link");
+        ngx_http_minichat_relay_restart("users set abandoned");
+    }
 }
 
 

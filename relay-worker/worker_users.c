@@ -15,7 +15,6 @@
  * member list is the last field, so the ids are read from msg[rcpt_off ..
  * len) without unpacking the message.
  */
-#include "minichat/log.h"
 #include "relay.h"
 
 /* Reads a varint at *p (before end) into *v and moves *p past it.  Returns
@@ -74,6 +73,10 @@ int link_users_apply(link_users_t *u, const Minichat__UserSet *us)
 {
     size_t i;
 
+    if (us->all) {
+        link_users_free(u); /* every message from now on */
+        return 0;
+    }
     if (us->full) {
         mc_uset_clear(&u->set);
         u->known = 1;
