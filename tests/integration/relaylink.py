@@ -111,7 +111,7 @@ SCHEMAS = {
     "LeaveResult": {1: ("error", "s"), 2: ("left_seq", "u")},
     "ContactsResult": {1: ("error", "s"), 2: ("users", "ru")},
     "StatusResult": {1: ("json", "s")},
-    "UserSet": {1: ("full", "b"), 2: ("add", "ru"), 3: ("del", "ru")},
+    "UserSet": {1: ("full", "b"), 2: ("add", "ru"), 3: ("del", "ru"), 4: ("all", "b")},
 }
 
 # LocalFrame body fields relay -> nginx, and their message types

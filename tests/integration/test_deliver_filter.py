@@ -10,14 +10,21 @@ list whole); removals and a new full set take effect.  With the stack's own
 nginx: messages for users not on node a are not written to node a's
 workers at all, a user who connects gets the next message live (hello waits
 for the relay-worker to count the user), and a client that connects while a
-room is busy and resumes after hello misses nothing."""
+room is busy and resumes after hello misses nothing.  With a fake
+relay-worker that never answers (one from before this), hellos still go and
+the worker asks it for every message, then says nothing more."""
 
 import asyncio
 import json
+import os
 import random
+import socket
+import struct
+import time
 
-from conftest import connect, create_room, run_async, uid
-from relaylink import EVENT, PUBLISH, Link
+from conftest import RUN, connect, create_room, run_async, uid
+from own_nginx import OwnNginx, ws_connect
+from relaylink import EVENT, PUBLISH, Link, _fields, decode
 
 # ChatMessage fields (proto/minichat.proto)
 ROOM, SEQ, SENDER, CID, BODY, TS, RECIPIENTS, ORIGIN_NODE, KIND, MEMBERS_VER = 1, 2, 3, 4, 5, 6, 7, 8, 11, 17
@@ -172,3 +179,90 @@ async def test_resume_after_connecting_mid_stream_misses_nothing():
         stop.set()
         await task
         await sender.close()
+
+
+class FakeRelay:
+    """A relay-worker from before users frames: it takes the link and
+    answers nothing.  Reads are non-blocking, so what nginx wrote before
+    something the test saw is there to read."""
+
+    def __init__(self, path):
+        self.path = path
+        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.srv.bind(path)
+        self.srv.listen(4)
+        self.conn = None
+        self.buf = b""
+        self.users = []   # the UserSet frames received: dicts
+
+    def accept(self, timeout=15):
+        self.srv.settimeout(timeout)
+        self.conn, _ = self.srv.accept()
+
+    def read(self, timeout=0.0):
+        """Takes what has arrived (waiting up to timeout for something)."""
+        if timeout > 0:
+            self.conn.settimeout(timeout)
+        else:
+            self.conn.setblocking(False)
+        try:
+            while True:
+                data = self.conn.recv(1 << 16)
+                if not data:
+                    break
+                self.buf += data
+                self.conn.setblocking(False)
+        except (BlockingIOError, socket.timeout):
+            pass
+        while len(self.buf) >= 4:
+            (n,) = struct.unpack(">I", self.buf[:4])
+            if len(self.buf) < 4 + n:
+                break
+            for no, _wt, v in _fields(self.buf[4:4 + n]):
+                if no == 42:
+                    self.users.append(decode("UserSet", v))
+            self.buf = self.buf[4 + n:]
+
+    def read_until(self, cond, timeout=15):
+        deadline = time.monotonic() + timeout
+        while not cond():
+            left = deadline - time.monotonic()
+            assert left > 0, "the fake relay-worker got %s" % self.users
+            self.read(timeout=min(left, 1))
+
+    def close(self):
+        if self.conn:
+            self.conn.close()
+        self.srv.close()
+
+
+@run_async
+async def test_an_older_relay_worker_gets_every_message_asked_and_hellos_go():
+    x, y = uid(), uid()
+    fake = FakeRelay(os.path.join(RUN, "fake-relay-%d.sock" % os.getpid()))
+    own = None
+    try:
+        own = OwnNginx([], extra=["minichat_relay unix:%s" % fake.path, "minichat_relay_timeout 300ms"]).start()
+        fake.accept()
+        # the whole set (nobody yet) comes first, as a request
+        fake.read_until(lambda: fake.users)
+        assert fake.users[0]["full"] and fake.users[0]["add"] == [], fake.users
+
+        # a connection's hello waits for an answer that never comes, then goes
+        c = await ws_connect(own.port, x)
+        await c.close()
+        # having had no answer, the worker asks for every message ...
+        fake.read_until(lambda: any(u["all"] for u in fake.users))
+        # ... and says nothing more: a new user's hello comes at once, no
+        # users frame was written before it
+        n = len(fake.users)
+        c = await ws_connect(own.port, y)
+        fake.read()
+        assert len(fake.users) == n, fake.users[n:]
+        await c.close()
+    finally:
+        if own:
+            bad = own.stop()
+            assert not bad, bad
+        fake.close()
+        os.unlink(fake.path)
