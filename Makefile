@@ -209,6 +209,13 @@ $(B)/tests/test_relay_kafka: tests/unit/test_relay_kafka.c relay-worker/kafka.c 
 	$(CC) $(CFLAGS_ALL) $(shell pkg-config --cflags rdkafka) -o $@ $< $(LIB) \
 	  $(shell pkg-config --libs check hiredis rdkafka) $(LIBDEPS)
 
+# which workers a chat message goes to, compiled into its test with msg_pack.c
+$(B)/tests/test_worker_users: tests/unit/test_worker_users.c relay-worker/worker_users.c relay-worker/msg_pack.c \
+  relay-worker/relay.h $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) -Irelay-worker -o $@ $< relay-worker/worker_users.c relay-worker/msg_pack.c $(LIB) \
+	  $(shell pkg-config --libs check) $(LIBDEPS)
+
 # the load generator's protocol tables, compiled into their test
 $(B)/tests/test_loadgen_proto: tests/unit/test_loadgen_proto.c $(wildcard bench/loadgen/*.c bench/loadgen/*.h) $(LIB)
 	@mkdir -p $(@D)

@@ -1074,6 +1074,7 @@ ngx_http_minichat_init_process(ngx_cycle_t *cycle)
     }
 
     ngx_http_minichat_registry_init();
+    ngx_http_minichat_users_init(cycle);
 
     if (ngx_http_minichat_auth_init(cycle) != NGX_OK) {
         return NGX_ERROR;
@@ -1112,6 +1113,7 @@ ngx_http_minichat_exit_process(ngx_cycle_t *cycle)
     ngx_http_minichat_durable_exit();
     ngx_http_minichat_members_exit();
     ngx_http_minichat_defer_flush();
+    ngx_http_minichat_users_exit();
     ngx_http_minichat_relay_exit();
     ngx_http_minichat_redis_exit();
     ngx_http_minichat_auth_exit();

@@ -27,6 +27,7 @@
 #include <jansson.h>
 
 #include "minichat.pb-c.h"
+#include "minichat/buf.h"
 #include "minichat/op.h"
 
 #define NGX_HTTP_MINICHAT_CID_MAX MC_OP_CID_MAX
@@ -368,6 +369,9 @@ ngx_int_t ngx_http_minichat_relay_ready(void);
 /* 1 when the link is up, 0 when down; since: the wall-clock ms of the
  * last change (or of the worker's start). */
 ngx_uint_t ngx_http_minichat_relay_state(uint64_t *since);
+/* Closes the link (logged with why) and connects again after
+ * minichat_reconnect_interval; requests in flight fail. */
+void ngx_http_minichat_relay_restart(const char *why);
 ngx_int_t ngx_http_minichat_relay_send(Minichat__LocalFrame *frame);
 /* Sends a request frame; handler gets the result frame, or NULL on timeout
  * or a lost connection.  Returns NGX_ERROR when the relay is not connected. */
@@ -653,6 +657,19 @@ void ngx_http_minichat_registry_init(void);
 void ngx_http_minichat_registry_add(ngx_http_minichat_ws_t *ws);
 void ngx_http_minichat_registry_remove(ngx_http_minichat_ws_t *ws);
 ngx_uint_t ngx_http_minichat_registry_count(uint64_t user);
+ngx_int_t ngx_http_minichat_registry_users(mc_buf_t *out);
+
+/* ngx_http_minichat_users.c: the users this worker tells its relay-worker
+ * it holds, so that only messages for them come */
+void ngx_http_minichat_users_init(ngx_cycle_t *cycle);
+void ngx_http_minichat_users_exit(void);
+/* The link to the relay-worker is up: the whole set goes first. */
+void ngx_http_minichat_users_link_up(void);
+/* user gained or lost a connection here: told at the end of the turn. */
+void ngx_http_minichat_users_changed(uint64_t user);
+/* NGX_OK: start ws's session (hello) now; NGX_AGAIN: ws is held and its
+ * session starts once the relay-worker counts its user. */
+ngx_int_t ngx_http_minichat_users_hold(ngx_http_minichat_ws_t *ws);
 /* Delivers a message to this worker's connections of its recipients, except
  * the connection that sent it. */
 void ngx_http_minichat_deliver(Minichat__ChatMessage *m);

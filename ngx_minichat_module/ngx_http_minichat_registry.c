@@ -14,6 +14,7 @@
  * dropped when the replay already carried them.
  */
 #include "ngx_http_minichat_module.h"
+#include "minichat/buf.h"
 #include "minichat/ws.h"
 
 
@@ -43,6 +44,7 @@ ngx_http_minichat_registry_add(ngx_http_minichat_ws_t *ws)
 {
     ngx_queue_insert_tail(&ngx_http_minichat_users[ws->user % NGX_HTTP_MINICHAT_USER_BUCKETS], &ws->by_user);
     ws->registered = 1;
+    ngx_http_minichat_users_changed(ws->user);
 }
 
 
@@ -52,7 +54,44 @@ ngx_http_minichat_registry_remove(ngx_http_minichat_ws_t *ws)
     if (ws->registered) {
         ngx_queue_remove(&ws->by_user);
         ws->registered = 0;
+        ngx_http_minichat_users_changed(ws->user);
     }
+}
+
+
+/* Appends the distinct users of this worker's open connections to out (as
+ * uint64_t).  Returns NGX_OK, or NGX_ERROR when out of memory. */
+ngx_int_t
+ngx_http_minichat_registry_users(mc_buf_t *out)
+{
+    ngx_http_minichat_ws_t  *ws, *prev;
+    ngx_queue_t             *bucket, *q, *p;
+    ngx_uint_t               i;
+
+    for (i = 0; i < NGX_HTTP_MINICHAT_USER_BUCKETS; i++) {
+        bucket = &ngx_http_minichat_users[i];
+
+        for (q = ngx_queue_head(bucket); q != ngx_queue_sentinel(bucket); q = ngx_queue_next(q)) {
+            ws = ngx_queue_data(q, ngx_http_minichat_ws_t, by_user);
+            if (ws->closed) {
+                continue;
+            }
+
+            /* a user's connections share a bucket: listed at the first */
+            for (p = ngx_queue_head(bucket); p != q; p = ngx_queue_next(p)) {
+                prev = ngx_queue_data(p, ngx_http_minichat_ws_t, by_user);
+                if (prev->user == ws->user && !prev->closed) {
+                    break;
+                }
+            }
+
+            if (p == q && mc_buf_append(out, &ws->user, sizeof(ws->user)) != 0) {
+                return NGX_ERROR;
+            }
+        }
+    }
+
+    return NGX_OK;
 }
 
 

@@ -232,6 +232,9 @@ ngx_http_minichat_relay_connect(void)
         return;
     }
 
+    /* which users this worker holds, before any other frame */
+    ngx_http_minichat_users_link_up();
+
     ngx_log_error(NGX_LOG_INFO, rl->log, 0, "minichat: connected to relay-worker at \"%V\"", &rl->name);
     return;
 
@@ -276,6 +279,15 @@ ngx_http_minichat_relay_close(const char *why)
 
     if (!ngx_exiting && why && !rl->reconnect.timer_set) {
         ngx_add_timer(&rl->reconnect, ngx_http_minichat_conf()->reconnect);
+    }
+}
+
+
+void
+ngx_http_minichat_relay_restart(const char *why)
+{
+    if (ngx_http_minichat_relay.conn) {
+        ngx_http_minichat_relay_close(why);
     }
 }
 
@@ -635,6 +647,7 @@ ngx_http_minichat_relay_dispatch(Minichat__LocalFrame *f)
     case MINICHAT__LOCAL_FRAME__BODY_CONTACTS_RESULT:
     case MINICHAT__LOCAL_FRAME__BODY_BAN_RESULT:
     case MINICHAT__LOCAL_FRAME__BODY_STATUS:
+    case MINICHAT__LOCAL_FRAME__BODY_USERS:
         /* results mostly come back in request order: the match is near the head */
         for (q = ngx_queue_head(&rl->pending); q != ngx_queue_sentinel(&rl->pending); q = ngx_queue_next(q)) {
             req = ngx_queue_data(q, ngx_http_minichat_relay_req_t, queue);

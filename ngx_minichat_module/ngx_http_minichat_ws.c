@@ -489,8 +489,9 @@ ngx_http_minichat_ws_accept(ngx_http_request_t *r, uint64_t user, time_t exp)
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0, "minichat: user %uL connected, session %*s", user,
                   (size_t) NGX_HTTP_MINICHAT_SID_LEN, ws->sid);
 
-    /* hello follows once Redis has the session */
-    if (ngx_http_minichat_session_start(ws) != NGX_OK) {
+    /* hello follows once Redis has the session, and (when it asks for
+     * users) once the relay-worker counts this user: _users.c */
+    if (ngx_http_minichat_users_hold(ws) == NGX_OK && ngx_http_minichat_session_start(ws) != NGX_OK) {
         return NGX_HTTP_CLOSE;
     }
 

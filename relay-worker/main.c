@@ -354,11 +354,11 @@ static void on_signal(void)
 /* Logs the counters when any moved since the last call. */
 static void log_stats(void)
 {
-    static uint64_t last[13];
-    uint64_t v[13];
+    static uint64_t last[14];
+    uint64_t v[14];
     mc_reorder_stats_t os;
 
-    link_stats(&v[0], &v[1], &v[11]);
+    link_stats(&v[0], &v[1], &v[11], &v[13]);
     kafka_stats(&v[2], &v[3], &v[4]);
     peers_stats(&v[5], &v[6], &v[7]);
     order_stats(&os);
@@ -370,10 +370,11 @@ static void log_stats(void)
         return;
     }
     memcpy(last, v, sizeof(v));
-    mc_info("stats: workers %llu (dropped %llu, refused %llu); kafka produced %llu, delivered %llu, failed %llu; "
+    mc_info("stats: workers %llu (dropped %llu, refused %llu, deliver skipped %llu); kafka produced %llu, delivered %llu, failed %llu; "
             "peers sent %llu, dropped %llu, failed calls %llu; order released %llu, late %llu, skipped %llu, "
             "refused %llu, rooms %llu, held %llu",
-            (unsigned long long)v[0], (unsigned long long)v[1], (unsigned long long)v[11], (unsigned long long)v[2],
+            (unsigned long long)v[0], (unsigned long long)v[1], (unsigned long long)v[11], (unsigned long long)v[13],
+            (unsigned long long)v[2],
             (unsigned long long)v[3], (unsigned long long)v[4], (unsigned long long)v[5], (unsigned long long)v[6],
             (unsigned long long)v[7], (unsigned long long)v[8], (unsigned long long)v[9], (unsigned long long)v[10],
             (unsigned long long)v[12], (unsigned long long)os.rooms, (unsigned long long)os.held);

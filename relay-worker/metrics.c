@@ -189,12 +189,12 @@ static int metrics_db(mc_buf_t *b)
 int relay_metrics_text(mc_buf_t *out)
 {
     mc_prom_label_t info[2] = {{"node", relay_conf.node}, {"build", MC_BUILD}};
-    uint64_t conns, dropped, refused, now = mc_now_ms();
+    uint64_t conns, dropped, refused, skipped, now = mc_now_ms();
     mc_reorder_stats_t os;
     kafka_state_t ks;
 
     mc_buf_reset(out);
-    link_stats(&conns, &dropped, &refused);
+    link_stats(&conns, &dropped, &refused, &skipped);
     kafka_state(&ks);
     order_stats(&os);
     {
@@ -207,6 +207,8 @@ int relay_metrics_text(mc_buf_t *out)
              "nginx worker connections closed for a full output buffer (local_outbuf_max_mb)", (double)dropped},
             {"minichat_relay_worker_refused_total", "counter",
              "Connections to the unix socket refused by their credentials (allowed_peers)", (double)refused},
+            {"minichat_relay_worker_deliver_skipped_total", "counter",
+             "Chat messages not written to an nginx worker that holds none of their recipients", (double)skipped},
         };
         const mc_prom_single_t kafka[] = {
             {"minichat_relay_kafka_up", "gauge",

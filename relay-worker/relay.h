@@ -16,6 +16,8 @@
  *    queries_rooms.c, queries_lists.c, queries_history.c (the SQL, over the
  *    toolkit in queries.c) and consumer_lag.c (has the roomlist-consumer
  *    caught up?);
+ *  - worker_users.c: which users each worker holds connections of, and
+ *    whether a chat message is for one of them (worker_link.c asks it);
  *  - worker_link.c: the unix-socket server for the node's nginx workers
  *    (transport, and who may connect: the socket file's mode and group, the
  *    peer's credentials against allowed_peers); it hands received frames to the handler main.c gave
@@ -55,6 +57,7 @@
 #include "minichat/prom_text.h"
 #include "minichat/reorder.h"
 #include "minichat/sock_access.h"
+#include "minichat/user_set.h"
 
 #define RELAY_METHOD "/minichat.Relay/Deliver"
 
@@ -144,6 +147,20 @@ typedef struct {
     size_t rcpt_off;
 } link_msg_t;
 
+/* worker_users.c: the users one worker connection announced (under
+ * worker_link.c's lock) */
+typedef struct {
+    int known;      /* 0: never announced, or given up: the worker gets every message */
+    mc_uset_t set;
+} link_users_t;
+/* Applies a LocalFrame.users.  Returns 0, or -1 when out of memory (the
+ * set is then dropped: not known until the next full set). */
+int link_users_apply(link_users_t *u, const Minichat__UserSet *us);
+/* Returns 1 when the worker should get m: its set is not known, or holds
+ * one of m's recipients; else 0. */
+int link_users_wants(const link_users_t *u, const link_msg_t *m);
+void link_users_free(link_users_t *u);
+
 typedef struct {
     /* Handles one frame other than hello and takes ownership of f.  Returns
      * 0, or -1 to close the connection. */
@@ -161,7 +178,8 @@ void link_on_event(void *ptr, uint32_t events);
 int link_send(uint64_t conn_id, const uint8_t *frame, size_t len);
 /* Queues frames for every connection that said hello but except_id (0: all). */
 void link_broadcast(uint64_t except_id, const uint8_t *frames, size_t len);
-/* Sends chat messages to every connection that said hello, as
+/* Sends chat messages to every connection that said hello and holds one
+ * of a message's recipients (or never said which users it holds), as
  * LocalFrame.deliver, one write per connection; a connection that holds a
  * message's list under its version gets the message without it. */
 void link_deliver(const link_msg_t *msgs, size_t n);
@@ -171,7 +189,8 @@ void link_close_all(void);
  * Corks nest: the outermost link_uncork() sends. */
 void link_cork(void);
 void link_uncork(void);
-void link_stats(uint64_t *conns, uint64_t *dropped, uint64_t *refused);
+/* skipped: messages left out for a worker that holds none of their recipients */
+void link_stats(uint64_t *conns, uint64_t *dropped, uint64_t *refused, uint64_t *skipped);
 
 /* dispatch.c: the LocalFrame handler (main thread) */
 /* Registers the durable handler with the producer (before the first frame). */

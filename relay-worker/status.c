@@ -85,11 +85,11 @@ static json_t *status_kafka(uint64_t now)
 
 static json_t *status_workers(void)
 {
-    uint64_t conns, dropped, refused;
+    uint64_t conns, dropped, refused, skipped;
 
-    link_stats(&conns, &dropped, &refused);
-    return json_pack("{s:I, s:I, s:I}", "connections", (json_int_t)conns, "dropped", (json_int_t)dropped,
-                     "refused", (json_int_t)refused);
+    link_stats(&conns, &dropped, &refused, &skipped);
+    return json_pack("{s:I, s:I, s:I, s:I}", "connections", (json_int_t)conns, "dropped", (json_int_t)dropped,
+                     "refused", (json_int_t)refused, "deliver_skipped", (json_int_t)skipped);
 }
 
 static json_t *status_db(void)

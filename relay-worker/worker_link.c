@@ -45,6 +45,14 @@
  * under the same members version leaves without it.  Both start empty with
  * the connection, as the worker's own tables do.
  *
+ * Users (link_deliver): a worker says which users it holds connections of
+ * (LocalFrame.users, worker_users.c), and a chat message goes only to the
+ * connections holding one of its recipients, or that never said.  A
+ * message left out for a connection changes neither its member-list mirror
+ * nor the worker's table: both ends skip it alike.  A users frame with a
+ * req_id is answered (an empty users frame, same req_id) once applied, so
+ * the worker knows every later deliver on the stream was chosen with it.
+ *
  * Only the main thread frees a connection.  Another thread that must give up
  * on one marks it dead and shuts the socket down, which wakes the main thread
  * with EPOLLHUP.  Other threads name connections by id, never by pointer.
@@ -89,6 +97,7 @@ typedef struct {
     size_t out_off;
     mc_mslots_t sent; /* member lists this worker holds from us (under link_lock) */
     mc_mslots_t recv; /* member lists it sent us (main thread) */
+    link_users_t users; /* the users it holds connections of (under link_lock) */
 } link_conn_t;
 
 typedef struct {
@@ -102,6 +111,7 @@ static size_t link_nconns;
 static uint64_t link_next_id = 1;
 static uint64_t link_dropped; /* connections dropped for not reading */
 static uint64_t link_refused; /* connections refused by their credentials */
+static uint64_t link_skipped; /* messages not written to a worker that holds none of their recipients */
 static link_listener_t link_listener = {LINK_LISTEN, -1};
 static char link_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 static link_handler_t link_handler;
@@ -325,6 +335,10 @@ void link_deliver(const link_msg_t *msgs, size_t n)
         }
         mc_buf_reset(&link_scratch);
         for (j = 0; j < n; j++) {
+            if (!link_users_wants(&c->users, &msgs[j])) {
+                link_skipped++;
+                continue; /* no recipient there: its mirror and its table stay as they are */
+            }
             if (conn_deliver_frame_locked(c, &msgs[j]) != 0) {
                 /* its mirror no longer matches what it will get: start again */
                 mc_error("link: out of memory for worker %s/%u's messages, dropping it", c->node, c->pid);
@@ -332,7 +346,7 @@ void link_deliver(const link_msg_t *msgs, size_t n)
                 break;
             }
         }
-        if (j == n) {
+        if (j == n && link_scratch.len > 0) {
             conn_write_locked(c, (const uint8_t *)link_scratch.data, link_scratch.len);
         }
     }
@@ -342,17 +356,51 @@ void link_deliver(const link_msg_t *msgs, size_t n)
     pthread_mutex_unlock(&link_lock);
 }
 
-void link_stats(uint64_t *conns, uint64_t *dropped, uint64_t *refused)
+void link_stats(uint64_t *conns, uint64_t *dropped, uint64_t *refused, uint64_t *skipped)
 {
     pthread_mutex_lock(&link_lock);
     *conns = link_nconns;
     *dropped = link_dropped;
     *refused = link_refused;
+    *skipped = link_skipped;
     pthread_mutex_unlock(&link_lock);
 }
 
-/* Handles one frame: the hello here, anything else through the handler.
- * Returns 0, or -1 to close the connection. */
+/* Applies a users frame and answers one with a req_id (main thread). */
+static void on_users(link_conn_t *c, const Minichat__LocalFrame *f)
+{
+    Minichat__LocalFrame ack = MINICHAT__LOCAL_FRAME__INIT;
+    Minichat__UserSet none = MINICHAT__USER_SET__INIT;
+    uint8_t *buf;
+    size_t len;
+    int rc;
+
+    pthread_mutex_lock(&link_lock);
+    rc = link_users_apply(&c->users, f->users);
+    pthread_mutex_unlock(&link_lock);
+    if (rc != 0) {
+        mc_error("link: out of memory for worker %s/%u's users; it gets every message from now on", c->node,
+                 c->pid);
+    }
+    if (f->req_id == 0) {
+        return;
+    }
+    ack.req_id = f->req_id;
+    ack.body_case = MINICHAT__LOCAL_FRAME__BODY_USERS;
+    ack.users = &none;
+    buf = relay_pack_frame(&ack, &len);
+    if (buf == NULL) {
+        mc_error("link: out of memory answering worker %s/%u's users", c->node, c->pid);
+        return; /* the worker's wait for it ends with its timer */
+    }
+    pthread_mutex_lock(&link_lock);
+    conn_write_locked(c, buf, len);
+    pthread_mutex_unlock(&link_lock);
+    free(buf);
+}
+
+/* Handles one frame: the hello and users here, anything else through the
+ * handler.  Returns 0, or -1 to close the connection. */
 static int on_frame(link_conn_t *c, const uint8_t *p, size_t n)
 {
     Minichat__LocalFrame *f = minichat__local_frame__unpack(NULL, n, p);
@@ -367,6 +415,11 @@ static int on_frame(link_conn_t *c, const uint8_t *p, size_t n)
             mc_error("link: first frame from fd %d is not hello (case %d), closing", c->fd, (int)f->body_case);
             minichat__local_frame__free_unpacked(f, NULL);
             return -1;
+        }
+        if (f->body_case == MINICHAT__LOCAL_FRAME__BODY_USERS) {
+            on_users(c, f);
+            minichat__local_frame__free_unpacked(f, NULL);
+            return 0;
         }
         from.id = c->id;
         from.node = c->node;
@@ -593,6 +646,7 @@ static void conn_close(link_conn_t *c)
     free(c->in);
     mc_buf_free(&c->out);
     mc_mslots_clear(&c->recv);
+    link_users_free(&c->users);
     free(c);
 }
 

@@ -111,6 +111,7 @@ SCHEMAS = {
     "LeaveResult": {1: ("error", "s"), 2: ("left_seq", "u")},
     "ContactsResult": {1: ("error", "s"), 2: ("users", "ru")},
     "StatusResult": {1: ("json", "s")},
+    "UserSet": {1: ("full", "b"), 2: ("add", "ru"), 3: ("del", "ru"), 4: ("all", "b")},
 }
 
 # LocalFrame body fields relay -> nginx, and their message types
@@ -119,7 +120,7 @@ FRAME_BODIES = {4: ("deliver", "ChatMessage"), 6: ("create_room_result", "Create
                 11: ("history_result", "HistoryResult"), 13: ("rooms_result", "RoomsResult"),
                 15: ("room_info_result", "RoomInfoResult"), 17: ("invite_result", "InviteResult"),
                 19: ("leave_result", "LeaveResult"), 21: ("contacts_result", "ContactsResult"),
-                41: ("status", "StatusResult"),
+                41: ("status", "StatusResult"), 42: ("users", "UserSet"),
                 22: ("event", "ChatMessage")}
 
 
@@ -172,8 +173,8 @@ def decode_frame(b):
 # --- the link ----------------------------------------------------------------
 
 # LocalFrame request fields
-CREATE_ROOM, PUBLISH, ROOM_STATE, HISTORY, ROOMS, ROOM_INFO, INVITE, LEAVE, CONTACTS, EVENT, STATUS_REQ = \
-    5, 3, 8, 10, 12, 14, 16, 18, 20, 22, 40
+CREATE_ROOM, PUBLISH, ROOM_STATE, HISTORY, ROOMS, ROOM_INFO, INVITE, LEAVE, CONTACTS, EVENT, STATUS_REQ, USERS = \
+    5, 3, 8, 10, 12, 14, 16, 18, 20, 22, 40, 42
 
 
 class Link:
@@ -258,6 +259,12 @@ class Link:
 
     def contacts(self, user, limit=0):
         return self.request(CONTACTS, [(1, user), (2, limit)])
+
+    def users(self, add=(), delete=(), full=False):
+        """Announce which users this fake worker holds (UserSet): the whole
+        set with full, else changes; returns once the relay-worker answered,
+        so every deliver after this was chosen with it."""
+        return self.request(USERS, [(1, full or None), (2, list(add) or None), (3, list(delete) or None)])
 
     def status(self):
         """The relay-worker's status JSON text (StatusRequest is empty)."""
