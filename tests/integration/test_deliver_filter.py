@@ -25,6 +25,7 @@ import time
 from conftest import RUN, connect, create_room, run_async, uid
 from own_nginx import OwnNginx, ws_connect
 from relaylink import EVENT, PUBLISH, Link, _fields, decode
+from test_service_metrics import scrape, val
 
 # ChatMessage fields (proto/minichat.proto)
 ROOM, SEQ, SENDER, CID, BODY, TS, RECIPIENTS, ORIGIN_NODE, KIND, MEMBERS_VER = 1, 2, 3, 4, 5, 6, 7, 8, 11, 17
@@ -121,12 +122,16 @@ async def test_nginx_workers_without_recipients_are_skipped():
     sender = await connect(x, "b")
     try:
         before = relay_skipped("a")
+        metric_before = val(scrape("relay-a")[0], "minichat_relay_worker_deliver_skipped_total")
         for i in range(5):
             r = await sender.send_msg(room, "m%d" % i)
             assert r["op"] == "ack", r
         # nobody of the room is on node a: neither of its 2 workers got them
         # (the counter may also count other traffic: at least, not exactly)
         assert relay_skipped("a") - before >= 2 * 5
+        # and the same count on relay-worker a's /metrics
+        metric_after = val(scrape("relay-a")[0], "minichat_relay_worker_deliver_skipped_total")
+        assert metric_after - metric_before >= 2 * 5, (metric_before, metric_after)
 
         # z connects on a: after hello, the very next message reaches z live
         zc = await connect(z, "a")
