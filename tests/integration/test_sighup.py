@@ -104,7 +104,8 @@ def test_log_file_and_level_change_and_the_file_is_reopened(svc, tmp_path):
     out = svc.hup("reload: done")
     assert 'log_file "%s"' % log in out, out
     assert " info: reload: done" in read(log), read(log)
-    assert " debug: " not in read(log)
+    # (no check that the file has no debug line yet: the consumer's
+    # read-pointer flusher logs at debug whenever earlier tests left marks)
     send_from_b()
     wait_until(lambda: " debug: " in read(log), timeout=30, what="debug lines in the new log file")
 
