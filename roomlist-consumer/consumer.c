@@ -56,7 +56,9 @@
  * so a dead database cannot block shutdown; what is left is re-read at the
  * next start), and the consumer leaves the group and is destroyed.
  */
+#include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,6 +73,7 @@
 #define RC_BACKOFF_MIN_MS 100
 #define RC_BACKOFF_MAX_MS 5000
 #define RC_SHUTDOWN_ATTEMPTS 3
+#define RC_DESTROY_WAIT_S 10   /* how long rd_kafka_destroy may take before the handle is left behind */
 #define RC_FETCH_MIN_BYTES "65536"  /* a fetch is answered at this much data, or after batch_ms ... */
 #define RC_FETCH_WAIT_MAX_MS 1000    /* ... or this, if shorter (below socket.timeout.ms, and the batch's
                                         wait counts from the produce time anyway) */
@@ -113,8 +116,22 @@ int rc_consumer_init(rc_consumer_t *c, const rc_consumer_config_t *cfg, rc_store
     rd_kafka_topic_partition_list_t *topics;
     rd_kafka_resp_err_t err;
     char errstr[512], fetch_wait[16];
+    uint64_t malformed, consumed, commits_failed, retries;
+    int64_t last_batch_ms;
 
+    /* the counters outlive a handle: after a fatal error main.c makes a new
+     * one in the same struct, and a Prometheus counter must not go back */
+    malformed = c->malformed;
+    consumed = c->consumed;
+    commits_failed = c->commits_failed;
+    retries = c->retries;
+    last_batch_ms = c->last_batch_ms;
     memset(c, 0, sizeof(*c));
+    c->malformed = malformed;
+    c->consumed = consumed;
+    c->commits_failed = commits_failed;
+    c->retries = retries;
+    c->last_batch_ms = last_batch_ms;
     snprintf(fetch_wait, sizeof(fetch_wait), "%d",
              cfg->batch_ms < RC_FETCH_WAIT_MAX_MS ? cfg->batch_ms : RC_FETCH_WAIT_MAX_MS);
     c->cfg = *cfg;
@@ -566,6 +583,40 @@ static int consumer_flush(rc_consumer_t *c, int max_attempts)
     return rc;
 }
 
+static void *consumer_destroy_thread(void *arg)
+{
+    rd_kafka_destroy(arg);
+    return NULL;
+}
+
+/* Destroys the handle, waiting at most RC_DESTROY_WAIT_S.  Everything that
+ * matters (the batch, the offsets, leaving the group) is done before; but
+ * Debian's librdkafka 2.0 can wait forever in rd_kafka_destroy for its
+ * broker thread once the subscribed topic was deleted (seen here; upstream
+ * librdkafka issue 4362 is alike), which would hang a stop or the new handle
+ * after a fatal error.  A handle that does not finish is left to its
+ * threads, with an error line. */
+static void consumer_destroy(rd_kafka_t *rk)
+{
+    struct timespec until;
+    pthread_t tid;
+    int err;
+
+    if (pthread_create(&tid, NULL, consumer_destroy_thread, rk) != 0) {
+        rd_kafka_destroy(rk);
+        return;
+    }
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += RC_DESTROY_WAIT_S;
+    err = pthread_timedjoin_np(tid, NULL, &until);
+    if (err == ETIMEDOUT) {
+        mc_error("kafka: the consumer handle did not finish within %d s (librdkafka waits for its broker thread, "
+                 "as after the topic was deleted); leaving it behind",
+                 RC_DESTROY_WAIT_S);
+        pthread_detach(tid);
+    }
+}
+
 /* Fills s with our partitions, their positions and lag (from the high
  * watermarks of the last fetch: no request to the brokers).  Returns the
  * total lag, or -1 when the assignment is unknown. */
@@ -743,12 +794,15 @@ int rc_consumer_run(rc_consumer_t *c)
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         mc_warn("kafka: consumer close: %s", rd_kafka_err2str(err));
     }
-    rd_kafka_destroy(c->rk);
-    c->rk = NULL;
-    mc_msgbatch_free(&c->batch);
+    /* the lists first: an entry that went through librdkafka may hold a
+     * reference to its partition, and rd_kafka_destroy waits for every
+     * reference to go (it hung forever once the topic had been deleted) */
     rd_kafka_topic_partition_list_destroy(c->offsets);
     rd_kafka_topic_partition_list_destroy(c->sent);
     c->offsets = NULL;
     c->sent = NULL;
+    consumer_destroy(c->rk);
+    c->rk = NULL;
+    mc_msgbatch_free(&c->batch);
     return rc;
 }

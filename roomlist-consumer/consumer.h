@@ -51,7 +51,9 @@ typedef struct {
     int64_t last_batch_ms;                     /* mc_now_ms() of the last committed batch, 0: none */
 } rc_consumer_t;
 
-/* Creates the Kafka consumer and subscribes.  Returns 0, or -1 after logging why. */
+/* Creates the Kafka consumer and subscribes.  The counters (malformed to
+ * last_batch_ms) carry over from an earlier handle in the same struct, so
+ * zero it once before the first call.  Returns 0, or -1 after logging why. */
 int rc_consumer_init(rc_consumer_t *c, const rc_consumer_config_t *cfg, rc_store_t *store, rc_push_t *push,
                      volatile sig_atomic_t *run);
 

@@ -288,7 +288,7 @@ int main(int argc, char **argv)
     rc_settings_t st;
     mc_db_config_t dbc;
     rc_consumer_config_t cc;
-    rc_consumer_t consumer;
+    rc_consumer_t consumer = {0};
     rc_store_t store;
     rc_readflush_t *rf = NULL;
     rc_push_config_t pc;

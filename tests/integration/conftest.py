@@ -56,6 +56,20 @@ WAIT_TIMEOUT = 20.0      # seconds for anything eventually consistent
 FRAME_TIMEOUT = 5.0      # seconds for one expected frame
 
 
+KAFKA_PORT = 19092 + OFF   # the stack's plaintext listener
+
+
+def kafka_tool(cls, *args):
+    """The command line of one of Kafka's Java tools (the stack's jars, e.g.
+    org.apache.kafka.tools.TopicCommand) against the stack's broker."""
+    log4j = os.path.join(RUN, "kafka", "tools-log4j2.properties")
+    cmd = ["java", "-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"]
+    if os.path.exists(log4j):
+        cmd.append("-Dlog4j2.configurationFile=" + log4j)
+    return cmd + ["-cp", os.path.join(TOP, ".cache", "kafka", "libs", "*"), cls,
+                  "--bootstrap-server", "127.0.0.1:%d" % KAFKA_PORT] + list(args)
+
+
 # --- ids, tokens, polling ----------------------------------------------------
 
 def uid():
