@@ -420,6 +420,8 @@ async def test_reorderer_counts_held_skipped_late_refused():
 def test_consumer_gauges():
     """db_up is 1 with the primary up; assigned_partitions is the number of
     partitions /status lists; the relay-workers' DB queue is empty at rest."""
+    # an earlier test may have moved the group (test_consumer_fenced): wait for the assignment
+    wait_until(lambda: status("consumer")["partitions"], what="the consumer's partitions assigned")
     series, _ = scrape("consumer")
     s = status("consumer")
     assert s["db"]["primary"] == "up", s
