@@ -14,8 +14,8 @@ import signal
 import sys
 import time
 
-from conftest import (NGINX_PORTS, REDIS_MODE, connect, create_room, http_connection, open_socket, run_async, uid,
-                      wait_until)
+from conftest import (NGINX_PORTS, REDIS_MODE, connect, create_room, http_connection, in_a_row, open_socket, run_async,
+                      uid, wait_until)
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "chaos"))
 
@@ -47,17 +47,6 @@ def ready(node="a"):
     st, ctype, body = get("/ready", node)
     assert ctype == "application/json", ctype
     return st, json.loads(body)
-
-
-def in_a_row(fn, n=8):
-    """A predicate that holds once fn() held n times in a row (answers from
-    every worker, most likely)."""
-    seen = [0]
-
-    def check():
-        seen[0] = seen[0] + 1 if fn() else 0
-        return seen[0] >= n
-    return check
 
 
 def test_status_fields_on_both_nodes():
