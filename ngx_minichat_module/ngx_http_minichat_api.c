@@ -18,8 +18,9 @@
  * worker_shutdown_timeout): the pool cleanup only detaches it, and the last
  * pending callback frees it.
  *
- * With a per-user limit configured, every request first runs the caller's
- * limit (lua/limit.lua: minichat_limit_rest, and the ban): a refusal is 429
+ * Every request of a user (not the server API's) first runs the caller's
+ * ban check and limit (lua/limit.lua: the ban, and minichat_limit_rest when
+ * configured), whatever limits are configured: a refusal is 429
  * with Retry-After (seconds, rounded up) and {"code":"rate_limited",
  * "retry_after_ms":N}, a ban 403 {"code":"banned","until":ms|null}.
  */
@@ -306,14 +307,14 @@ finalize:
 }
 
 
-/* Runs the route, after the caller's per-user limit when one is configured.
+/* Runs the route, after the caller's ban check and per-user limit.
  * Returns as a route's handler does. */
 static ngx_int_t
 ngx_http_minichat_api_run(ngx_http_request_t *r, ngx_http_minichat_api_t *ctx, json_t *body)
 {
     ngx_int_t  rc;
 
-    if (ctx->server || !ngx_http_minichat_limit_user_on(NGX_HTTP_MINICHAT_LIMIT_REST)) {
+    if (ctx->server) {
         return ctx->handler(r, ctx, body);
     }
 

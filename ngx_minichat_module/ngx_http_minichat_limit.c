@@ -340,20 +340,6 @@ ngx_http_minichat_limit_format_args(ngx_conf_t *cf, ngx_http_minichat_main_conf_
 }
 
 
-ngx_uint_t
-ngx_http_minichat_limit_user_on(ngx_uint_t kind)
-{
-    ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
-
-    if (kind == NGX_HTTP_MINICHAT_LIMIT_CONN) {
-        /* the upgrade always checks the ban */
-        return 1;
-    }
-
-    return mcf->limit_messages.interval_us || mcf->limit_rest.interval_us || mcf->limit_user_connections.interval_us;
-}
-
-
 static ngx_int_t
 ngx_http_minichat_limit_down(void)
 {

@@ -565,11 +565,10 @@ char *ngx_http_minichat_limit_rate_slot(ngx_conf_t *cf, ngx_command_t *cmd, void
 char *ngx_http_minichat_limit_strikes_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 char *ngx_http_minichat_limit_bans_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 char *ngx_http_minichat_limit_merge(ngx_conf_t *cf, ngx_http_minichat_main_conf_t *mcf);
-/* Returns 1 when requests of this kind run the per-user script (any
- * per-user limit configured: the script also checks the ban). */
-ngx_uint_t ngx_http_minichat_limit_user_on(ngx_uint_t kind);
-/* Start a check: NGX_OK (handler will be called), NGX_DECLINED (Redis is
- * down and the policy is open: go on now), NGX_ERROR (refuse: unavailable). */
+/* Start a check of the user's ban and, when configured, the kind's limit
+ * (every send, REST request and upgrade runs one, whatever is configured):
+ * NGX_OK (handler will be called), NGX_DECLINED (Redis is down and the
+ * policy is open: go on now), NGX_ERROR (refuse: unavailable). */
 ngx_int_t ngx_http_minichat_limit_user(uint64_t user, ngx_uint_t kind, ngx_http_minichat_limit_pt handler,
     void *data);
 ngx_int_t ngx_http_minichat_limit_addr(ngx_str_t *addr, ngx_http_minichat_limit_pt handler, void *data);

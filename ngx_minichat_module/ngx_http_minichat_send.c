@@ -15,10 +15,10 @@
  * path with kind "system"; the server API's have sender 0, a member of no
  * room (send.lua lets it in and moves no read pointer for it).
  *
- * Limits: a `send` first runs the sender's per-user limit (lua/limit.lua on
- * the {u:<user>} slot, a round trip of its own, and only when a per-user
- * limit is configured); a refusal or a ban answers at once and send.lua does
- * not run.  The room's limit rides inside send.lua (same slot, no extra
+ * Limits: a `send` first runs the sender's ban check and per-user limit
+ * (lua/limit.lua on the {u:<user>} slot, a round trip of its own, whatever
+ * is configured: a ban whose event never reached this connection is still
+ * refused); a refusal or a ban answers at once and send.lua does not run.  The room's limit rides inside send.lua (same slot, no extra
  * round trip) and refuses before a seq is spent.  System messages are not
  * limited.
  */
@@ -48,7 +48,7 @@ typedef struct {
     size_t                      cid_len;
     u_char                      cid[NGX_HTTP_MINICHAT_CID_MAX];
     uint64_t                    room;
-    ngx_str_t                   body;     /* a copy, while the per-user limit is checked */
+    ngx_str_t                   body;     /* a copy, while the ban and limit are checked */
 } ngx_http_minichat_send_t;
 
 
@@ -317,70 +317,41 @@ ngx_int_t
 ngx_http_minichat_op_send(ngx_http_minichat_req_t *rq, const mc_op_t *op)
 {
     ngx_http_minichat_ws_t       *ws = rq->ws;
-    ngx_http_minichat_send_t     *s;
-    ngx_http_minichat_message_t   m;
-    ngx_int_t                     rc;
-
-    ngx_memzero(&m, sizeof(m));
-
-    m.room = op->room;
+    ngx_http_minichat_send_t  *s;
+    ngx_int_t                  rc;
 
     if (ws->pending >= NGX_HTTP_MINICHAT_MAX_INFLIGHT) {
         return ngx_http_minichat_req_error(rq, "rate_limited", "too many requests awaiting their answer; wait");
     }
 
-    if (!ngx_http_minichat_limit_user_on(NGX_HTTP_MINICHAT_LIMIT_MESSAGES)) {
-        s = ngx_alloc(sizeof(ngx_http_minichat_send_t), ws->connection->log);
-        if (s == NULL) {
-            return ngx_http_minichat_req_error(rq, "unavailable", "out of memory");
-        }
-        s->body.len = 0;
-        s->body.data = NULL;
-
-    } else {
-        /* the body waits in a copy for the per-user limit's answer */
-        s = ngx_alloc(sizeof(ngx_http_minichat_send_t) + op->body_len, ws->connection->log);
-        if (s == NULL) {
-            return ngx_http_minichat_req_error(rq, "unavailable", "out of memory");
-        }
-        s->body.len = op->body_len;
-        s->body.data = (u_char *) (s + 1);
-        ngx_memcpy(s->body.data, op->body, s->body.len);
+    /* the body waits in a copy for the ban check's and limit's answer */
+    s = ngx_alloc(sizeof(ngx_http_minichat_send_t) + op->body_len, ws->connection->log);
+    if (s == NULL) {
+        return ngx_http_minichat_req_error(rq, "unavailable", "out of memory");
     }
+    s->body.len = op->body_len;
+    s->body.data = (u_char *) (s + 1);
+    ngx_memcpy(s->body.data, op->body, s->body.len);
 
     s->rq = *rq;
-    s->room = m.room;
+    s->room = op->room;
     s->cid_len = op->cid_len;
     ngx_memcpy(s->cid, op->cid, s->cid_len);
 
-    if (s->body.data) {
-        rc = ngx_http_minichat_limit_user(ws->user, NGX_HTTP_MINICHAT_LIMIT_MESSAGES, ngx_http_minichat_send_limited,
-                                          s);
-        if (rc == NGX_OK) {
-            ws->pending++;
-            return NGX_OK;
-        }
-        if (rc == NGX_ERROR) {
-            ngx_free(s);
-            return ngx_http_minichat_req_error(rq, "unavailable", "storage unavailable; retry");
-        }
-        /* Redis is down and the policy is open: send.lua will say */
+    rc = ngx_http_minichat_limit_user(ws->user, NGX_HTTP_MINICHAT_LIMIT_MESSAGES, ngx_http_minichat_send_limited, s);
+    if (rc == NGX_OK) {
+        ws->pending++;
+        return NGX_OK;
+    }
+    if (rc == NGX_ERROR) {
+        ngx_free(s);
+        return ngx_http_minichat_req_error(rq, "unavailable", "storage unavailable; retry");
     }
 
-    m.sender = ws->user;
-    m.origin_conn = ws->id;
-    m.kind = "text";
-    m.cid.data = (u_char *) op->cid;
-    m.cid.len = s->cid_len;
-    m.body.data = (u_char *) op->body;
-    m.body.len = op->body_len;
-
-    rc = ngx_http_minichat_message_send(&m, ngx_http_minichat_send_done, s);
-
-    if (rc != NGX_OK) {
+    /* Redis is down and the policy is open: send.lua will say */
+    if (ngx_http_minichat_send_admit(s) != NGX_OK) {
         ngx_free(s);
-        return ngx_http_minichat_req_error(rq, "unavailable", rc == NGX_DECLINED ? "relay-worker not connected; retry"
-                                                                             : "storage unavailable; retry");
+        return NGX_OK;
     }
 
     ws->pending++;
@@ -389,7 +360,7 @@ ngx_http_minichat_op_send(ngx_http_minichat_req_t *rq, const mc_op_t *op)
 }
 
 
-/* The per-user limit answered: admit the message, or refuse it.  A message
+/* The ban check and per-user limit answered: admit the message, or refuse it.  A message
  * sent before the client closed is admitted all the same (as without a
  * limit); only the answer is lost. */
 static void
@@ -417,7 +388,9 @@ ngx_http_minichat_send_limited(ngx_int_t rc, uint64_t value, void *data)
 }
 
 
-/* Admits the message of a send whose per-user limit allowed it. */
+/* Admits the message of a send whose ban check and per-user limit allowed
+ * it (or could not be asked, with minichat_limit_redis_down open); an
+ * error is answered here. */
 static ngx_int_t
 ngx_http_minichat_send_admit(ngx_http_minichat_send_t *s)
 {

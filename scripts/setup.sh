@@ -35,7 +35,8 @@ pkgs=(
     nftables
     # `make deb` (debian/; dh_nginx comes with nginx-dev) and
     # tests/integration/test_packages.py, which installs what it built
-    debhelper dpkg-dev
+    # (and has logrotate check the packages' /etc/logrotate.d files)
+    debhelper dpkg-dev logrotate
 )
 
 # Node.js and npm for the `ws` interoperability test.  A machine may already

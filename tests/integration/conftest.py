@@ -113,6 +113,17 @@ def wait_until(fn, timeout=WAIT_TIMEOUT, interval=0.05, what=None):
         time.sleep(interval)
 
 
+def in_a_row(fn, n=8):
+    """A predicate that holds once fn() held n times in a row (answers from
+    every worker, most likely)."""
+    seen = [0]
+
+    def check():
+        seen[0] = seen[0] + 1 if fn() else 0
+        return seen[0] >= n
+    return check
+
+
 def run_async(fn):
     """Run an `async def test_...` with asyncio.run (no pytest-asyncio here)."""
     @functools.wraps(fn)

@@ -244,6 +244,58 @@ def test_units(packages):
             assert r.returncode == 0, r.stdout[-3000:] + r.stderr
 
 
+def test_logrotate(packages):
+    """Each service package installs /etc/logrotate.d/<package> (a conffile)
+    for its log file in /var/log/minichat; logrotate accepts it (-d), and a
+    forced rotation, as the minichat user in the directory systemd's
+    LogsDirectory= makes (0750 minichat:minichat), moves the file and
+    creates a new one for the service to reopen on SIGHUP (the postrotate's
+    systemctl reload: systemd is not PID 1 here, so that part is not run
+    for real).  The rotation runs only when this test made the directory
+    (a machine's own logs there are left alone)."""
+    assert shutil.which("logrotate"), "logrotate is not installed (make setup installs it)"
+    logdir = "/var/log/minichat"
+    made_dir = not os.path.exists(logdir)
+    user = pwd.getpwnam("minichat")
+    state = tempfile.mkdtemp(prefix="minichat-logrotate-")
+    try:
+        if made_dir:
+            os.mkdir(logdir, 0o750)
+            os.chown(logdir, user.pw_uid, user.pw_gid)
+        for pkg, svc in (("minichat-relay-worker", "relay-worker"),
+                         ("minichat-roomlist-consumer", "roomlist-consumer")):
+            path = "/etc/logrotate.d/" + pkg
+            assert os.path.isfile(path), path
+            conffiles = run(["dpkg-query", "-W", "-f=${Conffiles}", pkg]).stdout
+            assert path in conffiles, conffiles
+            with open(path) as f:
+                text = f.read()
+            assert "%s/%s.log" % (logdir, svc) in text and "systemctl try-reload-or-restart minichat-%s.service" \
+                % svc in text, text
+
+            r = run(["logrotate", "-d", "-s", os.path.join(state, "debug"), path], check=False)
+            errors = [line for line in (r.stdout + r.stderr).splitlines() if "error" in line.lower()]
+            assert r.returncode == 0 and not errors, r.stdout + r.stderr
+
+            if not made_dir:
+                continue   # someone's real logs: -d only
+            log = os.path.join(logdir, svc + ".log")
+            with open(log, "w") as f:
+                f.write("a line before the rotation\n")
+            os.chown(log, user.pw_uid, user.pw_gid)
+            os.chmod(log, 0o640)
+            r = run(["logrotate", "-f", "-s", os.path.join(state, svc), path], check=False)
+            assert r.returncode == 0, r.stdout + r.stderr
+            with open(log + ".1") as f:
+                assert f.read() == "a line before the rotation\n"
+            st = os.stat(log)
+            assert (st.st_size, st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, user.pw_uid, user.pw_gid, 0o640), st
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+        if made_dir:
+            shutil.rmtree(logdir, ignore_errors=True)
+
+
 def test_default_configs_check(packages):
     """The installed defaults pass -t but for the one thing an operator must
     supply: the MySQL password file."""

@@ -12,13 +12,18 @@ import json
 import os
 import re
 import stat
+import sys
 import time
 
 import websockets
 
-from conftest import (NGINX_PORTS, RUN, connect, create_room, http_connection, query, rest, run_async, token,
+from conftest import (NGINX_PORTS, RUN, connect, create_room, http_connection, in_a_row, query, rest, run_async, token,
                       uid, wait_until, ws_status)
 from own_nginx import OwnNginx
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "chaos"))
+
+import faults  # noqa: E402
 
 KEYS_FILE = os.path.join(RUN, "server-api.keys")
 
@@ -195,6 +200,32 @@ async def test_disconnect_closes_the_user_everywhere_and_the_user_comes_back():
         await back.close()
     finally:
         await other.close()
+
+
+@run_async
+async def test_disconnect_is_503_and_sends_nothing_without_the_relay_worker():
+    """The one thing a disconnect's answer promises (docs/protocol.md): 202
+    only once the event is handed to the relay-worker link; with node a's
+    relay-worker stopped, node a answers 503 `unavailable` on every worker,
+    and the user's connection on node b stays open (nothing was sent)."""
+    user, bystander = uid(), uid()
+    room = create_room(user, [user, bystander])
+    cb = await connect(user, "b")
+    fault = faults.RestartRelay("a")
+    fault.inject()
+    try:
+        wait_until(in_a_row(lambda: rest("GET", "/ready", "a")[0] == 503), what="node a's relay link down")
+        for _ in range(8):
+            status, body = srv("POST", "/users/%d/disconnect" % user, "a")
+            assert status == 503 and body["code"] == "unavailable", (status, body)
+    finally:
+        fault.repair()
+    try:
+        await asyncio.sleep(0.5)
+        ack = await cb.send_msg(room, "still connected")
+        assert ack["op"] == "ack", ack
+    finally:
+        await cb.close()
 
 
 # --- ban and unban ---------------------------------------------------------------

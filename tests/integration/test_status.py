@@ -10,9 +10,12 @@ agree (the workers reconnect on their own, a moment apart).
 
 import json
 import os
+import signal
 import sys
+import time
 
-from conftest import (NGINX_PORTS, REDIS_MODE, connect, create_room, http_connection, run_async, uid, wait_until)
+from conftest import (NGINX_PORTS, REDIS_MODE, connect, create_room, http_connection, in_a_row, open_socket, run_async,
+                      uid, wait_until)
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "chaos"))
 
@@ -44,17 +47,6 @@ def ready(node="a"):
     st, ctype, body = get("/ready", node)
     assert ctype == "application/json", ctype
     return st, json.loads(body)
-
-
-def in_a_row(fn, n=8):
-    """A predicate that holds once fn() held n times in a row (answers from
-    every worker, most likely)."""
-    seen = [0]
-
-    def check():
-        seen[0] = seen[0] + 1 if fn() else 0
-        return seen[0] >= n
-    return check
 
 
 def test_status_fields_on_both_nodes():
@@ -175,5 +167,69 @@ def test_ready_is_503_without_redis():
         assert [n["state"] for n in s["redis"]["nodes"]] in (["down"], ["connecting"]), s
         assert node.get("/healthz")[0] == 200
     finally:
+        bad = node.stop()
+        assert not bad, bad
+
+
+def read_response(sock):
+    """(status, headers, body text) of one HTTP/1.1 response with a
+    Content-Length, read from a raw socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        assert chunk, "closed before a response: %r" % data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = {k.lower(): v for k, v in (line.split(": ", 1) for line in lines[1:])}
+    want = int(headers["content-length"])
+    while len(body) < want:
+        chunk = sock.recv(4096)
+        assert chunk, "closed inside a response body"
+        body += chunk
+    return int(lines[0].split()[1]), headers, body[:want].decode()
+
+
+def proc_title(pid):
+    with open("/proc/%d/cmdline" % pid, "rb") as f:
+        return f.read()
+
+
+def test_ready_is_503_shutting_down_on_an_old_worker_after_a_reload():
+    """A reload (HUP) leaves the old worker finishing the requests it has:
+    a request it was reading when the reload came is answered 503 "shutting
+    down", while the new worker answers 200.  One keep-alive connection
+    asks /status first (which worker holds it), then sends half of a /ready
+    request: a connection inside a request is not idle, so the old worker
+    keeps it through the reload instead of closing it, and answers once the
+    request is complete.  The rest of the request goes only once nginx has
+    retitled the old worker "shutting down" (the master signals it 100 ms
+    after starting the new one: an answer before that would be a 200)."""
+    node = OwnNginx([]).start()
+    sock = None
+    try:
+        wait_until(lambda: node.get("/ready")[0] == 200, 15, what="the own nginx ready")
+        sock = open_socket(node.port, 10)
+        sock.sendall(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        st, _, body = read_response(sock)
+        assert st == 200, (st, body)
+        old = json.loads(body)["pid"]
+        sock.sendall(b"GET /ready HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        time.sleep(0.3)   # the old worker reads it: the connection is no longer idle
+
+        os.kill(node.master_pid(), signal.SIGHUP)
+        wait_until(lambda: node.get("/status")[2]["pid"] != old, 15, what="a new worker answering")
+        # the master tells the old worker to quit 100 ms after starting the
+        # new one; nginx then retitles it (and it still holds the connection)
+        wait_until(lambda: b"shutting down" in proc_title(old), 15, what="the old worker shutting down")
+
+        sock.sendall(b"\r\n")
+        st, headers, body = read_response(sock)
+        assert st == 503 and json.loads(body) == {"ready": False, "reason": "shutting down"}, (st, body)
+        assert headers["content-type"] == "application/json", headers
+        assert node.get("/ready")[:3:2] == (200, {"ready": True})
+    finally:
+        if sock is not None:
+            sock.close()
         bad = node.stop()
         assert not bad, bad
