@@ -15,11 +15,10 @@ import os
 import signal
 import subprocess
 
-from conftest import KAFKA_PORT, RUN, TOP, create_room, db, kafka_tool, query, uid, wait_until
+from conftest import KAFKA_PORT, TOP, create_room, db, kafka_tool, query, uid, wait_until
 from own_nginx import free_port
-from test_service_metrics import consumer_batch_waiting, parse, raw
+from test_service_metrics import consumer_batch_waiting, own_consumer, parse, raw
 
-CONSUMER_BIN = os.path.join(TOP, "build", "bin", "roomlist-consumer")
 FILL_BIN = os.path.join(TOP, "build", "bin", "kafka_fill")
 
 
@@ -35,21 +34,6 @@ def topic(action, name):
                        timeout=120, text=True)
     assert p.returncode == 0, p.stderr[-2000:]
     return p.stdout
-
-
-def own_consumer(tmp_path, name, port):
-    """A roomlist-consumer with the stack's settings but its own topic, group, and http port."""
-    with open(os.path.join(RUN, "consumer", "roomlist-consumer.conf")) as f:
-        lines = f.read().splitlines()
-    changes = {"kafka_topic": name, "kafka_group": name, "kafka_instance_id": name, "redis": "",
-               "push_topic": "", "http_listen": "127.0.0.1:%d" % port, "batch_ms": "10"}
-    conf = [ln for ln in lines if ln.split("=")[0].strip() not in changes]
-    conf += ["%s = %s" % kv for kv in changes.items()]
-    path = tmp_path / "roomlist-consumer.conf"
-    path.write_text("\n".join(conf) + "\n")
-    log = open(tmp_path / "consumer.log", "w")
-    p = subprocess.Popen([CONSUMER_BIN, "-c", str(path)], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-    return p, log
 
 
 def metrics(port):
@@ -75,7 +59,8 @@ def test_a_refused_offset_commit_is_counted_and_nothing_is_lost(tmp_path):
     name = "minichat.test-commit-%d" % uid()
     topic("create", name)
     port = free_port()
-    p, log = own_consumer(tmp_path, name, port)
+    p, log = own_consumer(tmp_path, {"kafka_topic": name, "kafka_group": name, "kafka_instance_id": name,
+                                     "http_listen": "127.0.0.1:%d" % port, "batch_ms": "10"})
     lock = None
     try:
         wait_until(lambda: ready(port), timeout=60, what="the test's consumer ready (its partition assigned)")

@@ -277,21 +277,29 @@ def test_peer_down_then_up():
     wait_until(drained, what="a's queue to b empty")
 
 
-def test_consumer_without_partitions_is_not_ready(tmp_path):
-    """A member with nothing assigned (its topic does not exist) answers
-    /ready 503 naming why, and its /status says so; SIGTERM stops it."""
+def own_consumer(tmp_path, changes):
+    """A roomlist-consumer of the test's own: the stack's settings with
+    changes (without Redis and push unless changes give them), its log in
+    tmp_path.  Returns (the process, its open log file)."""
     with open(os.path.join(RUN, "consumer", "roomlist-consumer.conf")) as f:
         lines = f.read().splitlines()
-    port = free_port()
-    group = "test-svc-ready-%d" % uid()
-    changes = {"kafka_topic": "minichat.no-such-topic-%d" % uid(), "kafka_group": group,
-               "kafka_instance_id": group, "redis": "", "push_topic": "", "http_listen": "127.0.0.1:%d" % port}
+    changes = dict({"redis": "", "push_topic": ""}, **changes)
     conf = [ln for ln in lines if ln.split("=")[0].strip() not in changes]
     conf += ["%s = %s" % kv for kv in changes.items()]
     path = tmp_path / "roomlist-consumer.conf"
     path.write_text("\n".join(conf) + "\n")
     log = open(tmp_path / "consumer.log", "w")
     p = subprocess.Popen([CONSUMER_BIN, "-c", str(path)], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    return p, log
+
+
+def test_consumer_without_partitions_is_not_ready(tmp_path):
+    """A member with nothing assigned (its topic does not exist) answers
+    /ready 503 naming why, and its /status says so; SIGTERM stops it."""
+    port = free_port()
+    group = "test-svc-ready-%d" % uid()
+    p, log = own_consumer(tmp_path, {"kafka_topic": "minichat.no-such-topic-%d" % uid(), "kafka_group": group,
+                                     "kafka_instance_id": group, "http_listen": "127.0.0.1:%d" % port})
     try:
         def answering():
             try:
