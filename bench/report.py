@@ -593,7 +593,7 @@ def render_s5(res):
                     "read is a 16 KB page InnoDB did not hold." % (
                         "was warmed by one scan of the room's rows, as a replica that holds the table and has "
                         "been read at every depth since its start would be" if r0["warmed"]
-                        else "was left as it was (not warmed)")]
+                        else "was left as it was, not warmed")]
         out += ["", "Path: the room's Redis log held %s entries; the replica ran %s statements during the run, "
                 "the primary %s (%s). Worst p99 %s ms (target ≤ 1 ms: %s)." % (
                     r0["redis_log"], r0["replica_stmts"], r0.get("primary_stmts", "—"),
