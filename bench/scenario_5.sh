@@ -316,7 +316,9 @@ s5_stmts() { s5_sql "$1" "SHOW GLOBAL STATUS LIKE 'Com_stmt_execute'" | cut -f2;
 # s5_redis_log ROOM: the number of entries in the room's recent log.
 s5_redis_log() {
     local port=$((16379 + off))
-    [ -d "$run_dir/redis-cluster" ] && port=$((17000 + off))
+    # the cluster's directory stays after a cluster stack stopped: ask the
+    # single Redis when it runs
+    [ -z "$(live "$run_dir/redis/redis.pid" redis-server)" ] && [ -d "$run_dir/redis-cluster" ] && port=$((17000 + off))
     redis-cli -c -h 127.0.0.1 -p "$port" ZCARD "{r:$1}:log" 2>/dev/null || echo null
 }
 
