@@ -18,10 +18,16 @@
  *
  * Prints one line per depth and one for all:
  *   history_load: depth=D pages=N errors=E p50_us= p99_us= p999_us= max_us=
+ * With --replica-port P it also reads the replica's (root at 127.0.0.1:P,
+ * the dev stack's) Innodb_buffer_pool_reads before and after each depth,
+ * outside the timed requests, and adds disk_reads=N to the lines: the pages
+ * of 16 KB that InnoDB had to read from disk for them (0 when the replica's
+ * pool held every page), so that a report says whether a depth was paged
+ * from memory or from disk.
  * A measurement tool: it asserts nothing; errors are printed, not hidden.
  *
  *   history_load --port P --secret-file F --user U --room R --befores D1,D2,..
- *                [--pages 1000] [--limit 50] [--warmup 50]
+ *                [--pages 1000] [--limit 50] [--warmup 50] [--replica-port P]
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -36,6 +42,8 @@
 #include <unistd.h>
 
 #include <arpa/inet.h>
+
+#include <mysql.h>
 
 #include "loadgen/loadgen.h"
 #include "minichat/clock.h"
@@ -157,18 +165,43 @@ static const char *hl_check(const char *body, uint64_t before, uint64_t limit)
     return n == want ? NULL : "the page does not hold limit messages";
 }
 
-static void hl_print(const char *depth, uint64_t pages, uint64_t errors, const lg_hist_t *h)
+/* The replica's Innodb_buffer_pool_reads so far.  Returns 0 or -1. */
+static int hl_disk_reads(MYSQL *my, uint64_t *reads)
+{
+    MYSQL_RES *res;
+    MYSQL_ROW row;
+    int rc = -1;
+
+    if (mysql_query(my, "SHOW GLOBAL STATUS LIKE 'Innodb_buffer_pool_reads'") != 0
+        || (res = mysql_store_result(my)) == NULL)
+    {
+        return -1;
+    }
+    if ((row = mysql_fetch_row(res)) != NULL && row[1] != NULL) {
+        *reads = strtoull(row[1], NULL, 10);
+        rc = 0;
+    }
+    mysql_free_result(res);
+    return rc;
+}
+
+/* reads: the depth's disk reads, or -1 when not asked (--replica-port). */
+static void hl_print(const char *depth, uint64_t pages, uint64_t errors, const lg_hist_t *h, int64_t reads)
 {
     printf("history_load: depth=%s pages=%" PRIu64 " errors=%" PRIu64 " p50_us=%" PRIu64 " p99_us=%" PRIu64
-           " p999_us=%" PRIu64 " max_us=%" PRIu64 "\n",
+           " p999_us=%" PRIu64 " max_us=%" PRIu64,
            depth, pages, errors, lg_hist_quantile(h, 0.5), lg_hist_quantile(h, 0.99), lg_hist_quantile(h, 0.999),
            h->max);
+    if (reads >= 0) {
+        printf(" disk_reads=%" PRId64, reads);
+    }
+    printf("\n");
 }
 
 static int hl_usage(void)
 {
     fprintf(stderr, "usage: history_load --port P --secret-file F --user U --room R --befores D1,D2,...\n"
-                    "                    [--pages 1000] [--limit 50] [--warmup 50]\n");
+                    "                    [--pages 1000] [--limit 50] [--warmup 50] [--replica-port P]\n");
     return 2;
 }
 
@@ -183,7 +216,10 @@ int main(int argc, char **argv)
     hl_conn_t c = {-1, 0, 0, NULL, 0};
     int64_t t0;
     char *secret, err[256];
-    int i, status;
+    int i, status, replica_port = 0;
+    MYSQL *my = NULL;
+    uint64_t r0 = 0, r1 = 0;
+    int64_t reads = -1, all_reads = 0;
 
     for (i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--port") == 0) {
@@ -202,12 +238,15 @@ int main(int argc, char **argv)
             limit = strtoull(argv[i + 1], NULL, 10);
         } else if (strcmp(argv[i], "--warmup") == 0) {
             warmup = strtoull(argv[i + 1], NULL, 10);
+        } else if (strcmp(argv[i], "--replica-port") == 0) {
+            replica_port = atoi(argv[i + 1]);
         } else {
             return hl_usage();
         }
     }
     if (i != argc || c.port <= 0 || c.port > 65535 || secret_file == NULL || befores == NULL || user == 0
-        || room == 0 || pages == 0 || pages > 1000000 || limit == 0 || limit > 200 || warmup > 100000)
+        || room == 0 || pages == 0 || pages > 1000000 || limit == 0 || limit > 200 || warmup > 100000
+        || replica_port < 0 || replica_port > 65535)
     {
         return hl_usage();
     }
@@ -240,10 +279,23 @@ int main(int argc, char **argv)
         fprintf(stderr, "history_load: cannot connect to 127.0.0.1:%d: %s\n", c.port, strerror(errno));
         return 1;
     }
+    if (replica_port > 0) {
+        if ((my = mysql_init(NULL)) == NULL
+            || mysql_real_connect(my, "127.0.0.1", "root", NULL, NULL, (unsigned)replica_port, NULL, 0) == NULL)
+        {
+            fprintf(stderr, "history_load: cannot connect to the replica at 127.0.0.1:%d: %s\n", replica_port,
+                    my ? mysql_error(my) : "out of memory");
+            return 1;
+        }
+    }
 
     for (d = 0; d < nd; d++) {
         memset(&h, 0, sizeof(h));
         errors = 0;
+        if (my != NULL && hl_disk_reads(my, &r0) != 0) {
+            fprintf(stderr, "history_load: cannot read the replica's status: %s\n", mysql_error(my));
+            return 1;
+        }
         for (k = 0; k < (d == 0 ? warmup : 0) + pages; k++) {
             int timed = !(d == 0 && k < warmup);
             uint64_t step = timed ? k - (d == 0 ? warmup : 0) : 0; /* warm-up: the first page, again */
@@ -279,12 +331,23 @@ int main(int argc, char **argv)
                 }
             }
         }
+        if (my != NULL) {
+            if (hl_disk_reads(my, &r1) != 0) {
+                fprintf(stderr, "history_load: cannot read the replica's status: %s\n", mysql_error(my));
+                return 1;
+            }
+            reads = (int64_t)(r1 - r0);
+            all_reads += reads;
+        }
         snprintf(label, sizeof(label), "%" PRIu64, depths[d]);
-        hl_print(label, pages, errors, &h);
+        hl_print(label, pages, errors, &h, reads);
         lg_hist_merge(&all, &h);
         all_errors += errors;
     }
-    hl_print("all", pages * nd, all_errors, &all);
+    hl_print("all", pages * nd, all_errors, &all, my != NULL ? all_reads : -1);
+    if (my != NULL) {
+        mysql_close(my);
+    }
     close(c.fd);
     free(c.buf);
     mc_secret_free(secret);

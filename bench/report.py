@@ -196,9 +196,17 @@ def line_s5(r):
             ", ".join("%s %s" % (g, fmt(s5_us_per_row(r, g), 2)) for g in S5_CPU_GROUPS
                       if g in (r.get("cpu_ms") or {}))))
     return ("history at before=%s of %s rows: %s pages, %s errors, p50 %s ms p99 %s ms p99.9 %s ms; "
-            "replica statements %s, Redis log %s entries" % (
+            "replica statements %s, Redis log %s entries, replica pages read from disk %s%s" % (
                 r["depth"], fmt(r["rows"], 0), r["pages"], r["errors"], fmt(ms(r["p50_us"]), 3),
-                fmt(ms(r["p99_us"]), 3), fmt(ms(r["p999_us"]), 3), r["replica_stmts"], r["redis_log"]))
+                fmt(ms(r["p99_us"]), 3), fmt(ms(r["p999_us"]), 3), r["replica_stmts"], r["redis_log"],
+                r.get("disk_reads", "—"), s5_warm_note(r)))
+
+
+def s5_warm_note(r):
+    """How the replica's pool was prepared (records before 2026-12-04 16:30 do not say)."""
+    if "warmed" not in r:
+        return ""
+    return " (pool warmed by one scan of the room)" if r["warmed"] else " (pool not warmed)"
 
 
 def median(xs):
@@ -574,12 +582,18 @@ def render_s5(res):
         r0 = res["history"][0]
         out += ["History: REST pages of 50 (bench nginx → Redis → relay-worker → MariaDB replica), one at a "
                 "time, paging back from each `before`, in a room of %s rows." % fmt(r0["rows"], 0), "",
-                "| from before | pages | errors | p50 ms | p99 ms | p99.9 ms | max ms |",
-                "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                "| from before | pages | errors | p50 ms | p99 ms | p99.9 ms | max ms | replica disk reads |",
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for r in res["history"]:
-            out.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+            out.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
                 r["depth"], r["pages"], r["errors"], fmt(ms(r["p50_us"]), 3), fmt(ms(r["p99_us"]), 3),
-                fmt(ms(r["p999_us"]), 3), fmt(ms(r["max_us"]), 3)))
+                fmt(ms(r["p999_us"]), 3), fmt(ms(r["max_us"]), 3), r.get("disk_reads", "—")))
+        if "warmed" in r0:
+            out += ["", "Before the pages, the replica's buffer pool %s (bench/scenario_5.sh, S5_WARM); a disk "
+                    "read is a 16 KB page InnoDB did not hold." % (
+                        "was warmed by one scan of the room's rows, as a replica that holds the table and has "
+                        "been read at every depth since its start would be" if r0["warmed"]
+                        else "was left as it was, not warmed")]
         out += ["", "Path: the room's Redis log held %s entries; the replica ran %s statements during the run, "
                 "the primary %s (%s). Worst p99 %s ms (target ≤ 1 ms: %s)." % (
                     r0["redis_log"], r0["replica_stmts"], r0.get("primary_stmts", "—"),

@@ -27,27 +27,44 @@
 #     binlog: no GTID is spent, the replica's GTID position stays the
 #     primary's (gtid_strict_mode holds), and no 1.5 GB of row events cross
 #     to the replica.  A run that stops midway resumes from the highest seq
-#     each server holds.  Then build/bin/history_load asks S5_PAGES (1,000)
-#     pages of 50 through the bench nginx (REST history: nginx -> Redis's
-#     history script -> relay-worker -> the replica), paging back from
-#     the newest, the middle and the oldest 50,000 messages.  The room's
-#     Redis recent log is empty (the room is rebuilt from MySQL, nobody
-#     sends to it), so every page is a MySQL page; the run checks it: the
-#     log's size is recorded, and the replica's Com_stmt_execute must grow
-#     by at least the number of pages (the primary's is recorded too: the
-#     router reads the primary when the replica lags).  The CPU of the
-#     bench nginx's workers, Redis, relay-worker a and the replica over the
-#     run is recorded too (per page in the report).
+#     each server holds.  Before the pages: (1) the servers write out what a
+#     load left dirty in their buffer pools (innodb_max_dirty_pages_pct 0 and
+#     io_capacity 20,000 until under 1,000 dirty pages, then back; at most 300
+#     s): a reader of a replica that is writing out 1.5 GB of fresh pages, or
+#     that must flush a dirty page to make room for each page it reads,
+#     measures the load, not the page (a 342 ms stall in the middle depth of
+#     the 09:40 run).  (2) With S5_WARM=1 (the default) the room's rows are
+#     read once on the replica (one scan of its primary key, timed), when its
+#     pool holds the table: a replica sized as docs/operations.md says holds
+#     the pages it has read or reloaded (innodb_buffer_pool_dump_pct=100 at a
+#     restart), and this stands in for one that has run a while with readers
+#     at every depth; S5_WARM=0 leaves the pool as it is.  Either way the run
+#     prints the replica's pool size against the room's size and counts, per
+#     depth, the 16 KB pages InnoDB read from disk (history_load
+#     --replica-port): "disk reads 0" is a page from memory.  Then
+#     build/bin/history_load asks S5_PAGES (1,000) pages of 50 through the
+#     bench nginx (REST history: nginx -> Redis's history script ->
+#     relay-worker -> the replica), paging back from the newest, the middle
+#     and the oldest 50,000 messages.  The room's Redis recent log is empty
+#     (the room is rebuilt from MySQL, nobody sends to it), so every page is a
+#     MySQL page; the run checks it: the log's size is recorded, and the
+#     replica's Com_stmt_execute must grow by at least the number of pages
+#     (the primary's is recorded too: the router reads the primary when the
+#     replica lags).  The CPU of the bench nginx's workers, Redis,
+#     relay-worker a and the replica over the run is recorded too (per page in
+#     the report).
 s5_msgs=${S5_MSGS:-200000}
 s5_rooms=${S5_ROOMS:-100}
 s5_body=${S5_BODY:-100}
 s5_depth=${S5_DEPTH:-10000000}
 s5_pages=${S5_PAGES:-1000}
 s5_repeat=${S5_REPEAT:-3}
+s5_warm=${S5_WARM:-1}
 for _v in "S5_MSGS=$s5_msgs" "S5_ROOMS=$s5_rooms" "S5_BODY=$s5_body" "S5_DEPTH=$s5_depth" "S5_PAGES=$s5_pages" \
     "S5_REPEAT=$s5_repeat"; do
     [[ ${_v#*=} =~ ^[1-9][0-9]{0,8}$ ]] || die "${_v%%=*} must be a whole number from 1 to 999999999, not \"${_v#*=}\""
 done
+[[ $s5_warm =~ ^[01]$ ]] || die "S5_WARM must be 0 or 1, not \"$s5_warm\""
 [ "$s5_rooms" -le 1000000 ] && [ "$s5_body" -le 65536 ] && [ "$s5_depth" -ge 2 ] \
     || die "S5_ROOMS is at most 1000000, S5_BODY at most 65536, S5_DEPTH at least 2"
 s5_limit=50
@@ -243,13 +260,65 @@ s5_room() {
     echo "$room"
 }
 
+# s5_status PORT NAME: one of a server's global status counters.
+s5_status() { s5_sql "$1" "SHOW GLOBAL STATUS LIKE '$2'" | cut -f2; }
+
+# s5_settle: both servers write out the dirty pages of their buffer pools
+# (a fresh load leaves up to the whole pool dirty) before pages are timed.
+s5_settle() {
+    local port pct cap capmax dirty t0
+    for port in "$s5_primary" "$s5_replica"; do
+        dirty=$(s5_status "$port" Innodb_buffer_pool_pages_dirty)
+        [ "$dirty" -lt 1000 ] && continue
+        t0=$(s5_now_ms)
+        read -r pct cap capmax < <(s5_sql "$port" 'SELECT @@GLOBAL.innodb_max_dirty_pages_pct, @@GLOBAL.innodb_io_capacity,
+            @@GLOBAL.innodb_io_capacity_max')
+        # at the default io_capacity (200 pages a second) a 10M-row load's
+        # pages would take minutes
+        s5_sql "$port" 'SET GLOBAL innodb_io_capacity_max = 20000; SET GLOBAL innodb_io_capacity = 20000;
+            SET GLOBAL innodb_max_dirty_pages_pct = 0'
+        while [ "$(s5_status "$port" Innodb_buffer_pool_pages_dirty)" -ge 1000 ] \
+            && [ $(($(s5_now_ms) - t0)) -lt 300000 ]; do
+            sleep 1
+        done
+        s5_sql "$port" "SET GLOBAL innodb_max_dirty_pages_pct = $pct; SET GLOBAL innodb_io_capacity = $cap;
+            SET GLOBAL innodb_io_capacity_max = $capmax"
+        say "[5] MariaDB on $port wrote out $dirty dirty pages of its buffer pool in $(( ($(s5_now_ms) - t0) / 1000 )) s" \
+            "($(s5_status "$port" Innodb_buffer_pool_pages_dirty) left)"
+    done
+}
+
+# s5_warm ROOM: the replica's pool against the room's size; with S5_WARM=1
+# the room's rows read once there (s5_warmed 1 when they were).
+s5_warmed=0
+s5_warm() {
+    local room=$1 pool mb t0 r0
+    pool=$(( $(s5_sql "$s5_replica" 'SELECT @@innodb_buffer_pool_size') / 1048576 ))
+    mb=$(s5_sql "$s5_replica" "SELECT ROUND(data_length / 1048576) FROM information_schema.tables
+        WHERE table_schema = 'minichat' AND table_name = 'messages'")
+    say "[5] the replica's buffer pool is $pool MB, its messages table $mb MB" \
+        "$([ "$pool" -gt "$mb" ] && echo "(it fits)" || echo "(it does not fit: pages read since the load or a restart come from disk)")"
+    [ "$s5_warm" = 1 ] || { say "[5] S5_WARM=0: the replica's pool is left as it is"; return 0; }
+    [ "$pool" -gt "$mb" ] || { say "[5] not warmed: the table does not fit the pool"; return 0; }
+    t0=$(s5_now_ms)
+    r0=$(s5_status "$s5_replica" Innodb_buffer_pool_reads)
+    s5_sql "$s5_replica" "SELECT COUNT(*) FROM messages FORCE INDEX (PRIMARY) WHERE room_id = $room
+        AND LENGTH(body) >= 0" > /dev/null
+    s5_warmed=1
+    say "[5] warmed the replica's pool (S5_WARM=1; as a replica that holds the table and has been read at every" \
+        "depth would be): the room's rows read once, $(( $(s5_status "$s5_replica" Innodb_buffer_pool_reads) - r0 ))" \
+        "pages from disk in $(( $(s5_now_ms) - t0 )) ms"
+}
+
 # s5_stmts PORT: a server's prepared-statement executions so far.
 s5_stmts() { s5_sql "$1" "SHOW GLOBAL STATUS LIKE 'Com_stmt_execute'" | cut -f2; }
 
 # s5_redis_log ROOM: the number of entries in the room's recent log.
 s5_redis_log() {
     local port=$((16379 + off))
-    [ -d "$run_dir/redis-cluster" ] && port=$((17000 + off))
+    # the cluster's directory stays after a cluster stack stopped: ask the
+    # single Redis when it runs
+    [ -z "$(live "$run_dir/redis/redis.pid" redis-server)" ] && [ -d "$run_dir/redis-cluster" ] && port=$((17000 + off))
     redis-cli -c -h 127.0.0.1 -p "$port" ZCARD "{r:$1}:log" 2>/dev/null || echo null
 }
 
@@ -272,6 +341,8 @@ s5_history() {
     make -s -C "$top" "$top/build/bin/history_load" > /dev/null
     room=$(s5_room)
     s5_replica_wait # the persistence rounds' deletes, or the replica lags and the router reads the primary
+    s5_settle
+    s5_warm "$room"
     [ "$oldest" -le "$s5_depth" ] || oldest=$((s5_depth + 1))
     befores="$((s5_depth + 1)),$((s5_depth / 2)),$oldest"
     say "[5] history: $s5_pages pages of $s5_limit from each of before = $befores (room $room, $s5_depth messages)"
@@ -281,19 +352,21 @@ s5_history() {
     s0=$(s5_stmts "$s5_replica")
     p0=$(s5_stmts "$s5_primary")
     "$top/build/bin/history_load" --port "$mc_port" --secret-file "$secret" --user "$s5_user" --room "$room" \
-        --befores "$befores" --pages "$s5_pages" --limit "$s5_limit" > "$log" 2>&1 || die "history_load failed ($log)"
+        --befores "$befores" --pages "$s5_pages" --limit "$s5_limit" --replica-port "$s5_replica" > "$log" 2>&1 \
+        || die "history_load failed ($log)"
     s1=$(s5_stmts "$s5_replica")
     p1=$(s5_stmts "$s5_primary")
     c1=$(cpu_groups "${pids[@]}")
     grep '^history_load: before=' "$log" | sed 's/^/bench:     /' || true
-    while read -r _ depth pages errors p50 p99 p999 max; do
+    while read -r _ depth pages errors p50 p99 p999 max reads; do
         d=${depth#depth=}
         printf '{"scenario":5,"part":"history","depth":"%s","rows":%s,"room":%s,"pages":%s,"errors":%s' \
             "$d" "$s5_depth" "$room" "${pages#pages=}" "${errors#errors=}" >> "$records"
         printf ',"p50_us":%s,"p99_us":%s,"p999_us":%s,"max_us":%s,"replica_stmts":%d,"primary_stmts":%d' \
             "${p50#p50_us=}" "${p99#p99_us=}" "${p999#p999_us=}" "${max#max_us=}" $((s1 - s0)) $((p1 - p0)) \
             >> "$records"
-        printf ',"redis_log":%s' "$(s5_redis_log "$room")" >> "$records"
+        printf ',"redis_log":%s,"disk_reads":%s,"warmed":%s' "$(s5_redis_log "$room")" "${reads#disk_reads=}" \
+            "$([ "$s5_warmed" = 1 ] && echo true || echo false)" >> "$records"
         # the CPU of the whole run, on the "all" line only
         [ "$d" = all ] && printf ',"cpu_ms":%s' "$(s5_cpu_json "$c0" "$c1")" >> "$records"
         printf '}\n' >> "$records"

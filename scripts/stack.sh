@@ -13,8 +13,9 @@
 #   redis          127.0.0.1:16379, or with MINICHAT_REDIS=cluster (make run
 #                  REDIS=cluster) a Redis Cluster of three masters and three
 #                  replicas on 127.0.0.1:17000-17005 (bus ports 17100-17105)
-#   mysql-primary  127.0.0.1:13306  (MariaDB, binlog, GTID)
-#   mysql-replica  127.0.0.1:13307  (read-only replica of the primary)
+#   mysql-primary  127.0.0.1:13306  (MariaDB, binlog, GTID; buffer pool 256 MB)
+#   mysql-replica  127.0.0.1:13307  (read-only replica of the primary; buffer
+#                  pool 2 GB, or MINICHAT_MYSQL_REPLICA_POOL=256M etc.)
 #   kafka          127.0.0.1:19092  (KRaft broker+controller, controller 19093),
 #                  TLS listener 19094 (client certificates required) and
 #                  SASL_SSL listener 19095 (PLAIN, user "minichat")
@@ -68,6 +69,11 @@ CLUSTER_BUS_PORT=$((17100 + OFF))
 CLUSTER_NODES=6
 MYSQL_PRIMARY_PORT=$((13306 + OFF))
 MYSQL_REPLICA_PORT=$((13307 + OFF))
+# InnoDB buffer pools; MINICHAT_MYSQL_REPLICA_POOL=256M gives the replica the
+# primary's (scenario 5's room then no longer fits: its deep pages come from disk)
+MYSQL_PRIMARY_POOL=256M
+MYSQL_REPLICA_POOL=${MINICHAT_MYSQL_REPLICA_POOL:-2G}
+[[ $MYSQL_REPLICA_POOL =~ ^[1-9][0-9]*[MG]$ ]] || { echo "stack: MINICHAT_MYSQL_REPLICA_POOL must be like 256M or 2G, not \"$MYSQL_REPLICA_POOL\"" >&2; exit 2; }
 KAFKA_PORT=$((19092 + OFF))
 KAFKA_CONTROLLER_PORT=$((19093 + OFF))
 KAFKA_SSL_PORT=$((19094 + OFF))
@@ -410,7 +416,7 @@ mysql_ping() { sql "$1" -N -e 'select 1' > /dev/null 2>&1; }
 mysql_sock_ping() { sql_sock "$1" -N -e 'select 1' > /dev/null 2>&1; }
 
 mysql_launch() {
-    local role=$1 d port sid extra
+    local role=$1 d port sid extra pool
     d=$(mysql_dir "$role")
     port=$(mysql_port "$role")
     local running
@@ -433,19 +439,28 @@ mysql_launch() {
             > "$d/install.log" 2>&1 || fail "mysql-$role" "$d/install.log" "mariadb-install-db failed"
         touch "$d/data/.minichat-initialised"
     fi
+    # The buffer pools (docs/operations.md "Sizing"): the primary is written,
+    # never paged; the replica answers history pages, and a page whose
+    # 16 KB leaf is not in its pool is a disk read (bench scenario 5's 10M-row
+    # room is 1.7 GB), and it saves its whole pool's page list at shutdown to
+    # read it back in the background after a start.  InnoDB takes the pool's
+    # memory as pages come in, so a test stack that holds a few MB uses a few
+    # MB and starts as fast.
     if [ "$role" = primary ]; then
         sid=1
+        pool=$MYSQL_PRIMARY_POOL
         extra=(--log-bin="$d/data/binlog" --binlog-format=ROW)
     else
         sid=2
-        extra=(--log-bin="$d/data/binlog" --binlog-format=ROW --read-only=1
+        pool=$MYSQL_REPLICA_POOL
+        extra=(--innodb-buffer-pool-dump-pct=100 --log-bin="$d/data/binlog" --binlog-format=ROW --read-only=1
                --relay-log="$d/data/relay" --log-slave-updates=1)
     fi
     : > "$d/launch.log"
     setsid mariadbd --no-defaults --datadir="$d/data" --socket="$d/mysqld.sock" --port="$port" \
         --bind-address=127.0.0.1 --server-id=$sid --pid-file="$d/mysqld.pid" --user=root \
         --log-error="$d/error.log" --gtid-strict-mode=1 --skip-name-resolve \
-        --max-connections=1000 --innodb-buffer-pool-size=256M "${extra[@]}" \
+        --max-connections=1000 --innodb-buffer-pool-size="$pool" "${extra[@]}" \
         --ssl-ca="$BACKEND_DIR/ca.crt" --ssl-cert="$BACKEND_DIR/mysql.crt" --ssl-key="$BACKEND_DIR/mysql.key" \
         < /dev/null >> "$d/launch.log" 2>&1 9>&- &
     # mariadbd writes the same pid there once it is up; write it now so that a
