@@ -66,6 +66,9 @@ if [ "$smoke" = 1 ]; then
 else
     members=${MEMBERS:-1000} messages=${MESSAGES:-1000} rates=${RATES:-50 100 200 400}
 fi
+# scenario 2's runs per system and rate, alternated (the table shows their medians)
+s2_runs=${S2_RUNS:-1}
+case $s2_runs in ''|*[!0-9]*|0) echo "bench: S2_RUNS must be a whole number of at least 1" >&2; exit 2 ;; esac
 wait_s=${WAIT:-15}
 secret=$top/conf/dev-jwt-secret
 loadgen=$top/build/bin/loadgen
@@ -271,11 +274,11 @@ follow_loadgen() {
     wait "$1" || true
 }
 
-# fanout_run SYSTEM PORT PATH PROTO SECRET RATE N/TOTAL: one loadgen run,
-# one record.
+# fanout_run SYSTEM PORT PATH PROTO SECRET RATE N/TOTAL ROUND: one loadgen
+# run, one record.
 fanout_run() {
-    local sys=$1 port=$2 path=$3 proto=$4 sec=$5 rate=$6 step=$7
-    local log=$work/fanout-$sys-$rate.log ready=$work/ready pass
+    local sys=$1 port=$2 path=$3 proto=$4 sec=$5 rate=$6 step=$7 round=$8
+    local log=$work/fanout-$sys-$rate-$round.log ready=$work/ready pass
     local -a before after
     rm -f "$ready"
     say "[$step] fan-out $sys: $members members, $messages messages at $rate/s"
@@ -284,8 +287,8 @@ fanout_run() {
         --hold 2 --wait "$wait_s" --ready-file "$ready" --progress 5 > "$log" 2>&1 &
     measure_loadgen $! "$log" pids_of "$sys"
     {
-        printf '{"scenario":2,"system":"%s","rate":%s,"members":%s,"messages":%s,"pass":%s' \
-            "$sys" "$rate" "$members" "$messages" "$pass"
+        printf '{"scenario":2,"system":"%s","rate":%s,"round":%s,"members":%s,"messages":%s,"pass":%s' \
+            "$sys" "$rate" "$round" "$members" "$messages" "$pass"
         printf ',"sent":%s,"acked":%s,"offered":%s,"delivered":%s,"out_of_order":%s' \
             "$(field "$log" deliver sent)" "$(field "$log" deliver acked)" "$(field "$log" deliver expected)" \
             "$(field "$log" deliver received)" "$(field "$log" deliver out_of_order)"
@@ -305,15 +308,18 @@ scenario_2() {
     if [ "$smoke" = 0 ]; then
         start_centrifugo 2 && systems="$systems centrifugo"
     fi
-    total=$(( $(wc -w <<< "$systems") * $(wc -w <<< "$rates") ))
+    total=$(( $(wc -w <<< "$systems") * $(wc -w <<< "$rates") * s2_runs ))
     for rate in $rates; do
-        for sys in $systems; do
-            n=$((n + 1))
-            case $sys in
-                minichat) fanout_run minichat "$mc_port" /ws minichat "$secret" "$rate" "$n/$total" ;;
-                floor) fanout_run floor "$floor_port" /ws minichat "$secret" "$rate" "$n/$total" ;;
-                centrifugo) fanout_run centrifugo "$cf_port" /connection/websocket centrifugo "$cf_secret" "$rate" "$n/$total" ;;
-            esac
+        for round in $(seq "$s2_runs"); do
+            for sys in $systems; do
+                n=$((n + 1))
+                case $sys in
+                    minichat) fanout_run minichat "$mc_port" /ws minichat "$secret" "$rate" "$n/$total" "$round" ;;
+                    floor) fanout_run floor "$floor_port" /ws minichat "$secret" "$rate" "$n/$total" "$round" ;;
+                    centrifugo) fanout_run centrifugo "$cf_port" /connection/websocket centrifugo "$cf_secret" \
+                        "$rate" "$n/$total" "$round" ;;
+                esac
+            done
         done
     done
     kill "$(pidfile "$work/floor.pid")" 2>/dev/null || true

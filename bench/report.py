@@ -8,8 +8,10 @@
       measured in OUT.json
 
 Records are JSON objects, one a line, as bench.sh writes them: a fan-out
-run (scenario 2) has system, rate, offered, delivered, deliveries_per_s,
-p50_us, p99_us and cpu_ms per group of processes; a cross-node run
+run (scenario 2) has system, rate, round, offered, delivered,
+deliveries_per_s, p50_us, p99_us and cpu_ms per group of processes, and
+the table shows each system's median per rate over its rounds
+(fanout_medians); a cross-node run
 (scenario 3) has system, round, p50_us, p99_us, p999_us, max_us, ack_p50_us,
 ack_p99_us and cpu_ms,
 and the table shows the median of the rounds (render_s3); idle runs
@@ -88,17 +90,43 @@ def ms(us):
     return None if us is None else us / 1000.0
 
 
+def fanout_medians(runs):
+    """One figure per system and rate: with S2_RUNS > 1, the median of its
+    runs (delivered and offered summed over them)."""
+    groups = {}
+    for r in runs:
+        groups.setdefault((r["system"], r["rate"]), []).append(r)
+    out = {}
+    for key, rs in groups.items():
+        m = dict(rs[-1])
+        m["runs"] = len(rs)
+        for f in ("delivered", "offered"):
+            vals = [r.get(f) for r in rs]
+            m[f] = sum(vals) if all(v is not None for v in vals) else None
+        m["pass"] = all(r.get("pass") for r in rs)
+        for f in ("deliveries_per_s", "p50_us", "p99_us", "p999_us", "cpu_s_per_m_path", "cpu_s_per_m_front"):
+            m[f] = median(r.get(f) for r in rs)
+        procs = {g for r in rs for g in r["cpu_s_per_m_by_process"]}
+        m["cpu_s_per_m_by_process"] = {g: median(r["cpu_s_per_m_by_process"].get(g) for r in rs) for g in procs}
+        out[key] = m
+    return out
+
+
 def fanout_tables(runs, skipped):
     rates = sorted({r["rate"] for r in runs})
     present = [s for s in SYSTEMS if any(r["system"] == s for r in runs)]
     out = ["## Scenario 2 — %s" % SCENARIOS[2], ""]
-    by = {(r["system"], r["rate"]): r for r in runs}
+    by = fanout_medians(runs)
     if runs:
         r0 = runs[0]
+        nruns = max(m["runs"] for m in by.values())
         out.append("%d members + the sender, %d messages per step; CPU of every process on the path "
                    "(MiniChat: bench nginx workers, relay-worker, Redis, Kafka, roomlist-consumer, MariaDB "
                    "primary; floor and Centrifugo: their one process), from all connected to the end of the run."
                    % (r0["members"], r0["messages"]))
+        if nruns > 1:
+            out.append("Each figure is the median of %d runs per system and rate (S2_RUNS), the systems "
+                       "alternated within each round; delivered / offered are their sums." % nruns)
         out.append("")
     for s, why in skipped:
         out.append("%s: skipped — %s." % (NAMES[s], why))
@@ -147,8 +175,8 @@ def fanout_tables(runs, skipped):
 
 
 def fanout_ratios(runs):
-    """Per rate, MiniChat's figures over the floor's and Centrifugo's."""
-    by = {(r["system"], r["rate"]): r for r in runs}
+    """Per rate, MiniChat's figures over the floor's and Centrifugo's (medians of the runs)."""
+    by = fanout_medians(runs)
     out = []
     for rate in sorted({r["rate"] for r in runs}):
         mc = by.get(("minichat", rate))
