@@ -130,7 +130,8 @@ static int peer_open(peer_t *p)
     if (p->method == NULL || p->stream_method == NULL) {
         return -1;
     }
-    p->unary = !relay_conf.peer_stream;
+    /* unary until the peer answers the stream (probed at once) */
+    p->unary = 1;
     peer_stream_init(p);
     if (pthread_mutex_init(&p->lock, NULL) != 0
         || mc_rq_init(&p->queue, relay_conf.peer_queue_max, relay_conf.peer_queue_bytes) != 0) {
@@ -404,14 +405,22 @@ void peer_start_locked(peer_t *p, uint64_t now)
         mc_rq_expire(&p->queue, now - (uint64_t)relay_conf.peer_max_age_ms);
     }
     peer_stream_expire_locked(p, now);
-    /* after a fallback, the stream again once the unary calls are idle:
-     * PEER_STREAM_PROBE_MS later, or sooner when a call failed in between
-     * (the peer restarting: perhaps upgraded) */
-    if (p->unary && relay_conf.peer_stream && (p->unary_failed || now - p->unary_since >= PEER_STREAM_PROBE_MS)
-        && !p->busy && !p->failed && p->st.n == 0) {
-        p->unary = 0;
-        p->unary_failed = 0;
-        mc_info("peers: trying %s to \"%s\" again", RELAY_STREAM_METHOD, p->name);
+    /* unary calls until the peer answers a probe of the stream (a stream
+     * opened without sending): at start, PEER_STREAM_PROBE_MS after a
+     * probe failed, or at once when a unary call failed (the peer
+     * restarting: perhaps upgraded); once it answers and the unary calls
+     * are idle, the stream carries everything */
+    if (p->unary && relay_conf.peer_stream) {
+        if (p->st.call == NULL && p->st.n == 0 && (p->unary_failed || now >= p->probe_at)) {
+            p->unary_failed = 0;
+            p->probe_at = now + PEER_STREAM_PROBE_MS;
+            if (peer_stream_probe_locked(p, now) != 0) {
+                mc_error("peers: cannot open a stream to \"%s\"", p->name);
+            }
+        } else if (p->st.call != NULL && p->st.got_md && !p->st.ended && !p->busy && !p->failed && p->st.n == 0) {
+            p->unary = 0;
+            mc_info("peers: \"%s\" serves %s: the stream carries its messages", p->name, RELAY_STREAM_METHOD);
+        }
     }
     if (p->unary) {
         peer_start_unary_locked(p, now);

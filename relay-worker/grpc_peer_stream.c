@@ -124,6 +124,7 @@ static int ps_open(peer_t *p)
     st->nsent = 0;
     st->acked = 0;
     st->status = GRPC_STATUS_OK;
+    st->opened_at = mc_now_ms();
     if (st->opened++ > 0) {
         p->stream_restarts++;
     }
@@ -160,7 +161,7 @@ static void ps_send(peer_t *p, uint64_t now)
     grpc_op op;
     int r;
 
-    if (st->call == NULL || st->ended || st->sending || st->timed_out) {
+    if (st->call == NULL || st->ended || st->sending || st->timed_out || !st->got_md || p->unary) {
         return;
     }
     if (st->nsent == st->n) {
@@ -199,6 +200,7 @@ static void ps_closed(peer_t *p, uint64_t now)
     peer_stream_t *st = &p->st;
     grpc_status_code status = st->status;
     char *details = grpc_slice_to_c_string(st->details);
+    int refused;
 
     grpc_call_unref(st->call);
     st->call = NULL;
@@ -211,24 +213,32 @@ static void ps_closed(peer_t *p, uint64_t now)
     st->nsent = 0;
     st->acked = 0;
     st->sending = 0;
+    refused = status == GRPC_STATUS_UNIMPLEMENTED || (st->timed_out && !st->got_md);
     if (p->stopping) {
         /* nothing */
-    } else if (status == GRPC_STATUS_UNIMPLEMENTED || (st->timed_out && !st->got_md)) {
+    } else if (refused || p->unary) {
+        /* not served, or a probe that failed otherwise (the peer down:
+         * probed again soon): unary calls, the stream's unacked batches
+         * first */
+        if (refused) {
+            p->stream_fallbacks++;
+        }
+        if (refused && !st->warned) {
+            st->warned = 1;
+            mc_warn("peers: \"%s\" at %s does not serve %s (%s): unary Deliver calls instead, the stream is "
+                    "tried again every %d s", p->name, p->target, RELAY_STREAM_METHOD,
+                    status == GRPC_STATUS_UNIMPLEMENTED ? "UNIMPLEMENTED" : "no answer", PEER_STREAM_PROBE_MS / 1000);
+        }
         p->unary = 1;
-        p->unary_since = now;
-        p->unary_failed = 0;
-        p->stream_fallbacks++;
-        mc_warn("peers: \"%s\" at %s does not serve %s (%s): unary Deliver calls instead, the stream is tried "
-                "again in %d s", p->name, p->target, RELAY_STREAM_METHOD,
-                status == GRPC_STATUS_UNIMPLEMENTED ? "UNIMPLEMENTED" : "no answer", PEER_STREAM_PROBE_MS / 1000);
+        p->probe_at = now + (refused ? PEER_STREAM_PROBE_MS : PEER_BACKOFF_MAX);
     } else if (status == GRPC_STATUS_INVALID_ARGUMENT && st->n > 0) {
         p->failed_calls++;
         mc_error("peers: \"%s\" rejected a batch of %ld messages: %s", p->name, st->ring[st->head].count,
                  details ? details : "");
         ps_drop_head(st);
-    } else if (st->n > 0) {
+    } else if (st->n > 0 || p->queue.count > 0) {
         /* an idle stream that ended (the peer restarting) is opened again
-         * with the next message; one with batches to send is a failure */
+         * with the next message; one with messages to send is a failure */
         p->failed_calls++;
         peer_failed_locked(p, now, (int)status, details ? details : "");
     }
@@ -249,11 +259,18 @@ static void ps_md_done(relay_tag_t *tag, int ok)
     peer_stream_t *st = PS_OF(tag, md_tag);
     peer_t *p = st->peer;
 
+    uint64_t now = mc_now_ms();
+
     pthread_mutex_lock(&p->lock);
-    if (ok) {
+    if (ok && !st->ended) {
+        /* the peer serves the stream: batches may go (peer_start_locked
+         * moves a probing peer to the stream once its unary calls are
+         * idle) */
         st->got_md = 1;
+        st->warned = 0;
+        peer_start_locked(p, now);
     }
-    ps_op_done(p, mc_now_ms());
+    ps_op_done(p, now);
     pthread_mutex_unlock(&p->lock);
 }
 
@@ -391,6 +408,19 @@ long peer_stream_tick_locked(peer_t *p, uint64_t now)
     peer_stream_t *st = &p->st;
     uint64_t due;
 
+    if (st->call != NULL && !st->got_md && !st->ended && !st->timed_out) {
+        /* opened, not answered: an older relay-worker leaves a call to a
+         * method it does not know unanswered */
+        due = st->opened_at + (uint64_t)relay_conf.peer_timeout_ms;
+        if (now < due) {
+            return (long)(due - now);
+        }
+        st->timed_out = 1;
+        mc_debug("peers: \"%s\": no answer to the stream for %lld ms: cancelled", p->name,
+                 relay_conf.peer_timeout_ms);
+        grpc_call_cancel(st->call, NULL);
+        return -1;
+    }
     if (st->call != NULL) {
         if (st->ended || st->timed_out || st->nsent == 0) {
             return -1;
@@ -400,8 +430,7 @@ long peer_stream_tick_locked(peer_t *p, uint64_t now)
             return (long)(due - now);
         }
         st->timed_out = 1;
-        mc_error("peers: \"%s\": no ack for %lld ms%s: stream cancelled", p->name, relay_conf.peer_timeout_ms,
-                 st->got_md ? "" : " and no answer to the stream at all");
+        mc_error("peers: \"%s\": no ack for %lld ms: stream cancelled", p->name, relay_conf.peer_timeout_ms);
         grpc_call_cancel(st->call, NULL);
         return -1;
     }
@@ -409,6 +438,12 @@ long peer_stream_tick_locked(peer_t *p, uint64_t now)
         return p->retry_at > now ? (long)(p->retry_at - now) : 0;
     }
     return -1;
+}
+
+int peer_stream_probe_locked(peer_t *p, uint64_t now)
+{
+    (void)now;
+    return ps_open(p);
 }
 
 int peer_stream_pop_locked(peer_t *p, peer_batch_t *b)

@@ -20,7 +20,7 @@
 #define PEER_BATCH_ITEMS 10000
 #define PEER_INFLIGHT 4          /* Deliver calls in flight per peer (unary) */
 #define PEER_STREAM_WINDOW 64    /* batches sent on the stream and not acked yet, at most */
-#define PEER_STREAM_PROBE_MS 10000 /* unary this long after a fallback: try the stream again */
+#define PEER_STREAM_PROBE_MS 10000 /* unary this long after a probe failed: probe the stream again */
 
 typedef struct peer_s peer_t;
 
@@ -74,6 +74,8 @@ typedef struct {
     uint64_t acked;       /* the count the peer last acked on this call */
     uint64_t progress_at; /* ms: the last ack, or the first send after the ring was all acked */
     uint64_t opened;      /* streams opened so far */
+    uint64_t opened_at;   /* ms: when this call was opened */
+    int warned;           /* the peer's not serving the stream was logged (until it serves it) */
 } peer_stream_t;
 
 struct peer_s {
@@ -87,9 +89,10 @@ struct peer_s {
     peer_slot_t slots[PEER_INFLIGHT];
     int busy;            /* unary calls in flight */
     int failed;          /* slots holding a batch to retry */
-    int unary;           /* 1: unary Deliver calls (peer_stream off, or the peer does not serve the stream) */
-    uint64_t unary_since;
-    int unary_failed;    /* a unary call failed since the fallback: the peer may have been upgraded */
+    int unary;           /* 1: unary Deliver calls (peer_stream off, the stream not proven served yet, or the
+                          * peer does not serve it) */
+    uint64_t probe_at;   /* unary: when to probe the stream next (ms) */
+    int unary_failed;    /* a unary call failed since the last probe: the peer may have been upgraded */
     peer_stream_t st;
     /* retry */
     uint64_t retry_at;
@@ -116,8 +119,12 @@ void peer_start_locked(peer_t *p, uint64_t now);
 /* grpc_peer_stream.c (lock held, but for init) */
 void peer_stream_init(peer_t *p);
 /* Opens the stream when there is something to send and no backoff, and
- * sends the next batch when none is in flight and the window has room. */
+ * sends the next batch when none is in flight, the peer has answered the
+ * stream and the window has room. */
 void peer_stream_start_locked(peer_t *p, uint64_t now);
+/* Opens a stream that sends nothing until the peer answers it (while the
+ * unary calls go on).  Returns 0 or -1. */
+int peer_stream_probe_locked(peer_t *p, uint64_t now);
 /* Cancels a stream whose oldest unacked batch waited too long for its ack;
  * returns the ms until the next check is due (-1: none). */
 long peer_stream_tick_locked(peer_t *p, uint64_t now);

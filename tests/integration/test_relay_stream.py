@@ -96,9 +96,14 @@ def test_unary_fallback_with_a_peer_that_does_not_serve_the_stream():
                 await cb.close()
         both_ways()
 
+        # a either had the stream open (the first message finds b's answer
+        # UNIMPLEMENTED) or was probing it (the next probe finds it): a
+        # fallback either way, within PEER_STREAM_PROBE_MS (10 s)
         after = wait_until(lambda: (lambda s: s if d(s, before, "minichat_relay_peer_messages_sent_total",
-                                                     peer="b") >= 20 else None)(scrape("relay-a")[0]),
-                           what="a's 20 messages counted as sent")
+                                                     peer="b") >= 20
+                                    and d(s, before, "minichat_relay_peer_stream_fallbacks_total", peer="b") >= 1
+                                    else None)(scrape("relay-a")[0]),
+                           timeout=20, what="a's 20 messages sent, b's refusal of the stream counted")
         assert val(after, "minichat_relay_peer_streaming", peer="b") == 0
         assert d(after, before, "minichat_relay_peer_stream_fallbacks_total", peer="b") >= 1
         assert d(after, before, "minichat_relay_peer_calls_total", peer="b") >= 1
@@ -109,7 +114,7 @@ def test_unary_fallback_with_a_peer_that_does_not_serve_the_stream():
         assert val(bs, "minichat_relay_peer_stream_batches_total", peer="a") == 0
     finally:
         restart_b()
-    wait_until(b_linked, timeout=30, what="relay-worker b back with peer_stream on")
+        wait_until(b_linked, timeout=30, what="relay-worker b back with peer_stream on")
 
     # a tries the stream again (at once after a failed call, else
     # PEER_STREAM_PROBE_MS, 10 s, after the fallback) and keeps it
