@@ -24,12 +24,18 @@
  * A stream that ends INVALID_ARGUMENT had its first unacked batch refused as
  * malformed: that batch is dropped, not sent again.
  *
- * Fallback: a peer that answers UNIMPLEMENTED (a relay-worker with
- * peer_stream = off), or that never answers the stream at all before the ack
- * timeout (a relay-worker from before the stream leaves calls to methods it
- * does not know unanswered), is sent unary Deliver calls instead, the
- * ring's batches first; PEER_STREAM_PROBE_MS later, once those calls are
- * idle, the stream is tried again (a rolling upgrade ends with streams).
+ * Probe and fallback: nothing is written on a stream before the peer's
+ * initial metadata has come (the receiver sends it as it takes the call).
+ * A peer starts on unary Deliver calls (grpc_peer.c) while a stream is
+ * opened as a probe; once the peer answers it and the unary calls are idle,
+ * the stream carries everything.  A peer that answers UNIMPLEMENTED (a
+ * relay-worker with peer_stream = off), or that does not answer within
+ * peer_timeout_ms (a relay-worker from before the stream leaves a call to a
+ * method it does not know unanswered: measured against one), keeps unary
+ * calls, the ring's batches first, and is probed again every
+ * PEER_STREAM_PROBE_MS (at once after a unary call failed: the peer may
+ * have restarted upgraded), so a rolling upgrade ends with streams and an
+ * older peer never waits for a stream.
  *
  * Threads: the main thread (peers_kick, peers_tick) and the cq thread (the
  * completions below) both get here, always under the peer's lock.
