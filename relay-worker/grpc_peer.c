@@ -1,6 +1,11 @@
 /*
  * The client side of the relay: one gRPC channel per peer node, a bounded
- * queue of messages for it, and up to PEER_INFLIGHT Deliver calls in flight.
+ * queue of messages for it, and the link that takes them: one long-lived
+ * /minichat.Relay/Stream call (grpc_peer_stream.c, the default), or, with a
+ * peer that does not serve the stream or with peer_stream = off, up to
+ * PEER_INFLIGHT unary Deliver calls in flight (this file).  What follows
+ * describes the unary calls; the stream keeps the same order, bounds and
+ * retries in its own way (see its file).
  *
  * Order: a peer's messages leave in the order they were published here.  The
  * main thread pushes messages (peers_push) and then kicks the peers
@@ -52,55 +57,9 @@
 #include "minichat/conf.h"
 #include "minichat/log.h"
 #include "minichat/relay_queue.h"
-#include "relay.h"
+#include "peer.h"
 
 #define PEER_MAX PEERS_MAX
-#define PEER_BACKOFF_MIN 100
-#define PEER_BACKOFF_MAX 2000
-#define PEER_BATCH_ITEMS 10000
-#define PEER_INFLIGHT 4     /* Deliver calls in flight per peer */
-
-typedef struct peer_s peer_t;
-
-/* One call slot: its batch (being sent, or waiting for a retry) and its
- * call. */
-typedef struct {
-    relay_tag_t tag;
-    peer_t *peer;
-    grpc_slice batch;
-    long batch_count;
-    int has_batch;
-    uint64_t batch_at;   /* when the batch's oldest message was queued */
-    int64_t call_us;     /* when its call started (mc_now_us) */
-    int busy;            /* the call is in flight */
-    grpc_call *call;
-    grpc_byte_buffer *send_bb;
-    grpc_byte_buffer *recv_bb;
-    grpc_metadata_array md_initial;
-    grpc_metadata_array md_trailing;
-    grpc_status_code status;
-    grpc_slice details;
-} peer_slot_t;
-
-struct peer_s {
-    char name[64];
-    char target[256];
-    grpc_channel *channel;
-    void *method;
-    pthread_mutex_t lock;
-    mc_relay_queue_t queue;
-    peer_slot_t slots[PEER_INFLIGHT];
-    int busy;            /* calls in flight */
-    int failed;          /* slots holding a batch to retry */
-    /* retry */
-    uint64_t retry_at;
-    unsigned backoff;
-    int down;
-    int stopping;
-    uint64_t last_ok;    /* mc_now_ms() of the last call that ended OK (0: none yet) */
-    /* counters */
-    uint64_t sent, calls, failed_calls, drop_logged_at;
-};
 
 static peer_t *peers;
 static size_t npeers;
@@ -167,9 +126,13 @@ static int peer_open(peer_t *p)
         return -1;
     }
     p->method = grpc_channel_register_call(p->channel, RELAY_METHOD, NULL, NULL);
-    if (p->method == NULL) {
+    p->stream_method = grpc_channel_register_call(p->channel, RELAY_STREAM_METHOD, NULL, NULL);
+    if (p->method == NULL || p->stream_method == NULL) {
         return -1;
     }
+    /* unary until the peer answers the stream (probed at once) */
+    p->unary = 1;
+    peer_stream_init(p);
     if (pthread_mutex_init(&p->lock, NULL) != 0
         || mc_rq_init(&p->queue, relay_conf.peer_queue_max, relay_conf.peer_queue_bytes) != 0) {
         return -1;
@@ -301,6 +264,52 @@ static int peer_call_locked(peer_t *p, peer_slot_t *sl)
     return 0;
 }
 
+void peer_ok_locked(peer_t *p, uint64_t now)
+{
+    p->last_ok = now;
+    if (!p->failed) {
+        p->backoff = 0;
+        p->retry_at = 0;
+    }
+    if (p->down && !p->failed) {
+        p->down = 0;
+        mc_info("peers: \"%s\" at %s is reachable again", p->name, p->target);
+    }
+}
+
+void peer_failed_locked(peer_t *p, uint64_t now, int status, const char *details)
+{
+    p->backoff = mc_backoff_next(p->backoff, PEER_BACKOFF_MIN, PEER_BACKOFF_MAX);
+    p->retry_at = now + p->backoff;
+    if (!p->down && !p->stopping) {
+        p->down = 1;
+        mc_error("peers: \"%s\" at %s: status %d \"%s\"; retrying every %u..%u ms", p->name, p->target, status,
+                 details, PEER_BACKOFF_MIN, PEER_BACKOFF_MAX);
+    }
+}
+
+int peer_take_batch_locked(peer_t *p, peer_batch_t *b)
+{
+    uint8_t *buf;
+    size_t len;
+    long n;
+
+    if (p->queue.count == 0) {
+        return 0;
+    }
+    b->at = mc_rq_oldest(&p->queue);
+    n = mc_rq_take_batch(&p->queue, peer_self, relay_conf.peer_batch_bytes, PEER_BATCH_ITEMS, &buf, &len);
+    if (n <= 0) {
+        if (n < 0) {
+            mc_error("peers: out of memory building a batch for \"%s\"", p->name);
+        }
+        return n < 0 ? -1 : 0;
+    }
+    b->batch = grpc_slice_new(buf, len, free);
+    b->count = n;
+    return 1;
+}
+
 /* A slot's batch could not go now: it is retried after a backoff (lock
  * held). */
 static void peer_retry_later_locked(peer_t *p, peer_slot_t *sl, uint64_t now)
@@ -312,20 +321,15 @@ static void peer_retry_later_locked(peer_t *p, peer_slot_t *sl, uint64_t now)
     p->retry_at = now + p->backoff;
 }
 
-/* Starts what may start (lock held): batches to retry once their backoff
- * is over, and while none waits, new batches from the queue into free
- * slots. */
-static void peer_start_locked(peer_t *p, uint64_t now)
+/* Starts what may start on unary calls (lock held): batches to retry once
+ * their backoff is over, and while none waits, new batches into free slots:
+ * first those a stream left unacked, then from the queue. */
+static void peer_start_unary_locked(peer_t *p, uint64_t now)
 {
     peer_slot_t *sl;
-    uint8_t *buf;
-    size_t len;
-    long n;
-    int i;
+    peer_batch_t b;
+    int i, r;
 
-    if (p->stopping) {
-        return;
-    }
     /* live delivery of a message older than peer_max_age_ms would show a
      * reconnected client stale messages as new: such messages are dropped
      * (the peer's clients recover them by resuming, Kafka has them anyway) */
@@ -339,10 +343,6 @@ static void peer_start_locked(peer_t *p, uint64_t now)
             p->failed--;
         }
     }
-    if (now > (uint64_t)relay_conf.peer_max_age_ms) {
-        mc_rq_expire(&p->queue, now - (uint64_t)relay_conf.peer_max_age_ms);
-    }
-
     if (p->failed) {
         if (now < p->retry_at) {
             return;
@@ -369,21 +369,21 @@ static void peer_start_locked(peer_t *p, uint64_t now)
         }
     }
 
-    for (i = 0; i < PEER_INFLIGHT && p->queue.count > 0; i++) {
+    for (i = 0; i < PEER_INFLIGHT && (p->queue.count > 0 || p->st.n > 0); i++) {
         sl = &p->slots[i];
         if (sl->busy || sl->has_batch) {
             continue;
         }
-        sl->batch_at = mc_rq_oldest(&p->queue);
-        n = mc_rq_take_batch(&p->queue, peer_self, relay_conf.peer_batch_bytes, PEER_BATCH_ITEMS, &buf, &len);
-        if (n <= 0) {
-            if (n < 0) {
-                mc_error("peers: out of memory building a batch for \"%s\"", p->name);
-            }
+        r = peer_stream_pop_locked(p, &b);
+        if (r == 0 && p->st.n == 0) {
+            r = peer_take_batch_locked(p, &b);
+        }
+        if (r <= 0) {
             return;
         }
-        sl->batch = grpc_slice_new(buf, len, free);
-        sl->batch_count = n;
+        sl->batch = b.batch;
+        sl->batch_count = b.count;
+        sl->batch_at = b.at;
         sl->has_batch = 1;
         if (peer_call_locked(p, sl) != 0) {
             peer_retry_later_locked(p, sl, now);
@@ -392,6 +392,42 @@ static void peer_start_locked(peer_t *p, uint64_t now)
     }
 }
 
+
+void peer_start_locked(peer_t *p, uint64_t now)
+{
+    if (p->stopping) {
+        return;
+    }
+    /* live delivery of a message older than peer_max_age_ms would show a
+     * reconnected client stale messages as new: such messages are dropped
+     * (the peer's clients recover them by resuming, Kafka has them anyway) */
+    if (now > (uint64_t)relay_conf.peer_max_age_ms) {
+        mc_rq_expire(&p->queue, now - (uint64_t)relay_conf.peer_max_age_ms);
+    }
+    peer_stream_expire_locked(p, now);
+    /* unary calls until the peer answers a probe of the stream (a stream
+     * opened without sending): at start, PEER_STREAM_PROBE_MS after a
+     * probe failed, or at once when a unary call failed (the peer
+     * restarting: perhaps upgraded); once it answers and the unary calls
+     * are idle, the stream carries everything */
+    if (p->unary && relay_conf.peer_stream) {
+        if (p->st.call == NULL && p->st.n == 0 && (p->unary_failed || now >= p->probe_at)) {
+            p->unary_failed = 0;
+            p->probe_at = now + PEER_STREAM_PROBE_MS;
+            if (peer_stream_probe_locked(p, now) != 0) {
+                mc_error("peers: cannot open a stream to \"%s\"", p->name);
+            }
+        } else if (p->st.call != NULL && p->st.got_md && !p->st.ended && !p->busy && !p->failed && p->st.n == 0) {
+            p->unary = 0;
+            mc_info("peers: \"%s\" serves %s: the stream carries its messages", p->name, RELAY_STREAM_METHOD);
+        }
+    }
+    if (p->unary) {
+        peer_start_unary_locked(p, now);
+    } else {
+        peer_stream_start_locked(p, now);
+    }
+}
 
 /* A Deliver call finished (cq thread). */
 static void peer_call_done(relay_tag_t *tag, int ok)
@@ -407,16 +443,8 @@ static void peer_call_done(relay_tag_t *tag, int ok)
     mc_hist_observe(&relay_hists.peer_call, (uint64_t)(mc_now_us() - sl->call_us));
     if (ok && sl->status == GRPC_STATUS_OK) {
         p->sent += (uint64_t)sl->batch_count;
-        p->last_ok = now;
         peer_drop_batch_locked(sl);
-        if (!p->failed) {
-            p->backoff = 0;
-            p->retry_at = 0;
-        }
-        if (p->down && !p->failed) {
-            p->down = 0;
-            mc_info("peers: \"%s\" at %s is reachable again", p->name, p->target);
-        }
+        peer_ok_locked(p, now);
     } else {
         details = grpc_slice_to_c_string(sl->details);
         p->failed_calls++;
@@ -424,12 +452,11 @@ static void peer_call_done(relay_tag_t *tag, int ok)
             mc_error("peers: \"%s\" rejected a batch of %ld messages: %s", p->name, sl->batch_count, details);
             peer_drop_batch_locked(sl);
         } else {
-            peer_retry_later_locked(p, sl, now);
-            if (!p->down && !p->stopping) {
-                p->down = 1;
-                mc_error("peers: \"%s\" at %s: status %d \"%s\"; retrying every %u..%u ms", p->name, p->target,
-                         (int)sl->status, details ? details : "", PEER_BACKOFF_MIN, PEER_BACKOFF_MAX);
+            if (sl->has_batch) {
+                p->failed++;
             }
+            p->unary_failed = 1;
+            peer_failed_locked(p, now, (int)sl->status, details ? details : "");
         }
         gpr_free(details);
     }
@@ -496,11 +523,15 @@ long peers_tick(uint64_t now)
         p = &peers[i];
         pthread_mutex_lock(&p->lock);
         peer_start_locked(p, now);
+        w = -1;
         if (p->failed) {
             w = p->retry_at > now ? (long)(p->retry_at - now) : 0;
-            if (wait < 0 || w < wait) {
-                wait = w;
-            }
+        }
+        if (w < 0) {
+            w = peer_stream_tick_locked(p, now);
+        }
+        if (w >= 0 && (wait < 0 || w < wait)) {
+            wait = w;
         }
         pthread_mutex_unlock(&p->lock);
     }
@@ -514,7 +545,7 @@ int peers_idle(void)
 
     for (i = 0; i < npeers && idle; i++) {
         pthread_mutex_lock(&peers[i].lock);
-        idle = !peers[i].busy && !peers[i].failed && peers[i].queue.count == 0;
+        idle = !peers[i].busy && !peers[i].failed && peers[i].queue.count == 0 && peers[i].st.n == 0;
         pthread_mutex_unlock(&peers[i].lock);
     }
     return idle;
@@ -536,13 +567,14 @@ void peers_shutdown(void)
                 grpc_call_cancel(p->slots[k].call, NULL);
             }
         }
+        peer_stream_cancel_locked(p);
         pthread_mutex_unlock(&p->lock);
     }
     for (waited = 0; waited < 5000; waited += 5) {
         busy = 0;
         for (i = 0; i < npeers; i++) {
             pthread_mutex_lock(&peers[i].lock);
-            busy |= peers[i].busy;
+            busy |= peers[i].busy || peers[i].st.call != NULL;
             pthread_mutex_unlock(&peers[i].lock);
         }
         if (!busy) {
@@ -552,12 +584,12 @@ void peers_shutdown(void)
     }
     for (i = 0; i < npeers; i++) {
         p = &peers[i];
-        if (p->busy) {
+        if (p->busy || p->st.call != NULL) {
             mc_error("peers: call to \"%s\" did not finish", p->name);
             leak = 1;
             continue; /* leak rather than free what the cq thread may still touch */
         }
-        unsent = (long)p->queue.count;
+        unsent = (long)p->queue.count + peer_stream_free_locked(p);
         for (k = 0; k < PEER_INFLIGHT; k++) {
             if (p->slots[k].has_batch) {
                 unsent += p->slots[k].batch_count;
@@ -569,8 +601,9 @@ void peers_shutdown(void)
         if (unsent) {
             mc_warn("peers: %ld messages for \"%s\" not sent", unsent, p->name);
         }
-        mc_info("peers: \"%s\": sent %" PRIu64 ", dropped %" PRIu64 ", failed calls %" PRIu64, p->name, p->sent,
-                p->queue.dropped, p->failed_calls);
+        mc_info("peers: \"%s\": sent %" PRIu64 ", dropped %" PRIu64 ", failed calls %" PRIu64 ", stream batches %" PRIu64
+                ", stream restarts %" PRIu64, p->name, p->sent, p->queue.dropped, p->failed_calls, p->stream_batches,
+                p->stream_restarts);
         mc_rq_free(&p->queue);
         grpc_channel_destroy(p->channel);
         pthread_mutex_destroy(&p->lock);
@@ -616,6 +649,11 @@ size_t peers_status(peer_status_t *out, size_t max)
         out[i].calls = p->calls;
         out[i].dropped = p->queue.dropped;
         out[i].failed_calls = p->failed_calls;
+        out[i].streaming = !p->unary;
+        out[i].stream_unacked = p->st.n;
+        out[i].stream_batches = p->stream_batches;
+        out[i].stream_restarts = p->stream_restarts;
+        out[i].stream_fallbacks = p->stream_fallbacks;
         pthread_mutex_unlock(&p->lock);
     }
     return i;

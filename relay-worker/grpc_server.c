@@ -19,6 +19,12 @@
  * crossing, which the reorderer puts right (it holds a later seq until the
  * earlier one comes, order_gap_ms at most).
  *
+ * The same server serves /minichat.Relay/Stream, the long-lived stream
+ * that peers use instead of Deliver (grpc_server_stream.c; not with
+ * peer_stream = off), and answers a call to any other method UNIMPLEMENTED,
+ * which is what tells a sender to fall back to Deliver.  The cq thread's
+ * wait ends when a stream's delayed ack is due.
+ *
  * Callers: with mutual TLS on (peer_tls.c) the handshake already refused
  * anyone without a certificate of the mesh's CA; a call from a certificate
  * that names no configured peer is answered PERMISSION_DENIED before its
@@ -74,11 +80,83 @@ static relay_tag_t rpc_shutdown_tag;
 
 static uint64_t rpc_batches, rpc_messages;
 
+/* A call to a method this server does not serve, answered UNIMPLEMENTED
+ * (what a sender of the stream falls back on). */
+typedef struct {
+    relay_tag_t tag;
+    int replying;
+    grpc_call *call;
+    grpc_call_details details;
+    grpc_metadata_array md;
+    int cancelled;
+} rpc_other_t;
+
 static void rpc_call_done(relay_tag_t *tag, int ok);
 
 void *rpc_cq(void)
 {
     return rpc_cq_;
+}
+
+static void rpc_other_done(relay_tag_t *tag, int ok);
+
+/* Posts the request for the next call to an unknown method.  Returns 0 or
+ * -1. */
+static int rpc_request_other(void)
+{
+    rpc_other_t *o = calloc(1, sizeof(*o));
+    grpc_call_error e;
+
+    if (o == NULL) {
+        return -1;
+    }
+    o->tag.done = rpc_other_done;
+    grpc_call_details_init(&o->details);
+    grpc_metadata_array_init(&o->md);
+    e = grpc_server_request_call(rpc_server, &o->call, &o->details, &o->md, rpc_cq_, rpc_cq_, &o->tag);
+    if (e != GRPC_CALL_OK) {
+        mc_error("grpc: request_call: error %d", (int)e);
+        grpc_call_details_destroy(&o->details);
+        grpc_metadata_array_destroy(&o->md);
+        free(o);
+        return -1;
+    }
+    return 0;
+}
+
+/* A call to an unknown method arrived (replying == 0; answered
+ * UNIMPLEMENTED) or its answer finished (1). */
+static void rpc_other_done(relay_tag_t *tag, int ok)
+{
+    rpc_other_t *o = (rpc_other_t *)tag;
+    grpc_op ops[2];
+    grpc_slice text = grpc_slice_from_static_string("method not served by this relay-worker");
+    char *method;
+
+    if (ok && !o->replying) {
+        if (!rpc_shutting_down) {
+            rpc_request_other();
+        }
+        method = grpc_slice_to_c_string(o->details.method);
+        mc_info("grpc: call to %s, which this relay-worker does not serve: UNIMPLEMENTED", method ? method : "?");
+        gpr_free(method);
+        memset(ops, 0, sizeof(ops));
+        ops[0].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+        ops[0].data.recv_close_on_server.cancelled = &o->cancelled;
+        ops[1].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+        ops[1].data.send_status_from_server.status = GRPC_STATUS_UNIMPLEMENTED;
+        ops[1].data.send_status_from_server.status_details = &text;
+        o->replying = 1;
+        if (grpc_call_start_batch(o->call, ops, 2, &o->tag, NULL) == GRPC_CALL_OK) {
+            return;
+        }
+    }
+    if (o->call) {
+        grpc_call_unref(o->call);
+    }
+    grpc_call_details_destroy(&o->details);
+    grpc_metadata_array_destroy(&o->md);
+    free(o);
 }
 
 /* Posts the next request for a Deliver call.  Returns 0 or -1. */
@@ -119,14 +197,11 @@ static void rpc_call_free(rpc_call_t *rc)
     free(rc);
 }
 
-#define RPC_MALFORMED (-1)
-#define RPC_DENIED (-2)
-
 /* Turns a RelayBatch into deliver frames for the reorderer and event frames
  * for the local workers.  Returns the number of messages accepted,
  * RPC_MALFORMED when the batch does not parse, or RPC_DENIED when caller (a
  * certificate name, or NULL without TLS) is not its from_node. */
-static long rpc_deliver(const uint8_t *p, size_t n, const char *caller)
+long rpc_deliver(const uint8_t *p, size_t n, const char *caller)
 {
     Minichat__RelayBatch *b = minichat__relay_batch__unpack(NULL, n, p);
     Minichat__ChatMessage *msg;
@@ -312,6 +387,7 @@ static void rpc_complete(grpc_event ev)
 
     if (tag == &rpc_shutdown_tag) {
         rpc_shutting_down = 1;
+        rpc_streams_shutting_down();
     }
     tag->done(tag, ev.success);
 }
@@ -325,11 +401,17 @@ static void rpc_complete(grpc_event ev)
 static void *rpc_loop(void *arg)
 {
     grpc_event ev;
+    gpr_timespec until;
+    long wait;
     int n, shutdown = 0;
 
     (void)arg;
     while (!shutdown) {
-        ev = grpc_completion_queue_next(rpc_cq_, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        /* the streams' delayed acks set how long to wait */
+        wait = rpc_shutting_down ? -1 : rpc_streams_ack_due(mc_now_ms());
+        until = wait < 0 ? gpr_inf_future(GPR_CLOCK_MONOTONIC)
+                         : gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(wait, GPR_TIMESPAN));
+        ev = grpc_completion_queue_next(rpc_cq_, until, NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN) {
             break;
         }
@@ -399,6 +481,11 @@ int rpc_start(const char *listen_addr)
         mc_error("grpc: cannot register %s", RELAY_METHOD);
         return -1;
     }
+    /* peer_stream = off: the stream is answered UNIMPLEMENTED, as by a
+     * relay-worker from before it */
+    if (relay_conf.peer_stream && rpc_streams_start(rpc_server) != 0) {
+        return -1;
+    }
     creds = peer_tls_server_creds();
     if (creds == NULL) {
         mc_error("grpc: cannot make the server's credentials");
@@ -411,7 +498,7 @@ int rpc_start(const char *listen_addr)
         return -1;
     }
     grpc_server_start(rpc_server);
-    if (rpc_request() != 0) {
+    if (rpc_request() != 0 || rpc_streams_listen() != 0 || rpc_request_other() != 0) {
         return -1;
     }
     errno = pthread_create(&rpc_thread, NULL, rpc_loop, NULL);

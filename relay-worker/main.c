@@ -58,7 +58,7 @@ static const char *const main_keys[] = {
     "peer_tls_ca", "peer_tls_cert", "peer_tls_key", "peer_tls_names",
     "kafka_brokers", "kafka_topic", "kafka_linger_ms", "kafka_message_timeout_ms", MC_KAFKA_SEC_CONF_KEYS,
     MC_DB_CONF_KEYS, "log_level", "log_file",
-    "local_outbuf_max_mb", "peer_queue_max", "peer_queue_max_mb", "peer_batch_kb", "peer_timeout_ms",
+    "local_outbuf_max_mb", "peer_queue_max", "peer_queue_max_mb", "peer_batch_kb", "peer_timeout_ms", "peer_stream",
     "peer_max_age_ms", "order_first_hold_ms", "order_gap_ms", "order_idle_ms", "order_max_held", "order_max_rooms", "order_max_ahead",
     "db_threads", "db_queue_max", "kafka_consumer_group", "rebuild_wait_ms", "publish_max_age_ms", "fanout",
     "http_listen", NULL};
@@ -99,7 +99,7 @@ static void usage(FILE *out)
             "      log_level (debug|info|warn|error), log_file (besides stderr; none),\n"
             "      local_outbuf_max_mb (64), peer_queue_max (100000), peer_queue_max_mb (256),\n"
             "      peer_batch_kb (1024), peer_timeout_ms (5000), peer_max_age_ms (10000),\n"
-            "      publish_max_age_ms (1000), fanout (admitted|durable; admitted),\n"
+            "      peer_stream (on|off; on), publish_max_age_ms (1000), fanout (admitted|durable; admitted),\n"
             "      order_first_hold_ms (500), order_gap_ms (2000), order_idle_ms (600000),\n"
             "      order_max_held (10000), order_max_rooms (1000000), order_max_ahead (10000),\n"
             "      db_threads (2), db_queue_max (10000), kafka_consumer_group (minichat-roomlist),\n"
@@ -162,7 +162,7 @@ static int conf_read(mc_conf_t *c, relay_conf_t *rc, mc_db_conf_t *dc)
 {
     const char *lvl = mc_conf_get(c, "log_level", "info");
     long long outbuf, qmax, qmb, batch_kb, first_hold, gap, idle, held, rooms, ahead, db_threads, db_queue;
-    const char *fanout;
+    const char *fanout, *stream;
 
     memset(rc, 0, sizeof(*rc));
     rc->log_level = mc_log_level_named(lvl);
@@ -210,6 +210,14 @@ static int conf_read(mc_conf_t *c, relay_conf_t *rc, mc_db_conf_t *dc)
     mc_conf_int(c, "peer_batch_kb", 1024, 1, 32768, &batch_kb);
     mc_conf_int(c, "peer_timeout_ms", 5000, 10, 600000, &rc->peer_timeout_ms);
     mc_conf_int(c, "peer_max_age_ms", 10000, 100, 3600000, &rc->peer_max_age_ms);
+    stream = mc_conf_get(c, "peer_stream", "on");
+    if (strcmp(stream, "on") == 0) {
+        rc->peer_stream = 1;
+    } else if (strcmp(stream, "off") == 0) {
+        rc->peer_stream = 0;
+    } else {
+        mc_conf_error(c, "peer_stream", "peer_stream must be \"on\" or \"off\", not \"%s\"", stream);
+    }
     mc_conf_int(c, "publish_max_age_ms", 1000, 100, 600000, &rc->publish_max_age_ms);
     mc_conf_int(c, "order_first_hold_ms", 500, 0, 10000, &first_hold);
     mc_conf_int(c, "order_gap_ms", 2000, 1, 60000, &gap);

@@ -55,7 +55,17 @@ static const metrics_peer_family_t metrics_peer_families[] = {
                 "Messages for the peer dropped: queue full or older than peer_max_age_ms"),
     PEER_FAMILY("minichat_relay_peer_calls_total", "counter", calls, 'u', "Deliver calls started to the peer"),
     PEER_FAMILY("minichat_relay_peer_calls_failed_total", "counter", failed_calls, 'u',
-                "Deliver calls to the peer that did not end OK"),
+                "Deliver calls and streams to the peer that did not end OK"),
+    PEER_FAMILY("minichat_relay_peer_streaming", "gauge", streaming, 'i',
+                "1 when the link to the peer is the stream, 0 when it is unary Deliver calls"),
+    PEER_FAMILY("minichat_relay_peer_stream_unacked_batches", "gauge", stream_unacked, 'z',
+                "Batches for the peer's stream not acked yet (sent, or to send again)"),
+    PEER_FAMILY("minichat_relay_peer_stream_batches_total", "counter", stream_batches, 'u',
+                "Batches written to the peer's stream (a batch sent again counts again)"),
+    PEER_FAMILY("minichat_relay_peer_stream_restarts_total", "counter", stream_restarts, 'u',
+                "Streams to the peer opened after the first (after a failure or an end)"),
+    PEER_FAMILY("minichat_relay_peer_stream_fallbacks_total", "counter", stream_fallbacks, 'u',
+                "Times the peer did not serve the stream and got unary Deliver calls instead"),
 };
 
 static double metrics_peer_value(const peer_status_t *p, const metrics_peer_family_t *f)
@@ -84,7 +94,8 @@ static int metrics_peers(mc_buf_t *b, uint64_t now)
     }
     n = peers_status(ps, PEERS_MAX);
     if (mc_prom_family(b, "minichat_relay_peer_up", "gauge",
-                       "1 when the last Deliver call to the peer ended OK, 0 when it failed or none has ended") != 0) {
+                       "1 when the last Deliver call or stream ack from the peer was OK, 0 when it failed or none "
+                       "has come") != 0) {
         goto done;
     }
     for (i = 0; i < n; i++) {
@@ -94,7 +105,7 @@ static int metrics_peers(mc_buf_t *b, uint64_t now)
         }
     }
     if (mc_prom_family(b, "minichat_relay_peer_last_success_age_seconds", "gauge",
-                       "Seconds since a Deliver call to the peer last ended OK (absent: never)") != 0) {
+                       "Seconds since a Deliver call to the peer last ended OK or it last acked (absent: never)") != 0) {
         goto done;
     }
     for (i = 0; i < n; i++) {

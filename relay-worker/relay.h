@@ -1,7 +1,8 @@
 /*
  * relay-worker: one per node.  It sits between the node's nginx workers (a
  * unix socket, length-prefixed LocalFrames), the other nodes' relay-workers
- * (gRPC, /minichat.Relay/Deliver), Kafka (every published message) and MySQL
+ * (gRPC: one stream per peer, /minichat.Relay/Stream, or the unary
+ * /minichat.Relay/Deliver with a peer that does not take it), Kafka (every published message) and MySQL
  * (rooms, members, history: every request that needs the database).
  *
  * Files, and which way calls run (never back up the list):
@@ -10,7 +11,9 @@
  *    service does it; msg_pack.c: a chat message packed once for the
  *    workers and the peers, its member list last;
  *  - the services: kafka.c (producer), grpc_peer.c (client side, one queue
- *    per peer), grpc_server.c (receiving side), peer_tls.c (the mesh's
+ *    per peer, unary calls) with grpc_peer_stream.c (its stream; the two
+ *    share peer.h), grpc_server.c (receiving side, unary calls, the cq
+ *    thread) with grpc_server_stream.c (incoming streams), peer_tls.c (the mesh's
  *    mutual TLS and which callers are peers), order.c (per-room order of
  *    local delivery), db_jobs.c (the DB threads and their queue) running
  *    queries_rooms.c, queries_lists.c, queries_history.c (the SQL, over the
@@ -60,6 +63,7 @@
 #include "minichat/user_set.h"
 
 #define RELAY_METHOD "/minichat.Relay/Deliver"
+#define RELAY_STREAM_METHOD "/minichat.Relay/Stream"
 
 /* A completion-queue tag: the callback runs on the cq thread. */
 typedef struct relay_tag_s relay_tag_t;
@@ -103,7 +107,9 @@ typedef struct {
     size_t peer_queue_max;     /* messages queued for one peer before the oldest are dropped */
     size_t peer_queue_bytes;   /* bytes likewise */
     size_t peer_batch_bytes;   /* target size of one RelayBatch */
-    long long peer_timeout_ms; /* deadline of one Deliver call */
+    long long peer_timeout_ms; /* deadline of one Deliver call; on a stream, the longest wait for an ack */
+    int peer_stream;           /* peer_stream = on (1, the default): serve and use /minichat.Relay/Stream;
+                                * off: unary Deliver only, as a relay-worker from before the stream */
     long long peer_max_age_ms; /* queued longer than this: too old for live delivery, dropped */
     long long publish_max_age_ms; /* a seq assigned longer ago than this is not published (dispatch.c) */
     int fanout_durable;        /* fanout = durable: recipients get a message once Kafka has it;
@@ -257,6 +263,24 @@ int rpc_start(const char *listen_addr);
 void rpc_server_shutdown(void);
 void rpc_stop(void);
 void *rpc_cq(void);
+/* The receiving side of one RelayBatch (grpc_server.c, for both methods):
+ * hands its messages to the reorderer and its events to the workers.
+ * Returns the number of messages, RPC_MALFORMED, or RPC_DENIED when caller
+ * (a certificate name, or NULL without TLS) is not its from_node. */
+#define RPC_MALFORMED (-1)
+#define RPC_DENIED (-2)
+long rpc_deliver(const uint8_t *p, size_t n, const char *caller);
+
+/* grpc_server_stream.c: incoming /minichat.Relay/Stream calls (cq thread
+ * only, but for rpc_streams_start) */
+/* Registers the method on the server (before grpc_server_start); then
+ * rpc_streams_listen() posts the first request.  Each returns 0 or -1. */
+int rpc_streams_start(void *server);
+int rpc_streams_listen(void);
+/* Sends the acks that are due; returns the ms until the next one is (-1:
+ * none waiting). */
+long rpc_streams_ack_due(uint64_t now);
+void rpc_streams_shutting_down(void);
 
 /* peer_tls.c: mutual TLS between relay-workers (grpc types stay opaque here) */
 struct grpc_server_credentials;
@@ -299,7 +323,10 @@ typedef struct {
     size_t queued_bytes;
     int inflight;         /* Deliver calls in flight */
     int retrying;         /* batches waiting for a retry */
+    int streaming;        /* 1: the peer link is the stream; 0: unary Deliver calls (fallback or peer_stream off) */
+    size_t stream_unacked; /* batches sent or waiting on the stream that the peer has not acked */
     uint64_t sent, dropped, calls, failed_calls;
+    uint64_t stream_batches, stream_restarts, stream_fallbacks;
 } peer_status_t;
 /* Copies the state of up to max peers, in the order of the peers key, into
  * out (each under its lock: any thread).  Returns how many. */

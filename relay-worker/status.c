@@ -55,12 +55,16 @@ static json_t *status_peers(uint64_t now)
     }
     n = peers_status(ps, PEERS_MAX);
     for (i = 0; i < n; i++) {
-        o = json_pack("{s:s, s:s, s:s, s:o, s:I, s:I, s:i, s:i, s:I, s:I, s:I}", "node", ps[i].node,
+        o = json_pack("{s:s, s:s, s:s, s:s, s:o, s:I, s:I, s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "node",
+                      ps[i].node, "link", ps[i].streaming ? "stream" : "unary",
                       "target", ps[i].target, "state", status_peer_state(ps[i].state),
                       "last_ok_age_ms", status_age(now, ps[i].last_ok_ms), "queued", (json_int_t)ps[i].queued,
                       "queued_bytes", (json_int_t)ps[i].queued_bytes, "inflight", ps[i].inflight,
                       "retrying", ps[i].retrying, "sent", (json_int_t)ps[i].sent,
-                      "dropped", (json_int_t)ps[i].dropped, "failed_calls", (json_int_t)ps[i].failed_calls);
+                      "dropped", (json_int_t)ps[i].dropped, "failed_calls", (json_int_t)ps[i].failed_calls,
+                      "stream_unacked", (json_int_t)ps[i].stream_unacked, "stream_batches",
+                      (json_int_t)ps[i].stream_batches, "stream_restarts", (json_int_t)ps[i].stream_restarts,
+                      "stream_fallbacks", (json_int_t)ps[i].stream_fallbacks);
         if (o == NULL || json_array_append_new(a, o) != 0) {
             json_decref(a);
             a = NULL;

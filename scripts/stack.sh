@@ -30,7 +30,8 @@
 #                  a certificate per node made by openssl into .run/mesh/ on
 #                  first start), unix socket .run/relay-X/relay.sock;
 #                  MINICHAT_RELAY_FANOUT=durable starts them with
-#                  `fanout = durable` (default admitted); /metrics, /status
+#                  `fanout = durable` (default admitted), MINICHAT_PEER_STREAM=off
+#                  with `peer_stream = off` (default on); /metrics, /status
 #                  and /ready on http://127.0.0.1:17061/17062
 #   consumer       roomlist-consumer; /metrics, /status and /ready on
 #                  http://127.0.0.1:17063
@@ -104,6 +105,8 @@ fi
 TLS_DIR=$RUN/tls
 # the relay-workers' fanout key (admitted or durable) for those started now
 RELAY_FANOUT=${MINICHAT_RELAY_FANOUT:-admitted}
+# the relay-workers' peer_stream key (on or off) for those started now
+RELAY_PEER_STREAM=${MINICHAT_PEER_STREAM:-on}
 # the relay-workers' CA and certificates for their mutual TLS (mesh_setup)
 MESH_DIR=$RUN/mesh
 # the backend dev CA, MariaDB's and Kafka's certificates, the services'
@@ -704,6 +707,7 @@ relay_start() {
         -e "s|@NODE@|$node|g" -e "s|@GRPC_PORT@|$port|g" -e "s|@PEER_NODE@|$peer|g" \
         -e "s|@PEER_PORT@|$(relay_port "$peer")|g" -e "s|@RELAY_SOCK@|$d/relay.sock|g" \
         -e "s|@MESH_DIR@|$MESH_DIR|g" -e "s|@PREFIX@|$d|g" -e "s|@FANOUT@|$RELAY_FANOUT|g" \
+        -e "s|@PEER_STREAM@|$RELAY_PEER_STREAM|g" \
         -e "s|@HTTP_PORT@|$(relay_http_port "$node")|g"
     setsid "$BIN/relay-worker" -c "$d/relay-worker.conf" < /dev/null >> "$d/relay.log" 2>&1 9>&- &
     pid=$!

@@ -1,4 +1,5 @@
-"""The mesh between relay-workers: mutual TLS and configured peers only
+"""The mesh between relay-workers: mutual TLS and configured peers only,
+on the unary Deliver calls and on the stream alike
 (relay-worker/peer_tls.c), and no forged seq that silences a room
 (order_max_ahead, relay-worker/order.c).
 
@@ -74,10 +75,11 @@ def certs(tmp_path_factory):
     }
 
 
-def forge(room, seq, recipient, sender, body, from_node="b", ca=None, cert=None):
-    """One Deliver call to relay-worker a; returns (exit code, gRPC status)."""
+def forge(room, seq, recipient, sender, body, from_node="b", ca=None, cert=None, stream=False):
+    """One Deliver call to relay-worker a (with stream, one stream carrying
+    one batch); returns (exit code, gRPC status)."""
     args = [FORGE, "--target", RELAY_A, "--from", from_node, "--room", str(room), "--seq", str(seq),
-            "--recipient", str(recipient), "--sender", str(sender), "--body", body]
+            "--recipient", str(recipient), "--sender", str(sender), "--body", body] + (["--stream"] if stream else [])
     if ca:
         args += ["--ca", ca, "--name", "a"]
     if cert:
@@ -108,10 +110,11 @@ CALLERS = [
 ]
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["deliver", "stream"])
 @pytest.mark.parametrize("case,use_ca,cert,from_node,status", CALLERS, ids=[c[0] for c in CALLERS])
 @run_async
 async def test_a_caller_without_the_clusters_certificate_delivers_nothing(certs, case, use_ca, cert, from_node,
-                                                                         status):
+                                                                         status, stream):
     sender, member = uid(), uid()
     room = create_room(sender, [sender, member])
     cs = await connect(sender, "b")
@@ -122,7 +125,8 @@ async def test_a_caller_without_the_clusters_certificate_delivers_nothing(certs,
         await cm.expect("msg", room=room, seq=1, body="real 1")    # relay a knows the room now
 
         rc, got = forge(room, 2, member, sender, "forged " + case, from_node,
-                        ca=os.path.join(MESH, "ca.crt") if use_ca else None, cert=certs[cert] if cert else None)
+                        ca=os.path.join(MESH, "ca.crt") if use_ca else None, cert=certs[cert] if cert else None,
+                        stream=stream)
         assert (rc, got) == (1, status)
 
         ack = await cs.send_msg(room, "real 2")
@@ -164,12 +168,18 @@ async def test_a_peer_can_deliver_but_a_huge_seq_does_not_silence_the_room(certs
             assert m["body"] == "real %d" % n, m
         assert not [f for f in cm.frames if f.get("body") == "forged far ahead"], cm.frames
 
-        # the control: with node b's certificate the tool does deliver
+        # the control: with node b's certificate the tool does deliver,
+        # by a Deliver call and on a stream
         rc, got = forge(room, 4, member, sender, "from b's key", ca=os.path.join(MESH, "ca.crt"),
                         cert=certs["mesh_b"])
         assert (rc, got) == (0, GRPC_OK)
         m = await cm.expect("msg", room=room, seq=4)
         assert m["body"] == "from b's key", m
+        rc, got = forge(room, 5, member, sender, "from b's key, streamed", ca=os.path.join(MESH, "ca.crt"),
+                        cert=certs["mesh_b"], stream=True)
+        assert (rc, got) == (0, GRPC_OK)
+        m = await cm.expect("msg", room=room, seq=5)
+        assert m["body"] == "from b's key, streamed", m
         assert room_seq(room) == 3     # the tool went around Redis, as a forger would
     finally:
         await cs.close()

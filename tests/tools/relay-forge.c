@@ -2,12 +2,14 @@
  * relay-forge: a gRPC caller that is not a relay-worker, for the tests of the
  * mesh's mutual TLS (tests/integration/test_peer_tls.py).  It makes one
  * /minichat.Relay/Deliver call carrying a RelayBatch of one chat message and
- * prints how it ended.
+ * prints how it ended; with --stream, a /minichat.Relay/Stream call carrying
+ * that one batch, then closed from this side (the ack it gets, if any,
+ * prints as "accepted N": its count of batches).
  *
  *   relay-forge --target HOST:PORT --from NODE --room R --seq S
  *               [--recipient USER]... [--sender USER] [--body TEXT]
  *               [--ca FILE [--cert FILE --key FILE] [--name NAME]]
- *               [--timeout-ms MS]
+ *               [--timeout-ms MS] [--stream]
  *
  * Without --ca the call is plain (insecure credentials); with --ca alone it
  * is TLS without a client certificate; with --cert and --key it presents
@@ -39,6 +41,7 @@
 typedef struct {
     const char *target, *from, *body, *ca, *cert, *key, *name;
     uint64_t room, seq, sender, timeout_ms;
+    int stream;              /* --stream: /minichat.Relay/Stream instead of Deliver */
     uint64_t recipients[FORGE_RECIPIENTS_MAX];
     size_t n_recipients;
 } forge_args_t;
@@ -47,7 +50,7 @@ static void usage(void)
 {
     fprintf(stderr, "usage: relay-forge --target HOST:PORT --from NODE --room R --seq S [--recipient USER]...\n"
                     "                   [--sender USER] [--body TEXT] [--ca FILE [--cert FILE --key FILE]\n"
-                    "                   [--name NAME]] [--timeout-ms MS]\n");
+                    "                   [--name NAME]] [--timeout-ms MS] [--stream]\n");
 }
 
 /* Returns the file's contents (NUL-terminated, malloc'ed) or NULL. */
@@ -94,7 +97,7 @@ static int parse_args(int argc, char **argv, forge_args_t *a)
         {"body", required_argument, NULL, 'b'},   {"ca", required_argument, NULL, 'c'},
         {"cert", required_argument, NULL, 'C'},   {"key", required_argument, NULL, 'k'},
         {"name", required_argument, NULL, 'n'},   {"timeout-ms", required_argument, NULL, 'T'},
-        {NULL, 0, NULL, 0}};
+        {"stream", no_argument, NULL, 'x'},       {NULL, 0, NULL, 0}};
     int c;
 
     memset(a, 0, sizeof(*a));
@@ -114,6 +117,7 @@ static int parse_args(int argc, char **argv, forge_args_t *a)
         case 'k': a->key = optarg; break;
         case 'n': a->name = optarg; break;
         case 'T': a->timeout_ms = num("--timeout-ms", optarg); break;
+        case 'x': a->stream = 1; break;
         case 'u':
             if (a->n_recipients == FORGE_RECIPIENTS_MAX) {
                 fprintf(stderr, "relay-forge: at most %d recipients\n", FORGE_RECIPIENTS_MAX);
@@ -254,7 +258,8 @@ int main(int argc, char **argv)
     cq = grpc_completion_queue_create_for_next(NULL);
     deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis((int64_t)a.timeout_ms, GPR_TIMESPAN));
     call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, grpc_slice_from_static_string(
-                                    "/minichat.Relay/Deliver"), NULL, deadline, NULL);
+                                    a.stream ? "/minichat.Relay/Stream" : "/minichat.Relay/Deliver"), NULL, deadline,
+                                    NULL);
     grpc_metadata_array_init(&md_init);
     grpc_metadata_array_init(&md_trail);
     memset(ops, 0, sizeof(ops));
