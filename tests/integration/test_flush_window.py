@@ -8,7 +8,9 @@ quiet period leaves at once (its own read); the next two, sent 5ms apart
 inside the window, wait for the window's end and leave together (one read
 holds both).  With the default busy=64, passes that write to two
 connections leave the worker not busy: nothing waits, and messages sent
-40ms apart (two of them inside one window) each have their own read.  All three arrive, in seq order, either way.
+40ms apart (two of them inside one window) each have their own read; and
+with busy=1, messages 80ms apart (more than half a window after the last
+write) are not held either.  All three arrive, in seq order, either way.
 """
 
 import asyncio
@@ -49,9 +51,10 @@ def msgs_with_reads(ws, count):
     return out
 
 
-async def three_messages(directive, gap):
-    """The three messages of the docstring, sent `gap` seconds apart, through
-    an nginx with `directive`: [(frame, read number)] as the member got them."""
+async def three_messages(directive, gap, count=3):
+    """The messages of the docstring (three, or count), sent `gap` seconds
+    apart, through an nginx with `directive`: [(frame, read number)] as the
+    member got them."""
     n = OwnNginx([directive]).start()
     try:
         a, b = uid(), uid()
@@ -61,15 +64,15 @@ async def three_messages(directive, gap):
         sender = await ws_connect(n.port, a)
         await asyncio.sleep(0.3)   # windows with nothing written
         # the member reads in a thread of its own from before the first send
-        reading = asyncio.get_running_loop().run_in_executor(None, msgs_with_reads, member, 3)
-        for i in range(3):
+        reading = asyncio.get_running_loop().run_in_executor(None, msgs_with_reads, member, count)
+        for i in range(count):
             await sender.send({"op": "send", "id": 10 + i, "room": room, "cid": cid(), "body": "m%d" % i})
             await asyncio.sleep(gap)
         got = await reading
-        assert [f["body"] for f, _ in got] == ["m0", "m1", "m2"], got
+        assert [f["body"] for f, _ in got] == ["m%d" % i for i in range(count)], got
         seqs = [f["seq"] for f, _ in got]
         assert seqs == sorted(seqs), got
-        for i in range(3):
+        for i in range(count):
             ack = await sender.expect("ack", id=10 + i)
             assert ack["seq"] == seqs[i], ack
         await sender.close()
@@ -86,6 +89,16 @@ async def test_frames_inside_the_window_leave_in_one_write():
     first, second, third = [r for _, r in got]
     assert first < second, "the first message after a quiet window waits for nothing: %r" % got
     assert second == third, "two messages inside one window leave in one write: %r" % got
+
+
+@run_async
+async def test_frames_slower_than_half_a_window_are_not_held():
+    """busy=1 again, five messages 70ms apart: each comes more than half the
+    100ms window after the last write, so each leaves in its own turn (held
+    to the window's end, the fifth would share the fourth's write)."""
+    got = await three_messages("minichat_flush_window 100ms busy=1", 0.07, count=5)
+    reads = [r for _, r in got]
+    assert reads == sorted(set(reads)), "each message in its own write: %r" % got
 
 
 @run_async
