@@ -166,10 +166,7 @@ start_minichat() {
     fi
     mkdir -p "$bd"
     : > "$bd/error.log"   # this run's lines only (the smoke test reads them)
-    sed -e "s|^pid .*|pid $bd/nginx.pid;|" -e "s|^error_log .*|error_log $bd/error.log notice;|" \
-        -e "s|access_log .*|access_log off;|" -e '/minichat_limit_/d' \
-        -e "s|^\( *\)listen 127.0.0.1:[0-9]*;|\1listen 127.0.0.1:$port;|" \
-        "$run_dir/nginx-$node/nginx.conf" > "$bd/nginx.conf"
+    bench_nginx_conf "$run_dir/nginx-$node/nginx.conf" "$bd" "$port" > "$bd/nginx.conf"
     /usr/sbin/nginx -p "$bd" -c "$bd/nginx.conf" -e "$bd/error.log" || die "the bench nginx did not start ($bd/error.log)"
     for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0; sleep 0.1; done
     die "the bench nginx does not answer on $port"
@@ -330,6 +327,7 @@ scenario_2() {
 not_yet() {
     printf '{"scenario":%d,"status":"not yet","note":"%s"}\n' "$1" "$2" >> "$records"
 }
+source "$top/bench/bench_nginx.sh"
 source "$top/bench/scenario_1.sh"
 source "$top/bench/scenario_3.sh"
 source "$top/bench/scenario_4.sh"

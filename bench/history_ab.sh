@@ -26,17 +26,9 @@ port=$((8093 + off))
 user=990000005   # scenario 5's reader (bench/scenario_5.sh s5_user)
 [ $# -eq 4 ] || { echo "usage: $0 ROOM ROUNDS 'DIRECTIVE A' 'DIRECTIVE B'" >&2; exit 2; }
 room=$1 rounds=$2
-started=0
-if ! { [ -s "$bd/nginx.pid" ] && kill -0 "$(cat "$bd/nginx.pid")" 2>/dev/null; }; then
-    mkdir -p "$bd"
-    sed -e "s|^pid .*|pid $bd/nginx.pid;|" -e "s|^error_log .*|error_log $bd/error.log notice;|" \
-        -e "s|access_log .*|access_log off;|" -e '/minichat_limit_/d' \
-        -e "s|^\( *\)listen 127.0.0.1:[0-9]*;|\1listen 127.0.0.1:$port;|" \
-        "$run/nginx-a/nginx.conf" > "$bd/nginx.conf" || exit 1
-    /usr/sbin/nginx -p "$bd" -c "$bd/nginx.conf" -e "$bd/error.log" || exit 1
-    started=1
-    sleep 1
-fi
+source "$top/bench/bench_nginx.sh"
+bench_nginx_up "$bd" "$port" "$run" || exit 1
+started=$bench_nginx_started
 
 pids() {
     local p
@@ -70,5 +62,5 @@ for r in $(seq "$rounds"); do
         echo "round $r [$d] load $(cut -d' ' -f1 /proc/loadavg): $out cpu_us_per_page: $cpu"
     done
 done
-[ "$started" = 1 ] && kill -QUIT "$(cat "$bd/nginx.pid")"
+[ "$started" = 1 ] && bench_nginx_down "$bd"
 exit 0

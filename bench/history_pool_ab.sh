@@ -37,17 +37,9 @@ room=$1 rounds=$2 small=${3:-256M} large=${4:-2G}
 bytes() { local n=${1%[MG]}; [ "${1: -1}" = G ] && echo $((n << 30)) || echo $((n << 20)); }
 sql() { mariadb --no-defaults --protocol=TCP -h127.0.0.1 -P"$replica" -uroot minichat -N -e "$1"; }
 
-started=0
-if ! { [ -s "$bd/nginx.pid" ] && kill -0 "$(cat "$bd/nginx.pid")" 2>/dev/null; }; then
-    mkdir -p "$bd"
-    sed -e "s|^pid .*|pid $bd/nginx.pid;|" -e "s|^error_log .*|error_log $bd/error.log notice;|" \
-        -e "s|access_log .*|access_log off;|" -e '/minichat_limit_/d' \
-        -e "s|^\( *\)listen 127.0.0.1:[0-9]*;|\1listen 127.0.0.1:$port;|" \
-        "$run/nginx-a/nginx.conf" > "$bd/nginx.conf" || exit 1
-    /usr/sbin/nginx -p "$bd" -c "$bd/nginx.conf" -e "$bd/error.log" || exit 1
-    started=1
-    sleep 1
-fi
+source "$top/bench/bench_nginx.sh"
+bench_nginx_up "$bd" "$port" "$run" || exit 1
+started=$bench_nginx_started
 
 # pool SIZE: the replica's pool resized online, once InnoDB says it is done
 pool() {
@@ -93,5 +85,5 @@ for r in $(seq "$rounds"); do
             | grep 'depth=' | sed 's/^/    /'
     done
 done
-[ "$started" = 1 ] && kill -QUIT "$(cat "$bd/nginx.pid")"
+[ "$started" = 1 ] && bench_nginx_down "$bd"
 exit 0
