@@ -9,10 +9,7 @@ takes nothing away), which fences the consumer."""
 import os
 import subprocess
 
-from conftest import OFF, RUN, TOP, connect, create_room, query, run_async, uid, wait_until
-
-KAFKA_PORT = 19092 + OFF
-KAFKA_LIBS = os.path.join(TOP, ".cache", "kafka", "libs")
+from conftest import RUN, connect, create_room, kafka_tool, query, run_async, uid, wait_until
 
 
 def consumer_pid():
@@ -31,15 +28,10 @@ def stored(room):
 
 def rogue_member():
     """A console consumer in the consumer's group under its instance id."""
-    log4j = os.path.join(RUN, "kafka", "tools-log4j2.properties")
-    args = ["java", "-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"]
-    if os.path.exists(log4j):
-        args.append("-Dlog4j2.configurationFile=" + log4j)
-    args += ["-cp", os.path.join(KAFKA_LIBS, "*"), "org.apache.kafka.tools.consumer.ConsoleConsumer",
-             "--bootstrap-server", "127.0.0.1:%d" % KAFKA_PORT, "--topic", "minichat.messages",
-             "--group", "minichat-roomlist",
-             "--consumer-property", "group.instance.id=roomlist-1",
-             "--consumer-property", "enable.auto.commit=false"]
+    args = kafka_tool("org.apache.kafka.tools.consumer.ConsoleConsumer", "--topic", "minichat.messages",
+                      "--group", "minichat-roomlist",
+                      "--consumer-property", "group.instance.id=roomlist-1",
+                      "--consumer-property", "enable.auto.commit=false")
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -35,8 +35,8 @@ import time
 
 import pytest
 
-from conftest import (MYSQL_PORTS, REDIS_MODE, REDIS_PORT, RUN, SECRET_FILE, SUBPROTOCOL, TLS, TOP, Client,
-                      create_room, query, run_async, uid, wait_until, ws_open, ws_url)
+from conftest import (KAFKA_PORT, MYSQL_PORTS, REDIS_MODE, REDIS_PORT, RUN, SECRET_FILE, SUBPROTOCOL, TLS, TOP, Client,
+                      create_room, kafka_tool, query, run_async, uid, wait_until, ws_open, ws_url)
 from own_nginx import BAD_LINE, NGINX, free_port
 
 PACKAGES = ["libnginx-mod-http-minichat", "minichat-common", "minichat-relay-worker", "minichat-roomlist-consumer"]
@@ -44,7 +44,6 @@ UNITS = {"relay": "/lib/systemd/system/minichat-relay-worker.service",
          "consumer": "/lib/systemd/system/minichat-roomlist-consumer.service"}
 LOAD_FILE = "/etc/nginx/modules-enabled/50-mod-http-minichat.conf"
 EXAMPLE_SITE = "/usr/share/doc/libnginx-mod-http-minichat/examples/minichat-site.conf"
-KAFKA_PORT = 19092 + int(os.environ.get("MINICHAT_PORT_OFFSET", "0"))
 TOPIC = "minichat.pkgtest"
 APT = ["apt-get", "-o", "DPkg::Lock::Timeout=300", "-y", "-q"]
 
@@ -135,11 +134,8 @@ def derive_conf(installed_path, out_path, changes, drop=()):
 
 def make_topic():
     """The test's topic, with the stack's Kafka tools (as scripts/stack.sh makes its own)."""
-    libs = os.path.join(TOP, ".cache", "kafka", "libs", "*")
-    log4j = os.path.join(RUN, "kafka", "tools-log4j2.properties")
-    run(["java", "-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Dlog4j2.configurationFile=" + log4j,
-         "-cp", libs, "org.apache.kafka.tools.TopicCommand", "--bootstrap-server", "127.0.0.1:%d" % KAFKA_PORT,
-         "--create", "--if-not-exists", "--topic", TOPIC, "--partitions", "1", "--replication-factor", "1"],
+    run(kafka_tool("org.apache.kafka.tools.TopicCommand",
+                   "--create", "--if-not-exists", "--topic", TOPIC, "--partitions", "1", "--replication-factor", "1"),
         timeout=120)
 
 

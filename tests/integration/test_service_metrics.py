@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 
-from conftest import OFF, RUN, TOP, connect, create_room, db, query, rest, run_async, token, uid, wait_until
+from conftest import OFF, RUN, TOP, connect, create_room, db, kafka_tool, query, rest, run_async, token, uid, wait_until
 from own_nginx import free_port
 from relaylink import Link
 from test_relay_socket_access import own_dir, run_relay  # noqa: F401 (a fixture)
@@ -516,12 +516,7 @@ def test_a_record_that_is_not_a_chat_message_is_counted_malformed():
     producer (the stack's Kafka jars, as test_push.py reads): the consumer
     skips it, counted in malformed_total, and keeps consuming."""
     c0, _ = scrape("consumer")
-    log4j = os.path.join(RUN, "kafka", "tools-log4j2.properties")
-    args = ["java", "-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"]
-    if os.path.exists(log4j):
-        args.append("-Dlog4j2.configurationFile=" + log4j)
-    args += ["-cp", os.path.join(TOP, ".cache", "kafka", "libs", "*"), "org.apache.kafka.tools.ConsoleProducer",
-             "--bootstrap-server", "127.0.0.1:%d" % (19092 + OFF), "--topic", "minichat.messages"]
+    args = kafka_tool("org.apache.kafka.tools.ConsoleProducer", "--topic", "minichat.messages")
     # '\x0e' opens field 1 with wire type 6, which protobuf does not have
     p = subprocess.run(args, input=b"\x0enot a chat message\n", capture_output=True, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
