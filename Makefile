@@ -54,7 +54,7 @@ $(GEN)/minichat.pb-c.c $(GEN)/minichat.pb-c.h: proto/minichat.proto
 	@mkdir -p $(GEN)
 	protoc-c --c_out=$(GEN) -Iproto proto/minichat.proto
 
-$(GEN)/lua_scripts.h: $(wildcard lua/*.lua) scripts/lua2c.sh
+$(GEN)/lua_scripts.h: $(wildcard lua/*.lua lua/*.lua.in) scripts/lua2c.sh
 	@mkdir -p $(GEN)
 	bash scripts/lua2c.sh lua $@
 

@@ -30,6 +30,10 @@
 
 #define NGX_HTTP_MINICHAT_BANS_MAX  8
 
+#if (4 + NGX_HTTP_MINICHAT_BANS_MAX > NGX_HTTP_MINICHAT_LIMIT_ARGS_MAX)
+#error "limit.lua's values do not fit NGX_HTTP_MINICHAT_LIMIT_ARGS_MAX"
+#endif
+
 
 /* limit.lua's values (interval_us, burst, refusals, window_ms, ban_ms...)
  * for each per-user kind: fixed by the configuration, so formatted once
@@ -55,6 +59,9 @@ static void ngx_http_minichat_limit_reply(redisReply *reply, void *data);
 static void ngx_http_minichat_limit_answer(ngx_http_minichat_limit_pt handler, ngx_msec_t start, ngx_int_t rc,
     uint64_t value, void *data);
 static void ngx_http_minichat_limit_banned(uint64_t user, uint64_t until, ngx_uint_t strikes);
+static ngx_uint_t ngx_http_minichat_limit_counter(ngx_uint_t kind);
+static ngx_int_t ngx_http_minichat_limit_decide(uint64_t user, ngx_uint_t counter, long long status, long long a,
+    long long b, uint64_t *value);
 
 
 static const char  *ngx_http_minichat_limit_names[] = { "msg", "rest", "conn" };
@@ -347,22 +354,14 @@ ngx_http_minichat_limit_down(void)
 }
 
 
-ngx_int_t
-ngx_http_minichat_limit_user(uint64_t user, ngx_uint_t kind, ngx_http_minichat_limit_pt handler, void *data)
+ngx_uint_t
+ngx_http_minichat_limit_user_args(uint64_t user, ngx_uint_t kind, u_char keys[3][NGX_HTTP_MINICHAT_LIMIT_KEY_LEN],
+    const char **kv, size_t *kl, const char **av, size_t *al)
 {
-    ngx_http_minichat_main_conf_t   *mcf = ngx_http_minichat_conf();
-    ngx_http_minichat_limit_args_t  *la = mcf->limit_args;
-    ngx_http_minichat_limit_call_t  *call;
-    const char                      *av[7 + NGX_HTTP_MINICHAT_BANS_MAX];
-    size_t                           al[7 + NGX_HTTP_MINICHAT_BANS_MAX];
-    u_char                           keys[3][sizeof("{u:}:strikes") + NGX_INT64_LEN];
+    ngx_http_minichat_limit_args_t  *la = ngx_http_minichat_conf()->limit_args;
     u_char                           tag[sizeof("{u:}") + NGX_INT64_LEN], *p;
     size_t                           tlen;
-    ngx_uint_t                       i, n;
-
-    if (!ngx_http_minichat_redis_ready()) {
-        return ngx_http_minichat_limit_down();
-    }
+    ngx_uint_t                       i;
 
     /* {u:<user>}:rl:<kind>, {u:<user>}:ban, {u:<user>}:strikes */
     tlen = ngx_sprintf(tag, "{u:%uL}", user) - tag;
@@ -370,25 +369,42 @@ ngx_http_minichat_limit_user(uint64_t user, ngx_uint_t kind, ngx_http_minichat_l
     p = ngx_cpymem(keys[0], tag, tlen);
     p = ngx_cpymem(p, ":rl:", 4);
     p = ngx_cpymem(p, ngx_http_minichat_limit_names[kind], ngx_strlen(ngx_http_minichat_limit_names[kind]));
-    av[0] = (const char *) keys[0];
-    al[0] = p - keys[0];
+    kv[0] = (const char *) keys[0];
+    kl[0] = p - keys[0];
 
     p = ngx_cpymem(keys[1], tag, tlen);
     p = ngx_cpymem(p, ":ban", 4);
-    av[1] = (const char *) keys[1];
-    al[1] = p - keys[1];
+    kv[1] = (const char *) keys[1];
+    kl[1] = p - keys[1];
 
     p = ngx_cpymem(keys[2], tag, tlen);
     p = ngx_cpymem(p, ":strikes", 8);
-    av[2] = (const char *) keys[2];
-    al[2] = p - keys[2];
+    kv[2] = (const char *) keys[2];
+    kl[2] = p - keys[2];
 
-    n = 3;
     for (i = 0; i < la->n; i++) {
-        av[n] = la->av[kind][i];
-        al[n] = la->al[kind][i];
-        n++;
+        av[i] = la->av[kind][i];
+        al[i] = la->al[kind][i];
     }
+
+    return la->n;
+}
+
+
+ngx_int_t
+ngx_http_minichat_limit_user(uint64_t user, ngx_uint_t kind, ngx_http_minichat_limit_pt handler, void *data)
+{
+    ngx_http_minichat_limit_call_t  *call;
+    const char                      *av[3 + NGX_HTTP_MINICHAT_LIMIT_ARGS_MAX];
+    size_t                           al[3 + NGX_HTTP_MINICHAT_LIMIT_ARGS_MAX];
+    u_char                           keys[3][NGX_HTTP_MINICHAT_LIMIT_KEY_LEN];
+    ngx_uint_t                       n;
+
+    if (!ngx_http_minichat_redis_ready()) {
+        return ngx_http_minichat_limit_down();
+    }
+
+    n = 3 + ngx_http_minichat_limit_user_args(user, kind, keys, av, al, &av[3], &al[3]);
 
     call = ngx_alloc(sizeof(ngx_http_minichat_limit_call_t), ngx_cycle->log);
     if (call == NULL) {
@@ -398,9 +414,7 @@ ngx_http_minichat_limit_user(uint64_t user, ngx_uint_t kind, ngx_http_minichat_l
     call->data = data;
     call->user = user;
     call->start = ngx_current_msec;
-    call->limited = kind == NGX_HTTP_MINICHAT_LIMIT_MESSAGES ? NGX_HTTP_MINICHAT_LIMITED_MESSAGES
-                    : kind == NGX_HTTP_MINICHAT_LIMIT_REST ? NGX_HTTP_MINICHAT_LIMITED_REST
-                    : NGX_HTTP_MINICHAT_LIMITED_USER_CONNECTIONS;
+    call->limited = ngx_http_minichat_limit_counter(kind);
 
     if (ngx_http_minichat_redis_script(MINICHAT_LUA_LIMIT_SHA1, MINICHAT_LUA_LIMIT_SRC, 3, (int) n, av, al,
                                        ngx_http_minichat_limit_reply, call)
@@ -506,44 +520,73 @@ ngx_http_minichat_limit_reply(redisReply *reply, void *data)
     a = ngx_http_minichat_limit_int(reply, 1);
     b = ngx_http_minichat_limit_int(reply, 2);
 
+    rc = ngx_http_minichat_limit_decide(user, counter, status, a, b, &value);
+    if (rc == NGX_ABORT) {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0, "minichat: unexpected status %L from limit script", status);
+        rc = ngx_http_minichat_limit_down() == NGX_DECLINED ? NGX_OK : NGX_ERROR;
+    }
+
+    ngx_http_minichat_limit_answer(handler, start, rc, value, hdata);
+}
+
+
+static ngx_uint_t
+ngx_http_minichat_limit_counter(ngx_uint_t kind)
+{
+    return kind == NGX_HTTP_MINICHAT_LIMIT_MESSAGES ? NGX_HTTP_MINICHAT_LIMITED_MESSAGES
+           : kind == NGX_HTTP_MINICHAT_LIMIT_REST ? NGX_HTTP_MINICHAT_LIMITED_REST
+           : NGX_HTTP_MINICHAT_LIMITED_USER_CONNECTIONS;
+}
+
+
+ngx_int_t
+ngx_http_minichat_limit_verdict(uint64_t user, ngx_uint_t kind, redisReply *reply, size_t from, uint64_t *value)
+{
+    return ngx_http_minichat_limit_decide(user, ngx_http_minichat_limit_counter(kind),
+                                          ngx_http_minichat_limit_int(reply, from),
+                                          ngx_http_minichat_limit_int(reply, from + 1),
+                                          ngx_http_minichat_limit_int(reply, from + 2), value);
+}
+
+
+/* limit.lua's answer: {0, expired}, {1, retry_after_ms, expired},
+ * {2, until_ms}, {3, until_ms, strikes}; user 0 is an address limit
+ * (gcra.lua: {0} or {1, retry_after_ms}); counter is the refusal's. */
+static ngx_int_t
+ngx_http_minichat_limit_decide(uint64_t user, ngx_uint_t counter, long long status, long long a, long long b,
+    uint64_t *value)
+{
+    *value = 0;
+
     switch (status) {
 
     case 0:
-        rc = NGX_OK;
         if (a == 1 && user) {
             (void) ngx_http_minichat_ban_record(user, 0, 0, 0, 0, NULL, NULL);
         }
-        break;
+        return NGX_OK;
 
     case 1:
-        rc = NGX_BUSY;
-        value = a > 0 ? (uint64_t) a : 1;
+        *value = a > 0 ? (uint64_t) a : 1;
         ngx_http_minichat_count(limited[counter], 1);
         if (b == 1 && user) {
             (void) ngx_http_minichat_ban_record(user, 0, 0, 0, 0, NULL, NULL);
         }
-        break;
+        return NGX_BUSY;
 
     case 2:
-        rc = NGX_DECLINED;
-        value = a > 0 ? (uint64_t) a : 0;
+        *value = a > 0 ? (uint64_t) a : 0;
         ngx_http_minichat_count(banned[NGX_HTTP_MINICHAT_BANNED_REFUSED], 1);
-        break;
+        return NGX_DECLINED;
 
     case 3:
-        rc = NGX_DECLINED;
-        value = a > 0 ? (uint64_t) a : 0;
+        *value = a > 0 ? (uint64_t) a : 0;
         ngx_http_minichat_count(banned[NGX_HTTP_MINICHAT_BANNED_REFUSED], 1);
-        ngx_http_minichat_limit_banned(user, value, b > 0 ? (ngx_uint_t) b : 1);
-        break;
-
-    default:
-        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0, "minichat: unexpected status %L from limit script", status);
-        rc = ngx_http_minichat_limit_down() == NGX_DECLINED ? NGX_OK : NGX_ERROR;
-        break;
+        ngx_http_minichat_limit_banned(user, *value, b > 0 ? (ngx_uint_t) b : 1);
+        return NGX_DECLINED;
     }
 
-    ngx_http_minichat_limit_answer(handler, start, rc, value, hdata);
+    return NGX_ABORT;
 }
 
 

@@ -572,6 +572,21 @@ char *ngx_http_minichat_limit_merge(ngx_conf_t *cf, ngx_http_minichat_main_conf_
 ngx_int_t ngx_http_minichat_limit_user(uint64_t user, ngx_uint_t kind, ngx_http_minichat_limit_pt handler,
     void *data);
 ngx_int_t ngx_http_minichat_limit_addr(ngx_str_t *addr, ngx_http_minichat_limit_pt handler, void *data);
+/* limit.lua's three keys for user (written into keys) and its values for
+ * kind, in av/al (room for NGX_HTTP_MINICHAT_LIMIT_ARGS_MAX): for a script
+ * that runs the check inside (send_limited.lua).  Returns the count of
+ * values. */
+#define NGX_HTTP_MINICHAT_LIMIT_KEY_LEN   (sizeof("{u:}:strikes") + NGX_INT64_LEN)
+#define NGX_HTTP_MINICHAT_LIMIT_ARGS_MAX  12
+ngx_uint_t ngx_http_minichat_limit_user_args(uint64_t user, ngx_uint_t kind,
+    u_char keys[3][NGX_HTTP_MINICHAT_LIMIT_KEY_LEN], const char **kv, size_t *kl, const char **av, size_t *al);
+/* What limit.lua answered about user's kind (its reply's elements from
+ * `from` on: status, a, b), counted and acted on (a strike's ban announced
+ * and recorded, a ban that ran out recorded): NGX_OK, NGX_BUSY or
+ * NGX_DECLINED with value as ngx_http_minichat_limit_pt's, NGX_ABORT for a
+ * status limit.lua never answers. */
+ngx_int_t ngx_http_minichat_limit_verdict(uint64_t user, ngx_uint_t kind, redisReply *reply, size_t from,
+    uint64_t *value);
 /* The room limit's two send.lua arguments (interval_us, burst). */
 void ngx_http_minichat_limit_room_args(u_char *interval, size_t *ilen, u_char *burst, size_t *blen);
 
@@ -605,11 +620,15 @@ typedef struct {
     const char *kind;         /* "text" or "system" */
     ngx_str_t cid;
     ngx_str_t body;
+    ngx_uint_t limit;         /* 1: check the sender's ban and message limit in the same call
+                               * (send_limited.lua: a single Redis only) */
 } ngx_http_minichat_message_t;
 
 /* Once the message is durable (rc NGX_OK, seq and ts set) or refused: code
  * is the protocol's error code and text says why (rc NGX_BUSY: the room's
- * rate limit, and seq holds retry_after_ms). */
+ * rate limit, and seq holds retry_after_ms).  With limit set, code NULL
+ * means the sender's limit or ban refused it: rc and seq as
+ * ngx_http_minichat_limit_pt's rc and value. */
 typedef void (*ngx_http_minichat_sent_pt)(ngx_int_t rc, const char *code, const char *text, uint64_t seq,
     uint64_t ts, void *data);
 ngx_int_t ngx_http_minichat_message_send(ngx_http_minichat_message_t *m, ngx_http_minichat_sent_pt handler,

@@ -16,9 +16,13 @@
  * room (send.lua lets it in and moves no read pointer for it).
  *
  * Limits: a `send` first runs the sender's ban check and per-user limit
- * (lua/limit.lua on the {u:<user>} slot, a round trip of its own, whatever
- * is configured: a ban whose event never reached this connection is still
- * refused); a refusal or a ban answers at once and send.lua does not run.  The room's limit rides inside send.lua (same slot, no extra
+ * (lua/limit.lua on the {u:<user>} slot, whatever is configured: a ban
+ * whose event never reached this connection is still refused); a refusal
+ * or a ban answers at once and send.lua does not run.  With a single Redis
+ * both run in one call (send_limited.lua, built from the two scripts: one
+ * round trip per send); a Redis Cluster has the user's keys and the room's
+ * on different slots, so there limit.lua is a round trip of its own before
+ * send.lua.  The room's limit rides inside send.lua (same slot, no extra
  * round trip) and refuses before a seq is spent.  System messages are not
  * limited.
  */
@@ -36,6 +40,7 @@ typedef struct {
     uint64_t                    admitted;   /* wall ms: the send script's last issue */
     uint64_t                    seq;
     ngx_uint_t                  system;
+    ngx_uint_t                  limit;     /* send_limited.lua: the sender's check rides along */
     ngx_http_minichat_members_t *members;  /* held: its version went to send.lua */
     ngx_str_t                   cid;
     ngx_str_t                   body;
@@ -48,6 +53,7 @@ typedef struct {
     size_t                      cid_len;
     u_char                      cid[NGX_HTTP_MINICHAT_CID_MAX];
     uint64_t                    room;
+    ngx_uint_t                  limit;    /* the ban and limit checked in send_limited.lua */
     ngx_str_t                   body;     /* a copy, while the ban and limit are checked */
 } ngx_http_minichat_send_t;
 
@@ -70,10 +76,12 @@ ngx_http_minichat_message_send(ngx_http_minichat_message_t *m, ngx_http_minichat
     ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
     ngx_http_minichat_admit_t      *a;
     ngx_http_minichat_script_t      script;
-    const char                     *av[12], *keys[11];
-    size_t                          al[12];
+    const char                     *args[1 + NGX_HTTP_MINICHAT_LIMIT_ARGS_MAX + 12], **av, *keys[14];
+    size_t                          lens[1 + NGX_HTTP_MINICHAT_LIMIT_ARGS_MAX + 12], *al, kl[3];
     ngx_str_t                       ver;
-    u_char                          nums[8][NGX_INT64_LEN + 1];
+    ngx_uint_t                      nl, k;
+    u_char                          nums[9][NGX_INT64_LEN + 1];
+    u_char                          lkeys[3][NGX_HTTP_MINICHAT_LIMIT_KEY_LEN];
     u_char                          idem[2][sizeof("idem:") + NGX_INT64_LEN];
     u_char                          pend[NGX_HTTP_MINICHAT_DURABLE_KEY_LEN];
 
@@ -97,6 +105,7 @@ ngx_http_minichat_message_send(ngx_http_minichat_message_t *m, ngx_http_minichat
     a->admitted = a->ts;
     a->seq = 0;
     a->system = (m->kind && ngx_strcmp(m->kind, "system") == 0);
+    a->limit = m->limit;
     a->members = ngx_http_minichat_members_hold(a->room);
     a->cid.data = (u_char *) (a + 1);
     a->cid.len = m->cid.len;
@@ -104,6 +113,25 @@ ngx_http_minichat_message_send(ngx_http_minichat_message_t *m, ngx_http_minichat
     a->body.len = m->body.len;
     *ngx_cpymem(a->cid.data, m->cid.data, m->cid.len) = '\0';
     *ngx_cpymem(a->body.data, m->body.data, m->body.len) = '\0';
+
+    /* with the sender's check: limit.lua's keys first, and its values,
+     * after their count, before send.lua's */
+    k = 0;
+    nl = 0;
+    av = args;
+    al = lens;
+    if (a->limit) {
+        nl = ngx_http_minichat_limit_user_args(a->sender, NGX_HTTP_MINICHAT_LIMIT_MESSAGES, lkeys, keys, kl,
+                                               &args[1], &lens[1]);
+        for (k = 0; k < 3; k++) {
+            /* the room layer takes keys that start with '{' as they are */
+            lkeys[k][kl[k]] = '\0';
+        }
+        args[0] = (const char *) nums[8];
+        lens[0] = ngx_sprintf(nums[8], "%ui", nl) - nums[8];
+        av = &args[1 + nl];
+        al = &lens[1 + nl];
+    }
 
     /* sender, cid, body, ts, log_max, idem_ttl, room, kind, (the room's limit), log_bytes, held_mver */
     av[0] = (const char *) nums[0];
@@ -140,29 +168,30 @@ ngx_http_minichat_message_send(ngx_http_minichat_message_t *m, ngx_http_minichat
     al[11] = ver.len;
 
     /* the cid buckets of now and of the interval before */
-    keys[0] = "members";
-    keys[1] = "seq";
-    keys[2] = (const char *) idem[0];
-    keys[3] = (const char *) idem[1];
-    keys[4] = "log";
-    keys[5] = "read";
-    keys[6] = "rl";
-    keys[7] = "gen";
-    keys[8] = "logbytes";
+    keys[k + 0] = "members";
+    keys[k + 1] = "seq";
+    keys[k + 2] = (const char *) idem[0];
+    keys[k + 3] = (const char *) idem[1];
+    keys[k + 4] = "log";
+    keys[k + 5] = "read";
+    keys[k + 6] = "rl";
+    keys[k + 7] = "gen";
+    keys[k + 8] = "logbytes";
     *ngx_http_minichat_durable_key(pend, a->room) = '\0';
-    keys[9] = (const char *) pend;
-    keys[10] = "mver";
+    keys[k + 9] = (const char *) pend;
+    keys[k + 10] = "mver";
     *ngx_http_minichat_room_idem_key(idem[0], a->ts, 0) = '\0';
     *ngx_http_minichat_room_idem_key(idem[1], a->ts, 1) = '\0';
 
-    script.sha1 = MINICHAT_LUA_SEND_SHA1;
-    script.src = MINICHAT_LUA_SEND_SRC;
-    script.nkeys = 11;
+    script.sha1 = a->limit ? MINICHAT_LUA_SEND_LIMITED_SHA1 : MINICHAT_LUA_SEND_SHA1;
+    script.src = a->limit ? MINICHAT_LUA_SEND_LIMITED_SRC : MINICHAT_LUA_SEND_SRC;
+    script.nkeys = k + 11;
     script.keys = keys;
     script.gen = 1;
     script.issued = &a->admitted;
 
-    if (ngx_http_minichat_room_script(a->room, &script, 12, av, al, ngx_http_minichat_admitted, a)
+    if (ngx_http_minichat_room_script(a->room, &script, (a->limit ? 1 + nl : 0) + 12, args, lens,
+                                      ngx_http_minichat_admitted, a)
         != NGX_OK)
     {
         ngx_http_minichat_members_release(a->members);
@@ -202,6 +231,27 @@ ngx_http_minichat_admitted(redisReply *reply, ngx_int_t rc, void *data)
     }
 
     status = reply->element[0]->integer;
+
+    if (a->limit && status == -5) {
+        /* send_limited.lua: the sender's limit or ban refused it */
+        rc = ngx_http_minichat_limit_verdict(a->sender, NGX_HTTP_MINICHAT_LIMIT_MESSAGES, reply, 1, &a->seq);
+        if (rc == NGX_BUSY || rc == NGX_DECLINED) {
+            ngx_http_minichat_admit_done(a, rc, NULL, NULL);
+            return;
+        }
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0, "minichat: unexpected limit status from send script");
+        ngx_http_minichat_admit_done(a, NGX_ERROR, "unavailable", "storage error; retry");
+        return;
+    }
+
+    if (a->limit && status == -6 && reply->elements == 2 && reply->element[1]->type == REDIS_REPLY_ARRAY
+        && reply->element[1]->elements >= 1 && reply->element[1]->element[0]->type == REDIS_REPLY_INTEGER)
+    {
+        /* allowed, and a ban of the sender's had run out: MySQL hears of it */
+        (void) ngx_http_minichat_ban_record(a->sender, 0, 0, 0, 0, NULL, NULL);
+        reply = reply->element[1];
+        status = reply->element[0]->integer;
+    }
 
     if (status == -1) {
         ngx_http_minichat_admit_done(a, NGX_DECLINED, "forbidden", "not a member of this room");
@@ -338,6 +388,19 @@ ngx_http_minichat_op_send(ngx_http_minichat_req_t *rq, const mc_op_t *op)
     s->cid_len = op->cid_len;
     ngx_memcpy(s->cid, op->cid, s->cid_len);
 
+    s->limit = 0;
+    if (ngx_http_minichat_conf()->redis_seeds == NULL && ngx_http_minichat_redis_ready()) {
+        /* one Redis holds the sender's keys and the room's: the check rides
+         * in send.lua's call (send_limited.lua), one round trip */
+        s->limit = 1;
+        if (ngx_http_minichat_send_admit(s) != NGX_OK) {
+            ngx_free(s);
+            return NGX_OK;
+        }
+        ws->pending++;
+        return NGX_OK;
+    }
+
     rc = ngx_http_minichat_limit_user(ws->user, NGX_HTTP_MINICHAT_LIMIT_MESSAGES, ngx_http_minichat_send_limited, s);
     if (rc == NGX_OK) {
         ws->pending++;
@@ -405,6 +468,7 @@ ngx_http_minichat_send_admit(ngx_http_minichat_send_t *s)
     m.cid.data = s->cid;
     m.cid.len = s->cid_len;
     m.body = s->body;
+    m.limit = s->limit;
 
     rc = ngx_http_minichat_message_send(&m, ngx_http_minichat_send_done, s);
     if (rc != NGX_OK) {
@@ -429,7 +493,11 @@ ngx_http_minichat_send_done(ngx_int_t rc, const char *code, const char *text, ui
     u_char                    *p;
 
     if (!ws->closed) {
-        if (rc == NGX_OK) {
+        if (code == NULL && rc != NGX_OK) {
+            /* the sender's limit or ban, checked in the same call */
+            (void) ngx_http_minichat_req_limited(&s->rq, rc, seq);
+
+        } else if (rc == NGX_OK) {
             p = ngx_sprintf(ack, ",\"room\":%uL,\"cid\":\"", s->room);
             p = ngx_http_minichat_json_escape(p, s->cid, s->cid_len);
             p = ngx_sprintf(p, "\",\"seq\":%uL,\"ts\":%uL", seq, ts);

@@ -25,7 +25,7 @@ import time
 import websockets
 
 from conftest import (CLUSTER_PORTS, REDIS_MODE, TLS, MYSQL_PORTS, NGINX_PORTS, REDIS_PORT, SUBPROTOCOL, TOP, cid, connect, create_room, query,
-                      http_connection, run_async, token, uid, wait_until, ws_open, ws_status, ws_url)
+                      http_connection, redis, run_async, token, uid, wait_until, ws_open, ws_status, ws_url)
 from own_nginx import raw_upgrade
 
 RATE = 50           # minichat_limit_messages rate=50r/s
@@ -434,3 +434,34 @@ async def test_strikes_escalate_to_bans_on_every_node_and_expire():
     ack = await c.send_msg(room, "back")
     assert ack["op"] == "ack", ack
     await c.close()
+
+
+@run_async
+async def test_a_ban_that_ran_out_is_told_to_mysql_by_the_next_send():
+    """The first check of a user after a ban ran out reports it, and MySQL's
+    row goes back to active.  Here that check is a send's (with a single
+    Redis it rides in the send's own call, send_limited.lua, which then
+    answers the message and the ban's end together): the user stays
+    connected, the state a ban leaves behind when it runs out is set by hand
+    (MySQL still banned, the strikes hash keeping the ban's end), and the
+    next send is acked and sets MySQL right."""
+    user, other = uid(), uid()
+    room = create_room(user, [user, other])
+    c = await connect(user, "a")
+    try:
+        ack = await c.send_msg(room, "before")
+        assert ack["op"] == "ack" and ack["seq"] == 1, ack
+
+        past_ms = int(time.time() * 1000) - 1000
+        query("INSERT INTO users (id, status, banned_until, strikes) VALUES (%s, 'banned', FROM_UNIXTIME(%s / 1000), 1)"
+              " ON DUPLICATE KEY UPDATE status = 'banned', banned_until = VALUES(banned_until), strikes = 1",
+              (user, past_ms))
+        redis("HSET", "{u:%d}:strikes" % user, "n", "1", "until", str(past_ms))
+
+        ack = await c.send_msg(room, "after")
+        assert ack["op"] == "ack" and ack["seq"] == 2, ack
+        assert redis("HEXISTS", "{u:%d}:strikes" % user, "until") == ["0"]
+        wait_until(lambda: user_row(user)["status"] == "active", what="users.status active after the send")
+        assert user_row(user)["banned_until"] is None
+    finally:
+        await c.close()
