@@ -203,7 +203,7 @@ S3_PATH_ORDER = ("nginx-a", "redis", "relay-a", "kafka", "relay-b", "nginx-b", "
 
 S5_TARGET_RATIO = 2.0 / 3.0   # the brief: persistence >= 2/3 of the raw insert
 S5_TARGET_P99_US = 1000       # the brief: a history page p99 <= 1 ms at any depth
-S5_CPU_GROUPS = ("consumer", "mysql", "kafka")
+S5_CPU_GROUPS = ("consumer", "mysql", "kafka", "replica")
 
 
 def s5_rate(r):
@@ -584,8 +584,9 @@ def render_s5(res):
     if per:
         r0 = per[0]
         out += ["Persistence: %d rows of %d-byte bodies for %d rooms into the stack's MariaDB primary (binlog "
-                "on, ROW, replicated), from the first produce (or statement) to the last row stored, in %d "
-                "round(s), each the consumer then the raw insert; CPU in µs per row."
+                "on, ROW, replicated; both writers into `messages`, each phase from the same quiet state), from "
+                "the first produce (or statement) to the last row stored, in %d round(s), the consumer first in "
+                "odd rounds and the raw insert first in even ones; CPU in µs per row."
                 % (r0["rows"], r0["body_bytes"], r0["rooms"], len({r.get("round", 1) for r in per})), "",
                 "| round | writer | rows stored | ms | rows/s | consumer µs/row | MariaDB µs/row | Kafka µs/row |",
                 "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
