@@ -10,12 +10,15 @@
  * cost per row at a light load; without it (or 0) they go as fast as
  * librdkafka takes them.  COMPRESSION is the producer's compression.type
  * (none by default; the relay-worker's kafka_compression, to compare the
- * consumer's side of it).
+ * consumer's side of it).  At the end it prints its own CPU time,
+ * `kafka_fill: cpu_ms=N` (getrusage: the producer's share of a persistence
+ * run, on the same cores as everything else in the bench).
  */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include <librdkafka/rdkafka.h>
 
@@ -31,6 +34,7 @@ int main(int argc, char **argv)
     rd_kafka_conf_t *conf;
     rd_kafka_topic_t *rkt;
     rd_kafka_t *rk;
+    struct rusage ru;
     uint8_t *buf;
     size_t n;
     int klen;
@@ -114,5 +118,9 @@ int main(int argc, char **argv)
     rd_kafka_topic_destroy(rkt);
     rd_kafka_destroy(rk);
     free(body);
+    if (getrusage(RUSAGE_SELF, &ru) == 0) {
+        printf("kafka_fill: cpu_ms=%ld\n", (long)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000
+                                               + (long)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000);
+    }
     return 0;
 }

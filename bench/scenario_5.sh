@@ -211,6 +211,16 @@ s5_state() {
         "$(( $(s5_status "$s5_primary" Innodb_checkpoint_age) / 1048576 ))"
 }
 
+# s5_cpu_with_client JSON LOG: the CPU groups' JSON with "client" added:
+# the CPU the writer's feeding process reported about itself in LOG
+# (`<tool>: ... cpu_ms=N`; kafka_fill, standing in for the relay-workers, or
+# raw_insert), when it did.
+s5_cpu_with_client() {
+    local ms
+    ms=$(sed -n 's/^[a-z_]*: .*cpu_ms=\([0-9]*\).*/\1/p' "$2" | tail -1)
+    if [ -n "$ms" ] && [ "$1" != '{}' ]; then echo "${1%\}},\"client\":$ms}"; else echo "$1"; fi
+}
+
 # s5_record ROUND SYSTEM ROOMBASE MSGS STATE EXTRA: one persistence record
 # (round 0, the warm-up, is printed, not recorded).
 s5_record() {
@@ -225,7 +235,7 @@ s5_record() {
 # s5_consumer ROUND ROOMBASE MSGS: MSGS messages for the rooms from
 # ROOMBASE through Kafka and the stack's consumer into `messages`.
 s5_consumer() {
-    local round=$1 rbase=$2 msgs=$3 last=$(($2 + s5_rooms - 1)) t0 t1 t2 n c0 c1 state
+    local round=$1 rbase=$2 msgs=$3 last=$(($2 + s5_rooms - 1)) t0 t1 t2 n c0 c1 state cpu
     local -a pids
     mapfile -t pids < <(s5_pids)
     s5_quiet
@@ -247,8 +257,9 @@ s5_consumer() {
     done
     t2=$(s5_now_ms)
     c1=$(cpu_groups "${pids[@]}")
+    cpu=$(s5_cpu_with_client "$(s5_cpu_json "$c0" "$c1")" "$work/s5-fill.log")
     s5_record "$round" consumer "$rbase" "$msgs" "$state" "$(printf '"produce_ms":%d,"ms":%d,"cpu_ms":%s,"compression":"%s"' \
-        $((t1 - t0)) $((t2 - t0)) "$(s5_cpu_json "$c0" "$c1")" "$s5_compression")"
+        $((t1 - t0)) $((t2 - t0)) "$cpu" "$s5_compression")"
 }
 
 # s5_raw ROUND ROOMBASE MSGS: the same rows for the rooms from ROOMBASE as
@@ -267,7 +278,7 @@ s5_raw() {
     t2=$(s5_now_ms)
     c1=$(cpu_groups "${pids[@]}")
     s5_record "$round" raw "$rbase" "$msgs" "$state" "$(printf '"ms":%d,"cpu_ms":%s' $((t2 - t0)) \
-        "$(s5_cpu_json "$c0" "$c1")")"
+        "$(s5_cpu_with_client "$(s5_cpu_json "$c0" "$c1")" "$log")")"
 }
 
 # s5_round N MSGS: both writers, each on fresh rooms of its own in the same
