@@ -4,16 +4,21 @@
  * so that bench/consumer_rate.sh can time the roomlist-consumer alone.
  * Seqs are dense per room (1, 2, ...), the key is the room id in decimal.
  *
- *   kafka_fill BROKERS TOPIC ROOM_BASE ROOMS MSGS BODY_BYTES [RATE]
+ *   kafka_fill BROKERS TOPIC ROOM_BASE ROOMS MSGS BODY_BYTES [RATE [COMPRESSION]]
  *
  * RATE (messages a second) paces the messages evenly, for the consumer's
  * cost per row at a light load; without it (or 0) they go as fast as
- * librdkafka takes them.
+ * librdkafka takes them.  COMPRESSION is the producer's compression.type
+ * (none by default; the relay-worker's kafka_compression, to compare the
+ * consumer's side of it).  At the end it prints its own CPU time,
+ * `kafka_fill: cpu_ms=N` (getrusage: the producer's share of a persistence
+ * run, on the same cores as everything else in the bench).
  */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include <librdkafka/rdkafka.h>
 
@@ -29,15 +34,16 @@ int main(int argc, char **argv)
     rd_kafka_conf_t *conf;
     rd_kafka_topic_t *rkt;
     rd_kafka_t *rk;
+    struct rusage ru;
     uint8_t *buf;
     size_t n;
     int klen;
 
-    if (argc != 7 && argc != 8) {
-        fprintf(stderr, "usage: kafka_fill BROKERS TOPIC ROOM_BASE ROOMS MSGS BODY_BYTES [RATE]\n");
+    if (argc < 7 || argc > 9) {
+        fprintf(stderr, "usage: kafka_fill BROKERS TOPIC ROOM_BASE ROOMS MSGS BODY_BYTES [RATE [COMPRESSION]]\n");
         return 2;
     }
-    if (argc == 8) {
+    if (argc >= 8) {
         rate = strtoull(argv[7], NULL, 10);
         if (rate > 1000000) {
             fprintf(stderr, "kafka_fill: RATE is at most 1000000 messages a second\n");
@@ -63,6 +69,8 @@ int main(int argc, char **argv)
     if (rd_kafka_conf_set(conf, "bootstrap.servers", argv[1], errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK
         || rd_kafka_conf_set(conf, "linger.ms", "5", errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK
         || rd_kafka_conf_set(conf, "queue.buffering.max.messages", "1000000", errstr, sizeof(errstr))
+               != RD_KAFKA_CONF_OK
+        || rd_kafka_conf_set(conf, "compression.type", argc == 9 ? argv[8] : "none", errstr, sizeof(errstr))
                != RD_KAFKA_CONF_OK)
     {
         fprintf(stderr, "kafka_fill: %s\n", errstr);
@@ -110,5 +118,9 @@ int main(int argc, char **argv)
     rd_kafka_topic_destroy(rkt);
     rd_kafka_destroy(rk);
     free(body);
+    if (getrusage(RUSAGE_SELF, &ru) == 0) {
+        printf("kafka_fill: cpu_ms=%ld\n", (long)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000
+                                               + (long)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000);
+    }
     return 0;
 }

@@ -203,7 +203,7 @@ S3_PATH_ORDER = ("nginx-a", "redis", "relay-a", "kafka", "relay-b", "nginx-b", "
 
 S5_TARGET_RATIO = 2.0 / 3.0   # the brief: persistence >= 2/3 of the raw insert
 S5_TARGET_P99_US = 1000       # the brief: a history page p99 <= 1 ms at any depth
-S5_CPU_GROUPS = ("consumer", "mysql", "kafka")
+S5_CPU_GROUPS = ("consumer", "mysql", "kafka", "replica", "client")
 
 
 def s5_rate(r):
@@ -212,8 +212,10 @@ def s5_rate(r):
 
 
 def s5_us_per_row(r, group):
-    """CPU microseconds of a group of processes per row stored, or None."""
-    cpu = (r.get("cpu_ms") or {}).get(group)
+    """CPU microseconds of a group of processes per row stored ("all": every
+    group recorded, the writer's own process included), or None."""
+    groups = r.get("cpu_ms") or {}
+    cpu = sum(groups.values()) if group == "all" and groups else groups.get(group)
     return None if cpu is None or not r.get("rows") else cpu * 1000.0 / r["rows"]
 
 
@@ -556,7 +558,8 @@ def s5_result(recs):
         runs = [r for r in per if r["system"] == sysname]
         if runs:
             med[sysname] = {"rows_per_s": median(s5_rate(r) for r in runs), "runs": len(runs),
-                            "us_per_row": {g: median(s5_us_per_row(r, g) for r in runs) for g in S5_CPU_GROUPS}}
+                            "us_per_row": {g: median(s5_us_per_row(r, g) for r in runs)
+                                           for g in S5_CPU_GROUPS + ("all",)}}
     rounds = {}
     for r in per:
         rounds.setdefault(r.get("round", 1), {})[r["system"]] = r
@@ -584,23 +587,26 @@ def render_s5(res):
     if per:
         r0 = per[0]
         out += ["Persistence: %d rows of %d-byte bodies for %d rooms into the stack's MariaDB primary (binlog "
-                "on, ROW, replicated), from the first produce (or statement) to the last row stored, in %d "
-                "round(s), each the consumer then the raw insert; CPU in µs per row."
+                "on, ROW, replicated; both writers into `messages`, each phase from the same quiet state), from "
+                "the first produce (or statement) to the last row stored, in %d round(s), the consumer first in "
+                "odd rounds and the raw insert first in even ones; CPU in µs per row."
                 % (r0["rows"], r0["body_bytes"], r0["rooms"], len({r.get("round", 1) for r in per})), "",
-                "| round | writer | rows stored | ms | rows/s | consumer µs/row | MariaDB µs/row | Kafka µs/row |",
-                "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                "| round | writer | rows stored | ms | rows/s | consumer µs/row | MariaDB µs/row | Kafka µs/row "
+                "| all µs/row |",
+                "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         names = {"consumer": "Kafka → roomlist-consumer", "raw": "raw 1,000-row INSERT IGNORE"}
         for r in per:
-            out.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            out.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
                 r.get("round", 1), names[r["system"]], r.get("stored"), r["ms"], fmt(s5_rate(r), 0),
                 fmt(s5_us_per_row(r, "consumer"), 2), fmt(s5_us_per_row(r, "mysql"), 2),
-                fmt(s5_us_per_row(r, "kafka"), 2)))
+                fmt(s5_us_per_row(r, "kafka"), 2), fmt(s5_us_per_row(r, "all"), 2)))
         for sysname in ("consumer", "raw"):
             m = res["persistence_medians"].get(sysname)
             if m:
-                out.append("| median | %s | | | **%s** | %s | %s | %s |" % (
+                out.append("| median | %s | | | **%s** | %s | %s | %s | %s |" % (
                     names[sysname], fmt(m["rows_per_s"], 0), fmt(m["us_per_row"]["consumer"], 2),
-                    fmt(m["us_per_row"]["mysql"], 2), fmt(m["us_per_row"]["kafka"], 2)))
+                    fmt(m["us_per_row"]["mysql"], 2), fmt(m["us_per_row"]["kafka"], 2),
+                    fmt(m["us_per_row"].get("all"), 2)))
         if res["consumer_over_raw"] is not None:
             out += ["", "consumer / raw, median of the rounds (%s): **%.2f×** (target ≥ 0.67: %s)." % (
                 ", ".join("%.2f" % x for x in res["consumer_over_raw_by_round"]), res["consumer_over_raw"],

@@ -26,6 +26,7 @@
 #              of their own (16399 + offset) as broker and presence manager,
 #              history and recovery on (config.json); stopped at the end;
 #   floor      n/a: one process, no second node.
+# S3_CENTRIFUGO=0 runs MiniChat alone (an A/B of MiniChat's own settings).
 # --smoke: MiniChat only, 100 messages at 100/s, one run.
 
 s3_b_port=$((8096 + off))
@@ -98,7 +99,10 @@ scenario_3() {
     start_minichat b "$s3_b_port"
     printf '{"scenario":3,"system":"floor","skipped":"n/a: the floor is one process; it has no second node"}\n' \
         >> "$records"
-    if [ "$smoke" = 0 ]; then
+    if [ "$smoke" = 0 ] && [ "${S3_CENTRIFUGO:-1}" = 0 ]; then
+        say "S3_CENTRIFUGO=0: Centrifugo skipped"
+        printf '{"scenario":3,"system":"centrifugo","skipped":"S3_CENTRIFUGO=0"}\n' >> "$records"
+    elif [ "$smoke" = 0 ]; then
         if [ -f "$top/bench/centrifugo/run.sh" ] && ls "$top"/.cache/centrifugo/*/centrifugo > /dev/null 2>&1; then
             if NODES=2 bash "$top/bench/centrifugo/run.sh" start > "$work/centrifugo-2.log" 2>&1; then
                 cf2_started=1

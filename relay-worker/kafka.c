@@ -11,7 +11,10 @@
  * ProduceRequest (fewer requests, wakeups and syscalls per message in both
  * the relay-worker and the broker, for at most that much more on the
  * sender's ack), and the acks one poll answers leave corked: one write per
- * nginx worker (worker_link.c).
+ * nginx worker (worker_link.c).  Batches go uncompressed unless
+ * kafka_compression says otherwise: a batch of a few short chat messages
+ * gains little, and compressing it here and decompressing it in the broker
+ * (which validates every batch) cost CPU per message on both sides.
  * With `fanout = durable` a message's fan-out (the peers and this node's
  * reorderer) waits for its delivery report, in its waiter: recipients see
  * only what Kafka has (dispatch.c fans out at once otherwise, and repairs
@@ -285,7 +288,8 @@ int kafka_init(const relay_conf_t *rc)
     snprintf(client_id, sizeof(client_id), "minichat-relay-%s", rc->node);
     if (kafka_set(conf, "bootstrap.servers", rc->kafka_brokers) != 0 || kafka_set(conf, "client.id", client_id) != 0
         || kafka_set(conf, "enable.idempotence", "true") != 0 || kafka_set(conf, "acks", "all") != 0
-        || kafka_set(conf, "linger.ms", linger) != 0 || kafka_set(conf, "message.timeout.ms", timeout) != 0 || kafka_set(conf, "compression.type", "lz4") != 0
+        || kafka_set(conf, "linger.ms", linger) != 0 || kafka_set(conf, "message.timeout.ms", timeout) != 0
+        || kafka_set(conf, "compression.type", rc->kafka_compression) != 0
         || kafka_set(conf, "queue.buffering.max.messages", "1000000") != 0
         || kafka_set(conf, "queue.buffering.max.kbytes", "262144") != 0
         || kafka_set(conf, "statistics.interval.ms", KAFKA_STATS_MS) != 0) {
@@ -315,9 +319,9 @@ int kafka_init(const relay_conf_t *rc)
         kafka_rk = NULL;
         return -1;
     }
-    mc_info("kafka: producing to \"%s\" on %s over %s (linger.ms=%lld, message.timeout.ms=%lld)", rc->kafka_topic,
-            rc->kafka_brokers, mc_kafka_protocol_name(rc->kafka_sec.protocol), rc->kafka_linger_ms,
-            rc->kafka_timeout_ms);
+    mc_info("kafka: producing to \"%s\" on %s over %s (linger.ms=%lld, compression.type=%s, message.timeout.ms=%lld)",
+            rc->kafka_topic, rc->kafka_brokers, mc_kafka_protocol_name(rc->kafka_sec.protocol), rc->kafka_linger_ms,
+            rc->kafka_compression, rc->kafka_timeout_ms);
     /* delivery reports wake the epoll loop at once: the ack of every send
      * waits for its report, so a poll every tick would add up to a tick */
     kafka_evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);

@@ -56,7 +56,7 @@ static const char *const main_live_keys[] = {"log_level", "log_file", NULL};
 static const char *const main_keys[] = {
     "node", "unix_socket", "unix_socket_mode", "unix_socket_group", "allowed_peers", "grpc_listen", "peers",
     "peer_tls_ca", "peer_tls_cert", "peer_tls_key", "peer_tls_names",
-    "kafka_brokers", "kafka_topic", "kafka_linger_ms", "kafka_message_timeout_ms", MC_KAFKA_SEC_CONF_KEYS,
+    "kafka_brokers", "kafka_topic", "kafka_linger_ms", "kafka_compression", "kafka_message_timeout_ms", MC_KAFKA_SEC_CONF_KEYS,
     MC_DB_CONF_KEYS, "log_level", "log_file",
     "local_outbuf_max_mb", "peer_queue_max", "peer_queue_max_mb", "peer_batch_kb", "peer_timeout_ms", "peer_stream",
     "peer_max_age_ms", "order_first_hold_ms", "order_gap_ms", "order_idle_ms", "order_max_held", "order_max_rooms", "order_max_ahead",
@@ -88,7 +88,7 @@ static void usage(FILE *out)
             "      peer_tls_ca, peer_tls_cert, peer_tls_key (PEM files: mutual TLS between\n"
             "      relay-workers; unset: in the clear), peer_tls_names (names,...; default: the\n"
             "      peers' node names), kafka_brokers,\n"
-            "      kafka_topic, kafka_linger_ms (5), kafka_message_timeout_ms (30000),\n"
+            "      kafka_topic, kafka_linger_ms (5), kafka_compression (none), kafka_message_timeout_ms (30000),\n"
             "      kafka_security_protocol (plaintext|ssl|sasl_plaintext|sasl_ssl), kafka_ssl_ca,\n"
             "      kafka_ssl_cert, kafka_ssl_key, kafka_sasl_mechanism (PLAIN), kafka_sasl_username,\n"
             "      kafka_sasl_password_file (docs/operations-security.md),\n"
@@ -203,6 +203,14 @@ static int conf_read(mc_conf_t *c, relay_conf_t *rc, mc_db_conf_t *dc)
     conf_peers(c, rc);
     rc->http_on = mc_http_conf_listen(c, "http_listen", &rc->http_listen) == 1;
     mc_conf_int(c, "kafka_linger_ms", 5, 0, 10000, &rc->kafka_linger_ms);
+    rc->kafka_compression = mc_conf_get(c, "kafka_compression", "none");
+    if (strcmp(rc->kafka_compression, "none") != 0 && strcmp(rc->kafka_compression, "lz4") != 0
+        && strcmp(rc->kafka_compression, "zstd") != 0 && strcmp(rc->kafka_compression, "gzip") != 0
+        && strcmp(rc->kafka_compression, "snappy") != 0)
+    {
+        mc_conf_error(c, "kafka_compression", "kafka_compression must be none, lz4, zstd, gzip or snappy, not \"%s\"",
+                      rc->kafka_compression);
+    }
     mc_conf_int(c, "kafka_message_timeout_ms", 30000, 1000, 900000, &rc->kafka_timeout_ms);
     mc_conf_int(c, "local_outbuf_max_mb", 64, 1, 4096, &outbuf);
     mc_conf_int(c, "peer_queue_max", 100000, 1, 100000000, &qmax);

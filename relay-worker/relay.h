@@ -100,6 +100,7 @@ typedef struct {
     const char *kafka_brokers;
     const char *kafka_topic;
     long long kafka_linger_ms;
+    const char *kafka_compression; /* the producer's compression.type: none, lz4, zstd, gzip or snappy */
     long long kafka_timeout_ms;  /* message.timeout.ms: a message not acked by then fails */
     mc_kafka_sec_t kafka_sec;  /* TLS and SASL to the brokers, for every Kafka handle */
     mc_db_config_t db;

@@ -107,6 +107,8 @@ TLS_DIR=$RUN/tls
 RELAY_FANOUT=${MINICHAT_RELAY_FANOUT:-admitted}
 # the relay-workers' peer_stream key (on or off) for those started now
 RELAY_PEER_STREAM=${MINICHAT_PEER_STREAM:-on}
+# the relay-workers' kafka_compression key for those started now
+RELAY_KAFKA_COMPRESSION=${MINICHAT_KAFKA_COMPRESSION:-none}
 # the relay-workers' CA and certificates for their mutual TLS (mesh_setup)
 MESH_DIR=$RUN/mesh
 # the backend dev CA, MariaDB's and Kafka's certificates, the services'
@@ -707,7 +709,7 @@ relay_start() {
         -e "s|@NODE@|$node|g" -e "s|@GRPC_PORT@|$port|g" -e "s|@PEER_NODE@|$peer|g" \
         -e "s|@PEER_PORT@|$(relay_port "$peer")|g" -e "s|@RELAY_SOCK@|$d/relay.sock|g" \
         -e "s|@MESH_DIR@|$MESH_DIR|g" -e "s|@PREFIX@|$d|g" -e "s|@FANOUT@|$RELAY_FANOUT|g" \
-        -e "s|@PEER_STREAM@|$RELAY_PEER_STREAM|g" \
+        -e "s|@PEER_STREAM@|$RELAY_PEER_STREAM|g" -e "s|@KAFKA_COMPRESSION@|$RELAY_KAFKA_COMPRESSION|g" \
         -e "s|@HTTP_PORT@|$(relay_http_port "$node")|g"
     setsid "$BIN/relay-worker" -c "$d/relay-worker.conf" < /dev/null >> "$d/relay.log" 2>&1 9>&- &
     pid=$!

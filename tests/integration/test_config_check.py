@@ -30,6 +30,7 @@ RELAY_LINES = [
     ("colour = blue", 'unknown key "colour"'),
     ("peer_batch_kb = 99999999", 'peer_batch_kb "99999999" must be a number in [1, 32768]'),
     ("fanout = sometimes", 'fanout must be "admitted" or "durable", not "sometimes"'),
+    ("kafka_compression = brotli", 'kafka_compression must be none, lz4, zstd, gzip or snappy, not "brotli"'),
     ("mysql_ssl = yes", 'mysql_ssl "yes" is not off, on or verify'),
     ("kafka_security_protocol = ssl", None),
     ("kafka_ssl_ca = {dir}/missing-ca.pem", 'kafka_ssl_ca: cannot open "{dir}/missing-ca.pem": No such file or directory'),

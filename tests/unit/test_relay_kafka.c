@@ -118,6 +118,7 @@ static void setup(long long timeout_ms, long long max_age_ms)
     relay_conf.kafka_brokers = brokers;
     relay_conf.kafka_topic = "t";
     relay_conf.kafka_linger_ms = 1;
+    relay_conf.kafka_compression = "none";
     relay_conf.kafka_timeout_ms = timeout_ms;
     relay_conf.publish_max_age_ms = max_age_ms;
     relay_stop = 0;
