@@ -7,11 +7,19 @@
  *
  * Rows are stored on the client (mysql_stmt_store_result) and copied into
  * one block per result, every column converted to a NUL-terminated string
- * by libmariadb: a column is first fetched into a 64-byte slot, and one
- * that does not fit (a message body) is fetched again at its full length
- * with mysql_stmt_fetch_column.  So a caller walks rows as it walked
- * MYSQL_ROWs, and a result costs its own bytes, whatever the column types
- * declare (MEDIUMTEXT would ask for 16 MiB buffers).
+ * by libmariadb.  The store computes each column's longest value in this
+ * result (STMT_ATTR_UPDATE_MAX_LENGTH), so each column's slot is sized to
+ * the result's own data (at least 64 bytes, the longest number or time as
+ * a string; at most DB_EXEC_SLOT_MAX) and one mysql_stmt_fetch per row
+ * fills them all; the block and the cell table are allocated once, sized
+ * from the row count.  A value that still does not fit (longer than
+ * DB_EXEC_SLOT_MAX) is fetched again at its full length with
+ * mysql_stmt_fetch_column.  So a caller walks rows as it walked MYSQL_ROWs,
+ * and a result costs its own bytes, whatever the column types declare
+ * (MEDIUMTEXT would ask for 16 MiB buffers).  A page of 50 messages with
+ * 100-byte bodies used to refetch every body (64-byte slots): 50 more
+ * libmariadb calls and a doubling block (docs/performance.md, "History
+ * pages: CPU per page ...").
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +32,8 @@
 #include "minichat/log.h"
 
 #define DB_EXEC_SLOT 64
+#define DB_EXEC_SLOT_MAX (64 * 1024)
+#define DB_EXEC_RESERVE_MAX (1024 * 1024)
 #define DB_EXEC_NULL ((size_t)-1)
 
 typedef struct {
@@ -116,40 +126,30 @@ static int exec_run(MYSQL_STMT *stmt, const mc_db_arg_t *args, size_t nargs, mc_
     return rc != 0 ? -1 : 0;
 }
 
-/* Appends one fetched row to r.  Returns 0, or -1 with st set. */
-static int exec_row(mc_db_rows_t *r, MYSQL_STMT *stmt, MYSQL_BIND *rb, char *slots, unsigned long *lens,
-                    my_bool *nulls, exec_cell_t **offs, size_t *ocap, mc_db_status_t *st)
+/* Appends one fetched row to r (cells has room for it).  slot[c] is where
+ * column c was fetched, size[c] its size.  Returns 0, or -1 with st set. */
+static int exec_row(mc_db_rows_t *r, MYSQL_STMT *stmt, MYSQL_BIND *rb, char **slot, const unsigned long *size,
+                    const unsigned long *lens, const my_bool *nulls, exec_cell_t *cells, mc_db_status_t *st)
 {
     MYSQL_BIND one;
     unsigned long got;
     my_bool isnull, err;
-    exec_cell_t *p;
     size_t c, k;
 
-    if ((r->n + 1) * r->ncols > *ocap) {
-        k = *ocap ? 2 * *ocap : 16 * r->ncols;
-        p = realloc(*offs, k * sizeof(**offs));
-        if (p == NULL) {
-            exec_oom(st);
-            return -1;
-        }
-        *offs = p;
-        *ocap = k;
-    }
     for (c = 0; c < r->ncols; c++) {
         k = r->n * r->ncols + c;
         if (nulls[c]) {
-            (*offs)[k].off = DB_EXEC_NULL;
+            cells[k].off = DB_EXEC_NULL;
             continue;
         }
         if (mc_buf_reserve(&r->data, lens[c] + 1) != 0) {
             exec_oom(st);
             return -1;
         }
-        (*offs)[k].off = r->data.len;
-        (*offs)[k].len = lens[c];
-        if (lens[c] < DB_EXEC_SLOT) {
-            memcpy(r->data.data + r->data.len, slots + c * DB_EXEC_SLOT, lens[c]);
+        cells[k].off = r->data.len;
+        cells[k].len = lens[c];
+        if (lens[c] < size[c]) {
+            memcpy(r->data.data + r->data.len, slot[c], lens[c]);
         } else {
             one = rb[c];
             one.buffer = r->data.data + r->data.len;
@@ -169,16 +169,25 @@ static int exec_row(mc_db_rows_t *r, MYSQL_STMT *stmt, MYSQL_BIND *rb, char *slo
     return 0;
 }
 
+/* The slot size of a column whose longest value in the result is max bytes. */
+static unsigned long exec_slot_size(unsigned long max)
+{
+    if (max < DB_EXEC_SLOT) {
+        return DB_EXEC_SLOT;
+    }
+    return max < DB_EXEC_SLOT_MAX ? max + 1 : DB_EXEC_SLOT_MAX;
+}
+
 /* Stores the statement's result set in a new *out.  Returns 0, or -1 with st set. */
 static int exec_fetch(MYSQL_STMT *stmt, mc_db_rows_t **out, mc_db_status_t *st)
 {
     mc_db_rows_t *r;
     MYSQL_BIND *rb = NULL;
-    char *slots = NULL;
-    unsigned long *lens = NULL;
-    my_bool *nulls = NULL, *errs = NULL;
-    exec_cell_t *offs = NULL;
-    size_t ocap = 0, c, k;
+    char *slots = NULL, **slot = NULL;
+    unsigned long *lens = NULL, *size = NULL;
+    my_bool *nulls = NULL, *errs = NULL, on = 1;
+    exec_cell_t *cells = NULL;
+    size_t total = 0, rowbytes = 0, nrows, c, k;
     int rc = -1, f;
 
     r = calloc(1, sizeof(*r));
@@ -187,24 +196,44 @@ static int exec_fetch(MYSQL_STMT *stmt, mc_db_rows_t **out, mc_db_status_t *st)
         return -1;
     }
     r->ncols = mysql_stmt_field_count(stmt);
-    if (mysql_stmt_store_result(stmt) != 0) {
+    /* the longest value of each column, computed by the store (libmariadb's
+     * own fields: mysql_stmt_result_metadata would copy them every time) */
+    if (mysql_stmt_attr_set(stmt, STMT_ATTR_UPDATE_MAX_LENGTH, &on) != 0 || mysql_stmt_store_result(stmt) != 0) {
         exec_error(st, stmt);
         goto done;
     }
+    nrows = (size_t)mysql_stmt_num_rows(stmt);
     if (r->ncols > 0) {
         rb = calloc(r->ncols, sizeof(*rb));
-        slots = malloc(r->ncols * DB_EXEC_SLOT);
+        slot = calloc(r->ncols, sizeof(*slot));
+        size = calloc(r->ncols, sizeof(*size));
         lens = calloc(r->ncols, sizeof(*lens));
         nulls = calloc(r->ncols, sizeof(*nulls));
         errs = calloc(r->ncols, sizeof(*errs));
-        if (rb == NULL || slots == NULL || lens == NULL || nulls == NULL || errs == NULL) {
+        cells = malloc((nrows * r->ncols + 1) * sizeof(*cells));
+        if (rb == NULL || slot == NULL || size == NULL || lens == NULL || nulls == NULL || errs == NULL
+            || cells == NULL) {
             exec_oom(st);
             goto done;
         }
         for (c = 0; c < r->ncols; c++) {
+            size[c] = exec_slot_size(stmt->fields != NULL ? stmt->fields[c].max_length : 0);
+            total += size[c];
+            rowbytes += size[c] < DB_EXEC_SLOT_MAX ? size[c] : DB_EXEC_SLOT;
+        }
+        slots = malloc(total);
+        /* room for every row at its columns' longest, up to a bound (past it,
+         * and for a refetched value, the block grows by doubling) */
+        total = nrows * rowbytes < DB_EXEC_RESERVE_MAX ? nrows * rowbytes : DB_EXEC_RESERVE_MAX;
+        if (slots == NULL || (total > 0 && mc_buf_reserve(&r->data, total) != 0)) {
+            exec_oom(st);
+            goto done;
+        }
+        for (c = 0, k = 0; c < r->ncols; k += size[c], c++) {
+            slot[c] = slots + k;
             rb[c].buffer_type = MYSQL_TYPE_STRING;
-            rb[c].buffer = slots + c * DB_EXEC_SLOT;
-            rb[c].buffer_length = DB_EXEC_SLOT;
+            rb[c].buffer = slot[c];
+            rb[c].buffer_length = size[c];
             rb[c].length = &lens[c];
             rb[c].is_null = &nulls[c];
             rb[c].error = &errs[c];
@@ -214,7 +243,12 @@ static int exec_fetch(MYSQL_STMT *stmt, mc_db_rows_t **out, mc_db_status_t *st)
             goto done;
         }
         while ((f = mysql_stmt_fetch(stmt)) == 0 || f == MYSQL_DATA_TRUNCATED) {
-            if (exec_row(r, stmt, rb, slots, lens, nulls, &offs, &ocap, st) != 0) {
+            if (r->n >= nrows) { /* more rows than stored: cannot happen */
+                st->err = CR_UNKNOWN_ERROR;
+                snprintf(st->msg, sizeof(st->msg), "more rows fetched than stored");
+                goto done;
+            }
+            if (exec_row(r, stmt, rb, slot, size, lens, nulls, cells, st) != 0) {
                 goto done;
             }
         }
@@ -230,9 +264,9 @@ static int exec_fetch(MYSQL_STMT *stmt, mc_db_rows_t **out, mc_db_status_t *st)
         goto done;
     }
     for (k = 0; k < r->n * r->ncols; k++) {
-        if (offs[k].off != DB_EXEC_NULL) {
-            r->cell[k] = r->data.data + offs[k].off;
-            r->len[k] = offs[k].len;
+        if (cells[k].off != DB_EXEC_NULL) {
+            r->cell[k] = r->data.data + cells[k].off;
+            r->len[k] = cells[k].len;
         }
     }
     rc = 0;
@@ -240,10 +274,12 @@ done:
     mysql_stmt_free_result(stmt);
     free(rb);
     free(slots);
+    free(slot);
+    free(size);
     free(lens);
     free(nulls);
     free(errs);
-    free(offs);
+    free(cells);
     if (rc != 0) {
         mc_db_rows_free(r);
         r = NULL;
