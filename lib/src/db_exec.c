@@ -14,7 +14,11 @@
  * fills them all; the block and the cell table are allocated once, sized
  * from the row count.  A value that still does not fit (longer than
  * DB_EXEC_SLOT_MAX) is fetched again at its full length with
- * mysql_stmt_fetch_column.  So a caller walks rows as it walked MYSQL_ROWs,
+ * mysql_stmt_fetch_column.  A TIMESTAMP or DATETIME column is fetched as a
+ * MYSQL_TIME and written as "YYYY-MM-DD HH:MM:SS[.fff...]" here (the text
+ * libmariadb makes, with the column's fraction digits), without the
+ * printf-style formatting libmariadb spends on it: history pages select
+ * created_at as it is (sqltime.h).  So a caller walks rows as it walked MYSQL_ROWs,
  * and a result costs its own bytes, whatever the column types declare
  * (MEDIUMTEXT would ask for 16 MiB buffers).  A page of 50 messages with
  * 100-byte bodies used to refetch every body (64-byte slots): 50 more
@@ -34,6 +38,9 @@
 #define DB_EXEC_SLOT 64
 #define DB_EXEC_SLOT_MAX (64 * 1024)
 #define DB_EXEC_RESERVE_MAX (1024 * 1024)
+#define EXEC_TIME_TEXT 27 /* "YYYY-MM-DD HH:MM:SS.ffffff" and its NUL */
+
+static const unsigned long exec_pow10[7] = {1, 10, 100, 1000, 10000, 100000, 1000000};
 #define DB_EXEC_NULL ((size_t)-1)
 
 typedef struct {
@@ -126,10 +133,52 @@ static int exec_run(MYSQL_STMT *stmt, const mc_db_arg_t *args, size_t nargs, mc_
     return rc != 0 ? -1 : 0;
 }
 
+/* Writes n digits of v, zero-padded, at p.  Returns p + n. */
+static char *exec_digits(char *p, unsigned long v, int n)
+{
+    int i;
+
+    for (i = n - 1; i >= 0; i--) {
+        p[i] = (char)('0' + v % 10);
+        v /= 10;
+    }
+    return p + n;
+}
+
+/* Writes t as "YYYY-MM-DD HH:MM:SS" and, for decimals > 0, '.' and that
+ * many digits of its microseconds, at p (EXEC_TIME_TEXT bytes).  Returns the
+ * length. */
+static size_t exec_time_text(const MYSQL_TIME *t, unsigned decimals, char *p)
+{
+    char *q = p;
+
+    q = exec_digits(q, t->year, 4);
+    *q++ = '-';
+    q = exec_digits(q, t->month, 2);
+    *q++ = '-';
+    q = exec_digits(q, t->day, 2);
+    *q++ = ' ';
+    q = exec_digits(q, t->hour, 2);
+    *q++ = ':';
+    q = exec_digits(q, t->minute, 2);
+    *q++ = ':';
+    q = exec_digits(q, t->second, 2);
+    if (decimals > 0) {
+        if (decimals > 6) {
+            decimals = 6;
+        }
+        *q++ = '.';
+        q = exec_digits(q, t->second_part / exec_pow10[6 - decimals], (int)decimals);
+    }
+    return (size_t)(q - p);
+}
+
 /* Appends one fetched row to r (cells has room for it).  slot[c] is where
- * column c was fetched, size[c] its size.  Returns 0, or -1 with st set. */
+ * column c was fetched, size[c] its size; times[c] where a time column was
+ * (its decimals in size[c]).  Returns 0, or -1 with st set. */
 static int exec_row(mc_db_rows_t *r, MYSQL_STMT *stmt, MYSQL_BIND *rb, char **slot, const unsigned long *size,
-                    const unsigned long *lens, const my_bool *nulls, exec_cell_t *cells, mc_db_status_t *st)
+                    const MYSQL_TIME *times, const unsigned long *lens, const my_bool *nulls, exec_cell_t *cells,
+                    mc_db_status_t *st)
 {
     MYSQL_BIND one;
     unsigned long got;
@@ -140,6 +189,17 @@ static int exec_row(mc_db_rows_t *r, MYSQL_STMT *stmt, MYSQL_BIND *rb, char **sl
         k = r->n * r->ncols + c;
         if (nulls[c]) {
             cells[k].off = DB_EXEC_NULL;
+            continue;
+        }
+        if (rb[c].buffer_type == MYSQL_TYPE_DATETIME) {
+            if (mc_buf_reserve(&r->data, EXEC_TIME_TEXT) != 0) {
+                exec_oom(st);
+                return -1;
+            }
+            cells[k].off = r->data.len;
+            cells[k].len = exec_time_text(&times[c], (unsigned)size[c], r->data.data + r->data.len);
+            r->data.len += cells[k].len;
+            r->data.data[r->data.len++] = '\0';
             continue;
         }
         if (mc_buf_reserve(&r->data, lens[c] + 1) != 0) {
@@ -186,6 +246,7 @@ static int exec_fetch(MYSQL_STMT *stmt, mc_db_rows_t **out, mc_db_status_t *st)
     char *slots = NULL, **slot = NULL;
     unsigned long *lens = NULL, *size = NULL;
     my_bool *nulls = NULL, *errs = NULL, on = 1;
+    MYSQL_TIME *times = NULL;
     exec_cell_t *cells = NULL;
     size_t total = 0, rowbytes = 0, nrows, c, k;
     int rc = -1, f;
@@ -210,9 +271,10 @@ static int exec_fetch(MYSQL_STMT *stmt, mc_db_rows_t **out, mc_db_status_t *st)
         lens = calloc(r->ncols, sizeof(*lens));
         nulls = calloc(r->ncols, sizeof(*nulls));
         errs = calloc(r->ncols, sizeof(*errs));
+        times = calloc(r->ncols, sizeof(*times));
         cells = malloc((nrows * r->ncols + 1) * sizeof(*cells));
         if (rb == NULL || slot == NULL || size == NULL || lens == NULL || nulls == NULL || errs == NULL
-            || cells == NULL) {
+            || times == NULL || cells == NULL) {
             exec_oom(st);
             goto done;
         }
@@ -229,14 +291,23 @@ static int exec_fetch(MYSQL_STMT *stmt, mc_db_rows_t **out, mc_db_status_t *st)
             exec_oom(st);
             goto done;
         }
-        for (c = 0, k = 0; c < r->ncols; k += size[c], c++) {
+        for (c = 0, k = 0; c < r->ncols; c++) {
             slot[c] = slots + k;
-            rb[c].buffer_type = MYSQL_TYPE_STRING;
-            rb[c].buffer = slot[c];
-            rb[c].buffer_length = size[c];
+            k += size[c];
             rb[c].length = &lens[c];
             rb[c].is_null = &nulls[c];
             rb[c].error = &errs[c];
+            if (stmt->fields != NULL
+                && (stmt->fields[c].type == MYSQL_TYPE_TIMESTAMP || stmt->fields[c].type == MYSQL_TYPE_DATETIME)) {
+                rb[c].buffer_type = MYSQL_TYPE_DATETIME;
+                rb[c].buffer = &times[c];
+                rb[c].buffer_length = sizeof(times[c]);
+                size[c] = stmt->fields[c].decimals; /* its slot goes unused */
+                continue;
+            }
+            rb[c].buffer_type = MYSQL_TYPE_STRING;
+            rb[c].buffer = slot[c];
+            rb[c].buffer_length = size[c];
         }
         if (mysql_stmt_bind_result(stmt, rb) != 0) {
             exec_error(st, stmt);
@@ -248,7 +319,7 @@ static int exec_fetch(MYSQL_STMT *stmt, mc_db_rows_t **out, mc_db_status_t *st)
                 snprintf(st->msg, sizeof(st->msg), "more rows fetched than stored");
                 goto done;
             }
-            if (exec_row(r, stmt, rb, slot, size, lens, nulls, cells, st) != 0) {
+            if (exec_row(r, stmt, rb, slot, size, times, lens, nulls, cells, st) != 0) {
                 goto done;
             }
         }
@@ -279,6 +350,7 @@ done:
     free(lens);
     free(nulls);
     free(errs);
+    free(times);
     free(cells);
     if (rc != 0) {
         mc_db_rows_free(r);
