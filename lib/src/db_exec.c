@@ -7,11 +7,23 @@
  *
  * Rows are stored on the client (mysql_stmt_store_result) and copied into
  * one block per result, every column converted to a NUL-terminated string
- * by libmariadb: a column is first fetched into a 64-byte slot, and one
- * that does not fit (a message body) is fetched again at its full length
- * with mysql_stmt_fetch_column.  So a caller walks rows as it walked
- * MYSQL_ROWs, and a result costs its own bytes, whatever the column types
- * declare (MEDIUMTEXT would ask for 16 MiB buffers).
+ * by libmariadb.  The store computes each column's longest value in this
+ * result (STMT_ATTR_UPDATE_MAX_LENGTH), so each column's slot is sized to
+ * the result's own data (at least 64 bytes, the longest number or time as
+ * a string; at most DB_EXEC_SLOT_MAX) and one mysql_stmt_fetch per row
+ * fills them all; the block and the cell table are allocated once, sized
+ * from the row count.  A value that still does not fit (longer than
+ * DB_EXEC_SLOT_MAX) is fetched again at its full length with
+ * mysql_stmt_fetch_column.  A TIMESTAMP or DATETIME column is fetched as a
+ * MYSQL_TIME and written as "YYYY-MM-DD HH:MM:SS[.fff...]" here (the text
+ * libmariadb makes, with the column's fraction digits), without the
+ * printf-style formatting libmariadb spends on it: history pages select
+ * created_at as it is (sqltime.h).  So a caller walks rows as it walked MYSQL_ROWs,
+ * and a result costs its own bytes, whatever the column types declare
+ * (MEDIUMTEXT would ask for 16 MiB buffers).  A page of 50 messages with
+ * 100-byte bodies used to refetch every body (64-byte slots): 50 more
+ * libmariadb calls and a doubling block (docs/performance.md, "History
+ * pages: CPU per page ...").
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +36,11 @@
 #include "minichat/log.h"
 
 #define DB_EXEC_SLOT 64
+#define DB_EXEC_SLOT_MAX (64 * 1024)
+#define DB_EXEC_RESERVE_MAX (1024 * 1024)
+#define EXEC_TIME_TEXT 27 /* "YYYY-MM-DD HH:MM:SS.ffffff" and its NUL */
+
+static const unsigned long exec_pow10[7] = {1, 10, 100, 1000, 10000, 100000, 1000000};
 #define DB_EXEC_NULL ((size_t)-1)
 
 typedef struct {
@@ -116,40 +133,83 @@ static int exec_run(MYSQL_STMT *stmt, const mc_db_arg_t *args, size_t nargs, mc_
     return rc != 0 ? -1 : 0;
 }
 
-/* Appends one fetched row to r.  Returns 0, or -1 with st set. */
-static int exec_row(mc_db_rows_t *r, MYSQL_STMT *stmt, MYSQL_BIND *rb, char *slots, unsigned long *lens,
-                    my_bool *nulls, exec_cell_t **offs, size_t *ocap, mc_db_status_t *st)
+/* Writes n digits of v, zero-padded, at p.  Returns p + n. */
+static char *exec_digits(char *p, unsigned long v, int n)
+{
+    int i;
+
+    for (i = n - 1; i >= 0; i--) {
+        p[i] = (char)('0' + v % 10);
+        v /= 10;
+    }
+    return p + n;
+}
+
+/* Writes t as "YYYY-MM-DD HH:MM:SS" and, for decimals > 0, '.' and that
+ * many digits of its microseconds, at p (EXEC_TIME_TEXT bytes).  Returns the
+ * length. */
+static size_t exec_time_text(const MYSQL_TIME *t, unsigned decimals, char *p)
+{
+    char *q = p;
+
+    q = exec_digits(q, t->year, 4);
+    *q++ = '-';
+    q = exec_digits(q, t->month, 2);
+    *q++ = '-';
+    q = exec_digits(q, t->day, 2);
+    *q++ = ' ';
+    q = exec_digits(q, t->hour, 2);
+    *q++ = ':';
+    q = exec_digits(q, t->minute, 2);
+    *q++ = ':';
+    q = exec_digits(q, t->second, 2);
+    if (decimals > 0) {
+        if (decimals > 6) {
+            decimals = 6;
+        }
+        *q++ = '.';
+        q = exec_digits(q, t->second_part / exec_pow10[6 - decimals], (int)decimals);
+    }
+    return (size_t)(q - p);
+}
+
+/* Appends one fetched row to r (cells has room for it).  slot[c] is where
+ * column c was fetched, size[c] its size; times[c] where a time column was
+ * (its decimals in size[c]).  Returns 0, or -1 with st set. */
+static int exec_row(mc_db_rows_t *r, MYSQL_STMT *stmt, MYSQL_BIND *rb, char **slot, const unsigned long *size,
+                    const MYSQL_TIME *times, const unsigned long *lens, const my_bool *nulls, exec_cell_t *cells,
+                    mc_db_status_t *st)
 {
     MYSQL_BIND one;
     unsigned long got;
     my_bool isnull, err;
-    exec_cell_t *p;
     size_t c, k;
 
-    if ((r->n + 1) * r->ncols > *ocap) {
-        k = *ocap ? 2 * *ocap : 16 * r->ncols;
-        p = realloc(*offs, k * sizeof(**offs));
-        if (p == NULL) {
-            exec_oom(st);
-            return -1;
-        }
-        *offs = p;
-        *ocap = k;
-    }
     for (c = 0; c < r->ncols; c++) {
         k = r->n * r->ncols + c;
         if (nulls[c]) {
-            (*offs)[k].off = DB_EXEC_NULL;
+            cells[k].off = DB_EXEC_NULL;
+            continue;
+        }
+        if (rb[c].buffer_type == MYSQL_TYPE_DATETIME) {
+            if (mc_buf_reserve(&r->data, EXEC_TIME_TEXT) != 0) {
+                exec_oom(st);
+                return -1;
+            }
+            cells[k].off = r->data.len;
+            cells[k].len = exec_time_text(&times[c], (unsigned)size[c], r->data.data + r->data.len);
+            r->data.len += cells[k].len;
+            r->data.data[r->data.len++] = '\0';
             continue;
         }
         if (mc_buf_reserve(&r->data, lens[c] + 1) != 0) {
             exec_oom(st);
             return -1;
         }
-        (*offs)[k].off = r->data.len;
-        (*offs)[k].len = lens[c];
-        if (lens[c] < DB_EXEC_SLOT) {
-            memcpy(r->data.data + r->data.len, slots + c * DB_EXEC_SLOT, lens[c]);
+        cells[k].off = r->data.len;
+        cells[k].len = lens[c];
+        if (lens[c] < size[c]) {
+            memcpy(r->data.data + r->data.len, slot[c], lens[c]);
         } else {
             one = rb[c];
             one.buffer = r->data.data + r->data.len;
@@ -169,16 +229,26 @@ static int exec_row(mc_db_rows_t *r, MYSQL_STMT *stmt, MYSQL_BIND *rb, char *slo
     return 0;
 }
 
+/* The slot size of a column whose longest value in the result is max bytes. */
+static unsigned long exec_slot_size(unsigned long max)
+{
+    if (max < DB_EXEC_SLOT) {
+        return DB_EXEC_SLOT;
+    }
+    return max < DB_EXEC_SLOT_MAX ? max + 1 : DB_EXEC_SLOT_MAX;
+}
+
 /* Stores the statement's result set in a new *out.  Returns 0, or -1 with st set. */
 static int exec_fetch(MYSQL_STMT *stmt, mc_db_rows_t **out, mc_db_status_t *st)
 {
     mc_db_rows_t *r;
     MYSQL_BIND *rb = NULL;
-    char *slots = NULL;
-    unsigned long *lens = NULL;
-    my_bool *nulls = NULL, *errs = NULL;
-    exec_cell_t *offs = NULL;
-    size_t ocap = 0, c, k;
+    char *slots = NULL, **slot = NULL;
+    unsigned long *lens = NULL, *size = NULL;
+    my_bool *nulls = NULL, *errs = NULL, on = 1;
+    MYSQL_TIME *times = NULL;
+    exec_cell_t *cells = NULL;
+    size_t total = 0, rowbytes = 0, nrows, c, k;
     int rc = -1, f;
 
     r = calloc(1, sizeof(*r));
@@ -187,34 +257,69 @@ static int exec_fetch(MYSQL_STMT *stmt, mc_db_rows_t **out, mc_db_status_t *st)
         return -1;
     }
     r->ncols = mysql_stmt_field_count(stmt);
-    if (mysql_stmt_store_result(stmt) != 0) {
+    /* the longest value of each column, computed by the store (libmariadb's
+     * own fields: mysql_stmt_result_metadata would copy them every time) */
+    if (mysql_stmt_attr_set(stmt, STMT_ATTR_UPDATE_MAX_LENGTH, &on) != 0 || mysql_stmt_store_result(stmt) != 0) {
         exec_error(st, stmt);
         goto done;
     }
+    nrows = (size_t)mysql_stmt_num_rows(stmt);
     if (r->ncols > 0) {
         rb = calloc(r->ncols, sizeof(*rb));
-        slots = malloc(r->ncols * DB_EXEC_SLOT);
+        slot = calloc(r->ncols, sizeof(*slot));
+        size = calloc(r->ncols, sizeof(*size));
         lens = calloc(r->ncols, sizeof(*lens));
         nulls = calloc(r->ncols, sizeof(*nulls));
         errs = calloc(r->ncols, sizeof(*errs));
-        if (rb == NULL || slots == NULL || lens == NULL || nulls == NULL || errs == NULL) {
+        times = calloc(r->ncols, sizeof(*times));
+        cells = malloc((nrows * r->ncols + 1) * sizeof(*cells));
+        if (rb == NULL || slot == NULL || size == NULL || lens == NULL || nulls == NULL || errs == NULL
+            || times == NULL || cells == NULL) {
             exec_oom(st);
             goto done;
         }
         for (c = 0; c < r->ncols; c++) {
-            rb[c].buffer_type = MYSQL_TYPE_STRING;
-            rb[c].buffer = slots + c * DB_EXEC_SLOT;
-            rb[c].buffer_length = DB_EXEC_SLOT;
+            size[c] = exec_slot_size(stmt->fields != NULL ? stmt->fields[c].max_length : 0);
+            total += size[c];
+            rowbytes += size[c] < DB_EXEC_SLOT_MAX ? size[c] : DB_EXEC_SLOT;
+        }
+        slots = malloc(total);
+        /* room for every row at its columns' longest, up to a bound (past it,
+         * and for a refetched value, the block grows by doubling) */
+        total = nrows * rowbytes < DB_EXEC_RESERVE_MAX ? nrows * rowbytes : DB_EXEC_RESERVE_MAX;
+        if (slots == NULL || (total > 0 && mc_buf_reserve(&r->data, total) != 0)) {
+            exec_oom(st);
+            goto done;
+        }
+        for (c = 0, k = 0; c < r->ncols; c++) {
+            slot[c] = slots + k;
+            k += size[c];
             rb[c].length = &lens[c];
             rb[c].is_null = &nulls[c];
             rb[c].error = &errs[c];
+            if (stmt->fields != NULL
+                && (stmt->fields[c].type == MYSQL_TYPE_TIMESTAMP || stmt->fields[c].type == MYSQL_TYPE_DATETIME)) {
+                rb[c].buffer_type = MYSQL_TYPE_DATETIME;
+                rb[c].buffer = &times[c];
+                rb[c].buffer_length = sizeof(times[c]);
+                size[c] = stmt->fields[c].decimals; /* its slot goes unused */
+                continue;
+            }
+            rb[c].buffer_type = MYSQL_TYPE_STRING;
+            rb[c].buffer = slot[c];
+            rb[c].buffer_length = size[c];
         }
         if (mysql_stmt_bind_result(stmt, rb) != 0) {
             exec_error(st, stmt);
             goto done;
         }
         while ((f = mysql_stmt_fetch(stmt)) == 0 || f == MYSQL_DATA_TRUNCATED) {
-            if (exec_row(r, stmt, rb, slots, lens, nulls, &offs, &ocap, st) != 0) {
+            if (r->n >= nrows) { /* more rows than stored: cannot happen */
+                st->err = CR_UNKNOWN_ERROR;
+                snprintf(st->msg, sizeof(st->msg), "more rows fetched than stored");
+                goto done;
+            }
+            if (exec_row(r, stmt, rb, slot, size, times, lens, nulls, cells, st) != 0) {
                 goto done;
             }
         }
@@ -230,9 +335,9 @@ static int exec_fetch(MYSQL_STMT *stmt, mc_db_rows_t **out, mc_db_status_t *st)
         goto done;
     }
     for (k = 0; k < r->n * r->ncols; k++) {
-        if (offs[k].off != DB_EXEC_NULL) {
-            r->cell[k] = r->data.data + offs[k].off;
-            r->len[k] = offs[k].len;
+        if (cells[k].off != DB_EXEC_NULL) {
+            r->cell[k] = r->data.data + cells[k].off;
+            r->len[k] = cells[k].len;
         }
     }
     rc = 0;
@@ -240,10 +345,13 @@ done:
     mysql_stmt_free_result(stmt);
     free(rb);
     free(slots);
+    free(slot);
+    free(size);
     free(lens);
     free(nulls);
     free(errs);
-    free(offs);
+    free(times);
+    free(cells);
     if (rc != 0) {
         mc_db_rows_free(r);
         r = NULL;

@@ -19,9 +19,10 @@ def link():
     lk.close()
 
 
-def insert_messages(room, seqs, sender, replicate=True, kind="text"):
+def insert_messages(room, seqs, sender, replicate=True, kind="text", bodies=None):
     """Message rows written straight to the primary (replicate=False: the
-    replica never gets them, as if it lagged)."""
+    replica never gets them, as if it lagged); bodies: seq -> body, else a
+    short one per seq."""
     conn = db("primary")
     try:
         with conn.cursor() as cur:
@@ -30,7 +31,8 @@ def insert_messages(room, seqs, sender, replicate=True, kind="text"):
             for s in seqs:
                 cur.execute("INSERT INTO messages (room_id, seq, sender_id, kind, body, client_msg_id, created_at)"
                             " VALUES (%s, %s, %s, %s, %s, %s, FROM_UNIXTIME(%s))",
-                            (room, s, sender, kind, "body %d 'x\"\\" % s, "c%d" % s, "1732500000.%03d" % s))
+                            (room, s, sender, kind, bodies[s] if bodies else "body %d 'x\"\\" % s, "c%d" % s,
+                             "1732500000.%03d" % s))
     finally:
         conn.close()
 
@@ -121,6 +123,27 @@ def test_history_pages(link):
                     "seq_read": 0, "online": False, "last_seen": 0, "members_ver": 0,
                     "recipients_cached": False}, m[1]
     assert link.history(0, 5)["error"].startswith("bad_request:")
+
+
+def test_history_bodies_of_every_length_come_back_whole(link):
+    # the relay-worker fetches a page's columns into slots sized from the
+    # page's longest values, and refetches a value longer than its cap (64 KiB)
+    u = uid()
+    room = link.create_room(u, [uid()])["id"]
+    lengths = [0, 1, 63, 64, 65, 100, 4097, 65535, 65536, 70000, 64, 2]
+    bodies = {}
+    for i, n in enumerate(lengths):
+        text = "%d:" % n + "\u00e9\u2713x" * n
+        bodies[i + 1] = text.encode()[:n].decode("utf-8", "ignore")
+    insert_messages(room, bodies.keys(), u, bodies=bodies)
+    wait_until(lambda: replica_has(room, len(lengths)), what="%d rows on the replica" % len(lengths))
+    r = link.history(room, len(lengths) + 1, 50)
+    assert r["error"] == "", r["error"]
+    got = [(m["seq"], m["body"], m["cid"]) for m in r["messages"]]
+    want = [(s, bodies[s], "c%d" % s) for s in sorted(bodies, reverse=True)]
+    assert [g[0] for g in got] == [w[0] for w in want]
+    for g, w in zip(got, want):
+        assert g == w, "seq %d: %d bytes back for %d" % (w[0], len(g[1].encode()), len(w[1].encode()))
 
 
 def test_history_reads_the_primary_when_the_replica_lags(link):
