@@ -24,6 +24,11 @@
  * MC_DB_LAG_STALE check periods the first read measures before it reads,
  * as every read did before: an idle relay-worker sends nothing.
  *
+ * Every router publishes its servers' verdicts (up, down, lagging, and
+ * when each replica's lag was measured) after each job and each
+ * measurement; the main loop's history reads (history_loop.c) follow them,
+ * and hand a page to these threads whenever they are not fresh.
+ *
  * Jobs are independent: two threads may run two requests of one worker at
  * the same time; the transactions' row locks order what must be ordered.
  * On shutdown the threads finish their current job; queued jobs are
@@ -74,6 +79,26 @@ static uint64_t db_ok, db_failed, db_unavailable, db_busy;
 static int db_health_known;
 static mc_db_health_t db_health;
 
+/* Counts an answer by its error (NULL or "" for none); db_lock held. */
+static void db_count_locked(const char *error)
+{
+    if (error == NULL || error[0] == '\0') {
+        db_ok++;
+    } else if (strncmp(error, "unavailable", 11) == 0) {
+        db_unavailable++;
+    } else {
+        db_failed++;
+    }
+}
+
+/* Keeps the servers as q's router found them (the verdicts the main loop's
+ * history reads follow, db_jobs_verdicts); db_lock held. */
+static void db_publish_locked(const mc_db_health_t *h)
+{
+    db_health = *h;
+    db_health_known = 1;
+}
+
 /* Counts the answer of a request that ran on a DB thread (q; NULL: it was
  * answered without running, counted elsewhere or not at all) by its error
  * (NULL or "" for none), and keeps the servers as q's router found them. */
@@ -86,20 +111,48 @@ static void db_count(dbq_t *q, const char *error)
     }
     mc_db_health(q->db, &h);
     pthread_mutex_lock(&db_lock);
-    if (error == NULL || error[0] == '\0') {
-        db_ok++;
-    } else if (strncmp(error, "unavailable", 11) == 0) {
-        db_unavailable++;
-    } else {
-        db_failed++;
-    }
-    db_health = h;
-    db_health_known = 1;
+    db_count_locked(error);
+    db_publish_locked(&h);
     pthread_mutex_unlock(&db_lock);
 }
 
-/* Sends a packed result frame to the connection that asked. */
-static void db_send(uint64_t conn_id, const Minichat__LocalFrame *f)
+/* Publishes q's router's verdicts after a lag measurement between jobs. */
+static void db_publish(dbq_t *q)
+{
+    mc_db_health_t h;
+
+    mc_db_health(q->db, &h);
+    pthread_mutex_lock(&db_lock);
+    db_publish_locked(&h);
+    pthread_mutex_unlock(&db_lock);
+}
+
+void db_jobs_count(const char *error)
+{
+    pthread_mutex_lock(&db_lock);
+    db_count_locked(error);
+    pthread_mutex_unlock(&db_lock);
+}
+
+int db_jobs_verdicts(mc_db_health_t *h)
+{
+    int known;
+
+    pthread_mutex_lock(&db_lock);
+    known = db_health_known;
+    if (known) {
+        *h = db_health;
+    }
+    pthread_mutex_unlock(&db_lock);
+    return known;
+}
+
+int db_jobs_recent_writes(void)
+{
+    return db_ryw != NULL && mc_db_ryw_recent(db_ryw, 0, mc_now_ms());
+}
+
+void db_jobs_send(uint64_t conn_id, const Minichat__LocalFrame *f)
 {
     uint8_t *buf;
     size_t len;
@@ -137,7 +190,7 @@ static void db_send(uint64_t conn_id, const Minichat__LocalFrame *f)
         db_count(q, e);                                                                                                \
         f.body_case = MINICHAT__LOCAL_FRAME__BODY_##RES;                                                               \
         f.rfield = &r;                                                                                                 \
-        db_send(conn_id, &f);                                                                                          \
+        db_jobs_send(conn_id, &f);                                                                                          \
         break;                                                                                                         \
     }
 
@@ -247,6 +300,7 @@ static void *db_loop(void *arg)
     mysql_thread_init();
     if (db_cfg.lag_between) {
         mc_db_lag_refresh(t->q.db);
+        db_publish(&t->q);
     }
     pthread_mutex_lock(&db_lock);
     while (!db_stopping) {
@@ -267,6 +321,7 @@ static void *db_loop(void *arg)
         db_job_free(j);
         if (db_cfg.lag_between) {
             mc_db_lag_refresh(t->q.db);
+            db_publish(&t->q);
         }
         pthread_mutex_lock(&db_lock);
     }

@@ -146,7 +146,7 @@ static int metrics_db(mc_buf_t *b)
     static const char *const results[] = {"ok", "failed", "unavailable", "busy"};
     mc_prom_label_t l;
     db_jobs_stats_t st;
-    uint64_t v[4];
+    uint64_t v[4], hl[2];
     char name[24];
     size_t i;
 
@@ -164,6 +164,19 @@ static int metrics_db(mc_buf_t *b)
         l.name = "result";
         l.value = results[i];
         if (mc_prom_sample(b, "minichat_relay_db_requests_total", &l, 1, (double)v[i]) != 0) {
+            return -1;
+        }
+    }
+    hloop_stats(&hl[0], &hl[1]);
+    if (mc_prom_family(b, "minichat_relay_history_loop_pages_total", "counter",
+                       "History pages taken by the main loop (history_on_loop): answered there, or handed to the DB "
+                       "threads") != 0) {
+        return -1;
+    }
+    for (i = 0; i < 2; i++) {
+        l.name = "result";
+        l.value = i == 0 ? "answered" : "handed";
+        if (mc_prom_sample(b, "minichat_relay_history_loop_pages_total", &l, 1, (double)hl[i]) != 0) {
             return -1;
         }
     }
