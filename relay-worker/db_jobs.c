@@ -27,7 +27,11 @@
  * Every router publishes its servers' verdicts (up, down, lagging, and
  * when each replica's lag was measured) after each job and each
  * measurement; the main loop's history reads (history_loop.c) follow them,
- * and hand a page to these threads whenever they are not fresh.
+ * and hand a page to these threads whenever they are not fresh.  While the
+ * loop reads pages, it queues a measurement job (db_jobs_refresh: no
+ * request, at most one waiting) once a verdict is a check period old, so
+ * that a steady stream of pages on the loop keeps the verdicts fresh without
+ * a page waiting for a measurement.
  *
  * Jobs are independent: two threads may run two requests of one worker at
  * the same time; the transactions' row locks order what must be ordered.
@@ -68,6 +72,7 @@ static pthread_mutex_t db_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t db_cond = PTHREAD_COND_INITIALIZER;
 static db_job_t *db_head, *db_tail;
 static size_t db_njobs;
+static int db_refresh_queued;   /* a measurement job (req NULL, db_jobs_refresh) waits in the queue */
 static int db_stopping;
 static int db_nthreads;
 static db_thread_t db_threads[DB_THREADS_MAX];
@@ -285,8 +290,35 @@ void db_jobs_submit(uint64_t conn_id, Minichat__LocalFrame *req)
 
 static void db_job_free(db_job_t *j)
 {
-    minichat__local_frame__free_unpacked(j->req, NULL);
+    if (j->req != NULL) {
+        minichat__local_frame__free_unpacked(j->req, NULL);
+    }
     free(j);
+}
+
+void db_jobs_refresh(void)
+{
+    db_job_t *j;
+
+    if (db_nthreads == 0 || !db_cfg.lag_between) {
+        return;
+    }
+    pthread_mutex_lock(&db_lock);
+    if (db_refresh_queued || db_stopping || db_njobs >= db_conf->db_queue_max
+        || (j = calloc(1, sizeof(*j))) == NULL) {
+        pthread_mutex_unlock(&db_lock);
+        return;
+    }
+    db_refresh_queued = 1;
+    if (db_tail) {
+        db_tail->next = j;
+    } else {
+        db_head = j;
+    }
+    db_tail = j;
+    db_njobs++;
+    pthread_mutex_unlock(&db_lock);
+    pthread_cond_signal(&db_cond);
 }
 
 /* A DB thread: takes jobs in turn; measures the replicas' lag (when due)
@@ -314,6 +346,15 @@ static void *db_loop(void *arg)
             db_tail = NULL;
         }
         db_njobs--;
+        if (j->req == NULL) {
+            db_refresh_queued = 0;
+            pthread_mutex_unlock(&db_lock);
+            mc_db_lag_refresh(t->q.db); /* the main loop's verdicts are getting old */
+            db_publish(&t->q);
+            db_job_free(j);
+            pthread_mutex_lock(&db_lock);
+            continue;
+        }
         pthread_mutex_unlock(&db_lock);
         t0 = mc_now_us();
         db_answer(&t->q, j->conn_id, j->req, NULL);
@@ -436,11 +477,16 @@ void db_jobs_stop(void)
     db_nthreads = 0;
     while ((j = db_head) != NULL) {
         db_head = j->next;
+        if (j->req == NULL) {
+            db_job_free(j); /* a measurement nobody waits for */
+            continue;
+        }
         db_answer(NULL, j->conn_id, j->req, "unavailable: shutting down");
         db_job_free(j);
     }
     db_tail = NULL;
     db_njobs = 0;
+    db_refresh_queued = 0;
     mc_db_ryw_free(db_ryw);
     db_ryw = NULL;
 }

@@ -27,8 +27,10 @@
  *    connection is closed, tried again after HLOOP_RETRY_MS, and its page
  *    (and those waiting for it) handed over;
  *  - a request that is no plain page (bad, or nothing below seq 1).
- * So a stale verdict costs a page one trip to a DB thread, which measures
- * the lag (as a read after a quiet spell does) and publishes it.
+ * While pages come, a verdict a check period old makes the loop queue a
+ * measurement for a DB thread (db_jobs_refresh), so a steady stream keeps
+ * the verdicts fresh; after a quiet spell the first page finds a stale one
+ * and goes to a DB thread, which measures and publishes.
  *
  * Connects start when a page finds a usable replica without a connection
  * (that page goes to a DB thread); an idle connection whose socket becomes
@@ -435,7 +437,7 @@ int hloop_submit(uint64_t conn_id, Minichat__LocalFrame *f)
     uint32_t limit;
     int64_t now;
     size_t i;
-    int k, busy = 0;
+    int k, busy = 0, refresh = 0;
 
     if (!hloop_on || f->body_case != MINICHAT__LOCAL_FRAME__BODY_HISTORY || f->history == NULL
         || q_history_limit(f->history, &limit) != NULL || mc_history_want(f->history->before, limit) == 0
@@ -450,6 +452,9 @@ int hloop_submit(uint64_t conn_id, Minichat__LocalFrame *f)
         if (!hloop_usable(&h, i, now)) {
             continue;
         }
+        if (hloop_max_lag_ms > 0 && now - h.checked_ms[i] >= hloop_check_ms) {
+            refresh = 1;
+        }
         if (c->state == HC_DOWN) {
             if (now >= c->retry_ms) {
                 hloop_connect(c, now);
@@ -459,6 +464,9 @@ int hloop_submit(uint64_t conn_id, Minichat__LocalFrame *f)
         } else if (c->cur != NULL) {
             busy = 1;
         }
+    }
+    if (refresh) {
+        db_jobs_refresh(); /* a verdict a check period old: measured again before it goes stale */
     }
     k = mc_db_route_pick(&hloop_route, now);
     if (k < 0 && !busy) {

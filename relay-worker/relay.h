@@ -358,6 +358,9 @@ void db_jobs_count(const char *error);
 /* Copies the servers' verdicts the DB threads' routers published last into
  * *h.  Returns 1, or 0 when none has published yet (*h untouched). */
 int db_jobs_verdicts(mc_db_health_t *h);
+/* Queues a lag measurement for a DB thread, which publishes its verdicts
+ * after it (at most one waits; nothing without lag checks). */
+void db_jobs_refresh(void);
 /* Returns 1 while the read-your-writes table sends every read to the
  * primary (it is full: see db_ryw.h), else 0. */
 int db_jobs_recent_writes(void);
