@@ -195,7 +195,7 @@ void db_jobs_send(uint64_t conn_id, const Minichat__LocalFrame *f)
         db_count(q, e);                                                                                                \
         f.body_case = MINICHAT__LOCAL_FRAME__BODY_##RES;                                                               \
         f.rfield = &r;                                                                                                 \
-        db_jobs_send(conn_id, &f);                                                                                          \
+        db_jobs_send(conn_id, &f);                                                                                     \
         break;                                                                                                         \
     }
 

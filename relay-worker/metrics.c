@@ -183,7 +183,9 @@ static int metrics_db(mc_buf_t *b)
     if (mc_prom_single(b, "minichat_relay_db_queue_requests", "gauge", "Database requests waiting for a DB thread",
                        (double)st.queued) != 0
         || metrics_hist(b, "minichat_relay_db_request_duration_seconds",
-                        "A database request's run on its DB thread, retries included", &relay_hists.db_request)
+                        "A database request's run on its DB thread, retries included (a history page on the main "
+                        "loop: taken to answered)",
+                        &relay_hists.db_request)
                != 0
         || mc_prom_family(b, "minichat_relay_db_server_up", "gauge",
                           "1 when the last request's router had a connection to the server (absent: none ran yet)")

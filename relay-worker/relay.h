@@ -18,7 +18,8 @@
  *    local delivery), db_jobs.c (the DB threads and their queue) running
  *    queries_rooms.c, queries_lists.c, queries_history.c (the SQL, over the
  *    toolkit in queries.c) and consumer_lag.c (has the roomlist-consumer
- *    caught up?);
+ *    caught up?), and history_loop.c (a history page's replica read on the
+ *    main loop, non-blocking, handing the DB threads what is not simple);
  *  - worker_users.c: which users each worker holds connections of, and
  *    whether a chat message is for one of them (worker_link.c asks it);
  *  - worker_link.c: the unix-socket server for the node's nginx workers
@@ -398,7 +399,8 @@ typedef struct {
     mc_hist_t peer_batch;     /* messages per Deliver call */
     mc_hist_t peer_call;      /* a Deliver call's duration, us */
     mc_hist_t kafka_produce;  /* produce to successful delivery report, us */
-    mc_hist_t db_request;     /* a database request's run on its thread, us */
+    mc_hist_t db_request;     /* a database request's run on its thread, us (a history page on the
+                               * main loop: taken to answered) */
 } relay_hists_t;
 extern relay_hists_t relay_hists;
 void relay_metrics_init(void);
