@@ -15,7 +15,8 @@
 # 10,000,000 by default, PAGES 700).  Prints per run the load average,
 # history_load's line for all pages, and the CPU µs per page of the nginx
 # workers, Redis, relay-worker a's main thread and its other threads (the DB
-# threads do the work there) and the replica (/proc, whole run).  At the end
+# threads do the work there) and the replica (/proc, whole run), and the
+# context switches per page of each (every thread's, /proc/.../status).  At the end
 # relay-worker a runs build/bin/relay-worker again.  A measurement tool: it
 # asserts nothing.
 set -u
@@ -70,19 +71,34 @@ cpu_ticks() {
         | awk '{t[$1] += $2} END {for (g in t) print g, t[g]}' | sort
 }
 
+# switches < "group path" lines: "group n" per group, the context switches
+# (voluntary and not: each is a wake-up or a preemption) of every thread of a
+# listed process, or of the listed thread
+switches() {
+    while read -r g p; do
+        case $p in
+        */task/*) cat "${p%/stat}/status" ;;
+        *) cat "${p%/stat}"/task/*/status ;;
+        esac 2>/dev/null | awk -v g="$g" '/ctxt_switches/ {n += $2} END {print g, n + 0}'
+    done | awk '{t[$1] += $2} END {for (g in t) print g, t[g]}' | sort
+}
+
 for r in $(seq "$rounds"); do
     for b in "$3" "$4"; do
         relay_restart "$b"
         list=$(pids)
         c0=$(cpu_ticks <<< "$list")
+        s0=$(switches <<< "$list")
         out=$("$top/build/bin/history_load" --port "$port" --secret-file "$top/conf/dev-jwt-secret" --user "$user" \
             --room "$room" --befores "$((depth + 1)),$((depth / 2)),$((pages * 50 + 1))" --pages "$pages" \
             --limit 50 | grep 'depth=all')
         c1=$(cpu_ticks <<< "$list")
+        s1=$(switches <<< "$list")
         n=$(sed 's/.* pages=\([0-9]*\).*/\1/' <<< "$out")
         cpu=$(join <(echo "$c0") <(echo "$c1") \
             | awk -v n="$n" -v hz="$(getconf CLK_TCK)" '{printf "%s=%.0f ", $1, ($3 - $2) * 1e6 / hz / n}')
-        echo "round $r [$b] load $(cut -d' ' -f1 /proc/loadavg): $out cpu_us_per_page: $cpu"
+        cs=$(join <(echo "$s0") <(echo "$s1") | awk -v n="$n" '{printf "%s=%.2f ", $1, ($3 - $2) / n}')
+        echo "round $r [$b] load $(cut -d' ' -f1 /proc/loadavg): $out cpu_us_per_page: $cpu switches_per_page: $cs"
     done
 done
 relay_restart "$top/build/bin/relay-worker"

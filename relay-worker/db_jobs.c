@@ -24,6 +24,15 @@
  * MC_DB_LAG_STALE check periods the first read measures before it reads,
  * as every read did before: an idle relay-worker sends nothing.
  *
+ * Every router publishes its servers' verdicts (up, down, lagging, and
+ * when each replica's lag was measured) after each job and each
+ * measurement; the main loop's history reads (history_loop.c) follow them,
+ * and hand a page to these threads whenever they are not fresh.  While the
+ * loop reads pages, it queues a measurement job (db_jobs_refresh: no
+ * request, at most one waiting) once a verdict is a check period old, so
+ * that a steady stream of pages on the loop keeps the verdicts fresh without
+ * a page waiting for a measurement.
+ *
  * Jobs are independent: two threads may run two requests of one worker at
  * the same time; the transactions' row locks order what must be ordered.
  * On shutdown the threads finish their current job; queued jobs are
@@ -63,6 +72,7 @@ static pthread_mutex_t db_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t db_cond = PTHREAD_COND_INITIALIZER;
 static db_job_t *db_head, *db_tail;
 static size_t db_njobs;
+static int db_refresh_queued;   /* a measurement job (req NULL, db_jobs_refresh) waits in the queue */
 static int db_stopping;
 static int db_nthreads;
 static db_thread_t db_threads[DB_THREADS_MAX];
@@ -73,6 +83,26 @@ static mc_db_config_t db_cfg;   /* relay_conf.db with db_ryw */
 static uint64_t db_ok, db_failed, db_unavailable, db_busy;
 static int db_health_known;
 static mc_db_health_t db_health;
+
+/* Counts an answer by its error (NULL or "" for none); db_lock held. */
+static void db_count_locked(const char *error)
+{
+    if (error == NULL || error[0] == '\0') {
+        db_ok++;
+    } else if (strncmp(error, "unavailable", 11) == 0) {
+        db_unavailable++;
+    } else {
+        db_failed++;
+    }
+}
+
+/* Keeps the servers as q's router found them (the verdicts the main loop's
+ * history reads follow, db_jobs_verdicts); db_lock held. */
+static void db_publish_locked(const mc_db_health_t *h)
+{
+    db_health = *h;
+    db_health_known = 1;
+}
 
 /* Counts the answer of a request that ran on a DB thread (q; NULL: it was
  * answered without running, counted elsewhere or not at all) by its error
@@ -86,20 +116,48 @@ static void db_count(dbq_t *q, const char *error)
     }
     mc_db_health(q->db, &h);
     pthread_mutex_lock(&db_lock);
-    if (error == NULL || error[0] == '\0') {
-        db_ok++;
-    } else if (strncmp(error, "unavailable", 11) == 0) {
-        db_unavailable++;
-    } else {
-        db_failed++;
-    }
-    db_health = h;
-    db_health_known = 1;
+    db_count_locked(error);
+    db_publish_locked(&h);
     pthread_mutex_unlock(&db_lock);
 }
 
-/* Sends a packed result frame to the connection that asked. */
-static void db_send(uint64_t conn_id, const Minichat__LocalFrame *f)
+/* Publishes q's router's verdicts after a lag measurement between jobs. */
+static void db_publish(dbq_t *q)
+{
+    mc_db_health_t h;
+
+    mc_db_health(q->db, &h);
+    pthread_mutex_lock(&db_lock);
+    db_publish_locked(&h);
+    pthread_mutex_unlock(&db_lock);
+}
+
+void db_jobs_count(const char *error)
+{
+    pthread_mutex_lock(&db_lock);
+    db_count_locked(error);
+    pthread_mutex_unlock(&db_lock);
+}
+
+int db_jobs_verdicts(mc_db_health_t *h)
+{
+    int known;
+
+    pthread_mutex_lock(&db_lock);
+    known = db_health_known;
+    if (known) {
+        *h = db_health;
+    }
+    pthread_mutex_unlock(&db_lock);
+    return known;
+}
+
+int db_jobs_recent_writes(void)
+{
+    return db_ryw != NULL && mc_db_ryw_recent(db_ryw, 0, mc_now_ms());
+}
+
+void db_jobs_send(uint64_t conn_id, const Minichat__LocalFrame *f)
 {
     uint8_t *buf;
     size_t len;
@@ -137,7 +195,7 @@ static void db_send(uint64_t conn_id, const Minichat__LocalFrame *f)
         db_count(q, e);                                                                                                \
         f.body_case = MINICHAT__LOCAL_FRAME__BODY_##RES;                                                               \
         f.rfield = &r;                                                                                                 \
-        db_send(conn_id, &f);                                                                                          \
+        db_jobs_send(conn_id, &f);                                                                                     \
         break;                                                                                                         \
     }
 
@@ -232,8 +290,35 @@ void db_jobs_submit(uint64_t conn_id, Minichat__LocalFrame *req)
 
 static void db_job_free(db_job_t *j)
 {
-    minichat__local_frame__free_unpacked(j->req, NULL);
+    if (j->req != NULL) {
+        minichat__local_frame__free_unpacked(j->req, NULL);
+    }
     free(j);
+}
+
+void db_jobs_refresh(void)
+{
+    db_job_t *j;
+
+    if (db_nthreads == 0 || !db_cfg.lag_between) {
+        return;
+    }
+    pthread_mutex_lock(&db_lock);
+    if (db_refresh_queued || db_stopping || db_njobs >= db_conf->db_queue_max
+        || (j = calloc(1, sizeof(*j))) == NULL) {
+        pthread_mutex_unlock(&db_lock);
+        return;
+    }
+    db_refresh_queued = 1;
+    if (db_tail) {
+        db_tail->next = j;
+    } else {
+        db_head = j;
+    }
+    db_tail = j;
+    db_njobs++;
+    pthread_mutex_unlock(&db_lock);
+    pthread_cond_signal(&db_cond);
 }
 
 /* A DB thread: takes jobs in turn; measures the replicas' lag (when due)
@@ -247,6 +332,7 @@ static void *db_loop(void *arg)
     mysql_thread_init();
     if (db_cfg.lag_between) {
         mc_db_lag_refresh(t->q.db);
+        db_publish(&t->q);
     }
     pthread_mutex_lock(&db_lock);
     while (!db_stopping) {
@@ -260,6 +346,15 @@ static void *db_loop(void *arg)
             db_tail = NULL;
         }
         db_njobs--;
+        if (j->req == NULL) {
+            db_refresh_queued = 0;
+            pthread_mutex_unlock(&db_lock);
+            mc_db_lag_refresh(t->q.db); /* the main loop's verdicts are getting old */
+            db_publish(&t->q);
+            db_job_free(j);
+            pthread_mutex_lock(&db_lock);
+            continue;
+        }
         pthread_mutex_unlock(&db_lock);
         t0 = mc_now_us();
         db_answer(&t->q, j->conn_id, j->req, NULL);
@@ -267,6 +362,7 @@ static void *db_loop(void *arg)
         db_job_free(j);
         if (db_cfg.lag_between) {
             mc_db_lag_refresh(t->q.db);
+            db_publish(&t->q);
         }
         pthread_mutex_lock(&db_lock);
     }
@@ -381,11 +477,16 @@ void db_jobs_stop(void)
     db_nthreads = 0;
     while ((j = db_head) != NULL) {
         db_head = j->next;
+        if (j->req == NULL) {
+            db_job_free(j); /* a measurement nobody waits for */
+            continue;
+        }
         db_answer(NULL, j->conn_id, j->req, "unavailable: shutting down");
         db_job_free(j);
     }
     db_tail = NULL;
     db_njobs = 0;
+    db_refresh_queued = 0;
     mc_db_ryw_free(db_ryw);
     db_ryw = NULL;
 }

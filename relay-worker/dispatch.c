@@ -280,7 +280,9 @@ int dispatch_frame(const link_from_t *from, Minichat__LocalFrame *f)
     int borrowed;
 
     if (db_jobs_accepts((int)f->body_case)) {
-        db_jobs_submit(from->id, f);
+        if (hloop_submit(from->id, f) != 0) {
+            db_jobs_submit(from->id, f);
+        }
         return 0;
     }
     switch (f->body_case) {

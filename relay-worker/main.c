@@ -60,7 +60,7 @@ static const char *const main_keys[] = {
     MC_DB_CONF_KEYS, "log_level", "log_file",
     "local_outbuf_max_mb", "peer_queue_max", "peer_queue_max_mb", "peer_batch_kb", "peer_timeout_ms", "peer_stream",
     "peer_max_age_ms", "order_first_hold_ms", "order_gap_ms", "order_idle_ms", "order_max_held", "order_max_rooms", "order_max_ahead",
-    "db_threads", "db_queue_max", "kafka_consumer_group", "rebuild_wait_ms", "publish_max_age_ms", "fanout",
+    "db_threads", "db_queue_max", "history_on_loop", "history_on_loop_max", "kafka_consumer_group", "rebuild_wait_ms", "publish_max_age_ms", "fanout",
     "http_listen", NULL};
 
 int relay_epoll_fd(void)
@@ -102,7 +102,8 @@ static void usage(FILE *out)
             "      peer_stream (on|off; on), publish_max_age_ms (1000), fanout (admitted|durable; admitted),\n"
             "      order_first_hold_ms (500), order_gap_ms (2000), order_idle_ms (600000),\n"
             "      order_max_held (10000), order_max_rooms (1000000), order_max_ahead (10000),\n"
-            "      db_threads (2), db_queue_max (10000), kafka_consumer_group (minichat-roomlist),\n"
+            "      db_threads (2), db_queue_max (10000), history_on_loop (on|off; on),\n"
+            "      history_on_loop_max (4), kafka_consumer_group (minichat-roomlist),\n"
             "      rebuild_wait_ms (5000), http_listen (ADDRESS:PORT of /metrics, /status and\n"
             "      /ready; off)\n");
 }
@@ -161,7 +162,7 @@ static void conf_peers(mc_conf_t *c, relay_conf_t *rc)
 static int conf_read(mc_conf_t *c, relay_conf_t *rc, mc_db_conf_t *dc)
 {
     const char *lvl = mc_conf_get(c, "log_level", "info");
-    long long outbuf, qmax, qmb, batch_kb, first_hold, gap, idle, held, rooms, ahead, db_threads, db_queue;
+    long long outbuf, qmax, qmb, batch_kb, first_hold, gap, idle, held, rooms, ahead, db_threads, db_queue, hloop_max;
     const char *fanout, *stream;
 
     memset(rc, 0, sizeof(*rc));
@@ -235,6 +236,8 @@ static int conf_read(mc_conf_t *c, relay_conf_t *rc, mc_db_conf_t *dc)
     mc_conf_int(c, "order_max_ahead", 10000, 100, 1000000000, &ahead);
     mc_conf_int(c, "db_threads", 2, 1, 16, &db_threads);
     mc_conf_int(c, "db_queue_max", 10000, 1, 10000000, &db_queue);
+    mc_conf_int(c, "history_on_loop_max", 4, 1, 64, &hloop_max);
+    mc_conf_flag(c, "history_on_loop", 1, &rc->history_on_loop);
     mc_conf_int(c, "rebuild_wait_ms", 5000, 0, 600000, &rc->rebuild_wait_ms);
     fanout = mc_conf_get(c, "fanout", "admitted");
     if (strcmp(fanout, "durable") == 0) {
@@ -250,6 +253,7 @@ static int conf_read(mc_conf_t *c, relay_conf_t *rc, mc_db_conf_t *dc)
     rc->order.max_ahead = (uint64_t)ahead;
     rc->db_threads = (int)db_threads;
     rc->db_queue_max = (size_t)db_queue;
+    rc->history_on_loop_max = (int)hloop_max;
     rc->local_outbuf_max = (size_t)outbuf << 20;
     rc->peer_queue_max = (size_t)qmax;
     rc->peer_queue_bytes = (size_t)qmb << 20;
@@ -412,6 +416,8 @@ static void dispatch(const struct epoll_event *evs, int n)
             mc_http_run(main_http, 0);
         } else if (kafka_is_event(evs[i].data.ptr)) {
             kafka_on_event();
+        } else if (hloop_is_event(evs[i].data.ptr)) {
+            hloop_on_event(evs[i].data.ptr, evs[i].events);
         } else {
             link_on_event(evs[i].data.ptr, evs[i].events);
         }
@@ -471,6 +477,7 @@ static void main_loop(void)
         }
         dispatch(evs, n);
         now = mc_now_ms();
+        hloop_tick((int64_t)now);
         if (main_http != NULL && now >= next_http) {
             next_http = now + 1000;
             mc_http_run(main_http, 0); /* closes idle clients */
@@ -507,6 +514,7 @@ static void drain(int ms)
         order_tick(now);
         n = epoll_wait(main_epfd, evs, MAIN_EVENTS, 10);
         dispatch(evs, n);
+        hloop_tick((int64_t)mc_now_ms());
     }
 }
 
@@ -577,7 +585,7 @@ int main(int argc, char **argv)
         || db_check_start(&relay_conf) != 0 || order_init(&relay_conf.order) != 0 || kafka_init(&relay_conf) != 0
         || dispatch_init() != 0 || rpc_start(relay_conf.grpc_listen) != 0
         || peers_init(relay_conf.peers, relay_conf.node) != 0
-        || db_jobs_start(&relay_conf) != 0 || link_listen(relay_conf.unix_socket, &handler) != 0
+        || db_jobs_start(&relay_conf) != 0 || hloop_start_loop(&relay_conf) != 0 || link_listen(relay_conf.unix_socket, &handler) != 0
         || http_start() != 0) {
         goto stop;
     }
@@ -594,6 +602,7 @@ stop:
     rpc_server_shutdown();
     peers_shutdown();
     rpc_stop();
+    hloop_stop();
     db_jobs_stop();
     link_close_all();
     order_close();

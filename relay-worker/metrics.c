@@ -146,7 +146,7 @@ static int metrics_db(mc_buf_t *b)
     static const char *const results[] = {"ok", "failed", "unavailable", "busy"};
     mc_prom_label_t l;
     db_jobs_stats_t st;
-    uint64_t v[4];
+    uint64_t v[4], hl[2];
     char name[24];
     size_t i;
 
@@ -167,10 +167,25 @@ static int metrics_db(mc_buf_t *b)
             return -1;
         }
     }
+    hloop_stats(&hl[0], &hl[1]);
+    if (mc_prom_family(b, "minichat_relay_history_loop_pages_total", "counter",
+                       "History pages taken by the main loop (history_on_loop): answered there, or handed to the DB "
+                       "threads") != 0) {
+        return -1;
+    }
+    for (i = 0; i < 2; i++) {
+        l.name = "result";
+        l.value = i == 0 ? "answered" : "handed";
+        if (mc_prom_sample(b, "minichat_relay_history_loop_pages_total", &l, 1, (double)hl[i]) != 0) {
+            return -1;
+        }
+    }
     if (mc_prom_single(b, "minichat_relay_db_queue_requests", "gauge", "Database requests waiting for a DB thread",
                        (double)st.queued) != 0
         || metrics_hist(b, "minichat_relay_db_request_duration_seconds",
-                        "A database request's run on its DB thread, retries included", &relay_hists.db_request)
+                        "A database request's run on its DB thread, retries included (a history page on the main "
+                        "loop: taken to answered)",
+                        &relay_hists.db_request)
                != 0
         || mc_prom_family(b, "minichat_relay_db_server_up", "gauge",
                           "1 when the last request's router had a connection to the server (absent: none ran yet)")

@@ -119,6 +119,20 @@ const char *q_ban(dbq_t *q, const Minichat__BanRequest *req, Minichat__BanResult
 
 /* --- queries_history.c --- */
 const char *q_history(dbq_t *q, const Minichat__HistoryRequest *req, Minichat__HistoryResult *res);
+/* A page's statement: ? room, before, limit.  created_at as it is (UTC
+ * text: the session's zone is UTC), turned into ms by the relay-worker: the
+ * DECIMAL arithmetic of UNIX_TIMESTAMP() * 1000 per row was about an eighth
+ * of the replica's CPU for a page (sqltime.h). */
+#define Q_HISTORY_SQL                                                                                                  \
+    "SELECT seq, sender_id, client_msg_id, body, created_at, kind FROM messages"                                       \
+    " WHERE room_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?"
+/* Checks a request and sets *limit (the default, clamped).  Returns NULL or
+ * the bad_request error to answer. */
+const char *q_history_limit(const Minichat__HistoryRequest *req, uint32_t *limit);
+/* Turns a page's rows (Q_HISTORY_SQL's, freed here) into res from q's arena
+ * and sets *complete (no hole).  Returns 0, or -1 when out of memory. */
+int q_history_rows(dbq_t *q, const Minichat__HistoryRequest *req, uint32_t limit, mc_db_rows_t *r,
+                   Minichat__HistoryResult *res, int *complete);
 
 /* --- consumer_lag.c: has the roomlist-consumer caught up? --- */
 consumer_lag_t *consumer_lag_new(const char *brokers, const mc_kafka_sec_t *sec, const char *group, const char *topic);

@@ -15,6 +15,12 @@
  * it has).  A hole still there (a message that never reached MySQL) is
  * answered as it is.
  *
+ * The first replica read of a page may also run on the main loop
+ * (history_loop.c, history_on_loop): it takes the statement (Q_HISTORY_SQL)
+ * and the row mapping (q_history_rows) from here, and hands every page that
+ * is not complete from the replica to a DB thread, which runs q_history
+ * from the start.
+ *
  * The answer travels in one LocalFrame, which nginx takes up to MC_FRAME_MAX:
  * a page of very long bodies is cut short (still newest first, still
  * contiguous); the caller pages on from its oldest seq.
@@ -40,24 +46,27 @@
 static int history_page(dbq_t *q, mc_db_role_t role, const Minichat__HistoryRequest *req, uint32_t limit,
                         Minichat__HistoryResult *res, int *complete)
 {
-    Minichat__ChatMessage *m;
     mc_db_rows_t *r;
-    char **row;
-    const unsigned long *len;
-    uint64_t *seqs;
-    size_t n, i, bytes = 0;
 
-    /* created_at as it is (UTC text: the session's zone is UTC), turned into
-     * ms here: the DECIMAL arithmetic of UNIX_TIMESTAMP() * 1000 per row was
-     * about an eighth of the replica's CPU for a page (sqltime.h) */
-    dbq_sql(q, "SELECT seq, sender_id, client_msg_id, body, created_at, kind FROM messages"
-               " WHERE room_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?");
+    dbq_sql(q, Q_HISTORY_SQL);
     dbq_arg_u64(q, req->room);
     dbq_arg_u64(q, req->before);
     dbq_arg_u64(q, limit);
     if ((r = dbq_select(q, role)) == NULL) {
         return -1;
     }
+    return q_history_rows(q, req, limit, r, res, complete);
+}
+
+int q_history_rows(dbq_t *q, const Minichat__HistoryRequest *req, uint32_t limit, mc_db_rows_t *r,
+                   Minichat__HistoryResult *res, int *complete)
+{
+    Minichat__ChatMessage *m;
+    char **row;
+    const unsigned long *len;
+    uint64_t *seqs;
+    size_t n, i, bytes = 0;
+
     n = mc_db_rows_count(r);
     seqs = dbq_alloc(q, (n + 1) * sizeof(uint64_t));
     res->messages = dbq_alloc(q, (n + 1) * sizeof(Minichat__ChatMessage *));
@@ -97,16 +106,26 @@ oom:
     return -1;
 }
 
-const char *q_history(dbq_t *q, const Minichat__HistoryRequest *req, Minichat__HistoryResult *res)
+const char *q_history_limit(const Minichat__HistoryRequest *req, uint32_t *limit)
 {
-    uint32_t limit = req->limit ? req->limit : HISTORY_LIMIT_DEFAULT;
-    int complete = 0;
-
+    *limit = req->limit ? req->limit : HISTORY_LIMIT_DEFAULT;
     if (req->room == 0 || req->before == 0) {
         return "bad_request: history needs a room and before > 0";
     }
-    if (limit > HISTORY_LIMIT_MAX) {
-        limit = HISTORY_LIMIT_MAX;
+    if (*limit > HISTORY_LIMIT_MAX) {
+        *limit = HISTORY_LIMIT_MAX;
+    }
+    return NULL;
+}
+
+const char *q_history(dbq_t *q, const Minichat__HistoryRequest *req, Minichat__HistoryResult *res)
+{
+    uint32_t limit;
+    int complete = 0;
+    const char *e;
+
+    if ((e = q_history_limit(req, &limit)) != NULL) {
+        return e;
     }
     if (mc_history_want(req->before, limit) == 0) {
         return NULL; /* nothing below seq 1 */

@@ -18,7 +18,8 @@
  *    local delivery), db_jobs.c (the DB threads and their queue) running
  *    queries_rooms.c, queries_lists.c, queries_history.c (the SQL, over the
  *    toolkit in queries.c) and consumer_lag.c (has the roomlist-consumer
- *    caught up?);
+ *    caught up?), and history_loop.c (a history page's replica read on the
+ *    main loop, non-blocking, handing the DB threads what is not simple);
  *  - worker_users.c: which users each worker holds connections of, and
  *    whether a chat message is for one of them (worker_link.c asks it);
  *  - worker_link.c: the unix-socket server for the node's nginx workers
@@ -37,7 +38,9 @@
  *  - cq: grpc_completion_queue_next() on the one completion queue shared by
  *    the server and every peer channel; each tag is a relay_tag_t whose
  *    callback runs on this thread;
- *  - db (db_threads of them): the blocking MySQL work (db_jobs.c).
+ *  - db (db_threads of them): the blocking MySQL work (db_jobs.c); with
+ *    history_on_loop, a history page's replica read runs on the main
+ *    loop instead (history_loop.c, non-blocking libmariadb).
  * Shared state is small and each piece has one lock: the local connections
  * and their output buffers (worker_link.c), each peer's queue and call (grpc_peer.c),
  * the DB job queue (db_jobs.c).  Only the main thread frees a local connection;
@@ -117,6 +120,8 @@ typedef struct {
                                 * admitted (0, the default): at once, beside Kafka (dispatch.c) */
     mc_reorder_conf_t order;   /* per-room ordering of local delivery (order.c) */
     int db_threads;            /* threads running database requests */
+    int history_on_loop;       /* history_on_loop = on (1): a page's replica read may run on the main loop */
+    int history_on_loop_max;   /* at most this many pages on the loop at once; the rest go to the DB threads */
     size_t db_queue_max;       /* database requests waiting before more are refused */
     const char *kafka_consumer_group; /* the roomlist-consumer's group: a room state waits for it */
     long long rebuild_wait_ms; /* how long a room state waits for that group; 0: no wait */
@@ -346,6 +351,20 @@ int db_jobs_accepts(int body_case);
  * "unavailable: ..." error when the queue is full) goes to conn_id. */
 void db_jobs_submit(uint64_t conn_id, Minichat__LocalFrame *req);
 void db_jobs_stop(void);
+/* Packs a result frame and sends it to the connection that asked (any thread). */
+void db_jobs_send(uint64_t conn_id, const Minichat__LocalFrame *f);
+/* Counts a database request answered off the DB threads by its error (NULL
+ * or "": ok), as the threads count theirs. */
+void db_jobs_count(const char *error);
+/* Copies the servers' verdicts the DB threads' routers published last into
+ * *h.  Returns 1, or 0 when none has published yet (*h untouched). */
+int db_jobs_verdicts(mc_db_health_t *h);
+/* Queues a lag measurement for a DB thread, which publishes its verdicts
+ * after it (at most one waits; nothing without lag checks). */
+void db_jobs_refresh(void);
+/* Returns 1 while the read-your-writes table sends every read to the
+ * primary (it is full: see db_ryw.h), else 0. */
+int db_jobs_recent_writes(void);
 typedef struct {
     int threads;              /* 0: no database configured */
     uint64_t queued;          /* requests waiting now */
@@ -357,13 +376,31 @@ typedef struct {
 /* The queue and what the requests found (any thread). */
 void db_jobs_stats(db_jobs_stats_t *st);
 
+/* history_loop.c: history pages read on the main loop (history_on_loop) */
+/* Sets the loop's replica connections up (none opened yet).  Returns 0 or -1. */
+int hloop_start_loop(const relay_conf_t *conf);
+/* Takes a history request (ownership of f) to read it on the loop.
+ * Returns 0, or -1 when the DB threads must have it (f untouched). */
+int hloop_submit(uint64_t conn_id, Minichat__LocalFrame *f);
+/* Returns 1 when an epoll event's data.ptr is one of the loop's connections. */
+int hloop_is_event(const void *ptr);
+void hloop_on_event(void *ptr, uint32_t events);
+/* Closes connections that waited past their deadline (every loop round). */
+void hloop_tick(int64_t now_ms);
+/* Hands pages in progress to the DB threads and closes the connections
+ * (before db_jobs_stop). */
+void hloop_stop(void);
+/* Pages answered on the loop, and pages it handed to the DB threads. */
+void hloop_stats(uint64_t *answered, uint64_t *handed);
+
 /* metrics.c: the /metrics page (docs/metrics.md) and the histograms the
  * other files observe into (any thread) */
 typedef struct {
     mc_hist_t peer_batch;     /* messages per Deliver call */
     mc_hist_t peer_call;      /* a Deliver call's duration, us */
     mc_hist_t kafka_produce;  /* produce to successful delivery report, us */
-    mc_hist_t db_request;     /* a database request's run on its thread, us */
+    mc_hist_t db_request;     /* a database request's run on its thread, us (a history page on the
+                               * main loop: taken to answered) */
 } relay_hists_t;
 extern relay_hists_t relay_hists;
 void relay_metrics_init(void);

@@ -10,8 +10,9 @@
  * thread never waits for a free one; a shared pool would only pay off with
  * more threads than connections, which blocking threads never want.
  *
- * Every connection is opened the same way, in mc_db_open(), the one place
- * that sets connection options: connect, read and write timeouts so that a
+ * Every connection is opened the same way, from mc_db_handle(), the one
+ * place that sets connection options (also for the non-blocking replica
+ * connections a caller owns itself, mc_db_replica_connect_start): connect, read and write timeouts so that a
  * dead server costs seconds, not minutes; MYSQL_OPT_RECONNECT off, because
  * a silent reconnect in the middle of a transaction would lose the
  * transaction's first half without telling anyone (and its prepared
@@ -61,6 +62,10 @@
 #define MC_DB_RW_TIMEOUT 30           /* seconds, per read or write on the socket */
 #define MC_DB_IDLE_PING 30            /* seconds of idleness before a ping */
 #define MC_DB_REPLICA_RETRY_MS 5000   /* between connect attempts to a down replica */
+/* the stack of a non-blocking connection's calls (libmariadb runs them on a
+ * stack of their own; its default is too small for the TLS handshake and
+ * the authentication plugins) */
+#define MC_DB_NONBLOCK_STACK (256 * 1024)
 
 typedef struct {
     char *host;          /* host name or address, or NULL for a unix socket */
@@ -288,9 +293,10 @@ static void mc_db_close(mc_db_server_t *s)
     }
 }
 
-/* Returns a new connection to the server with the router's options, or NULL
- * after logging why.  The one place that sets connection options. */
-static MYSQL *mc_db_open(mc_db_t *db, mc_db_server_t *s)
+/* Returns a new handle for server s with the router's options, not yet
+ * connected, or NULL after logging why.  The one place that sets connection
+ * options (for mc_db_open and mc_db_replica_connect_start). */
+static MYSQL *mc_db_handle(mc_db_t *db, mc_db_server_t *s)
 {
     MYSQL *m;
     unsigned int connect_timeout = MC_DB_CONNECT_TIMEOUT;
@@ -315,7 +321,19 @@ static MYSQL *mc_db_open(mc_db_t *db, mc_db_server_t *s)
         mysql_close(m);
         return NULL;
     }
+    return m;
+}
 
+/* Returns a new connection to the server with the router's options, or NULL
+ * after logging why. */
+static MYSQL *mc_db_open(mc_db_t *db, mc_db_server_t *s)
+{
+    MYSQL *m;
+
+    m = mc_db_handle(db, s);
+    if (m == NULL) {
+        return NULL;
+    }
     if (mysql_real_connect(m, s->host, db->user, db->password, db->database, s->port, s->socket, 0) == NULL) {
         db->connect_errno = mysql_errno(m);
         s->health = MC_DB_DOWN;
@@ -332,6 +350,43 @@ static MYSQL *mc_db_open(mc_db_t *db, mc_db_server_t *s)
             s->host != NULL ? s->host : s->socket, s->port, db->user, mysql_get_server_info(m),
             mysql_get_ssl_cipher(m) != NULL ? mysql_get_ssl_cipher(m) : "off");
     return m;
+}
+
+size_t mc_db_replica_count(const mc_db_t *db)
+{
+    return db->route.n;
+}
+
+const char *mc_db_replica_name(const mc_db_t *db, int i)
+{
+    return db->replica[i].name;
+}
+
+int mc_db_replica_connect_start(mc_db_t *db, int i, MYSQL **out)
+{
+    mc_db_server_t *s = &db->replica[i];
+    size_t stack = MC_DB_NONBLOCK_STACK;
+    MYSQL *m, *ret = NULL;
+    int status;
+
+    *out = NULL;
+    m = mc_db_handle(db, s);
+    if (m == NULL) {
+        return -1;
+    }
+    if (mysql_options(m, MYSQL_OPT_NONBLOCK, &stack) != 0) {
+        mc_error("db: MYSQL_OPT_NONBLOCK refused for %s", s->name);
+        mysql_close(m);
+        return -1;
+    }
+    status = mysql_real_connect_start(&ret, m, s->host, db->user, db->password, db->database, s->port, s->socket, 0);
+    if (status == 0 && ret == NULL) {
+        mc_error("db: cannot connect to %s (non-blocking): %s (%u)", s->name, mysql_error(m), mysql_errno(m));
+        mysql_close(m);
+        return -1;
+    }
+    *out = m;
+    return status;
 }
 
 /* Returns the server's live connection, connecting or pinging as needed, or
@@ -540,6 +595,7 @@ void mc_db_health(const mc_db_t *db, mc_db_health_t *out)
     out->primary = db->primary.health;
     out->replicas = db->route.n;
     for (i = 0; i < db->route.n; i++) {
+        out->checked_ms[i] = db->route.r[i].checked_ms;
         out->replica[i] = db->route.r[i].down_until_ms > now ? MC_DB_DOWN
                           : db->route.r[i].lagging          ? MC_DB_LAGGING
                                                             : db->replica[i].health;

@@ -71,13 +71,10 @@ static void exec_oom(mc_db_status_t *st)
     snprintf(st->msg, sizeof(st->msg), "out of memory");
 }
 
-/* Binds the arguments and executes the statement.  Returns 0, or -1 with st set. */
-static int exec_run(MYSQL_STMT *stmt, const mc_db_arg_t *args, size_t nargs, mc_db_status_t *st)
+int mc_db_stmt_bind(MYSQL_STMT *stmt, const mc_db_arg_t *args, size_t nargs, MYSQL_BIND *b, unsigned long *lens,
+                    mc_db_status_t *st)
 {
-    MYSQL_BIND *b;
-    unsigned long *lens;
     size_t i;
-    int rc;
 
     if (mysql_stmt_param_count(stmt) != nargs) {
         st->err = CR_PARAMS_NOT_BOUND;
@@ -86,21 +83,11 @@ static int exec_run(MYSQL_STMT *stmt, const mc_db_arg_t *args, size_t nargs, mc_
         return -1;
     }
     if (nargs == 0) {
-        if (mysql_stmt_execute(stmt) != 0) {
-            exec_error(st, stmt);
-            return -1;
-        }
         return 0;
     }
-    b = calloc(nargs, sizeof(*b));
-    lens = calloc(nargs, sizeof(*lens));
-    if (b == NULL || lens == NULL) {
-        free(b);
-        free(lens);
-        exec_oom(st);
-        return -1;
-    }
+    memset(b, 0, nargs * sizeof(*b));
     for (i = 0; i < nargs; i++) {
+        lens[i] = 0;
         switch (args[i].type) {
         case MC_DB_ARG_U64:
             b[i].buffer_type = MYSQL_TYPE_LONGLONG;
@@ -120,17 +107,37 @@ static int exec_run(MYSQL_STMT *stmt, const mc_db_arg_t *args, size_t nargs, mc_
             break;
         }
     }
-    /* libmariadb copies what it needs when the statement is executed */
-    rc = mysql_stmt_bind_param(stmt, b);
-    if (rc == 0) {
-        rc = mysql_stmt_execute(stmt);
-    }
-    if (rc != 0) {
+    if (mysql_stmt_bind_param(stmt, b) != 0) {
         exec_error(st, stmt);
+        return -1;
+    }
+    return 0;
+}
+
+/* Binds the arguments and executes the statement.  Returns 0, or -1 with st set. */
+static int exec_run(MYSQL_STMT *stmt, const mc_db_arg_t *args, size_t nargs, mc_db_status_t *st)
+{
+    MYSQL_BIND *b;
+    unsigned long *lens;
+    int rc;
+
+    b = calloc(nargs + 1, sizeof(*b));
+    lens = calloc(nargs + 1, sizeof(*lens));
+    if (b == NULL || lens == NULL) {
+        free(b);
+        free(lens);
+        exec_oom(st);
+        return -1;
+    }
+    /* libmariadb copies what it needs when the statement is executed */
+    rc = mc_db_stmt_bind(stmt, args, nargs, b, lens, st);
+    if (rc == 0 && mysql_stmt_execute(stmt) != 0) {
+        exec_error(st, stmt);
+        rc = -1;
     }
     free(b);
     free(lens);
-    return rc != 0 ? -1 : 0;
+    return rc;
 }
 
 /* Writes n digits of v, zero-padded, at p.  Returns p + n. */
@@ -241,28 +248,39 @@ static unsigned long exec_slot_size(unsigned long max)
 /* Stores the statement's result set in a new *out.  Returns 0, or -1 with st set. */
 static int exec_fetch(MYSQL_STMT *stmt, mc_db_rows_t **out, mc_db_status_t *st)
 {
+    my_bool on = 1;
+
+    *out = NULL;
+    /* the longest value of each column, computed by the store (libmariadb's
+     * own fields: mysql_stmt_result_metadata would copy them every time) */
+    if (mysql_stmt_attr_set(stmt, STMT_ATTR_UPDATE_MAX_LENGTH, &on) != 0 || mysql_stmt_store_result(stmt) != 0) {
+        exec_error(st, stmt);
+        mysql_stmt_free_result(stmt);
+        return -1;
+    }
+    return mc_db_stmt_rows(stmt, out, st);
+}
+
+int mc_db_stmt_rows(MYSQL_STMT *stmt, mc_db_rows_t **out, mc_db_status_t *st)
+{
     mc_db_rows_t *r;
     MYSQL_BIND *rb = NULL;
     char *slots = NULL, **slot = NULL;
     unsigned long *lens = NULL, *size = NULL;
-    my_bool *nulls = NULL, *errs = NULL, on = 1;
+    my_bool *nulls = NULL, *errs = NULL;
     MYSQL_TIME *times = NULL;
     exec_cell_t *cells = NULL;
     size_t total = 0, rowbytes = 0, nrows, c, k;
     int rc = -1, f;
 
+    *out = NULL;
     r = calloc(1, sizeof(*r));
     if (r == NULL) {
+        mysql_stmt_free_result(stmt);
         exec_oom(st);
         return -1;
     }
     r->ncols = mysql_stmt_field_count(stmt);
-    /* the longest value of each column, computed by the store (libmariadb's
-     * own fields: mysql_stmt_result_metadata would copy them every time) */
-    if (mysql_stmt_attr_set(stmt, STMT_ATTR_UPDATE_MAX_LENGTH, &on) != 0 || mysql_stmt_store_result(stmt) != 0) {
-        exec_error(st, stmt);
-        goto done;
-    }
     nrows = (size_t)mysql_stmt_num_rows(stmt);
     if (r->ncols > 0) {
         rb = calloc(r->ncols, sizeof(*rb));

@@ -36,6 +36,8 @@ RELAY_LINES = [
     ("kafka_ssl_ca = {dir}/missing-ca.pem", 'kafka_ssl_ca: cannot open "{dir}/missing-ca.pem": No such file or directory'),
     ("log_level = loud", 'log_level "loud" is not debug, info, warn or error'),
     ("order_gap_ms = 2000", None),
+    ("history_on_loop = sometimes", 'history_on_loop "sometimes" must be on or off'),
+    ("history_on_loop_max = 0", 'history_on_loop_max "0" must be a number in [1, 64]'),
     ("http_listen = 127.0.0.1:99999", 'http_listen: "127.0.0.1:99999": the port must be 1..65535'),
 ]
 

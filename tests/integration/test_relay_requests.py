@@ -4,7 +4,10 @@ creation, room state, history pages (and the replica fallback), room-list
 cursor pages, room info, invites (a direct room becomes a new group room),
 leaves, contacts, and events to the node's workers and the other node."""
 
+import os
 import random
+import re
+import urllib.request
 
 import pytest
 
@@ -156,6 +159,36 @@ def test_history_reads_the_primary_when_the_replica_lags(link):
     assert [m["seq"] for m in r["messages"]] == [5, 4, 3, 2, 1], r
     r = link.history(room, 4, 2)                        # the replica's page is whole: it answers
     assert [m["seq"] for m in r["messages"]] == [3, 2], r
+
+
+def loop_pages(node="a"):
+    """relay-worker NODE's minichat_relay_history_loop_pages_total by result."""
+    run = os.environ.get("MINICHAT_RUN", os.path.join(os.path.dirname(__file__), "..", "..", ".run"))
+    with open(os.path.join(run, "relay-" + node, "relay-worker.conf")) as f:
+        listen = [ln.split("=", 1)[1].strip() for ln in f if ln.startswith("http_listen")][-1]
+    with urllib.request.urlopen("http://%s/metrics" % listen, timeout=5) as r:
+        text = r.read().decode()
+    return {m.group(1): int(float(m.group(2))) for m in
+            re.finditer(r'^minichat_relay_history_loop_pages_total\{result="(\w+)"\} (\S+)$', text, re.M)}
+
+
+def test_history_pages_are_read_on_the_main_loop(link):
+    # history_on_loop (on by default): once the DB threads' routers have a
+    # fresh verdict on the replica and the loop's connection is up, a page the
+    # replica has whole is read on the main loop; the answer is the same
+    u = uid()
+    room = link.create_room(u, [uid()])["id"]
+    insert_messages(room, range(1, 6), u)
+    wait_until(lambda: replica_has(room, 5), what="5 rows on the replica")
+    before = loop_pages()["answered"]
+
+    def page_on_loop():
+        r = link.history(room, 6, 3)
+        assert r["error"] == "" and [m["seq"] for m in r["messages"]] == [5, 4, 3], r
+        assert r["messages"][0]["body"] == "body 5 'x\"\\" and r["messages"][0]["ts"] == 1732500000005, r
+        return loop_pages()["answered"] > before
+
+    wait_until(page_on_loop, what="a page answered on the relay-worker's main loop")
 
 
 # --- room list -----------------------------------------------------------------

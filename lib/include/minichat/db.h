@@ -103,11 +103,25 @@ typedef struct {
     mc_db_health_state_t primary;
     size_t replicas;
     mc_db_health_state_t replica[MC_DB_REPLICAS_MAX];
+    int64_t checked_ms[MC_DB_REPLICAS_MAX]; /* its last lag measurement (mc_now_ms; 0: never) */
 } mc_db_health_t;
 /* A picture of the router's servers (on the router's own thread: copy it
  * out for others). */
 void mc_db_health(const mc_db_t *db, mc_db_health_t *out);
 const char *mc_db_health_name(mc_db_health_state_t s);
+
+/* The replicas, for a caller that runs reads on its own non-blocking
+ * connections (the relay-worker's main loop) and takes the router's
+ * verdicts from mc_db_health(). */
+size_t mc_db_replica_count(const mc_db_t *db);
+/* "replica N", for the log. */
+const char *mc_db_replica_name(const mc_db_t *db, int i);
+/* Starts a non-blocking connect (MYSQL_OPT_NONBLOCK) to replica i with the
+ * router's options, setting *out to the handle.  Returns what
+ * mysql_real_connect_start returned (0: connected, else the MYSQL_WAIT_*
+ * flags to wait for before mysql_real_connect_cont), or -1 after a log
+ * line (*out NULL). */
+int mc_db_replica_connect_start(mc_db_t *db, int i, MYSQL **out);
 
 /* --- db_exec.c: prepared statements with typed parameters --- */
 
@@ -135,6 +149,16 @@ int mc_db_exec(mc_db_t *db, mc_db_role_t role, uint64_t user, const char *sql, s
  * logged as "<what> failed".  Returns 0 (st->affected) or -1. */
 int mc_db_write(mc_db_t *db, const char *what, const char *sql, size_t len, const mc_db_args_t *args,
                 mc_db_status_t *st);
+
+/* For a caller that runs a statement itself (non-blocking): binds args to
+ * stmt through the caller's b and lens (nargs each; they must live until the
+ * statement was executed).  Returns 0, or -1 with st set. */
+int mc_db_stmt_bind(MYSQL_STMT *stmt, const mc_db_arg_t *args, size_t nargs, MYSQL_BIND *b, unsigned long *lens,
+                    mc_db_status_t *st);
+/* Turns a result the caller stored (mysql_stmt_store_result, with
+ * STMT_ATTR_UPDATE_MAX_LENGTH set before it) into a new *out, as mc_db_exec
+ * does, and frees the statement's result.  Returns 0, or -1 with st set. */
+int mc_db_stmt_rows(MYSQL_STMT *stmt, mc_db_rows_t **out, mc_db_status_t *st);
 
 size_t mc_db_rows_count(const mc_db_rows_t *r);
 /* Returns the next row (columns as strings, NULL for SQL NULL) or NULL at the end. */
