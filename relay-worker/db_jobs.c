@@ -250,6 +250,21 @@ int db_jobs_accepts(int body_case)
     }
 }
 
+/* Appends j to the queue, whose lock the caller holds, releases the lock
+ * and wakes a DB thread. */
+static void db_enqueue_unlock(db_job_t *j)
+{
+    if (db_tail) {
+        db_tail->next = j;
+    } else {
+        db_head = j;
+    }
+    db_tail = j;
+    db_njobs++;
+    pthread_mutex_unlock(&db_lock);
+    pthread_cond_signal(&db_cond); /* after the unlock: the woken thread does not wait for the lock */
+}
+
 void db_jobs_submit(uint64_t conn_id, Minichat__LocalFrame *req)
 {
     db_job_t *j;
@@ -277,15 +292,7 @@ void db_jobs_submit(uint64_t conn_id, Minichat__LocalFrame *req)
     }
     j->conn_id = conn_id;
     j->req = req;
-    if (db_tail) {
-        db_tail->next = j;
-    } else {
-        db_head = j;
-    }
-    db_tail = j;
-    db_njobs++;
-    pthread_mutex_unlock(&db_lock);
-    pthread_cond_signal(&db_cond); /* after the unlock: the woken thread does not wait for the lock */
+    db_enqueue_unlock(j);
 }
 
 static void db_job_free(db_job_t *j)
@@ -310,15 +317,7 @@ void db_jobs_refresh(void)
         return;
     }
     db_refresh_queued = 1;
-    if (db_tail) {
-        db_tail->next = j;
-    } else {
-        db_head = j;
-    }
-    db_tail = j;
-    db_njobs++;
-    pthread_mutex_unlock(&db_lock);
-    pthread_cond_signal(&db_cond);
+    db_enqueue_unlock(j);
 }
 
 /* A DB thread: takes jobs in turn; measures the replicas' lag (when due)
