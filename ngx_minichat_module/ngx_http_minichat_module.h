@@ -675,6 +675,8 @@ void ngx_http_minichat_registry_init(void);
 void ngx_http_minichat_registry_add(ngx_http_minichat_ws_t *ws);
 void ngx_http_minichat_registry_remove(ngx_http_minichat_ws_t *ws);
 ngx_uint_t ngx_http_minichat_registry_count(uint64_t user);
+/* 1 when conn is user's only open connection on this worker */
+ngx_uint_t ngx_http_minichat_registry_alone(uint64_t user, uint64_t conn);
 ngx_int_t ngx_http_minichat_registry_users(mc_buf_t *out);
 
 /* ngx_http_minichat_users.c: the users this worker tells its relay-worker

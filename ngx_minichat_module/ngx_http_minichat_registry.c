@@ -116,6 +116,30 @@ ngx_http_minichat_registry_count(uint64_t user)
 }
 
 
+ngx_uint_t
+ngx_http_minichat_registry_alone(uint64_t user, uint64_t conn)
+{
+    ngx_queue_t             *bucket, *q;
+    ngx_http_minichat_ws_t  *ws;
+    ngx_uint_t               found = 0;
+
+    bucket = &ngx_http_minichat_users[user % NGX_HTTP_MINICHAT_USER_BUCKETS];
+
+    for (q = ngx_queue_head(bucket); q != ngx_queue_sentinel(bucket); q = ngx_queue_next(q)) {
+        ws = ngx_queue_data(q, ngx_http_minichat_ws_t, by_user);
+        if (ws->user != user || ws->closed) {
+            continue;
+        }
+        if (ws->id != conn) {
+            return 0;
+        }
+        found = 1;
+    }
+
+    return found;
+}
+
+
 size_t
 ngx_http_minichat_msg_json_len(Minichat__ChatMessage *m)
 {

@@ -310,6 +310,11 @@ ngx_http_minichat_admitted(redisReply *reply, ngx_int_t rc, void *data)
     m.origin_conn = a->origin_conn;
     m.persist_only = (status == 2);
     m.admitted_at = a->admitted;
+    /* the sending connection is the sender's only one here: this worker
+     * needs no msg back for the sender.  Asked now, after the seq was
+     * assigned: a connection of the sender's that opens later sends its
+     * session script after that, so a resume after its hello replays it */
+    m.origin_alone = a->origin_conn != 0 && ngx_http_minichat_registry_alone(a->sender, a->origin_conn);
     m.kind = a->system ? "system" : "";
 
     f.body_case = MINICHAT__LOCAL_FRAME__BODY_PUBLISH;

@@ -261,6 +261,8 @@ long rpc_deliver(const uint8_t *p, size_t n, const char *caller)
         lm.room = msg->room;
         lm.ver = msg->members_ver;
         lm.n_rcpt = msg->n_recipients;
+        lm.alone_link = 0; /* origin_alone speaks of a worker of the peer's node */
+        lm.alone_user = 0;
         order_push(msg->seq, &lm, msg->persist_only);
         free((void *)lm.msg);
     }

@@ -234,7 +234,7 @@ int relay_metrics_text(mc_buf_t *out)
             {"minichat_relay_worker_refused_total", "counter",
              "Connections to the unix socket refused by their credentials (allowed_peers)", (double)refused},
             {"minichat_relay_worker_deliver_skipped_total", "counter",
-             "Chat messages not written to an nginx worker that holds none of their recipients", (double)skipped},
+             "Chat messages not written to an nginx worker with no recipient of theirs (the lone sender aside)", (double)skipped},
         };
         const mc_prom_single_t kafka[] = {
             {"minichat_relay_kafka_up", "gauge",

@@ -157,6 +157,11 @@ typedef struct {
     const uint8_t *msg;
     size_t len;
     size_t rcpt_off;
+    /* the worker connection that published it when the sender has no other
+     * connection there (ChatMessage.origin_alone), else 0: that worker
+     * needs it only for recipients other than alone_user */
+    uint64_t alone_link;
+    uint64_t alone_user;
 } link_msg_t;
 
 /* worker_users.c: the users one worker connection announced (under
@@ -168,9 +173,10 @@ typedef struct {
 /* Applies a LocalFrame.users.  Returns 0, or -1 when out of memory (the
  * set is then dropped: not known until the next full set). */
 int link_users_apply(link_users_t *u, const Minichat__UserSet *us);
-/* Returns 1 when the worker should get m: its set is not known, or holds
- * one of m's recipients; else 0. */
-int link_users_wants(const link_users_t *u, const link_msg_t *m);
+/* Returns 1 when the worker on link connection link_id should get m: its
+ * set is not known, or holds one of m's recipients (other than the sender
+ * when m came from that connection with the sender alone there); else 0. */
+int link_users_wants(const link_users_t *u, const link_msg_t *m, uint64_t link_id);
 void link_users_free(link_users_t *u);
 
 typedef struct {

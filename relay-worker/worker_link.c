@@ -335,7 +335,7 @@ void link_deliver(const link_msg_t *msgs, size_t n)
         }
         mc_buf_reset(&link_scratch);
         for (j = 0; j < n; j++) {
-            if (!link_users_wants(&c->users, &msgs[j])) {
+            if (!link_users_wants(&c->users, &msgs[j], c->id)) {
                 link_skipped++;
                 continue; /* no recipient there: its mirror and its table stay as they are */
             }

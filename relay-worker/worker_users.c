@@ -33,14 +33,16 @@ static int users_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
     return -1;
 }
 
-int link_users_wants(const link_users_t *u, const link_msg_t *m)
+int link_users_wants(const link_users_t *u, const link_msg_t *m, uint64_t link_id)
 {
     const uint8_t *p = m->msg + m->rcpt_off, *end = m->msg + m->len, *run;
-    uint64_t key, len, id;
+    uint64_t key, len, id, skip;
 
     if (!u->known) {
         return 1;
     }
+    /* the sender's only connection there sent it: it gets an ack, not a msg */
+    skip = m->alone_link != 0 && m->alone_link == link_id ? m->alone_user : 0;
     while (p < end) {
         if (users_varint(&p, end, &key) != 0) {
             return 1; /* not what msg_pack() writes: let the worker judge it */
@@ -54,12 +56,12 @@ int link_users_wants(const link_users_t *u, const link_msg_t *m)
                 if (users_varint(&p, run, &id) != 0) {
                     return 1;
                 }
-                if (mc_uset_has(&u->set, id)) {
+                if ((skip == 0 || id != skip) && mc_uset_has(&u->set, id)) {
                     return 1;
                 }
             }
         } else if (key == (7 << 3 | 0)) { /* recipients, one id */
-            if (users_varint(&p, end, &id) != 0 || mc_uset_has(&u->set, id)) {
+            if (users_varint(&p, end, &id) != 0 || ((skip == 0 || id != skip) && mc_uset_has(&u->set, id))) {
                 return 1;
             }
         } else {

@@ -59,10 +59,10 @@ START_TEST(test_never_announced_wants_all)
     link_msg_t m = pack(r, 2, &buf);
 
     memset(&u, 0, sizeof(u));
-    ck_assert_int_eq(link_users_wants(&u, &m), 1);
+    ck_assert_int_eq(link_users_wants(&u, &m, 5), 1);
     /* changes before any full set are ignored: still everything */
     apply(&u, 0, (uint64_t[]){99}, 1, NULL, 0, 0);
-    ck_assert_int_eq(link_users_wants(&u, &m), 1);
+    ck_assert_int_eq(link_users_wants(&u, &m, 5), 1);
     free(buf);
     link_users_free(&u);
 }
@@ -77,31 +77,60 @@ START_TEST(test_set_decides)
 
     memset(&u, 0, sizeof(u));
     apply(&u, 1, NULL, 0, NULL, 0, 0); /* an empty set */
-    ck_assert_int_eq(link_users_wants(&u, &m), 0);
-    ck_assert_int_eq(link_users_wants(&u, &none), 0);
+    ck_assert_int_eq(link_users_wants(&u, &m, 5), 0);
+    ck_assert_int_eq(link_users_wants(&u, &none, 5), 0);
 
     apply(&u, 0, (uint64_t[]){7, 1ULL << 62}, 2, NULL, 0, 0);
-    ck_assert_int_eq(link_users_wants(&u, &m), 1);   /* the last recipient */
+    ck_assert_int_eq(link_users_wants(&u, &m, 5), 1);   /* the last recipient */
     apply(&u, 0, NULL, 0, (uint64_t[]){1ULL << 62}, 1, 0);
-    ck_assert_int_eq(link_users_wants(&u, &m), 0);
+    ck_assert_int_eq(link_users_wants(&u, &m, 5), 0);
     apply(&u, 0, (uint64_t[]){300}, 1, NULL, 0, 0);
-    ck_assert_int_eq(link_users_wants(&u, &m), 1);
+    ck_assert_int_eq(link_users_wants(&u, &m, 5), 1);
 
     /* a full set replaces the old one */
     apply(&u, 1, (uint64_t[]){7}, 1, NULL, 0, 0);
-    ck_assert_int_eq(link_users_wants(&u, &m), 0);
+    ck_assert_int_eq(link_users_wants(&u, &m, 5), 0);
     apply(&u, 1, (uint64_t[]){42}, 1, NULL, 0, 0);
-    ck_assert_int_eq(link_users_wants(&u, &m), 1);
+    ck_assert_int_eq(link_users_wants(&u, &m, 5), 1);
 
     /* all: everything, and changes ignored until the next full set */
     apply(&u, 1, NULL, 0, NULL, 0, 0);
     apply(&u, 0, NULL, 0, NULL, 0, 1);
-    ck_assert_int_eq(link_users_wants(&u, &m), 1);
-    ck_assert_int_eq(link_users_wants(&u, &none), 1);
+    ck_assert_int_eq(link_users_wants(&u, &m, 5), 1);
+    ck_assert_int_eq(link_users_wants(&u, &none, 5), 1);
     apply(&u, 0, NULL, 0, (uint64_t[]){42}, 1, 0);
-    ck_assert_int_eq(link_users_wants(&u, &m), 1);
+    ck_assert_int_eq(link_users_wants(&u, &m, 5), 1);
     free(buf);
     free(none_buf);
+    link_users_free(&u);
+}
+END_TEST
+
+/* A message its sender's only connection on a worker published: that
+ * worker gets it only for its other recipients; other workers as before. */
+START_TEST(test_sender_alone_on_its_worker)
+{
+    link_users_t u;
+    uint64_t r[] = {42, 300};
+    uint8_t *buf, *one_buf;
+    link_msg_t m = pack(r, 2, &buf), one = pack((uint64_t[]){42}, 1, &one_buf);
+
+    memset(&u, 0, sizeof(u));
+    apply(&u, 1, (uint64_t[]){42}, 1, NULL, 0, 0); /* the worker holds the sender only */
+    m.alone_link = 5;
+    m.alone_user = 42;
+    one.alone_link = 5;
+    one.alone_user = 42;
+    ck_assert_int_eq(link_users_wants(&u, &m, 5), 0);   /* its origin: the sender has the ack */
+    ck_assert_int_eq(link_users_wants(&u, &one, 5), 0);
+    ck_assert_int_eq(link_users_wants(&u, &m, 6), 1);   /* another worker with the sender: another device */
+    apply(&u, 0, (uint64_t[]){300}, 1, NULL, 0, 0);
+    ck_assert_int_eq(link_users_wants(&u, &m, 5), 1);   /* another recipient there */
+    m.alone_link = 0;
+    apply(&u, 1, (uint64_t[]){42}, 1, NULL, 0, 0);
+    ck_assert_int_eq(link_users_wants(&u, &m, 5), 1);   /* not alone: as before */
+    free(buf);
+    free(one_buf);
     link_users_free(&u);
 }
 END_TEST
@@ -127,22 +156,22 @@ START_TEST(test_odd_tails)
 
     m.msg = unpacked;
     m.len = sizeof(unpacked);
-    ck_assert_int_eq(link_users_wants(&u, &m), 1);
+    ck_assert_int_eq(link_users_wants(&u, &m, 5), 1);
     apply(&u, 1, (uint64_t[]){43}, 1, NULL, 0, 0);
-    ck_assert_int_eq(link_users_wants(&u, &m), 0);
+    ck_assert_int_eq(link_users_wants(&u, &m, 5), 0);
 
     m.msg = cut_varint;
     m.len = sizeof(cut_varint);
-    ck_assert_int_eq(link_users_wants(&u, &m), 1);
+    ck_assert_int_eq(link_users_wants(&u, &m, 5), 1);
     m.msg = long_len;
     m.len = sizeof(long_len);
-    ck_assert_int_eq(link_users_wants(&u, &m), 1);
+    ck_assert_int_eq(link_users_wants(&u, &m, 5), 1);
     m.msg = other;
     m.len = sizeof(other);
-    ck_assert_int_eq(link_users_wants(&u, &m), 1);
+    ck_assert_int_eq(link_users_wants(&u, &m, 5), 1);
     m.msg = endless;
     m.len = sizeof(endless);
-    ck_assert_int_eq(link_users_wants(&u, &m), 1);
+    ck_assert_int_eq(link_users_wants(&u, &m, 5), 1);
     link_users_free(&u);
 }
 END_TEST
@@ -155,6 +184,7 @@ static Suite *worker_users_suite(void)
     tcase_add_test(tc, test_never_announced_wants_all);
     tcase_add_test(tc, test_set_decides);
     tcase_add_test(tc, test_odd_tails);
+    tcase_add_test(tc, test_sender_alone_on_its_worker);
     suite_add_tcase(s, tc);
     return s;
 }
