@@ -379,6 +379,22 @@ class KeyNginx(OwnNginx):
         return text
 
 
+def ban_get(port, user, key, timeout=15):
+    """GET /server/users/<user>/ban on an nginx of the test's own with `key`,
+    again while it answers 503 (a fresh worker's Redis, a cluster's slot map
+    above all, comes a moment after nginx starts); (status, body)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        conn = http_connection(port)
+        conn.request("GET", "/server/users/%d/ban" % user, headers={"Authorization": "Bearer " + key})
+        resp = conn.getresponse()
+        status, body = resp.status, resp.read()
+        conn.close()
+        if status != 503 or time.monotonic() > deadline:
+            return status, body
+        time.sleep(0.1)
+
+
 def test_several_keys_at_once_for_a_rotation():
     old, new = "old-key-" + "o" * 24, "new-key-" + "n" * 24
     path = key_file(RUN, "# rotation: both until the backend moved\n%s\n  %s  \r\n" % (old, new))
@@ -386,18 +402,10 @@ def test_several_keys_at_once_for_a_rotation():
     try:
         user = uid()
         for key in (old, new):
-            conn = http_connection(n.port)
-            conn.request("GET", "/server/users/%d/ban" % user, headers={"Authorization": "Bearer " + key})
-            resp = conn.getresponse()
-            assert resp.status == 200, (key, resp.status, resp.read())
-            resp.read()
-            conn.close()
-        conn = http_connection(n.port)
-        conn.request("GET", "/server/users/%d/ban" % user, headers={"Authorization": "Bearer " + old + "x"})
-        resp = conn.getresponse()
-        assert resp.status == 401
-        resp.read()
-        conn.close()
+            status, body = ban_get(n.port, user, key)
+            assert status == 200, (key, status, body)
+        status, body = ban_get(n.port, user, old + "x")
+        assert status == 401, (status, body)
     finally:
         bad = n.stop()
     assert not bad, bad
