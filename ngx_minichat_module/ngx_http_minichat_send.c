@@ -393,30 +393,24 @@ ngx_http_minichat_op_send(ngx_http_minichat_req_t *rq, const mc_op_t *op)
     s->cid_len = op->cid_len;
     ngx_memcpy(s->cid, op->cid, s->cid_len);
 
-    s->limit = 0;
-    if (ngx_http_minichat_conf()->redis_seeds == NULL && ngx_http_minichat_redis_ready()) {
-        /* one Redis holds the sender's keys and the room's: the check rides
-         * in send.lua's call (send_limited.lua), one round trip */
-        s->limit = 1;
-        if (ngx_http_minichat_send_admit(s) != NGX_OK) {
-            ngx_free(s);
+    /* one Redis holds the sender's keys and the room's: the check rides in
+     * send.lua's call (send_limited.lua), one round trip */
+    s->limit = ngx_http_minichat_conf()->redis_seeds == NULL && ngx_http_minichat_redis_ready();
+
+    if (!s->limit) {
+        rc = ngx_http_minichat_limit_user(ws->user, NGX_HTTP_MINICHAT_LIMIT_MESSAGES, ngx_http_minichat_send_limited,
+                                          s);
+        if (rc == NGX_OK) {
+            ws->pending++;
             return NGX_OK;
         }
-        ws->pending++;
-        return NGX_OK;
+        if (rc == NGX_ERROR) {
+            ngx_free(s);
+            return ngx_http_minichat_req_error(rq, "unavailable", "storage unavailable; retry");
+        }
+        /* Redis is down and the policy is open: send.lua will say */
     }
 
-    rc = ngx_http_minichat_limit_user(ws->user, NGX_HTTP_MINICHAT_LIMIT_MESSAGES, ngx_http_minichat_send_limited, s);
-    if (rc == NGX_OK) {
-        ws->pending++;
-        return NGX_OK;
-    }
-    if (rc == NGX_ERROR) {
-        ngx_free(s);
-        return ngx_http_minichat_req_error(rq, "unavailable", "storage unavailable; retry");
-    }
-
-    /* Redis is down and the policy is open: send.lua will say */
     if (ngx_http_minichat_send_admit(s) != NGX_OK) {
         ngx_free(s);
         return NGX_OK;
