@@ -55,6 +55,9 @@
 #include "relay.h"
 
 #define DB_THREADS_MAX 16
+/* runs of one request while the database asks for it to run again (a lost
+ * connection, a deadlock, a lock wait timeout) */
+#define DB_ATTEMPTS 3
 
 typedef struct db_job_s db_job_t;
 struct db_job_s {
@@ -176,14 +179,15 @@ void db_jobs_send(uint64_t conn_id, const Minichat__LocalFrame *f)
     free(buf);
 }
 
-/* One request kind: runs fn (when q is set, with a retry after a lost
- * connection) or just answers error, and sends the result. */
+/* One request kind: runs fn (when q is set, again while it asks for a retry
+ * after a lost connection, a deadlock or a lock wait timeout, up to
+ * DB_ATTEMPTS runs) or just answers error, and sends the result. */
 #define DB_CASE(REQ, field, RES, rfield, Type, INIT, fn)                                                               \
     case MINICHAT__LOCAL_FRAME__BODY_##REQ: {                                                                          \
         Type r = INIT;                                                                                                 \
         const char *e = error;                                                                                         \
         int attempt;                                                                                                   \
-        for (attempt = 0; q != NULL && attempt < 2; attempt++) {                                                       \
+        for (attempt = 0; q != NULL && attempt < DB_ATTEMPTS; attempt++) {                                             \
             dbq_reset(q);                                                                                              \
             r = (Type)INIT;                                                                                            \
             e = fn(q, req->field, &r);                                                                                 \

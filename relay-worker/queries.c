@@ -9,7 +9,9 @@
  * sync) is reset in the router so that the next statement reconnects.  On
  * the primary, a loss before COMMIT sets `retry`: the transaction died with
  * the connection, so running the job again is safe.  A loss during COMMIT
- * leaves the outcome unknown and is answered as an error.
+ * leaves the outcome unknown and is answered as an error.  A deadlock or a
+ * lock wait timeout on the primary sets `retry` as well: the server rolled
+ * the work back (dbq_fail rolls back what a timeout left open).
  */
 #include <inttypes.h>
 #include <stdlib.h>
@@ -161,6 +163,14 @@ static int run(dbq_t *q, mc_db_role_t role, int committing, mc_db_rows_t **rows)
     q->last_errno = q->st.err;
     if (q->last_errno == CR_CONNECTION_ERROR) {
         q->in_txn = 0;
+        return -1;
+    }
+    /* InnoDB gave up on the job's transaction to let another one on (a
+     * deadlock rolls the transaction back, a lock wait timeout the statement
+     * and dbq_fail the rest): the job runs again from its start */
+    if (role == MC_DB_PRIMARY && (q->last_errno == ER_LOCK_DEADLOCK || q->last_errno == ER_LOCK_WAIT_TIMEOUT)) {
+        q->retry = 1;
+        mc_warn("db: primary: statement failed: %u %s; the job runs again", q->last_errno, q->st.msg);
         return -1;
     }
     /* a duplicate key is an answer (an idempotent retry), not a failure */

@@ -17,8 +17,12 @@
  * go to the primary for a moment after that user's own write (dbq_wrote).
  * When the primary's connection is
  * lost before a COMMIT was sent, the helper sets `retry` and the job runs
- * once more on a fresh connection (nothing was committed); a lost COMMIT is
- * not retried (the outcome is unknown).
+ * again on a fresh connection (nothing was committed); a lost COMMIT is
+ * not retried (the outcome is unknown).  A deadlock or a lock wait timeout
+ * on the primary also sets `retry`: InnoDB rolled the transaction (or the
+ * statement, and dbq_fail the rest) back, and the other transaction, the
+ * roomlist-consumer's batch or another request's, has gone on by the time the
+ * job runs again.
  */
 #ifndef RELAY_QUERIES_H
 #define RELAY_QUERIES_H
@@ -53,7 +57,7 @@ typedef struct {
     uint64_t user;             /* the job's user for read-your-writes (0: none) */
     mc_db_status_t st;         /* of the last statement: affected rows, insert id, error */
     /* state of the current run */
-    int retry;                 /* run the job again: the connection was lost before COMMIT */
+    int retry;                 /* run the job again: lost before COMMIT, deadlock, lock wait timeout */
     int in_txn;                /* a transaction is open on the primary */
     unsigned last_errno;       /* of the last failed statement */
 } dbq_t;
@@ -82,7 +86,7 @@ void dbq_arg_null(dbq_t *q);
 /* Runs the statement on the role's connection.  Returns 0 (q->st.affected,
  * q->st.insert_id), or -1 with a log line and last_errno set (a lost
  * connection is reset, and `retry` set for the primary when no COMMIT was in
- * flight). */
+ * flight; a deadlock or lock wait timeout on the primary sets `retry` too). */
 int dbq_exec(dbq_t *q, mc_db_role_t role);
 /* Runs a SELECT and stores its rows.  Returns them (mc_db_rows_free), or NULL
  * as dbq_exec fails. */
