@@ -639,6 +639,15 @@ def render_s5(res):
             t = total[0]
             out += ["CPU per page (µs, the whole run): " + ", ".join(
                 "%s %s" % (g, fmt(v * 1000.0 / t["pages"], 0)) for g, v in t["cpu_ms"].items()) + ".", ""]
+            box = t.get("box")
+            if box and box.get("wall_ms"):
+                path = sum(t["cpu_ms"].values())
+                out += ["The box while the pages ran (bench/box_cpu.py): %s of %s CPU-ms busy (%s%% of its %s "
+                        "CPUs), the path's processes %s; besides them and the client: %s." % (
+                            fmt(box["busy_ms"], 0), fmt(box["wall_ms"] * box["cpus"], 0),
+                            fmt(100.0 * box["busy_ms"] / (box["wall_ms"] * box["cpus"]), 0), box["cpus"],
+                            fmt(path, 0), ", ".join("%s %s ms" % (o["name"], o["cpu_ms"]) for o in box["others"])
+                            or "nothing over a clock tick"), ""]
     return out
 
 

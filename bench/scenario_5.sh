@@ -439,7 +439,7 @@ s5_history_pids() {
 
 # s5_history: phase (b), one record per depth and one for all of them.
 s5_history() {
-    local room s0 s1 p0 p1 c0 c1 log=$work/s5-history.log oldest=$((s5_pages * s5_limit + 1)) befores d
+    local room s0 s1 p0 p1 c0 c1 box log=$work/s5-history.log oldest=$((s5_pages * s5_limit + 1)) befores d
     local -a pids
     make -s -C "$top" "$top/build/bin/history_load" > /dev/null
     room=$(s5_room)
@@ -454,9 +454,11 @@ s5_history() {
     c0=$(cpu_groups "${pids[@]}")
     s0=$(s5_stmts "$s5_replica")
     p0=$(s5_stmts "$s5_primary")
+    python3 "$top/bench/box_cpu.py" snap "$work/s5-box.json"
     "$top/build/bin/history_load" --port "$mc_port" --secret-file "$secret" --user "$s5_user" --room "$room" \
         --befores "$befores" --pages "$s5_pages" --limit "$s5_limit" --replica-port "$s5_replica" > "$log" 2>&1 \
         || die "history_load failed ($log)"
+    box=$(python3 "$top/bench/box_cpu.py" diff "$work/s5-box.json" "${pids[@]#*:}")
     s1=$(s5_stmts "$s5_replica")
     p1=$(s5_stmts "$s5_primary")
     c1=$(cpu_groups "${pids[@]}")
@@ -471,7 +473,7 @@ s5_history() {
         printf ',"redis_log":%s,"disk_reads":%s,"warmed":%s' "$(s5_redis_log "$room")" "${reads#disk_reads=}" \
             "$([ "$s5_warmed" = 1 ] && echo true || echo false)" >> "$records"
         # the CPU of the whole run, on the "all" line only
-        [ "$d" = all ] && printf ',"cpu_ms":%s' "$(s5_cpu_json "$c0" "$c1")" >> "$records"
+        [ "$d" = all ] && printf ',"cpu_ms":%s,"box":%s' "$(s5_cpu_json "$c0" "$c1")" "${box:-null}" >> "$records"
         printf '}\n' >> "$records"
         say "[5] $(python3 "$top/bench/report.py" --line "$(tail -1 "$records")")"
     done < <(grep '^history_load: depth=' "$log")
