@@ -186,7 +186,9 @@ s5_kafka_trim() {
 # that starts with the log most of the way to its checkpoint limit (96 MB
 # of redo by default; a phase of 200,000 rows writes about half of that)
 # stalls in InnoDB's synchronous flushing, one that starts empty does not.
-# So neither writer shares the server with the last phase's leftovers.
+# Last, `sync` writes out the files the last phase left dirty in the page
+# cache (s5_sync says why).  So neither writer shares the server with the
+# last phase's leftovers.
 s5_quiet() {
     local t0
     s5_replica_wait
@@ -196,6 +198,7 @@ s5_quiet() {
         sleep 0.2
     done
     s5_flush "$s5_primary" > /dev/null
+    sync # the last phase's files (Kafka segments, binlogs) written back now, not during this one
 }
 
 # s5_state: the primary's state as a phase starts, JSON fields: the
