@@ -302,7 +302,7 @@ scenario_2() {
     local systems="minichat floor" n=0 total sys rate
     start_floor
     start_minichat
-    if [ "$smoke" = 0 ]; then
+    if [ "$smoke" = 0 ] && [ "${S2_CENTRIFUGO:-1}" = 1 ]; then
         start_centrifugo 2 && systems="$systems centrifugo"
     fi
     total=$(( $(wc -w <<< "$systems") * $(wc -w <<< "$rates") * s2_runs ))

@@ -15,8 +15,9 @@
  * a timer at the window's end, so that the messages of several turns leave
  * in one write per connection (at 400 messages a second into a room of
  * 1,000, a 20ms window sends about eight messages per write instead of
- * one).  Only frames that come within half a window of the last flush
- * wait: slower traffic would gain a write per two frames at most.  Busy means that the last pass wrote to at least `busy`
+ * one).  Only frames that come within a third of a window of the last
+ * flush wait: slower traffic would put three frames in a write at
+ * most.  Busy means that the last pass wrote to at least `busy`
  * connections (64 by default): a fan-out big enough that its system calls
  * are the worker's main cost.  A worker that serves small rooms, or the
  * first frame after a quiet window, adds no delay.
@@ -82,13 +83,15 @@ ngx_http_minichat_flush_later(ngx_http_minichat_ws_t *ws)
     window = mcf->flush_window;
     since = ngx_current_msec - ngx_http_minichat_flush_last;
 
-    /* half a window: frames that come slower than that would share a write
-     * with at most one other, a delay for next to no saving (at 50 messages
-     * a second a 20ms window held each message for most of a window and
-     * doubled the p50 against the floor).  Such a frame also takes the
-     * frames already waiting (an ack queued just after the last write) with
-     * it, rather than waiting behind their timer. */
-    if (window == 0 || since >= window / 2 || ngx_http_minichat_flush_last_n < mcf->flush_busy) {
+    /* a third of a window: frames that come slower than that would put
+     * three frames in a write at most, a delay for little saving (at 50
+     * messages a second a 20ms window held each message for most of a
+     * window and doubled the p50 against the floor; at 100 a second, with
+     * half a window as the bound, every write carried two messages and the
+     * p50 was 2.3x the floor's).  Such a frame also takes the frames
+     * already waiting (an ack queued just after the last write) with it,
+     * rather than waiting behind their timer. */
+    if (window == 0 || since >= window / 3 || ngx_http_minichat_flush_last_n < mcf->flush_busy) {
         if (ngx_http_minichat_flush_ev.timer_set) {
             ngx_del_timer(&ngx_http_minichat_flush_ev);
         }
