@@ -46,6 +46,7 @@
 #include <string.h>
 
 #include <mysql.h>
+#include <mysqld_error.h>
 
 #include "minichat/clock.h"
 #include "minichat/frame.h"
@@ -84,6 +85,22 @@ static mc_db_ryw_t *db_ryw;     /* the recent writers, shared by the threads' ro
 static mc_db_config_t db_cfg;   /* relay_conf.db with db_ryw */
 /* what the requests found, under db_lock (db_jobs_stats) */
 static uint64_t db_ok, db_failed, db_unavailable, db_busy;
+static uint64_t db_reruns[DB_RERUN_REASONS];
+
+const char *const db_rerun_reason_names[DB_RERUN_REASONS] = {"connection", "deadlock", "lock_wait"};
+
+/* Counts a request that runs again after the error errno (a lost
+ * connection, a deadlock, a lock wait timeout). */
+static void db_count_rerun(unsigned errno_)
+{
+    db_rerun_reason_t r = errno_ == ER_LOCK_DEADLOCK       ? DB_RERUN_DEADLOCK
+                          : errno_ == ER_LOCK_WAIT_TIMEOUT ? DB_RERUN_LOCK_WAIT
+                                                           : DB_RERUN_CONNECTION;
+
+    pthread_mutex_lock(&db_lock);
+    db_reruns[r]++;
+    pthread_mutex_unlock(&db_lock);
+}
 static int db_health_known;
 static mc_db_health_t db_health;
 
@@ -193,6 +210,9 @@ void db_jobs_send(uint64_t conn_id, const Minichat__LocalFrame *f)
             e = fn(q, req->field, &r);                                                                                 \
             if (!q->retry) {                                                                                           \
                 break;                                                                                                 \
+            }                                                                                                          \
+            if (attempt + 1 < DB_ATTEMPTS) {                                                                           \
+                db_count_rerun(q->last_errno);                                                                         \
             }                                                                                                          \
         }                                                                                                              \
         r.error = (char *)(e ? e : "");                                                                                \
@@ -503,6 +523,7 @@ void db_jobs_stats(db_jobs_stats_t *st)
     st->failed = db_failed;
     st->unavailable = db_unavailable;
     st->busy = db_busy;
+    memcpy(st->reruns, db_reruns, sizeof(st->reruns));
     st->health_known = db_health_known;
     st->health = db_health;
     pthread_mutex_unlock(&db_lock);

@@ -167,6 +167,18 @@ static int metrics_db(mc_buf_t *b)
             return -1;
         }
     }
+    if (mc_prom_family(b, "minichat_relay_db_reruns_total", "counter",
+                       "Database requests run again from their start on their DB thread, by the error that "
+                       "ended the run: a connection lost before COMMIT, a deadlock, a lock wait timeout") != 0) {
+        return -1;
+    }
+    for (i = 0; i < DB_RERUN_REASONS; i++) {
+        l.name = "reason";
+        l.value = db_rerun_reason_names[i];
+        if (mc_prom_sample(b, "minichat_relay_db_reruns_total", &l, 1, (double)st.reruns[i]) != 0) {
+            return -1;
+        }
+    }
     hloop_stats(&hl[0], &hl[1]);
     if (mc_prom_family(b, "minichat_relay_history_loop_pages_total", "counter",
                        "History pages taken by the main loop (history_on_loop): answered there, or handed to the DB "

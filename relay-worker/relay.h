@@ -371,11 +371,15 @@ void db_jobs_refresh(void);
 /* Returns 1 while the read-your-writes table sends every read to the
  * primary (it is full: see db_ryw.h), else 0. */
 int db_jobs_recent_writes(void);
+/* Why a request ran again on its DB thread (minichat_relay_db_reruns_total). */
+typedef enum { DB_RERUN_CONNECTION, DB_RERUN_DEADLOCK, DB_RERUN_LOCK_WAIT, DB_RERUN_REASONS } db_rerun_reason_t;
+extern const char *const db_rerun_reason_names[DB_RERUN_REASONS];
 typedef struct {
     int threads;              /* 0: no database configured */
     uint64_t queued;          /* requests waiting now */
     uint64_t ok, failed, unavailable, busy; /* answered: ok, with the request's own error, with a database
                                              * error, refused at once (queue full) */
+    uint64_t reruns[DB_RERUN_REASONS]; /* requests run again, by db_rerun_reason_t */
     int health_known;         /* a DB thread has run a request */
     mc_db_health_t health;    /* the servers as the last request found them */
 } db_jobs_stats_t;

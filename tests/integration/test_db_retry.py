@@ -13,6 +13,7 @@ the test's transaction is the heavier one, and InnoDB rolls the leave back.
 import concurrent.futures
 
 from conftest import RUN, create_room, db, query, rest, token, uid, wait_until
+from test_service_metrics import scrape, val
 
 
 def leaves_waiting():
@@ -33,6 +34,7 @@ def test_a_leave_rolled_back_by_a_deadlock_runs_again():
     room = create_room(a, [a, c])
     heavy = create_room(a, [a] + [uid() for _ in range(40)])
     seen = relay_log().count("1213 Deadlock")
+    reruns = val(scrape("relay-a")[0], "minichat_relay_db_reruns_total", reason="deadlock")
     conn = db()
     conn.autocommit(False)
     pool = concurrent.futures.ThreadPoolExecutor(1)
@@ -57,6 +59,7 @@ def test_a_leave_rolled_back_by_a_deadlock_runs_again():
         conn.close()
     # the leave was a victim (its run again may meet the consumer's batch and be one more time)
     assert relay_log().count("1213 Deadlock") > seen
+    assert val(scrape("relay-a")[0], "minichat_relay_db_reruns_total", reason="deadlock") > reruns
     assert st == 200 and r["left_seq"] > 0, (st, r)
     assert query("SELECT left_seq FROM room_members WHERE room_id = %s AND user_id = %s",
                  (room, c))[0]["left_seq"] == r["left_seq"]

@@ -116,6 +116,9 @@ async def test_a_message_moves_relay_and_consumer_counters():
     room = create_room(sender, [sender, reader, away])
     cs = await connect(sender, "a")
     cr = await connect(reader, "b")
+    # the stream to b is up (a stack that just started may still be on its first connect)
+    wait_until(lambda: val(scrape("relay-a")[0], "minichat_relay_peer_streaming", peer="b") == 1,
+               what="relay-a streaming to b")
     a0, _ = scrape("relay-a")
     b0, _ = scrape("relay-b")
     c0, _ = scrape("consumer")
