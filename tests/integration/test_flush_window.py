@@ -9,7 +9,7 @@ inside the window, wait for the window's end and leave together (one read
 holds both).  With the default busy=64, passes that write to two
 connections leave the worker not busy: nothing waits, and messages sent
 40ms apart (two of them inside one window) each have their own read; and
-with busy=1, messages 45ms apart (more than a third of a window after the
+with busy=1, messages 48ms apart (more than a third of a window after the
 last write) are not held either.  All three arrive, in seq order, either way.
 """
 
@@ -93,11 +93,11 @@ async def test_frames_inside_the_window_leave_in_one_write():
 
 @run_async
 async def test_frames_slower_than_a_third_of_a_window_are_not_held():
-    """busy=1 again, five messages 45ms apart: each comes more than a third
+    """busy=1 again, five messages 48ms apart: each comes more than a third
     of the 100ms window after the last write, so each leaves in its own turn
     (held to the window's end, as they were while the bound was half a
     window, the second would share the third's write)."""
-    got = await three_messages("minichat_flush_window 100ms busy=1", 0.045, count=5)
+    got = await three_messages("minichat_flush_window 100ms busy=1", 0.048, count=5)
     reads = [r for _, r in got]
     assert reads == sorted(set(reads)), "each message in its own write: %r" % got
 
