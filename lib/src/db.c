@@ -92,6 +92,7 @@ struct mc_db_s {
     char *ssl_ca;               /* NULL for none, as the three below */
     char *ssl_cert;
     char *ssl_key;
+    char lock_wait[64];         /* the init command that sets innodb_lock_wait_timeout, "" for none */
     unsigned int connect_errno; /* of the last failed connect, 0 after a good one */
 };
 
@@ -206,6 +207,10 @@ mc_db_t *mc_db_new(const mc_db_config_t *cfg)
         goto err;
     }
     db->ssl = cfg->ssl;
+    if (cfg->lock_wait_s > 0) {
+        snprintf(db->lock_wait, sizeof(db->lock_wait), "SET SESSION innodb_lock_wait_timeout = %lld",
+                 (long long)cfg->lock_wait_s);
+    }
     if (mc_db_opt_strdup(&db->ssl_ca, cfg->ssl_ca) != 0 || mc_db_opt_strdup(&db->ssl_cert, cfg->ssl_cert) != 0
         || mc_db_opt_strdup(&db->ssl_key, cfg->ssl_key) != 0) {
         goto err;
@@ -315,6 +320,7 @@ static MYSQL *mc_db_handle(mc_db_t *db, mc_db_server_t *s)
         || mysql_options(m, MYSQL_OPT_RECONNECT, &reconnect) != 0
         || mysql_options(m, MYSQL_SET_CHARSET_NAME, "utf8mb4") != 0
         || mysql_options(m, MYSQL_INIT_COMMAND, "SET time_zone = '+00:00'") != 0
+        || (db->lock_wait[0] != '\0' && mysql_options(m, MYSQL_INIT_COMMAND, db->lock_wait) != 0)
         || mc_db_set_tls(db, m) != 0)
     {
         mc_error("db: mysql_options() failed for %s", s->name);

@@ -37,7 +37,7 @@ int mc_db_conf_read(mc_conf_t *c, mc_db_conf_t *dc)
     const char *one = mc_conf_get(c, "mysql_replica", "");
     const char *many = mc_conf_get(c, "mysql_replicas", "");
     size_t errors = mc_conf_nerrors(c);
-    long long lag, check, ryw;
+    long long lag, check, ryw, lockw;
     char why[300];
     int i, bad;
 
@@ -57,9 +57,11 @@ int mc_db_conf_read(mc_conf_t *c, mc_db_conf_t *dc)
                       "mysql_replica_check_ms must be at least mysql_replica_max_lag_ms / 60");
     }
     mc_conf_int(c, "mysql_read_your_writes_ms", 2000, 0, 3600000, &ryw);
+    mc_conf_int(c, "mysql_lock_wait_s", 0, 0, 3600, &lockw);
     dc->db.max_lag_ms = lag;
     dc->db.lag_check_ms = check;
     dc->db.ryw_ms = ryw;
+    dc->db.lock_wait_s = lockw;
     dc->db.user = mc_conf_get(c, "mysql_user", "root");
     dc->db.database = mc_conf_get(c, "mysql_database", "minichat");
     dc->db.password = mc_conf_get(c, "mysql_password", "");

@@ -180,9 +180,9 @@ CREATE_ROOM, PUBLISH, ROOM_STATE, HISTORY, ROOMS, ROOM_INFO, INVITE, LEAVE, CONT
 class Link:
     """One connection to a relay-worker, posing as an nginx worker."""
 
-    def __init__(self, node="a", name=None):
+    def __init__(self, node="a", name=None, path=None):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(sock_path(node))
+        self.sock.connect(path or sock_path(node))  # path: a relay-worker of the test's own
         self.buf = b""
         self.frames = []          # (req_id, body name, body) received, not yet taken
         self.next_req = 1000

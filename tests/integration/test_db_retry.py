@@ -9,10 +9,18 @@ relay-worker runs such a job again from its start instead of answering
 it holds the index gap where the leave's new entry goes, lets the leave wait
 there, then asks for the member row the leave holds.  Having changed more rows,
 the test's transaction is the heavier one, and InnoDB rolls the leave back.
+
+A statement that waits on a row lock past `mysql_lock_wait_s` is given up by
+InnoDB (error 1205) and the request runs again the same way: a relay-worker
+of the test's own with `mysql_lock_wait_s = 1` answers a leave whose row the
+test holds for a while, where the server's 50 s would have kept its DB thread
+waiting the whole time.
 """
 import concurrent.futures
 
 from conftest import RUN, create_room, db, query, rest, token, uid, wait_until
+from relaylink import Link
+from test_relay_socket_access import log_since, own_dir, run_relay  # noqa: F401 (a fixture)
 from test_service_metrics import scrape, val
 
 
@@ -63,3 +71,31 @@ def test_a_leave_rolled_back_by_a_deadlock_runs_again():
     assert st == 200 and r["left_seq"] > 0, (st, r)
     assert query("SELECT left_seq FROM room_members WHERE room_id = %s AND user_id = %s",
                  (room, c))[0]["left_seq"] == r["left_seq"]
+
+
+def test_a_leave_past_the_lock_wait_timeout_runs_again(own_dir):
+    a, c = uid(), uid()
+    room = create_room(a, [a, c])
+    with run_relay(own_dir, "mysql_lock_wait_s = 1\n") as (sock, log):
+        link = Link(path=sock, name="lockwait")
+        conn = db()
+        conn.autocommit(False)
+        pool = concurrent.futures.ThreadPoolExecutor(1)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT user_id FROM room_members WHERE room_id = %s AND user_id = %s FOR UPDATE",
+                            (room, c))
+                leave = pool.submit(link.leave, room, c, 7)
+                # the first run gave up after a second (with the server's 50 s nothing is logged here)
+                wait_until(lambda: "1205 Lock wait timeout" in log_since(log, 0), timeout=10,
+                           what="the relay-worker's statement given up")
+            conn.rollback()
+            r = leave.result(timeout=30)
+        finally:
+            pool.shutdown(wait=False)
+            conn.close()
+            link.close()
+        assert "the job runs again" in log_since(log, 0)
+    assert r.get("error", "") == "" and r["left_seq"] == 7, r
+    assert query("SELECT left_seq FROM room_members WHERE room_id = %s AND user_id = %s",
+                 (room, c))[0]["left_seq"] == 7

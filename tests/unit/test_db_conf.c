@@ -72,6 +72,12 @@ START_TEST(test_replicas_and_bounds)
     ck_assert_int_eq(read_conf("mysql_read_your_writes_ms = -1\n"), -1);
     ck_assert_ptr_nonnull(strstr(err, "mysql_read_your_writes_ms"));
     mc_conf_free(conf);
+    ck_assert_int_eq(read_conf("mysql_lock_wait_s = 3601\n"), -1);
+    ck_assert_ptr_nonnull(strstr(err, "mysql_lock_wait_s"));
+    mc_conf_free(conf);
+    ck_assert_int_eq(read_conf("mysql_lock_wait_s = 5\n"), 0);
+    ck_assert_int_eq(dc.db.lock_wait_s, 5);
+    mc_conf_free(conf);
     /* lag samples must cover the bound */
     ck_assert_int_eq(read_conf("mysql_replica_max_lag_ms = 60000\nmysql_replica_check_ms = 10\n"), -1);
     ck_assert_ptr_nonnull(strstr(err, "mysql_replica_check_ms"));
@@ -86,6 +92,7 @@ START_TEST(test_defaults)
     ck_assert_int_eq(dc.db.max_lag_ms, 2000);
     ck_assert_int_eq(dc.db.lag_check_ms, 250);
     ck_assert_int_eq(dc.db.ryw_ms, 2000);
+    ck_assert_int_eq(dc.db.lock_wait_s, 0);
     ck_assert_str_eq(dc.db.user, "root");
     ck_assert_str_eq(dc.db.password, "");
     ck_assert_str_eq(dc.db.database, "minichat");

@@ -46,6 +46,7 @@ typedef struct {
     int64_t max_lag_ms;     /* a replica further behind is skipped; 0: lag not measured */
     int64_t lag_check_ms;   /* at most one lag measurement per replica per this */
     int64_t ryw_ms;         /* read-your-writes window (for the caller's mc_db_ryw_new) */
+    int64_t lock_wait_s;    /* innodb_lock_wait_timeout of every connection; 0: the server's */
     mc_db_ryw_t *ryw;       /* the process's recent writers, or NULL: read-your-writes off */
     int lag_between;        /* the caller measures lag between reads (mc_db_lag_refresh); a read then
                                measures only a verdict MC_DB_LAG_STALE checks old */

@@ -31,7 +31,7 @@
 #define MC_DB_CONF_KEYS                                                                                            \
     "mysql_primary", "mysql_replica", "mysql_replicas", "mysql_user", "mysql_password", "mysql_password_file",    \
         "mysql_database", "mysql_ssl", "mysql_ssl_ca", "mysql_ssl_cert", "mysql_ssl_key", "mysql_replica_max_lag_ms", \
-        "mysql_replica_check_ms", "mysql_read_your_writes_ms"
+        "mysql_replica_check_ms", "mysql_read_your_writes_ms", "mysql_lock_wait_s"
 
 typedef struct {
     mc_db_config_t db;   /* strings point into the mc_conf_t and into password */
