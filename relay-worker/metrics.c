@@ -144,6 +144,7 @@ static int metrics_hist(mc_buf_t *b, const char *name, const char *help, const m
 static int metrics_db(mc_buf_t *b)
 {
     static const char *const results[] = {"ok", "failed", "unavailable", "busy"};
+    static const char *const hl_results[] = {"answered", "handed"};
     mc_prom_label_t l;
     db_jobs_stats_t st;
     uint64_t v[4], hl[2];
@@ -155,42 +156,20 @@ static int metrics_db(mc_buf_t *b)
     v[1] = st.failed;
     v[2] = st.unavailable;
     v[3] = st.busy;
-    if (mc_prom_family(b, "minichat_relay_db_requests_total", "counter",
-                       "Database requests of the nginx workers by result: ok, failed (the request's own error), "
-                       "unavailable (a database error), busy (refused: queue full)") != 0) {
-        return -1;
-    }
-    for (i = 0; i < 4; i++) {
-        l.name = "result";
-        l.value = results[i];
-        if (mc_prom_sample(b, "minichat_relay_db_requests_total", &l, 1, (double)v[i]) != 0) {
-            return -1;
-        }
-    }
-    if (mc_prom_family(b, "minichat_relay_db_reruns_total", "counter",
-                       "Database requests run again from their start on their DB thread, by the error that "
-                       "ended the run: a connection lost before COMMIT, a deadlock, a lock wait timeout") != 0) {
-        return -1;
-    }
-    for (i = 0; i < DB_RERUN_REASONS; i++) {
-        l.name = "reason";
-        l.value = db_rerun_reason_names[i];
-        if (mc_prom_sample(b, "minichat_relay_db_reruns_total", &l, 1, (double)st.reruns[i]) != 0) {
-            return -1;
-        }
-    }
     hloop_stats(&hl[0], &hl[1]);
-    if (mc_prom_family(b, "minichat_relay_history_loop_pages_total", "counter",
-                       "History pages taken by the main loop (history_on_loop): answered there, or handed to the DB "
-                       "threads") != 0) {
+    if (mc_prom_by_label(b, "minichat_relay_db_requests_total", "counter",
+                         "Database requests of the nginx workers by result: ok, failed (the request's own error), "
+                         "unavailable (a database error), busy (refused: queue full)",
+                         "result", results, v, 4) != 0
+        || mc_prom_by_label(b, "minichat_relay_db_reruns_total", "counter",
+                            "Database requests run again from their start on their DB thread, by the error that "
+                            "ended the run: a connection lost before COMMIT, a deadlock, a lock wait timeout",
+                            "reason", db_rerun_reason_names, st.reruns, DB_RERUN_REASONS) != 0
+        || mc_prom_by_label(b, "minichat_relay_history_loop_pages_total", "counter",
+                            "History pages taken by the main loop (history_on_loop): answered there, or handed to "
+                            "the DB threads",
+                            "result", hl_results, hl, 2) != 0) {
         return -1;
-    }
-    for (i = 0; i < 2; i++) {
-        l.name = "result";
-        l.value = i == 0 ? "answered" : "handed";
-        if (mc_prom_sample(b, "minichat_relay_history_loop_pages_total", &l, 1, (double)hl[i]) != 0) {
-            return -1;
-        }
     }
     if (mc_prom_single(b, "minichat_relay_db_queue_requests", "gauge", "Database requests waiting for a DB thread",
                        (double)st.queued) != 0

@@ -107,6 +107,25 @@ int mc_prom_single(mc_buf_t *b, const char *name, const char *type, const char *
     return 0;
 }
 
+int mc_prom_by_label(mc_buf_t *b, const char *name, const char *type, const char *help, const char *label,
+                     const char *const *values, const uint64_t *counts, size_t n)
+{
+    mc_prom_label_t l;
+    size_t i;
+
+    if (mc_prom_family(b, name, type, help) != 0) {
+        return -1;
+    }
+    for (i = 0; i < n; i++) {
+        l.name = label;
+        l.value = values[i];
+        if (mc_prom_sample(b, name, &l, 1, (double)counts[i]) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int mc_prom_singles(mc_buf_t *b, const mc_prom_single_t *f, size_t n)
 {
     size_t i;

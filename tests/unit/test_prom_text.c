@@ -49,6 +49,19 @@ START_TEST(test_singles_table)
 }
 END_TEST
 
+START_TEST(test_by_label)
+{
+    static const char *const reasons[] = {"deadlock", "lock_wait"};
+    const uint64_t n[] = {3, 0};
+    mc_buf_t b = MC_BUF_INIT;
+
+    ck_assert_int_eq(mc_prom_by_label(&b, "r_total", "counter", "R", "reason", reasons, n, 2), 0);
+    ck_assert_str_eq(b.data, "# HELP r_total R\n# TYPE r_total counter\n"
+                             "r_total{reason=\"deadlock\"} 3\nr_total{reason=\"lock_wait\"} 0\n");
+    mc_buf_free(&b);
+}
+END_TEST
+
 START_TEST(test_histogram)
 {
     static const uint64_t bounds[] = {1000, 5000};
@@ -101,6 +114,7 @@ static Suite *prom_suite(void)
     tcase_add_test(tc, test_family_and_sample);
     tcase_add_test(tc, test_label_escaping);
     tcase_add_test(tc, test_singles_table);
+    tcase_add_test(tc, test_by_label);
     tcase_add_test(tc, test_histogram);
     tcase_add_test(tc, test_histogram_bounds_cut);
     suite_add_tcase(s, tc);

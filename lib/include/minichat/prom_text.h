@@ -42,6 +42,11 @@ int mc_prom_sample(mc_buf_t *b, const char *name, const mc_prom_label_t *labels,
 /* A family with a single unlabelled sample: family lines and the sample. */
 int mc_prom_single(mc_buf_t *b, const char *name, const char *type, const char *help, double value);
 
+/* A family with one sample per value of one label: family lines, then
+ * name{label="values[i]"} counts[i] for i < n.  Returns 0 or -1. */
+int mc_prom_by_label(mc_buf_t *b, const char *name, const char *type, const char *help, const char *label,
+                     const char *const *values, const uint64_t *counts, size_t n);
+
 /* Such families one after another, from a table.  Returns 0 or -1. */
 typedef struct {
     const char *name;
