@@ -35,7 +35,11 @@ t0=$(date +%s%N)
 "$top/build/bin/kafka_fill" "$KAFKA" minichat.messages "$base" "$ROOMS" "$MSGS" "$BODY" "$RATE"
 t1=$(date +%s%N)
 while :; do
-    n=$(sql "SELECT COUNT(*) FROM messages WHERE room_id BETWEEN $base AND $((base + ROOMS - 1))")
+    # the highest seq of each room, summed (kafka_fill's seqs are dense per
+    # room): one index entry per room, where COUNT(*) read every row stored
+    # so far on the primary being measured, twenty times a second
+    n=$(sql "SELECT COALESCE(SUM((SELECT seq FROM messages WHERE room_id = r.id ORDER BY seq DESC LIMIT 1)), 0)
+        FROM rooms r WHERE r.id BETWEEN $base AND $((base + ROOMS - 1))")
     [ "$n" -ge "$MSGS" ] && break
     sleep 0.05
 done
