@@ -148,7 +148,7 @@ static int metrics_db(mc_buf_t *b)
     mc_prom_label_t l;
     db_jobs_stats_t st;
     uint64_t v[4], hl[2];
-    char name[24];
+    char name[32]; /* "replica" and a size_t */
     size_t i;
 
     db_jobs_stats(&st);

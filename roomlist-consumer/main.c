@@ -85,6 +85,7 @@ static void on_signal(int sig);
 static int conf_read(mc_conf_t *conf, rc_settings_t *st);
 static int log_apply(const rc_settings_t *st);
 static void *hup_thread(void *arg);
+static int hup_stop;   /* set before main wakes hup_thread for the last time */
 
 /* what a SIGHUP applies; every other key waits for a restart */
 static const char *const live_keys[] = {"log_level", "log_file", NULL};
@@ -242,8 +243,11 @@ static void *hup_thread(void *arg)
     sigemptyset(&set);
     sigaddset(&set, SIGHUP);
     for (;;) {
-        if (sigwait(&set, &sig) != 0) {   /* a cancellation point: the thread ends here */
+        if (sigwait(&set, &sig) != 0) {
             continue;
+        }
+        if (__atomic_load_n(&hup_stop, __ATOMIC_ACQUIRE)) {
+            break;
         }
         mc_info("got SIGHUP: reading %s again", conf_path);
         c = mc_conf_load(conf_path, known_keys, err, sizeof(err));
@@ -496,7 +500,12 @@ done:
         mc_http_stop(http);
     }
     if (hup_started) {
-        pthread_cancel(hup_tid);
+        /* woken by a SIGHUP of its own, it sees hup_stop and returns: not
+         * cancelled, since a thread cancelled in sigwait() leaves its frames
+         * unwound by nobody (AddressSanitizer then reports the poisoned stack
+         * as a stack-buffer-overflow when the thread ends) */
+        __atomic_store_n(&hup_stop, 1, __ATOMIC_RELEASE);
+        pthread_kill(hup_tid, SIGHUP);
         pthread_join(hup_tid, NULL);
     }
     mc_db_free(db);
