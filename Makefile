@@ -40,7 +40,7 @@ MOD_SRC    := $(wildcard ngx_minichat_module/*.c ngx_minichat_module/*.h) ngx_mi
 
 UNIT_TESTS := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
 
-.PHONY: all setup module run stop status test test-unit test-unit-asan test-integration integration-pass token \
+.PHONY: all setup module run stop status test test-unit test-unit-asan services-asan test-integration integration-pass token \
         conformance fuzz fuzz-build fuzz-seeds fuzz-targets clean bench-tools bench-idle bench chaos deb
 
 all: $(LIB) $(B)/bin/relay-worker $(B)/bin/roomlist-consumer $(B)/bin/minichat-token $(B)/bin/minichat-ban $(MODULE) \
@@ -228,9 +228,16 @@ $(B)/tests/%: tests/unit/%.c $(LIB)
 test-unit: $(addprefix $(B)/tests/,$(UNIT_TESTS))
 	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; CK_FORK=yes $(B)/tests/$$t; done
 
+SAN_OPT := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+
 test-unit-asan:
-	$(MAKE) B=$(B)/asan OPT="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
-	  EXTRA_LDFLAGS="-fsanitize=address,undefined" test-unit
+	$(MAKE) B=$(B)/asan OPT="$(SAN_OPT)" EXTRA_LDFLAGS="-fsanitize=address,undefined" test-unit
+
+# the relay-worker and the roomlist-consumer built the same way, into
+# build/asan/bin, for test-integration's sanitizer pass
+services-asan:
+	$(MAKE) --no-print-directory B=$(B)/asan OPT="$(SAN_OPT)" EXTRA_LDFLAGS="-fsanitize=address,undefined" \
+	  $(B)/asan/bin/relay-worker $(B)/asan/bin/roomlist-consumer
 
 # --- libFuzzer targets (fuzz/, see fuzz/README.md) --------------------------
 # Built with clang into build/fuzz/: the lib sources are compiled again with
@@ -299,14 +306,25 @@ token: $(B)/bin/minichat-token
 # installed programs against the plain stack).
 CLUSTER_PYTEST_ARGS := --ignore=test_conformance.py --ignore=test_packages.py
 
-test-integration: all
+# The third pass runs the stack's relay-workers and roomlist-consumer under
+# ASan/UBSan (services-asan) through the tests that drive them hardest
+# (the stream, the member lists, restarts, deadlocks, the consumer's
+# failures, pushes, SIGHUP); check-logs fails it on any sanitizer report
+# in their logs.  Tests that start a relay-worker of their own use build/bin.
+SAN_TESTS := test_relay_stream.py test_relay_member_lists.py test_relay_requests.py test_chat.py test_db_retry.py \
+  test_chaos_short.py test_consumer_batching.py test_consumer_commit_refused.py test_consumer_fenced.py test_push.py \
+  test_read_flush.py test_message_path.py test_sighup.py test_service_metrics.py
+
+test-integration: all services-asan
 	@$(MAKE) --no-print-directory integration-pass REDIS=single TLS=0 PYTEST_ARGS=
 	@$(MAKE) --no-print-directory integration-pass REDIS=cluster TLS=1 PYTEST_ARGS="$(CLUSTER_PYTEST_ARGS)"
+	@$(MAKE) --no-print-directory integration-pass REDIS=single TLS=0 TESTS="$(SAN_TESTS)" SERVICE_BIN=$(B)/asan/bin
 
 integration-pass:
-	@echo "== integration tests against REDIS=$(REDIS) TLS=$(TLS)"
-	@MINICHAT_REDIS=$(REDIS) MINICHAT_TLS=$(TLS) bash scripts/stack.sh start
-	cd tests/integration && MINICHAT_REDIS=$(REDIS) MINICHAT_TLS=$(TLS) /usr/bin/python3 -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) . ; \
+	@echo "== integration tests against REDIS=$(REDIS) TLS=$(TLS)$(if $(SERVICE_BIN), services from $(SERVICE_BIN))"
+	@MINICHAT_REDIS=$(REDIS) MINICHAT_TLS=$(TLS) MINICHAT_SERVICE_BIN=$(SERVICE_BIN) bash scripts/stack.sh start
+	cd tests/integration && MINICHAT_REDIS=$(REDIS) MINICHAT_TLS=$(TLS) MINICHAT_SERVICE_BIN=$(SERVICE_BIN) \
+	  /usr/bin/python3 -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) $(or $(TESTS),.) ; \
 	  rc=$$?; bash $(TOP)/scripts/stack.sh stop; bash $(TOP)/scripts/check-logs.sh || rc=1; exit $$rc
 
 # Autobahn|Testsuite against node a's echo endpoint, every case group of

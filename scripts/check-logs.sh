@@ -25,7 +25,11 @@ for f in "${logs[@]}"; do
 done
 # The services are plain C programs: only sanitizer reports count there.
 san='AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|runtime error:'
-for f in "$RUN"/relay-*/relay.log "$RUN"/consumer/consumer.log; do
+# .prev too: a restart moves the last run's log (and a report written at
+# its exit) there
+for f in "$RUN"/relay-*/relay.log "$RUN"/relay-*/relay.log.prev "$RUN"/consumer/consumer.log \
+    "$RUN"/consumer/consumer.log.prev; do
+    [ -f "$f" ] || continue
     if grep -Eq "$san" "$f"; then
         echo "check-logs: $f:"
         grep -En "$san" "$f" | head -n 50

@@ -56,6 +56,9 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 RUN=${MINICHAT_RUN:-$top/.run}
 CONF=$top/conf
 BIN=$top/build/bin
+# the relay-workers' and the roomlist-consumer's binaries: MINICHAT_SERVICE_BIN
+# names another directory (make test's sanitizer pass: build/asan/bin)
+SVC_BIN=${MINICHAT_SERVICE_BIN:-$BIN}
 KAFKA_LIBS=$top/.cache/kafka/libs
 
 # MINICHAT_RUN and MINICHAT_PORT_OFFSET run a second, independent stack
@@ -682,7 +685,7 @@ relay_http_port() { if [ "$1" = a ]; then echo $RELAY_A_HTTP_PORT; else echo $RE
 peer_of() { if [ "$1" = a ]; then echo b; else echo a; fi; }
 
 svc_ok() { [ -f "$CONF/$1.conf.in" ] || { warn "conf/$1.conf.in missing; not starting $1"; return 1; }
-           [ -x "$BIN/$1" ] || { warn "build/bin/$1 missing (run make); not starting $1"; return 1; }; }
+           [ -x "$SVC_BIN/$1" ] || { warn "$SVC_BIN/$1 missing (run make); not starting $1"; return 1; }; }
 
 relay_ready_check() {
     local node=$1 pid=$2
@@ -711,7 +714,7 @@ relay_start() {
         -e "s|@MESH_DIR@|$MESH_DIR|g" -e "s|@PREFIX@|$d|g" -e "s|@FANOUT@|$RELAY_FANOUT|g" \
         -e "s|@PEER_STREAM@|$RELAY_PEER_STREAM|g" -e "s|@KAFKA_COMPRESSION@|$RELAY_KAFKA_COMPRESSION|g" \
         -e "s|@HTTP_PORT@|$(relay_http_port "$node")|g"
-    setsid "$BIN/relay-worker" -c "$d/relay-worker.conf" < /dev/null >> "$d/relay.log" 2>&1 9>&- &
+    setsid "$SVC_BIN/relay-worker" -c "$d/relay-worker.conf" < /dev/null >> "$d/relay.log" 2>&1 9>&- &
     pid=$!
     echo "$pid" > "$d/relay.pid"
     wait_until "$T_SERVICE" relay_ready_check "$node" "$pid" \
@@ -738,7 +741,7 @@ consumer_start() {
     [ -s "$d/consumer.log" ] && mv -f "$d/consumer.log" "$d/consumer.log.prev"
     touch "$d/consumer.log"
     off=$(( $(stat -c %s "$d/consumer.log") + 1 ))
-    setsid "$BIN/roomlist-consumer" -c "$d/roomlist-consumer.conf" < /dev/null >> "$d/consumer.log" 2>&1 9>&- &
+    setsid "$SVC_BIN/roomlist-consumer" -c "$d/roomlist-consumer.conf" < /dev/null >> "$d/consumer.log" 2>&1 9>&- &
     pid=$!
     echo "$pid" > "$d/consumer.pid"
     wait_until "$T_SERVICE" consumer_ready_check "$off" "$pid" \
