@@ -1,22 +1,26 @@
 """minichat_flush_window: a busy worker writes to a client at most once per
 window, so that frames queued over several turns leave in one write.
 
-An nginx of the test's own (one worker) with a 100ms window; a member reads
-with a raw socket and notes which recv() each frame came in.  With busy=1
-(every write pass makes the worker busy) the sender's first message after a
-quiet period leaves at once (its own read); the next two, sent 5ms apart
-inside the window, wait for the window's end and leave together (one read
-holds both).  With the default busy=64, passes that write to two
-connections leave the worker not busy: nothing waits, and messages sent
-40ms apart (two of them inside one window) each have their own read; and
-with busy=1, messages 48ms apart (more than a third of a window after the
-last write) are not held either.  All three arrive, in seq order, either way.
+An nginx of the test's own (one worker) with a 100ms window holds the
+member, who reads with a raw socket and notes which recv() each frame came
+in; the sender is on the stack's node a, so the test's nginx writes
+deliveries only (no acks in its passes).  With busy=1 (every write pass
+makes the worker busy) the first message after a quiet period leaves at
+once (its own read), and so does the second, 5ms later: one short gap is
+not yet a sustained rate; the third and fourth, once two passes came
+within a third of a window, wait for the window's end and leave together
+(one read holds both).  With the default busy=64, passes that write to one
+connection leave the worker not busy: nothing waits, and messages sent
+40ms apart (two of them inside one window) each have their own read; with
+busy=1, messages 48ms apart (more than a third of a window after the last
+write) are not held either, nor is one early message among them.  All
+arrive, in seq order, either way.
 """
 
 import asyncio
 import json
 
-from conftest import cid, create_room, run_async, uid
+from conftest import NGINX_PORTS, cid, create_room, run_async, uid
 from own_nginx import OwnNginx, upgrade_when_ready, ws_connect
 from test_ws_protocol import RawWS
 
@@ -53,21 +57,22 @@ def msgs_with_reads(ws, count):
 
 async def three_messages(directive, gap, count=3):
     """The messages of the docstring (three, or count), sent `gap` seconds
-    apart, through an nginx with `directive`: [(frame, read number)] as the
-    member got them."""
+    apart (or gap[i] after message i), to a member on an nginx with
+    `directive`: [(frame, read number)] as the member got them."""
+    gaps = gap if isinstance(gap, (list, tuple)) else [gap] * count
     n = OwnNginx([directive]).start()
     try:
         a, b = uid(), uid()
         room = create_room(a, [a, b])
         assert upgrade_when_ready(n.port, uid())[0] == 101
         member = CountingWS(b, port=n.port)
-        sender = await ws_connect(n.port, a)
+        sender = await ws_connect(NGINX_PORTS["a"], a)
         await asyncio.sleep(0.3)   # windows with nothing written
         # the member reads in a thread of its own from before the first send
         reading = asyncio.get_running_loop().run_in_executor(None, msgs_with_reads, member, count)
         for i in range(count):
             await sender.send({"op": "send", "id": 10 + i, "room": room, "cid": cid(), "body": "m%d" % i})
-            await asyncio.sleep(gap)
+            await asyncio.sleep(gaps[i])
         got = await reading
         assert [f["body"] for f, _ in got] == ["m%d" % i for i in range(count)], got
         seqs = [f["seq"] for f, _ in got]
@@ -85,10 +90,22 @@ async def three_messages(directive, gap, count=3):
 
 @run_async
 async def test_frames_inside_the_window_leave_in_one_write():
-    got = await three_messages("minichat_flush_window 100ms busy=1", 0.005)
-    first, second, third = [r for _, r in got]
-    assert first < second, "the first message after a quiet window waits for nothing: %r" % got
-    assert second == third, "two messages inside one window leave in one write: %r" % got
+    got = await three_messages("minichat_flush_window 100ms busy=1", 0.005, count=4)
+    first, _, third, fourth = [r for _, r in got]
+    assert first < third, "the first message after a quiet window waits for nothing: %r" % got
+    assert third == fourth, "two messages inside one window of a sustained rate leave in one write: %r" % got
+
+
+@run_async
+async def test_one_early_message_in_slow_traffic_is_not_held():
+    """busy=1, messages 48ms apart but the fourth 4ms after the third: its
+    gap is short, the one before it was not, so it leaves in its own turn
+    (held to the window's end, as it was before the rate had to be
+    sustained, it would wait about 50ms and share the fifth's write)."""
+    got = await three_messages("minichat_flush_window 100ms busy=1", [0.048, 0.048, 0.004, 0.048, 0.048], count=5)
+    reads = [r for _, r in got]
+    assert reads == sorted(reads), got
+    assert reads[3] < reads[4], "the early message does not wait for the next one: %r" % got
 
 
 @run_async
