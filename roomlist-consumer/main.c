@@ -61,7 +61,7 @@ static volatile sig_atomic_t run = 1;
 
 static const char *const known_keys[] = {
     "kafka_brokers", "kafka_topic",    "kafka_group", "kafka_instance_id", "kafka_session_timeout_ms",
-    MC_KAFKA_SEC_CONF_KEYS, MC_DB_CONF_KEYS, "batch_size", "batch_ms",      "members_interval_ms", "stats_interval",
+    MC_KAFKA_SEC_CONF_KEYS, MC_DB_CONF_KEYS, "batch_size", "batch_ms",      "members_interval_ms", "bulk_insert", "stats_interval",
     "log_level",      "redis",          "read_flush_ms", "redis_tls", "redis_tls_verify", "redis_tls_ca_file",
     "redis_tls_certificate", "redis_tls_certificate_key", "redis_tls_name", "push_topic", "push_max_recipients",
     "push_timeout_ms", "push_max_age_ms", "log_file", "http_listen", NULL,
@@ -77,6 +77,7 @@ typedef struct {
     const char *brokers, *topic, *group, *instance, *push_topic;
     rc_readflush_config_t rfc;
     int http_on;              /* http_listen set: /metrics, /status, /ready */
+    int bulk;                 /* bulk_insert */
     mc_http_addr_t http_listen;
 } rc_settings_t;
 
@@ -130,6 +131,9 @@ static void usage(FILE *f)
                "                  load a batch closes this long after its first record (50)\n"
                "  members_interval_ms  least time between two updates of one room's\n"
                "                  room_members.last_message_at, 0 for every batch (1000)\n"
+               "  bulk_insert     on: a batch's rows go in one bulk execution of a\n"
+               "                  one-row INSERT (MariaDB; a server without it gets\n"
+               "                  multi-row INSERTs); off: multi-row INSERTs  (on)\n"
                "  stats_interval  seconds between stats lines, 0 for none    (10)\n"
                "  redis           host:port, /socket, or cluster nodes host:port,host:port,... of the\n"
                "                  Redis holding ({dirty}:read); empty turns the flusher off (127.0.0.1:6379)\n"
@@ -173,6 +177,7 @@ static int conf_read(mc_conf_t *conf, rc_settings_t *st)
     mc_conf_int(conf, "batch_size", 2000, 1, 100000, &st->batch_size);
     mc_conf_int(conf, "batch_ms", RC_BATCH_MS, 0, 60000, &st->batch_ms);
     mc_conf_int(conf, "members_interval_ms", 1000, 0, 3600000, &st->members_ms);
+    mc_conf_flag(conf, "bulk_insert", 1, &st->bulk);
     mc_conf_int(conf, "stats_interval", 10, 0, 86400, &st->stats_s);
     mc_conf_int(conf, "read_flush_ms", 1000, 10, 3600000, &st->flush_ms);
     mc_conf_int(conf, "push_max_recipients", 1000, 1, 10000, &st->push_max);
@@ -402,7 +407,7 @@ int main(int argc, char **argv)
             mc_warn("kafka: %s; carrying on", err);
         }
     }
-    rc_store_init(&store, db, RC_MAX_STMT_BYTES, st.members_ms);
+    rc_store_init(&store, db, RC_MAX_STMT_BYTES, st.members_ms, st.bulk);
 
     cc.topic = st.topic;
     cc.group = st.group;

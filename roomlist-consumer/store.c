@@ -3,7 +3,11 @@
  * primary, built from the prepared statements of msgbatch.c:
  *
  *   START TRANSACTION
- *   INSERT IGNORE INTO messages ...     (power-of-4 row counts, within max_stmt_bytes)
+ *   INSERT IGNORE INTO messages ... VALUES (?,...)   one row's statement run
+ *                                       for the batch's rows in one bulk execution
+ *                                       (or a multi-row INSERT where the server has
+ *                                       none, or with bulk_insert = off), within
+ *                                       max_stmt_bytes
  *   UPDATE rooms ... forward-only       (one per 1024 rooms)
  *   UPDATE room_members ... forward-only, for the rooms that are due
  *   COMMIT
@@ -34,6 +38,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <errmsg.h>
+
 #include "minichat/clock.h"
 #include "minichat/log.h"
 #include "store.h"
@@ -43,11 +49,15 @@ static int store_due_reserve(rc_store_t *st, size_t n);
 static int store_members(rc_store_t *st, uint64_t *members);
 static void store_fail(rc_store_t *st);
 
-void rc_store_init(rc_store_t *st, mc_db_t *db, size_t max_stmt_bytes, int64_t members_interval_ms)
+void rc_store_init(rc_store_t *st, mc_db_t *db, size_t max_stmt_bytes, int64_t members_interval_ms, int bulk)
 {
     memset(st, 0, sizeof(*st));
     st->db = db;
     st->max_stmt_bytes = max_stmt_bytes;
+    st->bulk = bulk;
+    if (!bulk) {
+        mc_info("store: bulk_insert off: batches go to MySQL as multi-row inserts");
+    }
     mc_debounce_init(&st->debounce, members_interval_ms);
 }
 
@@ -73,6 +83,36 @@ static int store_query(rc_store_t *st, const char *what, const char *sql)
         return mc_db_write(st->db, what, sql, strlen(sql), NULL, &st->status);
     }
     return mc_db_write(st->db, what, st->sql.data, st->sql.len, &st->args, &st->status);
+}
+
+/* Inserts the rows from *next on, as many as max_stmt_bytes allow, with
+ * one bulk statement (mc_db_write_bulk).  Returns 0 (*next advanced,
+ * *inserted counted), 1 when the server has no bulk execution (st->bulk
+ * is then off for good, *next unchanged, nothing sent), or -1. */
+static int store_insert_bulk(rc_store_t *st, const mc_msgbatch_t *b, size_t *next, uint64_t *inserted)
+{
+    size_t from = *next;
+
+    if (mc_msgbatch_insert_rows(b, next, st->max_stmt_bytes, &st->args) != 0) {
+        mc_error("store: out of memory building insert");
+        return -1;
+    }
+    if (mc_db_write_bulk(st->db, "insert", MC_MSGBATCH_INSERT_ONE, sizeof(MC_MSGBATCH_INSERT_ONE) - 1, &st->args,
+                         MC_MSGBATCH_INSERT_COLS, &st->status) != 0) {
+        if (st->status.err == CR_NOT_IMPLEMENTED) {
+            mc_info("store: the MySQL server has no bulk execution: batches go as multi-row inserts");
+            st->bulk = 0;
+            *next = from;
+            return 1;
+        }
+        return -1;
+    }
+    if (!st->bulk_seen) {
+        st->bulk_seen = 1;
+        mc_info("store: batches go to MySQL as bulk executions");
+    }
+    *inserted += st->status.affected;
+    return 0;
 }
 
 /* Runs the room_members updates for the due rooms.  Returns 0 (*members:
@@ -136,6 +176,7 @@ int rc_store_write(rc_store_t *st, mc_msgbatch_t *b)
     size_t i, next = 0;
     uint64_t inserted = 0, moved = 0, members;
     int64_t now;
+    int rc;
 
     if (b->n == 0) {
         return 0;
@@ -153,6 +194,15 @@ int rc_store_write(rc_store_t *st, mc_msgbatch_t *b)
     }
 
     while (next < b->n) {
+        if (st->bulk) {
+            rc = store_insert_bulk(st, b, &next, &inserted);
+            if (rc < 0) {
+                goto err;
+            }
+            if (rc == 0) {
+                continue;
+            }
+        }
         if (mc_msgbatch_insert_stmt(b, &next, st->max_stmt_bytes, &st->sql, &st->args) != 0) {
             mc_error("store: out of memory building insert");
             goto err;

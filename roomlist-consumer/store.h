@@ -17,6 +17,8 @@ typedef struct {
     mc_db_args_t args;      /* its values */
     mc_db_status_t status;  /* of the last statement */
     size_t max_stmt_bytes;  /* an INSERT is split before it grows past this */
+    int bulk;               /* rows go in one bulk execution (off: multi-row INSERTs) */
+    int bulk_seen;          /* a bulk execution succeeded (logged once) */
     mc_debounce_t debounce; /* rooms whose members' last_message_at is behind */
     uint64_t *due;          /* rooms whose members are updated in this transaction */
     size_t ndue;
@@ -31,8 +33,10 @@ typedef struct {
 } rc_store_t;
 
 /* members_interval_ms: the least time between two updates of one room's
- * room_members rows (0: in every batch that moves the room). */
-void rc_store_init(rc_store_t *st, mc_db_t *db, size_t max_stmt_bytes, int64_t members_interval_ms);
+ * room_members rows (0: in every batch that moves the room).  bulk: insert
+ * with MariaDB's bulk execution (turned off by the first batch when the
+ * server has none). */
+void rc_store_init(rc_store_t *st, mc_db_t *db, size_t max_stmt_bytes, int64_t members_interval_ms, int bulk);
 void rc_store_free(rc_store_t *st);
 
 /* Writes the batch (sorting it) in one transaction, with the room_members

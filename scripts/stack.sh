@@ -112,6 +112,8 @@ RELAY_FANOUT=${MINICHAT_RELAY_FANOUT:-admitted}
 RELAY_PEER_STREAM=${MINICHAT_PEER_STREAM:-on}
 # the relay-workers' kafka_compression key for those started now
 RELAY_KAFKA_COMPRESSION=${MINICHAT_KAFKA_COMPRESSION:-none}
+# the roomlist-consumer's bulk_insert key (on or off) when it is started
+CONSUMER_BULK_INSERT=${MINICHAT_CONSUMER_BULK_INSERT:-on}
 # the relay-workers' CA and certificates for their mutual TLS (mesh_setup)
 MESH_DIR=$RUN/mesh
 # the backend dev CA, MariaDB's and Kafka's certificates, the services'
@@ -737,7 +739,8 @@ consumer_start() {
     fi
     mkdir -p "$d"
     render "$CONF/roomlist-consumer.conf.in" "$d/roomlist-consumer.conf" \
-        -e "s|@NODE@|c1|g" -e "s|@PREFIX@|$d|g" -e "s|@HTTP_PORT@|$CONSUMER_HTTP_PORT|g"
+        -e "s|@NODE@|c1|g" -e "s|@PREFIX@|$d|g" -e "s|@HTTP_PORT@|$CONSUMER_HTTP_PORT|g" \
+        -e "s|^bulk_insert .*|bulk_insert     = $CONSUMER_BULK_INSERT|"
     [ -s "$d/consumer.log" ] && mv -f "$d/consumer.log" "$d/consumer.log.prev"
     touch "$d/consumer.log"
     off=$(( $(stat -c %s "$d/consumer.log") + 1 ))

@@ -232,14 +232,43 @@ static size_t row_bytes(const mc_msgrow_t *r)
     return r->cid_len + r->body_len + 64;
 }
 
+/* Returns how many rows from first on fit within max_bytes of values, at
+ * most limit (at least one). */
+static size_t insert_count(const mc_msgbatch_t *b, size_t first, size_t max_bytes, size_t limit)
+{
+    size_t k, bytes = 0;
+
+    for (k = 0; first + k < b->n && k < limit; k++) {
+        bytes += row_bytes(&b->rows[first + k]);
+        if (k > 0 && bytes > max_bytes) {
+            break;
+        }
+    }
+    return k;
+}
+
+/* Adds one row's seven values, in the insert's column order.  Returns 0 or -1. */
+static int row_args(mc_db_args_t *args, const mc_msgrow_t *r)
+{
+    if (mc_db_args_add(args, MC_DB_U64(r->room)) != 0 || mc_db_args_add(args, MC_DB_U64(r->seq)) != 0
+        || mc_db_args_add(args, MC_DB_U64(r->sender)) != 0
+        || mc_db_args_add(args, r->kind == MC_MSG_SYSTEM ? MC_DB_TEXT("system", 6) : MC_DB_TEXT("text", 4)) != 0
+        || mc_db_args_add(args, MC_DB_TEXT(r->body, r->body_len)) != 0
+        || mc_db_args_add(args, MC_DB_TEXT(r->cid, r->cid_len)) != 0
+        || mc_db_args_add(args, MC_DB_TEXT(r->at, r->at_len)) != 0)
+    {
+        return -1;
+    }
+    return 0;
+}
+
 int mc_msgbatch_insert_stmt(const mc_msgbatch_t *b, size_t *next, size_t max_bytes, mc_buf_t *sql,
                             mc_db_args_t *args)
 {
     static const char head[] =
         "INSERT IGNORE INTO messages (room_id, seq, sender_id, kind, body, client_msg_id, created_at) VALUES ";
     static const char tuple[] = "(?,?,?,?,?,?,FROM_UNIXTIME(?))";
-    const mc_msgrow_t *r;
-    size_t i, k, bytes = 0;
+    size_t i, k;
 
     mc_buf_reset(sql);
     mc_db_args_reset(args);
@@ -247,25 +276,32 @@ int mc_msgbatch_insert_stmt(const mc_msgbatch_t *b, size_t *next, size_t max_byt
         return 0;
     }
     /* as many rows as fit */
-    for (k = 0; *next + k < b->n && k < MC_MSGBATCH_INSERT_ROWS; k++) {
-        bytes += row_bytes(&b->rows[*next + k]);
-        if (k > 0 && bytes > max_bytes) {
-            break;
-        }
-    }
+    k = insert_count(b, *next, max_bytes, MC_MSGBATCH_INSERT_ROWS);
     if (mc_buf_append(sql, head, sizeof(head) - 1) != 0) {
         return -1;
     }
     for (i = *next; i < *next + k; i++) {
-        r = &b->rows[i];
         if ((i > *next && mc_buf_append(sql, ",", 1) != 0) || mc_buf_append(sql, tuple, sizeof(tuple) - 1) != 0
-            || mc_db_args_add(args, MC_DB_U64(r->room)) != 0 || mc_db_args_add(args, MC_DB_U64(r->seq)) != 0
-            || mc_db_args_add(args, MC_DB_U64(r->sender)) != 0
-            || mc_db_args_add(args, r->kind == MC_MSG_SYSTEM ? MC_DB_TEXT("system", 6) : MC_DB_TEXT("text", 4)) != 0
-            || mc_db_args_add(args, MC_DB_TEXT(r->body, r->body_len)) != 0
-            || mc_db_args_add(args, MC_DB_TEXT(r->cid, r->cid_len)) != 0
-            || mc_db_args_add(args, MC_DB_TEXT(r->at, r->at_len)) != 0)
+            || row_args(args, &b->rows[i]) != 0)
         {
+            return -1;
+        }
+    }
+    *next += k;
+    return 0;
+}
+
+int mc_msgbatch_insert_rows(const mc_msgbatch_t *b, size_t *next, size_t max_bytes, mc_db_args_t *args)
+{
+    size_t i, k;
+
+    mc_db_args_reset(args);
+    if (*next >= b->n) {
+        return 0;
+    }
+    k = insert_count(b, *next, max_bytes, b->n);
+    for (i = *next; i < *next + k; i++) {
+        if (row_args(args, &b->rows[i]) != 0) {
             return -1;
         }
     }

@@ -8,6 +8,11 @@ committed asynchronously in steady state, synchronously at shutdown.
 - Offsets committed asynchronously are settled at shutdown: a restarted
   consumer reads none of the records it had already stored (its first
   stats line counts no duplicate rows), and stores the new ones.
+- A batch's rows go in one bulk execution (bulk_insert = on, the default
+  with MariaDB) or as a multi-row INSERT (off): both store the same rows,
+  value for value (bodies with quotes, backslashes, placeholders' `?`,
+  non-ASCII text, control characters and 5,000 bytes), each with the
+  time its ack gave.
 
 The stack's consumer is restarted with a configuration of our own and
 given its own back afterwards, as an operator's supervisor would
@@ -22,7 +27,7 @@ import sys
 
 import pytest
 
-from conftest import RUN, TOP, connect, create_room, query, run_async, uid, wait_until
+from conftest import RUN, TOP, cid, connect, create_room, query, run_async, uid, wait_until
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "chaos"))
 
@@ -134,3 +139,44 @@ async def test_a_restarted_consumer_reads_none_of_the_records_it_stored():
             assert dup == 0 and new == consumed == 1, stats
     finally:
         await c.close()
+
+
+BODIES = [
+    "plain",
+    "quote ' and \\\" and \\\\ backslash",
+    "? (?, ?) %s %d placeholders",
+    "ein Grüße, 你好, emoji \U0001F600",
+    "tab\tnew\nline\rreturn",
+    "x" * 5000,
+]
+
+
+@pytest.mark.parametrize("bulk", ["on", "off"])
+@run_async
+async def test_a_batch_stores_the_same_rows_by_bulk_execution_or_multi_row_insert(bulk):
+    u = uid()
+    room = create_room(u, [u])
+    with consumer_with(batch_ms=1000, bulk_insert=bulk) as log:
+        c = await connect(u, "a")
+        acks = []
+        try:
+            for body in BODIES:
+                k = cid()
+                ack = await c.send_msg(room, body, msg_cid=k)
+                assert ack["op"] == "ack", ack
+                acks.append((k, body, ack))
+        finally:
+            await c.close()
+        n = len(BODIES)
+        wait_until(lambda: stored(room) == list(range(1, n + 1)), what="the messages stored")
+        rows = query("SELECT seq, sender_id, kind, body, client_msg_id, "
+                     "CAST(ROUND(UNIX_TIMESTAMP(created_at) * 1000) AS UNSIGNED) AS ms "
+                     "FROM messages WHERE room_id=%s ORDER BY seq", (room,))
+        for row, (k, body, ack) in zip(rows, acks):
+            assert row["seq"] == ack["seq"], (row, ack)
+            assert (row["sender_id"], row["kind"], row["client_msg_id"]) == (u, "text", k), row
+            assert row["body"] == body, (row["seq"], row["body"][:80], body[:80])
+            assert row["ms"] == ack["ts"], (row, ack)
+        said = log()
+        assert ("batches go to MySQL as bulk executions" in said) == (bulk == "on"), said[-2000:]
+        assert ("bulk_insert off: batches go to MySQL as multi-row inserts" in said) == (bulk == "off"), said[-2000:]

@@ -148,6 +148,83 @@ START_TEST(test_insert_stmt)
 }
 END_TEST
 
+/* The rows of a bulk execution: the one-row statement's values, row after
+ * row, in the multi-row insert's order, as many as the bytes allow (one at
+ * least) and with no row cap. */
+START_TEST(test_insert_rows)
+{
+    mc_msgbatch_t b;
+    mc_buf_t s = {0};
+    mc_db_args_t a = {0}, m = {0};
+    size_t next = 0, i, before;
+    char body[100];
+
+    memset(body, 'x', sizeof(body));
+    mc_msgbatch_init(&b);
+    ck_assert_int_eq(mc_msgbatch_add(&b, 7, 2, 42, 1732500000007ULL, "c'2", 3, "it's", 4), 0);
+    ck_assert_int_eq(mc_msgbatch_add(&b, 7, 1, 43, 1732500000001ULL, "c1", 2, "\\", 1), 0);
+    mc_msgbatch_sort(&b);
+
+    ck_assert_int_eq(mc_msgbatch_insert_rows(&b, &next, 1 << 20, &a), 0);
+    ck_assert_uint_eq(next, 2);
+    ck_assert_uint_eq(a.n, 2 * MC_MSGBATCH_INSERT_COLS);
+    arg_u64(&a, 0, 7);
+    arg_u64(&a, 1, 1);
+    arg_u64(&a, 2, 43);
+    arg_text(&a, 3, "text");
+    arg_text(&a, 4, "\\");
+    arg_text(&a, 5, "c1");
+    arg_text(&a, 6, "1732500000.001");
+    arg_u64(&a, 7, 7);
+    arg_u64(&a, 8, 2);
+    arg_u64(&a, 9, 42);
+    arg_text(&a, 11, "it's");
+    arg_text(&a, 12, "c'2");
+    arg_text(&a, 13, "1732500000.007");
+    /* the same values as the multi-row statement's */
+    next = 0;
+    ck_assert_int_eq(mc_msgbatch_insert_stmt(&b, &next, 1 << 20, &s, &m), 0);
+    ck_assert_uint_eq(m.n, a.n);
+    for (i = 0; i < a.n; i++) {
+        ck_assert_int_eq(a.v[i].type, m.v[i].type);
+        ck_assert_uint_eq(a.v[i].u64, m.v[i].u64);
+        ck_assert_uint_eq(a.v[i].len, m.v[i].len);
+    }
+    /* nothing left: empty */
+    ck_assert_int_eq(mc_msgbatch_insert_rows(&b, &next, 1 << 20, &a), 0);
+    ck_assert_uint_eq(a.n, 0);
+    /* a bound under one row still takes a row */
+    next = 0;
+    ck_assert_int_eq(mc_msgbatch_insert_rows(&b, &next, 10, &a), 0);
+    ck_assert_uint_eq(next, 1);
+    ck_assert_uint_eq(a.n, MC_MSGBATCH_INSERT_COLS);
+    mc_msgbatch_free(&b);
+
+    /* more rows than one multi-row INSERT carries, and a byte bound */
+    mc_msgbatch_init(&b);
+    for (i = 1; i <= 10000; i++) {
+        ck_assert_int_eq(mc_msgbatch_add(&b, 1 + i % 7, i, 1, 1732500000000ULL + i, "c", 1, body, sizeof(body)), 0);
+    }
+    mc_msgbatch_sort(&b);
+    next = 0;
+    ck_assert_int_eq(mc_msgbatch_insert_rows(&b, &next, 1 << 22, &a), 0);
+    ck_assert_uint_eq(next, 10000);
+    ck_assert_uint_eq(a.n, 10000 * MC_MSGBATCH_INSERT_COLS);
+    next = 0;
+    while (next < b.n) {
+        before = next;
+        ck_assert_int_eq(mc_msgbatch_insert_rows(&b, &next, 100000, &a), 0);
+        ck_assert_uint_gt(next, before);
+        ck_assert_uint_le((next - before) * (sizeof(body) + 1 + 64), 100000 + sizeof(body) + 1 + 64);
+        ck_assert_uint_eq(a.n, (next - before) * MC_MSGBATCH_INSERT_COLS);
+    }
+    mc_buf_free(&s);
+    mc_db_args_free(&a);
+    mc_db_args_free(&m);
+    mc_msgbatch_free(&b);
+}
+END_TEST
+
 START_TEST(test_insert_stmt_split)
 {
     mc_msgbatch_t b;
@@ -515,6 +592,7 @@ static Suite *msgbatch_suite(void)
     tcase_add_test(tc, test_add_packed);
     tcase_add_test(tc, test_insert_stmt);
     tcase_add_test(tc, test_insert_stmt_split);
+    tcase_add_test(tc, test_insert_rows);
     tcase_add_test(tc, test_rooms_stmt);
     tcase_add_test(tc, test_rooms_stmt_one_room);
     tcase_add_test(tc, test_rooms_stmt_chunks);

@@ -151,6 +151,18 @@ int mc_db_exec(mc_db_t *db, mc_db_role_t role, uint64_t user, const char *sql, s
 int mc_db_write(mc_db_t *db, const char *what, const char *sql, size_t len, const mc_db_args_t *args,
                 mc_db_status_t *st);
 
+/* --- db_bulk.c: one statement for many rows --- */
+
+/* Runs sql, whose ? placeholders are one row's ncols values, once for each
+ * row of args (args->n / ncols rows, values row after row; a column's
+ * values all of one type, none NULL) on the primary, in one round trip with
+ * MariaDB's bulk execution; a failure is logged as "<what> failed", except
+ * a server without bulk execution (MySQL): then nothing was sent, st->err
+ * is CR_NOT_IMPLEMENTED and the caller writes the rows another way.
+ * Returns 0 (st->affected: rows changed, all rows together) or -1. */
+int mc_db_write_bulk(mc_db_t *db, const char *what, const char *sql, size_t len, const mc_db_args_t *args,
+                     size_t ncols, mc_db_status_t *st);
+
 /* For a caller that runs a statement itself (non-blocking): binds args to
  * stmt through the caller's b and lens (nargs each; they must live until the
  * statement was executed).  Returns 0, or -1 with st set. */

@@ -77,6 +77,20 @@ void mc_msgbatch_sort(mc_msgbatch_t *b);
 int mc_msgbatch_insert_stmt(const mc_msgbatch_t *b, size_t *next, size_t max_bytes, mc_buf_t *sql,
                             mc_db_args_t *args);
 
+/* The insert of one row, for bulk execution (mc_db_write_bulk): the
+ * columns and values of mc_msgbatch_insert_stmt's rows, run once per row. */
+#define MC_MSGBATCH_INSERT_ONE \
+    "INSERT IGNORE INTO messages (room_id, seq, sender_id, kind, body, client_msg_id, created_at) " \
+    "VALUES (?,?,?,?,?,?,FROM_UNIXTIME(?))"
+#define MC_MSGBATCH_INSERT_COLS 7
+
+/* Writes into args (replacing them) the values of rows from *next on, row
+ * after row, MC_MSGBATCH_INSERT_COLS each, for MC_MSGBATCH_INSERT_ONE: as
+ * many as stay within max_bytes of values (but always at least one row);
+ * advances *next.  Returns 0 or -1 when out of memory; args is left empty
+ * when no row is left. */
+int mc_msgbatch_insert_rows(const mc_msgbatch_t *b, size_t *next, size_t max_bytes, mc_db_args_t *args);
+
 /* Writes into sql and args the forward-only UPDATE of rooms (last_seq,
  * last_message_at, and last_preview from the last text message, kept when
  * the batch has only system messages for the room) for the rooms of a
