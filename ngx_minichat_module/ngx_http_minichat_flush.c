@@ -15,18 +15,21 @@
  * a timer at the window's end, so that the messages of several turns leave
  * in one write per connection (at 400 messages a second into a room of
  * 1,000, a 20ms window sends about eight messages per write instead of
- * one).  Only frames that come within a third of a window of the last
- * flush wait: slower traffic would put three frames in a write at
- * most.  Busy means that the last pass wrote to at least `busy`
+ * one).  Busy means that the last pass wrote to at least `busy`
  * connections (64 by default): a fan-out big enough that its system calls
- * are the worker's main cost.  A worker that serves small rooms, or the
- * first frame after a quiet window, adds no delay.  And the rate must be
- * sustained: a busy pass was held within the last two windows, or the last
- * two busy passes came within a third of a window of each other.  One
- * early message in slow traffic (a sender a few ms late, then on time) is
- * not held: at 100 messages a second such messages, about 1%, waited
- * 13-20ms and made the p99.  A steady fast rate keeps holding through a
- * late frame that broke one hold.
+ * are the worker's main cost.  A frame waits only while the rate of such
+ * fan-outs is sustained and fast: the moving average of the intervals
+ * between the messages that reached at least `busy` connections of this
+ * worker (each interval counted at most two windows, weight 1/8) is under
+ * a fifth of a window (4ms, 250 messages a second, at 20ms), and the frame
+ * comes within a third of a window of the last pass.  So 200 messages a
+ * second (5ms apart) are never held: measured, holding them made the p99
+ * two to three times the floor's for CPU that has no target at that rate,
+ * and a rule that looked at the last one or two intervals held now and
+ * then when a late send was followed by an on-time one, and those 1% made
+ * the p99 (docs/performance.md, "The write window on this VM").  The first
+ * messages after a quiet spell, and a worker that serves small rooms, add
+ * no delay.
  *
  * The list holds connection pointers; a listed connection is not freed
  * (`flush_queued` keeps release away) until the flush has passed it.
@@ -43,9 +46,8 @@ static ngx_uint_t                ngx_http_minichat_flush_cap;
 static ngx_event_t               ngx_http_minichat_flush_ev;
 static ngx_msec_t                ngx_http_minichat_flush_last;
 static ngx_uint_t                ngx_http_minichat_flush_last_n;   /* connections the last pass wrote */
-static ngx_msec_t                ngx_http_minichat_flush_busy_last;  /* when the last busy pass ran */
-static ngx_msec_t                ngx_http_minichat_flush_busy_gap;   /* between the last two busy passes */
-static ngx_msec_t                ngx_http_minichat_flush_busy_held;  /* when a busy pass last waited for the timer */
+static ngx_msec_t                ngx_http_minichat_flush_fanout_last; /* when the last big fan-out came (0: none yet) */
+static ngx_int_t                 ngx_http_minichat_flush_fanout_avg = -1; /* their intervals' moving average, in 1/16 ms (-1: none yet) */
 
 
 /* Lists ws for the end of this turn.  NGX_ERROR only when out of memory;
@@ -92,17 +94,13 @@ ngx_http_minichat_flush_later(ngx_http_minichat_ws_t *ws)
     mcf = ngx_http_minichat_conf();
     window = mcf->flush_window;
     since = ngx_current_msec - ngx_http_minichat_flush_last;
-    sustained = ngx_current_msec - ngx_http_minichat_flush_busy_held < 2 * window
-                || ngx_http_minichat_flush_busy_gap < window / 3;
+    sustained = ngx_http_minichat_flush_fanout_avg >= 0
+                && (ngx_msec_t) ngx_http_minichat_flush_fanout_avg < window * 16 / 5;
 
-    /* a third of a window: frames that come slower than that would put
-     * three frames in a write at most, a delay for little saving (at 50
-     * messages a second a 20ms window held each message for most of a
-     * window and doubled the p50 against the floor; at 100 a second, with
-     * half a window as the bound, every write carried two messages and the
-     * p50 was 2.3x the floor's).  Such a frame also takes the frames
-     * already waiting (an ack queued just after the last write) with it,
-     * rather than waiting behind their timer. */
+    /* a frame more than a third of a window after the last pass (a pause
+     * in the stream) leaves at once, and takes the frames already waiting
+     * (an ack queued just after the last write) with it, rather than
+     * waiting behind their timer */
     if (window == 0 || since >= window / 3 || ngx_http_minichat_flush_last_n < mcf->flush_busy || !sustained) {
         if (ngx_http_minichat_flush_ev.timer_set) {
             ngx_del_timer(&ngx_http_minichat_flush_ev);
@@ -126,14 +124,6 @@ ngx_http_minichat_flush_handler(ngx_event_t *ev)
     ngx_http_minichat_ws_t  *ws;
     ngx_uint_t               i;
 
-    /* the acks of a fan-out's sender, one connection a pass, do not count */
-    if (ngx_http_minichat_flush_n >= ngx_http_minichat_conf()->flush_busy) {
-        ngx_http_minichat_flush_busy_gap = ngx_current_msec - ngx_http_minichat_flush_busy_last;
-        ngx_http_minichat_flush_busy_last = ngx_current_msec;
-        if (ev->timedout) {
-            ngx_http_minichat_flush_busy_held = ngx_current_msec;
-        }
-    }
     ev->timedout = 0;
 
     ngx_http_minichat_flush_last = ngx_current_msec;
@@ -163,6 +153,34 @@ ngx_http_minichat_flush_handler(ngx_event_t *ev)
         ngx_http_minichat_flush_list = NULL;
         ngx_http_minichat_flush_cap = 0;
     }
+}
+
+
+/* A message reached n connections of this worker: a big one (n >= busy)
+ * moves the moving average of the intervals between big ones. */
+void
+ngx_http_minichat_flush_fanout(ngx_uint_t n)
+{
+    ngx_http_minichat_main_conf_t  *mcf = ngx_http_minichat_conf();
+    ngx_msec_t                      gap, most;
+
+    if (mcf->flush_window == 0 || n < mcf->flush_busy) {
+        return;
+    }
+
+    /* an interval counts two windows at most: after a quiet spell the
+     * average comes back under the bound within about twenty messages */
+    most = 2 * mcf->flush_window;
+    gap = ngx_http_minichat_flush_fanout_last == 0 ? most : ngx_current_msec - ngx_http_minichat_flush_fanout_last;
+    if (gap > most) {
+        gap = most;
+    }
+    ngx_http_minichat_flush_fanout_last = ngx_current_msec;
+
+    if (ngx_http_minichat_flush_fanout_avg < 0) {
+        ngx_http_minichat_flush_fanout_avg = (ngx_int_t) most * 16;
+    }
+    ngx_http_minichat_flush_fanout_avg += ((ngx_int_t) gap * 16 - ngx_http_minichat_flush_fanout_avg) / 8;
 }
 
 

@@ -492,6 +492,7 @@ ngx_int_t ngx_http_minichat_conn_flush_listed(ngx_http_minichat_ws_t *ws);
 
 /* ngx_http_minichat_flush.c: one write per connection per event-loop turn */
 ngx_int_t ngx_http_minichat_flush_later(ngx_http_minichat_ws_t *ws);
+void ngx_http_minichat_flush_fanout(ngx_uint_t n);
 char *ngx_http_minichat_flush_window(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 void ngx_http_minichat_flush_exit(void);
 /* The reply to a request: an error, or a JSON object whose first field is "op". */

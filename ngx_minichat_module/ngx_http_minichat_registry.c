@@ -177,6 +177,7 @@ typedef struct {
     size_t                              len;
     size_t                              hlen;    /* the header's bytes: the payload follows */
     ngx_uint_t                          failed;
+    ngx_uint_t                          queued;  /* connections it was queued for */
     ngx_http_minichat_deflate_cache_t   deflated; /* compressed once per window, for every recipient */
 } ngx_http_minichat_frame_t;
 
@@ -231,6 +232,7 @@ ngx_http_minichat_visit_msg(ngx_http_minichat_ws_t *ws, void *data)
 
     if (ngx_http_minichat_conn_queue_frame(ws, frame, len) == NGX_OK) {
         ngx_http_minichat_count(deliveries, 1);
+        f->queued++;
     }
 }
 
@@ -244,6 +246,7 @@ ngx_http_minichat_deliver(Minichat__ChatMessage *m)
     f.m = m;
 
     ngx_http_minichat_visit(m, ngx_http_minichat_visit_msg, &f);
+    ngx_http_minichat_flush_fanout(f.queued);
 
     ngx_http_minichat_deflate_cache_free(&f.deflated);
     if (f.buf) {
