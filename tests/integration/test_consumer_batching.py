@@ -1,8 +1,9 @@
 """The roomlist-consumer's batches: a bounded wait (batch_ms) and offsets
 committed asynchronously in steady state, synchronously at shutdown.
 
-- A batch_ms or batch_size out of range stops the consumer at start with a
-  message naming the key, the value and the range (nothing is contacted).
+- A batch_ms or batch_size out of range, or a bulk_insert that is not on
+  or off, stops the consumer at start with a message naming the key, the
+  value and what it must be (nothing is contacted).
 - With a long batch wait, messages sent one by one are stored all the same
   (the batch closes when the wait passes), in one transaction.
 - Offsets committed asynchronously are settled at shutdown: a restarted
@@ -89,6 +90,7 @@ def consumer_with(**settings):
     ("batch_ms", "-1", 'batch_ms "-1" must be a number in [0, 60000]'),
     ("batch_ms", "soon", 'batch_ms "soon" must be a number in [0, 60000]'),
     ("batch_size", "0", 'batch_size "0" must be a number in [1, 100000]'),
+    ("bulk_insert", "maybe", 'bulk_insert "maybe" must be on or off'),
 ])
 def test_a_batch_setting_out_of_range_is_refused_at_start(tmp_path, key, value, message):
     conf = tmp_path / "roomlist-consumer.conf"
