@@ -32,13 +32,6 @@
 #include "minichat/db_stmt.h"
 #include "minichat/log.h"
 
-/* Records a statement's error in st. */
-static void bulk_error(mc_db_status_t *st, MYSQL_STMT *stmt)
-{
-    st->err = mysql_stmt_errno(stmt) ? mysql_stmt_errno(stmt) : CR_UNKNOWN_ERROR;
-    snprintf(st->msg, sizeof(st->msg), "%s", mysql_stmt_error(stmt));
-}
-
 /* Returns whether the server of m runs bulk executions: a MariaDB server
  * (not announcing CLIENT_MYSQL) with MARIADB_CLIENT_STMT_BULK_OPERATIONS
  * among its extended capabilities (Connector/C's own test,
@@ -168,7 +161,7 @@ int mc_db_write_bulk(mc_db_t *db, const char *what, const char *sql, size_t len,
     if (mysql_stmt_attr_set(stmt, STMT_ATTR_ARRAY_SIZE, &nrows) != 0 || mysql_stmt_bind_param(stmt, c.bind) != 0
         || mysql_stmt_execute(stmt) != 0)
     {
-        bulk_error(st, stmt);
+        mc_db_stmt_error(st, stmt);
     } else {
         st->affected = mysql_stmt_affected_rows(stmt);
         rc = 0;

@@ -57,8 +57,7 @@ struct mc_db_rows_s {
     mc_buf_t data;
 };
 
-/* Records a statement's error in st. */
-static void exec_error(mc_db_status_t *st, MYSQL_STMT *stmt)
+void mc_db_stmt_error(mc_db_status_t *st, MYSQL_STMT *stmt)
 {
     st->err = mysql_stmt_errno(stmt) ? mysql_stmt_errno(stmt) : CR_UNKNOWN_ERROR;
     snprintf(st->msg, sizeof(st->msg), "%s", mysql_stmt_error(stmt));
@@ -108,7 +107,7 @@ int mc_db_stmt_bind(MYSQL_STMT *stmt, const mc_db_arg_t *args, size_t nargs, MYS
         }
     }
     if (mysql_stmt_bind_param(stmt, b) != 0) {
-        exec_error(st, stmt);
+        mc_db_stmt_error(st, stmt);
         return -1;
     }
     return 0;
@@ -132,7 +131,7 @@ static int exec_run(MYSQL_STMT *stmt, const mc_db_arg_t *args, size_t nargs, mc_
     /* libmariadb copies what it needs when the statement is executed */
     rc = mc_db_stmt_bind(stmt, args, nargs, b, lens, st);
     if (rc == 0 && mysql_stmt_execute(stmt) != 0) {
-        exec_error(st, stmt);
+        mc_db_stmt_error(st, stmt);
         rc = -1;
     }
     free(b);
@@ -225,7 +224,7 @@ static int exec_row(mc_db_rows_t *r, MYSQL_STMT *stmt, MYSQL_BIND *rb, char **sl
             one.is_null = &isnull;
             one.error = &err;
             if (mysql_stmt_fetch_column(stmt, &one, (unsigned)c, 0) != 0) {
-                exec_error(st, stmt);
+                mc_db_stmt_error(st, stmt);
                 return -1;
             }
         }
@@ -254,7 +253,7 @@ static int exec_fetch(MYSQL_STMT *stmt, mc_db_rows_t **out, mc_db_status_t *st)
     /* the longest value of each column, computed by the store (libmariadb's
      * own fields: mysql_stmt_result_metadata would copy them every time) */
     if (mysql_stmt_attr_set(stmt, STMT_ATTR_UPDATE_MAX_LENGTH, &on) != 0 || mysql_stmt_store_result(stmt) != 0) {
-        exec_error(st, stmt);
+        mc_db_stmt_error(st, stmt);
         mysql_stmt_free_result(stmt);
         return -1;
     }
@@ -328,7 +327,7 @@ int mc_db_stmt_rows(MYSQL_STMT *stmt, mc_db_rows_t **out, mc_db_status_t *st)
             rb[c].buffer_length = size[c];
         }
         if (mysql_stmt_bind_result(stmt, rb) != 0) {
-            exec_error(st, stmt);
+            mc_db_stmt_error(st, stmt);
             goto done;
         }
         while ((f = mysql_stmt_fetch(stmt)) == 0 || f == MYSQL_DATA_TRUNCATED) {
@@ -342,7 +341,7 @@ int mc_db_stmt_rows(MYSQL_STMT *stmt, mc_db_rows_t **out, mc_db_status_t *st)
             }
         }
         if (f != MYSQL_NO_DATA) {
-            exec_error(st, stmt);
+            mc_db_stmt_error(st, stmt);
             goto done;
         }
     }
@@ -416,7 +415,7 @@ int mc_db_exec(mc_db_t *db, mc_db_role_t role, uint64_t user, const char *sql, s
         return exec_fetch(stmt, rows, st);
     }
     if (mysql_stmt_store_result(stmt) != 0) {
-        exec_error(st, stmt);
+        mc_db_stmt_error(st, stmt);
         mysql_stmt_free_result(stmt);
         return -1;
     }

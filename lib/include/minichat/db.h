@@ -163,6 +163,9 @@ int mc_db_write(mc_db_t *db, const char *what, const char *sql, size_t len, cons
 int mc_db_write_bulk(mc_db_t *db, const char *what, const char *sql, size_t len, const mc_db_args_t *args,
                      size_t ncols, mc_db_status_t *st);
 
+/* Records stmt's last error (its code and message) in st. */
+void mc_db_stmt_error(mc_db_status_t *st, MYSQL_STMT *stmt);
+
 /* For a caller that runs a statement itself (non-blocking): binds args to
  * stmt through the caller's b and lens (nargs each; they must live until the
  * statement was executed).  Returns 0, or -1 with st set. */
