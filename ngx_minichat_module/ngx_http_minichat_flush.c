@@ -10,26 +10,30 @@
  * instead of a write (and a segment, with TCP_NODELAY) each.  The delay is
  * none: the write still happens before the worker sleeps again.
  *
- * With `minichat_flush_window` set, a busy worker writes at most once per
- * window: a frame queued less than a window after the last flush waits for
- * a timer at the window's end, so that the messages of several turns leave
- * in one write per connection (at 400 messages a second into a room of
- * 1,000, a 20ms window sends about eight messages per write instead of
- * one).  Busy means that the last pass wrote to at least `busy`
- * connections (64 by default): a fan-out big enough that its system calls
- * are the worker's main cost.  A frame waits only while the rate of such
- * fan-outs is sustained and fast: the moving average of the intervals
- * between the messages that reached at least `busy` connections of this
- * worker (each interval counted at most two windows, weight 1/8) is under
- * a fifth of a window (4ms, 250 messages a second, at 20ms), and the frame
- * comes within a third of a window of the last pass.  So 200 messages a
- * second (5ms apart) are never held: measured, holding them made the p99
- * two to three times the floor's for CPU that has no target at that rate,
- * and a rule that looked at the last one or two intervals held now and
- * then when a late send was followed by an on-time one, and those 1% made
- * the p99 (docs/performance.md, "The write window on this VM").  The first
- * messages after a quiet spell, and a worker that serves small rooms, add
- * no delay.
+ * With `minichat_flush_window` set, a busy worker lets frames wait (at
+ * most a window) so that the messages of several turns leave in one write
+ * per connection: at 400 messages a second into a room of 1,000, two or
+ * three messages per write instead of one, and about half the worker's CPU.
+ * Frames wait only while three things hold:
+ *  - the worker is busy: its last pass wrote to at least `busy` connections
+ *    (64 by default), a fan-out big enough that its system calls are the
+ *    worker's main cost;
+ *  - the rate of big fan-outs (messages that reached `busy` of its
+ *    connections) is sustained and fast: the moving average of their
+ *    intervals (weight 1/8, each counted at most twice the larger of the
+ *    window and the bound) is under 1/rate (`rate`, 250 a second, 4ms, by
+ *    default).  So 200 messages a second are never held: measured, holding
+ *    them made the p99 two to three times the floor's for CPU that has no
+ *    target at that rate, and one early message in slow traffic does not
+ *    move the average enough;
+ *  - the stream has not paused: the last big fan-out came less than a
+ *    window ago.
+ * The first frame that waits starts the window's timer; when a big fan-out
+ * comes and the next one is due (by the average) after the window's end,
+ * the waiting frames leave with it at the end of the turn, because waiting
+ * for the timer would add delay and no message.  So the last message of a
+ * write waits not at all and the first at most a window less an interval
+ * (docs/performance.md, "The write window ends at a message").
  *
  * The list holds connection pointers; a listed connection is not freed
  * (`flush_queued` keeps release away) until the flush has passed it.
@@ -44,10 +48,10 @@ static ngx_http_minichat_ws_t  **ngx_http_minichat_flush_list;
 static ngx_uint_t                ngx_http_minichat_flush_n;
 static ngx_uint_t                ngx_http_minichat_flush_cap;
 static ngx_event_t               ngx_http_minichat_flush_ev;
-static ngx_msec_t                ngx_http_minichat_flush_last;
 static ngx_uint_t                ngx_http_minichat_flush_last_n;   /* connections the last pass wrote */
 static ngx_msec_t                ngx_http_minichat_flush_fanout_last; /* when the last big fan-out came (0: none yet) */
 static ngx_int_t                 ngx_http_minichat_flush_fanout_avg = -1; /* their intervals' moving average, in 1/16 ms (-1: none yet) */
+static ngx_msec_t                ngx_http_minichat_flush_held;     /* when the frames now waiting began to wait */
 
 
 /* Lists ws for the end of this turn.  NGX_ERROR only when out of memory;
@@ -57,7 +61,7 @@ ngx_http_minichat_flush_later(ngx_http_minichat_ws_t *ws)
 {
     ngx_http_minichat_ws_t  **list;
     ngx_uint_t                cap;
-    ngx_msec_t                      window, since;
+    ngx_msec_t                      window, gap;
     ngx_uint_t                      sustained;
     ngx_http_minichat_main_conf_t  *mcf;
 
@@ -93,22 +97,25 @@ ngx_http_minichat_flush_later(ngx_http_minichat_ws_t *ws)
 
     mcf = ngx_http_minichat_conf();
     window = mcf->flush_window;
-    since = ngx_current_msec - ngx_http_minichat_flush_last;
+    gap = ngx_current_msec - ngx_http_minichat_flush_fanout_last;
     sustained = ngx_http_minichat_flush_fanout_avg >= 0
-                && (ngx_msec_t) ngx_http_minichat_flush_fanout_avg < window * 16 / 5;
+                && ngx_http_minichat_flush_fanout_avg < (ngx_int_t) (16000 / mcf->flush_rate);
 
-    /* a frame more than a third of a window after the last pass (a pause
-     * in the stream) leaves at once, and takes the frames already waiting
-     * (an ack queued just after the last write) with it, rather than
-     * waiting behind their timer */
-    if (window == 0 || since >= window / 3 || ngx_http_minichat_flush_last_n < mcf->flush_busy || !sustained) {
+    /* a frame leaves at once (and takes the frames already waiting, an ack
+     * queued just after the last write, with it) unless the worker is busy
+     * with a sustained fast stream that has not paused: the last big
+     * fan-out less than a window ago, and the last pass too */
+    if (window == 0 || ngx_http_minichat_flush_last_n < mcf->flush_busy || !sustained
+        || gap >= window)
+    {
         if (ngx_http_minichat_flush_ev.timer_set) {
             ngx_del_timer(&ngx_http_minichat_flush_ev);
         }
         ngx_post_event(&ngx_http_minichat_flush_ev, &ngx_posted_events);
 
     } else if (!ngx_http_minichat_flush_ev.timer_set) {
-        ngx_add_timer(&ngx_http_minichat_flush_ev, window - since);
+        ngx_add_timer(&ngx_http_minichat_flush_ev, window);
+        ngx_http_minichat_flush_held = ngx_current_msec;
     }
 
     return NGX_OK;
@@ -126,7 +133,6 @@ ngx_http_minichat_flush_handler(ngx_event_t *ev)
 
     ev->timedout = 0;
 
-    ngx_http_minichat_flush_last = ngx_current_msec;
     ngx_http_minichat_flush_last_n = ngx_http_minichat_flush_n;
 
     for (i = 0; i < ngx_http_minichat_flush_n; i++) {
@@ -157,7 +163,8 @@ ngx_http_minichat_flush_handler(ngx_event_t *ev)
 
 
 /* A message reached n connections of this worker: a big one (n >= busy)
- * moves the moving average of the intervals between big ones. */
+ * moves the moving average of the intervals between big ones, and may end
+ * the window. */
 void
 ngx_http_minichat_flush_fanout(ngx_uint_t n)
 {
@@ -168,9 +175,10 @@ ngx_http_minichat_flush_fanout(ngx_uint_t n)
         return;
     }
 
-    /* an interval counts two windows at most: after a quiet spell the
-     * average comes back under the bound within about twenty messages */
-    most = 2 * mcf->flush_window;
+    /* an interval counts at most twice the larger of the window and the
+     * bound (so that the average can rise above the bound): after a quiet
+     * spell it comes back under the bound within about twenty messages */
+    most = 2 * ngx_max(mcf->flush_window, 1000 / mcf->flush_rate + 1);
     gap = ngx_http_minichat_flush_fanout_last == 0 ? most : ngx_current_msec - ngx_http_minichat_flush_fanout_last;
     if (gap > most) {
         gap = most;
@@ -181,18 +189,50 @@ ngx_http_minichat_flush_fanout(ngx_uint_t n)
         ngx_http_minichat_flush_fanout_avg = (ngx_int_t) most * 16;
     }
     ngx_http_minichat_flush_fanout_avg += ((ngx_int_t) gap * 16 - ngx_http_minichat_flush_fanout_avg) / 8;
+
+    /* frames wait: when the next big fan-out is due after the window's
+     * end, waiting for the timer would add delay and no message, so this
+     * message's frames and the waiting ones leave at the end of this turn */
+    if (ngx_http_minichat_flush_ev.timer_set
+        && (ngx_int_t) (ngx_current_msec - ngx_http_minichat_flush_held) * 16 + ngx_http_minichat_flush_fanout_avg
+           >= (ngx_int_t) mcf->flush_window * 16)
+    {
+        ngx_del_timer(&ngx_http_minichat_flush_ev);
+        if (!ngx_http_minichat_flush_ev.posted) {
+            ngx_post_event(&ngx_http_minichat_flush_ev, &ngx_posted_events);
+        }
+    }
 }
 
 
-/* minichat_flush_window time [busy=N]: time 0 (off) or 1ms..100ms; N
- * 1..1000000 connections. */
+/* One "name=N" parameter of minichat_flush_window (a four-letter name):
+ * N in 1..max, given once, into *to. */
+static ngx_int_t
+ngx_http_minichat_flush_param(ngx_conf_t *cf, ngx_str_t *v, ngx_int_t max, ngx_uint_t *to, const char *unit)
+{
+    ngx_int_t  n;
+
+    n = ngx_atoi(v->data + 5, v->len - 5);
+    if (n < 1 || n > max || *to != NGX_CONF_UNSET_UINT) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid \"minichat_flush_window\" \"%V\": "
+                           "%*s must be given once, between 1 and %i %s", v, (size_t) 4, v->data, max, unit);
+        return NGX_ERROR;
+    }
+    *to = n;
+    return NGX_OK;
+}
+
+
+/* minichat_flush_window time [busy=N] [rate=N]: time 0 (off) or 1ms..100ms;
+ * busy 1..1000000 connections; rate 1..16000 big fan-outs a second. */
 char *
 ngx_http_minichat_flush_window(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_minichat_main_conf_t  *mcf = conf;
     ngx_str_t                      *value;
     ngx_msec_t                      ms;
-    ngx_int_t                       n;
+    ngx_int_t                       rc;
+    ngx_uint_t                      i;
 
     (void) cmd;
 
@@ -210,19 +250,21 @@ ngx_http_minichat_flush_window(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
     mcf->flush_window = ms;
 
-    if (cf->args->nelts == 3) {
-        if (value[2].len <= 5 || ngx_strncmp(value[2].data, "busy=", 5) != 0) {
+    for (i = 2; i < cf->args->nelts; i++) {
+        if (value[i].len > 5 && ngx_strncmp(value[i].data, "busy=", 5) == 0) {
+            rc = ngx_http_minichat_flush_param(cf, &value[i], 1000000, &mcf->flush_busy, "connections");
+
+        } else if (value[i].len > 5 && ngx_strncmp(value[i].data, "rate=", 5) == 0) {
+            rc = ngx_http_minichat_flush_param(cf, &value[i], 16000, &mcf->flush_rate, "messages a second");
+
+        } else {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid \"minichat_flush_window\" parameter \"%V\": "
-                               "expected busy=N", &value[2]);
+                               "expected busy=N or rate=N", &value[i]);
+            rc = NGX_ERROR;
+        }
+        if (rc != NGX_OK) {
             return NGX_CONF_ERROR;
         }
-        n = ngx_atoi(value[2].data + 5, value[2].len - 5);
-        if (n < 1 || n > 1000000) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid \"minichat_flush_window\" \"%V\": "
-                               "busy must be between 1 and 1000000 connections", &value[2]);
-            return NGX_CONF_ERROR;
-        }
-        mcf->flush_busy = n;
     }
 
     return NGX_CONF_OK;

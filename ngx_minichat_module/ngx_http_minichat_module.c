@@ -342,7 +342,7 @@ static ngx_command_t ngx_http_minichat_commands[] = {
       &ngx_http_minichat_typing_bounds },
 
     { ngx_string("minichat_flush_window"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE123,
       ngx_http_minichat_flush_window,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
@@ -616,6 +616,7 @@ ngx_http_minichat_create_main_conf(ngx_conf_t *cf)
     mcf->typing_interval = NGX_CONF_UNSET_MSEC;
     mcf->flush_window = NGX_CONF_UNSET_MSEC;
     mcf->flush_busy = NGX_CONF_UNSET_UINT;
+    mcf->flush_rate = NGX_CONF_UNSET_UINT;
 
     mcf->limit_messages.burst = NGX_CONF_UNSET_UINT;
     mcf->limit_room_messages.burst = NGX_CONF_UNSET_UINT;
@@ -670,6 +671,7 @@ ngx_http_minichat_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(mcf->typing_interval, 2000);
     ngx_conf_init_msec_value(mcf->flush_window, 0);
     ngx_conf_init_uint_value(mcf->flush_busy, NGX_HTTP_MINICHAT_FLUSH_BUSY);
+    ngx_conf_init_uint_value(mcf->flush_rate, NGX_HTTP_MINICHAT_FLUSH_RATE);
 
     if (ngx_http_minichat_limit_merge(cf, mcf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;

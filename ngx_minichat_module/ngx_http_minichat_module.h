@@ -38,6 +38,7 @@
 #define NGX_HTTP_MINICHAT_CLOSE_DISCONNECTED 4005 /* WebSocket close code: the server API disconnected the user */
 #define NGX_HTTP_MINICHAT_LINGER_TIME 2000  /* ms to wait for the client's EOF after our close frame */
 #define NGX_HTTP_MINICHAT_FLUSH_BUSY  64    /* minichat_flush_window: a pass this big makes a worker busy */
+#define NGX_HTTP_MINICHAT_FLUSH_RATE  250   /* minichat_flush_window: big fan-outs a second above which frames wait */
 #define NGX_HTTP_MINICHAT_UPGRADE_REQUIRED 426 /* a WebSocket version other than 13 */
 #define NGX_HTTP_MINICHAT_SUBPROTOCOL "minichat.v1"
 /* a Sec-WebSocket-Protocol entry "bearer.<JWT>" carries the token */
@@ -85,6 +86,7 @@ typedef struct {
     ngx_msec_t typing_interval;  /* at most one typing event per user and room this often */
     ngx_msec_t flush_window;     /* writes to clients at most this often per worker when busy; 0: every turn */
     ngx_uint_t flush_busy;       /* busy: the last write pass wrote to at least this many connections */
+    ngx_uint_t flush_rate;       /* frames wait only while big fan-outs come faster than this many a second */
     ngx_flag_t enabled; /* set by ngx_pcalloc(); 1 once minichat_redis is given */
     ngx_array_t *redis_seeds;         /* of ngx_http_minichat_redis_addr_t; NULL: one Redis */
     ngx_str_t redis_user;             /* AUTH user (Redis 6 ACL); empty: AUTH password */
