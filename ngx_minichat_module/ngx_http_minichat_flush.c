@@ -52,6 +52,7 @@ static ngx_uint_t                ngx_http_minichat_flush_last_n;   /* connection
 static ngx_msec_t                ngx_http_minichat_flush_fanout_last; /* when the last big fan-out came (0: none yet) */
 static ngx_int_t                 ngx_http_minichat_flush_fanout_avg = -1; /* their intervals' moving average, in 1/16 ms (-1: none yet) */
 static ngx_msec_t                ngx_http_minichat_flush_held;     /* when the frames now waiting began to wait */
+static ngx_uint_t                ngx_http_minichat_flush_waited;   /* frames of the next pass waited for the window */
 
 
 /* Lists ws for the end of this turn.  NGX_ERROR only when out of memory;
@@ -116,6 +117,7 @@ ngx_http_minichat_flush_later(ngx_http_minichat_ws_t *ws)
     } else if (!ngx_http_minichat_flush_ev.timer_set) {
         ngx_add_timer(&ngx_http_minichat_flush_ev, window);
         ngx_http_minichat_flush_held = ngx_current_msec;
+        ngx_http_minichat_flush_waited = 1;
     }
 
     return NGX_OK;
@@ -129,11 +131,12 @@ static void
 ngx_http_minichat_flush_handler(ngx_event_t *ev)
 {
     ngx_http_minichat_ws_t  *ws;
-    ngx_uint_t               i;
+    ngx_uint_t               i, written;
 
     ev->timedout = 0;
 
     ngx_http_minichat_flush_last_n = ngx_http_minichat_flush_n;
+    written = 0;
 
     for (i = 0; i < ngx_http_minichat_flush_n; i++) {
         ws = ngx_http_minichat_flush_list[i];
@@ -148,10 +151,18 @@ ngx_http_minichat_flush_handler(ngx_event_t *ev)
         (void) ngx_http_minichat_conn_flush_listed(ws);
         ws->pending--;
         ngx_http_minichat_conn_release(ws);
+        written++;
     }
 
     ngx_http_minichat_flush_n = 0;
     ngx_http_minichat_conn_queued_show();
+
+    /* one atomic add per pass, not per connection: the workers share them */
+    ngx_http_minichat_count(flush_writes, written);
+    if (ngx_http_minichat_flush_waited) {
+        ngx_http_minichat_flush_waited = 0;
+        ngx_http_minichat_count(flush_held, 1);
+    }
 
     /* a burst's list need not stay: keep a small one */
     if (ngx_http_minichat_flush_cap > 4096) {

@@ -96,6 +96,10 @@ static const ngx_http_minichat_metric_plain_t  ngx_http_minichat_metrics_plain[]
                              "Bytes queued for WebSocket clients and not yet written, on every worker"),
     NGX_HTTP_MINICHAT_METRIC("minichat_slow_clients_closed_total", slow_closed, 0,
                              "Connections closed because they did not read (send queue full, close not taken)"),
+    NGX_HTTP_MINICHAT_METRIC("minichat_flush_writes_total", flush_writes, 0,
+                             "Connections written by the workers' end-of-turn flushes (frames sent / this: frames per write)"),
+    NGX_HTTP_MINICHAT_METRIC("minichat_flush_held_total", flush_held, 0,
+                             "Flushes whose frames waited for minichat_flush_window"),
 };
 
 

@@ -280,6 +280,8 @@ typedef struct {
     ngx_atomic_t banned[NGX_HTTP_MINICHAT_BANNED];
     ngx_atomic_t queued_bytes; /* a gauge: bytes in connections' send queues (_conn.c) */
     ngx_atomic_t slow_closed;  /* connections closed because they did not read */
+    ngx_atomic_t flush_writes; /* connections written by end-of-turn flush passes (_flush.c) */
+    ngx_atomic_t flush_held;   /* flush passes whose frames waited for the write window */
     ngx_http_minichat_histogram_t redis;
     ngx_http_minichat_histogram_t relay;
 } ngx_http_minichat_metrics_t;

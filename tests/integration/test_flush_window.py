@@ -29,6 +29,7 @@ import time
 
 from conftest import NGINX_PORTS, cid, create_room, run_async, uid
 from own_nginx import OwnNginx, upgrade_when_ready, ws_connect
+from test_metrics import delta, own_scrape
 from test_ws_protocol import RawWS
 
 
@@ -63,12 +64,14 @@ def msgs_with_reads(ws, count):
     return out
 
 
-async def three_messages(directive, gap, count=3, timed=None):
+async def three_messages(directive, gap, count=3, timed=None, scrapes=None):
     """The messages of the docstring (three, or count), sent `gap` seconds
     apart (or gap[i] after message i), to a member on an nginx with
     `directive`: [(frame, read number)] as the member got them.  With a
     list as `timed`, it gets the monotonic time of each send, and of each
-    read (by read number, from 1), as (sends, reads)."""
+    read (by read number, from 1), as (sends, reads); with a list as
+    `scrapes`, the nginx's metrics before the first send and after the
+    last read."""
     gaps = gap if isinstance(gap, (list, tuple)) else [gap] * count
     n = OwnNginx([directive]).start()
     try:
@@ -82,11 +85,15 @@ async def three_messages(directive, gap, count=3, timed=None):
         await asyncio.sleep(0.3)   # windows with nothing written
         # the member reads in a thread of its own from before the first send
         reading = asyncio.get_running_loop().run_in_executor(None, msgs_with_reads, member, count)
+        if scrapes is not None:
+            scrapes.append(own_scrape(n))
         for i in range(count):
             await sender.send({"op": "send", "id": 10 + i, "room": room, "cid": cid(), "body": "m%d" % i})
             sent.append(time.monotonic())
             await asyncio.sleep(gaps[i])
         got = await reading
+        if scrapes is not None:
+            scrapes.append(own_scrape(n))
         assert [f["body"] for f, _ in got] == ["m%d" % i for i in range(count)], got
         seqs = [f["seq"] for f, _ in got]
         assert seqs == sorted(seqs), got
@@ -105,13 +112,19 @@ async def three_messages(directive, gap, count=3, timed=None):
 
 @run_async
 async def test_a_sustained_fast_rate_is_held_and_its_start_is_not():
-    got = await three_messages("minichat_flush_window 100ms busy=1 rate=100", 0.005, count=60)
+    scrapes = []
+    got = await three_messages("minichat_flush_window 100ms busy=1 rate=100", 0.005, count=60, scrapes=scrapes)
     reads = [r for _, r in got]
     assert reads == sorted(reads), got
     assert reads[0] < reads[1] < reads[2], "the first messages after a quiet spell wait for nothing: %r" % reads
     # the last twenty came within ~100-140ms, once the average was under
     # 10ms: held, they share a few writes
     assert len(set(reads[-20:])) <= 4, "a sustained fast rate leaves in few writes: %r" % reads
+    # the metrics say so: flushes that waited, and fewer writes than frames
+    before, after = scrapes
+    assert delta(before, after, "minichat_flush_held_total") >= 1, after
+    frames, writes = delta(before, after, "minichat_ws_frames_sent_total"), delta(before, after, "minichat_flush_writes_total")
+    assert frames >= 60 and 1 <= writes <= frames - 16, (frames, writes)
 
 
 @run_async
@@ -120,9 +133,13 @@ async def test_a_rate_slower_than_the_bound_is_not_held():
     the 100ms window, but their average interval is over 10ms, so each
     leaves in its own turn (a rule that looked at the last two intervals
     held them, as it held 200 messages a second at 20ms)."""
-    got = await three_messages("minichat_flush_window 100ms busy=1 rate=100", 0.025, count=12)
+    scrapes = []
+    got = await three_messages("minichat_flush_window 100ms busy=1 rate=100", 0.025, count=12, scrapes=scrapes)
     reads = [r for _, r in got]
     assert reads == sorted(set(reads)), "each message in its own write: %r" % got
+    before, after = scrapes
+    assert delta(before, after, "minichat_flush_held_total") == 0, after
+    assert delta(before, after, "minichat_flush_writes_total") >= 12, after
 
 
 @run_async
