@@ -104,8 +104,9 @@ ngx_http_minichat_flush_later(ngx_http_minichat_ws_t *ws)
 
     /* a frame leaves at once (and takes the frames already waiting, an ack
      * queued just after the last write, with it) unless the worker is busy
-     * with a sustained fast stream that has not paused: the last big
-     * fan-out less than a window ago, and the last pass too */
+     * (its last pass reached `busy` connections) with a sustained fast
+     * stream (big fan-outs under 1/rate apart on average) that has not
+     * paused (the last one less than a window ago) */
     if (window == 0 || ngx_http_minichat_flush_last_n < mcf->flush_busy || !sustained
         || gap >= window)
     {
