@@ -15,8 +15,9 @@
 #
 # Scenario 2, fan-out: one room of MEMBERS (1,000) receiving members plus
 # its owner, who sends MESSAGES (1,000) at each of RATES (50 100 200 400)
-# messages a second, one loadgen run (bench/loadgen, deliver mode) per
-# system and rate.  Per run: deliveries a second (deliveries over the time
+# messages a second, S2_RUNS loadgen runs (bench/loadgen, deliver mode; 3,
+# the systems taking turns; the table shows medians) per system and rate.
+# Per run: deliveries a second (deliveries over the time
 # from the first send to the last delivery), delivered of offered, p50/p99
 # send->receive latency, and the CPU time of every process on the path per
 # million deliveries (/proc/PID/stat utime + stime, from the moment every
