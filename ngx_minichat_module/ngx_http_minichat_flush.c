@@ -27,12 +27,14 @@
  *    target at that rate, and one early message in slow traffic does not
  *    move the average enough;
  *  - the stream has not paused: the last big fan-out came less than a
- *    window ago.
+ *    window ago, and the next one is due (by the average) within a window.
  * The first frame that waits starts the window's timer; when a big fan-out
  * comes and the next one is due (by the average) after the window's end,
  * the waiting frames leave with it at the end of the turn, because waiting
- * for the timer would add delay and no message.  So the last message of a
- * write waits not at all and the first at most a window less an interval
+ * for the timer would add delay and no message.  So while the stream keeps
+ * its rate the last message of a write waits not at all and the first at
+ * most a window less an interval; a stream that slows or stops inside the
+ * window leaves at the timer, a window after the first frame waited
  * (docs/performance.md, "The write window ends at a message").
  *
  * The list holds connection pointers; a listed connection is not freed
@@ -50,9 +52,15 @@ static ngx_uint_t                ngx_http_minichat_flush_cap;
 static ngx_event_t               ngx_http_minichat_flush_ev;
 static ngx_uint_t                ngx_http_minichat_flush_last_n;   /* connections the last pass wrote */
 static ngx_msec_t                ngx_http_minichat_flush_fanout_last; /* when the last big fan-out came (0: none yet) */
-static ngx_int_t                 ngx_http_minichat_flush_fanout_avg = -1; /* their intervals' moving average, in 1/16 ms (-1: none yet) */
+static ngx_int_t                 ngx_http_minichat_flush_fanout_avg = -1; /* their intervals' moving average, in 1/1024 ms (-1: none yet) */
 static ngx_msec_t                ngx_http_minichat_flush_held;     /* when the frames now waiting began to wait */
 static ngx_uint_t                ngx_http_minichat_flush_waited;   /* frames of the next pass waited for the window */
+static ngx_uint_t                ngx_http_minichat_flush_in_pass;  /* the handler is writing the list */
+
+/* The average's unit: fine enough that its truncated updates settle within
+ * 7/1024 ms of the true mean (in 1/16 ms they settled up to 0.44 ms above
+ * it, and a bound of 1/rate under that never held). */
+#define NGX_HTTP_MINICHAT_FLUSH_UNIT  1024
 
 
 /* Lists ws for the end of this turn.  NGX_ERROR only when out of memory;
@@ -87,7 +95,9 @@ ngx_http_minichat_flush_later(ngx_http_minichat_ws_t *ws)
     ngx_http_minichat_flush_list[ngx_http_minichat_flush_n++] = ws;
     ws->flush_queued = 1;
 
-    if (ngx_http_minichat_flush_ev.posted) {
+    /* queued while a pass writes (a write error closed a connection and
+     * told the others): this same pass writes it */
+    if (ngx_http_minichat_flush_ev.posted || ngx_http_minichat_flush_in_pass) {
         return NGX_OK;
     }
 
@@ -99,8 +109,11 @@ ngx_http_minichat_flush_later(ngx_http_minichat_ws_t *ws)
     mcf = ngx_http_minichat_conf();
     window = mcf->flush_window;
     gap = ngx_current_msec - ngx_http_minichat_flush_fanout_last;
+    /* the next big fan-out must also be due within the window: waiting
+     * for none gains nothing */
     sustained = ngx_http_minichat_flush_fanout_avg >= 0
-                && ngx_http_minichat_flush_fanout_avg < (ngx_int_t) (16000 / mcf->flush_rate);
+                && ngx_http_minichat_flush_fanout_avg < (ngx_int_t) (1000 * NGX_HTTP_MINICHAT_FLUSH_UNIT / mcf->flush_rate)
+                && ngx_http_minichat_flush_fanout_avg < (ngx_int_t) (window * NGX_HTTP_MINICHAT_FLUSH_UNIT);
 
     /* a frame leaves at once (and takes the frames already waiting, an ack
      * queued just after the last write, with it) unless the worker is busy
@@ -137,6 +150,7 @@ ngx_http_minichat_flush_handler(ngx_event_t *ev)
     ev->timedout = 0;
 
     ngx_http_minichat_flush_last_n = ngx_http_minichat_flush_n;
+    ngx_http_minichat_flush_in_pass = 1;
     written = 0;
 
     for (i = 0; i < ngx_http_minichat_flush_n; i++) {
@@ -156,6 +170,7 @@ ngx_http_minichat_flush_handler(ngx_event_t *ev)
     }
 
     ngx_http_minichat_flush_n = 0;
+    ngx_http_minichat_flush_in_pass = 0;
     ngx_http_minichat_conn_queued_show();
 
     /* one atomic add per pass, not per connection: the workers share them */
@@ -198,16 +213,17 @@ ngx_http_minichat_flush_fanout(ngx_uint_t n)
     ngx_http_minichat_flush_fanout_last = ngx_current_msec;
 
     if (ngx_http_minichat_flush_fanout_avg < 0) {
-        ngx_http_minichat_flush_fanout_avg = (ngx_int_t) most * 16;
+        ngx_http_minichat_flush_fanout_avg = (ngx_int_t) (most * NGX_HTTP_MINICHAT_FLUSH_UNIT);
     }
-    ngx_http_minichat_flush_fanout_avg += ((ngx_int_t) gap * 16 - ngx_http_minichat_flush_fanout_avg) / 8;
+    ngx_http_minichat_flush_fanout_avg += ((ngx_int_t) (gap * NGX_HTTP_MINICHAT_FLUSH_UNIT)
+                                           - ngx_http_minichat_flush_fanout_avg) / 8;
 
     /* frames wait: when the next big fan-out is due after the window's
      * end, waiting for the timer would add delay and no message, so this
      * message's frames and the waiting ones leave at the end of this turn */
     if (ngx_http_minichat_flush_ev.timer_set
-        && (ngx_int_t) (ngx_current_msec - ngx_http_minichat_flush_held) * 16 + ngx_http_minichat_flush_fanout_avg
-           >= (ngx_int_t) mcf->flush_window * 16)
+        && (ngx_int_t) ((ngx_current_msec - ngx_http_minichat_flush_held) * NGX_HTTP_MINICHAT_FLUSH_UNIT)
+           + ngx_http_minichat_flush_fanout_avg >= (ngx_int_t) (mcf->flush_window * NGX_HTTP_MINICHAT_FLUSH_UNIT))
     {
         ngx_del_timer(&ngx_http_minichat_flush_ev);
         if (!ngx_http_minichat_flush_ev.posted) {
