@@ -40,6 +40,12 @@
 -- takes it out once the relay-worker says Kafka has the message; what
 -- stays there too long, its sweeper publishes again from the recent log.
 --
+-- after (ChatMessage.after_ms): the newest log entry is the previous seq
+-- (the log keeps the newest seqs without a hole), and its JSON ends with
+-- its ts; the relay-workers' reorderers hold the first message of a room
+-- they have no position for only as long as a lower seq may still come,
+-- and not at all after a quiet spell (lib/include/minichat/reorder.h).
+--
 -- The members to deliver to: the room's members version ({r:<room>}:mver,
 -- changed by load.lua, join.lua and leave.lua whenever the member set
 -- changes) is answered every time, the members themselves (one string: a
@@ -54,11 +60,16 @@
 --                log_bytes, held_mver, replid]
 --               (sender, ts_ms and room are decimal digits; kind is "text" or "system";
 --               sender 0 with kind "system": the server API, not a member, no read pointer)
---output: {1, seq, ts, mver[, "m1,m2,..."]}  a new message; the members version, and the members to
---                                            deliver to when mver is not held_mver ("" when the
+--output: {1, seq, ts, after, mver[, "m1,m2,..."]}
+--                                            a new message; after: ms from the previous seq's ts to
+--                                            this ts (0: not known: no previous entry in the log, or a
+--                                            clock behind it); the members version, and the members
+--                                            to deliver to when mver is not held_mver ("" when the
 --                                            room has no version: the members always follow)
---        {2, seq, ts, mver[, "m1,m2,..."]}  the same (sender, cid) was admitted before: its seq and ts,
---                                            and the members now (a retry is published again to them)
+--        {2, seq, ts, 0, mver[, "m1,m2,..."]}
+--                                            the same (sender, cid) was admitted before: its seq and
+--                                            ts, and the members now (a retry is published again to
+--                                            them)
 --        {-1}                                the sender is not a member of the room (nor sender 0
 --                                            with kind "system")
 --        {-2}                                the room is not loaded (rebuild it from MySQL, then retry)
@@ -103,7 +114,7 @@ local prev = redis.call('HGET', idem, field) or redis.call('HGET', idem_prev, fi
 if prev then
     -- a retry: published again as a repair, to the members as they are now
     local sep = string.find(prev, ':', 1, true)
-    return with_members({2, tonumber(string.sub(prev, 1, sep - 1)), tonumber(string.sub(prev, sep + 1))})
+    return with_members({2, tonumber(string.sub(prev, 1, sep - 1)), tonumber(string.sub(prev, sep + 1)), 0})
 end
 
 if interval > 0 then
@@ -134,7 +145,15 @@ entry = entry .. '}'
 
 local n = redis.call('ZCARD', logk)
 local bytes = 0
+local after = 0
 if n > 0 then
+    local last = redis.call('ZRANGE', logk, -1, -1, 'WITHSCORES')
+    if tonumber(last[2]) == seq - 1 then
+        local pts = string.match(last[1], '"ts":(%d+)}$') or string.match(last[1], '"ts":(%d+),"kind":"system"}$')
+        if pts and tonumber(ts) > tonumber(pts) then
+            after = tonumber(ts) - tonumber(pts)
+        end
+    end
     bytes = tonumber(redis.call('GET', bytesk) or '-1')
     if bytes < 0 then
         bytes = 0
@@ -172,4 +191,4 @@ if not backend then
     end
 end
 
-return with_members({1, seq, tonumber(ts)})
+return with_members({1, seq, tonumber(ts), after})

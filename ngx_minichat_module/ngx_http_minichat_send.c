@@ -212,6 +212,7 @@ ngx_http_minichat_admitted(redisReply *reply, ngx_int_t rc, void *data)
     Minichat__ChatMessage           m = MINICHAT__CHAT_MESSAGE__INIT;
     const uint64_t                 *recipients;
     long long                       status;
+    uint64_t                        after;
     size_t                          n;
 
     if (rc == NGX_DECLINED) {
@@ -268,8 +269,9 @@ ngx_http_minichat_admitted(redisReply *reply, ngx_int_t rc, void *data)
         return;
     }
 
-    if ((status != 1 && status != 2) || reply->elements < 3
-        || reply->element[1]->type != REDIS_REPLY_INTEGER || reply->element[2]->type != REDIS_REPLY_INTEGER)
+    if ((status != 1 && status != 2) || reply->elements < 4
+        || reply->element[1]->type != REDIS_REPLY_INTEGER || reply->element[2]->type != REDIS_REPLY_INTEGER
+        || reply->element[3]->type != REDIS_REPLY_INTEGER)
     {
         ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0, "minichat: unexpected status %L from send script", status);
         ngx_http_minichat_admit_done(a, NGX_ERROR, "unavailable", "storage error; retry");
@@ -278,12 +280,13 @@ ngx_http_minichat_admitted(redisReply *reply, ngx_int_t rc, void *data)
 
     a->seq = (uint64_t) reply->element[1]->integer;
     a->ts = (uint64_t) reply->element[2]->integer;
+    after = reply->element[3]->integer > 0 ? (uint64_t) reply->element[3]->integer : 0;
 
     ngx_http_minichat_count(sends, 1);
 
     /* a retry (status 2) is published again as a repair: the reorderers
      * deliver it where it was never delivered, so it needs the members too */
-    if (ngx_http_minichat_members_reply(a->room, &a->members, reply, 3) != NGX_OK) {
+    if (ngx_http_minichat_members_reply(a->room, &a->members, reply, 4) != NGX_OK) {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0, "minichat: room %uL seq %uL: no members from send script",
                       a->room, a->seq);
         ngx_http_minichat_admit_done(a, NGX_ERROR, "unavailable", "storage error; retry with the same cid");
@@ -310,6 +313,7 @@ ngx_http_minichat_admitted(redisReply *reply, ngx_int_t rc, void *data)
     m.origin_conn = a->origin_conn;
     m.persist_only = (status == 2);
     m.admitted_at = a->admitted;
+    m.after_ms = after;
     /* the sending connection is the sender's only one here: this worker
      * needs no msg back for the sender.  Asked now, after the seq was
      * assigned: a connection of the sender's that opens later sends its

@@ -186,6 +186,7 @@ static void on_publish(const link_from_t *from, Minichat__ChatMessage *m, uint64
     fan.msg.n_rcpt = m->n_recipients;
     fan.msg.alone_link = m->origin_alone && !fan.repair ? from->id : 0;
     fan.msg.alone_user = m->sender;
+    fan.msg.after_ms = m->after_ms;
     if (!relay_conf.fanout_durable && !fan.repair) {
         /* fanout = admitted: the recipients get it now, beside Kafka; the
          * sender's ack still waits for Kafka */

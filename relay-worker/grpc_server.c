@@ -263,6 +263,7 @@ long rpc_deliver(const uint8_t *p, size_t n, const char *caller)
         lm.n_rcpt = msg->n_recipients;
         lm.alone_link = 0; /* origin_alone speaks of a worker of the peer's node */
         lm.alone_user = 0;
+        lm.after_ms = msg->after_ms;
         order_push(msg->seq, &lm, msg->persist_only);
         free((void *)lm.msg);
     }

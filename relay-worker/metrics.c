@@ -250,6 +250,9 @@ int relay_metrics_text(mc_buf_t *out)
              "Messages dropped as late or duplicate (seq below the room's position)", (double)os.late},
             {"minichat_relay_order_refused_total", "counter",
              "Messages refused: seq more than order_max_ahead past the position", (double)os.refused},
+            {"minichat_relay_order_quiet_starts_total", "counter",
+             "Rooms with no position started without a hold: the previous seq was admitted order_first_hold_ms "
+             "or more before", (double)os.quiet_starts},
         };
 
         if (mc_prom_family(out, "minichat_relay_build_info", "gauge", "Always 1: the node and build of this process")

@@ -162,6 +162,9 @@ typedef struct {
      * needs it only for recipients other than alone_user */
     uint64_t alone_link;
     uint64_t alone_user;
+    /* ChatMessage.after_ms: the room's previous seq was admitted this many
+     * ms before (0: not known); shortens the reorderer's first hold */
+    uint64_t after_ms;
 } link_msg_t;
 
 /* worker_users.c: the users one worker connection announced (under

@@ -234,6 +234,26 @@ static void refuse_far_held(mc_reorder_t *r, room_t *st)
     }
 }
 
+/* Drops the waiting messages more than max_ahead past seq, where a room
+ * whose position was unknown is about to start. */
+static void refuse_far_after(mc_reorder_t *r, room_t *st, uint64_t seq)
+{
+    held_t **pp = &st->held, *h;
+
+    while ((h = *pp) != NULL) {
+        if (!too_far(r, seq, h->seq)) {
+            pp = &h->next;
+            continue;
+        }
+        *pp = h->next;
+        st->n_held--;
+        r->stats.held--;
+        r->stats.refused++;
+        r->drop(r->ctx, st->room, h->seq, h->item);
+        free(h);
+    }
+}
+
 /* Remembers that [lo, hi) was skipped, forgetting the oldest range. */
 static void skip_note(room_t *st, uint64_t lo, uint64_t hi)
 {
@@ -312,8 +332,14 @@ static int unskip(room_t *st, uint64_t seq)
 
 int mc_reorder_push(mc_reorder_t *r, uint64_t room, uint64_t seq, void *item, uint64_t now_ms)
 {
+    return mc_reorder_push_after(r, room, seq, item, now_ms, 0);
+}
+
+int mc_reorder_push_after(mc_reorder_t *r, uint64_t room, uint64_t seq, void *item, uint64_t now_ms,
+                          uint64_t after_ms)
+{
     room_t *st;
-    uint64_t before;
+    uint64_t before, first_hold;
     int rc;
 
     st = room_get(r, room);
@@ -349,6 +375,24 @@ int mc_reorder_push(mc_reorder_t *r, uint64_t room, uint64_t seq, void *item, ui
         st->next = 1;   /* nothing precedes the first message of a room */
     }
 
+    /* a room with no position: its previous seq was admitted after_ms
+     * before this one, so it comes at most first_hold_ms - after_ms after
+     * this one (the bound the first hold stands for); a quiet room's next
+     * message starts the room at once */
+    first_hold = r->conf.first_hold_ms;
+    if (st->next == 0 && after_ms > 0) {
+        if (after_ms >= first_hold) {
+            if (st->held == NULL || seq < st->held->seq) {
+                refuse_far_after(r, st, seq);
+                skip_note(st, 1, seq);
+                st->next = seq;
+                r->stats.quiet_starts++;
+            }
+        } else if (st->held == NULL) {
+            first_hold -= after_ms;
+        }
+    }
+
     if (st->next && seq == st->next && (st->held == NULL || st->held->seq > seq)) {
         st->next++;
         r->stats.released++;
@@ -363,7 +407,7 @@ int mc_reorder_push(mc_reorder_t *r, uint64_t room, uint64_t seq, void *item, ui
             return rc == 1 ? 0 : -1;
         }
         if (!st->waiting) {
-            wait_set(r, st, now_ms + (st->next ? r->conf.gap_ms : r->conf.first_hold_ms));
+            wait_set(r, st, now_ms + (st->next ? r->conf.gap_ms : first_hold));
         }
     }
 

@@ -249,3 +249,52 @@ async def test_peer_killed_mid_traffic_repeats_nothing_and_recovers_the_rest():
         await cs.close()
         await cm.close()
         wait_until(b_linked, timeout=30, what="relay-worker b running")
+
+
+@run_async
+async def test_a_restarted_peer_starts_a_quiet_room_without_the_first_hold():
+    """A relay-worker has no position for a room it never saw (here: b,
+    restarted) and used to hold the room's first message there for
+    order_first_hold_ms (500 ms) in case a lower seq was still on its way.
+    The message now says how long before it the room's previous seq was
+    admitted (ChatMessage.after_ms, from send.lua's log): after a quiet
+    spell that long nothing lower can still come, and it goes at once. Both
+    ways into b's reorderer: from the peer (a room across nodes) and from
+    b's own worker (a room on b alone)."""
+    s1, m1, s2, m2 = uid(), uid(), uid(), uid()
+    across = create_room(s1, [s1, m1])
+    local = create_room(s2, [s2, m2])
+    cs1, cm1 = await connect(s1, "a"), await connect(m1, "b")
+    cs2, cm2 = await connect(s2, "b"), await connect(m2, "b")
+    try:
+        await send_many(cs1, across, 1, 3)
+        await send_many(cs2, local, 1, 3)
+        for s in range(1, 4):
+            await cm1.expect("msg", room=across, seq=s)
+            await cm2.expect("msg", room=local, seq=s)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, restart_b)
+        await loop.run_in_executor(None, lambda: wait_until(b_linked, timeout=30, what="relay-worker b back"))
+        await asyncio.sleep(1.0)   # nginx b's user set reaches the new relay-worker b
+        before, _ = scrape("relay-b")
+        took = {}
+        for cs, cm, room in ((cs1, cm1, across), (cs2, cm2, local)):
+            t0 = time.monotonic()
+            await send_many(cs, room, 4, 1)
+            await cm.expect("msg", room=room, seq=4, timeout=5)
+            took[room] = time.monotonic() - t0
+        after, _ = scrape("relay-b")
+        # both rooms were new to b and started at seq 4, a second or more
+        # after seq 3: no hold (with one, each would take 500 ms or more)
+        assert d(after, before, "minichat_relay_order_quiet_starts_total") == 2, took
+        assert all(t < 0.45 for t in took.values()), took
+        assert d(after, before, "minichat_relay_order_skipped_total") == 0
+        # what follows in the room is in order, as before
+        await send_many(cs1, across, 5, 3)
+        for s in range(5, 8):
+            await cm1.expect("msg", room=across, seq=s)
+        print("seq 4 after b's restart: %s s" % {r: round(t, 3) for r, t in took.items()})
+    finally:
+        for c in (cs1, cm1, cs2, cm2):
+            await c.close()
+        wait_until(b_linked, timeout=30, what="relay-worker b running")

@@ -284,6 +284,112 @@ START_TEST(test_first_hold_seq1_arrives)
 }
 END_TEST
 
+/* Pushes a fresh item whose room's previous seq was admitted after_ms earlier. */
+static void push_after(mc_reorder_t *r, uint64_t room, uint64_t seq, uint64_t now, uint64_t after_ms)
+{
+    ck_assert_int_eq(mc_reorder_push_after(r, room, seq, new_item(room, seq), now, after_ms), 0);
+}
+
+START_TEST(test_quiet_start)
+{
+    mc_reorder_t *r = mk(NULL);
+    mc_reorder_stats_t s;
+
+    /* the previous seq was admitted 60 ms before (first hold 50): no wait */
+    push_after(r, 1, 5, 1000, 60);
+    EXPECT_EMIT(0, 1, 5);
+    ck_assert_int_eq(mc_reorder_timeout(r, 1000), -1);
+    push_after(r, 1, 6, 1001, 1);
+    EXPECT_EMIT(0, 1, 5, 6);
+    /* what came before the start never reached this node: released late, once */
+    push(r, 1, 4, 1002);
+    EXPECT_EMIT(0, 1, 5, 6, 4);
+    push(r, 1, 4, 1003);
+    EXPECT_DROP(0, 1, 4);
+    s = stats_of(r);
+    ck_assert_uint_eq(s.quiet_starts, 1);
+    ck_assert_uint_eq(s.recovered, 1);
+    ck_assert_uint_eq(s.skipped, 0);
+    ck_assert_uint_eq(s.held, 0);
+    /* exactly the first hold is enough */
+    push_after(r, 2, 9, 1010, 50);
+    EXPECT_EMIT(3, 2, 9);
+    done(r);
+}
+END_TEST
+
+START_TEST(test_quiet_shortens_first_hold)
+{
+    mc_reorder_t *r = mk(NULL);
+
+    /* 20 ms since the previous seq: the lower one is due within 30 ms */
+    push_after(r, 1, 5, 1000, 20);
+    ck_assert_uint_eq(emitted.n, 0);
+    ck_assert_int_eq(mc_reorder_timeout(r, 1000), 30);
+    push_after(r, 1, 7, 1005, 1);
+    ck_assert_int_eq(mc_reorder_timeout(r, 1005), 25);
+    mc_reorder_tick(r, 1029);
+    ck_assert_uint_eq(emitted.n, 0);
+    mc_reorder_tick(r, 1030);
+    EXPECT_EMIT(0, 1, 5);
+    /* 7 waits a full gap for 6 */
+    ck_assert_int_eq(mc_reorder_timeout(r, 1030), 100);
+    push(r, 1, 6, 1040);
+    EXPECT_EMIT(0, 1, 5, 6, 7);
+    /* a lower seq within the shortened hold still goes first */
+    push_after(r, 2, 3, 1100, 10);
+    push(r, 2, 2, 1120);
+    mc_reorder_tick(r, 1140);
+    EXPECT_EMIT(3, 2, 2, 3);
+    /* not known (0): the whole first hold, as mc_reorder_push */
+    push_after(r, 3, 8, 1200, 0);
+    ck_assert_int_eq(mc_reorder_timeout(r, 1200), 50);
+    mc_reorder_tick(r, 1250);
+    EXPECT_EMIT(5, 3, 8);
+    ck_assert_uint_eq(stats_of(r).quiet_starts, 0);
+    done(r);
+}
+END_TEST
+
+START_TEST(test_quiet_start_below_held)
+{
+    mc_reorder_t *r = mk(NULL);
+    mc_reorder_conf_t c = base_conf;
+    mc_reorder_stats_t s;
+
+    /* 7 came first, not knowing; 5 after a quiet spell starts the room */
+    push(r, 1, 7, 1000);
+    push_after(r, 1, 5, 1010, 500);
+    EXPECT_EMIT(0, 1, 5);
+    ck_assert_int_eq(mc_reorder_timeout(r, 1010), 100);
+    push(r, 1, 6, 1020);
+    EXPECT_EMIT(0, 1, 5, 6, 7);
+    /* one above what waits does not start it: it waits with them */
+    push(r, 2, 4, 1100);
+    push_after(r, 2, 6, 1110, 500);
+    ck_assert_uint_eq(emitted.n, 3);
+    mc_reorder_tick(r, 1150);
+    EXPECT_EMIT(3, 2, 4);
+    push(r, 2, 5, 1160);
+    EXPECT_EMIT(3, 2, 4, 5, 6);
+    ck_assert_uint_eq(stats_of(r).quiet_starts, 1);
+    done(r);
+
+    /* a forged seq far past the start is refused, not kept waiting */
+    c.max_ahead = 100;
+    r = mk(&c);
+    push(r, 3, 100000, 1000);
+    push_after(r, 3, 10, 1001, 1000);
+    EXPECT_EMIT(0, 3, 10);
+    EXPECT_DROP(0, 3, 100000);
+    s = stats_of(r);
+    ck_assert_uint_eq(s.refused, 1);
+    ck_assert_uint_eq(s.held, 0);
+    ck_assert_int_eq(mc_reorder_timeout(r, 1001), -1);
+    done(r);
+}
+END_TEST
+
 START_TEST(test_gap_filled)
 {
     mc_reorder_t *r = mk(NULL);
@@ -1182,6 +1288,9 @@ int main(void)
     tcase_add_test(tc, test_first_hold_then_release);
     tcase_add_test(tc, test_first_hold_lower_arrives);
     tcase_add_test(tc, test_first_hold_seq1_arrives);
+    tcase_add_test(tc, test_quiet_start);
+    tcase_add_test(tc, test_quiet_shortens_first_hold);
+    tcase_add_test(tc, test_quiet_start_below_held);
     tcase_add_test(tc, test_gap_filled);
     tcase_add_test(tc, test_gap_skipped);
     tcase_add_test(tc, test_two_gaps_skipped_in_turn);

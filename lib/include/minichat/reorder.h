@@ -63,6 +63,8 @@ typedef struct {
     uint64_t rooms;          /* rooms remembered now */
     uint64_t held;           /* messages waiting now */
     uint64_t recovered;      /* skipped seqs that came late, released out of order */
+    uint64_t quiet_starts;   /* rooms with no position started at once: their previous seq was
+                                admitted at least first_hold_ms earlier (mc_reorder_push_after) */
 } mc_reorder_stats_t;
 
 /* Returns a new reorderer or NULL when out of memory. */
@@ -79,6 +81,19 @@ void mc_reorder_free(mc_reorder_t *r);
  * more than max_ahead past the room's position (dropped through drop), or
  * -1 when out of memory (the item is then dropped through drop). */
 int mc_reorder_push(mc_reorder_t *r, uint64_t room, uint64_t seq, void *item, uint64_t now_ms);
+
+/* The same, knowing that the room's previous seq was admitted after_ms
+ * before this one (0: not known).  It shortens the first hold of a room
+ * with no position: the hold stands for "a lower seq arrives at most
+ * first_hold_ms after a higher one", and seq - 1 had after_ms more to get
+ * here, so the message waits first_hold_ms - after_ms, and a message after
+ * a quiet spell of at least first_hold_ms starts the room at once (the
+ * seqs below it are remembered as skipped, so a late one is still
+ * released).  A room idle past idle_ms, or never seen by this node,
+ * usually has such a message first: without it that message would wait
+ * the whole first hold. */
+int mc_reorder_push_after(mc_reorder_t *r, uint64_t room, uint64_t seq, void *item, uint64_t now_ms,
+                          uint64_t after_ms);
 
 /* How many skipped ranges a room remembers for late arrivals. */
 #define MC_REORDER_SKIPS 4
