@@ -209,39 +209,16 @@ static int too_far(const mc_reorder_t *r, uint64_t base, uint64_t seq)
     return r->conf.max_ahead && seq > base && seq - base > r->conf.max_ahead;
 }
 
-/* Drops the waiting messages more than max_ahead past the lowest one: a room
- * whose position is unknown starts at its lowest waiting seq, and must not
- * start there with a forged seq far past it still waiting. */
-static void refuse_far_held(mc_reorder_t *r, room_t *st)
-{
-    held_t **pp, *h;
-
-    if (st->held == NULL) {
-        return;
-    }
-    pp = &st->held->next;
-    while ((h = *pp) != NULL) {
-        if (!too_far(r, st->held->seq, h->seq)) {
-            pp = &h->next;
-            continue;
-        }
-        *pp = h->next;
-        st->n_held--;
-        r->stats.held--;
-        r->stats.refused++;
-        r->drop(r->ctx, st->room, h->seq, h->item);
-        free(h);
-    }
-}
-
-/* Drops the waiting messages more than max_ahead past seq, where a room
- * whose position was unknown is about to start. */
-static void refuse_far_after(mc_reorder_t *r, room_t *st, uint64_t seq)
+/* Drops the waiting messages more than max_ahead past base: a room whose
+ * position is unknown starts at its lowest waiting seq (base), or at a
+ * message after a quiet spell (mc_reorder_push_after), and must not start
+ * there with a forged seq far past it still waiting. */
+static void refuse_far_held(mc_reorder_t *r, room_t *st, uint64_t base)
 {
     held_t **pp = &st->held, *h;
 
     while ((h = *pp) != NULL) {
-        if (!too_far(r, seq, h->seq)) {
+        if (!too_far(r, base, h->seq)) {
             pp = &h->next;
             continue;
         }
@@ -275,7 +252,7 @@ static void skip_gap(mc_reorder_t *r, room_t *st)
         r->stats.skipped += st->held->seq - st->next;
         skip_note(st, st->next, st->held->seq);
     } else {
-        refuse_far_held(r, st);
+        refuse_far_held(r, st, st->held->seq);
         /* the room starts past 1: what came before it never reached this
          * node (or did before the room was forgotten), so a repair of it
          * may still be released */
@@ -383,7 +360,7 @@ int mc_reorder_push_after(mc_reorder_t *r, uint64_t room, uint64_t seq, void *it
     if (st->next == 0 && after_ms > 0) {
         if (after_ms >= first_hold) {
             if (st->held == NULL || seq < st->held->seq) {
-                refuse_far_after(r, st, seq);
+                refuse_far_held(r, st, seq);
                 skip_note(st, 1, seq);
                 st->next = seq;
                 r->stats.quiet_starts++;
