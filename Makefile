@@ -311,7 +311,7 @@ CLUSTER_PYTEST_ARGS := --ignore=test_conformance.py --ignore=test_packages.py
 # (the stream, the member lists, restarts, deadlocks, the consumer's
 # failures, pushes, SIGHUP); check-logs fails it on any sanitizer report
 # in their logs.  Tests that start a relay-worker of their own use build/bin.
-SAN_TESTS := test_relay_stream.py test_relay_member_lists.py test_relay_requests.py test_chat.py test_db_retry.py \
+SAN_TESTS := test_relay_stream.py test_peer_users.py test_relay_member_lists.py test_relay_requests.py test_chat.py test_db_retry.py \
   test_chaos_short.py test_consumer_batching.py test_consumer_commit_refused.py test_consumer_fenced.py test_push.py \
   test_read_flush.py test_message_path.py test_sighup.py test_service_metrics.py
 

@@ -187,6 +187,7 @@ static void on_publish(const link_from_t *from, Minichat__ChatMessage *m, uint64
     fan.msg.alone_link = m->origin_alone && !fan.repair ? from->id : 0;
     fan.msg.alone_user = m->sender;
     fan.msg.after_ms = m->after_ms;
+    fan.msg.after_skip = 0;
     if (!relay_conf.fanout_durable && !fan.repair) {
         /* fanout = admitted: the recipients get it now, beside Kafka; the
          * sender's ack still waits for Kafka */
@@ -205,7 +206,7 @@ static void dispatch_durable(uint64_t room, uint64_t seq, const kafka_fanout_t *
 {
     (void)room; /* fan->msg.room */
     order_push(seq, &fan->msg, fan->repair);
-    peers_push(fan->msg.msg, fan->msg.len); /* main.c's dispatch() kicks the peers once per round */
+    peers_push_msg(&fan->msg); /* main.c's dispatch() kicks the peers once per round */
 }
 
 int dispatch_init(void)

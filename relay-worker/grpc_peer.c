@@ -307,6 +307,7 @@ int peer_take_batch_locked(peer_t *p, peer_batch_t *b)
     }
     b->batch = grpc_slice_new(buf, len, free);
     b->count = n;
+    b->users_upto = 0;
     return 1;
 }
 
@@ -478,27 +479,87 @@ static void peer_call_done(relay_tag_t *tag, int ok)
     pthread_mutex_unlock(&p->lock);
 }
 
+/* Queues one message for p (lock held); a full queue drops its oldest. */
+static void peer_push_locked(peer_t *p, const uint8_t *msg, size_t len, uint64_t now)
+{
+    long dropped = mc_rq_push(&p->queue, msg, len, now);
+
+    if (dropped < 0) {
+        p->queue.dropped++;
+    }
+    if (dropped != 0 && now - p->drop_logged_at >= 1000) {
+        p->drop_logged_at = now;
+        mc_error("peers: queue for \"%s\" is full (%zu messages, %zu bytes), dropping the oldest: %" PRIu64
+                 " dropped so far", p->name, p->queue.count, p->queue.bytes, p->queue.dropped);
+    }
+}
+
 void peers_push(const uint8_t *msg, size_t len)
 {
     uint64_t now = mc_now_ms();
     size_t i;
-    long dropped;
+
+    for (i = 0; i < npeers; i++) {
+        pthread_mutex_lock(&peers[i].lock);
+        peer_push_locked(&peers[i], msg, len, now);
+        pthread_mutex_unlock(&peers[i].lock);
+    }
+}
+
+size_t peers_count(void)
+{
+    return npeers;
+}
+
+peer_t *peers_at(size_t i)
+{
+    return &peers[i];
+}
+
+peer_t *peers_find(const char *node)
+{
+    size_t i;
+
+    for (i = 0; i < npeers; i++) {
+        if (strcmp(peers[i].name, node) == 0) {
+            return &peers[i];
+        }
+    }
+    return NULL;
+}
+
+void peers_push_msg(const link_msg_t *m)
+{
+    static const uint8_t flag[3] = {0xa8, 0x01, 0x01}; /* ChatMessage.after_skip (21) = true */
+    uint64_t now = mc_now_ms();
+    uint8_t *copy = NULL;
+    size_t i;
     peer_t *p;
 
     for (i = 0; i < npeers; i++) {
         p = &peers[i];
         pthread_mutex_lock(&p->lock);
-        dropped = mc_rq_push(&p->queue, msg, len, now);
-        if (dropped < 0) {
-            p->queue.dropped++;
+        if (peer_users_skip_locked(p, m)) {
+            pthread_mutex_unlock(&p->lock);
+            continue;
         }
-        if (dropped != 0 && now - p->drop_logged_at >= 1000) {
-            p->drop_logged_at = now;
-            mc_error("peers: queue for \"%s\" is full (%zu messages, %zu bytes), dropping the oldest: %" PRIu64
-                     " dropped so far", p->name, p->queue.count, p->queue.bytes, p->queue.dropped);
+        if (peer_users_after_skip_locked(p, m->room)) {
+            /* fields may come in any order: the flag rides at the end */
+            if (copy == NULL && (copy = malloc(m->len + sizeof(flag))) != NULL) {
+                memcpy(copy, m->msg, m->len);
+                memcpy(copy + m->len, flag, sizeof(flag));
+            }
+            if (copy != NULL) {
+                peer_push_locked(p, copy, m->len + sizeof(flag), now);
+            } else {
+                peer_push_locked(p, m->msg, m->len, now); /* out of memory: the peer waits for the gap */
+            }
+        } else {
+            peer_push_locked(p, m->msg, m->len, now);
         }
         pthread_mutex_unlock(&p->lock);
     }
+    free(copy);
 }
 
 void peers_kick(void)
@@ -534,6 +595,10 @@ long peers_tick(uint64_t now)
             wait = w;
         }
         pthread_mutex_unlock(&p->lock);
+    }
+    w = peer_users_check(now);
+    if (w >= 0 && (wait < 0 || w < wait)) {
+        wait = w;
     }
     return wait;
 }
@@ -605,6 +670,7 @@ void peers_shutdown(void)
                 ", stream restarts %" PRIu64, p->name, p->sent, p->queue.dropped, p->failed_calls, p->stream_batches,
                 p->stream_restarts);
         mc_rq_free(&p->queue);
+        peer_users_free_locked(p);
         grpc_channel_destroy(p->channel);
         pthread_mutex_destroy(&p->lock);
     }
@@ -651,6 +717,9 @@ size_t peers_status(peer_status_t *out, size_t max)
         out[i].failed_calls = p->failed_calls;
         out[i].streaming = !p->unary;
         out[i].stream_unacked = p->st.n;
+        out[i].users_known = p->users.known;
+        out[i].users_starts = p->users.starts;
+        out[i].skipped = p->users.skipped_msgs;
         out[i].stream_batches = p->stream_batches;
         out[i].stream_restarts = p->stream_restarts;
         out[i].stream_fallbacks = p->stream_fallbacks;

@@ -128,6 +128,7 @@ static int ps_open(peer_t *p)
     }
     st->ended = st->sending = st->got_md = st->timed_out = 0;
     st->nsent = 0;
+    peer_users_stream_opened_locked(p); /* its first new batch tells the users over */
     st->acked = 0;
     st->status = GRPC_STATUS_OK;
     st->opened_at = mc_now_ms();
@@ -175,6 +176,9 @@ static void ps_send(peer_t *p, uint64_t now)
             return;
         }
         r = peer_take_batch_locked(p, ps_at(st, st->n));
+        if (r >= 0 && peer_users_pending_locked(p)) {
+            r = peer_users_attach_locked(p, ps_at(st, st->n), r, relay_conf.node);
+        }
         if (r <= 0) {
             return;
         }
@@ -310,6 +314,7 @@ static void ps_acked(peer_t *p, uint64_t batches, uint64_t now)
     }
     while (st->acked < batches) {
         p->sent += (uint64_t)st->ring[st->head].count;
+        peer_users_acked_locked(p, st->ring[st->head].users_upto);
         ps_drop_head(st);
         st->nsent--;
         st->acked++;
@@ -351,6 +356,7 @@ static void ps_recv_done(relay_tag_t *tag, int ok)
     }
     ps_op_done(p, now);
     pthread_mutex_unlock(&p->lock);
+    (void)peer_users_check(now); /* answers that waited for this ack */
 }
 
 static void ps_status_done(relay_tag_t *tag, int ok)
@@ -393,11 +399,11 @@ void peer_stream_start_locked(peer_t *p, uint64_t now)
         return;
     }
     if (st->call == NULL) {
-        if ((st->n == 0 && p->queue.count == 0) || now < p->retry_at) {
+        if ((st->n == 0 && p->queue.count == 0 && !peer_users_pending_locked(p)) || now < p->retry_at) {
             return;
         }
         peer_stream_expire_locked(p, now);
-        if (st->n == 0 && p->queue.count == 0) {
+        if (st->n == 0 && p->queue.count == 0 && !peer_users_pending_locked(p)) {
             return;
         }
         if (ps_open(p) != 0) {

@@ -201,7 +201,7 @@ static void rpc_call_free(rpc_call_t *rc)
  * for the local workers.  Returns the number of messages accepted,
  * RPC_MALFORMED when the batch does not parse, or RPC_DENIED when caller (a
  * certificate name, or NULL without TLS) is not its from_node. */
-long rpc_deliver(const uint8_t *p, size_t n, const char *caller)
+long rpc_deliver(const uint8_t *p, size_t n, const char *caller, const void *stream, int *users)
 {
     Minichat__RelayBatch *b = minichat__relay_batch__unpack(NULL, n, p);
     Minichat__ChatMessage *msg;
@@ -217,6 +217,12 @@ long rpc_deliver(const uint8_t *p, size_t n, const char *caller)
         mc_error("grpc: peer \"%s\" sent a batch as \"%s\"; refused", caller, b->from_node);
         minichat__relay_batch__free_unpacked(b, NULL);
         return RPC_DENIED;
+    }
+    if (stream != NULL && (b->users_start || b->n_users > 0)) {
+        /* on a stream only: unary calls may cross, and an old change
+         * applied after a newer one would lose a user */
+        peer_users_apply(b->from_node, stream, b);
+        *users = 1;
     }
     for (i = 0; i < b->n_messages; i++) {
         cap += MC_FRAME_HDR + MC_PB_LD_HDR_MAX + minichat__chat_message__get_packed_size(b->messages[i]);
@@ -264,6 +270,7 @@ long rpc_deliver(const uint8_t *p, size_t n, const char *caller)
         lm.alone_link = 0; /* origin_alone speaks of a worker of the peer's node */
         lm.alone_user = 0;
         lm.after_ms = msg->after_ms;
+        lm.after_skip = msg->after_skip;
         order_push(msg->seq, &lm, msg->persist_only);
         free((void *)lm.msg);
     }
@@ -364,7 +371,8 @@ static void rpc_call_done(relay_tag_t *tag, int ok)
     } else if (grpc_byte_buffer_reader_init(&r, rc->payload)) {
         s = grpc_byte_buffer_reader_readall(&r);
         grpc_byte_buffer_reader_destroy(&r);
-        accepted = rpc_deliver(GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s), peer_tls_enabled() ? caller : NULL);
+        accepted = rpc_deliver(GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s), peer_tls_enabled() ? caller : NULL,
+                               NULL, NULL);
         grpc_slice_unref(s);
         if (accepted == RPC_MALFORMED) {
             mc_error("grpc: malformed RelayBatch (%zu bytes), rejected", (size_t)grpc_byte_buffer_length(rc->payload));

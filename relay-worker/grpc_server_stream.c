@@ -99,6 +99,7 @@ static void ss_free(srv_stream_t *s)
         grpc_call_unref(s->call);
     }
     grpc_metadata_array_destroy(&s->md);
+    peer_users_forget(s); /* what the peer said on it: no stream, no filter */
     free(s);
 }
 
@@ -266,6 +267,7 @@ static void ss_recv_done(relay_tag_t *tag, int ok)
     grpc_byte_buffer_reader r;
     grpc_slice sl;
     long accepted = RPC_MALFORMED;
+    int users = 0;
 
     if (!ok || s->payload == NULL) {
         /* the sender half-closed (it is stopping): ack what came, then OK */
@@ -279,7 +281,8 @@ static void ss_recv_done(relay_tag_t *tag, int ok)
     if (grpc_byte_buffer_reader_init(&r, s->payload)) {
         sl = grpc_byte_buffer_reader_readall(&r);
         grpc_byte_buffer_reader_destroy(&r);
-        accepted = rpc_deliver(GRPC_SLICE_START_PTR(sl), GRPC_SLICE_LENGTH(sl), s->tls ? s->caller : NULL);
+        accepted = rpc_deliver(GRPC_SLICE_START_PTR(sl), GRPC_SLICE_LENGTH(sl), s->tls ? s->caller : NULL, s,
+                               &users);
         grpc_slice_unref(sl);
     }
     grpc_byte_buffer_destroy(s->payload);
@@ -295,7 +298,8 @@ static void ss_recv_done(relay_tag_t *tag, int ok)
         if (s->unacked_since == 0) {
             s->unacked_since = mc_now_ms();
         }
-        if (s->received - s->acked >= STREAM_ACK_EVERY) {
+        if (s->received - s->acked >= STREAM_ACK_EVERY || users) {
+            /* a users change is acked at once: a worker's hello may wait for it */
             ss_ack(s);
         }
         ss_recv(s);
@@ -324,6 +328,7 @@ static void ss_close_done(relay_tag_t *tag, int ok)
 
     (void)ok;
     s->done = 1;
+    peer_users_forget(s); /* the peer's next stream tells its users over */
     ss_op_done(s);
 }
 

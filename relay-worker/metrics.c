@@ -66,6 +66,12 @@ static const metrics_peer_family_t metrics_peer_families[] = {
                 "Streams to the peer opened after the first (after a failure or an end)"),
     PEER_FAMILY("minichat_relay_peer_stream_fallbacks_total", "counter", stream_fallbacks, 'u',
                 "Times the peer did not serve the stream and got unary Deliver calls instead"),
+    PEER_FAMILY("minichat_relay_peer_users_known", "gauge", users_known, 'i',
+                "1 when the peer said which users it holds (on its stream): it gets only the chat messages for them"),
+    PEER_FAMILY("minichat_relay_peer_users_starts_total", "counter", users_starts, 'u',
+                "Whole user sets the peer sent (one at the start of each stream it opened)"),
+    PEER_FAMILY("minichat_relay_peer_messages_skipped_total", "counter", skipped, 'u',
+                "Chat messages not sent to the peer: none of their recipients there"),
 };
 
 static double metrics_peer_value(const peer_status_t *p, const metrics_peer_family_t *f)
@@ -206,12 +212,13 @@ static int metrics_db(mc_buf_t *b)
 int relay_metrics_text(mc_buf_t *out)
 {
     mc_prom_label_t info[2] = {{"node", relay_conf.node}, {"build", MC_BUILD}};
-    uint64_t conns, dropped, refused, skipped, now = mc_now_ms();
+    uint64_t conns, dropped, refused, skipped, held, late, now = mc_now_ms();
     mc_reorder_stats_t os;
     kafka_state_t ks;
 
     mc_buf_reset(out);
     link_stats(&conns, &dropped, &refused, &skipped);
+    peer_users_stats(&held, &late);
     kafka_state(&ks);
     order_stats(&os);
     {
@@ -226,6 +233,10 @@ int relay_metrics_text(mc_buf_t *out)
              "Connections to the unix socket refused by their credentials (allowed_peers)", (double)refused},
             {"minichat_relay_worker_deliver_skipped_total", "counter",
              "Chat messages not written to an nginx worker with no recipient of theirs (the lone sender aside)", (double)skipped},
+            {"minichat_relay_users_answers_held_total", "counter",
+             "Answers to a worker's users frame that waited for the streaming peers to ack the change", (double)held},
+            {"minichat_relay_users_answers_late_total", "counter",
+             "Of those, answers sent after waiting the longest (1 s) without every ack", (double)late},
         };
         const mc_prom_single_t kafka[] = {
             {"minichat_relay_kafka_up", "gauge",
@@ -250,6 +261,8 @@ int relay_metrics_text(mc_buf_t *out)
              "Messages dropped as late or duplicate (seq below the room's position)", (double)os.late},
             {"minichat_relay_order_refused_total", "counter",
              "Messages refused: seq more than order_max_ahead past the position", (double)os.refused},
+            {"minichat_relay_order_jumps_total", "counter",
+             "Room positions moved past seqs a peer left out for this node (after_skip)", (double)os.jumps},
             {"minichat_relay_order_quiet_starts_total", "counter",
              "Rooms with no position started without a hold: the previous seq was admitted order_first_hold_ms "
              "or more before", (double)os.quiet_starts},

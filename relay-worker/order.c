@@ -149,7 +149,7 @@ void order_push(uint64_t seq, const link_msg_t *msg, int repair)
 
     pthread_mutex_lock(&order_lock);
     order_repair = repair;
-    (void)mc_reorder_push_after(order, msg->room, seq, it, mc_now_ms(), msg->after_ms);
+    (void)mc_reorder_push_after(order, msg->room, seq, it, mc_now_ms(), msg->after_ms, msg->after_skip);
     order_repair = 0;
     order_flush_locked();
     pthread_mutex_unlock(&order_lock);

@@ -29,7 +29,31 @@ typedef struct {
     grpc_slice batch;
     long count;
     uint64_t at;         /* when its oldest message was queued (ms) */
+    uint64_t users_upto; /* the last users change it carries (peer_users.c; 0: none) */
 } peer_batch_t;
+
+/* peer_users.c: one worker link of a peer node and the users it holds */
+typedef struct {
+    uint64_t link;
+    link_users_t u;
+} peer_link_users_t;
+
+typedef struct {
+    /* what this node tells the peer, on the stream */
+    mc_buf_t out;           /* PeerUsers entries (RelayBatch field 3, framed) not in a batch yet */
+    uint64_t out_upto;      /* the last change in out */
+    int need_start;         /* the next batch built starts over: users_start and every link's whole set */
+    uint64_t acked;         /* the last change the peer acked */
+    /* what the peer told this node, on its stream to us */
+    int known;              /* 0: it gets every message */
+    const void *stream;     /* the peer's stream that said it */
+    peer_link_users_t *links;
+    size_t nlinks, caplinks;
+    uint64_t starts;        /* users_start batches taken from it */
+    /* rooms whose messages were left out for the peer since one last went */
+    mc_uset_t skipped;
+    uint64_t skipped_msgs;  /* messages left out for it */
+} peer_users_t;
 
 /* One unary call slot: its batch (being sent, or waiting for a retry) and
  * its call. */
@@ -94,6 +118,7 @@ struct peer_s {
     uint64_t probe_at;   /* unary: when to probe the stream next (ms) */
     int unary_failed;    /* a unary call failed since the last probe: the peer may have been upgraded */
     peer_stream_t st;
+    peer_users_t users;  /* under lock */
     /* retry */
     uint64_t retry_at;
     unsigned backoff;
@@ -109,6 +134,26 @@ struct peer_s {
 /* Builds the next batch from the queue into b.  Returns 1, 0 (queue empty)
  * or -1 (out of memory, logged). */
 int peer_take_batch_locked(peer_t *p, peer_batch_t *b);
+size_t peers_count(void);
+peer_t *peers_at(size_t i);
+/* The peer named node, or NULL. */
+peer_t *peers_find(const char *node);
+
+/* peer_users.c (see there) */
+int peer_users_pending_locked(const peer_t *p);
+void peer_users_stream_opened_locked(peer_t *p);
+/* Adds what this node has to tell p about its users to batch b (have: b
+ * holds messages; else b is made of users alone).  Returns 1 when b is a
+ * batch to send, 0 when there is none, -1 when out of memory. */
+int peer_users_attach_locked(peer_t *p, peer_batch_t *b, int have, const char *self);
+void peer_users_acked_locked(peer_t *p, uint64_t upto);
+/* 1 when m should not go to p (none of its recipients there); the room is
+ * remembered.  0: it goes. */
+int peer_users_skip_locked(peer_t *p, const link_msg_t *m);
+/* 1 when room's messages were left out for p since one last went (and
+ * forgets that): the message going now carries after_skip. */
+int peer_users_after_skip_locked(peer_t *p, uint64_t room);
+void peer_users_free_locked(peer_t *p);
 /* Marks the peer reachable again after a success. */
 void peer_ok_locked(peer_t *p, uint64_t now);
 /* Marks the peer down after a failure and sets its retry time. */

@@ -165,6 +165,9 @@ typedef struct {
     /* ChatMessage.after_ms: the room's previous seq was admitted this many
      * ms before (0: not known); shortens the reorderer's first hold */
     uint64_t after_ms;
+    /* ChatMessage.after_skip: the peer that sent it left out the room's
+     * earlier messages for this node */
+    int after_skip;
 } link_msg_t;
 
 /* worker_users.c: the users one worker connection announced (under
@@ -210,6 +213,33 @@ void link_close_all(void);
  * Corks nest: the outermost link_uncork() sends. */
 void link_cork(void);
 void link_uncork(void);
+/* Calls fn for every connection that said hello, with its id and users,
+ * under the link lock (any thread; fn must not take a peer's lock). */
+void link_users_each(void (*fn)(void *ctx, uint64_t link, const link_users_t *u), void *ctx);
+/* Answers a users frame (an empty one with its req_id); any thread. */
+void link_users_answer(uint64_t conn_id, uint64_t req_id);
+
+/* peer_users.c: what this node tells its peers of its users, and what they
+ * told it (see there) */
+/* A worker link's users changed (after it was applied here; main thread).
+ * Returns the change's number. */
+uint64_t peer_users_note(uint64_t link, const Minichat__UserSet *us);
+/* A worker link closed. */
+void peer_users_gone(uint64_t link);
+/* Holds the answer to a users frame until every streaming peer acked
+ * change: returns 1 when held (peer_users_check answers it), 0 when it
+ * may be answered now. */
+int peer_users_hold_answer(uint64_t conn, uint64_t req, uint64_t change);
+/* Answers the held ones whose peers acked, or that waited too long.
+ * Returns the ms until the next may time out, or -1 (any thread, no peer
+ * lock held). */
+long peer_users_check(uint64_t now);
+/* A peer's stream batch: applies its users (node: its from_node). */
+void peer_users_apply(const char *node, const void *stream, const Minichat__RelayBatch *b);
+/* A peer's stream ended: what it said of its users is forgotten. */
+void peer_users_forget(const void *stream);
+void peer_users_stats(uint64_t *waited, uint64_t *timeouts);
+
 /* skipped: messages left out for a worker that holds none of their recipients */
 void link_stats(uint64_t *conns, uint64_t *dropped, uint64_t *refused, uint64_t *skipped);
 
@@ -281,10 +311,12 @@ void *rpc_cq(void);
 /* The receiving side of one RelayBatch (grpc_server.c, for both methods):
  * hands its messages to the reorderer and its events to the workers.
  * Returns the number of messages, RPC_MALFORMED, or RPC_DENIED when caller
- * (a certificate name, or NULL without TLS) is not its from_node. */
+ * (a certificate name, or NULL without TLS) is not its from_node.  On a
+ * stream (stream: its handle) the batch's users are applied too, and
+ * *users set when it had any. */
 #define RPC_MALFORMED (-1)
 #define RPC_DENIED (-2)
-long rpc_deliver(const uint8_t *p, size_t n, const char *caller);
+long rpc_deliver(const uint8_t *p, size_t n, const char *caller, const void *stream, int *users);
 
 /* grpc_server_stream.c: incoming /minichat.Relay/Stream calls (cq thread
  * only, but for rpc_streams_start) */
@@ -321,6 +353,9 @@ void peer_tls_free(void);
 int peers_check(const char *spec, const char *self, char *err, size_t err_size);
 int peers_init(const char *spec, const char *self);
 void peers_push(const uint8_t *msg, size_t len);
+/* Queues a chat message for every peer that holds one of its recipients,
+ * or whose users this node does not know (peer_users.c). */
+void peers_push_msg(const link_msg_t *m);
 void peers_kick(void);
 long peers_tick(uint64_t now);
 int peers_idle(void);
@@ -339,6 +374,9 @@ typedef struct {
     int inflight;         /* Deliver calls in flight */
     int retrying;         /* batches waiting for a retry */
     int streaming;        /* 1: the peer link is the stream; 0: unary Deliver calls (fallback or peer_stream off) */
+    int users_known;      /* 1: the peer said which users it holds (its stream is up): it gets only messages for them */
+    uint64_t users_starts; /* whole sets the peer sent (one per stream it opened) */
+    uint64_t skipped;     /* chat messages left out for it: none of their recipients there */
     size_t stream_unacked; /* batches sent or waiting on the stream that the peer has not acked */
     uint64_t sent, dropped, calls, failed_calls;
     uint64_t stream_batches, stream_restarts, stream_fallbacks;

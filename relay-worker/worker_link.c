@@ -366,13 +366,43 @@ void link_stats(uint64_t *conns, uint64_t *dropped, uint64_t *refused, uint64_t 
     pthread_mutex_unlock(&link_lock);
 }
 
-/* Applies a users frame and answers one with a req_id (main thread). */
-static void on_users(link_conn_t *c, const Minichat__LocalFrame *f)
+void link_users_each(void (*fn)(void *ctx, uint64_t link, const link_users_t *u), void *ctx)
+{
+    size_t i;
+
+    pthread_mutex_lock(&link_lock);
+    for (i = 0; i < link_nconns; i++) {
+        if (link_conns[i]->hello && !link_conns[i]->dead) {
+            fn(ctx, link_conns[i]->id, &link_conns[i]->users);
+        }
+    }
+    pthread_mutex_unlock(&link_lock);
+}
+
+void link_users_answer(uint64_t conn_id, uint64_t req_id)
 {
     Minichat__LocalFrame ack = MINICHAT__LOCAL_FRAME__INIT;
     Minichat__UserSet none = MINICHAT__USER_SET__INIT;
     uint8_t *buf;
     size_t len;
+
+    ack.req_id = req_id;
+    ack.body_case = MINICHAT__LOCAL_FRAME__BODY_USERS;
+    ack.users = &none;
+    buf = relay_pack_frame(&ack, &len);
+    if (buf == NULL) {
+        mc_error("link: out of memory answering a worker's users (conn %llu)", (unsigned long long)conn_id);
+        return; /* the worker's wait for it ends with its timer */
+    }
+    (void)link_send(conn_id, buf, len); /* gone: nobody waits */
+    free(buf);
+}
+
+/* Applies a users frame, tells the peers, and answers one with a req_id
+ * once the peers that filter for this node have the change (main thread). */
+static void on_users(link_conn_t *c, const Minichat__LocalFrame *f)
+{
+    uint64_t change;
     int rc;
 
     pthread_mutex_lock(&link_lock);
@@ -381,22 +411,17 @@ static void on_users(link_conn_t *c, const Minichat__LocalFrame *f)
     if (rc != 0) {
         mc_error("link: out of memory for worker %s/%u's users; it gets every message from now on", c->node,
                  c->pid);
+        f->users->all = 1; /* the peers too: what it holds is not known here any more */
     }
+    change = peer_users_note(c->id, f->users);
     if (f->req_id == 0) {
         return;
     }
-    ack.req_id = f->req_id;
-    ack.body_case = MINICHAT__LOCAL_FRAME__BODY_USERS;
-    ack.users = &none;
-    buf = relay_pack_frame(&ack, &len);
-    if (buf == NULL) {
-        mc_error("link: out of memory answering worker %s/%u's users", c->node, c->pid);
-        return; /* the worker's wait for it ends with its timer */
+    if ((f->users->full || f->users->n_add > 0) && !f->users->all
+        && peer_users_hold_answer(c->id, f->req_id, change)) {
+        return; /* a user new here: peer_users_check answers once the peers know */
     }
-    pthread_mutex_lock(&link_lock);
-    conn_write_locked(c, buf, len);
-    pthread_mutex_unlock(&link_lock);
-    free(buf);
+    link_users_answer(c->id, f->req_id);
 }
 
 /* Handles one frame: the hello and users here, anything else through the
@@ -435,6 +460,14 @@ static int on_frame(link_conn_t *c, const uint8_t *p, size_t n)
         pthread_mutex_lock(&link_lock);
         c->hello = 1;
         pthread_mutex_unlock(&link_lock);
+        /* until its users frame comes, it gets every message: so do the
+         * peers send this node every message */
+        {
+            Minichat__UserSet all = MINICHAT__USER_SET__INIT;
+
+            all.all = 1;
+            (void)peer_users_note(c->id, &all);
+        }
         mc_info("link: worker %s/%u connected (conn %llu)", c->node, c->pid, (unsigned long long)c->id);
         if (strcmp(c->node, relay_conf.node) != 0) {
             mc_warn("link: worker says node \"%s\", this relay is \"%s\"", c->node, relay_conf.node);
@@ -647,6 +680,9 @@ static void conn_close(link_conn_t *c)
     mc_buf_free(&c->out);
     mc_mslots_clear(&c->recv);
     link_users_free(&c->users);
+    if (c->hello) {
+        peer_users_gone(c->id);
+    }
     free(c);
 }
 

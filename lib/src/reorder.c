@@ -309,11 +309,37 @@ static int unskip(room_t *st, uint64_t seq)
 
 int mc_reorder_push(mc_reorder_t *r, uint64_t room, uint64_t seq, void *item, uint64_t now_ms)
 {
-    return mc_reorder_push_after(r, room, seq, item, now_ms, 0);
+    return mc_reorder_push_after(r, room, seq, item, now_ms, 0, 0);
+}
+
+/* The room's source left out the seqs before seq for this node: what waits
+ * below seq goes now, in order, and the position moves to seq. */
+static void jump_to(mc_reorder_t *r, room_t *st, uint64_t seq)
+{
+    if (st->next == 0) {
+        if (st->held != NULL && st->held->seq < seq) {
+            return; /* lower seqs wait here: they start the room, seq waits its turn */
+        }
+        refuse_far_held(r, st, seq);
+        skip_note(st, 1, seq);
+        st->next = seq;
+        r->stats.jumps++;
+        return;
+    }
+    while (st->held != NULL && st->held->seq < seq) {
+        skip_note(st, st->next, st->held->seq);
+        st->next = st->held->seq;
+        release(r, st);
+    }
+    if (seq > st->next) {
+        skip_note(st, st->next, seq);
+        st->next = seq;
+        r->stats.jumps++;
+    }
 }
 
 int mc_reorder_push_after(mc_reorder_t *r, uint64_t room, uint64_t seq, void *item, uint64_t now_ms,
-                          uint64_t after_ms)
+                          uint64_t after_ms, int skipped_before)
 {
     room_t *st;
     uint64_t before, first_hold;
@@ -340,13 +366,17 @@ int mc_reorder_push_after(mc_reorder_t *r, uint64_t room, uint64_t seq, void *it
         r->drop(r->ctx, room, seq, item);
         return 0;
     }
-    if (st->next && too_far(r, st->next, seq)) {
+    if (st->next && !skipped_before && too_far(r, st->next, seq)) {
         r->stats.refused++;
         r->drop(r->ctx, room, seq, item);
         return MC_REORDER_AHEAD;
     }
 
     before = st->next;
+
+    if (skipped_before) {
+        jump_to(r, st, seq);
+    }
 
     if (st->next == 0 && seq == 1) {
         st->next = 1;   /* nothing precedes the first message of a room */

@@ -105,6 +105,9 @@ def test_unary_fallback_with_a_peer_that_does_not_serve_the_stream():
                                     else None)(scrape("relay-a")[0]),
                            timeout=20, what="a's 20 messages sent, b's refusal of the stream counted")
         assert val(after, "minichat_relay_peer_streaming", peer="b") == 0
+        # b's users travel only on b's stream to a, which b does not open:
+        # a does not know them and sends b every message
+        assert val(after, "minichat_relay_peer_users_known", peer="b") == 0
         assert d(after, before, "minichat_relay_peer_stream_fallbacks_total", peer="b") >= 1
         assert d(after, before, "minichat_relay_peer_calls_total", peer="b") >= 1
         assert d(after, before, "minichat_relay_peer_call_duration_seconds_count") >= 1

@@ -287,7 +287,7 @@ END_TEST
 /* Pushes a fresh item whose room's previous seq was admitted after_ms earlier. */
 static void push_after(mc_reorder_t *r, uint64_t room, uint64_t seq, uint64_t now, uint64_t after_ms)
 {
-    ck_assert_int_eq(mc_reorder_push_after(r, room, seq, new_item(room, seq), now, after_ms), 0);
+    ck_assert_int_eq(mc_reorder_push_after(r, room, seq, new_item(room, seq), now, after_ms, 0), 0);
 }
 
 START_TEST(test_quiet_start)
@@ -386,6 +386,60 @@ START_TEST(test_quiet_start_below_held)
     ck_assert_uint_eq(s.refused, 1);
     ck_assert_uint_eq(s.held, 0);
     ck_assert_int_eq(mc_reorder_timeout(r, 1001), -1);
+    done(r);
+}
+END_TEST
+
+START_TEST(test_skipped_before_jumps)
+{
+    mc_reorder_conf_t c = base_conf;
+    mc_reorder_t *r;
+    mc_reorder_stats_t s;
+
+    c.max_ahead = 100;
+    r = mk(&c);
+    push(r, 1, 1, 1000);
+    push(r, 1, 2, 1001);
+    /* the source left out 3..8 for this node: 9 goes at once */
+    ck_assert_int_eq(mc_reorder_push_after(r, 1, 9, new_item(1, 9), 1002, 0, 1), 0);
+    EXPECT_EMIT(0, 1, 1, 2, 9);
+    ck_assert_int_eq(mc_reorder_timeout(r, 1002), -1);
+    push(r, 1, 10, 1003);
+    EXPECT_EMIT(0, 1, 1, 2, 9, 10);
+    /* one of them from another source: late, released once */
+    push(r, 1, 5, 1004);
+    EXPECT_EMIT(0, 1, 1, 2, 9, 10, 5);
+    s = stats_of(r);
+    ck_assert_uint_eq(s.jumps, 1);
+    ck_assert_uint_eq(s.skipped, 0);
+    ck_assert_uint_eq(s.recovered, 1);
+
+    /* what waits below the jump goes first, in order */
+    push(r, 1, 12, 1010);
+    push(r, 1, 14, 1011);
+    ck_assert_uint_eq(emitted.n, 5);
+    ck_assert_int_eq(mc_reorder_push_after(r, 1, 17, new_item(1, 17), 1012, 0, 1), 0);
+    EXPECT_EMIT(5, 1, 12, 14, 17);
+    ck_assert_int_eq(mc_reorder_timeout(r, 1012), -1);
+
+    /* far past the position: the source said so, not refused */
+    ck_assert_int_eq(mc_reorder_push_after(r, 1, 5000, new_item(1, 5000), 1020, 0, 1), 0);
+    EXPECT_EMIT(8, 1, 5000);
+    ck_assert_uint_eq(stats_of(r).refused, 0);
+
+    /* a room with no position starts there */
+    ck_assert_int_eq(mc_reorder_push_after(r, 2, 40, new_item(2, 40), 1030, 0, 1), 0);
+    EXPECT_EMIT(9, 2, 40);
+    /* not with a lower seq waiting: that one starts the room */
+    push(r, 3, 3, 1040);
+    ck_assert_int_eq(mc_reorder_push_after(r, 3, 6, new_item(3, 6), 1041, 0, 1), 0);
+    ck_assert_uint_eq(emitted.n, 10);
+    mc_reorder_tick(r, 1090);
+    EXPECT_EMIT(10, 3, 3);
+    push(r, 3, 4, 1091);
+    push(r, 3, 5, 1092);
+    EXPECT_EMIT(10, 3, 3, 4, 5, 6);
+    ck_assert_uint_eq(stats_of(r).jumps, 4);
     done(r);
 }
 END_TEST
@@ -1291,6 +1345,7 @@ int main(void)
     tcase_add_test(tc, test_quiet_start);
     tcase_add_test(tc, test_quiet_shortens_first_hold);
     tcase_add_test(tc, test_quiet_start_below_held);
+    tcase_add_test(tc, test_skipped_before_jumps);
     tcase_add_test(tc, test_gap_filled);
     tcase_add_test(tc, test_gap_skipped);
     tcase_add_test(tc, test_two_gaps_skipped_in_turn);

@@ -65,6 +65,7 @@ typedef struct {
     uint64_t recovered;      /* skipped seqs that came late, released out of order */
     uint64_t quiet_starts;   /* rooms with no position started at once: their previous seq was
                                 admitted at least first_hold_ms earlier (mc_reorder_push_after) */
+    uint64_t jumps;          /* positions moved past seqs a source said it left out for this node */
 } mc_reorder_stats_t;
 
 /* Returns a new reorderer or NULL when out of memory. */
@@ -83,7 +84,10 @@ void mc_reorder_free(mc_reorder_t *r);
 int mc_reorder_push(mc_reorder_t *r, uint64_t room, uint64_t seq, void *item, uint64_t now_ms);
 
 /* The same, knowing that the room's previous seq was admitted after_ms
- * before this one (0: not known).  It shortens the first hold of a room
+ * before this one (0: not known), and whether the message's source left
+ * out the room's earlier messages for this node (skipped_before: another
+ * node's relay-worker sent this node none of them, as it held none of
+ * their recipients).  It shortens the first hold of a room
  * with no position: the hold stands for "a lower seq arrives at most
  * first_hold_ms after a higher one", and seq - 1 had after_ms more to get
  * here, so the message waits first_hold_ms - after_ms, and a message after
@@ -91,9 +95,13 @@ int mc_reorder_push(mc_reorder_t *r, uint64_t room, uint64_t seq, void *item, ui
  * seqs below it are remembered as skipped, so a late one is still
  * released).  A room idle past idle_ms, or never seen by this node,
  * usually has such a message first: without it that message would wait
- * the whole first hold. */
+ * the whole first hold.  With skipped_before the room does not wait for
+ * the seqs before this one: what waits below it goes now, in order, and
+ * its position moves to it (counted in jumps, not in skipped); the seqs
+ * passed over are remembered as skipped, so one that still comes from
+ * another source is released late. */
 int mc_reorder_push_after(mc_reorder_t *r, uint64_t room, uint64_t seq, void *item, uint64_t now_ms,
-                          uint64_t after_ms);
+                          uint64_t after_ms, int skipped_before);
 
 /* How many skipped ranges a room remembers for late arrivals. */
 #define MC_REORDER_SKIPS 4
