@@ -206,7 +206,7 @@ static void dispatch_durable(uint64_t room, uint64_t seq, const kafka_fanout_t *
 {
     (void)room; /* fan->msg.room */
     order_push(seq, &fan->msg, fan->repair);
-    peers_push_msg(&fan->msg); /* main.c's dispatch() kicks the peers once per round */
+    peers_push_msg(&fan->msg, fan->repair); /* main.c's dispatch() kicks the peers once per round */
 }
 
 int dispatch_init(void)

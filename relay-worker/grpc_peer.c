@@ -528,7 +528,7 @@ peer_t *peers_find(const char *node)
     return NULL;
 }
 
-void peers_push_msg(const link_msg_t *m)
+void peers_push_msg(const link_msg_t *m, int repair)
 {
     static const uint8_t flag[3] = {0xa8, 0x01, 0x01}; /* ChatMessage.after_skip (21) = true */
     uint64_t now = mc_now_ms();
@@ -543,7 +543,9 @@ void peers_push_msg(const link_msg_t *m)
             pthread_mutex_unlock(&p->lock);
             continue;
         }
-        if (peer_users_after_skip_locked(p, m->room)) {
+        /* a repair is an old seq, below where the peer's room stands: the
+         * flag would be lost on it, so it waits for the next live one */
+        if (!repair && peer_users_after_skip_locked(p, m->room)) {
             /* fields may come in any order: the flag rides at the end */
             if (copy == NULL && (copy = malloc(m->len + sizeof(flag))) != NULL) {
                 memcpy(copy, m->msg, m->len);
@@ -622,6 +624,8 @@ void peers_shutdown(void)
     int busy, waited, leak = 0, k;
     long unsent;
     peer_t *p;
+
+    peer_users_shutdown(); /* the cq thread leaves the peers alone from now on */
 
     for (i = 0; i < npeers; i++) {
         p = &peers[i];

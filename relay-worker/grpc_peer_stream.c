@@ -120,6 +120,7 @@ static int ps_open(peer_t *p)
 {
     peer_stream_t *st = &p->st;
     grpc_op ops[2];
+    size_t i;
 
     st->call = grpc_channel_create_registered_call(p->channel, NULL, GRPC_PROPAGATE_DEFAULTS, rpc_cq(),
                                                    p->stream_method, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
@@ -129,6 +130,11 @@ static int ps_open(peer_t *p)
     st->ended = st->sending = st->got_md = st->timed_out = 0;
     st->nsent = 0;
     peer_users_stream_opened_locked(p); /* its first new batch tells the users over */
+    for (i = 0; i < st->n; i++) {
+        /* sent again on a stream the peer knows no start of: their users
+         * entries are ignored there, so their acks must not count */
+        ps_at(st, i)->users_upto = 0;
+    }
     st->acked = 0;
     st->status = GRPC_STATUS_OK;
     st->opened_at = mc_now_ms();
@@ -214,6 +220,7 @@ static void ps_closed(peer_t *p, uint64_t now)
 
     grpc_call_unref(st->call);
     st->call = NULL;
+    peer_users_stream_closed_locked(p, now);
     grpc_slice_unref(st->details);
     st->details = grpc_empty_slice();
     grpc_metadata_array_destroy(&st->md_initial);

@@ -44,6 +44,7 @@ typedef struct {
     uint64_t out_upto;      /* the last change in out */
     int need_start;         /* the next batch built starts over: users_start and every link's whole set */
     uint64_t acked;         /* the last change the peer acked */
+    uint64_t live_until;    /* ms: a stream that ended may still count as filtering until then */
     /* what the peer told this node, on its stream to us */
     int known;              /* 0: it gets every message */
     const void *stream;     /* the peer's stream that said it */
@@ -147,6 +148,9 @@ void peer_users_stream_opened_locked(peer_t *p);
  * batch to send, 0 when there is none, -1 when out of memory. */
 int peer_users_attach_locked(peer_t *p, peer_batch_t *b, int have, const char *self);
 void peer_users_acked_locked(peer_t *p, uint64_t upto);
+void peer_users_stream_closed_locked(peer_t *p, uint64_t now);
+/* Before the peers are freed: the cq thread leaves them alone from now on. */
+void peer_users_shutdown(void);
 /* 1 when m should not go to p (none of its recipients there); the room is
  * remembered.  0: it goes. */
 int peer_users_skip_locked(peer_t *p, const link_msg_t *m);

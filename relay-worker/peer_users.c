@@ -30,10 +30,15 @@
  * and logged).  A peer whose stream is down does not filter for this node:
  * its next stream starts over with the whole set.
  *
+ * Every users frame with a req_id waits while a peer is behind, not only
+ * one that adds: the worker releases the hellos of every frame up to the
+ * one answered, so a later frame answered first would release an earlier
+ * one's hellos early.
+ *
  * Locks: each peer's own (p->lock) guards its peer_users_t; pu_wait_lock the
- * answers that wait.  Order: p->lock, then worker_link.c's lock (the
- * snapshot reads the links); pu_wait_lock, then p->lock or the link lock;
- * nothing takes p->lock and then pu_wait_lock.
+ * answers that wait, and the peers' lifetime for the cq thread.  Order:
+ * pu_wait_lock, then p->lock, then worker_link.c's lock (the snapshot reads
+ * the links); nothing takes p->lock and then pu_wait_lock.
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -57,7 +62,11 @@ typedef struct {
     uint64_t conn, req, change, deadline;
 } pu_wait_t;
 
+/* Also guards the peers' lifetime for the cq thread: peers_shutdown sets
+ * pu_closed under it before the peers go, and the cq thread's entries
+ * (apply, forget, check) hold it while they touch them. */
 static pthread_mutex_t pu_wait_lock = PTHREAD_MUTEX_INITIALIZER;
+static int pu_closed;
 static pu_wait_t *pu_waits;
 static size_t pu_nwaits, pu_capwaits;
 static uint64_t pu_waited, pu_wait_timeouts, pu_wait_logged_at;
@@ -284,14 +293,23 @@ static peer_link_users_t *pu_link_locked(peer_t *p, uint64_t link)
 
 void peer_users_apply(const char *node, const void *stream, const Minichat__RelayBatch *b)
 {
-    peer_t *p = peers_find(node);
     peer_link_users_t *l;
+    peer_t *p;
     size_t i;
 
+    pthread_mutex_lock(&pu_wait_lock);
+    p = pu_closed ? NULL : peers_find(node);
     if (p == NULL) {
+        pthread_mutex_unlock(&pu_wait_lock);
         return;
     }
     pthread_mutex_lock(&p->lock);
+    if (p->users.known && p->users.stream != stream) {
+        /* a batch on another stream: the peer gave the old one up, and
+         * what it said there may be stale; until this one's start, it gets
+         * every message */
+        pu_forget_locked(p);
+    }
     if (b->users_start) {
         pu_forget_locked(p);
         p->users.known = 1;
@@ -321,13 +339,16 @@ void peer_users_apply(const char *node, const void *stream, const Minichat__Rela
         }
     }
     pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(&pu_wait_lock);
 }
 
 void peer_users_forget(const void *stream)
 {
-    size_t i, n = peers_count();
+    size_t i, n;
     peer_t *p;
 
+    pthread_mutex_lock(&pu_wait_lock);
+    n = pu_closed ? 0 : peers_count();
     for (i = 0; i < n; i++) {
         p = peers_at(i);
         pthread_mutex_lock(&p->lock);
@@ -336,6 +357,7 @@ void peer_users_forget(const void *stream)
         }
         pthread_mutex_unlock(&p->lock);
     }
+    pthread_mutex_unlock(&pu_wait_lock);
 }
 
 int peer_users_skip_locked(peer_t *p, const link_msg_t *m)
@@ -375,18 +397,29 @@ void peer_users_free_locked(peer_t *p)
 
 /* --- answers that wait for the peers ----------------------------------- */
 
-/* 1 when a peer that filters for this node has not acked change yet. */
-static int pu_behind(uint64_t change)
+void peer_users_stream_closed_locked(peer_t *p, uint64_t now)
+{
+    /* the peer may not have seen the end yet, and filter with what it
+     * had: it counts as filtering until its next stream's start is acked
+     * (that start holds every change) or PU_WAIT_MS pass */
+    if (p->st.got_md) {
+        p->users.live_until = now + PU_WAIT_MS;
+    }
+}
+
+/* 1 when a peer that filters for this node, or may still, has not acked
+ * change yet (pu_wait_lock held). */
+static int pu_behind(uint64_t change, uint64_t now)
 {
     size_t i, n = peers_count();
     peer_t *p;
-    int behind = 0;
+    int behind = 0, live;
 
     for (i = 0; i < n && !behind; i++) {
         p = peers_at(i);
         pthread_mutex_lock(&p->lock);
-        behind = !p->unary && p->st.call != NULL && p->st.got_md && !p->st.ended && !p->st.timed_out
-                 && p->users.acked < change;
+        live = !p->unary && p->st.call != NULL && p->st.got_md && !p->st.ended && !p->st.timed_out;
+        behind = (live || now < p->users.live_until) && p->users.acked < change;
         pthread_mutex_unlock(&p->lock);
     }
     return behind;
@@ -394,13 +427,15 @@ static int pu_behind(uint64_t change)
 
 int peer_users_hold_answer(uint64_t conn, uint64_t req, uint64_t change)
 {
+    uint64_t now = mc_now_ms();
     pu_wait_t *w;
     size_t cap;
 
-    if (!pu_behind(change)) {
+    pthread_mutex_lock(&pu_wait_lock);
+    if (pu_closed || !pu_behind(change, now)) {
+        pthread_mutex_unlock(&pu_wait_lock);
         return 0;
     }
-    pthread_mutex_lock(&pu_wait_lock);
     if (pu_nwaits == pu_capwaits) {
         cap = pu_capwaits ? 2 * pu_capwaits : 16;
         w = realloc(pu_waits, cap * sizeof(*w));
@@ -415,7 +450,7 @@ int peer_users_hold_answer(uint64_t conn, uint64_t req, uint64_t change)
     w->conn = conn;
     w->req = req;
     w->change = change;
-    w->deadline = mc_now_ms() + PU_WAIT_MS;
+    w->deadline = now + PU_WAIT_MS;
     pu_waited++;
     pthread_mutex_unlock(&pu_wait_lock);
     return 1;
@@ -429,10 +464,10 @@ long peer_users_check(uint64_t now)
     int late;
 
     pthread_mutex_lock(&pu_wait_lock);
-    while (i < pu_nwaits) {
+    while (!pu_closed && i < pu_nwaits) {
         w = pu_waits[i];
         late = now >= w.deadline;
-        if (!late && pu_behind(w.change)) {
+        if (!late && pu_behind(w.change, now)) {
             if (wait < 0 || (long)(w.deadline - now) < wait) {
                 wait = (long)(w.deadline - now);
             }
@@ -453,6 +488,16 @@ long peer_users_check(uint64_t now)
     }
     pthread_mutex_unlock(&pu_wait_lock);
     return wait;
+}
+
+void peer_users_shutdown(void)
+{
+    pthread_mutex_lock(&pu_wait_lock);
+    pu_closed = 1;
+    free(pu_waits); /* the workers' links close next: nobody waits for these */
+    pu_waits = NULL;
+    pu_nwaits = pu_capwaits = 0;
+    pthread_mutex_unlock(&pu_wait_lock);
 }
 
 void peer_users_stats(uint64_t *waited, uint64_t *timeouts)

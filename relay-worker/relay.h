@@ -354,8 +354,9 @@ int peers_check(const char *spec, const char *self, char *err, size_t err_size);
 int peers_init(const char *spec, const char *self);
 void peers_push(const uint8_t *msg, size_t len);
 /* Queues a chat message for every peer that holds one of its recipients,
- * or whose users this node does not know (peer_users.c). */
-void peers_push_msg(const link_msg_t *m);
+ * or whose users this node does not know (peer_users.c); repair: a
+ * message published again. */
+void peers_push_msg(const link_msg_t *m, int repair);
 void peers_kick(void);
 long peers_tick(uint64_t now);
 int peers_idle(void);

@@ -417,9 +417,8 @@ static void on_users(link_conn_t *c, const Minichat__LocalFrame *f)
     if (f->req_id == 0) {
         return;
     }
-    if ((f->users->full || f->users->n_add > 0) && !f->users->all
-        && peer_users_hold_answer(c->id, f->req_id, change)) {
-        return; /* a user new here: peer_users_check answers once the peers know */
+    if (peer_users_hold_answer(c->id, f->req_id, change)) {
+        return; /* peer_users_check answers once the peers have it, in order */
     }
     link_users_answer(c->id, f->req_id);
 }

@@ -317,8 +317,8 @@ int mc_reorder_push(mc_reorder_t *r, uint64_t room, uint64_t seq, void *item, ui
 static void jump_to(mc_reorder_t *r, room_t *st, uint64_t seq)
 {
     if (st->next == 0) {
-        if (st->held != NULL && st->held->seq < seq) {
-            return; /* lower seqs wait here: they start the room, seq waits its turn */
+        if (seq == 1 || (st->held != NULL && st->held->seq < seq)) {
+            return; /* seq 1 starts a room anyway; lower seqs waiting start it, seq waits its turn */
         }
         refuse_far_held(r, st, seq);
         skip_note(st, 1, seq);
@@ -335,6 +335,7 @@ static void jump_to(mc_reorder_t *r, room_t *st, uint64_t seq)
         skip_note(st, st->next, seq);
         st->next = seq;
         r->stats.jumps++;
+        release(r, st); /* a copy of seq may wait already */
     }
 }
 
@@ -376,6 +377,17 @@ int mc_reorder_push_after(mc_reorder_t *r, uint64_t room, uint64_t seq, void *it
 
     if (skipped_before) {
         jump_to(r, st, seq);
+        if (st->next > seq) {
+            /* a copy of seq was waiting and went with the jump: a repeat */
+            r->stats.late++;
+            r->drop(r->ctx, room, seq, item);
+            if (st->held == NULL) {
+                wait_clear(r, st);
+            } else {
+                wait_set(r, st, now_ms + r->conf.gap_ms);
+            }
+            return 0;
+        }
     }
 
     if (st->next == 0 && seq == 1) {

@@ -440,6 +440,22 @@ START_TEST(test_skipped_before_jumps)
     push(r, 3, 5, 1092);
     EXPECT_EMIT(10, 3, 3, 4, 5, 6);
     ck_assert_uint_eq(stats_of(r).jumps, 4);
+
+    /* the seq it jumps to waits already (a copy from another source): it
+     * goes with the jump, the flagged copy is a repeat */
+    push(r, 4, 1, 1100);
+    push(r, 4, 5, 1101);
+    ck_assert_int_eq(mc_reorder_push_after(r, 4, 5, new_item(4, 5), 1102, 0, 1), 0);
+    EXPECT_EMIT(14, 4, 1, 5);
+    EXPECT_DROP(0, 4, 5);
+    ck_assert_uint_eq(stats_of(r).held, 0);
+    ck_assert_int_eq(mc_reorder_timeout(r, 1102), -1);
+    push(r, 4, 6, 1103);
+    EXPECT_EMIT(14, 4, 1, 5, 6);
+    /* seq 1 with the flag and no position: starts the room as any seq 1, no jump */
+    ck_assert_int_eq(mc_reorder_push_after(r, 5, 1, new_item(5, 1), 1110, 0, 1), 0);
+    EXPECT_EMIT(17, 5, 1);
+    ck_assert_uint_eq(stats_of(r).jumps, 5);
     done(r);
 }
 END_TEST
