@@ -34,6 +34,15 @@ def b_known_by_a():
     return val(s, "minichat_relay_peer_users_known", 0, peer="b") == 1
 
 
+def b_workers_linked():
+    """Both of nginx b's workers are connected to relay-worker b again."""
+    try:
+        s, _ = scrape("relay-b")
+    except (OSError, AssertionError):
+        return False
+    return val(s, "minichat_relay_worker_connections", 0) >= 2
+
+
 async def send(cs, room, seq):
     ack = await cs.send_msg(room, "m%d" % seq)
     assert ack["op"] == "ack" and ack["seq"] == seq, ack
@@ -117,8 +126,14 @@ async def test_a_restarted_relay_b_gets_everything_until_it_tells_its_users_agai
         faults._signal("relay-b/relay.pid", RELAY_B_CONF, signal.SIGTERM)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, faults.stack_start)
+        # b's stream may tell a its users before nginx b's workers are back
+        # on relay-worker b (a user there gets nothing live while its
+        # worker's link is down, as before any of this): wait for both
+        await loop.run_in_executor(None, lambda: wait_until(b_workers_linked, timeout=30,
+                                                            what="nginx b's workers on relay-worker b"))
         await loop.run_in_executor(None, lambda: wait_until(b_known_by_a, timeout=30,
                                                             what="node b's users known again"))
+        await asyncio.sleep(1.0)   # nginx b's user sets reach relay-worker b, and from it a
         after, _ = scrape("relay-a")
         assert d(after, before, "minichat_relay_peer_users_starts_total", peer="b") >= 1
         # filtering again: the room on a alone is skipped for b, the other goes
